@@ -1,0 +1,42 @@
+"""Event contracts: pydantic models, codec, keys, deterministic ids and JSON Schema export."""
+
+from schemas.codec import dead_letter, decode, encode
+from schemas.errors import InvalidEvent, SchemaError
+from schemas.events import (
+    SCHEMA_VERSION,
+    AlertEvent,
+    DeadLetter,
+    ForecastEvent,
+    OrderEvent,
+    PlanEvent,
+    PlanLine,
+    RestockEvent,
+    SkuPolicy,
+    StockEvent,
+)
+from schemas.export import CONTRACT_MODELS, export_json_schemas
+from schemas.ids import deterministic_id
+from schemas.keys import sku_key, split_key
+
+__all__ = [
+    "CONTRACT_MODELS",
+    "SCHEMA_VERSION",
+    "AlertEvent",
+    "DeadLetter",
+    "ForecastEvent",
+    "InvalidEvent",
+    "OrderEvent",
+    "PlanEvent",
+    "PlanLine",
+    "RestockEvent",
+    "SchemaError",
+    "SkuPolicy",
+    "StockEvent",
+    "dead_letter",
+    "decode",
+    "deterministic_id",
+    "encode",
+    "export_json_schemas",
+    "sku_key",
+    "split_key",
+]

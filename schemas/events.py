@@ -1,0 +1,193 @@
+"""Event models for every topic in the contract table (pydantic v2, strict, versioned)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AlertEvent",
+    "DeadLetter",
+    "Event",
+    "ForecastEvent",
+    "OrderEvent",
+    "PlanEvent",
+    "PlanLine",
+    "RestockEvent",
+    "SkuPolicy",
+    "StockEvent",
+]
+
+SCHEMA_VERSION = 1
+MAX_QUANTITY = 1_000_000
+
+Sku = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^@\s]+$")]
+Location = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^@\s]+$")]
+EventId = Annotated[str, Field(min_length=1, max_length=128)]
+Quantity = Annotated[int, Field(gt=0, le=MAX_QUANTITY)]
+Units = Annotated[int, Field(ge=0, le=1_000_000_000)]
+EventTime = Annotated[AwareDatetime, Field(description="tz-aware ISO-8601 timestamp")]
+
+
+class Event(BaseModel):
+    """Base of every event: strict types, unknown fields rejected, immutable."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+    @model_validator(mode="after")
+    def _sane_times(self) -> Self:
+        for name, value in self:
+            if isinstance(value, datetime) and not 1990 <= value.year <= 2100:
+                raise ValueError(f"{name} {value.isoformat()} is outside 1990..2100")
+        return self
+
+
+class OrderEvent(Event):
+    """An order line: demand (placed) or negative demand (cancelled, returned)."""
+
+    event_id: EventId
+    type: Literal["placed", "cancelled", "returned"]
+    sku: Sku
+    location: Location
+    quantity: Quantity
+    occurred_at: EventTime
+    unit_price: Annotated[float, Field(ge=0)] | None = None
+    order_id: str | None = None
+
+    def signed_quantity(self) -> int:
+        """Demand contribution: placed adds, cancelled/returned subtract."""
+        return self.quantity if self.type == "placed" else -self.quantity
+
+
+class StockEvent(Event):
+    """A stock fact: a full snapshot of on-hand units, or a delta (adjustment, receipt)."""
+
+    event_id: EventId
+    type: Literal["snapshot", "adjustment", "receipt"]
+    sku: Sku
+    location: Location
+    on_hand: Units | None = None
+    delta: Annotated[int, Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY)] | None = None
+    occurred_at: EventTime
+    restock_id: str | None = Field(
+        default=None, description="for receipts: the restock this delivery fulfils"
+    )
+
+    @model_validator(mode="after")
+    def _one_of_on_hand_or_delta(self) -> Self:
+        if self.type == "snapshot":
+            if self.on_hand is None or self.delta is not None:
+                raise ValueError("a snapshot carries on_hand and no delta")
+        elif self.delta is None or self.on_hand is not None:
+            raise ValueError(f"a {self.type} carries delta and no on_hand")
+        elif self.type == "receipt" and self.delta <= 0:
+            raise ValueError("a receipt's delta must be > 0")
+        return self
+
+
+class SkuPolicy(Event):
+    """Restock policy of one SKU at one location (compacted catalog topic)."""
+
+    sku: Sku
+    location: Location
+    lead_time_days: Annotated[int, Field(ge=0, le=365)]
+    review_days: Annotated[int, Field(ge=0, le=365)] = 1
+    service_level: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    case_pack: Annotated[int, Field(ge=1)] = 1
+    moq: Annotated[int, Field(ge=0)] = 1
+    unit_cost: Annotated[float, Field(ge=0)] = 0.0
+    supplier: Annotated[str, Field(min_length=1, max_length=128)] = "default"
+
+
+class ForecastEvent(Event):
+    """Probabilistic multi-horizon forecast of one SKU's demand per bucket."""
+
+    sku: Sku
+    location: Location
+    issued_at: AwareDatetime
+    bucket: AwareDatetime = Field(description="start of the last closed bucket")
+    bucket_seconds: int
+    horizon: int
+    quantile_levels: list[float]
+    quantiles: list[list[float]] = Field(description="horizon x levels, demand per bucket")
+    cumulative: list[list[float]] = Field(description="horizon x levels, cumulative demand")
+    mean: list[float]
+    model_version: str
+
+
+class RestockEvent(Event):
+    """A decision to reorder one SKU; `restock_id` is deterministic in its inputs."""
+
+    restock_id: str
+    sku: Sku
+    location: Location
+    supplier: str
+    quantity: Quantity
+    reorder_point: float
+    order_up_to: float
+    inventory_position: float
+    on_hand: int
+    on_order: int
+    backorders: int
+    service_level: float
+    lead_time_days: int
+    review_days: int
+    unit_cost: float
+    reason: str
+    model_version: str
+    bucket: AwareDatetime
+    issued_at: AwareDatetime
+
+
+class PlanLine(BaseModel):
+    """One SKU line in a purchase plan."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    restock_id: str
+    sku: Sku
+    quantity: Quantity
+    unit_cost: float
+
+
+class PlanEvent(Event):
+    """A purchase plan decided by the optimizer for one supplier and location."""
+
+    plan_id: str
+    supplier: str
+    location: Location
+    lines: list[PlanLine]
+    total_units: int
+    total_cost: float
+    decided_at: AwareDatetime
+
+
+class AlertEvent(Event):
+    """A risk a subscriber should hear about."""
+
+    alert_id: str
+    sku: Sku
+    location: Location
+    kind: Literal["stockout_risk", "demand_anomaly", "stale_stock", "model_drift"]
+    severity: Literal["info", "warning", "critical"]
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+    raised_at: AwareDatetime
+
+
+class DeadLetter(Event):
+    """A record the ingest path refused, with where it came from and why."""
+
+    source_topic: str
+    partition: int
+    offset: int
+    key: str | None
+    error: str
+    error_kind: str
+    raw_payload_b64: str = Field(description="the raw bytes, base64 (may not be UTF-8)")
+    received_at: AwareDatetime

@@ -1,0 +1,93 @@
+"""One typed settings object for every shelfcast process (env vars `SHELFCAST_*`)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "TopicNames"]
+
+
+class TopicNames:
+    """Concrete topic names derived from the one prefix settings."""
+
+    def __init__(self, shop_prefix: str, prefix: str) -> None:
+        self.orders = f"{shop_prefix}orders"
+        self.stock = f"{shop_prefix}stock"
+        self.catalog = f"{shop_prefix}catalog"
+        self.forecasts = f"{prefix}forecasts"
+        self.restock = f"{prefix}restock"
+        self.plans = f"{prefix}plans"
+        self.alerts = f"{prefix}alerts"
+        self.dlq = f"{prefix}dlq"
+
+    def inputs(self) -> list[str]:
+        return [self.orders, self.stock, self.catalog]
+
+    def outputs(self) -> list[str]:
+        return [self.forecasts, self.restock, self.plans, self.alerts, self.dlq]
+
+    def all(self) -> list[str]:
+        return self.inputs() + self.outputs()
+
+
+class Settings(BaseSettings):
+    """Settings for workers, optimizer and CLI. Env vars override `.env`; secrets never print."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SHELFCAST_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Kafka
+    kafka_bootstrap: str | None = Field(
+        default=None, description="host:port[,host:port]; unset = demo starts an embedded broker"
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    topic_partitions: int = Field(default=4, ge=1, description="partitions for topics we create")
+    topic_replication: int = Field(default=1, ge=1)
+    shop_topic_prefix: str = Field(default="shop.", description="prefix of the shop's input topics")
+    topic_prefix: str = Field(default="shelfcast.", description="prefix of shelfcast's topics")
+    app_id: str = Field(default="shelfcast", description="Faust app id / consumer group")
+
+    # PostgreSQL
+    database_url: SecretStr | None = Field(
+        default=None, description="postgresql://...; unset = demo starts an embedded PostgreSQL"
+    )
+
+    # Windows and forecasting
+    bucket: Literal["daily", "hourly"] = "daily"
+    window_buckets: int = Field(default=56, ge=7, description="buckets kept per (sku, location)")
+    allowed_lateness_buckets: int = Field(default=1, ge=0)
+    horizon_buckets: int = Field(default=14, ge=1)
+    model: Literal["seasonal_naive", "moving_average"] = "moving_average"
+    max_batch: int = Field(default=512, ge=1, description="inferencer micro-batch size")
+    max_wait_ms: float = Field(default=5.0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    # Restock defaults for SKUs without a catalog policy
+    default_lead_time_days: int = Field(default=7, ge=0)
+    default_review_days: int = Field(default=1, ge=0)
+    default_service_level: float = Field(default=0.95, gt=0, lt=1)
+    default_case_pack: int = Field(default=1, ge=1)
+    default_moq: int = Field(default=1, ge=0)
+    default_supplier: str = "default"
+
+    # Ingest guards
+    max_payload_bytes: int = Field(default=1_048_576, ge=1)
+
+    @cached_property
+    def topics(self) -> TopicNames:
+        return TopicNames(self.shop_topic_prefix, self.topic_prefix)
+
+    def bucket_seconds(self) -> int:
+        return 86_400 if self.bucket == "daily" else 3_600
+
+    def public_dict(self) -> dict[str, object]:
+        """Settings as plain values for printing: secrets masked."""
+        return self.model_dump(mode="json")
