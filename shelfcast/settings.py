@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     shop_topic_prefix: str = Field(default="shop.", description="prefix of the shop's input topics")
     topic_prefix: str = Field(default="shelfcast.", description="prefix of shelfcast's topics")
     app_id: str = Field(default="shelfcast", description="Faust app id / consumer group")
+    kafka_session_timeout_s: float = Field(default=10.0, gt=0, description="group session timeout")
+    take_max: int = Field(default=2000, ge=1, description="max events per stream batch")
+    take_within_ms: float = Field(default=100.0, gt=0, description="max wait to fill a batch")
+    web_port: int | None = Field(default=None, description="worker web server port; unset = off")
 
     # PostgreSQL
     database_url: SecretStr | None = Field(

@@ -1,0 +1,137 @@
+"""The Faust app: input topics, the SKU state table and the batched ingest agent."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+import faust
+from faust.types import EventT
+
+from schemas import encode
+from shelfcast.kafka_config import bootstrap_servers
+from shelfcast.settings import Settings
+from streams.processor import BatchOutputs, BatchProcessor, PredictFn, RawRecord
+
+__all__ = ["StreamCounters", "create_app"]
+
+log = logging.getLogger(__name__)
+
+
+class _BytesKeyTable(MutableMapping[str, Any]):
+    """Str-keyed view of a Faust table whose keys are raw bytes (as they come back on recovery)."""
+
+    def __init__(self, table: faust.Table) -> None:
+        self._table = table
+
+    def __getitem__(self, key: str) -> Any:
+        return self._table[key.encode()]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._table.get(key.encode(), default)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._table[key.encode()] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._table[key.encode()]
+
+    def __iter__(self) -> Iterator[str]:
+        return (k.decode() for k in self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+
+class StreamCounters:
+    """Running totals of what the agent did (logged, and read by metrics later)."""
+
+    def __init__(self) -> None:
+        self.batches = self.events = self.accepted = self.duplicates = 0
+        self.dlq = self.forecasts = self.restocks = self.alerts = 0
+
+    def add(self, n_events: int, out: BatchOutputs) -> None:
+        self.batches += 1
+        self.events += n_events
+        self.accepted += out.accepted
+        self.duplicates += out.duplicates
+        self.dlq += len(out.dead_letters)
+        self.forecasts += len(out.forecasts)
+        self.restocks += len(out.restocks)
+        self.alerts += len(out.alerts)
+
+
+def create_app(settings: Settings, predict: PredictFn, model_version: str) -> faust.App:
+    """Build the worker app. Topics must exist (see `streams.topics.ensure_topics`)."""
+    hosts = bootstrap_servers(settings).split(",")
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{h.strip()}" for h in hosts],
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 3),
+        consumer_auto_offset_reset="earliest",
+        store="memory://",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        topic_allow_declare=True,
+        web_enabled=settings.web_port is not None,
+        web_port=settings.web_port or 6066,
+        producer_acks=-1,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    topics = settings.topics
+    source = app.topic(topics.orders, topics.stock, topics.catalog,
+                       key_serializer="raw", value_serializer="raw")
+    outputs = {name: app.topic(name, key_serializer="raw", value_serializer="raw")
+               for name in topics.outputs()}
+    # use_partitioner: a batch spans partitions, so the changelog partition must come from the
+    # key (same murmur2 partitioner as the shop's producer), not from "the current event".
+    table = app.Table("sku_state", default=None, partitions=settings.topic_partitions,
+                      schema=faust.Schema(key_serializer="raw", value_serializer="json"),
+                      use_partitioner=True)
+    processor = BatchProcessor(settings, predict, model_version)
+    counters = StreamCounters()
+    app.shelfcast_counters = counters  # type: ignore[attr-defined]
+
+    async def send_all(out: BatchOutputs) -> None:
+        for topic_name, events in (
+            (topics.dlq, out.dead_letters),
+            (topics.forecasts, out.forecasts),
+            (topics.restock, out.restocks),
+            (topics.alerts, out.alerts),
+        ):
+            channel = outputs[topic_name]
+            for event in events:
+                key = getattr(event, "key", None)
+                if key is None:
+                    sku, loc = getattr(event, "sku", None), getattr(event, "location", None)
+                    key = f"{sku}@{loc}" if sku else None
+                await channel.send(key=key.encode() if isinstance(key, str) else key,
+                                   value=encode(event))
+
+    @app.agent(source, name="ingest")
+    async def ingest(stream: faust.StreamT[bytes]) -> None:
+        view = _BytesKeyTable(table)
+        within = settings.take_within_ms / 1000
+        async for events in stream.take_events(settings.take_max, within=within):
+            records = [_raw(e) for e in events]
+            out = await processor.process(records, view)
+            await send_all(out)
+            counters.add(len(records), out)
+
+    @app.timer(interval=10.0)
+    async def report() -> None:
+        c = counters
+        log.info("shelfcast: events=%d accepted=%d dup=%d dlq=%d forecasts=%d restocks=%d "
+                 "alerts=%d", c.events, c.accepted, c.duplicates, c.dlq, c.forecasts,
+                 c.restocks, c.alerts)
+
+    return app
+
+
+def _raw(event: EventT) -> RawRecord:
+    m = event.message
+    return RawRecord(topic=m.topic, partition=m.partition, offset=m.offset,
+                     key=m.key, value=m.value)

@@ -1,0 +1,162 @@
+"""Per-(sku, location) state: event-time demand buckets, dedupe ids, stock and open orders.
+
+Pure data and functions, no Kafka: the Faust agent loads a `SkuState` from its changelogged
+table, applies a batch of events to it and writes it back once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = ["ApplyResult", "SkuState", "bucket_index"]
+
+ApplyResult = Literal["ok", "duplicate", "late"]
+
+
+def bucket_index(epoch_seconds: float, bucket_seconds: int) -> int:
+    """The event-time bucket an instant falls in (UTC-aligned)."""
+    return int(epoch_seconds // bucket_seconds)
+
+
+@dataclass
+class SkuState:
+    """Everything a worker remembers about one SKU at one location (JSON-serialisable)."""
+
+    sku: str
+    location: str
+    first_bucket: int | None = None
+    watermark: int | None = None  # newest bucket seen in event time (the open bucket)
+    demand: dict[int, float] = field(default_factory=dict)  # bucket -> net units
+    seen_ids: dict[int, list[str]] = field(default_factory=dict)  # bucket -> event ids
+    on_hand: int = 0
+    backorders: int = 0
+    stock_known: bool = False
+    last_stock_bucket: int | None = None
+    on_order: dict[str, int] = field(default_factory=dict)  # restock_id -> units outstanding
+    policy: dict[str, Any] | None = None
+    open_alerts: dict[str, int] = field(default_factory=dict)  # kind -> bucket it opened
+    next_bucket_high: float | None = None  # last forecast's high quantile for the next bucket
+    forecast_pending: bool = False  # a bucket closed since the last forecast
+
+    # --- serialisation -------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["demand"] = {str(k): v for k, v in self.demand.items()}
+        data["seen_ids"] = {str(k): v for k, v in self.seen_ids.items()}
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SkuState:
+        data = dict(data)
+        data["demand"] = {int(k): float(v) for k, v in data.get("demand", {}).items()}
+        data["seen_ids"] = {int(k): list(v) for k, v in data.get("seen_ids", {}).items()}
+        return cls(**data)
+
+    # --- event time ----------------------------------------------------------------------
+    def _admit(self, event_id: str, bucket: int, lateness: int) -> ApplyResult:
+        if self.watermark is not None and bucket < self.watermark - lateness:
+            return "late"
+        if event_id in self.seen_ids.get(bucket, ()):
+            return "duplicate"
+        self.seen_ids.setdefault(bucket, []).append(event_id)
+        return "ok"
+
+    def advance(self, bucket: int, *, window: int, lateness: int) -> int:
+        """Move the SKU's clock to `bucket`; returns how many buckets closed (0 if none)."""
+        if self.first_bucket is None:
+            self.first_bucket = bucket
+        if self.watermark is None:
+            self.watermark = bucket
+            return 0
+        closed = max(0, bucket - self.watermark)
+        if closed:
+            self.watermark = bucket
+            self.forecast_pending = True
+            self._evict(window=window, lateness=lateness)
+        return closed
+
+    def _evict(self, *, window: int, lateness: int) -> None:
+        assert self.watermark is not None
+        keep_demand_from = self.watermark - window - lateness
+        self.demand = {b: q for b, q in self.demand.items() if b >= keep_demand_from}
+        keep_ids_from = self.watermark - lateness
+        self.seen_ids = {b: ids for b, ids in self.seen_ids.items() if b >= keep_ids_from}
+
+    # --- events --------------------------------------------------------------------------
+    def apply_order(
+        self, event_id: str, bucket: int, signed_qty: int, *, window: int, lateness: int
+    ) -> ApplyResult:
+        """Count an order line's demand in its bucket and take it out of stock."""
+        verdict = self._admit(event_id, bucket, lateness)
+        if verdict != "ok":
+            return verdict
+        self.advance(bucket, window=window, lateness=lateness)
+        self.demand[bucket] = self.demand.get(bucket, 0.0) + signed_qty
+        self._take_from_stock(signed_qty)
+        return "ok"
+
+    def _take_from_stock(self, units: int) -> None:
+        if units >= 0:
+            served = min(units, self.on_hand)
+            self.on_hand -= served
+            self.backorders += units - served
+        else:  # a cancellation or return puts units back
+            back = -units
+            cleared = min(back, self.backorders)
+            self.backorders -= cleared
+            self.on_hand += back - cleared
+
+    def apply_stock(
+        self,
+        event_id: str,
+        bucket: int,
+        kind: str,
+        *,
+        on_hand: int | None,
+        delta: int | None,
+        restock_id: str | None,
+        window: int,
+        lateness: int,
+    ) -> ApplyResult:
+        """A snapshot resets on hand; an adjustment or receipt moves it (receipts close orders)."""
+        verdict = self._admit(event_id, bucket, lateness)
+        if verdict != "ok":
+            return verdict
+        self.advance(bucket, window=window, lateness=lateness)
+        if kind == "snapshot":
+            assert on_hand is not None
+            self.on_hand, self.backorders = on_hand, 0
+        else:
+            assert delta is not None
+            if kind == "receipt" and restock_id is not None and restock_id in self.on_order:
+                left = self.on_order.pop(restock_id) - delta
+                if left > 0:
+                    self.on_order[restock_id] = left
+            self._take_from_stock(-delta)
+        self.stock_known = True
+        self.last_stock_bucket = bucket if self.last_stock_bucket is None else max(
+            bucket, self.last_stock_bucket
+        )
+        return "ok"
+
+    # --- views for forecasting and restock -----------------------------------------------
+    def closed_window(self, window: int) -> np.ndarray:
+        """Demand of the last `window` closed buckets, oldest first; NaN before first seen."""
+        out = np.full(window, np.nan)
+        if self.watermark is None or self.first_bucket is None:
+            return out
+        last_closed = self.watermark - 1
+        for i in range(window):
+            b = last_closed - (window - 1 - i)
+            if b >= self.first_bucket:
+                out[i] = max(0.0, self.demand.get(b, 0.0))
+        return out
+
+    def last_closed_bucket(self) -> int | None:
+        return None if self.watermark is None else self.watermark - 1
+
+    def inventory_position(self) -> int:
+        return self.on_hand + sum(self.on_order.values()) - self.backorders
