@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "TopicNames"]
+__all__ = ["Settings", "TopicNames", "settings_env"]
 
 
 class TopicNames:
@@ -95,3 +95,16 @@ class Settings(BaseSettings):
     def public_dict(self) -> dict[str, object]:
         """Settings as plain values for printing: secrets masked."""
         return self.model_dump(mode="json")
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as `SHELFCAST_*` env vars, for a child process (secrets included)."""
+    env: dict[str, str] = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[f"SHELFCAST_{name.upper()}"] = str(value)
+    return env

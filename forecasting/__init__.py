@@ -1,0 +1,34 @@
+"""Demand forecasters behind one small contract, their registry, and accuracy metrics."""
+
+from __future__ import annotations
+
+from forecasting.base import QUANTILE_LEVELS, Forecaster, QuantileForecast
+from forecasting.errors import (
+    ForecastingError,
+    InvalidForecastError,
+    InvalidWindowError,
+    UnknownForecasterError,
+)
+from forecasting.metrics import coverage, mase, pinball, wape
+from forecasting.moving_average import MovingAverage
+from forecasting.registry import available_forecasters, make_forecaster, register_forecaster
+from forecasting.seasonal_naive import SeasonalNaive
+
+__all__ = [
+    "QUANTILE_LEVELS",
+    "Forecaster",
+    "ForecastingError",
+    "InvalidForecastError",
+    "InvalidWindowError",
+    "MovingAverage",
+    "QuantileForecast",
+    "SeasonalNaive",
+    "UnknownForecasterError",
+    "available_forecasters",
+    "coverage",
+    "make_forecaster",
+    "mase",
+    "pinball",
+    "register_forecaster",
+    "wape",
+]

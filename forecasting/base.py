@@ -1,0 +1,250 @@
+"""The forecaster contract: QuantileForecast (what every model returns) and the Forecaster ABC."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Self, overload
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from forecasting._numeric import FloatArray
+from forecasting.errors import InvalidForecastError, InvalidWindowError
+
+__all__ = ["QUANTILE_LEVELS", "Forecaster", "QuantileForecast", "validate_levels"]
+
+QUANTILE_LEVELS: tuple[float, ...] = (0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975)
+"""Default quantile levels: the central 50/80/90/95% intervals and the median."""
+
+SeriesIndex = int | slice | Sequence[int] | NDArray[np.integer] | NDArray[np.bool_] | None
+
+
+def validate_levels(levels: ArrayLike) -> FloatArray:
+    """Return `levels` as a float array; they must be strictly increasing and inside (0, 1)."""
+    arr = np.array(levels, dtype=np.float64)
+    if arr.ndim != 1 or arr.size == 0:
+        raise InvalidForecastError(
+            f"levels must be a non-empty 1-D sequence, got shape {arr.shape}"
+        )
+    if not (np.all(arr > 0.0) and np.all(arr < 1.0)):
+        raise InvalidForecastError(f"levels must lie strictly inside (0, 1), got {arr.tolist()}")
+    if np.any(np.diff(arr) <= 0.0):
+        raise InvalidForecastError(f"levels must be strictly increasing, got {arr.tolist()}")
+    return arr
+
+
+def _frozen(arr: FloatArray) -> FloatArray:
+    arr.flags.writeable = False
+    return arr
+
+
+def _interp_level(values: FloatArray, levels: FloatArray, level: float) -> FloatArray:
+    """Linear interpolation in `level` along the last axis of `values`; clamped at the ends."""
+    if levels.size == 1 or level <= levels[0]:
+        return values[..., 0]
+    if level >= levels[-1]:
+        return values[..., -1]
+    i = int(np.searchsorted(levels, level, side="right")) - 1
+    w = (level - levels[i]) / (levels[i + 1] - levels[i])
+    out: FloatArray = values[..., i] * (1.0 - w) + values[..., i + 1] * w
+    return out
+
+
+@dataclass(frozen=True)
+class QuantileForecast:
+    """Probabilistic multi-horizon demand forecast for a batch of series.
+
+    Attributes:
+        levels: (Q,) quantile levels, strictly increasing in (0, 1).
+        daily: (n_series, horizon, Q) quantiles of demand in each future bucket h = 1..horizon
+            (index h - 1). "daily" is the default bucket; hourly buckets work the same.
+        cumulative: (n_series, horizon, Q) quantiles of the TOTAL demand over buckets 1..h;
+            cumulative[:, h - 1, :] is the lead-time demand distribution for an h-bucket lead
+            time. It is not the sum of daily quantiles (quantiles do not add).
+        mean: (n_series, horizon) the model's point forecast (expected demand) per bucket.
+
+    Arrays are copied to float64 and made read-only. Quantiles must be finite, non-negative
+    and non-decreasing along Q.
+    """
+
+    levels: FloatArray
+    daily: FloatArray
+    cumulative: FloatArray
+    mean: FloatArray
+
+    def __post_init__(self) -> None:
+        levels = validate_levels(self.levels)
+        daily = np.array(self.daily, dtype=np.float64)
+        cumulative = np.array(self.cumulative, dtype=np.float64)
+        mean = np.array(self.mean, dtype=np.float64)
+        q = levels.shape[0]
+        if daily.ndim != 3 or daily.shape[2] != q:
+            raise InvalidForecastError(f"daily must be (n_series, horizon, {q}), got {daily.shape}")
+        n, horizon, _ = daily.shape
+        if horizon < 1:
+            raise InvalidForecastError("horizon must be at least 1")
+        if cumulative.shape != daily.shape:
+            raise InvalidForecastError(
+                f"cumulative must have the shape of daily {daily.shape}, got {cumulative.shape}"
+            )
+        if mean.shape != (n, horizon):
+            raise InvalidForecastError(f"mean must be {(n, horizon)}, got {mean.shape}")
+        for field, arr in (("daily", daily), ("cumulative", cumulative), ("mean", mean)):
+            if not np.all(np.isfinite(arr)):
+                raise InvalidForecastError(f"{field} holds NaN or infinite values")
+            if np.any(arr < 0.0):
+                raise InvalidForecastError(f"{field} holds negative demand (min {arr.min()})")
+        for field, arr in (("daily", daily), ("cumulative", cumulative)):
+            if arr.size == 0:
+                continue
+            tol = 1e-9 * max(1.0, float(np.abs(arr).max()))
+            if np.any(np.diff(arr, axis=2) < -tol):
+                raise InvalidForecastError(f"{field} quantiles decrease along the level axis")
+        object.__setattr__(self, "levels", _frozen(levels))
+        object.__setattr__(self, "daily", _frozen(daily))
+        object.__setattr__(self, "cumulative", _frozen(cumulative))
+        object.__setattr__(self, "mean", _frozen(mean))
+
+    @property
+    def n_series(self) -> int:
+        """Number of series in the batch."""
+        return int(self.daily.shape[0])
+
+    @property
+    def horizon(self) -> int:
+        """Number of future buckets forecast."""
+        return int(self.daily.shape[1])
+
+    @classmethod
+    def zeros(cls, n_series: int, horizon: int, levels: ArrayLike = QUANTILE_LEVELS) -> Self:
+        """A forecast of zero demand with zero spread (series without any history)."""
+        lv = validate_levels(levels)
+        shape = (n_series, horizon, lv.shape[0])
+        return cls(lv, np.zeros(shape), np.zeros(shape), np.zeros((n_series, horizon)))
+
+    @overload
+    def lead_time_quantile(self, series_index: int, steps: int, level: float) -> float: ...
+
+    @overload
+    def lead_time_quantile(
+        self,
+        series_index: slice | Sequence[int] | NDArray[np.integer] | NDArray[np.bool_] | None,
+        steps: int,
+        level: float,
+    ) -> FloatArray: ...
+
+    def lead_time_quantile(
+        self, series_index: SeriesIndex, steps: int, level: float
+    ) -> float | FloatArray:
+        """Quantile `level` of the total demand over the next `steps` buckets.
+
+        `series_index` picks the series: an int gives a float, anything that indexes the first
+        axis (slice, index array, boolean mask) gives an array, None gives all series.
+
+        Levels between the forecast's levels are interpolated linearly in the level; levels
+        outside them are clamped to the first/last level (no tail extrapolation). steps == 0
+        gives 0. For steps > horizon the distribution at the horizon H is extrapolated:
+        with M_H = sum(mean[:, :H]) and r = steps / H,
+
+            Q_steps(q) = max(0, r * M_H + sqrt(r) * (Q_H(q) - M_H)),
+
+        i.e. the mean grows by the average per-bucket mean for each extra bucket and the spread
+        around the mean grows like sqrt(steps), as for a sum of independent buckets.
+        """
+        if not 0.0 <= level <= 1.0:
+            raise ValueError(f"level must be in [0, 1], got {level}")
+        if steps < 0 or int(steps) != steps:
+            raise ValueError(f"steps must be a non-negative integer, got {steps}")
+        steps = int(steps)
+        rows = slice(None) if series_index is None else series_index
+        cumulative = self.cumulative[rows]
+        if steps == 0:
+            values: FloatArray = np.zeros(cumulative.shape[:-2] + cumulative.shape[-1:])
+        elif steps <= self.horizon:
+            values = cumulative[..., steps - 1, :]
+        else:
+            total_mean = self.mean[rows].sum(axis=-1)[..., None]
+            ratio = steps / self.horizon
+            values = np.maximum(
+                ratio * total_mean
+                + math.sqrt(ratio) * (cumulative[..., self.horizon - 1, :] - total_mean),
+                0.0,
+            )
+        out = _interp_level(values, self.levels, level)
+        if isinstance(series_index, int | np.integer):
+            return float(out)
+        return np.asarray(out, dtype=np.float64)
+
+
+class Forecaster(ABC):
+    """What every demand model speaks: `fit` on history, `predict` quantiles for a batch.
+
+    Like River's forecaster base the surface is tiny, so the backtest, the stream and the
+    benchmark never special-case a model. Subclasses set `name` (the registry key), bump
+    `version` when their output changes, and implement `_predict` on windows that `predict`
+    has already validated: a float64 (n_series, window_len) array of bucket demands, oldest
+    first, values >= 0 or NaN. Leading NaNs mean "no history yet" (a new SKU); NaNs inside the
+    history are missing buckets and are skipped.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[int] = 1
+
+    def __init__(self, levels: Sequence[float] = QUANTILE_LEVELS) -> None:
+        self._levels = validate_levels(levels)
+
+    @property
+    def levels(self) -> FloatArray:
+        """Quantile levels this forecaster emits."""
+        return self._levels.copy()
+
+    @property
+    def model_version(self) -> str:
+        """Identifier written into ForecastEvent.model_version, e.g. "seasonal_naive-1"."""
+        return f"{self.name}-{self.version}"
+
+    def fit(self, series: Sequence[NDArray[np.floating]]) -> Self:
+        """Fit one global model on many histories; local baselines keep nothing, so a no-op."""
+        return self
+
+    def predict(self, windows: ArrayLike, horizon: int) -> QuantileForecast:
+        """Forecast `horizon` buckets for each row of `windows` (n_series, window_len).
+
+        Rows with no observation at all get zero demand with zero spread.
+        """
+        if isinstance(horizon, bool) or int(horizon) != horizon or horizon < 1:
+            raise InvalidWindowError(f"horizon must be a positive integer, got {horizon!r}")
+        horizon = int(horizon)
+        arr = np.array(windows, dtype=np.float64)
+        if arr.ndim != 2:
+            raise InvalidWindowError(
+                f"windows must be 2-D (n_series, window_len), got shape {arr.shape}"
+            )
+        if np.any(np.isinf(arr)):
+            raise InvalidWindowError("windows hold infinite values")
+        if np.any(arr < 0.0):  # NaN compares False, so missing buckets pass
+            bad = np.argwhere(arr < 0.0)[0]
+            raise InvalidWindowError(
+                f"windows hold negative demand, e.g. series {bad[0]} bucket {bad[1]}: "
+                f"{arr[bad[0], bad[1]]}"
+            )
+        if arr.shape[0] == 0 or arr.shape[1] == 0:
+            return QuantileForecast.zeros(arr.shape[0], horizon, self._levels)
+        return self._predict(arr, horizon)
+
+    def forecast_one(self, window: ArrayLike, horizon: int) -> QuantileForecast:
+        """Forecast a single series; `window` is 1-D, oldest bucket first."""
+        arr = np.array(window, dtype=np.float64)
+        if arr.ndim != 1:
+            raise InvalidWindowError(f"window must be 1-D, got shape {arr.shape}")
+        return self.predict(arr[None, :], horizon)
+
+    @abstractmethod
+    def _predict(self, windows: FloatArray, horizon: int) -> QuantileForecast:
+        """Forecast validated, non-empty windows (see the class docstring)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(levels={self._levels.tolist()})"

@@ -1,0 +1,133 @@
+"""The `shelfcast` command: one CLI for workers, the optimizer, schemas and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from shelfcast.errors import ConfigError, ShelfcastError
+from shelfcast.settings import Settings
+
+__all__ = ["main"]
+
+DEFAULT_TRANSACTIONS = Path("../shared/data/uci_online_retail/transactions.csv.gz")
+
+EPILOG = """examples:
+  shelfcast demo --events 20000 --json out.json   # whole pipeline on embedded broker + database
+  shelfcast worker                                # a stream worker (SHELFCAST_KAFKA_BOOTSTRAP)
+  shelfcast optimizer                             # restock -> plans in PostgreSQL
+  shelfcast migrate                               # apply database migrations
+  shelfcast schemas export schemas-json/          # JSON Schema for shops in other languages
+  shelfcast settings                              # effective settings, secrets masked
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shelfcast", description="Streaming demand forecasting and restock planning.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo", help="replay real orders through the whole pipeline (embedded services)",
+        description="Replay the UCI Online Retail order lines through the pipeline. With no "
+        "SHELFCAST_KAFKA_BOOTSTRAP / SHELFCAST_DATABASE_URL it starts an embedded Kafka-protocol "
+        "broker and PostgreSQL itself.")
+    demo.add_argument("--data", type=Path, default=None,
+                      help=f"transactions CSV (default: {DEFAULT_TRANSACTIONS})")
+    demo.add_argument("--events", type=int, default=50_000,
+                      help="event budget: orders + stock + catalog events to publish")
+    demo.add_argument("--json", type=Path, default=None, help="write the summary here")
+    demo.add_argument("--day-seconds", type=float, default=0.5,
+                      help="wall seconds per replayed day (accelerated clock); 0 = flat out")
+    demo.add_argument("--redeliver-every", type=int, default=200,
+                      help="re-send every Nth order event, as a retrying producer would (0 = off)")
+
+    sub.add_parser("worker", help="run a stream worker (Faust) until stopped")
+    sub.add_parser("optimizer", help="run the optimizer service until stopped")
+    sub.add_parser("migrate", help="apply database migrations")
+    sub.add_parser("settings", help="print the effective settings (secrets masked)")
+
+    schemas = sub.add_parser("schemas", help="event contracts")
+    schemas_sub = schemas.add_subparsers(dest="schemas_command", required=True, metavar="ACTION")
+    export = schemas_sub.add_parser("export", help="write JSON Schema files")
+    export.add_argument("out_dir", type=Path)
+    return parser
+
+
+def _database_url(settings: Settings) -> str:
+    if settings.database_url is None:
+        raise ConfigError("no database configured: set SHELFCAST_DATABASE_URL=postgresql://...")
+    return settings.database_url.get_secret_value()
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "schemas":
+        from schemas import export_json_schemas
+
+        for path in export_json_schemas(args.out_dir):
+            print(path)
+        return 0
+    settings = Settings()
+    if args.command == "settings":
+        print(json.dumps(settings.public_dict(), indent=2))
+        return 0
+    if args.command == "worker":
+        from streams.worker import run_worker
+
+        run_worker(settings)
+        return 0
+    if args.command == "optimizer":
+        from optimizer.service import run_service
+
+        asyncio.run(run_service(settings, _database_url(settings)))
+        return 0
+    if args.command == "migrate":
+        from optimizer.store import PlanStore
+
+        async def migrate() -> list[int]:
+            async with await PlanStore.connect(_database_url(settings)) as store:
+                return await store.migrate()
+
+        applied = asyncio.run(migrate())
+        print(f"applied migrations: {applied or 'none (up to date)'}")
+        return 0
+    if args.command == "demo":
+        from shelfcast.demo.runner import DemoOptions, run_demo
+
+        data = args.data or DEFAULT_TRANSACTIONS
+        if not data.exists():
+            raise ConfigError(f"data file {data} not found (pass --data PATH)")
+        if args.events <= 0:
+            raise ConfigError("--events must be > 0")
+        opts = DemoOptions(data=data, events=args.events, json_path=args.json,
+                           day_seconds=args.day_seconds, redeliver_every=args.redeliver_every)
+        run_demo(settings, opts)
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except ShelfcastError as exc:
+        print(f"shelfcast: error: {exc}", file=sys.stderr)
+        return 1
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        print(f"shelfcast: error: setting {where}: {first['msg']}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

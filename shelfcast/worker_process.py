@@ -1,0 +1,95 @@
+"""A stream worker in a child process: started with the given settings, stopped or killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from shelfcast.errors import ServiceUnavailable
+from shelfcast.settings import Settings, settings_env
+
+__all__ = ["WorkerProcess"]
+
+READY_MARK = "Worker]: Ready"
+
+
+class WorkerProcess:
+    """`shelfcast worker` as a subprocess whose log goes to `log_path`."""
+
+    def __init__(self, settings: Settings, log_path: Path, *, name: str = "worker") -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.name = name
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self) -> Self:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHELFCAST_")}
+        env.update(settings_env(self.settings))
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "shelfcast", "worker"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def wait_ready(self, timeout_s: float = 90.0) -> float:
+        """Block until the worker has joined its group and recovered tables; returns seconds."""
+        assert self._proc is not None, "start() first"
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout_s:
+            if self._proc.poll() is not None:
+                raise ServiceUnavailable(
+                    f"{self.name} exited with code {self._proc.returncode}; "
+                    f"see {self.log_path}:\n{self.log_tail()}")
+            with self.log_path.open("rb") as log:
+                log.seek(self._offset)
+                if READY_MARK.encode() in log.read():
+                    return time.monotonic() - t0
+            time.sleep(0.2)
+        raise ServiceUnavailable(
+            f"{self.name} not ready after {timeout_s:.0f} s; see {self.log_path}:\n"
+            f"{self.log_tail()}")
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout_s: float = 20.0) -> int | None:
+        """SIGTERM (graceful: Faust commits and leaves the group), SIGKILL if it hangs."""
+        if self._proc is None:
+            return None
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        code = self._proc.returncode
+        self._proc = None
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self._proc is not None and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
