@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -85,7 +84,7 @@ class Settings(BaseSettings):
     # Ingest guards
     max_payload_bytes: int = Field(default=1_048_576, ge=1)
 
-    @cached_property
+    @property
     def topics(self) -> TopicNames:
         return TopicNames(self.shop_topic_prefix, self.topic_prefix)
 

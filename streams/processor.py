@@ -31,7 +31,7 @@ from schemas import (
     sku_key,
 )
 from shelfcast.settings import Settings
-from streams.state import SkuState, bucket_index
+from streams.state import SkuState
 
 __all__ = ["BatchOutputs", "BatchProcessor", "PredictFn", "RawRecord"]
 
@@ -109,16 +109,16 @@ class BatchProcessor:
         if record.topic == self.topics.orders:
             order = decode(OrderEvent, record.value, max_bytes=max_bytes)
             state = self._state(cache, table, order.sku, order.location)
-            bucket = bucket_index(order.occurred_at.timestamp(), self.bucket_seconds)
-            return state.apply_order(order.event_id, bucket, order.signed_quantity(),
+            return state.apply_order(order.event_id, order.occurred_at.timestamp(),
+                                     order.signed_quantity(), bucket_seconds=self.bucket_seconds,
                                      window=self.window, lateness=self.lateness)
         if record.topic == self.topics.stock:
             stock = decode(StockEvent, record.value, max_bytes=max_bytes)
             state = self._state(cache, table, stock.sku, stock.location)
-            bucket = bucket_index(stock.occurred_at.timestamp(), self.bucket_seconds)
-            return state.apply_stock(stock.event_id, bucket, stock.type, on_hand=stock.on_hand,
-                                     delta=stock.delta, restock_id=stock.restock_id,
-                                     window=self.window, lateness=self.lateness)
+            return state.apply_stock(stock.event_id, stock.occurred_at.timestamp(), stock.type,
+                                     on_hand=stock.on_hand, delta=stock.delta,
+                                     restock_id=stock.restock_id,
+                                     bucket_seconds=self.bucket_seconds, lateness=self.lateness)
         if record.topic == self.topics.catalog:
             policy = decode(SkuPolicy, record.value, max_bytes=max_bytes)
             state = self._state(cache, table, policy.sku, policy.location)

@@ -6,7 +6,7 @@ table, applies a batch of events to it and writes it back once.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -35,6 +35,7 @@ class SkuState:
     backorders: int = 0
     stock_known: bool = False
     last_stock_bucket: int | None = None
+    stock_as_of: float | None = None  # epoch seconds of the last snapshot
     on_order: dict[str, int] = field(default_factory=dict)  # restock_id -> units outstanding
     policy: dict[str, Any] | None = None
     open_alerts: dict[str, int] = field(default_factory=dict)  # kind -> bucket it opened
@@ -43,7 +44,8 @@ class SkuState:
 
     # --- serialisation -------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        """A shallow JSON-able copy (the state object is discarded after the batch)."""
+        data = dict(self.__dict__)
         data["demand"] = {str(k): v for k, v in self.demand.items()}
         data["seen_ids"] = {str(k): v for k, v in self.seen_ids.items()}
         return data
@@ -53,11 +55,14 @@ class SkuState:
         data = dict(data)
         data["demand"] = {int(k): float(v) for k, v in data.get("demand", {}).items()}
         data["seen_ids"] = {int(k): list(v) for k, v in data.get("seen_ids", {}).items()}
+        data["on_order"] = dict(data.get("on_order", {}))
+        data["open_alerts"] = dict(data.get("open_alerts", {}))
         return cls(**data)
 
     # --- event time ----------------------------------------------------------------------
-    def _admit(self, event_id: str, bucket: int, lateness: int) -> ApplyResult:
-        if self.watermark is not None and bucket < self.watermark - lateness:
+    def _admit(self, event_id: str, bucket: int, lateness: int, *, check_late: bool = True
+               ) -> ApplyResult:
+        if check_late and self.watermark is not None and bucket < self.watermark - lateness:
             return "late"
         if event_id in self.seen_ids.get(bucket, ()):
             return "duplicate"
@@ -87,15 +92,22 @@ class SkuState:
 
     # --- events --------------------------------------------------------------------------
     def apply_order(
-        self, event_id: str, bucket: int, signed_qty: int, *, window: int, lateness: int
+        self, event_id: str, occurred_at: float, signed_qty: int, *, bucket_seconds: int,
+        window: int, lateness: int
     ) -> ApplyResult:
-        """Count an order line's demand in its bucket and take it out of stock."""
+        """Count an order line's demand in its bucket and take it out of stock.
+
+        Only orders move the SKU's demand clock: stock comes on another topic, which the
+        consumer may read ahead of the orders, and must not make those orders late.
+        """
+        bucket = bucket_index(occurred_at, bucket_seconds)
         verdict = self._admit(event_id, bucket, lateness)
         if verdict != "ok":
             return verdict
         self.advance(bucket, window=window, lateness=lateness)
         self.demand[bucket] = self.demand.get(bucket, 0.0) + signed_qty
-        self._take_from_stock(signed_qty)
+        if self.stock_as_of is None or occurred_at > self.stock_as_of:
+            self._take_from_stock(signed_qty)  # else the snapshot already counted it
         return "ok"
 
     def _take_from_stock(self, units: int) -> None:
@@ -112,23 +124,26 @@ class SkuState:
     def apply_stock(
         self,
         event_id: str,
-        bucket: int,
+        occurred_at: float,
         kind: str,
         *,
         on_hand: int | None,
         delta: int | None,
         restock_id: str | None,
-        window: int,
+        bucket_seconds: int,
         lateness: int,
     ) -> ApplyResult:
         """A snapshot resets on hand; an adjustment or receipt moves it (receipts close orders)."""
-        verdict = self._admit(event_id, bucket, lateness)
+        bucket = bucket_index(occurred_at, bucket_seconds)
+        verdict = self._admit(event_id, bucket, lateness, check_late=False)
         if verdict != "ok":
             return verdict
-        self.advance(bucket, window=window, lateness=lateness)
         if kind == "snapshot":
             assert on_hand is not None
+            if self.stock_as_of is not None and occurred_at < self.stock_as_of:
+                return "ok"  # an older snapshot than the one we hold: superseded
             self.on_hand, self.backorders = on_hand, 0
+            self.stock_as_of = occurred_at
         else:
             assert delta is not None
             if kind == "receipt" and restock_id is not None and restock_id in self.on_order:
