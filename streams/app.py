@@ -71,6 +71,7 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str) -> fa
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 3),
         consumer_auto_offset_reset="earliest",
+        broker_commit_interval=settings.commit_interval_s,
         store="memory://",
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication,

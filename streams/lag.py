@@ -2,32 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
+from types import TracebackType
+from typing import Self
+
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from shelfcast.kafka_config import client_kwargs
 from shelfcast.settings import Settings
 
-__all__ = ["input_lag"]
+__all__ = ["LagProbe"]
 
 
-async def input_lag(settings: Settings, group_id: str | None = None) -> int:
-    """Records on the input topics not yet committed by the worker group (all partitions)."""
-    kwargs = client_kwargs(settings)
-    admin = AIOKafkaAdminClient(**kwargs)
-    consumer = AIOKafkaConsumer(**kwargs, group_id=None)
-    await admin.start()
-    await consumer.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(group_id or settings.app_id)
-        parts = [TopicPartition(t, p) for t in settings.topics.inputs()
-                 for p in range(settings.topic_partitions)]
-        ends = await consumer.end_offsets(parts)
-        lag = 0
-        for tp, end in ends.items():
-            meta = committed.get(tp)
-            lag += end - (meta.offset if meta is not None and meta.offset >= 0 else 0)
-        return lag
-    finally:
-        await consumer.stop()
-        await admin.close()
+class LagProbe:
+    """Reads the worker group's committed offsets and the input topics' end offsets.
+
+    Uses a consumer carrying the group id that never subscribes, so it does not join the
+    group (OffsetFetch only); the admin API's OffsetFetch is missing on some brokers (tansu).
+    """
+
+    def __init__(self, settings: Settings, group_id: str | None = None) -> None:
+        self._consumer = AIOKafkaConsumer(**client_kwargs(settings),
+                                          group_id=group_id or settings.app_id,
+                                          enable_auto_commit=False)
+        self._parts = [TopicPartition(t, p) for t in settings.topics.inputs()
+                       for p in range(settings.topic_partitions)]
+
+    async def __aenter__(self) -> Self:
+        await self._consumer.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self._consumer.stop()
+
+    async def lag(self) -> int:
+        """Records on the input topics not yet committed by the worker group."""
+        ends = await self._consumer.end_offsets(self._parts)
+        committed = await asyncio.gather(*(self._consumer.committed(tp) for tp in ends))
+        # clamp per partition: some brokers (tansu) answer a short "latest" offset
+        return sum(max(0, end - (c or 0)) for end, c in zip(ends.values(), committed, strict=True))

@@ -200,7 +200,8 @@ class BatchProcessor:
         lead_steps = self._steps(policy.lead_time_days)
         cover_steps = lead_steps + self._steps(policy.review_days)
         reorder_point = float(forecast.lead_time_quantile(i, lead_steps, policy.service_level))
-        order_up_to = float(forecast.lead_time_quantile(i, cover_steps, policy.service_level))
+        order_up_to = max(reorder_point,
+                          float(forecast.lead_time_quantile(i, cover_steps, policy.service_level)))
         on_order = sum(state.on_order.values())
         decision = decide_restock(
             reorder_point=reorder_point, order_up_to=order_up_to, on_hand=state.on_hand,

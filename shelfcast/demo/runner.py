@@ -31,7 +31,7 @@ from shelfcast.demo.replay import ShopEvent, Warehouse, read_order_lines
 from shelfcast.kafka_config import client_kwargs
 from shelfcast.settings import Settings
 from shelfcast.worker_process import WorkerProcess
-from streams.lag import input_lag
+from streams.lag import LagProbe
 from streams.topics import ensure_topics
 
 __all__ = ["DemoOptions", "DemoSummary", "run_demo"]
@@ -50,6 +50,7 @@ class DemoOptions:
     lead_time_days: int = 2
     settle_timeout_s: float = 120.0
     keep_logs: Path | None = None
+    day_timeout_s: float = 30.0
 
 
 @dataclass
@@ -190,8 +191,9 @@ async def _pipeline(settings: Settings, dsn: str, opts: DemoOptions, console: Co
         tasks = [asyncio.create_task(outputs.run(stop)),
                  asyncio.create_task(optimizer.run(stop))]
         try:
-            await _produce(settings, opts, orders, warehouse, summary, console)
-            await _settle(settings, outputs, optimizer, opts, console)
+            async with LagProbe(settings) as probe:
+                await _produce(settings, opts, orders, warehouse, summary, console, probe)
+                await _settle(probe, outputs, optimizer, opts, console)
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -215,7 +217,8 @@ async def _pipeline(settings: Settings, dsn: str, opts: DemoOptions, console: Co
 
 
 async def _produce(settings: Settings, opts: DemoOptions, orders: list[ShopEvent],
-                   warehouse: Warehouse, summary: DemoSummary, console: Console) -> None:
+                   warehouse: Warehouse, summary: DemoSummary, console: Console,
+                   probe: LagProbe) -> None:
     topics = {"orders": settings.topics.orders, "stock": settings.topics.stock,
               "catalog": settings.topics.catalog}
     replay = _Replay(orders, warehouse, opts)
@@ -234,6 +237,9 @@ async def _produce(settings: Settings, opts: DemoOptions, orders: list[ShopEvent
                 if replay.days != last_day:  # accelerated clock: pace per replayed day
                     last_day = replay.days
                     await producer.flush()
+                    # closed loop: let the worker finish the day, so its restocks can be
+                    # scheduled and land after their lead time in the replayed future
+                    await _wait_caught_up(probe, opts.day_timeout_s)
                     wait = opts.day_seconds - (time.monotonic() - day_started)
                     if wait > 0:
                         await asyncio.sleep(wait)
@@ -256,18 +262,24 @@ async def _produce(settings: Settings, opts: DemoOptions, orders: list[ShopEvent
     summary.days_replayed = replay.days
 
 
-async def _settle(settings: Settings, outputs: _Outputs, optimizer: OptimizerService,
+async def _wait_caught_up(probe: LagProbe, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and await probe.lag() > 0:
+        await asyncio.sleep(0.1)
+
+
+async def _settle(probe: LagProbe, outputs: _Outputs, optimizer: OptimizerService,
                   opts: DemoOptions, console: Console) -> None:
     """Wait until the worker has committed every input and the optimizer has caught up."""
     t0 = time.monotonic()
     with console.status("waiting for the pipeline to catch up...") as status:
         while time.monotonic() - t0 < opts.settle_timeout_s:
             await asyncio.sleep(0.5)
-            lag = await input_lag(settings)
+            lag = await probe.lag()
             status.update(f"waiting for the pipeline to catch up: {lag:,} input events to go")
             idle = time.monotonic() - outputs.last_change
             caught_up = optimizer.counters.restocks_in >= len(outputs.restock_ids)
-            if lag == 0 and idle >= opts.idle_seconds and caught_up:
+            if lag <= 0 and idle >= opts.idle_seconds and caught_up:
                 return
     console.print("[yellow]pipeline still busy after the settle timeout; summarising anyway")
 

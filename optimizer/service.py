@@ -1,0 +1,430 @@
+"""The optimizer service: consume restock events, consolidate, persist to PostgreSQL, publish plans.
+
+Per batch: decode (refused records go to the DLQ), consolidate, write restocks + new plan lines +
+plans + the batch's next offsets in ONE PostgreSQL transaction, publish the plans created, mark
+them published (outbox), then commit the Kafka offsets. PostgreSQL is the source of truth for
+consumer positions: on assignment the consumer seeks to the offsets stored there, so the database
+and Kafka cannot disagree about what was planned. Plans written but not yet published (a crash
+between commit and publish) are published on the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+
+from optimizer.consolidate import consolidate
+from optimizer.errors import OptimizerError, StoreUnavailable
+from optimizer.store import TRANSIENT_DB_ERRORS, PlanStore
+from schemas.codec import dead_letter, decode, encode
+from schemas.errors import InvalidEvent
+from schemas.events import DeadLetter, PlanEvent, RestockEvent
+from shelfcast.kafka_config import client_kwargs
+from shelfcast.settings import Settings
+
+__all__ = ["OptimizerService", "RetryPolicy", "ServiceCounters", "retry_transient", "run_service"]
+
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff: `attempts` tries, delays base * 2**n capped, with jitter."""
+
+    attempts: int = 8
+    base_delay_s: float = 0.2
+    max_delay_s: float = 10.0
+
+    def delay_s(self, failed_attempts: int) -> float:
+        capped = min(self.max_delay_s, self.base_delay_s * 2.0 ** (failed_attempts - 1))
+        return capped * random.uniform(0.5, 1.0)  # jitter: restarted workers do not stampede
+
+
+async def retry_transient(
+    operation: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    what: str,
+    on_retry: Callable[[int, BaseException], None] | None = None,
+) -> T:
+    """Run `operation`, retrying on TRANSIENT_DB_ERRORS; raise StoreUnavailable when spent."""
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return await operation()
+        except TRANSIENT_DB_ERRORS as exc:
+            if attempt == policy.attempts:
+                raise StoreUnavailable(
+                    f"{what} failed {attempt} times, last error: {type(exc).__name__}: {exc}",
+                    attempts=attempt,
+                ) from exc
+            delay = policy.delay_s(attempt)
+            _log.warning("%s failed (%s: %s); retry %d/%d in %.2fs", what,
+                         type(exc).__name__, exc, attempt, policy.attempts - 1, delay)  # fmt: skip
+            if on_retry is not None:
+                on_retry(attempt, exc)
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable: attempts >= 1")
+
+
+@dataclass
+class ServiceCounters:
+    """What the service has done since it was created."""
+
+    restocks_in: int = 0
+    plans_out: int = 0
+    plan_lines_written: int = 0
+    dlq: int = 0
+    batches: int = 0
+    db_retries: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
+    """On assignment, position each partition at the offset PostgreSQL says comes next.
+
+    aiokafka logs and swallows a listener's exception; the consumer then starts from Kafka's
+    committed offset, which is never ahead of PostgreSQL's (it is committed after it), so the
+    worst case is reprocessing, which the store makes idempotent.
+    """
+
+    def __init__(self, service: OptimizerService, consumer: AIOKafkaConsumer) -> None:
+        self._service = service
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        # Nothing to flush: every batch is committed to PostgreSQL before the next poll.
+        return None
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        await self._service._seek_to_stored_offsets(self._consumer, assigned)
+
+
+class OptimizerService:
+    """Consumes `settings.topics.restock`, writes plans to PostgreSQL at `dsn`, publishes them.
+
+    `await service.run(stop_event)` runs until the event is set; `run_until_idle(s)` stops once
+    no record arrived for `s` seconds. Both start and stop the clients themselves.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        dsn: str,
+        *,
+        max_records: int = 1000,
+        poll_timeout_ms: int = 200,
+        retry: RetryPolicy | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.settings = settings
+        self.group_id = f"{settings.app_id}-optimizer"
+        self.counters = ServiceCounters()
+        self._dsn = dsn
+        self._max_records = max_records
+        self._poll_timeout_ms = poll_timeout_ms
+        self._retry = retry or RetryPolicy()
+        self._clock = clock
+        self._store: PlanStore | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        # Held while a batch is written: a rebalance reads the stored offsets only after the
+        # in-flight batch committed, so the new position is never behind work already done.
+        self._batch_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def store(self) -> PlanStore:
+        if self._store is None:
+            raise OptimizerError("the service is not started")
+        return self._store
+
+    async def start(self) -> None:
+        """Connect to PostgreSQL (migrating it), start the producer, publish leftover plans,
+        then join the consumer group. Idempotent."""
+        if self._consumer is not None:
+            return
+        kafka = client_kwargs(self.settings)
+        try:
+            if self._store is None:
+                self._store = await self._with_retry(
+                    lambda: PlanStore.connect(self._dsn), what="connect to PostgreSQL"
+                )
+                await self._with_retry(self._store.migrate, what="migrate PostgreSQL")
+            if self._producer is None:
+                producer = AIOKafkaProducer(**kafka, acks="all")
+                await producer.start()
+                self._producer = producer
+            await self._publish_pending()
+            consumer = AIOKafkaConsumer(
+                **kafka,
+                group_id=self.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                isolation_level="read_committed",
+                session_timeout_ms=int(self.settings.kafka_session_timeout_s * 1000),
+                heartbeat_interval_ms=max(100, int(self.settings.kafka_session_timeout_s * 250)),
+            )
+            consumer.subscribe(
+                [self.settings.topics.restock], listener=_SeekToStoredOffsets(self, consumer)
+            )
+            await consumer.start()
+            self._consumer = consumer
+        except BaseException:
+            await self.stop()
+            raise
+        _log.info("optimizer started: group %s on %s", self.group_id, self.settings.topics.restock)
+
+    async def stop(self) -> None:
+        """Leave the group and close every client. Safe to call twice."""
+        consumer, producer, store = self._consumer, self._producer, self._store
+        self._consumer = self._producer = self._store = None
+        if consumer is not None:
+            with contextlib.suppress(KafkaError, OSError):
+                await consumer.stop()
+        if producer is not None:
+            with contextlib.suppress(KafkaError, OSError):
+                await producer.stop()
+        if store is not None:
+            await store.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def run(self, stop: asyncio.Event | None = None) -> ServiceCounters:
+        """Process batches until `stop` is set (forever when None); always stops the clients."""
+        await self.start()
+        try:
+            while stop is None or not stop.is_set():
+                await self.process_once()
+        finally:
+            await self.stop()
+        return self.counters
+
+    async def run_until_idle(
+        self, idle_seconds: float, *, assignment_timeout_s: float = 60.0
+    ) -> ServiceCounters:
+        """Process batches until no record arrived for `idle_seconds` after partitions were
+        assigned. Raises OptimizerError when no partition is assigned within the timeout."""
+        await self.start()
+        try:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            last_activity: float | None = None
+            while True:
+                got = await self.process_once()
+                now = loop.time()
+                if self._consumer is not None and self._consumer.assignment():
+                    if last_activity is None or got:
+                        last_activity = now
+                    elif now - last_activity >= idle_seconds:
+                        break
+                elif now - started > assignment_timeout_s:
+                    raise OptimizerError(
+                        f"no partition of {self.settings.topics.restock} assigned to group "
+                        f"{self.group_id} within {assignment_timeout_s:.0f}s"
+                    )
+        finally:
+            await self.stop()
+        return self.counters
+
+    # ------------------------------------------------------------------ one batch
+
+    async def process_once(self) -> int:
+        """Poll one batch and handle it end to end; return how many records it held."""
+        consumer = self._started_consumer()
+        batch = await consumer.getmany(
+            timeout_ms=self._poll_timeout_ms, max_records=self._max_records
+        )
+        records = sum(len(rs) for rs in batch.values())
+        if records:
+            await self.handle_batch(batch)
+        return records
+
+    async def handle_batch(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
+        """Decode, dead-letter, consolidate, persist (with offsets), publish, commit."""
+        restocks: list[RestockEvent] = []
+        refused: list[DeadLetter] = []
+        next_offsets: dict[tuple[str, int], int] = {}
+        for tp, records in batch.items():
+            if not records:
+                continue
+            for record in records:
+                try:
+                    restocks.append(
+                        decode(
+                            RestockEvent, record.value, max_bytes=self.settings.max_payload_bytes
+                        )
+                    )
+                except InvalidEvent as exc:
+                    refused.append(
+                        dead_letter(
+                            topic=record.topic, partition=record.partition, offset=record.offset,
+                            key=record.key, raw=record.value, error=exc,
+                        )
+                    )  # fmt: skip
+            next_offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
+
+        # Dead letters go out before the offsets move past them: a crash can repeat them,
+        # never lose them.
+        await self._send_dead_letters(refused)
+        self.counters.restocks_in += len(restocks)
+
+        plans = consolidate(restocks, self._clock())
+        store = self.store
+        retried = False
+
+        def note_retry(_attempt: int, _exc: BaseException) -> None:
+            nonlocal retried
+            retried = True
+            self.counters.db_retries += 1
+
+        async with self._batch_lock:
+            created = await self._with_retry(
+                lambda: store.write_batch(restocks, plans, next_offsets, self.group_id),
+                what="write batch to PostgreSQL",
+                on_retry=note_retry,
+            )
+            self.counters.plan_lines_written += sum(len(p.lines) for p in created)
+            await self._publish(created)
+            if retried:
+                # A failed attempt may have committed before the connection dropped; its plans
+                # are then only in the outbox.
+                await self._publish_pending()
+        await self._commit_kafka(next_offsets)
+        self.counters.batches += 1
+
+    # ------------------------------------------------------------------ internals
+
+    def _started_consumer(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise OptimizerError("the service is not started")
+        return self._consumer
+
+    def _started_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise OptimizerError("the service is not started")
+        return self._producer
+
+    async def _with_retry(
+        self,
+        operation: Callable[[], Awaitable[T]],
+        *,
+        what: str,
+        on_retry: Callable[[int, BaseException], None] | None = None,
+    ) -> T:
+        return await retry_transient(operation, self._retry, what=what, on_retry=on_retry)
+
+    async def _seek_to_stored_offsets(
+        self, consumer: AIOKafkaConsumer, assigned: Sequence[TopicPartition]
+    ) -> None:
+        if not assigned:
+            return
+        # Paused partitions return no records: nothing is handed out from Kafka's committed
+        # position while PostgreSQL's is being read.
+        consumer.pause(*assigned)
+        try:
+            store = self.store
+            topics = sorted({tp.topic for tp in assigned})
+            async with self._batch_lock:
+                stored = await self._with_retry(
+                    lambda: store.committed_offsets(self.group_id, topics),
+                    what="read stored offsets",
+                )
+            for tp in assigned:
+                offset = stored.get((tp.topic, tp.partition))
+                if offset is not None:
+                    consumer.seek(tp, offset)
+                    _log.info("%s[%d]: resuming at stored offset %d", tp.topic, tp.partition,
+                              offset)  # fmt: skip
+        finally:
+            consumer.resume(*assigned)
+
+    async def _send_dead_letters(self, refused: Sequence[DeadLetter]) -> None:
+        if not refused:
+            return
+        producer = self._started_producer()
+        sends = [
+            await producer.send(
+                self.settings.topics.dlq,
+                key=dl.key.encode() if dl.key is not None else None,
+                value=encode(dl),
+            )
+            for dl in refused
+        ]
+        await asyncio.gather(*sends)
+        self.counters.dlq += len(refused)
+        for dl in refused:
+            _log.warning("refused %s[%d]@%d (%s): %s", dl.source_topic, dl.partition, dl.offset,
+                         dl.error_kind, dl.error)  # fmt: skip
+
+    async def _publish(self, plans: Sequence[PlanEvent]) -> None:
+        if not plans:
+            return
+        producer = self._started_producer()
+        sends = [
+            await producer.send(
+                self.settings.topics.plans, key=plan.supplier.encode(), value=encode(plan)
+            )
+            for plan in plans
+        ]
+        await asyncio.gather(*sends)
+        store = self.store
+        ids = [plan.plan_id for plan in plans]
+        await self._with_retry(lambda: store.mark_published(ids), what="mark plans published")
+        self.counters.plans_out += len(plans)
+
+    async def _publish_pending(self) -> None:
+        store = self.store
+        while pending := await self._with_retry(
+            store.unpublished_plans, what="read unpublished plans"
+        ):
+            _log.info("publishing %d plan(s) left unpublished", len(pending))
+            await self._publish(pending)
+
+    async def _commit_kafka(self, next_offsets: Mapping[tuple[str, int], int]) -> None:
+        # PostgreSQL already holds these offsets; Kafka's copy serves lag monitoring, so a
+        # commit refused during a rebalance is not an error.
+        consumer = self._started_consumer()
+        try:
+            await consumer.commit({TopicPartition(t, p): o for (t, p), o in next_offsets.items()})
+        except KafkaError as exc:
+            _log.info("Kafka offset commit skipped (%s); PostgreSQL holds the offsets", exc)
+
+
+async def run_service(settings: Settings, dsn: str) -> ServiceCounters:
+    """Run the optimizer until SIGTERM/SIGINT (the `shelfcast optimizer` command)."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return await OptimizerService(settings, dsn).run(stop)

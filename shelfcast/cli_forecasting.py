@@ -1,0 +1,225 @@
+"""`shelfcast train | backtest | bench inference`: the forecasting commands of the CLI.
+
+Wired into shelfcast.cli by `register(subparsers)` (adds the parsers) and `run(args)`
+(returns an exit code for the commands it added). torch and the peers load lazily.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["COMMANDS", "register", "run"]
+
+COMMANDS = ("train", "backtest", "bench")
+DEFAULT_MODELS = "seasonal_naive,moving_average,ets,lstm"
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, required=True,
+                   help="long CSV (unique_id, ds, y; .gz ok; store,item,date,sales recognised)")
+    p.add_argument("--id-cols", default=None, help="comma-separated id columns (joined by '/')")
+    p.add_argument("--date-col", default=None, help="date column (default ds)")
+    p.add_argument("--target-col", default=None, help="demand column (default y)")
+    p.add_argument("--max-series", type=int, default=None, help="keep the first N series")
+
+
+def _lstm_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--horizon", type=int, default=14, help="buckets to forecast (default 14)")
+    p.add_argument("--hidden", type=int, default=None, help="LSTM hidden units")
+    p.add_argument("--layers", type=int, default=None, help="LSTM layers")
+    p.add_argument("--max-epochs", type=int, default=None, help="epoch cap (early stopping)")
+    p.add_argument("--patience", type=int, default=None, help="early-stopping patience")
+    p.add_argument("--val-days", type=int, default=None, help="days held out for validation")
+    p.add_argument("--loss", choices=["pinball", "normal"], default=None,
+                   help="quantile head (pinball, default) or Gaussian likelihood (ablation)")
+    p.add_argument("--calendar", choices=["uk", "none"], default=None, help="holiday calendar")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+
+
+def register(subparsers: Any) -> None:
+    """Add `train`, `backtest` and `bench inference` to the `shelfcast` subparsers."""
+    train = subparsers.add_parser(
+        "train", help="train the global LSTM and write a versioned model directory",
+        description="Train the global probabilistic LSTM on a long-format demand CSV; writes "
+        "model.pt + metadata.json (features, horizon, scaling, data fingerprint, metrics).")
+    _data_args(train)
+    _lstm_args(train)
+    train.add_argument("--out", type=Path, required=True, help="model directory to write")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    bt = subparsers.add_parser(
+        "backtest", help="rolling-origin backtest of forecasters (MASE, WAPE, pinball, coverage)")
+    _data_args(bt)
+    _lstm_args(bt)
+    bt.add_argument("--folds", type=int, default=4, help="forecast origins (default 4)")
+    bt.add_argument("--step", type=int, default=None, help="days between origins (= horizon)")
+    bt.add_argument("--models", default=DEFAULT_MODELS, help=f"default {DEFAULT_MODELS}")
+    bt.add_argument("--refit", choices=["every", "once"], default="every",
+                    help="retrain global models at every origin or only the first")
+    bt.add_argument("--json", type=Path, default=None, help="write the scores here")
+    bt.add_argument("--plot", type=Path, default=None, help="write a PNG summary here")
+
+    bench = subparsers.add_parser("bench", help="benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+    inf = bench_sub.add_parser(
+        "inference", help="LSTM series/s by batch size, full vs incremental, batcher latency")
+    inf.add_argument("--json", type=Path, default=None, help="write the results here")
+    inf.add_argument("--model", type=Path, default=None,
+                     help="trained model dir (default: an untrained net of the default size)")
+    inf.add_argument("--batch-sizes", default="1,8,64,512,1024,4096,16384")
+    inf.add_argument("--window", type=int, default=56, help="full-window length (buckets)")
+    inf.add_argument("--device", default="auto")
+    inf.add_argument("--threads", type=int, default=1)
+    inf.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
+    inf.add_argument("--requests", type=int, default=20_000,
+                     help="concurrent single-series requests for the latency test")
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from forecasting.lstm import LSTMConfig
+
+    overrides = {k: getattr(args, k) for k in ("hidden", "layers", "max_epochs", "patience",
+                                                "val_days", "loss", "calendar", "seed")
+                 if getattr(args, k, None) is not None}
+    return LSTMConfig(horizon=args.horizon, **overrides)
+
+
+def _panel(args: argparse.Namespace) -> Any:
+    from forecasting.data import load_panel
+
+    ids = args.id_cols.split(",") if args.id_cols else None
+    return load_panel(args.data, id_cols=ids, date_col=args.date_col,
+                      target_col=args.target_col, max_series=args.max_series)
+
+
+def _threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from forecasting.lstm import save_artifact, train_lstm
+
+    _threads(args.threads)
+    panel = _panel(args)
+    config = _config(args)
+    print(f"training on {panel.n_series} series x {panel.n_days} days "
+          f"({panel.dates[0]} .. {panel.dates[-1]})", file=sys.stderr)
+    result = train_lstm(panel, config, device=args.device, progress=not args.no_progress)
+    data = {"path": str(args.data), "n_series": panel.n_series, "n_days": panel.n_days,
+            "first_day": str(panel.dates[0]), "last_day": str(panel.dates[-1])}
+    info = save_artifact(result.forecaster, args.out, data_fingerprint=panel.fingerprint(),
+                         data=data, metrics=result.metrics, history=result.history)
+    print(json.dumps({"model_dir": str(args.out), "model_version":
+                      result.forecaster.model_version, "model_id": info.model_id,
+                      **result.metrics}, indent=2))
+    return 0
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    from forecasting.backtest import rolling_origin
+    from forecasting.registry import make_forecaster
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if "lstm" in models:
+        _threads(args.threads)
+    for name, module in (("lstm", "lstm"), ("ets", "ets"), ("lightgbm", "lightgbm_peer")):
+        if name in models:  # importing registers the model (torch/statsforecast are optional)
+            importlib.import_module(f"forecasting.{module}")
+    panel = _panel(args)
+
+    def factory(name: str) -> Any:
+        if name == "lstm":
+            from forecasting.lstm import make_lstm
+
+            cfg = _config(args).to_json()
+            cfg["levels"] = tuple(cfg["levels"])
+            return make_lstm(device=args.device, **cfg)
+        if name == "lightgbm":
+            return make_forecaster(name, horizon=args.horizon)
+        return make_forecaster(name)
+
+    def on_fold(name: str, fold: int, s: dict[str, float]) -> None:
+        print(f"{name:>15} fold {fold}: mase {s['mase']:.3f} wape {s['wape']:.3f} "
+              f"pinball {s['pinball']:.3f} cov80 {s['coverage_80']:.3f} "
+              f"cov95 {s['coverage_95']:.3f} fit {s['fit_seconds']:.1f}s", file=sys.stderr,
+              flush=True)
+
+    t0 = time.perf_counter()
+    result = rolling_origin(panel, models, horizon=args.horizon, folds=args.folds,
+                            step=args.step, refit=args.refit == "every", factory=factory,
+                            on_fold=on_fold)
+    doc = result.to_json()
+    doc["data"] = str(args.data)
+    doc["lstm_config"] = _config(args).to_json()
+    doc["wall_seconds"] = time.perf_counter() - t0
+    doc["command"] = "shelfcast " + " ".join(sys.argv[1:]) if sys.argv[0].endswith(
+        "shelfcast") else None
+    _print_table(result.models)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+    if args.plot:
+        from forecasting.backtest import plot_backtest
+
+        plot_backtest(result, panel, args.plot)
+    return 0
+
+
+def _print_table(models: dict[str, dict[str, float]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    cols = ["mase", "wape", "pinball", "coverage_80", "coverage_95", "pinball_total",
+            "fit_seconds", "predict_seconds"]
+    table = Table("model", *cols)
+    for name, s in models.items():
+        table.add_row(name, *(f"{s[c]:.3f}" for c in cols))
+    Console(stderr=True).print(table)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from forecasting.lstm.bench import run_inference_bench
+
+    sizes = [int(x) for x in args.batch_sizes.split(",")]
+    doc = run_inference_bench(model_dir=args.model, batch_sizes=sizes, window=args.window,
+                              device=args.device, threads=args.threads,
+                              seconds=args.seconds, requests=args.requests)
+    text = json.dumps(doc, indent=2)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one of COMMANDS; returns the process exit code."""
+    if args.command == "train":
+        return _train(args)
+    if args.command == "backtest":
+        return _backtest(args)
+    if args.command == "bench":
+        return _bench(args)
+    raise ValueError(f"not a forecasting command: {args.command}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry (python -m shelfcast.cli_forecasting ...) until cli.py wires it in."""
+    parser = argparse.ArgumentParser(prog="shelfcast")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""PlanStore against a real PostgreSQL: migrations, idempotent batch writes, offsets, outbox."""
+
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from optimizer import Migration, MigrationError, PlanStore, consolidate, load_migrations
+from schemas import RestockEvent
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+DECIDED = datetime(2025, 3, 1, 12, tzinfo=UTC)
+GROUP = "shelfcast-optimizer"
+
+
+def restock(rid: str, *, sku: str = "sku-1", location: str = "berlin", supplier: str = "acme",
+            quantity: int = 10, unit_cost: float = 2.5) -> RestockEvent:  # fmt: skip
+    return RestockEvent(
+        restock_id=rid, sku=sku, location=location, supplier=supplier, quantity=quantity,
+        reorder_point=30.0, order_up_to=55.0, inventory_position=12.0, on_hand=12, on_order=0,
+        backorders=0, service_level=0.95, lead_time_days=7, review_days=1, unit_cost=unit_cost,
+        reason="test", model_version="m1", bucket=datetime(2025, 3, 1, tzinfo=UTC),
+        issued_at=datetime(2025, 3, 1, 1, tzinfo=UTC),
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def store(pg_database):
+    store = await PlanStore.connect(pg_database)
+    await store.migrate()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_migrations_apply_in_order_and_are_idempotent(pg_database):
+    async with await PlanStore.connect(pg_database) as store:
+        versions = [m.version for m in load_migrations()]
+        assert await store.migrate() == versions
+        assert await store.migrate() == []  # second run does nothing
+        assert [v for v, _ in await store.applied_migrations()] == versions
+    conn = await asyncpg.connect(pg_database)
+    try:
+        tables = {
+            r["tablename"]
+            for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")
+        }
+        assert {"schema_migrations", "restock_events", "purchase_plans", "plan_lines",
+                "consumer_offsets"} <= tables  # fmt: skip
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(versions)
+    finally:
+        await conn.close()
+
+
+async def test_concurrent_migrate_calls_serialise_on_the_advisory_lock(pg_database):
+    import asyncio
+
+    stores = [await PlanStore.connect(pg_database) for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(s.migrate() for s in stores))
+        assert sorted(len(r) for r in results) == [0, 0, len(load_migrations())]
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_a_changed_applied_migration_is_refused(store):
+    first = load_migrations()[0]
+    edited = Migration(first.version, first.name, first.sql + "\n-- edited\n")
+    with pytest.raises(MigrationError, match="changed after it was applied"):
+        await store.migrate([edited])
+
+
+async def test_a_failing_migration_leaves_nothing_behind(store):
+    bad = [
+        Migration(9000, "good_part", "CREATE TABLE half_done (x int);"),
+        Migration(9001, "broken", "CREATE TABLE nope (x no_such_type);"),
+    ]
+    with pytest.raises(MigrationError, match="9001_broken"):
+        await store.migrate([*load_migrations(), *bad])
+    assert 9000 not in [v for v, _ in await store.applied_migrations()]
+
+
+async def test_write_batch_twice_writes_plan_lines_exactly_once(store):
+    restocks = [restock("r1"), restock("r2", sku="sku-2"), restock("r3", supplier="bolt")]
+    plans = consolidate(restocks, DECIDED)
+    offsets = {("restock", 0): 3}
+
+    created = await store.write_batch(restocks, plans, offsets, GROUP)
+    assert sorted(p.plan_id for p in created) == sorted(p.plan_id for p in plans)
+    assert await store.count_plans() == 2 and await store.count_plan_lines() == 3
+
+    again = await store.write_batch(restocks, plans, offsets, GROUP)
+    assert again == []
+    assert await store.count_plans() == 2 and await store.count_plan_lines() == 3
+    assert await store.count_restock_events() == 3
+
+
+async def test_redelivered_restock_in_a_new_batch_is_not_planned_twice(store):
+    await store.write_batch([restock("r1")], consolidate([restock("r1")], DECIDED), {}, GROUP)
+    batch = [restock("r1"), restock("r4", sku="sku-4", quantity=3, unit_cost=10.0)]
+    created = await store.write_batch(batch, consolidate(batch, DECIDED), {}, GROUP)
+    assert len(created) == 1
+    (plan,) = created
+    assert [line.restock_id for line in plan.lines] == ["r4"]
+    assert plan.total_units == 3 and plan.total_cost == 30.0  # totals of the new line only
+    assert await store.count_plan_lines() == 2
+
+    conn = await store._pool.acquire()
+    try:
+        row = await conn.fetchrow(
+            "SELECT total_units, total_cost FROM purchase_plans WHERE plan_id = $1", plan.plan_id
+        )
+    finally:
+        await store._pool.release(conn)
+    assert row["total_units"] == 3 and float(row["total_cost"]) == 30.0
+
+
+async def test_offsets_are_stored_with_the_batch_and_roll_back_with_it(store):
+    await store.write_batch([], [], {("restock", 0): 5, ("restock", 1): 7}, GROUP)
+    assert await store.committed_offsets(GROUP, ["restock"]) == {
+        ("restock", 0): 5, ("restock", 1): 7,
+    }  # fmt: skip
+    await store.write_batch([], [], {("restock", 0): 9}, GROUP)
+    assert (await store.committed_offsets(GROUP, ["restock"]))[("restock", 0)] == 9
+    assert await store.committed_offsets("other-group", ["restock"]) == {}
+
+    # A batch whose plan line points at an unknown restock fails at commit (deferred FK):
+    # neither its restock events nor its offsets may remain.
+    orphan_plan = consolidate([restock("ghost")], DECIDED)
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        await store.write_batch([restock("r9")], orphan_plan, {("restock", 0): 99}, GROUP)
+    assert (await store.committed_offsets(GROUP, ["restock"]))[("restock", 0)] == 9
+    assert await store.count_restock_events() == 0
+
+
+async def test_unpublished_plans_are_the_outbox(store):
+    batch = [restock("r1"), restock("r2", sku="sku-2", quantity=4, unit_cost=1.25)]
+    (plan,) = await store.write_batch(batch, consolidate(batch, DECIDED), {}, GROUP)
+    assert await store.unpublished_plans() == [plan]
+    assert await store.mark_published([plan.plan_id]) == 1
+    assert await store.mark_published([plan.plan_id]) == 0
+    assert await store.unpublished_plans() == []
+
+
+async def test_bulk_batch(store):
+    batch = [restock(f"r{i}", sku=f"sku-{i}", location=f"loc{i % 7}") for i in range(5000)]
+    plans = consolidate(batch, DECIDED)
+    created = await store.write_batch(batch, plans, {("restock", 0): 1}, GROUP)
+    assert len(created) == 7 and sum(len(p.lines) for p in created) == 5000
+    assert await store.count_plan_lines() == 5000

@@ -1,0 +1,114 @@
+"""End to end on a real Kafka broker and PostgreSQL: order events in, plan rows out.
+
+A stream worker runs as its own process (as in production); the optimizer runs in this
+event loop. The shop's events include a malformed record and a redelivered order.
+"""
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from optimizer.service import OptimizerService
+from schemas import DeadLetter, ForecastEvent, PlanEvent, RestockEvent
+from shelfcast.settings import Settings
+from shelfcast.worker_process import WorkerProcess
+from streams.topics import ensure_topics
+
+T0 = datetime(2011, 3, 7, 10, 0, tzinfo=UTC)
+DAYS = 10
+
+
+def shop_events(settings: Settings) -> list[tuple[str, bytes]]:
+    t = settings.topics
+
+    def ev(topic: str, value: dict) -> tuple[str, bytes]:
+        return topic, json.dumps(value).encode()
+
+    events = [
+        ev(t.catalog, {"sku": "MUG", "location": "wh1", "lead_time_days": 2, "review_days": 1,
+                       "service_level": 0.95, "case_pack": 6, "moq": 12, "unit_cost": 1.5,
+                       "supplier": "acme"}),
+        ev(t.stock, {"event_id": "snap-1", "type": "snapshot", "sku": "MUG", "location": "wh1",
+                     "on_hand": 30, "occurred_at": (T0 - timedelta(hours=2)).isoformat()}),
+    ]
+    for d in range(DAYS):
+        order = {"event_id": f"ord-{d}", "type": "placed", "sku": "MUG", "location": "wh1",
+                 "quantity": 4, "occurred_at": (T0 + timedelta(days=d)).isoformat()}
+        events.append(ev(t.orders, order))
+        if d == 3:
+            events.append(ev(t.orders, order))  # a producer retry: same event_id
+            events.append((t.orders, b'{"event_id": "broken", "quantity": '))
+    return events
+
+
+async def collect(settings: Settings, until: float) -> dict[str, list[bytes]]:
+    t = settings.topics
+    seen: dict[str, list[bytes]] = {t.forecasts: [], t.restock: [], t.dlq: [], t.plans: []}
+    consumer = AIOKafkaConsumer(*seen, bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        while time.monotonic() < until:
+            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                seen[tp.topic].extend(r.value for r in records)
+            if all(seen.values()):
+                break
+    finally:
+        await consumer.stop()
+    return seen
+
+
+@pytest.mark.timeout(240)
+async def test_orders_become_forecasts_restocks_and_plan_rows(
+    kafka_bootstrap: str, pg_database: str, fresh_topic_prefix: str, tmp_path: Path
+):
+    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"{fresh_topic_prefix}.",
+                        shop_topic_prefix=f"{fresh_topic_prefix}.shop.",
+                        app_id=f"{fresh_topic_prefix}-app", topic_partitions=2)
+    await ensure_topics(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    stop = asyncio.Event()
+    optimizer = OptimizerService(settings, pg_database)
+    optimizer_task = asyncio.create_task(optimizer.run(stop))
+    try:
+        await asyncio.to_thread(worker.wait_ready, 120)
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            for topic, value in shop_events(settings):
+                await producer.send_and_wait(topic, key=b"MUG@wh1", value=value)
+        finally:
+            await producer.stop()
+        seen = await collect(settings, until=time.monotonic() + 90)
+    finally:
+        stop.set()
+        await optimizer_task
+        worker.stop()
+    t = settings.topics
+    assert seen[t.forecasts], f"no forecast; worker log:\n{worker.log_tail()}"
+    forecast = ForecastEvent.model_validate_json(seen[t.forecasts][-1])
+    assert forecast.sku == "MUG" and forecast.model_version
+    # the redelivered order was counted once: every closed day sold exactly 4
+    assert forecast.mean[0] == pytest.approx(4.0)
+
+    restocks = [RestockEvent.model_validate_json(v) for v in seen[t.restock]]
+    assert restocks and restocks[0].supplier == "acme"
+    assert all(r.quantity % 6 == 0 and r.quantity >= 12 for r in restocks)
+
+    [dead] = [DeadLetter.model_validate_json(v) for v in seen[t.dlq]]
+    assert dead.source_topic == t.orders and dead.error_kind == "invalid_json"
+
+    plans = [PlanEvent.model_validate_json(v) for v in seen[t.plans]]
+    assert plans[0].supplier == "acme"
+    conn = await asyncpg.connect(pg_database)
+    try:
+        rows = await conn.fetch("SELECT restock_id FROM plan_lines")
+    finally:
+        await conn.close()
+    assert sorted(r["restock_id"] for r in rows) == sorted({r.restock_id for r in restocks})

@@ -1,0 +1,96 @@
+"""SkuState: buckets, dedupe, lateness, stock accounting — plain code, no Kafka."""
+
+import json
+
+from streams.state import SkuState, bucket_index
+
+DAY = 86_400
+
+
+def order(state: SkuState, event_id: str, day: float, qty: int) -> str:
+    return state.apply_order(event_id, day * DAY, qty, bucket_seconds=DAY, window=7, lateness=1)
+
+
+def stock(state: SkuState, event_id: str, day: float, kind: str = "snapshot", *,
+          on_hand: int | None = None, delta: int | None = None, restock_id: str | None = None):
+    return state.apply_stock(event_id, day * DAY, kind, on_hand=on_hand, delta=delta,
+                             restock_id=restock_id, bucket_seconds=DAY, lateness=1)
+
+
+def test_bucket_index_is_utc_aligned():
+    assert bucket_index(0, DAY) == 0
+    assert bucket_index(DAY - 1, DAY) == 0
+    assert bucket_index(DAY, DAY) == 1
+
+
+def test_demand_is_bucketed_and_a_new_bucket_closes_the_previous():
+    s = SkuState("A", "L")
+    assert order(s, "1", 10.1, 3) == "ok"
+    assert order(s, "2", 10.9, 2) == "ok"
+    assert not s.forecast_pending
+    assert order(s, "3", 12.5, 4) == "ok"
+    assert s.forecast_pending
+    window = s.closed_window(4)
+    assert window[-2:].tolist() == [5.0, 0.0]  # day 10 sold 5, day 11 nothing
+    assert str(window[0]) == "nan"  # before the SKU was first seen
+
+
+def test_duplicate_event_id_counts_once():
+    s = SkuState("A", "L")
+    assert order(s, "x", 5.2, 3) == "ok"
+    assert order(s, "x", 5.2, 3) == "duplicate"
+    assert s.demand == {5: 3.0}
+
+
+def test_late_event_is_refused_but_allowed_lateness_is_accepted():
+    s = SkuState("A", "L")
+    order(s, "1", 10.5, 1)
+    assert order(s, "2", 9.5, 2) == "ok"  # one bucket late: allowed
+    assert order(s, "3", 8.5, 2) == "late"
+    assert s.demand[9] == 2.0 and 8 not in s.demand
+
+
+def test_stock_does_not_move_the_demand_clock():
+    s = SkuState("A", "L")
+    order(s, "1", 10.5, 1)
+    stock(s, "s", 15.0, on_hand=50)
+    assert order(s, "2", 10.8, 1) == "ok"
+    assert s.watermark == 10
+
+
+def test_orders_after_a_snapshot_reduce_on_hand_and_overflow_to_backorders():
+    s = SkuState("A", "L")
+    stock(s, "s", 10.0, on_hand=5)
+    order(s, "1", 10.5, 3)
+    order(s, "2", 10.6, 4)
+    assert (s.on_hand, s.backorders) == (0, 2)
+    order(s, "3", 10.7, -3)  # a cancellation clears backorders first
+    assert (s.on_hand, s.backorders) == (1, 0)
+
+
+def test_snapshot_already_reflects_earlier_orders():
+    s = SkuState("A", "L")
+    stock(s, "s", 10.99, on_hand=7)
+    order(s, "1", 10.5, 3)  # read after the snapshot but happened before it
+    assert s.on_hand == 7
+    stock(s, "old", 10.2, on_hand=100)  # an older snapshot never wins
+    assert s.on_hand == 7
+
+
+def test_receipt_closes_its_open_order():
+    s = SkuState("A", "L")
+    stock(s, "s", 1.0, on_hand=0)
+    s.on_order["r1"] = 10
+    assert s.inventory_position() == 10
+    stock(s, "rc", 3.0, "receipt", delta=10, restock_id="r1")
+    assert s.on_order == {} and s.on_hand == 10 and s.inventory_position() == 10
+
+
+def test_json_round_trip_keeps_everything():
+    s = SkuState("A", "L")
+    stock(s, "s", 1.0, on_hand=4)
+    order(s, "1", 1.5, 2)
+    order(s, "2", 2.5, 1)
+    s.on_order["r"] = 3
+    back = SkuState.from_json(json.loads(json.dumps(s.to_json())))
+    assert back == s
