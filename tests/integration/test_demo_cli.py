@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared/data/uci_online_retail/transactions.csv.gz"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+DATA = SHARED / "data/uci_online_retail/transactions.csv.gz"
 
 
 @pytest.mark.integration
