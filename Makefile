@@ -1,0 +1,22 @@
+# The two commands a newcomer needs: `make demo` and `make test` (both install what they need).
+PYTHON ?= python3
+VENV := .venv
+EVENTS ?= 20000
+
+.PHONY: demo test venv lint
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(VENV)/bin/shelfcast demo --events $(EVENTS) --json out.json
+
+test:
+	bash .ci/run
+
+lint: venv
+	$(VENV)/bin/ruff check .
