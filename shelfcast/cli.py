@@ -25,6 +25,7 @@ EPILOG = """examples:
   shelfcast migrate                               # apply database migrations
   shelfcast schemas export schemas-json/          # JSON Schema for shops in other languages
   shelfcast settings                              # effective settings, secrets masked
+  shelfcast bench pipeline --events 200000 --json benchmarks/results/pipeline.json
 """
 
 
@@ -48,6 +49,18 @@ def _parser() -> argparse.ArgumentParser:
                       help="wall seconds per replayed day (accelerated clock); 0 = flat out")
     demo.add_argument("--redeliver-every", type=int, default=200,
                       help="re-send every Nth order event, as a retrying producer would (0 = off)")
+
+    bench = sub.add_parser("bench", help="benchmarks that print figures and write JSON")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
+    pipeline = bench_sub.add_parser(
+        "pipeline", help="worker events/s vs raw consume, order->restock latency, RSS",
+        description="Starts a local Apache Kafka unless SHELFCAST_KAFKA_BOOTSTRAP is set.")
+    pipeline.add_argument("--events", type=int, default=200_000)
+    pipeline.add_argument("--workers", type=int, default=1)
+    pipeline.add_argument("--skus", type=int, default=5_000)
+    pipeline.add_argument("--days", type=int, default=7)
+    pipeline.add_argument("--partitions", type=int, default=4)
+    pipeline.add_argument("--json", type=Path, default=None)
 
     sub.add_parser("worker", help="run a stream worker (Faust) until stopped")
     sub.add_parser("optimizer", help="run the optimizer service until stopped")
@@ -97,6 +110,15 @@ def _run(args: argparse.Namespace) -> int:
 
         applied = asyncio.run(migrate())
         print(f"applied migrations: {applied or 'none (up to date)'}")
+        return 0
+    if args.command == "bench" and args.bench_command == "pipeline":
+        from shelfcast.bench_pipeline import PipelineBenchOptions, run_pipeline_bench
+
+        if args.events <= args.skus or args.workers < 1 or args.partitions < args.workers:
+            raise ConfigError("need --events > --skus, --workers >= 1, --partitions >= --workers")
+        run_pipeline_bench(settings, PipelineBenchOptions(
+            events=args.events, workers=args.workers, skus=args.skus, days=args.days,
+            partitions=args.partitions, json_path=args.json))
         return 0
     if args.command == "demo":
         from shelfcast.demo.runner import DemoOptions, run_demo

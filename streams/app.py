@@ -79,19 +79,30 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str) -> fa
         web_enabled=settings.web_port is not None,
         web_port=settings.web_port or 6066,
         producer_acks=-1,
+        # changelog and output sends are many small records: let the producer batch them
+        producer_linger=0.02,
+        producer_max_batch_size=1 << 20,
+        stream_buffer_maxsize=max(4096, settings.take_max * 2),
         key_serializer="raw",
         value_serializer="raw",
     )
     topics = settings.topics
-    source = app.topic(topics.orders, topics.stock, topics.catalog,
-                       key_serializer="raw", value_serializer="raw")
-    outputs = {name: app.topic(name, key_serializer="raw", value_serializer="raw")
-               for name in topics.outputs()}
+    source = app.topic(
+        topics.orders, topics.stock, topics.catalog, key_serializer="raw", value_serializer="raw"
+    )
+    outputs = {
+        name: app.topic(name, key_serializer="raw", value_serializer="raw")
+        for name in topics.outputs()
+    }
     # use_partitioner: a batch spans partitions, so the changelog partition must come from the
     # key (same murmur2 partitioner as the shop's producer), not from "the current event".
-    table = app.Table("sku_state", default=None, partitions=settings.topic_partitions,
-                      schema=faust.Schema(key_serializer="raw", value_serializer="json"),
-                      use_partitioner=True)
+    table = app.Table(
+        "sku_state",
+        default=None,
+        partitions=settings.topic_partitions,
+        schema=faust.Schema(key_serializer="raw", value_serializer="json"),
+        use_partitioner=True,
+    )
     processor = BatchProcessor(settings, predict, model_version)
     counters = StreamCounters()
     app.shelfcast_counters = counters  # type: ignore[attr-defined]
@@ -109,8 +120,9 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str) -> fa
                 if key is None:
                     sku, loc = getattr(event, "sku", None), getattr(event, "location", None)
                     key = f"{sku}@{loc}" if sku else None
-                await channel.send(key=key.encode() if isinstance(key, str) else key,
-                                   value=encode(event))
+                await channel.send(
+                    key=key.encode() if isinstance(key, str) else key, value=encode(event)
+                )
 
     @app.agent(source, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:
@@ -122,17 +134,27 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str) -> fa
             await send_all(out)
             counters.add(len(records), out)
 
-    @app.timer(interval=10.0)
+    @app.timer(interval=5.0)
     async def report() -> None:
         c = counters
-        log.info("shelfcast: events=%d accepted=%d dup=%d dlq=%d forecasts=%d restocks=%d "
-                 "alerts=%d", c.events, c.accepted, c.duplicates, c.dlq, c.forecasts,
-                 c.restocks, c.alerts)
+        log.info(
+            "shelfcast: batches=%d events=%d accepted=%d dup=%d dlq=%d forecasts=%d "
+            "restocks=%d alerts=%d",
+            c.batches,
+            c.events,
+            c.accepted,
+            c.duplicates,
+            c.dlq,
+            c.forecasts,
+            c.restocks,
+            c.alerts,
+        )
 
     return app
 
 
 def _raw(event: EventT) -> RawRecord:
     m = event.message
-    return RawRecord(topic=m.topic, partition=m.partition, offset=m.offset,
-                     key=m.key, value=m.value)
+    return RawRecord(
+        topic=m.topic, partition=m.partition, offset=m.offset, key=m.key, value=m.value
+    )

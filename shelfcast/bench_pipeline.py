@@ -1,0 +1,336 @@
+"""`shelfcast bench pipeline`: stream-worker throughput and order->restock latency on a real broker.
+
+One run measures, on the same broker: the raw aiokafka consume rate of the input events, the
+rate at which K worker processes drain the same backlog (so `ratio` is meaningful on a noisy
+machine), end-to-end latency from an order to the restock it triggers at full and at half
+load, and each worker's peak RSS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from rich.console import Console
+
+from shelfcast.kafka_config import client_kwargs
+from shelfcast.settings import Settings
+from shelfcast.worker_process import WorkerProcess
+from streams.lag import LagProbe
+from streams.topics import ensure_topics
+
+__all__ = ["PipelineBenchOptions", "run_pipeline_bench"]
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class PipelineBenchOptions:
+    events: int = 200_000
+    workers: int = 1
+    skus: int = 5_000
+    days: int = 7
+    partitions: int = 4
+    latency_probes: int = 200
+    json_path: Path | None = None
+
+
+def _order(i: int, sku: int, day: float, qty: int = 1) -> tuple[bytes, bytes]:
+    key = f"S{sku}@wh"
+    value = {
+        "event_id": f"e{i}",
+        "type": "placed",
+        "sku": f"S{sku}",
+        "location": "wh",
+        "quantity": qty,
+        "occurred_at": (T0 + timedelta(days=day)).isoformat(),
+    }
+    return key.encode(), json.dumps(value).encode()
+
+
+def _snapshot(sku: int, on_hand: int, day: float) -> tuple[bytes, bytes]:
+    value = {
+        "event_id": f"snap-{sku}-{day}",
+        "type": "snapshot",
+        "sku": f"S{sku}",
+        "location": "wh",
+        "on_hand": on_hand,
+        "occurred_at": (T0 + timedelta(days=day)).isoformat(),
+    }
+    return f"S{sku}@wh".encode(), json.dumps(value).encode()
+
+
+Records = list[tuple[bytes, bytes]]
+
+
+def backlog(opts: PipelineBenchOptions) -> tuple[Records, Records]:
+    """(stock, orders): a snapshot per SKU, then orders in time order over `days`."""
+    rng = np.random.default_rng(7)
+    stock = [_snapshot(s, 1_000_000, -0.5) for s in range(opts.skus)]
+    n = opts.events - len(stock)
+    skus = rng.integers(0, opts.skus, size=n)
+    days = np.sort(rng.uniform(0, opts.days, size=n))
+    orders = [_order(i, int(s), float(d)) for i, (s, d) in enumerate(zip(skus, days, strict=True))]
+    return stock, orders
+
+
+async def _produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> float:
+    producer = AIOKafkaProducer(
+        **client_kwargs(settings), linger_ms=20, max_batch_size=262_144, acks=1
+    )
+    await producer.start()
+    t0 = time.perf_counter()
+    try:
+        futures = [await producer.send(topic, key=k, value=v) for k, v in records]
+        await producer.flush()
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return len(records) / (time.perf_counter() - t0)
+
+
+async def _raw_consume_rate(settings: Settings, total: int) -> float:
+    consumer = AIOKafkaConsumer(
+        *settings.topics.inputs(),
+        **client_kwargs(settings),
+        group_id=None,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 << 20,
+        fetch_max_bytes=64 << 20,
+    )
+    await consumer.start()
+    try:
+        seen, t0 = 0, None
+        while seen < total:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            if t0 is None and batch:
+                t0 = time.perf_counter()
+            for records in batch.values():
+                for r in records:
+                    _ = r.value  # touch it, as a consumer would
+                seen += sum(len(v) for v in batch.values())
+        assert t0 is not None
+        return seen / (time.perf_counter() - t0)
+    finally:
+        await consumer.stop()
+
+
+async def _drain(probe: LagProbe, total: int, console: Console) -> float:
+    """Seconds from the first committed progress until the group has committed everything."""
+    t_start = None
+    last_print = 0.0
+    while True:
+        lag = await probe.lag()
+        now = time.perf_counter()
+        if t_start is None and lag < total:
+            t_start = now
+        if lag <= 0:
+            return now - (t_start or now)
+        if now - last_print > 2:
+            console.print(f"  lag {lag:,}")
+            last_print = now
+        await asyncio.sleep(0.05)
+
+
+async def _latency(
+    settings: Settings,
+    probes: int,
+    rate_per_s: float,
+    day0: float,
+    background: list[tuple[bytes, bytes]] | None,
+) -> dict[str, float]:
+    """Order -> restock latency: each probe SKU has no stock, so its next bucket triggers a
+    restock. `background` traffic is produced alongside at `rate_per_s` (0 = none)."""
+    t = settings.topics
+    kwargs = client_kwargs(settings)
+    producer = AIOKafkaProducer(**kwargs, linger_ms=0, acks=1)
+    consumer = AIOKafkaConsumer(t.restock, **kwargs, group_id=None, auto_offset_reset="latest")
+    await producer.start()
+    await consumer.start()
+    await consumer.seek_to_end()
+    sent: dict[str, float] = {}
+    got: dict[str, float] = {}
+    stop = asyncio.Event()
+
+    async def receive() -> None:
+        while not stop.is_set():
+            for records in (await consumer.getmany(timeout_ms=100)).values():
+                for r in records:
+                    sku = json.loads(r.value)["sku"]
+                    if sku in sent and sku not in got:
+                        got[sku] = time.perf_counter()
+
+    async def load() -> None:
+        if not background or rate_per_s <= 0:
+            return
+        interval = 0.01
+        per_tick = max(1, int(rate_per_s * interval))
+        i = 0
+        while not stop.is_set() and i < len(background):
+            chunk = background[i : i + per_tick]
+            for k, v in chunk:
+                await producer.send(t.orders, key=k, value=v)
+            i += per_tick
+            await asyncio.sleep(interval)
+
+    receiver = asyncio.create_task(receive())
+    loader = asyncio.create_task(load())
+    try:
+        # setup: each probe SKU gets an empty snapshot and a first order in bucket day0
+        base = 10_000_000
+        for p in range(probes):
+            k, v = _snapshot(base + p, 0, day0)
+            await producer.send(t.stock, key=k, value=v)
+            k, v = _order(base * 2 + p, base + p, day0 + 0.1)
+            await producer.send(t.orders, key=k, value=v)
+        await producer.flush()
+        await asyncio.sleep(2.0)
+        for p in range(probes):  # the next bucket's order closes day0 -> forecast -> restock
+            k, v = _order(base * 3 + p, base + p, day0 + 1.1)
+            sent[f"S{base + p}"] = time.perf_counter()
+            await producer.send_and_wait(t.orders, key=k, value=v)
+            await asyncio.sleep(0.02)
+        deadline = time.perf_counter() + 30
+        while len(got) < len(sent) and time.perf_counter() < deadline:
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.gather(receiver, loader, return_exceptions=True)
+        await producer.stop()
+        await consumer.stop()
+    lat = np.array([(got[s] - sent[s]) * 1000 for s in got])
+    if lat.size == 0:
+        return {"p50": float("nan"), "p99": float("nan"), "n": 0}
+    return {
+        "p50": round(float(np.percentile(lat, 50)), 1),
+        "p99": round(float(np.percentile(lat, 99)), 1),
+        "n": int(lat.size),
+        "missing": len(sent) - len(got),
+    }
+
+
+def _rss_mb(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+async def _bench(
+    settings: Settings, opts: PipelineBenchOptions, console: Console, workdir: Path
+) -> dict[str, Any]:
+    await ensure_topics(settings)
+    stock, orders = backlog(opts)
+    total = len(stock) + len(orders)
+    console.print(f"producing {total:,} events ({opts.skus:,} SKUs, {opts.days} days)...")
+    produce_rate = await _produce(settings, settings.topics.stock, stock)
+    produce_rate = await _produce(settings, settings.topics.orders, orders)
+    raw_rate = await _raw_consume_rate(settings, total)
+    console.print(f"raw aiokafka consume: {raw_rate:,.0f} events/s")
+    workers = [
+        WorkerProcess(settings, workdir / f"worker-{i}.log", name=f"worker-{i}")
+        for i in range(opts.workers)
+    ]
+    try:
+        async with LagProbe(settings) as probe:
+            for w in workers:
+                w.start()
+            for w in workers:
+                await asyncio.to_thread(w.wait_ready, 180)
+            console.print(f"{opts.workers} worker(s) ready; draining the backlog...")
+            seconds = await _drain(probe, total, console)
+        rate = total / seconds if seconds > 0 else float("nan")
+        console.print(f"workers: {rate:,.0f} events/s ({seconds:.1f} s)")
+        day0 = opts.days + 2
+        half = await _latency(
+            settings,
+            opts.latency_probes,
+            rate / 2,
+            day0,
+            background=_later_orders(opts, rate, day0),
+        )
+        full = await _latency(
+            settings,
+            opts.latency_probes,
+            rate,
+            day0 + 3,
+            background=_later_orders(opts, rate * 2, day0 + 3),
+        )
+        rss = [_rss_mb(w.pid) for w in workers]
+    finally:
+        for w in workers:
+            w.stop()
+    return {
+        "events": total,
+        "workers": opts.workers,
+        "partitions": opts.partitions,
+        "skus": opts.skus,
+        "days": opts.days,
+        "events_per_s": round(rate, 1),
+        "raw_consume_per_s": round(raw_rate, 1),
+        "ratio": round(rate / raw_rate, 4),
+        "produce_per_s": round(produce_rate, 1),
+        "latency_ms": full,
+        "latency_half_load_ms": half,
+        "rss_mb": rss,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
+        },
+    }
+
+
+def _later_orders(opts: PipelineBenchOptions, rate: float, day0: float) -> Records:
+    """Background orders for the latency phase: ~20 s of traffic at `rate`, same SKUs."""
+    n = int(min(rate * 20, 400_000))
+    rng = np.random.default_rng(11)
+    skus = rng.integers(0, opts.skus, size=n)
+    return [_order(50_000_000 + i, int(s), day0 + 0.5) for i, s in enumerate(skus)]
+
+
+def run_pipeline_bench(settings: Settings, opts: PipelineBenchOptions) -> dict[str, Any]:
+    """Run the benchmark on the configured broker, or on a local Apache Kafka it starts."""
+    from shelfcast.services.kafka_broker import LocalKafka
+
+    console = Console(stderr=True)
+    run_id = uuid.uuid4().hex[:8]
+    with (
+        contextlib.ExitStack() as stack,
+        tempfile.TemporaryDirectory(prefix="shelfcast-bench-") as tmp,
+    ):
+        updates: dict[str, Any] = {
+            "shop_topic_prefix": f"bench-{run_id}.shop.",
+            "topic_prefix": f"bench-{run_id}.",
+            "app_id": f"shelfcast-bench-{run_id}",
+            "topic_partitions": opts.partitions,
+        }
+        if not settings.kafka_bootstrap:
+            with console.status("starting Apache Kafka (local, KRaft)..."):
+                broker = stack.enter_context(LocalKafka(Path(tmp) / "kafka"))
+            updates["kafka_bootstrap"] = broker.bootstrap
+        settings = settings.model_copy(update=updates)
+        result = asyncio.run(_bench(settings, opts, console, Path(tmp)))
+    console.print_json(json.dumps(result))
+    if opts.json_path:
+        opts.json_path.parent.mkdir(parents=True, exist_ok=True)
+        opts.json_path.write_text(json.dumps(result, indent=2) + "\n")
+    return result
