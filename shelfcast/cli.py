@@ -25,6 +25,7 @@ EPILOG = """examples:
   shelfcast migrate                               # apply database migrations
   shelfcast schemas export schemas-json/          # JSON Schema for shops in other languages
   shelfcast settings                              # effective settings, secrets masked
+  shelfcast dlq replay --kind late --dry-run      # what a DLQ replay would send back
   shelfcast bench pipeline --events 200000 --json benchmarks/results/pipeline.json
 """
 
@@ -61,6 +62,18 @@ def _parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--days", type=int, default=7)
     pipeline.add_argument("--partitions", type=int, default=4)
     pipeline.add_argument("--json", type=Path, default=None)
+
+    dlq = sub.add_parser("dlq", help="dead-letter topic tools")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    replay = dlq_sub.add_parser(
+        "replay", help="send dead-lettered records back to their source topics",
+        description="Replays each dead letter's raw payload to its source topic with its "
+        "original key (after the cause was fixed). Progress is kept per consumer group, so a "
+        "record is replayed once.")
+    replay.add_argument("--kind", action="append", default=None,
+                        help="only this error kind (repeatable), e.g. late, validation")
+    replay.add_argument("--dry-run", action="store_true", help="count, send nothing")
+    replay.add_argument("--limit", type=int, default=None, help="stop after N dead letters")
 
     sub.add_parser("worker", help="run a stream worker (Faust) until stopped")
     sub.add_parser("optimizer", help="run the optimizer service until stopped")
@@ -119,6 +132,16 @@ def _run(args: argparse.Namespace) -> int:
         run_pipeline_bench(settings, PipelineBenchOptions(
             events=args.events, workers=args.workers, skus=args.skus, days=args.days,
             partitions=args.partitions, json_path=args.json))
+        return 0
+    if args.command == "dlq":
+        from streams.dlq_replay import replay_dead_letters
+
+        result = asyncio.run(replay_dead_letters(
+            settings, kinds=set(args.kind) if args.kind else None, dry_run=args.dry_run,
+            limit=args.limit))
+        verb = "would replay" if args.dry_run else "replayed"
+        print(f"scanned {result.scanned}, {verb} {result.replayed}, skipped {result.skipped}: "
+              + (", ".join(f"{t} {n}" for t, n in sorted(result.by_topic.items())) or "-"))
         return 0
     if args.command == "demo":
         from shelfcast.demo.runner import DemoOptions, run_demo

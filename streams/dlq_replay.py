@@ -1,0 +1,99 @@
+"""Replay dead-lettered records to their source topics once the cause is fixed.
+
+A consumer group of its own (`<app_id>-dlq-replay`) remembers how far replays got, so running
+the command twice does not send a record twice; the stream dedupes by event id in any case.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import ValidationError
+
+from schemas import DeadLetter
+from shelfcast.errors import ConfigError
+from shelfcast.kafka_config import client_kwargs
+from shelfcast.settings import Settings
+
+__all__ = ["ReplayResult", "replay_dead_letters"]
+
+
+@dataclass
+class ReplayResult:
+    scanned: int = 0
+    replayed: int = 0
+    skipped: int = 0
+    by_topic: dict[str, int] = field(default_factory=dict)
+
+
+async def _partitions(settings: Settings, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if described.get("error_code"):
+        raise ConfigError(f"cannot read topic {topic!r} (error code {described['error_code']})")
+    return [p["partition"] for p in described["partitions"]]
+
+
+async def replay_dead_letters(settings: Settings, *, kinds: set[str] | None = None,
+                              dry_run: bool = False, limit: int | None = None) -> ReplayResult:
+    """Send the raw payload of each dead letter (optionally only of `kinds`) back to its source
+    topic with its original key, up to the DLQ's end as of the start of the call."""
+    kwargs = client_kwargs(settings)
+    consumer = AIOKafkaConsumer(**kwargs, group_id=f"{settings.app_id}-dlq-replay",
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    producer = AIOKafkaProducer(**kwargs, acks="all")
+    result = ReplayResult()
+    await consumer.start()
+    await producer.start()
+    try:
+        numbers = await _partitions(settings, settings.topics.dlq)
+        parts = [TopicPartition(settings.topics.dlq, p) for p in sorted(numbers)]
+        consumer.assign(parts)  # no group join: the group id only keeps our offsets
+        for tp in parts:
+            committed = await consumer.committed(tp)
+            if committed is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, committed)
+        ends = await consumer.end_offsets(parts)
+        remaining = {tp: end for tp, end in ends.items()
+                     if (await consumer.position(tp)) < end}
+        while remaining and (limit is None or result.scanned < limit):
+            batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=1000)
+            for tp, records in batch.items():
+                for record in records:
+                    if record.offset >= remaining.get(tp, 0):
+                        continue
+                    result.scanned += 1
+                    try:
+                        dead = DeadLetter.model_validate_json(record.value or b"")
+                    except ValidationError:
+                        result.skipped += 1
+                        continue
+                    if kinds and dead.error_kind not in kinds:
+                        result.skipped += 1
+                        continue
+                    if not dry_run:
+                        key = dead.key.encode() if dead.key is not None else None
+                        await producer.send(dead.source_topic, key=key,
+                                            value=base64.b64decode(dead.raw_payload_b64))
+                    result.replayed += 1
+                    result.by_topic[dead.source_topic] = (
+                        result.by_topic.get(dead.source_topic, 0) + 1)
+            for tp in list(remaining):
+                if await consumer.position(tp) >= remaining[tp]:
+                    del remaining[tp]
+        await producer.flush()
+        if not dry_run:
+            await consumer.commit()
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return result
