@@ -1,5 +1,11 @@
-# One image for every shelfcast process (worker, optimizer, migrations); the command picks.
+# One image for every shelfcast process (worker, optimizer, migrations, alerts); the command picks.
+#   docker build -t shelfcast .                                    # CPU (baselines)
+#   docker build --build-arg EXTRAS=forecast -t shelfcast-gpu .    # + torch (CUDA wheels) for the LSTM
 FROM python:3.11-slim
+ARG EXTRAS=""
+ENV PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
 RUN useradd --create-home --uid 10001 shelfcast
 WORKDIR /app
 COPY pyproject.toml README.md ./
@@ -8,7 +14,13 @@ COPY streams streams
 COPY forecasting forecasting
 COPY optimizer optimizer
 COPY shelfcast shelfcast
-RUN pip install --no-cache-dir . && rm -rf /root/.cache
+RUN if [ -n "$EXTRAS" ]; then pip install ".[$EXTRAS]"; else pip install .; fi \
+    && rm -rf /root/.cache \
+    && mkdir -p /var/lib/shelfcast && chown 10001:10001 /var/lib/shelfcast
+# Faust keeps its app data directory under the working directory: make it writable (and a
+# volume in k8s, where the root filesystem is read-only).
+WORKDIR /var/lib/shelfcast
 USER 10001
+EXPOSE 6066
 ENTRYPOINT ["shelfcast"]
 CMD ["worker"]

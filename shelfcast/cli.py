@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from shelfcast import alerts_cli
 from shelfcast.errors import ConfigError, ShelfcastError
 from shelfcast.settings import Settings
 
@@ -75,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--dry-run", action="store_true", help="count, send nothing")
     replay.add_argument("--limit", type=int, default=None, help="stop after N dead letters")
 
+    alerts_cli.add_commands(sub)
+
     sub.add_parser("worker", help="run a stream worker (Faust) until stopped")
     sub.add_parser("optimizer", help="run the optimizer service until stopped")
     sub.add_parser("migrate", help="apply database migrations")
@@ -94,6 +97,8 @@ def _database_url(settings: Settings) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if (code := alerts_cli.run(args)) is not None:
+        return code
     if args.command == "schemas":
         from schemas import export_json_schemas
 

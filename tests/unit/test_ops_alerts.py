@@ -1,0 +1,90 @@
+"""Alert subscriber pieces without Kafka: signatures, backoff, ledger, formatting, CLI parsing."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from schemas import AlertEvent
+from shelfcast import alerts_cli
+from shelfcast.alerts_cli import (
+    AlertFilter,
+    DeliveryLedger,
+    RetryBackoff,
+    format_alert,
+    sign,
+    verify,
+)
+from shelfcast.errors import ConfigError
+
+ALERT = AlertEvent(alert_id="a1", sku="MUG", location="wh1", kind="stockout_risk",
+                   severity="critical", message="MUG@wh1: 60% chance of running out",
+                   raised_at=datetime(2011, 3, 7, 10, 0, tzinfo=UTC))
+
+
+def test_signature_is_hmac_sha256_of_timestamp_and_body():
+    import hashlib
+    import hmac
+
+    sig = sign(b"k", "1700000000", b'{"a":1}')
+    assert sig == "sha256=" + hmac.new(b"k", b'1700000000.{"a":1}', hashlib.sha256).hexdigest()
+    assert verify(b"k", "1700000000", b'{"a":1}', sig, now=1700000010)
+    assert not verify(b"k", "1700000000", b'{"a":2}', sig, now=1700000010)  # body changed
+    assert not verify(b"other", "1700000000", b'{"a":1}', sig, now=1700000010)
+    assert not verify(b"k", "1700000000", b'{"a":1}', sig, now=1700009999)  # replayed late
+    assert not verify(b"k", "soon", b'{"a":1}', sig)
+
+
+def test_backoff_grows_caps_and_honours_retry_after():
+    b = RetryBackoff(base_delay_s=1.0, max_delay_s=8.0)
+    assert 0.5 <= b.delay_s(1) <= 1.0
+    assert 4.0 <= b.delay_s(4) <= 8.0
+    assert 4.0 <= b.delay_s(20) <= 8.0
+    assert b.delay_s(1, retry_after_s=5.0) == 5.0
+    assert b.delay_s(1, retry_after_s=500.0) == 8.0
+
+
+def test_ledger_survives_reopen_and_ignores_torn_lines(tmp_path: Path):
+    path = tmp_path / "ledger.jsonl"
+    ledger = DeliveryLedger(path)
+    ledger.record("a1", "delivered", status=204, attempts=3)
+    ledger.close()
+    with path.open("a") as f:
+        f.write('{"alert_id": "a2", "outc')  # a crash mid-write
+    again = DeliveryLedger(path)
+    assert "a1" in again and "a2" not in again
+    again.close()
+
+
+def test_filter_and_format():
+    assert AlertFilter()(ALERT)
+    assert AlertFilter(kinds=frozenset({"stockout_risk"}), sku="MUG")(ALERT)
+    assert not AlertFilter(kinds=frozenset({"demand_anomaly"}))(ALERT)
+    assert not AlertFilter(sku="CUP")(ALERT)
+    assert not AlertFilter(location="wh2")(ALERT)
+    line = format_alert(ALERT)
+    assert line.startswith("2011-03-07 10:00:00Z CRITICAL") and "MUG@wh1" in line
+    assert "\x1b[" not in line and "\x1b[1;31m" in format_alert(ALERT, colour=True)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shelfcast")
+    sub = p.add_subparsers(dest="command", required=True)
+    alerts_cli.add_commands(sub)
+    sub.add_parser("worker")
+    return p
+
+
+def test_cli_parsing_and_dispatch():
+    args = parser().parse_args(["alerts", "tail", "--kind", "stockout_risk", "--kind",
+                                "stale_stock", "--sku", "MUG"])
+    assert args.kind == ["stockout_risk", "stale_stock"] and args.sku == "MUG"
+    assert alerts_cli.run(parser().parse_args(["worker"])) is None
+    with pytest.raises(SystemExit):
+        parser().parse_args(["alerts", "tail", "--kind", "nonsense"])
+    bad = parser().parse_args(["alerts", "forward", "ftp://x"])
+    with pytest.raises(ConfigError, match="http"):
+        alerts_cli.run(bad)
