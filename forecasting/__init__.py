@@ -9,6 +9,7 @@ from forecasting.errors import (
     InvalidWindowError,
     UnknownForecasterError,
 )
+from forecasting.lstm import make_lstm  # registers "lstm"; torch loads on first use
 from forecasting.metrics import coverage, mase, pinball, wape
 from forecasting.moving_average import MovingAverage
 from forecasting.registry import available_forecasters, make_forecaster, register_forecaster
@@ -27,6 +28,7 @@ __all__ = [
     "available_forecasters",
     "coverage",
     "make_forecaster",
+    "make_lstm",
     "mase",
     "pinball",
     "register_forecaster",

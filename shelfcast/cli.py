@@ -11,12 +11,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from shelfcast import alerts_cli
+from shelfcast import alerts_cli, cli_forecasting
 from shelfcast.errors import ConfigError, ShelfcastError
 from shelfcast.settings import Settings
 
 __all__ = ["main"]
 
+PLUGINS = (cli_forecasting,)  # modules adding their own commands
 DEFAULT_TRANSACTIONS = Path("../shared/data/uci_online_retail/transactions.csv.gz")
 
 EPILOG = """examples:
@@ -63,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--days", type=int, default=7)
     pipeline.add_argument("--partitions", type=int, default=4)
     pipeline.add_argument("--json", type=Path, default=None)
+    for plugin in PLUGINS:
+        plugin.add_bench_commands(bench_sub)
 
     dlq = sub.add_parser("dlq", help="dead-letter topic tools")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
@@ -77,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--limit", type=int, default=None, help="stop after N dead letters")
 
     alerts_cli.add_commands(sub)
+    for plugin in PLUGINS:
+        plugin.add_commands(sub)
 
     sub.add_parser("worker", help="run a stream worker (Faust) until stopped")
     sub.add_parser("optimizer", help="run the optimizer service until stopped")
@@ -97,8 +102,9 @@ def _database_url(settings: Settings) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if (code := alerts_cli.run(args)) is not None:
-        return code
+    for plugin in (alerts_cli, *PLUGINS):
+        if (code := plugin.run(args)) is not None:
+            return code
     if args.command == "schemas":
         from schemas import export_json_schemas
 

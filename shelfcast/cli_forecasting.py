@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COMMANDS", "register", "run"]
+__all__ = ["add_bench_commands", "add_commands", "run"]
 
-COMMANDS = ("train", "backtest", "bench")
 DEFAULT_MODELS = "seasonal_naive,moving_average,ets,lstm"
 
 
@@ -44,8 +43,8 @@ def _lstm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
 
 
-def register(subparsers: Any) -> None:
-    """Add `train`, `backtest` and `bench inference` to the `shelfcast` subparsers."""
+def add_commands(subparsers: Any) -> None:
+    """Add `train` and `backtest` to the `shelfcast` subparsers."""
     train = subparsers.add_parser(
         "train", help="train the global LSTM and write a versioned model directory",
         description="Train the global probabilistic LSTM on a long-format demand CSV; writes "
@@ -67,8 +66,10 @@ def register(subparsers: Any) -> None:
     bt.add_argument("--json", type=Path, default=None, help="write the scores here")
     bt.add_argument("--plot", type=Path, default=None, help="write a PNG summary here")
 
-    bench = subparsers.add_parser("bench", help="benchmarks")
-    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+
+
+def add_bench_commands(bench_sub: Any) -> None:
+    """Add `bench inference` to the `shelfcast bench` subparsers."""
     inf = bench_sub.add_parser(
         "inference", help="LSTM series/s by batch size, full vs incremental, batcher latency")
     inf.add_argument("--json", type=Path, default=None, help="write the results here")
@@ -202,24 +203,12 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run one of COMMANDS; returns the process exit code."""
+def run(args: argparse.Namespace) -> int | None:
+    """Run a forecasting command; None when the command is not one of ours."""
     if args.command == "train":
         return _train(args)
     if args.command == "backtest":
         return _backtest(args)
-    if args.command == "bench":
+    if args.command == "bench" and args.bench_command == "inference":
         return _bench(args)
-    raise ValueError(f"not a forecasting command: {args.command}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (python -m shelfcast.cli_forecasting ...) until cli.py wires it in."""
-    parser = argparse.ArgumentParser(prog="shelfcast")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return None

@@ -138,7 +138,7 @@ def test_registry_builds_known_models_and_names_them_on_error() -> None:
     assert isinstance(model, MovingAverage) and model.window == 14
     assert isinstance(make_forecaster("seasonal_naive", season=24), SeasonalNaive)
     with pytest.raises(ValueError, match="moving_average, seasonal_naive") as info:
-        make_forecaster("lstm")
+        make_forecaster("no_such_model")
     assert isinstance(info.value, UnknownForecasterError)
 
 

@@ -1,0 +1,188 @@
+"""Long-format demand CSVs (unique_id, ds, y; gz ok) loaded into a dense daily panel."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from forecasting._numeric import FloatArray
+from forecasting.errors import ForecastingError
+
+__all__ = ["DataFormatError", "Panel", "load_panel"]
+
+ID_SEPARATOR = "/"
+
+
+class DataFormatError(ForecastingError):
+    """A demand file whose columns, dates or values cannot be read; `path` says which file."""
+
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        super().__init__(f"{path}: {message}" if path is not None else message)
+        self.path = path
+
+
+@dataclass(frozen=True)
+class Panel:
+    """Many daily demand series on one date grid.
+
+    Attributes:
+        ids: (n,) series names; multi-column ids are joined with "/" (e.g. "store/item").
+        start: the date of column 0 (numpy datetime64[D]).
+        values: (n, T) demand per series and day, NaN where the file has no row (before a
+            series starts, or a gap). Column t is the day start + t.
+    """
+
+    ids: tuple[str, ...]
+    start: np.datetime64
+    values: FloatArray
+
+    @property
+    def n_series(self) -> int:
+        """Number of series."""
+        return int(self.values.shape[0])
+
+    @property
+    def n_days(self) -> int:
+        """Number of days on the grid."""
+        return int(self.values.shape[1])
+
+    @property
+    def dates(self) -> NDArray[np.datetime64]:
+        """(T,) the date of each column."""
+        return self.start + np.arange(self.n_days).astype("timedelta64[D]")
+
+    def fingerprint(self) -> str:
+        """sha256 of ids, start date and values: what a trained artifact was fitted on."""
+        digest = hashlib.sha256()
+        digest.update("\n".join(self.ids).encode())
+        digest.update(str(self.start).encode())
+        digest.update(np.ascontiguousarray(self.values, dtype=np.float64).tobytes())
+        return digest.hexdigest()
+
+    def head(self, n_days: int) -> Panel:
+        """The first `n_days` columns (a training cut-off)."""
+        if not 0 < n_days <= self.n_days:
+            raise ValueError(f"n_days must be in 1..{self.n_days}, got {n_days}")
+        return Panel(self.ids, self.start, self.values[:, :n_days])
+
+    def subset(self, rows: Sequence[int] | NDArray[np.integer]) -> Panel:
+        """The series at positions `rows`."""
+        idx = np.asarray(rows, dtype=np.intp)
+        return Panel(tuple(self.ids[i] for i in idx), self.start, self.values[idx])
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return io.TextIOWrapper(open(path, "rb"), encoding="utf-8", newline="")
+
+
+def load_panel(
+    path: str | Path,
+    *,
+    id_cols: Sequence[str] | None = None,
+    date_col: str | None = None,
+    target_col: str | None = None,
+    max_series: int | None = None,
+) -> Panel:
+    """Read a long CSV (one row per series and day) into a dense daily Panel.
+
+    Column names default to `unique_id, ds, y`; when those are absent, the Kaggle store-item
+    layout `store, item, date, sales` is recognised (id = "store/item"), so both shared
+    datasets load with no options. Dates are ISO `YYYY-MM-DD` (a time part is ignored).
+    Duplicate (id, day) rows are summed. `max_series` keeps the first N ids in sorted order
+    (smoke runs).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataFormatError("file not found", path)
+    with _open_text(path) as fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise DataFormatError("empty file", path) from None
+        header = [h.strip() for h in header]
+        ids, date_name, target_name = _resolve_columns(header, id_cols, date_col, target_col, path)
+        id_idx = [header.index(c) for c in ids]
+        d_idx, y_idx = header.index(date_name), header.index(target_name)
+        keys: list[str] = []
+        days: list[str] = []
+        ys: list[str] = []
+        single = id_idx[0] if len(id_idx) == 1 else -1
+        for row in reader:
+            if not row:
+                continue
+            keys.append(row[single] if single >= 0 else ID_SEPARATOR.join(row[i] for i in id_idx))
+            days.append(row[d_idx][:10])
+            ys.append(row[y_idx])
+    if not keys:
+        raise DataFormatError("no data rows", path)
+    try:
+        day_arr = np.array(days, dtype="datetime64[D]")
+        y_arr = np.array([float(v) if v != "" else np.nan for v in ys], dtype=np.float64)
+    except ValueError as exc:
+        raise DataFormatError(f"bad date or value: {exc}", path) from None
+    uniq, inverse = np.unique(np.array(keys), return_inverse=True)
+    order = _natural_order(uniq)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    rows = rank[inverse]
+    start = day_arr.min()
+    cols = (day_arr - start).astype(np.int64)
+    values = np.full((uniq.size, int(cols.max()) + 1), np.nan)
+    finite = np.isfinite(y_arr)
+    summed = np.zeros_like(values)
+    seen = np.zeros(values.shape, dtype=bool)
+    np.add.at(summed, (rows[finite], cols[finite]), y_arr[finite])
+    seen[rows[finite], cols[finite]] = True
+    values = np.where(seen, summed, np.nan)
+    if np.any(values < 0):
+        raise DataFormatError("negative demand values (clip or net them first)", path)
+    names = tuple(str(uniq[i]) for i in order)
+    panel = Panel(names, start, values)
+    if max_series is not None and max_series < panel.n_series:
+        panel = panel.subset(np.arange(max_series))
+    return panel
+
+
+def _natural_order(names: NDArray[np.str_]) -> NDArray[np.intp]:
+    """Sort ids so "2/10" follows "2/9": numeric parts compare as numbers."""
+
+    def key(name: str) -> tuple[tuple[int, int | str], ...]:
+        parts = name.split(ID_SEPARATOR)
+        return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
+
+    return np.array(sorted(range(names.size), key=lambda i: key(str(names[i]))), dtype=np.intp)
+
+
+def _resolve_columns(
+    header: list[str],
+    id_cols: Sequence[str] | None,
+    date_col: str | None,
+    target_col: str | None,
+    path: Path,
+) -> tuple[list[str], str, str]:
+    store_item = {"store", "item", "date", "sales"} <= set(header)
+    if id_cols is None:
+        id_cols = ["store", "item"] if store_item and "unique_id" not in header else ["unique_id"]
+    if date_col is None:
+        date_col = "date" if store_item and "ds" not in header else "ds"
+    if target_col is None:
+        target_col = "sales" if store_item and "y" not in header else "y"
+    missing = [c for c in [*id_cols, date_col, target_col] if c not in header]
+    if missing:
+        raise DataFormatError(
+            f"missing column(s) {missing}; header is {header} "
+            "(pass --id-cols/--date-col/--target-col)",
+            path,
+        )
+    return list(id_cols), date_col, target_col

@@ -1,0 +1,90 @@
+"""ETS peer (statsforecast AutoETS, weekly season) behind the Forecaster contract; optional."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+
+from forecasting._numeric import FloatArray
+from forecasting.base import QUANTILE_LEVELS, Forecaster, QuantileForecast
+from forecasting.registry import available_forecasters, register_forecaster
+
+__all__ = ["ETSForecaster"]
+
+
+class ETSForecaster(Forecaster):
+    """Per-series AutoETS (statsforecast; model chosen by AICc, season `season`).
+
+    - daily quantiles: the model's own prediction intervals (normal errors), clipped at 0;
+    - mean: the point forecast clipped at 0;
+    - cumulative: Normal(sum of means, sum of per-step variances) clipped at 0. ETS step
+      errors are positively correlated, so this is narrower than the truth; the backtest
+      scores daily quantiles only.
+
+    Each row's history starts at its first finite bucket; missing buckets inside it are
+    filled with 0 (ETS needs a regular series). Rows with fewer than two seasons of history
+    fall back to a simple exponential smoothing without season. Only the last
+    `max_history` buckets are fitted (two years by default: a weekly-season ETS gains
+    nothing from more, and fitting cost grows with length). Needs `statsforecast`
+    (the optional `forecast` extra).
+    """
+
+    name = "ets"
+
+    def __init__(self, season: int = 7, *, max_history: int | None = 728,
+                 levels: Sequence[float] = QUANTILE_LEVELS) -> None:
+        super().__init__(levels)
+        self.season = int(season)
+        self.max_history = max_history
+
+    def _predict(self, windows: FloatArray, horizon: int) -> QuantileForecast:
+        os.environ.setdefault("NIXTLA_ID_AS_COL", "1")
+        from statsforecast.models import AutoETS
+
+        levels = self._levels
+        n = windows.shape[0]
+        dist = NormalDist()
+        z = np.array([dist.inv_cdf(float(q)) for q in levels])
+        mean = np.zeros((n, horizon))
+        sigma = np.zeros((n, horizon))
+        interval = 80  # sigma is read off one interval; all of them are normal
+        z80 = dist.inv_cdf(0.9)
+        for i in range(n):
+            row = windows[i]
+            finite = np.flatnonzero(np.isfinite(row))
+            if finite.size == 0:
+                continue
+            y = np.nan_to_num(row[finite[0]:], nan=0.0)
+            if self.max_history is not None:
+                y = y[-self.max_history:]
+            if y.size < 3:
+                mean[i] = y.mean()
+                continue
+            season = self.season if y.size >= 2 * self.season + 2 else 1
+            model: Any = AutoETS(season_length=season)
+            try:
+                out = model.forecast(y=y, h=horizon, level=[interval])
+            except Exception:  # degenerate series (constant, all zero): repeat the mean
+                mean[i] = y[-28:].mean()
+                continue
+            mean[i] = out["mean"]
+            sigma[i] = np.maximum(out[f"hi-{interval}"] - out["mean"], 0.0) / z80
+        mean = np.nan_to_num(mean)
+        sigma = np.nan_to_num(sigma)
+        daily = np.maximum(mean[..., None] + sigma[..., None] * z, 0.0)
+        cum_mean = np.cumsum(mean, axis=1)
+        cum_sd = np.sqrt(np.cumsum(sigma**2, axis=1))
+        cumulative = np.maximum(cum_mean[..., None] + cum_sd[..., None] * z, 0.0)
+        cumulative = np.maximum.accumulate(cumulative, axis=1)
+        return QuantileForecast(levels, daily, cumulative, np.maximum(mean, 0.0))
+
+    def __repr__(self) -> str:
+        return f"ETSForecaster(season={self.season}, max_history={self.max_history})"
+
+
+if "ets" not in available_forecasters():
+    register_forecaster("ets", ETSForecaster)

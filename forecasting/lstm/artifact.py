@@ -1,0 +1,143 @@
+"""Versioned model artifacts: weights (model.pt) plus JSON metadata (metadata.json) in a dir."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from forecasting.errors import ForecastingError
+from forecasting.lstm.features import CALENDAR_DIM, INPUT_DIM, SCALE_FLOOR
+from forecasting.lstm.forecaster import LSTMForecaster
+from forecasting.lstm.model import LSTMConfig, LSTMNet
+
+__all__ = [
+    "ARTIFACT_FORMAT",
+    "ArtifactError",
+    "ArtifactInfo",
+    "load_artifact",
+    "read_metadata",
+    "save_artifact",
+]
+
+ARTIFACT_FORMAT = 1
+WEIGHTS_FILE, METADATA_FILE = "model.pt", "metadata.json"
+INPUT_FEATURES = (
+    ["demand_scaled", "missing", "log_scale"]
+    + [f"weekday_{d}" for d in range(7)]
+    + [f"month_{m}" for m in range(1, 13)]
+    + ["holiday"]
+)
+assert len(INPUT_FEATURES) == INPUT_DIM and CALENDAR_DIM == 20
+
+
+class ArtifactError(ForecastingError):
+    """A model directory that is missing, incomplete or of an unknown format."""
+
+
+@dataclass
+class ArtifactInfo:
+    """What is known about a trained model besides its weights."""
+
+    model_id: str
+    created_at: str
+    data_fingerprint: str
+    data: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _weights_bytes(net: LSTMNet) -> bytes:
+    buf = io.BytesIO()
+    torch.save(net.state_dict(), buf)
+    return buf.getvalue()
+
+
+def save_artifact(
+    forecaster: LSTMForecaster,
+    out_dir: str | Path,
+    *,
+    data_fingerprint: str,
+    data: dict[str, Any] | None = None,
+    metrics: dict[str, float] | None = None,
+    history: list[dict[str, float]] | None = None,
+) -> ArtifactInfo:
+    """Write `forecaster` to `out_dir` (created) and stamp it with a content-derived id.
+
+    The id is the first 12 hex digits of sha256(weights, config, scaling): the same model
+    always gets the same id, a retrained one a new id, which workers write into
+    ForecastEvent.model_version ("lstm-1+<id>").
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    net = forecaster.net.cpu()
+    weights = _weights_bytes(net)
+    scaling = {"log_scale_mean": forecaster.log_scale_mean,
+               "log_scale_std": forecaster.log_scale_std,
+               "scale_memory": forecaster.config.scale_memory, "scale_floor": SCALE_FLOOR,
+               "kind": "running mean (EMA after scale_memory buckets), causal"}
+    digest = hashlib.sha256(weights)
+    digest.update(json.dumps([forecaster.config.to_json(), scaling], sort_keys=True).encode())
+    model_id = digest.hexdigest()[:12]
+    info = ArtifactInfo(model_id=model_id, created_at=datetime.now(UTC).isoformat(),
+                        data_fingerprint=data_fingerprint, data=dict(data or {}),
+                        metrics=dict(metrics or {}), history=list(history or []))
+    meta = {
+        "format": ARTIFACT_FORMAT,
+        "model": forecaster.name,
+        "model_class_version": forecaster.version,
+        "model_id": model_id,
+        "model_version": f"{forecaster.name}-{forecaster.version}+{model_id}",
+        "created_at": info.created_at,
+        "torch_version": torch.__version__,
+        "config": forecaster.config.to_json(),
+        "features": {"inputs": INPUT_FEATURES, "head": [
+            f"holiday_t+{h}" for h in range(1, forecaster.config.horizon + 1)],
+            "calendar": forecaster.config.calendar},
+        "horizon": forecaster.config.horizon,
+        "levels": list(forecaster.config.levels),
+        "scaling": scaling,
+        "data_fingerprint": data_fingerprint,
+        "data": info.data,
+        "metrics": info.metrics,
+        "history": info.history,
+    }
+    (out / WEIGHTS_FILE).write_bytes(weights)
+    (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    forecaster.net.to(forecaster.device)
+    forecaster.model_id = model_id
+    return info
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata.json of an artifact directory."""
+    meta_path = Path(path) / METADATA_FILE
+    if not meta_path.exists():
+        raise ArtifactError(f"{path}: no {METADATA_FILE} (not a model directory)")
+    meta: dict[str, Any] = json.loads(meta_path.read_text())
+    if meta.get("format") != ARTIFACT_FORMAT:
+        raise ArtifactError(f"{path}: artifact format {meta.get('format')!r}, "
+                            f"this code reads {ARTIFACT_FORMAT}")
+    return meta
+
+
+def load_artifact(path: str | Path, *, device: str = "auto") -> LSTMForecaster:
+    """Load a forecaster saved by `save_artifact` onto `device` (auto: CUDA if present)."""
+    meta = read_metadata(path)
+    weights = Path(path) / WEIGHTS_FILE
+    if not weights.exists():
+        raise ArtifactError(f"{path}: no {WEIGHTS_FILE}")
+    config = LSTMConfig.from_json(meta["config"])
+    net = LSTMNet(INPUT_DIM, config)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    net.load_state_dict(state)
+    scaling = meta["scaling"]
+    return LSTMForecaster(net, log_scale_mean=scaling["log_scale_mean"],
+                          log_scale_std=scaling["log_scale_std"], model_id=meta["model_id"],
+                          device=device)

@@ -1,0 +1,142 @@
+"""Inference benchmark: series/s by batch size (full window vs incremental), batcher latency."""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from forecasting.inferencer import Inferencer
+from forecasting.lstm.features import INPUT_DIM
+from forecasting.lstm.forecaster import LSTMForecaster, auto_device
+from forecasting.lstm.model import LSTMConfig, LSTMNet
+
+__all__ = ["run_inference_bench"]
+
+END = np.datetime64("2011-06-01")
+
+
+def _rate(fn: Callable[[], object], n_series: int, seconds: float) -> dict[str, float]:
+    fn()  # warm-up (allocations, lazy init, CUDA context)
+    runs, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        runs += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= seconds:
+            break
+    return {"series_per_s": n_series * runs / elapsed, "ms_per_batch": 1000 * elapsed / runs}
+
+
+def _windows(rng: np.random.Generator, n: int, window: int) -> np.ndarray:
+    rate = rng.gamma(0.8, 5.0, (n, 1))
+    w: np.ndarray = rng.poisson(rate, (n, window)).astype(np.float64)
+    return w * (rng.random((n, window)) < 0.6)
+
+
+async def _latency(model: LSTMForecaster, requests: int, window: int, max_batch: int,
+                   max_wait_ms: float, keyed: bool, concurrency: int) -> dict[str, float]:
+    rng = np.random.default_rng(1)
+    data = _windows(rng, concurrency, window + 1)
+    lat: list[float] = []
+    async with Inferencer(model, max_batch=max_batch, max_wait_ms=max_wait_ms) as inf:
+        if keyed:  # warm every key's state: the timed requests are one-bucket steps
+            await inf.predict_keyed([f"k{i}" for i in range(concurrency)], data[:, :-1], 14,
+                                    END - np.timedelta64(1, "D"))
+
+        async def client(i: int, n: int) -> None:
+            row = data[i : i + 1]
+            for _ in range(n):
+                t0 = time.perf_counter()
+                if keyed:
+                    await inf.predict_keyed([f"k{i}"], row, 14, END)
+                else:
+                    await inf.predict(row[:, 1:], 14)
+                lat.append(time.perf_counter() - t0)
+
+        per = max(1, requests // concurrency)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client(i, per) for i in range(concurrency)))
+        wall = time.perf_counter() - t0
+        stats = inf.stats
+    arr = np.array(lat) * 1000
+    return {"requests": float(arr.size), "concurrency": float(concurrency),
+            "max_batch": float(max_batch), "max_wait_ms": max_wait_ms,
+            "p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99)),
+            "series_per_s": arr.size / wall,
+            "mean_batch": float(np.mean(stats.batch_sizes)) if stats.batch_sizes else 0.0}
+
+
+def run_inference_bench(
+    *,
+    model_dir: Path | None = None,
+    batch_sizes: Sequence[int] = (1, 8, 64, 512, 1024, 4096, 16384),
+    window: int = 56,
+    device: str = "auto",
+    threads: int = 1,
+    seconds: float = 1.0,
+    requests: int = 20_000,
+) -> dict[str, Any]:
+    """Measure the LSTM on CPU (and on CUDA when present, or only `device` if given)."""
+    torch.set_num_threads(threads)
+    if model_dir is not None:
+        from forecasting.lstm.artifact import load_artifact
+
+        base = load_artifact(model_dir, device="cpu")
+        net = base.net
+        scaling = (base.log_scale_mean, base.log_scale_std)
+    else:
+        torch.manual_seed(0)
+        net = LSTMNet(INPUT_DIM, LSTMConfig())
+        scaling = (0.0, 1.0)
+    devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    if device != "auto":
+        devices = [str(auto_device(device))]
+    rng = np.random.default_rng(0)
+    out: dict[str, Any] = {
+        "model": str(model_dir) if model_dir else "untrained default LSTMConfig()",
+        "config": net.config.to_json(), "window": window, "torch": torch.__version__,
+        "threads": threads, "cpu": platform.processor() or platform.machine(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "results": {},
+    }
+    for dev in devices:
+        model = LSTMForecaster(net, log_scale_mean=scaling[0], log_scale_std=scaling[1],
+                               device=dev, end_day=lambda: END)
+        rows: list[dict[str, float]] = []
+        for b in batch_sizes:
+            w = _windows(rng, b, window)
+            state = model.encode(w, END - np.timedelta64(1, "D"))
+            new = w[:, -1]
+
+            def full_fn(m: LSTMForecaster = model, w: np.ndarray = w) -> object:
+                return m.predict_at(w, 14, END)
+
+            def step_fn(m: LSTMForecaster = model, s: Any = state, v: np.ndarray = new) -> object:
+                return m.update(s, v)
+
+            def step_fc_fn(m: LSTMForecaster = model, s: Any = state,
+                           v: np.ndarray = new) -> object:
+                return m.forecast(m.update(s, v), 14)
+
+            full = _rate(full_fn, b, seconds)
+            step = _rate(step_fn, b, seconds)
+            step_fc = _rate(step_fc_fn, b, seconds)
+            rows.append({"batch": float(b), "full_window_series_per_s": full["series_per_s"],
+                         "incremental_step_series_per_s": step["series_per_s"],
+                         "incremental_forecast_series_per_s": step_fc["series_per_s"],
+                         "full_ms_per_batch": full["ms_per_batch"],
+                         "incremental_forecast_ms_per_batch": step_fc["ms_per_batch"]})
+        latency = {
+            "full_window": asyncio.run(_latency(model, requests, window, 1024, 5.0, False, 256)),
+            "keyed_incremental": asyncio.run(_latency(model, requests, window, 1024, 5.0, True,
+                                                      256)),
+        }
+        out["results"][dev] = {"by_batch": rows, "microbatcher": latency}
+    return out

@@ -1,0 +1,292 @@
+"""LSTMForecaster: the global LSTM behind the Forecaster contract, full-window or incremental."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Self
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike, NDArray
+
+from forecasting._numeric import FloatArray
+from forecasting.base import Forecaster, QuantileForecast
+from forecasting.errors import InvalidWindowError
+from forecasting.lstm.features import (
+    ScaleState,
+    calendar_features,
+    holiday_flags,
+    input_features,
+    scale_step,
+)
+from forecasting.lstm.model import LSTMConfig, LSTMNet
+
+if TYPE_CHECKING:
+    from forecasting.data import Panel
+
+__all__ = ["LSTMForecaster", "SeriesState", "auto_device", "yesterday_utc"]
+
+DateArray = NDArray[np.datetime64]
+ONE_DAY = np.timedelta64(1, "D")
+
+
+def auto_device(requested: str = "auto") -> torch.device:
+    """CUDA when available (or asked for), else CPU."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def yesterday_utc() -> np.datetime64:
+    """The last closed daily bucket by the wall clock: the default window end date."""
+    return np.datetime64(datetime.now(UTC).date(), "D") - ONE_DAY
+
+
+@dataclass
+class SeriesState:
+    """What the LSTM carries per series between buckets (a batch of series).
+
+    h, c: (layers, n, hidden) float32 recurrent state after the last bucket seen.
+    scale: running demand level and observation count (see features.ScaleState).
+    last_day: (n,) date of the last bucket folded in.
+    A series with count 0 has no history yet: its h, c are zeros and it forecasts zero.
+    """
+
+    h: torch.Tensor
+    c: torch.Tensor
+    scale: ScaleState
+    last_day: DateArray
+
+    @property
+    def n_series(self) -> int:
+        """Number of series in the batch."""
+        return int(self.scale.count.shape[0])
+
+    def take(self, rows: NDArray[np.intp] | Sequence[int]) -> SeriesState:
+        """The states of series `rows` (a copy)."""
+        idx = np.asarray(rows, dtype=np.intp)
+        t_idx = torch.as_tensor(idx, device=self.h.device)
+        return SeriesState(
+            self.h[:, t_idx].clone(), self.c[:, t_idx].clone(),
+            ScaleState(self.scale.level[idx].copy(), self.scale.count[idx].copy()),
+            self.last_day[idx].copy(),
+        )
+
+    @staticmethod
+    def concat(states: Sequence[SeriesState]) -> SeriesState:
+        """Stack the batches of `states` (same device) into one."""
+        return SeriesState(
+            torch.cat([s.h for s in states], dim=1), torch.cat([s.c for s in states], dim=1),
+            ScaleState(np.concatenate([s.scale.level for s in states]),
+                       np.concatenate([s.scale.count for s in states])),
+            np.concatenate([s.last_day for s in states]),
+        )
+
+
+class LSTMForecaster(Forecaster):
+    """One global LSTM for all series, probabilistic over a direct multi-horizon head.
+
+    Each series is run from its first observed bucket (leading NaNs = no history) to the end
+    of its window; a running per-series scale normalises inputs and outputs, calendar
+    features (weekday, month, UK holidays/closures) say which day each bucket is. The state
+    after the last bucket feeds a head that emits daily and cumulative quantiles and the
+    mean for the next `config.horizon` buckets at once; longer horizons repeat the last week
+    and widen the cumulative spread like sqrt(steps).
+
+    `predict(windows, horizon)` is the Forecaster contract: windows end at `end_day()`
+    (default: yesterday, UTC). `predict_at` takes explicit end dates. The incremental path —
+    `encode`, `update` (one bucket, O(1) per series) and `forecast` — gives the same numbers
+    as a full recompute.
+    """
+
+    name = "lstm"
+    version = 1
+
+    def __init__(
+        self,
+        net: LSTMNet,
+        *,
+        log_scale_mean: float = 0.0,
+        log_scale_std: float = 1.0,
+        model_id: str | None = None,
+        device: str | torch.device = "auto",
+        end_day: Callable[[], np.datetime64] = yesterday_utc,
+    ) -> None:
+        super().__init__(net.config.levels)
+        self.config: LSTMConfig = net.config
+        self.device = device if isinstance(device, torch.device) else auto_device(device)
+        self.net = net.to(self.device).eval()
+        self.log_scale_mean = float(log_scale_mean)
+        self.log_scale_std = float(log_scale_std)
+        self.model_id = model_id
+        self.end_day = end_day
+        self._end_override: ArrayLike | None = None
+        self.train_result: Any = None  # TrainResult of the last fit, if any
+
+    @property
+    def model_version(self) -> str:
+        """"lstm-1" plus the artifact's id when loaded from one, e.g. "lstm-1+3f2a9c01"."""
+        base = f"{self.name}-{self.version}"
+        return f"{base}+{self.model_id}" if self.model_id else base
+
+    # --- fitting ---------------------------------------------------------------------------
+    def fit(self, series: Sequence[NDArray[np.floating]]) -> Self:
+        """Train on histories that all end at `end_day()` (right-aligned, NaN-padded)."""
+        from forecasting.data import Panel
+
+        length = max(len(s) for s in series)
+        values = np.full((len(series), length), np.nan)
+        for i, s in enumerate(series):
+            values[i, length - len(s):] = np.asarray(s, dtype=np.float64)
+        start = self.end_day() - np.timedelta64(length - 1, "D")
+        ids = tuple(str(i) for i in range(len(series)))
+        return self.fit_panel(Panel(ids, start, values))
+
+    def fit_panel(self, panel: Panel, *, progress: bool = False) -> Self:
+        """Train a fresh network with this model's config on `panel`; replaces the weights."""
+        from forecasting.lstm.training import train_lstm
+
+        result = train_lstm(panel, self.config, device=str(self.device), progress=progress)
+        fitted = result.forecaster
+        self.net = fitted.net.to(self.device).eval()
+        self.config = fitted.config
+        self.log_scale_mean, self.log_scale_std = fitted.log_scale_mean, fitted.log_scale_std
+        self.model_id = None
+        self.train_result = result
+        return self
+
+    # --- tensors ---------------------------------------------------------------------------
+    def _tensor(self, arr: NDArray[np.floating]) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t
+
+    def _features(self, y: FloatArray, scale: FloatArray, days: DateArray) -> FloatArray:
+        cal = calendar_features(days, self.config.calendar)
+        return input_features(y, scale, cal, self.log_scale_mean, self.log_scale_std)
+
+    # --- full recompute --------------------------------------------------------------------
+    def encode(self, windows: ArrayLike, end_days: ArrayLike) -> SeriesState:
+        """Run each window (n, T) from its first observation to its end date (n,) or ()."""
+        arr = np.asarray(windows, dtype=np.float64)
+        n, length = arr.shape
+        ends = np.broadcast_to(np.asarray(end_days, dtype="datetime64[D]"), (n,)).copy()
+        scale_state = ScaleState.empty(n)
+        scales = np.empty((n, length))
+        for t in range(length):  # O(T) numpy steps, vectorised over series
+            scales[:, t] = scale_step(scale_state, arr[:, t], self.config.scale_memory)
+        days = ends[:, None] - (length - 1 - np.arange(length))[None, :].astype("timedelta64[D]")
+        feats = self._features(arr, scales, days)  # (n, T, F)
+        observed = np.isfinite(arr)
+        first = np.where(observed.any(axis=1), observed.argmax(axis=1), length)
+        lengths = length - first
+        # Left-align so every row starts at its first observation; the tail is padding.
+        cols = np.minimum(first[:, None] + np.arange(length)[None, :], length - 1)
+        aligned = np.take_along_axis(feats, cols[:, :, None], axis=1)
+        layers, hidden = self.config.layers, self.config.hidden
+        h = torch.zeros(layers, n, hidden, device=self.device)
+        c = torch.zeros(layers, n, hidden, device=self.device)
+        live = np.flatnonzero(lengths > 0)
+        if live.size:
+            x = self._tensor(aligned[live, : int(lengths.max())])
+            with torch.inference_mode():
+                if np.all(lengths[live] == lengths[live][0]):
+                    _, (hn, cn) = self.net.encode(x)
+                else:
+                    packed = torch.nn.utils.rnn.pack_padded_sequence(
+                        x, torch.as_tensor(lengths[live]), batch_first=True,
+                        enforce_sorted=False)
+                    _, (hn, cn) = self.net.lstm(packed)
+            idx = torch.as_tensor(live, device=self.device)
+            h[:, idx], c[:, idx] = hn, cn
+        return SeriesState(h, c, scale_state, ends)
+
+    # --- incremental -----------------------------------------------------------------------
+    def update(self, state: SeriesState, values: ArrayLike,
+               days: ArrayLike | None = None) -> SeriesState:
+        """Fold one new bucket per series (n,) into `state`: one LSTM step, O(1) per series.
+
+        `days` defaults to the day after each series' last bucket. A NaN before a series'
+        first observation changes nothing (still no history); a NaN after it is a missing
+        bucket. Returns a new state; `state` is left as it was.
+        """
+        y = np.asarray(values, dtype=np.float64).reshape(-1)
+        n = state.n_series
+        if y.shape[0] != n:
+            raise InvalidWindowError(f"expected {n} values, got {y.shape[0]}")
+        if np.any(y < 0) or np.any(np.isinf(y)):
+            raise InvalidWindowError("new bucket values must be finite and >= 0 (or NaN)")
+        new_days = (state.last_day + ONE_DAY if days is None
+                    else np.broadcast_to(np.asarray(days, dtype="datetime64[D]"), (n,)).copy())
+        scale = state.scale.copy()
+        s = scale_step(scale, y, self.config.scale_memory)
+        live = scale.count > 0
+        x = self._tensor(self._features(y, s, new_days)[:, None, :])
+        with torch.inference_mode():
+            _, (h, c) = self.net.encode(x, (state.h, state.c))
+        if not live.all():
+            keep = torch.as_tensor(live, device=self.device)[None, :, None]
+            h, c = torch.where(keep, h, state.h), torch.where(keep, c, state.c)
+        return SeriesState(h, c, scale, new_days)
+
+    def forecast(self, state: SeriesState, horizon: int) -> QuantileForecast:
+        """Quantile forecast of the next `horizon` buckets after each series' last bucket."""
+        big_h = self.config.horizon
+        future = state.last_day[:, None] + np.arange(1, big_h + 1)[None, :].astype(
+            "timedelta64[D]")
+        hol = self._tensor(holiday_flags(future, self.config.calendar))
+        with torch.inference_mode():
+            daily_t, cum_t, mean_t = self.net.quantiles(self.net.head_raw(state.h[-1], hol))
+            stacked = torch.cat([daily_t, cum_t, mean_t[..., None]], dim=-1).cpu().numpy()
+        q = self._levels.size
+        s = np.maximum(state.scale.level, 0.01)[:, None, None]
+        live = (state.scale.count > 0)[:, None, None]
+        out = np.where(live, np.maximum(stacked.astype(np.float64), 0.0) * s, 0.0)
+        daily, cumulative, mean = out[..., :q], out[..., q : 2 * q], out[..., 2 * q]
+        if self.config.integer_demand:  # quantiles of counts are counts
+            daily, cumulative = np.round(daily), np.round(cumulative)
+        cumulative = np.maximum.accumulate(np.maximum(cumulative, daily[:, :1]), axis=1)
+        if horizon > big_h:
+            daily, cumulative, mean = _extend(daily, cumulative, mean, horizon)
+        return QuantileForecast(self._levels, daily[:, :horizon], cumulative[:, :horizon],
+                                mean[:, :horizon])
+
+    # --- the contract ----------------------------------------------------------------------
+    def predict_at(self, windows: ArrayLike, horizon: int, end_days: ArrayLike) -> QuantileForecast:
+        """`predict` with explicit dates of each window's last bucket (n,) or one date."""
+        self._end_override = end_days
+        try:
+            return super().predict(windows, horizon)
+        finally:
+            self._end_override = None
+
+    def _predict(self, windows: FloatArray, horizon: int) -> QuantileForecast:
+        end = self.end_day() if self._end_override is None else self._end_override
+        return self.forecast(self.encode(windows, end), horizon)
+
+    def __repr__(self) -> str:
+        cfg = self.config
+        return (f"LSTMForecaster(hidden={cfg.hidden}, layers={cfg.layers}, "
+                f"horizon={cfg.horizon}, version={self.model_version!r})")
+
+
+def _extend(daily: FloatArray, cumulative: FloatArray, mean: FloatArray,
+            horizon: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Beyond the trained horizon H: repeat the last week's daily pattern; cumulative grows by
+    the extra mean with spread scaled by sqrt(steps / H) around it (as lead_time_quantile)."""
+    big_h = daily.shape[1]
+    period = min(7, big_h)
+    src = big_h - period + (np.arange(big_h, horizon) - big_h) % period
+    daily = np.concatenate([daily, daily[:, src]], axis=1)
+    mean = np.concatenate([mean, mean[:, src]], axis=1)
+    total = np.cumsum(mean, axis=1)
+    m_h = total[:, big_h - 1, None]
+    ratio = (np.arange(big_h + 1, horizon + 1) / big_h)[None, :, None]
+    extra_mean = total[:, big_h:, None]
+    spread = cumulative[:, big_h - 1, None, :] - m_h[:, :, None]
+    ext = np.maximum(extra_mean + np.sqrt(ratio) * spread, 0.0)
+    cumulative = np.maximum.accumulate(np.concatenate([cumulative, ext], axis=1), axis=1)
+    return daily, cumulative, mean

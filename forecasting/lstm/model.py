@@ -1,0 +1,119 @@
+"""The torch network: an LSTM encoder over buckets and a direct multi-horizon quantile head."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from forecasting.base import QUANTILE_LEVELS
+
+__all__ = ["LSTMConfig", "LSTMNet", "RecurrentState"]
+
+RecurrentState = tuple[Tensor, Tensor]
+"""(h, c), each (layers, n_series, hidden)."""
+
+
+@dataclass(frozen=True)
+class LSTMConfig:
+    """Architecture, features and training knobs; all of it is saved in the artifact."""
+
+    horizon: int = 14
+    levels: tuple[float, ...] = QUANTILE_LEVELS
+    hidden: int = 64
+    layers: int = 1
+    head_hidden: int = 64
+    scale_memory: int = 56
+    calendar: str = "uk"
+    loss: str = "pinball"  # "pinball" (quantile head) or "normal" (Gaussian likelihood)
+    mean_weight: float = 0.5
+    lr: float = 3e-3
+    batch_series: int = 64
+    max_epochs: int = 40
+    patience: int = 4
+    val_days: int = 28
+    grad_clip: float = 1.0
+    seed: int = 0
+    max_train_days: int | None = 730  # only the last N days feed gradients (CPU time)
+    # Counts have integer quantiles: with 44% zero days, q0.1 = 0.03 instead of 0 leaves
+    # every zero outside the 80% interval. Training sets this when all demand is integer.
+    integer_demand: bool = False
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        """JSON-ready dict."""
+        out = asdict(self)
+        out["levels"] = list(self.levels)
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> LSTMConfig:
+        """Inverse of to_json; unknown keys are ignored (older/newer artifacts)."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "levels" in known:
+            known["levels"] = tuple(float(x) for x in known["levels"])  # type: ignore[attr-defined]
+        return cls(**known)  # type: ignore[arg-type]
+
+
+class LSTMNet(nn.Module):
+    """LSTM over per-bucket inputs; a head maps the top hidden state at an origin bucket plus
+    the holiday flags of the next `horizon` buckets to, in units of the series' scale:
+
+    - daily quantiles (n, H, Q) and cumulative-demand quantiles (n, H, Q), each built as a
+      base plus softplus increments so they never cross;
+    - mean demand (n, H) >= 0.
+
+    With loss="normal" the head instead emits a mean and a log-std per step and per
+    cumulative step; quantiles then come from the normal distribution (the ablation).
+    """
+
+    def __init__(self, input_dim: int, config: LSTMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.horizon = config.horizon
+        self.n_levels = len(config.levels)
+        self.lstm = nn.LSTM(input_dim, config.hidden, config.layers, batch_first=True)
+        per_step = 2 * self.n_levels + 1 if config.loss == "pinball" else 5
+        self.per_step = per_step
+        self.head = nn.Sequential(
+            nn.Linear(config.hidden + config.horizon, config.head_hidden),
+            nn.ReLU(),
+            nn.Linear(config.head_hidden, config.horizon * per_step),
+        )
+        z = torch.special.ndtri(torch.tensor(config.levels))  # standard normal quantiles
+        self.register_buffer("z", z, persistent=False)
+
+    def encode(
+        self, x: Tensor, state: RecurrentState | None = None
+    ) -> tuple[Tensor, RecurrentState]:
+        """x (n, T, F) -> top-layer outputs (n, T, hidden) and the final (h, c)."""
+        out, (h, c) = self.lstm(x, state)
+        return out, (h, c)
+
+    def head_raw(self, top: Tensor, future_holidays: Tensor) -> Tensor:
+        """(..., hidden) and (..., H) -> (..., H, per_step) raw head outputs."""
+        raw: Tensor = self.head(torch.cat([top, future_holidays], dim=-1))
+        return raw.reshape(*raw.shape[:-1], self.horizon, self.per_step)
+
+    def quantiles(self, raw: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Raw head outputs -> (daily (..., H, Q), cumulative (..., H, Q), mean (..., H)),
+        scaled units, not yet clipped at 0 (the pinball loss needs the raw values)."""
+        if self.config.loss == "pinball":
+            q = self.n_levels
+            daily = _monotone(raw[..., :q])
+            cumulative = _monotone(raw[..., q : 2 * q])
+            mean = nn.functional.softplus(raw[..., 2 * q])
+            return daily, cumulative, mean
+        z: Tensor = self.z  # type: ignore[assignment]
+        mu_d, sd_d = raw[..., 0], nn.functional.softplus(raw[..., 1]) + 1e-3
+        mu_c, sd_c = raw[..., 2], nn.functional.softplus(raw[..., 3]) + 1e-3
+        daily = mu_d[..., None] + sd_d[..., None] * z
+        cumulative = mu_c[..., None] + sd_c[..., None] * z
+        return daily, cumulative, nn.functional.softplus(raw[..., 4])
+
+
+def _monotone(raw: Tensor) -> Tensor:
+    """First value free, the rest non-negative increments: non-decreasing along the last axis."""
+    steps = nn.functional.softplus(raw[..., 1:])
+    return torch.cat([raw[..., :1], raw[..., :1] + torch.cumsum(steps, dim=-1)], dim=-1)

@@ -1,0 +1,252 @@
+"""Training the global LSTM on a Panel: dense multi-origin quantile loss, early stopping."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from forecasting._numeric import FloatArray
+from forecasting.data import Panel
+from forecasting.lstm.features import (
+    INPUT_DIM,
+    ScaleState,
+    calendar_features,
+    holiday_flags,
+    input_features,
+    scale_step,
+)
+from forecasting.lstm.forecaster import LSTMForecaster, auto_device
+from forecasting.lstm.model import LSTMConfig, LSTMNet
+
+__all__ = ["TrainResult", "train_lstm"]
+
+EpochCallback = Callable[[int, float, float], None]
+
+
+@dataclass
+class TrainResult:
+    """The fitted forecaster and how training went."""
+
+    forecaster: LSTMForecaster
+    history: list[dict[str, float]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Tensors:
+    x: torch.Tensor  # (n, L, F) left-aligned inputs
+    holidays: torch.Tensor  # (n, L, H) holiday flags of the H days after each origin
+    daily: torch.Tensor  # (n, L, H) targets in units of the origin's scale, NaN = none
+    cumulative: torch.Tensor  # (n, L, H)
+    train_mask: torch.Tensor  # (n, L) origins whose loss trains the model
+    val_mask: torch.Tensor  # (n, L) origins held out for early stopping
+
+
+def _prepare(panel: Panel, config: LSTMConfig, device: torch.device) -> tuple[_Tensors, float,
+                                                                              float]:
+    y = panel.values
+    n, length = y.shape
+    big_h, val_days = config.horizon, config.val_days
+    if length < val_days + 2 * big_h + 1:
+        raise ValueError(f"need at least {val_days + 2 * big_h + 1} days to train, got {length}")
+    state = ScaleState.empty(n)
+    scales = np.empty((n, length))
+    for t in range(length):
+        scales[:, t] = scale_step(state, y[:, t], config.scale_memory)
+    observed = np.isfinite(y)
+    train_part = observed.copy()
+    train_part[:, length - val_days :] = False
+    log_s = np.log1p(scales[train_part])
+    log_mean, log_std = float(log_s.mean()), float(max(log_s.std(), 1e-3))
+
+    days = panel.dates
+    cal = calendar_features(days, config.calendar)  # (T, C)
+    feats = input_features(y, scales, np.broadcast_to(cal, (n, *cal.shape)), log_mean, log_std)
+    pad_days = days[-1] + np.arange(1, big_h + 1).astype("timedelta64[D]")
+    hol_all = holiday_flags(np.concatenate([days, pad_days]), config.calendar)
+    steps = np.arange(1, big_h + 1)
+    hol = hol_all[np.arange(length)[:, None] + steps[None, :]]  # (T, H)
+    y_pad = np.concatenate([y, np.full((n, big_h), np.nan)], axis=1)
+    future = y_pad[:, np.arange(length)[:, None] + steps[None, :]]  # (n, T, H)
+    daily = future / scales[:, :, None]
+    cumulative = np.cumsum(daily, axis=2)  # NaN propagates past a missing bucket
+
+    origin = np.arange(length)
+    train_origin = origin <= length - 1 - val_days - big_h
+    val_origin = (origin >= length - 1 - val_days) & (origin <= length - 1 - big_h)
+    first = np.where(observed.any(axis=1), observed.argmax(axis=1), length)
+    started = origin[None, :] >= first[:, None]
+    # Left-align: row i starts at its first observation, padding (masked) after its end.
+    cols = np.minimum(first[:, None] + origin[None, :], length - 1)
+    in_row = (first[:, None] + origin[None, :]) < length
+
+    def align(a: FloatArray) -> torch.Tensor:
+        idx = cols.reshape(n, length, *([1] * (a.ndim - 2)))
+        out = np.take_along_axis(a, np.broadcast_to(idx, (n, length, *a.shape[2:])), axis=1)
+        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(device)
+
+    def align_mask(m: np.ndarray) -> torch.Tensor:
+        out = np.take_along_axis(np.broadcast_to(m, (n, length)) & started, cols, axis=1)
+        return torch.from_numpy(out & in_row).to(device)
+
+    tensors = _Tensors(
+        x=align(feats),
+        holidays=align(np.broadcast_to(hol, (n, length, big_h))),
+        daily=align(daily),
+        cumulative=align(cumulative),
+        train_mask=align_mask(train_origin[None, :]),
+        val_mask=align_mask(val_origin[None, :]),
+    )
+    return tensors, log_mean, log_std
+
+
+def _loss(net: LSTMNet, top: torch.Tensor, holidays: torch.Tensor, daily_y: torch.Tensor,
+          cum_y: torch.Tensor, mask: torch.Tensor, tau: torch.Tensor,
+          config: LSTMConfig) -> torch.Tensor:
+    """Mean loss over masked origins (b, L) of the head's outputs against scaled targets."""
+    raw = net.head_raw(top[mask], holidays[mask])  # (m, H, per_step)
+    yd, yc = daily_y[mask], cum_y[mask]
+    # Cumulative targets grow with h; divide by h so every step weighs like one day.
+    per_step = torch.arange(1, config.horizon + 1, device=yd.device, dtype=yd.dtype)
+    daily_q, cum_q, mean = net.quantiles(raw)
+    terms = []
+    for j, (pred, target) in enumerate(((daily_q, yd), (cum_q, yc))):
+        ok = torch.isfinite(target)
+        t = torch.where(ok, target, 0.0)
+        if config.loss == "pinball":
+            diff = t[..., None] - pred
+            loss = torch.maximum(tau * diff, (tau - 1.0) * diff).mean(dim=-1)
+        else:  # Gaussian negative log-likelihood (the ablation of the quantile head)
+            mu = raw[..., 2 * j]
+            sigma = torch.nn.functional.softplus(raw[..., 2 * j + 1]) + 1e-3
+            loss = torch.log(sigma) + 0.5 * ((t - mu) / sigma) ** 2
+        if j == 1:
+            loss = loss / per_step
+        terms.append(torch.where(ok, loss, 0.0).sum() / ok.sum().clamp(min=1))
+    ok = torch.isfinite(yd)
+    t = torch.where(ok, yd, 0.0)
+    mu = mean.clamp(min=1e-4)
+    # Poisson deviance: a Bregman score, so it is minimised by the mean, and unlike squared
+    # error one lumpy order of 20x the scale does not dominate a batch.
+    deviance = torch.xlogy(t, t) - t * torch.log(mu) - t + mu
+    poisson = torch.where(ok, deviance, 0.0).sum() / ok.sum().clamp(min=1)
+    return terms[0] + terms[1] + config.mean_weight * poisson
+
+
+def train_lstm(
+    panel: Panel,
+    config: LSTMConfig | None = None,
+    *,
+    device: str = "auto",
+    progress: bool = False,
+    on_epoch: EpochCallback | None = None,
+    max_seconds: float | None = None,
+) -> TrainResult:
+    """Fit the global LSTM on every series of `panel` (all days are history).
+
+    The last `config.val_days` days are held out: origins whose targets fall there give the
+    validation loss that early stopping watches (patience `config.patience`), and the best
+    epoch's weights are kept. Every other origin of every series is a training example (a
+    direct H-step target from that bucket), so one pass over the panel sees n x T examples.
+    Seeds are fixed (`config.seed`); on CPU the result is bit-for-bit repeatable.
+    """
+    config = config or LSTMConfig()
+    finite = panel.values[np.isfinite(panel.values)]
+    if not config.integer_demand and finite.size and np.all(finite == np.round(finite)):
+        config = dataclasses.replace(config, integer_demand=True)
+    dev = auto_device(device)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    started = time.perf_counter()
+    data, log_mean, log_std = _prepare(panel, config, dev)
+    net = LSTMNet(INPUT_DIM, config).to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    tau = torch.tensor(config.levels, dtype=torch.float32, device=dev)
+    n, length = data.train_mask.shape
+    burn_in = 0
+    if config.max_train_days is not None:
+        burn_in = max(0, length - config.max_train_days - config.val_days - config.horizon)
+    best_val, best_state, best_epoch, bad = math.inf, copy.deepcopy(net.state_dict()), 0, 0
+    history: list[dict[str, float]] = []
+    bar = _progress(progress, config.max_epochs)
+    try:
+        for epoch in range(1, config.max_epochs + 1):
+            net.train()
+            order = rng.permutation(n)
+            total, batches = 0.0, 0
+            for start in range(0, n, config.batch_series):
+                rows = torch.as_tensor(order[start : start + config.batch_series], device=dev)
+                state = None
+                if burn_in:
+                    with torch.no_grad():
+                        _, state = net.encode(data.x[rows, :burn_in])
+                top, _ = net.encode(data.x[rows, burn_in:], state)
+                mask = data.train_mask[rows, burn_in:]
+                if not bool(mask.any()):
+                    continue
+                loss = _loss(net, top, data.holidays[rows, burn_in:], data.daily[rows, burn_in:],
+                             data.cumulative[rows, burn_in:], mask, tau, config)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()  # type: ignore[no-untyped-call]
+                torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+                opt.step()
+                total += float(loss.detach())
+                batches += 1
+            net.eval()
+            with torch.no_grad():
+                val = 0.0
+                val_rows = 0
+                for start in range(0, n, 256):
+                    sl = slice(start, start + 256)
+                    top, _ = net.encode(data.x[sl])
+                    mask = data.val_mask[sl]
+                    if bool(mask.any()):
+                        k = int(mask.sum())
+                        val += k * float(_loss(net, top, data.holidays[sl], data.daily[sl],
+                                               data.cumulative[sl], mask, tau, config))
+                        val_rows += k
+                val /= max(val_rows, 1)
+            train_loss = total / max(batches, 1)
+            history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val,
+                            "seconds": time.perf_counter() - started})
+            if on_epoch is not None:
+                on_epoch(epoch, train_loss, val)
+            if bar is not None:
+                bar[0].update(bar[1], advance=1,
+                              description=f"epoch {epoch} train {train_loss:.4f} val {val:.4f}")
+            if val < best_val - 1e-4:
+                best_val, best_epoch, bad = val, epoch, 0
+                best_state = copy.deepcopy(net.state_dict())
+            else:
+                bad += 1
+                if bad >= config.patience:
+                    break
+            if max_seconds is not None and time.perf_counter() - started > max_seconds:
+                break
+    finally:
+        if bar is not None:
+            bar[0].stop()
+    net.load_state_dict(best_state)
+    forecaster = LSTMForecaster(net.cpu(), log_scale_mean=log_mean, log_scale_std=log_std,
+                                device=device)
+    metrics = {"best_val_loss": best_val, "best_epoch": float(best_epoch),
+               "epochs": float(len(history)), "train_seconds": time.perf_counter() - started}
+    return TrainResult(forecaster, history, metrics)
+
+
+def _progress(enabled: bool, total: int) -> tuple[Progress, TaskID] | None:
+    if not enabled:
+        return None
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    task = bar.add_task("training", total=total)
+    bar.start()
+    return bar, task

@@ -1,0 +1,111 @@
+"""Long-CSV loading and the rolling-origin backtest (scores, JSON shape, CLI)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from forecasting.backtest import rolling_origin, score
+from forecasting.data import DataFormatError, Panel, load_panel
+from shelfcast.cli import main
+
+WEEK = np.array([3.0, 5.0, 0.0, 2.0, 8.0, 13.0, 1.0])
+
+
+def _write_store_item(path: Path, days: int = 84) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    values = rng.poisson(5.0, (2, 3, days))
+    dates = np.datetime64("2013-01-01") + np.arange(days)
+    lines = ["date,store,item,sales"]
+    for d in range(days):
+        for s in range(2):
+            for i in range(3):
+                lines.append(f"{dates[d]},{s + 1},{i + 1},{values[s, i, d]}")
+    with gzip.open(path, "wt") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return values.reshape(6, days).astype(float)
+
+
+def test_load_store_item_layout_with_multi_column_ids(tmp_path: Path) -> None:
+    path = tmp_path / "train.csv.gz"
+    values = _write_store_item(path)
+    panel = load_panel(path)
+    assert panel.ids == ("1/1", "1/2", "1/3", "2/1", "2/2", "2/3")
+    assert panel.start == np.datetime64("2013-01-01") and panel.n_days == 84
+    np.testing.assert_array_equal(panel.values, values)
+    again = load_panel(path, id_cols=["item", "store"], date_col="date", target_col="sales")
+    assert again.ids[0] == "1/1" and again.ids[1] == "1/2"  # item/store now
+    assert panel.fingerprint() == load_panel(path).fingerprint()
+
+
+def test_load_long_csv_with_gaps_and_late_starts(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("unique_id,ds,y\nb,2011-01-02,4\na,2011-01-01,1\na,2011-01-03,2\n"
+                    "a,2011-01-03,1\n")
+    panel = load_panel(path)
+    assert panel.ids == ("a", "b")
+    np.testing.assert_array_equal(panel.values[0], [1.0, np.nan, 3.0])  # duplicates summed
+    assert np.isnan(panel.values[1, 0]) and panel.values[1, 1] == 4.0
+    with pytest.raises(DataFormatError, match="missing column"):
+        load_panel(path, target_col="sales")
+
+
+def test_score_of_a_perfect_forecast() -> None:
+    from forecasting import SeasonalNaive
+
+    history = np.tile(WEEK, 6)[None, :]
+    fc = SeasonalNaive().predict(history, 14)
+    s = score(fc, np.tile(WEEK, 2)[None, :], history)
+    assert s["mase"] == pytest.approx(0.0) or np.isnan(s["mase"])  # scale 0 -> NaN
+    assert s["wape"] == 0.0 and s["pinball"] == 0.0 and s["coverage_80"] == 1.0
+
+
+def _panel(n: int = 8, days: int = 120) -> Panel:
+    rng = np.random.default_rng(3)
+    rate = rng.gamma(2.0, 2.0, (n, 1)) * np.tile(WEEK / WEEK.mean(), days // 7 + 1)[:days]
+    return Panel(tuple(f"s{i}" for i in range(n)), np.datetime64("2012-01-02"),
+                 rng.poisson(rate).astype(float))
+
+
+def test_rolling_origin_folds_and_summary() -> None:
+    panel = _panel()
+    result = rolling_origin(panel, ["seasonal_naive", "moving_average"], horizon=14, folds=3)
+    doc = result.to_json()
+    assert set(doc["models"]) == {"seasonal_naive", "moving_average"}
+    for scores in doc["models"].values():
+        for key in ("mase", "wape", "pinball", "coverage_80", "coverage_95", "fit_seconds",
+                    "predict_seconds"):
+            assert np.isfinite(scores[key])
+    assert doc["origins"] == [str(panel.dates[c]) for c in (120 - 42, 120 - 28, 120 - 14)]
+    assert len(doc["folds"]) == 6
+    json.dumps(doc)
+    # Seasonal structure plus noise: seasonal naive beats nothing-at-all but is noisy.
+    assert doc["models"]["moving_average"]["mase"] < 2.0
+
+
+def test_backtest_cli_writes_json_and_plot(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "train.csv.gz"
+    _write_store_item(path, days=98)
+    out, png = tmp_path / "bt.json", tmp_path / "bt.png"
+    code = main(["backtest", "--data", str(path), "--horizon", "7", "--folds", "2",
+                 "--models", "seasonal_naive,moving_average", "--json", str(out),
+                 "--plot", str(png)])
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert set(doc["models"]) == {"seasonal_naive", "moving_average"}
+    assert png.stat().st_size > 1000
+
+
+def test_ets_peer_speaks_the_contract() -> None:
+    pytest.importorskip("statsforecast")
+    from forecasting.ets import ETSForecaster
+
+    windows = _panel(n=3, days=70).values
+    windows[0, :30] = np.nan
+    fc = ETSForecaster().predict(windows, 7)
+    assert fc.daily.shape == (3, 7, 9) and np.all(np.isfinite(fc.cumulative))

@@ -1,0 +1,117 @@
+"""The micro-batcher: batches close on size and on time, rows go back to the right caller,
+errors reach the callers they belong to, keyed requests take the incremental path."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from forecasting import Forecaster, InvalidWindowError, MovingAverage, QuantileForecast
+from forecasting.inferencer import Inferencer
+
+
+class Recording(MovingAverage):
+    """MovingAverage that records the batch sizes it was called with."""
+
+    def __init__(self) -> None:
+        super().__init__(window=7)
+        self.calls: list[int] = []
+
+    def _predict(self, windows: np.ndarray, horizon: int) -> QuantileForecast:
+        self.calls.append(windows.shape[0])
+        return super()._predict(windows, horizon)
+
+
+class Broken(Forecaster):
+    name = "broken"
+
+    def _predict(self, windows: np.ndarray, horizon: int) -> QuantileForecast:
+        raise RuntimeError("device lost")
+
+
+def _rows(n: int, length: int = 21, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).poisson(3.0, (n, length)).astype(float)
+
+
+async def test_a_batch_closes_when_it_is_full() -> None:
+    model = Recording()
+    async with Inferencer(model, max_batch=4, max_wait_ms=10_000) as inf:
+        t0 = time.monotonic()
+        results = await asyncio.gather(*(inf.predict(_rows(1, seed=i), 7) for i in range(4)))
+        assert time.monotonic() - t0 < 5.0  # far below max_wait_ms: closed on size
+    assert model.calls == [4]
+    for i, fc in enumerate(results):
+        expected = MovingAverage(window=7).predict(_rows(1, seed=i), 7)
+        np.testing.assert_allclose(fc.daily, expected.daily)
+
+
+async def test_a_batch_closes_after_max_wait() -> None:
+    model = Recording()
+    async with Inferencer(model, max_batch=1000, max_wait_ms=80) as inf:
+        t0 = time.monotonic()
+        a, b = await asyncio.gather(inf.predict(_rows(2), 7), inf.predict(_rows(3, 10), 3))
+        waited = time.monotonic() - t0
+    assert 0.07 <= waited < 5.0
+    assert model.calls == [5]
+    assert a.daily.shape == (2, 7, 9) and b.daily.shape == (3, 3, 9)
+    # The shorter window was left-padded with NaN ("no history"): same answer as alone.
+    np.testing.assert_allclose(b.daily, MovingAverage(window=7).predict(_rows(3, 10), 3).daily)
+
+
+async def test_requests_beyond_max_batch_go_to_the_next_batch() -> None:
+    model = Recording()
+    async with Inferencer(model, max_batch=3, max_wait_ms=20) as inf:
+        await asyncio.gather(*(inf.predict(_rows(2, seed=i), 7) for i in range(3)))
+    assert sum(model.calls) == 6 and max(model.calls) <= 3
+
+
+async def test_a_model_error_reaches_every_caller_of_the_batch() -> None:
+    async with Inferencer(Broken(), max_batch=2, max_wait_ms=1000) as inf:
+        results = await asyncio.gather(inf.predict(_rows(1), 7), inf.predict(_rows(1), 7),
+                                       return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) and "device lost" in str(r) for r in results)
+
+
+async def test_an_invalid_request_fails_only_its_caller() -> None:
+    bad = _rows(1)
+    bad[0, 3] = -1.0
+    async with Inferencer(Recording(), max_batch=2, max_wait_ms=30) as inf:
+        good, err = await asyncio.gather(inf.predict(_rows(2), 7), inf.predict(bad, 7),
+                                         return_exceptions=True)
+    assert isinstance(good, QuantileForecast) and good.n_series == 2
+    assert isinstance(err, InvalidWindowError)
+
+
+async def test_swap_rolls_in_a_new_model_version() -> None:
+    async with Inferencer(MovingAverage(), max_wait_ms=1) as inf:
+        assert inf.model_version == "moving_average-1"
+        inf.swap(Recording())
+        await inf.predict(_rows(1), 2)
+        assert inf.model_version == "moving_average-1"
+        assert isinstance(inf.forecaster, Recording)
+
+
+async def test_keyed_requests_step_the_carried_state_once_per_new_bucket() -> None:
+    torch = pytest.importorskip("torch")
+    from forecasting.lstm import LSTMConfig, LSTMForecaster, LSTMNet
+    from forecasting.lstm.features import INPUT_DIM
+
+    torch.manual_seed(0)
+    cfg = LSTMConfig(horizon=7, hidden=16, head_hidden=16)
+    model = LSTMForecaster(LSTMNet(INPUT_DIM, cfg), device="cpu")
+    series = _rows(6, length=30)
+    series[:2, :10] = np.nan
+    keys = [f"sku{i}@dc" for i in range(6)]
+    day = np.datetime64("2011-05-01")
+    async with Inferencer(model, max_batch=64, max_wait_ms=1) as inf:
+        await inf.predict_keyed(keys, series[:, :25], 7, day)
+        assert inf.stats.full == 6 and inf.stats.incremental == 0
+        for t in range(25, 30):
+            fc = await inf.predict_keyed(keys, series[:, : t + 1], 7, day + (t - 24))
+        assert inf.stats.incremental == 30
+    full = model.predict_at(series, 7, day + 5)
+    np.testing.assert_allclose(fc.daily, full.daily, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fc.cumulative, full.cumulative, rtol=1e-5, atol=1e-5)

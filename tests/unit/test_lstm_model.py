@@ -1,0 +1,158 @@
+"""LSTM forecaster: incremental == full recompute, the forecast contract, training, artifacts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from forecasting import Forecaster, make_forecaster  # noqa: E402
+from forecasting.data import Panel  # noqa: E402
+from forecasting.lstm import (  # noqa: E402
+    LSTMConfig,
+    LSTMForecaster,
+    LSTMNet,
+    load_artifact,
+    read_metadata,
+    save_artifact,
+    train_lstm,
+)
+from forecasting.lstm.features import INPUT_DIM, calendar_features, holiday_flags  # noqa: E402
+
+torch.set_num_threads(1)
+END = np.datetime64("2011-03-01")
+
+
+def _model(horizon: int = 7, layers: int = 2, seed: int = 0) -> LSTMForecaster:
+    torch.manual_seed(seed)
+    cfg = LSTMConfig(horizon=horizon, hidden=16, layers=layers, head_hidden=16)
+    return LSTMForecaster(LSTMNet(INPUT_DIM, cfg), device="cpu", end_day=lambda: END)
+
+
+def _windows(rng: np.random.Generator, n: int = 12, length: int = 40) -> np.ndarray:
+    w = rng.poisson(4.0, (n, length)).astype(float) * (rng.random((n, length)) < 0.6)
+    w[:3, :15] = np.nan  # new SKUs: no history yet
+    w[4, 20] = np.nan  # a missing bucket inside the history
+    w[5] = np.nan  # no history at all
+    w[6, :-1] = np.nan  # a single observation
+    return w
+
+
+def test_incremental_updates_equal_a_full_recompute() -> None:
+    model = _model()
+    w = _windows(np.random.default_rng(1))
+    full = model.encode(w, END)
+    split = 10  # before some series have started: their leading NaNs must be no-ops
+    state = model.encode(w[:, :split], END - np.timedelta64(w.shape[1] - split, "D"))
+    for t in range(split, w.shape[1]):
+        state = model.update(state, w[:, t])
+    assert state.last_day.tolist() == full.last_day.tolist()
+    torch.testing.assert_close(state.h, full.h, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(state.c, full.c, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(state.scale.level, full.scale.level)
+    a, b = model.forecast(state, 7), model.forecast(full, 7)
+    np.testing.assert_allclose(a.daily, b.daily, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a.cumulative, b.cumulative, rtol=1e-5, atol=1e-5)
+
+
+def test_update_from_an_empty_state_equals_encoding_the_whole_window() -> None:
+    model = _model(layers=1)
+    w = _windows(np.random.default_rng(2), n=8, length=24)
+    state = model.encode(np.full((8, 1), np.nan), END - np.timedelta64(24, "D"))
+    for t in range(24):
+        state = model.update(state, w[:, t])
+    torch.testing.assert_close(state.h, model.encode(w, END).h, atol=1e-5, rtol=1e-5)
+
+
+def test_update_leaves_the_previous_state_untouched() -> None:
+    model = _model()
+    w = _windows(np.random.default_rng(3))
+    state = model.encode(w, END)
+    h0 = state.h.clone()
+    model.update(state, np.ones(w.shape[0]))
+    torch.testing.assert_close(state.h, h0)
+
+
+def test_forecast_contract_shapes_zeros_and_monotone_quantiles() -> None:
+    model = _model()
+    assert isinstance(model, Forecaster)
+    w = _windows(np.random.default_rng(4))
+    fc = model.predict(w, 10)  # longer than the trained horizon of 7
+    assert fc.daily.shape == (12, 10, 9) and fc.mean.shape == (12, 10)
+    assert np.all(fc.daily[5] == 0) and np.all(fc.cumulative[5] == 0)  # no history
+    assert np.all(np.diff(fc.cumulative, axis=1) >= -1e-9)
+    assert np.all(np.diff(fc.daily, axis=2) >= -1e-9)
+    same = model.predict_at(w, 10, END)
+    np.testing.assert_allclose(same.daily, fc.daily)
+    assert model.predict(np.empty((0, 5)), 3).n_series == 0
+
+
+def test_holidays_and_calendar() -> None:
+    days = np.array(["2011-04-22", "2011-04-25", "2011-05-02", "2011-05-30", "2011-08-29",
+                     "2010-12-25", "2011-01-03", "2011-04-21", "2011-06-01"], dtype="datetime64[D]")
+    assert holiday_flags(days).tolist() == [1, 1, 1, 1, 1, 1, 1, 0, 0]
+    assert holiday_flags(days, "none").sum() == 0
+    cal = calendar_features(np.array(["2011-01-03"], dtype="datetime64[D]"))  # a Monday
+    assert cal[0, 0] == 1 and cal[0, 7] == 1 and cal.sum() == 3
+
+
+def _panel(n: int = 16, days: int = 140, seed: int = 0) -> Panel:
+    rng = np.random.default_rng(seed)
+    weekly = np.array([1.0, 1.2, 1.1, 1.0, 1.6, 0.3, 0.5])
+    level = rng.gamma(2.0, 3.0, (n, 1))
+    rate = level * np.tile(weekly, days // 7 + 1)[None, :days]
+    values = rng.poisson(rate).astype(float)
+    values[:2, :30] = np.nan
+    return Panel(tuple(f"s{i}" for i in range(n)), np.datetime64("2011-01-03"), values)
+
+
+TINY = LSTMConfig(horizon=7, hidden=8, head_hidden=8, max_epochs=3, val_days=14,
+                  batch_series=8, max_train_days=None)
+
+
+def test_training_is_deterministic_and_learns() -> None:
+    panel = _panel()
+    a = train_lstm(panel, TINY, device="cpu")
+    b = train_lstm(panel, TINY, device="cpu")
+    for pa, pb in zip(a.forecaster.net.parameters(), b.forecaster.net.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb)
+    losses = [h["val_loss"] for h in a.history]
+    assert losses[-1] < losses[0]
+    fc = a.forecaster.predict_at(panel.values, 7, panel.dates[-1])
+    assert np.all(np.isfinite(fc.daily))
+
+
+def test_fit_through_the_registry() -> None:
+    model = make_forecaster("lstm", horizon=7, hidden=8, head_hidden=8, max_epochs=1,
+                            val_days=14, max_train_days=None, device="cpu")
+    assert isinstance(model, LSTMForecaster)
+    panel = _panel(n=6, days=70)
+    model.end_day = lambda: panel.dates[-1]
+    model.fit(list(panel.values))
+    assert model.predict(panel.values, 7).n_series == 6
+
+
+def test_artifact_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    panel = _panel()
+    result = train_lstm(panel, TINY, device="cpu")
+    info = save_artifact(result.forecaster, tmp_path / "m", data_fingerprint=panel.fingerprint(),
+                         metrics=result.metrics, history=result.history)
+    loaded = load_artifact(tmp_path / "m", device="cpu")
+    assert loaded.model_version == f"lstm-1+{info.model_id}"
+    assert result.forecaster.model_version == loaded.model_version
+    a = result.forecaster.predict_at(panel.values, 7, panel.dates[-1])
+    b = loaded.predict_at(panel.values, 7, panel.dates[-1])
+    np.testing.assert_array_equal(a.daily, b.daily)
+    np.testing.assert_array_equal(a.cumulative, b.cumulative)
+    meta = read_metadata(tmp_path / "m")
+    assert meta["data_fingerprint"] == panel.fingerprint()
+    assert meta["horizon"] == 7 and len(meta["features"]["inputs"]) == INPUT_DIM
+    assert meta["scaling"]["log_scale_std"] == pytest.approx(result.forecaster.log_scale_std)
+    assert "best_val_loss" in meta["metrics"]
+    json.dumps(meta)
+    # Same weights, same id: the version is content-derived.
+    again = save_artifact(loaded, tmp_path / "m2", data_fingerprint="x")
+    assert again.model_id == info.model_id
