@@ -420,11 +420,21 @@ class OptimizerService:
 
 
 async def run_service(settings: Settings, dsn: str) -> ServiceCounters:
-    """Run the optimizer until SIGTERM/SIGINT (the `shelfcast optimizer` command)."""
+    """Run the optimizer until SIGTERM/SIGINT (the `shelfcast optimizer` command); serves
+    `/metrics` on `settings.web_port` when set."""
     import signal
+
+    from streams.metrics import serve_optimizer_metrics
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    return await OptimizerService(settings, dsn).run(stop)
+    service = OptimizerService(settings, dsn)
+    port = settings.web_port
+    stop_metrics = serve_optimizer_metrics(service, port) if port is not None else None
+    try:
+        return await service.run(stop)
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()

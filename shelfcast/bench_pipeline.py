@@ -127,17 +127,18 @@ async def _raw_consume_rate(settings: Settings, total: int) -> float:
         await consumer.stop()
 
 
-async def _drain(probe: LagProbe, total: int, console: Console) -> float:
-    """Seconds from the first committed progress until the group has committed everything."""
-    t_start = None
+async def _drain(probe: LagProbe, total: int, console: Console, t_start: float) -> float:
+    """Seconds from `t_start` (every worker ready) until the group has committed everything.
+
+    Counting from the first committed progress instead would leave the first batch (up to
+    `take_max` events) out of the time but in the count.
+    """
     last_print = 0.0
     while True:
         lag = await probe.lag()
         now = time.perf_counter()
-        if t_start is None and lag < total:
-            t_start = now
         if lag <= 0:
-            return now - (t_start or now)
+            return now - t_start
         if now - last_print > 2:
             console.print(f"  lag {lag:,}")
             last_print = now
@@ -150,9 +151,12 @@ async def _latency(
     rate_per_s: float,
     day0: float,
     background: list[tuple[bytes, bytes]] | None,
+    probe_base: int = 10_000_000,
 ) -> dict[str, float]:
     """Order -> restock latency: each probe SKU has no stock, so its next bucket triggers a
-    restock. `background` traffic is produced alongside at `rate_per_s` (0 = none)."""
+    restock. `background` traffic is produced alongside at `rate_per_s` (0 = none). Each
+    phase needs its own probe SKUs (`probe_base`): a SKU that already has a restock on order
+    does not order again."""
     t = settings.topics
     kwargs = client_kwargs(settings)
     producer = AIOKafkaProducer(**kwargs, linger_ms=0, acks=1)
@@ -189,7 +193,7 @@ async def _latency(
     loader = asyncio.create_task(load())
     try:
         # setup: each probe SKU gets an empty snapshot and a first order in bucket day0
-        base = 10_000_000
+        base = probe_base
         for p in range(probes):
             k, v = _snapshot(base + p, 0, day0)
             await producer.send(t.stock, key=k, value=v)
@@ -219,6 +223,17 @@ async def _latency(
         "n": int(lat.size),
         "missing": len(sent) - len(got),
     }
+
+
+def _cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds a process has used so far (0 if it is gone)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_mb(pid: int | None) -> float | None:
@@ -254,8 +269,11 @@ async def _bench(
                 w.start()
             for w in workers:
                 await asyncio.to_thread(w.wait_ready, 180)
+            t_ready = time.perf_counter()
+            cpu0 = sum(_cpu_s(w.pid) for w in workers)
             console.print(f"{opts.workers} worker(s) ready; draining the backlog...")
-            seconds = await _drain(probe, total, console)
+            seconds = await _drain(probe, total, console, t_ready)
+            cpu = sum(_cpu_s(w.pid) for w in workers) - cpu0
         rate = total / seconds if seconds > 0 else float("nan")
         console.print(f"workers: {rate:,.0f} events/s ({seconds:.1f} s)")
         day0 = opts.days + 2
@@ -272,6 +290,7 @@ async def _bench(
             rate,
             day0 + 3,
             background=_later_orders(opts, rate * 2, day0 + 3),
+            probe_base=20_000_000,
         )
         rss = [_rss_mb(w.pid) for w in workers]
     finally:
@@ -286,6 +305,11 @@ async def _bench(
         "events_per_s": round(rate, 1),
         "raw_consume_per_s": round(raw_rate, 1),
         "ratio": round(rate / raw_rate, 4),
+        # the machine is shared: CPU seconds the workers used while draining, and events per
+        # worker-CPU-second (what one worker would do with a core to itself)
+        "worker_cpu_s": round(cpu, 2),
+        "events_per_cpu_s": round(total / cpu, 1) if cpu > 0 else None,
+        "engine": settings.engine,
         "produce_per_s": round(produce_rate, 1),
         "latency_ms": full,
         "latency_half_load_ms": half,

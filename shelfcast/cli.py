@@ -11,13 +11,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from shelfcast import alerts_cli, cli_forecasting
+from shelfcast import alerts_cli, cli_forecasting, cli_optimizer
 from shelfcast.errors import ConfigError, ShelfcastError
 from shelfcast.settings import Settings
 
 __all__ = ["main"]
 
-PLUGINS = (cli_forecasting,)  # modules adding their own commands
+PLUGINS = (cli_forecasting, cli_optimizer)  # modules adding their own commands
 DEFAULT_TRANSACTIONS = Path("../shared/data/uci_online_retail/transactions.csv.gz")
 
 EPILOG = """examples:

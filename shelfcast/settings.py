@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     topic_prefix: str = Field(default="shelfcast.", description="prefix of shelfcast's topics")
     app_id: str = Field(default="shelfcast", description="Faust app id / consumer group")
     kafka_session_timeout_s: float = Field(default=10.0, gt=0, description="group session timeout")
+    engine: Literal["batch", "faust"] = Field(
+        default="batch",
+        description="stream engine: batch (aiokafka batches + changelog) or faust (agents)",
+    )
     take_max: int = Field(default=10000, ge=1, description="max events per stream batch")
     take_within_ms: float = Field(default=200.0, gt=0, description="max wait to fill a batch")
     commit_interval_s: float = Field(default=1.0, gt=0, description="offset commit interval")

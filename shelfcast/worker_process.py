@@ -16,7 +16,9 @@ from shelfcast.settings import Settings, settings_env
 
 __all__ = ["WorkerProcess"]
 
-READY_MARK = "Worker]: Ready"
+# Faust logs the first once the worker has joined and recovered its tables; the batch engine
+# (streams.engine.READY_LINE) logs the second once it has its first assignment and its state.
+READY_MARKS = ("Worker]: Ready", "shelfcast batch engine: ready")
 
 
 class WorkerProcess:
@@ -54,7 +56,8 @@ class WorkerProcess:
                     f"see {self.log_path}:\n{self.log_tail()}")
             with self.log_path.open("rb") as log:
                 log.seek(self._offset)
-                if READY_MARK.encode() in log.read():
+                text = log.read()
+                if any(mark.encode() in text for mark in READY_MARKS):
                     return time.monotonic() - t0
             time.sleep(0.2)
         raise ServiceUnavailable(
@@ -68,7 +71,7 @@ class WorkerProcess:
             return ""
 
     def stop(self, timeout_s: float = 20.0) -> int | None:
-        """SIGTERM (graceful: Faust commits and leaves the group), SIGKILL if it hangs."""
+        """SIGTERM (graceful: the worker commits and leaves the group), SIGKILL if it hangs."""
         if self._proc is None:
             return None
         if self._proc.poll() is None:

@@ -12,7 +12,10 @@ from faust.types import EventT
 from schemas import encode
 from shelfcast.kafka_config import bootstrap_servers
 from shelfcast.settings import Settings
+from streams.counters import StreamCounters
+from streams.metrics import WorkerMetrics
 from streams.processor import BatchOutputs, BatchProcessor, PredictFn, RawRecord
+from streams.web import install_web
 
 __all__ = ["StreamCounters", "create_app"]
 
@@ -42,24 +45,6 @@ class _BytesKeyTable(MutableMapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._table)
-
-
-class StreamCounters:
-    """Running totals of what the agent did (logged, and read by metrics later)."""
-
-    def __init__(self) -> None:
-        self.batches = self.events = self.accepted = self.duplicates = 0
-        self.dlq = self.forecasts = self.restocks = self.alerts = 0
-
-    def add(self, n_events: int, out: BatchOutputs) -> None:
-        self.batches += 1
-        self.events += n_events
-        self.accepted += out.accepted
-        self.duplicates += out.duplicates
-        self.dlq += len(out.dead_letters)
-        self.forecasts += len(out.forecasts)
-        self.restocks += len(out.restocks)
-        self.alerts += len(out.alerts)
 
 
 def create_app(settings: Settings, predict: PredictFn, model_version: str) -> faust.App:
@@ -103,9 +88,12 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str) -> fa
         schema=faust.Schema(key_serializer="raw", value_serializer="json"),
         use_partitioner=True,
     )
-    processor = BatchProcessor(settings, predict, model_version)
+    metrics = WorkerMetrics(model_version, model=settings.model)
+    processor = BatchProcessor(settings, metrics.instrument_predict(predict), model_version)
     counters = StreamCounters()
     app.shelfcast_counters = counters  # type: ignore[attr-defined]
+    metrics.install(app, counters)
+    install_web(app, table, settings, counters)
 
     async def send_all(out: BatchOutputs) -> None:
         for topic_name, events in (

@@ -1,0 +1,483 @@
+"""Closed-loop restock simulation on real daily demand, vectorised over SKUs and service targets.
+
+Each simulated day t, for every SKU at once:
+1. orders due arrive (placed after day t - L - 1's sales: an order placed at the end of day t
+   is on the shelf for day t + L + 1, so its order-up-to level covers days t+1 .. t+L+R);
+2. the day's real demand is served from stock; what is short is lost (or backordered);
+3. on review days the policy sees the history up to and including day t — never later — and
+   orders up to its level when the inventory position is at or below its reorder point
+   (`optimizer.policy.order_quantity`: case pack, MOQ).
+
+Policies compute their levels for a whole sweep of service targets from ONE forecast per day
+(one batched `predict` over all SKUs), and the inventory of every (target, SKU) pair evolves
+side by side in (targets, SKUs) arrays. The first L + R days are burn-in (the stated starting
+stock plays out) and are not scored.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from forecasting.base import Forecaster, QuantileForecast
+from optimizer.errors import OptimizerError
+from optimizer.policy import order_quantity
+from optimizer.service_level import (
+    DemandDistribution,
+    ServiceTarget,
+    lead_time_demand_normal,
+    lead_time_pmf,
+    normal_cycle_level,
+    normal_fill_rate_level,
+    restock_levels,
+)
+
+__all__ = [
+    "DEFAULT_SWEEP",
+    "ForecastPolicy",
+    "MinMaxPolicy",
+    "PolicyCurvePoint",
+    "PolicyResult",
+    "RestockPolicy",
+    "SimulationConfig",
+    "SimulationError",
+    "SimulationResult",
+    "interpolate_inventory_at_fill",
+    "simulate",
+]
+
+FloatArray = npt.NDArray[np.float64]
+DateArray = npt.NDArray[np.datetime64]
+
+# Up to 0.99999: on lumpy demand a per-SKU target far above the pooled fill rate it buys.
+DEFAULT_SWEEP: tuple[float, ...] = (
+    0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.96, 0.97, 0.98, 0.99, 0.995, 0.999, 0.9995, 0.9999,
+    0.99999,
+)  # fmt: skip
+
+
+class SimulationError(OptimizerError):
+    """A simulation asked for something the data or the policies cannot give."""
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """How the replay runs. Days and units as named; service levels in (0, 1).
+
+    `days`: simulate the last N days of the data (default: all days after `warmup_days`).
+    `window_days`: history handed to the forecaster each review (NaN-padded on the left).
+    `initial_stock_days`: every SKU starts with this many days of its mean warm-up demand on
+    hand (default L + R), nothing on order — the same for every policy.
+    """
+
+    lead_time_days: int = 7
+    review_days: int = 1
+    service_level: float = 0.95
+    target: ServiceTarget = "fill_rate"
+    sweep: tuple[float, ...] = DEFAULT_SWEEP
+    days: int | None = None
+    warmup_days: int = 91
+    window_days: int = 364
+    minmax_window_days: int = 28
+    case_pack: int = 1
+    moq: int = 0
+    backorders: bool = False
+    unit_cost: float | None = None
+    lead_time_sd_days: float = 0.0
+    initial_stock_days: float | None = None
+    seed: int = 0
+
+    def targets(self) -> tuple[float, ...]:
+        """The sweep plus the headline service level, sorted, without duplicates."""
+        return tuple(sorted({*self.sweep, self.service_level}))
+
+    def validate(self) -> None:
+        if self.lead_time_days < 0 or self.review_days < 1:
+            raise SimulationError("lead_time_days must be >= 0 and review_days >= 1")
+        for level in self.targets():
+            if not 0.0 < level < 1.0:
+                raise SimulationError(f"service levels must be in (0, 1), got {level}")
+        if self.target not in ("cycle", "fill_rate"):
+            raise SimulationError(f"target must be 'cycle' or 'fill_rate', got {self.target!r}")
+        if self.window_days < 7 or self.warmup_days < 1 or self.minmax_window_days < 2:
+            raise SimulationError("window_days >= 7, warmup_days >= 1, minmax_window_days >= 2")
+        if self.case_pack < 1 or self.moq < 0:
+            raise SimulationError("case_pack must be >= 1 and moq >= 0")
+        if self.lead_time_sd_days < 0:
+            raise SimulationError("lead_time_sd_days must be >= 0")
+
+
+class RestockPolicy(Protocol):
+    """What the simulator asks a policy each review: levels for every target and SKU."""
+
+    name: str
+
+    def levels(self, history: FloatArray, end_day: np.datetime64, targets: FloatArray,
+               config: SimulationConfig) -> tuple[FloatArray, FloatArray]:  # fmt: skip
+        """(reorder_point, order_up_to), each (targets, SKUs), from `history` (SKUs, W),
+        whose last column is the day just closed (`end_day`)."""
+        ...
+
+
+def _lead_mix(config: SimulationConfig) -> tuple[npt.NDArray[np.int64], FloatArray]:
+    return lead_time_pmf(config.lead_time_days, config.lead_time_sd_days)
+
+
+@dataclass
+class ForecastPolicy:
+    """An order-up-to (R, S) policy on a forecaster's demand distribution over lead time +
+    review period, at each service target (see service_level.restock_levels)."""
+
+    name: str
+    forecaster: Forecaster
+    predict_seconds: float = 0.0
+
+    def _predict(self, history: FloatArray, horizon: int, end_day: np.datetime64
+                 ) -> QuantileForecast:  # fmt: skip
+        predict_at = getattr(self.forecaster, "predict_at", None)
+        started = time.perf_counter()
+        try:
+            if callable(predict_at):  # calendar-aware models (the LSTM) need the dates
+                forecast: QuantileForecast = predict_at(history, horizon, end_day)
+            else:
+                forecast = self.forecaster.predict(history, horizon)
+        finally:
+            self.predict_seconds += time.perf_counter() - started
+        return forecast
+
+    def levels(self, history: FloatArray, end_day: np.datetime64, targets: FloatArray,
+               config: SimulationConfig) -> tuple[FloatArray, FloatArray]:  # fmt: skip
+        days, probs = _lead_mix(config)
+        review = config.review_days
+        horizon = int(days.max()) + review
+        forecast = self._predict(history, horizon, end_day)
+        n = forecast.n_series
+
+        def dist(steps: int) -> DemandDistribution:
+            if steps == 0:
+                return DemandDistribution(np.zeros((n, 1)), np.ones((n, 1)))
+            return DemandDistribution.from_quantiles(
+                forecast.levels, forecast.cumulative[:, steps - 1, :]
+            )
+
+        cover = DemandDistribution.mixture([dist(int(d) + review) for d in days], probs)
+        # One review period's share of the cover distribution's mean: a point forecast of 0
+        # (seasonal naive after a quiet week) must not make the shortage budget 0, which
+        # would ask for the distribution's far tail.
+        review_demand = cover.mean() * review / (config.lead_time_days + review)
+        s = np.empty((targets.size, n))
+        up = np.empty((targets.size, n))
+        for k, level in enumerate(targets):
+            s[k], up[k] = restock_levels(cover, service_level=float(level),
+                                         target=config.target, review_demand=review_demand)
+        return s, up
+
+
+@dataclass
+class MinMaxPolicy:
+    """The classic ERP min/max rule (Odoo, ERPNext reorder rules) set the textbook way.
+
+    ADU and sd = mean and sd of the last `minmax_window_days` of demand (moving average);
+    min = ADU * L + safety stock, the safety stock from a normal lead-time demand
+    (sd * sqrt(L), plus ADU * sd_L for a variable lead time) at the service target
+    (z * sd for a cycle target; the normal loss function for a fill-rate target, with one
+    review period of demand per cycle); max = min + ADU * R.
+
+    `protect_review=True` ("minmax-lr") sizes min over lead time + review period instead of
+    the lead time alone — not what planners set, but it separates how much of a forecast
+    policy's advantage comes from protecting the review period rather than from the forecast.
+    """
+
+    name: str = "minmax"
+    protect_review: bool = False
+
+    def levels(self, history: FloatArray, end_day: np.datetime64, targets: FloatArray,
+               config: SimulationConfig) -> tuple[FloatArray, FloatArray]:  # fmt: skip
+        recent = history[:, -config.minmax_window_days:]
+        finite = np.isfinite(recent)
+        count = finite.sum(axis=1)
+        filled = np.where(finite, recent, 0.0)
+        adu = filled.sum(axis=1) / np.maximum(count, 1)
+        dev = np.where(finite, recent - adu[:, None], 0.0)
+        sd = np.sqrt((dev * dev).sum(axis=1) / np.maximum(count - 1, 1))
+        days = config.lead_time_days + (config.review_days if self.protect_review else 0)
+        mean_l, sd_l = lead_time_demand_normal(adu, sd, days, config.lead_time_sd_days)
+        cycle = adu * config.review_days
+        alpha = targets[:, None]
+        if config.target == "cycle":
+            low = normal_cycle_level(mean_l[None, :], sd_l[None, :], alpha)
+        else:
+            low = normal_fill_rate_level(mean_l[None, :], sd_l[None, :], cycle[None, :], alpha)
+        low = np.maximum(np.asarray(low, dtype=np.float64), 0.0)
+        return low, low + cycle[None, :]
+
+
+@dataclass(frozen=True)
+class PolicyCurvePoint:
+    """One service target's outcome."""
+
+    service_level: float
+    fill_rate: float
+    avg_inventory: float
+    cycle_service_level: float
+    stockout_days: int
+    orders: int
+
+
+@dataclass
+class PolicyResult:
+    """Scores at the headline target, the sweep curve and the interpolated inventory."""
+
+    fill_rate: float
+    fill_rate_mean_sku: float
+    cycle_service_level: float
+    stockout_days: int
+    stockout_days_per_sku: float
+    avg_inventory: float
+    avg_inventory_per_sku: float
+    avg_inventory_value: float | None
+    orders: int
+    units_ordered: int
+    inventory_at_95_fill: float | None
+    curve: list[PolicyCurvePoint]
+    seconds: float
+
+
+@dataclass
+class SimulationResult:
+    """What `shelfcast simulate --json` writes (`as_json`)."""
+
+    config: SimulationConfig
+    skus: int
+    first_day: str
+    last_day: str
+    simulated_days: int
+    scored_days: int
+    policies: dict[str, PolicyResult]
+    seconds: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        cfg = asdict(self.config)
+        cfg["sweep"] = list(self.config.targets())
+        out: dict[str, Any] = {
+            **self.meta,
+            "config": cfg,
+            "skus": self.skus,
+            "first_day": self.first_day,
+            "last_day": self.last_day,
+            "simulated_days": self.simulated_days,
+            "scored_days": self.scored_days,
+            "seconds": round(self.seconds, 2),
+            "policies": {name: asdict(res) for name, res in self.policies.items()},
+        }
+        base = self.policies.get("minmax")
+        if base is not None and base.inventory_at_95_fill:
+            out["inventory_at_95_fill_vs_minmax"] = {
+                name: round(res.inventory_at_95_fill / base.inventory_at_95_fill - 1.0, 4)
+                for name, res in self.policies.items()
+                if name != "minmax" and res.inventory_at_95_fill is not None
+            }
+        return out
+
+
+def interpolate_inventory_at_fill(fill_rates: Sequence[float], inventories: Sequence[float],
+                                  fill: float = 0.95) -> float | None:  # fmt: skip
+    """Average inventory at fill rate `fill`, linear between the sweep's points.
+
+    The curve is made monotone first (a higher target never counts as needing less stock
+    than the cheapest point already reaching its fill rate). None when no point reaches
+    `fill`; when every point is above it, the cheapest point's inventory (an upper bound).
+    """
+    f = np.asarray(fill_rates, dtype=np.float64)
+    inv = np.asarray(inventories, dtype=np.float64)
+    if f.size == 0 or f.max() < fill:
+        return None
+    order = np.argsort(inv)
+    f_sorted, inv_sorted = f[order], inv[order]
+    hull = np.maximum.accumulate(f_sorted)  # best fill reachable with <= this inventory
+    first = int(np.argmax(hull >= fill))
+    if first == 0:
+        return float(inv_sorted[0])
+    f0, f1 = hull[first - 1], hull[first]
+    i0, i1 = inv_sorted[first - 1], inv_sorted[first]
+    if f1 <= f0:
+        return float(i1)
+    return float(i0 + (fill - f0) / (f1 - f0) * (i1 - i0))
+
+
+class _State:
+    """Inventory of one policy: (targets, SKUs) arrays plus the score accumulators."""
+
+    def __init__(self, t: int, n: int, initial: FloatArray, ring: int) -> None:
+        shape = (t, n)
+        self.on_hand = np.broadcast_to(initial, shape).astype(np.float64)
+        self.backorders = np.zeros(shape)
+        self.on_order = np.zeros(shape)
+        self.pipeline = np.zeros((ring, t, n))
+        self.cycle_short = np.zeros(shape, dtype=bool)
+        self.demand = np.zeros(shape)
+        self.served = np.zeros(shape)
+        self.stockout_days = np.zeros(shape, dtype=np.int64)
+        self.cycles = np.zeros(shape, dtype=np.int64)
+        self.cycles_ok = np.zeros(shape, dtype=np.int64)
+        self.orders = np.zeros(shape, dtype=np.int64)
+        self.units = np.zeros(shape, dtype=np.int64)
+        self.inventory_sum = np.zeros(shape)
+        self.seconds = 0.0
+
+
+def simulate(
+    demand: npt.ArrayLike,
+    dates: DateArray,
+    policies: Sequence[RestockPolicy],
+    config: SimulationConfig,
+    *,
+    on_day: Callable[[int], None] | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> SimulationResult:
+    """Replay `demand` (SKUs, days; NaN = no data, counted as no demand) through `policies`.
+
+    `dates`: (days,) the date of each column. `on_day(i)` is called after each simulated day
+    (progress bars). Returns the scores per policy (see PolicyResult).
+    """
+    config.validate()
+    values = np.asarray(demand, dtype=np.float64)
+    if values.ndim != 2:
+        raise SimulationError(f"demand must be (SKUs, days), got shape {values.shape}")
+    if np.any(values < 0):
+        raise SimulationError("demand must be >= 0")
+    n, total = values.shape
+    if len(dates) != total:
+        raise SimulationError(f"{len(dates)} dates for {total} days of demand")
+    names = [p.name for p in policies]
+    if len(set(names)) != len(names) or not names:
+        raise SimulationError(f"policy names must be unique and non-empty, got {names}")
+    start = config.warmup_days if config.days is None else total - config.days
+    if start < config.warmup_days or start >= total:
+        raise SimulationError(
+            f"{total} days of data cannot give {config.days or total - config.warmup_days} "
+            f"simulated days after a warm-up of {config.warmup_days}"
+        )
+    lt_days, lt_probs = _lead_mix(config)
+    burn_in = config.lead_time_days + config.review_days
+    if total - start <= burn_in:
+        raise SimulationError(f"need more than {burn_in} simulated days (lead time + review)")
+    targets = np.asarray(config.targets(), dtype=np.float64)
+    sold = np.nan_to_num(values, nan=0.0)
+    warm = values[:, max(0, start - config.window_days):start]
+    warm_mean = np.nan_to_num(np.nanmean(np.where(np.isfinite(warm), warm, np.nan), axis=1)) \
+        if np.isfinite(warm).any() else np.zeros(n)  # fmt: skip
+    stock_days = burn_in if config.initial_stock_days is None else config.initial_stock_days
+    initial = np.round(warm_mean * stock_days)
+    ring = int(lt_days.max()) + 2
+    states = {p.name: _State(targets.size, n, initial, ring) for p in policies}
+    rng = np.random.default_rng(config.seed)
+    width = config.window_days
+    padded = np.concatenate([np.full((n, width), np.nan), values], axis=1)
+    started = time.perf_counter()
+
+    for step, t in enumerate(range(start, total)):
+        scored = step >= burn_in
+        d = sold[:, t]
+        review = step % config.review_days == 0
+        history = padded[:, t + 1:t + 1 + width] if review else padded[:, :0]
+        for policy in policies:
+            st = states[policy.name]
+            tick = time.perf_counter()
+            slot = t % ring
+            arriving = st.pipeline[slot]
+            received = arriving > 0
+            available = st.on_hand + arriving
+            st.on_order -= arriving
+            st.pipeline[slot] = 0.0
+            # A receipt closes a replenishment cycle.
+            if scored:
+                st.cycles += received
+                st.cycles_ok += received & ~st.cycle_short
+            st.cycle_short &= ~received
+            cleared = np.minimum(available, st.backorders)
+            available -= cleared
+            st.backorders -= cleared
+            served = np.minimum(available, d[None, :])
+            short = d[None, :] - served
+            if config.backorders:
+                st.backorders += short
+            st.on_hand = available - served
+            st.cycle_short |= short > 0
+            if scored:
+                st.demand += d[None, :]
+                st.served += served
+                st.stockout_days += short > 0
+                st.inventory_sum += st.on_hand
+            if review:
+                s, up = policy.levels(history, dates[t], targets, config)
+                position = st.on_hand + st.on_order - st.backorders
+                qty = order_quantity(position, s, up, config.case_pack, config.moq)
+                if lt_days.size == 1:
+                    due = np.full(qty.shape, t + int(lt_days[0]) + 1)
+                else:
+                    due = t + rng.choice(lt_days, size=qty.shape, p=lt_probs) + 1
+                placed = qty > 0
+                ti, si = np.nonzero(placed)
+                np.add.at(st.pipeline, (due[ti, si] % ring, ti, si), qty[ti, si])
+                st.on_order += qty
+                if scored:
+                    st.orders += placed
+                    st.units += qty
+            st.seconds += time.perf_counter() - tick
+        if on_day is not None:
+            on_day(step)
+
+    scored_days = total - start - burn_in
+    headline = int(np.argmin(np.abs(targets - config.service_level)))
+    results: dict[str, PolicyResult] = {}
+    for policy in policies:
+        st = states[policy.name]
+        demand_total = st.demand.sum(axis=1)
+        fill = np.where(demand_total > 0, st.served.sum(axis=1) / np.maximum(demand_total, 1e-12),
+                        1.0)  # fmt: skip
+        avg_inv = st.inventory_sum.sum(axis=1) / scored_days
+        has_demand = st.demand[headline] > 0
+        sku_fill = st.served[headline][has_demand] / st.demand[headline][has_demand]
+        cycles = st.cycles.sum(axis=1)
+        csl = np.where(cycles > 0, st.cycles_ok.sum(axis=1) / np.maximum(cycles, 1), 1.0)
+        curve = [
+            PolicyCurvePoint(
+                service_level=float(targets[k]), fill_rate=round(float(fill[k]), 5),
+                avg_inventory=round(float(avg_inv[k]), 2),
+                cycle_service_level=round(float(csl[k]), 5),
+                stockout_days=int(st.stockout_days[k].sum()), orders=int(st.orders[k].sum()),
+            )
+            for k in range(targets.size)
+        ]  # fmt: skip
+        at95 = interpolate_inventory_at_fill([c.fill_rate for c in curve],
+                                             [c.avg_inventory for c in curve])  # fmt: skip
+        h = headline
+        value = None if config.unit_cost is None else round(float(avg_inv[h]) * config.unit_cost,
+                                                              2)  # fmt: skip
+        results[policy.name] = PolicyResult(
+            fill_rate=round(float(fill[h]), 5),
+            fill_rate_mean_sku=round(float(sku_fill.mean()), 5) if sku_fill.size else 1.0,
+            cycle_service_level=round(float(csl[h]), 5),
+            stockout_days=int(st.stockout_days[h].sum()),
+            stockout_days_per_sku=round(float(st.stockout_days[h].sum()) / n, 3),
+            avg_inventory=round(float(avg_inv[h]), 2),
+            avg_inventory_per_sku=round(float(avg_inv[h]) / n, 3),
+            avg_inventory_value=value,
+            orders=int(st.orders[h].sum()),
+            units_ordered=int(st.units[h].sum()),
+            inventory_at_95_fill=None if at95 is None else round(at95, 2),
+            curve=curve,
+            seconds=round(st.seconds, 2),
+        )
+    return SimulationResult(
+        config=config, skus=n, first_day=str(dates[start]), last_day=str(dates[total - 1]),
+        simulated_days=total - start, scored_days=scored_days, policies=results,
+        seconds=time.perf_counter() - started, meta=dict(meta or {}),
+    )  # fmt: skip

@@ -1,0 +1,358 @@
+"""`shelfcast simulate` and `shelfcast bench db`: the optimizer's commands of the CLI.
+
+Wired into shelfcast.cli by `add_commands(subparsers)`, `add_bench_commands(bench_subparsers)`
+and `run(args)`, which returns an exit code for these commands and None for any other.
+Mistakes raise ConfigError (one line). numpy, scipy, matplotlib and torch load lazily.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shelfcast.errors import ConfigError
+
+if TYPE_CHECKING:
+    from optimizer.simulation import RestockPolicy, SimulationResult
+
+__all__ = ["DEFAULT_POLICIES", "add_bench_commands", "add_commands", "run"]
+
+DEFAULT_POLICIES = "forecast:seasonal_naive,forecast:moving_average,minmax"
+
+
+def add_commands(subparsers: Any) -> None:
+    """Add `simulate` to the `shelfcast` subparsers."""
+    sim = subparsers.add_parser(
+        "simulate", help="closed-loop restock simulation on real daily demand",
+        description="Replay real daily demand through restock policies: orders land after "
+        "their lead time, unmet demand is lost (or backordered), forecasts are refreshed every "
+        "review from history only. Scores fill rate, cycle service level, stock-out days, "
+        "average inventory and orders per policy, and sweeps service targets to interpolate "
+        "the inventory needed for a 95%% fill rate.")
+    sim.add_argument("--data", type=Path, required=True,
+                     help="long CSV (unique_id, ds, y; .gz ok; store,item,date,sales recognised)")
+    sim.add_argument("--id-cols", default=None, help="comma-separated id columns (joined by '/')")
+    sim.add_argument("--date-col", default=None, help="date column (default ds)")
+    sim.add_argument("--target-col", default=None, help="demand column (default y)")
+    sim.add_argument("--max-series", type=int, default=None, help="keep the first N series")
+    sim.add_argument("--policies", default=DEFAULT_POLICIES,
+                     help="comma-separated: minmax, minmax-lr (min over lead time + review), "
+                     "forecast:NAME or forecast:NAME:key=value:... "
+                     f"(registered forecasters; default {DEFAULT_POLICIES})")
+    sim.add_argument("--service-level", type=float, default=0.95,
+                     help="headline service target in (0, 1) (default 0.95)")
+    sim.add_argument("--target", choices=["fill_rate", "cycle"], default="fill_rate",
+                     help="what the service level means (default fill_rate)")
+    sim.add_argument("--sweep", default=None,
+                     help="comma-separated service targets for the curve (default: 0.5 .. 0.99999)")
+    sim.add_argument("--lead-time-days", type=int, default=7)
+    sim.add_argument("--lead-time-sd-days", type=float, default=0.0,
+                     help="lead-time sd: actual lead times are drawn, policies plan for it")
+    sim.add_argument("--review-days", type=int, default=1)
+    sim.add_argument("--days", type=int, default=None,
+                     help="simulate the last N days (default: all after the warm-up)")
+    sim.add_argument("--warmup-days", type=int, default=91, help="history before day 1")
+    sim.add_argument("--window-days", type=int, default=364, help="history the forecaster sees")
+    sim.add_argument("--minmax-window-days", type=int, default=28,
+                     help="moving-average window of the min/max rule (default 28)")
+    sim.add_argument("--initial-stock-days", type=float, default=None,
+                     help="starting stock in days of mean warm-up demand (default L + R)")
+    sim.add_argument("--case-pack", type=int, default=1)
+    sim.add_argument("--moq", type=int, default=0)
+    sim.add_argument("--backorders", action="store_true", help="backorder unmet demand")
+    sim.add_argument("--unit-cost", type=float, default=None,
+                     help="unit cost: also report inventory value")
+    sim.add_argument("--lstm-model", type=Path, default=None,
+                     help="trained LSTM directory (`shelfcast train --out DIR`) for forecast:lstm")
+    sim.add_argument("--device", default="auto", help="LSTM device: auto, cpu or cuda")
+    sim.add_argument("--seed", type=int, default=0, help="seed for drawn lead times")
+    sim.add_argument("--json", type=Path, default=None, help="write the results here")
+    sim.add_argument("--plot", type=Path, default=None, help="write inventory-vs-fill curves")
+    sim.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_bench_commands(bench_subparsers: Any) -> None:
+    """Add `db` to the `shelfcast bench` subparsers."""
+    db = bench_subparsers.add_parser(
+        "db", help="PostgreSQL plan-write throughput (rows/s), idempotent bulk writes",
+        description="Writes restock events + plan lines + plans through PlanStore in batches "
+        "and reports rows/s, then redelivers the same batches and checks nothing doubled. "
+        "Uses SHELFCAST_DATABASE_URL (a scratch database is created and dropped there) or "
+        "starts a local PostgreSQL.")
+    db.add_argument("--json", type=Path, default=None, help="write the results here")
+    db.add_argument("--restocks", type=int, default=100_000, help="restock events to write")
+    db.add_argument("--batch", type=int, default=5_000, help="restocks per transaction")
+    db.add_argument("--skus-per-plan", type=int, default=50, help="plan lines per plan")
+
+
+def run(args: argparse.Namespace) -> int | None:
+    """Run `simulate` or `bench db`; None when `args` is another command's."""
+    command = getattr(args, "command", None)
+    if command == "simulate":
+        return _simulate(args)
+    if command == "bench" and getattr(args, "bench_command", None) == "db":
+        return _bench_db(args)
+    return None
+
+
+# ----------------------------------------------------------------------------- simulate
+
+
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{what} must be comma-separated numbers, got {text!r}") from None
+    if not values or not all(0.0 < v < 1.0 for v in values):
+        raise ConfigError(f"{what} must be numbers in (0, 1), got {text!r}")
+    return values
+
+
+def _kwarg(text: str, spec: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise ConfigError(f"policy {spec!r}: option {text!r} is not key=value")
+    value: Any = raw
+    for cast in (int, float):
+        try:
+            value = cast(raw)
+            break
+        except ValueError:
+            continue
+    return key, value
+
+
+def _policies(args: argparse.Namespace) -> list[RestockPolicy]:
+    import forecasting  # noqa: F401  (registers every built-in forecaster, "lstm" included)
+    from forecasting.errors import ForecastingError
+    from forecasting.registry import available_forecasters, make_forecaster
+    from optimizer.simulation import ForecastPolicy, MinMaxPolicy
+
+    specs = [s.strip() for s in args.policies.split(",") if s.strip()]
+    if not specs:
+        raise ConfigError("--policies is empty")
+    if len(set(specs)) != len(specs):
+        raise ConfigError(f"--policies names a policy twice: {args.policies!r}")
+    out: list[RestockPolicy] = []
+    for spec in specs:
+        if spec in ("minmax", "minmax-lr"):
+            out.append(MinMaxPolicy(spec, protect_review=spec == "minmax-lr"))
+            continue
+        kind, _, rest = spec.partition(":")
+        if kind != "forecast" or not rest:
+            raise ConfigError(f"unknown policy {spec!r}: use minmax, minmax-lr or forecast:NAME "
+                              f"(NAME one of {', '.join(available_forecasters())})")
+        name, *options = rest.split(":")
+        kwargs = dict(_kwarg(o, spec) for o in options)
+        if name not in available_forecasters():
+            raise ConfigError(f"policy {spec!r}: no forecaster {name!r} registered "
+                              f"(known: {', '.join(available_forecasters())})")
+        if name == "lstm":
+            if args.lstm_model is None:
+                raise ConfigError("forecast:lstm needs a trained model: pass --lstm-model DIR "
+                                  "(made by `shelfcast train --data ... --out DIR`)")
+            if not args.lstm_model.is_dir():
+                raise ConfigError(f"--lstm-model {args.lstm_model}: not a directory")
+            kwargs = {"path": str(args.lstm_model), "device": args.device, **kwargs}
+        try:
+            forecaster = make_forecaster(name, **kwargs)
+        except (ForecastingError, TypeError, ValueError) as exc:
+            raise ConfigError(f"policy {spec!r}: {exc}") from None
+        out.append(ForecastPolicy(spec, forecaster))
+    return out
+
+
+def _lstm_training_span(args: argparse.Namespace, first_day: str) -> dict[str, Any] | None:
+    """What the LSTM artifact was trained on, and whether that overlaps the simulated days."""
+    if args.lstm_model is None or "forecast:lstm" not in args.policies:
+        return None
+    from forecasting.lstm import read_metadata
+
+    data = read_metadata(args.lstm_model).get("data", {})
+    last = data.get("last_day")
+    overlaps = last is not None and str(last) >= first_day
+    if overlaps:
+        print(f"shelfcast: warning: the LSTM was trained on data through {last}, which overlaps "
+              f"the simulated days from {first_day}: its scores see the future", file=sys.stderr)
+    return {"model_dir": str(args.lstm_model), "trained_through": last,
+            "overlaps_simulation": overlaps}
+
+
+def _machine() -> dict[str, Any]:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {"platform": platform.platform(), "python": platform.python_version(),
+            "cpus": os.cpu_count(), "load_avg_1_5_15": load,
+            "note": "shared machine; other jobs ran alongside"}
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from forecasting.data import DataFormatError, load_panel
+    from optimizer.simulation import DEFAULT_SWEEP, SimulationConfig, SimulationError
+
+    if not args.data.exists():
+        raise ConfigError(f"data file {args.data} not found")
+    service_level = _floats(str(args.service_level), "--service-level")[0]
+    sweep = DEFAULT_SWEEP if args.sweep is None else _floats(args.sweep, "--sweep")
+    config = SimulationConfig(
+        lead_time_days=args.lead_time_days, review_days=args.review_days,
+        service_level=service_level, target=args.target, sweep=sweep, days=args.days,
+        warmup_days=args.warmup_days, window_days=args.window_days,
+        minmax_window_days=args.minmax_window_days, case_pack=args.case_pack, moq=args.moq,
+        backorders=args.backorders, unit_cost=args.unit_cost,
+        lead_time_sd_days=args.lead_time_sd_days, initial_stock_days=args.initial_stock_days,
+        seed=args.seed,
+    )  # fmt: skip
+    try:
+        config.validate()
+    except SimulationError as exc:
+        raise ConfigError(str(exc)) from None
+    policies = _policies(args)
+    id_cols = [c.strip() for c in args.id_cols.split(",")] if args.id_cols else None
+    started = time.perf_counter()
+    try:
+        panel = load_panel(args.data, id_cols=id_cols, date_col=args.date_col,
+                           target_col=args.target_col, max_series=args.max_series)
+    except DataFormatError as exc:
+        raise ConfigError(str(exc)) from None
+    load_s = time.perf_counter() - started
+    n_days = panel.n_days - (config.warmup_days if config.days is None
+                             else panel.n_days - config.days)  # fmt: skip
+    meta: dict[str, Any] = {
+        "dataset": str(args.data),
+        "command": "shelfcast " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None,
+        "machine": _machine(),
+        "load_seconds": round(load_s, 2),
+        "loader": "forecasting.data.load_panel",
+    }
+    try:
+        if n_days > 0:
+            first_day = str(panel.dates[panel.n_days - n_days])
+            span = _lstm_training_span(args, first_day)
+            if span is not None:
+                meta["lstm"] = span
+        result = _run_with_progress(panel.values, panel.dates, policies, config, n_days,
+                                    meta, show=not args.no_progress)  # fmt: skip
+    except SimulationError as exc:
+        raise ConfigError(str(exc)) from None
+    doc = result.as_json()
+    for policy in policies:
+        seconds = getattr(policy, "predict_seconds", None)
+        if seconds is not None:
+            doc["policies"][policy.name]["predict_seconds"] = round(seconds, 2)
+    _print_summary(result)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+    if args.plot is not None:
+        _plot(result, args.plot, title=f"{args.data.name}: L={config.lead_time_days}d, "
+              f"R={config.review_days}d, {result.skus} SKUs x {result.scored_days} days, "
+              f"target={config.target}")  # fmt: skip
+    return 0
+
+
+def _run_with_progress(values: Any, dates: Any, policies: list[RestockPolicy],
+                       config: Any, n_days: int, meta: dict[str, Any],
+                       *, show: bool) -> SimulationResult:  # fmt: skip
+    from optimizer.simulation import simulate
+
+    if not show or n_days <= 0:
+        return simulate(values, dates, policies, config, meta=meta)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  MofNCompleteColumn(), TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task(f"simulating {len(policies)} policies", total=n_days)
+        return simulate(values, dates, policies, config, meta=meta,
+                        on_day=lambda _: bar.advance(task))  # fmt: skip
+
+
+def _print_summary(result: SimulationResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result.skus} SKUs x {result.scored_days} scored days "
+                  f"({result.first_day} .. {result.last_day}), target "
+                  f"{result.config.target} {result.config.service_level}")  # fmt: skip
+    for col in ("policy", "fill rate", "CSL", "stock-out days", "avg inventory", "orders",
+                "inventory @95% fill"):
+        table.add_column(col, justify="left" if col == "policy" else "right",
+                         no_wrap=col == "policy")
+    for name, res in result.policies.items():
+        at95 = "not reached" if res.inventory_at_95_fill is None \
+            else f"{res.inventory_at_95_fill:,.0f}"  # fmt: skip
+        table.add_row(name, f"{res.fill_rate:.4f}", f"{res.cycle_service_level:.4f}",
+                      f"{res.stockout_days:,}", f"{res.avg_inventory:,.0f}", f"{res.orders:,}",
+                      at95)  # fmt: skip
+    Console(stderr=True, width=max(Console(stderr=True).width, 120)).print(table)
+
+
+def _plot(result: SimulationResult, path: Path, *, title: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("--plot needs matplotlib (pip install matplotlib)") from None
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, res in result.policies.items():
+        xs = [p.avg_inventory for p in res.curve]
+        ys = [p.fill_rate for p in res.curve]
+        ax.plot(xs, ys, marker="o", markersize=3, label=name)
+        if res.inventory_at_95_fill is not None:
+            ax.plot([res.inventory_at_95_fill], [0.95], marker="x", color="black")
+    ax.axhline(0.95, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("average inventory on hand (units, all SKUs)")
+    ax.set_ylabel("fill rate (units served / demanded)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- bench db
+
+
+def _bench_db(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from optimizer.bench_db import bench_plan_writes
+
+    if args.restocks < 1 or args.batch < 1 or args.skus_per_plan < 1:
+        raise ConfigError("--restocks, --batch and --skus-per-plan must be >= 1")
+    from shelfcast.settings import Settings
+
+    settings = Settings()
+    local = None
+    if settings.database_url is not None:
+        dsn = settings.database_url.get_secret_value()
+        server = "SHELFCAST_DATABASE_URL"
+    else:
+        from shelfcast.services.postgres_server import LocalPostgres
+
+        local = LocalPostgres(fsync=True).start()
+        dsn = local.dsn
+        server = "local PostgreSQL 16 (fsync on), started by the bench"
+    try:
+        doc = asyncio.run(bench_plan_writes(dsn, restocks=args.restocks, batch=args.batch,
+                                            skus_per_plan=args.skus_per_plan))  # fmt: skip
+    finally:
+        if local is not None:
+            local.close()
+    doc = {"command": "shelfcast " + shlex.join(sys.argv[1:]), "server": server,
+           "machine": _machine(), **doc}  # fmt: skip
+    print(json.dumps(doc, indent=2))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+    return 0

@@ -1,0 +1,121 @@
+"""The SKU-state changelog of the batch engine: topic, record codec and partition recovery.
+
+One compacted topic with as many partitions as the input topics. A batch writes one record
+per dirty key (key `sku@location`, value the state as compact JSON) to the partition the key
+hashes to, so the state of input partition p lives in changelog partition p and moves with it
+on a rebalance: the new owner reads that partition from the beginning to its end offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from shelfcast.kafka_config import client_kwargs
+from shelfcast.settings import Settings
+from streams.store import StateStore
+
+__all__ = [
+    "changelog_topic",
+    "decode_state",
+    "encode_state",
+    "ensure_changelog",
+    "recover_partitions",
+]
+
+log = logging.getLogger(__name__)
+
+
+def changelog_topic(settings: Settings) -> str:
+    """`<app_id>-sku-state-changelog`: one per consumer group, like Faust's table changelogs."""
+    return f"{settings.app_id}-sku-state-changelog"
+
+
+def encode_state(value: Any) -> bytes | None:
+    """A state (`SkuState` or its JSON dict) as compact JSON; None stays a tombstone.
+
+    orjson serialises the dataclass directly; OPT_NON_STR_KEYS writes the int bucket keys as
+    strings, which is exactly `SkuState.to_json()`.
+    """
+    if value is None:
+        return None
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+
+
+def decode_state(raw: bytes | None) -> Any:
+    return None if raw is None else orjson.loads(raw)
+
+
+async def ensure_changelog(settings: Settings, partitions: int) -> None:
+    """Create the changelog topic (compacted) with `partitions` partitions if it is missing."""
+    admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        name = changelog_topic(settings)
+        if name in set(await admin.list_topics()):
+            return
+        topic = NewTopic(name=name, num_partitions=partitions,
+                         replication_factor=settings.topic_replication,
+                         topic_configs={"cleanup.policy": "compact"})
+        try:
+            await admin.create_topics([topic], timeout_ms=30_000)
+            log.info("created changelog topic %s (%d partitions)", name, partitions)
+        except TopicAlreadyExistsError:  # another worker won the race
+            pass
+    finally:
+        await admin.close()
+
+
+async def recover_partitions(settings: Settings, partitions: Iterable[int],
+                             store: StateStore, *, settle_ms: int = 200) -> int:
+    """Load changelog partitions into `store`, from the beginning to the end; returns records.
+
+    Reads to the end offsets, then on until a fetch comes back empty for `settle_ms`: some
+    brokers (tansu) answer a "latest" offset short of the real end, and stopping there would
+    lose the newest state.
+    """
+    tps = [TopicPartition(changelog_topic(settings), p) for p in sorted(set(partitions))]
+    if not tps:
+        return 0
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
+    await consumer.start()
+    t0 = time.perf_counter()
+    n = 0
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        todo = {tp for tp, end in ends.items() if end > 0}
+        idle_since = time.monotonic()
+        while True:
+            batch = await consumer.getmany(*tps, timeout_ms=settle_ms if not todo else 500,
+                                           max_records=50_000)
+            for records in batch.values():
+                for r in records:
+                    store.load(r.key.decode() if r.key is not None else "", decode_state(r.value))
+                n += len(records)
+            if batch:
+                idle_since = time.monotonic()
+            elif not todo:
+                break
+            # position, not the last record's offset: compaction leaves gaps
+            todo = {tp for tp in todo if await consumer.position(tp) < ends[tp]}
+            if todo and time.monotonic() - idle_since > 30:
+                raise RuntimeError(f"changelog recovery stalled short of the end on {todo}")
+    finally:
+        await consumer.stop()
+    store.load("", None)  # a record without key cannot be state
+    log.info("recovered %d changelog record(s) of partitions %s in %.2f s (%d keys held)",
+             n, [tp.partition for tp in tps], time.perf_counter() - t0, len(store))
+    await asyncio.sleep(0)
+    return n

@@ -1,0 +1,139 @@
+"""Fast decode of the hot input records (orders, stock) for the batch processor.
+
+`schemas.decode` validates with the pydantic models, which costs ~40 us per record (model
+construction and its after-validators). The stream only needs a few fields, so this module
+parses with orjson and checks the contract by hand for the common, well-formed shape. It is
+deliberately narrower than the models: it accepts a record only when every field is plainly
+valid (ASCII keys, RFC 3339 timestamps, exact JSON types) and returns None for anything
+else, and the caller then decodes with the model, which gives the reason for the DLQ. So a
+record is never accepted here that the model would refuse (tests/unit/test_streams_codec.py
+checks this against the models on valid and mutated records).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import orjson
+
+from schemas.events import MAX_QUANTITY
+
+__all__ = ["FastOrder", "FastStock", "fast_order", "fast_stock"]
+
+# sku/location: the models' `^[^@\s]+$`, narrowed to printable ASCII (Python's and the
+# validator's ideas of Unicode whitespace differ; anything else takes the slow path)
+_NAME = re.compile(r"[!-?A-~]{1,64}")
+_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})")
+_ORDER_TYPES = {"placed": 1, "cancelled": -1, "returned": -1}
+_STOCK_TYPES = frozenset({"snapshot", "adjustment", "receipt"})
+_ORDER_KEYS = frozenset({"event_id", "type", "sku", "location", "quantity", "occurred_at",
+                         "unit_price", "order_id", "schema_version"})
+_STOCK_KEYS = frozenset({"event_id", "type", "sku", "location", "on_hand", "delta",
+                         "occurred_at", "restock_id", "schema_version"})
+_UNITS_MAX = 1_000_000_000
+
+
+class FastOrder(NamedTuple):
+    event_id: str
+    sku: str
+    location: str
+    occurred_at: float  # epoch seconds
+    signed_quantity: int
+
+
+class FastStock(NamedTuple):
+    event_id: str
+    type: str
+    sku: str
+    location: str
+    occurred_at: float
+    on_hand: int | None
+    delta: int | None
+    restock_id: str | None
+
+
+def _obj(raw: bytes | None, max_bytes: int) -> dict[str, Any] | None:
+    if raw is None or len(raw) > max_bytes:
+        return None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return data if type(data) is dict else None
+
+
+def _time(value: object) -> float | None:
+    if type(value) is not str or not _TIME.fullmatch(value):
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if not 1990 <= when.year <= 2100:
+        return None
+    return when.timestamp()
+
+
+def _common(data: dict[str, Any]) -> tuple[str, str, str, float] | None:
+    """event_id, sku, location, occurred_at — or None if any is not plainly valid."""
+    event_id, sku, location = data.get("event_id"), data.get("sku"), data.get("location")
+    if (type(event_id) is not str or not 1 <= len(event_id) <= 128
+            or type(sku) is not str or not _NAME.fullmatch(sku)
+            or type(location) is not str or not _NAME.fullmatch(location)):
+        return None
+    version = data.get("schema_version", 1)
+    if type(version) is not int or version != 1:
+        return None
+    ts = _time(data.get("occurred_at"))
+    if ts is None:
+        return None
+    return event_id, sku, location, ts
+
+
+def _opt_str(data: dict[str, Any], key: str) -> bool:
+    value = data.get(key)
+    return value is None or type(value) is str
+
+
+def fast_order(raw: bytes | None, max_bytes: int) -> FastOrder | None:
+    """The order's fields, or None: decode it with `schemas.decode` instead."""
+    data = _obj(raw, max_bytes)
+    if data is None or not _ORDER_KEYS.issuperset(data):
+        return None
+    common = _common(data)
+    kind = data.get("type")
+    sign = _ORDER_TYPES.get(kind) if type(kind) is str else None
+    qty = data.get("quantity")
+    if common is None or sign is None or type(qty) is not int or not 0 < qty <= MAX_QUANTITY:
+        return None
+    price = data.get("unit_price")
+    if price is not None and (type(price) not in (int, float) or not price >= 0):
+        return None
+    if not _opt_str(data, "order_id"):
+        return None
+    return FastOrder(common[0], common[1], common[2], common[3], sign * qty)
+
+
+def fast_stock(raw: bytes | None, max_bytes: int) -> FastStock | None:
+    """The stock event's fields, or None: decode it with `schemas.decode` instead."""
+    data = _obj(raw, max_bytes)
+    if data is None or not _STOCK_KEYS.issuperset(data):
+        return None
+    common = _common(data)
+    kind = data.get("type")
+    if (common is None or type(kind) is not str or kind not in _STOCK_TYPES
+            or not _opt_str(data, "restock_id")):
+        return None
+    on_hand, delta = data.get("on_hand"), data.get("delta")
+    if kind == "snapshot":
+        if type(on_hand) is not int or not 0 <= on_hand <= _UNITS_MAX or delta is not None:
+            return None
+    else:
+        if type(delta) is not int or not -MAX_QUANTITY <= delta <= MAX_QUANTITY:
+            return None
+        if on_hand is not None or (kind == "receipt" and delta <= 0):
+            return None
+    return FastStock(common[0], str(kind), common[1], common[2], common[3], on_hand, delta,
+                     data.get("restock_id"))

@@ -1,0 +1,288 @@
+"""The batch engine: a consumer-group worker that runs the BatchProcessor on whole fetches.
+
+Faust hands records to an agent one event at a time and writes its table's changelog one
+record per key write; this engine keeps the same contract with batch-sized steps:
+
+1. `getmany()` up to `take_max` records from the co-partitioned inputs (orders, stock,
+   catalog; a range assignor gives a member the same partition numbers on every topic);
+2. the pure `BatchProcessor` applies them to the in-memory `StateStore`;
+3. outputs (DLQ, forecasts, restocks, alerts) are sent as per-partition record batches and
+   acknowledged, then one changelog record per dirty key, then the input offsets are
+   committed. At-least-once: a crash before the commit replays the batch; event ids are
+   deduped in the state and restock ids are deterministic, so a replay cannot double an order,
+   and since outputs are acknowledged before the state that records them, none is lost.
+
+On assignment the state of the new partitions is read back from the changelog before any of
+their records is processed; on revocation the batch in flight finishes and commits first,
+then their state is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import CommitFailedError, KafkaError
+from pydantic import BaseModel
+
+from shelfcast.kafka_config import client_kwargs
+from shelfcast.settings import Settings
+from streams.changelog import changelog_topic, encode_state, ensure_changelog, recover_partitions
+from streams.processor import BatchOutputs, BatchProcessor, RawRecord
+from streams.store import StateStore, key_partition
+
+__all__ = ["READY_LINE", "BatchEngine", "EngineMonitor"]
+
+log = logging.getLogger(__name__)
+
+READY_LINE = "shelfcast batch engine: ready"  # `WorkerProcess.wait_ready` waits for this
+
+
+@dataclass
+class EngineMonitor:
+    """Counts kept per batch (never per event): what a metrics page reads at scrape time.
+
+    Attribute names follow Faust's `Monitor`, so a collector written for one reads the other.
+    """
+
+    messages_received_by_topic: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    messages_sent_by_topic: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    tp_end_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    tp_committed_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    tp_read_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, engine: BatchEngine) -> None:
+        self._engine = engine
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._engine.revoke(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        await self._engine.assign(list(assigned))
+
+
+class BatchEngine:
+    """One worker of the consumer group `settings.app_id`, running `processor` on batches."""
+
+    def __init__(self, settings: Settings, processor: BatchProcessor,
+                 counters: Any | None = None) -> None:
+        self.settings = settings
+        self.processor = processor
+        self.counters = counters
+        self.monitor = EngineMonitor()
+        self.ready = asyncio.Event()
+        self.store: StateStore | None = None
+        self._lock = asyncio.Lock()  # a batch, a revocation and a recovery never interleave
+        self._recovered: set[int] = set()  # partition numbers whose state is loaded
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._topics = settings.topics
+        self._changelog = changelog_topic(settings)
+        self._out_partitions: dict[str, int] = {}
+        self._commit_task: asyncio.Future[None] | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set, then finish the batch in flight, commit, leave the group."""
+        s = self.settings
+        kwargs = client_kwargs(s)
+        self._producer = producer = AIOKafkaProducer(
+            **kwargs, acks="all", linger_ms=0,  # batches are built here max_batch_size=1 << 20,
+            max_request_size=8 << 20, request_timeout_ms=30_000)
+        await producer.start()
+        try:
+            parts = len(await producer.partitions_for(self._topics.orders))
+            for topic in self._topics.outputs():
+                self._out_partitions[topic] = len(await producer.partitions_for(topic))
+            await ensure_changelog(s, parts)
+            self.store = StateStore(parts)
+            session_ms = int(s.kafka_session_timeout_s * 1000)
+            self._consumer = consumer = AIOKafkaConsumer(
+                **kwargs, group_id=s.app_id, enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                partition_assignment_strategy=(RangePartitionAssignor,),
+                session_timeout_ms=session_ms,
+                heartbeat_interval_ms=min(3000, session_ms // 3),
+                max_poll_interval_ms=300_000,
+                max_partition_fetch_bytes=4 << 20, fetch_max_bytes=64 << 20,
+                fetch_max_wait_ms=max(1, min(100, int(s.take_within_ms))))
+            consumer.subscribe(topics=self._topics.inputs(), listener=_Rebalance(self))
+            await consumer.start()
+            try:
+                await self._loop(stop)
+                async with self._lock:
+                    await self.flush_commits()
+            finally:
+                await consumer.stop()  # leaves the group: the partitions move at once
+        finally:
+            await producer.stop()
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        within_ms = max(1, int(self.settings.take_within_ms))
+        take_max = self.settings.take_max
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                fetch = asyncio.ensure_future(
+                    consumer.getmany(timeout_ms=within_ms, max_records=take_max))
+                await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not fetch.done():
+                    fetch.cancel()
+                    break
+                batch = fetch.result()
+                if batch:
+                    async with self._lock:
+                        await self._process(batch)
+        finally:
+            stopping.cancel()
+
+    # --- rebalance -------------------------------------------------------------------------
+    async def revoke(self, revoked: list[TopicPartition]) -> None:
+        """Wait for the batch in flight (it commits), then forget the revoked partitions' state.
+
+        Dropped even when the next generation hands the partition back: the group may have
+        moved on without this member meanwhile (a missed session), so only the changelog
+        knows the state for sure.
+        """
+        async with self._lock:
+            await self.flush_commits()
+            gone = {tp.partition for tp in revoked}
+            dropped = self.store.drop_partitions(gone) if self.store else 0
+            self._recovered -= gone
+            log.info("revoked partitions %s (dropped %d keys)", sorted(gone), dropped)
+
+    async def assign(self, assigned: list[TopicPartition]) -> None:
+        async with self._lock:
+            assert self.store is not None
+            parts = {tp.partition for tp in assigned} - self._recovered
+            if parts:
+                await recover_partitions(self.settings, parts, self.store)
+                self._recovered |= parts
+            log.info("assigned partitions %s", sorted({tp.partition for tp in assigned}))
+        if not self.ready.is_set():
+            self.ready.set()
+            log.info("%s (group %s)", READY_LINE, self.settings.app_id)
+
+    # --- one batch -------------------------------------------------------------------------
+    async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        assert self._consumer is not None and self.store is not None
+        consumer = self._consumer
+        assigned = consumer.assignment()
+        records: list[RawRecord] = []
+        offsets: dict[TopicPartition, int] = {}
+        mon = self.monitor
+        for tp, msgs in batch.items():
+            if not msgs:
+                continue
+            if tp not in assigned:
+                continue  # revoked while this fetch waited for the lock
+            if tp.partition not in self._recovered:
+                consumer.seek(tp, msgs[0].offset)  # not ours to process yet: read it again
+                continue
+            topic, partition = tp.topic, tp.partition
+            records.extend(RawRecord(topic, partition, m.offset, m.key, m.value) for m in msgs)
+            offsets[tp] = msgs[-1].offset + 1
+            mon.messages_received_by_topic[topic] += len(msgs)
+            mon.tp_read_offsets[tp] = msgs[-1].offset
+        if not records:
+            return
+        out = await self.processor.process(records, self.store)
+        # outputs first, then the state that remembers them, then the input offsets
+        await self._send_outputs(out)
+        await self._send_changelog()
+        # the commit needs only this batch's acks, not the next batch's work: it runs behind,
+        # chained so commits stay in order, and is awaited before a revocation or a stop
+        self._commit_task = asyncio.ensure_future(self._commit(offsets, self._commit_task))
+        if self.counters is not None:
+            self.counters.add(len(records), out)
+
+    async def _commit(self, offsets: dict[TopicPartition, int],
+                      previous: asyncio.Future[None] | None) -> None:
+        assert self._consumer is not None
+        if previous is not None:
+            await previous
+        try:
+            await self._consumer.commit(offsets)
+            self.monitor.tp_committed_offsets.update(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # the group moved on (rebalance): the new owner replays from its committed offset
+            log.warning("offset commit failed, batch will be replayed: %s", exc)
+
+    async def flush_commits(self) -> None:
+        """Wait for the commits of the batches processed so far."""
+        if self._commit_task is not None:
+            await self._commit_task
+
+    async def _send_grouped(self, groups: dict[tuple[str, int], list[tuple[bytes | None,
+                                                                           bytes | None]]]
+                            ) -> None:
+        """Send (key, value) lists as record batches per topic partition; await every ack."""
+        assert self._producer is not None
+        producer = self._producer
+        futures: list[asyncio.Future[Any]] = []
+        now_ms = int(time.time() * 1000)
+        for (topic, partition), items in groups.items():
+            builder = producer.create_batch()
+            for key, value in items:
+                if builder.append(key=key, value=value, timestamp=now_ms) is None:
+                    futures.append(await producer.send_batch(builder, topic,
+                                                             partition=partition))
+                    builder = producer.create_batch()
+                    if builder.append(key=key, value=value, timestamp=now_ms) is None:
+                        raise ValueError(f"record for {topic} too large to send")
+            if builder.record_count():
+                futures.append(await producer.send_batch(builder, topic, partition=partition))
+            self.monitor.messages_sent_by_topic[topic] += len(items)
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def _send_outputs(self, out: BatchOutputs) -> None:
+        assert self.store is not None
+        t = self._topics
+        groups: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = defaultdict(list)
+        events: list[tuple[str, list[BaseModel]]] = [
+            (t.dlq, list(out.dead_letters)), (t.forecasts, list(out.forecasts)),
+            (t.restock, list(out.restocks)), (t.alerts, list(out.alerts))]
+        for topic, items in events:
+            n = self._out_partitions.get(topic, self.store.partitions)
+            for event in items:
+                key = _event_key(event)
+                if key is None:
+                    partition = 0
+                elif n == self.store.partitions:
+                    partition = self.store.partition_for(key)
+                else:
+                    partition = key_partition(key.encode(), n)
+                groups[(topic, partition)].append(
+                    (key.encode() if key is not None else None,
+                     event.__pydantic_serializer__.to_json(event)))
+        if groups:
+            await self._send_grouped(groups)
+
+    async def _send_changelog(self) -> None:
+        assert self.store is not None
+        groups: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = defaultdict(list)
+        for key, partition, value in self.store.take_dirty():
+            groups[(self._changelog, partition)].append((key.encode(), encode_state(value)))
+        if groups:
+            await self._send_grouped(groups)
+
+
+def _event_key(event: BaseModel) -> str | None:
+    """`sku@location` for per-SKU events, the source key for dead letters."""
+    sku = getattr(event, "sku", None)
+    if sku is not None:
+        return f"{sku}@{getattr(event, 'location', '')}"
+    key = getattr(event, "key", None)
+    return key if isinstance(key, str) else None

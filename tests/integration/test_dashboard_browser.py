@@ -1,0 +1,188 @@
+"""The dashboard of a running worker (real Kafka), its JSON API and headless Chromium.
+
+A worker process with `SHELFCAST_WEB_PORT` runs a few weeks of orders and stock snapshots for
+three SKUs; the API must then serve demand, forecast bands, stock and restocks, and Chromium
+(Debian's `chromium`; skipped when absent) must load the page and render the chart. The
+screenshot goes to `artifacts/dashboard.png` (kept by CI; docs/dashboard.png is a copy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from aiokafka import AIOKafkaProducer
+
+from shelfcast.settings import Settings
+from shelfcast.worker_process import WorkerProcess
+from streams.topics import ensure_topics
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("SHELFCAST_ARTIFACTS", ROOT / "artifacts"))
+T0 = datetime(2011, 3, 1, 9, 0, tzinfo=UTC)
+DAYS = 40
+SKUS = {"MUG": 6.0, "TEAPOT": 2.0, "CANDLE": 11.0}  # mean units per day
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(port: int, path: str) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def shop_days(settings: Settings) -> list[list[tuple[str, str, dict]]]:
+    """Per day, every SKU's events: weekly-seasonal demand, a stock count now and then."""
+    t = settings.topics
+    days: list[list[tuple[str, str, dict]]] = [[] for _ in range(DAYS)]
+    for sku, mean in SKUS.items():
+        key = f"{sku}@wh1"
+        out = days[0]
+        out.append((t.catalog, key, {
+            "sku": sku, "location": "wh1", "lead_time_days": 3, "review_days": 1,
+            "service_level": 0.95, "case_pack": 6, "moq": 12, "unit_cost": 2.5,
+            "supplier": "acme"}))
+        on_hand = int(mean * 6)
+        for d in range(DAYS):
+            out = days[d]
+            day = T0 + timedelta(days=d)
+            if d % 9 == 0:  # a physical count now and then; orders deplete it in between
+                on_hand = max(on_hand, int(mean * 4)) if d else on_hand
+                out.append((t.stock, key, {
+                    "event_id": f"snap-{sku}-{d}", "type": "snapshot", "sku": sku,
+                    "location": "wh1", "on_hand": on_hand, "occurred_at": day.isoformat()}))
+            weekly = 1.0 + 0.5 * math.sin(2 * math.pi * d / 7)
+            qty = max(1, round(mean * weekly * (1.6 if d == 30 else 1.0)))
+            on_hand = max(0, on_hand - qty)
+            for part in range(2):
+                out.append((t.orders, key, {
+                    "event_id": f"o-{sku}-{d}-{part}", "type": "placed", "sku": sku,
+                    "location": "wh1", "quantity": max(1, qty // 2 + part * (qty % 2)),
+                    "occurred_at": (day + timedelta(hours=2 + 5 * part)).isoformat()}))
+    return days
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def running_worker(kafka_bootstrap: str, fresh_topic_prefix: str, tmp_path: Path
+                         ) -> AsyncIterator[int]:
+    port = free_port()
+    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"{fresh_topic_prefix}.",
+                        shop_topic_prefix=f"{fresh_topic_prefix}.shop.",
+                        app_id=f"{fresh_topic_prefix}-app", topic_partitions=2, web_port=port,
+                        window_buckets=28)
+    await ensure_topics(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    try:
+        await asyncio.to_thread(worker.wait_ready, 120)
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
+        await producer.start()
+        try:
+            # A day at a time, as a live shop would: each day closes a bucket in its own batch,
+            # so the history gets one forecast band and stock sample per day.
+            for day in shop_days(settings):
+                sends = [await producer.send(topic, json.dumps(v).encode(), key=k.encode())
+                         for topic, k, v in day]
+                await asyncio.gather(*sends)
+                await asyncio.sleep(0.25)
+        finally:
+            await producer.stop()
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                data = await asyncio.to_thread(get, port, "/api/sku/MUG@wh1/")
+                if (data["forecast"] and data["restocks"]
+                        and len(data["demand"]) >= 25 and len(data["stock"]) >= 20):
+                    break
+            except urllib.error.HTTPError as exc:
+                if exc.code != 404:
+                    raise
+            if time.monotonic() > deadline:
+                pytest.fail(f"dashboard data incomplete; worker log:\n{worker.log_tail()}")
+            await asyncio.sleep(0.5)
+        yield port
+    finally:
+        worker.stop()
+
+
+@pytest.mark.timeout(240)
+async def test_dashboard_api_serves_a_running_pipeline(running_worker: int):
+    port = running_worker
+    found = await asyncio.to_thread(get, port, "/api/skus?q=mu")
+    assert found["skus"] == ["MUG@wh1"]
+    everything = await asyncio.to_thread(get, port, "/api/skus")
+    assert set(everything["skus"]) == {f"{s}@wh1" for s in SKUS}
+    data = await asyncio.to_thread(get, port, "/api/sku/MUG@wh1/")
+    fc = data["forecast"]
+    assert len(fc["quantiles"]) == 14 and len(fc["levels"]) == len(fc["quantiles"][0])
+    assert all(q[0] <= q[-1] for q in fc["quantiles"])  # bands are ordered
+    assert data["bands"] and data["stock"] and data["restocks"]
+    assert data["state"]["policy"]["supplier"] == "acme"
+    assert all(r["quantity"] % 6 == 0 and r["quantity"] >= 12 for r in data["restocks"])
+    overview = await asyncio.to_thread(get, port, "/api/overview/")
+    assert overview["skus"] == 3 and overview["restocks"] >= 1
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        await asyncio.to_thread(get, port, "/api/sku/NOPE@wh9/")
+    assert missing.value.code == 404
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/dashboard/", timeout=5) as resp:
+        page = resp.read().decode()
+    assert resp.headers["Content-Type"].startswith("text/html")
+    assert "/dashboard/dashboard.js" in page and "http" not in page.split("<body>")[1]
+
+
+def chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+def run_chromium(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--no-first-run", "--hide-scrollbars", f"--user-data-dir={profile}",
+             "--virtual-time-budget=8000"]
+    return subprocess.run([binary, *flags, *args], capture_output=True, text=True, timeout=90,
+                          check=False)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(chromium() is None, reason="chromium not installed (apt-get install chromium)")
+async def test_dashboard_renders_in_headless_chromium(running_worker: int, tmp_path: Path):
+    binary = chromium()
+    assert binary is not None
+    url = f"http://127.0.0.1:{running_worker}/dashboard/?sku=MUG%40wh1"
+    dom = await asyncio.to_thread(run_chromium, binary, tmp_path / "p1", "--dump-dom", url)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    assert 'data-loaded="true"' in html, html[:2000]
+    assert re.search(r'id="chart"[^>]*data-rendered="true"', html), html[:4000]
+    assert html.count('class="series-demand"') >= 25
+    assert 'class="series-forecast-outer"' in html and 'class="series-on-hand"' in html
+    assert html.count('class="series-restock"') >= 1
+    assert "MUG@wh1" in html and ("status-open" in html or "received" in html)
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "dashboard.png"
+    shot.unlink(missing_ok=True)
+    res = await asyncio.to_thread(run_chromium, binary, tmp_path / "p2",
+                                  "--window-size=1280,1000", f"--screenshot={shot}", url)
+    assert res.returncode == 0 and shot.exists(), res.stderr[-2000:]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000

@@ -1,0 +1,129 @@
+"""Batching does not change results: batches of any size give the state and outputs of
+processing the same events one at a time (outputs compared per SKU, in order)."""
+
+import asyncio
+import json
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from forecasting import make_forecaster
+from shelfcast.settings import Settings
+from streams.processor import BatchOutputs, BatchProcessor, RawRecord
+from streams.state import SkuState
+from streams.store import StateStore
+from streams.worker import local_predict
+
+T0 = datetime(2011, 3, 7, tzinfo=UTC)
+SETTINGS = Settings(kafka_bootstrap="unused:9092", default_lead_time_days=2)
+FIXED_NOW = datetime(2011, 6, 1, tzinfo=UTC)
+
+
+def processor() -> BatchProcessor:
+    model = make_forecaster("moving_average")
+    return BatchProcessor(SETTINGS, local_predict(model), model.model_version,
+                          now=lambda: FIXED_NOW)
+
+
+def stream(n: int = 1500, skus: int = 12, seed: int = 3) -> list[RawRecord]:
+    """Orders in rough time order over ~20 days, with stock snapshots, receipts, a catalog
+    policy, redeliveries, late orders and malformed records mixed in."""
+    rng = random.Random(seed)
+    t = SETTINGS.topics
+    out: list[RawRecord] = []
+
+    def add(topic: str, value: dict | bytes, sku: str) -> None:
+        raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+        out.append(RawRecord(topic, 0, len(out), f"{sku}@wh".encode(), raw))
+
+    for s in range(skus):
+        add(t.stock, {"event_id": f"snap-{s}", "type": "snapshot", "sku": f"S{s}",
+                      "location": "wh", "on_hand": rng.randint(0, 40),
+                      "occurred_at": (T0 - timedelta(hours=1)).isoformat()}, f"S{s}")
+    add(t.catalog, {"sku": "S1", "location": "wh", "lead_time_days": 1, "review_days": 1,
+                    "service_level": 0.9, "case_pack": 6, "moq": 12, "unit_cost": 2.0,
+                    "supplier": "acme"}, "S1")
+    for i in range(n):
+        s = rng.randrange(skus)
+        when = T0 + timedelta(days=20 * i / n + rng.uniform(-0.3, 0.3))
+        order = {"event_id": f"o{i}", "type": rng.choice(["placed"] * 8 + ["returned"]),
+                 "sku": f"S{s}", "location": "wh", "quantity": rng.randint(1, 5),
+                 "occurred_at": when.isoformat()}
+        add(t.orders, order, f"S{s}")
+        r = rng.random()
+        if r < 0.03:
+            add(t.orders, order, f"S{s}")  # a redelivery
+        elif r < 0.05:
+            add(t.orders, {**order, "event_id": f"late{i}",
+                           "occurred_at": (when - timedelta(days=4)).isoformat()}, f"S{s}")
+        elif r < 0.06:
+            add(t.orders, b'{"event_id": "broken", "quantity": ', f"S{s}")
+        elif r < 0.08:
+            add(t.stock, {"event_id": f"rcpt{i}", "type": "receipt", "sku": f"S{s}",
+                          "location": "wh", "delta": rng.randint(5, 30),
+                          "occurred_at": when.isoformat()}, f"S{s}")
+    return out
+
+
+def run_in_batches(records: list[RawRecord], size: int, table) -> BatchOutputs:
+    p = processor()
+    total = BatchOutputs()
+
+    async def go() -> None:
+        for i in range(0, len(records), size):
+            out = await p.process(records[i:i + size], table)
+            for name in ("forecasts", "restocks", "alerts", "dead_letters"):
+                getattr(total, name).extend(getattr(out, name))
+            total.accepted += out.accepted
+            total.duplicates += out.duplicates
+
+    asyncio.run(go())
+    return total
+
+
+def per_sku(out: BatchOutputs) -> dict:
+    """Outputs grouped by SKU in emission order (Kafka orders per key, not across keys)."""
+    grouped: dict = {}
+    for name in ("forecasts", "restocks", "alerts"):
+        for event in getattr(out, name):
+            grouped.setdefault((name, event.sku), []).append(event.model_dump(mode="json"))
+    dead = sorted((d.offset, d.error_kind, d.error) for d in out.dead_letters)
+    return {"events": grouped, "dead": dead, "accepted": out.accepted,
+            "duplicates": out.duplicates}
+
+
+def plain(table) -> dict:
+    return {k: (v.to_json() if isinstance(v, SkuState) else v) for k, v in table.items()}
+
+
+@pytest.fixture(scope="module")
+def one_by_one() -> tuple[dict, dict]:
+    table: dict = {}
+    out = run_in_batches(stream(), 1, table)
+    return per_sku(out), plain(table)
+
+
+@pytest.mark.parametrize("size", [7, 100, 10_000])
+def test_batches_match_one_at_a_time(size: int, one_by_one):
+    expected_out, expected_table = one_by_one
+    table: dict = {}
+    out = run_in_batches(stream(), size, table)
+    assert per_sku(out) == expected_out
+    assert plain(table) == expected_table
+
+
+def test_live_state_store_matches_a_dict_table(one_by_one):
+    expected_out, expected_table = one_by_one
+    store = StateStore(4)
+    out = run_in_batches(stream(), 250, store)
+    assert per_sku(out) == expected_out
+    assert plain(store) == expected_table
+
+
+def test_the_stream_exercises_every_path(one_by_one):
+    out, table = one_by_one
+    kinds = {name for name, _ in out["events"]}
+    assert kinds == {"forecasts", "restocks", "alerts"}
+    assert {kind for _, kind, _ in out["dead"]} >= {"late", "invalid_json"}
+    assert out["duplicates"] > 0 and len(table) == 12

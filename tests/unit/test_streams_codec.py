@@ -1,0 +1,78 @@
+"""The fast decoder never accepts what the event models refuse, and agrees on what both accept."""
+
+import json
+import random
+
+import pytest
+
+from schemas import InvalidEvent, OrderEvent, StockEvent, decode
+from streams.codec import fast_order, fast_stock
+
+ORDER = {"event_id": "e1", "type": "placed", "sku": "MUG-1", "location": "wh1", "quantity": 3,
+         "occurred_at": "2011-03-07T10:00:00+00:00", "unit_price": 2.5, "order_id": "o9"}
+STOCK = {"event_id": "s1", "type": "snapshot", "sku": "MUG-1", "location": "wh1",
+         "on_hand": 40, "occurred_at": "2011-03-07T10:00:00.250Z"}
+
+ODD_VALUES = [None, True, False, 0, -1, 1, 1.0, 1.5, 10**7, 10**10, "", "x" * 65, "x" * 129,
+              "a@b", "a b", "é", "\x1c", [], {}, "2011-03-07", "2011-03-07T10:00:00",
+              "2011-03-07 10:00:00Z", "2011-02-30T10:00:00Z", "1989-12-31T23:00:00Z",
+              "2101-01-01T00:00:00Z", "2011-03-07T10:00:00+24:00", "2011-03-07T10:00:00.1234567Z",
+              "placed", "cancelled", "returned", "snapshot", "adjustment", "receipt", "2011"]
+
+
+def mutations(base: dict, rng: random.Random, n: int):
+    keys = [*base, "schema_version", "on_hand", "delta", "restock_id", "extra"]
+    for _ in range(n):
+        record = dict(base)
+        for _ in range(rng.randint(1, 3)):
+            key = rng.choice(keys)
+            if rng.random() < 0.15:
+                record.pop(key, None)
+            else:
+                record[key] = rng.choice(ODD_VALUES)
+        yield json.dumps(record).encode()
+
+
+def model_view(model, raw: bytes):
+    try:
+        return decode(model, raw)
+    except InvalidEvent:
+        return None
+
+
+@pytest.mark.parametrize(("model", "fast", "base"), [
+    (OrderEvent, fast_order, ORDER),
+    (StockEvent, fast_stock, STOCK),
+    (StockEvent, fast_stock, {**STOCK, "type": "receipt", "on_hand": None, "delta": 5,
+                              "restock_id": "r1"}),
+])
+def test_fast_path_accepts_only_what_the_model_accepts(model, fast, base):
+    rng = random.Random(5)
+    accepted = refused_by_both = 0
+    for raw in [json.dumps(base).encode(), *mutations(base, rng, 3000)]:
+        got = fast(raw, 1 << 20)
+        full = model_view(model, raw)
+        if got is None:
+            refused_by_both += full is None
+            continue
+        assert full is not None, f"fast path accepted what the model refuses: {raw!r}"
+        accepted += 1
+        assert got.event_id == full.event_id and got.sku == full.sku
+        assert got.location == full.location
+        assert got.occurred_at == full.occurred_at.timestamp()
+        if model is OrderEvent:
+            assert got.signed_quantity == full.signed_quantity()
+        else:
+            assert (got.type, got.on_hand, got.delta, got.restock_id) == (
+                full.type, full.on_hand, full.delta, full.restock_id)
+    assert accepted > 50 and refused_by_both > 500  # both sides were exercised
+
+
+def test_malformed_and_oversized_take_the_slow_path():
+    assert fast_order(b'{"event_id": "x", "quantity": ', 1 << 20) is None
+    assert fast_order(b"\xff\xfe", 1 << 20) is None
+    assert fast_order(None, 1 << 20) is None
+    assert fast_order(json.dumps(ORDER).encode(), 10) is None
+    assert fast_order(json.dumps([ORDER]).encode(), 1 << 20) is None
+    order = fast_order(json.dumps({**ORDER, "type": "returned"}).encode(), 1 << 20)
+    assert order is not None and order.signed_quantity == -3

@@ -1,0 +1,47 @@
+"""StateStore and changelog codec: key partitions, dirty keys, partition drops, state bytes."""
+
+import orjson
+from aiokafka.partitioner import DefaultPartitioner
+
+from streams.changelog import decode_state, encode_state
+from streams.state import SkuState
+from streams.store import StateStore
+
+
+def test_key_partition_is_kafkas_default_partitioner():
+    store = StateStore(4)
+    for i in range(200):
+        key = f"SKU{i}@wh{i % 3}"
+        assert store.partition_for(key) == DefaultPartitioner()(key.encode(), [0, 1, 2, 3], [])
+
+
+def test_each_written_key_is_dirty_once_until_taken():
+    store = StateStore(4)
+    store["a@x"] = {"v": 1}
+    store["a@x"] = {"v": 2}
+    store["b@x"] = {"v": 3}
+    store.load("c@x", {"v": 4})  # recovery does not dirty
+    dirty = store.take_dirty()
+    assert [(k, v) for k, _, v in dirty] == [("a@x", {"v": 2}), ("b@x", {"v": 3})]
+    assert all(p == store.partition_for(k) for k, p, _ in dirty)
+    assert store.take_dirty() == []
+    assert dict(store) == {"a@x": {"v": 2}, "b@x": {"v": 3}, "c@x": {"v": 4}}
+
+
+def test_dropping_partitions_forgets_only_their_keys():
+    store = StateStore(4)
+    keys = [f"S{i}@wh" for i in range(40)]
+    for k in keys:
+        store[k] = {}
+    store.drop_partitions({1, 3})
+    assert sorted(store) == sorted(k for k in keys if store.partition_for(k) in (0, 2))
+
+
+def test_state_bytes_are_the_json_form():
+    state = SkuState("A", "L")
+    state.apply_order("e1", 1e9, 3, bucket_seconds=86_400, window=56, lateness=1)
+    state.on_order["r1"] = 5
+    raw = encode_state(state)
+    assert orjson.loads(raw) == state.to_json() == decode_state(encode_state(state.to_json()))
+    assert SkuState.from_json(decode_state(raw)) == state
+    assert encode_state(None) is None and decode_state(None) is None
