@@ -122,7 +122,9 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "optimizer":
         from optimizer.service import run_service
+        from shelfcast.logs import configure_logging
 
+        configure_logging(settings)
         asyncio.run(run_service(settings, _database_url(settings)))
         return 0
     if args.command == "migrate":

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from forecasting import Forecaster, QuantileForecast, make_forecaster
+from shelfcast.logs import configure_logging
 from shelfcast.settings import Settings
 from streams.counters import StreamCounters
 from streams.processor import BatchProcessor, PredictFn
@@ -93,10 +94,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     """Blocks until the worker is stopped (SIGTERM/SIGINT)."""
     asyncio.run(ensure_topics(settings))
     if settings.engine == "batch":
-        logging.basicConfig(
-            level=loglevel.upper(),
-            format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
-        logging.getLogger("aiokafka").setLevel(logging.WARNING)
+        configure_logging(settings, level=loglevel)
         tune_gc()
         asyncio.run(run_batch_worker(settings))
         return
