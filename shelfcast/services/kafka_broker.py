@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import base64
 import contextlib
 import fcntl
@@ -26,14 +25,14 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Self
+
+from shelfcast.services.local_service import LocalService
 
 __all__ = [
     "KAFKA_VERSION",
@@ -255,7 +254,7 @@ def _kafka_uuid() -> str:
             return text
 
 
-class LocalKafka:
+class LocalKafka(LocalService):
     """One Apache Kafka 4.x node (KRaft broker+controller) on 127.0.0.1, run from cached jars.
 
     Use as a context manager or call `start()` / `close()`. `stop()` + `start()` (or
@@ -279,10 +278,7 @@ class LocalKafka:
         java: str = "java",
         class_data_sharing: bool = True,
     ) -> None:
-        self._own_workdir = workdir is None
-        self.workdir = (
-            Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="shelfcast-kafka-"))
-        )
+        super().__init__(workdir, prefix="shelfcast-kafka-")
         self.port = port or free_port()
         self.controller_port = controller_port or free_port(exclude=(self.port,))
         self.cache_dir = Path(cache_dir) if cache_dir else None
@@ -298,10 +294,7 @@ class LocalKafka:
         self.config_path = self.workdir / "server.properties"
         self.data_dir = self.workdir / "data"
         self.startup_seconds: float | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
         self._cds_dump: tuple[Path, Path] | None = None  # (being written, final) class archive
-        self._closed = False
-        atexit.register(self._atexit)
 
     # ---- info
     @property
@@ -309,24 +302,13 @@ class LocalKafka:
         """`host:port` for Kafka clients."""
         return f"127.0.0.1:{self.port}"
 
-    @property
-    def pid(self) -> int | None:
-        """The JVM's pid while it runs."""
-        return self._proc.pid if self.running and self._proc else None
-
-    @property
-    def running(self) -> bool:
-        """Whether the broker process is alive (not necessarily ready)."""
-        return self._proc is not None and self._proc.poll() is None
-
     def __repr__(self) -> str:
         return f"LocalKafka(bootstrap={self.bootstrap!r}, running={self.running})"
 
     # ---- lifecycle
     def start(self) -> Self:
         """Start the broker (formatting storage the first time) and wait until it is ready."""
-        if self._closed:
-            raise RuntimeError("LocalKafka is closed")
+        self._check_open()
         if self.running:
             return self
         began = time.monotonic()
@@ -382,33 +364,9 @@ class LocalKafka:
         stop_process(proc, 10.0, kill=True)
         self._finish_cds_dump(proc)
 
-    def restart(self) -> Self:
-        """Stop gracefully and start again on the same ports and data."""
-        self.stop()
-        return self.start()
-
-    def close(self) -> None:
-        """Stop the broker and delete the workdir if this object created it."""
-        self.stop()
-        if self._own_workdir and not self._closed:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-        self._closed = True
-        atexit.unregister(self._atexit)
-
     def _atexit(self) -> None:
         with contextlib.suppress(Exception):
             stop_process(self._proc, 5.0)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ---- internals
     def properties(self) -> dict[str, str]:

@@ -15,7 +15,6 @@ server runs as the system user `pgserver` (created if missing, as pgserver itsel
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import importlib.util
 import logging
@@ -27,17 +26,16 @@ import signal
 import socket
 import stat
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from shelfcast.services.kafka_broker import free_port, log_tail, stop_process
+from shelfcast.services.local_service import LocalService
 
 __all__ = [
     "LocalPostgres",
@@ -151,7 +149,7 @@ def _ensure_traversable(path: Path) -> None:
             part.chmod(mode | stat.S_IXOTH)
 
 
-class LocalPostgres:
+class LocalPostgres(LocalService):
     """One PostgreSQL 16 server on 127.0.0.1:<free port> with trust auth, run as a child process.
 
     Use as a context manager or call `start()` / `close()`. `stop()` + `start()` (or
@@ -170,8 +168,7 @@ class LocalPostgres:
         startup_timeout: float = 60.0,
         stop_timeout: float = 20.0,
     ) -> None:
-        self._own_workdir = workdir is None
-        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="shelfcast-pg-"))
+        super().__init__(workdir, prefix="shelfcast-pg-")
         self.port = port or free_port()
         self.fsync = fsync
         self.extra_settings = dict(settings or {})
@@ -181,10 +178,7 @@ class LocalPostgres:
         self.data_dir = self.workdir / "data"
         self.log_path = self.workdir / "postgres.log"
         self.startup_seconds: float | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._closed = False
         self._run_as: pwd.struct_passwd | None = None
-        atexit.register(self._atexit)
 
     # ---- info
     @property
@@ -196,24 +190,13 @@ class LocalPostgres:
         """DSN of another database on this server."""
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
 
-    @property
-    def running(self) -> bool:
-        """Whether the postmaster process is alive (not necessarily ready)."""
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        """The postmaster's pid while it runs."""
-        return self._proc.pid if self.running and self._proc else None
-
     def __repr__(self) -> str:
         return f"LocalPostgres(dsn={self.dsn!r}, running={self.running})"
 
     # ---- lifecycle
     def start(self) -> Self:
         """Initialise the cluster the first time, start the server and wait until it is ready."""
-        if self._closed:
-            raise RuntimeError("LocalPostgres is closed")
+        self._check_open()
         if self.running:
             return self
         began = time.monotonic()
@@ -264,34 +247,6 @@ class LocalPostgres:
         proc, self._proc = self._proc, None
         if proc is not None:
             self._kill_tree(proc)
-
-    def restart(self) -> Self:
-        """Stop gracefully and start again on the same port and data."""
-        self.stop()
-        return self.start()
-
-    def close(self) -> None:
-        """Stop the server and delete the workdir if this object created it."""
-        self.stop()
-        if self._own_workdir and not self._closed:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-        self._closed = True
-        atexit.unregister(self._atexit)
-
-    def _atexit(self) -> None:
-        with contextlib.suppress(Exception):
-            self.stop(timeout=5.0)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ---- databases
     def create_database(self, name: str | None = None) -> str:

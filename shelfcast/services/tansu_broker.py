@@ -9,17 +9,12 @@ ListOffsets "latest" can be off by one (see FACTS.md); memory storage is lost on
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import importlib.util
 import logging
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from shelfcast.services.kafka_broker import (
@@ -28,6 +23,7 @@ from shelfcast.services.kafka_broker import (
     stop_process,
     wait_kafka_ready,
 )
+from shelfcast.services.local_service import LocalService
 
 __all__ = ["EmbeddedTansu", "tansu_binary"]
 
@@ -59,7 +55,7 @@ def tansu_binary() -> Path:
     return path
 
 
-class EmbeddedTansu:
+class EmbeddedTansu(LocalService):
     """A tansu broker with in-memory storage on 127.0.0.1:<free port>; a context manager."""
 
     def __init__(
@@ -72,41 +68,27 @@ class EmbeddedTansu:
         stop_timeout: float = 10.0,
         binary: Path | str | None = None,
     ) -> None:
+        super().__init__(None, prefix="shelfcast-tansu-")
         self.port = port or free_port()
         self.storage = storage
         self.cluster_id = cluster_id
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.binary = Path(binary) if binary else None
-        self.workdir = Path(tempfile.mkdtemp(prefix="shelfcast-tansu-"))
         self.log_path = self.workdir / "tansu.log"
         self.startup_seconds: float | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._closed = False
-        atexit.register(self._atexit)
 
     @property
     def bootstrap(self) -> str:
         """`host:port` for Kafka clients."""
         return f"127.0.0.1:{self.port}"
 
-    @property
-    def running(self) -> bool:
-        """Whether the tansu process is alive."""
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        """The broker's pid while it runs."""
-        return self._proc.pid if self.running and self._proc else None
-
     def __repr__(self) -> str:
         return f"EmbeddedTansu(bootstrap={self.bootstrap!r}, running={self.running})"
 
     def start(self) -> Self:
         """Start tansu and wait until it answers a metadata request."""
-        if self._closed:
-            raise RuntimeError("EmbeddedTansu is closed")
+        self._check_open()
         if self.running:
             return self
         began = time.monotonic()
@@ -151,31 +133,3 @@ class EmbeddedTansu:
         """SIGTERM, SIGKILL after `timeout`, reap. Memory storage is gone afterwards."""
         stop_process(self._proc, self.stop_timeout if timeout is None else timeout)
         self._proc = None
-
-    def restart(self) -> Self:
-        """Stop and start on the same port (with `memory://` storage the data is lost)."""
-        self.stop()
-        return self.start()
-
-    def close(self) -> None:
-        """Stop it and remove its work directory (log)."""
-        self.stop()
-        if not self._closed:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-        self._closed = True
-        atexit.unregister(self._atexit)
-
-    def _atexit(self) -> None:
-        with contextlib.suppress(Exception):
-            stop_process(self._proc, 3.0)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
