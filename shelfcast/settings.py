@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -75,7 +76,11 @@ class Settings(BaseSettings):
     window_buckets: int = Field(default=56, ge=7, description="buckets kept per (sku, location)")
     allowed_lateness_buckets: int = Field(default=1, ge=0)
     horizon_buckets: int = Field(default=14, ge=1)
-    model: Literal["seasonal_naive", "moving_average"] = "moving_average"
+    model: Literal["seasonal_naive", "moving_average", "lstm"] = "moving_average"
+    model_path: Path | None = Field(
+        default=None, description="trained model directory (`shelfcast train --out`), for lstm")
+    model_poll_s: float = Field(
+        default=30.0, gt=0, description="how often a worker checks model_path for a new version")
     max_batch: int = Field(default=512, ge=1, description="inferencer micro-batch size")
     max_wait_ms: float = Field(default=5.0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"

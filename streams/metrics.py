@@ -209,9 +209,9 @@ class WorkerMetrics:
     def instrument_predict(self, predict: _PredictFn) -> Any:
         """Wrap the forecaster call to time it and count its series."""
 
-        async def timed(windows: np.ndarray, horizon: int) -> Any:
+        async def timed(windows: np.ndarray, horizon: int, **context: Any) -> Any:
             t0 = time.perf_counter()
-            result = await predict(windows, horizon)
+            result = await predict(windows, horizon, **context)
             self.inference_seconds.observe(time.perf_counter() - t0)
             n = int(windows.shape[0]) if getattr(windows, "ndim", 0) else 0
             self.inference_batch.observe(n)

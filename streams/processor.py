@@ -7,10 +7,10 @@ restocks and raises alerts. Keeping it free of Faust makes it testable as plain 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -37,7 +37,15 @@ from streams.state import ApplyResult, SkuState
 
 __all__ = ["BatchOutputs", "BatchProcessor", "PredictFn", "RawRecord"]
 
-PredictFn = Callable[[np.ndarray, int], Awaitable[QuantileForecast]]
+class PredictFn(Protocol):
+    """The forecaster call the processor makes, once per batch for every due SKU.
+
+    `keys` (sku@location) and `end_days` (the date of each window's last closed daily bucket)
+    let a stateful model step its carried state instead of re-reading the window; a plain
+    forecaster ignores them."""
+
+    def __call__(self, windows: np.ndarray, horizon: int, *, keys: Sequence[str] | None = None,
+                 end_days: np.ndarray | None = None) -> Awaitable[QuantileForecast]: ...
 
 HIGH_LEVEL = 0.975  # forecast quantile above which observed demand is an anomaly
 RISK_OPEN, RISK_CLOSE = 0.2, 0.1  # stock-out probability hysteresis: one alert per episode
@@ -217,7 +225,11 @@ class BatchProcessor:
         """One forecaster call for every due SKU; policy levels and quantities as arrays."""
         horizon = self.settings.horizon_buckets
         windows = np.stack([s.closed_window(self.window) for s in states])
-        forecast = await self.predict(windows, horizon)
+        keys = [sku_key(st.sku, st.location) for st in states]
+        end_days = None
+        if self.bucket_seconds == 86_400:  # daily buckets: bucket index == days since epoch
+            end_days = np.array([st.last_closed_bucket() for st in states], dtype="datetime64[D]")
+        forecast = await self.predict(windows, horizon, keys=keys, end_days=end_days)
         issued_at = self.now()
         levels = np.asarray(forecast.levels, dtype=float)
         level_list = levels.tolist()

@@ -12,13 +12,12 @@ import logging
 import signal
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from forecasting import Forecaster, QuantileForecast, make_forecaster
 from shelfcast.logs import configure_logging
 from shelfcast.settings import Settings
 from streams.counters import StreamCounters
-from streams.processor import BatchProcessor, PredictFn
+from streams.forecaster_setup import local_predict, model_source, served_forecaster
+from streams.metrics import WorkerMetrics
+from streams.processor import BatchProcessor
 from streams.topics import ensure_topics
 
 if TYPE_CHECKING:
@@ -31,32 +30,31 @@ log = logging.getLogger(__name__)
 REPORT_INTERVAL_S = 5.0
 
 
-def local_predict(forecaster: Forecaster) -> PredictFn:
-    """Adapt a forecaster's batched `predict` to the async call the processor makes."""
-
-    async def predict(windows: np.ndarray, horizon: int) -> QuantileForecast:
-        return forecaster.predict(windows, horizon)
-
-    return predict
-
-
 def build_app(settings: Settings) -> faust.App:
     from streams.app import create_app
 
-    forecaster = make_forecaster(settings.model)
+    forecaster, _ = model_source(settings)
     return create_app(settings, local_predict(forecaster), forecaster.model_version)
 
 
 async def run_batch_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """The batch engine until `stop` is set (or SIGTERM/SIGINT when none is given)."""
+
+    def rolled_in(version: str) -> None:
+        processor.model_version = version  # stamped on every forecast from now on
+
+    async with served_forecaster(settings, rolled_in) as (forecaster, predict):
+        metrics = WorkerMetrics(forecaster.model_version, model=settings.model)
+        processor = BatchProcessor(settings, metrics.instrument_predict(predict),
+                                   forecaster.model_version)
+        await _serve(settings, processor, metrics, stop)
+
+
+async def _serve(settings: Settings, processor: BatchProcessor, metrics: WorkerMetrics,
+                 stop: asyncio.Event | None) -> None:
     from streams.engine import BatchEngine
-    from streams.metrics import WorkerMetrics
     from streams.web import start_worker_web
 
-    forecaster = make_forecaster(settings.model)
-    metrics = WorkerMetrics(forecaster.model_version, model=settings.model)
-    processor = BatchProcessor(settings, metrics.instrument_predict(local_predict(forecaster)),
-                               forecaster.model_version)
     counters = StreamCounters()
     engine = BatchEngine(settings, processor, counters)
     web = await start_worker_web(settings, engine, counters, metrics)  # None without WEB_PORT

@@ -1,0 +1,114 @@
+"""The worker's forecaster: a baseline called directly, or the LSTM behind the micro-batching
+inferencer (incremental per SKU), with new model versions rolled in while the stream runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from forecasting import Forecaster, QuantileForecast, make_forecaster
+from shelfcast.errors import ConfigError
+from shelfcast.settings import Settings
+from streams.processor import PredictFn
+
+__all__ = ["local_predict", "model_source", "served_forecaster"]
+
+log = logging.getLogger(__name__)
+
+
+def local_predict(forecaster: Forecaster) -> PredictFn:
+    """Call a forecaster's batched `predict` directly (dated when it can take dates)."""
+
+    async def predict(windows: np.ndarray, horizon: int, *, keys: Sequence[str] | None = None,
+                      end_days: np.ndarray | None = None) -> QuantileForecast:
+        predict_at = getattr(forecaster, "predict_at", None)
+        if end_days is not None and predict_at is not None:
+            result: QuantileForecast = predict_at(windows, horizon, end_days)
+            return result
+        return forecaster.predict(windows, horizon)
+
+    return predict
+
+
+def model_source(settings: Settings) -> tuple[Forecaster, str | None]:
+    """The configured forecaster and, for a trained model, the version it was loaded at."""
+    if settings.model != "lstm":
+        return make_forecaster(settings.model), None
+    if settings.model_path is None:
+        raise ConfigError("SHELFCAST_MODEL=lstm needs SHELFCAST_MODEL_PATH (a directory written "
+                          "by `shelfcast train --out DIR`)")
+    forecaster = _load(settings.model_path)
+    return forecaster, forecaster.model_version
+
+
+def _load(path: Path) -> Forecaster:
+    try:
+        return make_forecaster("lstm", path=str(path))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load the model in {path}: {exc}") from exc
+
+
+def _artifact_version(path: Path) -> str | None:
+    """The version a model directory holds now (None while it cannot be read)."""
+    from forecasting.lstm.artifact import read_metadata
+
+    try:
+        return str(read_metadata(path)["model_version"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+@contextlib.asynccontextmanager
+async def served_forecaster(
+    settings: Settings, on_new_version: Callable[[str], None] | None = None
+) -> AsyncIterator[tuple[Forecaster, PredictFn]]:
+    """(forecaster, predict). For the LSTM, an Inferencer micro-batches every SKU's request
+    into one forward pass and carries each SKU's recurrent state; a task polls `model_path`
+    and swaps a new version in, then tells `on_new_version` (to stamp it on forecasts)."""
+    forecaster, loaded = model_source(settings)
+    if loaded is None:
+        yield forecaster, local_predict(forecaster)
+        return
+    serving = loaded
+    from forecasting.inferencer import Inferencer
+
+    async with Inferencer(forecaster, max_batch=settings.max_batch,
+                          max_wait_ms=settings.max_wait_ms) as inferencer:
+
+        async def predict(windows: np.ndarray, horizon: int, *,
+                          keys: Sequence[str] | None = None,
+                          end_days: np.ndarray | None = None) -> QuantileForecast:
+            if keys is None:
+                return await inferencer.predict(windows, horizon)
+            return await inferencer.predict_keyed(keys, windows, horizon, end_days)
+
+        async def watch() -> None:
+            nonlocal serving
+            path = settings.model_path
+            assert path is not None
+            while True:
+                await asyncio.sleep(settings.model_poll_s)
+                found = await asyncio.to_thread(_artifact_version, path)
+                if found is None or found == serving:
+                    continue
+                try:
+                    candidate = await asyncio.to_thread(_load, path)
+                except ConfigError as exc:  # half-written directory: try again next time
+                    log.warning("model not reloaded: %s", exc)
+                    continue
+                inferencer.swap(candidate)
+                log.info("rolled in model %s (was %s)", candidate.model_version, serving)
+                serving = candidate.model_version
+                if on_new_version is not None:
+                    on_new_version(serving)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            yield forecaster, predict
+        finally:
+            watcher.cancel()
