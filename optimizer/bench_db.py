@@ -102,7 +102,8 @@ async def bench_plan_writes(dsn: str, *, restocks: int = 100_000, batch: int = 5
     finally:
         await _drop_database(dsn, name)
     return {
-        "method": "PlanStore.write_batch: unnest() upserts ON CONFLICT DO NOTHING, one "
+        "method": "PlanStore.write_batch: restocks COPY'd into a staging table then upserted, "
+                  "plan lines and plans by unnest() ON CONFLICT DO NOTHING, one "
                   "transaction per batch with the consumer offsets",
         "postgres": {"version": server_version, "fsync": fsync},
         "restocks": restocks,
