@@ -168,7 +168,8 @@ class OptimizerService:
                 self._store = await self._with_retry(
                     lambda: PlanStore.connect(self._dsn), what="connect to PostgreSQL"
                 )
-                await self._with_retry(self._store.migrate, what="migrate PostgreSQL")
+                if self.settings.migrate_on_start:
+                    await self._with_retry(self._store.migrate, what="migrate PostgreSQL")
             if self._producer is None:
                 producer = AIOKafkaProducer(**kafka, acks="all")
                 await producer.start()

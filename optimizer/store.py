@@ -76,6 +76,8 @@ ORDER BY 1  -- one lock order for every writer: concurrent batches cannot deadlo
 ON CONFLICT (restock_id) DO NOTHING
 """
 
+_ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
 _RESTOCK_COLUMNS = [
     "restock_id", "sku", "location", "supplier", "quantity", "reorder_point", "order_up_to",
     "inventory_position", "service_level", "lead_time_days", "model_version", "bucket",
@@ -261,6 +263,22 @@ class PlanStore:
                 )
                 applied_now.append(migration.version)
         return applied_now
+
+    async def grant_runtime_role(self, role: str) -> None:
+        """Give `role` what the optimizer needs at run time and nothing more: read and write
+        rows of the tables the migrations created (no DDL, no DELETE, no TRUNCATE). Run by the
+        migrating (owner) role; the services then connect as `role`."""
+        if not _ROLE_NAME.fullmatch(role):
+            raise StoreError(f"invalid role name {role!r}")
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+                raise StoreError(f"role {role!r} does not exist: create it first "
+                                 f"(CREATE ROLE {role} LOGIN PASSWORD ...)")
+            await conn.execute(f'GRANT USAGE ON SCHEMA public TO "{role}"')
+            await conn.execute(
+                f'GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO "{role}"')
+            await conn.execute(f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO "{role}"')
+            await conn.execute(f'REVOKE INSERT, UPDATE ON schema_migrations FROM "{role}"')
 
     async def applied_migrations(self) -> list[tuple[int, str]]:
         rows = await self._pool.fetch("SELECT version, name FROM schema_migrations ORDER BY 1")

@@ -9,8 +9,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import asyncpg
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from forecasting.errors import ForecastingError
+from optimizer.errors import OptimizerError
+from schemas.errors import SchemaError
 from shelfcast import alerts_cli, cli_forecasting, cli_optimizer
 from shelfcast.errors import ConfigError, ShelfcastError
 from shelfcast.settings import Settings
@@ -130,12 +135,22 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "migrate":
         from optimizer.store import PlanStore
 
+        owner = settings.migration_database_url or settings.database_url
+        if owner is None:
+            raise ConfigError("no database configured: set SHELFCAST_MIGRATION_DATABASE_URL or "
+                              "SHELFCAST_DATABASE_URL=postgresql://...")
+
         async def migrate() -> list[int]:
-            async with await PlanStore.connect(_database_url(settings)) as store:
-                return await store.migrate()
+            async with await PlanStore.connect(owner.get_secret_value()) as store:
+                applied = await store.migrate()
+                if settings.database_runtime_role:
+                    await store.grant_runtime_role(settings.database_runtime_role)
+                return applied
 
         applied = asyncio.run(migrate())
-        print(f"applied migrations: {applied or 'none (up to date)'}")
+        print(f"applied migrations: {applied or 'none (up to date)'}"
+              + (f"; granted run-time rights to {settings.database_runtime_role}"
+                 if settings.database_runtime_role else ""))
         return 0
     if args.command == "bench" and args.bench_command == "pipeline":
         from shelfcast.bench_pipeline import PipelineBenchOptions, run_pipeline_bench
@@ -175,8 +190,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _run(args)
-    except ShelfcastError as exc:
+    except (ShelfcastError, OptimizerError, ForecastingError, SchemaError) as exc:
         print(f"shelfcast: error: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, KafkaError, asyncpg.PostgresError) as exc:
+        print(f"shelfcast: error: {type(exc).__name__}: {exc} — is the service up? check "
+              "SHELFCAST_KAFKA_BOOTSTRAP / SHELFCAST_DATABASE_URL", file=sys.stderr)
         return 1
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = Field(
         default=None, description="postgresql://...; unset = demo starts an embedded PostgreSQL"
     )
+    migration_database_url: SecretStr | None = Field(
+        default=None, description="owner-role DSN for `shelfcast migrate` (default DATABASE_URL)")
+    database_runtime_role: str | None = Field(
+        default=None, description="role `shelfcast migrate` grants run-time rights to")
+    migrate_on_start: bool = Field(
+        default=True, description="optimizer applies migrations itself (off with a runtime role)")
 
     # Windows and forecasting
     bucket: Literal["daily", "hourly"] = "daily"
