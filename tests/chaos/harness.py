@@ -1,0 +1,526 @@
+"""Chaos harness: a known shop stream, fault-injection helpers and the verifier.
+
+Modelled on Kafka Streams' EOS system tests: a producer writes a known stream (a few hundred
+SKUs over several days, with redelivered event ids and malformed records); a scenario injects
+faults while it flows; the verifier then checks the outcome against the input log alone:
+
+- state: the final per-SKU state, read from the changelog topic (last value per key), equals a
+  recomputation of the input log by the same BatchProcessor, and every SKU's demand equals the
+  number of distinct valid orders produced for it (orders have quantity 1) -- each input event
+  accounted for exactly once (redeliveries collapsed, malformed records in the DLQ);
+- restocks: a downstream consumer that dedupes by restock id sees exactly the restocks the
+  recomputation decides, none with two different quantities;
+- plans: every restock on the topic has exactly one plan line in PostgreSQL;
+- caught up: worker and optimizer consumer groups have no lag.
+
+Results are merged into `chaos-report.json` (env SHELFCAST_CHAOS_REPORT, else
+artifacts/chaos-report.json) after each scenario.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from schemas import DeadLetter, RestockEvent
+from shelfcast.errors import ServiceUnavailable
+from shelfcast.kafka_config import client_kwargs
+from shelfcast.settings import Settings, settings_env
+from streams.changelog import changelog_topic, decode_state
+from streams.lag import LagProbe
+from tests.integration.test_streams_engine import read_all, recompute
+
+T0 = datetime(2011, 3, 7, tzinfo=UTC)
+REPORT_ENV = "SHELFCAST_CHAOS_REPORT"
+ROOT = Path(__file__).resolve().parents[2]
+
+Records = list[tuple[bytes, bytes]]
+
+
+# --------------------------------------------------------------------------- the known stream
+
+
+@dataclass
+class ShopStream:
+    """What the producer writes, and what the verifier expects of it."""
+
+    snapshots: Records
+    orders: Records  # in produce order: valid orders, redeliveries and malformed records
+    unique_orders: int
+    duplicates: int
+    malformed: int
+    units: dict[str, int]  # sku@location -> distinct valid orders (quantity 1 each)
+
+    @property
+    def produced(self) -> int:
+        return len(self.snapshots) + len(self.orders)
+
+
+MALFORMED = (
+    lambda key, i: b'{"event_id": "broken-%d", "quantity": ' % i,  # truncated JSON
+    lambda key, i: b"\xff\xfe not utf-8 \x80" + str(i).encode(),  # non-UTF-8 bytes
+    lambda key, i: json.dumps(
+        {
+            "event_id": f"neg-{i}",
+            "type": "placed",
+            "sku": key[0],
+            "location": key[1],
+            "quantity": -5,
+            "occurred_at": T0.isoformat(),
+        }
+    ).encode(),  # negative quantity
+    lambda key, i: json.dumps(
+        {
+            "event_id": f"nots-{i}",
+            "type": "placed",
+            "sku": key[0],
+            "location": key[1],
+            "quantity": "many",
+            "occurred_at": "yesterday",
+        }
+    ).encode(),  # wrong types
+    lambda key, i: json.dumps({"type": "placed", "sku": key[0]}).encode(),  # missing fields
+)
+
+
+def make_stream(
+    skus: int = 240,
+    days: int = 6,
+    orders: int = 3600,
+    *,
+    dup_every: int = 40,
+    bad_every: int = 90,
+    on_hand: int = 25,
+    seed: int = 6,
+) -> ShopStream:
+    """`orders` distinct orders (quantity 1) over `days` days, a redelivery every `dup_every`
+    orders (a few records after the original, same event id) and a malformed record every
+    `bad_every`. Each SKU starts with an `on_hand` snapshot taken before the first order."""
+    rng = random.Random(seed)
+    snapshots = [
+        (
+            f"S{s:03d}@wh".encode(),
+            json.dumps(
+                {
+                    "event_id": f"snap-{s}",
+                    "type": "snapshot",
+                    "sku": f"S{s:03d}",
+                    "location": "wh",
+                    "on_hand": on_hand,
+                    "occurred_at": (T0 - timedelta(hours=1)).isoformat(),
+                }
+            ).encode(),
+        )
+        for s in range(skus)
+    ]
+    out: Records = []
+    units: Counter[str] = Counter()
+    redeliver: list[tuple[int, tuple[bytes, bytes]]] = []
+    dups = bad = 0
+    for i in range(orders):
+        s = rng.randrange(skus)
+        sku = f"S{s:03d}"
+        when = T0 + timedelta(days=days * i / orders, minutes=rng.randrange(-30, 1))
+        rec = (
+            f"{sku}@wh".encode(),
+            json.dumps(
+                {
+                    "event_id": f"o{i}",
+                    "type": "placed",
+                    "sku": sku,
+                    "location": "wh",
+                    "quantity": 1,
+                    "occurred_at": when.isoformat(),
+                }
+            ).encode(),
+        )
+        out.append(rec)
+        units[f"{sku}@wh"] += 1
+        if i % dup_every == dup_every - 1:
+            redeliver.append((i + rng.randrange(1, 6), rec))
+        while redeliver and redeliver[0][0] <= i:
+            out.append(redeliver.pop(0)[1])
+            dups += 1
+        if i % bad_every == bad_every // 2:
+            make = MALFORMED[bad % len(MALFORMED)]
+            out.append((f"{sku}@wh".encode(), make((sku, "wh"), bad)))
+            bad += 1
+    for _, rec in redeliver:
+        out.append(rec)
+        dups += 1
+    return ShopStream(snapshots, out, orders, dups, bad, dict(units))
+
+
+# --------------------------------------------------------------------------- settings, produce
+
+
+def chaos_settings(
+    bootstrap: str, prefix: str, dsn: str | None = None, **overrides: Any
+) -> Settings:
+    values: dict[str, Any] = dict(
+        kafka_bootstrap=bootstrap,
+        topic_prefix=f"{prefix}.",
+        shop_topic_prefix=f"{prefix}.shop.",
+        app_id=f"{prefix}-app",
+        topic_partitions=4,
+        engine="batch",
+        take_max=100,
+        kafka_session_timeout_s=6,
+        commit_interval_s=0.5,
+    )
+    if dsn is not None:
+        values["database_url"] = dsn
+    values.update(overrides)
+    return Settings(**values)
+
+
+async def produce_paced(
+    settings: Settings,
+    topic: str,
+    records: Records,
+    *,
+    chunks: int = 24,
+    pause_s: float = 0.15,
+    at_chunk: dict[int, Callable[[], Awaitable[None]]] | None = None,
+) -> None:
+    """Write `records` in `chunks` slices with a pause between them, so the stream is still
+    flowing when a fault is injected; `at_chunk[i]` runs before slice i is written."""
+    producer = AIOKafkaProducer(
+        **client_kwargs(settings),
+        acks="all",
+        linger_ms=5,
+        enable_idempotence=True,
+        request_timeout_ms=60_000,
+        retry_backoff_ms=200,
+    )
+    await producer.start()
+    try:
+        size = -(-len(records) // chunks)
+        for i in range(chunks):
+            if at_chunk and i in at_chunk:
+                await producer.flush()  # what came before the fault is on the broker
+                await at_chunk[i]()
+            for key, value in records[i * size : (i + 1) * size]:
+                await producer.send(topic, key=key, value=value)
+            await asyncio.sleep(pause_s)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class OptimizerProcess:
+    """`shelfcast optimizer` as a subprocess (SIGKILL-able), logging to `log_path`."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings, self.log_path = settings, log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OptimizerProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHELFCAST_")}
+        env.update(settings_env(self.settings))
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "shelfcast", "optimizer"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=ROOT,
+            )
+        return self
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def kill(self) -> None:
+        if self.alive():
+            assert self._proc is not None
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        if self.alive():
+            assert self._proc is not None
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+# --------------------------------------------------------------------------- catch-up
+
+
+async def optimizer_lag(settings: Settings) -> int:
+    """Records on the restock topic not yet committed by the optimizer's group."""
+    consumer = AIOKafkaConsumer(
+        **client_kwargs(settings), group_id=f"{settings.app_id}-optimizer", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(settings.topics.restock, p) for p in range(settings.topic_partitions)]
+        ends = await consumer.end_offsets(tps)
+        lag = 0
+        for tp, end in ends.items():
+            lag += max(0, end - (await consumer.committed(tp) or 0))
+        return lag
+    finally:
+        await consumer.stop()
+
+
+async def wait_caught_up(
+    settings: Settings,
+    timeout_s: float,
+    *,
+    optimizer: bool = True,
+    alive: Callable[[], None] | None = None,
+) -> float:
+    """Wait until the worker group (and the optimizer's) has no lag; returns the seconds taken.
+    `alive()` may raise to fail fast when a process under test died."""
+    t0 = time.monotonic()
+    last: tuple[int, int] = (-1, -1)
+    while time.monotonic() - t0 < timeout_s:
+        if alive is not None:
+            alive()
+        try:
+            async with LagProbe(settings) as probe:
+                worker_lag = await probe.lag()
+            opt_lag = await optimizer_lag(settings) if optimizer and worker_lag == 0 else 0
+            last = (worker_lag, opt_lag)
+            if worker_lag == 0 and opt_lag == 0:
+                return time.monotonic() - t0
+        except Exception as exc:  # the broker may still be coming back
+            last = (-1, -1)
+            _ = exc
+        await asyncio.sleep(0.25)
+    raise AssertionError(
+        f"not caught up after {timeout_s:.0f} s (worker lag, optimizer lag) = {last}"
+    )
+
+
+# --------------------------------------------------------------------------- the verifier
+
+
+@dataclass
+class Verdict:
+    events_produced: int
+    events_accounted: int
+    lost: int
+    duplicate_plans: int
+    duplicate_restock_ids: int
+    state_mismatches: int
+    restocks: int = 0
+    restock_redeliveries: int = 0
+    missing_restocks: int = 0
+    unexpected_restocks: int = 0
+    unplanned_restocks: int = 0
+    dead_letters: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+async def verify(settings: Settings, dsn: str | None, stream: ShopStream) -> Verdict:
+    t = settings.topics
+    problems: list[str] = []
+
+    # state: last changelog value per key vs the recomputation of the input log
+    expected_table, expected_restocks = await recompute(settings, stream.snapshots, stream.orders)
+    state: dict[str, Any] = {}
+    for r in await read_all(settings, changelog_topic(settings)):
+        state[r.key.decode()] = decode_state(r.value)
+    state = {k: v for k, v in state.items() if v is not None}
+    mismatched = sorted(
+        k for k in expected_table.keys() | state.keys() if state.get(k) != expected_table.get(k)
+    )
+    if mismatched:
+        problems.append(
+            f"{len(mismatched)} state key(s) differ from the recomputation, e.g. {mismatched[:3]}"
+        )
+
+    # accounting, from the input log alone: demand == distinct valid orders (quantity 1)
+    reflected_orders = 0
+    lost = 0
+    for key, units in stream.units.items():
+        got = round(sum((state.get(key) or {}).get("demand", {}).values()))
+        reflected_orders += min(got, units)
+        lost += max(0, units - got)
+        if got > units:
+            problems.append(f"{key}: demand {got} > {units} distinct orders (double count)")
+    snapshots = sum(
+        1 for k, _ in stream.snapshots if (state.get(k.decode()) or {}).get("stock_known")
+    )
+    lost += len(stream.snapshots) - snapshots
+    dead = {}
+    for r in await read_all(settings, t.dlq):
+        dl = DeadLetter.model_validate_json(r.value)
+        if dl.source_topic == t.orders:
+            dead[(dl.partition, dl.offset)] = base64.b64decode(dl.raw_payload_b64)
+    malformed = {v for _, v in stream.orders if not v.startswith(b'{"event_id": "o')}
+    dlq_ok = sum(1 for raw in dead.values() if raw in malformed)
+    if dlq_ok != stream.malformed or len(dead) != stream.malformed:
+        problems.append(
+            f"DLQ holds {len(dead)} distinct record(s) ({dlq_ok} of ours), "
+            f"expected {stream.malformed}"
+        )
+    lost += max(0, stream.malformed - dlq_ok)
+    # a redelivery is accounted for when its SKU's demand is not inflated by it
+    accounted = (
+        reflected_orders
+        + snapshots
+        + dlq_ok
+        + (stream.duplicates if not any("double count" in p for p in problems) else 0)
+    )
+    if lost:
+        problems.append(f"{lost} input event(s) lost")
+
+    # restocks, as a downstream consumer deduping by id sees them
+    decisions: dict[str, set[int]] = defaultdict(set)
+    raw_restocks = 0
+    for r in await read_all(settings, t.restock):
+        event = RestockEvent.model_validate_json(r.value)
+        decisions[event.restock_id].add(event.quantity)
+        raw_restocks += 1
+    conflicting = sum(1 for q in decisions.values() if len(q) > 1)
+    if conflicting:
+        problems.append(f"{conflicting} restock id(s) carry two different quantities")
+    missing = expected_restocks.keys() - decisions.keys()
+    unexpected = decisions.keys() - expected_restocks.keys()
+    wrong_qty = sum(
+        1 for k, q in expected_restocks.items() if k in decisions and decisions[k] != {q}
+    )
+    if missing or unexpected or wrong_qty:
+        problems.append(
+            f"restocks vs recomputation: {len(missing)} missing, {len(unexpected)} "
+            f"unexpected, {wrong_qty} with another quantity"
+        )
+    if not expected_restocks:
+        problems.append("the stream caused no restock: the scenario checks nothing downstream")
+
+    # plans in PostgreSQL
+    duplicate_plans = unplanned = 0
+    if dsn is not None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT restock_id, count(*) AS n FROM plan_lines GROUP BY restock_id"
+            )
+        finally:
+            await conn.close()
+        planned = {r["restock_id"]: r["n"] for r in rows}
+        duplicate_plans = sum(n - 1 for n in planned.values() if n > 1)
+        unplanned = len(decisions.keys() - planned.keys())
+        stray = len(planned.keys() - decisions.keys())
+        if duplicate_plans or unplanned or stray:
+            problems.append(
+                f"plans: {duplicate_plans} duplicate line(s), {unplanned} restock(s) "
+                f"unplanned, {stray} line(s) for unknown restocks"
+            )
+
+    return Verdict(
+        events_produced=stream.produced,
+        events_accounted=accounted,
+        lost=lost,
+        duplicate_plans=duplicate_plans,
+        duplicate_restock_ids=conflicting,
+        state_mismatches=len(mismatched),
+        restocks=len(decisions),
+        restock_redeliveries=raw_restocks - len(decisions),
+        missing_restocks=len(missing),
+        unexpected_restocks=len(unexpected),
+        unplanned_restocks=unplanned,
+        dead_letters=len(dead),
+        problems=problems,
+    )
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def report_path() -> Path:
+    return Path(os.environ.get(REPORT_ENV) or ROOT / "artifacts" / "chaos-report.json")
+
+
+TOTALS = (
+    "events_produced",
+    "events_accounted",
+    "lost",
+    "duplicate_plans",
+    "duplicate_restock_ids",
+    "state_mismatches",
+)
+
+
+def record(
+    name: str,
+    verdict: Verdict | None,
+    *,
+    passed: bool,
+    recovery_s: dict[str, float] | None = None,
+    note: str | None = None,
+) -> None:
+    """Merge one scenario's outcome into the report file (rewritten after each scenario)."""
+    path = report_path()
+    try:
+        report = json.loads(path.read_text())
+        if report.get("run_pid") != os.getpid():
+            raise ValueError("a previous run's report")
+    except (OSError, ValueError):
+        report = {"run_pid": os.getpid(), "scenarios": {}, "details": {}}
+    report["scenarios"][name] = passed
+    detail: dict[str, Any] = {
+        "passed": passed,
+        "recovery_s": {k: round(v, 2) for k, v in (recovery_s or {}).items()},
+    }
+    if verdict is not None:
+        detail.update(verdict.as_dict())
+    if note:
+        detail["note"] = note
+    report["details"][name] = detail
+    report["recovery_s"] = {
+        k: d["recovery_s"].get("fault_to_caught_up") for k, d in report["details"].items()
+    }
+    for key in TOTALS:
+        report[key] = sum(d.get(key, 0) for d in report["details"].values())
+    report["generated_at"] = datetime.now(UTC).isoformat()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+
+
+def check_alive(*procs: Any) -> Callable[[], None]:
+    """A probe for wait_caught_up: raises when a process that must be running has exited."""
+
+    def probe() -> None:
+        for p in procs:
+            proc = getattr(p, "_proc", None)
+            if proc is not None and proc.poll() is not None:
+                tail = p.log_tail(12) if hasattr(p, "log_tail") else ""
+                raise ServiceUnavailable(
+                    f"{getattr(p, 'name', p)} exited with {proc.returncode}:\n{tail}"
+                )
+
+    return probe

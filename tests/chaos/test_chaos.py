@@ -1,0 +1,428 @@
+"""Chaos scenarios on the real broker and PostgreSQL: faults injected while a known shop
+stream flows, then a verifier checks nothing was lost or doubled (see harness.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from optimizer.service import OptimizerService
+from shelfcast.services import LocalKafka, LocalPostgres
+from shelfcast.settings import Settings
+from shelfcast.worker_process import WorkerProcess
+from streams.lag import LagProbe
+from streams.topics import ensure_topics
+from tests.chaos.harness import (
+    T0,
+    OptimizerProcess,
+    ShopStream,
+    chaos_settings,
+    check_alive,
+    make_stream,
+    produce_paced,
+    record,
+    report_path,
+    verify,
+    wait_caught_up,
+)
+from tests.integration.test_streams_engine import produce, wait_lag
+
+pytestmark = pytest.mark.timeout(180)
+
+CATCH_UP_S = 120.0
+
+
+@pytest.fixture(scope="module")
+def stream() -> ShopStream:
+    return make_stream()
+
+
+@contextlib.asynccontextmanager
+async def in_process_optimizer(settings: Settings, dsn: str) -> AsyncIterator[asyncio.Task]:
+    """OptimizerService in this event loop; the task carries `.service` (its counters)."""
+    stop = asyncio.Event()
+    service = OptimizerService(settings, dsn)
+    task = asyncio.create_task(service.run(stop))
+    task.service = service  # type: ignore[attr-defined]
+    try:
+        yield task
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 30)
+
+
+def task_alive(task: asyncio.Task) -> Callable[[], None]:
+    def probe() -> None:
+        if task.done():
+            raise AssertionError(f"the optimizer task ended: {task.exception()!r}")
+
+    return probe
+
+
+def all_alive(*probes: Callable[[], None]) -> Callable[[], None]:
+    def probe() -> None:
+        for p in probes:
+            p()
+
+    return probe
+
+
+async def ready(worker: WorkerProcess) -> float:
+    return await asyncio.to_thread(worker.wait_ready, 120)
+
+
+async def seed_stock(settings: Settings, stream: ShopStream) -> None:
+    """Snapshots first, processed before any order (the recomputation sees the same order)."""
+    await produce(settings, settings.topics.stock, stream.snapshots)
+    async with LagProbe(settings) as probe:
+        await wait_lag(probe, 0, 60)
+
+
+async def finish(
+    name: str,
+    settings: Settings,
+    dsn: str,
+    stream: ShopStream,
+    recovery_from: float,
+    alive: Callable[[], None],
+    extra: dict[str, float] | None = None,
+    *,
+    log_dir: Path,
+) -> None:
+    """Wait for catch-up, verify, record the scenario in the report, assert it passed."""
+    recovery: dict[str, float] = dict(extra or {})
+    try:
+        await wait_caught_up(settings, CATCH_UP_S, alive=alive)
+        recovery["fault_to_caught_up"] = time.monotonic() - recovery_from
+        verdict = await verify(settings, dsn, stream)
+    except BaseException as exc:
+        record(name, None, passed=False, recovery_s=recovery, note=f"{type(exc).__name__}: {exc}")
+        keep_logs(name, log_dir)
+        raise
+    record(name, verdict, passed=verdict.ok, recovery_s=recovery)
+    if not verdict.ok:
+        keep_logs(name, log_dir)
+    assert verdict.ok, verdict.problems
+
+
+def keep_logs(name: str, log_dir: Path) -> None:
+    """Copy a failed scenario's process logs next to the report, as evidence."""
+    dest = report_path().parent / "chaos-logs" / name
+    dest.mkdir(parents=True, exist_ok=True)
+    for log in log_dir.glob("*.log"):
+        shutil.copy(log, dest / log.name)
+
+
+async def test_worker_sigkilled_mid_stream_and_restarted(
+    kafka_bootstrap: str,
+    pg_database: str,
+    fresh_topic_prefix: str,
+    tmp_path: Path,
+    stream: ShopStream,
+):
+    """(1) SIGKILL the only worker twice while orders flow; a new one takes over each time."""
+    settings = chaos_settings(kafka_bootstrap, fresh_topic_prefix, pg_database)
+    await ensure_topics(settings)
+    log = tmp_path / "worker.log"
+    workers = [WorkerProcess(settings, log, name=f"worker-{i}") for i in range(3)]
+    recovery: dict[str, float] = {}
+    marks: dict[str, float] = {}
+
+    def kill_and_replace(i: int) -> Callable[[], Awaitable[None]]:
+        async def inject() -> None:
+            workers[i].kill()
+            marks["restart"] = time.monotonic()
+            workers[i + 1].start()
+
+        return inject
+
+    try:
+        workers[0].start()
+        await ready(workers[0])
+        await seed_stock(settings, stream)
+        async with in_process_optimizer(settings, pg_database) as opt:
+            await produce_paced(
+                settings,
+                settings.topics.orders,
+                stream.orders,
+                at_chunk={7: kill_and_replace(0), 15: kill_and_replace(1)},
+            )
+            await ready(workers[2])  # the replacement after the 2nd kill
+            recovery["restart_to_ready"] = time.monotonic() - marks["restart"]
+            await finish(
+                "worker_sigkill_restart",
+                settings,
+                pg_database,
+                stream,
+                marks["restart"],
+                all_alive(check_alive(workers[2]), task_alive(opt)),
+                recovery,
+                log_dir=tmp_path,
+            )
+    finally:
+        for w in workers:
+            w.kill()
+    assert "recovered" in log.read_text()
+
+
+async def test_scale_one_two_one_while_flowing(
+    kafka_bootstrap: str,
+    pg_database: str,
+    fresh_topic_prefix: str,
+    tmp_path: Path,
+    stream: ShopStream,
+):
+    """(2) 1 -> 2 workers (rebalance: partitions and their state move) -> 1 (graceful leave)."""
+    settings = chaos_settings(kafka_bootstrap, fresh_topic_prefix, pg_database)
+    await ensure_topics(settings)
+    log = tmp_path / "worker.log"
+    first = WorkerProcess(settings, log, name="worker-1")
+    second = WorkerProcess(settings, tmp_path / "worker-2.log", name="worker-2")
+    marks: dict[str, float] = {}
+
+    async def scale_up() -> None:
+        second.start()
+        marks["scaled_up"] = time.monotonic()
+
+    async def scale_down() -> None:
+        await ready(second)  # it joined: partitions (and their state) moved to it
+        marks["second_ready_s"] = time.monotonic() - marks["scaled_up"]
+        await asyncio.to_thread(second.stop)  # SIGTERM: commit, leave the group
+        marks["scaled_down"] = time.monotonic()
+
+    try:
+        first.start()
+        await ready(first)
+        await seed_stock(settings, stream)
+        async with in_process_optimizer(settings, pg_database) as opt:
+            await produce_paced(
+                settings,
+                settings.topics.orders,
+                stream.orders,
+                at_chunk={6: scale_up, 16: scale_down},
+            )
+            await finish(
+                "scale_1_2_1",
+                settings,
+                pg_database,
+                stream,
+                marks["scaled_down"],
+                all_alive(check_alive(first), task_alive(opt)),
+                {"scale_up_to_ready": marks["second_ready_s"]},
+                log_dir=tmp_path,
+            )
+    finally:
+        first.kill()
+        second.kill()
+    assert "recovered" in second.log_tail(400), "worker 2 should have taken over partitions"
+    await verifier_has_teeth(settings, pg_database, stream)
+
+
+async def verifier_has_teeth(settings: Settings, dsn: str, stream: ShopStream) -> None:
+    """Negative control on the same topics: against an input log with one order the pipeline
+    never saw, the verifier reports it lost; with one order hidden, it reports a double count."""
+    phantom = (
+        b"S000@wh",
+        json.dumps(
+            {
+                "event_id": "phantom",
+                "type": "placed",
+                "sku": "S000",
+                "location": "wh",
+                "quantity": 1,
+                "occurred_at": (T0 + timedelta(days=5, hours=23)).isoformat(),
+            }
+        ).encode(),
+    )
+    units = dict(stream.units)
+    units["S000@wh"] += 1
+    lost = await verify(
+        settings,
+        dsn,
+        replace(
+            stream,
+            orders=[*stream.orders, phantom],
+            unique_orders=stream.unique_orders + 1,
+            units=units,
+        ),
+    )
+    assert lost.lost == 1 and lost.state_mismatches >= 1 and not lost.ok, lost.problems
+    first_key = stream.orders[0][0]  # o0, never redelivered
+    units = dict(stream.units)
+    units[first_key.decode()] -= 1
+    doubled = await verify(
+        settings,
+        dsn,
+        replace(
+            stream, orders=stream.orders[1:], unique_orders=stream.unique_orders - 1, units=units
+        ),
+    )
+    assert doubled.state_mismatches >= 1 and not doubled.ok, doubled.problems
+    assert any("double count" in p for p in doubled.problems), doubled.problems
+
+
+async def test_broker_restart_while_workers_run(
+    restartable_kafka: LocalKafka,
+    pg_database: str,
+    fresh_topic_prefix: str,
+    tmp_path: Path,
+    stream: ShopStream,
+):
+    """(3) The broker stops (graceful), stays down a few seconds and restarts, while two
+    workers and the optimizer keep running; the producer resumes after it is back."""
+    kafka = restartable_kafka
+    settings = chaos_settings(kafka.bootstrap, fresh_topic_prefix, pg_database)
+    await ensure_topics(settings)
+    log = tmp_path / "worker.log"
+    workers = [WorkerProcess(settings, log, name=f"worker-{i}") for i in (1, 2)]
+    marks: dict[str, float] = {}
+
+    async def bounce() -> None:
+        await asyncio.to_thread(kafka.stop)
+        await asyncio.sleep(float(os.environ.get("SHELFCAST_CHAOS_BROKER_DOWN_S", "3")))
+        await asyncio.to_thread(kafka.start)
+        marks["broker_back"] = time.monotonic()
+
+    try:
+        for w in workers:
+            w.start()
+        for w in workers:
+            await ready(w)
+        await seed_stock(settings, stream)
+        async with in_process_optimizer(settings, pg_database) as opt:
+            await produce_paced(
+                settings, settings.topics.orders, stream.orders, at_chunk={10: bounce}
+            )
+            await finish(
+                "broker_restart",
+                settings,
+                pg_database,
+                stream,
+                marks["broker_back"],
+                all_alive(check_alive(*workers), task_alive(opt)),
+                log_dir=tmp_path,
+            )
+    finally:
+        for w in workers:
+            w.kill()
+
+
+async def test_postgres_outage_while_optimizer_runs(
+    kafka_bootstrap: str,
+    restartable_postgres: LocalPostgres,
+    fresh_topic_prefix: str,
+    tmp_path: Path,
+    stream: ShopStream,
+):
+    """(4) PostgreSQL stops for a few seconds while restocks flow; the optimizer retries with
+    backoff and catches up once it is back."""
+    pg = restartable_postgres
+    dsn = pg.dsn
+    settings = chaos_settings(kafka_bootstrap, fresh_topic_prefix, dsn)
+    await ensure_topics(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    marks: dict[str, float] = {}
+    outage: list[asyncio.Task] = []
+
+    async def down_for_a_while() -> None:
+        await asyncio.to_thread(pg.stop)
+        await asyncio.sleep(4)
+        await asyncio.to_thread(pg.start)
+        marks["db_back"] = time.monotonic()
+
+    async def start_outage() -> None:
+        outage.append(asyncio.create_task(down_for_a_while()))  # the stream keeps flowing
+
+    try:
+        worker.start()
+        await ready(worker)
+        await seed_stock(settings, stream)
+        async with in_process_optimizer(settings, dsn) as opt:
+            await produce_paced(
+                settings, settings.topics.orders, stream.orders, at_chunk={8: start_outage}
+            )
+            await outage[0]
+            await finish(
+                "postgres_outage",
+                settings,
+                dsn,
+                stream,
+                marks["db_back"],
+                all_alive(check_alive(worker), task_alive(opt)),
+                log_dir=tmp_path,
+            )
+            retries = opt.service.counters.db_retries
+    finally:
+        worker.kill()
+    assert retries > 0, "the outage should have hit the optimizer's writes"
+
+
+async def test_optimizer_sigkilled_during_plan_writes(
+    kafka_bootstrap: str,
+    pg_database: str,
+    fresh_topic_prefix: str,
+    tmp_path: Path,
+    stream: ShopStream,
+):
+    """(5) `shelfcast optimizer` (a subprocess) is SIGKILLed twice while restocks stream in
+    and plans are being written, and restarted each time."""
+    settings = chaos_settings(kafka_bootstrap, fresh_topic_prefix, pg_database)
+    await ensure_topics(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    opt_log = tmp_path / "optimizer.log"
+    optimizers = [OptimizerProcess(settings, opt_log) for _ in range(3)]
+    marks: dict[str, float] = {}
+    planned_at_kill: list[int] = []
+
+    def kill_and_replace(i: int) -> Callable[[], Awaitable[None]]:
+        async def inject() -> None:
+            optimizers[i].kill()
+            marks["restart"] = time.monotonic()
+            conn = await asyncpg.connect(pg_database)
+            try:
+                planned_at_kill.append(await conn.fetchval("SELECT count(*) FROM plan_lines"))
+            finally:
+                await conn.close()
+            optimizers[i + 1].start()
+
+        return inject
+
+    try:
+        worker.start()
+        optimizers[0].start()
+        await ready(worker)
+        await seed_stock(settings, stream)
+        await produce_paced(
+            settings,
+            settings.topics.orders,
+            stream.orders,
+            at_chunk={9: kill_and_replace(0), 17: kill_and_replace(1)},
+        )
+        await finish(
+            "optimizer_sigkill_restart",
+            settings,
+            pg_database,
+            stream,
+            marks["restart"],
+            check_alive(worker),
+            log_dir=tmp_path,
+        )
+        assert optimizers[2].alive(), opt_log.read_text()[-3000:]
+        # the kills landed while plans were being written: some before, more after
+        assert planned_at_kill[0] > 0, planned_at_kill
+    finally:
+        worker.kill()
+        for o in optimizers:
+            o.kill()
