@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     shop_topic_prefix: str = Field(default="shop.", description="prefix of the shop's input topics")
     topic_prefix: str = Field(default="shelfcast.", description="prefix of shelfcast's topics")
     app_id: str = Field(default="shelfcast", description="Faust app id / consumer group")
+    kafka_request_timeout_ms: int = Field(
+        default=30_000, ge=1000, description="producer request timeout before a send is retried")
     kafka_session_timeout_s: float = Field(default=10.0, gt=0, description="group session timeout")
     engine: Literal["batch", "faust"] = Field(
         default="batch",

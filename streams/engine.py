@@ -89,6 +89,7 @@ class BatchEngine:
         self._changelog = changelog_topic(settings)
         self._out_partitions: dict[str, int] = {}
         self._commit_task: asyncio.Future[None] | None = None
+        self.degraded = False  # True while sends fail (broker unreachable); for /readyz, logs
 
     # --- lifecycle -------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -97,7 +98,7 @@ class BatchEngine:
         kwargs = client_kwargs(s)
         self._producer = producer = AIOKafkaProducer(
             **kwargs, acks="all", linger_ms=0,  # batches are built here max_batch_size=1 << 20,
-            max_request_size=8 << 20, request_timeout_ms=30_000)
+            max_request_size=8 << 20, request_timeout_ms=s.kafka_request_timeout_ms)
         await producer.start()
         try:
             parts = len(await producer.partitions_for(self._topics.orders))
@@ -227,6 +228,32 @@ class BatchEngine:
     async def _send_grouped(self, groups: dict[tuple[str, int], list[tuple[bytes | None,
                                                                            bytes | None]]]
                             ) -> None:
+        """Send, retrying with capped exponential backoff while the broker is unreachable.
+
+        The batch is held meanwhile and nothing new is fetched (back-pressure: memory stays
+        bounded); its offsets are not committed, so a crash during the outage replays it.
+        A retry may resend records already acknowledged: restock and alert ids are
+        deterministic and the changelog keeps the last value per key, so that is harmless.
+        """
+        delay = 0.5
+        while True:
+            try:
+                await self._send_grouped_once(groups)
+            except KafkaError as exc:
+                self.degraded = True
+                log.warning("send failed (%s: %s); batch held, retrying in %.1f s",
+                            type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            if self.degraded:
+                self.degraded = False
+                log.info("broker reachable again; sends resumed")
+            return
+
+    async def _send_grouped_once(self, groups: dict[tuple[str, int],
+                                                    list[tuple[bytes | None, bytes | None]]]
+                                 ) -> None:
         """Send (key, value) lists as record batches per topic partition; await every ack."""
         assert self._producer is not None
         producer = self._producer

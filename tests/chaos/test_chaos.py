@@ -283,7 +283,9 @@ async def test_broker_restart_while_workers_run(
     """(3) The broker stops (graceful), stays down a few seconds and restarts, while two
     workers and the optimizer keep running; the producer resumes after it is back."""
     kafka = restartable_kafka
-    settings = chaos_settings(kafka.bootstrap, fresh_topic_prefix, pg_database)
+    # the outage outlasts the producer's request timeout: sends fail and must be retried
+    settings = chaos_settings(kafka.bootstrap, fresh_topic_prefix, pg_database,
+                              kafka_request_timeout_ms=2000)
     await ensure_topics(settings)
     log = tmp_path / "worker.log"
     workers = [WorkerProcess(settings, log, name=f"worker-{i}") for i in (1, 2)]
@@ -291,7 +293,7 @@ async def test_broker_restart_while_workers_run(
 
     async def bounce() -> None:
         await asyncio.to_thread(kafka.stop)
-        await asyncio.sleep(float(os.environ.get("SHELFCAST_CHAOS_BROKER_DOWN_S", "3")))
+        await asyncio.sleep(float(os.environ.get("SHELFCAST_CHAOS_BROKER_DOWN_S", "8")))
         await asyncio.to_thread(kafka.start)
         marks["broker_back"] = time.monotonic()
 
@@ -314,6 +316,8 @@ async def test_broker_restart_while_workers_run(
                 all_alive(check_alive(*workers), task_alive(opt)),
                 log_dir=tmp_path,
             )
+        # the outage really outlasted the request timeout: a batch was held and resent
+        assert "batch held" in log.read_text(errors="replace")
     finally:
         for w in workers:
             w.kill()
