@@ -210,12 +210,14 @@ class WorkerWeb:
     """
 
     def __init__(self, settings: Settings, table: Any, *, counters: Any = None,
-                 metrics: Any = None, ready: Callable[[], bool] | None = None) -> None:
+                 metrics: Any = None, ready: Callable[[], bool] | None = None,
+                 degraded: Callable[[], bool] | None = None) -> None:
         self.settings = settings
         self.table = _StrKeys(table)
         self.counters = counters
         self.metrics = metrics
         self.ready = ready or (lambda: True)
+        self.degraded = degraded or (lambda: False)
         self.history = SkuHistory(self.table)
         if counters is not None:
             add_batch_observer(counters, self.history.observe_batch)
@@ -230,11 +232,12 @@ class WorkerWeb:
             from streams.metrics import CONTENT_TYPE_LATEST
 
             return 200, CONTENT_TYPE_LATEST, self.metrics.render()
-        if path == "/healthz":
-            return _json({"status": "ok"})
+        if path == "/healthz":  # alive (200) even when degraded: a restart would not help
+            return _json({"status": "degraded" if self.degraded() else "ok"})
         if path == "/readyz":
-            ok = bool(self.ready())
-            return _json({"ready": ok}, 200 if ok else 503)
+            degraded = bool(self.degraded())
+            ok = bool(self.ready()) and not degraded
+            return _json({"ready": ok, "degraded": degraded}, 200 if ok else 503)
         if path in ("/dashboard", "/dashboard/", "/"):
             return self._file("dashboard.html")
         if path.startswith("/dashboard/"):
@@ -363,6 +366,7 @@ async def start_worker_web(settings: Settings, engine: Any, counters: Any,
         metrics.bind(engine, counters)
     ready = getattr(engine, "ready", None)
     web = WorkerWeb(settings, lambda: getattr(engine, "store", None), counters=counters,
-                    metrics=metrics, ready=ready.is_set if ready is not None else None)
+                    metrics=metrics, ready=ready.is_set if ready is not None else None,
+                    degraded=lambda: bool(getattr(engine, "degraded", False)))
     await web.start(settings.web_port)
     return web

@@ -58,3 +58,13 @@ def test_routes_serve_state_history_and_static_files():
     assert web.route("/dashboard/dashboard.js", {})[1].startswith("text/javascript")
     assert web.route("/dashboard/../../etc/passwd", {})[0] == 404
     assert web.route("/metrics", {})[0] == 404  # no metrics bound to this one
+
+
+def test_a_degraded_worker_is_alive_but_not_ready():
+    down = {"now": True}
+    web = WorkerWeb(Settings(kafka_bootstrap="x:1"), {}, ready=lambda: True,
+                    degraded=lambda: down["now"])
+    assert body(web.route("/healthz", {})) == (200, {"status": "degraded"})
+    assert body(web.route("/readyz", {})) == (503, {"ready": False, "degraded": True})
+    down["now"] = False
+    assert body(web.route("/readyz", {})) == (200, {"ready": True, "degraded": False})
