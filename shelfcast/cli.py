@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     for plugin in PLUGINS:
         plugin.add_commands(sub)
 
-    sub.add_parser("worker", help="run a stream worker (Faust) until stopped")
+    sub.add_parser("worker", help="run a stream worker until stopped (engine: SHELFCAST_ENGINE)")
     sub.add_parser("optimizer", help="run the optimizer service until stopped")
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("settings", help="print the effective settings (secrets masked)")
