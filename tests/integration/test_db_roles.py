@@ -3,7 +3,6 @@ write rows — no DDL, no DELETE."""
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -13,6 +12,7 @@ from optimizer.consolidate import consolidate
 from optimizer.store import PlanStore
 from schemas import RestockEvent
 from shelfcast.cli import main
+from tests.factories import make_restock
 
 
 def as_user(dsn: str, user: str) -> str:
@@ -22,12 +22,7 @@ def as_user(dsn: str, user: str) -> str:
 
 
 def restock(i: int) -> RestockEvent:
-    t = datetime(2025, 1, 6, tzinfo=UTC)
-    return RestockEvent(
-        restock_id=f"r{i}", sku=f"S{i}", location="wh", supplier="acme", quantity=6,
-        reorder_point=4.0, order_up_to=10.0, inventory_position=2.0, on_hand=2, on_order=0,
-        backorders=0, service_level=0.95, lead_time_days=3, review_days=1, unit_cost=1.5,
-        reason="test", model_version="m", bucket=t, issued_at=t)
+    return make_restock(f"r{i}", sku=f"S{i}", location="wh", quantity=6, unit_cost=1.5)
 
 
 async def test_runtime_role_writes_rows_but_cannot_change_the_schema(pg_database, monkeypatch,

@@ -4,6 +4,7 @@ import asyncio
 import base64
 import uuid
 from datetime import UTC, datetime
+from functools import partial
 
 import asyncpg
 import pytest
@@ -11,20 +12,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from optimizer import OptimizerService, PlanStore, RetryPolicy
-from schemas import DeadLetter, PlanEvent, RestockEvent, encode, sku_key
+from schemas import DeadLetter, PlanEvent, encode, sku_key
 from shelfcast.settings import Settings
+from tests.factories import make_restock
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-def restock(rid: str, *, sku: str, location: str, supplier: str, quantity: int) -> RestockEvent:
-    return RestockEvent(
-        restock_id=rid, sku=sku, location=location, supplier=supplier, quantity=quantity,
-        reorder_point=30.0, order_up_to=55.0, inventory_position=12.0, on_hand=12, on_order=0,
-        backorders=0, service_level=0.95, lead_time_days=7, review_days=1, unit_cost=1.5,
-        reason="test", model_version="m1", bucket=datetime(2025, 3, 1, tzinfo=UTC),
-        issued_at=datetime(2025, 3, 1, 1, tzinfo=UTC),
-    )  # fmt: skip
+restock = partial(make_restock, unit_cost=1.5)
 
 
 def make_settings(kafka_bootstrap: str) -> Settings:

@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 
 from optimizer import Migration, MigrationError, PlanStore, consolidate, load_migrations
-from schemas import RestockEvent
+from tests.factories import make_restock
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -14,15 +14,7 @@ DECIDED = datetime(2025, 3, 1, 12, tzinfo=UTC)
 GROUP = "shelfcast-optimizer"
 
 
-def restock(rid: str, *, sku: str = "sku-1", location: str = "berlin", supplier: str = "acme",
-            quantity: int = 10, unit_cost: float = 2.5) -> RestockEvent:  # fmt: skip
-    return RestockEvent(
-        restock_id=rid, sku=sku, location=location, supplier=supplier, quantity=quantity,
-        reorder_point=30.0, order_up_to=55.0, inventory_position=12.0, on_hand=12, on_order=0,
-        backorders=0, service_level=0.95, lead_time_days=7, review_days=1, unit_cost=unit_cost,
-        reason="test", model_version="m1", bucket=datetime(2025, 3, 1, tzinfo=UTC),
-        issued_at=datetime(2025, 3, 1, 1, tzinfo=UTC),
-    )  # fmt: skip
+restock = make_restock
 
 
 @pytest.fixture
