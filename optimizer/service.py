@@ -425,7 +425,7 @@ async def run_service(settings: Settings, dsn: str) -> ServiceCounters:
     `/metrics` on `settings.web_port` when set."""
     import signal
 
-    from streams.metrics import serve_optimizer_metrics
+    from optimizer.metrics import serve_optimizer_metrics
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,4 +1,4 @@
-"""Prometheus metrics for the stream worker and the optimizer, served on `/metrics`.
+"""Prometheus metrics for the stream worker, served on `/metrics`.
 
 Nothing here touches the hot path per event. Per-topic in/out counts and consumer lag are read
 at scrape time from Faust's own `Monitor` sensor (which counts every message anyway); the
@@ -10,7 +10,7 @@ forecaster call. Each app gets its own `CollectorRegistry`, so several apps in o
 Wiring: the batch engine gets its web server from `streams.web.start_worker_web` (which
 calls `bind`); the Faust engine calls `metrics.install(app, counters)`; both wrap the
 forecaster with `predict = metrics.instrument_predict(predict)` before `BatchProcessor(...)`.
-The optimizer: `serve_optimizer_metrics(service, port)`.
+The optimizer's metrics live in `optimizer.metrics`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter as TallyCounter
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, ClassVar, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import numpy as np
 from prometheus_client import (
@@ -29,17 +29,14 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
     generate_latest,
-    start_http_server,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
-    "OptimizerCollector",
     "WorkerMetrics",
     "add_batch_observer",
-    "serve_optimizer_metrics",
 ]
 
 log = logging.getLogger(__name__)
@@ -270,49 +267,3 @@ class WorkerMetrics:
 
 def _as_collector(obj: Any) -> Collector:
     return obj  # type: ignore[no-any-return]
-
-
-class OptimizerCollector:
-    """The optimizer's `ServiceCounters` as Prometheus counters, read at scrape time."""
-
-    HELP: ClassVar[dict[str, str]] = {
-        "restocks_in": "Restock events consumed.",
-        "plans_out": "Purchase plans published.",
-        "plan_lines_written": "Plan rows written to PostgreSQL (new lines only).",
-        "dlq": "Restock records refused to the dead-letter topic.",
-        "batches": "Batches committed to PostgreSQL.",
-        "db_retries": "PostgreSQL operations retried after a transient error.",
-    }
-
-    def __init__(self, service: Any) -> None:
-        self._service = service
-
-    def collect(self) -> Iterable[Metric]:
-        values: dict[str, int] = self._service.counters.as_dict()
-        for name, value in values.items():
-            family = CounterMetricFamily(f"shelfcast_optimizer_{name}",
-                                         self.HELP.get(name, name.replace("_", " ")))
-            family.add_metric([], value)
-            yield family
-
-
-def optimizer_registry(service: Any) -> CollectorRegistry:
-    """A registry holding the optimizer's counters and this process's CPU/memory."""
-    registry = CollectorRegistry(auto_describe=True)
-    registry.register(_as_collector(OptimizerCollector(service)))
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    return registry
-
-
-def serve_optimizer_metrics(service: Any, port: int, addr: str = "0.0.0.0") -> Callable[[], None]:
-    """Serve the optimizer's `/metrics` on `addr:port` (a daemon thread); returns a stopper."""
-    server, thread = start_http_server(port, addr=addr, registry=optimizer_registry(service))
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-    log.info("optimizer metrics on http://%s:%d/metrics", addr, port)
-    return stop

@@ -13,10 +13,11 @@ import numpy as np
 from faust.types import TP
 from prometheus_client.parser import text_string_to_metric_families
 
+from optimizer.metrics import serve_optimizer_metrics
 from optimizer.service import ServiceCounters
 from schemas import AlertEvent, DeadLetter
 from streams.counters import StreamCounters
-from streams.metrics import WorkerMetrics, add_batch_observer, serve_optimizer_metrics
+from streams.metrics import WorkerMetrics, add_batch_observer
 from streams.processor import BatchOutputs
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
