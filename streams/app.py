@@ -124,19 +124,7 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str) -> fa
 
     @app.timer(interval=5.0)
     async def report() -> None:
-        c = counters
-        log.info(
-            "shelfcast: batches=%d events=%d accepted=%d dup=%d dlq=%d forecasts=%d "
-            "restocks=%d alerts=%d",
-            c.batches,
-            c.events,
-            c.accepted,
-            c.duplicates,
-            c.dlq,
-            c.forecasts,
-            c.restocks,
-            c.alerts,
-        )
+        log.info("shelfcast: %s", counters.summary())
 
     return app
 

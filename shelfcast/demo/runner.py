@@ -49,7 +49,6 @@ class DemoOptions:
     idle_seconds: float = 4.0
     lead_time_days: int = 2
     settle_timeout_s: float = 120.0
-    keep_logs: Path | None = None
     day_timeout_s: float = 30.0
 
 
@@ -210,10 +209,6 @@ async def _pipeline(settings: Settings, dsn: str, opts: DemoOptions, console: Co
             summary.plan_lines = await store.count_plan_lines()
     finally:
         worker.stop()
-        if opts.keep_logs:
-            keep = Path(opts.keep_logs)
-            keep.mkdir(parents=True, exist_ok=True)
-            (keep / "worker.log").write_bytes(worker.log_path.read_bytes())
 
 
 async def _produce(settings: Settings, opts: DemoOptions, orders: list[ShopEvent],
