@@ -47,17 +47,22 @@ def shop_events(settings: Settings) -> list[tuple[str, bytes]]:
     return events
 
 
-async def collect(settings: Settings, until: float) -> dict[str, list[bytes]]:
+async def collect(settings: Settings, until: float, quiet_s: float = 3.0
+                  ) -> dict[str, list[bytes]]:
+    """Everything on the output topics once each has records and none came for `quiet_s`
+    (a batch may close several buckets, each with its own forecast and restock)."""
     t = settings.topics
     seen: dict[str, list[bytes]] = {t.forecasts: [], t.restock: [], t.dlq: [], t.plans: []}
     consumer = AIOKafkaConsumer(*seen, bootstrap_servers=settings.kafka_bootstrap,
                                 group_id=None, auto_offset_reset="earliest")
     await consumer.start()
+    last_record = time.monotonic()
     try:
         while time.monotonic() < until:
             for tp, records in (await consumer.getmany(timeout_ms=500)).items():
                 seen[tp.topic].extend(r.value for r in records)
-            if all(seen.values()):
+                last_record = time.monotonic()
+            if all(seen.values()) and time.monotonic() - last_record >= quiet_s:
                 break
     finally:
         await consumer.stop()
@@ -86,6 +91,11 @@ async def test_orders_become_forecasts_restocks_and_plan_rows(
         finally:
             await producer.stop()
         seen = await collect(settings, until=time.monotonic() + 90)
+        restock_ids = {RestockEvent.model_validate_json(v).restock_id
+                       for v in seen[settings.topics.restock]}
+        deadline = time.monotonic() + 30
+        while optimizer.counters.restocks_in < len(restock_ids) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)  # let the optimizer plan what the consumer saw
     finally:
         stop.set()
         await optimizer_task
