@@ -7,9 +7,11 @@ batches again and checks that nothing doubled. Runs in a scratch database that i
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -41,6 +43,19 @@ def synthetic_restocks(n: int, *, skus_per_plan: int, seed_time: datetime | None
             issued_at=base + timedelta(days=i % 30, hours=1),
         ))  # fmt: skip
     return out
+
+
+def _backend_cpu_s(pids: list[int]) -> float | None:
+    """CPU seconds (user + system) the server processes `pids` used so far; None when the
+    server is not on this machine (or not readable)."""
+    total = 0
+    try:
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    except (OSError, IndexError, ValueError):
+        return None
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 async def _scratch_database(dsn: str) -> tuple[str, str]:
@@ -84,12 +99,19 @@ async def bench_plan_writes(dsn: str, *, restocks: int = 100_000, batch: int = 5
             await store.migrate()
             server_version = await store._pool.fetchval("SHOW server_version")
             fsync = await store._pool.fetchval("SHOW fsync")
+            pids = [r["pid"] for r in await store._pool.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")]
+            server_cpu0, client_cpu0 = _backend_cpu_s(pids), time.process_time()
             started = time.perf_counter()
             rows = 0
             for chunk, plans, offsets in batches:
                 created = await store.write_batch(chunk, plans, offsets, GROUP)
                 rows += len(chunk) + sum(len(p.lines) for p in created) + len(created) + 1
             first_s = time.perf_counter() - started
+            client_cpu_s = time.process_time() - client_cpu0
+            server_cpu1 = _backend_cpu_s(pids)
+            server_cpu_s = (None if server_cpu0 is None or server_cpu1 is None
+                            else server_cpu1 - server_cpu0)  # fmt: skip
             counts = (await store.count_restock_events(), await store.count_plan_lines(),
                       await store.count_plans())  # fmt: skip
             started = time.perf_counter()
@@ -102,9 +124,11 @@ async def bench_plan_writes(dsn: str, *, restocks: int = 100_000, batch: int = 5
     finally:
         await _drop_database(dsn, name)
     return {
-        "method": "PlanStore.write_batch: restocks COPY'd into a staging table then upserted, "
-                  "plan lines and plans by unnest() ON CONFLICT DO NOTHING, one "
-                  "transaction per batch with the consumer offsets",
+        "method": "PlanStore.write_batch: restocks, plan lines and plans binary-COPY'd into "
+                  "temporary staging tables; restocks by INSERT ... SELECT ... ON CONFLICT DO "
+                  "NOTHING, lines and whole plans by one INSERT ... SELECT ... ON CONFLICT DO "
+                  "NOTHING statement returning only the plans that got a line; one transaction "
+                  "per batch with the consumer offsets",
         "postgres": {"version": server_version, "fsync": fsync},
         "restocks": restocks,
         "batch_restocks": batch,
@@ -113,6 +137,8 @@ async def bench_plan_writes(dsn: str, *, restocks: int = 100_000, batch: int = 5
         "seconds": round(first_s, 3),
         "rows_per_s": round(rows / first_s),
         "restocks_per_s": round(restocks / first_s),
+        "cpu_s": {"client": round(client_cpu_s, 3),
+                  "server_backends": None if server_cpu_s is None else round(server_cpu_s, 3)},
         "redelivery": {
             "seconds": round(again_s, 3),
             "restocks_per_s": round(restocks / again_s),

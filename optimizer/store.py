@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib.resources
+import operator
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -62,47 +63,79 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 )
 """
 
-_UPSERT_RESTOCKS = """
-INSERT INTO restock_events (
-    restock_id, sku, location, supplier, quantity, reorder_point, order_up_to,
-    inventory_position, service_level, lead_time_days, model_version, bucket, issued_at, payload
-)
-SELECT * FROM unnest(
-    $1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::float8[], $7::float8[],
-    $8::float8[], $9::float8[], $10::int4[], $11::text[], $12::timestamptz[], $13::timestamptz[],
-    $14::jsonb[]
-)
-ORDER BY 1  -- one lock order for every writer: concurrent batches cannot deadlock
-ON CONFLICT (restock_id) DO NOTHING
-"""
-
 _ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-_RESTOCK_COLUMNS = [
-    "restock_id", "sku", "location", "supplier", "quantity", "reorder_point", "order_up_to",
-    "inventory_position", "service_level", "lead_time_days", "model_version", "bucket",
-    "issued_at", "payload",
-]
+# restock_events has a column per RestockEvent field (migration 0002); the staging table holds
+# exactly those fields, so a batch is one binary COPY and one INSERT ... SELECT.
+_EVENT_FIELDS = list(RestockEvent.model_fields)
+_EVENT_COLUMN_TYPES = {
+    "schema_version": "int2", "restock_id": "text", "sku": "text", "location": "text",
+    "supplier": "text", "quantity": "int4", "reorder_point": "float8", "order_up_to": "float8",
+    "inventory_position": "float8", "on_hand": "int4", "on_order": "int4",
+    "backorders": "int4", "service_level": "float8", "lead_time_days": "int4",
+    "review_days": "int4", "unit_cost": "float8", "reason": "text", "model_version": "text",
+    "bucket": "timestamptz", "issued_at": "timestamptz",
+}  # fmt: skip
+if list(_EVENT_COLUMN_TYPES) != _EVENT_FIELDS:  # a schema change needs a migration and this
+    raise ImportError(f"RestockEvent fields {_EVENT_FIELDS} != restock_events columns")
+_event_record = operator.attrgetter(*_EVENT_FIELDS)
+_LINE_COLUMNS = ["plan_id", "restock_id", "sku", "quantity", "unit_cost"]
+_PLAN_COLUMNS = ["plan_id", "supplier", "location", "decided_at", "line_count", "total_units",
+                 "total_cost"]  # fmt: skip
 
-_STAGE_RESTOCKS = """
-CREATE TEMP TABLE IF NOT EXISTS restock_stage
-    (LIKE restock_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS
+# Per-connection temporary staging tables (emptied at every commit) and the transaction's
+# setting, in one round trip. `synchronous_commit = off`: the consumer offsets commit in the
+# same transaction and the service seeks to them on start, so a commit lost in a crash is simply
+# consumed and written again (no loss, no double either way).
+_BEGIN_BATCH = f"""
+SET LOCAL synchronous_commit = off;
+CREATE TEMP TABLE IF NOT EXISTS stage_restocks (
+    {", ".join(f"{name} {kind}" for name, kind in _EVENT_COLUMN_TYPES.items())}
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_lines (
+    plan_id text, restock_id text, sku text, quantity int4, unit_cost float8
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_plans (
+    plan_id text, supplier text, location text, decided_at timestamptz, line_count int4,
+    total_units int8, total_cost float8
+) ON COMMIT DELETE ROWS;
 """
 
-_UPSERT_STAGED_RESTOCKS = f"""
-INSERT INTO restock_events ({", ".join(_RESTOCK_COLUMNS)})
-SELECT {", ".join(_RESTOCK_COLUMNS)} FROM restock_stage
+_INSERT_STAGED_RESTOCKS = f"""
+INSERT INTO restock_events ({", ".join(_EVENT_FIELDS)})
+SELECT {", ".join(_EVENT_FIELDS)} FROM stage_restocks
 ORDER BY restock_id  -- one lock order for every writer: concurrent batches cannot deadlock
 ON CONFLICT (restock_id) DO NOTHING
 """
 
-_INSERT_LINES = """
-INSERT INTO plan_lines (plan_id, restock_id, sku, quantity, unit_cost)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::numeric[])
-ORDER BY 2
-ON CONFLICT (restock_id) DO NOTHING
-RETURNING plan_id, restock_id
+# Lines first (ON CONFLICT says which restocks had none yet), then, in the same statement, the
+# plans all of whose lines are new, with the totals computed in Python. Only plans that got a
+# new line come back; a plan that got only SOME of its lines new (a restock planned before) also
+# returns those lines' ids, and its row is written from Python with the new lines' totals.
+_INSERT_STAGED_LINES_AND_PLANS = """
+WITH new_lines AS (
+    INSERT INTO plan_lines (plan_id, restock_id, sku, quantity, unit_cost)
+    SELECT plan_id, restock_id, sku, quantity, unit_cost FROM stage_lines
+    ORDER BY restock_id
+    ON CONFLICT (restock_id) DO NOTHING
+    RETURNING plan_id, restock_id
+), counts AS (
+    SELECT plan_id, count(*) AS n FROM new_lines GROUP BY plan_id
+), whole AS (
+    INSERT INTO purchase_plans (plan_id, supplier, location, total_units, total_cost, decided_at)
+    SELECT p.plan_id, p.supplier, p.location, p.total_units, p.total_cost, p.decided_at
+    FROM stage_plans p JOIN counts c ON c.plan_id = p.plan_id AND c.n = p.line_count
+    ORDER BY p.plan_id
+    RETURNING plan_id
+)
+SELECT plan_id, NULL::text AS restock_id FROM whole
+UNION ALL
+SELECT l.plan_id, l.restock_id
+FROM new_lines l JOIN counts c USING (plan_id) JOIN stage_plans p USING (plan_id)
+WHERE c.n < p.line_count
 """
+
+_SELECT_STORED_IDS = "SELECT restock_id FROM restock_events WHERE restock_id = ANY($1::text[])"
 
 _INSERT_PLANS = """
 INSERT INTO purchase_plans (plan_id, supplier, location, total_units, total_cost, decided_at)
@@ -299,69 +332,82 @@ class PlanStore:
         restock id that has none yet, and a plan row only when it received at least one new
         line; its totals are recomputed from those lines. The returned plans carry only their
         new lines. The consumer's next offsets commit in the same transaction. Restocks that
-        plan lines refer to must be in `restocks` or already stored.
+        plan lines refer to must be in `restocks` or already stored, else StoreError and
+        nothing is written.
+
+        Set-based: the batch is COPY'd (binary) into temporary staging tables, restocks go in
+        with one INSERT ... SELECT ... ON CONFLICT DO NOTHING, and lines plus the plans whose
+        lines are all new with one more statement that returns only the plans that got a line.
         """
         unique = list({r.restock_id: r for r in reversed(restocks)}.values())[::-1]
-        line_owner: dict[str, PlanEvent] = {}
-        line_rows: list[tuple[str, PlanLine]] = []
+        # Each restock id gets a line in the first plan that lists it; a plan's staged totals
+        # are over the lines it owns.
+        owned: dict[str, list[PlanLine]] = {}
+        seen: set[str] = set()
         for plan in plans:
+            mine = owned.setdefault(plan.plan_id, [])
             for line in plan.lines:
-                if line.restock_id not in line_owner:
-                    line_owner[line.restock_id] = plan
-                    line_rows.append((plan.plan_id, line))
+                if line.restock_id not in seen:
+                    seen.add(line.restock_id)
+                    mine.append(line)
+        staged_plans = [
+            plan if len(owned[plan.plan_id]) == len(plan.lines) else plan_from_lines(
+                plan_id=plan.plan_id, supplier=plan.supplier, location=plan.location,
+                lines=owned[plan.plan_id], decided_at=plan.decided_at)
+            for plan in plans if owned[plan.plan_id]
+        ]  # fmt: skip
 
+        in_batch = {r.restock_id for r in unique}
+        elsewhere = sorted(seen - in_batch)
+
+        created: list[PlanEvent] = []
         async with self._pool.acquire() as conn, conn.transaction():
-            # The consumer offsets commit in this same transaction and the service seeks to
-            # them on start, so a commit lost in a crash is simply consumed and written again:
-            # waiting for the WAL flush buys nothing here (no loss, no double either way).
-            await conn.execute("SET LOCAL synchronous_commit = off")
+            if elsewhere:  # plan_lines.restock_id has no foreign key (migration 0003)
+                stored = await conn.fetch(_SELECT_STORED_IDS, elsewhere)
+                if missing := set(elsewhere) - {row["restock_id"] for row in stored}:
+                    raise StoreError(f"plan lines refer to unknown restocks: {sorted(missing)[:5]}")
+            await conn.execute(_BEGIN_BATCH)
             if unique:
-                # COPY into a per-connection staging table, then one set-based upsert: the
-                # binary COPY path beats unnest() of 14 arrays (the jsonb payload above all).
-                await conn.execute(_STAGE_RESTOCKS)
                 await conn.copy_records_to_table(
-                    "restock_stage", columns=_RESTOCK_COLUMNS,
-                    records=[(r.restock_id, r.sku, r.location, r.supplier, r.quantity,
-                              r.reorder_point, r.order_up_to, r.inventory_position,
-                              r.service_level, r.lead_time_days, r.model_version, r.bucket,
-                              r.issued_at, r.model_dump_json()) for r in unique])
-                await conn.execute(_UPSERT_STAGED_RESTOCKS)
-            created: list[PlanEvent] = []
-            if line_rows:
-                inserted = await conn.fetch(
-                    _INSERT_LINES,
-                    [plan_id for plan_id, _ in line_rows],
-                    [line.restock_id for _, line in line_rows],
-                    [line.sku for _, line in line_rows],
-                    [line.quantity for _, line in line_rows],
-                    [line.unit_cost for _, line in line_rows],
-                )
-                new_ids = {row["restock_id"] for row in inserted}
-                for plan in plans:
-                    lines = [
-                        line
-                        for line in plan.lines
-                        if line.restock_id in new_ids and line_owner[line.restock_id] is plan
-                    ]
-                    if lines:
-                        created.append(
-                            plan_from_lines(
-                                plan_id=plan.plan_id,
-                                supplier=plan.supplier,
-                                location=plan.location,
-                                lines=lines,
-                                decided_at=plan.decided_at,
-                            )
-                        )
-                if created:
+                    "stage_restocks", columns=_EVENT_FIELDS,
+                    records=[_event_record(r) for r in unique])
+                await conn.execute(_INSERT_STAGED_RESTOCKS)
+            if staged_plans:
+                await conn.copy_records_to_table(
+                    "stage_lines", columns=_LINE_COLUMNS,
+                    records=[(plan.plan_id, line.restock_id, line.sku, line.quantity,
+                              line.unit_cost)
+                             for plan in staged_plans for line in plan.lines])
+                await conn.copy_records_to_table(
+                    "stage_plans", columns=_PLAN_COLUMNS,
+                    records=[(p.plan_id, p.supplier, p.location, p.decided_at, len(p.lines),
+                              p.total_units, p.total_cost) for p in staged_plans])
+                whole: set[str] = set()
+                partly_new: dict[str, set[str]] = {}
+                for row in await conn.fetch(_INSERT_STAGED_LINES_AND_PLANS):
+                    if row["restock_id"] is None:
+                        whole.add(row["plan_id"])
+                    else:
+                        partly_new.setdefault(row["plan_id"], set()).add(row["restock_id"])
+                partial: list[PlanEvent] = []
+                for plan in staged_plans:
+                    if plan.plan_id in whole:
+                        created.append(plan)
+                    elif (new_ids := partly_new.get(plan.plan_id)) is not None:
+                        partial.append(plan_from_lines(
+                            plan_id=plan.plan_id, supplier=plan.supplier,
+                            location=plan.location, decided_at=plan.decided_at,
+                            lines=[ln for ln in plan.lines if ln.restock_id in new_ids]))
+                        created.append(partial[-1])
+                if partial:
                     await conn.execute(
                         _INSERT_PLANS,
-                        [p.plan_id for p in created],
-                        [p.supplier for p in created],
-                        [p.location for p in created],
-                        [p.total_units for p in created],
-                        [p.total_cost for p in created],
-                        [p.decided_at for p in created],
+                        [p.plan_id for p in partial],
+                        [p.supplier for p in partial],
+                        [p.location for p in partial],
+                        [p.total_units for p in partial],
+                        [p.total_cost for p in partial],
+                        [p.decided_at for p in partial],
                     )
             if offsets:
                 items = sorted(offsets.items())
@@ -403,6 +449,15 @@ class PlanStore:
             list(plan_ids),
         )
         return int(status.split()[-1])
+
+    async def restock_events(self, restock_ids: Sequence[str]) -> list[RestockEvent]:
+        """The stored restock events among `restock_ids`, ordered by id, rebuilt from their rows."""
+        rows = await self._pool.fetch(
+            f"SELECT {', '.join(_EVENT_FIELDS)} FROM restock_events "
+            "WHERE restock_id = ANY($1::text[]) ORDER BY restock_id",
+            list(restock_ids),
+        )
+        return [RestockEvent.model_validate(dict(row)) for row in rows]
 
     # ------------------------------------------------------------------ summaries
 

@@ -6,6 +6,7 @@ import asyncpg
 import pytest
 
 from optimizer import Migration, MigrationError, PlanStore, consolidate, load_migrations
+from optimizer.errors import StoreError
 from tests.factories import make_restock
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -15,6 +16,20 @@ GROUP = "shelfcast-optimizer"
 
 
 restock = make_restock
+
+
+async def assert_lines_have_their_restock_and_plan(store: PlanStore) -> None:
+    """The invariants the dropped foreign keys held (migration 0003), checked set-based."""
+    orphans = await store._pool.fetchval(
+        "SELECT count(*) FROM plan_lines l "
+        "LEFT JOIN restock_events r USING (restock_id) "
+        "LEFT JOIN purchase_plans p USING (plan_id) "
+        "WHERE r.restock_id IS NULL OR p.plan_id IS NULL")
+    assert orphans == 0
+    unit_totals = await store._pool.fetchval(
+        "SELECT count(*) FROM purchase_plans p "
+        "WHERE total_units <> (SELECT sum(quantity) FROM plan_lines l WHERE l.plan_id = p.plan_id)")
+    assert unit_totals == 0
 
 
 @pytest.fixture
@@ -88,6 +103,7 @@ async def test_write_batch_twice_writes_plan_lines_exactly_once(store):
     assert again == []
     assert await store.count_plans() == 2 and await store.count_plan_lines() == 3
     assert await store.count_restock_events() == 3
+    await assert_lines_have_their_restock_and_plan(store)
 
 
 async def test_redelivered_restock_in_a_new_batch_is_not_planned_twice(store):
@@ -108,6 +124,7 @@ async def test_redelivered_restock_in_a_new_batch_is_not_planned_twice(store):
     finally:
         await store._pool.release(conn)
     assert row["total_units"] == 3 and float(row["total_cost"]) == 30.0
+    await assert_lines_have_their_restock_and_plan(store)
 
 
 async def test_offsets_are_stored_with_the_batch_and_roll_back_with_it(store):
@@ -119,10 +136,10 @@ async def test_offsets_are_stored_with_the_batch_and_roll_back_with_it(store):
     assert (await store.committed_offsets(GROUP, ["restock"]))[("restock", 0)] == 9
     assert await store.committed_offsets("other-group", ["restock"]) == {}
 
-    # A batch whose plan line points at an unknown restock fails at commit (deferred FK):
-    # neither its restock events nor its offsets may remain.
+    # A batch whose plan line points at an unknown restock is refused: neither its restock
+    # events nor its offsets may remain.
     orphan_plan = consolidate([restock("ghost")], DECIDED)
-    with pytest.raises(asyncpg.ForeignKeyViolationError):
+    with pytest.raises(StoreError, match="unknown restocks: \\['ghost'\\]"):
         await store.write_batch([restock("r9")], orphan_plan, {("restock", 0): 99}, GROUP)
     assert (await store.committed_offsets(GROUP, ["restock"]))[("restock", 0)] == 9
     assert await store.count_restock_events() == 0
@@ -143,3 +160,36 @@ async def test_bulk_batch(store):
     created = await store.write_batch(batch, plans, {("restock", 0): 1}, GROUP)
     assert len(created) == 7 and sum(len(p.lines) for p in created) == 5000
     assert await store.count_plan_lines() == 5000
+    await assert_lines_have_their_restock_and_plan(store)
+
+
+async def test_a_stored_restock_row_is_the_whole_event(store):
+    events = [restock("r1"), restock("r2", sku="sku-2", quantity=4, unit_cost=1.125)]
+    await store.write_batch(events, consolidate(events, DECIDED), {}, GROUP)
+    assert await store.restock_events(["r2", "r1", "missing"]) == events
+
+
+async def test_migration_0002_moves_the_jsonb_payload_into_columns(pg_database):
+    event = restock("old-1", quantity=7, unit_cost=3.75)
+    first, *rest = load_migrations()
+    async with await PlanStore.connect(pg_database) as store:
+        assert await store.migrate([first]) == [1]
+        await store._pool.execute(
+            "INSERT INTO restock_events (restock_id, sku, location, supplier, quantity, "
+            "reorder_point, order_up_to, inventory_position, service_level, lead_time_days, "
+            "model_version, bucket, issued_at, payload) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::jsonb)",
+            event.restock_id, event.sku, event.location, event.supplier, event.quantity,
+            event.reorder_point, event.order_up_to, event.inventory_position,
+            event.service_level, event.lead_time_days, event.model_version, event.bucket,
+            event.issued_at, event.model_dump_json(),
+        )  # fmt: skip
+        assert await store.migrate() == [m.version for m in rest]
+        assert await store.restock_events(["old-1"]) == [event]
+
+
+async def test_a_plan_line_may_refer_to_a_restock_stored_by_an_earlier_batch(store):
+    await store.write_batch([restock("r1")], [], {}, GROUP)
+    (plan,) = await store.write_batch([], consolidate([restock("r1")], DECIDED), {}, GROUP)
+    assert [line.restock_id for line in plan.lines] == ["r1"]
+    await assert_lines_have_their_restock_and_plan(store)
