@@ -8,12 +8,14 @@ Mistakes raise ConfigError (one line). numpy, scipy, matplotlib and torch load l
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +46,8 @@ def add_commands(subparsers: Any) -> None:
     sim.add_argument("--max-series", type=int, default=None, help="keep the first N series")
     sim.add_argument("--policies", default=DEFAULT_POLICIES,
                      help="comma-separated: minmax, minmax-lr (min over lead time + review), "
-                     "forecast:NAME or forecast:NAME:key=value:... "
+                     "empirical[:history_days=N:tail_weight=W:tail_sd_factor=F] (bootstrapped "
+                     "lead-time demand), forecast:NAME or forecast:NAME:key=value:... "
                      f"(registered forecasters; default {DEFAULT_POLICIES})")
     sim.add_argument("--service-level", type=float, default=0.95,
                      help="headline service target in (0, 1) (default 0.95)")
@@ -70,7 +73,13 @@ def add_commands(subparsers: Any) -> None:
     sim.add_argument("--unit-cost", type=float, default=None,
                      help="unit cost: also report inventory value")
     sim.add_argument("--lstm-model", type=Path, default=None,
-                     help="trained LSTM directory (`shelfcast train --out DIR`) for forecast:lstm")
+                     help="trained LSTM directory (`shelfcast train --out DIR`) for forecast:lstm; "
+                     "without it the LSTM is trained on the days before the simulated ones")
+    sim.add_argument("--lstm-out", type=Path, default=None,
+                     help="without --lstm-model, forecast:lstm is trained on the days before the "
+                     "simulation: save that model here")
+    sim.add_argument("--lstm-max-epochs", type=int, default=None,
+                     help="epoch cap when forecast:lstm is trained here (early stopping)")
     sim.add_argument("--device", default="auto", help="LSTM device: auto, cpu or cuda")
     sim.add_argument("--seed", type=int, default=0, help="seed for drawn lead times")
     sim.add_argument("--json", type=Path, default=None, help="write the results here")
@@ -129,7 +138,7 @@ def _kwarg(text: str, spec: str) -> tuple[str, Any]:
     return key, value
 
 
-def _policies(args: argparse.Namespace) -> list[RestockPolicy]:
+def _policies(args: argparse.Namespace) -> list[Any]:
     import forecasting  # noqa: F401  (registers every built-in forecaster, "lstm" included)
     from forecasting.errors import ForecastingError
     from forecasting.registry import available_forecasters, make_forecaster
@@ -140,14 +149,18 @@ def _policies(args: argparse.Namespace) -> list[RestockPolicy]:
         raise ConfigError("--policies is empty")
     if len(set(specs)) != len(specs):
         raise ConfigError(f"--policies names a policy twice: {args.policies!r}")
-    out: list[RestockPolicy] = []
+    out: list[Any] = []  # RestockPolicy, or _LSTMToTrain until the data is loaded
     for spec in specs:
         if spec in ("minmax", "minmax-lr"):
             out.append(MinMaxPolicy(spec, protect_review=spec == "minmax-lr"))
             continue
         kind, _, rest = spec.partition(":")
+        if kind == "empirical":
+            out.append(_empirical_policy(spec, rest))
+            continue
         if kind != "forecast" or not rest:
-            raise ConfigError(f"unknown policy {spec!r}: use minmax, minmax-lr or forecast:NAME "
+            raise ConfigError(f"unknown policy {spec!r}: use minmax, minmax-lr, empirical, "
+                              "empirical:key=value:... or forecast:NAME "
                               f"(NAME one of {', '.join(available_forecasters())})")
         name, *options = rest.split(":")
         kwargs = dict(_kwarg(o, spec) for o in options)
@@ -155,9 +168,9 @@ def _policies(args: argparse.Namespace) -> list[RestockPolicy]:
             raise ConfigError(f"policy {spec!r}: no forecaster {name!r} registered "
                               f"(known: {', '.join(available_forecasters())})")
         if name == "lstm":
-            if args.lstm_model is None:
-                raise ConfigError("forecast:lstm needs a trained model: pass --lstm-model DIR "
-                                  "(made by `shelfcast train --data ... --out DIR`)")
+            if args.lstm_model is None:  # trained on the days before the simulation, later
+                out.append(_LSTMToTrain(spec, kwargs))
+                continue
             if not args.lstm_model.is_dir():
                 raise ConfigError(f"--lstm-model {args.lstm_model}: not a directory")
             kwargs = {"path": str(args.lstm_model), "device": args.device, **kwargs}
@@ -167,6 +180,71 @@ def _policies(args: argparse.Namespace) -> list[RestockPolicy]:
             raise ConfigError(f"policy {spec!r}: {exc}") from None
         out.append(ForecastPolicy(spec, forecaster))
     return out
+
+
+@dataclass
+class _LSTMToTrain:
+    """forecast:lstm without --lstm-model: trained once the data is loaded, on the days before
+    the first simulated day only."""
+
+    name: str
+    config: dict[str, Any]
+
+
+def _train_lstm_before(
+    spec: _LSTMToTrain, panel: Any, first_index: int, args: argparse.Namespace
+) -> tuple[RestockPolicy, dict[str, Any]]:
+    import torch
+
+    from forecasting.lstm import LSTMConfig, save_artifact, train_lstm
+    from optimizer.simulation import ForecastPolicy
+
+    torch.set_num_threads(1)
+    past = panel.head(first_index)
+    try:
+        config = LSTMConfig(**spec.config)
+    except TypeError as exc:
+        raise ConfigError(f"policy {spec.name!r}: {exc}") from None
+    if args.lstm_max_epochs is not None:
+        config = dataclasses.replace(config, max_epochs=args.lstm_max_epochs)
+    print(f"shelfcast: training the LSTM on {past.n_series} series x {past.n_days} days "
+          f"({past.dates[0]} .. {past.dates[-1]}), before the simulated days", file=sys.stderr)
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    result = train_lstm(past, config, device=args.device, progress=not args.no_progress)
+    info: dict[str, Any] = {
+        "trained_in_run": True, "trained_on": f"{past.dates[0]} .. {past.dates[-1]}",
+        "trained_through": str(past.dates[-1]), "overlaps_simulation": False,
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "train_cpu_seconds": round(time.process_time() - cpu_started, 1),
+        "metrics": result.metrics, "epochs": len(result.history),
+    }  # fmt: skip
+    if args.lstm_out is not None:
+        data = {"path": str(args.data), "n_series": past.n_series, "n_days": past.n_days,
+                "first_day": str(past.dates[0]), "last_day": str(past.dates[-1])}
+        save_artifact(result.forecaster, args.lstm_out, data_fingerprint=past.fingerprint(),
+                      data=data, metrics=result.metrics, history=result.history)
+        info["model_dir"] = str(args.lstm_out)
+    return ForecastPolicy(spec.name, result.forecaster), info
+
+
+def _empirical_policy(spec: str, options: str) -> RestockPolicy:
+    from optimizer.simulation import EmpiricalPolicy
+
+    allowed = {"history_days": int, "tail_weight": float, "tail_sd_factor": float}
+    kwargs: dict[str, Any] = {}
+    for option in filter(None, options.split(":")):
+        key, value = _kwarg(option, spec)
+        if key not in allowed:
+            raise ConfigError(f"policy {spec!r}: unknown option {key!r} "
+                              f"(known: {', '.join(allowed)})")
+        try:
+            kwargs[key] = allowed[key](value)
+        except ValueError:
+            raise ConfigError(f"policy {spec!r}: {key} must be a number, got {value!r}") from None
+    if not 0.0 <= kwargs.get("tail_weight", 0.0) < 1.0 or kwargs.get("history_days", 7) < 1:
+        raise ConfigError(f"policy {spec!r}: tail_weight must be in [0, 1), history_days >= 1")
+    return EmpiricalPolicy(spec, **kwargs)
 
 
 def _lstm_training_span(args: argparse.Namespace, first_day: str) -> dict[str, Any] | None:
@@ -237,6 +315,10 @@ def _simulate(args: argparse.Namespace) -> int:
             span = _lstm_training_span(args, first_day)
             if span is not None:
                 meta["lstm"] = span
+            for i, policy in enumerate(policies):
+                if isinstance(policy, _LSTMToTrain):
+                    policies[i], meta["lstm"] = _train_lstm_before(
+                        policy, panel, panel.n_days - n_days, args)
         result = _run_with_progress(panel.values, panel.dates, policies, config, n_days,
                                     meta, show=not args.no_progress)  # fmt: skip
     except SimulationError as exc:

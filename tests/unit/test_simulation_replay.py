@@ -165,7 +165,9 @@ def test_cli_simulate_writes_the_issue_json_shape(tmp_path):
 
 
 @pytest.mark.parametrize(("kw", "message"), [
-    ({"policies": "forecast:lstm"}, "needs a trained model"),
+    ({"policies": "forecast:lstm:hiden=3", "warmup_days": 30}, "unexpected keyword"),
+    ({"policies": "empirical:tail_weight=1.5"}, "tail_weight must be in"),
+    ({"policies": "empirical:bogus=1"}, "unknown option 'bogus'"),
     ({"policies": "bogus"}, "unknown policy"),
     ({"policies": "forecast:nope"}, "no forecaster 'nope'"),
     ({"policies": "minmax,minmax"}, "twice"),
