@@ -76,6 +76,11 @@ class SimulationConfig:
     `window_days`: history handed to the forecaster each review (NaN-padded on the left).
     `initial_stock_days`: every SKU starts with this many days of its mean warm-up demand on
     hand (default L + R), nothing on order — the same for every policy.
+    `order_cost`: cost of placing one order (0: ordering is free). When > 0, every policy's
+    order-up-to level is raised to reorder point + EOQ - one review's demand, EOQ =
+    sqrt(2 K d / h) with d the SKU's mean daily demand over the min/max window and h =
+    `holding_rate` x unit cost / 365 per unit-day (unit cost 1 when none is given): orders get
+    fewer and larger, and the results carry order, holding and total cost.
     """
 
     lead_time_days: int = 7
@@ -91,6 +96,8 @@ class SimulationConfig:
     moq: int = 0
     backorders: bool = False
     unit_cost: float | None = None
+    order_cost: float = 0.0
+    holding_rate: float = 0.25
     lead_time_sd_days: float = 0.0
     initial_stock_days: float | None = None
     seed: int = 0
@@ -113,6 +120,10 @@ class SimulationConfig:
             raise SimulationError("case_pack must be >= 1 and moq >= 0")
         if self.lead_time_sd_days < 0:
             raise SimulationError("lead_time_sd_days must be >= 0")
+        if self.order_cost < 0 or not self.holding_rate > 0:
+            raise SimulationError("order_cost must be >= 0 and holding_rate > 0")
+        if self.unit_cost is not None and not self.unit_cost > 0:
+            raise SimulationError("unit_cost must be > 0")
 
 
 class RestockPolicy(Protocol):
@@ -277,6 +288,7 @@ class PolicyResult:
     avg_inventory_value: float | None
     orders: int
     units_ordered: int
+    costs: dict[str, float] | None
     inventory_at_95_fill: float | None
     curve: list[PolicyCurvePoint]
     seconds: float
@@ -343,6 +355,16 @@ def interpolate_inventory_at_fill(fill_rates: Sequence[float], inventories: Sequ
     if f1 <= f0:
         return float(i1)
     return float(i0 + (fill - f0) / (f1 - f0) * (i1 - i0))
+
+
+def _eoq_extra(history: FloatArray, config: SimulationConfig) -> FloatArray:
+    """(SKUs,) EOQ minus one review period's demand (>= 0), from the min/max window's mean."""
+    recent = history[:, -config.minmax_window_days:]
+    seen = np.isfinite(recent)
+    daily = np.where(seen, recent, 0.0).sum(axis=1) / np.maximum(seen.sum(axis=1), 1)
+    holding_per_day = config.holding_rate * (config.unit_cost or 1.0) / 365.0
+    eoq = np.sqrt(2.0 * config.order_cost * daily / holding_per_day)
+    return np.asarray(np.maximum(eoq - daily * config.review_days, 0.0), dtype=np.float64)
 
 
 class _State:
@@ -451,6 +473,8 @@ def simulate(
                 st.inventory_sum += st.on_hand
             if review:
                 s, up = policy.levels(history, dates[t], targets, config)
+                if config.order_cost > 0:
+                    up = np.maximum(up, s + _eoq_extra(history, config)[None, :])
                 position = st.on_hand + st.on_order - st.backorders
                 qty = order_quantity(position, s, up, config.case_pack, config.moq)
                 if lt_days.size == 1:
@@ -495,6 +519,13 @@ def simulate(
         h = headline
         value = None if config.unit_cost is None else round(float(avg_inv[h]) * config.unit_cost,
                                                               2)  # fmt: skip
+        costs = None
+        if config.order_cost > 0:
+            unit = config.unit_cost or 1.0
+            holding = float(avg_inv[h]) * unit * config.holding_rate / 365.0 * scored_days
+            ordering = float(st.orders[h].sum()) * config.order_cost
+            costs = {"ordering": round(ordering, 2), "holding": round(holding, 2),
+                     "total": round(ordering + holding, 2)}  # fmt: skip
         results[policy.name] = PolicyResult(
             fill_rate=round(float(fill[h]), 5),
             fill_rate_mean_sku=round(float(sku_fill.mean()), 5) if sku_fill.size else 1.0,
@@ -506,6 +537,7 @@ def simulate(
             avg_inventory_value=value,
             orders=int(st.orders[h].sum()),
             units_ordered=int(st.units[h].sum()),
+            costs=costs,
             inventory_at_95_fill=None if at95 is None else round(at95, 2),
             curve=curve,
             seconds=round(st.seconds, 2),

@@ -72,6 +72,11 @@ def add_commands(subparsers: Any) -> None:
     sim.add_argument("--backorders", action="store_true", help="backorder unmet demand")
     sim.add_argument("--unit-cost", type=float, default=None,
                      help="unit cost: also report inventory value")
+    sim.add_argument("--order-cost", type=float, default=0.0,
+                     help="cost per order placed (default 0: free): order-up-to levels gain an "
+                     "EOQ and the results carry ordering, holding and total cost")
+    sim.add_argument("--holding-rate", type=float, default=0.25,
+                     help="annual holding cost as a share of unit cost (default 0.25)")
     sim.add_argument("--lstm-model", type=Path, default=None,
                      help="trained LSTM directory (`shelfcast train --out DIR`) for forecast:lstm; "
                      "without it the LSTM is trained on the days before the simulated ones")
@@ -283,7 +288,8 @@ def _simulate(args: argparse.Namespace) -> int:
         service_level=service_level, target=args.target, sweep=sweep, days=args.days,
         warmup_days=args.warmup_days, window_days=args.window_days,
         minmax_window_days=args.minmax_window_days, case_pack=args.case_pack, moq=args.moq,
-        backorders=args.backorders, unit_cost=args.unit_cost,
+        backorders=args.backorders, unit_cost=args.unit_cost, order_cost=args.order_cost,
+        holding_rate=args.holding_rate,
         lead_time_sd_days=args.lead_time_sd_days, initial_stock_days=args.initial_stock_days,
         seed=args.seed,
     )  # fmt: skip

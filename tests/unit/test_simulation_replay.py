@@ -184,3 +184,19 @@ def test_cli_run_returns_none_for_other_commands():
     assert cli_optimizer.run(argparse.Namespace(command="worker")) is None
     assert cli_optimizer.run(argparse.Namespace(command="bench", bench_command="inference")) \
         is None  # fmt: skip
+
+
+def test_an_order_cost_means_fewer_larger_orders_and_costs_in_the_result():
+    rng = np.random.default_rng(2)
+    demand = rng.poisson(10.0, (10, 150)).astype(float)
+    free = simulate(demand, dates(150), [MinMaxPolicy()], config())
+    costly = simulate(demand, dates(150), [MinMaxPolicy()], config(order_cost=50.0,
+                                                                   unit_cost=2.0))
+    a, b = free.policies["minmax"], costly.policies["minmax"]
+    assert a.costs is None
+    assert b.orders < a.orders / 2 and b.avg_inventory > a.avg_inventory
+    assert b.costs is not None
+    assert b.costs["ordering"] == b.orders * 50.0
+    assert b.costs["total"] == pytest.approx(b.costs["ordering"] + b.costs["holding"])
+    with pytest.raises(SimulationError, match="order_cost"):
+        config(order_cost=-1.0).validate()
