@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from forecasting.base import Forecaster, QuantileForecast
 from optimizer.errors import OptimizerError
-from optimizer.lead_time_demand import empirical_cover_demand
+from optimizer.lead_time_demand import empirical_cover_demand, forecast_error_cover_demand
 from optimizer.policy import order_quantity
 from optimizer.service_level import (
     DemandDistribution,
@@ -194,27 +194,39 @@ class ForecastPolicy:
 
 @dataclass
 class EmpiricalPolicy:
-    """An order-up-to (R, S) policy on the empirical lead-time demand: the distribution of
-    demand over lead time + review period is bootstrapped from the SKU's own (L + R)-day sums
-    over the last `history_days` days, with a normal tail of weight `tail_weight` and
-    `tail_sd_factor` x their sd (optimizer.lead_time_demand). S at each service target as in
+    """An order-up-to (R, S) policy on an empirical lead-time demand distribution over lead
+    time + review period (optimizer.lead_time_demand), S at each service target as in
     ForecastPolicy (service_level.restock_levels). Built for lumpy demand, where neither a
-    normal nor a point forecast's daily quantiles describe what a restock must cover."""
+    normal nor a point forecast's daily quantiles describe what a restock must cover.
+
+    `level_window=None` ("empirical"): the SKU's own (L + R)-day sums over the last
+    `history_days` days. `level_window=N` ("forecast-errors"): today's N-day moving-average
+    forecast plus the empirical distribution of that forecast's past (L + R)-day errors.
+    Both mix in a normal tail of weight `tail_weight` and `tail_sd_factor` x their sd.
+    """
 
     name: str = "empirical"
+    level_window: int | None = None
     history_days: int = 364
     tail_weight: float = 0.05
     tail_sd_factor: float = 3.0
+
+    def _cover(self, history: FloatArray, days: int) -> DemandDistribution:
+        if self.level_window is None:
+            return empirical_cover_demand(history, days, max_history_days=self.history_days,
+                                          tail_weight=self.tail_weight,
+                                          tail_sd_factor=self.tail_sd_factor)  # fmt: skip
+        return forecast_error_cover_demand(history, days, level_window=self.level_window,
+                                           max_history_days=self.history_days,
+                                           tail_weight=self.tail_weight,
+                                           tail_sd_factor=self.tail_sd_factor)  # fmt: skip
 
     def levels(self, history: FloatArray, end_day: np.datetime64, targets: FloatArray,
                config: SimulationConfig) -> tuple[FloatArray, FloatArray]:  # fmt: skip
         days, probs = _lead_mix(config)
         review = config.review_days
         cover = DemandDistribution.mixture(
-            [empirical_cover_demand(history, int(d) + review, max_history_days=self.history_days,
-                                    tail_weight=self.tail_weight,
-                                    tail_sd_factor=self.tail_sd_factor)
-             for d in days], probs)  # fmt: skip
+            [self._cover(history, int(d) + review) for d in days], probs)
         review_demand = cover.mean() * review / (config.lead_time_days + review)
         s = np.empty((targets.size, cover.n_skus))
         for k, level in enumerate(targets):

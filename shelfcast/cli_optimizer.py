@@ -47,7 +47,9 @@ def add_commands(subparsers: Any) -> None:
     sim.add_argument("--policies", default=DEFAULT_POLICIES,
                      help="comma-separated: minmax, minmax-lr (min over lead time + review), "
                      "empirical[:history_days=N:tail_weight=W:tail_sd_factor=F] (bootstrapped "
-                     "lead-time demand), forecast:NAME or forecast:NAME:key=value:... "
+                     "lead-time demand), forecast-errors[:level_window=N:...] (moving-average "
+                     "forecast + its empirical past errors), forecast:NAME or "
+                     "forecast:NAME:key=value:... "
                      f"(registered forecasters; default {DEFAULT_POLICIES})")
     sim.add_argument("--service-level", type=float, default=0.95,
                      help="headline service target in (0, 1) (default 0.95)")
@@ -160,12 +162,12 @@ def _policies(args: argparse.Namespace) -> list[Any]:
             out.append(MinMaxPolicy(spec, protect_review=spec == "minmax-lr"))
             continue
         kind, _, rest = spec.partition(":")
-        if kind == "empirical":
-            out.append(_empirical_policy(spec, rest))
+        if kind in ("empirical", "forecast-errors"):
+            out.append(_empirical_policy(spec, kind, rest))
             continue
         if kind != "forecast" or not rest:
             raise ConfigError(f"unknown policy {spec!r}: use minmax, minmax-lr, empirical, "
-                              "empirical:key=value:... or forecast:NAME "
+                              "forecast-errors or forecast:NAME "
                               f"(NAME one of {', '.join(available_forecasters())})")
         name, *options = rest.split(":")
         kwargs = dict(_kwarg(o, spec) for o in options)
@@ -233,10 +235,13 @@ def _train_lstm_before(
     return ForecastPolicy(spec.name, result.forecaster), info
 
 
-def _empirical_policy(spec: str, options: str) -> RestockPolicy:
+def _empirical_policy(spec: str, kind: str, options: str) -> RestockPolicy:
     from optimizer.simulation import EmpiricalPolicy
 
-    allowed = {"history_days": int, "tail_weight": float, "tail_sd_factor": float}
+    allowed: dict[str, type] = {"history_days": int, "tail_weight": float,
+                                "tail_sd_factor": float}  # fmt: skip
+    if kind == "forecast-errors":
+        allowed["level_window"] = int
     kwargs: dict[str, Any] = {}
     for option in filter(None, options.split(":")):
         key, value = _kwarg(option, spec)
@@ -247,8 +252,12 @@ def _empirical_policy(spec: str, options: str) -> RestockPolicy:
             kwargs[key] = allowed[key](value)
         except ValueError:
             raise ConfigError(f"policy {spec!r}: {key} must be a number, got {value!r}") from None
-    if not 0.0 <= kwargs.get("tail_weight", 0.0) < 1.0 or kwargs.get("history_days", 7) < 1:
-        raise ConfigError(f"policy {spec!r}: tail_weight must be in [0, 1), history_days >= 1")
+    if not 0.0 <= kwargs.get("tail_weight", 0.0) < 1.0 or kwargs.get("history_days", 7) < 1 \
+            or kwargs.get("level_window", 28) < 1:  # fmt: skip
+        raise ConfigError(f"policy {spec!r}: tail_weight must be in [0, 1), history_days and "
+                          "level_window >= 1")
+    if kind == "forecast-errors":
+        kwargs.setdefault("level_window", 28)
     return EmpiricalPolicy(spec, **kwargs)
 
 

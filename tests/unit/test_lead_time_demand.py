@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 
 from optimizer.errors import PolicyInputError
-from optimizer.lead_time_demand import empirical_cover_demand, window_sums
+from optimizer.lead_time_demand import (
+    empirical_cover_demand,
+    forecast_error_cover_demand,
+    window_sums,
+)
 from optimizer.simulation import EmpiricalPolicy, MinMaxPolicy, SimulationConfig, simulate
 
 
@@ -68,3 +72,28 @@ def test_empirical_policy_serves_lumpy_demand_better_than_minmax_at_the_same_tar
     assert emp.fill_rate > mm.fill_rate
     fills = [p.fill_rate for p in emp.curve]
     assert fills == sorted(fills)
+
+
+def test_forecast_errors_recentre_past_errors_on_todays_forecast():
+    # Demand doubles halfway: the 4-day sums of the past centre on the old level, the
+    # forecast-error model on today's level (mean of the last 4 days x 2 days = 40).
+    h = np.array([[5.0] * 40 + [20.0] * 8])
+    sums = empirical_cover_demand(h, 2, tail_weight=0.0)
+    errs = forecast_error_cover_demand(h, 2, level_window=4, tail_weight=0.0)
+    assert sums.mean()[0] < 20.0
+    assert errs.quantile(0.5)[0] == pytest.approx(40.0)
+    # A constant series has no error at all: the distribution is the forecast itself.
+    flat = forecast_error_cover_demand(np.full((1, 60), 3.0), 5, level_window=7, tail_weight=0.0)
+    assert np.allclose(flat.values, 15.0)
+
+
+def test_forecast_errors_policy_runs_in_the_simulation():
+    rng = np.random.default_rng(5)
+    demand = rng.poisson(6.0, (10, 160)).astype(float)
+    days = np.datetime64("2024-01-01") + np.arange(160).astype("timedelta64[D]")
+    cfg = SimulationConfig(lead_time_days=3, review_days=1, warmup_days=60, window_days=60,
+                           sweep=(0.8, 0.99), service_level=0.95)  # fmt: skip
+    res = simulate(demand, days, [EmpiricalPolicy("forecast-errors", level_window=14)], cfg)
+    got = res.policies["forecast-errors"]
+    assert got.fill_rate > 0.9
+    assert [p.avg_inventory for p in got.curve] == sorted(p.avg_inventory for p in got.curve)
