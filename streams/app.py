@@ -10,7 +10,7 @@ import faust
 from faust.types import EventT
 
 from schemas import encode
-from shelfcast.kafka_config import bootstrap_servers
+from shelfcast.kafka_config import bootstrap_servers, faust_credentials
 from shelfcast.settings import Settings
 from streams.counters import StreamCounters
 from streams.metrics import WorkerMetrics
@@ -53,6 +53,7 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str) -> fa
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{h.strip()}" for h in hosts],
+        broker_credentials=faust_credentials(settings),  # SASL/TLS as for every other client
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 3),
         consumer_auto_offset_reset="earliest",
