@@ -19,6 +19,7 @@ import asyncpg
 import pytest
 
 from optimizer.service import OptimizerService
+from optimizer.store import PlanStore
 from schemas import AlertEvent
 from schemas.ids import deterministic_id
 from shelfcast.services import LocalKafka, LocalPostgres
@@ -519,53 +520,67 @@ async def test_optimizer_killed_at_exact_points(
     tmp_path: Path,
     stream: ShopStream,
 ):
-    """(7) The optimizer dies three times at exact points of a plan write: right after the
-    plans committed in PostgreSQL (not yet published); after publishing them (Kafka offsets
-    not committed); and inside the write transaction itself -- the harness holds a lock on
-    plan_lines, waits until the optimizer's transaction has written its restock rows and is
-    blocked on its plan-line insert, then SIGKILLs it. A fourth, unarmed one finishes."""
+    """(7) The optimizer dies three times at exact points of a plan write. First inside the
+    write transaction itself: the drill holds a lock on plan_lines, waits until the
+    optimizer's transaction has written its restock rows and is blocked on its plan-line
+    insert, then SIGKILLs it. Then right after the plans committed in PostgreSQL (not yet
+    published), then after publishing them (Kafka offsets not committed). A fourth, unarmed
+    one finishes. Production pauses at chunks 8 and 16 until the step due there happened, so
+    each armed optimizer is sure to meet new restocks (they appear from chunk 3 on)."""
     settings = chaos_settings(kafka_bootstrap, fresh_topic_prefix, pg_database)
     await ensure_topics(settings)
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     opt_log = tmp_path / "optimizer.log"
-    first, second = (
+    in_tx = OptimizerProcess(settings, opt_log)
+    after_write, before_commit = (
         OptimizerProcess(settings, opt_log, fault=f"optimizer.{point}@1")
         for point in ("after_plan_write", "before_kafka_commit")
     )
-    in_tx, last = OptimizerProcess(settings, opt_log), OptimizerProcess(settings, opt_log)
+    last = OptimizerProcess(settings, opt_log)
     marks: dict[str, float] = {}
-    blocked: dict[str, object] = {}
+    store = await PlanStore.connect(pg_database)
+    try:
+        await store.migrate()  # the tables to lock exist before the first optimizer starts
+    finally:
+        await store.close()
 
-    async def chain() -> None:
-        code = await wait_exit(first, 90)
-        assert code == -signal.SIGKILL, f"{first.fault}: exit {code}"
-        second.start()
-        code = await wait_exit(second, 90)
-        assert code == -signal.SIGKILL, f"{second.fault}: exit {code}"
+    async def kill_inside_the_transaction() -> dict:
         lock, probe = await asyncpg.connect(pg_database), await asyncpg.connect(pg_database)
         try:
             async with lock.transaction():
                 await lock.execute("LOCK TABLE plan_lines IN SHARE MODE")
                 in_tx.start()
-                row = await wait_blocked_plan_write(probe, 90)
-                blocked.update(row)
+                row = await wait_blocked_plan_write(probe, 120)
                 in_tx.kill()
-                marks["restart"] = time.monotonic()
             # released: the orphaned backend finds its client gone and rolls back
             await wait_backend_gone(probe, int(row["pid"]), 30)
+            return row
         finally:
             await lock.close()
             await probe.close()
+
+    drill = asyncio.create_task(kill_inside_the_transaction())
+
+    async def at_8() -> None:
+        marks.update(await asyncio.wait_for(drill, 120))
+        after_write.start()  # replays the rolled-back batch: dies once its plans commit
+        code = await wait_exit(after_write, 90)
+        assert code == -signal.SIGKILL, f"{after_write.fault}: exit {code}"
+        before_commit.start()
+
+    async def at_16() -> None:
+        code = await wait_exit(before_commit, 90)
+        assert code == -signal.SIGKILL, f"{before_commit.fault}: exit {code}"
+        marks["restart"] = time.monotonic()
         last.start()
 
     try:
         worker.start()
-        first.start()
         await ready(worker)
         await seed_stock(settings, stream)
-        supervisor = asyncio.create_task(chain())
-        await produce_paced(settings, settings.topics.orders, stream.orders, pause_s=0.3)
-        await asyncio.wait_for(supervisor, 180)
+        await produce_paced(
+            settings, settings.topics.orders, stream.orders, at_chunk={8: at_8, 16: at_16}
+        )
         await finish(
             "optimizer_exact_fault_points",
             settings,
@@ -576,10 +591,11 @@ async def test_optimizer_killed_at_exact_points(
             log_dir=tmp_path,
         )
         assert last.alive(), opt_log.read_text()[-3000:]
-        assert blocked["wrote"], blocked  # the kill landed after the transaction wrote rows
+        assert marks["wrote"], marks  # the kill landed after the transaction wrote rows
     finally:
+        drill.cancel()
         worker.kill()
-        for o in (first, second, in_tx, last):
+        for o in (in_tx, after_write, before_commit, last):
             o.kill()
 
 
