@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
@@ -32,6 +33,7 @@ from tests.chaos.harness import (
     FaultyWorker,
     OptimizerProcess,
     ShopStream,
+    alert_buckets,
     alert_episode_violations,
     chaos_settings,
     check_alive,
@@ -42,7 +44,7 @@ from tests.chaos.harness import (
     verify,
     wait_caught_up,
 )
-from tests.integration.test_streams_engine import produce, wait_lag
+from tests.integration.test_streams_engine import produce, read_all, wait_lag
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -277,6 +279,21 @@ async def verifier_has_teeth(settings: Settings, dsn: str, stream: ShopStream) -
     )
     assert doubled.state_mismatches >= 1 and not doubled.ok, doubled.problems
     assert any("double count" in p for p in doubled.problems), doubled.problems
+    # a second stock-out alert inside an episode that already has one, as a replay that lost
+    # the episode's "open" flag would raise it, is caught from the topic
+    alerts = [AlertEvent.model_validate_json(r.value)
+              for r in await read_all(settings, settings.topics.alerts)]
+    stockouts = [a for a in alerts if a.kind == "stockout_risk"]
+    per_sku = Counter((a.sku, a.location) for a in stockouts)
+    single = next(a for a in stockouts if per_sku[(a.sku, a.location)] == 1)
+    opened = alert_buckets([single])[single.alert_id]
+    again = opened + timedelta(days=1)
+    forged = single.model_copy(update={"alert_id": deterministic_id(
+        "alert", single.sku, single.location, "stockout_risk", again.isoformat())})
+    await produce(settings, settings.topics.alerts,
+                  [(f"{single.sku}@{single.location}".encode(), forged.model_dump_json().encode())])
+    twice = await verify(settings, dsn, stream)
+    assert twice.alert_episode_violations == 1 and not twice.ok, twice.problems
 
 
 @pytest.mark.parametrize("how", ["stop", "kill"])
