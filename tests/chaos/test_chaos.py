@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import time
+import traceback
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -74,7 +75,9 @@ async def in_process_optimizer(settings: Settings, dsn: str) -> AsyncIterator[as
 def task_alive(task: asyncio.Task) -> Callable[[], None]:
     def probe() -> None:
         if task.done():
-            raise AssertionError(f"the optimizer task ended: {task.exception()!r}")
+            exc = task.exception()
+            trace = "".join(traceback.format_exception(exc)) if exc is not None else ""
+            raise AssertionError(f"the optimizer task ended: {exc!r}\n{trace}")
 
     return probe
 
@@ -372,9 +375,15 @@ async def test_postgres_outage_while_optimizer_runs(
 
     async def down_for_a_while() -> None:
         await asyncio.to_thread(pg.stop if how == "stop" else pg.kill)
+        down = time.monotonic()
         await asyncio.sleep(4)
+        # down at least 4 s and until a plan write has failed and is being retried: whether
+        # one is due within 4 s is timing (a loaded machine delays the restocks)
+        while opt.service.counters.db_retries == 0 and time.monotonic() - down < 60:
+            await asyncio.sleep(0.1)
         await asyncio.to_thread(pg.start)
         marks["db_back"] = time.monotonic()
+        marks["down_s"] = marks["db_back"] - down
 
     async def start_outage() -> None:
         outage.append(asyncio.create_task(down_for_a_while()))  # the stream keeps flowing
@@ -395,6 +404,7 @@ async def test_postgres_outage_while_optimizer_runs(
                 stream,
                 marks["db_back"],
                 all_alive(check_alive(worker), task_alive(opt)),
+                {"database_down": marks["down_s"]},
                 log_dir=tmp_path,
             )
             retries = opt.service.counters.db_retries
