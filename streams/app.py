@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Iterator, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -59,6 +61,9 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str) -> fa
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=settings.commit_interval_s,
         store="memory://",
+        # the memory store keeps nothing on disk, but Faust still creates its app directory:
+        # put it under the temp dir, not the caller's working directory
+        datadir=str(Path(tempfile.gettempdir()) / "shelfcast-faust" / "{conf.name}-data"),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication,
         topic_allow_declare=True,
