@@ -32,6 +32,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import BaseModel
 
+from shelfcast.faults import fault_point
 from shelfcast.kafka_config import client_kwargs
 from shelfcast.settings import Settings
 from streams.changelog import changelog_topic, encode_state, ensure_changelog, recover_partitions
@@ -199,9 +200,12 @@ class BatchEngine:
         if not records:
             return
         out = await self.processor.process(records, self.store)
+        fault_point("worker.mid_forecast", when=out.forecasts)
         # outputs first, then the state that remembers them, then the input offsets
         await self._send_outputs(out)
+        fault_point("worker.mid_batch")
         await self._send_changelog()
+        fault_point("worker.before_commit")
         # the commit needs only this batch's acks, not the next batch's work: it runs behind,
         # chained so commits stay in order, and is awaited before a revocation or a stop
         self._commit_task = asyncio.ensure_future(self._commit(offsets, self._commit_task))
