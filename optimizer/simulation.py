@@ -79,8 +79,9 @@ class SimulationConfig:
     `order_cost`: cost of placing one order (0: ordering is free). When > 0, every policy's
     order-up-to level is raised to reorder point + EOQ - one review's demand, EOQ =
     sqrt(2 K d / h) with d the SKU's mean daily demand over the min/max window and h =
-    `holding_rate` x unit cost / 365 per unit-day (unit cost 1 when none is given): orders get
-    fewer and larger, and the results carry order, holding and total cost.
+    `holding_rate` x unit cost / 365 per unit-day (unit cost 1 when none is given), and the
+    fill-rate budget is (1 - target) x the EOQ (one cycle's demand) instead of one review's:
+    orders get fewer and larger, and the results carry order, holding and total cost.
     """
 
     lead_time_days: int = 7
@@ -183,7 +184,8 @@ class ForecastPolicy:
         # One review period's share of the cover distribution's mean: a point forecast of 0
         # (seasonal naive after a quiet week) must not make the shortage budget 0, which
         # would ask for the distribution's far tail.
-        review_demand = cover.mean() * review / (config.lead_time_days + review)
+        review_demand = _cycle_demand(cover.mean() * review / (config.lead_time_days + review),
+                                      history, config)  # fmt: skip
         s = np.empty((targets.size, n))
         up = np.empty((targets.size, n))
         for k, level in enumerate(targets):
@@ -227,7 +229,8 @@ class EmpiricalPolicy:
         review = config.review_days
         cover = DemandDistribution.mixture(
             [self._cover(history, int(d) + review) for d in days], probs)
-        review_demand = cover.mean() * review / (config.lead_time_days + review)
+        review_demand = _cycle_demand(cover.mean() * review / (config.lead_time_days + review),
+                                      history, config)  # fmt: skip
         s = np.empty((targets.size, cover.n_skus))
         for k, level in enumerate(targets):
             s[k], _ = restock_levels(cover, service_level=float(level), target=config.target,
@@ -265,11 +268,13 @@ class MinMaxPolicy:
         days = config.lead_time_days + (config.review_days if self.protect_review else 0)
         mean_l, sd_l = lead_time_demand_normal(adu, sd, days, config.lead_time_sd_days)
         cycle = adu * config.review_days
+        budget_cycle = _cycle_demand(cycle, history, config)
         alpha = targets[:, None]
         if config.target == "cycle":
             low = normal_cycle_level(mean_l[None, :], sd_l[None, :], alpha)
         else:
-            low = normal_fill_rate_level(mean_l[None, :], sd_l[None, :], cycle[None, :], alpha)
+            low = normal_fill_rate_level(mean_l[None, :], sd_l[None, :], budget_cycle[None, :],
+                                         alpha)  # fmt: skip
         low = np.maximum(np.asarray(low, dtype=np.float64), 0.0)
         return low, low + cycle[None, :]
 
@@ -369,14 +374,30 @@ def interpolate_inventory_at_fill(fill_rates: Sequence[float], inventories: Sequ
     return float(i0 + (fill - f0) / (f1 - f0) * (i1 - i0))
 
 
-def _eoq_extra(history: FloatArray, config: SimulationConfig) -> FloatArray:
-    """(SKUs,) EOQ minus one review period's demand (>= 0), from the min/max window's mean."""
+def _daily_and_eoq(history: FloatArray, config: SimulationConfig) -> tuple[FloatArray, FloatArray]:
+    """(SKUs,) mean daily demand over the min/max window and the EOQ it gives (0 when
+    ordering is free)."""
     recent = history[:, -config.minmax_window_days:]
     seen = np.isfinite(recent)
     daily = np.where(seen, recent, 0.0).sum(axis=1) / np.maximum(seen.sum(axis=1), 1)
     holding_per_day = config.holding_rate * (config.unit_cost or 1.0) / 365.0
     eoq = np.sqrt(2.0 * config.order_cost * daily / holding_per_day)
+    return np.asarray(daily, dtype=np.float64), np.asarray(eoq, dtype=np.float64)
+
+
+def _eoq_extra(history: FloatArray, config: SimulationConfig) -> FloatArray:
+    """(SKUs,) EOQ minus one review period's demand (>= 0)."""
+    daily, eoq = _daily_and_eoq(history, config)
     return np.asarray(np.maximum(eoq - daily * config.review_days, 0.0), dtype=np.float64)
+
+
+def _cycle_demand(review_demand: FloatArray, history: FloatArray,
+                  config: SimulationConfig) -> FloatArray:  # fmt: skip
+    """Demand of one replenishment cycle, the fill-rate budget's base: one review period's, or
+    the EOQ when ordering costs (orders then come every EOQ / d days, not every review)."""
+    if config.order_cost <= 0:
+        return review_demand
+    return np.maximum(review_demand, _daily_and_eoq(history, config)[1])
 
 
 class _State:
