@@ -101,10 +101,12 @@ class LSTMNet(nn.Module):
         scaled units, not yet clipped at 0 (the pinball loss needs the raw values)."""
         if self.config.loss == "pinball":
             q = self.n_levels
-            daily = _monotone(raw[..., :q])
-            cumulative = _monotone(raw[..., q : 2 * q])
-            mean = nn.functional.softplus(raw[..., 2 * q])
-            return daily, cumulative, mean
+            # One softplus over the contiguous tensor: on CPU it is several times faster than
+            # three calls on strided slices (the head's cost at inference was mostly this).
+            soft = nn.functional.softplus(raw)
+            daily = _monotone(raw[..., :q], soft[..., 1:q])
+            cumulative = _monotone(raw[..., q : 2 * q], soft[..., q + 1 : 2 * q])
+            return daily, cumulative, soft[..., 2 * q]
         z: Tensor = self.z  # type: ignore[assignment]
         mu_d, sd_d = raw[..., 0], nn.functional.softplus(raw[..., 1]) + 1e-3
         mu_c, sd_c = raw[..., 2], nn.functional.softplus(raw[..., 3]) + 1e-3
@@ -113,7 +115,7 @@ class LSTMNet(nn.Module):
         return daily, cumulative, nn.functional.softplus(raw[..., 4])
 
 
-def _monotone(raw: Tensor) -> Tensor:
-    """First value free, the rest non-negative increments: non-decreasing along the last axis."""
-    steps = nn.functional.softplus(raw[..., 1:])
+def _monotone(raw: Tensor, steps: Tensor) -> Tensor:
+    """First value of `raw` free, then the non-negative increments `steps` (softplus of the
+    rest of `raw`): non-decreasing along the last axis."""
     return torch.cat([raw[..., :1], raw[..., :1] + torch.cumsum(steps, dim=-1)], dim=-1)
