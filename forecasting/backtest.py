@@ -92,8 +92,10 @@ def score(fc: QuantileForecast, actual: FloatArray, history: FloatArray,
         "wape_median": float(wape(actual, median)),
     }
     for key, (lo, hi) in INTERVALS.items():
-        out[key] = float(coverage(actual, fc.daily[..., _level_index(levels, lo)],
-                                  fc.daily[..., _level_index(levels, hi)]))
+        lower = fc.daily[..., _level_index(levels, lo)]
+        upper = fc.daily[..., _level_index(levels, hi)]
+        out[key] = float(coverage(actual, lower, upper))
+        out[f"{key}_ties_half"] = float(coverage(actual, lower, upper, ties=0.5))
     total = np.where(np.isfinite(actual).all(axis=1), actual.sum(axis=1), np.nan)
     out["pinball_total"] = float(pinball(total, fc.cumulative[:, -1], levels))
     return out

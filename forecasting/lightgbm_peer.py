@@ -14,8 +14,11 @@ Design (see `LightGBMForecaster`):
 - the cumulative (lead-time) quantiles are learned directly: every training origin also
   yields "average daily demand over the next h days" rows (feature `kind` = 1) for the
   same models, so the total's quantiles are not a sum of daily quantiles;
-- the mean comes from one more model with the Poisson objective (its loss is minimised by
-  the mean, on non-negative targets).
+- the mean comes from one more model with the Tweedie objective (power 1.8; as in most M5
+  solutions): a deviance minimised by the mean of non-negative targets that, unlike L2 or
+  Poisson, lets rare huge orders pull the fit less. On the UCI data's first backtest fold
+  the mean model's MASE was L2 1.167, Poisson 0.993, Tweedie(1.5) 0.926 (240k rows), Tweedie(1.8)
+  0.880 (120k rows).
 Targets and demand features are divided by the series' recent level (`lag_features`).
 """
 
@@ -50,13 +53,15 @@ class LightGBMConfig:
 
     horizon: int = 14
     train_days: int = 364  # origins from the last N days before the cut-off feed training
-    max_rows: int = 240_000  # sampled (series, origin) pairs x 2 * horizon rows, at most
-    n_estimators: int = 250
-    learning_rate: float = 0.05
-    num_leaves: int = 63
+    max_rows: int = 120_000  # sampled (series, origin) pairs x 2 * horizon rows, at most
+    n_estimators: int = 150
+    learning_rate: float = 0.08
+    num_leaves: int = 31
     min_child_samples: int = 50
     feature_fraction: float = 0.8
     bagging_fraction: float = 0.8
+    mean_objective: str = "tweedie"  # LightGBM objective of the mean model
+    tweedie_power: float = 1.8
     threads: int = 1
     calendar: str = "uk"
     seed: int = 0
@@ -126,15 +131,10 @@ class LightGBMForecaster(Forecaster):
             rows, cols = rows[pick], cols[pick]
         return rows.astype(np.intp), cols.astype(np.intp)
 
-    def fit_panel(self, panel: Panel) -> Self:
-        """Train the mean model and one quantile model per level on `panel`."""
-        import lightgbm as lgb
-
+    def training_rows(self, panel: Panel) -> tuple[FloatArray, FloatArray, NDArray[np.intp]]:
+        """(features, scaled targets, kind) of the sampled training rows of `panel`."""
         cfg = self.config
-        started = time.perf_counter()
         values = panel.values
-        finite = values[np.isfinite(values)]
-        self._integer = bool(finite.size and np.all(finite == np.round(finite)))
         table = LagTable.of(values)
         pairs, origins = self._sample(panel)
         big_h = cfg.horizon
@@ -154,7 +154,17 @@ class LightGBMForecaster(Forecaster):
                                     orig[step == h][:, None] + np.arange(1, h + 1)].mean(axis=1)
         y = np.where(kind == 0, daily, cum) / scale
         ok = np.isfinite(y)
-        x, y, kind = x[ok], y[ok], kind[ok]
+        return x[ok], y[ok], kind[ok]
+
+    def fit_panel(self, panel: Panel) -> Self:
+        """Train the mean model and one quantile model per level on `panel`."""
+        import lightgbm as lgb
+
+        cfg = self.config
+        started = time.perf_counter()
+        finite = panel.values[np.isfinite(panel.values)]
+        self._integer = bool(finite.size and np.all(finite == np.round(finite)))
+        x, y, kind = self.training_rows(panel)
         params: dict[str, Any] = {
             "learning_rate": cfg.learning_rate, "num_leaves": cfg.num_leaves,
             "min_data_in_leaf": cfg.min_child_samples,
@@ -164,7 +174,9 @@ class LightGBMForecaster(Forecaster):
         daily_rows = kind == 0
         full = lgb.Dataset(x, y, feature_name=list(FEATURE_NAMES), free_raw_data=False)
         daily_set = lgb.Dataset(x[daily_rows], y[daily_rows], feature_name=list(FEATURE_NAMES))
-        models: list[Any] = [lgb.train({**params, "objective": "poisson"}, daily_set,
+        mean_params = {**params, "objective": cfg.mean_objective,
+                       "tweedie_variance_power": cfg.tweedie_power}
+        models: list[Any] = [lgb.train(mean_params, daily_set,
                                        num_boost_round=cfg.n_estimators)]
         for level in self._levels:
             models.append(lgb.train({**params, "objective": "quantile", "alpha": float(level)},

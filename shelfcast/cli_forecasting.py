@@ -16,7 +16,7 @@ from typing import Any
 
 __all__ = ["add_bench_commands", "add_commands", "run"]
 
-DEFAULT_MODELS = "seasonal_naive,moving_average,ets,lstm"
+DEFAULT_MODELS = "seasonal_naive,moving_average,ets,lightgbm,lstm"
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -37,6 +37,10 @@ def _lstm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-days", type=int, default=None, help="days held out for validation")
     p.add_argument("--loss", choices=["pinball", "normal"], default=None,
                    help="quantile head (pinball, default) or Gaussian likelihood (ablation)")
+    p.add_argument("--mean-loss", choices=["tweedie", "poisson"], default=None,
+                   help="deviance of the LSTM's mean head (default tweedie, power 1.8)")
+    p.add_argument("--batch-series", type=int, default=None,
+                   help="series per gradient step (default 16)")
     p.add_argument("--calendar", choices=["uk", "none"], default=None, help="holiday calendar")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
@@ -88,7 +92,8 @@ def _config(args: argparse.Namespace) -> Any:
     from forecasting.lstm import LSTMConfig
 
     overrides = {k: getattr(args, k) for k in ("hidden", "layers", "max_epochs", "patience",
-                                                "val_days", "loss", "calendar", "seed")
+                                                "val_days", "loss", "mean_loss",
+                                                "batch_series", "calendar", "seed")
                  if getattr(args, k, None) is not None}
     return LSTMConfig(horizon=args.horizon, **overrides)
 

@@ -28,12 +28,15 @@ class LSTMConfig:
     calendar: str = "uk"
     loss: str = "pinball"  # "pinball" (quantile head) or "normal" (Gaussian likelihood)
     mean_weight: float = 0.5
+    mean_loss: str = "tweedie"  # deviance of the mean head: "tweedie" or "poisson"
+    tweedie_power: float = 1.8
     lr: float = 3e-3
-    batch_series: int = 64
+    batch_series: int = 16  # series per gradient step (64 left store-item undertrained)
     max_epochs: int = 40
     patience: int = 4
     val_days: int = 28
     grad_clip: float = 1.0
+    tbptt_days: int | None = 91  # truncated BPTT chunk (None: whole sequences per step)
     seed: int = 0
     max_train_days: int | None = 730  # only the last N days feed gradients (CPU time)
     # Counts have integer quantiles: with 44% zero days, q0.1 = 0.03 instead of 0 leaves

@@ -134,9 +134,15 @@ def _loss(net: LSTMNet, top: torch.Tensor, holidays: torch.Tensor, daily_y: torc
     ok = torch.isfinite(yd)
     t = torch.where(ok, yd, 0.0)
     mu = mean.clamp(min=1e-4)
-    # Poisson deviance: a Bregman score, so it is minimised by the mean, and unlike squared
-    # error one lumpy order of 20x the scale does not dominate a batch.
-    deviance = torch.xlogy(t, t) - t * torch.log(mu) - t + mu
+    # The mean head's loss is a deviance (a Bregman score, so minimised by the mean); unlike
+    # squared error one lumpy order of 20x the scale does not dominate a batch. Tweedie with
+    # power p in (1, 2) weighs large values less than Poisson (p = 1) does.
+    p = config.tweedie_power if config.mean_loss == "tweedie" else 1.0
+    if p == 1.0:
+        deviance = torch.xlogy(t, t) - t * torch.log(mu) - t + mu
+    else:
+        deviance = (t.pow(2.0 - p) / ((1.0 - p) * (2.0 - p))
+                    - t * mu.pow(1.0 - p) / (1.0 - p) + mu.pow(2.0 - p) / (2.0 - p))
     poisson = torch.where(ok, deviance, 0.0).sum() / ok.sum().clamp(min=1)
     return terms[0] + terms[1] + config.mean_weight * poisson
 
@@ -188,18 +194,25 @@ def train_lstm(
                 if burn_in:
                     with torch.no_grad():
                         _, state = net.encode(data.x[rows, :burn_in])
-                top, _ = net.encode(data.x[rows, burn_in:], state)
-                mask = data.train_mask[rows, burn_in:]
-                if not bool(mask.any()):
-                    continue
-                loss = _loss(net, top, data.holidays[rows, burn_in:], data.daily[rows, burn_in:],
-                             data.cumulative[rows, burn_in:], mask, tau, config)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()  # type: ignore[no-untyped-call]
-                torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
-                opt.step()
-                total += float(loss.detach())
-                batches += 1
+                # Truncated BPTT: the state is carried through the whole history (as at
+                # inference) but gradients flow back `tbptt_days` buckets and the optimiser
+                # steps after each chunk, so a pass over long series makes many updates.
+                chunk = config.tbptt_days or length
+                for c0 in range(burn_in, length, chunk):
+                    cols = slice(c0, min(c0 + chunk, length))
+                    top, state = net.encode(data.x[rows, cols], state)
+                    state = (state[0].detach(), state[1].detach())
+                    mask = data.train_mask[rows, cols]
+                    if not bool(mask.any()):
+                        continue
+                    loss = _loss(net, top, data.holidays[rows, cols], data.daily[rows, cols],
+                                 data.cumulative[rows, cols], mask, tau, config)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()  # type: ignore[no-untyped-call]
+                    torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+                    opt.step()
+                    total += float(loss.detach())
+                    batches += 1
             net.eval()
             with torch.no_grad():
                 val = 0.0

@@ -14,7 +14,7 @@ from forecasting.registry import make_forecaster
 
 pytest.importorskip("lightgbm")
 
-from forecasting.lightgbm_peer import LightGBMForecaster, NotFittedError  # noqa: E402
+from forecasting.lightgbm_peer import LightGBMForecaster, NotFittedError
 
 WEEK = np.array([2.0, 4.0, 0.0, 1.0, 8.0, 12.0, 3.0])
 START = np.datetime64("2012-01-02")
