@@ -17,7 +17,7 @@ from forecasting.errors import InvalidWindowError
 from forecasting.lstm.features import (
     ScaleState,
     calendar_features,
-    holiday_flags,
+    future_features,
     input_features,
     scale_step,
 )
@@ -235,9 +235,8 @@ class LSTMForecaster(Forecaster):
     def forecast(self, state: SeriesState, horizon: int) -> QuantileForecast:
         """Quantile forecast of the next `horizon` buckets after each series' last bucket."""
         big_h = self.config.horizon
-        future = state.last_day[:, None] + np.arange(1, big_h + 1)[None, :].astype(
-            "timedelta64[D]")
-        hol = self._tensor(holiday_flags(future, self.config.calendar))
+        hol = self._tensor(future_features(state.last_day, big_h, self.config.calendar,
+                                           self.config.head_calendar))
         live = state.scale.count > 0
         scale = self._tensor(np.where(live, np.maximum(state.scale.level, 0.01), 0.0))
         with torch.inference_mode():

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from forecasting.base import QUANTILE_LEVELS
+from forecasting.lstm.features import future_dim
 
 __all__ = ["LSTMConfig", "LSTMNet", "RecurrentState"]
 
@@ -36,6 +37,9 @@ class LSTMConfig:
     patience: int = 4
     val_days: int = 28
     grad_clip: float = 1.0
+    dropout: float = 0.0  # on the LSTM output fed to the head, training only
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay
+    head_calendar: bool = True  # the head also sees the months of the forecast days
     tbptt_days: int | None = 91  # truncated BPTT chunk (None: whole sequences per step)
     seed: int = 0
     max_train_days: int | None = 730  # only the last N days feed gradients (CPU time)
@@ -54,6 +58,7 @@ class LSTMConfig:
     def from_json(cls, data: dict[str, object]) -> LSTMConfig:
         """Inverse of to_json; unknown keys are ignored (older/newer artifacts)."""
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known.setdefault("head_calendar", False)  # artifacts from before the field
         if "levels" in known:
             known["levels"] = tuple(float(x) for x in known["levels"])  # type: ignore[attr-defined]
         return cls(**known)  # type: ignore[arg-type]
@@ -61,7 +66,7 @@ class LSTMConfig:
 
 class LSTMNet(nn.Module):
     """LSTM over per-bucket inputs; a head maps the top hidden state at an origin bucket plus
-    the holiday flags of the next `horizon` buckets to, in units of the series' scale:
+    what is known of the next `horizon` days (holidays, months) to, in units of the series' scale:
 
     - daily quantiles (n, H, Q) and cumulative-demand quantiles (n, H, Q), each built as a
       base plus softplus increments so they never cross;
@@ -80,7 +85,8 @@ class LSTMNet(nn.Module):
         per_step = 2 * self.n_levels + 1 if config.loss == "pinball" else 5
         self.per_step = per_step
         self.head = nn.Sequential(
-            nn.Linear(config.hidden + config.horizon, config.head_hidden),
+            nn.Linear(config.hidden + future_dim(config.horizon, config.head_calendar),
+                      config.head_hidden),
             nn.ReLU(),
             nn.Linear(config.head_hidden, config.horizon * per_step),
         )
@@ -94,9 +100,12 @@ class LSTMNet(nn.Module):
         out, (h, c) = self.lstm(x, state)
         return out, (h, c)
 
-    def head_raw(self, top: Tensor, future_holidays: Tensor) -> Tensor:
-        """(..., hidden) and (..., H) -> (..., H, per_step) raw head outputs."""
-        raw: Tensor = self.head(torch.cat([top, future_holidays], dim=-1))
+    def head_raw(self, top: Tensor, future: Tensor) -> Tensor:
+        """(..., hidden) and (..., future_dim) -> (..., H, per_step) raw head outputs
+        (`future` is features.future_features of the origin)."""
+        if self.training and self.config.dropout > 0:
+            top = nn.functional.dropout(top, self.config.dropout)
+        raw: Tensor = self.head(torch.cat([top, future], dim=-1))
         return raw.reshape(*raw.shape[:-1], self.horizon, self.per_step)
 
     def quantiles(self, raw: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -19,7 +19,7 @@ from forecasting.lstm.features import (
     INPUT_DIM,
     ScaleState,
     calendar_features,
-    holiday_flags,
+    future_features,
     input_features,
     scale_step,
 )
@@ -43,7 +43,7 @@ class TrainResult:
 @dataclass
 class _Tensors:
     x: torch.Tensor  # (n, L, F) left-aligned inputs
-    holidays: torch.Tensor  # (n, L, H) holiday flags of the H days after each origin
+    holidays: torch.Tensor  # (n, L, Fh) future_features of each origin (holidays, months)
     daily: torch.Tensor  # (n, L, H) targets in units of the origin's scale, NaN = none
     cumulative: torch.Tensor  # (n, L, H)
     train_mask: torch.Tensor  # (n, L) origins whose loss trains the model
@@ -70,10 +70,8 @@ def _prepare(panel: Panel, config: LSTMConfig, device: torch.device) -> tuple[_T
     days = panel.dates
     cal = calendar_features(days, config.calendar)  # (T, C)
     feats = input_features(y, scales, np.broadcast_to(cal, (n, *cal.shape)), log_mean, log_std)
-    pad_days = days[-1] + np.arange(1, big_h + 1).astype("timedelta64[D]")
-    hol_all = holiday_flags(np.concatenate([days, pad_days]), config.calendar)
+    hol = future_features(days, big_h, config.calendar, config.head_calendar)  # (T, Fh)
     steps = np.arange(1, big_h + 1)
-    hol = hol_all[np.arange(length)[:, None] + steps[None, :]]  # (T, H)
     y_pad = np.concatenate([y, np.full((n, big_h), np.nan)], axis=1)
     future = y_pad[:, np.arange(length)[:, None] + steps[None, :]]  # (n, T, H)
     daily = future / scales[:, :, None]
@@ -99,7 +97,7 @@ def _prepare(panel: Panel, config: LSTMConfig, device: torch.device) -> tuple[_T
 
     tensors = _Tensors(
         x=align(feats),
-        holidays=align(np.broadcast_to(hol, (n, length, big_h))),
+        holidays=align(np.broadcast_to(hol, (n, length, hol.shape[-1]))),
         daily=align(daily),
         cumulative=align(cumulative),
         train_mask=align_mask(train_origin[None, :]),
@@ -174,7 +172,7 @@ def train_lstm(
     started = time.perf_counter()
     data, log_mean, log_std = _prepare(panel, config, dev)
     net = LSTMNet(INPUT_DIM, config).to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     tau = torch.tensor(config.levels, dtype=torch.float32, device=dev)
     n, length = data.train_mask.shape
     burn_in = 0
