@@ -35,10 +35,11 @@ class LSTMConfig:
     batch_series: int = 16  # series per gradient step (64 left store-item undertrained)
     max_epochs: int = 40
     patience: int = 4
+    lr_decay: float = 1.0  # < 1: after an epoch without validation gain, best weights, lr x this
     val_days: int = 28
     grad_clip: float = 1.0
-    dropout: float = 0.0  # on the LSTM output fed to the head, training only
-    weight_decay: float = 0.0  # AdamW's decoupled weight decay
+    dropout: float = 0.2  # on the LSTM output fed to the head, training only
+    weight_decay: float = 0.01  # AdamW's decoupled weight decay
     head_calendar: bool = True  # the head also sees the months of the forecast days
     tbptt_days: int | None = 91  # truncated BPTT chunk (None: whole sequences per step)
     seed: int = 0

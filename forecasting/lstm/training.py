@@ -240,6 +240,10 @@ def train_lstm(
                 bad += 1
                 if bad >= config.patience:
                     break
+                if config.lr_decay < 1.0:  # plateau: go back to the best weights, smaller steps
+                    net.load_state_dict(best_state)
+                    for group in opt.param_groups:
+                        group["lr"] *= config.lr_decay
             if max_seconds is not None and time.perf_counter() - started > max_seconds:
                 break
     finally:
