@@ -67,6 +67,9 @@ def add_commands(subparsers: Any) -> None:
     bt.add_argument("--models", default=DEFAULT_MODELS, help=f"default {DEFAULT_MODELS}")
     bt.add_argument("--refit", choices=["every", "once"], default="every",
                     help="retrain global models at every origin or only the first")
+    bt.add_argument("--jobs", type=int, default=1,
+                    help="models run at once in forked processes; ETS also fits its series "
+                    "in this many processes (default 1)")
     bt.add_argument("--json", type=Path, default=None, help="write the scores here")
     bt.add_argument("--plot", type=Path, default=None, help="write a PNG summary here")
 
@@ -152,6 +155,8 @@ def _backtest(args: argparse.Namespace) -> int:
             return make_lstm(device=args.device, **cfg)
         if name == "lightgbm":
             return make_forecaster(name, horizon=args.horizon)
+        if name == "ets":
+            return make_forecaster(name, n_jobs=args.jobs)
         return make_forecaster(name)
 
     def on_fold(name: str, fold: int, s: dict[str, float]) -> None:
@@ -163,7 +168,7 @@ def _backtest(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     result = rolling_origin(panel, models, horizon=args.horizon, folds=args.folds,
                             step=args.step, refit=args.refit == "every", factory=factory,
-                            on_fold=on_fold)
+                            on_fold=on_fold, jobs=args.jobs)
     doc = result.to_json()
     doc["data"] = str(args.data)
     doc["lstm_config"] = _config(args).to_json()
