@@ -37,8 +37,8 @@ def _lstm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-days", type=int, default=None, help="days held out for validation")
     p.add_argument("--loss", choices=["pinball", "normal"], default=None,
                    help="quantile head (pinball, default) or Gaussian likelihood (ablation)")
-    p.add_argument("--mean-loss", choices=["tweedie", "poisson"], default=None,
-                   help="deviance of the LSTM's mean head (default tweedie, power 1.8)")
+    p.add_argument("--mean-loss", choices=["poisson", "tweedie"], default=None,
+                   help="deviance of the LSTM's mean head (default poisson; tweedie: power 1.8)")
     p.add_argument("--batch-series", type=int, default=None,
                    help="series per gradient step (default 16)")
     p.add_argument("--calendar", choices=["uk", "none"], default=None, help="holiday calendar")

@@ -29,7 +29,7 @@ class LSTMConfig:
     calendar: str = "uk"
     loss: str = "pinball"  # "pinball" (quantile head) or "normal" (Gaussian likelihood)
     mean_weight: float = 0.5
-    mean_loss: str = "tweedie"  # deviance of the mean head: "tweedie" or "poisson"
+    mean_loss: str = "poisson"  # deviance of the mean head: "poisson" or "tweedie"
     tweedie_power: float = 1.8
     lr: float = 3e-3
     batch_series: int = 16  # series per gradient step (64 left store-item undertrained)
