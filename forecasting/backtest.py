@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -92,8 +95,10 @@ def score(fc: QuantileForecast, actual: FloatArray, history: FloatArray,
         "wape_median": float(wape(actual, median)),
     }
     for key, (lo, hi) in INTERVALS.items():
-        out[key] = float(coverage(actual, fc.daily[..., _level_index(levels, lo)],
-                                  fc.daily[..., _level_index(levels, hi)]))
+        lower = fc.daily[..., _level_index(levels, lo)]
+        upper = fc.daily[..., _level_index(levels, hi)]
+        out[key] = float(coverage(actual, lower, upper))
+        out[f"{key}_ties_half"] = float(coverage(actual, lower, upper, ties=0.5))
     total = np.where(np.isfinite(actual).all(axis=1), actual.sum(axis=1), np.nan)
     out["pinball_total"] = float(pinball(total, fc.cumulative[:, -1], levels))
     return out
@@ -119,6 +124,7 @@ def rolling_origin(
     refit: bool = True,
     factory: ModelFactory | None = None,
     on_fold: Callable[[str, int, dict[str, float]], None] | None = None,
+    jobs: int = 1,
 ) -> BacktestResult:
     """Evaluate `models` (registry names) on `folds` origins spaced `step` (default: horizon)
     days apart, the last one ending on the panel's last day.
@@ -127,6 +133,8 @@ def rolling_origin(
     `horizon` days and is scored against what happened. Global models (with `fit_panel`) are
     trained on the history before each origin (`refit`) or only before the first one.
     Scores per model pool all folds: metrics are averaged over folds, seconds are summed.
+    `jobs` > 1 runs up to that many models at once, each in a forked process (the scores
+    are the same; seconds then include the other models' competition for the CPU).
     """
     step = step or horizon
     make = factory or (lambda name: make_forecaster(name))
@@ -134,12 +142,10 @@ def rolling_origin(
     cutoffs = [length - horizon - k * step for k in range(folds - 1, -1, -1)]
     if cutoffs[0] < 2 * season + 1:
         raise ValueError(f"not enough history for {folds} folds of {horizon} days")
-    fold_rows: list[dict[str, Any]] = []
-    per_model: dict[str, list[FoldForecast]] = {}
-    scores: dict[str, list[dict[str, float]]] = {}
-    for name in models:
+    def run_one(name: str) -> tuple[list[FoldForecast], list[dict[str, float]],
+                                    list[dict[str, Any]]]:
         model = make(name)
-        per_model[name], scores[name] = [], []
+        forecasts, rows, fold_rows = [], [], []
         for k, cutoff in enumerate(cutoffs):
             history = panel.head(cutoff)
             fit_seconds = 0.0
@@ -157,12 +163,21 @@ def rolling_origin(
             actual = panel.values[:, cutoff : cutoff + horizon]
             s = score(fc, actual, history.values, season)
             s.update(fit_seconds=fit_seconds, predict_seconds=predict_seconds)
-            per_model[name].append(FoldForecast(cutoff, fc, actual, fit_seconds, predict_seconds))
-            scores[name].append(s)
+            forecasts.append(FoldForecast(cutoff, fc, actual, fit_seconds, predict_seconds))
+            rows.append(s)
             fold_rows.append({"model": name, "fold": k, "origin": str(panel.dates[cutoff]),
                               **s})
             if on_fold is not None:
                 on_fold(name, k, s)
+        return forecasts, rows, fold_rows
+
+    if jobs > 1 and len(models) > 1:
+        outcomes = _run_forked(list(models), run_one, jobs)
+    else:
+        outcomes = {name: run_one(name) for name in models}
+    per_model = {name: outcomes[name][0] for name in models}
+    scores = {name: outcomes[name][1] for name in models}
+    fold_rows = [row for name in models for row in outcomes[name][2]]
     summary: dict[str, dict[str, float]] = {}
     for name, rows in scores.items():
         keys = rows[0].keys()
@@ -176,6 +191,49 @@ def rolling_origin(
             "first_day": str(panel.dates[0]), "last_day": str(panel.dates[-1]),
             "data_fingerprint": panel.fingerprint()}
     return BacktestResult(summary, fold_rows, meta, per_model)
+
+
+def _child(fn: Callable[[], Any], conn: Connection) -> None:
+    try:
+        conn.send(("ok", fn()))
+    except BaseException as exc:  # the parent re-raises it with the model's name
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def _run_forked(names: list[str], run_one: Callable[[str], Any], jobs: int) -> dict[str, Any]:
+    """run_one(name) for every name, at most `jobs` forked processes at a time (fork: the
+    closure and the panel are inherited, only results travel back through a pipe)."""
+    ctx = multiprocessing.get_context("fork")
+    pending, running, results = list(names), [], {}
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                name = pending.pop(0)
+                recv, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_child, args=(functools.partial(run_one, name), send))
+                proc.start()
+                send.close()
+                running.append((name, proc, recv))
+            ready = wait([conn for _, _, conn in running])
+            for item in list(running):
+                name, proc, conn = item
+                if conn not in ready:
+                    continue
+                try:
+                    status, payload = conn.recv()
+                except EOFError:
+                    status, payload = "error", "worker process died"
+                proc.join()
+                running.remove(item)
+                if status != "ok":
+                    raise RuntimeError(f"backtest of {name!r} failed: {payload}")
+                results[name] = payload
+    finally:
+        for _, proc, _ in running:
+            proc.kill()
+    return results
 
 
 def plot_backtest(result: BacktestResult, panel: Panel, path: str | Path) -> None:

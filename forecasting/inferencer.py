@@ -70,8 +70,9 @@ def _left_pad(blocks: Sequence[FloatArray]) -> FloatArray:
 
 
 def _slice(fc: QuantileForecast, rows: slice, horizon: int) -> QuantileForecast:
-    return QuantileForecast(fc.levels, fc.daily[rows, :horizon], fc.cumulative[rows, :horizon],
-                            fc.mean[rows, :horizon])
+    # A slice of a validated forecast is valid: no copy, no re-check per request.
+    return QuantileForecast.trusted(fc.levels, fc.daily[rows, :horizon],
+                                    fc.cumulative[rows, :horizon], fc.mean[rows, :horizon])
 
 
 class Inferencer:

@@ -94,10 +94,19 @@ def pinball(
     return _masked_mean(per_obs, valid, axis)
 
 
-def coverage(y_true: ArrayLike, lo: ArrayLike, hi: ArrayLike, axis: Axis = None) -> FloatOrArray:
-    """Share of actuals inside [lo, hi] (both ends included); nominal for (q_a, q_b) is b - a."""
+def coverage(y_true: ArrayLike, lo: ArrayLike, hi: ArrayLike, axis: Axis = None, *,
+             ties: float = 1.0) -> FloatOrArray:
+    """Share of actuals inside [lo, hi] (both ends included); nominal for (q_a, q_b) is b - a.
+
+    `ties` is what an actual exactly on an interval end counts for: 1 (the default, closed
+    interval) or 0.5. For counts the closed interval over-covers a calibrated forecast (with
+    half the days at 0, q0.1 = 0 and every zero is "inside"); counting ties half is the
+    usual discrete correction (the randomised PIT of Czado, Gneiting & Held 2009, roughly).
+    """
     yt, lower, upper = _as_float(y_true), _as_float(lo), _as_float(hi)
     yt, lower, upper = np.broadcast_arrays(yt, lower, upper)
     valid = np.isfinite(yt) & np.isfinite(lower) & np.isfinite(upper)
-    inside = ((lower <= yt) & (yt <= upper)).astype(np.float64)
+    strict = ((lower < yt) & (yt < upper)).astype(np.float64)
+    tie = ((lower == yt) | (yt == upper)) & (lower <= upper)
+    inside = strict + ties * tie
     return _masked_mean(inside, valid, axis)

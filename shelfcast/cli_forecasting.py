@@ -16,7 +16,7 @@ from typing import Any
 
 __all__ = ["add_bench_commands", "add_commands", "run"]
 
-DEFAULT_MODELS = "seasonal_naive,moving_average,ets,lstm"
+DEFAULT_MODELS = "seasonal_naive,moving_average,ets,lightgbm,lstm"
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -37,6 +37,10 @@ def _lstm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-days", type=int, default=None, help="days held out for validation")
     p.add_argument("--loss", choices=["pinball", "normal"], default=None,
                    help="quantile head (pinball, default) or Gaussian likelihood (ablation)")
+    p.add_argument("--mean-loss", choices=["poisson", "tweedie"], default=None,
+                   help="deviance of the LSTM's mean head (default poisson; tweedie: power 1.8)")
+    p.add_argument("--batch-series", type=int, default=None,
+                   help="series per gradient step (default 16)")
     p.add_argument("--calendar", choices=["uk", "none"], default=None, help="holiday calendar")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
@@ -63,6 +67,9 @@ def add_commands(subparsers: Any) -> None:
     bt.add_argument("--models", default=DEFAULT_MODELS, help=f"default {DEFAULT_MODELS}")
     bt.add_argument("--refit", choices=["every", "once"], default="every",
                     help="retrain global models at every origin or only the first")
+    bt.add_argument("--jobs", type=int, default=1,
+                    help="models run at once in forked processes; ETS also fits its series "
+                    "in this many processes (default 1)")
     bt.add_argument("--json", type=Path, default=None, help="write the scores here")
     bt.add_argument("--plot", type=Path, default=None, help="write a PNG summary here")
 
@@ -88,7 +95,8 @@ def _config(args: argparse.Namespace) -> Any:
     from forecasting.lstm import LSTMConfig
 
     overrides = {k: getattr(args, k) for k in ("hidden", "layers", "max_epochs", "patience",
-                                                "val_days", "loss", "calendar", "seed")
+                                                "val_days", "loss", "mean_loss",
+                                                "batch_series", "calendar", "seed")
                  if getattr(args, k, None) is not None}
     return LSTMConfig(horizon=args.horizon, **overrides)
 
@@ -147,6 +155,8 @@ def _backtest(args: argparse.Namespace) -> int:
             return make_lstm(device=args.device, **cfg)
         if name == "lightgbm":
             return make_forecaster(name, horizon=args.horizon)
+        if name == "ets":
+            return make_forecaster(name, n_jobs=args.jobs)
         return make_forecaster(name)
 
     def on_fold(name: str, fold: int, s: dict[str, float]) -> None:
@@ -158,7 +168,7 @@ def _backtest(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     result = rolling_origin(panel, models, horizon=args.horizon, folds=args.folds,
                             step=args.step, refit=args.refit == "every", factory=factory,
-                            on_fold=on_fold)
+                            on_fold=on_fold, jobs=args.jobs)
     doc = result.to_json()
     doc["data"] = str(args.data)
     doc["lstm_config"] = _config(args).to_json()

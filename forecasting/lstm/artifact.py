@@ -97,8 +97,7 @@ def save_artifact(
         "created_at": info.created_at,
         "torch_version": torch.__version__,
         "config": forecaster.config.to_json(),
-        "features": {"inputs": INPUT_FEATURES, "head": [
-            f"holiday_t+{h}" for h in range(1, forecaster.config.horizon + 1)],
+        "features": {"inputs": INPUT_FEATURES, "head": _head_features(forecaster.config),
             "calendar": forecaster.config.calendar},
         "horizon": forecaster.config.horizon,
         "levels": list(forecaster.config.levels),
@@ -113,6 +112,15 @@ def save_artifact(
     forecaster.net.to(forecaster.device)
     forecaster.model_id = model_id
     return info
+
+
+def _head_features(config: LSTMConfig) -> list[str]:
+    steps = range(1, config.horizon + 1)
+    names = [f"holiday_t+{h}" for h in steps]
+    if config.head_calendar:
+        names += [f"later_month_t+{h}" for h in steps]
+        names += [f"month_{m}_t+{config.horizon}" for m in range(1, 13)]
+    return names
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

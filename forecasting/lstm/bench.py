@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -23,15 +24,19 @@ END = np.datetime64("2011-06-01")
 
 
 def _rate(fn: Callable[[], object], n_series: int, seconds: float) -> dict[str, float]:
+    """Series per wall second and per CPU second of this process (on a shared machine the
+    CPU figure is what one free core would do; with 1 torch thread they agree when idle)."""
     fn()  # warm-up (allocations, lazy init, CUDA context)
-    runs, t0 = 0, time.perf_counter()
+    runs, t0, c0 = 0, time.perf_counter(), time.process_time()
     while True:
         fn()
         runs += 1
         elapsed = time.perf_counter() - t0
         if elapsed >= seconds:
             break
-    return {"series_per_s": n_series * runs / elapsed, "ms_per_batch": 1000 * elapsed / runs}
+    cpu = max(time.process_time() - c0, 1e-9)
+    return {"series_per_s": n_series * runs / elapsed, "ms_per_batch": 1000 * elapsed / runs,
+            "series_per_cpu_s": n_series * runs / cpu}
 
 
 def _windows(rng: np.random.Generator, n: int, window: int) -> np.ndarray:
@@ -104,6 +109,7 @@ def run_inference_bench(
         "config": net.config.to_json(), "window": window, "torch": torch.__version__,
         "threads": threads, "cpu": platform.processor() or platform.machine(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_average_before": list(os.getloadavg()),
         "results": {},
     }
     for dev in devices:
@@ -131,6 +137,9 @@ def run_inference_bench(
             rows.append({"batch": float(b), "full_window_series_per_s": full["series_per_s"],
                          "incremental_step_series_per_s": step["series_per_s"],
                          "incremental_forecast_series_per_s": step_fc["series_per_s"],
+                         "full_window_series_per_cpu_s": full["series_per_cpu_s"],
+                         "incremental_step_series_per_cpu_s": step["series_per_cpu_s"],
+                         "incremental_forecast_series_per_cpu_s": step_fc["series_per_cpu_s"],
                          "full_ms_per_batch": full["ms_per_batch"],
                          "incremental_forecast_ms_per_batch": step_fc["ms_per_batch"]})
         latency = {
@@ -139,4 +148,5 @@ def run_inference_bench(
                                                       256)),
         }
         out["results"][dev] = {"by_batch": rows, "microbatcher": latency}
+    out["load_average_after"] = list(os.getloadavg())
     return out

@@ -21,6 +21,8 @@ __all__ = [
     "INPUT_DIM",
     "ScaleState",
     "calendar_features",
+    "future_dim",
+    "future_features",
     "holiday_flags",
     "input_features",
     "scale_step",
@@ -130,6 +132,31 @@ def calendar_features(days: DateArray, calendar: str = "uk") -> FloatArray:
     np.put_along_axis(out, weekday[..., None], 1.0, axis=-1)
     np.put_along_axis(out, (N_WEEKDAYS + month)[..., None], 1.0, axis=-1)
     out[..., -1] = holiday_flags(days, calendar)
+    return out
+
+
+def future_dim(horizon: int, head_calendar: bool) -> int:
+    """Width of `future_features`' last axis."""
+    return horizon + (horizon + N_MONTHS if head_calendar else 0)
+
+
+def future_features(origins: DateArray, horizon: int, calendar: str,
+                    head_calendar: bool) -> FloatArray:
+    """(..., future_dim) what the head knows about the `horizon` days after each origin date:
+    their holiday flags and, with `head_calendar`, a flag per step "in a later month than the
+    origin" and the month one-hot of the last step (so a forecast across a month end knows
+    which days fall in which month)."""
+    origins = np.asarray(origins, dtype="datetime64[D]")
+    days = origins[..., None] + np.arange(1, horizon + 1).astype("timedelta64[D]")
+    parts = [holiday_flags(days.reshape(-1), calendar).reshape(days.shape)]
+    if head_calendar:
+        months = days.astype("datetime64[M]")
+        parts.append((months != origins.astype("datetime64[M]")[..., None]).astype(np.float64))
+        last = np.zeros((*origins.shape, N_MONTHS))
+        np.put_along_axis(last, (months[..., -1].astype(np.int64) % 12)[..., None], 1.0,
+                          axis=-1)
+        parts.append(last)
+    out: FloatArray = np.concatenate(parts, axis=-1)
     return out
 
 

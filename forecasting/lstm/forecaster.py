@@ -17,7 +17,7 @@ from forecasting.errors import InvalidWindowError
 from forecasting.lstm.features import (
     ScaleState,
     calendar_features,
-    holiday_flags,
+    future_features,
     input_features,
     scale_step,
 )
@@ -235,24 +235,34 @@ class LSTMForecaster(Forecaster):
     def forecast(self, state: SeriesState, horizon: int) -> QuantileForecast:
         """Quantile forecast of the next `horizon` buckets after each series' last bucket."""
         big_h = self.config.horizon
-        future = state.last_day[:, None] + np.arange(1, big_h + 1)[None, :].astype(
-            "timedelta64[D]")
-        hol = self._tensor(holiday_flags(future, self.config.calendar))
+        hol = self._tensor(future_features(state.last_day, big_h, self.config.calendar,
+                                           self.config.head_calendar))
+        live = state.scale.count > 0
+        scale = self._tensor(np.where(live, np.maximum(state.scale.level, 0.01), 0.0))
         with torch.inference_mode():
             daily_t, cum_t, mean_t = self.net.quantiles(self.net.head_raw(state.h[-1], hol))
-            stacked = torch.cat([daily_t, cum_t, mean_t[..., None]], dim=-1).cpu().numpy()
+            # Post-process on the device in float32, then one copy out (a dead series has
+            # scale 0, so it forecasts zeros).
+            s = scale[:, None, None]
+            daily_t = daily_t.clamp(min=0.0) * s
+            cum_t = cum_t.clamp(min=0.0) * s
+            if self.config.integer_demand:  # quantiles of counts are counts
+                daily_t, cum_t = torch.round(daily_t), torch.round(cum_t)
+            cum_t = torch.maximum(cum_t, daily_t[:, :1])
+            for h in range(1, big_h):  # running max over steps; faster than torch.cummax
+                torch.maximum(cum_t[:, h], cum_t[:, h - 1], out=cum_t[:, h])
+            mean_t = mean_t.clamp(min=0.0) * scale[:, None]
+            stacked = torch.cat([daily_t, cum_t, mean_t[..., None]], dim=-1)
+            out = stacked.cpu().numpy().astype(np.float64)
         q = self._levels.size
-        s = np.maximum(state.scale.level, 0.01)[:, None, None]
-        live = (state.scale.count > 0)[:, None, None]
-        out = np.where(live, np.maximum(stacked.astype(np.float64), 0.0) * s, 0.0)
         daily, cumulative, mean = out[..., :q], out[..., q : 2 * q], out[..., 2 * q]
-        if self.config.integer_demand:  # quantiles of counts are counts
-            daily, cumulative = np.round(daily), np.round(cumulative)
-        cumulative = np.maximum.accumulate(np.maximum(cumulative, daily[:, :1]), axis=1)
         if horizon > big_h:
             daily, cumulative, mean = _extend(daily, cumulative, mean, horizon)
-        return QuantileForecast(self._levels, daily[:, :horizon], cumulative[:, :horizon],
-                                mean[:, :horizon])
+            return QuantileForecast(self._levels, daily[:, :horizon], cumulative[:, :horizon],
+                                    mean[:, :horizon])
+        # Valid by construction: clipped at 0, monotone head, cummax over steps, float64.
+        return QuantileForecast.trusted(self._levels, daily[:, :horizon],
+                                        cumulative[:, :horizon], mean[:, :horizon])
 
     # --- the contract ----------------------------------------------------------------------
     def predict_at(self, windows: ArrayLike, horizon: int, end_days: ArrayLike) -> QuantileForecast:

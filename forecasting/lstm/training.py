@@ -19,7 +19,7 @@ from forecasting.lstm.features import (
     INPUT_DIM,
     ScaleState,
     calendar_features,
-    holiday_flags,
+    future_features,
     input_features,
     scale_step,
 )
@@ -43,7 +43,7 @@ class TrainResult:
 @dataclass
 class _Tensors:
     x: torch.Tensor  # (n, L, F) left-aligned inputs
-    holidays: torch.Tensor  # (n, L, H) holiday flags of the H days after each origin
+    holidays: torch.Tensor  # (n, L, Fh) future_features of each origin (holidays, months)
     daily: torch.Tensor  # (n, L, H) targets in units of the origin's scale, NaN = none
     cumulative: torch.Tensor  # (n, L, H)
     train_mask: torch.Tensor  # (n, L) origins whose loss trains the model
@@ -70,10 +70,8 @@ def _prepare(panel: Panel, config: LSTMConfig, device: torch.device) -> tuple[_T
     days = panel.dates
     cal = calendar_features(days, config.calendar)  # (T, C)
     feats = input_features(y, scales, np.broadcast_to(cal, (n, *cal.shape)), log_mean, log_std)
-    pad_days = days[-1] + np.arange(1, big_h + 1).astype("timedelta64[D]")
-    hol_all = holiday_flags(np.concatenate([days, pad_days]), config.calendar)
+    hol = future_features(days, big_h, config.calendar, config.head_calendar)  # (T, Fh)
     steps = np.arange(1, big_h + 1)
-    hol = hol_all[np.arange(length)[:, None] + steps[None, :]]  # (T, H)
     y_pad = np.concatenate([y, np.full((n, big_h), np.nan)], axis=1)
     future = y_pad[:, np.arange(length)[:, None] + steps[None, :]]  # (n, T, H)
     daily = future / scales[:, :, None]
@@ -99,7 +97,7 @@ def _prepare(panel: Panel, config: LSTMConfig, device: torch.device) -> tuple[_T
 
     tensors = _Tensors(
         x=align(feats),
-        holidays=align(np.broadcast_to(hol, (n, length, big_h))),
+        holidays=align(np.broadcast_to(hol, (n, length, hol.shape[-1]))),
         daily=align(daily),
         cumulative=align(cumulative),
         train_mask=align_mask(train_origin[None, :]),
@@ -134,9 +132,15 @@ def _loss(net: LSTMNet, top: torch.Tensor, holidays: torch.Tensor, daily_y: torc
     ok = torch.isfinite(yd)
     t = torch.where(ok, yd, 0.0)
     mu = mean.clamp(min=1e-4)
-    # Poisson deviance: a Bregman score, so it is minimised by the mean, and unlike squared
-    # error one lumpy order of 20x the scale does not dominate a batch.
-    deviance = torch.xlogy(t, t) - t * torch.log(mu) - t + mu
+    # The mean head's loss is a deviance (a Bregman score, so minimised by the mean); unlike
+    # squared error one lumpy order of 20x the scale does not dominate a batch. Tweedie with
+    # power p in (1, 2) weighs large values less than Poisson (p = 1) does.
+    p = config.tweedie_power if config.mean_loss == "tweedie" else 1.0
+    if p == 1.0:
+        deviance = torch.xlogy(t, t) - t * torch.log(mu) - t + mu
+    else:
+        deviance = (t.pow(2.0 - p) / ((1.0 - p) * (2.0 - p))
+                    - t * mu.pow(1.0 - p) / (1.0 - p) + mu.pow(2.0 - p) / (2.0 - p))
     poisson = torch.where(ok, deviance, 0.0).sum() / ok.sum().clamp(min=1)
     return terms[0] + terms[1] + config.mean_weight * poisson
 
@@ -168,7 +172,7 @@ def train_lstm(
     started = time.perf_counter()
     data, log_mean, log_std = _prepare(panel, config, dev)
     net = LSTMNet(INPUT_DIM, config).to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     tau = torch.tensor(config.levels, dtype=torch.float32, device=dev)
     n, length = data.train_mask.shape
     burn_in = 0
@@ -188,18 +192,25 @@ def train_lstm(
                 if burn_in:
                     with torch.no_grad():
                         _, state = net.encode(data.x[rows, :burn_in])
-                top, _ = net.encode(data.x[rows, burn_in:], state)
-                mask = data.train_mask[rows, burn_in:]
-                if not bool(mask.any()):
-                    continue
-                loss = _loss(net, top, data.holidays[rows, burn_in:], data.daily[rows, burn_in:],
-                             data.cumulative[rows, burn_in:], mask, tau, config)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()  # type: ignore[no-untyped-call]
-                torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
-                opt.step()
-                total += float(loss.detach())
-                batches += 1
+                # Truncated BPTT: the state is carried through the whole history (as at
+                # inference) but gradients flow back `tbptt_days` buckets and the optimiser
+                # steps after each chunk, so a pass over long series makes many updates.
+                chunk = config.tbptt_days or length
+                for c0 in range(burn_in, length, chunk):
+                    cols = slice(c0, min(c0 + chunk, length))
+                    top, state = net.encode(data.x[rows, cols], state)
+                    state = (state[0].detach(), state[1].detach())
+                    mask = data.train_mask[rows, cols]
+                    if not bool(mask.any()):
+                        continue
+                    loss = _loss(net, top, data.holidays[rows, cols], data.daily[rows, cols],
+                                 data.cumulative[rows, cols], mask, tau, config)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()  # type: ignore[no-untyped-call]
+                    torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+                    opt.step()
+                    total += float(loss.detach())
+                    batches += 1
             net.eval()
             with torch.no_grad():
                 val = 0.0
@@ -229,6 +240,10 @@ def train_lstm(
                 bad += 1
                 if bad >= config.patience:
                     break
+                if config.lr_decay < 1.0:  # plateau: go back to the best weights, smaller steps
+                    net.load_state_dict(best_state)
+                    for group in opt.param_groups:
+                        group["lr"] *= config.lr_decay
             if max_seconds is not None and time.perf_counter() - started > max_seconds:
                 break
     finally:

@@ -109,3 +109,33 @@ def test_ets_peer_speaks_the_contract() -> None:
     windows[0, :30] = np.nan
     fc = ETSForecaster().predict(windows, 7)
     assert fc.daily.shape == (3, 7, 9) and np.all(np.isfinite(fc.cumulative))
+    # Row chunks in forked workers give the same numbers.
+    parallel = ETSForecaster(n_jobs=2).predict(windows, 7)
+    np.testing.assert_array_equal(parallel.daily, fc.daily)
+
+
+def test_models_in_forked_processes_score_like_one_process() -> None:
+    panel = _panel()
+    models = ["seasonal_naive", "moving_average"]
+    one = rolling_origin(panel, models, horizon=14, folds=2)
+    forked = rolling_origin(panel, models, horizon=14, folds=2, jobs=2)
+    assert list(forked.models) == models
+    for name in models:
+        for key in ("mase", "wape", "pinball", "coverage_80"):
+            assert forked.models[name][key] == one.models[name][key]
+        np.testing.assert_array_equal(forked.forecasts[name][-1].forecast.daily,
+                                      one.forecasts[name][-1].forecast.daily)
+    assert [r["model"] for r in forked.folds] == [r["model"] for r in one.folds]
+
+
+def test_a_failing_model_in_a_forked_process_names_itself() -> None:
+    def factory(name: str) -> object:
+        if name == "broken":
+            raise ValueError("no such thing")
+        from forecasting.registry import make_forecaster
+
+        return make_forecaster(name)
+
+    with pytest.raises(RuntimeError, match=r"'broken'.*no such thing"):
+        rolling_origin(_panel(), ["seasonal_naive", "broken"], horizon=14, folds=2,
+                       factory=factory, jobs=2)  # type: ignore[arg-type]

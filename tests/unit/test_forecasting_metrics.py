@@ -68,3 +68,11 @@ def test_coverage_by_hand() -> None:
     assert coverage(y, lo, hi) == pytest.approx(2 / 4)  # ends included; NaN ignored
     np.testing.assert_allclose(coverage(y[None, :4], lo[:4], hi[:4], axis=1), [2 / 3])
     assert math.isnan(coverage([np.nan], [0.0], [1.0]))
+
+
+def test_coverage_counting_ties_half_for_counts() -> None:
+    y = np.array([0.0, 0.0, 1.0, 2.0])
+    lo = np.array([0.0, 0.0, 0.0, 0.0])
+    hi = np.array([2.0, 0.0, 1.0, 3.0])
+    assert coverage(y, lo, hi) == pytest.approx(1.0)
+    assert coverage(y, lo, hi, ties=0.5) == pytest.approx((0.5 + 0.5 + 0.5 + 1.0) / 4)

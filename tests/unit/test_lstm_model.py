@@ -20,7 +20,13 @@ from forecasting.lstm import (  # noqa: E402
     save_artifact,
     train_lstm,
 )
-from forecasting.lstm.features import INPUT_DIM, calendar_features, holiday_flags  # noqa: E402
+from forecasting.lstm.features import (  # noqa: E402
+    INPUT_DIM,
+    calendar_features,
+    future_dim,
+    future_features,
+    holiday_flags,
+)
 
 torch.set_num_threads(1)
 END = np.datetime64("2011-03-01")
@@ -97,6 +103,24 @@ def test_holidays_and_calendar() -> None:
     assert holiday_flags(days, "none").sum() == 0
     cal = calendar_features(np.array(["2011-01-03"], dtype="datetime64[D]"))  # a Monday
     assert cal[0, 0] == 1 and cal[0, 7] == 1 and cal.sum() == 3
+
+
+def test_future_features_say_which_forecast_days_are_in_a_later_month() -> None:
+    origins = np.array(["2011-11-25", "2011-06-01"], dtype="datetime64[D]")
+    f = future_features(origins, 7, "uk", head_calendar=True)
+    assert f.shape == (2, future_dim(7, True)) == (2, 7 + 7 + 12)
+    later = f[:, 7:14]
+    assert later[0].tolist() == [0, 0, 0, 0, 0, 1, 1]  # Nov 26..30, then Dec 1, 2
+    assert later[1].sum() == 0
+    assert f[0, 14 + 11] == 1 and f[1, 14 + 5] == 1  # month of the last day: Dec, June
+    assert future_features(origins, 7, "uk", head_calendar=False).shape == (2, 7)
+
+
+def test_artifacts_from_before_the_head_calendar_load_without_it() -> None:
+    cfg = LSTMConfig(horizon=7).to_json()
+    del cfg["head_calendar"]
+    assert LSTMConfig.from_json(cfg).head_calendar is False
+    assert LSTMConfig.from_json(LSTMConfig(horizon=7).to_json()).head_calendar is True
 
 
 def _panel(n: int = 16, days: int = 140, seed: int = 0) -> Panel:

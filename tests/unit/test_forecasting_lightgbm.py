@@ -1,0 +1,98 @@
+"""The LightGBM global peer: lag features are causal, it learns a weekly pattern, its quantiles
+are a valid forecast, and the backtest can run it by name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from forecasting.backtest import rolling_origin
+from forecasting.base import QuantileForecast
+from forecasting.data import Panel
+from forecasting.lag_features import FEATURE_NAMES, LagTable, lag_features
+from forecasting.registry import make_forecaster
+
+pytest.importorskip("lightgbm")
+
+from forecasting.lightgbm_peer import LightGBMForecaster, NotFittedError
+
+WEEK = np.array([2.0, 4.0, 0.0, 1.0, 8.0, 12.0, 3.0])
+START = np.datetime64("2012-01-02")
+
+
+def _panel(n: int = 30, days: int = 280, seed: int = 0) -> Panel:
+    rng = np.random.default_rng(seed)
+    level = rng.gamma(2.0, 3.0, (n, 1))
+    values = rng.poisson(level * np.tile(WEEK, days // 7 + 1)[None, :days] / WEEK.mean())
+    values = values.astype(np.float64)
+    values[:3, :100] = np.nan  # late starters
+    return Panel(tuple(str(i) for i in range(n)), START, values)
+
+
+def _small(**kw: object) -> LightGBMForecaster:
+    return LightGBMForecaster(14, n_estimators=60, num_leaves=15, min_child_samples=20, **kw)
+
+
+def test_lag_features_only_look_at_the_past() -> None:
+    panel = _panel(n=4, days=120)
+    table = LagTable.of(panel.values)
+    rows = np.repeat(np.arange(4), 14)
+    origins = np.full(rows.size, 90)
+    steps = np.tile(np.arange(1, 15), 4)
+    kinds = np.zeros(rows.size, dtype=np.intp)
+    dates = panel.dates
+    dates = np.concatenate([dates, dates[-1] + np.arange(1, 15).astype("timedelta64[D]")])
+    x, scale = lag_features(table, rows, origins, steps, kinds, dates)
+    assert x.shape == (rows.size, len(FEATURE_NAMES))
+    future = panel.values.copy()
+    future[:, 91:] = 1e6  # anything after the origin must not move a feature
+    x2, scale2 = lag_features(LagTable.of(future), rows, origins, steps, kinds, dates)
+    np.testing.assert_array_equal(np.nan_to_num(x, nan=-1), np.nan_to_num(x2, nan=-1))
+    np.testing.assert_array_equal(scale, scale2)
+    lag0 = FEATURE_NAMES.index("lag_0")
+    np.testing.assert_allclose(x[::14, lag0] * scale[::14], panel.values[:, 90])
+
+
+def test_it_learns_a_weekly_pattern_and_beats_a_flat_forecast() -> None:
+    panel = _panel()
+    model = _small().fit_panel(panel.head(266))
+    fc = model.predict_at(panel.values[:, :266], 14, panel.dates[265])
+    assert isinstance(fc, QuantileForecast)
+    assert fc.daily.shape == (30, 14, fc.levels.size)
+    actual = panel.values[:, 266:280]
+    flat = np.nanmean(panel.values[:, 238:266], axis=1, keepdims=True)
+    err_model = np.abs(fc.mean - actual).mean()
+    err_flat = np.abs(flat - actual).mean()
+    assert err_model < 0.8 * err_flat
+    lo, hi = fc.daily[..., 2], fc.daily[..., 6]  # q0.1, q0.9
+    inside = ((actual >= lo) & (actual <= hi)).mean()
+    assert 0.6 < inside <= 1.0
+    # counts in, integer quantiles out; the total is at least the first day
+    assert np.all(fc.daily == np.round(fc.daily))
+    assert np.all(fc.cumulative[:, 0] >= fc.daily[:, 0])
+    assert np.all(np.diff(fc.cumulative, axis=1) >= 0)
+
+
+def test_no_history_forecasts_zero_and_unfitted_or_long_horizons_fail() -> None:
+    panel = _panel(n=10, days=140)
+    with pytest.raises(NotFittedError):
+        _small().predict_at(panel.values, 7, panel.dates[-1])
+    model = _small().fit_panel(panel)
+    windows = panel.values.copy()
+    windows[0] = np.nan
+    fc = model.predict_at(windows, 7, panel.dates[-1])
+    assert fc.horizon == 7 and np.all(fc.daily[0] == 0) and np.all(fc.mean[0] == 0)
+    assert np.all(fc.mean[1:].sum(axis=1) > 0)
+    with pytest.raises(ValueError, match="trained horizon"):
+        model.predict_at(panel.values, 15, panel.dates[-1])
+
+
+def test_backtest_runs_it_by_name() -> None:
+    panel = _panel(n=12, days=200)
+    result = rolling_origin(panel, ["seasonal_naive", "lightgbm"], horizon=14, folds=2,
+                            factory=lambda name: _small() if name == "lightgbm"
+                            else make_forecaster(name))
+    scores = result.models["lightgbm"]
+    assert scores["fit_seconds"] > 0
+    assert 0.0 < scores["coverage_95"] <= 1.0
+    assert scores["mase"] < result.models["seasonal_naive"]["mase"]
