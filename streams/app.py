@@ -52,6 +52,10 @@ class _BytesKeyTable(MutableMapping[str, Any]):
 def create_app(settings: Settings, predict: PredictFn, model_version: str) -> faust.App:
     """Build the worker app. Topics must exist (see `streams.topics.ensure_topics`)."""
     hosts = bootstrap_servers(settings).split(",")
+    # the memory store keeps nothing on disk, but Faust still creates its app directory (without
+    # parents): put it under the temp dir, not the caller's working directory
+    faust_dir = Path(tempfile.gettempdir()) / "shelfcast-faust"
+    faust_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{h.strip()}" for h in hosts],
@@ -61,9 +65,7 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str) -> fa
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=settings.commit_interval_s,
         store="memory://",
-        # the memory store keeps nothing on disk, but Faust still creates its app directory:
-        # put it under the temp dir, not the caller's working directory
-        datadir=str(Path(tempfile.gettempdir()) / "shelfcast-faust" / "{conf.name}-data"),
+        datadir=str(faust_dir / "{conf.name}-data"),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication,
         topic_allow_declare=True,
