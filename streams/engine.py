@@ -35,7 +35,8 @@ from pydantic import BaseModel
 from shelfcast.kafka_config import client_kwargs
 from shelfcast.settings import Settings
 from streams.changelog import changelog_topic, encode_state, ensure_changelog, recover_partitions
-from streams.processor import BatchOutputs, BatchProcessor, RawRecord
+from streams.outputs import BatchOutputs, event_json
+from streams.processor import BatchProcessor, RawRecord
 from streams.store import StateStore, key_partition
 
 __all__ = ["READY_LINE", "BatchEngine", "EngineMonitor"]
@@ -278,22 +279,26 @@ class BatchEngine:
         assert self.store is not None
         t = self._topics
         groups: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = defaultdict(list)
-        events: list[tuple[str, list[BaseModel]]] = [
-            (t.dlq, list(out.dead_letters)), (t.forecasts, list(out.forecasts)),
-            (t.restock, list(out.restocks)), (t.alerts, list(out.alerts))]
-        for topic, items in events:
-            n = self._out_partitions.get(topic, self.store.partitions)
+        store = self.store
+
+        def add(topic: str, key: str | None, value: bytes) -> None:
+            n = self._out_partitions.get(topic, store.partitions)
+            if key is None:
+                partition = 0
+            elif n == store.partitions:
+                partition = store.partition_for(key)
+            else:
+                partition = key_partition(key.encode(), n)
+            groups[(topic, partition)].append(
+                (key.encode() if key is not None else None, value))
+
+        for event in out.dead_letters:
+            add(t.dlq, _event_key(event), event_json(event))
+        for key, value in out.forecast_payloads():
+            add(t.forecasts, key, value)
+        for topic, items in ((t.restock, out.restocks), (t.alerts, out.alerts)):
             for event in items:
-                key = _event_key(event)
-                if key is None:
-                    partition = 0
-                elif n == self.store.partitions:
-                    partition = self.store.partition_for(key)
-                else:
-                    partition = key_partition(key.encode(), n)
-                groups[(topic, partition)].append(
-                    (key.encode() if key is not None else None,
-                     event.__pydantic_serializer__.to_json(event)))
+                add(topic, _event_key(event), event_json(event))
         if groups:
             await self._send_grouped(groups)
 
