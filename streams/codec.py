@@ -76,12 +76,27 @@ def _time(value: object) -> float | None:
     return when.timestamp()
 
 
+_good_names: set[str] = set()  # names that passed _NAME: a shop has few SKUs and locations
+
+
+def _name(value: object) -> bool:
+    if type(value) is not str:
+        return False
+    if value in _good_names:
+        return True
+    if not _NAME.fullmatch(value):
+        return False
+    if len(_good_names) >= 200_000:
+        _good_names.clear()
+    _good_names.add(value)
+    return True
+
+
 def _common(data: dict[str, Any]) -> tuple[str, str, str, float] | None:
     """event_id, sku, location, occurred_at — or None if any is not plainly valid."""
     event_id, sku, location = data.get("event_id"), data.get("sku"), data.get("location")
     if (type(event_id) is not str or not 1 <= len(event_id) <= 128
-            or type(sku) is not str or not _NAME.fullmatch(sku)
-            or type(location) is not str or not _NAME.fullmatch(location)):
+            or not _name(sku) or not _name(location)):
         return None
     version = data.get("schema_version", 1)
     if type(version) is not int or version != 1:

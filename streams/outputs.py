@@ -50,6 +50,12 @@ class ForecastRows:
     mean: np.ndarray
     model_version: str
 
+    def __post_init__(self) -> None:
+        # orjson writes C-contiguous arrays only (a forecaster may hand out broadcast views)
+        self.daily = np.ascontiguousarray(self.daily, dtype=np.float64)
+        self.cumulative = np.ascontiguousarray(self.cumulative, dtype=np.float64)
+        self.mean = np.ascontiguousarray(self.mean, dtype=np.float64)
+
     def __len__(self) -> int:
         return len(self.skus)
 

@@ -71,6 +71,9 @@ class StateStore(MutableMapping[str, Any]):
         return key in self._data
 
     # --- engine side -----------------------------------------------------------------------
+    def has_dirty(self) -> bool:
+        return bool(self._dirty)
+
     def take_dirty(self) -> list[tuple[str, int, Any]]:
         """(key, partition, value or None if deleted) of every key written since the last call."""
         out = [(k, self.partition_for(k), self._data.get(k)) for k in self._dirty]

@@ -40,6 +40,15 @@ def test_payloads_equal_the_models_json(issued_at: datetime):
         assert ForecastEvent.model_validate_json(raw) == model
 
 
+def test_broadcast_and_strided_arrays_are_written_too():
+    block = rows(3)
+    block = ForecastRows(**{**block.__dict__,
+                            "daily": np.broadcast_to(block.daily[:1], block.daily.shape),
+                            "mean": np.asfortranarray(block.mean)})
+    for (_, raw), model in zip(block.payloads(), block.models(), strict=True):
+        assert raw == event_json(model)
+
+
 def test_outputs_build_models_on_demand_and_count_without_them():
     out = BatchOutputs(forecast_rows=[rows(3), rows(2, seed=2)])
     assert out.forecast_count == 5
