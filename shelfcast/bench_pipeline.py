@@ -236,6 +236,17 @@ def _cpu_s(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _machine_cpu_s() -> float:
+    """Busy (non-idle) CPU seconds of the whole machine so far, from /proc/stat."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return 0.0
+    ticks = [int(f) for f in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_mb(pid: int | None) -> float | None:
     if pid is None:
         return None
@@ -249,14 +260,18 @@ def _rss_mb(pid: int | None) -> float | None:
 
 
 async def _bench(
-    settings: Settings, opts: PipelineBenchOptions, console: Console, workdir: Path
+    settings: Settings, opts: PipelineBenchOptions, console: Console, workdir: Path,
+    broker_pid: int | None = None,
 ) -> dict[str, Any]:
+    load_at_start = round(os.getloadavg()[0], 2)
     await ensure_topics(settings)
     stock, orders = backlog(opts)
     total = len(stock) + len(orders)
     console.print(f"producing {total:,} events ({opts.skus:,} SKUs, {opts.days} days)...")
+    broker_before_produce = _cpu_s(broker_pid)
     produce_rate = await _produce(settings, settings.topics.stock, stock)
     produce_rate = await _produce(settings, settings.topics.orders, orders)
+    broker_produce = _cpu_s(broker_pid) - broker_before_produce
     raw_rate = await _raw_consume_rate(settings, total)
     console.print(f"raw aiokafka consume: {raw_rate:,.0f} events/s")
     workers = [
@@ -271,9 +286,12 @@ async def _bench(
                 await asyncio.to_thread(w.wait_ready, 180)
             t_ready = time.perf_counter()
             cpu0 = sum(_cpu_s(w.pid) for w in workers)
+            broker0, machine0 = _cpu_s(broker_pid), _machine_cpu_s()
             console.print(f"{opts.workers} worker(s) ready; draining the backlog...")
             seconds = await _drain(probe, total, console, t_ready)
             cpu = sum(_cpu_s(w.pid) for w in workers) - cpu0
+            broker_cpu = _cpu_s(broker_pid) - broker0 if broker_pid else None
+            machine_cpu = _machine_cpu_s() - machine0
         rate = total / seconds if seconds > 0 else float("nan")
         console.print(f"workers: {rate:,.0f} events/s ({seconds:.1f} s)")
         day0 = opts.days + 2
@@ -309,6 +327,12 @@ async def _bench(
         # worker-CPU-second (what one worker would do with a core to itself)
         "worker_cpu_s": round(cpu, 2),
         "events_per_cpu_s": round(total / cpu, 1) if cpu > 0 else None,
+        # while draining: the local broker's CPU seconds (None for an external broker), and
+        # the whole machine's busy CPU seconds (every process, this bench's and others')
+        "broker_cpu_s": round(broker_cpu, 2) if broker_cpu is not None else None,
+        "broker_cpu_produce_s": round(broker_produce, 2) if broker_pid else None,
+        "machine_busy_cpu_s": round(machine_cpu, 2),
+        "drain_s": round(seconds, 2),
         "engine": settings.engine,
         "produce_per_s": round(produce_rate, 1),
         "latency_ms": full,
@@ -318,6 +342,7 @@ async def _bench(
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
+            "loadavg_1m_at_start": load_at_start,
             "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
         },
     }
@@ -351,8 +376,11 @@ def run_pipeline_bench(settings: Settings, opts: PipelineBenchOptions) -> dict[s
             with console.status("starting Apache Kafka (local, KRaft)..."):
                 broker = stack.enter_context(LocalKafka(Path(tmp) / "kafka"))
             updates["kafka_bootstrap"] = broker.bootstrap
+            broker_pid = broker.pid
+        else:
+            broker_pid = None
         settings = settings.model_copy(update=updates)
-        result = asyncio.run(_bench(settings, opts, console, Path(tmp)))
+        result = asyncio.run(_bench(settings, opts, console, Path(tmp), broker_pid))
     console.print_json(json.dumps(result))
     if opts.json_path:
         opts.json_path.parent.mkdir(parents=True, exist_ok=True)

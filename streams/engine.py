@@ -106,7 +106,9 @@ class BatchEngine:
         s = self.settings
         kwargs = client_kwargs(s)
         self._producer = producer = AIOKafkaProducer(
-            **kwargs, acks="all", linger_ms=0,  # batches are built here max_batch_size=1 << 20,
+            # record batches are built here, per partition: up to 1 MiB each (the default 16 KiB
+            # cut a batch's forecasts into hundreds of produce requests, each acknowledged)
+            **kwargs, acks="all", linger_ms=0, max_batch_size=1 << 20,
             max_request_size=8 << 20, request_timeout_ms=s.kafka_request_timeout_ms)
         await producer.start()
         try:
