@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from operator import attrgetter, itemgetter, methodcaller, mul
 from typing import Any, NamedTuple
 
 import orjson
 
 from schemas.events import MAX_QUANTITY
 
-__all__ = ["FastOrder", "FastStock", "fast_order", "fast_stock"]
+__all__ = ["FastOrder", "FastStock", "OrderColumns", "fast_order", "fast_stock", "order_columns"]
 
 # sku/location: the models' `^[^@\s]+$`, narrowed to printable ASCII (Python's and the
 # validator's ideas of Unicode whitespace differ; anything else takes the slow path)
@@ -152,3 +153,79 @@ def fast_stock(raw: bytes | None, max_bytes: int) -> FastStock | None:
             return None
     return FastStock(common[0], str(kind), common[1], common[2], common[3], on_hand, delta,
                      data.get("restock_id"))
+
+
+class OrderColumns(NamedTuple):
+    """A run of orders decoded at once: one list per field, `fast_order`'s values."""
+
+    event_id: list[str]
+    sku: list[str]
+    location: list[str]
+    occurred_at: list[float]
+    signed_quantity: list[int]
+
+
+# every timestamp of a run, each followed by "\n", in one match; ASCII digits only (a run
+# with other digits goes record by record, where `_TIME` and the models decide)
+_TIMES = re.compile(r"(?:[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
+                    r"(?:Z|[+-][0-9]{2}:[0-9]{2})\n)*", re.ASCII)
+_FIELDS = [itemgetter(name)
+           for name in ("event_id", "type", "sku", "location", "quantity", "occurred_at")]
+_GET_VERSION = methodcaller("get", "schema_version", 1)
+_GET_PRICE = methodcaller("get", "unit_price")
+_GET_ORDER_ID = methodcaller("get", "order_id")
+_YEAR = attrgetter("year")
+_NONE = type(None)
+
+
+def order_columns(raws: list[bytes | None], max_bytes: int) -> OrderColumns | None:
+    """`fast_order` of every record, checked a column at a time; None unless ALL are plainly
+    valid (then decode them one by one: `fast_order` says which are not).
+
+    The per-record checks of `fast_order`, as whole-column operations that run in C (map,
+    set, min/max, one regex over every timestamp): a run of orders costs little more than
+    orjson's parse of each. Same contract: accepted only what `fast_order` accepts, with the
+    same values (tests/unit/test_streams_codec.py).
+    """
+    if not raws:
+        return OrderColumns([], [], [], [], [])
+    try:
+        if max(map(len, raws)) > max_bytes:  # a None value raises TypeError
+            return None
+        docs = list(map(orjson.loads, raws))
+        if set(map(type, docs)) != {dict} or not all(map(_ORDER_KEYS.issuperset, docs)):
+            return None
+        ids, kinds, skus, locations, qtys, times = (list(map(get, docs)) for get in _FIELDS)
+        signs = list(map(_ORDER_TYPES.__getitem__, kinds))  # KeyError / TypeError: odd type
+    except (TypeError, KeyError, ValueError):  # orjson.JSONDecodeError is a ValueError
+        return None
+    if (set(map(type, ids)) != {str} or min(map(len, ids)) < 1 or max(map(len, ids)) > 128
+            or set(map(type, qtys)) != {int} or min(qtys) <= 0 or max(qtys) > MAX_QUANTITY
+            or set(map(type, times)) != {str} or set(map(type, skus)) != {str}
+            or set(map(type, locations)) != {str}):
+        return None
+    if not all(map(_name, (set(skus) | set(locations)) - _good_names)):
+        return None
+    if set(map(len, docs)) != {len(_FIELDS)}:  # some carry optional fields: check those too
+        versions = list(map(_GET_VERSION, docs))
+        if set(map(type, versions)) != {int} or set(versions) != {1}:
+            return None
+        prices = [p for p in map(_GET_PRICE, docs) if p is not None]
+        if prices and (not {int, float}.issuperset(map(type, prices)) or not min(prices) >= 0):
+            return None
+        if not {_NONE, str}.issuperset(map(type, map(_GET_ORDER_ID, docs))):
+            return None
+    times.append("")  # so that the join ends with "\n" too
+    matched = _TIMES.fullmatch("\n".join(times))
+    times.pop()
+    if not matched:
+        return None
+    try:
+        whens = list(map(datetime.fromisoformat, times))
+    except ValueError:
+        return None
+    years = list(map(_YEAR, whens))
+    if min(years) < 1990 or max(years) > 2100:
+        return None
+    return OrderColumns(ids, skus, locations,
+                        list(map(datetime.timestamp, whens)), list(map(mul, signs, qtys)))

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import groupby
+from operator import attrgetter
 from typing import Any, Protocol
 
 import numpy as np
@@ -30,7 +32,7 @@ from schemas import (
     split_key,
 )
 from shelfcast.settings import Settings
-from streams.codec import FastOrder, FastStock, fast_order, fast_stock
+from streams.codec import FastOrder, FastStock, fast_order, fast_stock, order_columns
 from streams.outputs import BatchOutputs, ForecastRows
 from streams.state import ApplyResult, SkuState
 
@@ -45,6 +47,9 @@ class PredictFn(Protocol):
 
     def __call__(self, windows: np.ndarray, horizon: int, *, keys: Sequence[str] | None = None,
                  end_days: np.ndarray | None = None) -> Awaitable[QuantileForecast]: ...
+
+_TOPIC, _VALUE = attrgetter("topic"), attrgetter("value")
+_KEY_FORMAT = "{}@{}".format  # sku_key, as a C-level callable for map()
 
 HIGH_LEVEL = 0.975  # forecast quantile above which observed demand is an anomaly
 RISK_OPEN, RISK_CLOSE = 0.2, 0.1  # stock-out probability hysteresis: one alert per episode
@@ -76,8 +81,10 @@ class RawRecord:
     value: bytes | None
 
 
-# a decoded input record: (the record, the state key it applies to, its fields)
-_Item = tuple[InputRecord, str, FastOrder | FastStock | SkuPolicy]
+# A decoded input record: (the record, the state key it applies to, then for an order its
+# event id, epoch seconds and signed quantity; for stock and catalog records the decoded
+# event, None, None). Plain tuples: a run of orders becomes items with one zip().
+_Item = tuple[InputRecord, str, Any, float | None, int | None]
 
 
 class BatchProcessor:
@@ -124,24 +131,21 @@ class BatchProcessor:
                 full = decode(OrderEvent, record.value, max_bytes=max_bytes)
                 order = FastOrder(full.event_id, full.sku, full.location,
                                   full.occurred_at.timestamp(), full.signed_quantity())
-            return record, sku_key(order.sku, order.location), order
+            return (record, sku_key(order.sku, order.location), order.event_id,
+                    order.occurred_at, order.signed_quantity)
         if record.topic == self.topics.stock:
             stock = fast_stock(record.value, max_bytes)
             if stock is None:
                 e = decode(StockEvent, record.value, max_bytes=max_bytes)
                 stock = FastStock(e.event_id, e.type, e.sku, e.location,
                                   e.occurred_at.timestamp(), e.on_hand, e.delta, e.restock_id)
-            return record, sku_key(stock.sku, stock.location), stock
+            return record, sku_key(stock.sku, stock.location), stock, None, None
         if record.topic == self.topics.catalog:
             policy = decode(SkuPolicy, record.value, max_bytes=max_bytes)
-            return record, sku_key(policy.sku, policy.location), policy
+            return record, sku_key(policy.sku, policy.location), policy, None, None
         raise InvalidEvent(f"unexpected topic {record.topic!r}", kind="unknown_topic")
 
-    def _apply(self, event: FastOrder | FastStock | SkuPolicy, state: SkuState) -> ApplyResult:
-        if isinstance(event, FastOrder):
-            return state.apply_order(event.event_id, event.occurred_at, event.signed_quantity,
-                                     bucket_seconds=self.bucket_seconds, window=self.window,
-                                     lateness=self.lateness)
+    def _apply(self, event: FastStock | SkuPolicy, state: SkuState) -> ApplyResult:
         if isinstance(event, FastStock):
             return state.apply_stock(event.event_id, event.occurred_at, event.type,
                                      on_hand=event.on_hand, delta=event.delta,
@@ -168,20 +172,23 @@ class BatchProcessor:
         out = BatchOutputs()
         cache: dict[str, SkuState] = {}
         pending: list[_Item] = []
-        append = pending.append
         orders_topic, max_bytes = self.topics.orders, self.settings.max_payload_bytes
-        for record in records:
-            if record.topic == orders_topic:  # the bulk: inline the common case
-                order = fast_order(record.value, max_bytes)
-                if order is not None:
-                    append((record, f"{order[1]}@{order[2]}", order))
+        for topic, group in groupby(records, key=_TOPIC):
+            run = list(group)
+            if topic == orders_topic:  # the bulk: decode the run a column at a time
+                columns = order_columns(list(map(_VALUE, run)), max_bytes)
+                if columns is not None:
+                    keys = map(_KEY_FORMAT, columns.sku, columns.location)
+                    pending.extend(zip(run, keys, columns.event_id, columns.occurred_at,
+                                       columns.signed_quantity, strict=True))
                     continue
-            try:
-                append(self._decode(record))
-            except InvalidEvent as exc:
-                out.dead_letters.append(dead_letter(
-                    topic=record.topic, partition=record.partition, offset=record.offset,
-                    key=record.key, raw=record.value, error=exc))
+            for record in run:
+                try:
+                    pending.append(self._decode(record))
+                except InvalidEvent as exc:
+                    out.dead_letters.append(dead_letter(
+                        topic=record.topic, partition=record.partition, offset=record.offset,
+                        key=record.key, raw=record.value, error=exc))
         apply_order = SkuState.order
         bucket_seconds, window, lateness = self.bucket_seconds, self.window, self.lateness
         while pending:
@@ -189,15 +196,15 @@ class BatchProcessor:
             due: dict[str, SkuState] = {}
             accepted = duplicates = 0
             for item in pending:
-                record, key, event = item
+                record, key, event, occurred_at, quantity = item
                 if key in due:
                     held.append(item)
                     continue
                 state = cache.get(key)
                 if state is None:
                     state = self._state(cache, table, key)
-                if type(event) is FastOrder:
-                    verdict = apply_order(state, event[0], event[3], event[4], bucket_seconds,
+                if occurred_at is not None:
+                    verdict = apply_order(state, event, occurred_at, quantity, bucket_seconds,
                                           window, lateness)
                 else:
                     verdict = self._apply(event, state)
