@@ -16,18 +16,20 @@ import platform
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from rich.console import Console
 
 from shelfcast.kafka_config import client_kwargs
 from shelfcast.settings import Settings
 from shelfcast.worker_process import WorkerProcess
+from streams.changelog import changelog_topic, decode_state
 from streams.lag import LagProbe
 from streams.topics import ensure_topics
 
@@ -125,6 +127,36 @@ async def _raw_consume_rate(settings: Settings, total: int) -> float:
         return seen / (time.perf_counter() - t0)
     finally:
         await consumer.stop()
+
+
+async def _check_state(settings: Settings, orders: Records) -> dict[str, int]:
+    """Every backlog order counted exactly once: each SKU's demand in the state the workers
+    wrote to the changelog (the last record per key) equals its number of orders (each is
+    one unit). Read once the group has committed everything, so the changelog is complete."""
+    expected = Counter(k.decode() for k, _ in orders)
+    topic = changelog_topic(settings)
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
+    await consumer.start()
+    state: dict[str, Any] = {}
+    try:
+        # the changelog has as many partitions as the input topics
+        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        todo = {tp for tp, end in ends.items() if end > 0}
+        while todo:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for r in records:
+                    state[r.key.decode()] = decode_state(r.value)
+            todo = {tp for tp in todo if await consumer.position(tp) < ends[tp]}
+    finally:
+        await consumer.stop()
+    counted = {k: round(sum((v or {}).get("demand", {}).values())) for k, v in state.items()}
+    mismatches = sum(counted.get(k, 0) != n for k, n in expected.items())
+    return {"skus": len(expected), "orders": sum(expected.values()),
+            "orders_counted": sum(counted.get(k, 0) for k in expected), "mismatches": mismatches}
 
 
 async def _drain(probe: LagProbe, total: int, console: Console, t_start: float) -> float:
@@ -292,6 +324,8 @@ async def _bench(
             cpu = sum(_cpu_s(w.pid) for w in workers) - cpu0
             broker_cpu = _cpu_s(broker_pid) - broker0 if broker_pid else None
             machine_cpu = _machine_cpu_s() - machine0
+        state_check = await _check_state(settings, orders)
+        console.print(f"state check: {state_check}")
         rate = total / seconds if seconds > 0 else float("nan")
         console.print(f"workers: {rate:,.0f} events/s ({seconds:.1f} s)")
         day0 = opts.days + 2
@@ -334,6 +368,7 @@ async def _bench(
         "machine_busy_cpu_s": round(machine_cpu, 2),
         "drain_s": round(seconds, 2),
         "engine": settings.engine,
+        "state_check": state_check,
         "produce_per_s": round(produce_rate, 1),
         "latency_ms": full,
         "latency_half_load_ms": half,
