@@ -10,8 +10,8 @@ the same bytes (tests/unit/test_streams_outputs.py checks this against `Forecast
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -96,32 +96,35 @@ class ForecastRows:
                 "model_version": self.model_version}, option=_JSON_OPTIONS)
 
 
-@dataclass
 class BatchOutputs:
     """What one batch produced, plus counters for metrics and the demo summary.
 
-    Forecasts are held as `forecast_rows`; `forecasts` builds their models on first read.
+    Forecasts are held as `forecast_rows`; `forecasts` builds their models on first read
+    (after any models given to the constructor).
     """
 
-    restocks: list[RestockEvent] = field(default_factory=list)
-    alerts: list[AlertEvent] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    forecast_rows: list[ForecastRows] = field(default_factory=list)
-    accepted: int = 0
-    duplicates: int = 0
-    _forecasts: list[ForecastEvent] | None = field(default=None, repr=False, compare=False)
-    _built_from: int = field(default=0, repr=False, compare=False)
+    def __init__(self, *, forecasts: Iterable[ForecastEvent] = (),
+                 restocks: Iterable[RestockEvent] = (), alerts: Iterable[AlertEvent] = (),
+                 dead_letters: Iterable[DeadLetter] = (),
+                 forecast_rows: Iterable[ForecastRows] = (), accepted: int = 0,
+                 duplicates: int = 0) -> None:
+        self.restocks = list(restocks)
+        self.alerts = list(alerts)
+        self.dead_letters = list(dead_letters)
+        self.forecast_rows = list(forecast_rows)
+        self.accepted = accepted
+        self.duplicates = duplicates
+        self._forecasts = list(forecasts)
+        self._built_from = 0  # forecast_rows[:_built_from] are in _forecasts
 
     @property
     def forecast_count(self) -> int:
-        built = len(self._forecasts) if self._forecasts is not None else 0
-        return built + sum(len(rows) for rows in self.forecast_rows[self._built_from:])
+        unbuilt = self.forecast_rows[self._built_from:]
+        return len(self._forecasts) + sum(len(rows) for rows in unbuilt)
 
     @property
     def forecasts(self) -> list[ForecastEvent]:
         """Every forecast as a model, in emission order (a list the caller may extend)."""
-        if self._forecasts is None:
-            self._forecasts = []
         for rows in self.forecast_rows[self._built_from:]:
             self._forecasts.extend(rows.models())
         self._built_from = len(self.forecast_rows)

@@ -64,3 +64,12 @@ def test_an_empty_outputs_list_can_be_extended_like_a_list():
     total = BatchOutputs()
     total.forecasts.extend(rows(2).models())
     assert total.forecast_count == 2 and len(total.forecasts) == 2
+
+
+def test_models_given_to_the_constructor_come_first():
+    given = rows(1, seed=4).models()
+    out = BatchOutputs(forecasts=given, forecast_rows=[rows(2)])
+    assert out.forecast_count == 3
+    assert [f.sku for f in out.forecasts] == ["SKU-0", "SKU-0", "SKU-1"]
+    assert out.forecasts[0] is given[0]
+    assert len(list(out.forecast_payloads())) == 3
