@@ -158,7 +158,7 @@ class BatchEngine:
                         await self._process(batch)
                 elif self._pending_offsets:  # quiet: commit what was processed, now
                     async with self._lock:
-                        self._flush_state()
+                        self._flush_if_idle()
         finally:
             stopping.cancel()
 
@@ -221,9 +221,15 @@ class BatchEngine:
         self._acks = asyncio.ensure_future(self._send_outputs(groups)) if groups else None
         self._pending_offsets.update(offsets)
         if time.monotonic() - self._flushed_at >= self.settings.commit_interval_s:
-            self._flush_state()
+            self._flush_if_idle()
         if self.counters is not None:
             self.counters.add(len(records), out)
+
+    def _flush_if_idle(self) -> None:
+        """Flush unless the previous flush is still on its way (a slow or unreachable broker):
+        then its keys and offsets wait for the next one, and flushes never pile up."""
+        if self._commit_task is None or self._commit_task.done():
+            self._flush_state()
 
     def _flush_state(self) -> None:
         """Changelog every key written since the last flush, then commit the offsets covered.

@@ -76,3 +76,21 @@ async def test_flushes_commit_in_order_and_a_stop_flushes_what_is_pending():
     commits = [entry for entry in log if entry[0] == "commit"]
     assert commits == [("commit", {ORDERS: 5}), ("commit", {ORDERS: 9})]
     assert not engine._pending_offsets and not engine.store.has_dirty()
+
+
+async def test_a_due_flush_waits_while_the_previous_one_is_on_its_way():
+    log: list = []
+    changelog_acked = asyncio.Event()
+    engine = engine_with(log, {"app-sku-state-changelog": changelog_acked})
+    engine.store["A@L"] = {"n": 1}
+    engine._pending_offsets[ORDERS] = 5
+    engine._flush_if_idle()
+    await settle()
+    engine.store["B@L"] = {"n": 1}
+    engine._pending_offsets[ORDERS] = 9
+    engine._flush_if_idle()  # the first is still waiting for its changelog: no second flush
+    assert engine._pending_offsets == {ORDERS: 9} and engine.store.has_dirty()
+    changelog_acked.set()
+    await engine.flush_commits()
+    commits = [entry for entry in log if entry[0] == "commit"]
+    assert commits == [("commit", {ORDERS: 5}), ("commit", {ORDERS: 9})]
