@@ -140,6 +140,7 @@ async def _check_state(settings: Settings, orders: Records) -> dict[str, int]:
                                 max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
     await consumer.start()
     state: dict[str, Any] = {}
+    ends: dict[TopicPartition, int] = {}
     try:
         # the changelog has as many partitions as the input topics
         partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
@@ -156,7 +157,8 @@ async def _check_state(settings: Settings, orders: Records) -> dict[str, int]:
     counted = {k: round(sum((v or {}).get("demand", {}).values())) for k, v in state.items()}
     mismatches = sum(counted.get(k, 0) != n for k, n in expected.items())
     return {"skus": len(expected), "orders": sum(expected.values()),
-            "orders_counted": sum(counted.get(k, 0) for k in expected), "mismatches": mismatches}
+            "orders_counted": sum(counted.get(k, 0) for k in expected), "mismatches": mismatches,
+            "changelog_records": sum(ends.values())}
 
 
 async def _drain(probe: LagProbe, total: int, console: Console, t_start: float) -> float:
