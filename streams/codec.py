@@ -13,6 +13,7 @@ checks this against the models on valid and mutated records).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from operator import attrgetter, itemgetter, methodcaller, mul
 from typing import Any, NamedTuple
@@ -99,6 +100,7 @@ def _common(data: dict[str, Any]) -> tuple[str, str, str, float] | None:
     if (type(event_id) is not str or not 1 <= len(event_id) <= 128
             or not _name(sku) or not _name(location)):
         return None
+    assert isinstance(sku, str) and isinstance(location, str)  # _name checked; for mypy
     version = data.get("schema_version", 1)
     if type(version) is not int or version != 1:
         return None
@@ -178,8 +180,9 @@ _YEAR = attrgetter("year")
 _NONE = type(None)
 
 
-def order_columns(raws: list[bytes | None], max_bytes: int) -> OrderColumns | None:
-    """`fast_order` of every record, checked a column at a time; None unless ALL are plainly
+def order_columns(raws: Sequence[Any], max_bytes: int) -> OrderColumns | None:
+    """`fast_order` of every record value (bytes, or None: not plainly valid), checked a column
+    at a time; None unless ALL are plainly
     valid (then decode them one by one: `fast_order` says which are not).
 
     The per-record checks of `fast_order`, as whole-column operations that run in C (map,

@@ -334,8 +334,8 @@ class BatchEngine:
             groups[(topic, partition)].append(
                 (key.encode() if key is not None else None, value))
 
-        for event in out.dead_letters:
-            add(t.dlq, _event_key(event), event_json(event))
+        for dead in out.dead_letters:
+            add(t.dlq, _event_key(dead), event_json(dead))
         for key, value in out.forecast_payloads():
             add(t.forecasts, key, value)
         for topic, items in ((t.restock, out.restocks), (t.alerts, out.alerts)):

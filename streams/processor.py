@@ -203,9 +203,9 @@ class BatchProcessor:
                 state = cache.get(key)
                 if state is None:
                     state = self._state(cache, table, key)
-                if occurred_at is not None:
-                    verdict = apply_order(state, event, occurred_at, quantity, bucket_seconds,
-                                          window, lateness)
+                if occurred_at is not None:  # an order: it has a quantity too
+                    verdict = apply_order(state, event, occurred_at, quantity,  # type: ignore[arg-type]
+                                          bucket_seconds, window, lateness)
                 else:
                     verdict = self._apply(event, state)
                 if verdict == "ok":
@@ -377,8 +377,8 @@ class BatchProcessor:
         return AlertEvent.model_construct(
             alert_id=deterministic_id("alert", state.sku, state.location, kind,
                                       bucket_start.isoformat()),
-            sku=state.sku, location=state.location, kind=kind,  # type: ignore[arg-type]
-            severity=severity, message=message, details=details,  # type: ignore[arg-type]
+            sku=state.sku, location=state.location, kind=kind,
+            severity=severity, message=message, details=details,
             raised_at=issued_at)
 
     def _stockout(self, state: SkuState, risk: float, steps: int, position: float,

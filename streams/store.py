@@ -19,7 +19,7 @@ __all__ = ["StateStore", "key_partition"]
 
 def key_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for `key` among `partitions`."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class StateStore(MutableMapping[str, Any]):
