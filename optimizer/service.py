@@ -30,6 +30,7 @@ from optimizer.store import TRANSIENT_DB_ERRORS, PlanStore
 from schemas.codec import dead_letter, decode, encode
 from schemas.errors import InvalidEvent
 from schemas.events import DeadLetter, PlanEvent, RestockEvent
+from shelfcast.faults import fault_point
 from shelfcast.kafka_config import client_kwargs
 from shelfcast.settings import Settings
 
@@ -314,11 +315,13 @@ class OptimizerService:
                 on_retry=note_retry,
             )
             self.counters.plan_lines_written += sum(len(p.lines) for p in created)
+            fault_point("optimizer.after_plan_write", when=created)
             await self._publish(created)
             if retried:
                 # A failed attempt may have committed before the connection dropped; its plans
                 # are then only in the outbox.
                 await self._publish_pending()
+        fault_point("optimizer.before_kafka_commit", when=created)
         await self._commit_kafka(next_offsets)
         self.counters.batches += 1
 

@@ -45,6 +45,9 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization failure
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.InterfaceError,  # e.g. the pool's connection was closed under us
+    # a pooled connection left mid-protocol by a server crash ("cannot switch to state 12;
+    # another operation (2) is in progress", MagicStack/asyncpg#784); the pool drops it
+    asyncpg.exceptions.InternalClientError,
 )
 
 _MIGRATION_FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="CA bundle (PEM) that signed the brokers' certificates")
     topic_partitions: int = Field(default=4, ge=1, description="partitions for topics we create")
     topic_replication: int = Field(default=1, ge=1)
     shop_topic_prefix: str = Field(default="shop.", description="prefix of the shop's input topics")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Iterator, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import faust
 from faust.types import EventT
 
 from schemas import encode
-from shelfcast.kafka_config import bootstrap_servers
+from shelfcast.kafka_config import bootstrap_servers, faust_credentials
 from shelfcast.settings import Settings
 from streams.counters import StreamCounters
 from streams.metrics import WorkerMetrics
@@ -53,11 +55,15 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str) -> fa
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{h.strip()}" for h in hosts],
+        broker_credentials=faust_credentials(settings),  # SASL/TLS as for every other client
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 3),
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=settings.commit_interval_s,
         store="memory://",
+        # the memory store keeps nothing on disk, but Faust still creates its app directory:
+        # put it under the temp dir, not the caller's working directory
+        datadir=str(Path(tempfile.gettempdir()) / "shelfcast-faust" / "{conf.name}-data"),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication,
         topic_allow_declare=True,

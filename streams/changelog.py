@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from shelfcast.kafka_config import client_kwargs
+from shelfcast.kafka_lifecycle import stop_client
 from shelfcast.settings import Settings
 from streams.store import StateStore
 
@@ -113,7 +114,7 @@ async def recover_partitions(settings: Settings, partitions: Iterable[int],
             if todo and time.monotonic() - idle_since > 30:
                 raise RuntimeError(f"changelog recovery stalled short of the end on {todo}")
     finally:
-        await consumer.stop()
+        await stop_client(consumer)  # a broker outage must not fail the rebalance callback
     store.load("", None)  # a record without key cannot be state
     log.info("recovered %d changelog record(s) of partitions %s in %.2f s (%d keys held)",
              n, [tp.partition for tp in tps], time.perf_counter() - t0, len(store))

@@ -35,6 +35,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import BaseModel
 
+from shelfcast.faults import fault_point
 from shelfcast.kafka_config import client_kwargs
 from shelfcast.settings import Settings
 from streams.changelog import changelog_topic, encode_state, ensure_changelog, recover_partitions
@@ -212,6 +213,7 @@ class BatchEngine:
         if not records:
             return
         out = await self.processor.process(records, self.store)
+        fault_point("worker.mid_forecast", when=out.forecast_count)
         groups = self._output_groups(out)
         # The previous batch's outputs must be acknowledged before this batch's go out (per
         # key order, and a batch held by a broker outage holds the next), but its acks were
@@ -257,6 +259,7 @@ class BatchEngine:
             await self._send_changelog(changelog)
         if not offsets:
             return
+        fault_point("worker.before_commit")  # outputs and changelog acknowledged
         try:
             await self._consumer.commit(offsets)
             self.monitor.tp_committed_offsets.update(offsets)
@@ -345,6 +348,7 @@ class BatchEngine:
 
     async def _send_outputs(self, groups: _Groups) -> None:
         await self._send_grouped(groups)
+        fault_point("worker.mid_batch")  # outputs acknowledged, their state not yet written
 
     def _changelog_groups(self) -> _Groups:
         assert self.store is not None

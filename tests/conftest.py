@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
 import tarfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +34,7 @@ from shelfcast.services import (
     drop_database,
     wait_kafka_ready,
 )
+from shelfcast.services.kafka_broker import SecureListener
 
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 POSTGRES_IMAGE = "postgres:16"
@@ -42,6 +46,7 @@ INTEGRATION_FIXTURES = frozenset(
         "pg_database",
         "restartable_kafka",
         "restartable_postgres",
+        "secure_kafka",
         "tansu_bootstrap",
     }
 )
@@ -152,6 +157,61 @@ def restartable_kafka() -> Iterator[LocalKafka]:
         yield kafka
 
 
+@dataclass(frozen=True)
+class SecureKafka:
+    """How to reach the SASL_SSL listener of `secure_kafka`."""
+
+    bootstrap: str
+    cafile: Path
+    username: str
+    password: str
+    mechanism: str
+    log_path: Path
+
+    def settings_values(self) -> dict[str, Any]:
+        """Settings fields for a client of this broker (SASL/SCRAM over verified TLS)."""
+        return dict(
+            kafka_bootstrap=self.bootstrap,
+            kafka_security_protocol="SASL_SSL",
+            kafka_sasl_mechanism=self.mechanism,
+            kafka_sasl_username=self.username,
+            kafka_sasl_password=self.password,
+            kafka_ssl_cafile=self.cafile,
+        )
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKafka]:
+    """A local Kafka 4.x broker whose client listener is SASL_SSL: a throw-away CA (trustme)
+    signs its certificate for 127.0.0.1, and one SCRAM-SHA-512 user with a random password is
+    written into its KRaft metadata at format time."""
+    import trustme
+    from cryptography.hazmat.primitives import serialization
+
+    ca = trustme.CA(key_type=trustme.KeyType.RSA)
+    leaf = ca.issue_cert("127.0.0.1", "localhost", key_type=trustme.KeyType.RSA)
+    key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), password=None)
+    pkcs8 = key.private_bytes(  # Kafka's PEM key store reads PKCS#8 only
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    chain = "".join(pem.bytes().decode() for pem in leaf.cert_chain_pems)
+    cafile = tmp_path_factory.mktemp("kafka-ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(cafile))
+    password = secrets.token_urlsafe(24)
+    secure = SecureListener(keystore_pem=pkcs8 + chain, users={"shelfcast": password})
+    with LocalKafka(secure=secure) as kafka:
+        yield SecureKafka(
+            bootstrap=kafka.secure_bootstrap,
+            cafile=cafile,
+            username="shelfcast",
+            password=password,
+            mechanism=secure.mechanism,
+            log_path=kafka.log_path,
+        )
+
+
 @pytest.fixture(scope="session")
 def tansu_bootstrap() -> Iterator[str]:
     """Bootstrap servers of the embedded tansu broker (the demo's broker)."""
@@ -209,4 +269,4 @@ def restartable_postgres() -> Iterator[LocalPostgres]:
         yield pg
 
 
-__all__ = ["unique_prefix"]
+__all__ = ["SecureKafka", "unique_prefix"]

@@ -4,6 +4,8 @@
 ships next to this module); `LocalKafka` formats a KRaft log directory and runs
 `kafka.Kafka` as broker+controller on free 127.0.0.1 ports, waits until a client sees it, and can
 be stopped, killed and started again on the same ports and data (for the chaos suite).
+With a `SecureListener` it also serves a SASL_SSL listener (SCRAM users written into the KRaft
+metadata at format time, a PEM key store) for the security tests.
 The module also holds the process helpers the other local services share.
 
 CLI: `python -m shelfcast.services.kafka_broker --fetch` pre-fetches the jars; `--warm` starts
@@ -29,6 +31,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
@@ -39,6 +42,7 @@ __all__ = [
     "POM_PATH",
     "BrokerStartError",
     "LocalKafka",
+    "SecureListener",
     "default_cache_dir",
     "ensure_kafka_jars",
     "free_port",
@@ -246,6 +250,32 @@ def ensure_kafka_jars(
 # --------------------------------------------------------------------------- broker
 
 
+@dataclass(frozen=True)
+class SecureListener:
+    """A SASL_SSL client listener: TLS with a PEM key store, SCRAM authentication.
+
+    `keystore_pem` holds the broker's private key (unencrypted PKCS#8) followed by its
+    certificate chain; `users` maps SCRAM user names to passwords (written into the cluster
+    metadata when the storage is formatted). The broker still talks to itself over PLAINTEXT
+    on 127.0.0.1 (inter-broker and controller listeners); clients use `secure_bootstrap`.
+    """
+
+    keystore_pem: str = field(repr=False)
+    users: Mapping[str, str] = field(repr=False)
+    mechanism: str = "SCRAM-SHA-512"
+
+    def scram_arguments(self) -> list[str]:
+        """`kafka-storage format --add-scram` arguments, one per user."""
+        args: list[str] = []
+        for name, password in self.users.items():
+            if not name.isalnum() or '"' in password or "," in password or "]" in password:
+                raise ValueError(f"SCRAM user {name!r}: keep names alphanumeric and passwords "
+                                 "free of quotes, commas and brackets")
+            args += ["--add-scram", f"{self.mechanism}=[name={name},password={password}]"]
+        return args
+
+
+
 def _kafka_uuid() -> str:
     """A Kafka `Uuid` (url-safe base64 of 16 random bytes, no padding) for the cluster id."""
     while True:
@@ -277,10 +307,15 @@ class LocalKafka(LocalService):
         stop_timeout: float = 20.0,
         java: str = "java",
         class_data_sharing: bool = True,
+        secure: SecureListener | None = None,
     ) -> None:
         super().__init__(workdir, prefix="shelfcast-kafka-")
         self.port = port or free_port()
         self.controller_port = controller_port or free_port(exclude=(self.port,))
+        self.secure = secure
+        self.secure_port = (
+            free_port(exclude=(self.port, self.controller_port)) if secure is not None else None
+        )
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.heap = heap
         self.num_partitions = num_partitions
@@ -301,6 +336,13 @@ class LocalKafka(LocalService):
     def bootstrap(self) -> str:
         """`host:port` for Kafka clients."""
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def secure_bootstrap(self) -> str:
+        """`host:port` of the SASL_SSL listener (only with `secure=`)."""
+        if self.secure_port is None:
+            raise BrokerStartError("this broker has no SASL_SSL listener (pass secure=...)")
+        return f"127.0.0.1:{self.secure_port}"
 
     def __repr__(self) -> str:
         return f"LocalKafka(bootstrap={self.bootstrap!r}, running={self.running})"
@@ -400,8 +442,30 @@ class LocalKafka(LocalService):
             "broker.session.timeout.ms": 4000,
             "broker.heartbeat.interval.ms": 500,
         }
+        if self.secure is not None:
+            props.update(self._secure_properties(self.secure))
         props.update(self.extra_properties)
         return {k: str(v) for k, v in props.items()}
+
+    def _secure_properties(self, secure: SecureListener) -> dict[str, str | int]:
+        name = "sasl_ssl"  # listener names are lower-cased in per-listener keys
+        endpoint = f"SASL_SSL://127.0.0.1:{self.secure_port}"
+        keystore = self.workdir / "keystore.pem"
+        keystore.write_text(secure.keystore_pem)
+        keystore.chmod(0o600)
+        mech = secure.mechanism.lower()
+        return {
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},{endpoint},"
+            f"CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port},{endpoint}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,"
+            "CONTROLLER:PLAINTEXT",
+            f"listener.name.{name}.sasl.enabled.mechanisms": secure.mechanism,
+            f"listener.name.{name}.{mech}.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            f"listener.name.{name}.ssl.keystore.type": "PEM",
+            f"listener.name.{name}.ssl.keystore.location": str(keystore),
+        }  # fmt: skip
 
     def _write_config(self) -> None:
         lines = [f"{k}={v}" for k, v in self.properties().items()]
@@ -446,6 +510,10 @@ class LocalKafka(LocalService):
         paths nor ports, so it is made once per jar cache and copied, with a fresh cluster id
         and directory id, instead of paying a JVM start per broker.
         """
+        if self.secure is not None:
+            # SCRAM credentials live in the bootstrap metadata: format this broker itself
+            self._run_storage_tool(lib, self.data_dir, self.secure.scram_arguments())
+            return
         template = lib.parent / "storage-template"
         checkpoint = template / "bootstrap.checkpoint"
         if not checkpoint.is_file():
@@ -462,7 +530,7 @@ class LocalKafka(LocalService):
         (self.data_dir / "meta.properties.tmp").write_text(meta)
         (self.data_dir / "meta.properties.tmp").replace(self.data_dir / "meta.properties")
 
-    def _run_storage_tool(self, lib: Path, target: Path) -> None:
+    def _run_storage_tool(self, lib: Path, target: Path, extra: Sequence[str] = ()) -> None:
         staging = target.with_name(target.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
@@ -472,11 +540,12 @@ class LocalKafka(LocalService):
         cmd = [
             self.java, "-Xmx256m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
             "-cp", str(lib / "*"), "kafka.tools.StorageTool", "format",
-            "-t", _kafka_uuid(), "-c", str(config),
+            "-t", _kafka_uuid(), "-c", str(config), *extra,
         ]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+        shown = " ".join(cmd[: len(cmd) - len(extra)])  # --add-scram carries passwords
         with open(self.log_path, "a") as log:
-            log.write(f"=== format: {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
+            log.write(f"=== format: {shown}\n{proc.stdout}{proc.stderr}")
         if proc.returncode != 0 or not (staging / "data" / "bootstrap.checkpoint").is_file():
             raise BrokerStartError(
                 f"formatting Kafka storage failed (exit {proc.returncode}):\n"

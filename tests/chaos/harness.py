@@ -11,6 +11,9 @@ faults while it flows; the verifier then checks the outcome against the input lo
 - restocks: a downstream consumer that dedupes by restock id sees exactly the restocks the
   recomputation decides, none with two different quantities;
 - plans: every restock on the topic has exactly one plan line in PostgreSQL;
+- alerts: deduped by id, the alerts on the topic are the recomputation's, and each stock-out
+  episode (opened when the stock-out risk crosses 20 %, closed below 10 %) holds at most one
+  stock-out alert -- a replay that lost the "open" flag would raise a second one;
 - caught up: worker and optimizer consumer groups have no lag.
 
 Results are merged into `chaos-report.json` (env SHELFCAST_CHAOS_REPORT, else
@@ -38,13 +41,19 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from schemas import DeadLetter, RestockEvent
+from forecasting import make_forecaster
+from schemas import AlertEvent, DeadLetter, RestockEvent
+from schemas.ids import deterministic_id
 from shelfcast.errors import ServiceUnavailable
+from shelfcast.faults import FAULT_ENV
 from shelfcast.kafka_config import client_kwargs
 from shelfcast.settings import Settings, settings_env
+from shelfcast.worker_process import WorkerProcess
 from streams.changelog import changelog_topic, decode_state
 from streams.lag import LagProbe
-from tests.integration.test_streams_engine import read_all, recompute
+from streams.processor import BatchProcessor, RawRecord
+from streams.worker import local_predict
+from tests.integration.test_streams_engine import read_all
 
 T0 = datetime(2011, 3, 7, tzinfo=UTC)
 REPORT_ENV = "SHELFCAST_CHAOS_REPORT"
@@ -228,15 +237,18 @@ async def produce_paced(
 
 
 class OptimizerProcess:
-    """`shelfcast optimizer` as a subprocess (SIGKILL-able), logging to `log_path`."""
+    """`shelfcast optimizer` as a subprocess (SIGKILL-able), logging to `log_path`; `fault`
+    arms a crash point in it (`SHELFCAST_FAULT_POINT`, see shelfcast/faults.py)."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
-        self.settings, self.log_path = settings, log_path
+    def __init__(self, settings: Settings, log_path: Path, *, fault: str | None = None) -> None:
+        self.settings, self.log_path, self.fault = settings, log_path, fault
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OptimizerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SHELFCAST_")}
         env.update(settings_env(self.settings))
+        if self.fault:
+            env[FAULT_ENV] = self.fault
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "shelfcast", "optimizer"],
@@ -265,6 +277,31 @@ class OptimizerProcess:
                 self._proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+class FaultyWorker(WorkerProcess):
+    """`shelfcast worker` with a crash point armed (`SHELFCAST_FAULT_POINT`): it SIGKILLs
+    itself at that exact step. WorkerProcess passes only the settings' SHELFCAST_* variables
+    on, so the start is repeated here with the fault variable added."""
+
+    def __init__(self, settings: Settings, log_path: Path, *, name: str, fault: str) -> None:
+        super().__init__(settings, log_path, name=name)
+        self.fault = fault
+
+    def start(self) -> FaultyWorker:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHELFCAST_")}
+        env.update(settings_env(self.settings))
+        env[FAULT_ENV] = self.fault
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "shelfcast", "worker"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def exit_code(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
 
 
 # --------------------------------------------------------------------------- catch-up
@@ -321,6 +358,71 @@ async def wait_caught_up(
 
 
 @dataclass
+class Recomputed:
+    """What one BatchProcessor makes of the input log, replayed in order without faults."""
+
+    table: dict[str, Any]
+    restocks: dict[str, int]  # restock id -> quantity
+    alerts: dict[str, AlertEvent]  # alert id -> alert
+
+
+async def recompute(settings: Settings, snapshots: Records, orders: Records) -> Recomputed:
+    model = make_forecaster(settings.model)
+    processor = BatchProcessor(settings, local_predict(model), model.model_version)
+    t = settings.topics
+    records = [RawRecord(t.stock, 0, i, k, v) for i, (k, v) in enumerate(snapshots)]
+    records += [RawRecord(t.orders, 0, i, k, v) for i, (k, v) in enumerate(orders)]
+    done = Recomputed({}, {}, {})
+    for i in range(0, len(records), 500):
+        out = await processor.process(records[i : i + 500], done.table)
+        done.restocks.update({r.restock_id: r.quantity for r in out.restocks})
+        done.alerts.update({a.alert_id: a for a in out.alerts})
+    return done
+
+
+def alert_buckets(alerts: list[AlertEvent], days: range = range(-3, 12)) -> dict[str, datetime]:
+    """Alert id -> the bucket it was raised for. Ids are deterministic over (sku, location,
+    kind, bucket start), so the bucket is found by hashing each candidate day of the stream."""
+    known: dict[str, datetime] = {}
+    for key in {(a.sku, a.location, a.kind) for a in alerts}:
+        for d in days:
+            bucket = T0 + timedelta(days=d)
+            known[deterministic_id("alert", *key, bucket.isoformat())] = bucket
+    return known
+
+
+def alert_episode_violations(
+    expected: dict[str, AlertEvent], seen: dict[str, AlertEvent]
+) -> tuple[int, int]:
+    """(stock-out alerts beyond the first in their episode, episodes that got no alert).
+
+    The recomputation's stock-out alerts mark where each episode opens, per SKU; an episode
+    runs until the next one opens. Every distinct stock-out alert id on the topic is placed in
+    the episode its bucket falls in; one raised before a SKU's first episode, or for a bucket
+    outside the stream, counts as a violation too."""
+    stockouts = [a for a in [*expected.values(), *seen.values()] if a.kind == "stockout_risk"]
+    bucket = alert_buckets(stockouts)
+    opened: dict[tuple[str, str], list[datetime]] = defaultdict(list)
+    for a in expected.values():
+        if a.kind == "stockout_risk":
+            opened[(a.sku, a.location)].append(bucket[a.alert_id])
+    per_episode: Counter[tuple[str, str, int]] = Counter()
+    extra = 0
+    for a in seen.values():
+        if a.kind != "stockout_risk":
+            continue
+        at = bucket.get(a.alert_id)
+        episode = -1 if at is None else sum(1 for s in opened[(a.sku, a.location)] if s <= at) - 1
+        if episode < 0:
+            extra += 1
+        else:
+            per_episode[(a.sku, a.location, episode)] += 1
+    extra += sum(n - 1 for n in per_episode.values() if n > 1)
+    episodes = sum(len(v) for v in opened.values())
+    return extra, episodes - len(per_episode)
+
+
+@dataclass
 class Verdict:
     events_produced: int
     events_accounted: int
@@ -328,6 +430,11 @@ class Verdict:
     duplicate_plans: int
     duplicate_restock_ids: int
     state_mismatches: int
+    alert_episode_violations: int = 0  # stock-out alerts beyond one per episode
+    alerts: int = 0
+    stockout_episodes: int = 0
+    missing_alerts: int = 0
+    unexpected_alerts: int = 0
     restocks: int = 0
     restock_redeliveries: int = 0
     missing_restocks: int = 0
@@ -344,12 +451,14 @@ class Verdict:
         return {k: v for k, v in self.__dict__.items()}
 
 
+
 async def verify(settings: Settings, dsn: str | None, stream: ShopStream) -> Verdict:
     t = settings.topics
     problems: list[str] = []
 
     # state: last changelog value per key vs the recomputation of the input log
-    expected_table, expected_restocks = await recompute(settings, stream.snapshots, stream.orders)
+    expected = await recompute(settings, stream.snapshots, stream.orders)
+    expected_table, expected_restocks = expected.table, expected.restocks
     state: dict[str, Any] = {}
     for r in await read_all(settings, changelog_topic(settings)):
         state[r.key.decode()] = decode_state(r.value)
@@ -421,6 +530,21 @@ async def verify(settings: Settings, dsn: str | None, stream: ShopStream) -> Ver
     if not expected_restocks:
         problems.append("the stream caused no restock: the scenario checks nothing downstream")
 
+    # alerts, deduped by id: the recomputation's, and at most one per stock-out episode
+    on_topic = [AlertEvent.model_validate_json(r.value) for r in await read_all(settings, t.alerts)]
+    seen_alerts = {a.alert_id: a for a in on_topic}
+    episode_violations, silent_episodes = alert_episode_violations(expected.alerts, seen_alerts)
+    missing_alerts = len(expected.alerts.keys() - seen_alerts.keys())
+    unexpected_alerts = len(seen_alerts.keys() - expected.alerts.keys())
+    if episode_violations or silent_episodes or missing_alerts or unexpected_alerts:
+        problems.append(
+            f"alerts: {episode_violations} stock-out alert(s) beyond one per episode, "
+            f"{silent_episodes} episode(s) without one; vs recomputation {missing_alerts} "
+            f"missing, {unexpected_alerts} unexpected"
+        )
+    if not any(a.kind == "stockout_risk" for a in expected.alerts.values()):
+        problems.append("the stream opened no stock-out episode: the alert check checks nothing")
+
     # plans in PostgreSQL
     duplicate_plans = unplanned = 0
     if dsn is not None:
@@ -448,6 +572,11 @@ async def verify(settings: Settings, dsn: str | None, stream: ShopStream) -> Ver
         duplicate_plans=duplicate_plans,
         duplicate_restock_ids=conflicting,
         state_mismatches=len(mismatched),
+        alert_episode_violations=episode_violations,
+        alerts=len(seen_alerts),
+        stockout_episodes=sum(1 for a in expected.alerts.values() if a.kind == "stockout_risk"),
+        missing_alerts=missing_alerts,
+        unexpected_alerts=unexpected_alerts,
         restocks=len(decisions),
         restock_redeliveries=raw_restocks - len(decisions),
         missing_restocks=len(missing),
@@ -472,6 +601,7 @@ TOTALS = (
     "duplicate_plans",
     "duplicate_restock_ids",
     "state_mismatches",
+    "alert_episode_violations",
 )
 
 

@@ -8,7 +8,10 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import time
+import traceback
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
@@ -18,6 +21,9 @@ import asyncpg
 import pytest
 
 from optimizer.service import OptimizerService
+from optimizer.store import PlanStore
+from schemas import AlertEvent
+from schemas.ids import deterministic_id
 from shelfcast.services import LocalKafka, LocalPostgres
 from shelfcast.settings import Settings
 from shelfcast.worker_process import WorkerProcess
@@ -25,8 +31,11 @@ from streams.lag import LagProbe
 from streams.topics import ensure_topics
 from tests.chaos.harness import (
     T0,
+    FaultyWorker,
     OptimizerProcess,
     ShopStream,
+    alert_buckets,
+    alert_episode_violations,
     chaos_settings,
     check_alive,
     make_stream,
@@ -36,7 +45,7 @@ from tests.chaos.harness import (
     verify,
     wait_caught_up,
 )
-from tests.integration.test_streams_engine import produce, wait_lag
+from tests.integration.test_streams_engine import produce, read_all, wait_lag
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -66,7 +75,9 @@ async def in_process_optimizer(settings: Settings, dsn: str) -> AsyncIterator[as
 def task_alive(task: asyncio.Task) -> Callable[[], None]:
     def probe() -> None:
         if task.done():
-            raise AssertionError(f"the optimizer task ended: {task.exception()!r}")
+            exc = task.exception()
+            trace = "".join(traceback.format_exception(exc)) if exc is not None else ""
+            raise AssertionError(f"the optimizer task ended: {exc!r}\n{trace}")
 
     return probe
 
@@ -271,17 +282,36 @@ async def verifier_has_teeth(settings: Settings, dsn: str, stream: ShopStream) -
     )
     assert doubled.state_mismatches >= 1 and not doubled.ok, doubled.problems
     assert any("double count" in p for p in doubled.problems), doubled.problems
+    # a second stock-out alert inside an episode that already has one, as a replay that lost
+    # the episode's "open" flag would raise it, is caught from the topic
+    alerts = [AlertEvent.model_validate_json(r.value)
+              for r in await read_all(settings, settings.topics.alerts)]
+    stockouts = [a for a in alerts if a.kind == "stockout_risk"]
+    per_sku = Counter((a.sku, a.location) for a in stockouts)
+    single = next(a for a in stockouts if per_sku[(a.sku, a.location)] == 1)
+    opened = alert_buckets([single])[single.alert_id]
+    again = opened + timedelta(days=1)
+    forged = single.model_copy(update={"alert_id": deterministic_id(
+        "alert", single.sku, single.location, "stockout_risk", again.isoformat())})
+    await produce(settings, settings.topics.alerts,
+                  [(f"{single.sku}@{single.location}".encode(), forged.model_dump_json().encode())])
+    twice = await verify(settings, dsn, stream)
+    assert twice.alert_episode_violations == 1 and not twice.ok, twice.problems
 
 
+@pytest.mark.parametrize("how", ["stop", "kill"])
 async def test_broker_restart_while_workers_run(
+    how: str,
     restartable_kafka: LocalKafka,
     pg_database: str,
     fresh_topic_prefix: str,
     tmp_path: Path,
     stream: ShopStream,
 ):
-    """(3) The broker stops (graceful), stays down a few seconds and restarts, while two
-    workers and the optimizer keep running; the producer resumes after it is back."""
+    """(3) The broker goes down -- SIGTERM (graceful) or SIGKILL (crash: unflushed log
+    segments, the controller waits out the dead broker's session) -- stays down a few seconds
+    and restarts, while two workers and the optimizer keep running; the producer resumes after
+    it is back."""
     kafka = restartable_kafka
     # the outage outlasts the producer's request timeout, so a batch in flight when the broker
     # goes away fails its sends and is held and retried (whether one is in flight is timing)
@@ -293,7 +323,7 @@ async def test_broker_restart_while_workers_run(
     marks: dict[str, float] = {}
 
     async def bounce() -> None:
-        await asyncio.to_thread(kafka.stop)
+        await asyncio.to_thread(kafka.stop if how == "stop" else kafka.kill)
         await asyncio.sleep(float(os.environ.get("SHELFCAST_CHAOS_BROKER_DOWN_S", "8")))
         await asyncio.to_thread(kafka.start)
         marks["broker_back"] = time.monotonic()
@@ -309,7 +339,7 @@ async def test_broker_restart_while_workers_run(
                 settings, settings.topics.orders, stream.orders, at_chunk={10: bounce}
             )
             await finish(
-                "broker_restart",
+                "broker_restart" if how == "stop" else "broker_sigkill_restart",
                 settings,
                 pg_database,
                 stream,
@@ -322,15 +352,20 @@ async def test_broker_restart_while_workers_run(
             w.kill()
 
 
+@pytest.mark.parametrize("how", ["stop", "kill"])
 async def test_postgres_outage_while_optimizer_runs(
+    how: str,
     kafka_bootstrap: str,
     restartable_postgres: LocalPostgres,
     fresh_topic_prefix: str,
     tmp_path: Path,
     stream: ShopStream,
+    caplog: pytest.LogCaptureFixture,
 ):
-    """(4) PostgreSQL stops for a few seconds while restocks flow; the optimizer retries with
-    backoff and catches up once it is back."""
+    """(4) PostgreSQL goes down for a few seconds while restocks flow -- fast shutdown, or
+    SIGKILL of the postmaster and its backends (crash recovery from the WAL; plan writes use
+    synchronous_commit=off, so the last commits may be lost together with their offsets) --
+    the optimizer retries with backoff and catches up once it is back."""
     pg = restartable_postgres
     dsn = pg.dsn
     settings = chaos_settings(kafka_bootstrap, fresh_topic_prefix, dsn)
@@ -340,10 +375,21 @@ async def test_postgres_outage_while_optimizer_runs(
     outage: list[asyncio.Task] = []
 
     async def down_for_a_while() -> None:
-        await asyncio.to_thread(pg.stop)
+        await asyncio.to_thread(pg.stop if how == "stop" else pg.kill)
+        down = time.monotonic()
         await asyncio.sleep(4)
+        # down at least 4 s, longer (up to 8 s, inside the optimizer's ~11 s retry budget)
+        # until one of its database calls has failed and is being retried: whether one is due
+        # within 4 s is timing (a loaded machine delays the restocks)
+        while not db_retried() and time.monotonic() - down < 8:
+            await asyncio.sleep(0.1)
         await asyncio.to_thread(pg.start)
         marks["db_back"] = time.monotonic()
+        marks["down_s"] = marks["db_back"] - down
+
+    def db_retried() -> bool:
+        return any(r.name == "optimizer.service" and "; retry " in r.getMessage()
+                   for r in caplog.records)
 
     async def start_outage() -> None:
         outage.append(asyncio.create_task(down_for_a_while()))  # the stream keeps flowing
@@ -358,18 +404,18 @@ async def test_postgres_outage_while_optimizer_runs(
             )
             await outage[0]
             await finish(
-                "postgres_outage",
+                "postgres_outage" if how == "stop" else "postgres_sigkill_restart",
                 settings,
                 dsn,
                 stream,
                 marks["db_back"],
                 all_alive(check_alive(worker), task_alive(opt)),
+                {"database_down": marks["down_s"]},
                 log_dir=tmp_path,
             )
-            retries = opt.service.counters.db_retries
     finally:
         worker.kill()
-    assert retries > 0, "the outage should have hit the optimizer's writes"
+    assert db_retried(), "the outage should have hit the optimizer's database calls"
 
 
 async def test_optimizer_sigkilled_during_plan_writes(
@@ -429,3 +475,204 @@ async def test_optimizer_sigkilled_during_plan_writes(
         worker.kill()
         for o in optimizers:
             o.kill()
+
+
+async def wait_exit(proc: FaultyWorker | OptimizerProcess, timeout_s: float) -> int:
+    """Wait until a process with an armed fault point has killed itself; its exit code."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        code = proc._proc.poll() if proc._proc is not None else None
+        if code is not None:
+            return code
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{proc} did not reach its fault point within {timeout_s:.0f} s")
+
+
+WORKER_FAULTS = ("worker.mid_forecast@3", "worker.mid_batch@3", "worker.before_commit@3")
+
+
+async def test_workers_killed_at_exact_points(
+    kafka_bootstrap: str,
+    pg_database: str,
+    fresh_topic_prefix: str,
+    tmp_path: Path,
+    stream: ShopStream,
+):
+    """(6) Three workers in a row SIGKILL themselves at an exact step of their 3rd batch
+    (shelfcast/faults.py): with forecasts made but nothing sent; with outputs acknowledged but
+    not the changelog; with outputs and changelog acknowledged but offsets not committed. Each
+    time a fresh worker takes over; a fourth, unarmed one finishes the stream."""
+    settings = chaos_settings(kafka_bootstrap, fresh_topic_prefix, pg_database)
+    await ensure_topics(settings)
+    log = tmp_path / "worker.log"
+    armed = [
+        FaultyWorker(settings, log, name=f"worker-{i}", fault=f)
+        for i, f in enumerate(WORKER_FAULTS)
+    ]
+    last = WorkerProcess(settings, log, name="worker-clean")
+    recovery: dict[str, float] = {}
+    marks: dict[str, float] = {}
+
+    async def chain() -> None:
+        for i, worker in enumerate(armed):
+            code = await wait_exit(worker, 90)
+            assert code == -signal.SIGKILL, f"{worker.fault}: exit {code}\n{worker.log_tail()}"
+            marks["restart"] = time.monotonic()
+            nxt = armed[i + 1] if i + 1 < len(armed) else last
+            nxt.start()
+            recovery[f"{worker.fault.partition('@')[0]}_to_ready"] = await ready(nxt)
+
+    try:
+        armed[0].start()
+        await ready(armed[0])
+        await seed_stock(settings, stream)
+        async with in_process_optimizer(settings, pg_database) as opt:
+            supervisor = asyncio.create_task(chain())
+            await produce_paced(settings, settings.topics.orders, stream.orders, pause_s=0.3)
+            await asyncio.wait_for(supervisor, 180)
+            await finish(
+                "worker_exact_fault_points",
+                settings,
+                pg_database,
+                stream,
+                marks["restart"],
+                all_alive(check_alive(last), task_alive(opt)),
+                recovery,
+                log_dir=tmp_path,
+            )
+    finally:
+        for w in [*armed, last]:
+            w.kill()
+
+
+async def test_optimizer_killed_at_exact_points(
+    kafka_bootstrap: str,
+    pg_database: str,
+    fresh_topic_prefix: str,
+    tmp_path: Path,
+    stream: ShopStream,
+):
+    """(7) The optimizer dies three times at exact points of a plan write. First inside the
+    write transaction itself: the drill holds a lock on plan_lines, waits until the
+    optimizer's transaction has written its restock rows and is blocked on its plan-line
+    insert, then SIGKILLs it. Then right after the plans committed in PostgreSQL (not yet
+    published), then after publishing them (Kafka offsets not committed). A fourth, unarmed
+    one finishes. Production pauses at chunks 8 and 16 until the step due there happened, so
+    each armed optimizer is sure to meet new restocks (they appear from chunk 3 on)."""
+    settings = chaos_settings(kafka_bootstrap, fresh_topic_prefix, pg_database)
+    await ensure_topics(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    opt_log = tmp_path / "optimizer.log"
+    in_tx = OptimizerProcess(settings, opt_log)
+    after_write, before_commit = (
+        OptimizerProcess(settings, opt_log, fault=f"optimizer.{point}@1")
+        for point in ("after_plan_write", "before_kafka_commit")
+    )
+    last = OptimizerProcess(settings, opt_log)
+    marks: dict[str, float] = {}
+    store = await PlanStore.connect(pg_database)
+    try:
+        await store.migrate()  # the tables to lock exist before the first optimizer starts
+    finally:
+        await store.close()
+
+    async def kill_inside_the_transaction() -> dict:
+        lock, probe = await asyncpg.connect(pg_database), await asyncpg.connect(pg_database)
+        try:
+            async with lock.transaction():
+                await lock.execute("LOCK TABLE plan_lines IN SHARE MODE")
+                in_tx.start()
+                row = await wait_blocked_plan_write(probe, 120)
+                in_tx.kill()
+            # released: the orphaned backend finds its client gone and rolls back
+            await wait_backend_gone(probe, int(row["pid"]), 30)
+            return row
+        finally:
+            await lock.close()
+            await probe.close()
+
+    drill = asyncio.create_task(kill_inside_the_transaction())
+
+    async def at_8() -> None:
+        marks.update(await asyncio.wait_for(drill, 120))
+        after_write.start()  # replays the rolled-back batch: dies once its plans commit
+        code = await wait_exit(after_write, 90)
+        assert code == -signal.SIGKILL, f"{after_write.fault}: exit {code}"
+        before_commit.start()
+
+    async def at_16() -> None:
+        code = await wait_exit(before_commit, 90)
+        assert code == -signal.SIGKILL, f"{before_commit.fault}: exit {code}"
+        marks["restart"] = time.monotonic()
+        last.start()
+
+    try:
+        worker.start()
+        await ready(worker)
+        await seed_stock(settings, stream)
+        await produce_paced(
+            settings, settings.topics.orders, stream.orders, at_chunk={8: at_8, 16: at_16}
+        )
+        await finish(
+            "optimizer_exact_fault_points",
+            settings,
+            pg_database,
+            stream,
+            marks["restart"],
+            check_alive(worker),
+            log_dir=tmp_path,
+        )
+        assert last.alive(), opt_log.read_text()[-3000:]
+        assert marks["wrote"], marks  # the kill landed after the transaction wrote rows
+    finally:
+        drill.cancel()
+        worker.kill()
+        for o in (in_tx, after_write, before_commit, last):
+            o.kill()
+
+
+async def wait_blocked_plan_write(conn: asyncpg.Connection, timeout_s: float) -> dict:
+    """The optimizer backend blocked on its plan-line insert, mid-transaction. `conn` must not
+    be inside a transaction: pg_stat_activity is read once per transaction."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        row = await conn.fetchrow(
+            "SELECT pid, backend_xid IS NOT NULL AS wrote FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND wait_event_type = 'Lock' AND query ILIKE '%plan_lines%'"
+        )
+        if row is not None:
+            return dict(row)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no plan write blocked on the plan_lines lock within {timeout_s:.0f} s")
+
+
+async def wait_backend_gone(conn: asyncpg.Connection, pid: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"backend {pid} of the killed optimizer still there after {timeout_s} s")
+
+
+def test_alert_episode_check_has_teeth():
+    """A second stock-out alert inside an open episode, or one outside any episode, is a
+    violation; a silent episode is reported as such; a redelivered id is not a violation."""
+
+    def alert(sku: str, day: int) -> AlertEvent:
+        bucket = T0 + timedelta(days=day)
+        return AlertEvent(
+            alert_id=deterministic_id("alert", sku, "wh", "stockout_risk", bucket.isoformat()),
+            sku=sku, location="wh", kind="stockout_risk", severity="warning", message="m",
+            raised_at=bucket,
+        )  # fmt: skip
+
+    expected = {a.alert_id: a for a in (alert("S1", 1), alert("S1", 4), alert("S2", 2))}
+    assert alert_episode_violations(expected, dict(expected)) == (0, 0)
+    doubled = {**expected, **{a.alert_id: a for a in (alert("S1", 2),)}}  # inside episode 1
+    assert alert_episode_violations(expected, doubled) == (1, 0)
+    early = {**expected, **{a.alert_id: a for a in (alert("S2", 1),)}}  # before S2's episode
+    assert alert_episode_violations(expected, early) == (1, 0)
+    silent = {k: v for k, v in expected.items() if v.sku != "S2"}
+    assert alert_episode_violations(expected, silent) == (0, 1)
