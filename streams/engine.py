@@ -8,9 +8,10 @@ record per key write; this engine keeps the same contract with batch-sized steps
 2. the pure `BatchProcessor` applies them to the in-memory `StateStore`;
 3. outputs (DLQ, forecasts, restocks, alerts) are sent as per-partition record batches; their
    acknowledgements are awaited while the next batch is processed (before its outputs go);
-4. every `commit_interval_s` (and when the input goes quiet) the state is flushed: one
-   changelog record per key written since the last flush, sent once the outputs of the
-   batches it covers are acknowledged, then the input offsets are committed.
+4. after each batch, unless the previous flush is still on its way (then the next one covers
+   both), the state is flushed: one changelog record per key written since the last flush,
+   sent once the outputs of the batches it covers are acknowledged, then the input offsets
+   are committed.
 At-least-once: a crash before the commit replays the batches since the last flush; event ids
 are deduped in the state and restock ids are deterministic, so a replay cannot double an
 order, and since outputs are acknowledged before the state that records them, none is lost.
@@ -98,7 +99,6 @@ class BatchEngine:
         self._commit_task: asyncio.Future[None] | None = None  # the last state flush
         self._acks: asyncio.Future[None] | None = None  # the last batch's outputs, acknowledged
         self._pending_offsets: dict[TopicPartition, int] = {}  # processed, not yet committed
-        self._flushed_at = time.monotonic()
         self.degraded = False  # True while sends fail (broker unreachable); for /readyz, logs
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -222,8 +222,13 @@ class BatchEngine:
             await self._acks
         self._acks = asyncio.ensure_future(self._send_outputs(groups)) if groups else None
         self._pending_offsets.update(offsets)
-        if time.monotonic() - self._flushed_at >= self.settings.commit_interval_s:
-            self._flush_if_idle()
+        # Flush after every batch unless the previous flush is still on its way. The state
+        # may then be ahead of the committed offsets for as long as that flush takes, and a
+        # crash in between replays those batches against a state that has seen them: their
+        # events are duplicates, but the ones more than the allowed lateness behind the SKU's
+        # clock by now are dead-lettered as late (their ids are no longer kept). Flushing as
+        # often as the acks allow keeps that window to about one batch.
+        self._flush_if_idle()
         if self.counters is not None:
             self.counters.add(len(records), out)
 
@@ -243,7 +248,6 @@ class BatchEngine:
         """
         changelog = self._changelog_groups()
         offsets, self._pending_offsets = self._pending_offsets, {}
-        self._flushed_at = time.monotonic()
         self._commit_task = asyncio.ensure_future(
             self._commit(changelog, offsets, self._acks, self._commit_task))
 

@@ -103,10 +103,7 @@ async def test_killed_worker_recovers_state_from_the_changelog(
     settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"{fresh_topic_prefix}.",
                         shop_topic_prefix=f"{fresh_topic_prefix}.shop.",
                         app_id=f"{fresh_topic_prefix}-app", topic_partitions=4,
-                        engine="batch", take_max=150, kafka_session_timeout_s=6,
-                        # flush state and commit about every batch: progress comes in small
-                        # steps, so the kill lands mid-stream (6,000 orders take ~1 s)
-                        commit_interval_s=0.05)
+                        engine="batch", take_max=150, kafka_session_timeout_s=6)
     await ensure_topics(settings)
     snapshots, orders = shop(settings)
     log = tmp_path / "worker.log"
