@@ -8,10 +8,9 @@ record per key write; this engine keeps the same contract with batch-sized steps
 2. the pure `BatchProcessor` applies them to the in-memory `StateStore`;
 3. outputs (DLQ, forecasts, restocks, alerts) are sent as per-partition record batches; their
    acknowledgements are awaited while the next batch is processed (before its outputs go);
-4. after each batch, unless the previous flush is still on its way (then the next one covers
-   both), the state is flushed: one changelog record per key written since the last flush,
-   sent once the outputs of the batches it covers are acknowledged, then the input offsets
-   are committed.
+4. after each batch the state is flushed: one changelog record per key the batch wrote,
+   sent once its outputs are acknowledged, then its input offsets are committed; this runs
+   behind the next batch's processing (awaited before that batch's own flush).
 At-least-once: a crash before the commit replays the batches since the last flush; event ids
 are deduped in the state and restock ids are deterministic, so a replay cannot double an
 order, and since outputs are acknowledged before the state that records them, none is lost.
@@ -222,13 +221,16 @@ class BatchEngine:
             await self._acks
         self._acks = asyncio.ensure_future(self._send_outputs(groups)) if groups else None
         self._pending_offsets.update(offsets)
-        # Flush after every batch unless the previous flush is still on its way. The state
-        # may then be ahead of the committed offsets for as long as that flush takes, and a
-        # crash in between replays those batches against a state that has seen them: their
-        # events are duplicates, but the ones more than the allowed lateness behind the SKU's
-        # clock by now are dead-lettered as late (their ids are no longer kept). Flushing as
-        # often as the acks allow keeps that window to about one batch.
-        self._flush_if_idle()
+        # One flush per batch, behind the next batch's processing: the previous flush (its
+        # acks, changelog, commit) ran while this batch was processed and is awaited only now.
+        # So the state is never more than one batch ahead of the committed offsets, and a
+        # crash before a commit replays one batch against a state that has seen it (its
+        # events are duplicates; one more than the allowed lateness behind its SKU's clock by
+        # then is dead-lettered as late, since its id is no longer kept: the window must stay
+        # small).
+        if self._commit_task is not None and not self._commit_task.done():
+            await self._commit_task
+        self._flush_state()
         if self.counters is not None:
             self.counters.add(len(records), out)
 
