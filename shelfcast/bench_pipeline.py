@@ -16,18 +16,20 @@ import platform
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from rich.console import Console
 
 from shelfcast.kafka_config import client_kwargs
 from shelfcast.settings import Settings
 from shelfcast.worker_process import WorkerProcess
+from streams.changelog import changelog_topic, decode_state
 from streams.lag import LagProbe
 from streams.topics import ensure_topics
 
@@ -127,8 +129,40 @@ async def _raw_consume_rate(settings: Settings, total: int) -> float:
         await consumer.stop()
 
 
+async def _check_state(settings: Settings, orders: Records) -> dict[str, int]:
+    """Every backlog order counted exactly once: each SKU's demand in the state the workers
+    wrote to the changelog (the last record per key) equals its number of orders (each is
+    one unit). Read once the group has committed everything, so the changelog is complete."""
+    expected = Counter(k.decode() for k, _ in orders)
+    topic = changelog_topic(settings)
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
+    await consumer.start()
+    state: dict[str, Any] = {}
+    ends: dict[TopicPartition, int] = {}
+    try:
+        # the changelog has as many partitions as the input topics
+        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        todo = {tp for tp, end in ends.items() if end > 0}
+        while todo:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for r in records:
+                    state[r.key.decode()] = decode_state(r.value)
+            todo = {tp for tp in todo if await consumer.position(tp) < ends[tp]}
+    finally:
+        await consumer.stop()
+    counted = {k: round(sum((v or {}).get("demand", {}).values())) for k, v in state.items()}
+    mismatches = sum(counted.get(k, 0) != n for k, n in expected.items())
+    return {"skus": len(expected), "orders": sum(expected.values()),
+            "orders_counted": sum(counted.get(k, 0) for k in expected), "mismatches": mismatches,
+            "changelog_records": sum(ends.values())}
+
+
 async def _drain(probe: LagProbe, total: int, console: Console, t_start: float) -> float:
-    """Seconds from `t_start` (every worker ready) until the group has committed everything.
+    """Seconds from `t_start` (the first worker ready) until the group has committed everything.
 
     Counting from the first committed progress instead would leave the first batch (up to
     `take_max` events) out of the time but in the count.
@@ -236,6 +270,17 @@ def _cpu_s(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _machine_cpu_s() -> float:
+    """Busy (non-idle) CPU seconds of the whole machine so far, from /proc/stat."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return 0.0
+    ticks = [int(f) for f in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_mb(pid: int | None) -> float | None:
     if pid is None:
         return None
@@ -249,14 +294,18 @@ def _rss_mb(pid: int | None) -> float | None:
 
 
 async def _bench(
-    settings: Settings, opts: PipelineBenchOptions, console: Console, workdir: Path
+    settings: Settings, opts: PipelineBenchOptions, console: Console, workdir: Path,
+    broker_pid: int | None = None,
 ) -> dict[str, Any]:
+    load_at_start = round(os.getloadavg()[0], 2)
     await ensure_topics(settings)
     stock, orders = backlog(opts)
     total = len(stock) + len(orders)
     console.print(f"producing {total:,} events ({opts.skus:,} SKUs, {opts.days} days)...")
+    broker_before_produce = _cpu_s(broker_pid)
     produce_rate = await _produce(settings, settings.topics.stock, stock)
     produce_rate = await _produce(settings, settings.topics.orders, orders)
+    broker_produce = _cpu_s(broker_pid) - broker_before_produce
     raw_rate = await _raw_consume_rate(settings, total)
     console.print(f"raw aiokafka consume: {raw_rate:,.0f} events/s")
     workers = [
@@ -267,13 +316,26 @@ async def _bench(
         async with LagProbe(settings) as probe:
             for w in workers:
                 w.start()
-            for w in workers:
+
+            async def ready(w: WorkerProcess) -> tuple[float, float, float, float]:
                 await asyncio.to_thread(w.wait_ready, 180)
-            t_ready = time.perf_counter()
-            cpu0 = sum(_cpu_s(w.pid) for w in workers)
-            console.print(f"{opts.workers} worker(s) ready; draining the backlog...")
+                return time.perf_counter(), _cpu_s(w.pid), _cpu_s(broker_pid), _machine_cpu_s()
+
+            # The clock starts when the FIRST worker is ready: it starts on the backlog at
+            # once, and the others join (a rebalance) while it runs. Worker CPU counts from
+            # each worker's own ready moment (start-up and imports are not the stream's work).
+            marks = await asyncio.gather(*(ready(w) for w in workers))
+            t_ready, _, broker0, machine0 = min(marks)
+            cpu0 = sum(m[1] for m in marks)
+            last = max(m[0] for m in marks) - t_ready
+            console.print(f"{opts.workers} worker(s) ready (the last {last:.1f} s after the "
+                          "first); draining the backlog...")
             seconds = await _drain(probe, total, console, t_ready)
             cpu = sum(_cpu_s(w.pid) for w in workers) - cpu0
+            broker_cpu = _cpu_s(broker_pid) - broker0 if broker_pid else None
+            machine_cpu = _machine_cpu_s() - machine0
+        state_check = await _check_state(settings, orders)
+        console.print(f"state check: {state_check}")
         rate = total / seconds if seconds > 0 else float("nan")
         console.print(f"workers: {rate:,.0f} events/s ({seconds:.1f} s)")
         day0 = opts.days + 2
@@ -309,7 +371,15 @@ async def _bench(
         # worker-CPU-second (what one worker would do with a core to itself)
         "worker_cpu_s": round(cpu, 2),
         "events_per_cpu_s": round(total / cpu, 1) if cpu > 0 else None,
+        # while draining: the local broker's CPU seconds (None for an external broker), and
+        # the whole machine's busy CPU seconds (every process, this bench's and others')
+        "broker_cpu_s": round(broker_cpu, 2) if broker_cpu is not None else None,
+        "broker_cpu_produce_s": round(broker_produce, 2) if broker_pid else None,
+        "machine_busy_cpu_s": round(machine_cpu, 2),
+        "drain_s": round(seconds, 2),
+        "last_worker_ready_after_s": round(last, 2),
         "engine": settings.engine,
+        "state_check": state_check,
         "produce_per_s": round(produce_rate, 1),
         "latency_ms": full,
         "latency_half_load_ms": half,
@@ -318,6 +388,7 @@ async def _bench(
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
+            "loadavg_1m_at_start": load_at_start,
             "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
         },
     }
@@ -351,8 +422,11 @@ def run_pipeline_bench(settings: Settings, opts: PipelineBenchOptions) -> dict[s
             with console.status("starting Apache Kafka (local, KRaft)..."):
                 broker = stack.enter_context(LocalKafka(Path(tmp) / "kafka"))
             updates["kafka_bootstrap"] = broker.bootstrap
+            broker_pid = broker.pid
+        else:
+            broker_pid = None
         settings = settings.model_copy(update=updates)
-        result = asyncio.run(_bench(settings, opts, console, Path(tmp)))
+        result = asyncio.run(_bench(settings, opts, console, Path(tmp), broker_pid))
     console.print_json(json.dumps(result))
     if opts.json_path:
         opts.json_path.parent.mkdir(parents=True, exist_ok=True)

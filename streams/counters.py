@@ -20,7 +20,7 @@ class StreamCounters:
         self.accepted += out.accepted
         self.duplicates += out.duplicates
         self.dlq += len(out.dead_letters)
-        self.forecasts += len(out.forecasts)
+        self.forecasts += out.forecast_count
         self.restocks += len(out.restocks)
         self.alerts += len(out.alerts)
 

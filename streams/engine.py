@@ -6,11 +6,14 @@ record per key write; this engine keeps the same contract with batch-sized steps
 1. `getmany()` up to `take_max` records from the co-partitioned inputs (orders, stock,
    catalog; a range assignor gives a member the same partition numbers on every topic);
 2. the pure `BatchProcessor` applies them to the in-memory `StateStore`;
-3. outputs (DLQ, forecasts, restocks, alerts) are sent as per-partition record batches and
-   acknowledged, then one changelog record per dirty key, then the input offsets are
-   committed. At-least-once: a crash before the commit replays the batch; event ids are
-   deduped in the state and restock ids are deterministic, so a replay cannot double an order,
-   and since outputs are acknowledged before the state that records them, none is lost.
+3. outputs (DLQ, forecasts, restocks, alerts) are sent as per-partition record batches; their
+   acknowledgements are awaited while the next batch is processed (before its outputs go);
+4. after each batch the state is flushed: one changelog record per key the batch wrote,
+   sent once its outputs are acknowledged, then its input offsets are committed; this runs
+   behind the next batch's processing (awaited before that batch's own flush).
+At-least-once: a crash before the commit replays the batches since the last flush; event ids
+are deduped in the state and restock ids are deterministic, so a replay cannot double an
+order, and since outputs are acknowledged before the state that records them, none is lost.
 
 On assignment the state of the new partitions is read back from the changelog before any of
 their records is processed; on revocation the batch in flight finishes and commits first,
@@ -36,7 +39,8 @@ from shelfcast.faults import fault_point
 from shelfcast.kafka_config import client_kwargs
 from shelfcast.settings import Settings
 from streams.changelog import changelog_topic, encode_state, ensure_changelog, recover_partitions
-from streams.processor import BatchOutputs, BatchProcessor, RawRecord
+from streams.outputs import BatchOutputs, event_json
+from streams.processor import BatchProcessor, InputRecord
 from streams.store import StateStore, key_partition
 
 __all__ = ["READY_LINE", "BatchEngine", "EngineMonitor"]
@@ -44,6 +48,8 @@ __all__ = ["READY_LINE", "BatchEngine", "EngineMonitor"]
 log = logging.getLogger(__name__)
 
 READY_LINE = "shelfcast batch engine: ready"  # `WorkerProcess.wait_ready` waits for this
+
+_Groups = dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]]  # (topic, partition)
 
 
 @dataclass
@@ -89,7 +95,9 @@ class BatchEngine:
         self._topics = settings.topics
         self._changelog = changelog_topic(settings)
         self._out_partitions: dict[str, int] = {}
-        self._commit_task: asyncio.Future[None] | None = None
+        self._commit_task: asyncio.Future[None] | None = None  # the last state flush
+        self._acks: asyncio.Future[None] | None = None  # the last batch's outputs, acknowledged
+        self._pending_offsets: dict[TopicPartition, int] = {}  # processed, not yet committed
         self.degraded = False  # True while sends fail (broker unreachable); for /readyz, logs
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -98,7 +106,9 @@ class BatchEngine:
         s = self.settings
         kwargs = client_kwargs(s)
         self._producer = producer = AIOKafkaProducer(
-            **kwargs, acks="all", linger_ms=0,  # batches are built here max_batch_size=1 << 20,
+            # record batches are built here, per partition: up to 1 MiB each (the default 16 KiB
+            # cut a batch's forecasts into hundreds of produce requests, each acknowledged)
+            **kwargs, acks="all", linger_ms=0, max_batch_size=1 << 20,
             max_request_size=8 << 20, request_timeout_ms=s.kafka_request_timeout_ms)
         await producer.start()
         try:
@@ -146,6 +156,9 @@ class BatchEngine:
                 if batch:
                     async with self._lock:
                         await self._process(batch)
+                elif self._pending_offsets:  # quiet: commit what was processed, now
+                    async with self._lock:
+                        self._flush_if_idle()
         finally:
             stopping.cancel()
 
@@ -181,7 +194,7 @@ class BatchEngine:
         assert self._consumer is not None and self.store is not None
         consumer = self._consumer
         assigned = consumer.assignment()
-        records: list[RawRecord] = []
+        records: list[InputRecord] = []
         offsets: dict[TopicPartition, int] = {}
         mon = self.monitor
         for tp, msgs in batch.items():
@@ -192,31 +205,67 @@ class BatchEngine:
             if tp.partition not in self._recovered:
                 consumer.seek(tp, msgs[0].offset)  # not ours to process yet: read it again
                 continue
-            topic, partition = tp.topic, tp.partition
-            records.extend(RawRecord(topic, partition, m.offset, m.key, m.value) for m in msgs)
+            records.extend(msgs)  # aiokafka's records carry topic/partition/offset/key/value
             offsets[tp] = msgs[-1].offset + 1
-            mon.messages_received_by_topic[topic] += len(msgs)
+            mon.messages_received_by_topic[tp.topic] += len(msgs)
             mon.tp_read_offsets[tp] = msgs[-1].offset
         if not records:
             return
         out = await self.processor.process(records, self.store)
-        fault_point("worker.mid_forecast", when=out.forecasts)
-        # outputs first, then the state that remembers them, then the input offsets
-        await self._send_outputs(out)
-        fault_point("worker.mid_batch")
-        await self._send_changelog()
-        fault_point("worker.before_commit")
-        # the commit needs only this batch's acks, not the next batch's work: it runs behind,
-        # chained so commits stay in order, and is awaited before a revocation or a stop
-        self._commit_task = asyncio.ensure_future(self._commit(offsets, self._commit_task))
+        fault_point("worker.mid_forecast", when=out.forecast_count)
+        groups = self._output_groups(out)
+        # The previous batch's outputs must be acknowledged before this batch's go out (per
+        # key order, and a batch held by a broker outage holds the next), but its acks were
+        # awaited while this batch was being processed.
+        if self._acks is not None:
+            await self._acks
+        self._acks = asyncio.ensure_future(self._send_outputs(groups)) if groups else None
+        self._pending_offsets.update(offsets)
+        # One flush per batch, behind the next batch's processing: the previous flush (its
+        # acks, changelog, commit) ran while this batch was processed and is awaited only now.
+        # So the state is never more than one batch ahead of the committed offsets, and a
+        # crash before a commit replays one batch against a state that has seen it (its
+        # events are duplicates; one more than the allowed lateness behind its SKU's clock by
+        # then is dead-lettered as late, since its id is no longer kept: the window must stay
+        # small).
+        if self._commit_task is not None and not self._commit_task.done():
+            await self._commit_task
+        self._flush_state()
         if self.counters is not None:
             self.counters.add(len(records), out)
 
-    async def _commit(self, offsets: dict[TopicPartition, int],
+    def _flush_if_idle(self) -> None:
+        """Flush unless the previous flush is still on its way (a slow or unreachable broker):
+        then its keys and offsets wait for the next one, and flushes never pile up."""
+        if self._commit_task is None or self._commit_task.done():
+            self._flush_state()
+
+    def _flush_state(self) -> None:
+        """Changelog every key written since the last flush, then commit the offsets covered.
+
+        The state is encoded now (as of the last processed batch); sending it waits for the
+        outputs of that batch to be acknowledged (outputs first, then the state that remembers
+        them, then the input offsets), and runs behind the next batches, chained so flushes
+        stay in order. A key written by several batches since the last flush is written once.
+        """
+        changelog = self._changelog_groups()
+        offsets, self._pending_offsets = self._pending_offsets, {}
+        self._commit_task = asyncio.ensure_future(
+            self._commit(changelog, offsets, self._acks, self._commit_task))
+
+    async def _commit(self, changelog: _Groups, offsets: dict[TopicPartition, int],
+                      acks: asyncio.Future[None] | None,
                       previous: asyncio.Future[None] | None) -> None:
         assert self._consumer is not None
         if previous is not None:
             await previous
+        if acks is not None:
+            await acks
+        if changelog:
+            await self._send_changelog(changelog)
+        if not offsets:
+            return
+        fault_point("worker.before_commit")  # outputs and changelog acknowledged
         try:
             await self._consumer.commit(offsets)
             self.monitor.tp_committed_offsets.update(offsets)
@@ -225,13 +274,13 @@ class BatchEngine:
             log.warning("offset commit failed, batch will be replayed: %s", exc)
 
     async def flush_commits(self) -> None:
-        """Wait for the commits of the batches processed so far."""
+        """Flush the state and commit the offsets of every batch processed so far; wait."""
+        if self._pending_offsets or (self.store is not None and self.store.has_dirty()):
+            self._flush_state()
         if self._commit_task is not None:
             await self._commit_task
 
-    async def _send_grouped(self, groups: dict[tuple[str, int], list[tuple[bytes | None,
-                                                                           bytes | None]]]
-                            ) -> None:
+    async def _send_grouped(self, groups: _Groups) -> None:
         """Send, retrying with capped exponential backoff while the broker is unreachable.
 
         The batch is held meanwhile and nothing new is fetched (back-pressure: memory stays
@@ -255,9 +304,7 @@ class BatchEngine:
                 log.info("broker reachable again; sends resumed")
             return
 
-    async def _send_grouped_once(self, groups: dict[tuple[str, int],
-                                                    list[tuple[bytes | None, bytes | None]]]
-                                 ) -> None:
+    async def _send_grouped_once(self, groups: _Groups) -> None:
         """Send (key, value) lists as record batches per topic partition; await every ack."""
         assert self._producer is not None
         producer = self._producer
@@ -278,36 +325,46 @@ class BatchEngine:
         if futures:
             await asyncio.gather(*futures)
 
-    async def _send_outputs(self, out: BatchOutputs) -> None:
+    def _output_groups(self, out: BatchOutputs) -> _Groups:
+        """A batch's outputs as (key, JSON) lists per (topic, partition)."""
         assert self.store is not None
         t = self._topics
-        groups: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = defaultdict(list)
-        events: list[tuple[str, list[BaseModel]]] = [
-            (t.dlq, list(out.dead_letters)), (t.forecasts, list(out.forecasts)),
-            (t.restock, list(out.restocks)), (t.alerts, list(out.alerts))]
-        for topic, items in events:
-            n = self._out_partitions.get(topic, self.store.partitions)
-            for event in items:
-                key = _event_key(event)
-                if key is None:
-                    partition = 0
-                elif n == self.store.partitions:
-                    partition = self.store.partition_for(key)
-                else:
-                    partition = key_partition(key.encode(), n)
-                groups[(topic, partition)].append(
-                    (key.encode() if key is not None else None,
-                     event.__pydantic_serializer__.to_json(event)))
-        if groups:
-            await self._send_grouped(groups)
+        groups: _Groups = defaultdict(list)
+        store = self.store
 
-    async def _send_changelog(self) -> None:
+        def add(topic: str, key: str | None, value: bytes) -> None:
+            n = self._out_partitions.get(topic, store.partitions)
+            if key is None:
+                partition = 0
+            elif n == store.partitions:
+                partition = store.partition_for(key)
+            else:
+                partition = key_partition(key.encode(), n)
+            groups[(topic, partition)].append(
+                (key.encode() if key is not None else None, value))
+
+        for dead in out.dead_letters:
+            add(t.dlq, _event_key(dead), event_json(dead))
+        for key, value in out.forecast_payloads():
+            add(t.forecasts, key, value)
+        for topic, items in ((t.restock, out.restocks), (t.alerts, out.alerts)):
+            for event in items:
+                add(topic, _event_key(event), event_json(event))
+        return groups
+
+    async def _send_outputs(self, groups: _Groups) -> None:
+        await self._send_grouped(groups)
+        fault_point("worker.mid_batch")  # outputs acknowledged, their state not yet written
+
+    def _changelog_groups(self) -> _Groups:
         assert self.store is not None
-        groups: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = defaultdict(list)
+        groups: _Groups = defaultdict(list)
         for key, partition, value in self.store.take_dirty():
             groups[(self._changelog, partition)].append((key.encode(), encode_state(value)))
-        if groups:
-            await self._send_grouped(groups)
+        return groups
+
+    async def _send_changelog(self, groups: _Groups) -> None:
+        await self._send_grouped(groups)
 
 
 def _event_key(event: BaseModel) -> str | None:

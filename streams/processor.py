@@ -8,9 +8,11 @@ restocks and raises alerts. Keeping it free of Faust makes it testable as plain 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Protocol
+from itertools import groupby
+from operator import attrgetter
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -18,8 +20,6 @@ from forecasting import QuantileForecast
 from optimizer.policy import decide_restock, order_quantity
 from schemas import (
     AlertEvent,
-    DeadLetter,
-    ForecastEvent,
     InvalidEvent,
     OrderEvent,
     RestockEvent,
@@ -32,10 +32,11 @@ from schemas import (
     split_key,
 )
 from shelfcast.settings import Settings
-from streams.codec import FastOrder, FastStock, fast_order, fast_stock
+from streams.codec import FastOrder, FastStock, fast_order, fast_stock, order_columns
+from streams.outputs import BatchOutputs, ForecastRows
 from streams.state import ApplyResult, SkuState
 
-__all__ = ["BatchOutputs", "BatchProcessor", "PredictFn", "RawRecord"]
+__all__ = ["BatchOutputs", "BatchProcessor", "InputRecord", "PredictFn", "RawRecord"]
 
 class PredictFn(Protocol):
     """The forecaster call the processor makes, once per batch for every due SKU.
@@ -47,8 +48,26 @@ class PredictFn(Protocol):
     def __call__(self, windows: np.ndarray, horizon: int, *, keys: Sequence[str] | None = None,
                  end_days: np.ndarray | None = None) -> Awaitable[QuantileForecast]: ...
 
+_TOPIC, _VALUE = attrgetter("topic"), attrgetter("value")
+_KEY_FORMAT = "{}@{}".format  # sku_key, as a C-level callable for map()
+
 HIGH_LEVEL = 0.975  # forecast quantile above which observed demand is an anomaly
 RISK_OPEN, RISK_CLOSE = 0.2, 0.1  # stock-out probability hysteresis: one alert per episode
+
+
+class InputRecord(Protocol):
+    """What the processor reads of a consumed record (aiokafka's records have these)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
 
 
 @dataclass(frozen=True)
@@ -62,33 +81,10 @@ class RawRecord:
     value: bytes | None
 
 
-class _Item(NamedTuple):
-    """A decoded input record and the state key it applies to."""
-
-    record: RawRecord
-    key: str
-    event: FastOrder | FastStock | SkuPolicy
-
-
-@dataclass
-class BatchOutputs:
-    """What one batch produced, plus counters for metrics and the demo summary."""
-
-    forecasts: list[ForecastEvent] = field(default_factory=list)
-    restocks: list[RestockEvent] = field(default_factory=list)
-    alerts: list[AlertEvent] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    accepted: int = 0
-    duplicates: int = 0
-
-
-def _prob_exceeds(values: np.ndarray, levels: np.ndarray, x: float) -> float:
-    """P(demand > x) read off quantiles `values` at `levels` (linear between levels)."""
-    if x < values[0]:
-        return float(1.0 - levels[0]) if x >= 0 else 1.0
-    if x >= values[-1]:
-        return float(1.0 - levels[-1])
-    return float(1.0 - np.interp(x, values, levels))
+# A decoded input record: (the record, the state key it applies to, then for an order its
+# event id, epoch seconds and signed quantity; for stock and catalog records the decoded
+# event, None, None). Plain tuples: a run of orders becomes items with one zip().
+_Item = tuple[InputRecord, str, Any, float | None, int | None]
 
 
 class BatchProcessor:
@@ -126,7 +122,7 @@ class BatchProcessor:
         cache[key] = state
         return state
 
-    def _decode(self, record: RawRecord) -> _Item:
+    def _decode(self, record: InputRecord) -> _Item:
         """The record as the few fields the state needs; raises InvalidEvent for the DLQ."""
         max_bytes = self.settings.max_payload_bytes
         if record.topic == self.topics.orders:
@@ -135,25 +131,21 @@ class BatchProcessor:
                 full = decode(OrderEvent, record.value, max_bytes=max_bytes)
                 order = FastOrder(full.event_id, full.sku, full.location,
                                   full.occurred_at.timestamp(), full.signed_quantity())
-            return _Item(record, sku_key(order.sku, order.location), order)
+            return (record, sku_key(order.sku, order.location), order.event_id,
+                    order.occurred_at, order.signed_quantity)
         if record.topic == self.topics.stock:
             stock = fast_stock(record.value, max_bytes)
             if stock is None:
                 e = decode(StockEvent, record.value, max_bytes=max_bytes)
                 stock = FastStock(e.event_id, e.type, e.sku, e.location,
                                   e.occurred_at.timestamp(), e.on_hand, e.delta, e.restock_id)
-            return _Item(record, sku_key(stock.sku, stock.location), stock)
+            return record, sku_key(stock.sku, stock.location), stock, None, None
         if record.topic == self.topics.catalog:
             policy = decode(SkuPolicy, record.value, max_bytes=max_bytes)
-            return _Item(record, sku_key(policy.sku, policy.location), policy)
+            return record, sku_key(policy.sku, policy.location), policy, None, None
         raise InvalidEvent(f"unexpected topic {record.topic!r}", kind="unknown_topic")
 
-    def _apply(self, item: _Item, state: SkuState) -> ApplyResult:
-        event = item.event
-        if isinstance(event, FastOrder):
-            return state.apply_order(event.event_id, event.occurred_at, event.signed_quantity,
-                                     bucket_seconds=self.bucket_seconds, window=self.window,
-                                     lateness=self.lateness)
+    def _apply(self, event: FastStock | SkuPolicy, state: SkuState) -> ApplyResult:
         if isinstance(event, FastStock):
             return state.apply_stock(event.event_id, event.occurred_at, event.type,
                                      on_hand=event.on_hand, delta=event.delta,
@@ -163,7 +155,7 @@ class BatchProcessor:
         return "ok"
 
     async def process(
-        self, records: list[RawRecord], table: MutableMapping[str, Any]
+        self, records: Sequence[InputRecord], table: MutableMapping[str, Any]
     ) -> BatchOutputs:
         """Apply a batch; each touched table key is written once at the end.
 
@@ -180,30 +172,47 @@ class BatchProcessor:
         out = BatchOutputs()
         cache: dict[str, SkuState] = {}
         pending: list[_Item] = []
-        for record in records:
-            try:
-                pending.append(self._decode(record))
-            except InvalidEvent as exc:
-                out.dead_letters.append(dead_letter(
-                    topic=record.topic, partition=record.partition, offset=record.offset,
-                    key=record.key, raw=record.value, error=exc))
+        orders_topic, max_bytes = self.topics.orders, self.settings.max_payload_bytes
+        for topic, group in groupby(records, key=_TOPIC):
+            run = list(group)
+            if topic == orders_topic:  # the bulk: decode the run a column at a time
+                columns = order_columns(list(map(_VALUE, run)), max_bytes)
+                if columns is not None:
+                    keys = map(_KEY_FORMAT, columns.sku, columns.location)
+                    pending.extend(zip(run, keys, columns.event_id, columns.occurred_at,
+                                       columns.signed_quantity, strict=True))
+                    continue
+            for record in run:
+                try:
+                    pending.append(self._decode(record))
+                except InvalidEvent as exc:
+                    out.dead_letters.append(dead_letter(
+                        topic=record.topic, partition=record.partition, offset=record.offset,
+                        key=record.key, raw=record.value, error=exc))
+        apply_order = SkuState.order
+        bucket_seconds, window, lateness = self.bucket_seconds, self.window, self.lateness
         while pending:
             held: list[_Item] = []
             due: dict[str, SkuState] = {}
+            accepted = duplicates = 0
             for item in pending:
-                if item.key in due:
+                record, key, event, occurred_at, quantity = item
+                if key in due:
                     held.append(item)
                     continue
-                state = cache.get(item.key)
+                state = cache.get(key)
                 if state is None:
-                    state = self._state(cache, table, item.key)
-                verdict = self._apply(item, state)
-                if verdict == "ok":
-                    out.accepted += 1
-                elif verdict == "duplicate":
-                    out.duplicates += 1
+                    state = self._state(cache, table, key)
+                if occurred_at is not None:  # an order: it has a quantity too
+                    verdict = apply_order(state, event, occurred_at, quantity,  # type: ignore[arg-type]
+                                          bucket_seconds, window, lateness)
                 else:
-                    record = item.record
+                    verdict = self._apply(event, state)
+                if verdict == "ok":
+                    accepted += 1
+                elif verdict == "duplicate":
+                    duplicates += 1
+                else:
                     out.dead_letters.append(dead_letter(
                         topic=record.topic, partition=record.partition, offset=record.offset,
                         key=record.key, raw=record.value,
@@ -211,7 +220,9 @@ class BatchProcessor:
                             f"event is more than {self.lateness} bucket(s) behind its SKU's "
                             "clock", kind="late")))
                 if state.forecast_pending:
-                    due[item.key] = state
+                    due[key] = state
+            out.accepted += accepted
+            out.duplicates += duplicates
             if due:
                 await self._forecast_and_decide(list(due.values()), out)
             pending = held
@@ -222,21 +233,29 @@ class BatchProcessor:
 
     # --- forecast, restock, alerts ---------------------------------------------------------
     async def _forecast_and_decide(self, states: list[SkuState], out: BatchOutputs) -> None:
-        """One forecaster call for every due SKU; policy levels and quantities as arrays."""
+        """One forecaster call for every due SKU; levels, alerts' tests and quantities as arrays.
+
+        Python touches each SKU only for what is per SKU by nature: its state's fields, and
+        the alerts and restocks it raises (a minority); the forecasts stay arrays
+        (`ForecastRows`) whose JSON the engine writes without building models.
+        """
         horizon = self.settings.horizon_buckets
-        windows = np.stack([s.closed_window(self.window) for s in states])
-        keys = [sku_key(st.sku, st.location) for st in states]
+        last_closed = [s.watermark - 1 for s in states]  # type: ignore[operator]
+        windows = _closed_windows(states, last_closed, self.window)
+        skus = [s.sku for s in states]
+        locations = [s.location for s in states]
+        keys = [f"{sku}@{loc}" for sku, loc in zip(skus, locations, strict=True)]
         end_days = None
         if self.bucket_seconds == 86_400:  # daily buckets: bucket index == days since epoch
-            end_days = np.array([st.last_closed_bucket() for st in states], dtype="datetime64[D]")
+            end_days = np.array(last_closed, dtype="datetime64[D]")
         forecast = await self.predict(windows, horizon, keys=keys, end_days=end_days)
         issued_at = self.now()
         levels = np.asarray(forecast.levels, dtype=float)
-        level_list = levels.tolist()
-        # round and convert once per batch, not once per SKU
-        daily = np.round(forecast.daily, 4).tolist()
-        cumulative = np.round(forecast.cumulative, 4).tolist()
-        mean = np.round(forecast.mean, 4).tolist()
+        out.forecast_rows.append(ForecastRows(
+            skus=skus, locations=locations, last_closed=last_closed,
+            bucket_seconds=self.bucket_seconds, issued_at=issued_at, levels=levels.tolist(),
+            daily=np.round(forecast.daily, 4), cumulative=np.round(forecast.cumulative, 4),
+            mean=np.round(forecast.mean, 4), model_version=self.model_version))
         policies = [self._policy(s) for s in states]
         lead = [self._steps(p.lead_time_days) for p in policies]
         cover = [lead[i] + self._steps(p.review_days) for i, p in enumerate(policies)]
@@ -247,30 +266,56 @@ class BatchProcessor:
         # perfectly known demand). Reorder point = order-up-to: the (R, S) policy.
         order_up_to = self._lead_time_quantiles(forecast, cover, service)
         reorder_point = order_up_to
-        on_order = [sum(s.on_order.values()) for s in states]
-        position = [s.on_hand + on_order[i] - s.backorders for i, s in enumerate(states)]
-        quantity = order_quantity(np.asarray(position, dtype=float), reorder_point, order_up_to,
-                                  np.asarray([p.case_pack for p in policies], dtype=float),
-                                  np.asarray([p.moq for p in policies], dtype=float))
-        for i, state in enumerate(states):
+        on_order = [sum(s.on_order.values()) if s.on_order else 0 for s in states]
+        position = np.array([s.on_hand + on_order[i] - s.backorders
+                             for i, s in enumerate(states)], dtype=float)
+        quantity = order_quantity(position, reorder_point, order_up_to,
+                                  np.array([p.case_pack for p in policies], dtype=float),
+                                  np.array([p.moq for p in policies], dtype=float))
+        # anomaly: the closed bucket's demand above the previous forecast's high quantile
+        observed = windows[:, -1]
+        previous_high = np.array([np.nan if s.next_bucket_high is None else s.next_bucket_high
+                                  for s in states], dtype=float)
+        with np.errstate(invalid="ignore"):
+            anomalous = observed > np.fmax(previous_high, 1.0)
+        anomalous &= ~np.isnan(previous_high)
+        high = _interp_rows(HIGH_LEVEL, levels, forecast.daily[:, 0, :]).tolist()
+        known = [i for i, s in enumerate(states) if s.stock_known]
+        risk: list[float] = []
+        if known:
+            rows = np.asarray(known, dtype=np.intp)
+            steps = np.minimum(np.asarray(lead, dtype=np.intp)[rows], forecast.cumulative.shape[1])
+            risk = _prob_exceeds_rows(forecast.cumulative[rows, steps - 1, :], levels,
+                                      position[rows]).tolist()
+        for state, h in zip(states, high, strict=True):
             state.forecast_pending = False
-            last_closed = state.last_closed_bucket()
-            assert last_closed is not None
-            bucket_start = datetime.fromtimestamp(last_closed * self.bucket_seconds, UTC)
-            self._check_anomaly(state, windows[i, -1], bucket_start, issued_at, out)
-            # our own output from checked numbers: construct, do not re-validate
-            out.forecasts.append(ForecastEvent.model_construct(
-                sku=state.sku, location=state.location, issued_at=issued_at, bucket=bucket_start,
-                bucket_seconds=self.bucket_seconds, horizon=horizon,
-                quantile_levels=list(level_list), quantiles=daily[i],
-                cumulative=cumulative[i], mean=mean[i], model_version=self.model_version))
-            state.next_bucket_high = float(np.interp(HIGH_LEVEL, levels, forecast.daily[i, 0]))
-            self._check_stockout(state, forecast, i, lead[i], float(position[i]), bucket_start,
-                                 issued_at, out)
-            if quantity[i] <= 0 or not state.stock_known:
+            state.next_bucket_high = h
+        flagged = set(np.flatnonzero(anomalous).tolist())
+        for j, i in enumerate(known):
+            state = states[i]
+            is_open = "stockout_risk" in state.open_alerts
+            stockout = not is_open and risk[j] >= RISK_OPEN
+            if is_open and risk[j] < RISK_CLOSE:
+                del state.open_alerts["stockout_risk"]
+            restock = quantity[i] > 0
+            if not (stockout or restock or i in flagged):
                 continue
-            self._restock(state, policies[i], float(reorder_point[i]), float(order_up_to[i]),
-                          on_order[i], last_closed, bucket_start, issued_at, out)
+            flagged.discard(i)
+            bucket_start = datetime.fromtimestamp(last_closed[i] * self.bucket_seconds, UTC)
+            if anomalous[i]:
+                self._anomaly(state, float(observed[i]), float(previous_high[i]), bucket_start,
+                              issued_at, out)
+            if stockout:
+                self._stockout(state, risk[j], min(lead[i], forecast.cumulative.shape[1]),
+                               float(position[i]), bucket_start, issued_at, out)
+            if restock:
+                self._restock(state, policies[i], float(reorder_point[i]),
+                              float(order_up_to[i]), on_order[i], last_closed[i], bucket_start,
+                              issued_at, out)
+        for i in sorted(flagged):  # anomalies of SKUs without known stock
+            bucket_start = datetime.fromtimestamp(last_closed[i] * self.bucket_seconds, UTC)
+            self._anomaly(states[i], float(observed[i]), float(previous_high[i]), bucket_start,
+                          issued_at, out)
 
     @staticmethod
     def _lead_time_quantiles(forecast: QuantileForecast, steps: list[int],
@@ -332,40 +377,76 @@ class BatchProcessor:
         return AlertEvent.model_construct(
             alert_id=deterministic_id("alert", state.sku, state.location, kind,
                                       bucket_start.isoformat()),
-            sku=state.sku, location=state.location, kind=kind,  # type: ignore[arg-type]
-            severity=severity, message=message, details=details,  # type: ignore[arg-type]
+            sku=state.sku, location=state.location, kind=kind,
+            severity=severity, message=message, details=details,
             raised_at=issued_at)
 
-    def _check_stockout(self, state: SkuState, forecast: QuantileForecast, i: int,
-                        lead_steps: int, position: float, bucket_start: datetime,
-                        issued_at: datetime, out: BatchOutputs) -> None:
-        if not state.stock_known:
-            return
-        steps = min(lead_steps, forecast.cumulative.shape[1])
-        risk = _prob_exceeds(forecast.cumulative[i, steps - 1], np.asarray(forecast.levels),
-                             float(position))
-        is_open = "stockout_risk" in state.open_alerts
-        if not is_open and risk >= RISK_OPEN:
-            assert state.watermark is not None
-            state.open_alerts["stockout_risk"] = state.watermark
-            severity = "critical" if risk >= 0.5 else "warning"
-            out.alerts.append(self._alert(
-                state, "stockout_risk", severity,
-                f"{state.sku}@{state.location}: {risk:.0%} chance of running out within "
-                f"{steps} bucket(s) (inventory position {position:g})",
-                {"probability": round(risk, 4), "inventory_position": position,
-                 "lead_time_buckets": steps}, bucket_start, issued_at))
-        elif is_open and risk < RISK_CLOSE:
-            del state.open_alerts["stockout_risk"]
+    def _stockout(self, state: SkuState, risk: float, steps: int, position: float,
+                  bucket_start: datetime, issued_at: datetime, out: BatchOutputs) -> None:
+        assert state.watermark is not None
+        state.open_alerts["stockout_risk"] = state.watermark
+        severity = "critical" if risk >= 0.5 else "warning"
+        out.alerts.append(self._alert(
+            state, "stockout_risk", severity,
+            f"{state.sku}@{state.location}: {risk:.0%} chance of running out within "
+            f"{steps} bucket(s) (inventory position {position:g})",
+            {"probability": round(risk, 4), "inventory_position": position,
+             "lead_time_buckets": steps}, bucket_start, issued_at))
 
-    def _check_anomaly(self, state: SkuState, observed: float, bucket_start: datetime,
-                       issued_at: datetime, out: BatchOutputs) -> None:
-        high = state.next_bucket_high
-        if high is None or np.isnan(observed) or observed <= max(high, 1.0):
-            return
+    def _anomaly(self, state: SkuState, observed: float, high: float, bucket_start: datetime,
+                 issued_at: datetime, out: BatchOutputs) -> None:
         out.alerts.append(self._alert(
             state, "demand_anomaly", "warning",
             f"{state.sku}@{state.location}: demand {observed:g} above the forecast's "
             f"{HIGH_LEVEL:.1%} quantile {high:.1f}",
             {"observed": observed, "high_quantile": round(high, 4), "level": HIGH_LEVEL},
             bucket_start, issued_at))
+
+
+def _closed_windows(states: list[SkuState], last_closed: list[int], window: int) -> np.ndarray:
+    """(n, window) demand of each state's last `window` closed buckets, oldest first; NaN
+    before the SKU was first seen, 0 for a seen bucket without demand (`closed_window`)."""
+    first = np.array([s.first_bucket for s in states], dtype=np.int64)
+    start = np.asarray(last_closed, dtype=np.int64) - (window - 1)  # bucket of column 0
+    cols = np.arange(window)
+    out = np.where(start[:, None] + cols[None, :] >= first[:, None], 0.0, np.nan)
+    rows: list[int] = []
+    at: list[int] = []
+    values: list[float] = []
+    for i, state in enumerate(states):
+        lo, hi = max(int(start[i]), int(first[i])), last_closed[i]
+        for b, q in state.demand.items():
+            if lo <= b <= hi:
+                rows.append(i)
+                at.append(b - int(start[i]))
+                values.append(q)
+    if rows:
+        out[rows, at] = np.maximum(np.asarray(values, dtype=float), 0.0)
+    return out
+
+
+def _interp_rows(x: float, levels: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """`np.interp(x, levels, row)` for every row of `values` (one level, shared abscissae)."""
+    j = int(np.searchsorted(levels, x, side="right")) - 1
+    if j < 0:
+        return values[:, 0].astype(float)
+    if j >= levels.size - 1:
+        return values[:, -1].astype(float)
+    slope = (values[:, j + 1] - values[:, j]) / (levels[j + 1] - levels[j])
+    return np.asarray(slope * (x - levels[j]) + values[:, j], dtype=float)
+
+
+def _prob_exceeds_rows(values: np.ndarray, levels: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """P(demand > x[i]) read off the quantiles `values[i]` at `levels` (`_prob_exceeds` per
+    row: linear between levels, the tail mass beyond the extreme levels)."""
+    below_first = x < values[:, 0]
+    from_last = x >= values[:, -1]
+    # j: the last level whose quantile is <= x (quantiles are non-decreasing along a row)
+    j = np.clip((values <= x[:, None]).sum(axis=1) - 1, 0, levels.size - 2)
+    r = np.arange(values.shape[0])
+    lo, hi = values[r, j], values[r, j + 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inside = levels[j] + (levels[j + 1] - levels[j]) / (hi - lo) * (x - lo)
+    p = 1.0 - inside
+    p = np.where(from_last, 1.0 - levels[-1], p)
+    return np.where(below_first, np.where(x >= 0, 1.0 - levels[0], 1.0), p)

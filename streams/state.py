@@ -100,14 +100,39 @@ class SkuState:
         Only orders move the SKU's demand clock: stock comes on another topic, which the
         consumer may read ahead of the orders, and must not make those orders late.
         """
-        bucket = bucket_index(occurred_at, bucket_seconds)
-        verdict = self._admit(event_id, bucket, lateness)
-        if verdict != "ok":
-            return verdict
-        self.advance(bucket, window=window, lateness=lateness)
-        self.demand[bucket] = self.demand.get(bucket, 0.0) + signed_qty
+        return self.order(event_id, occurred_at, signed_qty, bucket_seconds, window, lateness)
+
+    def order(self, event_id: str, occurred_at: float, signed_qty: int, bucket_seconds: int,
+              window: int, lateness: int) -> ApplyResult:
+        """`apply_order` with positional arguments and its steps inlined (the hot path: one
+        call per order line)."""
+        bucket = int(occurred_at // bucket_seconds)
+        watermark = self.watermark
+        if watermark is not None and bucket < watermark - lateness:
+            return "late"
+        ids = self.seen_ids.get(bucket)
+        if ids is None:
+            self.seen_ids[bucket] = [event_id]
+        elif event_id in ids:
+            return "duplicate"
+        else:
+            ids.append(event_id)
+        if watermark is None or bucket > watermark:
+            self.advance(bucket, window=window, lateness=lateness)
+        demand = self.demand
+        demand[bucket] = demand.get(bucket, 0.0) + signed_qty
         if self.stock_as_of is None or occurred_at > self.stock_as_of:
-            self._take_from_stock(signed_qty)  # else the snapshot already counted it
+            # _take_from_stock: served from stock first, the rest back-ordered; units coming
+            # back (cancellations, returns) clear back-orders first
+            if signed_qty >= 0:
+                served = signed_qty if signed_qty < self.on_hand else self.on_hand
+                self.on_hand -= served
+                self.backorders += signed_qty - served
+            else:
+                back = -signed_qty
+                cleared = back if back < self.backorders else self.backorders
+                self.backorders -= cleared
+                self.on_hand += back - cleared
         return "ok"
 
     def _take_from_stock(self, units: int) -> None:

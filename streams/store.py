@@ -19,7 +19,7 @@ __all__ = ["StateStore", "key_partition"]
 
 def key_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for `key` among `partitions`."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class StateStore(MutableMapping[str, Any]):
@@ -71,6 +71,9 @@ class StateStore(MutableMapping[str, Any]):
         return key in self._data
 
     # --- engine side -----------------------------------------------------------------------
+    def has_dirty(self) -> bool:
+        return bool(self._dirty)
+
     def take_dirty(self) -> list[tuple[str, int, Any]]:
         """(key, partition, value or None if deleted) of every key written since the last call."""
         out = [(k, self.partition_for(k), self._data.get(k)) for k in self._dirty]

@@ -6,7 +6,7 @@ import random
 import pytest
 
 from schemas import InvalidEvent, OrderEvent, StockEvent, decode
-from streams.codec import fast_order, fast_stock
+from streams.codec import fast_order, fast_stock, order_columns
 
 ORDER = {"event_id": "e1", "type": "placed", "sku": "MUG-1", "location": "wh1", "quantity": 3,
          "occurred_at": "2011-03-07T10:00:00+00:00", "unit_price": 2.5, "order_id": "o9"}
@@ -76,3 +76,54 @@ def test_malformed_and_oversized_take_the_slow_path():
     assert fast_order(json.dumps([ORDER]).encode(), 1 << 20) is None
     order = fast_order(json.dumps({**ORDER, "type": "returned"}).encode(), 1 << 20)
     assert order is not None and order.signed_quantity == -3
+
+
+def valid_orders(rng: random.Random, n: int) -> list[bytes]:
+    out = []
+    for i in range(n):
+        record = {**ORDER, "event_id": f"e{i}", "quantity": rng.randint(1, 50),
+                  "type": rng.choice(["placed", "cancelled", "returned"]),
+                  "sku": rng.choice(["MUG-1", "TEA_2", "x"]),
+                  "occurred_at": rng.choice(["2011-03-07T10:00:00+00:00", "2011-03-07T23:59:59Z",
+                                             "2011-03-08T01:02:03.5-05:00",
+                                             "2099-12-31T00:00:00.123456+01:30"])}
+        for optional in ("unit_price", "order_id", "schema_version"):
+            if rng.random() < 0.3:
+                record.pop(optional, None)
+        if rng.random() < 0.2:
+            record["unit_price"] = rng.choice([0, 3, 0.5, None])
+        out.append(json.dumps(record).encode())
+    return out
+
+
+def test_a_run_decoded_by_columns_equals_record_by_record():
+    rng = random.Random(11)
+    broken = list(mutations(ORDER, rng, 400))
+    runs_accepted = 0
+    for _ in range(300):
+        batch = valid_orders(rng, rng.randint(1, 40))
+        if rng.random() < 0.5:  # one odd record in the run
+            batch.insert(rng.randrange(len(batch) + 1), rng.choice(broken))
+        singles = [fast_order(raw, 1 << 20) for raw in batch]
+        columns = order_columns(batch, 1 << 20)
+        if any(s is None for s in singles):
+            assert columns is None, "columns accepted a run with a record fast_order refuses"
+            continue
+        assert columns is not None, "a plainly valid run should take the column path"
+        runs_accepted += 1
+        assert [tuple(row) for row in zip(*columns, strict=True)] == [tuple(s) for s in singles]
+    assert runs_accepted > 100
+
+
+def test_columns_refuse_oversized_missing_and_odd_values():
+    good = valid_orders(random.Random(2), 3)
+    assert order_columns([], 1 << 20) == ([], [], [], [], [])
+    assert order_columns(good, 10) is None
+    assert order_columns([*good, None], 1 << 20) is None
+    assert order_columns([*good, b"[1]"], 1 << 20) is None
+    assert order_columns([*good, b'{"event_id": "x"'], 1 << 20) is None
+    assert order_columns([*good, json.dumps({**ORDER, "sku": ["a"]}).encode()], 1 << 20) is None
+    two_times = f'{ORDER["occurred_at"]}\n{ORDER["occurred_at"]}'
+    assert order_columns([json.dumps({**ORDER, "occurred_at": two_times}).encode()],
+                         1 << 20) is None
+    assert order_columns([json.dumps({**ORDER, "schema_version": True}).encode()], 1 << 20) is None

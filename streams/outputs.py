@@ -1,0 +1,140 @@
+"""What one stream batch produced: events out, forecasts kept as arrays until someone asks.
+
+A forecast carries horizon x levels quantiles twice (per bucket and cumulative), ~270 floats;
+building a pydantic model per forecast and serialising it was a tenth of a worker's time. So
+the processor keeps each forecaster call's rows as arrays (`ForecastRows`): the engine writes
+their JSON straight from the arrays with orjson (`ForecastRows.payloads`), and models are built
+only for readers that want them (`BatchOutputs.forecasts`: tests, the Faust engine). Both give
+the same bytes (tests/unit/test_streams_outputs.py checks this against `ForecastEvent`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import orjson
+
+from schemas import SCHEMA_VERSION, AlertEvent, DeadLetter, ForecastEvent, RestockEvent
+
+__all__ = ["BatchOutputs", "ForecastRows", "event_json"]
+
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_UTC_Z
+
+
+def event_json(event: Any) -> bytes:
+    """An output model's JSON, as the model itself writes it."""
+    return bytes(event.__pydantic_serializer__.to_json(event))
+
+
+@dataclass
+class ForecastRows:
+    """The forecasts of one forecaster call, one row per SKU, as the event contract's values.
+
+    `daily` / `cumulative` are (n, horizon, levels) and `mean` (n, horizon), already rounded
+    to what the events carry; `last_closed` is each row's bucket index (its start is
+    `last_closed * bucket_seconds`).
+    """
+
+    skus: list[str]
+    locations: list[str]
+    last_closed: list[int]
+    bucket_seconds: int
+    issued_at: datetime
+    levels: list[float]
+    daily: np.ndarray
+    cumulative: np.ndarray
+    mean: np.ndarray
+    model_version: str
+
+    def __post_init__(self) -> None:
+        # orjson writes C-contiguous arrays only (a forecaster may hand out broadcast views)
+        self.daily = np.ascontiguousarray(self.daily, dtype=np.float64)
+        self.cumulative = np.ascontiguousarray(self.cumulative, dtype=np.float64)
+        self.mean = np.ascontiguousarray(self.mean, dtype=np.float64)
+
+    def __len__(self) -> int:
+        return len(self.skus)
+
+    @property
+    def horizon(self) -> int:
+        return int(self.mean.shape[1])
+
+    def bucket(self, i: int) -> datetime:
+        return datetime.fromtimestamp(self.last_closed[i] * self.bucket_seconds, UTC)
+
+    def models(self) -> list[ForecastEvent]:
+        """The rows as `ForecastEvent`s (constructed from checked numbers, not re-validated)."""
+        daily, cumulative, mean = self.daily.tolist(), self.cumulative.tolist(), self.mean.tolist()
+        return [ForecastEvent.model_construct(
+            sku=self.skus[i], location=self.locations[i], issued_at=self.issued_at,
+            bucket=self.bucket(i), bucket_seconds=self.bucket_seconds, horizon=self.horizon,
+            quantile_levels=list(self.levels), quantiles=daily[i], cumulative=cumulative[i],
+            mean=mean[i], model_version=self.model_version) for i in range(len(self))]
+
+    def payloads(self) -> Iterator[tuple[str, bytes]]:
+        """(`sku@location`, the ForecastEvent's JSON) per row, straight from the arrays."""
+        dumps = orjson.dumps
+        buckets: dict[int, datetime] = {}
+        common = {"bucket_seconds": self.bucket_seconds, "horizon": self.horizon,
+                  "quantile_levels": self.levels}
+        daily, cumulative, mean = self.daily, self.cumulative, self.mean
+        for i, sku in enumerate(self.skus):
+            location = self.locations[i]
+            closed = self.last_closed[i]
+            bucket = buckets.get(closed)
+            if bucket is None:
+                bucket = buckets[closed] = self.bucket(i)
+            # key order = ForecastEvent's field order (schema_version comes from the base)
+            yield f"{sku}@{location}", dumps({
+                "schema_version": SCHEMA_VERSION, "sku": sku, "location": location,
+                "issued_at": self.issued_at, "bucket": bucket, **common,
+                "quantiles": daily[i], "cumulative": cumulative[i], "mean": mean[i],
+                "model_version": self.model_version}, option=_JSON_OPTIONS)
+
+
+class BatchOutputs:
+    """What one batch produced, plus counters for metrics and the demo summary.
+
+    Forecasts are held as `forecast_rows`; `forecasts` builds their models on first read
+    (after any models given to the constructor).
+    """
+
+    def __init__(self, *, forecasts: Iterable[ForecastEvent] = (),
+                 restocks: Iterable[RestockEvent] = (), alerts: Iterable[AlertEvent] = (),
+                 dead_letters: Iterable[DeadLetter] = (),
+                 forecast_rows: Iterable[ForecastRows] = (), accepted: int = 0,
+                 duplicates: int = 0) -> None:
+        self.restocks = list(restocks)
+        self.alerts = list(alerts)
+        self.dead_letters = list(dead_letters)
+        self.forecast_rows = list(forecast_rows)
+        self.accepted = accepted
+        self.duplicates = duplicates
+        self._forecasts = list(forecasts)
+        self._built_from = 0  # forecast_rows[:_built_from] are in _forecasts
+
+    @property
+    def forecast_count(self) -> int:
+        unbuilt = self.forecast_rows[self._built_from:]
+        return len(self._forecasts) + sum(len(rows) for rows in unbuilt)
+
+    @property
+    def forecasts(self) -> list[ForecastEvent]:
+        """Every forecast as a model, in emission order (a list the caller may extend)."""
+        for rows in self.forecast_rows[self._built_from:]:
+            self._forecasts.extend(rows.models())
+        self._built_from = len(self.forecast_rows)
+        return self._forecasts
+
+    def forecast_payloads(self) -> Iterator[tuple[str, bytes]]:
+        """(`sku@location`, JSON) of every forecast, without building models."""
+        if self._forecasts:  # someone built (or added) models: they are the truth
+            for event in self.forecasts:
+                yield f"{event.sku}@{event.location}", event_json(event)
+            return
+        for rows in self.forecast_rows:
+            yield from rows.payloads()

@@ -1,0 +1,75 @@
+"""Forecasts written from arrays are byte for byte the JSON of the `ForecastEvent` models."""
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from schemas import ForecastEvent
+from streams.outputs import BatchOutputs, ForecastRows, event_json
+
+
+def rows(n: int = 5, issued_at: datetime = datetime(2011, 6, 1, 8, 30, 0, 250, tzinfo=UTC),
+         seed: int = 1) -> ForecastRows:
+    rng = np.random.default_rng(seed)
+    levels = [0.05, 0.1, 0.5, 0.9, 0.975]
+    daily = np.sort(rng.gamma(2.0, 3.0, size=(n, 14, len(levels))), axis=2)
+    daily[0, 0] = [0.0, 1e-5, 0.0001, 3.0, 1e17]  # edge formats: exponent, integral floats
+    cumulative = np.maximum.accumulate(np.cumsum(daily, axis=1), axis=1)
+    return ForecastRows(
+        skus=[f"SKU-{i}" for i in range(n)], locations=["wh1"] * (n - 1) + ["shop/2"],
+        last_closed=[15_040 + i for i in range(n)], bucket_seconds=86_400, issued_at=issued_at,
+        levels=levels, daily=np.round(daily, 4), cumulative=np.round(cumulative, 4),
+        mean=np.round(daily[:, :, 2], 4), model_version="moving_average-v1")
+
+
+@pytest.mark.parametrize("issued_at", [
+    datetime(2011, 6, 1, 8, 30, 0, 250, tzinfo=UTC),
+    datetime(2011, 6, 1, tzinfo=UTC),
+    datetime(2011, 6, 1, 9, tzinfo=timezone(timedelta(hours=1))),
+])
+def test_payloads_equal_the_models_json(issued_at: datetime):
+    block = rows(issued_at=issued_at)
+    models = block.models()
+    payloads = list(block.payloads())
+    assert len(payloads) == len(models) == 5
+    for (key, raw), model in zip(payloads, models, strict=True):
+        assert key == f"{model.sku}@{model.location}"
+        assert raw == event_json(model)
+        # and the model, validated from that JSON, is a valid event equal to the one built
+        assert ForecastEvent.model_validate_json(raw) == model
+
+
+def test_broadcast_and_strided_arrays_are_written_too():
+    block = rows(3)
+    block = ForecastRows(**{**block.__dict__,
+                            "daily": np.broadcast_to(block.daily[:1], block.daily.shape),
+                            "mean": np.asfortranarray(block.mean)})
+    for (_, raw), model in zip(block.payloads(), block.models(), strict=True):
+        assert raw == event_json(model)
+
+
+def test_outputs_build_models_on_demand_and_count_without_them():
+    out = BatchOutputs(forecast_rows=[rows(3), rows(2, seed=2)])
+    assert out.forecast_count == 5
+    first = out.forecasts
+    assert [f.sku for f in first] == ["SKU-0", "SKU-1", "SKU-2", "SKU-0", "SKU-1"]
+    assert out.forecasts is first  # built once
+    out.forecast_rows.append(rows(1, seed=3))
+    assert out.forecast_count == 6 and len(out.forecasts) == 6
+    assert [k for k, _ in out.forecast_payloads()] == [f"{f.sku}@{f.location}" for f in first]
+
+
+def test_an_empty_outputs_list_can_be_extended_like_a_list():
+    total = BatchOutputs()
+    total.forecasts.extend(rows(2).models())
+    assert total.forecast_count == 2 and len(total.forecasts) == 2
+
+
+def test_models_given_to_the_constructor_come_first():
+    given = rows(1, seed=4).models()
+    out = BatchOutputs(forecasts=given, forecast_rows=[rows(2)])
+    assert out.forecast_count == 3
+    assert [f.sku for f in out.forecasts] == ["SKU-0", "SKU-0", "SKU-1"]
+    assert out.forecasts[0] is given[0]
+    assert len(list(out.forecast_payloads())) == 3
