@@ -65,7 +65,10 @@ class Settings(BaseSettings):
     )
     take_max: int = Field(default=10000, ge=1, description="max events per stream batch")
     take_within_ms: float = Field(default=200.0, gt=0, description="max wait to fill a batch")
-    commit_interval_s: float = Field(default=1.0, gt=0, description="offset commit interval")
+    commit_interval_s: float = Field(
+        default=1.0, gt=0,
+        description="offset commit interval of the Faust engine (the batch engine: every batch)",
+    )
     log_format: Literal["text", "json"] = Field(
         default="text", description="worker/optimizer log lines: text or JSON objects")
     web_port: int | None = Field(default=None, description="worker web server port; unset = off")
