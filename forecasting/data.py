@@ -67,6 +67,18 @@ class Panel:
         digest.update(np.ascontiguousarray(self.values, dtype=np.float64).tobytes())
         return digest.hexdigest()
 
+    @classmethod
+    def from_histories(cls, series: Sequence[NDArray[np.floating]],
+                       end_day: np.datetime64) -> Panel:
+        """Histories that all end on `end_day`, right-aligned on one grid (NaN before each
+        starts); series are named "0", "1", ... in order."""
+        length = max(len(s) for s in series)
+        values = np.full((len(series), length), np.nan)
+        for i, s in enumerate(series):
+            values[i, length - len(s):] = np.asarray(s, dtype=np.float64)
+        start = end_day - np.timedelta64(length - 1, "D")
+        return cls(tuple(str(i) for i in range(len(series))), start, values)
+
     def head(self, n_days: int) -> Panel:
         """The first `n_days` columns (a training cut-off)."""
         if not 0 < n_days <= self.n_days:

@@ -103,12 +103,7 @@ class LightGBMForecaster(Forecaster):
         """Train on histories that all end at `end_day()` (right-aligned, NaN-padded)."""
         from forecasting.data import Panel
 
-        length = max(len(s) for s in series)
-        values = np.full((len(series), length), np.nan)
-        for i, s in enumerate(series):
-            values[i, length - len(s):] = np.asarray(s, dtype=np.float64)
-        start = self.end_day() - np.timedelta64(length - 1, "D")
-        return self.fit_panel(Panel(tuple(map(str, range(len(series)))), start, values))
+        return self.fit_panel(Panel.from_histories(series, self.end_day()))
 
     def _sample(self, panel: Panel) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
         """(series, origin) pairs to train on: the last `train_days` origins with full

@@ -136,13 +136,7 @@ class LSTMForecaster(Forecaster):
         """Train on histories that all end at `end_day()` (right-aligned, NaN-padded)."""
         from forecasting.data import Panel
 
-        length = max(len(s) for s in series)
-        values = np.full((len(series), length), np.nan)
-        for i, s in enumerate(series):
-            values[i, length - len(s):] = np.asarray(s, dtype=np.float64)
-        start = self.end_day() - np.timedelta64(length - 1, "D")
-        ids = tuple(str(i) for i in range(len(series)))
-        return self.fit_panel(Panel(ids, start, values))
+        return self.fit_panel(Panel.from_histories(series, self.end_day()))
 
     def fit_panel(self, panel: Panel, *, progress: bool = False) -> Self:
         """Train a fresh network with this model's config on `panel`; replaces the weights."""
