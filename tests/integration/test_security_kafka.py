@@ -15,7 +15,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
@@ -27,6 +27,7 @@ from shelfcast.worker_process import WorkerProcess
 from streams.topics import ensure_topics
 from tests.chaos.harness import make_stream, wait_caught_up
 from tests.conftest import SecureKafka
+from tests.integration.test_streams_engine import produce, read_all
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -43,31 +44,6 @@ def secure_settings(kafka: SecureKafka, prefix: str, **overrides: object) -> Set
     )
     values.update(overrides)
     return Settings(**values)
-
-
-async def produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(**client_kwargs(settings), acks="all")
-    await producer.start()
-    try:
-        for key, value in records:
-            await producer.send(topic, key=key, value=value)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-async def read_all(settings: Settings, topic: str) -> list:
-    consumer = AIOKafkaConsumer(topic, **client_kwargs(settings), group_id=None,
-                                auto_offset_reset="earliest")
-    await consumer.start()
-    out = []
-    try:
-        while batch := await consumer.getmany(timeout_ms=1500):
-            for records in batch.values():
-                out.extend(records)
-        return out
-    finally:
-        await consumer.stop()
 
 
 async def connects(settings: Settings) -> bool:

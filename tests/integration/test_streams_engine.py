@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from forecasting import make_forecaster
 from schemas import RestockEvent
+from shelfcast.kafka_config import client_kwargs
 from shelfcast.settings import Settings
 from shelfcast.worker_process import WorkerProcess
 from streams.changelog import changelog_topic, decode_state
@@ -44,8 +45,7 @@ def shop(settings: Settings) -> tuple[list[tuple[bytes, bytes]], list[tuple[byte
 
 
 async def produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                                linger_ms=5)
+    producer = AIOKafkaProducer(**client_kwargs(settings), acks="all", linger_ms=5)
     await producer.start()
     try:
         for key, value in records:
@@ -56,8 +56,8 @@ async def produce(settings: Settings, topic: str, records: list[tuple[bytes, byt
 
 
 async def read_all(settings: Settings, topic: str) -> list:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap,
-                                group_id=None, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(topic, **client_kwargs(settings), group_id=None,
+                                auto_offset_reset="earliest")
     await consumer.start()
     out = []
     try:
