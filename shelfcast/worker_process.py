@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -24,10 +25,13 @@ READY_MARKS = ("Worker]: Ready", "shelfcast batch engine: ready")
 class WorkerProcess:
     """`shelfcast worker` as a subprocess whose log goes to `log_path`."""
 
-    def __init__(self, settings: Settings, log_path: Path, *, name: str = "worker") -> None:
+    def __init__(self, settings: Settings, log_path: Path, *, name: str = "worker",
+                 env: Mapping[str, str] | None = None, command: str = "worker") -> None:
         self.settings = settings
         self.log_path = log_path
         self.name = name
+        self.command = command  # the `shelfcast` subcommand to run
+        self.env = dict(env or {})  # extra variables on top of the settings' SHELFCAST_* ones
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -37,13 +41,22 @@ class WorkerProcess:
     def start(self) -> Self:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SHELFCAST_")}
         env.update(settings_env(self.settings))
+        env.update(self.env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "shelfcast", "worker"],
+                [sys.executable, "-m", "shelfcast", self.command],
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
+
+    def alive(self) -> bool:
+        """Started and not ended."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def exit_code(self) -> int | None:
+        """The exit code once the process has ended, else None."""
+        return None if self._proc is None else self._proc.poll()
 
     def wait_ready(self, timeout_s: float = 90.0) -> float:
         """Block until the worker has joined its group and recovered tables; returns seconds."""

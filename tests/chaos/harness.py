@@ -27,9 +27,6 @@ import base64
 import json
 import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
@@ -47,7 +44,7 @@ from schemas.ids import deterministic_id
 from shelfcast.errors import ServiceUnavailable
 from shelfcast.faults import FAULT_ENV
 from shelfcast.kafka_config import client_kwargs
-from shelfcast.settings import Settings, settings_env
+from shelfcast.settings import Settings
 from shelfcast.worker_process import WorkerProcess
 from streams.changelog import changelog_topic, decode_state
 from streams.lag import LagProbe
@@ -236,72 +233,21 @@ async def produce_paced(
 # --------------------------------------------------------------------------- processes
 
 
-class OptimizerProcess:
+class OptimizerProcess(WorkerProcess):
     """`shelfcast optimizer` as a subprocess (SIGKILL-able), logging to `log_path`; `fault`
     arms a crash point in it (`SHELFCAST_FAULT_POINT`, see shelfcast/faults.py)."""
 
     def __init__(self, settings: Settings, log_path: Path, *, fault: str | None = None) -> None:
-        self.settings, self.log_path, self.fault = settings, log_path, fault
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> OptimizerProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SHELFCAST_")}
-        env.update(settings_env(self.settings))
-        if self.fault:
-            env[FAULT_ENV] = self.fault
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "shelfcast", "optimizer"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=ROOT,
-            )
-        return self
-
-    def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def kill(self) -> None:
-        if self.alive():
-            assert self._proc is not None
-            os.killpg(self._proc.pid, signal.SIGKILL)
-            self._proc.wait()
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        if self.alive():
-            assert self._proc is not None
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        super().__init__(settings, log_path, name="optimizer", command="optimizer",
+                         env={FAULT_ENV: fault} if fault else None)
 
 
 class FaultyWorker(WorkerProcess):
     """`shelfcast worker` with a crash point armed (`SHELFCAST_FAULT_POINT`): it SIGKILLs
-    itself at that exact step. WorkerProcess passes only the settings' SHELFCAST_* variables
-    on, so the start is repeated here with the fault variable added."""
+    itself at that exact step."""
 
     def __init__(self, settings: Settings, log_path: Path, *, name: str, fault: str) -> None:
-        super().__init__(settings, log_path, name=name)
-        self.fault = fault
-
-    def start(self) -> FaultyWorker:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SHELFCAST_")}
-        env.update(settings_env(self.settings))
-        env[FAULT_ENV] = self.fault
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "shelfcast", "worker"],
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        return self
-
-    def exit_code(self) -> int | None:
-        return None if self._proc is None else self._proc.poll()
+        super().__init__(settings, log_path, name=name, env={FAULT_ENV: fault})
 
 
 # --------------------------------------------------------------------------- catch-up

@@ -477,11 +477,11 @@ async def test_optimizer_sigkilled_during_plan_writes(
             o.kill()
 
 
-async def wait_exit(proc: FaultyWorker | OptimizerProcess, timeout_s: float) -> int:
+async def wait_exit(proc: WorkerProcess, timeout_s: float) -> int:
     """Wait until a process with an armed fault point has killed itself; its exit code."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        code = proc._proc.poll() if proc._proc is not None else None
+        code = proc.exit_code()
         if code is not None:
             return code
         await asyncio.sleep(0.05)
