@@ -126,9 +126,6 @@ def empirical_cover_demand(
 
     A SKU without one complete window gets zero demand (no data, no stock).
     """
-    if not 0.0 <= tail_weight < 1.0 or tail_sd_factor < 0.0:
-        raise PolicyInputError("tail_weight must be in [0, 1) and tail_sd_factor >= 0",
-                               field="tail_weight", value=tail_weight)  # fmt: skip
     h = np.asarray(history, dtype=np.float64)[:, -max_history_days:]
     if h.shape[1] < days:
         h = np.concatenate([np.full((h.shape[0], days - h.shape[1]), np.nan), h], axis=1)

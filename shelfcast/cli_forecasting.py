@@ -14,12 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_bench_commands", "add_commands", "run"]
+__all__ = ["add_bench_commands", "add_commands", "add_data_args", "run"]
 
 DEFAULT_MODELS = "seasonal_naive,moving_average,ets,lightgbm,lstm"
 
 
-def _data_args(p: argparse.ArgumentParser) -> None:
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    """The long-CSV options every command that reads a demand panel takes."""
     p.add_argument("--data", type=Path, required=True,
                    help="long CSV (unique_id, ds, y; .gz ok; store,item,date,sales recognised)")
     p.add_argument("--id-cols", default=None, help="comma-separated id columns (joined by '/')")
@@ -53,14 +54,14 @@ def add_commands(subparsers: Any) -> None:
         "train", help="train the global LSTM and write a versioned model directory",
         description="Train the global probabilistic LSTM on a long-format demand CSV; writes "
         "model.pt + metadata.json (features, horizon, scaling, data fingerprint, metrics).")
-    _data_args(train)
+    add_data_args(train)
     _lstm_args(train)
     train.add_argument("--out", type=Path, required=True, help="model directory to write")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     bt = subparsers.add_parser(
         "backtest", help="rolling-origin backtest of forecasters (MASE, WAPE, pinball, coverage)")
-    _data_args(bt)
+    add_data_args(bt)
     _lstm_args(bt)
     bt.add_argument("--folds", type=int, default=4, help="forecast origins (default 4)")
     bt.add_argument("--step", type=int, default=None, help="days between origins (= horizon)")

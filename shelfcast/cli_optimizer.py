@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shelfcast.cli_forecasting import add_data_args
 from shelfcast.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -38,12 +39,7 @@ def add_commands(subparsers: Any) -> None:
         "review from history only. Scores fill rate, cycle service level, stock-out days, "
         "average inventory and orders per policy, and sweeps service targets to interpolate "
         "the inventory needed for a 95%% fill rate.")
-    sim.add_argument("--data", type=Path, required=True,
-                     help="long CSV (unique_id, ds, y; .gz ok; store,item,date,sales recognised)")
-    sim.add_argument("--id-cols", default=None, help="comma-separated id columns (joined by '/')")
-    sim.add_argument("--date-col", default=None, help="date column (default ds)")
-    sim.add_argument("--target-col", default=None, help="demand column (default y)")
-    sim.add_argument("--max-series", type=int, default=None, help="keep the first N series")
+    add_data_args(sim)
     sim.add_argument("--policies", default=DEFAULT_POLICIES,
                      help="comma-separated: minmax, minmax-lr (min over lead time + review), "
                      "empirical[:history_days=N:tail_weight=W:tail_sd_factor=F] (bootstrapped "
