@@ -262,7 +262,7 @@ class BatchEngine:
         if acks is not None:
             await acks
         if changelog:
-            await self._send_changelog(changelog)
+            await self._send_grouped(changelog)
         if not offsets:
             return
         fault_point("worker.before_commit")  # outputs and changelog acknowledged
@@ -362,9 +362,6 @@ class BatchEngine:
         for key, partition, value in self.store.take_dirty():
             groups[(self._changelog, partition)].append((key.encode(), encode_state(value)))
         return groups
-
-    async def _send_changelog(self, groups: _Groups) -> None:
-        await self._send_grouped(groups)
 
 
 def _event_key(event: BaseModel) -> str | None:
