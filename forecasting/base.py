@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Self, overload
 
@@ -266,3 +266,24 @@ class Forecaster(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(levels={self._levels.tolist()})"
+
+
+class DatedForecaster(Forecaster):
+    """A forecaster whose features depend on the calendar (weekday, month, closures), so it
+    needs the date of the windows' last bucket: `end_day()` (set by the subclass) in `predict`,
+    or explicit dates in `predict_at`; `_predict` reads them with `window_end()`."""
+
+    end_day: Callable[[], np.datetime64]
+    _end_override: ArrayLike | None = None
+
+    def predict_at(self, windows: ArrayLike, horizon: int, end_days: ArrayLike) -> QuantileForecast:
+        """`predict` with the date of each window's last bucket ((n,) dates, or one date)."""
+        self._end_override = end_days
+        try:
+            return self.predict(windows, horizon)
+        finally:
+            self._end_override = None
+
+    def window_end(self) -> ArrayLike:
+        """The date(s) of the last bucket of the windows being forecast."""
+        return self.end_day() if self._end_override is None else self._end_override

@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
 from forecasting._numeric import FloatArray
-from forecasting.base import QUANTILE_LEVELS, Forecaster, QuantileForecast
+from forecasting.base import QUANTILE_LEVELS, DatedForecaster, QuantileForecast
 from forecasting.errors import ForecastingError, InvalidWindowError
 from forecasting.lag_features import FEATURE_NAMES, LagTable, lag_features
 from forecasting.registry import available_forecasters, register_forecaster
@@ -75,7 +75,7 @@ def _yesterday() -> np.datetime64:
     return np.datetime64("today", "D") - ONE_DAY
 
 
-class LightGBMForecaster(Forecaster):
+class LightGBMForecaster(DatedForecaster):
     """Global LightGBM over lag/rolling/calendar features, quantile objective per level.
 
     `fit_panel(panel)` trains on origins in the last `train_days` days whose `horizon` days
@@ -95,7 +95,6 @@ class LightGBMForecaster(Forecaster):
         self.end_day = end_day
         self._models: list[Any] = []  # [mean, q_1, ..., q_Q]
         self._integer = False
-        self._end_override: ArrayLike | None = None
         self.fit_info: dict[str, float] = {}
 
     # --- training --------------------------------------------------------------------------
@@ -181,21 +180,13 @@ class LightGBMForecaster(Forecaster):
         return self
 
     # --- forecasting -----------------------------------------------------------------------
-    def predict_at(self, windows: ArrayLike, horizon: int, end_days: ArrayLike) -> QuantileForecast:
-        """`predict` with the date of the windows' last bucket (one date for all rows)."""
-        self._end_override = end_days
-        try:
-            return super().predict(windows, horizon)
-        finally:
-            self._end_override = None
-
     def _predict(self, windows: FloatArray, horizon: int) -> QuantileForecast:
         if not self._models:
             raise NotFittedError("LightGBMForecaster.predict before fit_panel/fit")
         big_h = self.config.horizon
         if horizon > big_h:
             raise InvalidWindowError(f"horizon {horizon} exceeds the trained horizon {big_h}")
-        end = self.end_day() if self._end_override is None else self._end_override
+        end = self.window_end()
         end_day = np.asarray(end, dtype="datetime64[D]")
         if end_day.ndim:  # one date per row is accepted when all rows agree
             if not np.all(end_day == end_day.flat[0]):

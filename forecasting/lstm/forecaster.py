@@ -12,7 +12,7 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 
 from forecasting._numeric import FloatArray
-from forecasting.base import Forecaster, QuantileForecast
+from forecasting.base import DatedForecaster, QuantileForecast
 from forecasting.errors import InvalidWindowError
 from forecasting.lstm.features import (
     ScaleState,
@@ -85,7 +85,7 @@ class SeriesState:
         )
 
 
-class LSTMForecaster(Forecaster):
+class LSTMForecaster(DatedForecaster):
     """One global LSTM for all series, probabilistic over a direct multi-horizon head.
 
     Each series is run from its first observed bucket (leading NaNs = no history) to the end
@@ -122,7 +122,6 @@ class LSTMForecaster(Forecaster):
         self.log_scale_std = float(log_scale_std)
         self.model_id = model_id
         self.end_day = end_day
-        self._end_override: ArrayLike | None = None
         self.train_result: Any = None  # TrainResult of the last fit, if any
 
     @property
@@ -259,16 +258,8 @@ class LSTMForecaster(Forecaster):
                                         cumulative[:, :horizon], mean[:, :horizon])
 
     # --- the contract ----------------------------------------------------------------------
-    def predict_at(self, windows: ArrayLike, horizon: int, end_days: ArrayLike) -> QuantileForecast:
-        """`predict` with explicit dates of each window's last bucket (n,) or one date."""
-        self._end_override = end_days
-        try:
-            return super().predict(windows, horizon)
-        finally:
-            self._end_override = None
-
     def _predict(self, windows: FloatArray, horizon: int) -> QuantileForecast:
-        end = self.end_day() if self._end_override is None else self._end_override
+        end = self.window_end()
         return self.forecast(self.encode(windows, end), horizon)
 
     def __repr__(self) -> str:
