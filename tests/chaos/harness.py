@@ -240,6 +240,7 @@ class OptimizerProcess(WorkerProcess):
     def __init__(self, settings: Settings, log_path: Path, *, fault: str | None = None) -> None:
         super().__init__(settings, log_path, name="optimizer", command="optimizer",
                          env={FAULT_ENV: fault} if fault else None)
+        self.fault = fault
 
 
 class FaultyWorker(WorkerProcess):
@@ -248,6 +249,7 @@ class FaultyWorker(WorkerProcess):
 
     def __init__(self, settings: Settings, log_path: Path, *, name: str, fault: str) -> None:
         super().__init__(settings, log_path, name=name, env={FAULT_ENV: fault})
+        self.fault = fault
 
 
 # --------------------------------------------------------------------------- catch-up
