@@ -269,6 +269,31 @@ def test_k8s_references_and_hardening(rendered: tuple[str, list[dict]]) -> None:
                 "shelfcast-dev" if overlay == "dev" else "shelfcast"), obj["metadata"]["name"]
 
 
+def test_kafka_ca_file_is_mounted_where_the_clients_read_it(
+        rendered: tuple[str, list[dict]]) -> None:
+    """A SHELFCAST_KAFKA_SSL_CAFILE in the ConfigMap must lie in a Secret volume mounted in
+    every Kafka client (worker, optimizer); without a mount the client refuses to start."""
+    overlay, objects = rendered
+    config = next(o for o in objects if o["kind"] == "ConfigMap")["data"]
+    cafile = config.get("SHELFCAST_KAFKA_SSL_CAFILE")
+    if overlay == "dev":
+        assert cafile is None
+        return
+    assert config["SHELFCAST_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert cafile, f"{overlay}: SASL_SSL without a CA file"
+    for name in ("shelfcast-worker", "shelfcast-optimizer"):
+        obj = next(o for o in objects if o["kind"] == "Deployment"
+                   and o["metadata"]["name"] == name)
+        volumes = {v["name"]: v for v in _pod_spec(obj)["volumes"]}
+        mounts = [m for m in _containers(obj)[0]["volumeMounts"]
+                  if cafile.startswith(m["mountPath"].rstrip("/") + "/")]
+        assert len(mounts) == 1, f"{overlay}: {name} does not mount {cafile}"
+        secret = volumes[mounts[0]["name"]]["secret"]
+        file_name = cafile[len(mounts[0]["mountPath"].rstrip("/")) + 1:]
+        assert file_name in {item["path"] for item in secret["items"]}, (overlay, name)
+        assert mounts[0]["readOnly"] is True
+
+
 def test_keda_scaler_targets_the_worker_deployment() -> None:
     (scaled,) = _load_all(K8S / "keda/scaledobject.yaml")
     base = render(K8S / "base")
