@@ -7,7 +7,8 @@ over the protection interval: the j-th pack on top of inventory position x adds
 E[(D - x - (j-1) p)^+] - E[(D - x - j p)^+] units (non-increasing in j, so greedy by ratio
 takes packs in order). Supplier MOQ (a minimum order value when a supplier is ordered from at
 all) is repaired after the greedy pass by topping the supplier up or dropping it, whichever
-serves more. Pure numpy; tests compare it with an exact MILP (scipy HiGHS) on small instances.
+serves more. Warehouse room may be one pool or one per location (`room`). Pure numpy; tests
+compare it with an exact MILP (scipy HiGHS) on small instances.
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ class AllocationProblem:
     supplier: (n,) index 0..K-1 of each SKU's supplier.
     budget: (K,) money per supplier this cycle (np.inf = no limit).
     supplier_moq: (K,) minimum order value of a supplier that is ordered from (0 = none).
-    capacity: warehouse room for everything bought this cycle (np.inf = no limit).
+    capacity: warehouse room for everything bought this cycle (np.inf = no limit): a scalar,
+        or (L,) one per warehouse.
+    room: (n,) index 0..L-1 of the warehouse each SKU's packs go to (default: all in 0).
     """
 
     gains: FloatArray
@@ -69,7 +72,8 @@ class AllocationProblem:
     supplier: IntArray
     budget: FloatArray
     supplier_moq: FloatArray
-    capacity: float = float("inf")
+    capacity: float | FloatArray = float("inf")
+    room: IntArray | None = None
 
     def __post_init__(self) -> None:
         gains = np.atleast_2d(np.asarray(self.gains, dtype=np.float64))
@@ -78,7 +82,16 @@ class AllocationProblem:
             "pack_cost": np.broadcast_to(np.asarray(self.pack_cost, dtype=np.float64), (n,)),
             "pack_volume": np.broadcast_to(np.asarray(self.pack_volume, dtype=np.float64), (n,)),
             "supplier": np.broadcast_to(np.asarray(self.supplier, dtype=np.int64), (n,)),
+            "room": np.broadcast_to(np.asarray(0 if self.room is None else self.room,
+                                               dtype=np.int64), (n,)),
         }
+        capacity = np.atleast_1d(np.asarray(self.capacity, dtype=np.float64))
+        if capacity.ndim != 1 or capacity.size == 0:
+            raise PolicyInputError("must be a scalar or 1-D", field="capacity",
+                                   value=capacity.shape)  # fmt: skip
+        if n and not 0 <= int(fields["room"].min()) <= int(fields["room"].max()) < capacity.size:
+            raise PolicyInputError(f"must be in 0..{capacity.size - 1} (one capacity per room)",
+                                   field="room", value=int(fields["room"].max()))  # fmt: skip
         budget = np.atleast_1d(np.asarray(self.budget, dtype=np.float64))
         k = budget.shape[0]
         moq = np.broadcast_to(np.asarray(self.supplier_moq, dtype=np.float64), (k,))
@@ -92,8 +105,8 @@ class AllocationProblem:
                 raise PolicyInputError("must be >= 0", field=name, value=arr.min())
         if np.any(fields["supplier"] < 0):
             raise PolicyInputError("must be >= 0", field="supplier", value=fields["supplier"].min())
-        if not self.capacity >= 0:
-            raise PolicyInputError("must be >= 0", field="capacity", value=self.capacity)
+        if not np.all(capacity >= 0):  # also refuses NaN
+            raise PolicyInputError("must be >= 0", field="capacity", value=capacity.min())
         if np.any(np.diff(gains, axis=1) > 1e-9 * max(1.0, float(gains.max(initial=0.0)))):
             raise PolicyInputError("must be non-increasing along packs", field="gains",
                                    value="increasing row")  # fmt: skip
@@ -102,28 +115,38 @@ class AllocationProblem:
             object.__setattr__(self, name, np.array(arr))
         object.__setattr__(self, "budget", np.array(budget))
         object.__setattr__(self, "supplier_moq", np.array(moq))
+        object.__setattr__(self, "capacity", capacity)
 
     @property
     def n_suppliers(self) -> int:
         return int(self.budget.shape[0])
 
+    @property
+    def rooms(self) -> IntArray:
+        """(n,) each SKU's warehouse index (`room` after validation, never None)."""
+        return np.asarray(self.room, dtype=np.int64)
+
+    @property
+    def n_rooms(self) -> int:
+        return int(np.asarray(self.capacity).shape[0])
+
 
 @dataclass(frozen=True)
 class Allocation:
     """packs: (n,) packs bought per SKU; value: total gain; spend: (K,) per supplier;
-    volume: room used."""
+    volume: (L,) room used per warehouse."""
 
     packs: IntArray
     value: float
     spend: FloatArray
-    volume: float
+    volume: FloatArray
 
     def feasible(self, problem: AllocationProblem, *, tol: float = 1e-6) -> bool:
         """Whether it keeps every budget, the capacity and every supplier MOQ."""
         ordered = self.spend > tol
         return bool(
             np.all(self.spend <= problem.budget + tol)
-            and self.volume <= problem.capacity + tol
+            and np.all(self.volume <= problem.capacity + tol)
             and np.all(~ordered | (self.spend >= problem.supplier_moq - tol))
         )
 
@@ -134,8 +157,13 @@ def _evaluate(problem: AllocationProblem, packs: IntArray) -> Allocation:
     value = float((problem.gains * taken).sum())
     spend = np.bincount(problem.supplier, weights=packs * problem.pack_cost,
                         minlength=problem.n_suppliers)  # fmt: skip
-    volume = float((packs * problem.pack_volume).sum())
-    return Allocation(packs=packs, value=value, spend=spend.astype(np.float64), volume=volume)
+    return Allocation(packs=packs, value=value, spend=spend.astype(np.float64),
+                      volume=_room_used(problem, packs))
+
+
+def _room_used(problem: AllocationProblem, packs: IntArray) -> FloatArray:
+    return np.bincount(problem.rooms, weights=packs * problem.pack_volume,
+                       minlength=problem.n_rooms).astype(np.float64)  # fmt: skip
 
 
 def _weights(problem: AllocationProblem, use_budget: bool, use_capacity: bool) -> FloatArray:
@@ -143,8 +171,11 @@ def _weights(problem: AllocationProblem, use_budget: bool, use_capacity: bool) -
     budget = problem.budget[problem.supplier]
     limited = np.isfinite(budget) & (budget > 0) & use_budget
     weight = np.where(limited, problem.pack_cost / np.where(limited, budget, 1.0), 0.0)
-    if use_capacity and np.isfinite(problem.capacity) and problem.capacity > 0:
-        weight = weight + problem.pack_volume / problem.capacity
+    if use_capacity:
+        capacity = np.asarray(problem.capacity)[problem.rooms]
+        limited = np.isfinite(capacity) & (capacity > 0)
+        weight = weight + np.where(limited, problem.pack_volume
+                                   / np.where(limited, capacity, 1.0), 0.0)  # fmt: skip
     return np.asarray(weight, dtype=np.float64)
 
 
@@ -157,7 +188,8 @@ def _greedy(problem: AllocationProblem, allowed: npt.NDArray[np.bool_], start: I
     packs = start.copy()
     spend = np.bincount(problem.supplier, weights=packs * problem.pack_cost,
                         minlength=problem.n_suppliers)  # fmt: skip
-    volume = float((packs * problem.pack_volume).sum())
+    volume = _room_used(problem, packs)
+    capacity = np.asarray(problem.capacity)
     w = np.maximum(weight, _EPS)
     heap: list[tuple[float, int]] = []
     for i in range(n):
@@ -166,13 +198,13 @@ def _greedy(problem: AllocationProblem, allowed: npt.NDArray[np.bool_], start: I
     heapq.heapify(heap)
     while heap:
         _, i = heapq.heappop(heap)
-        k = int(problem.supplier[i])
+        k, r = int(problem.supplier[i]), int(problem.rooms[i])
         cost, room = problem.pack_cost[i], problem.pack_volume[i]
-        if spend[k] + cost > problem.budget[k] + _EPS or volume + room > problem.capacity + _EPS:
+        if spend[k] + cost > problem.budget[k] + _EPS or volume[r] + room > capacity[r] + _EPS:
             continue
         packs[i] += 1
         spend[k] += cost
-        volume += room
+        volume[r] += room
         if packs[i] < j and problem.gains[i, packs[i]] > 0:
             heapq.heappush(heap, (-problem.gains[i, packs[i]] / w[i], i))
     return packs
@@ -184,7 +216,8 @@ def _top_up(problem: AllocationProblem, packs: IntArray, k: int) -> IntArray | N
     packs = packs.copy()
     mine = np.nonzero(problem.supplier == k)[0]
     spend = float((packs[mine] * problem.pack_cost[mine]).sum())
-    volume = float((packs * problem.pack_volume).sum())
+    volume = _room_used(problem, packs)
+    capacity = np.asarray(problem.capacity)
     j = problem.gains.shape[1]
     while spend < problem.supplier_moq[k] - _EPS:
         nxt = np.array([problem.gains[i, packs[i]] if packs[i] < j else 0.0 for i in mine])
@@ -192,9 +225,10 @@ def _top_up(problem: AllocationProblem, packs: IntArray, k: int) -> IntArray | N
         # Cheapest pack among equals: fewest money over the MOQ.
         choice = mine[int(np.lexsort((problem.pack_cost[mine], -per_cost))[0])]
         spend += problem.pack_cost[choice]
-        volume += problem.pack_volume[choice]
+        r = int(problem.rooms[choice])
+        volume[r] += problem.pack_volume[choice]
         packs[choice] += 1
-        if spend > problem.budget[k] + _EPS or volume > problem.capacity + _EPS:
+        if spend > problem.budget[k] + _EPS or volume[r] > capacity[r] + _EPS:
             return None
         if problem.pack_cost[choice] <= 0:
             return None  # free packs can never reach a money MOQ
