@@ -6,9 +6,10 @@ resources. Each pack's value is its expected units served, from the SKU's demand
 over the protection interval: the j-th pack on top of inventory position x adds
 E[(D - x - (j-1) p)^+] - E[(D - x - j p)^+] units (non-increasing in j, so greedy by ratio
 takes packs in order). Supplier MOQ (a minimum order value when a supplier is ordered from at
-all) is repaired after the greedy pass by topping the supplier up or dropping it, whichever
-serves more. Warehouse room may be one pool or one per location (`room`). Pure numpy; tests
-compare it with an exact MILP (scipy HiGHS) on small instances.
+all) is repaired after the greedy pass by topping the supplier up (with wanted packs only: a
+pack of gain 0 is never bought) or dropping it, whichever serves more. Warehouse room may be
+one pool or one per location (`room`). Pure numpy; tests compare it with an exact MILP (scipy
+HiGHS) on small instances.
 """
 
 from __future__ import annotations
@@ -211,8 +212,8 @@ def _greedy(problem: AllocationProblem, allowed: npt.NDArray[np.bool_], start: I
 
 
 def _top_up(problem: AllocationProblem, packs: IntArray, k: int) -> IntArray | None:
-    """Add supplier k's packs (best value per cost first, even wanted-less ones) until its
-    spend reaches its MOQ; None when the budget or capacity cannot take it."""
+    """Add supplier k's wanted packs (gain > 0; best value per cost first) until its spend
+    reaches its MOQ; None when they run out or the budget or capacity cannot take them."""
     packs = packs.copy()
     mine = np.nonzero(problem.supplier == k)[0]
     spend = float((packs[mine] * problem.pack_cost[mine]).sum())
@@ -221,6 +222,8 @@ def _top_up(problem: AllocationProblem, packs: IntArray, k: int) -> IntArray | N
     j = problem.gains.shape[1]
     while spend < problem.supplier_moq[k] - _EPS:
         nxt = np.array([problem.gains[i, packs[i]] if packs[i] < j else 0.0 for i in mine])
+        if not np.any(nxt > 0):
+            return None  # a pack nobody wants is never bought, not even to reach a MOQ
         per_cost = nxt / np.maximum(problem.pack_cost[mine], _EPS)
         # Cheapest pack among equals: fewest money over the MOQ.
         choice = mine[int(np.lexsort((problem.pack_cost[mine], -per_cost))[0])]
