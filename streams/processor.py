@@ -433,11 +433,14 @@ def _cover_quantiles(forecast: QuantileForecast, row: int,
     """(levels, quantiles) of one series' demand over `steps` buckets (the restock's lead time
     + review period), for the optimizer to value its case packs; None with under 2 levels.
     Made non-negative and non-decreasing, as the RestockEvent contract requires."""
-    levels = [float(q) for q in forecast.levels]
+    levels = forecast.levels.tolist()
     if len(levels) < 2:
         return None
-    values = np.maximum.accumulate(np.maximum(
-        [forecast.lead_time_quantile(row, steps, q) for q in levels], 0.0))
+    if steps <= forecast.horizon:  # `cumulative` holds exactly these quantiles
+        values = forecast.cumulative[row, steps - 1]
+    else:
+        values = np.array([forecast.lead_time_quantile(row, steps, q) for q in levels])
+    values = np.maximum.accumulate(np.maximum(values, 0.0))
     return levels, np.round(values, 4).tolist()
 
 
