@@ -31,8 +31,14 @@ IntArray = npt.NDArray[np.int64]
 _EPS = 1e-9
 # Up to 2**6 open/closed choices of MOQ suppliers are tried exactly; beyond, repair decides.
 _ENUMERATE_MOQ_SUPPLIERS = 6
-# Local search also gives back pairs of packs when at most this many SKUs hold packs.
+# Local search also gives back pairs of packs when at most this many SKUs hold packs, and
+# holders^2 x wanted packs (the work of one round of pair moves) stays under _PAIR_WORK.
 _PAIR_MOVES_UP_TO = 40
+_PAIR_WORK = 60_000
+# Local search runs only when at most this many packs are wanted in all: each move re-runs the
+# greedy over them, so its cost grows like holders^2 x packs. Above, greedy by ratio plus MOQ
+# repair is the answer: its loss is about one pack per binding limit, small next to many packs.
+_IMPROVE_UP_TO_PACKS = 400
 
 
 def pack_gains(demand: DemandDistribution, inventory_position: npt.ArrayLike,
@@ -184,31 +190,37 @@ def _greedy(problem: AllocationProblem, allowed: npt.NDArray[np.bool_], start: I
             weight: FloatArray) -> IntArray:  # fmt: skip
     """Add packs by gain per `weight` while they fit, starting from `start`, for suppliers in
     `allowed`. A heap holds each SKU's next pack; a SKU whose next pack does not fit is done
-    (its later packs cost the same and room only shrinks)."""
+    (its later packs cost the same and room only shrinks). The loop runs on Python lists:
+    numpy scalar access per pack was most of an allocation's time."""
     n, j = problem.gains.shape
-    packs = start.copy()
-    spend = np.bincount(problem.supplier, weights=packs * problem.pack_cost,
-                        minlength=problem.n_suppliers)  # fmt: skip
-    volume = _room_used(problem, packs)
-    capacity = np.asarray(problem.capacity)
-    w = np.maximum(weight, _EPS)
+    packs = start.tolist()
+    spend = np.bincount(problem.supplier, weights=start * problem.pack_cost,
+                        minlength=problem.n_suppliers).tolist()  # fmt: skip
+    volume = _room_used(problem, start).tolist()
+    capacity = (np.asarray(problem.capacity) + _EPS).tolist()
+    budget = (problem.budget + _EPS).tolist()
+    gains = problem.gains.tolist()
+    w = np.maximum(weight, _EPS).tolist()
+    supplier, rooms = problem.supplier.tolist(), problem.rooms.tolist()
+    pack_cost, pack_volume = problem.pack_cost.tolist(), problem.pack_volume.tolist()
+    ok = allowed.tolist()
     heap: list[tuple[float, int]] = []
     for i in range(n):
-        if allowed[problem.supplier[i]] and packs[i] < j and problem.gains[i, packs[i]] > 0:
-            heap.append((-problem.gains[i, packs[i]] / w[i], i))
+        if ok[supplier[i]] and packs[i] < j and gains[i][packs[i]] > 0:
+            heap.append((-gains[i][packs[i]] / w[i], i))
     heapq.heapify(heap)
     while heap:
         _, i = heapq.heappop(heap)
-        k, r = int(problem.supplier[i]), int(problem.rooms[i])
-        cost, room = problem.pack_cost[i], problem.pack_volume[i]
-        if spend[k] + cost > problem.budget[k] + _EPS or volume[r] + room > capacity[r] + _EPS:
+        k, r = supplier[i], rooms[i]
+        cost, room = pack_cost[i], pack_volume[i]
+        if spend[k] + cost > budget[k] or volume[r] + room > capacity[r]:
             continue
         packs[i] += 1
         spend[k] += cost
         volume[r] += room
-        if packs[i] < j and problem.gains[i, packs[i]] > 0:
-            heapq.heappush(heap, (-problem.gains[i, packs[i]] / w[i], i))
-    return packs
+        if packs[i] < j and gains[i][packs[i]] > 0:
+            heapq.heappush(heap, (-gains[i][packs[i]] / w[i], i))
+    return np.array(packs, dtype=np.int64)
 
 
 def _top_up(problem: AllocationProblem, packs: IntArray, k: int) -> IntArray | None:
@@ -271,11 +283,12 @@ def _improve(problem: AllocationProblem, packs: IntArray, weight: FloatArray,
     """Local search: give back one SKU's last pack and refill greedily; keep improvements."""
     best = _evaluate(problem, packs)
     allowed = best.spend > _EPS
+    wanted = int((problem.gains > 0).sum())
     for _ in range(max_moves):
         improved = False
         holders = np.nonzero(best.packs > 0)[0]
         moves: list[tuple[int, ...]] = [(int(i),) for i in holders]
-        if holders.size <= _PAIR_MOVES_UP_TO:
+        if holders.size <= _PAIR_MOVES_UP_TO and holders.size**2 * wanted <= _PAIR_WORK:
             moves += [(int(a), int(b)) for a in holders for b in holders if a <= b]
         for move in moves:
             trial = best.packs.copy()
@@ -321,6 +334,7 @@ def allocate(problem: AllocationProblem, *, max_moves: int = 20) -> Allocation:
     hold in the result.
     """
     n, _ = problem.gains.shape
+    wanted_packs = int((problem.gains > 0).sum())
     rounds = 2 * problem.n_suppliers + 1
     best: Allocation | None = None
     for use_budget, use_capacity in ((True, True), (True, False), (False, True), (False, False)):
@@ -330,7 +344,7 @@ def allocate(problem: AllocationProblem, *, max_moves: int = 20) -> Allocation:
         for allowed in _open_sets(problem):
             packs = _greedy(problem, allowed, np.zeros(n, dtype=np.int64), weight)
             packs = _repair_moq(problem, packs, weight, rounds)
-            if n <= 200:
+            if wanted_packs <= _IMPROVE_UP_TO_PACKS:
                 packs = _improve(problem, packs, weight, max_moves)
             candidate = _evaluate(problem, packs)
             if candidate.feasible(problem) and (best is None or candidate.value > best.value):

@@ -39,9 +39,11 @@ __all__ = [
 
 # A key in a budget/MOQ/capacity map that applies to every supplier/location not named.
 WILDCARD = "*"
-# Local-search rounds per allocation: on the MILP test instances 2 rounds already reach what
-# 20 do, and at ~200 SKUs per cycle 20 rounds cost seconds (inside the batch's transaction).
-_MAX_MOVES = 3
+# Local-search rounds per allocation (each round stops early when it finds nothing better): it
+# runs inside the batch's transaction, so its work is bounded (see optimizer.allocation).
+_MAX_MOVES = 5
+# A restock is cut in at most this many steps (see _packs).
+_MAX_STEPS = 256
 # Every pack the policy asked for is worth a little even where the demand distribution says
 # it serves nothing, so an unconstrained batch keeps exactly what the stream decided.
 _WANTED_EPS = 1e-6
@@ -172,11 +174,17 @@ def allocate_cycle(restocks: Sequence[RestockEvent], constraints: CycleConstrain
 
 
 def _packs(r: RestockEvent) -> tuple[int, int]:
-    """(units per pack, packs requested); a quantity that is not whole packs is one pack."""
+    """(units per step, steps requested) of a restock's cut: whole case packs, or several
+    packs per step when it asks for more than _MAX_STEPS packs (the allocation's work grows
+    with the steps); a quantity that is not whole packs is one step."""
     pack = r.case_pack or r.quantity
     if r.quantity % pack:
         pack = r.quantity
-    return pack, r.quantity // pack
+    packs = r.quantity // pack
+    group = math.ceil(packs / _MAX_STEPS)
+    while packs % group:  # the smallest whole divisor: every step the same size
+        group += 1
+    return pack * group, packs // group
 
 
 def _gains(group: Sequence[RestockEvent], pack: np.ndarray, wanted: np.ndarray) -> np.ndarray:

@@ -163,6 +163,15 @@ def test_sku_moq_and_unknown_case_pack_are_all_or_nothing():
     assert got.get("whole", 0) in (0, 37)
 
 
+def test_huge_orders_are_cut_in_bounded_equal_steps():
+    huge = restock("huge", mean=40_000, sd=5_000, pack=1, quantity=60_000, unit_cost=1.0)
+    decision = allocate_cycle([huge], CycleConstraints(supplier_budgets={"acme": 30_000}),
+                              {}, NOW)  # fmt: skip
+    (cut,) = decision.cuts
+    # 60,000 units in 256 steps at most: steps of 240 units (the smallest whole divisor).
+    assert cut.allocated % 240 == 0 and 30_000 - 240 < cut.allocated <= 30_000
+
+
 def test_supplier_minimum_order_value_is_met_or_nothing_is_ordered():
     small = [restock(f"r{i}", sku=f"s{i}", mean=5, sd=1, unit_cost=1.0) for i in range(3)]
     limits = CycleConstraints(supplier_min_order_values={"acme": 1_000.0})
