@@ -17,7 +17,7 @@ from optimizer.constraints import (
 )
 from optimizer.service_level import DemandDistribution
 from schemas.events import RestockEvent
-from shelfcast.settings import Settings
+from shelfcast.settings import Settings, settings_env
 from tests.factories import make_restock
 from tests.unit.test_allocation_milp import milp_optimum
 
@@ -199,6 +199,10 @@ def test_limits_come_from_json_settings_and_typos_are_errors(monkeypatch):
     settings = Settings()
     assert settings.supplier_budgets == {"acme": 5000.0, "*": 100.0}
     assert settings.supplier_min_order_values == {}
+    # A child process gets them back as JSON (settings_env), not as a Python repr.
+    for name, value in settings_env(settings).items():
+        monkeypatch.setenv(name, value)
+    assert Settings().supplier_budgets == settings.supplier_budgets
     monkeypatch.setenv("SHELFCAST_SUPPLIER_BUDGETS", "acme=5000")
     with pytest.raises(ValidationError, match="JSON object"):
         Settings()
