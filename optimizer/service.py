@@ -314,7 +314,6 @@ class OptimizerService:
         decided_at = self._clock()
         store = self.store
         retried = False
-        cuts: list[LineCut] = []
 
         def note_retry(_attempt: int, _exc: BaseException) -> None:
             nonlocal retried

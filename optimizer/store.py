@@ -1,8 +1,9 @@
 """PostgreSQL store of the optimizer (asyncpg): migrations, idempotent plan writes, offsets, outbox.
 
 Every batch is written in ONE transaction — restock events, new plan lines, the plans that got a
-new line, and the consumer's next offsets — so the database alone says what has been consumed
-and planned, and a redelivered restock can never become a second plan line.
+new line, and the consumer's next offsets (with cycle constraints also the cuts and the cycle's
+usage, decided in that transaction) — so the database alone says what has been consumed and
+planned, and a redelivered restock can never become a second plan line.
 """
 
 from __future__ import annotations
