@@ -112,8 +112,8 @@ async def test_batches_of_a_cycle_share_its_budget_and_redeliveries_change_nothi
 async def test_concurrent_optimizers_of_one_cycle_never_overspend(pg_database, store):
     limits = CycleConstraints(supplier_budgets={"acme": 250.0})
     left, right = batch("l", 15, suppliers=("acme",)), batch("r", 15, suppliers=("acme",))
-    # The cycle's usage rows exist already (an earlier batch), so only their row locks keep
-    # the two writers apart (a new row's insert would make the second wait anyway).
+    # The cycle's usage rows exist already (an earlier batch); the next test pins down the
+    # row lock that keeps two writers of existing rows apart.
     tiny = [restock(f"x{i}", sku=f"x{i}", pack=1, quantity=1, unit_cost=1.0, supplier="acme",
                     location=loc) for i, loc in enumerate(("berlin", "paris"))]  # fmt: skip
     await store.write_constrained_batch(tiny, {}, "g", limits, DECIDED)
@@ -164,3 +164,29 @@ async def test_service_keeps_budgets_across_batches_and_redelivery(kafka_bootstr
             "SELECT count(*) FROM plan_lines GROUP BY restock_id ORDER BY 1 DESC LIMIT 1") == 1
     finally:
         await conn.close()
+
+
+async def test_a_batch_waits_for_and_sees_the_spend_of_a_writer_holding_the_cycle(pg_database,
+                                                                                  store):
+    limits = CycleConstraints(supplier_budgets={"acme": 250.0})
+    tiny = [restock(f"x{i}", sku=f"x{i}", pack=1, quantity=1, unit_cost=1.0, supplier="acme",
+                    location=loc) for i, loc in enumerate(("berlin", "paris"))]  # fmt: skip
+    await store.write_constrained_batch(tiny, {}, "g", limits, DECIDED)  # usage rows exist
+    other = await asyncpg.connect(pg_database)
+    try:
+        # Another optimizer mid-batch: it has locked and read the cycle's rows, and is still
+        # allocating when this batch starts; then it spends the whole budget and commits.
+        tx = other.transaction()
+        await tx.start()
+        await other.execute("SELECT * FROM cycle_usage FOR UPDATE")
+        task = asyncio.create_task(store.write_constrained_batch(
+            batch("w", 10, suppliers=("acme",)), {}, "g", limits, DECIDED))
+        await asyncio.sleep(0.5)  # let it run up to the lock (the result does not depend on it)
+        await other.execute("UPDATE cycle_usage SET used = 250 WHERE kind = 'supplier_spend'")
+        await tx.commit()
+        plans, cuts = await task
+    finally:
+        await other.close()
+    # It waited for the other writer and saw the budget gone: everything cut, nothing spent.
+    assert plans == [] and len(cuts) == 10
+    assert {c.reason for c in cuts} == {"budget"} and all(c.allocated == 0 for c in cuts)
