@@ -142,8 +142,8 @@ def allocate_cycle(restocks: Sequence[RestockEvent], constraints: CycleConstrain
     Restocks no limit applies to pass unchanged. The others are allocated per cycle, whole
     case packs only (a restock without `case_pack` is one pack: all or nothing), packs valued
     by expected units served under the restock's demand distribution (one unit per unit
-    without one); a restock below its SKU's MOQ after the cut is dropped to 0, and a supplier
-    left below its minimum order value then too.
+    without one); a restock the cut would leave below its SKU's MOQ is dropped to 0 and the
+    cycle allocated again without it. Supplier minimum order values hold (allocate).
     """
     unique = list({r.restock_id: r for r in restocks}.values())
     quantity = {r.restock_id: r.quantity for r in unique}
@@ -228,25 +228,29 @@ def _allocate_group(group: Sequence[RestockEvent], cycle: date, constraints: Cyc
                     for k, s in enumerate(suppliers)])  # fmt: skip
     capacity = np.array([max(constraints.capacity(loc) - used.get((cycle, UNITS, loc), 0.0), 0.0)
                          for loc in locations])  # fmt: skip
-    problem = AllocationProblem(
-        gains=_gains(group, pack, wanted), pack_cost=pack * unit_cost,
-        pack_volume=pack.astype(np.float64),
-        supplier=np.array([sup_index[r.supplier] for r in group]), budget=budget,
-        supplier_moq=moq, capacity=capacity,
-        room=np.array([loc_index[r.location] for r in group]))  # fmt: skip
-    got = np.minimum(allocate(problem, max_moves=_MAX_MOVES).packs, wanted)
-    reasons: dict[str, str] = {}
-    # A line the SKU's MOQ forbids goes to 0; a supplier it leaves short of its minimum too.
-    min_packs = np.array([max(1, math.ceil((r.moq or 0) / p)) for r, p in zip(group, pack,
-                                                                               strict=True)])
-    below = (got > 0) & (got < np.minimum(min_packs, wanted))
-    for i in np.nonzero(below)[0].tolist():
-        reasons[group[i].restock_id] = "sku_moq"
-    got[below] = 0
+    gains = _gains(group, pack, wanted)
+    min_packs = np.minimum(wanted, [max(1, math.ceil((r.moq or 0) / p))
+                                    for r, p in zip(group, pack, strict=True)])  # fmt: skip
+    excluded = np.zeros(len(group), dtype=bool)
+    while True:
+        # A line the SKU's MOQ forbids goes to 0 and the rest is allocated again without it,
+        # so the money and room it would have used go to others.
+        problem = AllocationProblem(
+            gains=np.where(excluded[:, None], 0.0, gains), pack_cost=pack * unit_cost,
+            pack_volume=pack.astype(np.float64),
+            supplier=np.array([sup_index[r.supplier] for r in group]), budget=budget,
+            supplier_moq=moq, capacity=capacity,
+            room=np.array([loc_index[r.location] for r in group]))  # fmt: skip
+        got = np.minimum(allocate(problem, max_moves=_MAX_MOVES).packs, wanted)
+        below = (got > 0) & (got < min_packs)
+        if not below.any():
+            break
+        excluded |= below
+    reasons = {group[i].restock_id: "sku_moq" for i in np.nonzero(excluded)[0].tolist()}
     spend = np.bincount(problem.supplier, weights=got * problem.pack_cost,
                         minlength=len(suppliers))  # fmt: skip
     short = (spend > 0) & (spend < moq - 1e-9)
-    if short.any():
+    if short.any():  # never after allocate (it keeps MOQs); kept as the contract's guard
         got[short[problem.supplier]] = 0
         spend[short] = 0.0
     room_used = np.bincount(problem.rooms, weights=got * problem.pack_volume,

@@ -163,6 +163,17 @@ def test_sku_moq_and_unknown_case_pack_are_all_or_nothing():
     assert got.get("whole", 0) in (0, 37)
 
 
+def test_money_a_sku_moq_frees_goes_to_the_other_restocks():
+    # `big` cannot reach its MOQ of 48 units within 45: it gets 0, and `small` all it asked.
+    big = restock("big", sku="a", mean=80, sd=5, pack=6, moq=48, quantity=60, unit_cost=1.0)
+    small = restock("small", sku="b", mean=20, sd=8, pack=6, quantity=36, unit_cost=1.0)
+    decision = allocate_cycle([big, small], CycleConstraints(supplier_budgets={"acme": 45.0}),
+                              {}, NOW)  # fmt: skip
+    assert quantities(decision) == {"small": 36}
+    assert [(c.restock_id, c.allocated, c.reason) for c in decision.cuts] == [
+        ("big", 0, "sku_moq")]
+
+
 def test_huge_orders_are_cut_in_bounded_equal_steps():
     huge = restock("huge", mean=40_000, sd=5_000, pack=1, quantity=60_000, unit_cost=1.0)
     decision = allocate_cycle([huge], CycleConstraints(supplier_budgets={"acme": 30_000}),
