@@ -6,8 +6,10 @@ resources. Each pack's value is its expected units served, from the SKU's demand
 over the protection interval: the j-th pack on top of inventory position x adds
 E[(D - x - (j-1) p)^+] - E[(D - x - j p)^+] units (non-increasing in j, so greedy by ratio
 takes packs in order). Supplier MOQ (a minimum order value when a supplier is ordered from at
-all) is repaired after the greedy pass by topping the supplier up or dropping it, whichever
-serves more. Pure numpy; tests compare it with an exact MILP (scipy HiGHS) on small instances.
+all) is repaired after the greedy pass by topping the supplier up (with wanted packs only: a
+pack of gain 0 is never bought) or dropping it, whichever serves more. Warehouse room may be
+one pool or one per location (`room`). Pure numpy; tests compare it with an exact MILP (scipy
+HiGHS) on small instances.
 """
 
 from __future__ import annotations
@@ -29,8 +31,14 @@ IntArray = npt.NDArray[np.int64]
 _EPS = 1e-9
 # Up to 2**6 open/closed choices of MOQ suppliers are tried exactly; beyond, repair decides.
 _ENUMERATE_MOQ_SUPPLIERS = 6
-# Local search also gives back pairs of packs when at most this many SKUs hold packs.
+# Local search also gives back pairs of packs when at most this many SKUs hold packs, and
+# holders^2 x wanted packs (the work of one round of pair moves) stays under _PAIR_WORK.
 _PAIR_MOVES_UP_TO = 40
+_PAIR_WORK = 60_000
+# Local search runs only when at most this many packs are wanted in all: each move re-runs the
+# greedy over them, so its cost grows like holders^2 x packs. Above, greedy by ratio plus MOQ
+# repair is the answer: its loss is about one pack per binding limit, small next to many packs.
+_IMPROVE_UP_TO_PACKS = 400
 
 
 def pack_gains(demand: DemandDistribution, inventory_position: npt.ArrayLike,
@@ -60,7 +68,9 @@ class AllocationProblem:
     supplier: (n,) index 0..K-1 of each SKU's supplier.
     budget: (K,) money per supplier this cycle (np.inf = no limit).
     supplier_moq: (K,) minimum order value of a supplier that is ordered from (0 = none).
-    capacity: warehouse room for everything bought this cycle (np.inf = no limit).
+    capacity: warehouse room for everything bought this cycle (np.inf = no limit): a scalar,
+        or (L,) one per warehouse.
+    room: (n,) index 0..L-1 of the warehouse each SKU's packs go to (default: all in 0).
     """
 
     gains: FloatArray
@@ -69,7 +79,8 @@ class AllocationProblem:
     supplier: IntArray
     budget: FloatArray
     supplier_moq: FloatArray
-    capacity: float = float("inf")
+    capacity: float | FloatArray = float("inf")
+    room: IntArray | None = None
 
     def __post_init__(self) -> None:
         gains = np.atleast_2d(np.asarray(self.gains, dtype=np.float64))
@@ -78,7 +89,16 @@ class AllocationProblem:
             "pack_cost": np.broadcast_to(np.asarray(self.pack_cost, dtype=np.float64), (n,)),
             "pack_volume": np.broadcast_to(np.asarray(self.pack_volume, dtype=np.float64), (n,)),
             "supplier": np.broadcast_to(np.asarray(self.supplier, dtype=np.int64), (n,)),
+            "room": np.broadcast_to(np.asarray(0 if self.room is None else self.room,
+                                               dtype=np.int64), (n,)),
         }
+        capacity = np.atleast_1d(np.asarray(self.capacity, dtype=np.float64))
+        if capacity.ndim != 1 or capacity.size == 0:
+            raise PolicyInputError("must be a scalar or 1-D", field="capacity",
+                                   value=capacity.shape)  # fmt: skip
+        if n and not 0 <= int(fields["room"].min()) <= int(fields["room"].max()) < capacity.size:
+            raise PolicyInputError(f"must be in 0..{capacity.size - 1} (one capacity per room)",
+                                   field="room", value=int(fields["room"].max()))  # fmt: skip
         budget = np.atleast_1d(np.asarray(self.budget, dtype=np.float64))
         k = budget.shape[0]
         moq = np.broadcast_to(np.asarray(self.supplier_moq, dtype=np.float64), (k,))
@@ -92,8 +112,8 @@ class AllocationProblem:
                 raise PolicyInputError("must be >= 0", field=name, value=arr.min())
         if np.any(fields["supplier"] < 0):
             raise PolicyInputError("must be >= 0", field="supplier", value=fields["supplier"].min())
-        if not self.capacity >= 0:
-            raise PolicyInputError("must be >= 0", field="capacity", value=self.capacity)
+        if not np.all(capacity >= 0):  # also refuses NaN
+            raise PolicyInputError("must be >= 0", field="capacity", value=capacity.min())
         if np.any(np.diff(gains, axis=1) > 1e-9 * max(1.0, float(gains.max(initial=0.0)))):
             raise PolicyInputError("must be non-increasing along packs", field="gains",
                                    value="increasing row")  # fmt: skip
@@ -102,28 +122,38 @@ class AllocationProblem:
             object.__setattr__(self, name, np.array(arr))
         object.__setattr__(self, "budget", np.array(budget))
         object.__setattr__(self, "supplier_moq", np.array(moq))
+        object.__setattr__(self, "capacity", capacity)
 
     @property
     def n_suppliers(self) -> int:
         return int(self.budget.shape[0])
 
+    @property
+    def rooms(self) -> IntArray:
+        """(n,) each SKU's warehouse index (`room` after validation, never None)."""
+        return np.asarray(self.room, dtype=np.int64)
+
+    @property
+    def n_rooms(self) -> int:
+        return int(np.asarray(self.capacity).shape[0])
+
 
 @dataclass(frozen=True)
 class Allocation:
     """packs: (n,) packs bought per SKU; value: total gain; spend: (K,) per supplier;
-    volume: room used."""
+    volume: (L,) room used per warehouse."""
 
     packs: IntArray
     value: float
     spend: FloatArray
-    volume: float
+    volume: FloatArray
 
     def feasible(self, problem: AllocationProblem, *, tol: float = 1e-6) -> bool:
         """Whether it keeps every budget, the capacity and every supplier MOQ."""
         ordered = self.spend > tol
         return bool(
             np.all(self.spend <= problem.budget + tol)
-            and self.volume <= problem.capacity + tol
+            and np.all(self.volume <= problem.capacity + tol)
             and np.all(~ordered | (self.spend >= problem.supplier_moq - tol))
         )
 
@@ -134,8 +164,13 @@ def _evaluate(problem: AllocationProblem, packs: IntArray) -> Allocation:
     value = float((problem.gains * taken).sum())
     spend = np.bincount(problem.supplier, weights=packs * problem.pack_cost,
                         minlength=problem.n_suppliers)  # fmt: skip
-    volume = float((packs * problem.pack_volume).sum())
-    return Allocation(packs=packs, value=value, spend=spend.astype(np.float64), volume=volume)
+    return Allocation(packs=packs, value=value, spend=spend.astype(np.float64),
+                      volume=_room_used(problem, packs))
+
+
+def _room_used(problem: AllocationProblem, packs: IntArray) -> FloatArray:
+    return np.bincount(problem.rooms, weights=packs * problem.pack_volume,
+                       minlength=problem.n_rooms).astype(np.float64)  # fmt: skip
 
 
 def _weights(problem: AllocationProblem, use_budget: bool, use_capacity: bool) -> FloatArray:
@@ -143,8 +178,11 @@ def _weights(problem: AllocationProblem, use_budget: bool, use_capacity: bool) -
     budget = problem.budget[problem.supplier]
     limited = np.isfinite(budget) & (budget > 0) & use_budget
     weight = np.where(limited, problem.pack_cost / np.where(limited, budget, 1.0), 0.0)
-    if use_capacity and np.isfinite(problem.capacity) and problem.capacity > 0:
-        weight = weight + problem.pack_volume / problem.capacity
+    if use_capacity:
+        capacity = np.asarray(problem.capacity)[problem.rooms]
+        limited = np.isfinite(capacity) & (capacity > 0)
+        weight = weight + np.where(limited, problem.pack_volume
+                                   / np.where(limited, capacity, 1.0), 0.0)  # fmt: skip
     return np.asarray(weight, dtype=np.float64)
 
 
@@ -152,49 +190,60 @@ def _greedy(problem: AllocationProblem, allowed: npt.NDArray[np.bool_], start: I
             weight: FloatArray) -> IntArray:  # fmt: skip
     """Add packs by gain per `weight` while they fit, starting from `start`, for suppliers in
     `allowed`. A heap holds each SKU's next pack; a SKU whose next pack does not fit is done
-    (its later packs cost the same and room only shrinks)."""
+    (its later packs cost the same and room only shrinks). The loop runs on Python lists:
+    numpy scalar access per pack was most of an allocation's time."""
     n, j = problem.gains.shape
-    packs = start.copy()
-    spend = np.bincount(problem.supplier, weights=packs * problem.pack_cost,
-                        minlength=problem.n_suppliers)  # fmt: skip
-    volume = float((packs * problem.pack_volume).sum())
-    w = np.maximum(weight, _EPS)
+    packs = start.tolist()
+    spend = np.bincount(problem.supplier, weights=start * problem.pack_cost,
+                        minlength=problem.n_suppliers).tolist()  # fmt: skip
+    volume = _room_used(problem, start).tolist()
+    capacity = (np.asarray(problem.capacity) + _EPS).tolist()
+    budget = (problem.budget + _EPS).tolist()
+    gains = problem.gains.tolist()
+    w = np.maximum(weight, _EPS).tolist()
+    supplier, rooms = problem.supplier.tolist(), problem.rooms.tolist()
+    pack_cost, pack_volume = problem.pack_cost.tolist(), problem.pack_volume.tolist()
+    ok = allowed.tolist()
     heap: list[tuple[float, int]] = []
     for i in range(n):
-        if allowed[problem.supplier[i]] and packs[i] < j and problem.gains[i, packs[i]] > 0:
-            heap.append((-problem.gains[i, packs[i]] / w[i], i))
+        if ok[supplier[i]] and packs[i] < j and gains[i][packs[i]] > 0:
+            heap.append((-gains[i][packs[i]] / w[i], i))
     heapq.heapify(heap)
     while heap:
         _, i = heapq.heappop(heap)
-        k = int(problem.supplier[i])
-        cost, room = problem.pack_cost[i], problem.pack_volume[i]
-        if spend[k] + cost > problem.budget[k] + _EPS or volume + room > problem.capacity + _EPS:
+        k, r = supplier[i], rooms[i]
+        cost, room = pack_cost[i], pack_volume[i]
+        if spend[k] + cost > budget[k] or volume[r] + room > capacity[r]:
             continue
         packs[i] += 1
         spend[k] += cost
-        volume += room
-        if packs[i] < j and problem.gains[i, packs[i]] > 0:
-            heapq.heappush(heap, (-problem.gains[i, packs[i]] / w[i], i))
-    return packs
+        volume[r] += room
+        if packs[i] < j and gains[i][packs[i]] > 0:
+            heapq.heappush(heap, (-gains[i][packs[i]] / w[i], i))
+    return np.array(packs, dtype=np.int64)
 
 
 def _top_up(problem: AllocationProblem, packs: IntArray, k: int) -> IntArray | None:
-    """Add supplier k's packs (best value per cost first, even wanted-less ones) until its
-    spend reaches its MOQ; None when the budget or capacity cannot take it."""
+    """Add supplier k's wanted packs (gain > 0; best value per cost first) until its spend
+    reaches its MOQ; None when they run out or the budget or capacity cannot take them."""
     packs = packs.copy()
     mine = np.nonzero(problem.supplier == k)[0]
     spend = float((packs[mine] * problem.pack_cost[mine]).sum())
-    volume = float((packs * problem.pack_volume).sum())
+    volume = _room_used(problem, packs)
+    capacity = np.asarray(problem.capacity)
     j = problem.gains.shape[1]
     while spend < problem.supplier_moq[k] - _EPS:
         nxt = np.array([problem.gains[i, packs[i]] if packs[i] < j else 0.0 for i in mine])
+        if not np.any(nxt > 0):
+            return None  # a pack nobody wants is never bought, not even to reach a MOQ
         per_cost = nxt / np.maximum(problem.pack_cost[mine], _EPS)
         # Cheapest pack among equals: fewest money over the MOQ.
         choice = mine[int(np.lexsort((problem.pack_cost[mine], -per_cost))[0])]
         spend += problem.pack_cost[choice]
-        volume += problem.pack_volume[choice]
+        r = int(problem.rooms[choice])
+        volume[r] += problem.pack_volume[choice]
         packs[choice] += 1
-        if spend > problem.budget[k] + _EPS or volume > problem.capacity + _EPS:
+        if spend > problem.budget[k] + _EPS or volume[r] > capacity[r] + _EPS:
             return None
         if problem.pack_cost[choice] <= 0:
             return None  # free packs can never reach a money MOQ
@@ -234,11 +283,12 @@ def _improve(problem: AllocationProblem, packs: IntArray, weight: FloatArray,
     """Local search: give back one SKU's last pack and refill greedily; keep improvements."""
     best = _evaluate(problem, packs)
     allowed = best.spend > _EPS
+    wanted = int((problem.gains > 0).sum())
     for _ in range(max_moves):
         improved = False
         holders = np.nonzero(best.packs > 0)[0]
         moves: list[tuple[int, ...]] = [(int(i),) for i in holders]
-        if holders.size <= _PAIR_MOVES_UP_TO:
+        if holders.size <= _PAIR_MOVES_UP_TO and holders.size**2 * wanted <= _PAIR_WORK:
             moves += [(int(a), int(b)) for a in holders for b in holders if a <= b]
         for move in moves:
             trial = best.packs.copy()
@@ -284,6 +334,7 @@ def allocate(problem: AllocationProblem, *, max_moves: int = 20) -> Allocation:
     hold in the result.
     """
     n, _ = problem.gains.shape
+    wanted_packs = int((problem.gains > 0).sum())
     rounds = 2 * problem.n_suppliers + 1
     best: Allocation | None = None
     for use_budget, use_capacity in ((True, True), (True, False), (False, True), (False, False)):
@@ -293,7 +344,7 @@ def allocate(problem: AllocationProblem, *, max_moves: int = 20) -> Allocation:
         for allowed in _open_sets(problem):
             packs = _greedy(problem, allowed, np.zeros(n, dtype=np.int64), weight)
             packs = _repair_moq(problem, packs, weight, rounds)
-            if n <= 200:
+            if wanted_packs <= _IMPROVE_UP_TO_PACKS:
                 packs = _improve(problem, packs, weight, max_moves)
             candidate = _evaluate(problem, packs)
             if candidate.feasible(problem) and (best is None or candidate.value > best.value):

@@ -2,7 +2,9 @@
 
 Writes N synthetic restock events in batches exactly as the optimizer service does (restocks +
 new plan lines + plans + consumer offsets, one transaction per batch), then delivers the same
-batches again and checks that nothing doubled. Runs in a scratch database that it drops.
+batches again and checks that nothing doubled. Runs in a scratch database that it drops. With
+`budget_share` the batches go through the per-cycle constraints path instead
+(`write_constrained_batch`: usage rows locked and read, allocation, cuts and usage written).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from optimizer.consolidate import consolidate
+from optimizer.constraints import CycleConstraints
 from optimizer.store import PlanStore
 from schemas.events import RestockEvent
 
@@ -80,18 +83,55 @@ async def _drop_database(dsn: str, name: str) -> None:
         await conn.close()
 
 
+def _with_demand(events: list[RestockEvent]) -> list[RestockEvent]:
+    """The events with what the constraints path values packs by (as the stream sends it)."""
+    levels = [0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975]
+    z = [-1.96, -1.645, -1.2816, -0.6745, 0.0, 0.6745, 1.2816, 1.645, 1.96]
+    return [e.model_copy(update={
+        "case_pack": 1, "moq": 1, "demand_levels": levels,
+        "demand_quantiles": [round(max(0.0, e.quantity * (0.9 + 0.25 * q)), 4) for q in z]})
+        for e in events]  # fmt: skip
+
+
+def _budgets(events: list[RestockEvent], share: float) -> CycleConstraints:
+    """Each supplier's budget: `share` of its largest cycle's wanted spend."""
+    per_cycle: dict[tuple[str, Any], float] = {}
+    for e in events:
+        key = (e.supplier, e.bucket.date())
+        per_cycle[key] = per_cycle.get(key, 0.0) + e.quantity * e.unit_cost
+    budgets: dict[str, float] = {}
+    for (supplier, _), spend in per_cycle.items():
+        budgets[supplier] = max(budgets.get(supplier, 0.0), round(share * spend, 2))
+    return CycleConstraints(supplier_budgets=budgets)
+
+
 async def bench_plan_writes(dsn: str, *, restocks: int = 100_000, batch: int = 5_000,
-                            skus_per_plan: int = 50) -> dict[str, Any]:  # fmt: skip
+                            skus_per_plan: int = 50,
+                            budget_share: float | None = None) -> dict[str, Any]:  # fmt: skip
     """Write `restocks` events in batches of `batch`; return rows/s and the idempotency check.
 
-    rows = restock events + plan lines + plans + offset rows written per batch.
+    rows = restock events + plan lines + plans + offset rows written per batch (+ cuts with
+    `budget_share`).
     """
     events = synthetic_restocks(restocks, skus_per_plan=skus_per_plan)
+    limits = None
+    if budget_share is not None:
+        events = _with_demand(events)
+        limits = _budgets(events, budget_share)
     decided = datetime(2025, 2, 1, tzinfo=UTC)
+
+    async def write(store: PlanStore, chunk: list[RestockEvent], plans: list[Any],
+                    offsets: dict[tuple[str, int], int]) -> tuple[list[Any], int]:  # fmt: skip
+        if limits is None:
+            return await store.write_batch(chunk, plans, offsets, GROUP), 0
+        created, cuts = await store.write_constrained_batch(chunk, offsets, GROUP, limits,
+                                                            decided)  # fmt: skip
+        return created, len(cuts)
+
     batches = []
     for b, start in enumerate(range(0, restocks, batch)):
         chunk = events[start:start + batch]
-        plans = consolidate(chunk, decided)
+        plans = consolidate(chunk, decided) if limits is None else []
         batches.append((chunk, plans, {(TOPIC, 0): (b + 1) * batch}))
     name, bench_dsn = await _scratch_database(dsn)
     try:
@@ -103,10 +143,11 @@ async def bench_plan_writes(dsn: str, *, restocks: int = 100_000, batch: int = 5
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")]
             server_cpu0, client_cpu0 = _backend_cpu_s(pids), time.process_time()
             started = time.perf_counter()
-            rows = 0
+            rows = cut = 0
             for chunk, plans, offsets in batches:
-                created = await store.write_batch(chunk, plans, offsets, GROUP)
-                rows += len(chunk) + sum(len(p.lines) for p in created) + len(created) + 1
+                created, cuts = await write(store, chunk, plans, offsets)
+                rows += len(chunk) + sum(len(p.lines) for p in created) + len(created) + 1 + cuts
+                cut += cuts
             first_s = time.perf_counter() - started
             client_cpu_s = time.process_time() - client_cpu0
             server_cpu1 = _backend_cpu_s(pids)
@@ -117,13 +158,20 @@ async def bench_plan_writes(dsn: str, *, restocks: int = 100_000, batch: int = 5
             started = time.perf_counter()
             redelivered_created = 0
             for chunk, plans, offsets in batches:
-                redelivered_created += len(await store.write_batch(chunk, plans, offsets, GROUP))
+                again_created, again_cuts = await write(store, chunk, plans, offsets)
+                redelivered_created += len(again_created) + again_cuts
             again_s = time.perf_counter() - started
             counts_after = (await store.count_restock_events(), await store.count_plan_lines(),
                             await store.count_plans())  # fmt: skip
     finally:
         await _drop_database(dsn, name)
+    constrained = {} if limits is None else {"constraints": {
+        "budget_share": budget_share, "suppliers": len(limits.supplier_budgets),
+        "restocks_cut": cut, "method": "PlanStore.write_constrained_batch: per batch the cycle "
+        "usage rows are locked and read, restocks already stored skipped, the rest allocated "
+        "(optimizer.constraints), then written as below with their cuts and usage"}}
     return {
+        **constrained,
         "method": "PlanStore.write_batch: restocks, plan lines and plans binary-COPY'd into "
                   "temporary staging tables; restocks by INSERT ... SELECT ... ON CONFLICT DO "
                   "NOTHING, lines and whole plans by one INSERT ... SELECT ... ON CONFLICT DO "

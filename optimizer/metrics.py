@@ -30,6 +30,8 @@ class OptimizerCollector:
         "dlq": "Restock records refused to the dead-letter topic.",
         "batches": "Batches committed to PostgreSQL.",
         "db_retries": "PostgreSQL operations retried after a transient error.",
+        "lines_cut": "Restocks cut (partly or to 0) by a supplier budget, capacity or MOQ.",
+        "units_cut": "Units the cycle constraints cut from restocks.",
     }
 
     def __init__(self, service: Any) -> None:

@@ -1,7 +1,9 @@
 """The optimizer service: consume restock events, consolidate, persist to PostgreSQL, publish plans.
 
-Per batch: decode (refused records go to the DLQ), consolidate, write restocks + new plan lines +
-plans + the batch's next offsets in ONE PostgreSQL transaction, publish the plans created, mark
+Per batch: decode (refused records go to the DLQ), consolidate (under the per-cycle supplier
+budgets, warehouse capacity and supplier minimum order values when any is set:
+optimizer.constraints), write restocks + new plan lines + plans (+ cuts and cycle usage) + the
+batch's next offsets in ONE PostgreSQL transaction, publish the plans created, mark
 them published (outbox), then commit the Kafka offsets. PostgreSQL is the source of truth for
 consumer positions: on assignment the consumer seeks to the offsets stored there, so the database
 and Kafka cannot disagree about what was planned. Plans written but not yet published (a crash
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -25,6 +28,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
 from optimizer.consolidate import consolidate
+from optimizer.constraints import CycleConstraints, LineCut
 from optimizer.errors import OptimizerError, StoreUnavailable
 from optimizer.store import TRANSIENT_DB_ERRORS, PlanStore
 from schemas.codec import dead_letter, decode, encode
@@ -89,6 +93,8 @@ class ServiceCounters:
     dlq: int = 0
     batches: int = 0
     db_retries: int = 0
+    lines_cut: int = 0
+    units_cut: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -143,6 +149,12 @@ class OptimizerService:
         self._poll_timeout_ms = poll_timeout_ms
         self._retry = retry or RetryPolicy()
         self._clock = clock
+        self.constraints = CycleConstraints(
+            supplier_budgets=settings.supplier_budgets,
+            supplier_min_order_values=settings.supplier_min_order_values,
+            location_capacity_units=settings.location_capacity_units,
+            cycle=settings.constraint_cycle,
+        )
         self._store: PlanStore | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -299,7 +311,7 @@ class OptimizerService:
         await self._send_dead_letters(refused)
         self.counters.restocks_in += len(restocks)
 
-        plans = consolidate(restocks, self._clock())
+        decided_at = self._clock()
         store = self.store
         retried = False
 
@@ -309,11 +321,21 @@ class OptimizerService:
             self.counters.db_retries += 1
 
         async with self._batch_lock:
-            created = await self._with_retry(
-                lambda: store.write_batch(restocks, plans, next_offsets, self.group_id),
-                what="write batch to PostgreSQL",
-                on_retry=note_retry,
-            )
+            if self.constraints.active:
+                created, cuts = await self._with_retry(
+                    lambda: store.write_constrained_batch(
+                        restocks, next_offsets, self.group_id, self.constraints, decided_at),
+                    what="write batch to PostgreSQL",
+                    on_retry=note_retry,
+                )
+                self._note_cuts(cuts)
+            else:
+                plans = consolidate(restocks, decided_at)
+                created = await self._with_retry(
+                    lambda: store.write_batch(restocks, plans, next_offsets, self.group_id),
+                    what="write batch to PostgreSQL",
+                    on_retry=note_retry,
+                )
             self.counters.plan_lines_written += sum(len(p.lines) for p in created)
             fault_point("optimizer.after_plan_write", when=created)
             await self._publish(created)
@@ -326,6 +348,14 @@ class OptimizerService:
         self.counters.batches += 1
 
     # ------------------------------------------------------------------ internals
+
+    def _note_cuts(self, cuts: Sequence[LineCut]) -> None:
+        self.counters.lines_cut += len(cuts)
+        self.counters.units_cut += sum(c.requested - c.allocated for c in cuts)
+        if cuts:
+            reasons = Counter(c.reason for c in cuts)
+            _log.info("cycle constraints cut %d restock(s) (%s); see table allocation_cuts",
+                      len(cuts), ", ".join(f"{n} by {r}" for r, n in sorted(reasons.items())))
 
     def _started_consumer(self) -> AIOKafkaConsumer:
         if self._consumer is None:

@@ -1,8 +1,9 @@
 """PostgreSQL store of the optimizer (asyncpg): migrations, idempotent plan writes, offsets, outbox.
 
 Every batch is written in ONE transaction — restock events, new plan lines, the plans that got a
-new line, and the consumer's next offsets — so the database alone says what has been consumed
-and planned, and a redelivered restock can never become a second plan line.
+new line, and the consumer's next offsets (with cycle constraints also the cuts and the cycle's
+usage, decided in that transaction) — so the database alone says what has been consumed and
+planned, and a redelivered restock can never become a second plan line.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import operator
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from types import TracebackType
@@ -22,6 +24,13 @@ from typing import Any, Self
 import asyncpg
 
 from optimizer.consolidate import plan_from_lines
+from optimizer.constraints import (
+    CycleConstraints,
+    LineCut,
+    UsageKey,
+    allocate_cycle,
+    usage_keys,
+)
 from optimizer.errors import MigrationError, StoreError
 from schemas.events import PlanEvent, PlanLine, RestockEvent
 
@@ -77,7 +86,8 @@ _EVENT_COLUMN_TYPES = {
     "inventory_position": "float8", "on_hand": "int4", "on_order": "int4",
     "backorders": "int4", "service_level": "float8", "lead_time_days": "int4",
     "review_days": "int4", "unit_cost": "float8", "reason": "text", "model_version": "text",
-    "bucket": "timestamptz", "issued_at": "timestamptz",
+    "bucket": "timestamptz", "issued_at": "timestamptz", "case_pack": "int4", "moq": "int4",
+    "demand_levels": "float8[]", "demand_quantiles": "float8[]",
 }  # fmt: skip
 if list(_EVENT_COLUMN_TYPES) != _EVENT_FIELDS:  # a schema change needs a migration and this
     raise ImportError(f"RestockEvent fields {_EVENT_FIELDS} != restock_events columns")
@@ -136,6 +146,32 @@ UNION ALL
 SELECT l.plan_id, l.restock_id
 FROM new_lines l JOIN counts c USING (plan_id) JOIN stage_plans p USING (plan_id)
 WHERE c.n < p.line_count
+"""
+
+# Constrained batches (migration 0004): the batch's usage rows exist, then are locked in one
+# order (concurrent optimizers of a cycle take turns) and read.
+_ENSURE_USAGE = """
+INSERT INTO cycle_usage (cycle, kind, key)
+SELECT * FROM unnest($1::date[], $2::text[], $3::text[]) ORDER BY 1, 2, 3
+ON CONFLICT DO NOTHING
+"""
+_LOCK_USAGE = """
+SELECT u.cycle, u.kind, u.key, u.used FROM cycle_usage u
+JOIN unnest($1::date[], $2::text[], $3::text[]) AS k (cycle, kind, key) USING (cycle, kind, key)
+ORDER BY u.cycle, u.kind, u.key
+FOR UPDATE OF u
+"""
+_ADD_USAGE = """
+UPDATE cycle_usage u SET used = u.used + round(a.amount::numeric, 4)
+FROM unnest($1::date[], $2::text[], $3::text[], $4::float8[]) AS a (cycle, kind, key, amount)
+WHERE u.cycle = a.cycle AND u.kind = a.kind AND u.key = a.key
+"""
+_INSERT_CUTS = """
+INSERT INTO allocation_cuts
+    (restock_id, sku, supplier, location, cycle, requested, allocated, reason, decided_at)
+SELECT *, $9::timestamptz FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                      $5::date[], $6::int4[], $7::int4[], $8::text[])
+ON CONFLICT (restock_id) DO NOTHING
 """
 
 _SELECT_STORED_IDS = "SELECT restock_id FROM restock_events WHERE restock_id = ANY($1::text[])"
@@ -343,6 +379,64 @@ class PlanStore:
         lines are all new with one more statement that returns only the plans that got a line.
         """
         unique = list({r.restock_id: r for r in reversed(restocks)}.values())[::-1]
+        async with self._pool.acquire() as conn, conn.transaction():
+            return await self._write(conn, unique, plans, offsets, group_id)
+
+    async def write_constrained_batch(
+        self,
+        restocks: Sequence[RestockEvent],
+        offsets: TopicPartitionOffsets,
+        group_id: str,
+        constraints: CycleConstraints,
+        decided_at: datetime,
+    ) -> tuple[list[PlanEvent], list[LineCut]]:
+        """Like `write_batch`, with the plans decided under per-cycle `constraints` inside the
+        same transaction; returns (plans created, restocks cut).
+
+        The batch's cycle usage rows (spend per supplier, units per location) are created if
+        missing and locked in one order, so concurrent optimizers of one cycle take turns and
+        each sees what the other spent. Restocks already stored were decided before (a
+        redelivery) and are left out of the allocation: they can neither spend twice nor take
+        budget from the new ones. Then the new restocks are allocated against what is left,
+        and their plan lines, their cuts and the usage they add are written with the offsets.
+        """
+        unique = list({r.restock_id: r for r in reversed(restocks)}.values())[::-1]
+        keys = usage_keys(unique, constraints)
+        async with self._pool.acquire() as conn, conn.transaction():
+            used: dict[UsageKey, float] = {}
+            if keys:
+                cycles, kinds, names = (list(col) for col in zip(*keys, strict=True))
+                await conn.execute(_ENSURE_USAGE, cycles, kinds, names)
+                used = {(r["cycle"], r["kind"], r["key"]): float(r["used"])
+                        for r in await conn.fetch(_LOCK_USAGE, cycles, kinds, names)}
+            stored = {row["restock_id"] for row in await conn.fetch(
+                _SELECT_STORED_IDS, [r.restock_id for r in unique])} if unique else set()
+            decision = allocate_cycle([r for r in unique if r.restock_id not in stored],
+                                      constraints, used, decided_at)  # fmt: skip
+            created = await self._write(conn, unique, decision.plans, offsets, group_id)
+            if decision.cuts:
+                c = decision.cuts
+                await conn.execute(
+                    _INSERT_CUTS, [x.restock_id for x in c], [x.sku for x in c],
+                    [x.supplier for x in c], [x.location for x in c], [x.cycle for x in c],
+                    [x.requested for x in c], [x.allocated for x in c], [x.reason for x in c],
+                    decided_at)  # fmt: skip
+            if decision.usage_added:
+                added = sorted(decision.usage_added.items())
+                await conn.execute(
+                    _ADD_USAGE, [k[0] for k, _ in added], [k[1] for k, _ in added],
+                    [k[2] for k, _ in added], [v for _, v in added])  # fmt: skip
+        return created, decision.cuts
+
+    async def _write(
+        self,
+        conn: asyncpg.Connection,
+        unique: Sequence[RestockEvent],
+        plans: Sequence[PlanEvent],
+        offsets: TopicPartitionOffsets,
+        group_id: str,
+    ) -> list[PlanEvent]:
+        """The body of a batch write on `conn`, inside the caller's transaction."""
         # Each restock id gets a line in the first plan that lists it; a plan's staged totals
         # are over the lines it owns.
         owned: dict[str, list[PlanLine]] = {}
@@ -364,63 +458,62 @@ class PlanStore:
         elsewhere = sorted(seen - in_batch)
 
         created: list[PlanEvent] = []
-        async with self._pool.acquire() as conn, conn.transaction():
-            if elsewhere:  # plan_lines.restock_id has no foreign key (migration 0003)
-                stored = await conn.fetch(_SELECT_STORED_IDS, elsewhere)
-                if missing := set(elsewhere) - {row["restock_id"] for row in stored}:
-                    raise StoreError(f"plan lines refer to unknown restocks: {sorted(missing)[:5]}")
-            await conn.execute(_BEGIN_BATCH)
-            if unique:
-                await conn.copy_records_to_table(
-                    "stage_restocks", columns=_EVENT_FIELDS,
-                    records=[_event_record(r) for r in unique])
-                await conn.execute(_INSERT_STAGED_RESTOCKS)
-            if staged_plans:
-                await conn.copy_records_to_table(
-                    "stage_lines", columns=_LINE_COLUMNS,
-                    records=[(plan.plan_id, line.restock_id, line.sku, line.quantity,
-                              line.unit_cost)
-                             for plan in staged_plans for line in plan.lines])
-                await conn.copy_records_to_table(
-                    "stage_plans", columns=_PLAN_COLUMNS,
-                    records=[(p.plan_id, p.supplier, p.location, p.decided_at, len(p.lines),
-                              p.total_units, p.total_cost) for p in staged_plans])
-                whole: set[str] = set()
-                partly_new: dict[str, set[str]] = {}
-                for row in await conn.fetch(_INSERT_STAGED_LINES_AND_PLANS):
-                    if row["restock_id"] is None:
-                        whole.add(row["plan_id"])
-                    else:
-                        partly_new.setdefault(row["plan_id"], set()).add(row["restock_id"])
-                partial: list[PlanEvent] = []
-                for plan in staged_plans:
-                    if plan.plan_id in whole:
-                        created.append(plan)
-                    elif (new_ids := partly_new.get(plan.plan_id)) is not None:
-                        partial.append(plan_from_lines(
-                            plan_id=plan.plan_id, supplier=plan.supplier,
-                            location=plan.location, decided_at=plan.decided_at,
-                            lines=[ln for ln in plan.lines if ln.restock_id in new_ids]))
-                        created.append(partial[-1])
-                if partial:
-                    await conn.execute(
-                        _INSERT_PLANS,
-                        [p.plan_id for p in partial],
-                        [p.supplier for p in partial],
-                        [p.location for p in partial],
-                        [p.total_units for p in partial],
-                        [p.total_cost for p in partial],
-                        [p.decided_at for p in partial],
-                    )
-            if offsets:
-                items = sorted(offsets.items())
+        if elsewhere:  # plan_lines.restock_id has no foreign key (migration 0003)
+            stored = await conn.fetch(_SELECT_STORED_IDS, elsewhere)
+            if missing := set(elsewhere) - {row["restock_id"] for row in stored}:
+                raise StoreError(f"plan lines refer to unknown restocks: {sorted(missing)[:5]}")
+        await conn.execute(_BEGIN_BATCH)
+        if unique:
+            await conn.copy_records_to_table(
+                "stage_restocks", columns=_EVENT_FIELDS,
+                records=[_event_record(r) for r in unique])
+            await conn.execute(_INSERT_STAGED_RESTOCKS)
+        if staged_plans:
+            await conn.copy_records_to_table(
+                "stage_lines", columns=_LINE_COLUMNS,
+                records=[(plan.plan_id, line.restock_id, line.sku, line.quantity,
+                          line.unit_cost)
+                         for plan in staged_plans for line in plan.lines])
+            await conn.copy_records_to_table(
+                "stage_plans", columns=_PLAN_COLUMNS,
+                records=[(p.plan_id, p.supplier, p.location, p.decided_at, len(p.lines),
+                          p.total_units, p.total_cost) for p in staged_plans])
+            whole: set[str] = set()
+            partly_new: dict[str, set[str]] = {}
+            for row in await conn.fetch(_INSERT_STAGED_LINES_AND_PLANS):
+                if row["restock_id"] is None:
+                    whole.add(row["plan_id"])
+                else:
+                    partly_new.setdefault(row["plan_id"], set()).add(row["restock_id"])
+            partial: list[PlanEvent] = []
+            for plan in staged_plans:
+                if plan.plan_id in whole:
+                    created.append(plan)
+                elif (new_ids := partly_new.get(plan.plan_id)) is not None:
+                    partial.append(plan_from_lines(
+                        plan_id=plan.plan_id, supplier=plan.supplier,
+                        location=plan.location, decided_at=plan.decided_at,
+                        lines=[ln for ln in plan.lines if ln.restock_id in new_ids]))
+                    created.append(partial[-1])
+            if partial:
                 await conn.execute(
-                    _UPSERT_OFFSETS,
-                    group_id,
-                    [topic for (topic, _), _ in items],
-                    [partition for (_, partition), _ in items],
-                    [offset for _, offset in items],
+                    _INSERT_PLANS,
+                    [p.plan_id for p in partial],
+                    [p.supplier for p in partial],
+                    [p.location for p in partial],
+                    [p.total_units for p in partial],
+                    [p.total_cost for p in partial],
+                    [p.decided_at for p in partial],
                 )
+        if offsets:
+            items = sorted(offsets.items())
+            await conn.execute(
+                _UPSERT_OFFSETS,
+                group_id,
+                [topic for (topic, _), _ in items],
+                [partition for (_, partition), _ in items],
+                [offset for _, offset in items],
+            )
         return created
 
     # ------------------------------------------------------------------ offsets and outbox

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from itertools import pairwise
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -142,6 +143,30 @@ class RestockEvent(Event):
     model_version: str
     bucket: AwareDatetime
     issued_at: AwareDatetime
+    # Optional since they were added (events without them still validate): what the optimizer
+    # needs to cut an order sensibly under a supplier budget or warehouse capacity.
+    case_pack: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="units per case pack; the optimizer cuts whole packs only")
+    moq: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="the SKU's minimum order quantity: a line is this or 0")
+    demand_levels: list[Annotated[float, Field(gt=0, lt=1)]] | None = Field(
+        default=None, description="probability levels of demand_quantiles, increasing")
+    demand_quantiles: list[Annotated[float, Field(ge=0)]] | None = Field(
+        default=None, description="quantiles of demand over lead time + review period at "
+                                  "demand_levels (the forecast the quantity came from)")
+
+    @model_validator(mode="after")
+    def _demand_distribution(self) -> Self:
+        levels, quantiles = self.demand_levels, self.demand_quantiles
+        if levels is None and quantiles is None:
+            return self
+        if levels is None or quantiles is None or len(levels) != len(quantiles) or len(levels) < 2:
+            raise ValueError("demand_levels and demand_quantiles come together, same length >= 2")
+        if any(b <= a for a, b in pairwise(levels)):
+            raise ValueError("demand_levels must be strictly increasing")
+        if any(b < a for a, b in pairwise(quantiles)):
+            raise ValueError("demand_quantiles must be non-decreasing")
+        return self
 
 
 class PlanLine(BaseModel):

@@ -102,6 +102,9 @@ def add_bench_commands(bench_subparsers: Any) -> None:
     db.add_argument("--restocks", type=int, default=100_000, help="restock events to write")
     db.add_argument("--batch", type=int, default=5_000, help="restocks per transaction")
     db.add_argument("--skus-per-plan", type=int, default=50, help="plan lines per plan")
+    db.add_argument("--budget-share", type=float, default=None,
+                    help="write through the per-cycle constraints path, each supplier's budget "
+                         "this share (0-1] of its largest cycle's wanted spend")
 
 
 def run(args: argparse.Namespace) -> int | None:
@@ -423,6 +426,8 @@ def _bench_db(args: argparse.Namespace) -> int:
 
     if args.restocks < 1 or args.batch < 1 or args.skus_per_plan < 1:
         raise ConfigError("--restocks, --batch and --skus-per-plan must be >= 1")
+    if args.budget_share is not None and not 0 < args.budget_share <= 1:
+        raise ConfigError("--budget-share must be in (0, 1]")
     from shelfcast.settings import Settings
 
     settings = Settings()
@@ -438,7 +443,8 @@ def _bench_db(args: argparse.Namespace) -> int:
         server = "local PostgreSQL 16 (fsync on), started by the bench"
     try:
         doc = asyncio.run(bench_plan_writes(dsn, restocks=args.restocks, batch=args.batch,
-                                            skus_per_plan=args.skus_per_plan))  # fmt: skip
+                                            skus_per_plan=args.skus_per_plan,
+                                            budget_share=args.budget_share))  # fmt: skip
     finally:
         if local is not None:
             local.close()

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "TopicNames", "settings_env"]
+
+# A JSON object {name: amount >= 0} read from one env var; decoded by the validator below (not
+# by pydantic-settings) so that a typo is a one-line validation error, not a traceback.
+AmountMap = Annotated[dict[str, Annotated[float, Field(ge=0)]], NoDecode]
 
 
 class TopicNames:
@@ -106,8 +111,29 @@ class Settings(BaseSettings):
     default_moq: int = Field(default=1, ge=0)
     default_supplier: str = "default"
 
+    # Optimizer: cross-SKU limits per cycle (README "Constraints"); empty = unconstrained
+    supplier_budgets: AmountMap = Field(
+        default_factory=dict, description='money per supplier per cycle, JSON {"acme": 5000}')
+    supplier_min_order_values: AmountMap = Field(
+        default_factory=dict, description="a supplier's cycle order is 0 or at least this")
+    location_capacity_units: AmountMap = Field(
+        default_factory=dict, description="units a location can receive per cycle")
+    constraint_cycle: Literal["day", "week"] = Field(
+        default="day", description="budget cycle: the restock bucket's UTC day or ISO week")
+
     # Ingest guards
     max_payload_bytes: int = Field(default=1_048_576, ge=1)
+
+    @field_validator("supplier_budgets", "supplier_min_order_values",
+                     "location_capacity_units", mode="before")  # fmt: skip
+    @classmethod
+    def _json_object(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ValueError(f'not a JSON object like {{"acme": 5000}}: {exc}') from exc
+        return value
 
     @property
     def topics(self) -> TopicNames:
@@ -130,5 +156,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
             continue
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
-        env[f"SHELFCAST_{name.upper()}"] = str(value)
+        env[f"SHELFCAST_{name.upper()}"] = json.dumps(value) if isinstance(value, dict) else str(
+            value)
     return env

@@ -311,7 +311,7 @@ class BatchProcessor:
             if restock:
                 self._restock(state, policies[i], float(reorder_point[i]),
                               float(order_up_to[i]), on_order[i], last_closed[i], bucket_start,
-                              issued_at, out)
+                              issued_at, out, _cover_quantiles(forecast, i, cover[i]))
         for i in sorted(flagged):  # anomalies of SKUs without known stock
             bucket_start = datetime.fromtimestamp(last_closed[i] * self.bucket_seconds, UTC)
             self._anomaly(states[i], float(observed[i]), float(previous_high[i]), bucket_start,
@@ -353,7 +353,8 @@ class BatchProcessor:
 
     def _restock(self, state: SkuState, policy: SkuPolicy, reorder_point: float,
                  order_up_to: float, on_order: int, last_closed: int, bucket_start: datetime,
-                 issued_at: datetime, out: BatchOutputs) -> None:
+                 issued_at: datetime, out: BatchOutputs,
+                 cover: tuple[list[float], list[float]] | None = None) -> None:
         decision = decide_restock(  # the scalar review, for its reason text
             reorder_point=reorder_point, order_up_to=order_up_to, on_hand=state.on_hand,
             on_order=on_order, backorders=state.backorders, case_pack=policy.case_pack,
@@ -370,7 +371,9 @@ class BatchProcessor:
             on_order=on_order, backorders=state.backorders, service_level=policy.service_level,
             lead_time_days=policy.lead_time_days, review_days=policy.review_days,
             unit_cost=policy.unit_cost, reason=decision.reason, model_version=self.model_version,
-            bucket=bucket_start, issued_at=issued_at))
+            bucket=bucket_start, issued_at=issued_at, case_pack=policy.case_pack, moq=policy.moq,
+            demand_levels=None if cover is None else cover[0],
+            demand_quantiles=None if cover is None else cover[1]))
 
     def _alert(self, state: SkuState, kind: str, severity: str, message: str,
                details: dict[str, Any], bucket_start: datetime, issued_at: datetime) -> AlertEvent:
@@ -423,6 +426,22 @@ def _closed_windows(states: list[SkuState], last_closed: list[int], window: int)
     if rows:
         out[rows, at] = np.maximum(np.asarray(values, dtype=float), 0.0)
     return out
+
+
+def _cover_quantiles(forecast: QuantileForecast, row: int,
+                     steps: int) -> tuple[list[float], list[float]] | None:
+    """(levels, quantiles) of one series' demand over `steps` buckets (the restock's lead time
+    + review period), for the optimizer to value its case packs; None with under 2 levels.
+    Made non-negative and non-decreasing, as the RestockEvent contract requires."""
+    levels = forecast.levels.tolist()
+    if len(levels) < 2:
+        return None
+    if steps <= forecast.horizon:  # `cumulative` holds exactly these quantiles
+        values = forecast.cumulative[row, steps - 1]
+    else:
+        values = np.array([forecast.lead_time_quantile(row, steps, q) for q in levels])
+    values = np.maximum.accumulate(np.maximum(values, 0.0))
+    return levels, np.round(values, 4).tolist()
 
 
 def _interp_rows(x: float, levels: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -105,7 +105,7 @@ def test_a_failing_observer_never_breaks_the_batch():
 
 def test_optimizer_metrics_over_http():
     service = SimpleNamespace(counters=ServiceCounters(restocks_in=4, plan_lines_written=3,
-                                                       plans_out=2))
+                                                       plans_out=2, lines_cut=2, units_cut=30))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -119,3 +119,5 @@ def test_optimizer_metrics_over_http():
     assert v[("shelfcast_optimizer_plan_lines_written_total", frozenset())] == 4
     assert v[("shelfcast_optimizer_restocks_in_total", frozenset())] == 4
     assert v[("shelfcast_optimizer_db_retries_total", frozenset())] == 0
+    assert v[("shelfcast_optimizer_lines_cut_total", frozenset())] == 2
+    assert v[("shelfcast_optimizer_units_cut_total", frozenset())] == 30

@@ -84,3 +84,21 @@ def test_json_schema_export_writes_one_file_per_contract(tmp_path: Path):
     assert order["additionalProperties"] is False
     assert set(order["required"]) >= {"event_id", "type", "sku", "location", "quantity",
                                       "occurred_at"}
+
+
+def test_restock_demand_fields_are_optional_and_checked():
+    from schemas import RestockEvent
+    from tests.factories import make_restock
+
+    old = json.loads(encode(make_restock("r1")))
+    for name in ("case_pack", "moq", "demand_levels", "demand_quantiles"):
+        old.pop(name)  # an event from before these fields existed
+    assert decode(RestockEvent, json.dumps(old).encode()).demand_quantiles is None
+    good = {**old, "case_pack": 6, "demand_levels": [0.1, 0.5, 0.9],
+            "demand_quantiles": [3.0, 8.0, 15.5]}
+    assert decode(RestockEvent, json.dumps(good).encode()).case_pack == 6
+    for bad in ({"demand_quantiles": [3.0, 8.0]}, {"demand_levels": [0.5, 0.1, 0.9]},
+                {"demand_quantiles": [3.0, 2.0, 15.5]}, {"demand_levels": None},
+                {"case_pack": 0}):
+        with pytest.raises(InvalidEvent):
+            decode(RestockEvent, json.dumps({**good, **bad}).encode())
