@@ -21,6 +21,7 @@ from forecasting.lstm.features import (
     input_features,
     scale_step,
 )
+from forecasting.lstm.kernels import PackedNet
 from forecasting.lstm.model import LSTMConfig, LSTMNet
 
 if TYPE_CHECKING:
@@ -123,6 +124,7 @@ class LSTMForecaster(DatedForecaster):
         self.model_id = model_id
         self.end_day = end_day
         self.train_result: Any = None  # TrainResult of the last fit, if any
+        self._packed_net: PackedNet | None = None
 
     @property
     def model_version(self) -> str:
@@ -217,36 +219,39 @@ class LSTMForecaster(DatedForecaster):
         scale = state.scale.copy()
         s = scale_step(scale, y, self.config.scale_memory)
         live = scale.count > 0
-        x = self._tensor(self._features(y, s, new_days)[:, None, :])
+        distinct, inverse = _distinct_days(new_days)
+        cal = calendar_features(distinct, self.config.calendar)  # once per distinct day
+        cal = cal[np.zeros(n, dtype=np.intp) if inverse is None else inverse]
+        x = self._tensor(input_features(y, s, cal, self.log_scale_mean, self.log_scale_std))
         with torch.inference_mode():
-            _, (h, c) = self.net.encode(x, (state.h, state.c))
-        if not live.all():
-            keep = torch.as_tensor(live, device=self.device)[None, :, None]
-            h, c = torch.where(keep, h, state.h), torch.where(keep, c, state.c)
+            h, c = self._packed().step(x, state.h, state.c)
+            if not live.all():
+                keep = torch.as_tensor(live, device=self.device)[None, :, None]
+                h, c = torch.where(keep, h, state.h), torch.where(keep, c, state.c)
         return SeriesState(h, c, scale, new_days)
+
+    def _packed(self) -> PackedNet:
+        """The current weights laid out for one-step inference (re-packed when they change)."""
+        self._packed_net = PackedNet.of(self.net, self._packed_net)
+        return self._packed_net
 
     def forecast(self, state: SeriesState, horizon: int) -> QuantileForecast:
         """Quantile forecast of the next `horizon` buckets after each series' last bucket."""
         big_h = self.config.horizon
-        hol = self._tensor(future_features(state.last_day, big_h, self.config.calendar,
-                                           self.config.head_calendar))
         live = state.scale.count > 0
         scale = self._tensor(np.where(live, np.maximum(state.scale.level, 0.01), 0.0))
-        with torch.inference_mode():
-            daily_t, cum_t, mean_t = self.net.quantiles(self.net.head_raw(state.h[-1], hol))
-            # Post-process on the device in float32, then one copy out (a dead series has
-            # scale 0, so it forecasts zeros).
-            s = scale[:, None, None]
-            daily_t = daily_t.clamp(min=0.0) * s
-            cum_t = cum_t.clamp(min=0.0) * s
-            if self.config.integer_demand:  # quantiles of counts are counts
-                daily_t, cum_t = torch.round(daily_t), torch.round(cum_t)
-            cum_t = torch.maximum(cum_t, daily_t[:, :1])
-            for h in range(1, big_h):  # running max over steps; faster than torch.cummax
-                torch.maximum(cum_t[:, h], cum_t[:, h - 1], out=cum_t[:, h])
-            mean_t = mean_t.clamp(min=0.0) * scale[:, None]
-            stacked = torch.cat([daily_t, cum_t, mean_t[..., None]], dim=-1)
-            out = stacked.cpu().numpy().astype(np.float64)
+        packed = self._packed()
+        if not packed.head_packed:
+            out = self._forecast_unpacked(state, scale)
+        else:
+            distinct, inverse = _distinct_days(state.last_day)
+            future = self._tensor(future_features(distinct, big_h, self.config.calendar,
+                                                  self.config.head_calendar))
+            inv = None if inverse is None else torch.as_tensor(inverse, device=self.device)
+            with torch.inference_mode():
+                out_t = packed.quantiles(state.h[-1], future, inv, scale,
+                                         integer=self.config.integer_demand)
+                out = out_t.cpu().numpy()
         q = self._levels.size
         daily, cumulative, mean = out[..., :q], out[..., q : 2 * q], out[..., 2 * q]
         if horizon > big_h:
@@ -257,6 +262,26 @@ class LSTMForecaster(DatedForecaster):
         return QuantileForecast.trusted(self._levels, daily[:, :horizon],
                                         cumulative[:, :horizon], mean[:, :horizon])
 
+    def _forecast_unpacked(self, state: SeriesState, scale: torch.Tensor) -> FloatArray:
+        """`forecast` through LSTMNet's own head (heads PackedNet does not lay out)."""
+        big_h = self.config.horizon
+        hol = self._tensor(future_features(state.last_day, big_h, self.config.calendar,
+                                           self.config.head_calendar))
+        with torch.inference_mode():
+            daily_t, cum_t, mean_t = self.net.quantiles(self.net.head_raw(state.h[-1], hol))
+            s = scale[:, None, None]
+            daily_t = daily_t.clamp(min=0.0) * s
+            cum_t = cum_t.clamp(min=0.0) * s
+            if self.config.integer_demand:  # quantiles of counts are counts
+                daily_t, cum_t = torch.round(daily_t), torch.round(cum_t)
+            cum_t = torch.maximum(cum_t, daily_t[:, :1])
+            for h in range(1, big_h):  # running max over steps; faster than torch.cummax
+                torch.maximum(cum_t[:, h], cum_t[:, h - 1], out=cum_t[:, h])
+            mean_t = mean_t.clamp(min=0.0) * scale[:, None]
+            stacked = torch.cat([daily_t, cum_t, mean_t[..., None]], dim=-1)
+            out: FloatArray = stacked.cpu().numpy().astype(np.float64)
+        return out
+
     # --- the contract ----------------------------------------------------------------------
     def _predict(self, windows: FloatArray, horizon: int) -> QuantileForecast:
         end = self.window_end()
@@ -266,6 +291,15 @@ class LSTMForecaster(DatedForecaster):
         cfg = self.config
         return (f"LSTMForecaster(hidden={cfg.hidden}, layers={cfg.layers}, "
                 f"horizon={cfg.horizon}, version={self.model_version!r})")
+
+
+def _distinct_days(days: DateArray) -> tuple[DateArray, NDArray[np.intp] | None]:
+    """The distinct days of `days` (n,) and which one each entry is (None: all the same day,
+    the common case of a batch; np.unique sorts, which costs more than the check)."""
+    if days.size == 0 or bool(np.all(days == days[0])):
+        return days[:1], None
+    distinct, inverse = np.unique(days, return_inverse=True)
+    return distinct, inverse.astype(np.intp)
 
 
 def _extend(daily: FloatArray, cumulative: FloatArray, mean: FloatArray,
