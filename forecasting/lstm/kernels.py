@@ -86,11 +86,10 @@ class PackedNet:
             b[2 * hidden : 3 * hidden] *= 2.0
             cells.append((w.contiguous(), b.contiguous()))
         q, big_h = net.n_levels, net.horizon
-        first, last = net.head[0], net.head[-1]
-        packable = (net.config.loss == "pinball" and len(net.head) == 3
-                    and isinstance(first, nn.Linear) and isinstance(net.head[1], nn.ReLU)
-                    and isinstance(last, nn.Linear) and net.per_step == 2 * q + 1)
-        if not packable:
+        first, act, last = (*net.head, None, None, None)[:3]
+        if not (net.config.loss == "pinball" and len(net.head) == 3
+                and isinstance(first, nn.Linear) and isinstance(act, nn.ReLU)
+                and isinstance(last, nn.Linear) and net.per_step == 2 * q + 1):
             return cls(weakref.ref(net), versions, tuple(cells), hidden,
                        None, None, None, None, None, big_h, q)
         w1 = first.weight.detach()
