@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import Tensor, nn
 
 from forecasting.lstm.model import LSTMNet
@@ -122,6 +123,28 @@ class PackedNet:
         for lo in range(0, n, _CHUNK_ROWS):  # row blocks whose temporaries stay in cache
             hi = min(lo + _CHUNK_ROWS, n)
             h_out[:, lo:hi], c_out[:, lo:hi] = self._step(x[lo:hi], h[:, lo:hi], c[:, lo:hi])
+        return h_out, c_out
+
+    def run(self, x: Tensor, start: NDArray[np.intp]) -> tuple[Tensor, Tensor]:
+        """Encode windows from a zero state: x (n, T, F), series i from column `start[i]` on
+        (its state stays zero before: the windows are right-aligned, not packed) -> the final
+        (h, c), each (layers, n, hidden). Equals `nn.LSTM` over each row's [start, T)."""
+        n, length = x.shape[0], x.shape[1]
+        shape = (len(self.cells), n, self.hidden)
+        h_out, c_out = empty(shape, x.dtype, x.device), empty(shape, x.dtype, x.device)
+        for lo in range(0, n, _CHUNK_ROWS):  # a block's state stays in cache for all steps
+            hi = min(lo + _CHUNK_ROWS, n)
+            first = start[lo:hi]
+            h = x.new_zeros(shape[0], hi - lo, shape[2])
+            c = x.new_zeros(shape[0], hi - lo, shape[2])
+            begin, last_start = int(first.min()), int(first.max())
+            late = torch.as_tensor(first, device=x.device)[None, :, None]
+            for t in range(begin, length):
+                h, c = self._step(x[lo:hi, t], h, c)
+                if t < last_start:  # rows that have not started stay at zero
+                    started = late <= t
+                    h, c = h.mul_(started), c.mul_(started)
+            h_out[:, lo:hi], c_out[:, lo:hi] = h, c
         return h_out, c_out
 
     def _step(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:

@@ -231,3 +231,21 @@ def test_packed_weights_follow_the_network() -> None:
     assert not PackedNet.of(normal.net).head_packed
     fc = normal.predict(_windows(np.random.default_rng(6)), 7)  # LSTMNet's own head
     assert fc.daily.shape == (12, 7, 9)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_encoding_with_the_packed_step_equals_the_torch_lstm(
+        monkeypatch: pytest.MonkeyPatch, layers: int) -> None:
+    from forecasting.lstm import forecaster, kernels
+
+    model = _model(layers=layers)
+    w = _windows(np.random.default_rng(7))  # late starts, a gap, an empty and a 1-day row
+    ends = END - (np.arange(12) % 2).astype("timedelta64[D]")
+    monkeypatch.setattr(forecaster, "_LOOP_MIN_ROWS", 10**9)
+    ref = model.encode(w, ends)
+    monkeypatch.setattr(forecaster, "_LOOP_MIN_ROWS", 1)
+    monkeypatch.setattr(kernels, "_CHUNK_ROWS", 5)
+    got = model.encode(w, ends)
+    torch.testing.assert_close(got.h, ref.h, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.c, ref.c, atol=1e-5, rtol=1e-5)
+    assert torch.all(got.h[:, 5] == 0)  # no history: zero state
