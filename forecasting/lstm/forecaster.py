@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
@@ -229,7 +230,7 @@ class LSTMForecaster(DatedForecaster):
         s = scale_step(scale, y, self.config.scale_memory)
         live = scale.count > 0
         distinct, inverse = _distinct_days(new_days)
-        cal = calendar_features(distinct, self.config.calendar)  # once per distinct day
+        cal = _day_rows(distinct, _calendar_row, self.config.calendar)  # per distinct day
         cal = cal[np.zeros(n, dtype=np.intp) if inverse is None else inverse]
         x = self._tensor(input_features(y, s, cal, self.log_scale_mean, self.log_scale_std))
         with torch.inference_mode():
@@ -254,8 +255,8 @@ class LSTMForecaster(DatedForecaster):
             out = self._forecast_unpacked(state, scale)
         else:
             distinct, inverse = _distinct_days(state.last_day)
-            future = self._tensor(future_features(distinct, big_h, self.config.calendar,
-                                                  self.config.head_calendar))
+            future = self._tensor(_day_rows(distinct, _future_row, self.config.calendar,
+                                            big_h, self.config.head_calendar))
             inv = None if inverse is None else torch.as_tensor(inverse, device=self.device)
             with torch.inference_mode():
                 out_t = packed.quantiles(state.h[-1], future, inv, scale,
@@ -300,6 +301,29 @@ class LSTMForecaster(DatedForecaster):
         cfg = self.config
         return (f"LSTMForecaster(hidden={cfg.hidden}, layers={cfg.layers}, "
                 f"horizon={cfg.horizon}, version={self.model_version!r})")
+
+
+def _day_rows(days: DateArray, row: Callable[..., FloatArray], *args: object) -> FloatArray:
+    """Stack `row(day, *args)` for each of `days` (u,): per-day features, memoised."""
+    return np.stack([row(int(d), *args) for d in days.astype(np.int64)])
+
+
+@lru_cache(maxsize=4096)
+def _calendar_row(day: int, calendar: str) -> FloatArray:
+    """calendar_features of one day (days since 1970-01-01), read-only. The holiday lookup
+    costs ~0.2 ms per call, as much as a 64-series step."""
+    out: FloatArray = calendar_features(np.array([day], dtype="datetime64[D]"), calendar)[0]
+    out.flags.writeable = False
+    return out
+
+
+@lru_cache(maxsize=4096)
+def _future_row(day: int, calendar: str, horizon: int, head_calendar: bool) -> FloatArray:
+    """future_features of one origin day, read-only."""
+    out: FloatArray = future_features(np.array([day], dtype="datetime64[D]"), horizon,
+                                      calendar, head_calendar)[0]
+    out.flags.writeable = False
+    return out
 
 
 def _distinct_days(days: DateArray) -> tuple[DateArray, NDArray[np.intp] | None]:

@@ -45,8 +45,8 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> T
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-def _versions(net: LSTMNet) -> tuple[int, ...]:
-    return tuple(p._version for p in net.parameters())
+def _versions(params: tuple[Tensor, ...]) -> tuple[int, ...]:
+    return tuple(p._version for p in params)
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class PackedNet:
     """The parameters of one `LSTMNet` weight version, laid out for inference."""
 
     net: weakref.ref[LSTMNet]
+    params: tuple[Tensor, ...]  # the net's parameters when packed (walking modules is slow)
     versions: tuple[int, ...]
     cells: tuple[tuple[Tensor, Tensor], ...]  # per layer: (4 hidden, in + hidden), (4 hidden,)
     hidden: int
@@ -67,15 +68,18 @@ class PackedNet:
 
     @classmethod
     def of(cls, net: LSTMNet, cached: PackedNet | None = None) -> PackedNet:
-        """Pack `net`, or return `cached` when it was packed from these very weights."""
-        versions = _versions(net)
-        if cached is not None and cached.net() is net and cached.versions == versions:
+        """Pack `net`, or return `cached` when it was packed from these very weights (same
+        net, parameters unchanged in place: training and load_state_dict bump versions)."""
+        if (cached is not None and cached.net() is net
+                and _versions(cached.params) == cached.versions):
             return cached
+        params = tuple(net.parameters())
         with torch.no_grad():
-            return cls._pack(net, versions)
+            return cls._pack(net, params, _versions(params))
 
     @classmethod
-    def _pack(cls, net: LSTMNet, versions: tuple[int, ...]) -> PackedNet:
+    def _pack(cls, net: LSTMNet, params: tuple[Tensor, ...],
+              versions: tuple[int, ...]) -> PackedNet:
         lstm, hidden = net.lstm, net.config.hidden
         cells = []
         for layer in range(lstm.num_layers):
@@ -91,7 +95,7 @@ class PackedNet:
         if not (net.config.loss == "pinball" and len(net.head) == 3
                 and isinstance(first, nn.Linear) and isinstance(act, nn.ReLU)
                 and isinstance(last, nn.Linear) and net.per_step == 2 * q + 1):
-            return cls(weakref.ref(net), versions, tuple(cells), hidden,
+            return cls(weakref.ref(net), params, versions, tuple(cells), hidden,
                        None, None, None, None, None, big_h, q)
         w1 = first.weight.detach()
         per = net.per_step
@@ -103,7 +107,7 @@ class PackedNet:
         idx = torch.as_tensor(rows, device=w2.device)
         w2[: len(rows)] = last.weight.detach().index_select(0, idx)
         b2[: len(rows)] = last.bias.detach().index_select(0, idx)
-        return cls(weakref.ref(net), versions, tuple(cells), hidden,
+        return cls(weakref.ref(net), params, versions, tuple(cells), hidden,
                    w1[:, :hidden].contiguous(), w1[:, hidden:].contiguous(),
                    first.bias.detach().clone(), w2, b2, big_h, q)
 
