@@ -4,7 +4,8 @@ Requests queue; a batch closes when it holds `max_batch` series or `max_wait_ms`
 first request, whichever comes first; the model runs once on the whole batch (in one
 worker thread, so the event loop keeps consuming) and each caller's future gets its rows.
 `Inferencer.predict` is a `streams.processor.PredictFn`. `predict_keyed` adds incremental
-inference for the LSTM: an SKU whose state is one bucket behind costs one recurrent step.
+inference for the LSTM: an SKU whose state is one bucket behind costs one recurrent step
+(the states of all keys live in one `forecasting.lstm.slots.StateSlots`).
 """
 
 from __future__ import annotations

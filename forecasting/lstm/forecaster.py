@@ -305,6 +305,8 @@ class LSTMForecaster(DatedForecaster):
 
 def _day_rows(days: DateArray, row: Callable[..., FloatArray], *args: object) -> FloatArray:
     """Stack `row(day, *args)` for each of `days` (u,): per-day features, memoised."""
+    if days.size == 0:  # (0, width): the width comes from any day's row
+        return np.stack([row(0, *args)])[:0]
     return np.stack([row(int(d), *args) for d in days.astype(np.int64)])
 
 

@@ -249,3 +249,9 @@ def test_encoding_with_the_packed_step_equals_the_torch_lstm(
     torch.testing.assert_close(got.h, ref.h, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got.c, ref.c, atol=1e-5, rtol=1e-5)
     assert torch.all(got.h[:, 5] == 0)  # no history: zero state
+
+
+def test_an_empty_batch_encodes_steps_and_forecasts() -> None:
+    model = _model()
+    state = model.update(model.encode(np.empty((0, 5)), END), np.empty(0))
+    assert state.h.shape == (2, 0, 16) and model.forecast(state, 7).daily.shape == (0, 7, 9)
