@@ -205,11 +205,10 @@ class PackedNet:
         soft_blocks = soft[:, :width].view(n, big_h, 2, q)
         soft_blocks[..., 0] = first
         quant = torch.cumsum(soft_blocks, dim=-1).clamp_(min=0.0)  # (n, H, 2, Q)
-        daily, cum = quant[:, :, 0], quant[:, :, 1]
-        prev = daily[:, 0]  # cumulative >= the first day's demand, non-decreasing over steps
-        for h in range(big_h):
-            torch.maximum(cum[:, h], prev, out=cum[:, h])
-            prev = cum[:, h]
+        prev = quant[:, 0, 0]  # cumulative >= the first day's demand, non-decreasing over steps
+        for step in quant[:, :, 1].unbind(1):  # one call for all the step views
+            torch.maximum(step, prev, out=step)
+            prev = step
         torch.mul(quant.view(n, big_h, 2 * q), scale[:, None, None], out=out[..., : 2 * q])
         if integer:  # quantiles of counts are counts
             out[..., : 2 * q].round_()
