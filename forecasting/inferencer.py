@@ -4,7 +4,8 @@ Requests queue; a batch closes when it holds `max_batch` series or `max_wait_ms`
 first request, whichever comes first; the model runs once on the whole batch (in one
 worker thread, so the event loop keeps consuming) and each caller's future gets its rows.
 `Inferencer.predict` is a `streams.processor.PredictFn`. `predict_keyed` adds incremental
-inference for the LSTM: an SKU whose state is one bucket behind costs one recurrent step.
+inference for the LSTM: an SKU whose state is one bucket behind costs one recurrent step
+(the states of all keys live in one `forecasting.lstm.slots.StateSlots`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,6 +38,7 @@ class _Request:
     future: asyncio.Future[QuantileForecast]
     keys: Sequence[str] | None = None
     end_days: np.ndarray | None = None
+    arrived: float = 0.0  # time.monotonic() when queued
 
 
 @dataclass
@@ -57,16 +58,25 @@ def _validate(windows: ArrayLike, horizon: int) -> FloatArray:
         raise InvalidWindowError(f"windows must be 2-D (n_series, window_len), got {arr.shape}")
     if isinstance(horizon, bool) or int(horizon) != horizon or horizon < 1:
         raise InvalidWindowError(f"horizon must be a positive integer, got {horizon!r}")
-    if np.any(np.isinf(arr)) or np.any(arr < 0.0):
+    # fmin/fmax skip NaN (= no data): two reductions instead of isinf/any/any per request.
+    flat = arr.ravel()
+    if flat.size and (np.fmin.reduce(flat) < 0.0 or np.fmax.reduce(flat) == np.inf):
         raise InvalidWindowError("windows hold negative or infinite demand")
     return arr
 
 
 def _left_pad(blocks: Sequence[FloatArray]) -> FloatArray:
     """Stack windows of different lengths; shorter ones get leading NaN (= no history)."""
-    length = max(b.shape[1] for b in blocks)
-    return np.concatenate(
-        [np.pad(b, ((0, 0), (length - b.shape[1], 0)), constant_values=np.nan) for b in blocks])
+    lengths = [b.shape[1] for b in blocks]
+    length = max(lengths)
+    if min(lengths) == length:
+        return np.concatenate(blocks)
+    out = np.full((sum(b.shape[0] for b in blocks), length), np.nan)
+    row = 0
+    for b in blocks:
+        out[row : row + b.shape[0], length - b.shape[1] :] = b
+        row += b.shape[0]
+    return out
 
 
 def _slice(fc: QuantileForecast, rows: slice, horizon: int) -> QuantileForecast:
@@ -107,7 +117,9 @@ class Inferencer:
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inferencer")
-        self._states: OrderedDict[str, Any] = OrderedDict()  # key -> SeriesState of one row
+        # (model, forecasting.lstm.slots.StateSlots) once keyed requests come: the carried
+        # states belong to that model's weights.
+        self._slots: tuple[Any, Any] | None = None
         if torch_threads is not None and getattr(forecaster, "device", None) is not None:
             import torch
 
@@ -119,9 +131,10 @@ class Inferencer:
         return self.forecaster.model_version
 
     def swap(self, forecaster: Forecaster) -> None:
-        """Serve `forecaster` from the next batch on; carried states are dropped."""
+        """Serve `forecaster` from the next batch on; carried states are dropped (the next
+        keyed request of each key re-encodes its window with the new weights)."""
         self.forecaster = forecaster
-        self._states.clear()
+        self._slots = None
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -167,11 +180,10 @@ class Inferencer:
             raise InvalidWindowError(f"{len(keys)} keys for {arr.shape[0]} windows")
         if end_days is None:
             clock = getattr(self.forecaster, "end_day", None)
-            end = clock() if clock is not None else np.datetime64("today", "D") - ONE_DAY
-            ends = np.full(arr.shape[0], end, dtype="datetime64[D]")
-        else:
-            ends = np.broadcast_to(np.asarray(end_days, dtype="datetime64[D]"),
-                                   (arr.shape[0],)).copy()
+            end_days = clock() if clock is not None else np.datetime64("today", "D") - ONE_DAY
+        given = np.asarray(end_days, dtype="datetime64[D]")
+        ends = np.empty(arr.shape[0], dtype="datetime64[D]")
+        ends[:] = given  # broadcasts a single day; a wrong length fails here
         return await self._submit(_Request(arr, int(horizon), self._future(), list(keys), ends))
 
     def _future(self) -> asyncio.Future[QuantileForecast]:
@@ -180,10 +192,13 @@ class Inferencer:
     async def _submit(self, request: _Request) -> QuantileForecast:
         if self._task is None or self._task.done():
             await self.start()
+        request.arrived = time.monotonic()
         self._pending.append(request)
         self._pending_rows += request.windows.shape[0]
-        assert self._wakeup is not None
-        self._wakeup.set()
+        # Wake the loop when a batch opens or fills, not on every request in between.
+        if len(self._pending) == 1 or self._pending_rows >= self.max_batch:
+            assert self._wakeup is not None
+            self._wakeup.set()
         return await request.future
 
     # --- the loop --------------------------------------------------------------------------
@@ -194,7 +209,9 @@ class Inferencer:
             self._wakeup.clear()
             if not self._pending:
                 continue
-            deadline = time.monotonic() + self.max_wait_ms / 1000.0
+            # max_wait_ms counts from the oldest queued request: requests that queued while
+            # the previous batch ran have waited already.
+            deadline = self._pending[0].arrived + self.max_wait_ms / 1000.0
             while self._pending_rows < self.max_batch:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -207,13 +224,15 @@ class Inferencer:
                 self._wakeup.set()
 
     def _take_batch(self) -> list[_Request]:
-        batch: list[_Request] = []
-        rows = 0
-        while self._pending and (not batch or rows + self._pending[0].windows.shape[0]
-                                 <= self.max_batch):
-            req = self._pending.pop(0)
-            rows += req.windows.shape[0]
-            batch.append(req)
+        rows = taken = 0
+        for req in self._pending:
+            n = req.windows.shape[0]
+            if taken and rows + n > self.max_batch:
+                break
+            rows += n
+            taken += 1
+        batch = self._pending[:taken]
+        del self._pending[:taken]
         self._pending_rows -= rows
         return batch
 
@@ -272,37 +291,35 @@ class Inferencer:
             if hasattr(model, "predict_at"):
                 return model.predict_at(windows, horizon, ends)  # type: ignore[no-any-return]
             return self.forecaster.predict(windows, horizon)
-        from forecasting.lstm.forecaster import SeriesState
-
-        step_rows, fresh_rows, same_rows = [], [], []
-        for i, key in enumerate(keys):
-            state = self._states.get(key)
-            if state is not None and state.last_day[0] == ends[i] - ONE_DAY:
-                step_rows.append(i)
-            elif state is not None and state.last_day[0] == ends[i]:
-                same_rows.append(i)
-            else:
-                fresh_rows.append(i)
-        parts: list[tuple[list[int], Any]] = []
-        if step_rows:
-            prev = SeriesState.concat([self._states[keys[i]] for i in step_rows])
-            parts.append((step_rows, model.update(prev, windows[step_rows, -1], ends[step_rows])))
-        if same_rows:
-            parts.append((same_rows, SeriesState.concat([self._states[keys[i]]
-                                                         for i in same_rows])))
-        if fresh_rows:
-            parts.append((fresh_rows, model.encode(windows[fresh_rows], ends[fresh_rows])))
-        order = np.concatenate([np.asarray(rows) for rows, _ in parts])
-        state = SeriesState.concat([s for _, s in parts])
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(order.size)
-        state = state.take(inverse)
-        for i, key in enumerate(keys):
-            self._states[key] = state.take([i])
-            self._states.move_to_end(key)
-        while len(self._states) > self.max_states:
-            self._states.popitem(last=False)
-        self.stats.incremental += len(step_rows) + len(same_rows)
-        self.stats.full += len(fresh_rows)
+        store = self._slots_for(model)
+        slots, new = store.slots(keys)
+        last = store.last_day[slots]
+        step = ~new & (last == ends - ONE_DAY)  # one bucket behind: one recurrent step
+        same = ~new & (last == ends)  # already at this bucket: the state as it is
+        fresh = ~(step | same)  # unknown or stale: encode the window
+        if step.all():
+            state = model.update(store.gather(slots), windows[:, -1], ends)
+            store.scatter(slots, state)
+        else:
+            if step.any():
+                rows = slots[step]
+                store.scatter(rows, model.update(store.gather(rows), windows[step, -1],
+                                                 ends[step]))
+            if fresh.any():
+                store.scatter(slots[fresh], model.encode(windows[fresh], ends[fresh]))
+            state = store.gather(slots)
+        n_fresh = int(fresh.sum())
+        self.stats.incremental += len(keys) - n_fresh
+        self.stats.full += n_fresh
         fc: QuantileForecast = model.forecast(state, horizon)
         return fc
+
+    def _slots_for(self, model: Any) -> Any:
+        """The keyed-state store of `model` (made on first use; `swap` drops it)."""
+        if self._slots is None or self._slots[0] is not model:
+            from forecasting.lstm.slots import StateSlots
+
+            cfg = model.config
+            self._slots = (model, StateSlots(cfg.layers, cfg.hidden, model.device,
+                                             max_states=self.max_states))
+        return self._slots[1]

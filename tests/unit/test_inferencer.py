@@ -115,3 +115,54 @@ async def test_keyed_requests_step_the_carried_state_once_per_new_bucket() -> No
     full = model.predict_at(series, 7, day + 5)
     np.testing.assert_allclose(fc.daily, full.daily, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(fc.cumulative, full.cumulative, rtol=1e-5, atol=1e-5)
+
+
+def _lstm(seed: int):  # type: ignore[no-untyped-def]
+    torch = pytest.importorskip("torch")
+    from forecasting.lstm import LSTMConfig, LSTMForecaster, LSTMNet
+    from forecasting.lstm.features import INPUT_DIM
+
+    torch.manual_seed(seed)
+    cfg = LSTMConfig(horizon=7, hidden=16, head_hidden=16)
+    return LSTMForecaster(LSTMNet(INPUT_DIM, cfg), device="cpu")
+
+
+async def test_a_keyed_batch_mixing_steps_repeats_new_and_stale_keys_matches_recompute() -> None:
+    model = _lstm(1)
+    series = _rows(8, length=30, seed=3)
+    keys = [f"k{i}" for i in range(8)]
+    day = np.datetime64("2011-05-01")
+    async with Inferencer(model, max_batch=64, max_wait_ms=1, max_states=7) as inf:
+        await inf.predict_keyed(keys[:6], series[:6, :25], 7, day)
+        # k0, k1: one bucket on (step); k2, k3: same day again; k4: two buckets on (stale);
+        # k6, k7: new, one more than max_states: k5, used least recently, is dropped.
+        rows = [0, 1, 2, 3, 4, 6, 7]
+        lengths = [26, 26, 25, 25, 27, 26, 26]
+        ends = [day + (n - 25) for n in lengths]
+        windows = np.full((7, 27), np.nan)
+        for r, (i, n) in enumerate(zip(rows, lengths, strict=True)):
+            windows[r, 27 - n :] = series[i, :n]
+        fc = await inf.predict_keyed([keys[i] for i in rows], windows, 7, np.array(ends))
+        assert inf.stats.incremental == 4 and inf.stats.full == 6 + 3
+        assert inf._slots is not None and len(inf._slots[1]) == 7
+        assert "k5" not in inf._slots[1]
+    expected = model.predict_at(windows, 7, np.array(ends))
+    np.testing.assert_allclose(fc.daily, expected.daily, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fc.cumulative, expected.cumulative, rtol=1e-5, atol=1e-5)
+
+
+async def test_swap_drops_carried_states_and_the_new_model_re_encodes() -> None:
+    old, new = _lstm(1), _lstm(2)
+    series = _rows(4, length=20, seed=4)
+    keys = [f"k{i}" for i in range(4)]
+    day = np.datetime64("2011-05-01")
+    async with Inferencer(old, max_batch=64, max_wait_ms=1) as inf:
+        await inf.predict_keyed(keys, series[:, :19], 7, day - 1)
+        inf.swap(new)
+        fc = await inf.predict_keyed(keys, series, 7, day)
+        assert inf.stats.full == 8 and inf.stats.incremental == 0
+        again = await inf.predict_keyed(keys, series, 7, day)  # now carried: same bucket
+        assert inf.stats.incremental == 4
+    expected = new.predict_at(series, 7, day)
+    np.testing.assert_allclose(fc.daily, expected.daily, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(again.daily, expected.daily, rtol=1e-5, atol=1e-5)

@@ -180,3 +180,78 @@ def test_artifact_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
     # Same weights, same id: the version is content-derived.
     again = save_artifact(loaded, tmp_path / "m2", data_fingerprint="x")
     assert again.model_id == info.model_id
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("integer", [False, True])
+def test_packed_step_and_head_equal_the_network(monkeypatch: pytest.MonkeyPatch, layers: int,
+                                                integer: bool) -> None:
+    from forecasting.lstm import kernels
+
+    monkeypatch.setattr(kernels, "_CHUNK_ROWS", 5)  # several row blocks, one partial
+    torch.manual_seed(layers)
+    cfg = LSTMConfig(horizon=7, hidden=16, layers=layers, head_hidden=16,
+                     integer_demand=integer)
+    model = LSTMForecaster(LSTMNet(INPUT_DIM, cfg), device="cpu", end_day=lambda: END)
+    w = _windows(np.random.default_rng(5), n=12) * 3.0
+    ends = END - (np.arange(12) % 3).astype("timedelta64[D]")  # three distinct origins
+    state = model.encode(w, ends)
+    stepped = model.update(state, w[:, -1])
+    x = torch.randn(12, 1, INPUT_DIM)
+    packed = kernels.PackedNet.of(model.net)
+    with torch.inference_mode():
+        _, (h_ref, c_ref) = model.net.encode(x, (state.h, state.c))
+        h, c = packed.step(x[:, 0], state.h, state.c)
+    torch.testing.assert_close(h, h_ref, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(c, c_ref, atol=1e-6, rtol=1e-5)
+    fc = model.forecast(stepped, 7)
+    scale = torch.as_tensor(np.where(stepped.scale.count > 0,
+                                     np.maximum(stepped.scale.level, 0.01), 0.0),
+                            dtype=torch.float32)
+    ref = model._forecast_unpacked(stepped, scale)
+    q = len(cfg.levels)
+    np.testing.assert_allclose(fc.daily, ref[..., :q], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fc.cumulative, ref[..., q : 2 * q], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fc.mean, ref[..., 2 * q], rtol=1e-5, atol=1e-5)
+    assert fc.daily.dtype == np.float64 and np.all(fc.daily[5] == 0)  # no history: zeros
+
+
+def test_packed_weights_follow_the_network() -> None:
+    from forecasting.lstm.kernels import PackedNet
+
+    model = _model(layers=1)
+    first = PackedNet.of(model.net)
+    assert PackedNet.of(model.net, first) is first
+    with torch.no_grad():
+        model.net.head[-1].bias.add_(1.0)  # new weights (e.g. training in place): re-packed
+    assert PackedNet.of(model.net, first) is not first
+    normal = _model(layers=1)
+    normal.net = LSTMNet(INPUT_DIM, LSTMConfig(horizon=7, hidden=16, head_hidden=16,
+                                               loss="normal")).eval()
+    assert not PackedNet.of(normal.net).head_packed
+    fc = normal.predict(_windows(np.random.default_rng(6)), 7)  # LSTMNet's own head
+    assert fc.daily.shape == (12, 7, 9)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_encoding_with_the_packed_step_equals_the_torch_lstm(
+        monkeypatch: pytest.MonkeyPatch, layers: int) -> None:
+    from forecasting.lstm import forecaster, kernels
+
+    model = _model(layers=layers)
+    w = _windows(np.random.default_rng(7))  # late starts, a gap, an empty and a 1-day row
+    ends = END - (np.arange(12) % 2).astype("timedelta64[D]")
+    monkeypatch.setattr(forecaster, "_LOOP_MIN_ROWS", 10**9)
+    ref = model.encode(w, ends)
+    monkeypatch.setattr(forecaster, "_LOOP_MIN_ROWS", 1)
+    monkeypatch.setattr(kernels, "_CHUNK_ROWS", 5)
+    got = model.encode(w, ends)
+    torch.testing.assert_close(got.h, ref.h, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.c, ref.c, atol=1e-5, rtol=1e-5)
+    assert torch.all(got.h[:, 5] == 0)  # no history: zero state
+
+
+def test_an_empty_batch_encodes_steps_and_forecasts() -> None:
+    model = _model()
+    state = model.update(model.encode(np.empty((0, 5)), END), np.empty(0))
+    assert state.h.shape == (2, 0, 16) and model.forecast(state, 7).daily.shape == (0, 7, 9)

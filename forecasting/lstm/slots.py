@@ -1,0 +1,151 @@
+"""StateSlots: the carried LSTM states of named series, one row ("slot") per key.
+
+The micro-batcher keeps an SKU's recurrent state between requests so that a new bucket
+costs one step. Kept as one `SeriesState` per key, a batch of 1,024 keys meant 1,024 small
+tensors to stack and 1,024 to cut out again. Here every field lives in one preallocated
+array indexed by slot: a batch gathers its states with one `index_select`, runs one step and
+scatters them back; the only per-key Python is the dict lookup key -> slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from forecasting.lstm.features import ScaleState
+from forecasting.lstm.forecaster import SeriesState
+
+__all__ = ["StateSlots"]
+
+Slots = NDArray[np.intp]
+NO_DAY = np.datetime64("NaT", "D")
+
+
+class StateSlots:
+    """States of up to `max_states` keys in arrays that grow by doubling.
+
+    A key's slot is stable while the key is kept. When a new key would exceed `max_states`,
+    the least recently used eighth of the keys is dropped at once (one partial sort per
+    eviction rather than one per key); a dropped key is re-encoded from its window later.
+    """
+
+    def __init__(self, layers: int, hidden: int, device: torch.device, *,
+                 max_states: int = 1_000_000, capacity: int = 1024) -> None:
+        if max_states < 1:
+            raise ValueError(f"max_states must be >= 1, got {max_states}")
+        self.max_states = int(max_states)
+        self.device = device
+        capacity = max(1, min(capacity, self.max_states))
+        self._slot: dict[str, int] = {}
+        self._key: list[str | None] = [None] * capacity
+        self._free: list[int] = list(range(capacity - 1, -1, -1))
+        self.h = torch.zeros(layers, capacity, hidden, device=device)
+        self.c = torch.zeros(layers, capacity, hidden, device=device)
+        self.level = np.zeros(capacity)
+        self.count = np.zeros(capacity)
+        self.last_day = np.full(capacity, NO_DAY)
+        self._used = np.zeros(capacity, dtype=np.int64)  # batch counter at last use
+        self._tick = 0
+
+    def __len__(self) -> int:
+        return len(self._slot)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._slot
+
+    @property
+    def capacity(self) -> int:
+        """Slots allocated (kept keys plus free slots)."""
+        return len(self._key)
+
+    def clear(self) -> None:
+        """Forget every key (e.g. the model changed: old states belong to old weights)."""
+        for slot in self._slot.values():
+            self._key[slot] = None
+            self._free.append(slot)
+        self._slot.clear()
+        self.last_day[:] = NO_DAY
+
+    def slots(self, keys: Sequence[str]) -> tuple[Slots, NDArray[np.bool_]]:
+        """The slot of every key, giving new keys a fresh slot; and which keys are new.
+        Marks all of them as just used."""
+        get = self._slot.get
+        slots = np.fromiter((get(k, -1) for k in keys), dtype=np.intp, count=len(keys))
+        new = slots < 0
+        self._tick += 1
+        if new.any():
+            fresh = np.flatnonzero(new)
+            self._used[slots[~new]] = self._tick  # keep this batch's keys out of eviction
+            self._make_room(fresh.size)
+            for i in fresh.tolist():
+                slot = self._free.pop()
+                key = keys[i]
+                self._slot[key] = slot
+                self._key[slot] = key
+                slots[i] = slot
+            self.last_day[slots[fresh]] = NO_DAY
+        self._used[slots] = self._tick
+        return slots, new
+
+    def gather(self, slots: Slots) -> SeriesState:
+        """A copy of the states in `slots`, as one batch."""
+        idx = self._index(slots)
+        return SeriesState(self.h.index_select(1, idx), self.c.index_select(1, idx),
+                           ScaleState(self.level[slots], self.count[slots]),
+                           self.last_day[slots])
+
+    def scatter(self, slots: Slots, state: SeriesState) -> None:
+        """Store the batch `state` (row i) into `slots[i]`."""
+        idx = self._index(slots)
+        self.h.index_copy_(1, idx, state.h)
+        self.c.index_copy_(1, idx, state.c)
+        self.level[slots] = state.scale.level
+        self.count[slots] = state.scale.count
+        self.last_day[slots] = state.last_day
+
+    def _index(self, slots: Slots) -> torch.Tensor:
+        idx = torch.from_numpy(np.ascontiguousarray(slots, dtype=np.int64))
+        if self.device.type == "cuda":
+            return idx.pin_memory().to(self.device, non_blocking=True)
+        return idx
+
+    def _make_room(self, n_new: int) -> None:
+        over = len(self._slot) + n_new - self.max_states
+        if over > 0:
+            self._evict(min(len(self._slot), max(over, self.max_states // 8)))
+        if len(self._free) < n_new:
+            self._grow(len(self._slot) + n_new)
+
+    def _evict(self, n: int) -> None:
+        """Drop the `n` least recently used keys (not those of the current batch, unless a
+        batch alone holds more than max_states keys)."""
+        taken = np.flatnonzero(np.fromiter((k is not None for k in self._key), dtype=bool,
+                                           count=len(self._key)))
+        oldest = taken[np.argpartition(self._used[taken], n - 1)[:n]] if n < taken.size \
+            else taken
+        for slot in oldest.tolist():
+            key = self._key[slot]
+            assert key is not None
+            del self._slot[key]
+            self._key[slot] = None
+            self._free.append(slot)
+
+    def _grow(self, needed: int) -> None:
+        old = self.capacity
+        new = old
+        while new < needed:
+            new *= 2
+        extra = new - old
+        self.h = torch.cat([self.h, self.h.new_zeros(self.h.shape[0], extra, self.h.shape[2])],
+                           dim=1)
+        self.c = torch.cat([self.c, self.c.new_zeros(self.c.shape[0], extra, self.c.shape[2])],
+                           dim=1)
+        self.level = np.concatenate([self.level, np.zeros(extra)])
+        self.count = np.concatenate([self.count, np.zeros(extra)])
+        self.last_day = np.concatenate([self.last_day, np.full(extra, NO_DAY)])
+        self._used = np.concatenate([self._used, np.zeros(extra, dtype=np.int64)])
+        self._key.extend([None] * extra)
+        self._free.extend(range(new - 1, old - 1, -1))
