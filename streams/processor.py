@@ -19,7 +19,6 @@ import numpy as np
 from forecasting import QuantileForecast
 from optimizer.policy import decide_restock, order_quantity
 from schemas import (
-    AlertEvent,
     InvalidEvent,
     OrderEvent,
     RestockEvent,
@@ -33,7 +32,7 @@ from schemas import (
 )
 from shelfcast.settings import Settings
 from streams.codec import FastOrder, FastStock, fast_order, fast_stock, order_columns
-from streams.outputs import BatchOutputs, ForecastRows
+from streams.outputs import AlertRow, BatchOutputs, ForecastRows
 from streams.state import ApplyResult, SkuState
 
 __all__ = ["BatchOutputs", "BatchProcessor", "InputRecord", "PredictFn", "RawRecord"]
@@ -373,20 +372,17 @@ class BatchProcessor:
             bucket=bucket_start, issued_at=issued_at))
 
     def _alert(self, state: SkuState, kind: str, severity: str, message: str,
-               details: dict[str, Any], bucket_start: datetime, issued_at: datetime) -> AlertEvent:
-        return AlertEvent.model_construct(
-            alert_id=deterministic_id("alert", state.sku, state.location, kind,
-                                      bucket_start.isoformat()),
-            sku=state.sku, location=state.location, kind=kind,
-            severity=severity, message=message, details=details,
-            raised_at=issued_at)
+               details: dict[str, Any], bucket_start: datetime, issued_at: datetime) -> AlertRow:
+        return AlertRow(deterministic_id("alert", state.sku, state.location, kind,
+                                         bucket_start.isoformat()),
+                        state.sku, state.location, kind, severity, message, details, issued_at)
 
     def _stockout(self, state: SkuState, risk: float, steps: int, position: float,
                   bucket_start: datetime, issued_at: datetime, out: BatchOutputs) -> None:
         assert state.watermark is not None
         state.open_alerts["stockout_risk"] = state.watermark
         severity = "critical" if risk >= 0.5 else "warning"
-        out.alerts.append(self._alert(
+        out.alert_rows.append(self._alert(
             state, "stockout_risk", severity,
             f"{state.sku}@{state.location}: {risk:.0%} chance of running out within "
             f"{steps} bucket(s) (inventory position {position:g})",
@@ -395,7 +391,7 @@ class BatchProcessor:
 
     def _anomaly(self, state: SkuState, observed: float, high: float, bucket_start: datetime,
                  issued_at: datetime, out: BatchOutputs) -> None:
-        out.alerts.append(self._alert(
+        out.alert_rows.append(self._alert(
             state, "demand_anomaly", "warning",
             f"{state.sku}@{state.location}: demand {observed:g} above the forecast's "
             f"{HIGH_LEVEL:.1%} quantile {high:.1f}",
