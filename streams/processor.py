@@ -225,9 +225,14 @@ class BatchProcessor:
             if due:
                 await self._forecast_and_decide(list(due.values()), out)
             pending = held
-        live = getattr(table, "holds_state_objects", False)
-        for key, state in cache.items():
-            table[key] = state if live else state.to_json()
+        if getattr(table, "holds_state_objects", False):
+            write_many = getattr(table, "write_many", None)
+            if write_many is not None:
+                write_many(cache)
+            else:
+                table.update(cache)
+        else:
+            table.update({key: state.to_json() for key, state in cache.items()})
         return out
 
     # --- forecast, restock, alerts ---------------------------------------------------------
@@ -255,10 +260,13 @@ class BatchProcessor:
             bucket_seconds=self.bucket_seconds, issued_at=issued_at, levels=levels.tolist(),
             daily=np.round(forecast.daily, 4), cumulative=np.round(forecast.cumulative, 4),
             mean=np.round(forecast.mean, 4), model_version=self.model_version))
-        policies = [self._policy(s) for s in states]
-        lead = [self._steps(p.lead_time_days) for p in policies]
-        cover = [lead[i] + self._steps(p.review_days) for i, p in enumerate(policies)]
-        service = [p.service_level for p in policies]
+        policies = list(map(self._policy, states))
+        # a shop has few distinct policies (most SKUs share the default): their terms once each
+        terms = {id(p): (self._steps(p.lead_time_days),
+                         self._steps(p.lead_time_days) + self._steps(p.review_days),
+                         p.service_level, p.case_pack, p.moq) for p in policies}
+        lead, cover, service, case_pack, moq = (
+            list(column) for column in zip(*map(terms.__getitem__, map(id, policies)), strict=True))
         # Periodic review: an order placed now must last until the NEXT review's order lands,
         # so the reorder point protects lead time + review period (a point over the lead time
         # alone leaves the review period unprotected — the simulation showed stock-outs on
@@ -269,8 +277,7 @@ class BatchProcessor:
         position = np.array([s.on_hand + on_order[i] - s.backorders
                              for i, s in enumerate(states)], dtype=float)
         quantity = order_quantity(position, reorder_point, order_up_to,
-                                  np.array([p.case_pack for p in policies], dtype=float),
-                                  np.array([p.moq for p in policies], dtype=float))
+                                  np.array(case_pack, dtype=float), np.array(moq, dtype=float))
         # anomaly: the closed bucket's demand above the previous forecast's high quantile
         observed = windows[:, -1]
         previous_high = np.array([np.nan if s.next_bucket_high is None else s.next_bucket_high
