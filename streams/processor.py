@@ -223,7 +223,7 @@ class BatchProcessor:
             out.accepted += accepted
             out.duplicates += duplicates
             if due:
-                await self._forecast_and_decide(list(due.values()), out)
+                await self._forecast_and_decide(list(due), list(due.values()), out)
             pending = held
         if getattr(table, "holds_state_objects", False):
             write_many = getattr(table, "write_many", None)
@@ -236,7 +236,8 @@ class BatchProcessor:
         return out
 
     # --- forecast, restock, alerts ---------------------------------------------------------
-    async def _forecast_and_decide(self, states: list[SkuState], out: BatchOutputs) -> None:
+    async def _forecast_and_decide(self, keys: list[str], states: list[SkuState],
+                                   out: BatchOutputs) -> None:
         """One forecaster call for every due SKU; levels, alerts' tests and quantities as arrays.
 
         Python touches each SKU only for what is per SKU by nature: its state's fields, and
@@ -248,7 +249,6 @@ class BatchProcessor:
         windows = _closed_windows(states, last_closed, self.window)
         skus = [s.sku for s in states]
         locations = [s.location for s in states]
-        keys = [f"{sku}@{loc}" for sku, loc in zip(skus, locations, strict=True)]
         end_days = None
         if self.bucket_seconds == 86_400:  # daily buckets: bucket index == days since epoch
             end_days = np.array(last_closed, dtype="datetime64[D]")
