@@ -1,4 +1,4 @@
-"""`deterministic_id` is exactly the UUIDv5 of its name (the contract restock and alert ids keep)."""
+"""`deterministic_id` is exactly the UUIDv5 of its name (what restock and alert ids keep)."""
 
 import random
 import uuid
