@@ -63,15 +63,18 @@ class WorkerProcess:
         assert self._proc is not None, "start() first"
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout_s:
-            if self._proc.poll() is not None:
-                raise ServiceUnavailable(
-                    f"{self.name} exited with code {self._proc.returncode}; "
-                    f"see {self.log_path}:\n{self.log_tail()}")
+            exited = self._proc.poll() is not None
+            # the log before the exit code: a worker may get ready and end (an armed fault on
+            # its 3rd batch, a backlog waiting) between two polls; it did get ready
             with self.log_path.open("rb") as log:
                 log.seek(self._offset)
                 text = log.read()
                 if any(mark.encode() in text for mark in READY_MARKS):
                     return time.monotonic() - t0
+            if exited:
+                raise ServiceUnavailable(
+                    f"{self.name} exited with code {self._proc.returncode}; "
+                    f"see {self.log_path}:\n{self.log_tail()}")
             time.sleep(0.2)
         raise ServiceUnavailable(
             f"{self.name} not ready after {timeout_s:.0f} s; see {self.log_path}:\n"

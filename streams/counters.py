@@ -22,7 +22,7 @@ class StreamCounters:
         self.dlq += len(out.dead_letters)
         self.forecasts += out.forecast_count
         self.restocks += len(out.restocks)
-        self.alerts += len(out.alerts)
+        self.alerts += out.alert_count
 
     def summary(self) -> str:
         return (f"batches={self.batches} events={self.events} accepted={self.accepted} "

@@ -347,9 +347,10 @@ class BatchEngine:
             add(t.dlq, _event_key(dead), event_json(dead))
         for key, value in out.forecast_payloads():
             add(t.forecasts, key, value)
-        for topic, items in ((t.restock, out.restocks), (t.alerts, out.alerts)):
-            for event in items:
-                add(topic, _event_key(event), event_json(event))
+        for event in out.restocks:
+            add(t.restock, _event_key(event), event_json(event))
+        for key, value in out.alert_payloads():
+            add(t.alerts, key, value)
         return groups
 
     async def _send_outputs(self, groups: _Groups) -> None:

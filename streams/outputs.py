@@ -13,14 +13,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
 
 from schemas import SCHEMA_VERSION, AlertEvent, DeadLetter, ForecastEvent, RestockEvent
 
-__all__ = ["BatchOutputs", "ForecastRows", "event_json"]
+__all__ = ["AlertRow", "BatchOutputs", "ForecastRows", "event_json"]
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_UTC_Z
 
@@ -96,20 +96,45 @@ class ForecastRows:
                 "model_version": self.model_version}, option=_JSON_OPTIONS)
 
 
+class AlertRow(NamedTuple):
+    """One alert as `AlertEvent`'s fields, in its field order; the JSON is written from them
+    (`payload`), the model built only for readers that want it (`model`). Both give the same
+    bytes (tests/unit/test_streams_outputs.py)."""
+
+    alert_id: str
+    sku: str
+    location: str
+    kind: str
+    severity: str
+    message: str
+    details: dict[str, Any]
+    raised_at: datetime
+
+    def model(self) -> AlertEvent:
+        return AlertEvent.model_construct(**self._asdict())
+
+    def payload(self) -> bytes:
+        return orjson.dumps({"schema_version": SCHEMA_VERSION, **self._asdict()},
+                            option=_JSON_OPTIONS)
+
+
 class BatchOutputs:
     """What one batch produced, plus counters for metrics and the demo summary.
 
-    Forecasts are held as `forecast_rows`; `forecasts` builds their models on first read
-    (after any models given to the constructor).
+    Forecasts are held as `forecast_rows` and alerts as `alert_rows`; `forecasts` and
+    `alerts` build their models on first read (after any models given to the constructor).
     """
 
     def __init__(self, *, forecasts: Iterable[ForecastEvent] = (),
                  restocks: Iterable[RestockEvent] = (), alerts: Iterable[AlertEvent] = (),
                  dead_letters: Iterable[DeadLetter] = (),
-                 forecast_rows: Iterable[ForecastRows] = (), accepted: int = 0,
+                 forecast_rows: Iterable[ForecastRows] = (),
+                 alert_rows: Iterable[AlertRow] = (), accepted: int = 0,
                  duplicates: int = 0) -> None:
         self.restocks = list(restocks)
-        self.alerts = list(alerts)
+        self.alert_rows = list(alert_rows)
+        self._alerts = list(alerts)
+        self._alerts_built_from = 0  # alert_rows[:_alerts_built_from] are in _alerts
         self.dead_letters = list(dead_letters)
         self.forecast_rows = list(forecast_rows)
         self.accepted = accepted
@@ -138,3 +163,23 @@ class BatchOutputs:
             return
         for rows in self.forecast_rows:
             yield from rows.payloads()
+
+    @property
+    def alert_count(self) -> int:
+        return len(self._alerts) + len(self.alert_rows) - self._alerts_built_from
+
+    @property
+    def alerts(self) -> list[AlertEvent]:
+        """Every alert as a model, in emission order (a list the caller may extend)."""
+        self._alerts.extend(row.model() for row in self.alert_rows[self._alerts_built_from:])
+        self._alerts_built_from = len(self.alert_rows)
+        return self._alerts
+
+    def alert_payloads(self) -> Iterator[tuple[str, bytes]]:
+        """(`sku@location`, JSON) of every alert, without building models."""
+        if self._alerts:  # someone built (or added) models: they are the truth
+            for event in self.alerts:
+                yield f"{event.sku}@{event.location}", event_json(event)
+            return
+        for row in self.alert_rows:
+            yield f"{row.sku}@{row.location}", row.payload()

@@ -19,7 +19,6 @@ import numpy as np
 from forecasting import QuantileForecast
 from optimizer.policy import decide_restock, order_quantity
 from schemas import (
-    AlertEvent,
     InvalidEvent,
     OrderEvent,
     RestockEvent,
@@ -33,7 +32,7 @@ from schemas import (
 )
 from shelfcast.settings import Settings
 from streams.codec import FastOrder, FastStock, fast_order, fast_stock, order_columns
-from streams.outputs import BatchOutputs, ForecastRows
+from streams.outputs import AlertRow, BatchOutputs, ForecastRows
 from streams.state import ApplyResult, SkuState
 
 __all__ = ["BatchOutputs", "BatchProcessor", "InputRecord", "PredictFn", "RawRecord"]
@@ -224,15 +223,21 @@ class BatchProcessor:
             out.accepted += accepted
             out.duplicates += duplicates
             if due:
-                await self._forecast_and_decide(list(due.values()), out)
+                await self._forecast_and_decide(list(due), list(due.values()), out)
             pending = held
-        live = getattr(table, "holds_state_objects", False)
-        for key, state in cache.items():
-            table[key] = state if live else state.to_json()
+        if getattr(table, "holds_state_objects", False):
+            write_many = getattr(table, "write_many", None)
+            if write_many is not None:
+                write_many(cache)
+            else:
+                table.update(cache)
+        else:
+            table.update({key: state.to_json() for key, state in cache.items()})
         return out
 
     # --- forecast, restock, alerts ---------------------------------------------------------
-    async def _forecast_and_decide(self, states: list[SkuState], out: BatchOutputs) -> None:
+    async def _forecast_and_decide(self, keys: list[str], states: list[SkuState],
+                                   out: BatchOutputs) -> None:
         """One forecaster call for every due SKU; levels, alerts' tests and quantities as arrays.
 
         Python touches each SKU only for what is per SKU by nature: its state's fields, and
@@ -244,7 +249,6 @@ class BatchProcessor:
         windows = _closed_windows(states, last_closed, self.window)
         skus = [s.sku for s in states]
         locations = [s.location for s in states]
-        keys = [f"{sku}@{loc}" for sku, loc in zip(skus, locations, strict=True)]
         end_days = None
         if self.bucket_seconds == 86_400:  # daily buckets: bucket index == days since epoch
             end_days = np.array(last_closed, dtype="datetime64[D]")
@@ -256,10 +260,13 @@ class BatchProcessor:
             bucket_seconds=self.bucket_seconds, issued_at=issued_at, levels=levels.tolist(),
             daily=np.round(forecast.daily, 4), cumulative=np.round(forecast.cumulative, 4),
             mean=np.round(forecast.mean, 4), model_version=self.model_version))
-        policies = [self._policy(s) for s in states]
-        lead = [self._steps(p.lead_time_days) for p in policies]
-        cover = [lead[i] + self._steps(p.review_days) for i, p in enumerate(policies)]
-        service = [p.service_level for p in policies]
+        policies = list(map(self._policy, states))
+        # a shop has few distinct policies (most SKUs share the default): their terms once each
+        terms = {id(p): (self._steps(p.lead_time_days),
+                         self._steps(p.lead_time_days) + self._steps(p.review_days),
+                         p.service_level, p.case_pack, p.moq) for p in policies}
+        lead, cover, service, case_pack, moq = (
+            list(column) for column in zip(*map(terms.__getitem__, map(id, policies)), strict=True))
         # Periodic review: an order placed now must last until the NEXT review's order lands,
         # so the reorder point protects lead time + review period (a point over the lead time
         # alone leaves the review period unprotected — the simulation showed stock-outs on
@@ -270,8 +277,7 @@ class BatchProcessor:
         position = np.array([s.on_hand + on_order[i] - s.backorders
                              for i, s in enumerate(states)], dtype=float)
         quantity = order_quantity(position, reorder_point, order_up_to,
-                                  np.array([p.case_pack for p in policies], dtype=float),
-                                  np.array([p.moq for p in policies], dtype=float))
+                                  np.array(case_pack, dtype=float), np.array(moq, dtype=float))
         # anomaly: the closed bucket's demand above the previous forecast's high quantile
         observed = windows[:, -1]
         previous_high = np.array([np.nan if s.next_bucket_high is None else s.next_bucket_high
@@ -376,20 +382,17 @@ class BatchProcessor:
             demand_quantiles=None if cover is None else cover[1]))
 
     def _alert(self, state: SkuState, kind: str, severity: str, message: str,
-               details: dict[str, Any], bucket_start: datetime, issued_at: datetime) -> AlertEvent:
-        return AlertEvent.model_construct(
-            alert_id=deterministic_id("alert", state.sku, state.location, kind,
-                                      bucket_start.isoformat()),
-            sku=state.sku, location=state.location, kind=kind,
-            severity=severity, message=message, details=details,
-            raised_at=issued_at)
+               details: dict[str, Any], bucket_start: datetime, issued_at: datetime) -> AlertRow:
+        return AlertRow(deterministic_id("alert", state.sku, state.location, kind,
+                                         bucket_start.isoformat()),
+                        state.sku, state.location, kind, severity, message, details, issued_at)
 
     def _stockout(self, state: SkuState, risk: float, steps: int, position: float,
                   bucket_start: datetime, issued_at: datetime, out: BatchOutputs) -> None:
         assert state.watermark is not None
         state.open_alerts["stockout_risk"] = state.watermark
         severity = "critical" if risk >= 0.5 else "warning"
-        out.alerts.append(self._alert(
+        out.alert_rows.append(self._alert(
             state, "stockout_risk", severity,
             f"{state.sku}@{state.location}: {risk:.0%} chance of running out within "
             f"{steps} bucket(s) (inventory position {position:g})",
@@ -398,7 +401,7 @@ class BatchProcessor:
 
     def _anomaly(self, state: SkuState, observed: float, high: float, bucket_start: datetime,
                  issued_at: datetime, out: BatchOutputs) -> None:
-        out.alerts.append(self._alert(
+        out.alert_rows.append(self._alert(
             state, "demand_anomaly", "warning",
             f"{state.sku}@{state.location}: demand {observed:g} above the forecast's "
             f"{HIGH_LEVEL:.1%} quantile {high:.1f}",

@@ -85,10 +85,15 @@ class SkuState:
 
     def _evict(self, *, window: int, lateness: int) -> None:
         assert self.watermark is not None
+        # delete in place: most advances evict a bucket of ids and no demand at all
+        demand, seen_ids = self.demand, self.seen_ids
         keep_demand_from = self.watermark - window - lateness
-        self.demand = {b: q for b, q in self.demand.items() if b >= keep_demand_from}
+        if demand and min(demand) < keep_demand_from:
+            for b in [b for b in demand if b < keep_demand_from]:
+                del demand[b]
         keep_ids_from = self.watermark - lateness
-        self.seen_ids = {b: ids for b, ids in self.seen_ids.items() if b >= keep_ids_from}
+        for b in [b for b in seen_ids if b < keep_ids_from]:
+            del seen_ids[b]
 
     # --- events --------------------------------------------------------------------------
     def apply_order(

@@ -70,13 +70,20 @@ class StateStore(MutableMapping[str, Any]):
     def __contains__(self, key: object) -> bool:
         return key in self._data
 
+    def write_many(self, items: dict[str, Any]) -> None:
+        """`self[key] = value` for every item, in one step (a batch writes thousands of keys)."""
+        self._data.update(items)
+        self._dirty.update(dict.fromkeys(items))
+
     # --- engine side -----------------------------------------------------------------------
     def has_dirty(self) -> bool:
         return bool(self._dirty)
 
     def take_dirty(self) -> list[tuple[str, int, Any]]:
         """(key, partition, value or None if deleted) of every key written since the last call."""
-        out = [(k, self.partition_for(k), self._data.get(k)) for k in self._dirty]
+        partition_of, data = self._partition_of, self._data
+        out = [(k, partition_of[k] if k in partition_of else self.partition_for(k), data.get(k))
+               for k in self._dirty]
         self._dirty.clear()
         return out
 

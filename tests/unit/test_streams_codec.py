@@ -127,3 +127,20 @@ def test_columns_refuse_oversized_missing_and_odd_values():
     assert order_columns([json.dumps({**ORDER, "occurred_at": two_times}).encode()],
                          1 << 20) is None
     assert order_columns([json.dumps({**ORDER, "schema_version": True}).encode()], 1 << 20) is None
+
+
+def test_columns_agree_with_fast_order_on_every_mutated_record():
+    """The typed column decoder (msgspec) and `fast_order` (orjson + checks) are two
+    implementations of one contract: on each odd record alone they accept and refuse alike."""
+    rng = random.Random(23)
+    accepted = 0
+    for raw in mutations(ORDER, rng, 3000):
+        single = fast_order(raw, 1 << 20)
+        columns = order_columns([raw], 1 << 20)
+        if single is None:
+            assert columns is None, f"columns accepted what fast_order refuses: {raw!r}"
+            continue
+        assert columns is not None, f"columns refused a plainly valid record: {raw!r}"
+        accepted += 1
+        assert [tuple(row) for row in zip(*columns, strict=True)] == [tuple(single)]
+    assert accepted > 50

@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from schemas import ForecastEvent
-from streams.outputs import BatchOutputs, ForecastRows, event_json
+from schemas import AlertEvent, ForecastEvent
+from streams.outputs import AlertRow, BatchOutputs, ForecastRows, event_json
 
 
 def rows(n: int = 5, issued_at: datetime = datetime(2011, 6, 1, 8, 30, 0, 250, tzinfo=UTC),
@@ -73,3 +73,28 @@ def test_models_given_to_the_constructor_come_first():
     assert [f.sku for f in out.forecasts] == ["SKU-0", "SKU-0", "SKU-1"]
     assert out.forecasts[0] is given[0]
     assert len(list(out.forecast_payloads())) == 3
+
+
+@pytest.mark.parametrize("issued_at", [
+    datetime(2011, 6, 1, 8, 30, 0, 250, tzinfo=UTC),
+    datetime(2011, 6, 1, 9, tzinfo=timezone(timedelta(hours=1))),
+])
+def test_alert_payloads_equal_the_models_json(issued_at: datetime):
+    alert_rows = [
+        AlertRow("id-1", "SKU-1", "wh1", "stockout_risk", "critical", "S@wh: 55% chance é",
+                 {"probability": 0.5501, "inventory_position": -3.0, "lead_time_buckets": 2},
+                 issued_at),
+        AlertRow("id-2", "SKU-2", "shop/2", "demand_anomaly", "warning", "demand 1e+17",
+                 {"observed": 1e17, "high_quantile": 1e-05, "level": 0.975}, issued_at),
+    ]
+    out = BatchOutputs(alert_rows=alert_rows)
+    assert out.alert_count == 2
+    payloads = list(out.alert_payloads())
+    for (key, raw), row in zip(payloads, alert_rows, strict=True):
+        model = row.model()
+        assert key == f"{model.sku}@{model.location}"
+        assert raw == event_json(model)
+        assert AlertEvent.model_validate_json(raw) == model
+    models = out.alerts  # built on demand, then they are what is written
+    assert [m.alert_id for m in models] == ["id-1", "id-2"] and out.alerts is models
+    assert list(out.alert_payloads()) == payloads

@@ -45,3 +45,12 @@ def test_state_bytes_are_the_json_form():
     assert orjson.loads(raw) == state.to_json() == decode_state(encode_state(state.to_json()))
     assert SkuState.from_json(decode_state(raw)) == state
     assert encode_state(None) is None and decode_state(None) is None
+
+
+def test_state_with_awkward_floats_reads_back_equal():
+    state = SkuState("A", "L", first_bucket=1, watermark=3, demand={1: 1e17, 2: -0.0, 3: 1 / 3},
+                     seen_ids={3: ["é", "x\u2028y"]}, stock_as_of=1_704_024_000.123456,
+                     next_bucket_high=2.5e-7, policy={"sku": "A", "service_level": 0.95})
+    raw = encode_state(state)
+    assert orjson.loads(raw) == state.to_json()
+    assert SkuState.from_json(decode_state(raw)) == state

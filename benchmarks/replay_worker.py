@@ -1,0 +1,132 @@
+"""Replay the pipeline bench's backlog through a worker's CPU path in-process (no broker).
+
+What one batch-engine worker does per batch, minus the network: `BatchProcessor.process` on
+the live `StateStore`, the engine's output encoding (`_output_groups`) and the changelog
+encoding of the keys the batch wrote (`_changelog_groups`). The records are the bench's own
+(`shelfcast.bench_pipeline.backlog`), cut into consumer-like batches: up to `take_max`
+records, a slice of each input partition in turn. Prints CPU seconds, events per CPU-second
+and a digest of every output and changelog record (per key, in order) so that a change to
+the hot path can be checked to give the same bytes:
+
+    PYTHONPATH=$PWD python benchmarks/replay_worker.py [--events N] [--repeat R] [--profile]
+
+`--profile` runs it under cProfile and prints the top functions by own time; for a sampled
+profile, run it under `py-spy record -o out.svg -- python benchmarks/replay_worker.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import hashlib
+import pstats
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+
+from forecasting import make_forecaster
+from shelfcast.bench_pipeline import PipelineBenchOptions, backlog
+from shelfcast.settings import Settings
+from streams.engine import BatchEngine
+from streams.forecaster_setup import local_predict
+from streams.processor import BatchProcessor, RawRecord
+from streams.store import StateStore, key_partition
+
+FIXED_NOW = datetime(2024, 2, 1, tzinfo=UTC)
+
+
+def batches(settings: Settings, opts: PipelineBenchOptions) -> list[list[RawRecord]]:
+    """The backlog as the worker fetches it: per input partition in offset order, each batch
+    up to `take_max` records of one partition, the partitions in turn (aiokafka's `getmany`
+    hands out one partition's fetched records at a time: the bench's drain writes ~35k
+    changelog records, one per key per batch, i.e. ~1,250 keys per 10k-event batch)."""
+    stock, orders = backlog(opts)
+    queues: dict[tuple[str, int], list[RawRecord]] = defaultdict(list)
+    for topic, records in ((settings.topics.stock, stock), (settings.topics.orders, orders)):
+        for key, value in records:
+            p = key_partition(key, opts.partitions)
+            q = queues[(topic, p)]
+            q.append(RawRecord(topic, p, len(q), key, value))
+    out: list[list[RawRecord]] = []
+    take = settings.take_max
+    pos = dict.fromkeys(queues, 0)
+    while any(pos[tp] < len(q) for tp, q in queues.items()):
+        for tp, q in queues.items():
+            if pos[tp] < len(q):
+                out.append(q[pos[tp]:pos[tp] + take])
+                pos[tp] += take
+    return out
+
+
+Sent = list[tuple[str, bytes | None, bytes | None]]
+
+
+def replay(settings: Settings, work: list[list[RawRecord]], partitions: int) -> Sent:
+    """Run every batch through processor + encodings; every (topic, key, value) written."""
+    model = make_forecaster(settings.model)
+    processor = BatchProcessor(settings, local_predict(model), model.model_version,
+                               now=lambda: FIXED_NOW)
+    engine = BatchEngine(settings, processor)
+    engine.store = store = StateStore(partitions)
+    engine._out_partitions = dict.fromkeys(settings.topics.outputs(), partitions)
+    sent: Sent = []
+
+    async def go() -> None:
+        for batch in work:
+            out = await processor.process(batch, store)
+            for groups in (engine._output_groups(out), engine._changelog_groups()):
+                for (topic, _), items in groups.items():
+                    sent.extend((topic, key, value) for key, value in items)
+
+    asyncio.run(go())
+    return sent
+
+
+def digest(sent: Sent) -> str:
+    """sha256 over every key's records in order (the order across keys may differ)."""
+    per_key: dict[tuple[str, bytes | None], hashlib._Hash] = {}
+    for topic, key, value in sent:
+        h = per_key.get((topic, key))
+        if h is None:
+            h = per_key[(topic, key)] = hashlib.sha256()
+        h.update(value or b"<tombstone>")
+    total = hashlib.sha256()
+    for name in sorted(per_key, key=lambda k: (k[0], k[1] or b"")):
+        total.update(repr(name).encode() + per_key[name].digest())
+    return total.hexdigest()[:16]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    settings = Settings(kafka_bootstrap="unused:9092")
+    opts = PipelineBenchOptions(events=args.events)
+    work = batches(settings, opts)
+    events = sum(map(len, work))
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)  # as the worker (`streams.worker.tune_gc`)
+    for _ in range(args.repeat):
+        profiler = cProfile.Profile() if args.profile else None
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
+        sent = replay(settings, work, opts.partitions)
+        if profiler is not None:
+            profiler.disable()
+        cpu = time.process_time() - cpu0
+        wall = time.perf_counter() - wall0
+        print(f"{events} events in {len(work)} batches: {cpu:.2f} CPU-s ({wall:.2f} s wall), "
+              f"{events / cpu:,.0f} events per CPU-s, {1e6 * cpu / events:.1f} us/event; "
+              f"{len(sent)} records out, digest {digest(sent)}")
+        if profiler is not None:
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+
+
+if __name__ == "__main__":
+    main()
