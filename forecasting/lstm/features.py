@@ -19,13 +19,20 @@ from forecasting._numeric import FloatArray
 __all__ = [
     "CALENDAR_DIM",
     "INPUT_DIM",
+    "RING_DAYS",
+    "YEAR",
+    "DayRing",
     "ScaleState",
     "calendar_features",
     "future_dim",
     "future_features",
+    "head_inputs",
     "holiday_flags",
     "input_features",
     "scale_step",
+    "year_ago_dim",
+    "year_ago_features",
+    "year_ago_span",
 ]
 
 N_WEEKDAYS, N_MONTHS = 7, 12
@@ -33,6 +40,11 @@ CALENDAR_DIM = N_WEEKDAYS + N_MONTHS + 1  # weekday one-hot, month one-hot, holi
 INPUT_DIM = 3 + CALENDAR_DIM  # scaled demand, missing flag, log scale, calendar
 SCALE_FLOOR = 0.01  # units/bucket; keeps y / scale finite for series that never sold
 EPOCH = np.datetime64("1970-01-01", "D")
+YEAR = 364  # 52 weeks: the same weekday one year earlier
+YEAR_BASE_DAYS = 28  # the year-ago level: mean of the 28 days up to origin - YEAR
+YEAR_HALF_WEEK = 3  # the year-ago value of a forecast day: mean of the 7 days around it
+RING_DAYS = YEAR + YEAR_BASE_DAYS  # days a series must carry for its year-ago features
+YEAR_CLIP = 10.0  # year-ago inputs are ratios; a lumpy series' spikes are clipped here
 
 DateArray = NDArray[np.datetime64]
 
@@ -135,17 +147,18 @@ def calendar_features(days: DateArray, calendar: str = "uk") -> FloatArray:
     return out
 
 
-def future_dim(horizon: int, head_calendar: bool) -> int:
+def future_dim(horizon: int, head_calendar: bool, annual: bool = False) -> int:
     """Width of `future_features`' last axis."""
-    return horizon + (horizon + N_MONTHS if head_calendar else 0)
+    return horizon + (horizon + N_MONTHS if head_calendar else 0) + (2 if annual else 0)
 
 
 def future_features(origins: DateArray, horizon: int, calendar: str,
-                    head_calendar: bool) -> FloatArray:
+                    head_calendar: bool, annual: bool = False) -> FloatArray:
     """(..., future_dim) what the head knows about the `horizon` days after each origin date:
     their holiday flags and, with `head_calendar`, a flag per step "in a later month than the
     origin" and the month one-hot of the last step (so a forecast across a month end knows
-    which days fall in which month)."""
+    which days fall in which month); with `annual`, the sine and cosine of the origin's
+    position in the year (one annual Fourier pair: where in a month, too)."""
     origins = np.asarray(origins, dtype="datetime64[D]")
     days = origins[..., None] + np.arange(1, horizon + 1).astype("timedelta64[D]")
     parts = [holiday_flags(days.reshape(-1), calendar).reshape(days.shape)]
@@ -156,8 +169,129 @@ def future_features(origins: DateArray, horizon: int, calendar: str,
         np.put_along_axis(last, (months[..., -1].astype(np.int64) % 12)[..., None], 1.0,
                           axis=-1)
         parts.append(last)
+    if annual:
+        angle = 2 * np.pi * (origins - EPOCH).astype(np.int64) / 365.25
+        parts += [np.sin(angle)[..., None], np.cos(angle)[..., None]]
     out: FloatArray = np.concatenate(parts, axis=-1)
     return out
+
+
+def year_ago_dim(horizon: int) -> int:
+    """Width of `year_ago_features`' last axis."""
+    return 2 * horizon + 2
+
+
+def year_ago_span(horizon: int) -> int:
+    """Days of history `year_ago_features` reads: from origin - RING_DAYS + 1 to
+    origin - YEAR + horizon + 3 (all before the origin, since horizon + 3 < YEAR)."""
+    if horizon + YEAR_HALF_WEEK >= YEAR:
+        raise ValueError(f"horizon {horizon} too long for year-ago features")
+    return YEAR_BASE_DAYS + horizon + YEAR_HALF_WEEK
+
+
+def year_ago_features(span: FloatArray, scale: FloatArray, origins: DateArray,
+                      horizon: int) -> FloatArray:
+    """(..., year_ago_dim) what the same weeks a year (52 weeks) earlier say about the
+    `horizon` days after an origin, from `span` (..., year_ago_span) = the demand of days
+    origin - RING_DAYS + 1 ... (NaN = missing), the running `scale` (...) at the origin and
+    the origin dates (..., or fewer leading axes):
+
+    - per step h, the mean of the 7 days around day origin + h - YEAR, keeping only those
+      whose day a year later is in the same month as origin + h (so a month-end step
+      change - December selling less than November - stays sharp), over the scale;
+    - the year-ago level (28-day mean up to origin - YEAR) over the scale;
+    - per step, that mean over the year-ago level (the seasonal shape, growth aside);
+    - 1.0 when the year-ago level exists, else 0.0 (then everything above is 0).
+
+    Known at the origin (every day read is at least YEAR - horizon - 3 days old), so it is
+    a known-future covariate of the head and a ring of the last RING_DAYS days is all the
+    state a series carries for it.
+    """
+    seen = np.isfinite(span)
+    base_n = seen[..., :YEAR_BASE_DAYS].sum(axis=-1)
+    has_base = base_n > 0
+    base = np.where(has_base, np.where(seen[..., :YEAR_BASE_DAYS],
+                                       span[..., :YEAR_BASE_DAYS], 0.0).sum(axis=-1)
+                    / np.maximum(base_n, 1), 0.0)
+    # Day origin + h - YEAR + k sits at span index YEAR_BASE_DAYS - 1 + h + k.
+    steps = np.arange(1, horizon + 1)
+    offsets = np.arange(-YEAR_HALF_WEEK, YEAR_HALF_WEEK + 1)
+    idx = YEAR_BASE_DAYS - 1 + steps[:, None] + offsets[None, :]  # (H, 7)
+    origins = np.asarray(origins, dtype="datetime64[D]")
+    days = origins[..., None, None] + (steps[:, None] + offsets[None, :]).astype("timedelta64[D]")
+    months = days.astype("datetime64[M]")
+    same = months == months[..., YEAR_HALF_WEEK : YEAR_HALF_WEEK + 1]  # (..., H, 7)
+    window = span[..., idx]  # (..., H, 7)
+    use = same & np.isfinite(window)
+    week_n = use.sum(axis=-1)
+    week = np.where(week_n > 0, np.where(use, window, 0.0).sum(axis=-1)
+                    / np.maximum(week_n, 1), 0.0)
+    shape = week / np.maximum(base, SCALE_FLOOR)[..., None]
+    shape = np.where(has_base[..., None], shape, 0.0)
+    out: FloatArray = np.concatenate(
+        [np.minimum(week / scale[..., None], YEAR_CLIP),
+         np.minimum(base / scale, YEAR_CLIP)[..., None],
+         np.minimum(shape, YEAR_CLIP), has_base[..., None].astype(np.float64)], axis=-1)
+    return out
+
+
+def head_inputs(origins: DateArray, scale: FloatArray, span: FloatArray | None, *,
+                horizon: int, calendar: str, head_calendar: bool,
+                annual: bool) -> FloatArray:
+    """(..., Fh) everything the head sees besides the LSTM state: `future_features` of the
+    origin dates (...) and, when `span` (..., year_ago_span) is given, `year_ago_features`
+    with the running `scale` (...) at the origins. `origins` may have fewer leading axes
+    than `scale` (a date axis shared by all series)."""
+    fut = future_features(origins, horizon, calendar, head_calendar, annual)
+    if span is None:
+        return fut
+    ya = year_ago_features(span, scale, origins, horizon)
+    fut = np.broadcast_to(fut, (*ya.shape[:-1], fut.shape[-1]))
+    out: FloatArray = np.concatenate([fut, ya], axis=-1)
+    return out
+
+
+@dataclass
+class DayRing:
+    """The last RING_DAYS bucket values of each series (NaN = missing or before its first),
+    oldest at `pos`: folding in a day writes one slot, O(1) work per series besides the
+    copy that leaves the old state as it was (float32: 1.5 kB per series)."""
+
+    values: NDArray[np.float32]  # (n, RING_DAYS)
+    pos: NDArray[np.intp]  # (n,) slot of the oldest day
+
+    @classmethod
+    def from_windows(cls, windows: FloatArray) -> DayRing:
+        """The ring after windows (n, T) (their last RING_DAYS days; NaN before a short one)."""
+        n, length = windows.shape
+        values = np.full((n, RING_DAYS), np.nan, dtype=np.float32)
+        keep = min(length, RING_DAYS)
+        if keep:
+            values[:, RING_DAYS - keep :] = windows[:, length - keep :]
+        return cls(values, np.zeros(n, dtype=np.intp))
+
+    def push(self, y: FloatArray) -> DayRing:
+        """A new ring with day values `y` (n,) folded in (the oldest day drops out)."""
+        values = self.values.copy()
+        rows = np.arange(values.shape[0])
+        values[rows, self.pos] = y
+        return DayRing(values, (self.pos + 1) % RING_DAYS)
+
+    def span(self, days: int) -> FloatArray:
+        """(n, days) the oldest `days` days, oldest first."""
+        idx = (self.pos[:, None] + np.arange(days)[None, :]) % RING_DAYS
+        out: FloatArray = np.take_along_axis(self.values, idx, axis=1).astype(np.float64)
+        return out
+
+    def take(self, idx: NDArray[np.intp]) -> DayRing:
+        """The rings of series `idx` (a copy)."""
+        return DayRing(self.values[idx].copy(), self.pos[idx].copy())
+
+    @staticmethod
+    def concat(rings: list[DayRing]) -> DayRing:
+        """Stack the series of `rings` into one."""
+        return DayRing(np.concatenate([r.values for r in rings]),
+                       np.concatenate([r.pos for r in rings]))
 
 
 def input_features(

@@ -15,11 +15,14 @@ from forecasting._numeric import FloatArray
 from forecasting.base import DatedForecaster, QuantileForecast
 from forecasting.errors import InvalidWindowError
 from forecasting.lstm.features import (
+    SCALE_FLOOR,
+    DayRing,
     ScaleState,
     calendar_features,
-    future_features,
+    head_inputs,
     input_features,
     scale_step,
+    year_ago_span,
 )
 from forecasting.lstm.model import LSTMConfig, LSTMNet
 
@@ -51,6 +54,8 @@ class SeriesState:
     h, c: (layers, n, hidden) float32 recurrent state after the last bucket seen.
     scale: running demand level and observation count (see features.ScaleState).
     last_day: (n,) date of the last bucket folded in.
+    ring: the last features.RING_DAYS bucket values, for the year-ago features (None when
+    the model does not use them).
     A series with count 0 has no history yet: its h, c are zeros and it forecasts zero.
     """
 
@@ -58,6 +63,7 @@ class SeriesState:
     c: torch.Tensor
     scale: ScaleState
     last_day: DateArray
+    ring: DayRing | None = None
 
     @property
     def n_series(self) -> int:
@@ -72,6 +78,7 @@ class SeriesState:
             self.h[:, t_idx].clone(), self.c[:, t_idx].clone(),
             ScaleState(self.scale.level[idx].copy(), self.scale.count[idx].copy()),
             self.last_day[idx].copy(),
+            None if self.ring is None else self.ring.take(idx),
         )
 
     @staticmethod
@@ -82,6 +89,8 @@ class SeriesState:
             ScaleState(np.concatenate([s.scale.level for s in states]),
                        np.concatenate([s.scale.count for s in states])),
             np.concatenate([s.last_day for s in states]),
+            None if states[0].ring is None else DayRing.concat([s.ring for s in states
+                                                                 if s.ring is not None]),
         )
 
 
@@ -195,7 +204,8 @@ class LSTMForecaster(DatedForecaster):
                     _, (hn, cn) = self.net.lstm(packed)
             idx = torch.as_tensor(live, device=self.device)
             h[:, idx], c[:, idx] = hn, cn
-        return SeriesState(h, c, scale_state, ends)
+        ring = DayRing.from_windows(arr) if self.config.year_ago else None
+        return SeriesState(h, c, scale_state, ends, ring)
 
     # --- incremental -----------------------------------------------------------------------
     def update(self, state: SeriesState, values: ArrayLike,
@@ -223,14 +233,18 @@ class LSTMForecaster(DatedForecaster):
         if not live.all():
             keep = torch.as_tensor(live, device=self.device)[None, :, None]
             h, c = torch.where(keep, h, state.h), torch.where(keep, c, state.c)
-        return SeriesState(h, c, scale, new_days)
+        ring = None if state.ring is None else state.ring.push(y)
+        return SeriesState(h, c, scale, new_days, ring)
 
     def forecast(self, state: SeriesState, horizon: int) -> QuantileForecast:
         """Quantile forecast of the next `horizon` buckets after each series' last bucket."""
         big_h = self.config.horizon
-        hol = self._tensor(future_features(state.last_day, big_h, self.config.calendar,
-                                           self.config.head_calendar))
         live = state.scale.count > 0
+        cfg = self.config
+        span = None if state.ring is None else state.ring.span(year_ago_span(big_h))
+        hol = self._tensor(head_inputs(
+            state.last_day, np.maximum(state.scale.level, SCALE_FLOOR), span, horizon=big_h,
+            calendar=cfg.calendar, head_calendar=cfg.head_calendar, annual=cfg.head_annual))
         scale = self._tensor(np.where(live, np.maximum(state.scale.level, 0.01), 0.0))
         with torch.inference_mode():
             daily_t, cum_t, mean_t = self.net.quantiles(self.net.head_raw(state.h[-1], hol))

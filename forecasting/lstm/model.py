@@ -8,9 +8,9 @@ import torch
 from torch import Tensor, nn
 
 from forecasting.base import QUANTILE_LEVELS
-from forecasting.lstm.features import future_dim
+from forecasting.lstm.features import future_dim, year_ago_dim
 
-__all__ = ["LSTMConfig", "LSTMNet", "RecurrentState"]
+__all__ = ["LSTMConfig", "LSTMNet", "RecurrentState", "head_future_dim"]
 
 RecurrentState = tuple[Tensor, Tensor]
 """(h, c), each (layers, n_series, hidden)."""
@@ -41,6 +41,8 @@ class LSTMConfig:
     dropout: float = 0.2  # on the LSTM output fed to the head, training only
     weight_decay: float = 0.01  # AdamW's decoupled weight decay
     head_calendar: bool = True  # the head also sees the months of the forecast days
+    head_annual: bool = True  # ... and an annual Fourier pair of the origin's date
+    year_ago: bool = True  # ... and the same weeks a year earlier (features.year_ago_features)
     tbptt_days: int | None = 91  # truncated BPTT chunk (None: whole sequences per step)
     seed: int = 0
     max_train_days: int | None = 730  # only the last N days feed gradients (CPU time)
@@ -59,7 +61,8 @@ class LSTMConfig:
     def from_json(cls, data: dict[str, object]) -> LSTMConfig:
         """Inverse of to_json; unknown keys are ignored (older/newer artifacts)."""
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        known.setdefault("head_calendar", False)  # artifacts from before the field
+        for flag in ("head_calendar", "head_annual", "year_ago"):
+            known.setdefault(flag, False)  # artifacts from before the field
         if "levels" in known:
             known["levels"] = tuple(float(x) for x in known["levels"])  # type: ignore[attr-defined]
         return cls(**known)  # type: ignore[arg-type]
@@ -86,8 +89,7 @@ class LSTMNet(nn.Module):
         per_step = 2 * self.n_levels + 1 if config.loss == "pinball" else 5
         self.per_step = per_step
         self.head = nn.Sequential(
-            nn.Linear(config.hidden + future_dim(config.horizon, config.head_calendar),
-                      config.head_hidden),
+            nn.Linear(config.hidden + head_future_dim(config), config.head_hidden),
             nn.ReLU(),
             nn.Linear(config.head_hidden, config.horizon * per_step),
         )
@@ -126,6 +128,12 @@ class LSTMNet(nn.Module):
         daily = mu_d[..., None] + sd_d[..., None] * z
         cumulative = mu_c[..., None] + sd_c[..., None] * z
         return daily, cumulative, nn.functional.softplus(raw[..., 4])
+
+
+def head_future_dim(config: LSTMConfig) -> int:
+    """Width of what the head sees of the forecast days besides the LSTM state."""
+    return (future_dim(config.horizon, config.head_calendar, config.head_annual)
+            + (year_ago_dim(config.horizon) if config.year_ago else 0))
 
 
 def _monotone(raw: Tensor, steps: Tensor) -> Tensor:

@@ -22,10 +22,16 @@ from forecasting.lstm import (  # noqa: E402
 )
 from forecasting.lstm.features import (  # noqa: E402
     INPUT_DIM,
+    YEAR_BASE_DAYS,
+    DayRing,
     calendar_features,
     future_dim,
     future_features,
+    head_inputs,
     holiday_flags,
+    year_ago_dim,
+    year_ago_features,
+    year_ago_span,
 )
 
 torch.set_num_threads(1)
@@ -180,3 +186,89 @@ def test_artifact_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
     # Same weights, same id: the version is content-derived.
     again = save_artifact(loaded, tmp_path / "m2", data_fingerprint="x")
     assert again.model_id == info.model_id
+
+
+def _long_windows(rng: np.random.Generator, n: int = 6, length: int = 430) -> np.ndarray:
+    days = np.arange(length)
+    rate = 5.0 + 3.0 * np.sin(2 * np.pi * days / 365.25)[None, :] + rng.gamma(2.0, 1.0, (n, 1))
+    w = rng.poisson(rate).astype(float)
+    w[0, :50] = np.nan  # started late: its ring is part NaN, part demand
+    w[1, 300] = np.nan  # a missing bucket a year before the forecast weeks
+    return w
+
+
+def _year_ago_model() -> LSTMForecaster:
+    torch.manual_seed(0)
+    cfg = LSTMConfig(horizon=7, hidden=8, head_hidden=8)
+    assert cfg.year_ago and cfg.head_annual  # the defaults this test is about
+    return LSTMForecaster(LSTMNet(INPUT_DIM, cfg), device="cpu", end_day=lambda: END)
+
+
+@pytest.mark.parametrize("split", [30, 400])  # ring not yet / already full before updates
+def test_incremental_equals_full_with_year_ago_inputs(split: int) -> None:
+    model = _year_ago_model()
+    w = _long_windows(np.random.default_rng(5))
+    full = model.encode(w, END)
+    state = model.encode(w[:, :split], END - np.timedelta64(w.shape[1] - split, "D"))
+    for t in range(split, w.shape[1]):
+        state = model.update(state, w[:, t])
+    assert state.ring is not None and full.ring is not None
+    span = year_ago_span(7)
+    np.testing.assert_array_equal(state.ring.span(span), full.ring.span(span))
+    a, b = model.forecast(state, 7), model.forecast(full, 7)
+    np.testing.assert_allclose(a.daily, b.daily, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a.mean, b.mean, rtol=1e-5, atol=1e-5)
+    # The year-ago inputs are live (not all zeros) and change the forecast.
+    feats = year_ago_features(full.ring.span(span), np.maximum(full.scale.level, 0.01), END, 7)
+    assert np.all(feats[:, -1] == 1) and np.all(feats[:, :7] > 0)
+    older = model.forecast(model.encode(w[:, -200:], END), 7)  # no year-ago history
+    assert not np.allclose(older.mean, b.mean)
+
+
+def test_year_ago_features_read_the_same_weeks_a_year_earlier() -> None:
+    horizon = 3
+    span = np.full(year_ago_span(horizon), np.nan)  # days origin-391 .. origin-364+3+3
+    span[:YEAR_BASE_DAYS] = 2.0  # the year-ago level: 2
+    day = YEAR_BASE_DAYS - 1  # origin - 364
+    span[day + 1 - 3 : day + 1 + 4] = 4.0  # the 7 days around origin + 1 - 364
+    span[day + 1 + 4 :] = 8.0
+    mid_june = np.datetime64("2011-06-10")  # steps and their 7-day windows stay in June
+    f = year_ago_features(span, np.array(4.0), mid_june, horizon)
+    assert f.shape == (year_ago_dim(horizon),)
+    # Step 2 averages 6 days of 4 and one of 8; step 3 five of 4 and two of 8.
+    np.testing.assert_allclose(f[:3], np.array([4.0, 32 / 7, 36 / 7]) / 4.0)
+    base = (25 * 2.0 + 3 * 4.0) / 28  # step 1's week reaches 3 days into the level's
+    assert f[3] == pytest.approx(base / 4.0)  # year-ago level over today's scale
+    np.testing.assert_allclose(f[4:7], np.array([4.0, 32 / 7, 36 / 7]) / base)
+    assert f[7] == 1.0
+    # Origin 29 June: step 1 (30 June) keeps the 4 June days of its window (all 4s), step 2
+    # (1 July) only 1..4 July: three 4s and one 8; step 3 (2 July) 1..5 July: 4, 4, 4, 8, 8.
+    end_june = year_ago_features(span, np.array(4.0), np.datetime64("2011-06-29"), horizon)
+    np.testing.assert_allclose(end_june[:3], np.array([4.0, 20 / 4, 28 / 5]) / 4.0)
+    span[:YEAR_BASE_DAYS] = np.nan  # no year-ago level: the shape and the flag are 0
+    g = year_ago_features(span, np.array(4.0), mid_june, horizon)
+    assert np.all(g[4:] == 0) and g[3] == 0
+
+
+def test_training_sees_the_head_inputs_the_forecaster_computes() -> None:
+    from forecasting.lstm.training import _head_inputs
+
+    cfg = LSTMConfig(horizon=7)
+    w = _long_windows(np.random.default_rng(6), n=4, length=420)
+    days = END - np.arange(w.shape[1])[::-1].astype("timedelta64[D]")
+    scales = np.full(w.shape, 3.0)
+    train = _head_inputs(w, scales, days, cfg)
+    for t in (10, 395, 419):
+        ring = DayRing.from_windows(w[:, : t + 1])
+        at = head_inputs(days[t], scales[:, t], ring.span(year_ago_span(7)), horizon=7,
+                         calendar="uk", head_calendar=True, annual=True)
+        np.testing.assert_allclose(train[:, t], at)
+
+
+def test_artifacts_from_before_the_year_ago_inputs_load_without_them() -> None:
+    cfg = LSTMConfig(horizon=7).to_json()
+    del cfg["year_ago"], cfg["head_annual"]
+    old = LSTMConfig.from_json(cfg)
+    assert old.year_ago is False and old.head_annual is False
+    net = LSTMNet(INPUT_DIM, old)
+    assert net.head[0].in_features == 64 + future_dim(7, True)
