@@ -42,7 +42,7 @@ SCALE_FLOOR = 0.01  # units/bucket; keeps y / scale finite for series that never
 EPOCH = np.datetime64("1970-01-01", "D")
 YEAR = 364  # 52 weeks: the same weekday one year earlier
 YEAR_BASE_DAYS = 28  # the year-ago level: mean of the 28 days up to origin - YEAR
-YEAR_HALF_WEEK = 3  # the year-ago value of a forecast day: mean of the 7 days around it
+YEAR_WEEKS = (-7, 0, 7)  # a forecast day's year-ago value: these same-weekday days around it
 RING_DAYS = YEAR + YEAR_BASE_DAYS  # days a series must carry for its year-ago features
 YEAR_CLIP = 10.0  # year-ago inputs are ratios; a lumpy series' spikes are clipped here
 
@@ -184,9 +184,9 @@ def year_ago_dim(horizon: int) -> int:
 def year_ago_span(horizon: int) -> int:
     """Days of history `year_ago_features` reads: from origin - RING_DAYS + 1 to
     origin - YEAR + horizon + 3 (all before the origin, since horizon + 3 < YEAR)."""
-    if horizon + YEAR_HALF_WEEK >= YEAR:
+    if horizon + max(YEAR_WEEKS) >= YEAR:
         raise ValueError(f"horizon {horizon} too long for year-ago features")
-    return YEAR_BASE_DAYS + horizon + YEAR_HALF_WEEK
+    return YEAR_BASE_DAYS + horizon + max(YEAR_WEEKS)
 
 
 def year_ago_features(span: FloatArray, scale: FloatArray, origins: DateArray,
@@ -196,14 +196,15 @@ def year_ago_features(span: FloatArray, scale: FloatArray, origins: DateArray,
     origin - RING_DAYS + 1 ... (NaN = missing), the running `scale` (...) at the origin and
     the origin dates (..., or fewer leading axes):
 
-    - per step h, the mean of the 7 days around day origin + h - YEAR, keeping only those
-      whose day a year later is in the same month as origin + h (so a month-end step
-      change - December selling less than November - stays sharp), over the scale;
+    - per step h, the mean of days origin + h - YEAR - 7, - YEAR, - YEAR + 7 (the same
+      weekday) that fall in the calendar month of origin + h (at least one does), over the
+      scale: weekday and month effects a year ago, a month-end step change (December
+      selling less than November) kept sharp;
     - the year-ago level (28-day mean up to origin - YEAR) over the scale;
     - per step, that mean over the year-ago level (the seasonal shape, growth aside);
     - 1.0 when the year-ago level exists, else 0.0 (then everything above is 0).
 
-    Known at the origin (every day read is at least YEAR - horizon - 3 days old), so it is
+    Known at the origin (every day read is at least YEAR - horizon - 7 days old), so it is
     a known-future covariate of the head and a ring of the last RING_DAYS days is all the
     state a series carries for it.
     """
@@ -215,13 +216,12 @@ def year_ago_features(span: FloatArray, scale: FloatArray, origins: DateArray,
                     / np.maximum(base_n, 1), 0.0)
     # Day origin + h - YEAR + k sits at span index YEAR_BASE_DAYS - 1 + h + k.
     steps = np.arange(1, horizon + 1)
-    offsets = np.arange(-YEAR_HALF_WEEK, YEAR_HALF_WEEK + 1)
-    idx = YEAR_BASE_DAYS - 1 + steps[:, None] + offsets[None, :]  # (H, 7)
-    origins = np.asarray(origins, dtype="datetime64[D]")
-    days = origins[..., None, None] + (steps[:, None] + offsets[None, :]).astype("timedelta64[D]")
-    months = days.astype("datetime64[M]")
-    same = months == months[..., YEAR_HALF_WEEK : YEAR_HALF_WEEK + 1]  # (..., H, 7)
-    window = span[..., idx]  # (..., H, 7)
+    shift = steps[:, None] + np.asarray(YEAR_WEEKS)[None, :]  # (H, K)
+    origins = np.asarray(origins, dtype="datetime64[D]")[..., None, None]
+    then = (origins + (shift - YEAR).astype("timedelta64[D]")).astype("datetime64[M]")
+    target = (origins + steps[:, None].astype("timedelta64[D]")).astype("datetime64[M]")
+    same = (then.astype(np.int64) + 12) == target.astype(np.int64)  # (..., H, K)
+    window = span[..., YEAR_BASE_DAYS - 1 + shift]  # (..., H, K)
     use = same & np.isfinite(window)
     week_n = use.sum(axis=-1)
     week = np.where(week_n > 0, np.where(use, window, 0.0).sum(axis=-1)

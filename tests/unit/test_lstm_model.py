@@ -225,28 +225,29 @@ def test_incremental_equals_full_with_year_ago_inputs(split: int) -> None:
     assert not np.allclose(older.mean, b.mean)
 
 
-def test_year_ago_features_read_the_same_weeks_a_year_earlier() -> None:
+def test_year_ago_features_read_the_same_weekdays_and_month_a_year_earlier() -> None:
     horizon = 3
-    span = np.full(year_ago_span(horizon), np.nan)  # days origin-391 .. origin-364+3+3
-    span[:YEAR_BASE_DAYS] = 2.0  # the year-ago level: 2
-    day = YEAR_BASE_DAYS - 1  # origin - 364
-    span[day + 1 - 3 : day + 1 + 4] = 4.0  # the 7 days around origin + 1 - 364
-    span[day + 1 + 4 :] = 8.0
-    mid_june = np.datetime64("2011-06-10")  # steps and their 7-day windows stay in June
-    f = year_ago_features(span, np.array(4.0), mid_june, horizon)
+    span = np.arange(year_ago_span(horizon), dtype=float)  # days origin-391 .. origin-364+10
+    base = np.mean(np.arange(YEAR_BASE_DAYS))  # the 28 days up to origin - 364
+    # Mid-June: day origin + h - 364 sits at index 27 + h; the days 7 before and after are
+    # in June too, so step h averages 27 + h - 7, 27 + h, 27 + h + 7.
+    f = year_ago_features(span, np.array(4.0), np.datetime64("2011-06-10"), horizon)
     assert f.shape == (year_ago_dim(horizon),)
-    # Step 2 averages 6 days of 4 and one of 8; step 3 five of 4 and two of 8.
-    np.testing.assert_allclose(f[:3], np.array([4.0, 32 / 7, 36 / 7]) / 4.0)
-    base = (25 * 2.0 + 3 * 4.0) / 28  # step 1's week reaches 3 days into the level's
+    week = 27.0 + np.arange(1, horizon + 1)
+    np.testing.assert_allclose(f[:3], week / 4.0)
     assert f[3] == pytest.approx(base / 4.0)  # year-ago level over today's scale
-    np.testing.assert_allclose(f[4:7], np.array([4.0, 32 / 7, 36 / 7]) / base)
+    np.testing.assert_allclose(f[4:7], week / base)
     assert f[7] == 1.0
-    # Origin 29 June: step 1 (30 June) keeps the 4 June days of its window (all 4s), step 2
-    # (1 July) only 1..4 July: three 4s and one 8; step 3 (2 July) 1..5 July: 4, 4, 4, 8, 8.
-    end_june = year_ago_features(span, np.array(4.0), np.datetime64("2011-06-29"), horizon)
-    np.testing.assert_allclose(end_june[:3], np.array([4.0, 20 / 4, 28 / 5]) / 4.0)
+    # Origin 28 June 2011: 29 June's year-ago day (-364) is 30 June 2010, +7 is in July: 21
+    # and 28; 30 June's is 1 July 2010: only 24 June (22) is in June; 1 July 2011's is
+    # 2 July 2010, with 9 July (30 and 37), 25 June is not.
+    end_june = year_ago_features(span, np.array(4.0), np.datetime64("2011-06-28"), horizon)
+    np.testing.assert_allclose(end_june[:3], np.array([24.5, 22.0, 33.5]) / 4.0)
+    span[28] = np.nan  # a missing day is left out
+    assert year_ago_features(span, np.array(4.0), np.datetime64("2011-06-28"),
+                             horizon)[0] == 21.0 / 4.0
     span[:YEAR_BASE_DAYS] = np.nan  # no year-ago level: the shape and the flag are 0
-    g = year_ago_features(span, np.array(4.0), mid_june, horizon)
+    g = year_ago_features(span, np.array(4.0), np.datetime64("2011-06-10"), horizon)
     assert np.all(g[4:] == 0) and g[3] == 0
 
 
@@ -272,3 +273,24 @@ def test_artifacts_from_before_the_year_ago_inputs_load_without_them() -> None:
     assert old.year_ago is False and old.head_annual is False
     net = LSTMNet(INPUT_DIM, old)
     assert net.head[0].in_features == 64 + future_dim(7, True)
+
+
+def test_the_year_ago_shape_multiplies_daily_quantiles_and_mean_through_a_gate() -> None:
+    cfg = LSTMConfig(horizon=3, hidden=4, head_hidden=4)
+    net = LSTMNet(INPUT_DIM, cfg).eval()
+    last = net.head[-1]
+    q = len(cfg.levels)
+    with torch.no_grad():
+        last.weight.zero_()
+        bias = last.bias.view(3, net.per_step)
+        bias.zero_()
+        bias[:, -1] = 30.0  # gate sigmoid(30) = 1: trust the year-ago shape fully
+    future = torch.zeros(2, net.head[0].in_features - cfg.hidden)
+    future[:, -4:-1] = torch.tensor([0.5, 1.0, 2.0])  # the shape of steps 1..3
+    future[0, -1] = 1.0  # series 0 has a year-ago level, series 1 not
+    daily, _, mean = net.quantiles(net.head_raw(torch.zeros(2, cfg.hidden), future))
+    base = float(torch.nn.functional.softplus(torch.tensor(0.0)))
+    torch.testing.assert_close(mean[0], base * torch.tensor([0.5, 1.0, 2.0]))
+    torch.testing.assert_close(mean[1], torch.full((3,), base))
+    torch.testing.assert_close(daily[0, :, -1], daily[1, :, -1] * torch.tensor([0.5, 1.0, 2.0]))
+    assert q == daily.shape[-1]
