@@ -236,17 +236,25 @@ def year_ago_features(span: FloatArray, scale: FloatArray, origins: DateArray,
 
 
 def head_inputs(origins: DateArray, scale: FloatArray, span: FloatArray | None, *,
-                horizon: int, calendar: str, head_calendar: bool,
-                annual: bool) -> FloatArray:
+                horizon: int, calendar: str, head_calendar: bool, annual: bool,
+                mask_calendar: bool = False) -> FloatArray:
     """(..., Fh) everything the head sees besides the LSTM state: `future_features` of the
     origin dates (...) and, when `span` (..., year_ago_span) is given, `year_ago_features`
     with the running `scale` (...) at the origins. `origins` may have fewer leading axes
-    than `scale` (a date axis shared by all series)."""
+    than `scale` (a date axis shared by all series).
+
+    `mask_calendar`: where the year-ago level is known, the head-calendar part (later-month
+    flags, month of the last step) is zeroed: the year-ago shape says the same per day and
+    per series, and with both the head smeared a month-end step over the whole horizon
+    (store-item's Nov -> Dec folds); series without a year of history keep it."""
     fut = future_features(origins, horizon, calendar, head_calendar, annual)
     if span is None:
         return fut
     ya = year_ago_features(span, scale, origins, horizon)
     fut = np.broadcast_to(fut, (*ya.shape[:-1], fut.shape[-1]))
+    if mask_calendar and head_calendar:
+        fut = fut.copy()
+        fut[..., horizon : 2 * horizon + N_MONTHS] *= 1.0 - ya[..., -1:]
     out: FloatArray = np.concatenate([fut, ya], axis=-1)
     return out
 

@@ -244,7 +244,8 @@ class LSTMForecaster(DatedForecaster):
         span = None if state.ring is None else state.ring.span(year_ago_span(big_h))
         hol = self._tensor(head_inputs(
             state.last_day, np.maximum(state.scale.level, SCALE_FLOOR), span, horizon=big_h,
-            calendar=cfg.calendar, head_calendar=cfg.head_calendar, annual=cfg.head_annual))
+            calendar=cfg.calendar, head_calendar=cfg.head_calendar, annual=cfg.head_annual,
+            mask_calendar=cfg.year_ago_masks_calendar))
         scale = self._tensor(np.where(live, np.maximum(state.scale.level, 0.01), 0.0))
         with torch.inference_mode():
             daily_t, cum_t, mean_t = self.net.quantiles(self.net.head_raw(state.h[-1], hol))

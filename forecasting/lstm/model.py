@@ -41,8 +41,9 @@ class LSTMConfig:
     dropout: float = 0.2  # on the LSTM output fed to the head, training only
     weight_decay: float = 0.01  # AdamW's decoupled weight decay
     head_calendar: bool = True  # the head also sees the months of the forecast days
-    head_annual: bool = True  # ... and an annual Fourier pair of the origin's date
+    head_annual: bool = False  # ... and an annual Fourier pair of the origin's date
     year_ago: bool = True  # ... and the same weeks a year earlier (features.year_ago_features)
+    year_ago_masks_calendar: bool = True  # see features.head_inputs' mask_calendar
     # Daily quantiles and mean are multiplied by the year-ago seasonal shape to a power in
     # [0, 1] that the head picks per series and step (0: ignore it, as for lumpy series).
     year_ago_prior: bool = True
@@ -64,7 +65,8 @@ class LSTMConfig:
     def from_json(cls, data: dict[str, object]) -> LSTMConfig:
         """Inverse of to_json; unknown keys are ignored (older/newer artifacts)."""
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        for flag in ("head_calendar", "head_annual", "year_ago", "year_ago_prior"):
+        for flag in ("head_calendar", "head_annual", "year_ago", "year_ago_prior",
+                     "year_ago_masks_calendar"):
             known.setdefault(flag, False)  # artifacts from before the field
         if "levels" in known:
             known["levels"] = tuple(float(x) for x in known["levels"])  # type: ignore[attr-defined]

@@ -114,7 +114,8 @@ def _head_inputs(y: FloatArray, scales: FloatArray, days: np.ndarray,
     its carried state (the year-ago span is the window the day ring would hold)."""
     n, length = y.shape
     kw = {"horizon": config.horizon, "calendar": config.calendar,
-          "head_calendar": config.head_calendar, "annual": config.head_annual}
+          "head_calendar": config.head_calendar, "annual": config.head_annual,
+          "mask_calendar": config.year_ago_masks_calendar}
     if not config.year_ago:
         fut = head_inputs(days, scales, None, **kw)
         return np.broadcast_to(fut, (n, length, fut.shape[-1]))

@@ -200,7 +200,7 @@ def _long_windows(rng: np.random.Generator, n: int = 6, length: int = 430) -> np
 def _year_ago_model() -> LSTMForecaster:
     torch.manual_seed(0)
     cfg = LSTMConfig(horizon=7, hidden=8, head_hidden=8)
-    assert cfg.year_ago and cfg.head_annual  # the defaults this test is about
+    assert cfg.year_ago and cfg.year_ago_prior  # the defaults this test is about
     return LSTMForecaster(LSTMNet(INPUT_DIM, cfg), device="cpu", end_day=lambda: END)
 
 
@@ -259,18 +259,24 @@ def test_training_sees_the_head_inputs_the_forecaster_computes() -> None:
     days = END - np.arange(w.shape[1])[::-1].astype("timedelta64[D]")
     scales = np.full(w.shape, 3.0)
     train = _head_inputs(w, scales, days, cfg)
+    assert cfg.year_ago_masks_calendar and not cfg.head_annual
     for t in (10, 395, 419):
         ring = DayRing.from_windows(w[:, : t + 1])
         at = head_inputs(days[t], scales[:, t], ring.span(year_ago_span(7)), horizon=7,
-                         calendar="uk", head_calendar=True, annual=True)
+                         calendar="uk", head_calendar=True, annual=False, mask_calendar=True)
         np.testing.assert_allclose(train[:, t], at)
+    # The month part of the head calendar (later-month flags, month of the last step) is
+    # there without a year-ago level (t = 10) and zeroed with one (t = 419).
+    months = slice(7, 7 + 7 + 12)
+    assert np.all(train[:, 10, months].sum(axis=-1) >= 1)
+    assert np.all(train[:, 419, -1] == 1) and np.all(train[:, 419, months] == 0)
 
 
 def test_artifacts_from_before_the_year_ago_inputs_load_without_them() -> None:
     cfg = LSTMConfig(horizon=7).to_json()
-    del cfg["year_ago"], cfg["head_annual"]
+    del cfg["year_ago"], cfg["year_ago_prior"], cfg["year_ago_masks_calendar"]
     old = LSTMConfig.from_json(cfg)
-    assert old.year_ago is False and old.head_annual is False
+    assert not (old.year_ago or old.year_ago_prior or old.year_ago_masks_calendar)
     net = LSTMNet(INPUT_DIM, old)
     assert net.head[0].in_features == 64 + future_dim(7, True)
 
