@@ -44,7 +44,7 @@ class LSTMConfig:
     head_annual: bool = False  # ... and an annual Fourier pair of the origin's date
     year_ago: bool = True  # ... and the same weeks a year earlier (features.year_ago_features)
     year_ago_masks_calendar: bool = True  # see features.head_inputs' mask_calendar
-    # Daily quantiles and mean are multiplied by the year-ago month shape to a power in
+    # Daily quantiles and mean are multiplied by the year-ago seasonal shape to a power in
     # [0, 1] that the head picks per series and step (0: ignore it, as for lumpy series).
     year_ago_prior: bool = True
     tbptt_days: int | None = 91  # truncated BPTT chunk (None: whole sequences per step)
@@ -119,7 +119,7 @@ class LSTMNet(nn.Module):
         raw = raw.reshape(*raw.shape[:-1], self.horizon, self.per_step)
         if not self.prior:
             return raw
-        # features.year_ago_features ends the head's inputs: (..., month shape (H), known).
+        # features.year_ago_features ends the head's inputs: (..., shape (H), known flag).
         big_h = self.horizon
         shape = future[..., -big_h - 1 : -1].clamp(0.2, 5.0)
         log_prior = torch.log(shape) * future[..., -1:]
