@@ -22,10 +22,16 @@ from forecasting.lstm import (  # noqa: E402
 )
 from forecasting.lstm.features import (  # noqa: E402
     INPUT_DIM,
+    YEAR_BASE_DAYS,
+    DayRing,
     calendar_features,
     future_dim,
     future_features,
+    head_inputs,
     holiday_flags,
+    year_ago_dim,
+    year_ago_features,
+    year_ago_span,
 )
 
 torch.set_num_threads(1)
@@ -255,3 +261,124 @@ def test_an_empty_batch_encodes_steps_and_forecasts() -> None:
     model = _model()
     state = model.update(model.encode(np.empty((0, 5)), END), np.empty(0))
     assert state.h.shape == (2, 0, 16) and model.forecast(state, 7).daily.shape == (0, 7, 9)
+
+def _long_windows(rng: np.random.Generator, n: int = 6, length: int = 430) -> np.ndarray:
+    days = np.arange(length)
+    rate = 5.0 + 3.0 * np.sin(2 * np.pi * days / 365.25)[None, :] + rng.gamma(2.0, 1.0, (n, 1))
+    w = rng.poisson(rate).astype(float)
+    w[0, :50] = np.nan  # started late: its ring is part NaN, part demand
+    w[1, 300] = np.nan  # a missing bucket a year before the forecast weeks
+    return w
+
+
+def _year_ago_model() -> LSTMForecaster:
+    torch.manual_seed(0)
+    cfg = LSTMConfig(horizon=7, hidden=8, head_hidden=8)
+    assert cfg.year_ago and cfg.year_ago_prior  # the defaults this test is about
+    return LSTMForecaster(LSTMNet(INPUT_DIM, cfg), device="cpu", end_day=lambda: END)
+
+
+@pytest.mark.parametrize("split", [30, 400])  # ring not yet / already full before updates
+def test_incremental_equals_full_with_year_ago_inputs(split: int) -> None:
+    model = _year_ago_model()
+    w = _long_windows(np.random.default_rng(5))
+    full = model.encode(w, END)
+    state = model.encode(w[:, :split], END - np.timedelta64(w.shape[1] - split, "D"))
+    for t in range(split, w.shape[1]):
+        state = model.update(state, w[:, t])
+    assert state.ring is not None and full.ring is not None
+    span = year_ago_span(7)
+    np.testing.assert_array_equal(state.ring.span(span), full.ring.span(span))
+    a, b = model.forecast(state, 7), model.forecast(full, 7)
+    np.testing.assert_allclose(a.daily, b.daily, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a.mean, b.mean, rtol=1e-5, atol=1e-5)
+    # The year-ago inputs are live (not all zeros) and change the forecast.
+    feats = year_ago_features(full.ring.span(span), np.maximum(full.scale.level, 0.01), END, 7)
+    assert np.all(feats[:, -1] == 1) and np.all(feats[:, :7] > 0)
+    older = model.forecast(model.encode(w[:, -200:], END), 7)  # no year-ago history
+    assert not np.allclose(older.mean, b.mean)
+
+
+def test_year_ago_features_read_the_same_weekdays_and_month_a_year_earlier() -> None:
+    horizon = 3
+    span = np.arange(year_ago_span(horizon), dtype=float)  # days origin-391 .. origin-364+10
+    base = np.mean(np.arange(YEAR_BASE_DAYS))  # the 28 days up to origin - 364
+    # Mid-June: day origin + h - 364 sits at index 27 + h; the days 7 before and after are
+    # in June too, so step h averages 27 + h - 7, 27 + h, 27 + h + 7.
+    f = year_ago_features(span, np.array(4.0), np.datetime64("2011-06-10"), horizon)
+    assert f.shape == (year_ago_dim(horizon),)
+    week = 27.0 + np.arange(1, horizon + 1)
+    np.testing.assert_allclose(f[:3], week / 4.0)
+    assert f[3] == pytest.approx(base / 4.0)  # year-ago level over today's scale
+    np.testing.assert_allclose(f[4:7], week / base)
+    # Step 1's year-ago day is 12 June 2010 (index 28); -13 .. +14 days reach 30 May .. 26
+    # June, of which 1 .. 26 June (indices 17 .. 42) are in June.
+    assert f[7] == pytest.approx(np.mean(np.arange(17, 43)) / base)
+    assert f[-1] == 1.0
+    # Origin 28 June 2011: 29 June's year-ago day (-364) is 30 June 2010, +7 is in July: 21
+    # and 28; 30 June's is 1 July 2010: only 24 June (22) is in June; 1 July 2011's is
+    # 2 July 2010, with 9 July (30 and 37), 25 June is not.
+    end_june = year_ago_features(span, np.array(4.0), np.datetime64("2011-06-28"), horizon)
+    np.testing.assert_allclose(end_june[:3], np.array([24.5, 22.0, 33.5]) / 4.0)
+    span[28] = np.nan  # a missing day is left out
+    assert year_ago_features(span, np.array(4.0), np.datetime64("2011-06-28"),
+                             horizon)[0] == 21.0 / 4.0
+    span[:YEAR_BASE_DAYS] = np.nan  # no year-ago level: the shape and the flag are 0
+    g = year_ago_features(span, np.array(4.0), np.datetime64("2011-06-10"), horizon)
+    assert np.all(g[4:] == 0) and g[3] == 0
+
+
+def test_training_sees_the_head_inputs_the_forecaster_computes() -> None:
+    from forecasting.lstm.training import _head_inputs
+
+    cfg = LSTMConfig(horizon=7)
+    w = _long_windows(np.random.default_rng(6), n=4, length=420)
+    days = END - np.arange(w.shape[1])[::-1].astype("timedelta64[D]")
+    scales = np.full(w.shape, 3.0)
+    train = _head_inputs(w, scales, days, cfg)
+    assert cfg.year_ago_masks_calendar and not cfg.head_annual
+    for t in (10, 395, 419):
+        ring = DayRing.from_windows(w[:, : t + 1])
+        at = head_inputs(days[t], scales[:, t], ring.span(year_ago_span(7)), horizon=7,
+                         calendar="uk", head_calendar=True, annual=False, mask_calendar=True)
+        np.testing.assert_allclose(train[:, t], at)
+    # The month part of the head calendar (later-month flags, month of the last step) is
+    # there without a year-ago level (t = 10) and zeroed with one (t = 419).
+    months = slice(7, 7 + 7 + 12)
+    assert np.all(train[:, 10, months].sum(axis=-1) >= 1)
+    assert np.all(train[:, 419, -1] == 1) and np.all(train[:, 419, months] == 0)
+
+
+def test_artifacts_from_before_the_year_ago_inputs_load_without_them() -> None:
+    cfg = LSTMConfig(horizon=7).to_json()
+    del cfg["year_ago"], cfg["year_ago_prior"], cfg["year_ago_masks_calendar"]
+    old = LSTMConfig.from_json(cfg)
+    assert not (old.year_ago or old.year_ago_prior or old.year_ago_masks_calendar)
+    net = LSTMNet(INPUT_DIM, old)
+    assert net.head[0].in_features == 64 + future_dim(7, True)
+
+
+def test_the_year_ago_shape_multiplies_daily_quantiles_and_mean_through_a_gate() -> None:
+    cfg = LSTMConfig(horizon=3, hidden=4, head_hidden=4)
+    net = LSTMNet(INPUT_DIM, cfg).eval()
+    last = net.head[-1]
+    q = len(cfg.levels)
+    with torch.no_grad():
+        last.weight.zero_()
+        bias = last.bias.view(3, net.per_step)
+        bias.zero_()
+        bias[:, -2:] = 30.0  # gates sigmoid(30) = 1: trust the year-ago shapes fully
+    future = torch.zeros(2, net.head[0].in_features - cfg.hidden)
+    future[:, -4:-1] = torch.tensor([1.0, 2.0, 4.0])  # the month shape of steps 1..3
+    future[:, -7:-4] = torch.tensor([0.5, 1.0, 2.0])  # the weekday shape: month x 0.5
+    future[0, -1] = 1.0  # series 0 has a year-ago level, series 1 not
+    daily, _, mean = net.quantiles(net.head_raw(torch.zeros(2, cfg.hidden), future))
+    base = float(torch.nn.functional.softplus(torch.tensor(0.0)))
+    torch.testing.assert_close(mean[0], base * torch.tensor([0.5, 1.0, 2.0]))
+    torch.testing.assert_close(mean[1], torch.full((3,), base))
+    torch.testing.assert_close(daily[0, :, -1], daily[1, :, -1] * torch.tensor([0.5, 1.0, 2.0]))
+    assert q == daily.shape[-1]
+    with torch.no_grad():
+        bias[:, -1] = -30.0  # ignore the weekday deviation: the month shape alone
+    _, _, mean = net.quantiles(net.head_raw(torch.zeros(2, cfg.hidden), future))
+    torch.testing.assert_close(mean[0], base * torch.tensor([1.0, 2.0, 4.0]))
