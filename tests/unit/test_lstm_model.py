@@ -190,21 +190,28 @@ def test_artifact_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("integer", [False, True])
+@pytest.mark.parametrize("year_ago", [False, True])
 def test_packed_step_and_head_equal_the_network(monkeypatch: pytest.MonkeyPatch, layers: int,
-                                                integer: bool) -> None:
+                                                integer: bool, year_ago: bool) -> None:
     from forecasting.lstm import kernels
 
     monkeypatch.setattr(kernels, "_CHUNK_ROWS", 5)  # several row blocks, one partial
     torch.manual_seed(layers)
+    # year_ago=True is the default head: year-ago inputs, the calendar mask and the prior.
     cfg = LSTMConfig(horizon=7, hidden=16, layers=layers, head_hidden=16,
-                     integer_demand=integer)
+                     integer_demand=integer, year_ago=year_ago, year_ago_prior=year_ago)
     model = LSTMForecaster(LSTMNet(INPUT_DIM, cfg), device="cpu", end_day=lambda: END)
-    w = _windows(np.random.default_rng(5), n=12) * 3.0
+    with torch.no_grad():  # gates away from 1/2, so a wrong gate row would show
+        model.net.head[-1].bias.add_(torch.randn(model.net.head[-1].bias.shape))
+    w = _long_windows(np.random.default_rng(5), n=12) * 3.0
+    w[6:9, :-100] = np.nan  # less than a year of history: no year-ago level
+    w[9] = np.nan  # no history at all
     ends = END - (np.arange(12) % 3).astype("timedelta64[D]")  # three distinct origins
     state = model.encode(w, ends)
     stepped = model.update(state, w[:, -1])
-    x = torch.randn(12, 1, INPUT_DIM)
     packed = kernels.PackedNet.of(model.net)
+    assert packed.head_packed and packed.step_packed and packed.prior == year_ago
+    x = torch.randn(12, 1, INPUT_DIM)
     with torch.inference_mode():
         _, (h_ref, c_ref) = model.net.encode(x, (state.h, state.c))
         h, c = packed.step(x[:, 0], state.h, state.c)
@@ -219,7 +226,32 @@ def test_packed_step_and_head_equal_the_network(monkeypatch: pytest.MonkeyPatch,
     np.testing.assert_allclose(fc.daily, ref[..., :q], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(fc.cumulative, ref[..., q : 2 * q], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(fc.mean, ref[..., 2 * q], rtol=1e-5, atol=1e-5)
-    assert fc.daily.dtype == np.float64 and np.all(fc.daily[5] == 0)  # no history: zeros
+    assert fc.daily.dtype == np.float64 and np.all(fc.daily[9] == 0)  # no history: zeros
+    if year_ago:  # both kinds of series are in the batch
+        assert stepped.ring is not None
+        known = year_ago_features(stepped.ring.span(year_ago_span(7)), np.ones(12),
+                                  stepped.last_day, 7)[:, -1]
+        assert known[:6].all() and known[10:].all() and not known[6:10].any()
+
+
+def test_a_head_the_packing_does_not_match_falls_back_to_the_network() -> None:
+    from forecasting.lstm.kernels import PackedNet
+
+    class Doubled(LSTMNet):  # a head_raw the packed layout knows nothing about
+        def head_raw(self, top: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+            return super().head_raw(top, future) * 2.0
+
+    torch.manual_seed(3)
+    net = Doubled(INPUT_DIM, LSTMConfig(horizon=7, hidden=16, head_hidden=16)).eval()
+    assert not PackedNet.of(net).head_packed  # caught by the probe, not by the flags
+    model = LSTMForecaster(net, device="cpu", end_day=lambda: END)
+    w = _long_windows(np.random.default_rng(8))
+    state = model.encode(w, END)
+    reference = LSTMForecaster(LSTMNet(INPUT_DIM, net.config), device="cpu",
+                               end_day=lambda: END)
+    reference.net.load_state_dict(net.state_dict())
+    assert PackedNet.of(reference.net).head_packed
+    assert not np.allclose(model.forecast(state, 7).mean, reference.forecast(state, 7).mean)
 
 
 def test_packed_weights_follow_the_network() -> None:
@@ -278,14 +310,15 @@ def _year_ago_model() -> LSTMForecaster:
     return LSTMForecaster(LSTMNet(INPUT_DIM, cfg), device="cpu", end_day=lambda: END)
 
 
+@pytest.mark.parametrize("consume", [False, True])  # ring copied / stepped in place
 @pytest.mark.parametrize("split", [30, 400])  # ring not yet / already full before updates
-def test_incremental_equals_full_with_year_ago_inputs(split: int) -> None:
+def test_incremental_equals_full_with_year_ago_inputs(split: int, consume: bool) -> None:
     model = _year_ago_model()
     w = _long_windows(np.random.default_rng(5))
     full = model.encode(w, END)
     state = model.encode(w[:, :split], END - np.timedelta64(w.shape[1] - split, "D"))
     for t in range(split, w.shape[1]):
-        state = model.update(state, w[:, t])
+        state = model.update(state, w[:, t], consume=consume)
     assert state.ring is not None and full.ring is not None
     span = year_ago_span(7)
     np.testing.assert_array_equal(state.ring.span(span), full.ring.span(span))
