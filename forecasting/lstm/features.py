@@ -323,12 +323,14 @@ class DayRing:
         self.pos[self.pos == RING_DAYS] = 0
         return self
 
-    def span(self, days: int) -> FloatArray:
-        """(n, days) the oldest `days` days, oldest first."""
+    def span(self, days: int, dtype: type[np.floating] = np.float64) -> FloatArray:
+        """(n, days) the oldest `days` days, oldest first (float64 unless `dtype`)."""
         idx = self.pos[:, None] + np.arange(days)[None, :]
         idx[idx >= RING_DAYS] -= RING_DAYS
         rows = np.arange(self.n_series) if self.rows is None else self.rows
-        out: FloatArray = self.values[rows[:, None], idx].astype(np.float64)
+        idx += rows[:, None] * RING_DAYS  # flat positions: one take, no 2-d fancy index
+        flat = self.values.reshape(-1)
+        out: FloatArray = np.take(flat, idx).astype(dtype, copy=False)
         return out
 
     def take(self, idx: NDArray[np.intp]) -> DayRing:

@@ -307,7 +307,7 @@ class LSTMForecaster(DatedForecaster):
                 raise ValueError("this model's states carry a day ring (year-ago inputs)")
             inv = None if inverse is None else torch.as_tensor(inverse, device=self.device)
             return self._tensor(rows), inv, None
-        year = year_ago_rows(state.ring.span(year_ago_span(big_h)),
+        year = year_ago_rows(state.ring.span(year_ago_span(big_h), np.float32),
                              np.maximum(state.scale.level, SCALE_FLOOR), state.last_day,
                              big_h)
         which = np.zeros(state.n_series, dtype=np.intp) if inverse is None else inverse

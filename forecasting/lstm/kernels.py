@@ -284,11 +284,14 @@ class PackedNet:
         raw = nn.functional.linear(hid, self.out_weight, self.out_bias)  # (n, padded)
         width = big_h * 2 * q
         first = raw[:, :width].view(n, big_h, 2, q)[..., 0].clone()  # bases stay raw
-        soft = nn.functional.softplus(raw)  # the rest are increments (and the means)
+        soft = nn.functional.softplus(raw[:, : width + big_h])  # increments and the means
         soft_blocks = soft[:, :width].view(n, big_h, 2, q)
         soft_blocks[..., 0] = first
         quant = torch.cumsum(soft_blocks, dim=-1).clamp_(min=0.0)  # (n, H, 2, Q)
         mean = soft[:, width : width + big_h]
+        prev = quant[:, 0, 0]  # cumulative >= the first day's demand, non-decreasing over steps
+        factor: Tensor = scale[:, None, None, None]  # of the (n, H, 2, Q) quantile blocks
+        mean_factor: Tensor = scale[:, None]
         if self.prior:  # LSTMNet.head_raw's gated year-ago multiplier of daily and mean
             assert year is not None
             known = year[:, -1:]
@@ -297,17 +300,16 @@ class PackedNet:
             gates = raw[:, width + big_h : width + 3 * big_h].sigmoid()
             mult = (gates[:, :big_h] * log_month).addcmul_(
                 gates[:, big_h:], log_week.sub_(log_month)).exp_()  # (n, H)
-            quant[:, :, 0].mul_(mult[:, :, None])
-            mean = mean * mult
-        prev = quant[:, 0, 0]  # cumulative >= the first day's demand, non-decreasing over steps
+            prev = prev * mult[:, :1]
+            mean_factor = mult.mul_(mean_factor)  # scale x multiplier: daily and mean
+            factor = torch.stack([mean_factor, scale[:, None].expand(n, big_h)], dim=2)[..., None]
         for step in quant[:, :, 1].unbind(1):  # one call for all the step views
             torch.maximum(step, prev, out=step)
             prev = step
-        torch.mul(quant.view(n, big_h, 2 * q), scale[:, None, None], out=out[..., : 2 * q])
+        torch.mul(quant, factor, out=out[..., : 2 * q].view(n, big_h, 2, q))
         if integer:  # quantiles of counts are counts
             out[..., : 2 * q].round_()
-        torch.mul(mean, scale[:, None], out=out[..., 2 * q])
-
+        torch.mul(mean, mean_factor, out=out[..., 2 * q])
 
 def reference_quantiles(net: LSTMNet, top: Tensor, future: Tensor, scale: Tensor, *,
                         integer: bool) -> Tensor:
