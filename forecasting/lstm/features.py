@@ -214,38 +214,56 @@ def year_ago_features(span: FloatArray, scale: FloatArray, origins: DateArray,
     state a series carries for it.
     """
     seen = np.isfinite(span)
-    base_n = seen[..., :YEAR_BASE_DAYS].sum(axis=-1)
+    zero = np.zeros((*span.shape[:-1], 1), dtype=span.dtype)
+    csum = np.concatenate([zero, np.cumsum(np.where(seen, span, 0), axis=-1)], axis=-1)
+    ccount = np.concatenate([zero, np.cumsum(seen, axis=-1, dtype=span.dtype)], axis=-1)
+    base_n = ccount[..., YEAR_BASE_DAYS]
     has_base = base_n > 0
-    base = np.where(has_base, np.where(seen[..., :YEAR_BASE_DAYS],
-                                       span[..., :YEAR_BASE_DAYS], 0.0).sum(axis=-1)
-                    / np.maximum(base_n, 1), 0.0)
+    base = np.where(has_base, csum[..., YEAR_BASE_DAYS] / np.maximum(base_n, 1), 0)
     # Day origin + h - YEAR + k sits at span index YEAR_BASE_DAYS - 1 + h + k.
     steps = np.arange(1, horizon + 1)
     shift = steps[:, None] + np.asarray(YEAR_WEEKS)[None, :]  # (H, K)
-    origins = np.asarray(origins, dtype="datetime64[D]")[..., None, None]
-    then = (origins + (shift - YEAR).astype("timedelta64[D]")).astype("datetime64[M]")
-    target = (origins + steps[:, None].astype("timedelta64[D]")).astype("datetime64[M]")
-    same = (then.astype(np.int64) + 12) == target.astype(np.int64)  # (..., H, K)
+    same = _in_target_month(origins, steps, np.asarray(YEAR_WEEKS))  # (..., H, K)
     window = span[..., YEAR_BASE_DAYS - 1 + shift]  # (..., H, K)
     use = same & np.isfinite(window)
     week_n = use.sum(axis=-1)
-    week = np.where(week_n > 0, np.where(use, window, 0.0).sum(axis=-1)
-                    / np.maximum(week_n, 1), 0.0)
-    month_shift = steps[:, None] + np.arange(YEAR_MONTH[0], YEAR_MONTH[1] + 1)[None, :]
-    then = (origins + (month_shift - YEAR).astype("timedelta64[D]")).astype("datetime64[M]")
-    in_month = (then.astype(np.int64) + 12) == target.astype(np.int64)  # (..., H, 28)
-    window = span[..., YEAR_BASE_DAYS - 1 + month_shift]
-    use = in_month & np.isfinite(window)
-    month_n = use.sum(axis=-1)
-    month = np.where(month_n > 0, np.where(use, window, 0.0).sum(axis=-1)
-                     / np.maximum(month_n, 1), 0.0)
-    inv_base = np.where(has_base, 1.0 / np.maximum(base, SCALE_FLOOR), 0.0)[..., None]
+    week = np.where(week_n > 0, np.where(use, window, 0).sum(axis=-1)
+                    / np.maximum(week_n, 1), 0)
+    # The month's days in -13..+14 are a contiguous run: sums from cumulative sums.
+    offsets = np.arange(YEAR_MONTH[0], YEAR_MONTH[1] + 1)
+    in_month = _in_target_month(origins, steps, offsets)  # (..., H, 28)
+    first = YEAR_BASE_DAYS - 1 + steps + offsets[0] + in_month.argmax(axis=-1)  # (..., H)
+    last = first + in_month.sum(axis=-1)
+    lead = span.ndim - 1
+    first_b = np.broadcast_to(first, (*span.shape[:-1], horizon))
+    last_b = np.broadcast_to(last, (*span.shape[:-1], horizon))
+    month_n = (np.take_along_axis(ccount, last_b, axis=lead)
+               - np.take_along_axis(ccount, first_b, axis=lead))
+    month_sum = (np.take_along_axis(csum, last_b, axis=lead)
+                 - np.take_along_axis(csum, first_b, axis=lead))
+    month = np.where(month_n > 0, month_sum / np.maximum(month_n, 1), 0)
+    inv_base = np.where(has_base, 1 / np.maximum(base, SCALE_FLOOR), 0)[..., None]
+    scale = scale.astype(span.dtype)
     out: FloatArray = np.concatenate(
         [np.minimum(week / scale[..., None], YEAR_CLIP),
          np.minimum(base / scale, YEAR_CLIP)[..., None],
          np.minimum(week * inv_base, YEAR_CLIP), np.minimum(month * inv_base, YEAR_CLIP),
-         has_base[..., None].astype(np.float64)], axis=-1)
+         has_base[..., None].astype(span.dtype)], axis=-1)
     return out
+
+
+def _in_target_month(origins: DateArray, steps: NDArray[np.int64],
+                     offsets: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """(*origins.shape, H, K): is day origin + h - YEAR + k in the calendar month of
+    origin + h (a year earlier)? Computed once per distinct origin date."""
+    o = np.asarray(origins, dtype="datetime64[D]")
+    uniq, inv = np.unique(o.reshape(-1), return_inverse=True)
+    u = uniq[:, None, None]
+    shift = (steps[:, None] + offsets[None, :] - YEAR).astype("timedelta64[D]")
+    then = (u + shift).astype("datetime64[M]").astype(np.int64)
+    target = (u + steps[:, None].astype("timedelta64[D]")).astype("datetime64[M]")
+    out: NDArray[np.bool_] = (then + 12 == target.astype(np.int64))[inv]
+    return out.reshape(*o.shape, steps.size, offsets.size)
 
 
 def head_inputs(origins: DateArray, scale: FloatArray, span: FloatArray | None, *,
@@ -298,10 +316,10 @@ class DayRing:
         values[rows, self.pos] = y
         return DayRing(values, (self.pos + 1) % RING_DAYS)
 
-    def span(self, days: int) -> FloatArray:
-        """(n, days) the oldest `days` days, oldest first."""
+    def span(self, days: int) -> NDArray[np.float32]:
+        """(n, days) the oldest `days` days, oldest first (float32, as stored)."""
         idx = (self.pos[:, None] + np.arange(days)[None, :]) % RING_DAYS
-        out: FloatArray = np.take_along_axis(self.values, idx, axis=1).astype(np.float64)
+        out: NDArray[np.float32] = np.take_along_axis(self.values, idx, axis=1)
         return out
 
     def take(self, idx: NDArray[np.intp]) -> DayRing:
