@@ -120,8 +120,7 @@ def _head_inputs(y: FloatArray, scales: FloatArray, days: np.ndarray,
         fut = head_inputs(days, scales, None, **kw)
         return np.broadcast_to(fut, (n, length, fut.shape[-1]))
     width = year_ago_span(config.horizon)
-    # float32 like the forecaster's ring, so both compute the same numbers
-    padded = np.concatenate([np.full((n, RING_DAYS - 1), np.nan), y], axis=1).astype(np.float32)
+    padded = np.concatenate([np.full((n, RING_DAYS - 1), np.nan), y], axis=1)
     spans = np.lib.stride_tricks.sliding_window_view(padded, width, axis=1)[:, :length]
     parts = [head_inputs(days, scales[i : i + 64], spans[i : i + 64], **kw)
              for i in range(0, n, 64)]  # chunks: the spans' cumulative sums are (n, T, 46)
