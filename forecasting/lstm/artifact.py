@@ -129,7 +129,6 @@ def _head_features(config: LSTMConfig) -> list[str]:
         names += [f"year_ago_week_t+{h}_over_scale" for h in steps]
         names += ["year_ago_level_over_scale"]
         names += [f"year_ago_week_t+{h}_over_year_ago_level" for h in steps]
-        names += [f"year_ago_month_t+{h}_over_year_ago_level" for h in steps]
         names += ["year_ago_known"]
     return names
 

@@ -43,7 +43,6 @@ EPOCH = np.datetime64("1970-01-01", "D")
 YEAR = 364  # 52 weeks: the same weekday one year earlier
 YEAR_BASE_DAYS = 28  # the year-ago level: mean of the 28 days up to origin - YEAR
 YEAR_WEEKS = (-7, 0, 7)  # a forecast day's year-ago value: these same-weekday days around it
-YEAR_MONTH = (-13, 14)  # ... its year-ago month level: the days of its month in this range
 RING_DAYS = YEAR + YEAR_BASE_DAYS  # days a series must carry for its year-ago features
 YEAR_CLIP = 10.0  # year-ago inputs are ratios; a lumpy series' spikes are clipped here
 
@@ -179,16 +178,15 @@ def future_features(origins: DateArray, horizon: int, calendar: str,
 
 def year_ago_dim(horizon: int) -> int:
     """Width of `year_ago_features`' last axis."""
-    return 3 * horizon + 2
+    return 2 * horizon + 2
 
 
 def year_ago_span(horizon: int) -> int:
     """Days of history `year_ago_features` reads: from origin - RING_DAYS + 1 to
     origin - YEAR + horizon + 3 (all before the origin, since horizon + 3 < YEAR)."""
-    reach = max(*YEAR_WEEKS, YEAR_MONTH[1])
-    if horizon + reach >= YEAR:
+    if horizon + max(YEAR_WEEKS) >= YEAR:
         raise ValueError(f"horizon {horizon} too long for year-ago features")
-    return YEAR_BASE_DAYS + horizon + reach
+    return YEAR_BASE_DAYS + horizon + max(YEAR_WEEKS)
 
 
 def year_ago_features(span: FloatArray, scale: FloatArray, origins: DateArray,
@@ -204,12 +202,9 @@ def year_ago_features(span: FloatArray, scale: FloatArray, origins: DateArray,
       selling less than November) kept sharp;
     - the year-ago level (28-day mean up to origin - YEAR) over the scale;
     - per step, that mean over the year-ago level (the seasonal shape, growth aside);
-    - per step, the mean of the days from day origin + h - YEAR - 13 to + 14 in the month
-      of origin + h, over the year-ago level: the month's level a year ago, weekday-free
-      and less noisy than one weekday's (up to 28 days); the LSTM's prior multiplies by it;
     - 1.0 when the year-ago level exists, else 0.0 (then everything above is 0).
 
-    Known at the origin (every day read is at least YEAR - horizon - 14 days old), so it is
+    Known at the origin (every day read is at least YEAR - horizon - 7 days old), so it is
     a known-future covariate of the head and a ring of the last RING_DAYS days is all the
     state a series carries for it.
     """
@@ -222,30 +217,34 @@ def year_ago_features(span: FloatArray, scale: FloatArray, origins: DateArray,
     # Day origin + h - YEAR + k sits at span index YEAR_BASE_DAYS - 1 + h + k.
     steps = np.arange(1, horizon + 1)
     shift = steps[:, None] + np.asarray(YEAR_WEEKS)[None, :]  # (H, K)
-    origins = np.asarray(origins, dtype="datetime64[D]")[..., None, None]
-    then = (origins + (shift - YEAR).astype("timedelta64[D]")).astype("datetime64[M]")
-    target = (origins + steps[:, None].astype("timedelta64[D]")).astype("datetime64[M]")
-    same = (then.astype(np.int64) + 12) == target.astype(np.int64)  # (..., H, K)
+    same = _in_target_month(origins, steps, np.asarray(YEAR_WEEKS))  # (..., H, K)
     window = span[..., YEAR_BASE_DAYS - 1 + shift]  # (..., H, K)
     use = same & np.isfinite(window)
     week_n = use.sum(axis=-1)
     week = np.where(week_n > 0, np.where(use, window, 0.0).sum(axis=-1)
                     / np.maximum(week_n, 1), 0.0)
-    month_shift = steps[:, None] + np.arange(YEAR_MONTH[0], YEAR_MONTH[1] + 1)[None, :]
-    then = (origins + (month_shift - YEAR).astype("timedelta64[D]")).astype("datetime64[M]")
-    in_month = (then.astype(np.int64) + 12) == target.astype(np.int64)  # (..., H, 28)
-    window = span[..., YEAR_BASE_DAYS - 1 + month_shift]
-    use = in_month & np.isfinite(window)
-    month_n = use.sum(axis=-1)
-    month = np.where(month_n > 0, np.where(use, window, 0.0).sum(axis=-1)
-                     / np.maximum(month_n, 1), 0.0)
-    inv_base = np.where(has_base, 1.0 / np.maximum(base, SCALE_FLOOR), 0.0)[..., None]
+    shape = week / np.maximum(base, SCALE_FLOOR)[..., None]
+    shape = np.where(has_base[..., None], shape, 0.0)
     out: FloatArray = np.concatenate(
         [np.minimum(week / scale[..., None], YEAR_CLIP),
          np.minimum(base / scale, YEAR_CLIP)[..., None],
-         np.minimum(week * inv_base, YEAR_CLIP), np.minimum(month * inv_base, YEAR_CLIP),
-         has_base[..., None].astype(np.float64)], axis=-1)
+         np.minimum(shape, YEAR_CLIP), has_base[..., None].astype(np.float64)], axis=-1)
     return out
+
+
+def _in_target_month(origins: DateArray, steps: NDArray[np.int64],
+                     offsets: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """(*origins.shape, H, K): is day origin + h - YEAR + k in the calendar month of
+    origin + h (a year earlier)? Computed once per distinct origin date (a batch of series
+    forecast from the same day costs one)."""
+    o = np.asarray(origins, dtype="datetime64[D]")
+    uniq, inv = np.unique(o.reshape(-1), return_inverse=True)
+    u = uniq[:, None, None]
+    shift = (steps[:, None] + offsets[None, :] - YEAR).astype("timedelta64[D]")
+    then = (u + shift).astype("datetime64[M]").astype(np.int64)
+    target = (u + steps[:, None].astype("timedelta64[D]")).astype("datetime64[M]")
+    out: NDArray[np.bool_] = (then + 12 == target.astype(np.int64))[inv]
+    return out.reshape(*o.shape, steps.size, offsets.size)
 
 
 def head_inputs(origins: DateArray, scale: FloatArray, span: FloatArray | None, *,

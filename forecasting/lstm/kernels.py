@@ -20,8 +20,8 @@ float64 forecast is written by the last multiply into memory from numpy (see `em
 
 With year-ago inputs (`LSTMConfig.year_ago`) the head's first layer has a third block of
 columns, for the per-series year-ago features, added per series; with the year-ago prior
-(`year_ago_prior`) the last layer's two gate rows per step go after the means, and the
-daily quantiles and the mean are multiplied by the gated year-ago shape as in
+(`year_ago_prior`) the last layer's gate row per step goes after the means, and the daily
+quantiles and the mean are multiplied by the year-ago shape to the gated power, as in
 `LSTMNet.head_raw` / `LSTMNet.quantiles`.
 
 Only the pinball head (daily and cumulative quantiles as base + softplus increments, a
@@ -82,7 +82,7 @@ class PackedNet:
     out_bias: Tensor | None  # (padded width,)
     horizon: int
     n_levels: int
-    prior: bool  # the year-ago multiplier: 2H gate rows after the means
+    prior: bool  # the year-ago multiplier: H gate rows after the means
     step_packed: bool = True  # False: the probe found `step` differs from nn.LSTM
 
     @classmethod
@@ -121,16 +121,15 @@ class PackedNet:
                 and isinstance(first, nn.Linear) and isinstance(act, nn.ReLU)
                 and isinstance(last, nn.Linear)
                 and prior == (cfg.year_ago and cfg.year_ago_prior)
-                and net.per_step == 2 * q + 1 + 2 * int(prior)
+                and net.per_step == 2 * q + 1 + int(prior)
                 and first.in_features == hidden + n_common + n_year):
             return unpacked._probed(net)
         w1 = first.weight.detach()
         per = net.per_step
         rows = [h * per + j for h in range(big_h) for j in range(2 * q)]
         rows += [h * per + 2 * q for h in range(big_h)]
-        if prior:  # the gates: all steps' first, then all steps' second
+        if prior:  # the gate of each step's year-ago multiplier
             rows += [h * per + 2 * q + 1 for h in range(big_h)]
-            rows += [h * per + 2 * q + 2 for h in range(big_h)]
         width = -(-len(rows) // _PAD) * _PAD
         w2 = last.weight.new_zeros(width, last.in_features)
         b2 = last.bias.new_zeros(width)
@@ -294,12 +293,9 @@ class PackedNet:
         mean_factor: Tensor = scale[:, None]
         if self.prior:  # LSTMNet.head_raw's gated year-ago multiplier of daily and mean
             assert year is not None
-            known = year[:, -1:]
-            log_month = year[:, -big_h - 1 : -1].clamp(0.2, 5.0).log_().mul_(known)
-            log_week = year[:, -2 * big_h - 1 : -big_h - 1].clamp(0.2, 5.0).log_().mul_(known)
-            gates = raw[:, width + big_h : width + 3 * big_h].sigmoid()
-            mult = (gates[:, :big_h] * log_month).addcmul_(
-                gates[:, big_h:], log_week.sub_(log_month)).exp_()  # (n, H)
+            shape = year[:, -big_h - 1 : -1].clamp(0.2, 5.0).log_().mul_(year[:, -1:])
+            gate = raw[:, width + big_h : width + 2 * big_h].sigmoid()
+            mult = gate.mul_(shape).exp_()  # (n, H)
             prev = prev * mult[:, :1]
             mean_factor = mult.mul_(mean_factor)  # scale x multiplier: daily and mean
             factor = torch.stack([mean_factor, scale[:, None].expand(n, big_h)], dim=2)[..., None]

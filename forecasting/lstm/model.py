@@ -44,9 +44,8 @@ class LSTMConfig:
     head_annual: bool = False  # ... and an annual Fourier pair of the origin's date
     year_ago: bool = True  # ... and the same weeks a year earlier (features.year_ago_features)
     year_ago_masks_calendar: bool = True  # see features.head_inputs' mask_calendar
-    # Daily quantiles and mean are multiplied by the year-ago month shape and the weekday's
-    # deviation from it, each to a power in [0, 1] that the head picks per series and step
-    # (0: ignore it, as for lumpy series).
+    # Daily quantiles and mean are multiplied by the year-ago seasonal shape to a power in
+    # [0, 1] that the head picks per series and step (0: ignore it, as for lumpy series).
     year_ago_prior: bool = True
     tbptt_days: int | None = 91  # truncated BPTT chunk (None: whole sequences per step)
     seed: int = 0
@@ -94,7 +93,7 @@ class LSTMNet(nn.Module):
         self.lstm = nn.LSTM(input_dim, config.hidden, config.layers, batch_first=True)
         per_step = 2 * self.n_levels + 1 if config.loss == "pinball" else 5
         self.prior = config.year_ago and config.year_ago_prior and config.loss == "pinball"
-        per_step += 2 * int(self.prior)  # the last two: gates of the year-ago multiplier
+        per_step += int(self.prior)  # the last channel: the log of the year-ago multiplier
         self.per_step = per_step
         self.head = nn.Sequential(
             nn.Linear(config.hidden + head_future_dim(config), config.head_hidden),
@@ -120,17 +119,12 @@ class LSTMNet(nn.Module):
         raw = raw.reshape(*raw.shape[:-1], self.horizon, self.per_step)
         if not self.prior:
             return raw
-        # features.year_ago_features ends the head's inputs with (..., weekday shape (H),
-        # month shape (H), known flag): the multiplier is month^g1 * (weekday / month)^g2,
-        # the month's year-ago level (less noisy) and the weekday's deviation from it, each
-        # trusted as far as the head's gates say; both 1 without a year-ago level.
+        # features.year_ago_features ends the head's inputs: (..., shape (H), known flag).
         big_h = self.horizon
-        known = future[..., -1:]
-        log_month = torch.log(future[..., -big_h - 1 : -1].clamp(0.2, 5.0)) * known
-        log_week = torch.log(future[..., -2 * big_h - 1 : -big_h - 1].clamp(0.2, 5.0)) * known
-        gates = torch.sigmoid(raw[..., -2:])
-        log_mult = gates[..., 0] * log_month + gates[..., 1] * (log_week - log_month)
-        return torch.cat([raw[..., :-2], log_mult[..., None]], dim=-1)
+        shape = future[..., -big_h - 1 : -1].clamp(0.2, 5.0)
+        log_prior = torch.log(shape) * future[..., -1:]
+        gate = torch.sigmoid(raw[..., -1])
+        return torch.cat([raw[..., :-1], (gate * log_prior)[..., None]], dim=-1)
 
     def quantiles(self, raw: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Raw head outputs -> (daily (..., H, Q), cumulative (..., H, Q), mean (..., H)),

@@ -113,17 +113,20 @@ def _head_inputs(y: FloatArray, scales: FloatArray, days: np.ndarray,
     """(n, T, Fh) the head's inputs at every origin, as the forecaster computes them from
     its carried state (the year-ago span is the window the day ring would hold)."""
     n, length = y.shape
-    kw = {"horizon": config.horizon, "calendar": config.calendar,
-          "head_calendar": config.head_calendar, "annual": config.head_annual,
-          "mask_calendar": config.year_ago_masks_calendar}
+
+    def inputs(scale: FloatArray, span: FloatArray | None) -> FloatArray:
+        return head_inputs(days, scale, span, horizon=config.horizon, calendar=config.calendar,
+                           head_calendar=config.head_calendar, annual=config.head_annual,
+                           mask_calendar=config.year_ago_masks_calendar)
+
     if not config.year_ago:
-        fut = head_inputs(days, scales, None, **kw)
+        fut = inputs(scales, None)
         return np.broadcast_to(fut, (n, length, fut.shape[-1]))
     width = year_ago_span(config.horizon)
     padded = np.concatenate([np.full((n, RING_DAYS - 1), np.nan), y], axis=1)
     spans = np.lib.stride_tricks.sliding_window_view(padded, width, axis=1)[:, :length]
-    parts = [head_inputs(days, scales[i : i + 64], spans[i : i + 64], **kw)
-             for i in range(0, n, 64)]  # chunks: the spans' cumulative sums are (n, T, 46)
+    parts = [inputs(scales[i : i + 64], spans[i : i + 64])
+             for i in range(0, n, 64)]  # chunks: the (64, T, H, 3) year-ago windows
     out: FloatArray = np.concatenate(parts, axis=0)
     return out
 
