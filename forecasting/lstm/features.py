@@ -315,7 +315,8 @@ class DayRing:
         return ring
 
     def push_(self, y: FloatArray) -> DayRing:
-        """Fold day values `y` (n,) in, in place: one write per series. Returns self."""
+        """Fold day values `y` (n,) in, in place: one write per series (their rows must be
+        distinct, as a store's slots of distinct keys are). Returns self."""
         rows = np.arange(self.n_series) if self.rows is None else self.rows
         self.values[rows, self.pos] = y
         self.pos = self.pos + 1

@@ -61,7 +61,7 @@ class SeriesState:
     scale: running demand level and observation count (see features.ScaleState).
     last_day: (n,) date of the last bucket folded in.
     ring: the last features.RING_DAYS bucket values, for the year-ago features (None when
-    the model does not use them).
+    the model does not use them); from a `slots.StateSlots` store, a view of its rows.
     A series with count 0 has no history yet: its h, c are zeros and it forecasts zero.
     """
 
