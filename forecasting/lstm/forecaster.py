@@ -25,11 +25,12 @@ from forecasting.lstm.features import (
     head_inputs,
     input_features,
     scale_step,
+    year_ago_features,
     year_ago_span,
 )
 from forecasting.lstm.kernels import PackedNet, reference_quantiles
 from forecasting.lstm.model import LSTMConfig, LSTMNet
-from forecasting.lstm.year_ago import year_ago_rows
+from forecasting.lstm.year_ago import agrees, year_ago_rows
 
 if TYPE_CHECKING:
     from forecasting.data import Panel
@@ -307,9 +308,13 @@ class LSTMForecaster(DatedForecaster):
                 raise ValueError("this model's states carry a day ring (year-ago inputs)")
             inv = None if inverse is None else torch.as_tensor(inverse, device=self.device)
             return self._tensor(rows), inv, None
-        year = year_ago_rows(state.ring.span(year_ago_span(big_h), np.float32),
-                             np.maximum(state.scale.level, SCALE_FLOOR), state.last_day,
-                             big_h)
+        scale = np.maximum(state.scale.level, SCALE_FLOOR)
+        if agrees(big_h):  # the definition's numbers as matrix products (year_ago.py)
+            year = year_ago_rows(state.ring.span(year_ago_span(big_h), np.float32), scale,
+                                 state.last_day, big_h)
+        else:
+            year = year_ago_features(state.ring.span(year_ago_span(big_h)), scale,
+                                     state.last_day, big_h)
         which = np.zeros(state.n_series, dtype=np.intp) if inverse is None else inverse
         if cfg.year_ago_masks_calendar and cfg.head_calendar:  # see features.head_inputs
             masked = rows.copy()

@@ -5,11 +5,14 @@ a panel). At forecast time a batch has one or a few origin days and many series:
 days of the span each step averages (its same weekdays a year earlier that fall in its
 month) and the 28 days of the year-ago level depend only on the origin day, so they are a
 0/1 matrix built once per day, and the sums and counts of all series are one product of
-[values | seen] with it. Same numbers as `year_ago_features` (a test compares them).
+[values | seen] with it. Same numbers as `year_ago_features`: a test compares them, and
+`agrees` checks it once per horizon at run time (the forecaster falls back to the
+definition, with a warning, should the two ever part).
 """
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 
 import numpy as np
@@ -23,10 +26,34 @@ from forecasting.lstm.features import (
     YEAR_BASE_DAYS,
     YEAR_CLIP,
     YEAR_WEEKS,
+    year_ago_features,
     year_ago_span,
 )
 
-__all__ = ["year_ago_rows"]
+__all__ = ["agrees", "year_ago_rows"]
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=16)
+def agrees(horizon: int) -> bool:
+    """Whether `year_ago_rows` gives `year_ago_features`' numbers on a random probe: 64
+    series with missing days, spikes and no year-ago level, origins over 70 days around
+    month ends (once per horizon and process)."""
+    rng = np.random.default_rng(0)
+    n = 64
+    span = rng.poisson(4.0, (n, year_ago_span(horizon))).astype(np.float64)
+    span[rng.random(span.shape) < 0.2] = np.nan
+    span[:4, :YEAR_BASE_DAYS] = np.nan
+    span[4:8] *= 100.0
+    scale = rng.gamma(2.0, 1.0, n) + 0.01
+    origins = np.datetime64("2011-01-20") + (np.arange(n) * 1.1).astype("timedelta64[D]")
+    ok = bool(np.allclose(year_ago_rows(span, scale, origins, horizon),
+                          year_ago_features(span, scale, origins, horizon),
+                          rtol=1e-9, atol=1e-12))
+    if not ok:
+        log.warning("year_ago_rows differs from features.year_ago_features; using the latter")
+    return ok
 
 
 @lru_cache(maxsize=256)

@@ -4,6 +4,7 @@ the day ring steps in place with one write per series or copies, as asked."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from forecasting.lstm.features import (
     RING_DAYS,
@@ -69,3 +70,36 @@ def test_a_ring_view_of_shared_rows_steps_those_rows_only() -> None:
     np.testing.assert_array_equal(view.take(np.array([1])).span(10), view.span(10)[1:])
     both = DayRing.concat([view, store])
     np.testing.assert_array_equal(both.span(RING_DAYS)[2:], store.span(RING_DAYS))
+
+
+def test_should_the_fast_rows_part_from_the_definition_the_forecaster_uses_the_definition(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    from forecasting.lstm import LSTMConfig, LSTMForecaster, LSTMNet, year_ago
+    from forecasting.lstm.features import INPUT_DIM
+
+    end = np.datetime64("2011-12-20")
+    torch.manual_seed(0)
+    model = LSTMForecaster(LSTMNet(INPUT_DIM, LSTMConfig(horizon=7, hidden=8, head_hidden=8)),
+                           device="cpu", end_day=lambda: end)
+    windows = np.random.default_rng(3).poisson(4.0, (5, 420)).astype(float)
+    state = model.encode(windows, end)
+    year_ago.agrees.cache_clear()
+    assert year_ago.agrees(7)
+    before = model.forecast(state, 7).mean
+    changed = year_ago.year_ago_features  # a definition that moved on (here: doubled shape)
+
+    def doubled(*args: object) -> np.ndarray:
+        out = changed(*args)  # type: ignore[arg-type]
+        out[..., 8:15] *= 2.0
+        return out
+
+    monkeypatch.setattr(year_ago, "year_ago_features", doubled)
+    monkeypatch.setattr("forecasting.lstm.forecaster.year_ago_features", doubled)
+    year_ago.agrees.cache_clear()
+    try:
+        assert not year_ago.agrees(7)
+        after = model.forecast(state, 7).mean  # through `doubled`, not the stale fast rows
+        assert not np.allclose(after, before)
+    finally:
+        year_ago.agrees.cache_clear()
