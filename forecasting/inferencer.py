@@ -298,13 +298,14 @@ class Inferencer:
         same = ~new & (last == ends)  # already at this bucket: the state as it is
         fresh = ~(step | same)  # unknown or stale: encode the window
         if step.all():
-            state = model.update(store.gather(slots), windows[:, -1], ends)
+            # consume: the store keeps only the new state (a day ring steps in place)
+            state = model.update(store.gather(slots), windows[:, -1], ends, consume=True)
             store.scatter(slots, state)
         else:
             if step.any():
                 rows = slots[step]
                 store.scatter(rows, model.update(store.gather(rows), windows[step, -1],
-                                                 ends[step]))
+                                                 ends[step], consume=True))
             if fresh.any():
                 store.scatter(slots[fresh], model.encode(windows[fresh], ends[fresh]))
             state = store.gather(slots)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from forecasting.errors import ForecastingError
-from forecasting.lstm.features import CALENDAR_DIM, INPUT_DIM, SCALE_FLOOR
+from forecasting.lstm.features import CALENDAR_DIM, INPUT_DIM, RING_DAYS, SCALE_FLOOR
 from forecasting.lstm.forecaster import LSTMForecaster
 from forecasting.lstm.model import LSTMConfig, LSTMNet
 
@@ -98,7 +98,10 @@ def save_artifact(
         "torch_version": torch.__version__,
         "config": forecaster.config.to_json(),
         "features": {"inputs": INPUT_FEATURES, "head": _head_features(forecaster.config),
-            "calendar": forecaster.config.calendar},
+            "calendar": forecaster.config.calendar,
+            # days of demand a full-window forecast reads (the year-ago head inputs); the
+            # incremental state carries them as a ring
+            "window_days_used": RING_DAYS if forecaster.config.year_ago else None},
         "horizon": forecaster.config.horizon,
         "levels": list(forecaster.config.levels),
         "scaling": scaling,
@@ -120,6 +123,13 @@ def _head_features(config: LSTMConfig) -> list[str]:
     if config.head_calendar:
         names += [f"later_month_t+{h}" for h in steps]
         names += [f"month_{m}_t+{config.horizon}" for m in range(1, 13)]
+    if config.head_annual:
+        names += ["year_sin_t", "year_cos_t"]
+    if config.year_ago:
+        names += [f"year_ago_week_t+{h}_over_scale" for h in steps]
+        names += ["year_ago_level_over_scale"]
+        names += [f"year_ago_week_t+{h}_over_year_ago_level" for h in steps]
+        names += ["year_ago_known"]
     return names
 
 

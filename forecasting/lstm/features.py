@@ -19,13 +19,20 @@ from forecasting._numeric import FloatArray
 __all__ = [
     "CALENDAR_DIM",
     "INPUT_DIM",
+    "RING_DAYS",
+    "YEAR",
+    "DayRing",
     "ScaleState",
     "calendar_features",
     "future_dim",
     "future_features",
+    "head_inputs",
     "holiday_flags",
     "input_features",
     "scale_step",
+    "year_ago_dim",
+    "year_ago_features",
+    "year_ago_span",
 ]
 
 N_WEEKDAYS, N_MONTHS = 7, 12
@@ -33,6 +40,11 @@ CALENDAR_DIM = N_WEEKDAYS + N_MONTHS + 1  # weekday one-hot, month one-hot, holi
 INPUT_DIM = 3 + CALENDAR_DIM  # scaled demand, missing flag, log scale, calendar
 SCALE_FLOOR = 0.01  # units/bucket; keeps y / scale finite for series that never sold
 EPOCH = np.datetime64("1970-01-01", "D")
+YEAR = 364  # 52 weeks: the same weekday one year earlier
+YEAR_BASE_DAYS = 28  # the year-ago level: mean of the 28 days up to origin - YEAR
+YEAR_WEEKS = (-7, 0, 7)  # a forecast day's year-ago value: these same-weekday days around it
+RING_DAYS = YEAR + YEAR_BASE_DAYS  # days a series must carry for its year-ago features
+YEAR_CLIP = 10.0  # year-ago inputs are ratios; a lumpy series' spikes are clipped here
 
 DateArray = NDArray[np.datetime64]
 
@@ -135,17 +147,18 @@ def calendar_features(days: DateArray, calendar: str = "uk") -> FloatArray:
     return out
 
 
-def future_dim(horizon: int, head_calendar: bool) -> int:
+def future_dim(horizon: int, head_calendar: bool, annual: bool = False) -> int:
     """Width of `future_features`' last axis."""
-    return horizon + (horizon + N_MONTHS if head_calendar else 0)
+    return horizon + (horizon + N_MONTHS if head_calendar else 0) + (2 if annual else 0)
 
 
 def future_features(origins: DateArray, horizon: int, calendar: str,
-                    head_calendar: bool) -> FloatArray:
+                    head_calendar: bool, annual: bool = False) -> FloatArray:
     """(..., future_dim) what the head knows about the `horizon` days after each origin date:
     their holiday flags and, with `head_calendar`, a flag per step "in a later month than the
     origin" and the month one-hot of the last step (so a forecast across a month end knows
-    which days fall in which month)."""
+    which days fall in which month); with `annual`, the sine and cosine of the origin's
+    position in the year (one annual Fourier pair: where in a month, too)."""
     origins = np.asarray(origins, dtype="datetime64[D]")
     days = origins[..., None] + np.arange(1, horizon + 1).astype("timedelta64[D]")
     parts = [holiday_flags(days.reshape(-1), calendar).reshape(days.shape)]
@@ -156,8 +169,180 @@ def future_features(origins: DateArray, horizon: int, calendar: str,
         np.put_along_axis(last, (months[..., -1].astype(np.int64) % 12)[..., None], 1.0,
                           axis=-1)
         parts.append(last)
+    if annual:
+        angle = 2 * np.pi * (origins - EPOCH).astype(np.int64) / 365.25
+        parts += [np.sin(angle)[..., None], np.cos(angle)[..., None]]
     out: FloatArray = np.concatenate(parts, axis=-1)
     return out
+
+
+def year_ago_dim(horizon: int) -> int:
+    """Width of `year_ago_features`' last axis."""
+    return 2 * horizon + 2
+
+
+def year_ago_span(horizon: int) -> int:
+    """Days of history `year_ago_features` reads: from origin - RING_DAYS + 1 to
+    origin - YEAR + horizon + 3 (all before the origin, since horizon + 3 < YEAR)."""
+    if horizon + max(YEAR_WEEKS) >= YEAR:
+        raise ValueError(f"horizon {horizon} too long for year-ago features")
+    return YEAR_BASE_DAYS + horizon + max(YEAR_WEEKS)
+
+
+def year_ago_features(span: FloatArray, scale: FloatArray, origins: DateArray,
+                      horizon: int) -> FloatArray:
+    """(..., year_ago_dim) what the same weeks a year (52 weeks) earlier say about the
+    `horizon` days after an origin, from `span` (..., year_ago_span) = the demand of days
+    origin - RING_DAYS + 1 ... (NaN = missing), the running `scale` (...) at the origin and
+    the origin dates (..., or fewer leading axes):
+
+    - per step h, the mean of days origin + h - YEAR - 7, - YEAR, - YEAR + 7 (the same
+      weekday) that fall in the calendar month of origin + h (at least one does), over the
+      scale: weekday and month effects a year ago, a month-end step change (December
+      selling less than November) kept sharp;
+    - the year-ago level (28-day mean up to origin - YEAR) over the scale;
+    - per step, that mean over the year-ago level (the seasonal shape, growth aside);
+    - 1.0 when the year-ago level exists, else 0.0 (then everything above is 0).
+
+    Known at the origin (every day read is at least YEAR - horizon - 7 days old), so it is
+    a known-future covariate of the head and a ring of the last RING_DAYS days is all the
+    state a series carries for it.
+    """
+    seen = np.isfinite(span)
+    base_n = seen[..., :YEAR_BASE_DAYS].sum(axis=-1)
+    has_base = base_n > 0
+    base = np.where(has_base, np.where(seen[..., :YEAR_BASE_DAYS],
+                                       span[..., :YEAR_BASE_DAYS], 0.0).sum(axis=-1)
+                    / np.maximum(base_n, 1), 0.0)
+    # Day origin + h - YEAR + k sits at span index YEAR_BASE_DAYS - 1 + h + k.
+    steps = np.arange(1, horizon + 1)
+    shift = steps[:, None] + np.asarray(YEAR_WEEKS)[None, :]  # (H, K)
+    same = _in_target_month(origins, steps, np.asarray(YEAR_WEEKS))  # (..., H, K)
+    window = span[..., YEAR_BASE_DAYS - 1 + shift]  # (..., H, K)
+    use = same & np.isfinite(window)
+    week_n = use.sum(axis=-1)
+    week = np.where(week_n > 0, np.where(use, window, 0.0).sum(axis=-1)
+                    / np.maximum(week_n, 1), 0.0)
+    shape = week / np.maximum(base, SCALE_FLOOR)[..., None]
+    shape = np.where(has_base[..., None], shape, 0.0)
+    out: FloatArray = np.concatenate(
+        [np.minimum(week / scale[..., None], YEAR_CLIP),
+         np.minimum(base / scale, YEAR_CLIP)[..., None],
+         np.minimum(shape, YEAR_CLIP), has_base[..., None].astype(np.float64)], axis=-1)
+    return out
+
+
+def _in_target_month(origins: DateArray, steps: NDArray[np.int64],
+                     offsets: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """(*origins.shape, H, K): is day origin + h - YEAR + k in the calendar month of
+    origin + h (a year earlier)? Computed once per distinct origin date (a batch of series
+    forecast from the same day costs one)."""
+    o = np.asarray(origins, dtype="datetime64[D]")
+    uniq, inv = np.unique(o.reshape(-1), return_inverse=True)
+    u = uniq[:, None, None]
+    shift = (steps[:, None] + offsets[None, :] - YEAR).astype("timedelta64[D]")
+    then = (u + shift).astype("datetime64[M]").astype(np.int64)
+    target = (u + steps[:, None].astype("timedelta64[D]")).astype("datetime64[M]")
+    out: NDArray[np.bool_] = (then + 12 == target.astype(np.int64))[inv]
+    return out.reshape(*o.shape, steps.size, offsets.size)
+
+
+def head_inputs(origins: DateArray, scale: FloatArray, span: FloatArray | None, *,
+                horizon: int, calendar: str, head_calendar: bool, annual: bool,
+                mask_calendar: bool = False) -> FloatArray:
+    """(..., Fh) everything the head sees besides the LSTM state: `future_features` of the
+    origin dates (...) and, when `span` (..., year_ago_span) is given, `year_ago_features`
+    with the running `scale` (...) at the origins. `origins` may have fewer leading axes
+    than `scale` (a date axis shared by all series).
+
+    `mask_calendar`: where the year-ago level is known, the head-calendar part (later-month
+    flags, month of the last step) is zeroed: the year-ago shape says the same per day and
+    per series, and with both the head smeared a month-end step over the whole horizon
+    (store-item's Nov -> Dec folds); series without a year of history keep it."""
+    fut = future_features(origins, horizon, calendar, head_calendar, annual)
+    if span is None:
+        return fut
+    ya = year_ago_features(span, scale, origins, horizon)
+    fut = np.broadcast_to(fut, (*ya.shape[:-1], fut.shape[-1]))
+    if mask_calendar and head_calendar:
+        fut = fut.copy()
+        fut[..., horizon : 2 * horizon + N_MONTHS] *= 1.0 - ya[..., -1:]
+    out: FloatArray = np.concatenate([fut, ya], axis=-1)
+    return out
+
+
+@dataclass
+class DayRing:
+    """The last RING_DAYS bucket values of each series (NaN = missing or before its first),
+    a circular buffer per series with its oldest day at `pos` (float32: 1.5 kB per series).
+
+    Series i's days live in row `rows[i]` of `values` (row i when `rows` is None): a
+    `slots.StateSlots` store hands out rings that are views of its own rows. Folding in a
+    day writes one slot and advances `pos`: `push_` does that in place, O(1) per series
+    (for a caller that drops the old state, as a stream does); `push` first copies the
+    series' rows so the old ring stays as it was (O(RING_DAYS) per series)."""
+
+    values: NDArray[np.float32]  # (m, RING_DAYS), m >= the number of series
+    pos: NDArray[np.intp]  # (n,) slot of each series' oldest day
+    rows: NDArray[np.intp] | None = None  # (n,) row of `values` per series; None: row i
+
+    @classmethod
+    def from_windows(cls, windows: FloatArray) -> DayRing:
+        """The ring after windows (n, T) (their last RING_DAYS days; NaN before a short one)."""
+        n, length = windows.shape
+        values = np.full((n, RING_DAYS), np.nan, dtype=np.float32)
+        keep = min(length, RING_DAYS)
+        if keep:
+            values[:, RING_DAYS - keep :] = windows[:, length - keep :]
+        return cls(values, np.zeros(n, dtype=np.intp))
+
+    @property
+    def n_series(self) -> int:
+        """Number of series (rows of `pos`)."""
+        return int(self.pos.shape[0])
+
+    def own_values(self) -> NDArray[np.float32]:
+        """(n, RING_DAYS) a copy of the series' rows (slots as stored, oldest at `pos`)."""
+        if self.rows is None:
+            return self.values[: self.n_series].copy()
+        return self.values[self.rows]
+
+    def push(self, y: FloatArray) -> DayRing:
+        """A new ring with day values `y` (n,) folded in (the oldest day drops out); this
+        one is left as it was."""
+        ring = DayRing(self.own_values(), self.pos.copy())
+        ring.push_(y)
+        return ring
+
+    def push_(self, y: FloatArray) -> DayRing:
+        """Fold day values `y` (n,) in, in place: one write per series (their rows must be
+        distinct, as a store's slots of distinct keys are). Returns self."""
+        rows = np.arange(self.n_series) if self.rows is None else self.rows
+        self.values[rows, self.pos] = y
+        self.pos = self.pos + 1
+        self.pos[self.pos == RING_DAYS] = 0
+        return self
+
+    def span(self, days: int, dtype: type[np.floating] = np.float64) -> FloatArray:
+        """(n, days) the oldest `days` days, oldest first (float64 unless `dtype`)."""
+        idx = self.pos[:, None] + np.arange(days)[None, :]
+        idx[idx >= RING_DAYS] -= RING_DAYS
+        rows = np.arange(self.n_series) if self.rows is None else self.rows
+        idx += rows[:, None] * RING_DAYS  # flat positions: one take, no 2-d fancy index
+        flat = self.values.reshape(-1)
+        out: FloatArray = np.take(flat, idx).astype(dtype, copy=False)
+        return out
+
+    def take(self, idx: NDArray[np.intp]) -> DayRing:
+        """The rings of series `idx` (a copy)."""
+        rows = idx if self.rows is None else self.rows[idx]
+        return DayRing(self.values[rows], self.pos[idx].copy())
+
+    @staticmethod
+    def concat(rings: list[DayRing]) -> DayRing:
+        """Stack the series of `rings` into one (a copy)."""
+        return DayRing(np.concatenate([r.own_values() for r in rings]),
+                       np.concatenate([r.pos for r in rings]))
 
 
 def input_features(

@@ -16,14 +16,21 @@ from forecasting._numeric import FloatArray
 from forecasting.base import DatedForecaster, QuantileForecast
 from forecasting.errors import InvalidWindowError
 from forecasting.lstm.features import (
+    N_MONTHS,
+    SCALE_FLOOR,
+    DayRing,
     ScaleState,
     calendar_features,
     future_features,
+    head_inputs,
     input_features,
     scale_step,
+    year_ago_features,
+    year_ago_span,
 )
-from forecasting.lstm.kernels import PackedNet
+from forecasting.lstm.kernels import PackedNet, reference_quantiles
 from forecasting.lstm.model import LSTMConfig, LSTMNet
+from forecasting.lstm.year_ago import agrees, year_ago_rows
 
 if TYPE_CHECKING:
     from forecasting.data import Panel
@@ -54,6 +61,8 @@ class SeriesState:
     h, c: (layers, n, hidden) float32 recurrent state after the last bucket seen.
     scale: running demand level and observation count (see features.ScaleState).
     last_day: (n,) date of the last bucket folded in.
+    ring: the last features.RING_DAYS bucket values, for the year-ago features (None when
+    the model does not use them); from a `slots.StateSlots` store, a view of its rows.
     A series with count 0 has no history yet: its h, c are zeros and it forecasts zero.
     """
 
@@ -61,6 +70,7 @@ class SeriesState:
     c: torch.Tensor
     scale: ScaleState
     last_day: DateArray
+    ring: DayRing | None = None
 
     @property
     def n_series(self) -> int:
@@ -75,6 +85,7 @@ class SeriesState:
             self.h[:, t_idx].clone(), self.c[:, t_idx].clone(),
             ScaleState(self.scale.level[idx].copy(), self.scale.count[idx].copy()),
             self.last_day[idx].copy(),
+            None if self.ring is None else self.ring.take(idx),
         )
 
     @staticmethod
@@ -85,6 +96,8 @@ class SeriesState:
             ScaleState(np.concatenate([s.scale.level for s in states]),
                        np.concatenate([s.scale.count for s in states])),
             np.concatenate([s.last_day for s in states]),
+            None if states[0].ring is None else DayRing.concat([s.ring for s in states
+                                                                 if s.ring is not None]),
         )
 
 
@@ -183,7 +196,8 @@ class LSTMForecaster(DatedForecaster):
         h = torch.zeros(layers, n, hidden, device=self.device)
         c = torch.zeros(layers, n, hidden, device=self.device)
         live = np.flatnonzero(lengths > 0)
-        if live.size and self.device.type == "cpu" and live.size >= _LOOP_MIN_ROWS:
+        if (live.size and self.device.type == "cpu" and live.size >= _LOOP_MIN_ROWS
+                and self._packed().step_packed):
             # The packed step in a Python loop beats torch's CPU LSTM from ~512 series on
             # (one matmul per step, no tanh; 1.5x at 2,048); cuDNN's fused kernels win on CUDA.
             begin = int(first[live].min())
@@ -207,16 +221,19 @@ class LSTMForecaster(DatedForecaster):
                     _, (hn, cn) = self.net.lstm(packed)
             idx = torch.as_tensor(live, device=self.device)
             h[:, idx], c[:, idx] = hn, cn
-        return SeriesState(h, c, scale_state, ends)
+        ring = DayRing.from_windows(arr) if self.config.year_ago else None
+        return SeriesState(h, c, scale_state, ends, ring)
 
     # --- incremental -----------------------------------------------------------------------
-    def update(self, state: SeriesState, values: ArrayLike,
-               days: ArrayLike | None = None) -> SeriesState:
+    def update(self, state: SeriesState, values: ArrayLike, days: ArrayLike | None = None,
+               *, consume: bool = False) -> SeriesState:
         """Fold one new bucket per series (n,) into `state`: one LSTM step, O(1) per series.
 
         `days` defaults to the day after each series' last bucket. A NaN before a series'
         first observation changes nothing (still no history); a NaN after it is a missing
-        bucket. Returns a new state; `state` is left as it was.
+        bucket. Returns a new state; `state` is left as it was, unless `consume`: then the
+        caller drops `state` (a stream, the keyed store) and its day ring (year-ago inputs)
+        is advanced in place, one write per series, instead of copied (392 days).
         """
         y = np.asarray(values, dtype=np.float64).reshape(-1)
         n = state.n_series
@@ -233,12 +250,19 @@ class LSTMForecaster(DatedForecaster):
         cal = _day_rows(distinct, _calendar_row, self.config.calendar)  # per distinct day
         cal = cal[np.zeros(n, dtype=np.intp) if inverse is None else inverse]
         x = self._tensor(input_features(y, s, cal, self.log_scale_mean, self.log_scale_std))
+        packed = self._packed()
         with torch.inference_mode():
-            h, c = self._packed().step(x, state.h, state.c)
+            if packed.step_packed:
+                h, c = packed.step(x, state.h, state.c)
+            else:
+                _, (h, c) = self.net.encode(x[:, None], (state.h, state.c))
             if not live.all():
                 keep = torch.as_tensor(live, device=self.device)[None, :, None]
                 h, c = torch.where(keep, h, state.h), torch.where(keep, c, state.c)
-        return SeriesState(h, c, scale, new_days)
+        ring = state.ring
+        if ring is not None:
+            ring = ring.push_(y) if consume else ring.push(y)
+        return SeriesState(h, c, scale, new_days, ring)
 
     def _packed(self) -> PackedNet:
         """The current weights laid out for one-step inference (re-packed when they change)."""
@@ -254,12 +278,9 @@ class LSTMForecaster(DatedForecaster):
         if not packed.head_packed:
             out = self._forecast_unpacked(state, scale)
         else:
-            distinct, inverse = _distinct_days(state.last_day)
-            future = self._tensor(_day_rows(distinct, _future_row, self.config.calendar,
-                                            big_h, self.config.head_calendar))
-            inv = None if inverse is None else torch.as_tensor(inverse, device=self.device)
+            future, inv, year = self._head_rows(state)
             with torch.inference_mode():
-                out_t = packed.quantiles(state.h[-1], future, inv, scale,
+                out_t = packed.quantiles(state.h[-1], future, inv, scale, year=year,
                                          integer=self.config.integer_demand)
                 out = out_t.cpu().numpy()
         q = self._levels.size
@@ -272,23 +293,48 @@ class LSTMForecaster(DatedForecaster):
         return QuantileForecast.trusted(self._levels, daily[:, :horizon],
                                         cumulative[:, :horizon], mean[:, :horizon])
 
+    def _head_rows(self, state: SeriesState) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                     torch.Tensor | None]:
+        """The head inputs `features.head_inputs` gives, as PackedNet takes them: the future
+        features of each distinct origin day (and, with the calendar mask, of each day with
+        the mask), which of those rows each series has (None: all the first), and the
+        per-series year-ago features (None without them)."""
+        cfg, big_h = self.config, self.config.horizon
+        distinct, inverse = _distinct_days(state.last_day)
+        rows = _day_rows(distinct, _future_row, cfg.calendar, big_h, cfg.head_calendar,
+                         cfg.head_annual)
+        if state.ring is None:
+            if cfg.year_ago:
+                raise ValueError("this model's states carry a day ring (year-ago inputs)")
+            inv = None if inverse is None else torch.as_tensor(inverse, device=self.device)
+            return self._tensor(rows), inv, None
+        scale = np.maximum(state.scale.level, SCALE_FLOOR)
+        if agrees(big_h):  # the definition's numbers as matrix products (year_ago.py)
+            year = year_ago_rows(state.ring.span(year_ago_span(big_h), np.float32), scale,
+                                 state.last_day, big_h)
+        else:
+            year = year_ago_features(state.ring.span(year_ago_span(big_h)), scale,
+                                     state.last_day, big_h)
+        which = np.zeros(state.n_series, dtype=np.intp) if inverse is None else inverse
+        if cfg.year_ago_masks_calendar and cfg.head_calendar:  # see features.head_inputs
+            masked = rows.copy()
+            masked[:, big_h : 2 * big_h + N_MONTHS] = 0.0
+            which = which + rows.shape[0] * (year[:, -1] > 0)
+            rows = np.concatenate([rows, masked])
+        inv = torch.as_tensor(which, device=self.device)
+        return self._tensor(rows), inv, self._tensor(year)
+
     def _forecast_unpacked(self, state: SeriesState, scale: torch.Tensor) -> FloatArray:
         """`forecast` through LSTMNet's own head (heads PackedNet does not lay out)."""
-        big_h = self.config.horizon
-        hol = self._tensor(future_features(state.last_day, big_h, self.config.calendar,
-                                           self.config.head_calendar))
+        big_h, cfg = self.config.horizon, self.config
+        span = None if state.ring is None else state.ring.span(year_ago_span(big_h))
+        hol = self._tensor(head_inputs(
+            state.last_day, np.maximum(state.scale.level, SCALE_FLOOR), span, horizon=big_h,
+            calendar=cfg.calendar, head_calendar=cfg.head_calendar, annual=cfg.head_annual,
+            mask_calendar=cfg.year_ago_masks_calendar))
         with torch.inference_mode():
-            daily_t, cum_t, mean_t = self.net.quantiles(self.net.head_raw(state.h[-1], hol))
-            s = scale[:, None, None]
-            daily_t = daily_t.clamp(min=0.0) * s
-            cum_t = cum_t.clamp(min=0.0) * s
-            if self.config.integer_demand:  # quantiles of counts are counts
-                daily_t, cum_t = torch.round(daily_t), torch.round(cum_t)
-            cum_t = torch.maximum(cum_t, daily_t[:, :1])
-            for h in range(1, big_h):  # running max over steps; faster than torch.cummax
-                torch.maximum(cum_t[:, h], cum_t[:, h - 1], out=cum_t[:, h])
-            mean_t = mean_t.clamp(min=0.0) * scale[:, None]
-            stacked = torch.cat([daily_t, cum_t, mean_t[..., None]], dim=-1)
+            stacked = reference_quantiles(self.net, state.h[-1], hol, scale,
+                                          integer=cfg.integer_demand)
             out: FloatArray = stacked.cpu().numpy().astype(np.float64)
         return out
 
@@ -320,10 +366,11 @@ def _calendar_row(day: int, calendar: str) -> FloatArray:
 
 
 @lru_cache(maxsize=4096)
-def _future_row(day: int, calendar: str, horizon: int, head_calendar: bool) -> FloatArray:
+def _future_row(day: int, calendar: str, horizon: int, head_calendar: bool,
+                annual: bool) -> FloatArray:
     """future_features of one origin day, read-only."""
     out: FloatArray = future_features(np.array([day], dtype="datetime64[D]"), horizon,
-                                      calendar, head_calendar)[0]
+                                      calendar, head_calendar, annual)[0]
     out.flags.writeable = False
     return out
 

@@ -18,24 +18,36 @@ once per weight version (`PackedNet.of`) so that a step and a forecast are a few
 Large batches go in blocks of `_CHUNK_ROWS` rows so the temporaries stay in cache, and the
 float64 forecast is written by the last multiply into memory from numpy (see `empty`).
 
-Only the pinball head (daily and cumulative quantiles as base + softplus increments, and a
-softplus mean) is packed; other heads (loss="normal") go through `LSTMNet` as before. The
-results equal `LSTMNet`'s within float32 rounding.
+With year-ago inputs (`LSTMConfig.year_ago`) the head's first layer has a third block of
+columns, for the per-series year-ago features, added per series; with the year-ago prior
+(`year_ago_prior`) the last layer's gate row per step goes after the means, and the daily
+quantiles and the mean are multiplied by the year-ago shape to the gated power, as in
+`LSTMNet.head_raw` / `LSTMNet.quantiles`.
+
+Only the pinball head (daily and cumulative quantiles as base + softplus increments, a
+softplus mean, optionally the year-ago gates) is packed; other heads (loss="normal") go
+through `LSTMNet` (`reference_quantiles`). Packing never silently changes the numbers:
+besides the checks of the layout, each packed weight version is run once on a random probe
+against `LSTMNet` and a part that disagrees (beyond float32 rounding) is not used.
 """
 
 from __future__ import annotations
 
+import logging
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
+from forecasting.lstm.features import future_dim, year_ago_dim
 from forecasting.lstm.model import LSTMNet
 
-__all__ = ["PackedNet", "empty"]
+__all__ = ["PackedNet", "empty", "reference_quantiles"]
+
+log = logging.getLogger(__name__)
 
 _PAD = 16
 _CHUNK_ROWS = 2048  # rows per block: a block's float32 temporaries fit in L2
@@ -64,11 +76,14 @@ class PackedNet:
     hidden: int
     head_top: Tensor | None  # (head_hidden, hidden); None: the head is not packed
     head_future: Tensor | None  # (head_hidden, future_dim)
+    head_year: Tensor | None  # (head_hidden, year_ago_dim); None: no year-ago inputs
     head_bias: Tensor | None  # (head_hidden,)
     out_weight: Tensor | None  # (padded width, head_hidden), rows re-ordered
     out_bias: Tensor | None  # (padded width,)
     horizon: int
     n_levels: int
+    prior: bool  # the year-ago multiplier: H gate rows after the means
+    step_packed: bool = True  # False: the probe found `step` differs from nn.LSTM
 
     @classmethod
     def of(cls, net: LSTMNet, cached: PackedNet | None = None) -> PackedNet:
@@ -95,25 +110,84 @@ class PackedNet:
             b[2 * hidden : 3 * hidden] *= 2.0
             cells.append((w.contiguous(), b.contiguous()))
         q, big_h = net.n_levels, net.horizon
+        cfg = net.config
+        prior = bool(getattr(net, "prior", False))
+        unpacked = cls(weakref.ref(net), params, versions, tuple(cells), hidden,
+                       None, None, None, None, None, None, big_h, q, prior)
         first, act, last = (*net.head, None, None, None)[:3]
-        if not (net.config.loss == "pinball" and len(net.head) == 3
+        n_common = future_dim(big_h, cfg.head_calendar, cfg.head_annual)
+        n_year = year_ago_dim(big_h) if cfg.year_ago else 0
+        if not (cfg.loss == "pinball" and len(net.head) == 3
                 and isinstance(first, nn.Linear) and isinstance(act, nn.ReLU)
-                and isinstance(last, nn.Linear) and net.per_step == 2 * q + 1):
-            return cls(weakref.ref(net), params, versions, tuple(cells), hidden,
-                       None, None, None, None, None, big_h, q)
+                and isinstance(last, nn.Linear)
+                and prior == (cfg.year_ago and cfg.year_ago_prior)
+                and net.per_step == 2 * q + 1 + int(prior)
+                and first.in_features == hidden + n_common + n_year):
+            return unpacked._probed(net)
         w1 = first.weight.detach()
         per = net.per_step
         rows = [h * per + j for h in range(big_h) for j in range(2 * q)]
         rows += [h * per + 2 * q for h in range(big_h)]
+        if prior:  # the gate of each step's year-ago multiplier
+            rows += [h * per + 2 * q + 1 for h in range(big_h)]
         width = -(-len(rows) // _PAD) * _PAD
         w2 = last.weight.new_zeros(width, last.in_features)
         b2 = last.bias.new_zeros(width)
         idx = torch.as_tensor(rows, device=w2.device)
         w2[: len(rows)] = last.weight.detach().index_select(0, idx)
         b2[: len(rows)] = last.bias.detach().index_select(0, idx)
-        return cls(weakref.ref(net), params, versions, tuple(cells), hidden,
-                   w1[:, :hidden].contiguous(), w1[:, hidden:].contiguous(),
-                   first.bias.detach().clone(), w2, b2, big_h, q)
+        packed = cls(weakref.ref(net), params, versions, tuple(cells), hidden,
+                     w1[:, :hidden].contiguous(),
+                     w1[:, hidden : hidden + n_common].contiguous(),
+                     w1[:, hidden + n_common :].contiguous() if n_year else None,
+                     first.bias.detach().clone(), w2, b2, big_h, q, prior)
+        return packed._probed(net)
+
+    def _probed(self, net: LSTMNet) -> PackedNet:
+        """This packing with the parts that disagree with `net` on a random probe switched
+        off (logged: it means the layout assumptions no longer hold for this net)."""
+        was_training = net.training
+        net.eval()  # no dropout in the reference
+        try:
+            return self._probe(net)
+        finally:
+            net.train(was_training)
+
+    def _probe(self, net: LSTMNet) -> PackedNet:
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        device = self.cells[0][0].device
+        n, u, lstm = 16, 3, net.lstm
+
+        def rand(*shape: int) -> Tensor:
+            return torch.rand(*shape, generator=gen).to(device)
+
+        x = rand(n, lstm.input_size) * 4 - 2
+        h0, c0 = rand(lstm.num_layers, n, self.hidden) - 0.5, rand(lstm.num_layers, n,
+                                                                    self.hidden) - 0.5
+        _, (h_ref, c_ref) = net.lstm(x[:, None], (h0, c0))
+        h, c = self._step(x, h0, c0)
+        out = self
+        if not (_close(h, h_ref) and _close(c, c_ref)):
+            log.warning("packed LSTM step differs from nn.LSTM; using nn.LSTM")
+            out = replace(out, step_packed=False)
+        if not self.head_packed:
+            return out
+        assert self.head_future is not None
+        future = rand(u, self.head_future.shape[1])
+        inverse = torch.arange(n, device=device) % u
+        year = None
+        if self.head_year is not None:
+            year = rand(n, self.head_year.shape[1]) * 3
+            year[:, -1] = (torch.arange(n, device=device) % 2).float()  # known or not
+        full = future[inverse] if year is None else torch.cat([future[inverse], year], dim=1)
+        top, scale = h_ref[-1], rand(n) + 0.5
+        # Not rounded (integer=False): a float32 hair at x.5 would round apart.
+        ref = reference_quantiles(net, top, full, scale, integer=False)
+        got = self.quantiles(top, future, inverse, scale, year=year, integer=False)
+        if not _close(got.float(), ref, tol=1e-4):
+            log.warning("packed LSTM head differs from LSTMNet's; using LSTMNet's")
+            return replace(out, head_top=None, out_weight=None)
+        return out
 
     @property
     def head_packed(self) -> bool:
@@ -174,14 +248,18 @@ class PackedNet:
         return torch.stack(hs), torch.stack(cs)
 
     def quantiles(self, top: Tensor, future: Tensor, inverse: Tensor | None,
-                  scale: Tensor, *, integer: bool) -> Tensor:
+                  scale: Tensor, *, year: Tensor | None = None, integer: bool) -> Tensor:
         """The forecast of series with top hidden state `top` (n, hidden) and scale (n,):
         (n, H, 2Q + 1) float64 [daily quantiles | cumulative quantiles | mean], clipped at
         0, cumulative non-decreasing over steps, rounded when `integer`.
 
-        `future` (u, future_dim) holds the future features of u distinct origins and
-        `inverse` (n,) which one each series has (None: u == 1, the same for all)."""
+        `future` (u, future_dim) holds the future features of u distinct rows (origins,
+        with and without the calendar mask) and `inverse` (n,) which one each series has
+        (None: u == 1, the same for all); `year` (n, year_ago_dim) the year-ago features
+        of each series when the net has them."""
         assert self.head_future is not None and self.head_bias is not None
+        if (year is None) != (self.head_year is None):
+            raise ValueError("year-ago features must be given exactly when the net uses them")
         n, q, big_h = top.shape[0], self.n_levels, self.horizon
         per_origin = nn.functional.linear(future, self.head_future, self.head_bias)
         out = empty((n, big_h, 2 * q + 1), torch.float64, top.device)
@@ -189,11 +267,15 @@ class PackedNet:
             hi = min(lo + _CHUNK_ROWS, n)
             base = (per_origin if inverse is None
                     else per_origin.index_select(0, inverse[lo:hi]))
-            self._quantiles(top[lo:hi], base, scale[lo:hi], out[lo:hi], integer)
+            part = None if year is None else year[lo:hi]
+            if part is not None:
+                assert self.head_year is not None
+                base = torch.addmm(base, part, self.head_year.t())
+            self._quantiles(top[lo:hi], base, part, scale[lo:hi], out[lo:hi], integer)
         return out
 
-    def _quantiles(self, top: Tensor, base: Tensor, scale: Tensor, out: Tensor,
-                   integer: bool) -> None:
+    def _quantiles(self, top: Tensor, base: Tensor, year: Tensor | None, scale: Tensor,
+                   out: Tensor, integer: bool) -> None:
         assert self.head_top is not None and self.out_weight is not None
         assert self.out_bias is not None
         n, q, big_h = top.shape[0], self.n_levels, self.horizon
@@ -201,15 +283,48 @@ class PackedNet:
         raw = nn.functional.linear(hid, self.out_weight, self.out_bias)  # (n, padded)
         width = big_h * 2 * q
         first = raw[:, :width].view(n, big_h, 2, q)[..., 0].clone()  # bases stay raw
-        soft = nn.functional.softplus(raw)  # the rest are increments (and the means)
+        soft = nn.functional.softplus(raw)  # contiguous: faster than the slice that is used
         soft_blocks = soft[:, :width].view(n, big_h, 2, q)
         soft_blocks[..., 0] = first
         quant = torch.cumsum(soft_blocks, dim=-1).clamp_(min=0.0)  # (n, H, 2, Q)
+        mean = soft[:, width : width + big_h]
         prev = quant[:, 0, 0]  # cumulative >= the first day's demand, non-decreasing over steps
+        factor: Tensor = scale[:, None, None, None]  # of the (n, H, 2, Q) quantile blocks
+        mean_factor: Tensor = scale[:, None]
+        if self.prior:  # LSTMNet.head_raw's gated year-ago multiplier of daily and mean
+            assert year is not None
+            shape = year[:, -big_h - 1 : -1].clamp(0.2, 5.0).log_().mul_(year[:, -1:])
+            gate = raw[:, width + big_h : width + 2 * big_h].sigmoid()
+            mult = gate.mul_(shape).exp_()  # (n, H)
+            prev = prev * mult[:, :1]
+            mean_factor = mult.mul_(mean_factor)  # scale x multiplier: daily and mean
+            factor = torch.stack([mean_factor, scale[:, None].expand(n, big_h)], dim=2)[..., None]
         for step in quant[:, :, 1].unbind(1):  # one call for all the step views
             torch.maximum(step, prev, out=step)
             prev = step
-        torch.mul(quant.view(n, big_h, 2 * q), scale[:, None, None], out=out[..., : 2 * q])
+        torch.mul(quant, factor, out=out[..., : 2 * q].view(n, big_h, 2, q))
         if integer:  # quantiles of counts are counts
             out[..., : 2 * q].round_()
-        torch.mul(soft[:, width : width + big_h], scale[:, None], out=out[..., 2 * q])
+        torch.mul(mean, mean_factor, out=out[..., 2 * q])
+
+def reference_quantiles(net: LSTMNet, top: Tensor, future: Tensor, scale: Tensor, *,
+                        integer: bool) -> Tensor:
+    """`PackedNet.quantiles` through `LSTMNet`'s own head: top (n, hidden), future (n, all
+    head inputs besides the state), scale (n,) -> (n, H, 2Q + 1) float32, the same
+    post-processing (clipped at 0, scaled, rounded when `integer`, cumulative >= the
+    first day and non-decreasing over steps)."""
+    daily, cum, mean = net.quantiles(net.head_raw(top, future))
+    s = scale[:, None, None]
+    daily = daily.clamp(min=0.0) * s
+    cum = cum.clamp(min=0.0) * s
+    if integer:  # quantiles of counts are counts
+        daily, cum = torch.round(daily), torch.round(cum)
+    cum = torch.maximum(cum, daily[:, :1])
+    for h in range(1, cum.shape[1]):  # running max over steps; faster than torch.cummax
+        torch.maximum(cum[:, h], cum[:, h - 1], out=cum[:, h])
+    mean = mean.clamp(min=0.0) * scale[:, None]
+    return torch.cat([daily, cum, mean[..., None]], dim=-1)
+
+
+def _close(a: Tensor, b: Tensor, tol: float = 1e-5) -> bool:
+    return bool(torch.allclose(a, b, rtol=tol, atol=tol))

@@ -8,9 +8,9 @@ import torch
 from torch import Tensor, nn
 
 from forecasting.base import QUANTILE_LEVELS
-from forecasting.lstm.features import future_dim
+from forecasting.lstm.features import future_dim, year_ago_dim
 
-__all__ = ["LSTMConfig", "LSTMNet", "RecurrentState"]
+__all__ = ["LSTMConfig", "LSTMNet", "RecurrentState", "head_future_dim"]
 
 RecurrentState = tuple[Tensor, Tensor]
 """(h, c), each (layers, n_series, hidden)."""
@@ -41,6 +41,12 @@ class LSTMConfig:
     dropout: float = 0.2  # on the LSTM output fed to the head, training only
     weight_decay: float = 0.01  # AdamW's decoupled weight decay
     head_calendar: bool = True  # the head also sees the months of the forecast days
+    head_annual: bool = False  # ... and an annual Fourier pair of the origin's date
+    year_ago: bool = True  # ... and the same weeks a year earlier (features.year_ago_features)
+    year_ago_masks_calendar: bool = True  # see features.head_inputs' mask_calendar
+    # Daily quantiles and mean are multiplied by the year-ago seasonal shape to a power in
+    # [0, 1] that the head picks per series and step (0: ignore it, as for lumpy series).
+    year_ago_prior: bool = True
     tbptt_days: int | None = 91  # truncated BPTT chunk (None: whole sequences per step)
     seed: int = 0
     max_train_days: int | None = 730  # only the last N days feed gradients (CPU time)
@@ -59,7 +65,9 @@ class LSTMConfig:
     def from_json(cls, data: dict[str, object]) -> LSTMConfig:
         """Inverse of to_json; unknown keys are ignored (older/newer artifacts)."""
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        known.setdefault("head_calendar", False)  # artifacts from before the field
+        for flag in ("head_calendar", "head_annual", "year_ago", "year_ago_prior",
+                     "year_ago_masks_calendar"):
+            known.setdefault(flag, False)  # artifacts from before the field
         if "levels" in known:
             known["levels"] = tuple(float(x) for x in known["levels"])  # type: ignore[attr-defined]
         return cls(**known)  # type: ignore[arg-type]
@@ -84,10 +92,11 @@ class LSTMNet(nn.Module):
         self.n_levels = len(config.levels)
         self.lstm = nn.LSTM(input_dim, config.hidden, config.layers, batch_first=True)
         per_step = 2 * self.n_levels + 1 if config.loss == "pinball" else 5
+        self.prior = config.year_ago and config.year_ago_prior and config.loss == "pinball"
+        per_step += int(self.prior)  # the last channel: the log of the year-ago multiplier
         self.per_step = per_step
         self.head = nn.Sequential(
-            nn.Linear(config.hidden + future_dim(config.horizon, config.head_calendar),
-                      config.head_hidden),
+            nn.Linear(config.hidden + head_future_dim(config), config.head_hidden),
             nn.ReLU(),
             nn.Linear(config.head_hidden, config.horizon * per_step),
         )
@@ -107,7 +116,15 @@ class LSTMNet(nn.Module):
         if self.training and self.config.dropout > 0:
             top = nn.functional.dropout(top, self.config.dropout)
         raw: Tensor = self.head(torch.cat([top, future], dim=-1))
-        return raw.reshape(*raw.shape[:-1], self.horizon, self.per_step)
+        raw = raw.reshape(*raw.shape[:-1], self.horizon, self.per_step)
+        if not self.prior:
+            return raw
+        # features.year_ago_features ends the head's inputs: (..., shape (H), known flag).
+        big_h = self.horizon
+        shape = future[..., -big_h - 1 : -1].clamp(0.2, 5.0)
+        log_prior = torch.log(shape) * future[..., -1:]
+        gate = torch.sigmoid(raw[..., -1])
+        return torch.cat([raw[..., :-1], (gate * log_prior)[..., None]], dim=-1)
 
     def quantiles(self, raw: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Raw head outputs -> (daily (..., H, Q), cumulative (..., H, Q), mean (..., H)),
@@ -119,13 +136,23 @@ class LSTMNet(nn.Module):
             soft = nn.functional.softplus(raw)
             daily = _monotone(raw[..., :q], soft[..., 1:q])
             cumulative = _monotone(raw[..., q : 2 * q], soft[..., q + 1 : 2 * q])
-            return daily, cumulative, soft[..., 2 * q]
+            mean = soft[..., 2 * q]
+            if self.prior:  # head_raw put the log of the year-ago multiplier last
+                mult = torch.exp(raw[..., 2 * q + 1])
+                daily, mean = daily * mult[..., None], mean * mult
+            return daily, cumulative, mean
         z: Tensor = self.z  # type: ignore[assignment]
         mu_d, sd_d = raw[..., 0], nn.functional.softplus(raw[..., 1]) + 1e-3
         mu_c, sd_c = raw[..., 2], nn.functional.softplus(raw[..., 3]) + 1e-3
         daily = mu_d[..., None] + sd_d[..., None] * z
         cumulative = mu_c[..., None] + sd_c[..., None] * z
         return daily, cumulative, nn.functional.softplus(raw[..., 4])
+
+
+def head_future_dim(config: LSTMConfig) -> int:
+    """Width of what the head sees of the forecast days besides the LSTM state."""
+    return (future_dim(config.horizon, config.head_calendar, config.head_annual)
+            + (year_ago_dim(config.horizon) if config.year_ago else 0))
 
 
 def _monotone(raw: Tensor, steps: Tensor) -> Tensor:

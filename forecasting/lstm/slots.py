@@ -5,6 +5,11 @@ costs one step. Kept as one `SeriesState` per key, a batch of 1,024 keys meant 1
 tensors to stack and 1,024 to cut out again. Here every field lives in one preallocated
 array indexed by slot: a batch gathers its states with one `index_select`, runs one step and
 scatters them back; the only per-key Python is the dict lookup key -> slot.
+
+A model with year-ago inputs also carries each series' day ring (features.DayRing): the
+store keeps the rings of all slots in one array, `gather` hands out views of its rows and a
+step that consumes the gathered state (`LSTMForecaster.update(..., consume=True)`) writes
+the new day straight into the store: O(1) per key, not a copy of 392 days.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from forecasting.lstm.features import ScaleState
+from forecasting.lstm.features import RING_DAYS, DayRing, ScaleState
 from forecasting.lstm.forecaster import SeriesState
 
 __all__ = ["StateSlots"]
@@ -49,6 +54,9 @@ class StateSlots:
         self.last_day = np.full(capacity, NO_DAY)
         self._used = np.zeros(capacity, dtype=np.int64)  # batch counter at last use
         self._tick = 0
+        # The day rings (features.DayRing), made when the first state with one is stored.
+        self.ring_values: NDArray[np.float32] | None = None  # (capacity, RING_DAYS)
+        self.ring_pos = np.zeros(capacity, dtype=np.intp)
 
     def __len__(self) -> int:
         return len(self._slot)
@@ -91,11 +99,14 @@ class StateSlots:
         return slots, new
 
     def gather(self, slots: Slots) -> SeriesState:
-        """A copy of the states in `slots`, as one batch."""
+        """The states in `slots`, as one batch: copies, except the day rings, which are
+        views of the store's rows (valid until these slots are next written)."""
         idx = self._index(slots)
+        ring = None if self.ring_values is None else DayRing(
+            self.ring_values, self.ring_pos[slots], np.array(slots, dtype=np.intp))
         return SeriesState(self.h.index_select(1, idx), self.c.index_select(1, idx),
                            ScaleState(self.level[slots], self.count[slots]),
-                           self.last_day[slots])
+                           self.last_day[slots], ring)
 
     def scatter(self, slots: Slots, state: SeriesState) -> None:
         """Store the batch `state` (row i) into `slots[i]`."""
@@ -105,6 +116,15 @@ class StateSlots:
         self.level[slots] = state.scale.level
         self.count[slots] = state.scale.count
         self.last_day[slots] = state.last_day
+        ring = state.ring
+        if ring is None:
+            return
+        if self.ring_values is None:
+            self.ring_values = np.full((self.capacity, RING_DAYS), np.nan, dtype=np.float32)
+        if not (ring.values is self.ring_values and ring.rows is not None
+                and np.array_equal(ring.rows, slots)):  # else: already written in place
+            self.ring_values[slots] = ring.own_values()
+        self.ring_pos[slots] = ring.pos
 
     def _index(self, slots: Slots) -> torch.Tensor:
         idx = torch.from_numpy(np.ascontiguousarray(slots, dtype=np.int64))
@@ -147,5 +167,9 @@ class StateSlots:
         self.count = np.concatenate([self.count, np.zeros(extra)])
         self.last_day = np.concatenate([self.last_day, np.full(extra, NO_DAY)])
         self._used = np.concatenate([self._used, np.zeros(extra, dtype=np.int64)])
+        self.ring_pos = np.concatenate([self.ring_pos, np.zeros(extra, dtype=np.intp)])
+        if self.ring_values is not None:
+            self.ring_values = np.concatenate(
+                [self.ring_values, np.full((extra, RING_DAYS), np.nan, dtype=np.float32)])
         self._key.extend([None] * extra)
         self._free.extend(range(new - 1, old - 1, -1))

@@ -17,11 +17,13 @@ from forecasting._numeric import FloatArray
 from forecasting.data import Panel
 from forecasting.lstm.features import (
     INPUT_DIM,
+    RING_DAYS,
     ScaleState,
     calendar_features,
-    future_features,
+    head_inputs,
     input_features,
     scale_step,
+    year_ago_span,
 )
 from forecasting.lstm.forecaster import LSTMForecaster, auto_device
 from forecasting.lstm.model import LSTMConfig, LSTMNet
@@ -43,7 +45,7 @@ class TrainResult:
 @dataclass
 class _Tensors:
     x: torch.Tensor  # (n, L, F) left-aligned inputs
-    holidays: torch.Tensor  # (n, L, Fh) future_features of each origin (holidays, months)
+    holidays: torch.Tensor  # (n, L, Fh) features.head_inputs of each origin
     daily: torch.Tensor  # (n, L, H) targets in units of the origin's scale, NaN = none
     cumulative: torch.Tensor  # (n, L, H)
     train_mask: torch.Tensor  # (n, L) origins whose loss trains the model
@@ -70,7 +72,7 @@ def _prepare(panel: Panel, config: LSTMConfig, device: torch.device) -> tuple[_T
     days = panel.dates
     cal = calendar_features(days, config.calendar)  # (T, C)
     feats = input_features(y, scales, np.broadcast_to(cal, (n, *cal.shape)), log_mean, log_std)
-    hol = future_features(days, big_h, config.calendar, config.head_calendar)  # (T, Fh)
+    hol = _head_inputs(y, scales, days, config)  # (n, T, Fh)
     steps = np.arange(1, big_h + 1)
     y_pad = np.concatenate([y, np.full((n, big_h), np.nan)], axis=1)
     future = y_pad[:, np.arange(length)[:, None] + steps[None, :]]  # (n, T, H)
@@ -97,13 +99,36 @@ def _prepare(panel: Panel, config: LSTMConfig, device: torch.device) -> tuple[_T
 
     tensors = _Tensors(
         x=align(feats),
-        holidays=align(np.broadcast_to(hol, (n, length, hol.shape[-1]))),
+        holidays=align(hol),
         daily=align(daily),
         cumulative=align(cumulative),
         train_mask=align_mask(train_origin[None, :]),
         val_mask=align_mask(val_origin[None, :]),
     )
     return tensors, log_mean, log_std
+
+
+def _head_inputs(y: FloatArray, scales: FloatArray, days: np.ndarray,
+                 config: LSTMConfig) -> FloatArray:
+    """(n, T, Fh) the head's inputs at every origin, as the forecaster computes them from
+    its carried state (the year-ago span is the window the day ring would hold)."""
+    n, length = y.shape
+
+    def inputs(scale: FloatArray, span: FloatArray | None) -> FloatArray:
+        return head_inputs(days, scale, span, horizon=config.horizon, calendar=config.calendar,
+                           head_calendar=config.head_calendar, annual=config.head_annual,
+                           mask_calendar=config.year_ago_masks_calendar)
+
+    if not config.year_ago:
+        fut = inputs(scales, None)
+        return np.broadcast_to(fut, (n, length, fut.shape[-1]))
+    width = year_ago_span(config.horizon)
+    padded = np.concatenate([np.full((n, RING_DAYS - 1), np.nan), y], axis=1)
+    spans = np.lib.stride_tricks.sliding_window_view(padded, width, axis=1)[:, :length]
+    parts = [inputs(scales[i : i + 64], spans[i : i + 64])
+             for i in range(0, n, 64)]  # chunks: the (64, T, H, 3) year-ago windows
+    out: FloatArray = np.concatenate(parts, axis=0)
+    return out
 
 
 def _loss(net: LSTMNet, top: torch.Tensor, holidays: torch.Tensor, daily_y: torch.Tensor,

@@ -166,3 +166,24 @@ async def test_swap_drops_carried_states_and_the_new_model_re_encodes() -> None:
     expected = new.predict_at(series, 7, day)
     np.testing.assert_allclose(fc.daily, expected.daily, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(again.daily, expected.daily, rtol=1e-5, atol=1e-5)
+
+
+async def test_keyed_steps_with_year_ago_inputs_carry_the_day_ring() -> None:
+    model = _lstm(3)
+    assert model.config.year_ago and model.config.year_ago_prior
+    rng = np.random.default_rng(9)
+    days = np.arange(430)
+    series = rng.poisson(4.0 + 2.0 * np.sin(2 * np.pi * days / 365.25), (5, 430)).astype(float)
+    series[0, :100] = np.nan  # less than a year of history at the end
+    keys = [f"y{i}" for i in range(5)]
+    day = np.datetime64("2011-12-20")  # the forecast weeks cross a month end
+    async with Inferencer(model, max_batch=64, max_wait_ms=1) as inf:
+        await inf.predict_keyed(keys, series[:, :420], 7, day)
+        for t in range(420, 430):
+            fc = await inf.predict_keyed(keys, series[:, : t + 1], 7, day + (t - 419))
+        assert inf.stats.incremental == 50 and inf.stats.full == 5
+    full = model.predict_at(series, 7, day + 10)
+    np.testing.assert_allclose(fc.daily, full.daily, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fc.mean, full.mean, rtol=1e-5, atol=1e-5)
+    short = model.predict_at(series[:, -300:], 7, day + 10)  # without the year-ago days
+    assert not np.allclose(short.mean[1:], full.mean[1:])

@@ -22,10 +22,16 @@ from forecasting.lstm import (  # noqa: E402
 )
 from forecasting.lstm.features import (  # noqa: E402
     INPUT_DIM,
+    YEAR_BASE_DAYS,
+    DayRing,
     calendar_features,
     future_dim,
     future_features,
+    head_inputs,
     holiday_flags,
+    year_ago_dim,
+    year_ago_features,
+    year_ago_span,
 )
 
 torch.set_num_threads(1)
@@ -184,21 +190,28 @@ def test_artifact_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("integer", [False, True])
+@pytest.mark.parametrize("year_ago", [False, True])
 def test_packed_step_and_head_equal_the_network(monkeypatch: pytest.MonkeyPatch, layers: int,
-                                                integer: bool) -> None:
+                                                integer: bool, year_ago: bool) -> None:
     from forecasting.lstm import kernels
 
     monkeypatch.setattr(kernels, "_CHUNK_ROWS", 5)  # several row blocks, one partial
     torch.manual_seed(layers)
+    # year_ago=True is the default head: year-ago inputs, the calendar mask and the prior.
     cfg = LSTMConfig(horizon=7, hidden=16, layers=layers, head_hidden=16,
-                     integer_demand=integer)
+                     integer_demand=integer, year_ago=year_ago, year_ago_prior=year_ago)
     model = LSTMForecaster(LSTMNet(INPUT_DIM, cfg), device="cpu", end_day=lambda: END)
-    w = _windows(np.random.default_rng(5), n=12) * 3.0
+    with torch.no_grad():  # gates away from 1/2, so a wrong gate row would show
+        model.net.head[-1].bias.add_(torch.randn(model.net.head[-1].bias.shape))
+    w = _long_windows(np.random.default_rng(5), n=12) * 3.0
+    w[6:9, :-100] = np.nan  # less than a year of history: no year-ago level
+    w[9] = np.nan  # no history at all
     ends = END - (np.arange(12) % 3).astype("timedelta64[D]")  # three distinct origins
     state = model.encode(w, ends)
     stepped = model.update(state, w[:, -1])
-    x = torch.randn(12, 1, INPUT_DIM)
     packed = kernels.PackedNet.of(model.net)
+    assert packed.head_packed and packed.step_packed and packed.prior == year_ago
+    x = torch.randn(12, 1, INPUT_DIM)
     with torch.inference_mode():
         _, (h_ref, c_ref) = model.net.encode(x, (state.h, state.c))
         h, c = packed.step(x[:, 0], state.h, state.c)
@@ -213,7 +226,32 @@ def test_packed_step_and_head_equal_the_network(monkeypatch: pytest.MonkeyPatch,
     np.testing.assert_allclose(fc.daily, ref[..., :q], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(fc.cumulative, ref[..., q : 2 * q], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(fc.mean, ref[..., 2 * q], rtol=1e-5, atol=1e-5)
-    assert fc.daily.dtype == np.float64 and np.all(fc.daily[5] == 0)  # no history: zeros
+    assert fc.daily.dtype == np.float64 and np.all(fc.daily[9] == 0)  # no history: zeros
+    if year_ago:  # both kinds of series are in the batch
+        assert stepped.ring is not None
+        known = year_ago_features(stepped.ring.span(year_ago_span(7)), np.ones(12),
+                                  stepped.last_day, 7)[:, -1]
+        assert known[:6].all() and known[10:].all() and not known[6:10].any()
+
+
+def test_a_head_the_packing_does_not_match_falls_back_to_the_network() -> None:
+    from forecasting.lstm.kernels import PackedNet
+
+    class Doubled(LSTMNet):  # a head_raw the packed layout knows nothing about
+        def head_raw(self, top: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+            return super().head_raw(top, future) * 2.0
+
+    torch.manual_seed(3)
+    net = Doubled(INPUT_DIM, LSTMConfig(horizon=7, hidden=16, head_hidden=16)).eval()
+    assert not PackedNet.of(net).head_packed  # caught by the probe, not by the flags
+    model = LSTMForecaster(net, device="cpu", end_day=lambda: END)
+    w = _long_windows(np.random.default_rng(8))
+    state = model.encode(w, END)
+    reference = LSTMForecaster(LSTMNet(INPUT_DIM, net.config), device="cpu",
+                               end_day=lambda: END)
+    reference.net.load_state_dict(net.state_dict())
+    assert PackedNet.of(reference.net).head_packed
+    assert not np.allclose(model.forecast(state, 7).mean, reference.forecast(state, 7).mean)
 
 
 def test_packed_weights_follow_the_network() -> None:
@@ -255,3 +293,117 @@ def test_an_empty_batch_encodes_steps_and_forecasts() -> None:
     model = _model()
     state = model.update(model.encode(np.empty((0, 5)), END), np.empty(0))
     assert state.h.shape == (2, 0, 16) and model.forecast(state, 7).daily.shape == (0, 7, 9)
+
+def _long_windows(rng: np.random.Generator, n: int = 6, length: int = 430) -> np.ndarray:
+    days = np.arange(length)
+    rate = 5.0 + 3.0 * np.sin(2 * np.pi * days / 365.25)[None, :] + rng.gamma(2.0, 1.0, (n, 1))
+    w = rng.poisson(rate).astype(float)
+    w[0, :50] = np.nan  # started late: its ring is part NaN, part demand
+    w[1, 300] = np.nan  # a missing bucket a year before the forecast weeks
+    return w
+
+
+def _year_ago_model() -> LSTMForecaster:
+    torch.manual_seed(0)
+    cfg = LSTMConfig(horizon=7, hidden=8, head_hidden=8)
+    assert cfg.year_ago and cfg.year_ago_prior  # the defaults this test is about
+    return LSTMForecaster(LSTMNet(INPUT_DIM, cfg), device="cpu", end_day=lambda: END)
+
+
+@pytest.mark.parametrize("consume", [False, True])  # ring copied / stepped in place
+@pytest.mark.parametrize("split", [30, 400])  # ring not yet / already full before updates
+def test_incremental_equals_full_with_year_ago_inputs(split: int, consume: bool) -> None:
+    model = _year_ago_model()
+    w = _long_windows(np.random.default_rng(5))
+    full = model.encode(w, END)
+    state = model.encode(w[:, :split], END - np.timedelta64(w.shape[1] - split, "D"))
+    for t in range(split, w.shape[1]):
+        state = model.update(state, w[:, t], consume=consume)
+    assert state.ring is not None and full.ring is not None
+    span = year_ago_span(7)
+    np.testing.assert_array_equal(state.ring.span(span), full.ring.span(span))
+    a, b = model.forecast(state, 7), model.forecast(full, 7)
+    np.testing.assert_allclose(a.daily, b.daily, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a.mean, b.mean, rtol=1e-5, atol=1e-5)
+    # The year-ago inputs are live (not all zeros) and change the forecast.
+    feats = year_ago_features(full.ring.span(span), np.maximum(full.scale.level, 0.01), END, 7)
+    assert np.all(feats[:, -1] == 1) and np.all(feats[:, :7] > 0)
+    older = model.forecast(model.encode(w[:, -200:], END), 7)  # no year-ago history
+    assert not np.allclose(older.mean, b.mean)
+
+
+def test_year_ago_features_read_the_same_weekdays_and_month_a_year_earlier() -> None:
+    horizon = 3
+    span = np.arange(year_ago_span(horizon), dtype=float)  # days origin-391 .. origin-364+10
+    base = np.mean(np.arange(YEAR_BASE_DAYS))  # the 28 days up to origin - 364
+    # Mid-June: day origin + h - 364 sits at index 27 + h; the days 7 before and after are
+    # in June too, so step h averages 27 + h - 7, 27 + h, 27 + h + 7.
+    f = year_ago_features(span, np.array(4.0), np.datetime64("2011-06-10"), horizon)
+    assert f.shape == (year_ago_dim(horizon),)
+    week = 27.0 + np.arange(1, horizon + 1)
+    np.testing.assert_allclose(f[:3], week / 4.0)
+    assert f[3] == pytest.approx(base / 4.0)  # year-ago level over today's scale
+    np.testing.assert_allclose(f[4:7], week / base)
+    assert f[7] == 1.0
+    # Origin 28 June 2011: 29 June's year-ago day (-364) is 30 June 2010, +7 is in July: 21
+    # and 28; 30 June's is 1 July 2010: only 24 June (22) is in June; 1 July 2011's is
+    # 2 July 2010, with 9 July (30 and 37), 25 June is not.
+    end_june = year_ago_features(span, np.array(4.0), np.datetime64("2011-06-28"), horizon)
+    np.testing.assert_allclose(end_june[:3], np.array([24.5, 22.0, 33.5]) / 4.0)
+    span[28] = np.nan  # a missing day is left out
+    assert year_ago_features(span, np.array(4.0), np.datetime64("2011-06-28"),
+                             horizon)[0] == 21.0 / 4.0
+    span[:YEAR_BASE_DAYS] = np.nan  # no year-ago level: the shape and the flag are 0
+    g = year_ago_features(span, np.array(4.0), np.datetime64("2011-06-10"), horizon)
+    assert np.all(g[4:] == 0) and g[3] == 0
+
+
+def test_training_sees_the_head_inputs_the_forecaster_computes() -> None:
+    from forecasting.lstm.training import _head_inputs
+
+    cfg = LSTMConfig(horizon=7)
+    w = _long_windows(np.random.default_rng(6), n=4, length=420)
+    days = END - np.arange(w.shape[1])[::-1].astype("timedelta64[D]")
+    scales = np.full(w.shape, 3.0)
+    train = _head_inputs(w, scales, days, cfg)
+    assert cfg.year_ago_masks_calendar and not cfg.head_annual
+    for t in (10, 395, 419):
+        ring = DayRing.from_windows(w[:, : t + 1])
+        at = head_inputs(days[t], scales[:, t], ring.span(year_ago_span(7)), horizon=7,
+                         calendar="uk", head_calendar=True, annual=False, mask_calendar=True)
+        np.testing.assert_allclose(train[:, t], at)
+    # The month part of the head calendar (later-month flags, month of the last step) is
+    # there without a year-ago level (t = 10) and zeroed with one (t = 419).
+    months = slice(7, 7 + 7 + 12)
+    assert np.all(train[:, 10, months].sum(axis=-1) >= 1)
+    assert np.all(train[:, 419, -1] == 1) and np.all(train[:, 419, months] == 0)
+
+
+def test_artifacts_from_before_the_year_ago_inputs_load_without_them() -> None:
+    cfg = LSTMConfig(horizon=7).to_json()
+    del cfg["year_ago"], cfg["year_ago_prior"], cfg["year_ago_masks_calendar"]
+    old = LSTMConfig.from_json(cfg)
+    assert not (old.year_ago or old.year_ago_prior or old.year_ago_masks_calendar)
+    net = LSTMNet(INPUT_DIM, old)
+    assert net.head[0].in_features == 64 + future_dim(7, True)
+
+
+def test_the_year_ago_shape_multiplies_daily_quantiles_and_mean_through_a_gate() -> None:
+    cfg = LSTMConfig(horizon=3, hidden=4, head_hidden=4)
+    net = LSTMNet(INPUT_DIM, cfg).eval()
+    last = net.head[-1]
+    q = len(cfg.levels)
+    with torch.no_grad():
+        last.weight.zero_()
+        bias = last.bias.view(3, net.per_step)
+        bias.zero_()
+        bias[:, -1] = 30.0  # gate sigmoid(30) = 1: trust the year-ago shape fully
+    future = torch.zeros(2, net.head[0].in_features - cfg.hidden)
+    future[:, -4:-1] = torch.tensor([0.5, 1.0, 2.0])  # the shape of steps 1..3
+    future[0, -1] = 1.0  # series 0 has a year-ago level, series 1 not
+    daily, _, mean = net.quantiles(net.head_raw(torch.zeros(2, cfg.hidden), future))
+    base = float(torch.nn.functional.softplus(torch.tensor(0.0)))
+    torch.testing.assert_close(mean[0], base * torch.tensor([0.5, 1.0, 2.0]))
+    torch.testing.assert_close(mean[1], torch.full((3,), base))
+    torch.testing.assert_close(daily[0, :, -1], daily[1, :, -1] * torch.tensor([0.5, 1.0, 2.0]))
+    assert q == daily.shape[-1]

@@ -68,3 +68,27 @@ def test_clear_forgets_every_key() -> None:
     assert len(store) == 0 and "a" not in store
     _, new = store.slots(["b", "c"])
     assert new.all()
+
+
+def test_day_rings_are_kept_per_slot_and_a_consumed_step_writes_in_place() -> None:
+    from forecasting.lstm.features import RING_DAYS, DayRing
+
+    rng = np.random.default_rng(4)
+    store = StateSlots(2, 3, torch.device("cpu"), capacity=2)
+    windows = rng.poisson(3.0, (5, 420)).astype(float)
+    state = _state(5, seed=5)
+    state.ring = DayRing.from_windows(windows[:, :400])
+    slots, _ = store.slots([f"k{i}" for i in range(5)])  # grows past capacity 2
+    store.scatter(slots, state)
+    got = store.gather(slots[::-1].copy())
+    assert got.ring is not None and got.ring.values is store.ring_values  # a view
+    np.testing.assert_array_equal(got.ring.span(RING_DAYS), state.ring.span(RING_DAYS)[::-1])
+    got.ring.push_(windows[::-1, 400])  # a consumed step: one write per key in the store
+    store.scatter(slots[::-1].copy(), got)
+    assert store.gather(slots).ring.span(RING_DAYS)[:, -1].tolist() == windows[:, 400].tolist()
+    store.slots([f"new{i}" for i in range(10)])  # growth keeps the rings
+    assert store.capacity > 8
+    ring = store.gather(slots).ring
+    assert ring is not None
+    np.testing.assert_array_equal(ring.span(RING_DAYS),
+                                  DayRing.from_windows(windows[:, :401]).span(RING_DAYS))
