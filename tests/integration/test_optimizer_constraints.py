@@ -65,16 +65,6 @@ async def usage(conn: asyncpg.Connection) -> dict:
             for r in await conn.fetch("SELECT cycle, kind, key, used FROM cycle_usage")}
 
 
-@pytest.fixture
-async def store(pg_database):
-    store = await PlanStore.connect(pg_database)
-    await store.migrate()
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
 async def test_batches_of_a_cycle_share_its_budget_and_redeliveries_change_nothing(store):
     limits = CycleConstraints(supplier_budgets={"acme": 400.0, "*": 300.0},
                               location_capacity_units={"paris": 150})

@@ -32,16 +32,6 @@ async def assert_lines_have_their_restock_and_plan(store: PlanStore) -> None:
     assert unit_totals == 0
 
 
-@pytest.fixture
-async def store(pg_database):
-    store = await PlanStore.connect(pg_database)
-    await store.migrate()
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
 async def test_migrations_apply_in_order_and_are_idempotent(pg_database):
     async with await PlanStore.connect(pg_database) as store:
         versions = [m.version for m in load_migrations()]
