@@ -88,18 +88,6 @@ class SeriesState:
             None if self.ring is None else self.ring.take(idx),
         )
 
-    @staticmethod
-    def concat(states: Sequence[SeriesState]) -> SeriesState:
-        """Stack the batches of `states` (same device) into one."""
-        return SeriesState(
-            torch.cat([s.h for s in states], dim=1), torch.cat([s.c for s in states], dim=1),
-            ScaleState(np.concatenate([s.scale.level for s in states]),
-                       np.concatenate([s.scale.count for s in states])),
-            np.concatenate([s.last_day for s in states]),
-            None if states[0].ring is None else DayRing.concat([s.ring for s in states
-                                                                 if s.ring is not None]),
-        )
-
 
 class LSTMForecaster(DatedForecaster):
     """One global LSTM for all series, probabilistic over a direct multi-horizon head.
