@@ -89,7 +89,7 @@ def pinball(
         raise ValueError(f"quantiles' last axis {qs.shape} must match levels {tau.shape}")
     diff = yt[..., None] - qs
     loss = np.maximum(tau * diff, (tau - 1.0) * diff)
-    valid = np.isfinite(loss).all(axis=-1)
+    valid = np.asarray(np.isfinite(loss).all(axis=-1), dtype=bool)
     per_obs = np.where(valid, np.where(np.isfinite(loss), loss, 0.0).mean(axis=-1), 0.0)
     return _masked_mean(per_obs, valid, axis)
 

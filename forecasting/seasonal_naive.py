@@ -136,8 +136,8 @@ class SeasonalNaive(Forecaster):
         # difference) / 2: h sigma^2 from the future plus sigma^2 * sum_i c_i^2 from the
         # repeated season, where bucket i of the last season is reused c_i times. Equal to the
         # sum of step variances for h <= season; larger beyond, as the reuse correlates steps.
-        full_seasons, rest = np.divmod(steps + 1, s)
-        reuse = rest * (full_seasons + 1) ** 2 + (s - rest) * full_seasons**2
+        full_seasons, partial = np.divmod(steps + 1, s)
+        reuse = partial * (full_seasons + 1) ** 2 + (s - partial) * full_seasons**2
         var_sum = 0.5 * first_var[:, None] * (steps + 1 + reuse)[None, :]
         cumulative = np.empty((n, horizon, levels.size))
         for h in range(1, horizon + 1):
