@@ -107,6 +107,10 @@ class LSTMForecaster(DatedForecaster):
 
     name = "lstm"
     version = 1
+    # Days a cold start (the keyed inferencer's unknown, stale or re-versioned keys) runs
+    # the LSTM over: `encode(..., warmup_days=this)`. None: the whole window. The accuracy
+    # cost per W is in benchmarks/README.md, "Full window with bounded warm-up".
+    cold_start_warmup_days: int | None = 91
 
     def __init__(
         self,
@@ -163,10 +167,28 @@ class LSTMForecaster(DatedForecaster):
         return t
 
     # --- full recompute --------------------------------------------------------------------
-    def encode(self, windows: ArrayLike, end_days: ArrayLike) -> SeriesState:
-        """Run each window (n, T) from its first observation to its end date (n,) or ()."""
+    def encode(self, windows: ArrayLike, end_days: ArrayLike,
+               warmup_days: int | None = None) -> SeriesState:
+        """Run each window (n, T) from its first observation to its end date (n,) or ().
+
+        `warmup_days` None: the LSTM and the running scale see the whole window (exact: the
+        state `update` reaches bucket by bucket, O(T) per series). An int W >= 1 bounds the
+        cold start: they start W days before the end (or at the series' first observation,
+        if later), as if the days before were NaN before a first observation, so the cost is
+        O(min(W, T)); the day ring (year-ago inputs) is still filled from the whole window.
+        A series with no observation in those W days gets the no-history state (zero
+        forecast). The recurrent state forgets, so the forecast differs little from the
+        exact one for W of a few weeks upwards (benchmarks/README.md, "Full window with
+        bounded warm-up"); W >= T is the exact path.
+        """
         arr = np.asarray(windows, dtype=np.float64)
         n, length = arr.shape
+        ring = DayRing.from_windows(arr) if self.config.year_ago else None
+        if warmup_days is not None:
+            warm = _warmup_length(warmup_days)
+            if warm < length:  # right-aligned: the last `warm` columns end on the same days
+                arr = arr[:, length - warm :]
+                length = warm
         ends = np.broadcast_to(np.asarray(end_days, dtype="datetime64[D]"), (n,)).copy()
         scale_state = ScaleState.empty(n)
         scales = np.empty((n, length))
@@ -209,7 +231,6 @@ class LSTMForecaster(DatedForecaster):
                     _, (hn, cn) = self.net.lstm(packed)
             idx = torch.as_tensor(live, device=self.device)
             h[:, idx], c[:, idx] = hn, cn
-        ring = DayRing.from_windows(arr) if self.config.year_ago else None
         return SeriesState(h, c, scale_state, ends, ring)
 
     # --- incremental -----------------------------------------------------------------------
@@ -335,6 +356,15 @@ class LSTMForecaster(DatedForecaster):
         cfg = self.config
         return (f"LSTMForecaster(hidden={cfg.hidden}, layers={cfg.layers}, "
                 f"horizon={cfg.horizon}, version={self.model_version!r})")
+
+
+def _warmup_length(warmup_days: object) -> int:
+    """`encode`'s warmup_days as a day count, or a clear error (a positive whole number)."""
+    if (isinstance(warmup_days, bool) or not isinstance(warmup_days, int | np.integer)
+            or warmup_days < 1):
+        raise InvalidWindowError("warmup_days must be a whole number of days >= 1 (or None "
+                                 f"for the whole window), got {warmup_days!r}")
+    return int(warmup_days)
 
 
 def _day_rows(days: DateArray, row: Callable[..., FloatArray], *args: object) -> FloatArray:

@@ -1,0 +1,143 @@
+"""Accuracy cost of the bounded warm-up: exact whole-history LSTM states vs warm-up W days.
+
+The backtest's protocol (`shelfcast backtest --refit once`): the LSTM is trained once on the
+history before the first of 4 origins 14 days apart, then forecasts every origin. Here each
+origin is forecast from
+  - `exact_full`: the whole history (what the backtest scores),
+  - `exact_400`: a full recompute of the last `--window` days (400: what a caller that keeps
+    400-day windows recomputes today),
+  - `warmup_W`: the same windows encoded with `encode(..., warmup_days=W)`: the LSTM and the
+    running scale over the last W days only, the year-ago inputs from the whole window,
+and scored with the backtest's `score` (MASE against the whole history's seasonal-naive
+scale, so every variant has the same denominator). Prints a table and writes JSON:
+
+    PYTHONPATH=$PWD nice -n 10 python benchmarks/warmup_accuracy.py \
+        --json benchmarks/results/warmup_store_item.json
+
+The trained model is kept in `--model-dir` (default /tmp/shelfcast_warmup_model) and reused
+when its data fingerprint matches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from forecasting.backtest import score
+from forecasting.data import Panel, load_panel
+from forecasting.lstm import LSTMConfig, LSTMForecaster, make_lstm
+from forecasting.lstm.artifact import load_artifact, read_metadata, save_artifact
+
+DATA = Path("../shared/data/store_item_demand/train.csv.gz")
+METRICS = ("mase", "wape", "pinball", "coverage_80", "coverage_95", "pinball_total")
+
+
+def _model(history: Panel, model_dir: Path) -> tuple[LSTMForecaster, dict[str, Any]]:
+    """The backtest's LSTM fit on `history` (loaded from `model_dir` when already there)."""
+    fingerprint = history.fingerprint()
+    if model_dir.exists():
+        try:
+            if read_metadata(model_dir).get("data_fingerprint") == fingerprint:
+                return load_artifact(model_dir, device="cpu"), {"reused": str(model_dir)}
+        except (OSError, ValueError, KeyError):
+            pass
+    model = make_lstm(device="cpu", **_config())
+    t0, c0 = time.perf_counter(), time.process_time()
+    model.fit_panel(history)
+    info = {"fit_wall_s": time.perf_counter() - t0, "fit_cpu_s": time.process_time() - c0}
+    save_artifact(model, model_dir, data_fingerprint=fingerprint,
+                  metrics=model.train_result.metrics if model.train_result else None)
+    return model, info
+
+
+def _config() -> dict[str, Any]:
+    cfg = LSTMConfig(horizon=14).to_json()
+    cfg["levels"] = tuple(cfg["levels"])  # as the backtest's factory passes it
+    return cfg
+
+
+def run(data: Path, max_series: int, window: int, warmups: list[int], horizon: int,
+        folds: int, model_dir: Path) -> dict[str, Any]:
+    """Score every variant at every origin; returns the JSON document."""
+    torch.set_num_threads(1)
+    panel = load_panel(data, max_series=max_series)
+    length = panel.n_days
+    cutoffs = [length - horizon - k * horizon for k in range(folds - 1, -1, -1)]
+    model, fit_info = _model(panel.head(cutoffs[0]), model_dir)
+    variants = ["exact_full", f"exact_{window}", *[f"warmup_{w}" for w in warmups]]
+    per_fold: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
+    gaps: dict[str, list[float]] = {v: [] for v in variants}
+    for cutoff in cutoffs:
+        history = panel.head(cutoff)
+        end = history.dates[-1]
+        actual = panel.values[:, cutoff : cutoff + horizon]
+        full = model.forecast(model.encode(history.values, end), horizon)
+        tail = history.values[:, -window:]
+        for v in variants:
+            if v == "exact_full":
+                fc = full
+            elif v.startswith("exact_"):
+                fc = model.forecast(model.encode(tail, end), horizon)
+            else:
+                w = int(v.removeprefix("warmup_"))
+                fc = model.forecast(model.encode(tail, end, warmup_days=w), horizon)
+            s = score(fc, actual, history.values)
+            s["origin"] = str(panel.dates[cutoff])  # type: ignore[assignment]
+            per_fold[v].append(s)
+            # how far the mean forecast moved from the exact whole-history one (relative)
+            gaps[v].append(float(np.mean(np.abs(fc.mean - full.mean))
+                                 / max(float(np.mean(np.abs(full.mean))), 1e-9)))
+    summary: dict[str, dict[str, float]] = {}
+    for v in variants:
+        row = {m: float(np.mean([f[m] for f in per_fold[v]])) for m in METRICS}
+        row["mean_abs_change_vs_exact"] = float(np.mean(gaps[v]))
+        summary[v] = row
+    base = summary["exact_full"]
+    for row in summary.values():
+        row["mase_gap_pct"] = 100.0 * (row["mase"] / base["mase"] - 1.0)
+        row["pinball_gap_pct"] = 100.0 * (row["pinball"] / base["pinball"] - 1.0)
+    return {"data": str(data), "max_series": max_series, "n_series": panel.n_series,
+            "n_days": length, "window": window, "warmup_days": warmups, "horizon": horizon,
+            "origins": [str(panel.dates[c]) for c in cutoffs],
+            "trained_on_days": int(cutoffs[0]), "fit": fit_info,
+            "lstm_config": model.config.to_json(), "summary": summary,
+            "folds": {v: per_fold[v] for v in variants},
+            "load_average": list(os.getloadavg())}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=DATA)
+    p.add_argument("--max-series", type=int, default=200)
+    p.add_argument("--window", type=int, default=400)
+    p.add_argument("--warmups", default="28,56,91,182")
+    p.add_argument("--horizon", type=int, default=14)
+    p.add_argument("--folds", type=int, default=4)
+    p.add_argument("--model-dir", type=Path, default=Path("/tmp/shelfcast_warmup_model"))
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args()
+    warmups = [int(x) for x in args.warmups.split(",")]
+    doc = run(args.data, args.max_series, args.window, warmups, args.horizon, args.folds,
+              args.model_dir)
+    doc["command"] = "python benchmarks/warmup_accuracy.py " + " ".join(sys.argv[1:])
+    print(f"{'variant':>12} " + " ".join(f"{m:>13}" for m in
+                                         (*METRICS, "mase_gap_pct", "pinball_gap_pct")))
+    for v, row in doc["summary"].items():
+        print(f"{v:>12} " + " ".join(f"{row[m]:13.4f}" for m in
+                                     (*METRICS, "mase_gap_pct", "pinball_gap_pct")))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""LSTM cold start with a bounded warm-up: `encode(..., warmup_days=W)` and its keyed callers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from forecasting.errors import InvalidWindowError  # noqa: E402
+from forecasting.inferencer import Inferencer  # noqa: E402
+from forecasting.lstm import LSTMConfig, LSTMForecaster, LSTMNet  # noqa: E402
+from forecasting.lstm.features import INPUT_DIM, year_ago_span  # noqa: E402
+from forecasting.lstm.forecaster import SeriesState  # noqa: E402
+
+torch.set_num_threads(1)
+END = np.datetime64("2011-12-20")  # the forecast weeks cross a month end
+LENGTH, WARM = 430, 60
+
+
+def _model(seed: int = 0) -> LSTMForecaster:
+    torch.manual_seed(seed)
+    cfg = LSTMConfig(horizon=7, hidden=8, head_hidden=8)
+    assert cfg.year_ago and cfg.year_ago_prior  # the year-ago head this is about
+    return LSTMForecaster(LSTMNet(INPUT_DIM, cfg), device="cpu", end_day=lambda: END)
+
+
+def _windows(seed: int = 5) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    days = np.arange(LENGTH)
+    rate = 5.0 + 3.0 * np.sin(2 * np.pi * days / 365.25)[None, :] + rng.gamma(2.0, 1.0, (8, 1))
+    w = rng.poisson(rate).astype(float)
+    w[0, :50] = np.nan  # started long before the warm-up
+    w[1, : LENGTH - 20] = np.nan  # started inside the warm-up: from its first observation
+    w[2, LENGTH - 30] = np.nan  # a missing bucket inside the warm-up
+    w[3, 300] = np.nan  # a missing bucket a year before the forecast weeks
+    w[4, LENGTH - WARM :] = np.nan  # history, but none in the last W days
+    w[5] = np.nan  # no history at all
+    return w
+
+
+def _hidden_before_warmup(w: np.ndarray, days: int) -> np.ndarray:
+    """The window as the LSTM part of a warm-up sees it: NaN (no history) before the last
+    `days` days."""
+    out = w.copy()
+    out[:, : w.shape[1] - days] = np.nan
+    return out
+
+
+@pytest.mark.parametrize("loop_min_rows", [1, 10**9])  # the packed loop / torch's LSTM
+def test_warmup_equals_the_exact_encode_of_the_last_days_with_the_whole_day_ring(
+        monkeypatch: pytest.MonkeyPatch, loop_min_rows: int) -> None:
+    from forecasting.lstm import forecaster
+
+    monkeypatch.setattr(forecaster, "_LOOP_MIN_ROWS", loop_min_rows)
+    model = _model()
+    w = _windows()
+    warm = model.encode(w, END, warmup_days=WARM)
+    lstm_part = model.encode(_hidden_before_warmup(w, WARM), END)  # exact, older days hidden
+    whole = model.encode(w, END)  # exact, whole window
+    torch.testing.assert_close(warm.h, lstm_part.h, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(warm.c, lstm_part.c, atol=1e-6, rtol=1e-6)
+    np.testing.assert_allclose(warm.scale.level, lstm_part.scale.level)
+    np.testing.assert_array_equal(warm.scale.count, lstm_part.scale.count)
+    assert warm.last_day.tolist() == whole.last_day.tolist()
+    # The year-ago inputs come from the whole window, not from the hidden one.
+    assert warm.ring is not None and whole.ring is not None and lstm_part.ring is not None
+    span = year_ago_span(7)
+    np.testing.assert_array_equal(warm.ring.span(span), whole.ring.span(span))
+    assert not np.array_equal(lstm_part.ring.span(span), whole.ring.span(span), equal_nan=True)
+    expected = model.forecast(SeriesState(lstm_part.h, lstm_part.c, lstm_part.scale,
+                                          lstm_part.last_day, whole.ring), 7)
+    got = model.forecast(warm, 7)
+    np.testing.assert_allclose(got.daily, expected.daily, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got.cumulative, expected.cumulative, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got.mean, expected.mean, rtol=1e-5, atol=1e-5)
+    # Both halves matter: the year-ago days move the forecast, and so does the older history
+    # the warm-up leaves out (series 1 started inside the warm-up: exact for it).
+    assert not np.allclose(model.forecast(lstm_part, 7).mean, got.mean)
+    exact = model.forecast(whole, 7)
+    assert not np.allclose(exact.mean[0], got.mean[0])
+    np.testing.assert_allclose(got.mean[1], exact.mean[1], rtol=1e-5, atol=1e-5)
+    assert torch.all(warm.h[:, [4, 5]] == 0) and np.all(got.mean[[4, 5]] == 0)  # no history
+
+
+@pytest.mark.parametrize("days", [LENGTH, LENGTH + 1, 10 * LENGTH])
+def test_a_warmup_as_long_as_the_window_is_the_exact_encode(days: int) -> None:
+    model = _model()
+    w = _windows(6)
+    warm, exact = model.encode(w, END, warmup_days=days), model.encode(w, END)
+    assert torch.equal(warm.h, exact.h) and torch.equal(warm.c, exact.c)
+    np.testing.assert_array_equal(warm.scale.level, exact.scale.level)
+    assert warm.ring is not None and exact.ring is not None
+    np.testing.assert_array_equal(warm.ring.values, exact.ring.values)
+
+
+def test_updates_after_a_warmup_go_on_from_it() -> None:
+    model = _model()
+    w = _windows(7)
+    state = model.encode(w[:, :-5], END - np.timedelta64(5, "D"), warmup_days=WARM)
+    for t in range(LENGTH - 5, LENGTH):
+        state = model.update(state, w[:, t], consume=True)
+    # The same as a warm-up of W + 5 days over the whole window.
+    ref = model.encode(w, END, warmup_days=WARM + 5)
+    torch.testing.assert_close(state.h, ref.h, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(model.forecast(state, 7).daily, model.forecast(ref, 7).daily,
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [0, -7, 2.5, True, "56"])
+def test_a_warmup_that_is_not_a_positive_day_count_is_a_clear_error(bad: object) -> None:
+    with pytest.raises(InvalidWindowError, match=r"warmup_days must be .* >= 1.*got"):
+        _model().encode(_windows(), END, warmup_days=bad)  # type: ignore[arg-type]
+
+
+async def test_the_keyed_inferencer_cold_starts_with_the_models_warmup() -> None:
+    model = _model(3)
+    assert model.cold_start_warmup_days is not None
+    model.cold_start_warmup_days = WARM
+    w = _windows(8)
+    keys = [f"k{i}" for i in range(w.shape[0])]
+    async with Inferencer(model, max_batch=64, max_wait_ms=1) as inf:
+        cold = await inf.predict_keyed(keys, w[:, :-1], 7, END - np.timedelta64(1, "D"))
+        stepped = await inf.predict_keyed(keys, w, 7, END)
+        assert inf.stats.full == 8 and inf.stats.incremental == 8
+    expected = model.forecast(model.encode(w[:, :-1], END - np.timedelta64(1, "D"),
+                                           warmup_days=WARM), 7)
+    np.testing.assert_allclose(cold.daily, expected.daily, rtol=1e-5, atol=1e-5)
+    then = model.forecast(model.encode(w, END, warmup_days=WARM + 1), 7)
+    np.testing.assert_allclose(stepped.daily, then.daily, rtol=1e-5, atol=1e-5)
+    exact = model.predict_at(w, 7, END)  # the whole window: differs for old series
+    assert not np.allclose(stepped.mean[0], exact.mean[0])
