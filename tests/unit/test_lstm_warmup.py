@@ -130,3 +130,16 @@ async def test_the_keyed_inferencer_cold_starts_with_the_models_warmup() -> None
     np.testing.assert_allclose(stepped.daily, then.daily, rtol=1e-5, atol=1e-5)
     exact = model.predict_at(w, 7, END)  # the whole window: differs for old series
     assert not np.allclose(stepped.mean[0], exact.mean[0])
+
+
+def test_the_inference_bench_measures_the_warmup_next_to_the_exact_full_window() -> None:
+    from forecasting.lstm.bench import run_inference_bench
+
+    out = run_inference_bench(batch_sizes=(3,), window=40, device="cpu", seconds=0.01,
+                              requests=8, warmup_days=14)
+    (row,) = out["results"]["cpu"]["by_batch"]
+    assert out["warmup_days"] == 14
+    for key in ("full_window", "full_window_warmup"):
+        assert row[f"{key}_series_per_s"] > 0 and row[f"{key}_series_per_cpu_s"] > 0
+    with pytest.raises(InvalidWindowError, match="warmup_days"):
+        run_inference_bench(batch_sizes=(3,), window=40, device="cpu", warmup_days=0)
