@@ -6,8 +6,12 @@ origin is forecast from
   - `exact_full`: the whole history (what the backtest scores),
   - `exact_400`: a full recompute of the last `--window` days (400: what a caller that keeps
     400-day windows recomputes today),
-  - `warmup_W`: the same windows encoded with `encode(..., warmup_days=W)`: the LSTM and the
-    running scale over the last W days only, the year-ago inputs from the whole window,
+  - `warmup_W`: the same windows encoded with `encode(..., warmup_days=W)`: the LSTM from a
+    zero state over the last W days only, the running scale and the year-ago inputs from
+    the whole window,
+  - `warmup_W_scale_restarted`: the first design, for comparison: the running scale also
+    restarted W days before the end (the exact encode of the window with the days before
+    its last W hidden as NaN before a first observation), the year-ago inputs as above,
 and scored with the backtest's `score` (MASE against the whole history's seasonal-naive
 scale, so every variant has the same denominator). Prints a table and writes JSON:
 
@@ -35,6 +39,8 @@ from forecasting.backtest import score
 from forecasting.data import Panel, load_panel
 from forecasting.lstm import LSTMConfig, LSTMForecaster, make_lstm
 from forecasting.lstm.artifact import load_artifact, read_metadata, save_artifact
+from forecasting.lstm.features import DayRing
+from forecasting.lstm.forecaster import SeriesState
 
 DATA = Path("../shared/data/store_item_demand/train.csv.gz")
 METRICS = ("mase", "wape", "pinball", "coverage_80", "coverage_95", "pinball_total")
@@ -45,14 +51,18 @@ def _model(history: Panel, model_dir: Path) -> tuple[LSTMForecaster, dict[str, A
     fingerprint = history.fingerprint()
     if model_dir.exists():
         try:
-            if read_metadata(model_dir).get("data_fingerprint") == fingerprint:
-                return load_artifact(model_dir, device="cpu"), {"reused": str(model_dir)}
+            meta = read_metadata(model_dir)
+            if meta.get("data_fingerprint") == fingerprint:
+                return load_artifact(model_dir, device="cpu"), {
+                    "reused": str(model_dir), "model_version": meta.get("model_version"),
+                    "training_metrics": meta.get("metrics")}
         except (OSError, ValueError, KeyError):
             pass
     model = make_lstm(device="cpu", **_config())
     t0, c0 = time.perf_counter(), time.process_time()
     model.fit_panel(history)
-    info = {"fit_wall_s": time.perf_counter() - t0, "fit_cpu_s": time.process_time() - c0}
+    info = {"fit_wall_s": time.perf_counter() - t0, "fit_cpu_s": time.process_time() - c0,
+            "training_metrics": model.train_result.metrics if model.train_result else None}
     save_artifact(model, model_dir, data_fingerprint=fingerprint,
                   metrics=model.train_result.metrics if model.train_result else None)
     return model, info
@@ -72,7 +82,8 @@ def run(data: Path, max_series: int, window: int, warmups: list[int], horizon: i
     length = panel.n_days
     cutoffs = [length - horizon - k * horizon for k in range(folds - 1, -1, -1)]
     model, fit_info = _model(panel.head(cutoffs[0]), model_dir)
-    variants = ["exact_full", f"exact_{window}", *[f"warmup_{w}" for w in warmups]]
+    variants = ["exact_full", f"exact_{window}", *[f"warmup_{w}" for w in warmups],
+                *[f"warmup_{w}_scale_restarted" for w in warmups]]
     per_fold: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
     gaps: dict[str, list[float]] = {v: [] for v in variants}
     for cutoff in cutoffs:
@@ -86,6 +97,14 @@ def run(data: Path, max_series: int, window: int, warmups: list[int], horizon: i
                 fc = full
             elif v.startswith("exact_"):
                 fc = model.forecast(model.encode(tail, end), horizon)
+            elif v.endswith("_scale_restarted"):
+                w = int(v.split("_")[1])
+                hidden = tail.copy()
+                hidden[:, :-w] = np.nan
+                st = model.encode(hidden, end)
+                ring = DayRing.from_windows(tail) if st.ring is not None else None
+                fc = model.forecast(SeriesState(st.h, st.c, st.scale, st.last_day, ring),
+                                    horizon)
             else:
                 w = int(v.removeprefix("warmup_"))
                 fc = model.forecast(model.encode(tail, end, warmup_days=w), horizon)
@@ -128,11 +147,10 @@ def main() -> int:
     doc = run(args.data, args.max_series, args.window, warmups, args.horizon, args.folds,
               args.model_dir)
     doc["command"] = "python benchmarks/warmup_accuracy.py " + " ".join(sys.argv[1:])
-    print(f"{'variant':>12} " + " ".join(f"{m:>13}" for m in
-                                         (*METRICS, "mase_gap_pct", "pinball_gap_pct")))
+    cols = (*METRICS, "mase_gap_pct", "pinball_gap_pct", "mean_abs_change_vs_exact")
+    print(f"{'variant':>26} " + " ".join(f"{m[:13]:>13}" for m in cols))
     for v, row in doc["summary"].items():
-        print(f"{v:>12} " + " ".join(f"{row[m]:13.4f}" for m in
-                                     (*METRICS, "mase_gap_pct", "pinball_gap_pct")))
+        print(f"{v:>26} " + " ".join(f"{row[m]:13.4f}" for m in cols))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=2) + "\n")

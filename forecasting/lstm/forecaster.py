@@ -171,36 +171,35 @@ class LSTMForecaster(DatedForecaster):
                warmup_days: int | None = None) -> SeriesState:
         """Run each window (n, T) from its first observation to its end date (n,) or ().
 
-        `warmup_days` None: the LSTM and the running scale see the whole window (exact: the
-        state `update` reaches bucket by bucket, O(T) per series). An int W >= 1 bounds the
-        cold start: they start W days before the end (or at the series' first observation,
-        if later), as if the days before were NaN before a first observation, so the cost is
-        O(min(W, T)); the day ring (year-ago inputs) is still filled from the whole window.
-        A series with no observation in those W days gets the no-history state (zero
-        forecast). The recurrent state forgets, so the forecast differs little from the
-        exact one for W of a few weeks upwards (benchmarks/README.md, "Full window with
-        bounded warm-up"); W >= T is the exact path.
+        `warmup_days` None: the LSTM sees the whole window (exact: the state `update`
+        reaches bucket by bucket; O(T) recurrent steps per series). An int W >= 1 bounds the
+        cold start to O(min(W, T)) steps: the LSTM starts from a zero state W days before
+        the end (at the series' first observation, if later), on the same inputs as the
+        exact path: the running scale (O(T) numpy, cheap next to the LSTM) and the day ring
+        (year-ago inputs) still see the whole window. So the state equals the exact one with
+        its h, c reset to zero W days before the end; the recurrent state forgets, and on
+        store-item W = 56 moves MASE by 0.02% (benchmarks/README.md, "Full window with
+        bounded warm-up"). W >= T is the exact path.
         """
         arr = np.asarray(windows, dtype=np.float64)
         n, length = arr.shape
-        ring = DayRing.from_windows(arr) if self.config.year_ago else None
-        if warmup_days is not None:
-            warm = _warmup_length(warmup_days)
-            if warm < length:  # right-aligned: the last `warm` columns end on the same days
-                arr = arr[:, length - warm :]
-                length = warm
+        start = 0 if warmup_days is None else max(0, length - _warmup_length(warmup_days))
         ends = np.broadcast_to(np.asarray(end_days, dtype="datetime64[D]"), (n,)).copy()
         scale_state = ScaleState.empty(n)
         scales = np.empty((n, length))
         for t in range(length):  # O(T) numpy steps, vectorised over series
             scales[:, t] = scale_step(scale_state, arr[:, t], self.config.scale_memory)
+        observed = np.isfinite(arr)
+        first = np.where(observed.any(axis=1), observed.argmax(axis=1), length)
+        ring = DayRing.from_windows(arr) if self.config.year_ago else None
+        if start:  # the LSTM part: the last `length - start` days, right-aligned as before
+            first = np.maximum(first, start) - start  # a series seen before starts at once
+            arr, scales, length = arr[:, start:], scales[:, start:], length - start
         distinct, inverse = _distinct_days(ends)  # calendar rows once per distinct end day
         offsets = (length - 1 - np.arange(length)).astype("timedelta64[D]")
         cal = calendar_features(distinct[:, None] - offsets[None, :], self.config.calendar)
         cal = cal[np.zeros(n, dtype=np.intp) if inverse is None else inverse]
         feats = input_features(arr, scales, cal, self.log_scale_mean, self.log_scale_std)
-        observed = np.isfinite(arr)
-        first = np.where(observed.any(axis=1), observed.argmax(axis=1), length)
         lengths = length - first
         layers, hidden = self.config.layers, self.config.hidden
         h = torch.zeros(layers, n, hidden, device=self.device)
