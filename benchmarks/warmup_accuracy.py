@@ -69,7 +69,7 @@ def _model(history: Panel, model_dir: Path) -> tuple[LSTMForecaster, dict[str, A
 
 
 def _config() -> dict[str, Any]:
-    cfg = LSTMConfig(horizon=14).to_json()
+    cfg: dict[str, Any] = dict(LSTMConfig(horizon=14).to_json())
     cfg["levels"] = tuple(cfg["levels"])  # as the backtest's factory passes it
     return cfg
 
