@@ -5,7 +5,9 @@ first request, whichever comes first; the model runs once on the whole batch (in
 worker thread, so the event loop keeps consuming) and each caller's future gets its rows.
 `Inferencer.predict` is a `streams.processor.PredictFn`. `predict_keyed` adds incremental
 inference for the LSTM: an SKU whose state is one bucket behind costs one recurrent step
-(the states of all keys live in one `forecasting.lstm.slots.StateSlots`).
+(the states of all keys live in one `forecasting.lstm.slots.StateSlots`); an unknown or stale
+SKU (a new worker, a rebalance, a new model version) is encoded from its window, over the
+model's `cold_start_warmup_days` (the LSTM's bounded warm-up; None: the whole window).
 """
 
 from __future__ import annotations
@@ -306,8 +308,11 @@ class Inferencer:
                 rows = slots[step]
                 store.scatter(rows, model.update(store.gather(rows), windows[step, -1],
                                                  ends[step], consume=True))
-            if fresh.any():
-                store.scatter(slots[fresh], model.encode(windows[fresh], ends[fresh]))
+            if fresh.any():  # a cold start: bounded by the model's warm-up (if it has one)
+                warmup = getattr(model, "cold_start_warmup_days", None)
+                encoded = (model.encode(windows[fresh], ends[fresh]) if warmup is None else
+                           model.encode(windows[fresh], ends[fresh], warmup_days=warmup))
+                store.scatter(slots[fresh], encoded)
             state = store.gather(slots)
         n_fresh = int(fresh.sum())
         self.stats.incremental += len(keys) - n_fresh

@@ -90,6 +90,20 @@ def add_bench_commands(bench_sub: Any) -> None:
     inf.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
     inf.add_argument("--requests", type=int, default=20_000,
                      help="concurrent single-series requests for the latency test")
+    inf.add_argument("--warmup-days", type=_days, default=None,
+                     help="also measure the full window with the LSTM warmed up over only "
+                          "the last N days (encode's warmup_days; year-ago inputs unchanged)")
+
+
+def _days(text: str) -> int:
+    """argparse type: a whole number of days >= 1."""
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of days: {text!r}") from None
+    if days < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 day, got {days}")
+    return days
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -205,7 +219,8 @@ def _bench(args: argparse.Namespace) -> int:
     sizes = [int(x) for x in args.batch_sizes.split(",")]
     doc = run_inference_bench(model_dir=args.model, batch_sizes=sizes, window=args.window,
                               device=args.device, threads=args.threads,
-                              seconds=args.seconds, requests=args.requests)
+                              seconds=args.seconds, requests=args.requests,
+                              warmup_days=args.warmup_days)
     text = json.dumps(doc, indent=2)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -171,6 +171,7 @@ async def test_swap_drops_carried_states_and_the_new_model_re_encodes() -> None:
 async def test_keyed_steps_with_year_ago_inputs_carry_the_day_ring() -> None:
     model = _lstm(3)
     assert model.config.year_ago and model.config.year_ago_prior
+    model.cold_start_warmup_days = None  # exact cold starts (test_lstm_warmup: bounded ones)
     rng = np.random.default_rng(9)
     days = np.arange(430)
     series = rng.poisson(4.0 + 2.0 * np.sin(2 * np.pi * days / 365.25), (5, 430)).astype(float)
