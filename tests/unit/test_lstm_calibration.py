@@ -150,7 +150,7 @@ def test_training_learns_a_calibration_that_artifacts_keep(tmp_path) -> None:  #
     panel = _panel()
     result = train_lstm(panel, TINY, device="cpu")
     model = result.forecaster
-    assert model.calibration is not None and model.calibration.cumulative is None
+    assert model.calibration is not None and model.calibration.cumulative is not None
     assert "val_daily_coverage_80_after" in result.metrics
     assert "val_cumulative_coverage_80_before" in result.metrics
     save_artifact(model, tmp_path / "m", data_fingerprint="x", metrics=result.metrics)
