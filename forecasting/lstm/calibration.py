@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from numpy.typing import ArrayLike
 
 from forecasting._numeric import FloatArray
@@ -94,27 +95,33 @@ class IntervalCalibration:
                                     or np.any(np.diff(np.asarray(src)) < 0)):
                 raise ValueError("source levels must be one non-decreasing tau' per level")
         q = len(self.levels)
-        full = np.eye(2 * q + 1)  # one matrix for the whole block: the mean stays as it is
+        full = np.zeros((2 * q + 1, 2 * q))  # [daily | cumulative | mean] -> the quantiles
         for k, src in enumerate((self.daily, self.cumulative)):
-            if src is not None:
-                full[k * q : (k + 1) * q, k * q : (k + 1) * q] = interp_weights(self.levels, src)
-        object.__setattr__(self, "_matrix", full)
+            block = slice(k * q, (k + 1) * q)
+            full[block, block] = np.eye(q) if src is None else interp_weights(self.levels, src)
+        # float32 as the head computes; a GEMM is the cheapest gather + lerp on CPU
+        object.__setattr__(self, "_matrix", torch.from_numpy(full.astype(np.float32)))
+        # Without extrapolation every new quantile is a convex mix of quantiles that do not
+        # decrease over steps, so the cumulative ones still do not.
+        object.__setattr__(self, "_extrapolates", bool((full < 0).any()))
 
     def apply(self, out: FloatArray, *, integer: bool) -> None:
-        """In place on a forecast block (n, H, 2Q + 1) [daily | cumulative | mean] of
-        unrounded quantiles: recalibrate, clip at 0, round for counts, and restore the
+        """In place on a forecast block (n, H, 2Q + 1) float64 [daily | cumulative | mean] of
+        unrounded quantiles: recalibrate, clip at 0, round for counts, and keep the
         cumulative invariants (>= the first day's demand, non-decreasing over steps)."""
         q = len(self.levels)
         n, big_h, width = out.shape
-        moved = out.reshape(n * big_h, width) @ self._matrix  # type: ignore[attr-defined]
-        quant = moved[:, : 2 * q]
-        np.maximum(quant, 0.0, out=quant)
+        block = torch.from_numpy(out).view(n * big_h, width)  # a view: out is C-contiguous
+        moved = torch.mm(block.float(), self._matrix).clamp_(min=0.0)  # type: ignore[attr-defined]
         if integer:
-            np.round(quant, out=quant)
-        out[...] = moved.reshape(n, big_h, width)
-        cum = out[..., q : 2 * q]
-        np.maximum(cum[:, :1], out[:, :1, :q], out=cum[:, :1])
-        np.maximum.accumulate(cum, axis=1, out=cum)
+            moved.round_()
+        steps = moved.view(n, big_h, 2 * q)
+        cum = steps[..., q:]
+        torch.maximum(cum, steps[:, :1, :q], out=cum)  # every step: stays non-decreasing
+        if self._extrapolates:  # type: ignore[attr-defined]
+            for h in range(1, big_h):
+                torch.maximum(cum[:, h], cum[:, h - 1], out=cum[:, h])
+        block[:, : 2 * q] = moved
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (artifact metadata)."""

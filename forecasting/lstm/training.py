@@ -281,10 +281,12 @@ def train_lstm(
     metrics = {"best_val_loss": best_val, "best_epoch": float(best_epoch),
                "epochs": float(len(history))}
     if config.calibrate:  # on the validation origins early stopping used
+        calibrate_started = time.perf_counter()
         forecaster.calibration = fit_calibration(forecaster, panel,
                                                  cumulative=config.calibrate_cumulative)
         if forecaster.calibration is not None:
             metrics.update(forecaster.calibration.report)
+        metrics["calibration_seconds"] = time.perf_counter() - calibrate_started
     metrics["train_seconds"] = time.perf_counter() - started
     return TrainResult(forecaster, history, metrics)
 
