@@ -40,6 +40,9 @@ def _lstm_args(p: argparse.ArgumentParser) -> None:
                    help="quantile head (pinball, default) or Gaussian likelihood (ablation)")
     p.add_argument("--mean-loss", choices=["poisson", "tweedie"], default=None,
                    help="deviance of the LSTM's mean head (default poisson; tweedie: power 1.8)")
+    p.add_argument("--no-calibration", dest="calibrate", action="store_false", default=None,
+                   help="keep the LSTM's raw quantiles (no interval calibration on the "
+                   "validation days)")
     p.add_argument("--batch-series", type=int, default=None,
                    help="series per gradient step (default 16)")
     p.add_argument("--calendar", choices=["uk", "none"], default=None, help="holiday calendar")
@@ -111,7 +114,8 @@ def _config(args: argparse.Namespace) -> Any:
 
     overrides = {k: getattr(args, k) for k in ("hidden", "layers", "max_epochs", "patience",
                                                 "val_days", "loss", "mean_loss",
-                                                "batch_series", "calendar", "seed")
+                                                "batch_series", "calendar", "seed",
+                                                "calibrate")
                  if getattr(args, k, None) is not None}
     return LSTMConfig(horizon=args.horizon, **overrides)
 

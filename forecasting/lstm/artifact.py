@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from forecasting.errors import ForecastingError
+from forecasting.lstm.calibration import IntervalCalibration
 from forecasting.lstm.features import CALENDAR_DIM, INPUT_DIM, RING_DAYS, SCALE_FLOOR
 from forecasting.lstm.forecaster import LSTMForecaster
 from forecasting.lstm.model import LSTMConfig, LSTMNet
@@ -82,8 +83,12 @@ def save_artifact(
                "log_scale_std": forecaster.log_scale_std,
                "scale_memory": forecaster.config.scale_memory, "scale_floor": SCALE_FLOOR,
                "kind": "running mean (EMA after scale_memory buckets), causal"}
+    calibration = (None if forecaster.calibration is None
+                   else forecaster.calibration.to_json())
     digest = hashlib.sha256(weights)
     digest.update(json.dumps([forecaster.config.to_json(), scaling], sort_keys=True).encode())
+    if calibration is not None:  # (without one, ids stay what they were before calibration)
+        digest.update(json.dumps(calibration, sort_keys=True).encode())
     model_id = digest.hexdigest()[:12]
     info = ArtifactInfo(model_id=model_id, created_at=datetime.now(UTC).isoformat(),
                         data_fingerprint=data_fingerprint, data=dict(data or {}),
@@ -105,6 +110,7 @@ def save_artifact(
         "horizon": forecaster.config.horizon,
         "levels": list(forecaster.config.levels),
         "scaling": scaling,
+        "calibration": calibration,
         "data_fingerprint": data_fingerprint,
         "data": info.data,
         "metrics": info.metrics,
@@ -158,4 +164,5 @@ def load_artifact(path: str | Path, *, device: str = "auto") -> LSTMForecaster:
     scaling = meta["scaling"]
     return LSTMForecaster(net, log_scale_mean=scaling["log_scale_mean"],
                           log_scale_std=scaling["log_scale_std"], model_id=meta["model_id"],
-                          device=device)
+                          device=device,
+                          calibration=IntervalCalibration.from_json(meta.get("calibration")))

@@ -15,6 +15,7 @@ from numpy.typing import ArrayLike, NDArray
 from forecasting._numeric import FloatArray
 from forecasting.base import DatedForecaster, QuantileForecast
 from forecasting.errors import InvalidWindowError
+from forecasting.lstm.calibration import IntervalCalibration
 from forecasting.lstm.features import (
     N_MONTHS,
     SCALE_FLOOR,
@@ -124,6 +125,7 @@ class LSTMForecaster(DatedForecaster):
         model_id: str | None = None,
         device: str | torch.device = "auto",
         end_day: Callable[[], np.datetime64] = yesterday_utc,
+        calibration: IntervalCalibration | None = None,
     ) -> None:
         super().__init__(net.config.levels)
         self.config: LSTMConfig = net.config
@@ -135,6 +137,8 @@ class LSTMForecaster(DatedForecaster):
         self.end_day = end_day
         self.train_result: Any = None  # TrainResult of the last fit, if any
         self._packed_net: PackedNet | None = None
+        # Learned on the training's validation origins (calibration.py); None: raw quantiles.
+        self.calibration = calibration
 
     @property
     def model_version(self) -> str:
@@ -158,6 +162,7 @@ class LSTMForecaster(DatedForecaster):
         self.net = fitted.net.to(self.device).eval()
         self.config = fitted.config
         self.log_scale_mean, self.log_scale_std = fitted.log_scale_mean, fitted.log_scale_std
+        self.calibration = fitted.calibration
         self.model_id = None
         self.train_result = result
         return self
@@ -282,17 +287,12 @@ class LSTMForecaster(DatedForecaster):
     def forecast(self, state: SeriesState, horizon: int) -> QuantileForecast:
         """Quantile forecast of the next `horizon` buckets after each series' last bucket."""
         big_h = self.config.horizon
-        live = state.scale.count > 0
-        scale = self._tensor(np.where(live, np.maximum(state.scale.level, 0.01), 0.0))
-        packed = self._packed()
-        if not packed.head_packed:
-            out = self._forecast_unpacked(state, scale)
-        else:
-            future, inv, year = self._head_rows(state)
-            with torch.inference_mode():
-                out_t = packed.quantiles(state.h[-1], future, inv, scale, year=year,
-                                         integer=self.config.integer_demand)
-                out = out_t.cpu().numpy()
+        integer = self.config.integer_demand
+        cal = self.calibration
+        # With a calibration the head's quantiles stay unrounded until it has moved them.
+        out = self.head_output(state, integer=integer and cal is None)
+        if cal is not None:
+            cal.apply(out, integer=integer)
         q = self._levels.size
         daily, cumulative, mean = out[..., :q], out[..., q : 2 * q], out[..., 2 * q]
         if horizon > big_h:
@@ -302,6 +302,22 @@ class LSTMForecaster(DatedForecaster):
         # Valid by construction: clipped at 0, monotone head, cummax over steps, float64.
         return QuantileForecast.trusted(self._levels, daily[:, :horizon],
                                         cumulative[:, :horizon], mean[:, :horizon])
+
+    def head_output(self, state: SeriesState, *, integer: bool) -> FloatArray:
+        """The head's forecast block (n, H, 2Q + 1) float64 [daily quantiles | cumulative
+        quantiles | mean] in demand units, clipped at 0, rounded when `integer`; before the
+        interval calibration (`forecast` applies it)."""
+        live = state.scale.count > 0
+        scale = self._tensor(np.where(live, np.maximum(state.scale.level, 0.01), 0.0))
+        packed = self._packed()
+        if not packed.head_packed:
+            return self._forecast_unpacked(state, scale, integer)
+        future, inv, year = self._head_rows(state)
+        with torch.inference_mode():
+            out_t = packed.quantiles(state.h[-1], future, inv, scale, year=year,
+                                     integer=integer)
+            out: FloatArray = out_t.cpu().numpy()
+        return out
 
     def _head_rows(self, state: SeriesState) -> tuple[torch.Tensor, torch.Tensor | None,
                                                      torch.Tensor | None]:
@@ -334,17 +350,19 @@ class LSTMForecaster(DatedForecaster):
         inv = torch.as_tensor(which, device=self.device)
         return self._tensor(rows), inv, self._tensor(year)
 
-    def _forecast_unpacked(self, state: SeriesState, scale: torch.Tensor) -> FloatArray:
-        """`forecast` through LSTMNet's own head (heads PackedNet does not lay out)."""
+    def _forecast_unpacked(self, state: SeriesState, scale: torch.Tensor,
+                           integer: bool | None = None) -> FloatArray:
+        """`head_output` through LSTMNet's own head (heads PackedNet does not lay out);
+        `integer` defaults to the config's."""
         big_h, cfg = self.config.horizon, self.config
+        integer = cfg.integer_demand if integer is None else integer
         span = None if state.ring is None else state.ring.span(year_ago_span(big_h))
         hol = self._tensor(head_inputs(
             state.last_day, np.maximum(state.scale.level, SCALE_FLOOR), span, horizon=big_h,
             calendar=cfg.calendar, head_calendar=cfg.head_calendar, annual=cfg.head_annual,
             mask_calendar=cfg.year_ago_masks_calendar))
         with torch.inference_mode():
-            stacked = reference_quantiles(self.net, state.h[-1], hol, scale,
-                                          integer=cfg.integer_demand)
+            stacked = reference_quantiles(self.net, state.h[-1], hol, scale, integer=integer)
             out: FloatArray = stacked.cpu().numpy().astype(np.float64)
         return out
 

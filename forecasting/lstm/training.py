@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from forecasting._numeric import FloatArray
 from forecasting.data import Panel
+from forecasting.lstm.calibration import fit_calibration
 from forecasting.lstm.features import (
     INPUT_DIM,
     RING_DAYS,
@@ -278,7 +279,15 @@ def train_lstm(
     forecaster = LSTMForecaster(net.cpu(), log_scale_mean=log_mean, log_scale_std=log_std,
                                 device=device)
     metrics = {"best_val_loss": best_val, "best_epoch": float(best_epoch),
-               "epochs": float(len(history)), "train_seconds": time.perf_counter() - started}
+               "epochs": float(len(history))}
+    if config.calibrate:  # on the validation origins early stopping used
+        calibrate_started = time.perf_counter()
+        forecaster.calibration = fit_calibration(forecaster, panel,
+                                                 cumulative=config.calibrate_cumulative)
+        if forecaster.calibration is not None:
+            metrics.update(forecaster.calibration.report)
+        metrics["calibration_seconds"] = time.perf_counter() - calibrate_started
+    metrics["train_seconds"] = time.perf_counter() - started
     return TrainResult(forecaster, history, metrics)
 
 
