@@ -19,6 +19,7 @@ import torch
 
 from forecasting.errors import InvalidWindowError
 from forecasting.inferencer import Inferencer
+from forecasting.lstm.calibration import IntervalCalibration
 from forecasting.lstm.features import INPUT_DIM
 from forecasting.lstm.forecaster import LSTMForecaster, auto_device
 from forecasting.lstm.model import LSTMConfig, LSTMNet
@@ -107,10 +108,15 @@ def run_inference_bench(
         base = load_artifact(model_dir, device="cpu")
         net = base.net
         scaling = (base.log_scale_mean, base.log_scale_std)
+        calibration = base.calibration
     else:
         torch.manual_seed(0)
         net = LSTMNet(INPUT_DIM, LSTMConfig())
         scaling = (0.0, 1.0)
+        # an identity calibration: the forecast pays the same product a trained model's does
+        levels = tuple(net.config.levels)
+        calibration = (IntervalCalibration(levels, daily=levels, cumulative=levels)
+                       if net.config.calibrate else None)
     devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
     if device != "auto":
         devices = [str(auto_device(device))]
@@ -118,6 +124,7 @@ def run_inference_bench(
     out: dict[str, Any] = {
         "model": str(model_dir) if model_dir else "untrained default LSTMConfig()",
         "config": net.config.to_json(), "window": window, "warmup_days": warmup_days,
+        "calibration": calibration is not None,
         "torch": torch.__version__,
         "threads": threads, "cpu": platform.processor() or platform.machine(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -126,7 +133,7 @@ def run_inference_bench(
     }
     for dev in devices:
         model = LSTMForecaster(net, log_scale_mean=scaling[0], log_scale_std=scaling[1],
-                               device=dev, end_day=lambda: END)
+                               device=dev, end_day=lambda: END, calibration=calibration)
         rows: list[dict[str, float]] = []
         for b in batch_sizes:
             w = _windows(rng, b, window)
