@@ -43,6 +43,10 @@ def _lstm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-series", type=int, default=None,
                    help="series per gradient step (default 16)")
     p.add_argument("--calendar", choices=["uk", "none"], default=None, help="holiday calendar")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None,
+                   help="learning-rate schedule over --max-epochs")
+    p.add_argument("--ema-decay", type=float, default=None,
+                   help="per-step decay of the kept weight average (0: raw weights)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -97,7 +101,8 @@ def _config(args: argparse.Namespace) -> Any:
 
     overrides = {k: getattr(args, k) for k in ("hidden", "layers", "max_epochs", "patience",
                                                 "val_days", "loss", "mean_loss",
-                                                "batch_series", "calendar", "seed")
+                                                "batch_series", "calendar", "seed",
+                                                "lr_schedule", "ema_decay")
                  if getattr(args, k, None) is not None}
     return LSTMConfig(horizon=args.horizon, **overrides)
 

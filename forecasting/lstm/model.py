@@ -36,6 +36,12 @@ class LSTMConfig:
     max_epochs: int = 40
     patience: int = 4
     lr_decay: float = 1.0  # < 1: after an epoch without validation gain, best weights, lr x this
+    # "cosine": the lr falls from `lr` to 0 over `max_epochs` epochs (early stopping still
+    # watches); "constant": no schedule (artifacts from before the field).
+    lr_schedule: str = "constant"
+    # > 0: validate, early-stop on and keep an exponential moving average of the weights,
+    # updated after every optimiser step with this decay (0: the raw weights, as before).
+    ema_decay: float = 0.0
     val_days: int = 28
     grad_clip: float = 1.0
     dropout: float = 0.2  # on the LSTM output fed to the head, training only
@@ -68,6 +74,8 @@ class LSTMConfig:
         for flag in ("head_calendar", "head_annual", "year_ago", "year_ago_prior",
                      "year_ago_masks_calendar"):
             known.setdefault(flag, False)  # artifacts from before the field
+        known.setdefault("lr_schedule", "constant")
+        known.setdefault("ema_decay", 0.0)
         if "levels" in known:
             known["levels"] = tuple(float(x) for x in known["levels"])  # type: ignore[attr-defined]
         return cls(**known)  # type: ignore[arg-type]
