@@ -47,14 +47,6 @@ def _lstm_args(p: argparse.ArgumentParser) -> None:
                    help="learning-rate schedule over --max-epochs")
     p.add_argument("--ema-decay", type=float, default=None,
                    help="per-step decay of the kept weight average (0: raw weights)")
-    p.add_argument("--mean-weight", type=float, default=None,
-                   help="weight of the mean head's deviance in the loss (default 0.5)")
-    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 3e-3)")
-    p.add_argument("--max-train-days", type=int, default=None,
-                   help="only the last N days feed gradients (default 730)")
-    p.add_argument("--mask-later-months", action=argparse.BooleanOptionalAction, default=None,
-                   dest="year_ago_masks_later",
-                   help="with a year-ago level, also zero the head's per-step later-month flags")
     p.add_argument("--recent-weekdays", action=argparse.BooleanOptionalAction, default=None,
                    help="head input: mean of the last 4 days of each step's weekday")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
@@ -113,8 +105,7 @@ def _config(args: argparse.Namespace) -> Any:
                                                 "val_days", "loss", "mean_loss",
                                                 "batch_series", "calendar", "seed",
                                                 "lr_schedule", "ema_decay",
-                                                "recent_weekdays", "mean_weight", "lr",
-                                                "max_train_days", "year_ago_masks_later")
+                                                "recent_weekdays")
                  if getattr(args, k, None) is not None}
     return LSTMConfig(horizon=args.horizon, **overrides)
 

@@ -25,7 +25,6 @@ __all__ = [
     "DayRing",
     "ScaleState",
     "calendar_features",
-    "calendar_mask_start",
     "future_dim",
     "future_features",
     "head_inputs",
@@ -276,16 +275,9 @@ def _in_target_month(origins: DateArray, steps: NDArray[np.int64],
     return out.reshape(*o.shape, steps.size, offsets.size)
 
 
-def calendar_mask_start(horizon: int, mask_later: bool) -> int:
-    """First column of `future_features` that the year-ago calendar mask zeroes (it ends
-    with the month of the last step): the later-month flags too when `mask_later`."""
-    return horizon if mask_later else 2 * horizon
-
-
 def head_inputs(origins: DateArray, scale: FloatArray, span: FloatArray | None, *,
                 horizon: int, calendar: str, head_calendar: bool, annual: bool,
-                mask_calendar: bool = False, recent: FloatArray | None = None,
-                mask_later: bool = True) -> FloatArray:
+                mask_calendar: bool = False, recent: FloatArray | None = None) -> FloatArray:
     """(..., Fh) everything the head sees besides the LSTM state: `future_features` of the
     origin dates (...) and, when `span` (..., year_ago_span) is given, `year_ago_features`
     with the running `scale` (...) at the origins. `origins` may have fewer leading axes
@@ -294,9 +286,7 @@ def head_inputs(origins: DateArray, scale: FloatArray, span: FloatArray | None, 
     `mask_calendar`: where the year-ago level is known, the head-calendar part (later-month
     flags, month of the last step) is zeroed: the year-ago shape says the same per day and
     per series, and with both the head smeared a month-end step over the whole horizon
-    (store-item's Nov -> Dec folds); series without a year of history keep it. With
-    `mask_later` False only the month of the last step is zeroed (the per-step later-month
-    flags stay).
+    (store-item's Nov -> Dec folds); series without a year of history keep it.
 
     `recent` (..., RECENT_DAYS), with `span` only: `recent_weekday_features` go between the
     future features and the year-ago ones (which stay last: the prior reads them there)."""
@@ -307,8 +297,7 @@ def head_inputs(origins: DateArray, scale: FloatArray, span: FloatArray | None, 
     fut = np.broadcast_to(fut, (*ya.shape[:-1], fut.shape[-1]))
     if mask_calendar and head_calendar:
         fut = fut.copy()
-        fut[..., calendar_mask_start(horizon, mask_later) : 2 * horizon + N_MONTHS] *= (
-            1.0 - ya[..., -1:])
+        fut[..., horizon : 2 * horizon + N_MONTHS] *= 1.0 - ya[..., -1:]
     parts = [fut, ya]
     if recent is not None:
         parts.insert(1, recent_weekday_features(recent, scale, horizon))

@@ -22,7 +22,6 @@ from forecasting.lstm.features import (
     DayRing,
     ScaleState,
     calendar_features,
-    calendar_mask_start,
     future_features,
     head_inputs,
     input_features,
@@ -316,8 +315,7 @@ class LSTMForecaster(DatedForecaster):
         which = np.zeros(state.n_series, dtype=np.intp) if inverse is None else inverse
         if cfg.year_ago_masks_calendar and cfg.head_calendar:  # see features.head_inputs
             masked = rows.copy()
-            masked[:, calendar_mask_start(big_h, cfg.year_ago_masks_later)
-                   : 2 * big_h + N_MONTHS] = 0.0
+            masked[:, big_h : 2 * big_h + N_MONTHS] = 0.0
             which = which + rows.shape[0] * (year[:, -1] > 0)
             rows = np.concatenate([rows, masked])
         inv = torch.as_tensor(which, device=self.device)
@@ -332,8 +330,7 @@ class LSTMForecaster(DatedForecaster):
         hol = self._tensor(head_inputs(
             state.last_day, np.maximum(state.scale.level, SCALE_FLOOR), span, horizon=big_h,
             calendar=cfg.calendar, head_calendar=cfg.head_calendar, annual=cfg.head_annual,
-            mask_calendar=cfg.year_ago_masks_calendar, recent=recent,
-            mask_later=cfg.year_ago_masks_later))
+            mask_calendar=cfg.year_ago_masks_calendar, recent=recent))
         with torch.inference_mode():
             stacked = reference_quantiles(self.net, state.h[-1], hol, scale,
                                           integer=cfg.integer_demand)

@@ -50,7 +50,6 @@ class LSTMConfig:
     head_annual: bool = False  # ... and an annual Fourier pair of the origin's date
     year_ago: bool = True  # ... and the same weeks a year earlier (features.year_ago_features)
     year_ago_masks_calendar: bool = True  # see features.head_inputs' mask_calendar
-    year_ago_masks_later: bool = True  # ... and its mask_later (False: keep per-step flags)
     # Daily quantiles and mean are multiplied by the year-ago seasonal shape to a power in
     # [0, 1] that the head picks per series and step (0: ignore it, as for lumpy series).
     year_ago_prior: bool = True
@@ -78,7 +77,6 @@ class LSTMConfig:
         for flag in ("head_calendar", "head_annual", "year_ago", "year_ago_prior",
                      "year_ago_masks_calendar", "recent_weekdays"):
             known.setdefault(flag, False)  # artifacts from before the field
-        known.setdefault("year_ago_masks_later", True)  # what artifacts before it did
         known.setdefault("lr_schedule", "constant")
         known.setdefault("ema_decay", 0.0)
         if "levels" in known:

@@ -120,8 +120,7 @@ def _head_inputs(y: FloatArray, scales: FloatArray, days: np.ndarray,
                recent: FloatArray | None = None) -> FloatArray:
         return head_inputs(days, scale, span, horizon=config.horizon, calendar=config.calendar,
                            head_calendar=config.head_calendar, annual=config.head_annual,
-                           mask_calendar=config.year_ago_masks_calendar, recent=recent,
-                           mask_later=config.year_ago_masks_later)
+                           mask_calendar=config.year_ago_masks_calendar, recent=recent)
 
     if not config.year_ago:
         fut = inputs(scales, None)

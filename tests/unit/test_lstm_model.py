@@ -194,11 +194,10 @@ def test_artifact_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("integer", [False, True])
-@pytest.mark.parametrize(("year_ago", "recent", "later"),
-                         [(False, False, True), (True, False, True), (True, True, False)])
+@pytest.mark.parametrize(("year_ago", "recent"), [(False, False), (True, False), (True, True)])
 def test_packed_step_and_head_equal_the_network(monkeypatch: pytest.MonkeyPatch, layers: int,
                                                 integer: bool, year_ago: bool,
-                                                recent: bool, later: bool) -> None:
+                                                recent: bool) -> None:
     from forecasting.lstm import kernels
 
     monkeypatch.setattr(kernels, "_CHUNK_ROWS", 5)  # several row blocks, one partial
@@ -206,7 +205,7 @@ def test_packed_step_and_head_equal_the_network(monkeypatch: pytest.MonkeyPatch,
     # year_ago=True is the default head: year-ago inputs, the calendar mask and the prior.
     cfg = LSTMConfig(horizon=7, hidden=16, layers=layers, head_hidden=16,
                      integer_demand=integer, year_ago=year_ago, year_ago_prior=year_ago,
-                     recent_weekdays=recent, year_ago_masks_later=later)
+                     recent_weekdays=recent)
     model = LSTMForecaster(LSTMNet(INPUT_DIM, cfg), device="cpu", end_day=lambda: END)
     with torch.no_grad():  # gates away from 1/2, so a wrong gate row would show
         model.net.head[-1].bias.add_(torch.randn(model.net.head[-1].bias.shape))
@@ -368,12 +367,11 @@ def test_year_ago_features_read_the_same_weekdays_and_month_a_year_earlier() -> 
     assert np.all(g[4:] == 0) and g[3] == 0
 
 
-@pytest.mark.parametrize(("recent", "later"), [(False, True), (True, False)])
-def test_training_sees_the_head_inputs_the_forecaster_computes(recent: bool,
-                                                               later: bool) -> None:
+@pytest.mark.parametrize("recent", [False, True])
+def test_training_sees_the_head_inputs_the_forecaster_computes(recent: bool) -> None:
     from forecasting.lstm.training import _head_inputs
 
-    cfg = LSTMConfig(horizon=7, recent_weekdays=recent, year_ago_masks_later=later)
+    cfg = LSTMConfig(horizon=7, recent_weekdays=recent)
     w = _long_windows(np.random.default_rng(6), n=4, length=420)
     days = END - np.arange(w.shape[1])[::-1].astype("timedelta64[D]")
     scales = np.full(w.shape, 3.0)
@@ -383,8 +381,7 @@ def test_training_sees_the_head_inputs_the_forecaster_computes(recent: bool,
         ring = DayRing.from_windows(w[:, : t + 1])
         at = head_inputs(days[t], scales[:, t], ring.span(year_ago_span(7)), horizon=7,
                          calendar="uk", head_calendar=True, annual=False, mask_calendar=True,
-                         recent=ring.newest(RECENT_DAYS) if recent else None,
-                         mask_later=later)
+                         recent=ring.newest(RECENT_DAYS) if recent else None)
         np.testing.assert_allclose(train[:, t], at)
         assert at.shape[-1] == head_future_dim(cfg)
     # The month part of the head calendar (later-month flags, month of the last step) is
