@@ -47,8 +47,6 @@ def _lstm_args(p: argparse.ArgumentParser) -> None:
                    help="learning-rate schedule over --max-epochs")
     p.add_argument("--ema-decay", type=float, default=None,
                    help="per-step decay of the kept weight average (0: raw weights)")
-    p.add_argument("--recent-weekdays", action=argparse.BooleanOptionalAction, default=None,
-                   help="head input: mean of the last 4 days of each step's weekday")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -104,8 +102,7 @@ def _config(args: argparse.Namespace) -> Any:
     overrides = {k: getattr(args, k) for k in ("hidden", "layers", "max_epochs", "patience",
                                                 "val_days", "loss", "mean_loss",
                                                 "batch_series", "calendar", "seed",
-                                                "lr_schedule", "ema_decay",
-                                                "recent_weekdays")
+                                                "lr_schedule", "ema_decay")
                  if getattr(args, k, None) is not None}
     return LSTMConfig(horizon=args.horizon, **overrides)
 

@@ -19,7 +19,6 @@ from forecasting._numeric import FloatArray
 __all__ = [
     "CALENDAR_DIM",
     "INPUT_DIM",
-    "RECENT_DAYS",
     "RING_DAYS",
     "YEAR",
     "DayRing",
@@ -30,7 +29,6 @@ __all__ = [
     "head_inputs",
     "holiday_flags",
     "input_features",
-    "recent_weekday_features",
     "scale_step",
     "year_ago_dim",
     "year_ago_features",
@@ -47,8 +45,6 @@ YEAR_BASE_DAYS = 28  # the year-ago level: mean of the 28 days up to origin - YE
 YEAR_WEEKS = (-7, 0, 7)  # a forecast day's year-ago value: these same-weekday days around it
 RING_DAYS = YEAR + YEAR_BASE_DAYS  # days a series must carry for its year-ago features
 YEAR_CLIP = 10.0  # year-ago inputs are ratios; a lumpy series' spikes are clipped here
-RECENT_DAYS = 28  # the recent weekday profile reads the last 4 weeks up to the origin
-RECENT_WEEKS = 4
 
 DateArray = NDArray[np.datetime64]
 
@@ -236,30 +232,6 @@ def year_ago_features(span: FloatArray, scale: FloatArray, origins: DateArray,
     return out
 
 
-def recent_weekday_index(horizon: int) -> NDArray[np.intp]:
-    """(H, RECENT_WEEKS) positions in a span of the RECENT_DAYS days up to the origin (the
-    origin last) of the last RECENT_WEEKS days with the weekday of each step origin + h."""
-    steps = np.arange(1, horizon + 1)
-    latest = steps - 7 * (-(-steps // 7))  # last same weekday at or before the origin: -6..0
-    out: NDArray[np.intp] = (RECENT_DAYS - 1 + latest[:, None]
-                             - 7 * np.arange(RECENT_WEEKS)[None, :])
-    return out
-
-
-def recent_weekday_features(recent: FloatArray, scale: FloatArray,
-                            horizon: int) -> FloatArray:
-    """(..., H) per step h, the mean of the last RECENT_WEEKS days with the weekday of
-    origin + h (missing days left out; 0 when none), over the running `scale` (...) at the
-    origin, clipped at YEAR_CLIP: the recent weekday profile the LightGBM peer has as a
-    feature. `recent` (..., RECENT_DAYS) holds days origin - RECENT_DAYS + 1 ... origin."""
-    window = recent[..., recent_weekday_index(horizon)]  # (..., H, K)
-    seen = np.isfinite(window)
-    count = seen.sum(axis=-1)
-    mean = np.where(seen, window, 0.0).sum(axis=-1) / np.maximum(count, 1)
-    out: FloatArray = np.minimum(mean / scale[..., None], YEAR_CLIP)
-    return out
-
-
 def _in_target_month(origins: DateArray, steps: NDArray[np.int64],
                      offsets: NDArray[np.int64]) -> NDArray[np.bool_]:
     """(*origins.shape, H, K): is day origin + h - YEAR + k in the calendar month of
@@ -277,7 +249,7 @@ def _in_target_month(origins: DateArray, steps: NDArray[np.int64],
 
 def head_inputs(origins: DateArray, scale: FloatArray, span: FloatArray | None, *,
                 horizon: int, calendar: str, head_calendar: bool, annual: bool,
-                mask_calendar: bool = False, recent: FloatArray | None = None) -> FloatArray:
+                mask_calendar: bool = False) -> FloatArray:
     """(..., Fh) everything the head sees besides the LSTM state: `future_features` of the
     origin dates (...) and, when `span` (..., year_ago_span) is given, `year_ago_features`
     with the running `scale` (...) at the origins. `origins` may have fewer leading axes
@@ -286,10 +258,7 @@ def head_inputs(origins: DateArray, scale: FloatArray, span: FloatArray | None, 
     `mask_calendar`: where the year-ago level is known, the head-calendar part (later-month
     flags, month of the last step) is zeroed: the year-ago shape says the same per day and
     per series, and with both the head smeared a month-end step over the whole horizon
-    (store-item's Nov -> Dec folds); series without a year of history keep it.
-
-    `recent` (..., RECENT_DAYS), with `span` only: `recent_weekday_features` go between the
-    future features and the year-ago ones (which stay last: the prior reads them there)."""
+    (store-item's Nov -> Dec folds); series without a year of history keep it."""
     fut = future_features(origins, horizon, calendar, head_calendar, annual)
     if span is None:
         return fut
@@ -298,10 +267,7 @@ def head_inputs(origins: DateArray, scale: FloatArray, span: FloatArray | None, 
     if mask_calendar and head_calendar:
         fut = fut.copy()
         fut[..., horizon : 2 * horizon + N_MONTHS] *= 1.0 - ya[..., -1:]
-    parts = [fut, ya]
-    if recent is not None:
-        parts.insert(1, recent_weekday_features(recent, scale, horizon))
-    out: FloatArray = np.concatenate(parts, axis=-1)
+    out: FloatArray = np.concatenate([fut, ya], axis=-1)
     return out
 
 
@@ -365,15 +331,6 @@ class DayRing:
         idx += rows[:, None] * RING_DAYS  # flat positions: one take, no 2-d fancy index
         flat = self.values.reshape(-1)
         out: FloatArray = np.take(flat, idx).astype(dtype, copy=False)
-        return out
-
-    def newest(self, days: int, dtype: type[np.floating] = np.float64) -> FloatArray:
-        """(n, days) the newest `days` days, oldest first (float64 unless `dtype`)."""
-        idx = self.pos[:, None] + np.arange(RING_DAYS - days, RING_DAYS)[None, :]
-        idx[idx >= RING_DAYS] -= RING_DAYS
-        rows = np.arange(self.n_series) if self.rows is None else self.rows
-        idx += rows[:, None] * RING_DAYS
-        out: FloatArray = np.take(self.values.reshape(-1), idx).astype(dtype, copy=False)
         return out
 
     def take(self, idx: NDArray[np.intp]) -> DayRing:

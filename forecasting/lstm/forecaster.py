@@ -17,7 +17,6 @@ from forecasting.base import DatedForecaster, QuantileForecast
 from forecasting.errors import InvalidWindowError
 from forecasting.lstm.features import (
     N_MONTHS,
-    RECENT_DAYS,
     SCALE_FLOOR,
     DayRing,
     ScaleState,
@@ -25,14 +24,13 @@ from forecasting.lstm.features import (
     future_features,
     head_inputs,
     input_features,
-    recent_weekday_features,
     scale_step,
     year_ago_features,
     year_ago_span,
 )
 from forecasting.lstm.kernels import PackedNet, reference_quantiles
 from forecasting.lstm.model import LSTMConfig, LSTMNet
-from forecasting.lstm.year_ago import agrees, recent_weekday_rows, year_ago_rows
+from forecasting.lstm.year_ago import agrees, year_ago_rows
 
 if TYPE_CHECKING:
     from forecasting.data import Panel
@@ -305,13 +303,6 @@ class LSTMForecaster(DatedForecaster):
         else:
             year = year_ago_features(state.ring.span(year_ago_span(big_h)), scale,
                                      state.last_day, big_h)
-        if cfg.recent_weekdays:  # the recent weekday profile goes before the year-ago part
-            if agrees(big_h):
-                recent = recent_weekday_rows(state.ring.newest(RECENT_DAYS, np.float32),
-                                             scale, big_h)
-            else:
-                recent = recent_weekday_features(state.ring.newest(RECENT_DAYS), scale, big_h)
-            year = np.concatenate([recent, year], axis=1)
         which = np.zeros(state.n_series, dtype=np.intp) if inverse is None else inverse
         if cfg.year_ago_masks_calendar and cfg.head_calendar:  # see features.head_inputs
             masked = rows.copy()
@@ -325,12 +316,10 @@ class LSTMForecaster(DatedForecaster):
         """`forecast` through LSTMNet's own head (heads PackedNet does not lay out)."""
         big_h, cfg = self.config.horizon, self.config
         span = None if state.ring is None else state.ring.span(year_ago_span(big_h))
-        recent = (state.ring.newest(RECENT_DAYS)
-                  if state.ring is not None and cfg.recent_weekdays else None)
         hol = self._tensor(head_inputs(
             state.last_day, np.maximum(state.scale.level, SCALE_FLOOR), span, horizon=big_h,
             calendar=cfg.calendar, head_calendar=cfg.head_calendar, annual=cfg.head_annual,
-            mask_calendar=cfg.year_ago_masks_calendar, recent=recent))
+            mask_calendar=cfg.year_ago_masks_calendar))
         with torch.inference_mode():
             stacked = reference_quantiles(self.net, state.h[-1], hol, scale,
                                           integer=cfg.integer_demand)

@@ -42,8 +42,8 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
 
-from forecasting.lstm.features import future_dim
-from forecasting.lstm.model import LSTMNet, per_series_dim
+from forecasting.lstm.features import future_dim, year_ago_dim
+from forecasting.lstm.model import LSTMNet
 
 __all__ = ["PackedNet", "empty", "reference_quantiles"]
 
@@ -76,7 +76,7 @@ class PackedNet:
     hidden: int
     head_top: Tensor | None  # (head_hidden, hidden); None: the head is not packed
     head_future: Tensor | None  # (head_hidden, future_dim)
-    head_year: Tensor | None  # (head_hidden, model.per_series_dim); None: no day ring
+    head_year: Tensor | None  # (head_hidden, year_ago_dim); None: no year-ago inputs
     head_bias: Tensor | None  # (head_hidden,)
     out_weight: Tensor | None  # (padded width, head_hidden), rows re-ordered
     out_bias: Tensor | None  # (padded width,)
@@ -116,7 +116,7 @@ class PackedNet:
                        None, None, None, None, None, None, big_h, q, prior)
         first, act, last = (*net.head, None, None, None)[:3]
         n_common = future_dim(big_h, cfg.head_calendar, cfg.head_annual)
-        n_year = per_series_dim(cfg)  # [recent weekdays |] year-ago features
+        n_year = year_ago_dim(big_h) if cfg.year_ago else 0
         if not (cfg.loss == "pinball" and len(net.head) == 3
                 and isinstance(first, nn.Linear) and isinstance(act, nn.ReLU)
                 and isinstance(last, nn.Linear)
@@ -255,8 +255,8 @@ class PackedNet:
 
         `future` (u, future_dim) holds the future features of u distinct rows (origins,
         with and without the calendar mask) and `inverse` (n,) which one each series has
-        (None: u == 1, the same for all); `year` (n, model.per_series_dim) the per-series
-        features ([recent weekday profile |] year-ago features) when the net has them."""
+        (None: u == 1, the same for all); `year` (n, year_ago_dim) the year-ago features
+        of each series when the net has them."""
         assert self.head_future is not None and self.head_bias is not None
         if (year is None) != (self.head_year is None):
             raise ValueError("year-ago features must be given exactly when the net uses them")

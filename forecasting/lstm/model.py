@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from forecasting.base import QUANTILE_LEVELS
 from forecasting.lstm.features import future_dim, year_ago_dim
 
-__all__ = ["LSTMConfig", "LSTMNet", "RecurrentState", "head_future_dim", "per_series_dim"]
+__all__ = ["LSTMConfig", "LSTMNet", "RecurrentState", "head_future_dim"]
 
 RecurrentState = tuple[Tensor, Tensor]
 """(h, c), each (layers, n_series, hidden)."""
@@ -53,9 +53,6 @@ class LSTMConfig:
     # Daily quantiles and mean are multiplied by the year-ago seasonal shape to a power in
     # [0, 1] that the head picks per series and step (0: ignore it, as for lumpy series).
     year_ago_prior: bool = True
-    # With year_ago: the head also sees, per step, the mean of the last 4 days of the step's
-    # weekday over the scale (features.recent_weekday_features).
-    recent_weekdays: bool = False
     tbptt_days: int | None = 91  # truncated BPTT chunk (None: whole sequences per step)
     seed: int = 0
     max_train_days: int | None = 730  # only the last N days feed gradients (CPU time)
@@ -75,7 +72,7 @@ class LSTMConfig:
         """Inverse of to_json; unknown keys are ignored (older/newer artifacts)."""
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         for flag in ("head_calendar", "head_annual", "year_ago", "year_ago_prior",
-                     "year_ago_masks_calendar", "recent_weekdays"):
+                     "year_ago_masks_calendar"):
             known.setdefault(flag, False)  # artifacts from before the field
         known.setdefault("lr_schedule", "constant")
         known.setdefault("ema_decay", 0.0)
@@ -163,15 +160,7 @@ class LSTMNet(nn.Module):
 def head_future_dim(config: LSTMConfig) -> int:
     """Width of what the head sees of the forecast days besides the LSTM state."""
     return (future_dim(config.horizon, config.head_calendar, config.head_annual)
-            + per_series_dim(config))
-
-
-def per_series_dim(config: LSTMConfig) -> int:
-    """Width of the head inputs read from each series' day ring (they end the head's inputs):
-    the recent weekday profile (`recent_weekdays`) and the year-ago features."""
-    if not config.year_ago:
-        return 0
-    return year_ago_dim(config.horizon) + (config.horizon if config.recent_weekdays else 0)
+            + (year_ago_dim(config.horizon) if config.year_ago else 0))
 
 
 def _monotone(raw: Tensor, steps: Tensor) -> Tensor:

@@ -18,7 +18,6 @@ from forecasting._numeric import FloatArray
 from forecasting.data import Panel
 from forecasting.lstm.features import (
     INPUT_DIM,
-    RECENT_DAYS,
     RING_DAYS,
     ScaleState,
     calendar_features,
@@ -116,28 +115,18 @@ def _head_inputs(y: FloatArray, scales: FloatArray, days: np.ndarray,
     its carried state (the year-ago span is the window the day ring would hold)."""
     n, length = y.shape
 
-    def inputs(scale: FloatArray, span: FloatArray | None,
-               recent: FloatArray | None = None) -> FloatArray:
+    def inputs(scale: FloatArray, span: FloatArray | None) -> FloatArray:
         return head_inputs(days, scale, span, horizon=config.horizon, calendar=config.calendar,
                            head_calendar=config.head_calendar, annual=config.head_annual,
-                           mask_calendar=config.year_ago_masks_calendar, recent=recent)
+                           mask_calendar=config.year_ago_masks_calendar)
 
     if not config.year_ago:
         fut = inputs(scales, None)
         return np.broadcast_to(fut, (n, length, fut.shape[-1]))
-
-    def windows(width: int, end_back: int) -> FloatArray:
-        """(n, T, width): per origin t, days t - end_back - width + 1 ... t - end_back."""
-        padded = np.concatenate([np.full((n, end_back + width - 1), np.nan), y], axis=1)
-        out: FloatArray = np.lib.stride_tricks.sliding_window_view(padded, width,
-                                                                   axis=1)[:, :length]
-        return out
-
     width = year_ago_span(config.horizon)
-    spans = windows(width, RING_DAYS - width)  # the ring's oldest days
-    recent = windows(RECENT_DAYS, 0) if config.recent_weekdays else None
-    parts = [inputs(scales[i : i + 64], spans[i : i + 64],
-                    None if recent is None else recent[i : i + 64])
+    padded = np.concatenate([np.full((n, RING_DAYS - 1), np.nan), y], axis=1)
+    spans = np.lib.stride_tricks.sliding_window_view(padded, width, axis=1)[:, :length]
+    parts = [inputs(scales[i : i + 64], spans[i : i + 64])
              for i in range(0, n, 64)]  # chunks: the (64, T, H, 3) year-ago windows
     out: FloatArray = np.concatenate(parts, axis=0)
     return out

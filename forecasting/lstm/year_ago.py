@@ -8,10 +8,6 @@ month) and the 28 days of the year-ago level depend only on the origin day, so t
 [values | seen] with it. Same numbers as `year_ago_features`: a test compares them, and
 `agrees` checks it once per horizon at run time (the forecaster falls back to the
 definition, with a warning, should the two ever part).
-
-The recent weekday profile (`features.recent_weekday_features`, the last 4 days of each
-step's weekday) is the same kind of product with a matrix that does not even depend on the
-origin day (`recent_weekday_rows`).
 """
 
 from __future__ import annotations
@@ -25,19 +21,16 @@ from numpy.typing import NDArray
 
 from forecasting._numeric import FloatArray
 from forecasting.lstm.features import (
-    RECENT_DAYS,
     SCALE_FLOOR,
     YEAR,
     YEAR_BASE_DAYS,
     YEAR_CLIP,
     YEAR_WEEKS,
-    recent_weekday_features,
-    recent_weekday_index,
     year_ago_features,
     year_ago_span,
 )
 
-__all__ = ["agrees", "recent_weekday_rows", "year_ago_rows"]
+__all__ = ["agrees", "year_ago_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +48,9 @@ def agrees(horizon: int) -> bool:
     span[4:8] *= 100.0
     scale = rng.gamma(2.0, 1.0, n) + 0.01
     origins = np.datetime64("2011-01-20") + (np.arange(n) * 1.1).astype("timedelta64[D]")
-    recent = span[:, -RECENT_DAYS:]
     ok = bool(np.allclose(year_ago_rows(span, scale, origins, horizon),
                           year_ago_features(span, scale, origins, horizon),
-                          rtol=1e-9, atol=1e-12)
-              and np.allclose(recent_weekday_rows(recent, scale, horizon),
-                              recent_weekday_features(recent, scale, horizon),
-                              rtol=1e-9, atol=1e-12))
+                          rtol=1e-9, atol=1e-12))
     if not ok:
         log.warning("year_ago_rows differs from features.year_ago_features; using the latter")
     return ok
@@ -83,31 +72,6 @@ def _weights(day: int, horizon: int) -> FloatArray:
     out[YEAR_BASE_DAYS - 1 + shift[h_idx, k_idx], h_idx] = 1.0
     out[:YEAR_BASE_DAYS, -1] = 1.0
     return out
-
-
-@lru_cache(maxsize=16)
-def _recent_weights(horizon: int) -> FloatArray:
-    """(RECENT_DAYS, H): column h-1 marks the recent days with the weekday of step h."""
-    out = np.zeros((RECENT_DAYS, horizon))
-    idx = recent_weekday_index(horizon)
-    out[idx, np.arange(horizon)[:, None]] = 1.0
-    return out
-
-
-def recent_weekday_rows(recent: FloatArray, scale: FloatArray, horizon: int) -> FloatArray:
-    """`features.recent_weekday_features(recent, scale, horizon)` for recent (n,
-    RECENT_DAYS) and scale (n,), as one product of [values | seen] (in the span's
-    precision, like `year_ago_rows`)."""
-    n = recent.shape[0]
-    x = torch.from_numpy(np.ascontiguousarray(recent))
-    both = torch.empty(2 * n, x.shape[1], dtype=x.dtype)
-    torch.nan_to_num(x, nan=0.0, out=both[:n])
-    both[n:] = x == x
-    sc = both @ torch.from_numpy(_recent_weights(horizon)).to(x.dtype)
-    scale_t = torch.from_numpy(np.ascontiguousarray(scale)).to(x.dtype)
-    out = sc[:n].div_(sc[n:].clamp(min=1.0)).div_(scale_t[:, None]).clamp_(max=YEAR_CLIP)
-    result: FloatArray = out.numpy()
-    return result
 
 
 def year_ago_rows(span: FloatArray, scale: FloatArray, origins: NDArray[np.datetime64],

@@ -22,7 +22,6 @@ from forecasting.lstm import (  # noqa: E402
 )
 from forecasting.lstm.features import (  # noqa: E402
     INPUT_DIM,
-    RECENT_DAYS,
     YEAR_BASE_DAYS,
     DayRing,
     calendar_features,
@@ -30,13 +29,10 @@ from forecasting.lstm.features import (  # noqa: E402
     future_features,
     head_inputs,
     holiday_flags,
-    recent_weekday_features,
     year_ago_dim,
     year_ago_features,
     year_ago_span,
 )
-from forecasting.lstm.model import head_future_dim  # noqa: E402
-from forecasting.lstm.year_ago import recent_weekday_rows  # noqa: E402
 
 torch.set_num_threads(1)
 END = np.datetime64("2011-03-01")
@@ -194,18 +190,16 @@ def test_artifact_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("integer", [False, True])
-@pytest.mark.parametrize(("year_ago", "recent"), [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("year_ago", [False, True])
 def test_packed_step_and_head_equal_the_network(monkeypatch: pytest.MonkeyPatch, layers: int,
-                                                integer: bool, year_ago: bool,
-                                                recent: bool) -> None:
+                                                integer: bool, year_ago: bool) -> None:
     from forecasting.lstm import kernels
 
     monkeypatch.setattr(kernels, "_CHUNK_ROWS", 5)  # several row blocks, one partial
     torch.manual_seed(layers)
     # year_ago=True is the default head: year-ago inputs, the calendar mask and the prior.
     cfg = LSTMConfig(horizon=7, hidden=16, layers=layers, head_hidden=16,
-                     integer_demand=integer, year_ago=year_ago, year_ago_prior=year_ago,
-                     recent_weekdays=recent)
+                     integer_demand=integer, year_ago=year_ago, year_ago_prior=year_ago)
     model = LSTMForecaster(LSTMNet(INPUT_DIM, cfg), device="cpu", end_day=lambda: END)
     with torch.no_grad():  # gates away from 1/2, so a wrong gate row would show
         model.net.head[-1].bias.add_(torch.randn(model.net.head[-1].bias.shape))
@@ -309,19 +303,17 @@ def _long_windows(rng: np.random.Generator, n: int = 6, length: int = 430) -> np
     return w
 
 
-def _year_ago_model(recent: bool = False) -> LSTMForecaster:
+def _year_ago_model() -> LSTMForecaster:
     torch.manual_seed(0)
-    cfg = LSTMConfig(horizon=7, hidden=8, head_hidden=8, recent_weekdays=recent)
+    cfg = LSTMConfig(horizon=7, hidden=8, head_hidden=8)
     assert cfg.year_ago and cfg.year_ago_prior  # the defaults this test is about
     return LSTMForecaster(LSTMNet(INPUT_DIM, cfg), device="cpu", end_day=lambda: END)
 
 
 @pytest.mark.parametrize("consume", [False, True])  # ring copied / stepped in place
 @pytest.mark.parametrize("split", [30, 400])  # ring not yet / already full before updates
-@pytest.mark.parametrize("recent", [False, True])  # also the recent weekday profile
-def test_incremental_equals_full_with_year_ago_inputs(split: int, consume: bool,
-                                                      recent: bool) -> None:
-    model = _year_ago_model(recent)
+def test_incremental_equals_full_with_year_ago_inputs(split: int, consume: bool) -> None:
+    model = _year_ago_model()
     w = _long_windows(np.random.default_rng(5))
     full = model.encode(w, END)
     state = model.encode(w[:, :split], END - np.timedelta64(w.shape[1] - split, "D"))
@@ -330,7 +322,6 @@ def test_incremental_equals_full_with_year_ago_inputs(split: int, consume: bool,
     assert state.ring is not None and full.ring is not None
     span = year_ago_span(7)
     np.testing.assert_array_equal(state.ring.span(span), full.ring.span(span))
-    np.testing.assert_array_equal(state.ring.newest(RECENT_DAYS), w[:, -RECENT_DAYS:])
     a, b = model.forecast(state, 7), model.forecast(full, 7)
     np.testing.assert_allclose(a.daily, b.daily, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(a.mean, b.mean, rtol=1e-5, atol=1e-5)
@@ -367,11 +358,10 @@ def test_year_ago_features_read_the_same_weekdays_and_month_a_year_earlier() -> 
     assert np.all(g[4:] == 0) and g[3] == 0
 
 
-@pytest.mark.parametrize("recent", [False, True])
-def test_training_sees_the_head_inputs_the_forecaster_computes(recent: bool) -> None:
+def test_training_sees_the_head_inputs_the_forecaster_computes() -> None:
     from forecasting.lstm.training import _head_inputs
 
-    cfg = LSTMConfig(horizon=7, recent_weekdays=recent)
+    cfg = LSTMConfig(horizon=7)
     w = _long_windows(np.random.default_rng(6), n=4, length=420)
     days = END - np.arange(w.shape[1])[::-1].astype("timedelta64[D]")
     scales = np.full(w.shape, 3.0)
@@ -380,10 +370,8 @@ def test_training_sees_the_head_inputs_the_forecaster_computes(recent: bool) -> 
     for t in (10, 395, 419):
         ring = DayRing.from_windows(w[:, : t + 1])
         at = head_inputs(days[t], scales[:, t], ring.span(year_ago_span(7)), horizon=7,
-                         calendar="uk", head_calendar=True, annual=False, mask_calendar=True,
-                         recent=ring.newest(RECENT_DAYS) if recent else None)
+                         calendar="uk", head_calendar=True, annual=False, mask_calendar=True)
         np.testing.assert_allclose(train[:, t], at)
-        assert at.shape[-1] == head_future_dim(cfg)
     # The month part of the head calendar (later-month flags, month of the last step) is
     # there without a year-ago level (t = 10) and zeroed with one (t = 419).
     months = slice(7, 7 + 7 + 12)
@@ -419,30 +407,3 @@ def test_the_year_ago_shape_multiplies_daily_quantiles_and_mean_through_a_gate()
     torch.testing.assert_close(mean[1], torch.full((3,), base))
     torch.testing.assert_close(daily[0, :, -1], daily[1, :, -1] * torch.tensor([0.5, 1.0, 2.0]))
     assert q == daily.shape[-1]
-
-
-def test_the_recent_weekday_profile_averages_the_last_four_same_weekdays() -> None:
-    recent = np.arange(RECENT_DAYS, dtype=float)  # day origin - 27 + i holds i
-    f = recent_weekday_features(recent, np.array(2.0), 14)
-    # Step 1 (origin + 1) is the weekday of origin - 6, -13, -20, -27: indices 21, 14, 7, 0;
-    # step 7 that of the origin itself (27, 20, 13, 6); step 8 repeats step 1.
-    assert f[0] == pytest.approx(np.mean([21, 14, 7, 0]) / 2.0)
-    assert f[6] == pytest.approx(np.mean([27, 20, 13, 6]) / 2.0)
-    np.testing.assert_array_equal(f[:7], f[7:])
-    recent[21] = np.nan  # a missing day is left out; no day at all gives 0
-    assert recent_weekday_features(recent, np.array(2.0), 14)[0] == pytest.approx(7.0 / 2.0)
-    assert recent_weekday_features(np.full(RECENT_DAYS, np.nan), np.array(2.0), 3).sum() == 0
-    many = np.random.default_rng(0).poisson(3.0, (5, RECENT_DAYS)).astype(float)
-    many[1, ::3] = np.nan
-    scale = np.linspace(0.5, 3.0, 5)
-    np.testing.assert_allclose(recent_weekday_rows(many, scale, 14),
-                               recent_weekday_features(many, scale, 14), rtol=1e-12)
-
-
-def test_artifacts_from_before_the_recent_weekdays_load_without_them() -> None:
-    cfg = LSTMConfig(horizon=7, recent_weekdays=True).to_json()
-    del cfg["recent_weekdays"]
-    old = LSTMConfig.from_json(cfg)
-    assert not old.recent_weekdays
-    assert head_future_dim(old) == head_future_dim(LSTMConfig(horizon=7)) - (
-        7 if LSTMConfig().recent_weekdays else 0)
