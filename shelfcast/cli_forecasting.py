@@ -47,6 +47,11 @@ def _lstm_args(p: argparse.ArgumentParser) -> None:
                    help="learning-rate schedule over --max-epochs")
     p.add_argument("--ema-decay", type=float, default=None,
                    help="per-step decay of the kept weight average (0: raw weights)")
+    p.add_argument("--mean-weight", type=float, default=None,
+                   help="weight of the mean head's deviance in the loss (default 0.5)")
+    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 3e-3)")
+    p.add_argument("--max-train-days", type=int, default=None,
+                   help="only the last N days feed gradients (default 730)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -102,7 +107,8 @@ def _config(args: argparse.Namespace) -> Any:
     overrides = {k: getattr(args, k) for k in ("hidden", "layers", "max_epochs", "patience",
                                                 "val_days", "loss", "mean_loss",
                                                 "batch_series", "calendar", "seed",
-                                                "lr_schedule", "ema_decay")
+                                                "lr_schedule", "ema_decay", "mean_weight",
+                                                "lr", "max_train_days")
                  if getattr(args, k, None) is not None}
     return LSTMConfig(horizon=args.horizon, **overrides)
 
