@@ -50,6 +50,8 @@ def _lstm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mean-weight", type=float, default=None,
                    help="weight of the mean head's deviance in the loss (default 0.5)")
     p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 3e-3)")
+    p.add_argument("--year-ago-weeks", type=int, default=None,
+                   help="same-weekday weeks either side of a year-ago day (default 2)")
     p.add_argument("--max-train-days", type=int, default=None,
                    help="only the last N days feed gradients (default 730)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
@@ -108,7 +110,7 @@ def _config(args: argparse.Namespace) -> Any:
                                                 "val_days", "loss", "mean_loss",
                                                 "batch_series", "calendar", "seed",
                                                 "lr_schedule", "ema_decay", "mean_weight",
-                                                "lr", "max_train_days")
+                                                "lr", "max_train_days", "year_ago_weeks")
                  if getattr(args, k, None) is not None}
     return LSTMConfig(horizon=args.horizon, **overrides)
 

@@ -53,6 +53,9 @@ class LSTMConfig:
     # Daily quantiles and mean are multiplied by the year-ago seasonal shape to a power in
     # [0, 1] that the head picks per series and step (0: ignore it, as for lumpy series).
     year_ago_prior: bool = True
+    # A step's year-ago value averages its same weekday -7 x this ... +7 x this days around
+    # day - 364 (within the step's month): more weeks, less noise in the prior's shape.
+    year_ago_weeks: int = 1
     tbptt_days: int | None = 91  # truncated BPTT chunk (None: whole sequences per step)
     seed: int = 0
     max_train_days: int | None = 730  # only the last N days feed gradients (CPU time)
@@ -74,6 +77,7 @@ class LSTMConfig:
         for flag in ("head_calendar", "head_annual", "year_ago", "year_ago_prior",
                      "year_ago_masks_calendar"):
             known.setdefault(flag, False)  # artifacts from before the field
+        known.setdefault("year_ago_weeks", 1)  # artifacts from before the field
         known.setdefault("lr_schedule", "constant")
         known.setdefault("ema_decay", 0.0)
         if "levels" in known:

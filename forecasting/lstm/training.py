@@ -118,12 +118,13 @@ def _head_inputs(y: FloatArray, scales: FloatArray, days: np.ndarray,
     def inputs(scale: FloatArray, span: FloatArray | None) -> FloatArray:
         return head_inputs(days, scale, span, horizon=config.horizon, calendar=config.calendar,
                            head_calendar=config.head_calendar, annual=config.head_annual,
-                           mask_calendar=config.year_ago_masks_calendar)
+                           mask_calendar=config.year_ago_masks_calendar,
+                           weeks=config.year_ago_weeks)
 
     if not config.year_ago:
         fut = inputs(scales, None)
         return np.broadcast_to(fut, (n, length, fut.shape[-1]))
-    width = year_ago_span(config.horizon)
+    width = year_ago_span(config.horizon, config.year_ago_weeks)
     padded = np.concatenate([np.full((n, RING_DAYS - 1), np.nan), y], axis=1)
     spans = np.lib.stride_tricks.sliding_window_view(padded, width, axis=1)[:, :length]
     parts = [inputs(scales[i : i + 64], spans[i : i + 64])
