@@ -46,7 +46,7 @@ def _lstm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None,
                    help="learning-rate schedule over --max-epochs")
     p.add_argument("--ema-decay", type=float, default=None,
-                   help="per-step decay of the kept weight average (0: raw weights)")
+                   help="per-step decay of the kept weight average (default 0.99; 0: raw weights)")
     p.add_argument("--mean-weight", type=float, default=None,
                    help="weight of the mean head's deviance in the loss (default 0.5)")
     p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 3e-3)")

@@ -41,7 +41,7 @@ class LSTMConfig:
     lr_schedule: str = "constant"
     # > 0: validate, early-stop on and keep an exponential moving average of the weights,
     # updated after every optimiser step with this decay (0: the raw weights, as before).
-    ema_decay: float = 0.0
+    ema_decay: float = 0.99
     val_days: int = 28
     grad_clip: float = 1.0
     dropout: float = 0.2  # on the LSTM output fed to the head, training only
@@ -55,7 +55,7 @@ class LSTMConfig:
     year_ago_prior: bool = True
     # A step's year-ago value averages its same weekday -7 x this ... +7 x this days around
     # day - 364 (within the step's month): more weeks, less noise in the prior's shape.
-    year_ago_weeks: int = 1
+    year_ago_weeks: int = 2
     tbptt_days: int | None = 91  # truncated BPTT chunk (None: whole sequences per step)
     seed: int = 0
     max_train_days: int | None = 730  # only the last N days feed gradients (CPU time)
