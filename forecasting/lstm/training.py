@@ -185,8 +185,10 @@ def train_lstm(
 
     The last `config.val_days` days are held out: origins whose targets fall there give the
     validation loss that early stopping watches (patience `config.patience`), and the best
-    epoch's weights are kept. Every other origin of every series is a training example (a
-    direct H-step target from that bucket), so one pass over the panel sees n x T examples.
+    epoch's weights are kept. With `config.ema_decay` > 0 those are the weights' exponential
+    moving average (updated after every optimiser step), which is also what is validated.
+    Every other origin of every series is a training example (a direct H-step target from
+    that bucket), so one pass over the panel sees n x T examples.
     Seeds are fixed (`config.seed`); on CPU the result is bit-for-bit repeatable.
     """
     config = config or LSTMConfig()
