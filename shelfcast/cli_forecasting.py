@@ -46,6 +46,17 @@ def _lstm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-series", type=int, default=None,
                    help="series per gradient step (default 16)")
     p.add_argument("--calendar", choices=["uk", "none"], default=None, help="holiday calendar")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None,
+                   help="learning-rate schedule over --max-epochs")
+    p.add_argument("--ema-decay", type=float, default=None,
+                   help="per-step decay of the kept weight average (default 0.99; 0: raw weights)")
+    p.add_argument("--mean-weight", type=float, default=None,
+                   help="weight of the mean head's deviance in the loss (default 0.5)")
+    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 3e-3)")
+    p.add_argument("--year-ago-weeks", type=int, default=None,
+                   help="same-weekday weeks either side of a year-ago day (default 2)")
+    p.add_argument("--max-train-days", type=int, default=None,
+                   help="only the last N days feed gradients (default 730)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -115,7 +126,9 @@ def _config(args: argparse.Namespace) -> Any:
     overrides = {k: getattr(args, k) for k in ("hidden", "layers", "max_epochs", "patience",
                                                 "val_days", "loss", "mean_loss",
                                                 "batch_series", "calendar", "seed",
-                                                "calibrate")
+                                                "calibrate", "lr_schedule", "ema_decay",
+                                                "mean_weight", "lr", "max_train_days",
+                                                "year_ago_weeks")
                  if getattr(args, k, None) is not None}
     return LSTMConfig(horizon=args.horizon, **overrides)
 

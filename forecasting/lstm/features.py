@@ -33,6 +33,7 @@ __all__ = [
     "year_ago_dim",
     "year_ago_features",
     "year_ago_span",
+    "year_offsets",
 ]
 
 N_WEEKDAYS, N_MONTHS = 7, 12
@@ -42,7 +43,6 @@ SCALE_FLOOR = 0.01  # units/bucket; keeps y / scale finite for series that never
 EPOCH = np.datetime64("1970-01-01", "D")
 YEAR = 364  # 52 weeks: the same weekday one year earlier
 YEAR_BASE_DAYS = 28  # the year-ago level: mean of the 28 days up to origin - YEAR
-YEAR_WEEKS = (-7, 0, 7)  # a forecast day's year-ago value: these same-weekday days around it
 RING_DAYS = YEAR + YEAR_BASE_DAYS  # days a series must carry for its year-ago features
 YEAR_CLIP = 10.0  # year-ago inputs are ratios; a lumpy series' spikes are clipped here
 
@@ -181,23 +181,32 @@ def year_ago_dim(horizon: int) -> int:
     return 2 * horizon + 2
 
 
-def year_ago_span(horizon: int) -> int:
+def year_offsets(weeks: int = 1) -> NDArray[np.int64]:
+    """The same-weekday days around a forecast day's year-ago day that its year-ago value
+    averages: -7 weeks ... +7 weeks days (weeks=1: -7, 0, 7)."""
+    out: NDArray[np.int64] = 7 * np.arange(-weeks, weeks + 1)
+    return out
+
+
+def year_ago_span(horizon: int, weeks: int = 1) -> int:
     """Days of history `year_ago_features` reads: from origin - RING_DAYS + 1 to
-    origin - YEAR + horizon + 3 (all before the origin, since horizon + 3 < YEAR)."""
-    if horizon + max(YEAR_WEEKS) >= YEAR:
-        raise ValueError(f"horizon {horizon} too long for year-ago features")
-    return YEAR_BASE_DAYS + horizon + max(YEAR_WEEKS)
+    origin - YEAR + horizon + 7 weeks (all before the origin, and all in the ring)."""
+    width = YEAR_BASE_DAYS + horizon + 7 * weeks
+    if weeks < 0 or horizon + 7 * weeks >= YEAR or width > RING_DAYS:
+        raise ValueError(f"horizon {horizon} with {weeks} weeks too long for year-ago features")
+    return width
 
 
 def year_ago_features(span: FloatArray, scale: FloatArray, origins: DateArray,
-                      horizon: int) -> FloatArray:
+                      horizon: int, weeks: int = 1) -> FloatArray:
     """(..., year_ago_dim) what the same weeks a year (52 weeks) earlier say about the
     `horizon` days after an origin, from `span` (..., year_ago_span) = the demand of days
     origin - RING_DAYS + 1 ... (NaN = missing), the running `scale` (...) at the origin and
     the origin dates (..., or fewer leading axes):
 
-    - per step h, the mean of days origin + h - YEAR - 7, - YEAR, - YEAR + 7 (the same
-      weekday) that fall in the calendar month of origin + h (at least one does), over the
+    - per step h, the mean of days origin + h - YEAR + `year_offsets(weeks)` (the same
+      weekday; weeks=1: -7, 0, +7) that fall in the calendar month of origin + h (at least
+      one does), over the
       scale: weekday and month effects a year ago, a month-end step change (December
       selling less than November) kept sharp;
     - the year-ago level (28-day mean up to origin - YEAR) over the scale;
@@ -216,8 +225,9 @@ def year_ago_features(span: FloatArray, scale: FloatArray, origins: DateArray,
                     / np.maximum(base_n, 1), 0.0)
     # Day origin + h - YEAR + k sits at span index YEAR_BASE_DAYS - 1 + h + k.
     steps = np.arange(1, horizon + 1)
-    shift = steps[:, None] + np.asarray(YEAR_WEEKS)[None, :]  # (H, K)
-    same = _in_target_month(origins, steps, np.asarray(YEAR_WEEKS))  # (..., H, K)
+    offsets = year_offsets(weeks)
+    shift = steps[:, None] + offsets[None, :]  # (H, K)
+    same = _in_target_month(origins, steps, offsets)  # (..., H, K)
     window = span[..., YEAR_BASE_DAYS - 1 + shift]  # (..., H, K)
     use = same & np.isfinite(window)
     week_n = use.sum(axis=-1)
@@ -249,7 +259,7 @@ def _in_target_month(origins: DateArray, steps: NDArray[np.int64],
 
 def head_inputs(origins: DateArray, scale: FloatArray, span: FloatArray | None, *,
                 horizon: int, calendar: str, head_calendar: bool, annual: bool,
-                mask_calendar: bool = False) -> FloatArray:
+                mask_calendar: bool = False, weeks: int = 1) -> FloatArray:
     """(..., Fh) everything the head sees besides the LSTM state: `future_features` of the
     origin dates (...) and, when `span` (..., year_ago_span) is given, `year_ago_features`
     with the running `scale` (...) at the origins. `origins` may have fewer leading axes
@@ -262,7 +272,7 @@ def head_inputs(origins: DateArray, scale: FloatArray, span: FloatArray | None, 
     fut = future_features(origins, horizon, calendar, head_calendar, annual)
     if span is None:
         return fut
-    ya = year_ago_features(span, scale, origins, horizon)
+    ya = year_ago_features(span, scale, origins, horizon, weeks)
     fut = np.broadcast_to(fut, (*ya.shape[:-1], fut.shape[-1]))
     if mask_calendar and head_calendar:
         fut = fut.copy()

@@ -335,12 +335,13 @@ class LSTMForecaster(DatedForecaster):
             inv = None if inverse is None else torch.as_tensor(inverse, device=self.device)
             return self._tensor(rows), inv, None
         scale = np.maximum(state.scale.level, SCALE_FLOOR)
-        if agrees(big_h):  # the definition's numbers as matrix products (year_ago.py)
-            year = year_ago_rows(state.ring.span(year_ago_span(big_h), np.float32), scale,
-                                 state.last_day, big_h)
+        weeks = cfg.year_ago_weeks
+        if agrees(big_h, weeks):  # the definition's numbers as matrix products (year_ago.py)
+            year = year_ago_rows(state.ring.span(year_ago_span(big_h, weeks), np.float32),
+                                 scale, state.last_day, big_h, weeks)
         else:
-            year = year_ago_features(state.ring.span(year_ago_span(big_h)), scale,
-                                     state.last_day, big_h)
+            year = year_ago_features(state.ring.span(year_ago_span(big_h, weeks)), scale,
+                                     state.last_day, big_h, weeks)
         which = np.zeros(state.n_series, dtype=np.intp) if inverse is None else inverse
         if cfg.year_ago_masks_calendar and cfg.head_calendar:  # see features.head_inputs
             masked = rows.copy()
@@ -356,11 +357,12 @@ class LSTMForecaster(DatedForecaster):
         `integer` defaults to the config's."""
         big_h, cfg = self.config.horizon, self.config
         integer = cfg.integer_demand if integer is None else integer
-        span = None if state.ring is None else state.ring.span(year_ago_span(big_h))
+        span = (None if state.ring is None
+                else state.ring.span(year_ago_span(big_h, cfg.year_ago_weeks)))
         hol = self._tensor(head_inputs(
             state.last_day, np.maximum(state.scale.level, SCALE_FLOOR), span, horizon=big_h,
             calendar=cfg.calendar, head_calendar=cfg.head_calendar, annual=cfg.head_annual,
-            mask_calendar=cfg.year_ago_masks_calendar))
+            mask_calendar=cfg.year_ago_masks_calendar, weeks=cfg.year_ago_weeks))
         with torch.inference_mode():
             stacked = reference_quantiles(self.net, state.h[-1], hol, scale, integer=integer)
             out: FloatArray = stacked.cpu().numpy().astype(np.float64)

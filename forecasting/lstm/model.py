@@ -36,6 +36,12 @@ class LSTMConfig:
     max_epochs: int = 40
     patience: int = 4
     lr_decay: float = 1.0  # < 1: after an epoch without validation gain, best weights, lr x this
+    # "cosine": the lr falls from `lr` to 0 over `max_epochs` epochs (early stopping still
+    # watches); "constant": no schedule (artifacts from before the field).
+    lr_schedule: str = "constant"
+    # > 0: validate, early-stop on and keep an exponential moving average of the weights,
+    # updated after every optimiser step with this decay (0: the raw weights, as before).
+    ema_decay: float = 0.99
     val_days: int = 28
     grad_clip: float = 1.0
     dropout: float = 0.2  # on the LSTM output fed to the head, training only
@@ -47,6 +53,9 @@ class LSTMConfig:
     # Daily quantiles and mean are multiplied by the year-ago seasonal shape to a power in
     # [0, 1] that the head picks per series and step (0: ignore it, as for lumpy series).
     year_ago_prior: bool = True
+    # A step's year-ago value averages its same weekday -7 x this ... +7 x this days around
+    # day - 364 (within the step's month): more weeks, less noise in the prior's shape.
+    year_ago_weeks: int = 2
     tbptt_days: int | None = 91  # truncated BPTT chunk (None: whole sequences per step)
     seed: int = 0
     max_train_days: int | None = 730  # only the last N days feed gradients (CPU time)
@@ -73,6 +82,9 @@ class LSTMConfig:
         for flag in ("head_calendar", "head_annual", "year_ago", "year_ago_prior",
                      "year_ago_masks_calendar"):
             known.setdefault(flag, False)  # artifacts from before the field
+        known.setdefault("year_ago_weeks", 1)  # artifacts from before the field
+        known.setdefault("lr_schedule", "constant")
+        known.setdefault("ema_decay", 0.0)
         if "levels" in known:
             known["levels"] = tuple(float(x) for x in known["levels"])  # type: ignore[attr-defined]
         return cls(**known)  # type: ignore[arg-type]

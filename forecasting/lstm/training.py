@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from forecasting._numeric import FloatArray
 from forecasting.data import Panel
@@ -118,12 +119,13 @@ def _head_inputs(y: FloatArray, scales: FloatArray, days: np.ndarray,
     def inputs(scale: FloatArray, span: FloatArray | None) -> FloatArray:
         return head_inputs(days, scale, span, horizon=config.horizon, calendar=config.calendar,
                            head_calendar=config.head_calendar, annual=config.head_annual,
-                           mask_calendar=config.year_ago_masks_calendar)
+                           mask_calendar=config.year_ago_masks_calendar,
+                           weeks=config.year_ago_weeks)
 
     if not config.year_ago:
         fut = inputs(scales, None)
         return np.broadcast_to(fut, (n, length, fut.shape[-1]))
-    width = year_ago_span(config.horizon)
+    width = year_ago_span(config.horizon, config.year_ago_weeks)
     padded = np.concatenate([np.full((n, RING_DAYS - 1), np.nan), y], axis=1)
     spans = np.lib.stride_tricks.sliding_window_view(padded, width, axis=1)[:, :length]
     parts = [inputs(scales[i : i + 64], spans[i : i + 64])
@@ -184,8 +186,10 @@ def train_lstm(
 
     The last `config.val_days` days are held out: origins whose targets fall there give the
     validation loss that early stopping watches (patience `config.patience`), and the best
-    epoch's weights are kept. Every other origin of every series is a training example (a
-    direct H-step target from that bucket), so one pass over the panel sees n x T examples.
+    epoch's weights are kept. With `config.ema_decay` > 0 those are the weights' exponential
+    moving average (updated after every optimiser step), which is also what is validated.
+    Every other origin of every series is a training example (a direct H-step target from
+    that bucket), so one pass over the panel sees n x T examples.
     Seeds are fixed (`config.seed`); on CPU the result is bit-for-bit repeatable.
     """
     config = config or LSTMConfig()
@@ -199,12 +203,17 @@ def train_lstm(
     data, log_mean, log_std = _prepare(panel, config, dev)
     net = LSTMNet(INPUT_DIM, config).to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = _schedule(opt, config)
+    # What is validated and kept: the raw weights or their moving average.
+    ema = (AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
+                         use_buffers=True) if config.ema_decay > 0 else None)
+    kept: LSTMNet = ema.module if ema is not None else net  # type: ignore[assignment]
     tau = torch.tensor(config.levels, dtype=torch.float32, device=dev)
     n, length = data.train_mask.shape
     burn_in = 0
     if config.max_train_days is not None:
         burn_in = max(0, length - config.max_train_days - config.val_days - config.horizon)
-    best_val, best_state, best_epoch, bad = math.inf, copy.deepcopy(net.state_dict()), 0, 0
+    best_val, best_state, best_epoch, bad = math.inf, copy.deepcopy(kept.state_dict()), 0, 0
     history: list[dict[str, float]] = []
     bar = _progress(progress, config.max_epochs)
     try:
@@ -235,19 +244,23 @@ def train_lstm(
                     loss.backward()  # type: ignore[no-untyped-call]
                     torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
                     opt.step()
+                    if ema is not None:
+                        ema.update_parameters(net)
                     total += float(loss.detach())
                     batches += 1
-            net.eval()
+            if schedule is not None:
+                schedule.step()
+            kept.eval()
             with torch.no_grad():
                 val = 0.0
                 val_rows = 0
                 for start in range(0, n, 256):
                     sl = slice(start, start + 256)
-                    top, _ = net.encode(data.x[sl])
+                    top, _ = kept.encode(data.x[sl])
                     mask = data.val_mask[sl]
                     if bool(mask.any()):
                         k = int(mask.sum())
-                        val += k * float(_loss(net, top, data.holidays[sl], data.daily[sl],
+                        val += k * float(_loss(kept, top, data.holidays[sl], data.daily[sl],
                                                data.cumulative[sl], mask, tau, config))
                         val_rows += k
                 val /= max(val_rows, 1)
@@ -261,7 +274,7 @@ def train_lstm(
                               description=f"epoch {epoch} train {train_loss:.4f} val {val:.4f}")
             if val < best_val - 1e-4:
                 best_val, best_epoch, bad = val, epoch, 0
-                best_state = copy.deepcopy(net.state_dict())
+                best_state = copy.deepcopy(kept.state_dict())
             else:
                 bad += 1
                 if bad >= config.patience:
@@ -275,7 +288,7 @@ def train_lstm(
     finally:
         if bar is not None:
             bar[0].stop()
-    net.load_state_dict(best_state)
+    net.load_state_dict(best_state)  # the average's weights have the same keys
     forecaster = LSTMForecaster(net.cpu(), log_scale_mean=log_mean, log_scale_std=log_std,
                                 device=device)
     metrics = {"best_val_loss": best_val, "best_epoch": float(best_epoch),
@@ -289,6 +302,16 @@ def train_lstm(
         metrics["calibration_seconds"] = time.perf_counter() - calibrate_started
     metrics["train_seconds"] = time.perf_counter() - started
     return TrainResult(forecaster, history, metrics)
+
+
+def _schedule(opt: torch.optim.Optimizer,
+              config: LSTMConfig) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The per-epoch learning-rate schedule of `config.lr_schedule` (None: constant)."""
+    if config.lr_schedule == "constant":
+        return None
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.max_epochs)
+    raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}")
 
 
 def _progress(enabled: bool, total: int) -> tuple[Progress, TaskID] | None:

@@ -25,9 +25,9 @@ from forecasting.lstm.features import (
     YEAR,
     YEAR_BASE_DAYS,
     YEAR_CLIP,
-    YEAR_WEEKS,
     year_ago_features,
     year_ago_span,
+    year_offsets,
 )
 
 __all__ = ["agrees", "year_ago_rows"]
@@ -36,20 +36,20 @@ log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=16)
-def agrees(horizon: int) -> bool:
+def agrees(horizon: int, weeks: int = 1) -> bool:
     """Whether `year_ago_rows` gives `year_ago_features`' numbers on a random probe: 64
     series with missing days, spikes and no year-ago level, origins over 70 days around
-    month ends (once per horizon and process)."""
+    month ends (once per horizon, `weeks` and process)."""
     rng = np.random.default_rng(0)
     n = 64
-    span = rng.poisson(4.0, (n, year_ago_span(horizon))).astype(np.float64)
+    span = rng.poisson(4.0, (n, year_ago_span(horizon, weeks))).astype(np.float64)
     span[rng.random(span.shape) < 0.2] = np.nan
     span[:4, :YEAR_BASE_DAYS] = np.nan
     span[4:8] *= 100.0
     scale = rng.gamma(2.0, 1.0, n) + 0.01
     origins = np.datetime64("2011-01-20") + (np.arange(n) * 1.1).astype("timedelta64[D]")
-    ok = bool(np.allclose(year_ago_rows(span, scale, origins, horizon),
-                          year_ago_features(span, scale, origins, horizon),
+    ok = bool(np.allclose(year_ago_rows(span, scale, origins, horizon, weeks),
+                          year_ago_features(span, scale, origins, horizon, weeks),
                           rtol=1e-9, atol=1e-12))
     if not ok:
         log.warning("year_ago_rows differs from features.year_ago_features; using the latter")
@@ -57,14 +57,14 @@ def agrees(horizon: int) -> bool:
 
 
 @lru_cache(maxsize=256)
-def _weights(day: int, horizon: int) -> FloatArray:
+def _weights(day: int, horizon: int, weeks: int) -> FloatArray:
     """(year_ago_span, H + 1) for origin `day` (days since 1970-01-01): column h-1 marks
     the same-weekday days of step h in its month, the last column the 28 days of the
     year-ago level (shared: not to be written)."""
-    out = np.zeros((year_ago_span(horizon), horizon + 1))
+    out = np.zeros((year_ago_span(horizon, weeks), horizon + 1))
     origin = np.datetime64(day, "D")
     steps = np.arange(1, horizon + 1)
-    offsets = np.asarray(YEAR_WEEKS)
+    offsets = year_offsets(weeks)
     target = (origin + steps.astype("timedelta64[D]")).astype("datetime64[M]").astype(np.int64)
     shift = steps[:, None] + offsets[None, :]  # (H, K): day origin + shift - YEAR
     then = (origin + (shift - YEAR).astype("timedelta64[D]")).astype("datetime64[M]")
@@ -75,8 +75,8 @@ def _weights(day: int, horizon: int) -> FloatArray:
 
 
 def year_ago_rows(span: FloatArray, scale: FloatArray, origins: NDArray[np.datetime64],
-                  horizon: int) -> FloatArray:
-    """`features.year_ago_features(span, scale, origins, horizon)` for span (n, S), scale
+                  horizon: int, weeks: int = 1) -> FloatArray:
+    """`features.year_ago_features(span, scale, origins, horizon, weeks)` for span (n, S), scale
     (n,) and origins (n,). The sums and counts run in torch (under its thread setting;
     numpy's BLAS would spin up its own threads) in the span's precision: float64 gives the
     definition's numbers, float32 (the ring's) the same within float32 rounding, faster."""
@@ -89,7 +89,7 @@ def year_ago_rows(span: FloatArray, scale: FloatArray, origins: NDArray[np.datet
     days = np.asarray(origins, dtype="datetime64[D]")
     distinct = days[:1] if n == 0 or bool(np.all(days == days[0])) else np.unique(days)
     for day in distinct:
-        w = torch.from_numpy(_weights(int(day.astype(np.int64)), horizon)).to(x.dtype)
+        w = torch.from_numpy(_weights(int(day.astype(np.int64)), horizon, weeks)).to(x.dtype)
         if distinct.size == 1:
             torch.matmul(both, w, out=out_sc)
         else:

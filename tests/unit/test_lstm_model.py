@@ -358,10 +358,28 @@ def test_year_ago_features_read_the_same_weekdays_and_month_a_year_earlier() -> 
     assert np.all(g[4:] == 0) and g[3] == 0
 
 
-def test_training_sees_the_head_inputs_the_forecaster_computes() -> None:
+def test_more_year_ago_weeks_average_more_same_weekdays_in_the_month() -> None:
+    horizon, weeks = 3, 2
+    span = np.arange(year_ago_span(horizon, weeks), dtype=float)
+    # Origin 13 June 2011: step h's year-ago day (15, 16, 17 June 2010) sits at index
+    # 27 + h; for steps 1 and 2 all of -14, -7, 0, +7, +14 days are in June 2010 (their
+    # mean is the day itself), step 3's +14 is 1 July.
+    f = year_ago_features(span, np.array(4.0), np.datetime64("2011-06-13"), horizon, weeks)
+    np.testing.assert_allclose(f[:2], np.array([28.0, 29.0]) / 4.0)
+    assert f[2] == pytest.approx(np.mean([16.0, 23.0, 30.0, 37.0]) / 4.0)
+    # Origin 28 June 2011, step 1 (29 June): year-ago day 30 June 2010 (index 28) and
+    # 16, 23 June (14, 21) are in June; 7 and 14 July are not.
+    end = year_ago_features(span, np.array(4.0), np.datetime64("2011-06-28"), horizon, weeks)
+    assert end[0] == pytest.approx(np.mean([14.0, 21.0, 28.0]) / 4.0)
+    with pytest.raises(ValueError, match="too long"):
+        year_ago_span(14, 60)
+
+
+@pytest.mark.parametrize("weeks", [1, 2])
+def test_training_sees_the_head_inputs_the_forecaster_computes(weeks: int) -> None:
     from forecasting.lstm.training import _head_inputs
 
-    cfg = LSTMConfig(horizon=7)
+    cfg = LSTMConfig(horizon=7, year_ago_weeks=weeks)
     w = _long_windows(np.random.default_rng(6), n=4, length=420)
     days = END - np.arange(w.shape[1])[::-1].astype("timedelta64[D]")
     scales = np.full(w.shape, 3.0)
@@ -369,8 +387,9 @@ def test_training_sees_the_head_inputs_the_forecaster_computes() -> None:
     assert cfg.year_ago_masks_calendar and not cfg.head_annual
     for t in (10, 395, 419):
         ring = DayRing.from_windows(w[:, : t + 1])
-        at = head_inputs(days[t], scales[:, t], ring.span(year_ago_span(7)), horizon=7,
-                         calendar="uk", head_calendar=True, annual=False, mask_calendar=True)
+        at = head_inputs(days[t], scales[:, t], ring.span(year_ago_span(7, weeks)), horizon=7,
+                         calendar="uk", head_calendar=True, annual=False, mask_calendar=True,
+                         weeks=weeks)
         np.testing.assert_allclose(train[:, t], at)
     # The month part of the head calendar (later-month flags, month of the last step) is
     # there without a year-ago level (t = 10) and zeroed with one (t = 419).
@@ -382,8 +401,10 @@ def test_training_sees_the_head_inputs_the_forecaster_computes() -> None:
 def test_artifacts_from_before_the_year_ago_inputs_load_without_them() -> None:
     cfg = LSTMConfig(horizon=7).to_json()
     del cfg["year_ago"], cfg["year_ago_prior"], cfg["year_ago_masks_calendar"]
+    del cfg["year_ago_weeks"]
     old = LSTMConfig.from_json(cfg)
     assert not (old.year_ago or old.year_ago_prior or old.year_ago_masks_calendar)
+    assert old.year_ago_weeks == 1
     net = LSTMNet(INPUT_DIM, old)
     assert net.head[0].in_features == 64 + future_dim(7, True)
 

@@ -16,10 +16,11 @@ from forecasting.lstm.features import (
 from forecasting.lstm.year_ago import year_ago_rows
 
 
-def test_year_ago_rows_equal_the_feature_definition_at_any_origin() -> None:
+@pytest.mark.parametrize("weeks", [1, 2, 3])
+def test_year_ago_rows_equal_the_feature_definition_at_any_origin(weeks: int) -> None:
     rng = np.random.default_rng(0)
     horizon, n = 14, 400
-    span = rng.poisson(4.0, (n, year_ago_span(horizon))).astype(float)
+    span = rng.poisson(4.0, (n, year_ago_span(horizon, weeks))).astype(float)
     span[rng.random(span.shape) < 0.2] = np.nan  # missing days
     span[:20, :YEAR_BASE_DAYS] = np.nan  # no year-ago level
     span[20:30] = np.nan  # nothing at all
@@ -27,11 +28,11 @@ def test_year_ago_rows_equal_the_feature_definition_at_any_origin() -> None:
     scale = rng.gamma(2.0, 1.0, n) + 0.01
     # every day of a year and a bit: month ends, 28- and 29-day Februaries
     origins = np.datetime64("2011-12-20") + np.arange(n).astype("timedelta64[D]")
-    np.testing.assert_array_equal(year_ago_rows(span, scale, origins, horizon),
-                                  year_ago_features(span, scale, origins, horizon))
+    np.testing.assert_array_equal(year_ago_rows(span, scale, origins, horizon, weeks),
+                                  year_ago_features(span, scale, origins, horizon, weeks))
     one_day = np.full(n, np.datetime64("2012-02-27"))  # one origin: one product
-    np.testing.assert_array_equal(year_ago_rows(span, scale, one_day, horizon),
-                                  year_ago_features(span, scale, one_day, horizon))
+    np.testing.assert_array_equal(year_ago_rows(span, scale, one_day, horizon, weeks),
+                                  year_ago_features(span, scale, one_day, horizon, weeks))
 
 
 def test_the_ring_steps_in_place_with_one_write_per_series_or_copies() -> None:

@@ -1,0 +1,80 @@
+"""Training-loop options of the LSTM: learning-rate schedule and the kept weight average."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from forecasting.data import Panel  # noqa: E402
+from forecasting.lstm import LSTMConfig, train_lstm  # noqa: E402
+from forecasting.lstm.features import INPUT_DIM  # noqa: E402
+from forecasting.lstm.model import LSTMNet  # noqa: E402
+from forecasting.lstm.training import _loss, _prepare, _schedule  # noqa: E402
+
+torch.set_num_threads(1)
+
+TINY = LSTMConfig(horizon=7, hidden=8, head_hidden=8, max_epochs=3, val_days=14,
+                  batch_series=8, max_train_days=None, year_ago=False)
+
+
+def _panel(n: int = 16, days: int = 140) -> Panel:
+    rng = np.random.default_rng(0)
+    weekly = np.array([1.0, 1.2, 1.1, 1.0, 1.6, 0.3, 0.5])
+    rate = rng.gamma(2.0, 3.0, (n, 1)) * np.tile(weekly, days // 7 + 1)[None, :days]
+    return Panel(tuple(f"s{i}" for i in range(n)), np.datetime64("2011-01-03"),
+                 rng.poisson(rate).astype(float))
+
+
+def test_artifacts_from_before_the_fields_train_as_before() -> None:
+    cfg = LSTMConfig(horizon=7, lr_schedule="cosine", ema_decay=0.99).to_json()
+    del cfg["lr_schedule"], cfg["ema_decay"]
+    old = LSTMConfig.from_json(cfg)
+    assert (old.lr_schedule, old.ema_decay) == ("constant", 0.0)
+
+
+def test_the_cosine_schedule_falls_to_zero_over_max_epochs() -> None:
+    cfg = LSTMConfig(lr=0.01, max_epochs=4, lr_schedule="cosine")
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+    schedule = _schedule(opt, cfg)
+    assert schedule is not None
+    rates = []
+    for _ in range(cfg.max_epochs):
+        opt.step()
+        schedule.step()
+        rates.append(opt.param_groups[0]["lr"])
+    assert rates == sorted(rates, reverse=True)
+    assert rates[1] == pytest.approx(0.005) and rates[-1] == pytest.approx(0.0, abs=1e-12)
+    assert _schedule(opt, LSTMConfig()) is None
+    with pytest.raises(ValueError, match="lr_schedule"):
+        _schedule(opt, LSTMConfig(lr_schedule="step"))
+
+
+def _val_loss(net: LSTMNet, panel: Panel, config: LSTMConfig) -> float:
+    data, _, _ = _prepare(panel, config, torch.device("cpu"))
+    tau = torch.tensor(config.levels, dtype=torch.float32)
+    net.eval()
+    with torch.no_grad():
+        top, _ = net.encode(data.x)
+        return float(_loss(net, top, data.holidays, data.daily, data.cumulative,
+                           data.val_mask, tau, config))
+
+
+def test_training_keeps_the_weight_average_it_validated() -> None:
+    panel = _panel()
+    avg = LSTMConfig(**{**TINY.__dict__, "ema_decay": 0.9})
+    raw = train_lstm(panel, TINY, device="cpu")
+    averaged = train_lstm(panel, avg, device="cpu")
+    again = train_lstm(panel, avg, device="cpu")
+    nets = [r.forecaster.net for r in (raw, averaged, again)]
+    for pa, pb in zip(nets[1].parameters(), nets[2].parameters(), strict=True):
+        torch.testing.assert_close(pa, pb)  # repeatable
+    assert any(not torch.equal(pa, pb) for pa, pb in
+               zip(nets[0].parameters(), nets[1].parameters(), strict=True))
+    # The returned weights are the ones whose validation loss early stopping recorded.
+    for result in (raw, averaged):
+        config = result.forecaster.config
+        assert _val_loss(result.forecaster.net, panel, config) == pytest.approx(
+            result.metrics["best_val_loss"], rel=1e-5)
+    assert isinstance(nets[1], LSTMNet) and nets[1].lstm.input_size == INPUT_DIM
