@@ -119,7 +119,8 @@ def _head_inputs(y: FloatArray, scales: FloatArray, days: np.ndarray,
         return head_inputs(days, scale, span, horizon=config.horizon, calendar=config.calendar,
                            head_calendar=config.head_calendar, annual=config.head_annual,
                            mask_calendar=config.year_ago_masks_calendar,
-                           weeks=config.year_ago_weeks)
+                           weeks=config.year_ago_weeks, month=config.head_month,
+                           pairs=config.head_month_pairs)
 
     if not config.year_ago:
         fut = inputs(scales, None)
