@@ -53,7 +53,7 @@ def _lstm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--year-ago-weeks", type=int, default=None,
                    help="same-weekday weeks either side of a year-ago day (default 2)")
     p.add_argument("--head-month", choices=["none", "onehot", "fourier"], default=None,
-                   help="the head sees each forecast day's calendar month (default none)")
+                   help="the head sees each forecast day's calendar month (default onehot)")
     p.add_argument("--head-month-pairs", type=int, default=None,
                    help="annual Fourier pairs per step for --head-month fourier (default 2)")
     p.add_argument("--max-train-days", type=int, default=None,

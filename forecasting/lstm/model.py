@@ -53,7 +53,7 @@ class LSTMConfig:
     # The head also sees the calendar month of every forecast day, never masked
     # (features.target_month_features): "none", "onehot" or "fourier" (`head_month_pairs`
     # annual Fourier pairs of each day's day of the year).
-    head_month: str = "none"
+    head_month: str = "onehot"
     head_month_pairs: int = 2
     # Daily quantiles and mean are multiplied by the year-ago seasonal shape to a power in
     # [0, 1] that the head picks per series and step (0: ignore it, as for lumpy series).
