@@ -56,6 +56,11 @@ def _lstm_args(p: argparse.ArgumentParser) -> None:
                    help="the head sees each forecast day's calendar month (default onehot)")
     p.add_argument("--head-month-pairs", type=int, default=None,
                    help="annual Fourier pairs per step for --head-month fourier (default 2)")
+    p.add_argument("--no-year-ago-prior", dest="year_ago_prior", action="store_const",
+                   const=False, default=None, help="no gated year-ago multiplier (ablation)")
+    p.add_argument("--no-year-ago-mask", dest="year_ago_masks_calendar",
+                   action="store_const", const=False, default=None,
+                   help="keep the head-calendar month part where a year-ago level exists")
     p.add_argument("--max-train-days", type=int, default=None,
                    help="only the last N days feed gradients (default 730)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
@@ -115,7 +120,8 @@ def _config(args: argparse.Namespace) -> Any:
                                                 "batch_series", "calendar", "seed",
                                                 "lr_schedule", "ema_decay", "mean_weight",
                                                 "lr", "max_train_days", "year_ago_weeks",
-                                                "head_month", "head_month_pairs")
+                                                "head_month", "head_month_pairs",
+                                                "year_ago_prior", "year_ago_masks_calendar")
                  if getattr(args, k, None) is not None}
     return LSTMConfig(horizon=args.horizon, **overrides)
 
