@@ -55,6 +55,15 @@ def _lstm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 3e-3)")
     p.add_argument("--year-ago-weeks", type=int, default=None,
                    help="same-weekday weeks either side of a year-ago day (default 2)")
+    p.add_argument("--head-month", choices=["none", "onehot", "fourier"], default=None,
+                   help="the head sees each forecast day's calendar month (default onehot)")
+    p.add_argument("--head-month-pairs", type=int, default=None,
+                   help="annual Fourier pairs per step for --head-month fourier (default 2)")
+    p.add_argument("--no-year-ago-prior", dest="year_ago_prior", action="store_const",
+                   const=False, default=None, help="no gated year-ago multiplier (ablation)")
+    p.add_argument("--no-year-ago-mask", dest="year_ago_masks_calendar",
+                   action="store_const", const=False, default=None,
+                   help="keep the head-calendar month part where a year-ago level exists")
     p.add_argument("--max-train-days", type=int, default=None,
                    help="only the last N days feed gradients (default 730)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
@@ -128,7 +137,9 @@ def _config(args: argparse.Namespace) -> Any:
                                                 "batch_series", "calendar", "seed",
                                                 "calibrate", "lr_schedule", "ema_decay",
                                                 "mean_weight", "lr", "max_train_days",
-                                                "year_ago_weeks")
+                                                "year_ago_weeks", "head_month",
+                                                "head_month_pairs", "year_ago_prior",
+                                                "year_ago_masks_calendar")
                  if getattr(args, k, None) is not None}
     return LSTMConfig(horizon=args.horizon, **overrides)
 

@@ -131,6 +131,11 @@ def _head_features(config: LSTMConfig) -> list[str]:
         names += [f"month_{m}_t+{config.horizon}" for m in range(1, 13)]
     if config.head_annual:
         names += ["year_sin_t", "year_cos_t"]
+    if config.head_month == "onehot":
+        names += [f"month_{m}_t+{h}" for h in steps for m in range(1, 13)]
+    elif config.head_month == "fourier":
+        names += [f"day_of_year_{f}{k}_t+{h}" for h in steps
+                  for f in ("sin", "cos") for k in range(1, config.head_month_pairs + 1)]
     if config.year_ago:
         names += [f"year_ago_week_t+{h}_over_scale" for h in steps]
         names += ["year_ago_level_over_scale"]

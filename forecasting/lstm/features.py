@@ -30,6 +30,8 @@ __all__ = [
     "holiday_flags",
     "input_features",
     "scale_step",
+    "target_month_dim",
+    "target_month_features",
     "year_ago_dim",
     "year_ago_features",
     "year_ago_span",
@@ -147,18 +149,33 @@ def calendar_features(days: DateArray, calendar: str = "uk") -> FloatArray:
     return out
 
 
-def future_dim(horizon: int, head_calendar: bool, annual: bool = False) -> int:
+MONTH_MODES = ("none", "onehot", "fourier")
+
+
+def target_month_dim(horizon: int, month: str = "none", pairs: int = 2) -> int:
+    """Width of the per-step target-month part of `future_features`."""
+    if month not in MONTH_MODES:
+        raise ValueError(f"unknown head month mode {month!r} (one of {MONTH_MODES})")
+    per_step = {"none": 0, "onehot": N_MONTHS, "fourier": 2 * pairs}[month]
+    return horizon * per_step
+
+
+def future_dim(horizon: int, head_calendar: bool, annual: bool = False,
+               month: str = "none", pairs: int = 2) -> int:
     """Width of `future_features`' last axis."""
-    return horizon + (horizon + N_MONTHS if head_calendar else 0) + (2 if annual else 0)
+    return (horizon + (horizon + N_MONTHS if head_calendar else 0) + (2 if annual else 0)
+            + target_month_dim(horizon, month, pairs))
 
 
 def future_features(origins: DateArray, horizon: int, calendar: str,
-                    head_calendar: bool, annual: bool = False) -> FloatArray:
+                    head_calendar: bool, annual: bool = False, month: str = "none",
+                    pairs: int = 2) -> FloatArray:
     """(..., future_dim) what the head knows about the `horizon` days after each origin date:
     their holiday flags and, with `head_calendar`, a flag per step "in a later month than the
     origin" and the month one-hot of the last step (so a forecast across a month end knows
     which days fall in which month); with `annual`, the sine and cosine of the origin's
-    position in the year (one annual Fourier pair: where in a month, too)."""
+    position in the year (one annual Fourier pair: where in a month, too); with `month`
+    (`target_month_features`), the calendar month of each forecast day, last."""
     origins = np.asarray(origins, dtype="datetime64[D]")
     days = origins[..., None] + np.arange(1, horizon + 1).astype("timedelta64[D]")
     parts = [holiday_flags(days.reshape(-1), calendar).reshape(days.shape)]
@@ -172,8 +189,30 @@ def future_features(origins: DateArray, horizon: int, calendar: str,
     if annual:
         angle = 2 * np.pi * (origins - EPOCH).astype(np.int64) / 365.25
         parts += [np.sin(angle)[..., None], np.cos(angle)[..., None]]
+    if month != "none":
+        parts.append(target_month_features(days, month, pairs))
     out: FloatArray = np.concatenate(parts, axis=-1)
     return out
+
+
+def target_month_features(days: DateArray, month: str, pairs: int = 2) -> FloatArray:
+    """(..., target_month_dim) of forecast days (..., H): per step, the month one-hot of the
+    day ("onehot", 12 per step) or `pairs` annual Fourier pairs of its day of the year
+    ("fourier", sin and cos of k x angle, k = 1..pairs). Never masked by the year-ago flag:
+    all series share the month pattern (store-item: December sells ~28% less than November),
+    so the head can learn global month factors relative to the origin's level."""
+    days = np.asarray(days, dtype="datetime64[D]")
+    width = target_month_dim(days.shape[-1], month, pairs)
+    if month == "onehot":
+        out = np.zeros((*days.shape, N_MONTHS))
+        idx = days.astype("datetime64[M]").astype(np.int64) % 12
+        np.put_along_axis(out, idx[..., None], 1.0, axis=-1)
+    else:
+        doy = (days - days.astype("datetime64[Y]")).astype(np.int64)
+        angle = 2 * np.pi * doy[..., None] * np.arange(1, pairs + 1) / 365.25
+        out = np.concatenate([np.sin(angle), np.cos(angle)], axis=-1)
+    flat: FloatArray = out.reshape(*days.shape[:-1], width)
+    return flat
 
 
 def year_ago_dim(horizon: int) -> int:
@@ -259,7 +298,8 @@ def _in_target_month(origins: DateArray, steps: NDArray[np.int64],
 
 def head_inputs(origins: DateArray, scale: FloatArray, span: FloatArray | None, *,
                 horizon: int, calendar: str, head_calendar: bool, annual: bool,
-                mask_calendar: bool = False, weeks: int = 1) -> FloatArray:
+                mask_calendar: bool = False, weeks: int = 1, month: str = "none",
+                pairs: int = 2) -> FloatArray:
     """(..., Fh) everything the head sees besides the LSTM state: `future_features` of the
     origin dates (...) and, when `span` (..., year_ago_span) is given, `year_ago_features`
     with the running `scale` (...) at the origins. `origins` may have fewer leading axes
@@ -268,8 +308,9 @@ def head_inputs(origins: DateArray, scale: FloatArray, span: FloatArray | None, 
     `mask_calendar`: where the year-ago level is known, the head-calendar part (later-month
     flags, month of the last step) is zeroed: the year-ago shape says the same per day and
     per series, and with both the head smeared a month-end step over the whole horizon
-    (store-item's Nov -> Dec folds); series without a year of history keep it."""
-    fut = future_features(origins, horizon, calendar, head_calendar, annual)
+    (store-item's Nov -> Dec folds); series without a year of history keep it. The
+    per-step target month (`month`) is never masked."""
+    fut = future_features(origins, horizon, calendar, head_calendar, annual, month, pairs)
     if span is None:
         return fut
     ya = year_ago_features(span, scale, origins, horizon, weeks)

@@ -328,7 +328,7 @@ class LSTMForecaster(DatedForecaster):
         cfg, big_h = self.config, self.config.horizon
         distinct, inverse = _distinct_days(state.last_day)
         rows = _day_rows(distinct, _future_row, cfg.calendar, big_h, cfg.head_calendar,
-                         cfg.head_annual)
+                         cfg.head_annual, cfg.head_month, cfg.head_month_pairs)
         if state.ring is None:
             if cfg.year_ago:
                 raise ValueError("this model's states carry a day ring (year-ago inputs)")
@@ -362,7 +362,8 @@ class LSTMForecaster(DatedForecaster):
         hol = self._tensor(head_inputs(
             state.last_day, np.maximum(state.scale.level, SCALE_FLOOR), span, horizon=big_h,
             calendar=cfg.calendar, head_calendar=cfg.head_calendar, annual=cfg.head_annual,
-            mask_calendar=cfg.year_ago_masks_calendar, weeks=cfg.year_ago_weeks))
+            mask_calendar=cfg.year_ago_masks_calendar, weeks=cfg.year_ago_weeks,
+            month=cfg.head_month, pairs=cfg.head_month_pairs))
         with torch.inference_mode():
             stacked = reference_quantiles(self.net, state.h[-1], hol, scale, integer=integer)
             out: FloatArray = stacked.cpu().numpy().astype(np.float64)
@@ -439,10 +440,10 @@ def _calendar_row(day: int, calendar: str) -> FloatArray:
 
 @lru_cache(maxsize=4096)
 def _future_row(day: int, calendar: str, horizon: int, head_calendar: bool,
-                annual: bool) -> FloatArray:
+                annual: bool, month: str = "none", pairs: int = 2) -> FloatArray:
     """future_features of one origin day, read-only."""
     out: FloatArray = future_features(np.array([day], dtype="datetime64[D]"), horizon,
-                                      calendar, head_calendar, annual)[0]
+                                      calendar, head_calendar, annual, month, pairs)[0]
     out.flags.writeable = False
     return out
 

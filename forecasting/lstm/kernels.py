@@ -115,7 +115,8 @@ class PackedNet:
         unpacked = cls(weakref.ref(net), params, versions, tuple(cells), hidden,
                        None, None, None, None, None, None, big_h, q, prior)
         first, act, last = (*net.head, None, None, None)[:3]
-        n_common = future_dim(big_h, cfg.head_calendar, cfg.head_annual)
+        n_common = future_dim(big_h, cfg.head_calendar, cfg.head_annual, cfg.head_month,
+                              cfg.head_month_pairs)
         n_year = year_ago_dim(big_h) if cfg.year_ago else 0
         if not (cfg.loss == "pinball" and len(net.head) == 3
                 and isinstance(first, nn.Linear) and isinstance(act, nn.ReLU)

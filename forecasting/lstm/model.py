@@ -50,6 +50,11 @@ class LSTMConfig:
     head_annual: bool = False  # ... and an annual Fourier pair of the origin's date
     year_ago: bool = True  # ... and the same weeks a year earlier (features.year_ago_features)
     year_ago_masks_calendar: bool = True  # see features.head_inputs' mask_calendar
+    # The head also sees the calendar month of every forecast day, never masked
+    # (features.target_month_features): "none", "onehot" or "fourier" (`head_month_pairs`
+    # annual Fourier pairs of each day's day of the year).
+    head_month: str = "onehot"
+    head_month_pairs: int = 2
     # Daily quantiles and mean are multiplied by the year-ago seasonal shape to a power in
     # [0, 1] that the head picks per series and step (0: ignore it, as for lumpy series).
     year_ago_prior: bool = True
@@ -83,6 +88,7 @@ class LSTMConfig:
                      "year_ago_masks_calendar"):
             known.setdefault(flag, False)  # artifacts from before the field
         known.setdefault("year_ago_weeks", 1)  # artifacts from before the field
+        known.setdefault("head_month", "none")
         known.setdefault("lr_schedule", "constant")
         known.setdefault("ema_decay", 0.0)
         if "levels" in known:
@@ -168,7 +174,8 @@ class LSTMNet(nn.Module):
 
 def head_future_dim(config: LSTMConfig) -> int:
     """Width of what the head sees of the forecast days besides the LSTM state."""
-    return (future_dim(config.horizon, config.head_calendar, config.head_annual)
+    return (future_dim(config.horizon, config.head_calendar, config.head_annual,
+                       config.head_month, config.head_month_pairs)
             + (year_ago_dim(config.horizon) if config.year_ago else 0))
 
 

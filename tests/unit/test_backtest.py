@@ -139,3 +139,16 @@ def test_a_failing_model_in_a_forked_process_names_itself() -> None:
     with pytest.raises(RuntimeError, match=r"'broken'.*no such thing"):
         rolling_origin(_panel(), ["seasonal_naive", "broken"], horizon=14, folds=2,
                        factory=factory, jobs=2)  # type: ignore[arg-type]
+
+
+def test_lstm_flags_reach_the_config() -> None:
+    from shelfcast.cli import _parser
+    from shelfcast.cli_forecasting import _config
+
+    base = ["backtest", "--data", "x.csv"]
+    default = _config(_parser().parse_args(base))
+    assert default.head_month == "onehot" and default.year_ago_prior
+    cfg = _config(_parser().parse_args([*base, "--head-month", "fourier", "--head-month-pairs",
+                                        "3", "--no-year-ago-prior", "--no-year-ago-mask"]))
+    assert (cfg.head_month, cfg.head_month_pairs) == ("fourier", 3)
+    assert not (cfg.year_ago_prior or cfg.year_ago_masks_calendar)

@@ -122,6 +122,35 @@ def test_future_features_say_which_forecast_days_are_in_a_later_month() -> None:
     assert future_features(origins, 7, "uk", head_calendar=False).shape == (2, 7)
 
 
+def test_future_features_end_with_the_month_of_every_forecast_day() -> None:
+    origins = np.array(["2011-11-25", "2011-12-28"], dtype="datetime64[D]")
+    f = future_features(origins, 7, "uk", head_calendar=True, month="onehot")
+    assert f.shape == (2, future_dim(7, True, month="onehot")) == (2, 7 + 7 + 12 + 7 * 12)
+    months = f[:, 26:].reshape(2, 7, 12).argmax(axis=-1) + 1
+    assert months.tolist() == [[11] * 5 + [12] * 2, [12] * 3 + [1] * 4]
+    assert np.all(f[:, 26:].sum(axis=-1) == 7)
+    four = future_features(origins, 7, "uk", head_calendar=False, month="fourier", pairs=3)
+    assert four.shape == (2, 7 + 7 * 6)
+    per_step = four[:, 7:].reshape(2, 7, 6)
+    np.testing.assert_allclose(per_step[..., :3] ** 2 + per_step[..., 3:] ** 2, 1.0)
+    # 1 Jan (step 4 of the second origin): day of the year 0, sin 0, cos 1.
+    np.testing.assert_allclose(per_step[1, 3], [0, 0, 0, 1, 1, 1], atol=1e-12)
+    with pytest.raises(ValueError, match="month mode"):
+        future_dim(7, True, month="weekly")
+
+
+def test_the_target_month_is_not_masked_by_the_year_ago_level() -> None:
+    span = np.full((2, year_ago_span(7, 2)), 5.0)
+    span[1] = np.nan  # no year-ago level
+    out = head_inputs(np.datetime64("2011-11-27"), np.array([5.0, 5.0]), span, horizon=7,
+                      calendar="uk", head_calendar=True, annual=False, mask_calendar=True,
+                      weeks=2, month="onehot")
+    months = slice(26, 26 + 7 * 12)
+    assert out[0, -1] == 1 and out[1, -1] == 0
+    np.testing.assert_array_equal(out[0, months], out[1, months])
+    assert out[0, months].sum() == 7 and out[0, 7:26].sum() == 0  # head calendar masked
+
+
 def test_artifacts_from_before_the_head_calendar_load_without_it() -> None:
     cfg = LSTMConfig(horizon=7).to_json()
     del cfg["head_calendar"]
@@ -190,16 +219,20 @@ def test_artifact_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("integer", [False, True])
-@pytest.mark.parametrize("year_ago", [False, True])
+@pytest.mark.parametrize(("year_ago", "month"), [(False, "none"), (True, "none"),
+                                                 (False, "onehot"), (True, "onehot"),
+                                                 (True, "fourier")])
 def test_packed_step_and_head_equal_the_network(monkeypatch: pytest.MonkeyPatch, layers: int,
-                                                integer: bool, year_ago: bool) -> None:
+                                                integer: bool, year_ago: bool,
+                                                month: str) -> None:
     from forecasting.lstm import kernels
 
     monkeypatch.setattr(kernels, "_CHUNK_ROWS", 5)  # several row blocks, one partial
     torch.manual_seed(layers)
     # year_ago=True is the default head: year-ago inputs, the calendar mask and the prior.
     cfg = LSTMConfig(horizon=7, hidden=16, layers=layers, head_hidden=16,
-                     integer_demand=integer, year_ago=year_ago, year_ago_prior=year_ago)
+                     integer_demand=integer, year_ago=year_ago, year_ago_prior=year_ago,
+                     head_month=month)
     model = LSTMForecaster(LSTMNet(INPUT_DIM, cfg), device="cpu", end_day=lambda: END)
     with torch.no_grad():  # gates away from 1/2, so a wrong gate row would show
         model.net.head[-1].bias.add_(torch.randn(model.net.head[-1].bias.shape))
@@ -303,17 +336,19 @@ def _long_windows(rng: np.random.Generator, n: int = 6, length: int = 430) -> np
     return w
 
 
-def _year_ago_model() -> LSTMForecaster:
+def _year_ago_model(month: str = "none") -> LSTMForecaster:
     torch.manual_seed(0)
-    cfg = LSTMConfig(horizon=7, hidden=8, head_hidden=8)
+    cfg = LSTMConfig(horizon=7, hidden=8, head_hidden=8, head_month=month)
     assert cfg.year_ago and cfg.year_ago_prior  # the defaults this test is about
     return LSTMForecaster(LSTMNet(INPUT_DIM, cfg), device="cpu", end_day=lambda: END)
 
 
-@pytest.mark.parametrize("consume", [False, True])  # ring copied / stepped in place
+@pytest.mark.parametrize(("consume", "month"), [(False, "none"), (True, "none"),
+                                               (True, "onehot")])  # ring copied / in place
 @pytest.mark.parametrize("split", [30, 400])  # ring not yet / already full before updates
-def test_incremental_equals_full_with_year_ago_inputs(split: int, consume: bool) -> None:
-    model = _year_ago_model()
+def test_incremental_equals_full_with_year_ago_inputs(split: int, consume: bool,
+                                                      month: str) -> None:
+    model = _year_ago_model(month)
     w = _long_windows(np.random.default_rng(5))
     full = model.encode(w, END)
     state = model.encode(w[:, :split], END - np.timedelta64(w.shape[1] - split, "D"))
@@ -375,11 +410,12 @@ def test_more_year_ago_weeks_average_more_same_weekdays_in_the_month() -> None:
         year_ago_span(14, 60)
 
 
-@pytest.mark.parametrize("weeks", [1, 2])
-def test_training_sees_the_head_inputs_the_forecaster_computes(weeks: int) -> None:
+@pytest.mark.parametrize(("weeks", "month"), [(1, "none"), (2, "none"), (2, "onehot"),
+                                              (2, "fourier")])
+def test_training_sees_the_head_inputs_the_forecaster_computes(weeks: int, month: str) -> None:
     from forecasting.lstm.training import _head_inputs
 
-    cfg = LSTMConfig(horizon=7, year_ago_weeks=weeks)
+    cfg = LSTMConfig(horizon=7, year_ago_weeks=weeks, head_month=month)
     w = _long_windows(np.random.default_rng(6), n=4, length=420)
     days = END - np.arange(w.shape[1])[::-1].astype("timedelta64[D]")
     scales = np.full(w.shape, 3.0)
@@ -389,7 +425,7 @@ def test_training_sees_the_head_inputs_the_forecaster_computes(weeks: int) -> No
         ring = DayRing.from_windows(w[:, : t + 1])
         at = head_inputs(days[t], scales[:, t], ring.span(year_ago_span(7, weeks)), horizon=7,
                          calendar="uk", head_calendar=True, annual=False, mask_calendar=True,
-                         weeks=weeks)
+                         weeks=weeks, month=month)
         np.testing.assert_allclose(train[:, t], at)
     # The month part of the head calendar (later-month flags, month of the last step) is
     # there without a year-ago level (t = 10) and zeroed with one (t = 419).
@@ -401,10 +437,11 @@ def test_training_sees_the_head_inputs_the_forecaster_computes(weeks: int) -> No
 def test_artifacts_from_before_the_year_ago_inputs_load_without_them() -> None:
     cfg = LSTMConfig(horizon=7).to_json()
     del cfg["year_ago"], cfg["year_ago_prior"], cfg["year_ago_masks_calendar"]
-    del cfg["year_ago_weeks"]
+    del cfg["year_ago_weeks"], cfg["head_month"], cfg["head_month_pairs"]
     old = LSTMConfig.from_json(cfg)
     assert not (old.year_ago or old.year_ago_prior or old.year_ago_masks_calendar)
     assert old.year_ago_weeks == 1
+    assert old.head_month == "none"
     net = LSTMNet(INPUT_DIM, old)
     assert net.head[0].in_features == 64 + future_dim(7, True)
 

@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 
 from forecasting.data import Panel  # noqa: E402
 from forecasting.lstm import LSTMConfig, train_lstm  # noqa: E402
-from forecasting.lstm.features import INPUT_DIM  # noqa: E402
+from forecasting.lstm.features import INPUT_DIM, future_dim  # noqa: E402
 from forecasting.lstm.model import LSTMNet  # noqa: E402
 from forecasting.lstm.training import _loss, _prepare, _schedule  # noqa: E402
 
@@ -78,3 +78,12 @@ def test_training_keeps_the_weight_average_it_validated() -> None:
         assert _val_loss(result.forecaster.net, panel, config) == pytest.approx(
             result.metrics["best_val_loss"], rel=1e-5)
     assert isinstance(nets[1], LSTMNet) and nets[1].lstm.input_size == INPUT_DIM
+
+
+@pytest.mark.parametrize("days", [140, 735])
+def test_the_target_month_needs_two_years_of_history(days: int) -> None:
+    cfg = LSTMConfig(horizon=7, hidden=8, head_hidden=8, max_epochs=1, val_days=14,
+                     batch_series=8, max_train_days=60, year_ago=False, head_month="onehot")
+    fitted = train_lstm(_panel(n=4, days=days), cfg, device="cpu").forecaster
+    assert fitted.config.head_month == ("onehot" if days >= 2 * 364 else "none")
+    assert fitted.net.head[0].in_features == 8 + future_dim(7, True, month=fitted.config.head_month)
