@@ -50,19 +50,23 @@ DATA = Path("../shared/data/store_item_demand/train.csv.gz")
 METRICS = ("mase", "wape", "pinball", "coverage_80", "coverage_95", "pinball_total")
 
 
-def _model(history: Panel, model_dir: Path) -> tuple[LSTMForecaster, dict[str, Any]]:
-    """The backtest's LSTM fit on `history` (loaded from `model_dir` when already there)."""
+def _model(history: Panel, model_dir: Path, overrides: dict[str, Any] | None = None,
+           ) -> tuple[LSTMForecaster, dict[str, Any]]:
+    """The backtest's LSTM fit on `history` (loaded from `model_dir` when already there,
+    fitted on the same data with the same `overrides` of the default config)."""
     fingerprint = history.fingerprint()
     if model_dir.exists():
         try:
             meta = read_metadata(model_dir)
-            if meta.get("data_fingerprint") == fingerprint:
+            saved = meta.get("config", {})
+            same = all(saved.get(k) == v for k, v in (overrides or {}).items())
+            if meta.get("data_fingerprint") == fingerprint and same:
                 return load_artifact(model_dir, device="cpu"), {
                     "reused": str(model_dir), "model_version": meta.get("model_version"),
                     "training_metrics": meta.get("metrics")}
         except (OSError, ValueError, KeyError):
             pass
-    model = make_lstm(device="cpu", **_config())
+    model = make_lstm(device="cpu", **_config(overrides))
     t0, c0 = time.perf_counter(), time.process_time()
     model.fit_panel(history)
     info = {"fit_wall_s": time.perf_counter() - t0, "fit_cpu_s": time.process_time() - c0,
@@ -72,8 +76,9 @@ def _model(history: Panel, model_dir: Path) -> tuple[LSTMForecaster, dict[str, A
     return model, info
 
 
-def _config() -> dict[str, Any]:
+def _config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     cfg: dict[str, Any] = dict(LSTMConfig(horizon=14).to_json())
+    cfg.update(overrides or {})
     cfg["levels"] = tuple(cfg["levels"])  # as the backtest's factory passes it
     return cfg
 
@@ -126,13 +131,14 @@ def scan(model: LSTMForecaster, panel: Panel, window: int, warmups: list[int], h
 
 
 def run(data: Path, max_series: int, window: int, warmups: list[int], horizon: int,
-        folds: int, model_dir: Path, scan_step_days: int = 7) -> dict[str, Any]:
+        folds: int, model_dir: Path, scan_step_days: int = 7,
+        overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score every variant at every origin; returns the JSON document."""
     torch.set_num_threads(1)
     panel = load_panel(data, max_series=max_series)
     length = panel.n_days
     cutoffs = [length - horizon - k * horizon for k in range(folds - 1, -1, -1)]
-    model, fit_info = _model(panel.head(cutoffs[0]), model_dir)
+    model, fit_info = _model(panel.head(cutoffs[0]), model_dir, overrides)
     variants = ["exact_full", f"exact_{window}", *[f"warmup_{w}" for w in warmups],
                 *[f"warmup_{w}_scale_restarted" for w in warmups]]
     per_fold: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
@@ -184,11 +190,19 @@ def main() -> int:
     p.add_argument("--model-dir", type=Path, default=Path("/tmp/shelfcast_warmup_model"))
     p.add_argument("--scan-step-days", type=int, default=7,
                    help="days between the origins of the tail-risk scan")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                   help="override a default LSTMConfig field, e.g. state_reset_prob=0.25")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or key not in LSTMConfig.__dataclass_fields__:
+            p.error(f"--set wants KEY=JSON with an LSTMConfig field, got {item!r}")
+        overrides[key] = json.loads(value)
     warmups = [int(x) for x in args.warmups.split(",")]
     doc = run(args.data, args.max_series, args.window, warmups, args.horizon, args.folds,
-              args.model_dir, args.scan_step_days)
+              args.model_dir, args.scan_step_days, overrides)
     doc["command"] = "python benchmarks/warmup_accuracy.py " + " ".join(sys.argv[1:])
     cols = ("mase", "pinball", "coverage_80", "coverage_95", "pinball_total", "mase_gap_pct",
             "pinball_gap_pct", "mean_abs_change_vs_exact", "max_series_total_change_vs_exact")

@@ -48,6 +48,8 @@ def _lstm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calendar", choices=["uk", "none"], default=None, help="holiday calendar")
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None,
                    help="learning-rate schedule over --max-epochs")
+    p.add_argument("--state-reset-prob", type=float, default=None,
+                   help="training: chance per series and BPTT chunk that its state is zeroed")
     p.add_argument("--ema-decay", type=float, default=None,
                    help="per-step decay of the kept weight average (default 0.99; 0: raw weights)")
     p.add_argument("--mean-weight", type=float, default=None,
@@ -136,8 +138,8 @@ def _config(args: argparse.Namespace) -> Any:
                                                 "val_days", "loss", "mean_loss",
                                                 "batch_series", "calendar", "seed",
                                                 "calibrate", "lr_schedule", "ema_decay",
-                                                "mean_weight", "lr", "max_train_days",
-                                                "year_ago_weeks", "head_month",
+                                                "state_reset_prob", "mean_weight", "lr",
+                                                "max_train_days", "year_ago_weeks", "head_month",
                                                 "head_month_pairs", "year_ago_prior",
                                                 "year_ago_masks_calendar")
                  if getattr(args, k, None) is not None}

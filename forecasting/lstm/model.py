@@ -42,6 +42,10 @@ class LSTMConfig:
     # > 0: validate, early-stop on and keep an exponential moving average of the weights,
     # updated after every optimiser step with this decay (0: the raw weights, as before).
     ema_decay: float = 0.99
+    # > 0: at each truncated-BPTT chunk boundary each series' recurrent state is zeroed with
+    # this probability, so the net also learns to forecast from a short warm-up next to a
+    # mature running scale (what `encode(..., warmup_days=W)` hands it); 0: never.
+    state_reset_prob: float = 0.0
     val_days: int = 28
     grad_clip: float = 1.0
     dropout: float = 0.2  # on the LSTM output fed to the head, training only

@@ -209,6 +209,7 @@ def train_lstm(
     dev = auto_device(device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
+    reset_rng = np.random.default_rng([config.seed, 1])  # its own stream: p = 0 is unchanged
     started = time.perf_counter()
     data, log_mean, log_std = _prepare(panel, config, dev)
     net = LSTMNet(INPUT_DIM, config).to(dev)
@@ -243,6 +244,8 @@ def train_lstm(
                 chunk = config.tbptt_days or length
                 for c0 in range(burn_in, length, chunk):
                     cols = slice(c0, min(c0 + chunk, length))
+                    if state is not None and config.state_reset_prob > 0:
+                        state = _reset_some(state, reset_rng, config.state_reset_prob)
                     top, state = net.encode(data.x[rows, cols], state)
                     state = (state[0].detach(), state[1].detach())
                     mask = data.train_mask[rows, cols]
@@ -322,6 +325,14 @@ def _schedule(opt: torch.optim.Optimizer,
     if config.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.max_epochs)
     raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}")
+
+
+def _reset_some(state: tuple[torch.Tensor, torch.Tensor], rng: np.random.Generator,
+                prob: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h, c) with each series' (batch column's) state zeroed with probability `prob`."""
+    h, c = state
+    keep = torch.from_numpy(rng.random(h.shape[1]) >= prob).to(h.device)[None, :, None]
+    return h * keep, c * keep
 
 
 def _progress(enabled: bool, total: int) -> tuple[Progress, TaskID] | None:

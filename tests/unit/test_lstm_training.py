@@ -11,7 +11,7 @@ from forecasting.data import Panel  # noqa: E402
 from forecasting.lstm import LSTMConfig, train_lstm  # noqa: E402
 from forecasting.lstm.features import INPUT_DIM, future_dim  # noqa: E402
 from forecasting.lstm.model import LSTMNet  # noqa: E402
-from forecasting.lstm.training import _loss, _prepare, _schedule  # noqa: E402
+from forecasting.lstm.training import _loss, _prepare, _reset_some, _schedule  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -87,3 +87,28 @@ def test_the_target_month_needs_two_years_of_history(days: int) -> None:
     fitted = train_lstm(_panel(n=4, days=days), cfg, device="cpu").forecaster
     assert fitted.config.head_month == ("onehot" if days >= 2 * 364 else "none")
     assert fitted.net.head[0].in_features == 8 + future_dim(7, True, month=fitted.config.head_month)
+
+
+def test_state_resets_zero_whole_series_and_only_when_asked() -> None:
+    h, c = torch.ones(1, 400, 3), torch.full((1, 400, 3), 2.0)
+    rng = np.random.default_rng(0)
+    assert all(bool(t.eq(0).all()) for t in _reset_some((h, c), rng, 1.0))
+    kept = _reset_some((h, c), rng, 0.0)
+    assert torch.equal(kept[0], h) and torch.equal(kept[1], c)
+    half_h, half_c = _reset_some((h, c), rng, 0.5)
+    zeroed = half_h[0].eq(0).all(dim=1)
+    assert torch.equal(zeroed, half_c[0].eq(0).all(dim=1))  # h and c of a series together
+    assert bool(half_h[0][~zeroed].eq(1).all())  # the others untouched
+    assert 120 < int(zeroed.sum()) < 280
+
+
+def test_state_resets_change_training_and_stay_seeded() -> None:
+    # TBPTT chunks of 28 days: boundaries where a reset can happen
+    base = LSTMConfig(**{**TINY.__dict__, "tbptt_days": 28, "ema_decay": 0.0})
+    reset = LSTMConfig(**{**base.__dict__, "state_reset_prob": 0.5})
+    panel = _panel()
+    plain = train_lstm(panel, base, device="cpu").forecaster.net.state_dict()
+    first = train_lstm(panel, reset, device="cpu").forecaster.net.state_dict()
+    second = train_lstm(panel, reset, device="cpu").forecaster.net.state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert any(not torch.equal(plain[k], first[k]) for k in plain)
