@@ -29,6 +29,7 @@ __all__ = [
     "head_inputs",
     "holiday_flags",
     "input_features",
+    "running_scales",
     "scale_step",
     "target_month_dim",
     "target_month_features",
@@ -81,6 +82,39 @@ def scale_step(state: ScaleState, y: FloatArray, memory: int) -> FloatArray:
     state.level = state.level + alpha * (np.where(seen, y, 0.0) - state.level)
     out: FloatArray = np.maximum(state.level, SCALE_FLOOR)
     return out
+
+
+def running_scales(arr: FloatArray, memory: int) -> tuple[FloatArray, ScaleState]:
+    """`scale_step` over every day of windows (n, T) from an empty state: the scales (n, T)
+    and the final state. The same float operations bit for bit (a test
+    compares), but the counts and weights are computed for all days at once and only the
+    level's recurrence is a loop over days (3 numpy operations a day instead of 11; this
+    loop runs over the whole window even when the LSTM warms up over its end)."""
+    n, length = arr.shape
+    seen = np.isfinite(arr)
+    count = np.cumsum(seen, axis=1, dtype=np.int32)  # observations so far (along rows: fast)
+    state = ScaleState(np.zeros(n), count[:, -1].astype(np.float64) if length else np.zeros(n))
+    # The weight 1 / max(min(count, memory), 1) looked up per count (the same divisions);
+    # alpha and the values laid out (T, n), one contiguous row per day, for the loop.
+    top = max(1, min(int(memory), length))
+    weights = 1.0 / np.maximum(np.minimum(np.arange(top + 1, dtype=np.float64), memory), 1.0)
+    weights = np.concatenate([[0.0], weights])  # index 0: not seen that day
+    code = np.minimum(count, top, out=count)
+    code += 1
+    code *= seen
+    alpha = weights[code.T]
+    by_day = np.where(seen, arr, 0.0).T.copy()
+    levels = np.empty((length, n))
+    previous = state.level
+    for t in range(length):  # level + alpha * (y - level), written into its row
+        row = levels[t]
+        np.subtract(by_day[t], previous, out=row)
+        row *= alpha[t]
+        row += previous
+        previous = row
+    state.level = previous.copy()
+    scales: FloatArray = np.maximum(levels, SCALE_FLOOR, out=levels).T
+    return scales, state
 
 
 def _easter(year: int) -> date:

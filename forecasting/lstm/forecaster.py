@@ -25,6 +25,7 @@ from forecasting.lstm.features import (
     future_features,
     head_inputs,
     input_features,
+    running_scales,
     scale_step,
     year_ago_features,
     year_ago_span,
@@ -195,7 +196,7 @@ class LSTMForecaster(DatedForecaster):
         n, length = arr.shape
         start = 0 if warmup_days is None else max(0, length - _warmup_length(warmup_days))
         ends = np.broadcast_to(np.asarray(end_days, dtype="datetime64[D]"), (n,)).copy()
-        scales, scale_state = _running_scales(arr, self.config.scale_memory)
+        scales, scale_state = running_scales(arr, self.config.scale_memory)
         observed = np.isfinite(arr)
         first = np.where(observed.any(axis=1), observed.argmax(axis=1), length)
         ring = DayRing.from_windows(arr) if self.config.year_ago else None
@@ -378,39 +379,6 @@ class LSTMForecaster(DatedForecaster):
         cfg = self.config
         return (f"LSTMForecaster(hidden={cfg.hidden}, layers={cfg.layers}, "
                 f"horizon={cfg.horizon}, version={self.model_version!r})")
-
-
-def _running_scales(arr: FloatArray, memory: int) -> tuple[FloatArray, ScaleState]:
-    """`features.scale_step` over every day of windows (n, T) from an empty state: the
-    scales (n, T) and the final state. The same float operations bit for bit (a test
-    compares), but the counts and weights are computed for all days at once and only the
-    level's recurrence is a loop over days (3 numpy operations a day instead of 11; this
-    loop runs over the whole window even when the LSTM warms up over its end)."""
-    n, length = arr.shape
-    seen = np.isfinite(arr)
-    count = np.cumsum(seen, axis=1, dtype=np.int32)  # observations so far (along rows: fast)
-    state = ScaleState(np.zeros(n), count[:, -1].astype(np.float64) if length else np.zeros(n))
-    # The weight 1 / max(min(count, memory), 1) looked up per count (the same divisions);
-    # alpha and the values laid out (T, n), one contiguous row per day, for the loop.
-    top = max(1, min(int(memory), length))
-    weights = 1.0 / np.maximum(np.minimum(np.arange(top + 1, dtype=np.float64), memory), 1.0)
-    weights = np.concatenate([[0.0], weights])  # index 0: not seen that day
-    code = np.minimum(count, top, out=count)
-    code += 1
-    code *= seen
-    alpha = weights[code.T]
-    by_day = np.where(seen, arr, 0.0).T.copy()
-    levels = np.empty((length, n))
-    previous = state.level
-    for t in range(length):  # level + alpha * (y - level), written into its row
-        row = levels[t]
-        np.subtract(by_day[t], previous, out=row)
-        row *= alpha[t]
-        row += previous
-        previous = row
-    state.level = previous.copy()
-    scales: FloatArray = np.maximum(levels, SCALE_FLOOR, out=levels).T
-    return scales, state
 
 
 def _warmup_length(warmup_days: object) -> int:

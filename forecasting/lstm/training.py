@@ -21,11 +21,10 @@ from forecasting.lstm.features import (
     INPUT_DIM,
     RING_DAYS,
     YEAR,
-    ScaleState,
     calendar_features,
     head_inputs,
     input_features,
-    scale_step,
+    running_scales,
     year_ago_span,
 )
 from forecasting.lstm.forecaster import LSTMForecaster, auto_device
@@ -62,10 +61,7 @@ def _prepare(panel: Panel, config: LSTMConfig, device: torch.device) -> tuple[_T
     big_h, val_days = config.horizon, config.val_days
     if length < val_days + 2 * big_h + 1:
         raise ValueError(f"need at least {val_days + 2 * big_h + 1} days to train, got {length}")
-    state = ScaleState.empty(n)
-    scales = np.empty((n, length))
-    for t in range(length):
-        scales[:, t] = scale_step(state, y[:, t], config.scale_memory)
+    scales, _ = running_scales(y, config.scale_memory)
     observed = np.isfinite(y)
     train_part = observed.copy()
     train_part[:, length - val_days :] = False

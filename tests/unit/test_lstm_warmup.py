@@ -152,16 +152,15 @@ def test_the_inference_bench_measures_the_warmup_next_to_the_exact_full_window()
 
 @pytest.mark.parametrize("memory", [1, 3, 56])
 def test_the_vectorised_running_scale_is_scale_step_bit_for_bit(memory: int) -> None:
-    from forecasting.lstm.features import ScaleState, scale_step
-    from forecasting.lstm.forecaster import _running_scales
+    from forecasting.lstm.features import ScaleState, running_scales, scale_step
 
     w = _windows(9)[:, :80] * 1.37  # late starts, an empty row; not integers
     w[2, 60:63] = np.nan  # a gap
     state = ScaleState.empty(w.shape[0])
     expected = np.stack([scale_step(state, w[:, t], memory) for t in range(w.shape[1])], 1)
-    scales, final = _running_scales(w, memory)
+    scales, final = running_scales(w, memory)
     np.testing.assert_array_equal(scales, expected)
     np.testing.assert_array_equal(final.level, state.level)
     np.testing.assert_array_equal(final.count, state.count)
-    empty, none = _running_scales(np.empty((4, 0)), memory)
+    empty, none = running_scales(np.empty((4, 0)), memory)
     assert empty.shape == (4, 0) and np.all(none.count == 0) and np.all(none.level == 0)
