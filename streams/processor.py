@@ -226,11 +226,7 @@ class BatchProcessor:
                 await self._forecast_and_decide(list(due), list(due.values()), out)
             pending = held
         if getattr(table, "holds_state_objects", False):
-            write_many = getattr(table, "write_many", None)
-            if write_many is not None:
-                write_many(cache)
-            else:
-                table.update(cache)
+            table.update(cache)
         else:
             table.update({key: state.to_json() for key, state in cache.items()})
         return out

@@ -9,7 +9,7 @@ drops the state of revoked partitions and loads assigned ones from the changelog
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 from aiokafka.partitioner import murmur2
@@ -70,10 +70,14 @@ class StateStore(MutableMapping[str, Any]):
     def __contains__(self, key: object) -> bool:
         return key in self._data
 
-    def write_many(self, items: dict[str, Any]) -> None:
-        """`self[key] = value` for every item, in one step (a batch writes thousands of keys)."""
-        self._data.update(items)
-        self._dirty.update(dict.fromkeys(items))
+    def update(self, other: Any = (), /, **kwds: Any) -> None:
+        """MutableMapping.update, a mapping in one step (a batch writes thousands of keys
+        back at once) instead of one `__setitem__` per key."""
+        if kwds or not isinstance(other, Mapping):
+            super().update(other, **kwds)
+            return
+        self._data.update(other)
+        self._dirty.update(dict.fromkeys(other))
 
     # --- engine side -----------------------------------------------------------------------
     def has_dirty(self) -> bool:

@@ -54,3 +54,14 @@ def test_state_with_awkward_floats_reads_back_equal():
     raw = encode_state(state)
     assert orjson.loads(raw) == state.to_json()
     assert SkuState.from_json(decode_state(raw)) == state
+
+
+def test_update_writes_and_marks_every_key_dirty():
+    store = StateStore(4)
+    store.update({"a@L": 1, "b@L": 2})
+    store.update([("c@L", 3)], d=4)  # the MutableMapping forms still work
+    assert dict(store) == {"a@L": 1, "b@L": 2, "c@L": 3, "d": 4}
+    dirty = store.take_dirty()
+    assert [(k, v) for k, _, v in dirty] == [("a@L", 1), ("b@L", 2), ("c@L", 3), ("d", 4)]
+    assert all(p == store.partition_for(k) for k, p, _ in dirty)
+    assert not store.has_dirty()
