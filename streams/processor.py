@@ -258,9 +258,7 @@ class BatchProcessor:
             mean=np.round(forecast.mean, 4), model_version=self.model_version))
         policies = list(map(self._policy, states))
         # a shop has few distinct policies (most SKUs share the default): their terms once each
-        terms = {id(p): (self._steps(p.lead_time_days),
-                         self._steps(p.lead_time_days) + self._steps(p.review_days),
-                         p.service_level, p.case_pack, p.moq) for p in policies}
+        terms = {id(p): self._policy_terms(p) for p in policies}
         lead, cover, service, case_pack, moq = (
             list(column) for column in zip(*map(terms.__getitem__, map(id, policies)), strict=True))
         # Periodic review: an order placed now must last until the NEXT review's order lands,
@@ -376,6 +374,12 @@ class BatchProcessor:
             bucket=bucket_start, issued_at=issued_at, case_pack=policy.case_pack, moq=policy.moq,
             demand_levels=None if cover is None else cover[0],
             demand_quantiles=None if cover is None else cover[1]))
+
+    def _policy_terms(self, policy: SkuPolicy) -> tuple[int, int, float, int, int]:
+        """(lead steps, lead + review steps, service level, case pack, MOQ) of a policy."""
+        lead = self._steps(policy.lead_time_days)
+        return (lead, lead + self._steps(policy.review_days), policy.service_level,
+                policy.case_pack, policy.moq)
 
     def _alert(self, state: SkuState, kind: str, severity: str, message: str,
                details: dict[str, Any], bucket_start: datetime, issued_at: datetime) -> AlertRow:

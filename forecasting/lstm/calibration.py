@@ -176,13 +176,13 @@ def _choose(search: _Search, levels: FloatArray) -> FloatArray:
     grid, below, at = search.grid, search.below, search.at_or_below
     src = levels.copy()
     done = np.zeros(levels.size, dtype=bool)
+    cover = at[None, :] - below[:, None]  # closed coverage of (lo grid, hi grid)
     for k, tau in enumerate(levels):
         partner = np.flatnonzero(np.isclose(levels, 1.0 - tau))
         if tau >= 0.5 or partner.size == 0:
             continue
         m = int(partner[0])
         width = levels[m] - tau
-        cover = at[None, :] - below[:, None]  # (lo grid, hi grid)
         cost = (np.abs(cover - width) + TAIL_WEIGHT * (np.abs(below - tau)[:, None]
                                                        + np.abs(at - levels[m])[None, :]))
         cost[grid[:, None] > grid[None, :]] = np.inf  # lo <= hi

@@ -308,6 +308,7 @@ class PackedNet:
             out[..., : 2 * q].round_()
         torch.mul(mean, mean_factor, out=out[..., 2 * q])
 
+
 def reference_quantiles(net: LSTMNet, top: Tensor, future: Tensor, scale: Tensor, *,
                         integer: bool) -> Tensor:
     """`PackedNet.quantiles` through `LSTMNet`'s own head: top (n, hidden), future (n, all
