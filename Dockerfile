@@ -9,6 +9,7 @@ ENV PYTHONUNBUFFERED=1 \
 RUN useradd --create-home --uid 10001 shelfcast
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY runtime runtime
 COPY schemas schemas
 COPY streams streams
 COPY forecasting forecasting

@@ -27,8 +27,8 @@ from collections import defaultdict
 from datetime import UTC, datetime
 
 from forecasting import make_forecaster
+from runtime.settings import Settings
 from shelfcast.bench_pipeline import PipelineBenchOptions, backlog
-from shelfcast.settings import Settings
 from streams.engine import BatchEngine
 from streams.forecaster_setup import local_predict
 from streams.processor import BatchProcessor, RawRecord

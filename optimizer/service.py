@@ -31,12 +31,12 @@ from optimizer.consolidate import consolidate
 from optimizer.constraints import CycleConstraints, LineCut
 from optimizer.errors import OptimizerError, StoreUnavailable
 from optimizer.store import TRANSIENT_DB_ERRORS, PlanStore
+from runtime.faults import fault_point
+from runtime.kafka_config import client_kwargs
+from runtime.settings import Settings
 from schemas.codec import dead_letter, decode, encode
 from schemas.errors import InvalidEvent
 from schemas.events import DeadLetter, PlanEvent, RestockEvent
-from shelfcast.faults import fault_point
-from shelfcast.kafka_config import client_kwargs
-from shelfcast.settings import Settings
 
 __all__ = ["OptimizerService", "RetryPolicy", "ServiceCounters", "retry_transient", "run_service"]
 

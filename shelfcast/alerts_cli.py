@@ -40,10 +40,10 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from runtime.errors import ConfigError, ServiceUnavailable
+from runtime.kafka_config import client_kwargs
+from runtime.settings import Settings
 from schemas import AlertEvent, InvalidEvent, decode
-from shelfcast.errors import ConfigError, ServiceUnavailable
-from shelfcast.kafka_config import client_kwargs
-from shelfcast.settings import Settings
 
 __all__ = [
     "ALERT_KINDS",

@@ -26,8 +26,8 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from rich.console import Console
 
-from shelfcast.kafka_config import client_kwargs
-from shelfcast.settings import Settings
+from runtime.kafka_config import client_kwargs
+from runtime.settings import Settings
 from shelfcast.worker_process import WorkerProcess
 from streams.changelog import changelog_topic, decode_state
 from streams.lag import LagProbe

@@ -15,10 +15,10 @@ from pydantic import ValidationError
 
 from forecasting.errors import ForecastingError
 from optimizer.errors import OptimizerError
+from runtime.errors import ConfigError, ShelfcastError
+from runtime.settings import Settings
 from schemas.errors import SchemaError
 from shelfcast import alerts_cli, cli_forecasting, cli_optimizer
-from shelfcast.errors import ConfigError, ShelfcastError
-from shelfcast.settings import Settings
 
 __all__ = ["main"]
 
@@ -127,7 +127,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "optimizer":
         from optimizer.service import run_service
-        from shelfcast.logs import configure_logging
+        from runtime.logs import configure_logging
 
         configure_logging(settings)
         asyncio.run(run_service(settings, _database_url(settings)))

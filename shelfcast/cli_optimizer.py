@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runtime.errors import ConfigError
 from shelfcast.cli_forecasting import add_data_args
-from shelfcast.errors import ConfigError
 
 if TYPE_CHECKING:
     from optimizer.simulation import RestockPolicy, SimulationResult
@@ -428,7 +428,7 @@ def _bench_db(args: argparse.Namespace) -> int:
         raise ConfigError("--restocks, --batch and --skus-per-plan must be >= 1")
     if args.budget_share is not None and not 0 < args.budget_share <= 1:
         raise ConfigError("--budget-share must be in (0, 1]")
-    from shelfcast.settings import Settings
+    from runtime.settings import Settings
 
     settings = Settings()
     local = None

@@ -12,8 +12,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from shelfcast.errors import ServiceUnavailable
-from shelfcast.settings import Settings, settings_env
+from runtime.errors import ServiceUnavailable
+from runtime.settings import Settings, settings_env
 
 __all__ = ["WorkerProcess"]
 

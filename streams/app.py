@@ -11,9 +11,9 @@ from typing import Any
 import faust
 from faust.types import EventT
 
+from runtime.kafka_config import bootstrap_servers, faust_credentials
+from runtime.settings import Settings
 from schemas import encode
-from shelfcast.kafka_config import bootstrap_servers, faust_credentials
-from shelfcast.settings import Settings
 from streams.counters import StreamCounters
 from streams.metrics import WorkerMetrics
 from streams.processor import BatchOutputs, BatchProcessor, PredictFn, RawRecord

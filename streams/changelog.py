@@ -20,9 +20,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from shelfcast.kafka_config import client_kwargs
-from shelfcast.kafka_lifecycle import stop_client
-from shelfcast.settings import Settings
+from runtime.kafka_config import client_kwargs
+from runtime.kafka_lifecycle import stop_client
+from runtime.settings import Settings
 from streams.store import StateStore
 
 __all__ = [

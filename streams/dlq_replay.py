@@ -13,10 +13,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
+from runtime.errors import ConfigError
+from runtime.kafka_config import client_kwargs
+from runtime.settings import Settings
 from schemas import DeadLetter
-from shelfcast.errors import ConfigError
-from shelfcast.kafka_config import client_kwargs
-from shelfcast.settings import Settings
 
 __all__ = ["ReplayResult", "replay_dead_letters"]
 

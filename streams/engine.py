@@ -35,9 +35,9 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import BaseModel
 
-from shelfcast.faults import fault_point
-from shelfcast.kafka_config import client_kwargs
-from shelfcast.settings import Settings
+from runtime.faults import fault_point
+from runtime.kafka_config import client_kwargs
+from runtime.settings import Settings
 from streams.changelog import changelog_topic, encode_state, ensure_changelog, recover_partitions
 from streams.outputs import BatchOutputs, event_json
 from streams.processor import BatchProcessor, InputRecord

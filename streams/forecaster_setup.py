@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from forecasting import Forecaster, QuantileForecast, make_forecaster
-from shelfcast.errors import ConfigError
-from shelfcast.settings import Settings
+from runtime.errors import ConfigError
+from runtime.settings import Settings
 from streams.processor import PredictFn
 
 __all__ = ["local_predict", "model_source", "served_forecaster"]

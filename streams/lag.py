@@ -8,8 +8,8 @@ from typing import Self
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from shelfcast.kafka_config import client_kwargs
-from shelfcast.settings import Settings
+from runtime.kafka_config import client_kwargs
+from runtime.settings import Settings
 
 __all__ = ["LagProbe"]
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from forecasting import QuantileForecast
 from optimizer.policy import decide_restock, order_quantity
+from runtime.settings import Settings
 from schemas import (
     InvalidEvent,
     OrderEvent,
@@ -30,7 +31,6 @@ from schemas import (
     sku_key,
     split_key,
 )
-from shelfcast.settings import Settings
 from streams.codec import FastOrder, FastStock, fast_order, fast_stock, order_columns
 from streams.outputs import AlertRow, BatchOutputs, ForecastRows
 from streams.state import ApplyResult, SkuState

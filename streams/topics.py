@@ -8,8 +8,8 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from shelfcast.kafka_config import client_kwargs
-from shelfcast.settings import Settings
+from runtime.kafka_config import client_kwargs
+from runtime.settings import Settings
 
 __all__ = ["ensure_topics"]
 

@@ -27,7 +27,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import unquote
 
-from shelfcast.settings import Settings
+from runtime.settings import Settings
 from streams.metrics import add_batch_observer
 
 __all__ = ["SkuHistory", "WorkerWeb", "install_web", "start_worker_web"]

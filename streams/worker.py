@@ -12,8 +12,8 @@ import logging
 import signal
 from typing import TYPE_CHECKING
 
-from shelfcast.logs import configure_logging
-from shelfcast.settings import Settings
+from runtime.logs import configure_logging
+from runtime.settings import Settings
 from streams.counters import StreamCounters
 from streams.forecaster_setup import local_predict, model_source, served_forecaster
 from streams.metrics import WorkerMetrics

@@ -26,10 +26,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from optimizer.service import OptimizerService
+from runtime.kafka_config import client_kwargs
+from runtime.settings import Settings
 from schemas import RestockEvent
 from shelfcast.demo.replay import ShopEvent, Warehouse, read_order_lines
-from shelfcast.kafka_config import client_kwargs
-from shelfcast.settings import Settings
 from shelfcast.worker_process import WorkerProcess
 from streams.lag import LagProbe
 from streams.topics import ensure_topics

@@ -39,12 +39,12 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from forecasting import make_forecaster
+from runtime.errors import ServiceUnavailable
+from runtime.faults import FAULT_ENV
+from runtime.kafka_config import client_kwargs
+from runtime.settings import Settings
 from schemas import AlertEvent, DeadLetter, RestockEvent
 from schemas.ids import deterministic_id
-from shelfcast.errors import ServiceUnavailable
-from shelfcast.faults import FAULT_ENV
-from shelfcast.kafka_config import client_kwargs
-from shelfcast.settings import Settings
 from shelfcast.worker_process import WorkerProcess
 from streams.changelog import changelog_topic, decode_state
 from streams.lag import LagProbe
@@ -235,7 +235,7 @@ async def produce_paced(
 
 class OptimizerProcess(WorkerProcess):
     """`shelfcast optimizer` as a subprocess (SIGKILL-able), logging to `log_path`; `fault`
-    arms a crash point in it (`SHELFCAST_FAULT_POINT`, see shelfcast/faults.py)."""
+    arms a crash point in it (`SHELFCAST_FAULT_POINT`, see runtime/faults.py)."""
 
     def __init__(self, settings: Settings, log_path: Path, *, fault: str | None = None) -> None:
         super().__init__(settings, log_path, name="optimizer", command="optimizer",

@@ -22,10 +22,10 @@ import pytest
 
 from optimizer.service import OptimizerService
 from optimizer.store import PlanStore
+from runtime.settings import Settings
 from schemas import AlertEvent
 from schemas.ids import deterministic_id
 from shelfcast.services import LocalKafka, LocalPostgres
-from shelfcast.settings import Settings
 from shelfcast.worker_process import WorkerProcess
 from streams.lag import LagProbe
 from streams.topics import ensure_topics
@@ -499,7 +499,7 @@ async def test_workers_killed_at_exact_points(
     stream: ShopStream,
 ):
     """(6) Three workers in a row SIGKILL themselves at an exact step of their 3rd batch
-    (shelfcast/faults.py): with forecasts made but nothing sent; with outputs acknowledged but
+    (runtime/faults.py): with forecasts made but nothing sent; with outputs acknowledged but
     not the changelog; with outputs and changelog acknowledged but offsets not committed. Each
     time a fresh worker takes over; a fourth, unarmed one finishes the stream."""
     settings = chaos_settings(kafka_bootstrap, fresh_topic_prefix, pg_database)

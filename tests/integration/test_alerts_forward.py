@@ -18,10 +18,10 @@ import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
+from runtime.settings import Settings
 from schemas import AlertEvent, encode
 from shelfcast import alerts_cli
 from shelfcast.alerts_cli import AlertFilter, RetryBackoff, forward_alerts, tail_alerts, verify
-from shelfcast.settings import Settings
 from streams.topics import ensure_topics
 
 SECRET = b"test-secret"

@@ -27,7 +27,7 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 
-from shelfcast.settings import Settings
+from runtime.settings import Settings
 from shelfcast.worker_process import WorkerProcess
 from streams.topics import ensure_topics
 

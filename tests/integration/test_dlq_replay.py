@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from runtime.settings import Settings
 from schemas import InvalidEvent, dead_letter, encode
-from shelfcast.settings import Settings
 from streams.dlq_replay import replay_dead_letters
 from streams.topics import ensure_topics
 

@@ -19,7 +19,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from shelfcast.settings import Settings
+from runtime.settings import Settings
 from shelfcast.worker_process import WorkerProcess
 from streams.topics import ensure_topics
 

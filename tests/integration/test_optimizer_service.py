@@ -12,8 +12,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from optimizer import OptimizerService, PlanStore, RetryPolicy
+from runtime.settings import Settings
 from schemas import DeadLetter, PlanEvent, encode, sku_key
-from shelfcast.settings import Settings
 from tests.factories import make_restock
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

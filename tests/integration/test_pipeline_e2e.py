@@ -15,8 +15,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from optimizer.service import OptimizerService
+from runtime.settings import Settings
 from schemas import DeadLetter, ForecastEvent, PlanEvent, RestockEvent
-from shelfcast.settings import Settings
 from shelfcast.worker_process import WorkerProcess
 from streams.topics import ensure_topics
 

@@ -20,9 +20,9 @@ from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
 from optimizer.service import OptimizerService
+from runtime.kafka_config import client_kwargs
+from runtime.settings import Settings, settings_env
 from schemas import RestockEvent
-from shelfcast.kafka_config import client_kwargs
-from shelfcast.settings import Settings, settings_env
 from shelfcast.worker_process import WorkerProcess
 from streams.topics import ensure_topics
 from tests.chaos.harness import make_stream, wait_caught_up

@@ -15,9 +15,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from forecasting import make_forecaster
+from runtime.kafka_config import client_kwargs
+from runtime.settings import Settings
 from schemas import RestockEvent
-from shelfcast.kafka_config import client_kwargs
-from shelfcast.settings import Settings
 from shelfcast.worker_process import WorkerProcess
 from streams.changelog import changelog_topic, decode_state
 from streams.lag import LagProbe

@@ -10,11 +10,11 @@ import sys
 
 import pytest
 
-from shelfcast.errors import ConfigError
-from shelfcast.faults import FAULT_ENV, parse_fault
+from runtime.errors import ConfigError
+from runtime.faults import FAULT_ENV, parse_fault
 
 SCRIPT = """
-from shelfcast.faults import fault_point
+from runtime.faults import fault_point
 for i in range(1, 6):
     fault_point("worker.mid_batch")
     fault_point("worker.before_commit", when=i % 2 == 0)

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from forecasting import make_forecaster
-from shelfcast.settings import Settings
+from runtime.settings import Settings
 from streams.processor import BatchProcessor, RawRecord
 from streams.worker import local_predict
 

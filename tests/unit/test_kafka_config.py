@@ -9,9 +9,9 @@ from pathlib import Path
 import faust
 import pytest
 
-from shelfcast.errors import ConfigError
-from shelfcast.kafka_config import client_kwargs, faust_credentials
-from shelfcast.settings import Settings
+from runtime.errors import ConfigError
+from runtime.kafka_config import client_kwargs, faust_credentials
+from runtime.settings import Settings
 
 SASL = dict(kafka_bootstrap="b:9093", kafka_security_protocol="SASL_SSL",
             kafka_sasl_mechanism="SCRAM-SHA-512", kafka_sasl_username="u",

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from shelfcast.kafka_lifecycle import stop_client
+from runtime.kafka_lifecycle import stop_client
 
 
 class StrayCancel:

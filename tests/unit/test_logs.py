@@ -3,8 +3,8 @@
 import json
 import logging
 
-from shelfcast.logs import configure_logging
-from shelfcast.settings import Settings
+from runtime.logs import configure_logging
+from runtime.settings import Settings
 
 
 def test_json_log_lines_carry_level_logger_and_extra_fields(capsys):

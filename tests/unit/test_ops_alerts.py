@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from runtime.errors import ConfigError
 from schemas import AlertEvent
 from shelfcast import alerts_cli
 from shelfcast.alerts_cli import (
@@ -18,7 +19,6 @@ from shelfcast.alerts_cli import (
     sign,
     verify,
 )
-from shelfcast.errors import ConfigError
 
 ALERT = AlertEvent(alert_id="a1", sku="MUG", location="wh1", kind="stockout_risk",
                    severity="critical", message="MUG@wh1: 60% chance of running out",

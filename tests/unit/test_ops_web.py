@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from runtime.settings import Settings
 from schemas import ForecastEvent, RestockEvent
-from shelfcast.settings import Settings
 from streams.counters import StreamCounters
 from streams.processor import BatchOutputs
 from streams.web import WorkerWeb

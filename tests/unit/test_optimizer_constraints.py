@@ -16,8 +16,8 @@ from optimizer.constraints import (
     usage_keys,
 )
 from optimizer.service_level import DemandDistribution
+from runtime.settings import Settings, settings_env
 from schemas.events import RestockEvent
-from shelfcast.settings import Settings, settings_env
 from tests.factories import make_restock
 from tests.unit.test_allocation_milp import milp_optimum
 

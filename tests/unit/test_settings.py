@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from shelfcast.settings import Settings, settings_env
+from runtime.settings import Settings, settings_env
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -16,8 +16,8 @@ from optimizer.simulation import (
     interpolate_inventory_at_fill,
     simulate,
 )
+from runtime.errors import ConfigError
 from shelfcast import cli_optimizer
-from shelfcast.errors import ConfigError
 
 
 def dates(n: int) -> np.ndarray:

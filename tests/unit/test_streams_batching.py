@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from forecasting import make_forecaster
-from shelfcast.settings import Settings
+from runtime.settings import Settings
 from streams.processor import BatchOutputs, BatchProcessor, RawRecord
 from streams.state import SkuState
 from streams.store import StateStore

@@ -5,7 +5,7 @@ import asyncio
 
 from aiokafka import TopicPartition
 
-from shelfcast.settings import Settings
+from runtime.settings import Settings
 from streams.engine import BatchEngine
 from streams.store import StateStore
 

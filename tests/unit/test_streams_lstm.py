@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from shelfcast.errors import ConfigError
-from shelfcast.settings import Settings
+from runtime.errors import ConfigError
+from runtime.settings import Settings
 from streams.forecaster_setup import served_forecaster
 from streams.processor import BatchProcessor, RawRecord
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from forecasting import make_forecaster
+from runtime.settings import Settings
 from schemas import DeadLetter, RestockEvent
-from shelfcast.settings import Settings
 from streams.processor import BatchProcessor, RawRecord
 from streams.worker import local_predict
 

@@ -7,7 +7,7 @@ import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
-from shelfcast.settings import Settings
+from runtime.settings import Settings
 
 __all__ = ["configure_logging"]
 

@@ -24,7 +24,7 @@ import os
 import signal
 from collections.abc import Callable
 
-from shelfcast.errors import ConfigError
+from runtime.errors import ConfigError
 
 __all__ = ["FAULT_ENV", "POINTS", "FaultPoint", "fault_point", "parse_fault"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import ssl
 from typing import TYPE_CHECKING, Any
 
-from shelfcast.errors import ConfigError
-from shelfcast.settings import Settings
+from runtime.errors import ConfigError
+from runtime.settings import Settings
 
 if TYPE_CHECKING:
     from faust.types.auth import CredentialsT
