@@ -20,3 +20,4 @@ test:
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m mypy
