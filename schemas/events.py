@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from itertools import pairwise
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -22,7 +22,7 @@ __all__ = [
     "StockEvent",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 MAX_QUANTITY = 1_000_000
 
 Sku = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^@\s]+$")]
