@@ -31,7 +31,7 @@ from runtime.settings import Settings
 from shelfcast.bench_pipeline import PipelineBenchOptions, backlog
 from streams.engine import BatchEngine
 from streams.forecaster_setup import local_predict
-from streams.processor import BatchProcessor, RawRecord
+from streams.processor import BatchProcessor, ProcessorConfig, RawRecord
 from streams.store import StateStore, key_partition
 
 FIXED_NOW = datetime(2024, 2, 1, tzinfo=UTC)
@@ -66,8 +66,8 @@ Sent = list[tuple[str, bytes | None, bytes | None]]
 def replay(settings: Settings, work: list[list[RawRecord]], partitions: int) -> Sent:
     """Run every batch through processor + encodings; every (topic, key, value) written."""
     model = make_forecaster(settings.model)
-    processor = BatchProcessor(settings, local_predict(model), model.model_version,
-                               now=lambda: FIXED_NOW)
+    processor = BatchProcessor(ProcessorConfig.from_settings(settings), local_predict(model),
+                               model.model_version, now=lambda: FIXED_NOW)
     engine = BatchEngine(settings, processor)
     engine.store = store = StateStore(partitions)
     engine._out_partitions = dict.fromkeys(settings.topics.outputs(), partitions)

@@ -13,6 +13,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from forecasting._numeric import FloatArray
 from forecasting.errors import InvalidForecastError, InvalidWindowError
+from forecasting.quantiles import quantile_at
 
 __all__ = ["QUANTILE_LEVELS", "Forecaster", "QuantileForecast", "validate_levels"]
 
@@ -43,14 +44,7 @@ def _frozen(arr: FloatArray) -> FloatArray:
 
 def _interp_level(values: FloatArray, levels: FloatArray, level: float) -> FloatArray:
     """Linear interpolation in `level` along the last axis of `values`; clamped at the ends."""
-    if levels.size == 1 or level <= levels[0]:
-        return values[..., 0]
-    if level >= levels[-1]:
-        return values[..., -1]
-    i = int(np.searchsorted(levels, level, side="right")) - 1
-    w = (level - levels[i]) / (levels[i + 1] - levels[i])
-    out: FloatArray = values[..., i] * (1.0 - w) + values[..., i + 1] * w
-    return out
+    return quantile_at(values, levels, level)
 
 
 @dataclass(frozen=True)

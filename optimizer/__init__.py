@@ -1,5 +1,11 @@
-"""Optimizer: inventory policy math, consolidation into purchase plans, Postgres store, service."""
+"""Optimizer: inventory policy math, the periodic review, service levels, pack allocation and
+consolidation into purchase plans — pure names only.
 
+The Kafka/Postgres edges are imported from their own modules (`optimizer.service`,
+`optimizer.store`), so importing the math needs no client library.
+"""
+
+from optimizer.allocation import Allocation, AllocationProblem, allocate, pack_gains
 from optimizer.consolidate import consolidate, plan_from_lines, plan_id_for
 from optimizer.errors import (
     MigrationError,
@@ -8,36 +14,38 @@ from optimizer.errors import (
     StoreError,
     StoreUnavailable,
 )
-from optimizer.policy import RestockDecision, decide_restock, inventory_position, order_quantity
-from optimizer.service import OptimizerService, RetryPolicy, ServiceCounters, retry_transient
-from optimizer.store import (
-    TRANSIENT_DB_ERRORS,
-    Migration,
-    PlanStore,
-    load_migrations,
-    wait_for_server,
+from optimizer.policy import (
+    RestockDecision,
+    decide_restock,
+    inventory_position,
+    order_quantity,
+    restock_reason,
 )
+from optimizer.review import PolicyTerms, Review, review
+from optimizer.service_level import DemandDistribution, ServiceTarget, restock_levels
 
 __all__ = [
-    "TRANSIENT_DB_ERRORS",
-    "Migration",
+    "Allocation",
+    "AllocationProblem",
+    "DemandDistribution",
     "MigrationError",
     "OptimizerError",
-    "OptimizerService",
-    "PlanStore",
     "PolicyInputError",
+    "PolicyTerms",
     "RestockDecision",
-    "RetryPolicy",
-    "ServiceCounters",
+    "Review",
+    "ServiceTarget",
     "StoreError",
     "StoreUnavailable",
+    "allocate",
     "consolidate",
     "decide_restock",
     "inventory_position",
-    "load_migrations",
     "order_quantity",
+    "pack_gains",
     "plan_from_lines",
     "plan_id_for",
-    "retry_transient",
-    "wait_for_server",
+    "restock_levels",
+    "restock_reason",
+    "review",
 ]

@@ -1,8 +1,8 @@
 """Inventory policy math: inventory position and (s, S) order quantities with case pack and MOQ.
 
-Pure functions over numbers and numpy arrays; the stream computes the reorder point (demand
-quantile over the lead time at the service level) and the order-up-to level (over lead time +
-review period) and passes them in. Nothing here knows about Kafka records.
+Pure functions over numbers and numpy arrays: the one place inventory position is computed,
+the order quantity and its reason in words. The periodic review (`optimizer.review`) derives
+the levels from forecasts and calls these. Nothing here knows about Kafka records.
 """
 
 from __future__ import annotations
@@ -16,7 +16,13 @@ import numpy.typing as npt
 
 from optimizer.errors import PolicyInputError
 
-__all__ = ["RestockDecision", "decide_restock", "inventory_position", "order_quantity"]
+__all__ = [
+    "RestockDecision",
+    "decide_restock",
+    "inventory_position",
+    "order_quantity",
+    "restock_reason",
+]
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -134,6 +140,30 @@ def _fmt(value: float) -> str:
     return repr(round(float(value), 2))
 
 
+def restock_reason(
+    *,
+    position: float,
+    reorder_point: float,
+    order_up_to: float,
+    case_pack: int,
+    moq: int,
+    quantity: int,
+) -> str:
+    """Why a review orders `quantity`, in words; an int position prints as one.
+
+    Example: "inventory position 12 <= reorder point 30.5; order up to 55.0
+    (need 43, case pack 12, MOQ 24 -> 48)".
+    """
+    ip, rp, up = _fmt(position), _fmt(reorder_point), _fmt(order_up_to)
+    if position <= reorder_point:
+        need = max(math.ceil(order_up_to - position - _PACK_EPS), 0)
+        return (
+            f"inventory position {ip} <= reorder point {rp}; order up to {up} "
+            f"(need {need}, case pack {case_pack}, MOQ {moq} -> {quantity})"
+        )
+    return f"inventory position {ip} > reorder point {rp}; no order"
+
+
 def decide_restock(
     *,
     reorder_point: float,
@@ -146,24 +176,17 @@ def decide_restock(
 ) -> RestockDecision:
     """Review one SKU: compute its inventory position and order quantity, with a readable reason.
 
-    Example reason: "inventory position 12 <= reorder point 30.5; order up to 55.0
-    (need 43, case pack 12, MOQ 24 -> 48)".
+    The scalar form of `optimizer.review.review` (which reviews many SKUs as arrays).
     """
     position = inventory_position(on_hand, on_order, backorders)
     quantity = order_quantity(position, reorder_point, order_up_to, case_pack, moq)
-    ip, rp, up = _fmt(position), _fmt(reorder_point), _fmt(order_up_to)
-    if position <= reorder_point:
-        need = max(math.ceil(order_up_to - position - _PACK_EPS), 0)
-        reason = (
-            f"inventory position {ip} <= reorder point {rp}; order up to {up} "
-            f"(need {need}, case pack {case_pack}, MOQ {moq} -> {quantity})"
-        )
-    else:
-        reason = f"inventory position {ip} > reorder point {rp}; no order"
     return RestockDecision(
         reorder_point=float(reorder_point),
         order_up_to=float(order_up_to),
         inventory_position=float(position),
         quantity=quantity,
-        reason=reason,
+        reason=restock_reason(
+            position=position, reorder_point=reorder_point, order_up_to=order_up_to,
+            case_pack=case_pack, moq=moq, quantity=quantity,
+        ),
     )

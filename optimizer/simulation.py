@@ -27,7 +27,7 @@ import numpy.typing as npt
 from forecasting.base import Forecaster, QuantileForecast
 from optimizer.errors import OptimizerError
 from optimizer.lead_time_demand import empirical_cover_demand, forecast_error_cover_demand
-from optimizer.policy import order_quantity
+from optimizer.policy import inventory_position, order_quantity
 from optimizer.service_level import (
     DemandDistribution,
     ServiceTarget,
@@ -508,7 +508,7 @@ def simulate(
                 s, up = policy.levels(history, dates[t], targets, config)
                 if config.order_cost > 0:
                     up = np.maximum(up, s + _eoq_extra(history, config)[None, :])
-                position = st.on_hand + st.on_order - st.backorders
+                position = inventory_position(st.on_hand, st.on_order, st.backorders)
                 qty = order_quantity(position, s, up, config.case_pack, config.moq)
                 if lt_days.size == 1:
                     due = np.full(qty.shape, t + int(lt_days[0]) + 1)

@@ -16,7 +16,7 @@ from runtime.settings import Settings
 from schemas import encode
 from streams.counters import StreamCounters
 from streams.metrics import WorkerMetrics
-from streams.processor import BatchOutputs, BatchProcessor, PredictFn, RawRecord
+from streams.processor import BatchOutputs, BatchProcessor, PredictFn, ProcessorConfig, RawRecord
 from streams.web import install_web
 
 __all__ = ["StreamCounters", "create_app"]
@@ -97,7 +97,8 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str) -> fa
         use_partitioner=True,
     )
     metrics = WorkerMetrics(model_version, model=settings.model)
-    processor = BatchProcessor(settings, metrics.instrument_predict(predict), model_version)
+    processor = BatchProcessor(ProcessorConfig.from_settings(settings),
+                               metrics.instrument_predict(predict), model_version)
     counters = StreamCounters()
     app.shelfcast_counters = counters  # type: ignore[attr-defined]
     metrics.install(app, counters)

@@ -1,8 +1,11 @@
 """The batch step of the stream: raw records in, state updated, events out (no Kafka here).
 
-The Faust agent hands a batch of raw records and the table; this module validates, dedupes,
-buckets demand, forecasts every SKU whose bucket closed in one batched call, decides
-restocks and raises alerts. Keeping it free of Faust makes it testable as plain code.
+An engine hands a batch of raw records and the state table: the batch engine
+(`streams.engine`, the default) or the Faust agent (`streams.app`, the alternative). This
+module validates, dedupes, buckets demand, forecasts every SKU whose bucket closed in one
+batched call, has the periodic review (`optimizer.review`) decide restocks, stock-out risk
+and anomalies, and turns its arrays into events and alerts. Keeping it free of any Kafka
+client makes it testable as plain code.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from forecasting import QuantileForecast
-from optimizer.policy import decide_restock, order_quantity
-from runtime.settings import Settings
+from optimizer.policy import inventory_position
+from optimizer.review import HIGH_LEVEL, PolicyTerms, Review, review
+from runtime.settings import Settings, TopicNames
 from schemas import (
     InvalidEvent,
     OrderEvent,
@@ -35,7 +39,14 @@ from streams.codec import FastOrder, FastStock, fast_order, fast_stock, order_co
 from streams.outputs import AlertRow, BatchOutputs, ForecastRows
 from streams.state import ApplyResult, SkuState
 
-__all__ = ["BatchOutputs", "BatchProcessor", "InputRecord", "PredictFn", "RawRecord"]
+__all__ = [
+    "BatchOutputs",
+    "BatchProcessor",
+    "InputRecord",
+    "PredictFn",
+    "ProcessorConfig",
+    "RawRecord",
+]
 
 class PredictFn(Protocol):
     """The forecaster call the processor makes, once per batch for every due SKU.
@@ -50,8 +61,35 @@ class PredictFn(Protocol):
 _TOPIC, _VALUE = attrgetter("topic"), attrgetter("value")
 _KEY_FORMAT = "{}@{}".format  # sku_key, as a C-level callable for map()
 
-HIGH_LEVEL = 0.975  # forecast quantile above which observed demand is an anomaly
-RISK_OPEN, RISK_CLOSE = 0.2, 0.1  # stock-out probability hysteresis: one alert per episode
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    """What the processor needs of the settings: topic names, the bucket and its counts.
+
+    `window_buckets`: closed buckets a forecast reads; `lateness_buckets`: how far behind its
+    SKU's clock an event may be and still count; `horizon_buckets`: buckets forecast;
+    `default_policy`: the restock policy of SKUs without a catalog entry.
+    """
+
+    topics: TopicNames
+    bucket_seconds: int
+    window_buckets: int
+    lateness_buckets: int
+    horizon_buckets: int
+    max_payload_bytes: int
+    default_policy: SkuPolicy
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProcessorConfig:
+        s = settings
+        return cls(
+            topics=s.topics, bucket_seconds=s.bucket_seconds(),
+            window_buckets=s.window_buckets, lateness_buckets=s.allowed_lateness_buckets,
+            horizon_buckets=s.horizon_buckets, max_payload_bytes=s.max_payload_bytes,
+            default_policy=SkuPolicy(
+                sku="default", location="default", lead_time_days=s.default_lead_time_days,
+                review_days=s.default_review_days, service_level=s.default_service_level,
+                case_pack=s.default_case_pack, moq=s.default_moq, supplier=s.default_supplier))
 
 
 class InputRecord(Protocol):
@@ -91,20 +129,19 @@ class BatchProcessor:
 
     def __init__(
         self,
-        settings: Settings,
+        config: ProcessorConfig,
         predict: PredictFn,
         model_version: str,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.settings = settings
+        self.config = config
         self.predict = predict
         self.model_version = model_version
         self.now = now
-        self.topics = settings.topics
-        self.bucket_seconds = settings.bucket_seconds()
-        self.window = settings.window_buckets
-        self.lateness = settings.allowed_lateness_buckets
-        self._default_policy: SkuPolicy | None = None
+        self.topics = config.topics
+        self.bucket_seconds = config.bucket_seconds
+        self.window_buckets = config.window_buckets
+        self.lateness_buckets = config.lateness_buckets
         self._policies: dict[tuple[Any, ...], SkuPolicy] = {}
 
     # --- ingest ----------------------------------------------------------------------------
@@ -123,7 +160,7 @@ class BatchProcessor:
 
     def _decode(self, record: InputRecord) -> _Item:
         """The record as the few fields the state needs; raises InvalidEvent for the DLQ."""
-        max_bytes = self.settings.max_payload_bytes
+        max_bytes = self.config.max_payload_bytes
         if record.topic == self.topics.orders:
             order = fast_order(record.value, max_bytes)
             if order is None:  # not plainly valid: the model decides, and says why
@@ -149,7 +186,8 @@ class BatchProcessor:
             return state.apply_stock(event.event_id, event.occurred_at, event.type,
                                      on_hand=event.on_hand, delta=event.delta,
                                      restock_id=event.restock_id,
-                                     bucket_seconds=self.bucket_seconds, lateness=self.lateness)
+                                     bucket_seconds=self.bucket_seconds,
+                                     lateness=self.lateness_buckets)
         state.policy = event.model_dump(mode="json")
         return "ok"
 
@@ -171,7 +209,7 @@ class BatchProcessor:
         out = BatchOutputs()
         cache: dict[str, SkuState] = {}
         pending: list[_Item] = []
-        orders_topic, max_bytes = self.topics.orders, self.settings.max_payload_bytes
+        orders_topic, max_bytes = self.topics.orders, self.config.max_payload_bytes
         for topic, group in groupby(records, key=_TOPIC):
             run = list(group)
             if topic == orders_topic:  # the bulk: decode the run a column at a time
@@ -189,7 +227,8 @@ class BatchProcessor:
                         topic=record.topic, partition=record.partition, offset=record.offset,
                         key=record.key, raw=record.value, error=exc))
         apply_order = SkuState.order
-        bucket_seconds, window, lateness = self.bucket_seconds, self.window, self.lateness
+        bucket_seconds, window, lateness = (self.bucket_seconds, self.window_buckets,
+                                            self.lateness_buckets)
         while pending:
             held: list[_Item] = []
             due: dict[str, SkuState] = {}
@@ -216,7 +255,7 @@ class BatchProcessor:
                         topic=record.topic, partition=record.partition, offset=record.offset,
                         key=record.key, raw=record.value,
                         error=InvalidEvent(
-                            f"event is more than {self.lateness} bucket(s) behind its SKU's "
+                            f"event is more than {lateness} bucket(s) behind its SKU's "
                             "clock", kind="late")))
                 if state.forecast_pending:
                     due[key] = state
@@ -234,15 +273,15 @@ class BatchProcessor:
     # --- forecast, restock, alerts ---------------------------------------------------------
     async def _forecast_and_decide(self, keys: list[str], states: list[SkuState],
                                    out: BatchOutputs) -> None:
-        """One forecaster call for every due SKU; levels, alerts' tests and quantities as arrays.
+        """One forecaster call and one review for every due SKU; events from their arrays.
 
         Python touches each SKU only for what is per SKU by nature: its state's fields, and
         the alerts and restocks it raises (a minority); the forecasts stay arrays
         (`ForecastRows`) whose JSON the engine writes without building models.
         """
-        horizon = self.settings.horizon_buckets
+        horizon = self.config.horizon_buckets
         last_closed = [s.watermark - 1 for s in states]  # type: ignore[operator]
-        windows = _closed_windows(states, last_closed, self.window)
+        windows = _closed_windows(states, last_closed, self.window_buckets)
         skus = [s.sku for s in states]
         locations = [s.location for s in states]
         end_days = None
@@ -257,89 +296,46 @@ class BatchProcessor:
             daily=np.round(forecast.daily, 4), cumulative=np.round(forecast.cumulative, 4),
             mean=np.round(forecast.mean, 4), model_version=self.model_version))
         policies = list(map(self._policy, states))
-        # a shop has few distinct policies (most SKUs share the default): their terms once each
-        terms = {id(p): self._policy_terms(p) for p in policies}
-        lead, cover, service, case_pack, moq = (
-            list(column) for column in zip(*map(terms.__getitem__, map(id, policies)), strict=True))
-        # Periodic review: an order placed now must last until the NEXT review's order lands,
-        # so the reorder point protects lead time + review period (a point over the lead time
-        # alone leaves the review period unprotected — the simulation showed stock-outs on
-        # perfectly known demand). Reorder point = order-up-to: the (R, S) policy.
-        order_up_to = self._lead_time_quantiles(forecast, cover, service)
-        reorder_point = order_up_to
         on_order = [sum(s.on_order.values()) if s.on_order else 0 for s in states]
-        position = np.array([s.on_hand + on_order[i] - s.backorders
-                             for i, s in enumerate(states)], dtype=float)
-        quantity = order_quantity(position, reorder_point, order_up_to,
-                                  np.array(case_pack, dtype=float), np.array(moq, dtype=float))
-        # anomaly: the closed bucket's demand above the previous forecast's high quantile
         observed = windows[:, -1]
         previous_high = np.array([np.nan if s.next_bucket_high is None else s.next_bucket_high
                                   for s in states], dtype=float)
-        with np.errstate(invalid="ignore"):
-            anomalous = observed > np.fmax(previous_high, 1.0)
-        anomalous &= ~np.isnan(previous_high)
-        high = _interp_rows(HIGH_LEVEL, levels, forecast.daily[:, 0, :]).tolist()
-        known = [i for i, s in enumerate(states) if s.stock_known]
-        risk: list[float] = []
-        if known:
-            rows = np.asarray(known, dtype=np.intp)
-            steps = np.minimum(np.asarray(lead, dtype=np.intp)[rows], forecast.cumulative.shape[1])
-            risk = _prob_exceeds_rows(forecast.cumulative[rows, steps - 1, :], levels,
-                                      position[rows]).tolist()
-        for state, h in zip(states, high, strict=True):
+        known = np.array([s.stock_known for s in states], dtype=bool)
+        decided = review(
+            forecast,
+            inventory_position=inventory_position(
+                [s.on_hand for s in states], on_order, [s.backorders for s in states]),
+            terms=PolicyTerms.of(policies, self.bucket_seconds),
+            previous_high=previous_high, observed=observed, stock_known=known,
+            stockout_alert_open=["stockout_risk" in s.open_alerts for s in states])
+        for state, high in zip(states, decided.next_bucket_high.tolist(), strict=True):
             state.forecast_pending = False
-            state.next_bucket_high = h
-        flagged = set(np.flatnonzero(anomalous).tolist())
-        for j, i in enumerate(known):
+            state.next_bucket_high = high
+        for i in np.flatnonzero(decided.clear_stockout).tolist():
+            del states[i].open_alerts["stockout_risk"]
+        # per SKU in order: its anomaly, stock-out alert and restock; then the anomalies of
+        # SKUs whose stock is unknown
+        anomalous, stockout = decided.anomalous, decided.raise_stockout
+        restock = decided.order_quantity > 0
+        acting = known & (anomalous | stockout | restock)
+        for i in [*np.flatnonzero(acting).tolist(), *np.flatnonzero(~known & anomalous).tolist()]:
             state = states[i]
-            is_open = "stockout_risk" in state.open_alerts
-            stockout = not is_open and risk[j] >= RISK_OPEN
-            if is_open and risk[j] < RISK_CLOSE:
-                del state.open_alerts["stockout_risk"]
-            restock = quantity[i] > 0
-            if not (stockout or restock or i in flagged):
-                continue
-            flagged.discard(i)
             bucket_start = datetime.fromtimestamp(last_closed[i] * self.bucket_seconds, UTC)
             if anomalous[i]:
                 self._anomaly(state, float(observed[i]), float(previous_high[i]), bucket_start,
                               issued_at, out)
-            if stockout:
-                self._stockout(state, risk[j], min(lead[i], forecast.cumulative.shape[1]),
-                               float(position[i]), bucket_start, issued_at, out)
-            if restock:
-                self._restock(state, policies[i], float(reorder_point[i]),
-                              float(order_up_to[i]), on_order[i], last_closed[i], bucket_start,
-                              issued_at, out, _cover_quantiles(forecast, i, cover[i]))
-        for i in sorted(flagged):  # anomalies of SKUs without known stock
-            bucket_start = datetime.fromtimestamp(last_closed[i] * self.bucket_seconds, UTC)
-            self._anomaly(states[i], float(observed[i]), float(previous_high[i]), bucket_start,
-                          issued_at, out)
-
-    @staticmethod
-    def _lead_time_quantiles(forecast: QuantileForecast, steps: list[int],
-                             service: list[float]) -> np.ndarray:
-        """Lead-time demand quantile per series, one vectorised call per (steps, level)."""
-        values = np.empty(len(steps))
-        groups: dict[tuple[int, float], list[int]] = {}
-        for i, key in enumerate(zip(steps, service, strict=True)):
-            groups.setdefault(key, []).append(i)
-        for (n_steps, level), rows in groups.items():
-            idx = np.asarray(rows, dtype=np.intp)
-            values[idx] = forecast.lead_time_quantile(idx, n_steps, level)
-        return values
+            if stockout[i]:
+                self._stockout(state, float(decided.stockout_risk[i]),
+                               int(decided.risk_steps[i]),
+                               float(decided.inventory_position[i]), bucket_start, issued_at,
+                               out)
+            if restock[i]:
+                self._restock(state, policies[i], decided, i, on_order[i], last_closed[i],
+                              bucket_start, issued_at, out)
 
     def _policy(self, state: SkuState) -> SkuPolicy:
         if state.policy is None:
-            if self._default_policy is None:
-                s = self.settings
-                self._default_policy = SkuPolicy(
-                    sku="default", location="default", lead_time_days=s.default_lead_time_days,
-                    review_days=s.default_review_days, service_level=s.default_service_level,
-                    case_pack=s.default_case_pack, moq=s.default_moq,
-                    supplier=s.default_supplier)
-            return self._default_policy
+            return self.config.default_policy
         key = tuple(state.policy.items())
         policy = self._policies.get(key)
         if policy is None:
@@ -348,38 +344,28 @@ class BatchProcessor:
             policy = self._policies[key] = SkuPolicy.model_validate(state.policy, strict=False)
         return policy
 
-    def _steps(self, days: int) -> int:
-        return max(1, round(days * 86_400 / self.bucket_seconds))
-
-    def _restock(self, state: SkuState, policy: SkuPolicy, reorder_point: float,
-                 order_up_to: float, on_order: int, last_closed: int, bucket_start: datetime,
-                 issued_at: datetime, out: BatchOutputs,
-                 cover: tuple[list[float], list[float]] | None = None) -> None:
-        decision = decide_restock(  # the scalar review, for its reason text
-            reorder_point=reorder_point, order_up_to=order_up_to, on_hand=state.on_hand,
-            on_order=on_order, backorders=state.backorders, case_pack=policy.case_pack,
-            moq=policy.moq)
+    def _restock(self, state: SkuState, policy: SkuPolicy, decided: Review, i: int,
+                 on_order: int, last_closed: int, bucket_start: datetime, issued_at: datetime,
+                 out: BatchOutputs) -> None:
+        quantity = int(decided.order_quantity[i])
+        cover = decided.cover_quantiles
         # One restock per SKU per closed bucket: the id ignores the quantity on purpose, so a
         # reprocessed batch (whatever state it saw) can never become a second order.
         restock_id = deterministic_id("restock", state.sku, state.location, last_closed)
-        state.on_order[restock_id] = decision.quantity
+        state.on_order[restock_id] = quantity
         out.restocks.append(RestockEvent.model_construct(
             restock_id=restock_id, sku=state.sku, location=state.location,
-            supplier=policy.supplier, quantity=decision.quantity,
-            reorder_point=round(reorder_point, 4), order_up_to=round(order_up_to, 4),
-            inventory_position=float(decision.inventory_position), on_hand=state.on_hand,
+            supplier=policy.supplier, quantity=quantity,
+            reorder_point=round(float(decided.reorder_point[i]), 4),
+            order_up_to=round(float(decided.order_up_to[i]), 4),
+            inventory_position=float(decided.inventory_position[i]), on_hand=state.on_hand,
             on_order=on_order, backorders=state.backorders, service_level=policy.service_level,
             lead_time_days=policy.lead_time_days, review_days=policy.review_days,
-            unit_cost=policy.unit_cost, reason=decision.reason, model_version=self.model_version,
-            bucket=bucket_start, issued_at=issued_at, case_pack=policy.case_pack, moq=policy.moq,
-            demand_levels=None if cover is None else cover[0],
-            demand_quantiles=None if cover is None else cover[1]))
-
-    def _policy_terms(self, policy: SkuPolicy) -> tuple[int, int, float, int, int]:
-        """(lead steps, lead + review steps, service level, case pack, MOQ) of a policy."""
-        lead = self._steps(policy.lead_time_days)
-        return (lead, lead + self._steps(policy.review_days), policy.service_level,
-                policy.case_pack, policy.moq)
+            unit_cost=policy.unit_cost, reason=decided.restock_reason(i),
+            model_version=self.model_version, bucket=bucket_start, issued_at=issued_at,
+            case_pack=policy.case_pack, moq=policy.moq,
+            demand_levels=None if cover is None else decided.demand_levels.tolist(),
+            demand_quantiles=None if cover is None else np.round(cover[i], 4).tolist()))
 
     def _alert(self, state: SkuState, kind: str, severity: str, message: str,
                details: dict[str, Any], bucket_start: datetime, issued_at: datetime) -> AlertRow:
@@ -429,46 +415,3 @@ def _closed_windows(states: list[SkuState], last_closed: list[int], window: int)
     if rows:
         out[rows, at] = np.maximum(np.asarray(values, dtype=float), 0.0)
     return out
-
-
-def _cover_quantiles(forecast: QuantileForecast, row: int,
-                     steps: int) -> tuple[list[float], list[float]] | None:
-    """(levels, quantiles) of one series' demand over `steps` buckets (the restock's lead time
-    + review period), for the optimizer to value its case packs; None with under 2 levels.
-    Made non-negative and non-decreasing, as the RestockEvent contract requires."""
-    levels = forecast.levels.tolist()
-    if len(levels) < 2:
-        return None
-    if steps <= forecast.horizon:  # `cumulative` holds exactly these quantiles
-        values = forecast.cumulative[row, steps - 1]
-    else:
-        values = np.array([forecast.lead_time_quantile(row, steps, q) for q in levels])
-    values = np.maximum.accumulate(np.maximum(values, 0.0))
-    return levels, np.round(values, 4).tolist()
-
-
-def _interp_rows(x: float, levels: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """`np.interp(x, levels, row)` for every row of `values` (one level, shared abscissae)."""
-    j = int(np.searchsorted(levels, x, side="right")) - 1
-    if j < 0:
-        return values[:, 0].astype(float)
-    if j >= levels.size - 1:
-        return values[:, -1].astype(float)
-    slope = (values[:, j + 1] - values[:, j]) / (levels[j + 1] - levels[j])
-    return np.asarray(slope * (x - levels[j]) + values[:, j], dtype=float)
-
-
-def _prob_exceeds_rows(values: np.ndarray, levels: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """P(demand > x[i]) read off the quantiles `values[i]` at `levels` (`_prob_exceeds` per
-    row: linear between levels, the tail mass beyond the extreme levels)."""
-    below_first = x < values[:, 0]
-    from_last = x >= values[:, -1]
-    # j: the last level whose quantile is <= x (quantiles are non-decreasing along a row)
-    j = np.clip((values <= x[:, None]).sum(axis=1) - 1, 0, levels.size - 2)
-    r = np.arange(values.shape[0])
-    lo, hi = values[r, j], values[r, j + 1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inside = levels[j] + (levels[j + 1] - levels[j]) / (hi - lo) * (x - lo)
-    p = 1.0 - inside
-    p = np.where(from_last, 1.0 - levels[-1], p)
-    return np.where(below_first, np.where(x >= 0, 1.0 - levels[0], 1.0), p)

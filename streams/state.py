@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from optimizer.policy import inventory_position
+
 __all__ = ["ApplyResult", "SkuState", "bucket_index"]
 
 ApplyResult = Literal["ok", "duplicate", "late"]
@@ -204,4 +206,4 @@ class SkuState:
         return None if self.watermark is None else self.watermark - 1
 
     def inventory_position(self) -> int:
-        return self.on_hand + sum(self.on_order.values()) - self.backorders
+        return inventory_position(self.on_hand, sum(self.on_order.values()), self.backorders)

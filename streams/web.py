@@ -27,6 +27,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import unquote
 
+from forecasting.quantiles import quantile_at
 from runtime.settings import Settings
 from streams.metrics import add_batch_observer
 
@@ -106,24 +107,12 @@ class SkuHistory:
         first = fc.quantiles[0] if fc.quantiles else []
         if first:
             track.bands.append({"t": start, "low": first[0], "high": first[-1],
-                                "median": _at_level(levels, first, 0.5)})
+                                "median": float(quantile_at(first, levels, 0.5))})
         stock = _stock_of(self._table.get(key) if self._table is not None else None)
         if stock is not None:
             on_hand, on_order, backorders = stock
             track.stock.append({"t": start - step, "on_hand": on_hand,
                                 "on_order": sum(on_order.values()), "backorders": backorders})
-
-
-def _at_level(levels: list[float], values: list[float], level: float) -> float:
-    """The quantile at `level`, linear between the given levels."""
-    if not levels:
-        return 0.0
-    for i in range(1, len(levels)):
-        if levels[i] >= level:
-            lo, hi = levels[i - 1], levels[i]
-            w = 0.0 if hi == lo else (level - lo) / (hi - lo)
-            return float(values[i - 1] + w * (values[i] - values[i - 1]))
-    return float(values[-1])
 
 
 def _stock_of(state: Any) -> tuple[int, dict[str, int], int] | None:

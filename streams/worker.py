@@ -17,7 +17,7 @@ from runtime.settings import Settings
 from streams.counters import StreamCounters
 from streams.forecaster_setup import local_predict, model_source, served_forecaster
 from streams.metrics import WorkerMetrics
-from streams.processor import BatchProcessor
+from streams.processor import BatchProcessor, ProcessorConfig
 from streams.topics import ensure_topics
 
 if TYPE_CHECKING:
@@ -45,8 +45,8 @@ async def run_batch_worker(settings: Settings, stop: asyncio.Event | None = None
 
     async with served_forecaster(settings, rolled_in) as (forecaster, predict):
         metrics = WorkerMetrics(forecaster.model_version, model=settings.model)
-        processor = BatchProcessor(settings, metrics.instrument_predict(predict),
-                                   forecaster.model_version)
+        processor = BatchProcessor(ProcessorConfig.from_settings(settings),
+                                   metrics.instrument_predict(predict), forecaster.model_version)
         await _serve(settings, processor, metrics, stop)
 
 

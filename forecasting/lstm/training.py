@@ -212,8 +212,9 @@ def train_lstm(
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = _schedule(opt, config)
     # What is validated and kept: the raw weights or their moving average.
-    ema = (AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
-                         use_buffers=True) if config.ema_decay > 0 else None)
+    average = get_ema_multi_avg_fn(config.ema_decay)  # type: ignore[no-untyped-call]
+    ema = (AveragedModel(net, multi_avg_fn=average, use_buffers=True)
+           if config.ema_decay > 0 else None)
     kept: LSTMNet = ema.module if ema is not None else net  # type: ignore[assignment]
     tau = torch.tensor(config.levels, dtype=torch.float32, device=dev)
     n, length = data.train_mask.shape

@@ -48,7 +48,7 @@ from schemas.ids import deterministic_id
 from shelfcast.worker_process import WorkerProcess
 from streams.changelog import changelog_topic, decode_state
 from streams.lag import LagProbe
-from streams.processor import BatchProcessor, RawRecord
+from streams.processor import BatchProcessor, ProcessorConfig, RawRecord
 from streams.worker import local_predict
 from tests.integration.test_streams_engine import read_all
 
@@ -316,7 +316,8 @@ class Recomputed:
 
 async def recompute(settings: Settings, snapshots: Records, orders: Records) -> Recomputed:
     model = make_forecaster(settings.model)
-    processor = BatchProcessor(settings, local_predict(model), model.model_version)
+    processor = BatchProcessor(ProcessorConfig.from_settings(settings), local_predict(model),
+                               model.model_version)
     t = settings.topics
     records = [RawRecord(t.stock, 0, i, k, v) for i, (k, v) in enumerate(snapshots)]
     records += [RawRecord(t.orders, 0, i, k, v) for i, (k, v) in enumerate(orders)]

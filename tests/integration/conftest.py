@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from optimizer import PlanStore
+from optimizer.store import PlanStore
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from optimizer import OptimizerService, PlanStore
 from optimizer.constraints import CycleConstraints
+from optimizer.service import OptimizerService
+from optimizer.store import PlanStore
 from schemas import encode, sku_key
 from tests.integration.test_optimizer_service import create_topics, make_settings, produce
 from tests.unit.test_optimizer_constraints import restock

@@ -11,7 +11,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from optimizer import OptimizerService, PlanStore, RetryPolicy
+from optimizer.service import OptimizerService, RetryPolicy
+from optimizer.store import PlanStore
 from runtime.settings import Settings
 from schemas import DeadLetter, PlanEvent, encode, sku_key
 from tests.factories import make_restock

@@ -5,8 +5,9 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from optimizer import Migration, MigrationError, PlanStore, consolidate, load_migrations
+from optimizer import MigrationError, consolidate
 from optimizer.errors import StoreError
+from optimizer.store import Migration, PlanStore, load_migrations
 from tests.factories import make_restock
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -21,7 +21,7 @@ from schemas import RestockEvent
 from shelfcast.worker_process import WorkerProcess
 from streams.changelog import changelog_topic, decode_state
 from streams.lag import LagProbe
-from streams.processor import BatchProcessor, RawRecord
+from streams.processor import BatchProcessor, ProcessorConfig, RawRecord
 from streams.topics import ensure_topics
 from streams.worker import local_predict
 
@@ -83,7 +83,8 @@ async def wait_lag(probe: LagProbe, below: int, timeout_s: float) -> int:
 
 async def recompute(settings: Settings, snapshots, orders) -> tuple[dict, dict[str, int]]:
     model = make_forecaster(settings.model)
-    p = BatchProcessor(settings, local_predict(model), model.model_version)
+    p = BatchProcessor(ProcessorConfig.from_settings(settings), local_predict(model),
+                       model.model_version)
     t = settings.topics
     records = [RawRecord(t.stock, 0, i, k, v) for i, (k, v) in enumerate(snapshots)]
     records += [RawRecord(t.orders, 0, i, k, v) for i, (k, v) in enumerate(orders)]

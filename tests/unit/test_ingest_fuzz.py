@@ -9,10 +9,11 @@ from hypothesis import strategies as st
 
 from forecasting import make_forecaster
 from runtime.settings import Settings
-from streams.processor import BatchProcessor, RawRecord
+from streams.processor import BatchProcessor, ProcessorConfig, RawRecord
 from streams.worker import local_predict
 
 SETTINGS = Settings(kafka_bootstrap="unused:9092", max_payload_bytes=4096)
+CONFIG = ProcessorConfig.from_settings(SETTINGS)
 TOPICS = [SETTINGS.topics.orders, SETTINGS.topics.stock, SETTINGS.topics.catalog]
 MODEL = make_forecaster("moving_average")
 
@@ -45,7 +46,7 @@ records = st.lists(st.tuples(st.sampled_from([*TOPICS, "unknown.topic"]), payloa
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(records)
 def test_every_record_is_accepted_deduplicated_or_dead_lettered(batch):
-    processor = BatchProcessor(SETTINGS, local_predict(MODEL), MODEL.model_version)
+    processor = BatchProcessor(CONFIG, local_predict(MODEL), MODEL.model_version)
     raws = [RawRecord(topic, 0, i, b"k", value) for i, (topic, value) in enumerate(batch)]
     out = asyncio.run(processor.process(raws, {}))
     assert out.accepted + out.duplicates + len(out.dead_letters) == len(raws)
@@ -62,7 +63,7 @@ def test_valid_events_after_poison_pills_still_flow():
     poison = [b"\x00\xff", b"{}", b"[" * 10_000, None, b'{"event_id": 1}']
     raws = [RawRecord(SETTINGS.topics.orders, 0, i, b"A@L", v)
             for i, v in enumerate(poison + good)]
-    out = asyncio.run(BatchProcessor(SETTINGS, local_predict(MODEL), MODEL.model_version)
+    out = asyncio.run(BatchProcessor(CONFIG, local_predict(MODEL), MODEL.model_version)
                       .process(raws, table := {}))
     assert len(out.dead_letters) == len(poison) and out.accepted == 3
     assert sum(table["A@L"]["demand"].values()) == 6

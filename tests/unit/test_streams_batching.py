@@ -10,7 +10,7 @@ import pytest
 
 from forecasting import make_forecaster
 from runtime.settings import Settings
-from streams.processor import BatchOutputs, BatchProcessor, RawRecord
+from streams.processor import BatchOutputs, BatchProcessor, ProcessorConfig, RawRecord
 from streams.state import SkuState
 from streams.store import StateStore
 from streams.worker import local_predict
@@ -22,8 +22,8 @@ FIXED_NOW = datetime(2011, 6, 1, tzinfo=UTC)
 
 def processor() -> BatchProcessor:
     model = make_forecaster("moving_average")
-    return BatchProcessor(SETTINGS, local_predict(model), model.model_version,
-                          now=lambda: FIXED_NOW)
+    return BatchProcessor(ProcessorConfig.from_settings(SETTINGS), local_predict(model),
+                          model.model_version, now=lambda: FIXED_NOW)
 
 
 def stream(n: int = 1500, skus: int = 12, seed: int = 3) -> list[RawRecord]:

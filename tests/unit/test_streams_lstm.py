@@ -11,7 +11,7 @@ import pytest
 from runtime.errors import ConfigError
 from runtime.settings import Settings
 from streams.forecaster_setup import served_forecaster
-from streams.processor import BatchProcessor, RawRecord
+from streams.processor import BatchProcessor, ProcessorConfig, RawRecord
 
 torch = pytest.importorskip("torch")
 
@@ -51,7 +51,8 @@ async def test_lstm_forecasts_are_stamped_and_new_versions_roll_in(tmp_path: Pat
         processor.model_version = version
 
     async with served_forecaster(settings, rolled_in) as (forecaster, predict):
-        processor = BatchProcessor(settings, predict, forecaster.model_version)
+        processor = BatchProcessor(ProcessorConfig.from_settings(settings), predict,
+                                   forecaster.model_version)
         out = await processor.process(orders(settings, 0, 5), table)
         assert out.forecasts and {f.model_version for f in out.forecasts} == {first}
         assert all(len(f.quantiles) == 14 for f in out.forecasts)

@@ -11,7 +11,7 @@ import pytest
 from forecasting import make_forecaster
 from runtime.settings import Settings
 from schemas import DeadLetter, RestockEvent
-from streams.processor import BatchProcessor, RawRecord
+from streams.processor import BatchProcessor, ProcessorConfig, RawRecord
 from streams.worker import local_predict
 
 T0 = datetime(2011, 3, 7, 9, 0, tzinfo=UTC)
@@ -21,7 +21,8 @@ SETTINGS = Settings(kafka_bootstrap="unused:9092", default_lead_time_days=3)
 def processor() -> BatchProcessor:
     model = make_forecaster("moving_average")
     fixed = datetime(2011, 4, 1, tzinfo=UTC)
-    return BatchProcessor(SETTINGS, local_predict(model), model.model_version, now=lambda: fixed)
+    return BatchProcessor(ProcessorConfig.from_settings(SETTINGS), local_predict(model),
+                          model.model_version, now=lambda: fixed)
 
 
 def rec(topic: str, offset: int, value: dict | bytes) -> RawRecord:
