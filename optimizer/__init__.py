@@ -9,7 +9,7 @@ from optimizer.errors import (
     StoreUnavailable,
 )
 from optimizer.policy import RestockDecision, decide_restock, inventory_position, order_quantity
-from optimizer.service import OptimizerService, RetryPolicy, ServiceCounters, retry_transient
+from optimizer.service import OptimizerService, ServiceCounters, retry_transient
 from optimizer.store import (
     TRANSIENT_DB_ERRORS,
     Migration,
@@ -27,7 +27,6 @@ __all__ = [
     "PlanStore",
     "PolicyInputError",
     "RestockDecision",
-    "RetryPolicy",
     "ServiceCounters",
     "StoreError",
     "StoreUnavailable",

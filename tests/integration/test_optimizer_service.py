@@ -11,7 +11,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from optimizer import OptimizerService, PlanStore, RetryPolicy
+from optimizer import OptimizerService, PlanStore
+from runtime.backoff import Backoff
 from runtime.settings import Settings
 from schemas import DeadLetter, PlanEvent, encode, sku_key
 from tests.factories import make_restock
@@ -187,9 +188,10 @@ async def test_db_write_retries_then_gives_up(kafka_bootstrap, restartable_postg
     settings = make_settings(kafka_bootstrap)
     await create_topics(settings, kafka_bootstrap)
     item = restock("y1", sku="a", location="l", supplier="s", quantity=3)
-    await produce(kafka_bootstrap, settings.topics.restock, [("a@l", encode(item))])
+    await produce(kafka_bootstrap, settings.topics.restock, [(sku_key("a", "l"), encode(item))])
     service = OptimizerService(
-        settings, restartable_postgres.dsn, retry=RetryPolicy(attempts=3, base_delay_s=0.05)
+        settings, restartable_postgres.dsn,
+        retry=Backoff(base_delay_s=0.05, max_delay_s=10.0, max_attempts=3),
     )
     await service.start()
     try:
