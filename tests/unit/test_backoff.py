@@ -9,6 +9,7 @@ import pytest
 from optimizer.service import DB_RETRY
 from runtime.backoff import Backoff
 from streams.alert_forwarder import WEBHOOK_RETRY
+from streams.engine import SEND_RETRY
 
 
 def test_delays_double_from_the_base_and_stop_at_the_cap():
@@ -42,6 +43,9 @@ def test_each_caller_keeps_its_schedule():
     assert (DB_RETRY.base_delay_s, DB_RETRY.max_delay_s, DB_RETRY.max_attempts) == (0.2, 10.0, 8)
     assert (WEBHOOK_RETRY.base_delay_s, WEBHOOK_RETRY.max_delay_s,
             WEBHOOK_RETRY.max_attempts) == (0.5, 30.0, 0)
+    # the batch engine's sends while the broker is away: the exact doubling, held forever
+    assert [SEND_RETRY.delay_s(n) for n in range(1, 8)] == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    assert not SEND_RETRY.exhausted(10**6)
 
 
 @pytest.mark.parametrize("bad", [
