@@ -50,7 +50,7 @@ from streams.changelog import changelog_topic, decode_state
 from streams.lag import LagProbe
 from streams.processor import BatchProcessor, RawRecord
 from streams.worker import local_predict
-from tests.integration.test_streams_engine import read_all
+from tests.support.kafka import read_all
 
 T0 = datetime(2011, 3, 7, tzinfo=UTC)
 REPORT_ENV = "SHELFCAST_CHAOS_REPORT"

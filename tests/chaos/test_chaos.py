@@ -45,7 +45,7 @@ from tests.chaos.harness import (
     verify,
     wait_caught_up,
 )
-from tests.integration.test_streams_engine import produce, read_all, wait_lag
+from tests.support.kafka import produce, read_all, wait_lag
 
 pytestmark = pytest.mark.timeout(180)
 
