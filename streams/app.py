@@ -13,7 +13,7 @@ from faust.types import EventT
 
 from runtime.kafka_config import bootstrap_servers, faust_credentials
 from runtime.settings import Settings
-from schemas import encode
+from schemas import encode, sku_key
 from streams.counters import StreamCounters
 from streams.metrics import WorkerMetrics
 from streams.processor import BatchOutputs, BatchProcessor, PredictFn, RawRecord
@@ -115,7 +115,7 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str) -> fa
                 key = getattr(event, "key", None)
                 if key is None:
                     sku, loc = getattr(event, "sku", None), getattr(event, "location", None)
-                    key = f"{sku}@{loc}" if sku else None
+                    key = sku_key(sku, loc) if sku else None
                 await channel.send(
                     key=key.encode() if isinstance(key, str) else key, value=encode(event)
                 )

@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from runtime.settings import Settings
+from schemas import sku_key
 from streams.metrics import add_batch_observer
 
 __all__ = ["SkuHistory", "WorkerWeb", "install_web", "start_worker_web"]
@@ -80,7 +81,7 @@ class SkuHistory:
         for fc in getattr(out, "forecasts", ()):
             self._forecast(fc)
         for rs in getattr(out, "restocks", ()):
-            entry = {"restock_id": rs.restock_id, "key": f"{rs.sku}@{rs.location}",
+            entry = {"restock_id": rs.restock_id, "key": sku_key(rs.sku, rs.location),
                      "t": _epoch(rs.bucket), "quantity": rs.quantity,
                      "reorder_point": rs.reorder_point, "order_up_to": rs.order_up_to,
                      "inventory_position": rs.inventory_position, "supplier": rs.supplier,
@@ -88,14 +89,14 @@ class SkuHistory:
             self._track(entry["key"]).restocks.append(entry)
             self.recent_restocks.append(entry)
         for al in getattr(out, "alerts", ()):
-            entry = {"alert_id": al.alert_id, "key": f"{al.sku}@{al.location}", "kind": al.kind,
+            entry = {"alert_id": al.alert_id, "key": sku_key(al.sku, al.location), "kind": al.kind,
                      "severity": al.severity, "message": al.message,
                      "raised_at": _epoch(al.raised_at)}
             self._track(entry["key"]).alerts.append(entry)
             self.recent_alerts.append(entry)
 
     def _forecast(self, fc: Any) -> None:
-        key = f"{fc.sku}@{fc.location}"
+        key = sku_key(fc.sku, fc.location)
         track = self._track(key)
         step = float(fc.bucket_seconds)
         start = (_epoch(fc.bucket) or 0.0) + step  # the first forecast bucket

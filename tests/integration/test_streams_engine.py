@@ -14,7 +14,7 @@ import pytest
 
 from forecasting import make_forecaster
 from runtime.settings import Settings
-from schemas import RestockEvent
+from schemas import RestockEvent, sku_key
 from shelfcast.worker_process import WorkerProcess
 from streams.changelog import changelog_topic, decode_state
 from streams.lag import LagProbe
@@ -28,7 +28,7 @@ SKUS, ORDERS, DAYS = 40, 6000, 20
 
 
 def shop(settings: Settings) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
-    snapshots = [(f"S{s}@wh".encode(), json.dumps({
+    snapshots = [(sku_key(f"S{s}", "wh").encode(), json.dumps({
         "event_id": f"snap-{s}", "type": "snapshot", "sku": f"S{s}", "location": "wh",
         "on_hand": 30, "occurred_at": (T0 - timedelta(hours=1)).isoformat()}).encode())
         for s in range(SKUS)]
@@ -36,7 +36,7 @@ def shop(settings: Settings) -> tuple[list[tuple[bytes, bytes]], list[tuple[byte
     for i in range(ORDERS):
         s = (i * 7919) % SKUS
         when = T0 + timedelta(days=DAYS * i / ORDERS)
-        orders.append((f"S{s}@wh".encode(), json.dumps({
+        orders.append((sku_key(f"S{s}", "wh").encode(), json.dumps({
             "event_id": f"o{i}", "type": "placed", "sku": f"S{s}", "location": "wh",
             "quantity": 1 + i % 3, "occurred_at": when.isoformat()}).encode()))
     return snapshots, orders
