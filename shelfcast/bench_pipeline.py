@@ -242,15 +242,15 @@ async def _latency(
     async def load() -> None:
         if not background or rate_per_s <= 0:
             return
-        interval = 0.01
-        per_tick = max(1, int(rate_per_s * interval))
+        tick_s = 0.01
+        per_tick = max(1, int(rate_per_s * tick_s))
         i = 0
         while not stop.is_set() and i < len(background):
             chunk = background[i : i + per_tick]
             for k, v in chunk:
                 await producer.send(t.orders, key=k, value=v)
             i += per_tick
-            await asyncio.sleep(interval)
+            await asyncio.sleep(tick_s)
 
     receiver = asyncio.create_task(receive())
     loader = asyncio.create_task(load())

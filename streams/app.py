@@ -1,4 +1,5 @@
-"""The Faust app: input topics, the SKU state table and the batched ingest agent."""
+"""The Faust engine (the alternative to the default batch engine, streams/engine.py): the Faust
+app, its input topics, the SKU state table and the batched ingest agent."""
 
 from __future__ import annotations
 
