@@ -39,7 +39,7 @@ EPILOG = """examples:
 
 def add_commands(subparsers: Any) -> argparse.ArgumentParser:
     """Add `alerts tail` and `alerts forward` to the `shelfcast` sub-parsers."""
-    alerts = subparsers.add_parser(
+    alerts: argparse.ArgumentParser = subparsers.add_parser(
         "alerts", help="follow the alerts topic or forward it to a webhook",
         description="Alert subscribers: print alerts as they come, or deliver them to a "
         "webhook at least once with signed requests.",

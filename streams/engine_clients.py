@@ -8,7 +8,8 @@ engine sends and commits, and in which order, without a broker.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable, Mapping
+import asyncio
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -44,7 +45,7 @@ class EngineProducer(Protocol):
     def create_batch(self) -> RecordBatch: ...
 
     async def send_batch(self, batch: RecordBatch, topic: str, *, partition: int
-                         ) -> Awaitable[Any]: ...  # resolves once the broker acknowledged
+                         ) -> asyncio.Future[Any]: ...  # done once the broker acknowledged
 
 
 class EngineConsumer(Protocol):
