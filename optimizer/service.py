@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ from optimizer.consolidate import consolidate
 from optimizer.constraints import CycleConstraints, LineCut
 from optimizer.errors import OptimizerError, StoreUnavailable
 from optimizer.store import TRANSIENT_DB_ERRORS, PlanStore
+from runtime.backoff import Backoff
 from runtime.faults import fault_point
 from runtime.kafka_config import client_kwargs
 from runtime.settings import Settings
@@ -38,49 +38,43 @@ from schemas.codec import dead_letter, decode, encode
 from schemas.errors import InvalidEvent
 from schemas.events import DeadLetter, PlanEvent, RestockEvent
 
-__all__ = ["OptimizerService", "RetryPolicy", "ServiceCounters", "retry_transient", "run_service"]
+__all__ = ["DB_RETRY", "OptimizerService", "ServiceCounters", "retry_transient", "run_service"]
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Bounded exponential backoff: `attempts` tries, delays base * 2**n capped, with jitter."""
-
-    attempts: int = 8
-    base_delay_s: float = 0.2
-    max_delay_s: float = 10.0
-
-    def delay_s(self, failed_attempts: int) -> float:
-        capped = min(self.max_delay_s, self.base_delay_s * 2.0 ** (failed_attempts - 1))
-        return capped * random.uniform(0.5, 1.0)  # jitter: restarted workers do not stampede
+# The database retry schedule: 8 tries, 0.2 s doubling to at most 10 s, jittered so that
+# restarted workers do not stampede a recovering PostgreSQL.
+DB_RETRY = Backoff(base_delay_s=0.2, max_delay_s=10.0, max_attempts=8)
 
 
 async def retry_transient(
     operation: Callable[[], Awaitable[T]],
-    policy: RetryPolicy,
+    policy: Backoff,
     *,
     what: str,
     on_retry: Callable[[int, BaseException], None] | None = None,
 ) -> T:
     """Run `operation`, retrying on TRANSIENT_DB_ERRORS; raise StoreUnavailable when spent."""
-    for attempt in range(1, policy.attempts + 1):
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             return await operation()
         except TRANSIENT_DB_ERRORS as exc:
-            if attempt == policy.attempts:
+            if policy.exhausted(attempt):
                 raise StoreUnavailable(
                     f"{what} failed {attempt} times, last error: {type(exc).__name__}: {exc}",
                     attempts=attempt,
                 ) from exc
             delay = policy.delay_s(attempt)
-            _log.warning("%s failed (%s: %s); retry %d/%d in %.2fs", what,
-                         type(exc).__name__, exc, attempt, policy.attempts - 1, delay)  # fmt: skip
+            of = f"/{policy.max_attempts - 1}" if policy.max_attempts else ""
+            _log.warning("%s failed (%s: %s); retry %d%s in %.2fs", what,
+                         type(exc).__name__, exc, attempt, of, delay)  # fmt: skip
             if on_retry is not None:
                 on_retry(attempt, exc)
             await asyncio.sleep(delay)
-    raise AssertionError("unreachable: attempts >= 1")
 
 
 @dataclass
@@ -138,7 +132,7 @@ class OptimizerService:
         *,
         max_records: int = 1000,
         poll_timeout_ms: int = 200,
-        retry: RetryPolicy | None = None,
+        retry: Backoff = DB_RETRY,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self.settings = settings
@@ -147,7 +141,7 @@ class OptimizerService:
         self._dsn = dsn
         self._max_records = max_records
         self._poll_timeout_ms = poll_timeout_ms
-        self._retry = retry or RetryPolicy()
+        self._retry = retry
         self._clock = clock
         self.constraints = CycleConstraints(
             supplier_budgets=settings.supplier_budgets,

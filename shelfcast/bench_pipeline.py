@@ -28,6 +28,7 @@ from rich.console import Console
 
 from runtime.kafka_config import client_kwargs
 from runtime.settings import Settings
+from schemas import sku_key
 from shelfcast.worker_process import WorkerProcess
 from streams.changelog import changelog_topic, decode_state
 from streams.lag import LagProbe
@@ -50,7 +51,7 @@ class PipelineBenchOptions:
 
 
 def _order(i: int, sku: int, day: float, qty: int = 1) -> tuple[bytes, bytes]:
-    key = f"S{sku}@wh"
+    key = sku_key(f"S{sku}", "wh")
     value = {
         "event_id": f"e{i}",
         "type": "placed",
@@ -71,7 +72,7 @@ def _snapshot(sku: int, on_hand: int, day: float) -> tuple[bytes, bytes]:
         "on_hand": on_hand,
         "occurred_at": (T0 + timedelta(days=day)).isoformat(),
     }
-    return f"S{sku}@wh".encode(), json.dumps(value).encode()
+    return sku_key(f"S{sku}", "wh").encode(), json.dumps(value).encode()
 
 
 Records = list[tuple[bytes, bytes]]
@@ -241,15 +242,15 @@ async def _latency(
     async def load() -> None:
         if not background or rate_per_s <= 0:
             return
-        interval = 0.01
-        per_tick = max(1, int(rate_per_s * interval))
+        tick_s = 0.01
+        per_tick = max(1, int(rate_per_s * tick_s))
         i = 0
         while not stop.is_set() and i < len(background):
             chunk = background[i : i + per_tick]
             for k, v in chunk:
                 await producer.send(t.orders, key=k, value=v)
             i += per_tick
-            await asyncio.sleep(interval)
+            await asyncio.sleep(tick_s)
 
     receiver = asyncio.create_task(receive())
     loader = asyncio.create_task(load())

@@ -1,4 +1,5 @@
-"""The Faust app: input topics, the SKU state table and the batched ingest agent."""
+"""The Faust engine (the alternative to the default batch engine, streams/engine.py): the Faust
+app, its input topics, the SKU state table and the batched ingest agent."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from faust.types import EventT
 
 from runtime.kafka_config import bootstrap_servers, faust_credentials
 from runtime.settings import Settings
-from schemas import encode
+from schemas import encode, sku_key
 from streams.counters import StreamCounters
 from streams.metrics import WorkerMetrics
 from streams.processor import BatchOutputs, BatchProcessor, PredictFn, ProcessorConfig, RawRecord
@@ -116,7 +117,7 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str) -> fa
                 key = getattr(event, "key", None)
                 if key is None:
                     sku, loc = getattr(event, "sku", None), getattr(event, "location", None)
-                    key = f"{sku}@{loc}" if sku else None
+                    key = sku_key(sku, loc) if sku else None
                 await channel.send(
                     key=key.encode() if isinstance(key, str) else key, value=encode(event)
                 )

@@ -17,13 +17,12 @@ from typing import Any
 import msgspec
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 
 from runtime.kafka_config import client_kwargs
 from runtime.kafka_lifecycle import stop_client
 from runtime.settings import Settings
 from streams.store import StateStore
+from streams.topics import TopicSpec, create_topics
 
 __all__ = [
     "changelog_topic",
@@ -63,22 +62,8 @@ def decode_state(raw: bytes | None) -> Any:
 
 async def ensure_changelog(settings: Settings, partitions: int) -> None:
     """Create the changelog topic (compacted) with `partitions` partitions if it is missing."""
-    admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=10_000)
-    await admin.start()
-    try:
-        name = changelog_topic(settings)
-        if name in set(await admin.list_topics()):
-            return
-        topic = NewTopic(name=name, num_partitions=partitions,
-                         replication_factor=settings.topic_replication,
-                         topic_configs={"cleanup.policy": "compact"})
-        try:
-            await admin.create_topics([topic], timeout_ms=30_000)
-            log.info("created changelog topic %s (%d partitions)", name, partitions)
-        except TopicAlreadyExistsError:  # another worker won the race
-            pass
-    finally:
-        await admin.close()
+    await create_topics(settings, [TopicSpec(changelog_topic(settings), partitions,
+                                             compacted=True)])
 
 
 async def recover_partitions(settings: Settings, partitions: Iterable[int],

@@ -30,26 +30,31 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import BaseModel
 
+from runtime.backoff import Backoff
 from runtime.faults import fault_point
-from runtime.kafka_config import client_kwargs
 from runtime.settings import Settings
-from streams.changelog import changelog_topic, encode_state, ensure_changelog, recover_partitions
+from schemas import sku_key
+from streams.changelog import changelog_topic, encode_state
+from streams.engine_clients import EngineClients, EngineConsumer, EngineProducer, KafkaClients
 from streams.outputs import BatchOutputs, event_json
 from streams.processor import BatchProcessor, InputRecord
 from streams.store import StateStore, key_partition
 
-__all__ = ["READY_LINE", "BatchEngine", "EngineMonitor"]
+__all__ = ["READY_LINE", "SEND_RETRY", "BatchEngine", "EngineMonitor"]
 
 log = logging.getLogger(__name__)
 
 READY_LINE = "shelfcast batch engine: ready"  # `WorkerProcess.wait_ready` waits for this
 
 _Groups = dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]]  # (topic, partition)
+
+# While the broker is unreachable: 0.5 s doubling to 10 s, no jitter (one worker's own batch
+# is held; nothing to spread out), forever (the batch must not be dropped).
+SEND_RETRY = Backoff(base_delay_s=0.5, max_delay_s=10.0, max_attempts=0, jitter=0.0)
 
 
 @dataclass
@@ -78,20 +83,24 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class BatchEngine:
-    """One worker of the consumer group `settings.app_id`, running `processor` on batches."""
+    """One worker of the consumer group `settings.app_id`, running `processor` on batches.
+
+    `clients` is its Kafka edge (default: the real aiokafka clients, `KafkaClients`).
+    """
 
     def __init__(self, settings: Settings, processor: BatchProcessor,
-                 counters: Any | None = None) -> None:
+                 counters: Any | None = None, *, clients: EngineClients | None = None) -> None:
         self.settings = settings
         self.processor = processor
+        self._clients = clients or KafkaClients(settings)
         self.counters = counters
         self.monitor = EngineMonitor()
         self.ready = asyncio.Event()
         self.store: StateStore | None = None
         self._lock = asyncio.Lock()  # a batch, a revocation and a recovery never interleave
         self._recovered: set[int] = set()  # partition numbers whose state is loaded
-        self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
+        self._consumer: EngineConsumer | None = None
+        self._producer: EngineProducer | None = None
         self._topics = settings.topics
         self._changelog = changelog_topic(settings)
         self._out_partitions: dict[str, int] = {}
@@ -103,30 +112,16 @@ class BatchEngine:
     # --- lifecycle -------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then finish the batch in flight, commit, leave the group."""
-        s = self.settings
-        kwargs = client_kwargs(s)
-        self._producer = producer = AIOKafkaProducer(
-            # record batches are built here, per partition: up to 1 MiB each (the default 16 KiB
-            # cut a batch's forecasts into hundreds of produce requests, each acknowledged)
-            **kwargs, acks="all", linger_ms=0, max_batch_size=1 << 20,
-            max_request_size=8 << 20, request_timeout_ms=s.kafka_request_timeout_ms)
+        clients = self._clients
+        self._producer = producer = clients.producer()
         await producer.start()
         try:
             parts = len(await producer.partitions_for(self._topics.orders))
             for topic in self._topics.outputs():
                 self._out_partitions[topic] = len(await producer.partitions_for(topic))
-            await ensure_changelog(s, parts)
+            await clients.ensure_changelog(parts)
             self.store = StateStore(parts)
-            session_ms = int(s.kafka_session_timeout_s * 1000)
-            self._consumer = consumer = AIOKafkaConsumer(
-                **kwargs, group_id=s.app_id, enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                partition_assignment_strategy=(RangePartitionAssignor,),
-                session_timeout_ms=session_ms,
-                heartbeat_interval_ms=min(3000, session_ms // 3),
-                max_poll_interval_ms=300_000,
-                max_partition_fetch_bytes=4 << 20, fetch_max_bytes=64 << 20,
-                fetch_max_wait_ms=max(1, min(100, int(s.take_within_ms))))
+            self._consumer = consumer = clients.consumer()
             consumer.subscribe(topics=self._topics.inputs(), listener=_Rebalance(self))
             await consumer.start()
             try:
@@ -182,7 +177,7 @@ class BatchEngine:
             assert self.store is not None
             parts = {tp.partition for tp in assigned} - self._recovered
             if parts:
-                await recover_partitions(self.settings, parts, self.store)
+                await self._clients.recover(parts, self.store)
                 self._recovered |= parts
             log.info("assigned partitions %s", sorted({tp.partition for tp in assigned}))
         if not self.ready.is_set():
@@ -288,16 +283,17 @@ class BatchEngine:
         A retry may resend records already acknowledged: restock and alert ids are
         deterministic and the changelog keeps the last value per key, so that is harmless.
         """
-        delay = 0.5
+        failures = 0
         while True:
             try:
                 await self._send_grouped_once(groups)
             except KafkaError as exc:
+                failures += 1
+                delay_s = SEND_RETRY.delay_s(failures)
                 self.degraded = True
                 log.warning("send failed (%s: %s); batch held, retrying in %.1f s",
-                            type(exc).__name__, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                            type(exc).__name__, exc, delay_s)
+                await asyncio.sleep(delay_s)
                 continue
             if self.degraded:
                 self.degraded = False
@@ -369,6 +365,6 @@ def _event_key(event: BaseModel) -> str | None:
     """`sku@location` for per-SKU events, the source key for dead letters."""
     sku = getattr(event, "sku", None)
     if sku is not None:
-        return f"{sku}@{getattr(event, 'location', '')}"
+        return sku_key(sku, getattr(event, "location", ""))
     key = getattr(event, "key", None)
     return key if isinstance(key, str) else None

@@ -18,7 +18,14 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
-from schemas import SCHEMA_VERSION, AlertEvent, DeadLetter, ForecastEvent, RestockEvent
+from schemas import (
+    SCHEMA_VERSION,
+    AlertEvent,
+    DeadLetter,
+    ForecastEvent,
+    RestockEvent,
+    sku_key,
+)
 
 __all__ = ["AlertRow", "BatchOutputs", "ForecastRows", "event_json"]
 
@@ -89,7 +96,7 @@ class ForecastRows:
             if bucket is None:
                 bucket = buckets[closed] = self.bucket(i)
             # key order = ForecastEvent's field order (schema_version comes from the base)
-            yield f"{sku}@{location}", dumps({
+            yield sku_key(sku, location), dumps({
                 "schema_version": SCHEMA_VERSION, "sku": sku, "location": location,
                 "issued_at": self.issued_at, "bucket": bucket, **common,
                 "quantiles": daily[i], "cumulative": cumulative[i], "mean": mean[i],
@@ -159,7 +166,7 @@ class BatchOutputs:
         """(`sku@location`, JSON) of every forecast, without building models."""
         if self._forecasts:  # someone built (or added) models: they are the truth
             for event in self.forecasts:
-                yield f"{event.sku}@{event.location}", event_json(event)
+                yield sku_key(event.sku, event.location), event_json(event)
             return
         for rows in self.forecast_rows:
             yield from rows.payloads()
@@ -179,7 +186,7 @@ class BatchOutputs:
         """(`sku@location`, JSON) of every alert, without building models."""
         if self._alerts:  # someone built (or added) models: they are the truth
             for event in self.alerts:
-                yield f"{event.sku}@{event.location}", event_json(event)
+                yield sku_key(event.sku, event.location), event_json(event)
             return
         for row in self.alert_rows:
-            yield f"{row.sku}@{row.location}", row.payload()
+            yield sku_key(row.sku, row.location), row.payload()

@@ -1,7 +1,8 @@
 """Per-(sku, location) state: event-time demand buckets, dedupe ids, stock and open orders.
 
-Pure data and functions, no Kafka: the Faust agent loads a `SkuState` from its changelogged
-table, applies a batch of events to it and writes it back once.
+Pure data and functions, no Kafka: the batch processor applies a batch of events to each
+`SkuState` in the worker's state store (the batch engine, the default: aiokafka, whole fetches)
+or in the Faust table (the Faust engine, the alternative), and the engine changelogs it once.
 """
 
 from __future__ import annotations

@@ -1,9 +1,16 @@
-"""Topic creation up front: every contract topic with the configured partition count."""
+"""Topic creation: every contract topic up front, and the changelog when a worker starts.
+
+`create_topics` is the one place that talks to the admin API; `ensure_topics` asks it for the
+contract topics (configured partition count, catalog compacted), `streams.changelog` for the
+SKU-state changelog (compacted, as many partitions as the inputs).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
@@ -11,35 +18,45 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from runtime.kafka_config import client_kwargs
 from runtime.settings import Settings
 
-__all__ = ["ensure_topics"]
+__all__ = ["TopicSpec", "create_topics", "ensure_topics"]
 
 log = logging.getLogger(__name__)
 
 
-async def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
-    """Create missing topics (catalog compacted); returns the names that were created."""
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic to create when missing; a compacted one keeps the last record per key."""
+
+    name: str
+    partitions: int
+    compacted: bool = False
+
+
+async def create_topics(settings: Settings, specs: Sequence[TopicSpec], *,
+                        timeout_s: float = 30.0) -> list[str]:
+    """Create those of `specs` that do not exist yet; returns the names that were created.
+
+    Retries reaching the broker for up to `timeout_s` (workers may start before it is up).
+    Another worker creating the same topic meanwhile is no error.
+    """
     admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=10_000)
-    deadline = asyncio.get_running_loop().time() + timeout_s
+    deadline_s = asyncio.get_running_loop().time() + timeout_s
     while True:
         try:
             await admin.start()
             break
         except KafkaError:
-            if asyncio.get_running_loop().time() > deadline:
+            if asyncio.get_running_loop().time() > deadline_s:
                 raise
             await asyncio.sleep(0.5)
     try:
         existing = set(await admin.list_topics())
-        topics = settings.topics
         wanted = [
-            NewTopic(
-                name=name,
-                num_partitions=settings.topic_partitions,
-                replication_factor=settings.topic_replication,
-                topic_configs={"cleanup.policy": "compact"} if name == topics.catalog else {},
-            )
-            for name in topics.all()
-            if name not in existing
+            NewTopic(name=spec.name, num_partitions=spec.partitions,
+                     replication_factor=settings.topic_replication,
+                     topic_configs={"cleanup.policy": "compact"} if spec.compacted else {})
+            for spec in specs
+            if spec.name not in existing
         ]
         if not wanted:
             return []
@@ -47,7 +64,16 @@ async def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[
             await admin.create_topics(wanted, timeout_ms=int(timeout_s * 1000))
         except TopicAlreadyExistsError:  # another worker won the race
             pass
-        log.info("created topics %s", [t.name for t in wanted])
-        return [t.name for t in wanted]
+        created = [t.name for t in wanted]
+        log.info("created topics %s", created)
+        return created
     finally:
         await admin.close()
+
+
+async def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
+    """Create missing contract topics (catalog compacted); returns the names that were created."""
+    topics = settings.topics
+    specs = [TopicSpec(name, settings.topic_partitions, compacted=name == topics.catalog)
+             for name in topics.all()]
+    return await create_topics(settings, specs, timeout_s=timeout_s)

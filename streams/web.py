@@ -29,6 +29,7 @@ from urllib.parse import unquote
 
 from forecasting.quantiles import quantile_at
 from runtime.settings import Settings
+from schemas import sku_key
 from streams.metrics import add_batch_observer
 
 __all__ = ["SkuHistory", "WorkerWeb", "install_web", "start_worker_web"]
@@ -39,7 +40,8 @@ STATIC_FILES = {"dashboard.html": "text/html", "dashboard.js": "text/javascript"
                 "dashboard.css": "text/css"}
 
 
-def _epoch(value: Any) -> float | None:
+def _epoch_s(value: Any) -> float | None:
+    """A datetime as epoch seconds (what the dashboard plots); None for anything else."""
     if isinstance(value, datetime):
         return value.timestamp()
     return None
@@ -81,37 +83,37 @@ class SkuHistory:
         for fc in getattr(out, "forecasts", ()):
             self._forecast(fc)
         for rs in getattr(out, "restocks", ()):
-            entry = {"restock_id": rs.restock_id, "key": f"{rs.sku}@{rs.location}",
-                     "t": _epoch(rs.bucket), "quantity": rs.quantity,
+            entry = {"restock_id": rs.restock_id, "key": sku_key(rs.sku, rs.location),
+                     "t": _epoch_s(rs.bucket), "quantity": rs.quantity,
                      "reorder_point": rs.reorder_point, "order_up_to": rs.order_up_to,
                      "inventory_position": rs.inventory_position, "supplier": rs.supplier,
-                     "reason": rs.reason, "issued_at": _epoch(rs.issued_at)}
+                     "reason": rs.reason, "issued_at": _epoch_s(rs.issued_at)}
             self._track(entry["key"]).restocks.append(entry)
             self.recent_restocks.append(entry)
         for al in getattr(out, "alerts", ()):
-            entry = {"alert_id": al.alert_id, "key": f"{al.sku}@{al.location}", "kind": al.kind,
+            entry = {"alert_id": al.alert_id, "key": sku_key(al.sku, al.location), "kind": al.kind,
                      "severity": al.severity, "message": al.message,
-                     "raised_at": _epoch(al.raised_at)}
+                     "raised_at": _epoch_s(al.raised_at)}
             self._track(entry["key"]).alerts.append(entry)
             self.recent_alerts.append(entry)
 
     def _forecast(self, fc: Any) -> None:
-        key = f"{fc.sku}@{fc.location}"
+        key = sku_key(fc.sku, fc.location)
         track = self._track(key)
-        step = float(fc.bucket_seconds)
-        start = (_epoch(fc.bucket) or 0.0) + step  # the first forecast bucket
+        step_s = float(fc.bucket_seconds)
+        start_epoch_s = (_epoch_s(fc.bucket) or 0.0) + step_s  # the first forecast bucket
         levels = list(fc.quantile_levels)
-        track.forecast = {"start": start, "step": step, "levels": levels,
+        track.forecast = {"start": start_epoch_s, "step": step_s, "levels": levels,
                           "quantiles": fc.quantiles, "mean": fc.mean,
-                          "model_version": fc.model_version, "issued_at": _epoch(fc.issued_at)}
+                          "model_version": fc.model_version, "issued_at": _epoch_s(fc.issued_at)}
         first = fc.quantiles[0] if fc.quantiles else []
         if first:
-            track.bands.append({"t": start, "low": first[0], "high": first[-1],
+            track.bands.append({"t": start_epoch_s, "low": first[0], "high": first[-1],
                                 "median": float(quantile_at(first, levels, 0.5))})
         stock = _stock_of(self._table.get(key) if self._table is not None else None)
         if stock is not None:
             on_hand, on_order, backorders = stock
-            track.stock.append({"t": start - step, "on_hand": on_hand,
+            track.stock.append({"t": start_epoch_s - step_s, "on_hand": on_hand,
                                 "on_order": sum(on_order.values()), "backorders": backorders})
 
 

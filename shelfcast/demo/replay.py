@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from schemas import sku_key, split_key
+
 __all__ = ["ShopEvent", "Warehouse", "read_order_lines", "row_to_order"]
 
 SHOP_TZ = ZoneInfo("Europe/London")
@@ -67,7 +69,7 @@ def row_to_order(row: dict[str, str], line_no: int) -> ShopEvent:
         "unit_price": _number(row.get("UnitPrice", "")),
         "order_id": invoice,
     }
-    return ShopEvent("orders", f"{sku}@{LOCATION}", value, occurred)
+    return ShopEvent("orders", sku_key(sku, LOCATION), value, occurred)
 
 
 def read_order_lines(path: Path, limit: int | None = None) -> Iterator[ShopEvent]:
@@ -107,7 +109,7 @@ class Warehouse:
         return self._snapshot(key, when - timedelta(minutes=1))
 
     def _snapshot(self, key: str, when: datetime) -> ShopEvent:
-        sku, _, location = key.rpartition("@")
+        sku, location = split_key(key)
         return ShopEvent("stock", key, {
             "event_id": self._event_id("snap"), "type": "snapshot", "sku": sku,
             "location": location, "on_hand": self.on_hand[key],
@@ -132,7 +134,7 @@ class Warehouse:
         self.pending = [p for p in self.pending if p[0] > now]
         events = []
         for due, key, restock_id, qty in sorted(ready):
-            sku, _, location = key.rpartition("@")
+            sku, location = split_key(key)
             self.on_hand[key] = self.on_hand.get(key, 0) + qty
             events.append(ShopEvent("stock", key, {
                 "event_id": f"receipt-{restock_id}", "type": "receipt", "sku": sku,

@@ -28,7 +28,7 @@ from rich.table import Table
 from optimizer.service import OptimizerService
 from runtime.kafka_config import client_kwargs
 from runtime.settings import Settings
-from schemas import RestockEvent
+from schemas import RestockEvent, sku_key, split_key
 from shelfcast.demo.replay import ShopEvent, Warehouse, read_order_lines
 from shelfcast.worker_process import WorkerProcess
 from streams.lag import LagProbe
@@ -112,7 +112,7 @@ class _Outputs:
             return
         self.restock_ids.add(event.restock_id)
         due = event.bucket + timedelta(days=event.lead_time_days + 1)
-        self.warehouse.schedule_receipt(due, f"{event.sku}@{event.location}", event.restock_id,
+        self.warehouse.schedule_receipt(due, sku_key(event.sku, event.location), event.restock_id,
                                         event.quantity)
 
 
@@ -127,7 +127,7 @@ def _daily_demand(orders: list[ShopEvent]) -> dict[str, float]:
 
 
 def _policy(key: str, unit_price: Any, lead_time_days: int) -> dict[str, Any]:
-    sku, _, location = key.rpartition("@")
+    sku, location = split_key(key)
     cost = float(unit_price) if isinstance(unit_price, int | float) and unit_price >= 0 else 0.0
     return {"sku": sku, "location": location, "lead_time_days": lead_time_days,
             "review_days": 1, "service_level": 0.95, "case_pack": 1, "moq": 1,

@@ -43,14 +43,14 @@ from runtime.errors import ServiceUnavailable
 from runtime.faults import FAULT_ENV
 from runtime.kafka_config import client_kwargs
 from runtime.settings import Settings
-from schemas import AlertEvent, DeadLetter, RestockEvent
+from schemas import AlertEvent, DeadLetter, RestockEvent, sku_key
 from schemas.ids import deterministic_id
 from shelfcast.worker_process import WorkerProcess
 from streams.changelog import changelog_topic, decode_state
 from streams.lag import LagProbe
 from streams.processor import BatchProcessor, ProcessorConfig, RawRecord
 from streams.worker import local_predict
-from tests.integration.test_streams_engine import read_all
+from tests.support.kafka import read_all
 
 T0 = datetime(2011, 3, 7, tzinfo=UTC)
 REPORT_ENV = "SHELFCAST_CHAOS_REPORT"
@@ -121,7 +121,7 @@ def make_stream(
     rng = random.Random(seed)
     snapshots = [
         (
-            f"S{s:03d}@wh".encode(),
+            sku_key(f"S{s:03d}", "wh").encode(),
             json.dumps(
                 {
                     "event_id": f"snap-{s}",
@@ -144,7 +144,7 @@ def make_stream(
         sku = f"S{s:03d}"
         when = T0 + timedelta(days=days * i / orders, minutes=rng.randrange(-30, 1))
         rec = (
-            f"{sku}@wh".encode(),
+            sku_key(sku, "wh").encode(),
             json.dumps(
                 {
                     "event_id": f"o{i}",
@@ -157,7 +157,7 @@ def make_stream(
             ).encode(),
         )
         out.append(rec)
-        units[f"{sku}@wh"] += 1
+        units[sku_key(sku, "wh")] += 1
         if i % dup_every == dup_every - 1:
             redeliver.append((i + rng.randrange(1, 6), rec))
         while redeliver and redeliver[0][0] <= i:
@@ -165,7 +165,7 @@ def make_stream(
             dups += 1
         if i % bad_every == bad_every // 2:
             make = MALFORMED[bad % len(MALFORMED)]
-            out.append((f"{sku}@wh".encode(), make((sku, "wh"), bad)))
+            out.append((sku_key(sku, "wh").encode(), make((sku, "wh"), bad)))
             bad += 1
     for _, rec in redeliver:
         out.append(rec)

@@ -23,7 +23,7 @@ import pytest
 from optimizer.service import OptimizerService
 from optimizer.store import PlanStore
 from runtime.settings import Settings
-from schemas import AlertEvent
+from schemas import AlertEvent, sku_key
 from schemas.ids import deterministic_id
 from shelfcast.services import LocalKafka, LocalPostgres
 from shelfcast.worker_process import WorkerProcess
@@ -45,7 +45,7 @@ from tests.chaos.harness import (
     verify,
     wait_caught_up,
 )
-from tests.integration.test_streams_engine import produce, read_all, wait_lag
+from tests.support.kafka import produce, read_all, wait_lag
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -294,7 +294,8 @@ async def verifier_has_teeth(settings: Settings, dsn: str, stream: ShopStream) -
     forged = single.model_copy(update={"alert_id": deterministic_id(
         "alert", single.sku, single.location, "stockout_risk", again.isoformat())})
     await produce(settings, settings.topics.alerts,
-                  [(f"{single.sku}@{single.location}".encode(), forged.model_dump_json().encode())])
+                  [(sku_key(single.sku, single.location).encode(),
+                    forged.model_dump_json().encode())])
     twice = await verify(settings, dsn, stream)
     assert twice.alert_episode_violations == 1 and not twice.ok, twice.problems
 

@@ -1,4 +1,5 @@
-"""`shelfcast alerts tail|forward` against a real Kafka broker and a local webhook receiver.
+"""The alert forwarder and tail (`shelfcast alerts tail|forward`) against a real Kafka broker
+and a local webhook receiver.
 
 The receiver is down (503, then a dropped connection) for the first requests and then
 recovers: every alert arrives, signed, at least once; the ledger records each id; a second
@@ -18,10 +19,13 @@ import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
+from runtime.backoff import Backoff
 from runtime.settings import Settings
-from schemas import AlertEvent, encode
+from schemas import AlertEvent, encode, sku_key
 from shelfcast import alerts_cli
-from shelfcast.alerts_cli import AlertFilter, RetryBackoff, forward_alerts, tail_alerts, verify
+from streams.alert_feed import AlertFilter
+from streams.alert_forwarder import DeliveryFailed, forward_alerts, verify
+from streams.alert_tail import tail_alerts
 from streams.topics import ensure_topics
 
 SECRET = b"test-secret"
@@ -94,7 +98,7 @@ async def alert_settings(kafka_bootstrap: str, fresh_topic_prefix: str) -> Setti
     try:
         for a in alerts():
             await producer.send_and_wait(settings.topics.alerts, encode(a),
-                                         key=f"{a.sku}@{a.location}".encode())
+                                         key=sku_key(a.sku, a.location).encode())
     finally:
         await producer.stop()
     return settings
@@ -107,7 +111,7 @@ async def test_forwarder_survives_a_failing_receiver_and_delivers_each_alert(
     receiver = Receiver(fail_first=4)
     runner, url = await serve(receiver)
     ledger = tmp_path / "ledger.jsonl"
-    fast = RetryBackoff(base_delay_s=0.05, max_delay_s=0.2)
+    fast = Backoff(base_delay_s=0.05, max_delay_s=0.2)
     try:
         stats = await forward_alerts(alert_settings, url, ledger_path=ledger, secret=SECRET,
                                      from_beginning=True, backoff=fast, idle_exit_s=1.0,
@@ -139,7 +143,7 @@ async def test_forwarder_records_permanent_rejections_and_filters(
         stats = await forward_alerts(
             alert_settings, url, ledger_path=tmp_path / "l.jsonl", secret=SECRET,
             wanted=AlertFilter(kinds=frozenset({"stockout_risk"})), from_beginning=True,
-            backoff=RetryBackoff(base_delay_s=0.05, max_delay_s=0.1), idle_exit_s=0.5)
+            backoff=Backoff(base_delay_s=0.05, max_delay_s=0.1), idle_exit_s=0.5)
     finally:
         await runner.cleanup()
     assert (stats.delivered, stats.rejected, stats.filtered) == (1, 1, 3)
@@ -153,11 +157,11 @@ async def test_forwarder_gives_up_without_committing_when_told(
     receiver = Receiver(fail_first=10_000)
     runner, url = await serve(receiver)
     try:
-        with pytest.raises(alerts_cli.DeliveryFailed, match="offsets not committed"):
+        with pytest.raises(DeliveryFailed, match="offsets not committed"):
             await forward_alerts(alert_settings, url, ledger_path=tmp_path / "l.jsonl",
                                  secret=SECRET, from_beginning=True, idle_exit_s=0.5,
-                                 backoff=RetryBackoff(base_delay_s=0.01, max_delay_s=0.02,
-                                                      max_attempts=3))
+                                 backoff=Backoff(base_delay_s=0.01, max_delay_s=0.02,
+                                                 max_attempts=3))
     finally:
         await runner.cleanup()
     assert not (tmp_path / "l.jsonl").read_text()

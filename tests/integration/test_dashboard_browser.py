@@ -28,6 +28,7 @@ import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 
 from runtime.settings import Settings
+from schemas import sku_key
 from shelfcast.worker_process import WorkerProcess
 from streams.topics import ensure_topics
 
@@ -54,7 +55,7 @@ def shop_days(settings: Settings) -> list[list[tuple[str, str, dict]]]:
     t = settings.topics
     days: list[list[tuple[str, str, dict]]] = [[] for _ in range(DAYS)]
     for sku, mean in SKUS.items():
-        key = f"{sku}@wh1"
+        key = sku_key(sku, "wh1")
         out = days[0]
         out.append((t.catalog, key, {
             "sku": sku, "location": "wh1", "lead_time_days": 3, "review_days": 1,
@@ -128,7 +129,7 @@ async def test_dashboard_api_serves_a_running_pipeline(running_worker: int):
     found = await asyncio.to_thread(get, port, "/api/skus?q=mu")
     assert found["skus"] == ["MUG@wh1"]
     everything = await asyncio.to_thread(get, port, "/api/skus")
-    assert set(everything["skus"]) == {f"{s}@wh1" for s in SKUS}
+    assert set(everything["skus"]) == {sku_key(s, "wh1") for s in SKUS}
     data = await asyncio.to_thread(get, port, "/api/sku/MUG@wh1/")
     fc = data["forecast"]
     assert len(fc["quantiles"]) == 14 and len(fc["levels"]) == len(fc["quantiles"][0])

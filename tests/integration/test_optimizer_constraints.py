@@ -12,8 +12,8 @@ from optimizer.constraints import CycleConstraints
 from optimizer.service import OptimizerService
 from optimizer.store import PlanStore
 from schemas import encode, sku_key
-from tests.integration.test_optimizer_service import create_topics, make_settings, produce
-from tests.unit.test_optimizer_constraints import restock
+from tests.factories import restock_with_demand as restock
+from tests.support.kafka import create_optimizer_topics, isolated_settings, produce
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -122,14 +122,14 @@ async def test_concurrent_optimizers_of_one_cycle_never_overspend(pg_database, s
 
 
 async def test_service_keeps_budgets_across_batches_and_redelivery(kafka_bootstrap, pg_database):
-    settings = make_settings(kafka_bootstrap).model_copy(update={
+    settings = isolated_settings(kafka_bootstrap).model_copy(update={
         "supplier_budgets": {"acme": 350.0, "globex": 200.0},
         "supplier_min_order_values": {"globex": 50.0},
         "location_capacity_units": {"paris": 120.0}})
-    await create_topics(settings, kafka_bootstrap)
+    await create_optimizer_topics(settings)
     restocks = batch("d", 24) + batch("e", 12, bucket=DAY2)
     records = [(sku_key(r.sku, r.location), encode(r)) for r in restocks]
-    await produce(kafka_bootstrap, settings.topics.restock, records + records[:6])
+    await produce(settings, settings.topics.restock, records + records[:6])
     counters = await OptimizerService(settings, pg_database, max_records=7).run_until_idle(2.0)
     assert counters.restocks_in == len(records) + 6
     conn = await asyncpg.connect(pg_database)
@@ -146,7 +146,7 @@ async def test_service_keeps_budgets_across_batches_and_redelivery(kafka_bootstr
             assert units.get((day, "paris"), 0) <= 120
         before = await usage(conn)
         # Everything delivered again, to a restarted service: exactly one decision each.
-        await produce(kafka_bootstrap, settings.topics.restock, records)
+        await produce(settings, settings.topics.restock, records)
         again = await OptimizerService(settings, pg_database).run_until_idle(2.0)
         assert again.restocks_in == len(records)
         assert again.plan_lines_written == again.lines_cut == again.plans_out == 0

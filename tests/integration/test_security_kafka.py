@@ -27,7 +27,7 @@ from shelfcast.worker_process import WorkerProcess
 from streams.topics import ensure_topics
 from tests.chaos.harness import make_stream, wait_caught_up
 from tests.conftest import SecureKafka
-from tests.integration.test_streams_engine import produce, read_all
+from tests.support.kafka import produce, read_all
 
 pytestmark = pytest.mark.timeout(240)
 

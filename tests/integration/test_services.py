@@ -10,6 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from schemas import sku_key
 from shelfcast.services import EmbeddedTansu, LocalKafka, LocalPostgres
 
 
@@ -38,7 +39,8 @@ async def _round_trip(bootstrap: str, topic: str, count: int = 10) -> list[tuple
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
-        sent = [(f"sku-{i}@loc-1".encode(), f'{{"n": {i}}}'.encode()) for i in range(count)]
+        sent = [(sku_key(f"sku-{i}", "loc-1").encode(), f'{{"n": {i}}}'.encode())
+                for i in range(count)]
         for key, value in sent:
             await producer.send(topic, value=value, key=key)
         await producer.flush()

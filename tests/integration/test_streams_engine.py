@@ -6,31 +6,29 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from forecasting import make_forecaster
-from runtime.kafka_config import client_kwargs
 from runtime.settings import Settings
-from schemas import RestockEvent
+from schemas import RestockEvent, sku_key
 from shelfcast.worker_process import WorkerProcess
 from streams.changelog import changelog_topic, decode_state
 from streams.lag import LagProbe
 from streams.processor import BatchProcessor, ProcessorConfig, RawRecord
 from streams.topics import ensure_topics
 from streams.worker import local_predict
+from tests.support.kafka import produce, read_all, wait_lag
 
 T0 = datetime(2011, 3, 7, tzinfo=UTC)
 SKUS, ORDERS, DAYS = 40, 6000, 20
 
 
 def shop(settings: Settings) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
-    snapshots = [(f"S{s}@wh".encode(), json.dumps({
+    snapshots = [(sku_key(f"S{s}", "wh").encode(), json.dumps({
         "event_id": f"snap-{s}", "type": "snapshot", "sku": f"S{s}", "location": "wh",
         "on_hand": 30, "occurred_at": (T0 - timedelta(hours=1)).isoformat()}).encode())
         for s in range(SKUS)]
@@ -38,47 +36,10 @@ def shop(settings: Settings) -> tuple[list[tuple[bytes, bytes]], list[tuple[byte
     for i in range(ORDERS):
         s = (i * 7919) % SKUS
         when = T0 + timedelta(days=DAYS * i / ORDERS)
-        orders.append((f"S{s}@wh".encode(), json.dumps({
+        orders.append((sku_key(f"S{s}", "wh").encode(), json.dumps({
             "event_id": f"o{i}", "type": "placed", "sku": f"S{s}", "location": "wh",
             "quantity": 1 + i % 3, "occurred_at": when.isoformat()}).encode()))
     return snapshots, orders
-
-
-async def produce(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(**client_kwargs(settings), acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        for key, value in records:
-            await producer.send(topic, key=key, value=value)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-async def read_all(settings: Settings, topic: str) -> list:
-    consumer = AIOKafkaConsumer(topic, **client_kwargs(settings), group_id=None,
-                                auto_offset_reset="earliest")
-    await consumer.start()
-    out = []
-    try:
-        while True:
-            batch = await consumer.getmany(timeout_ms=1500)
-            if not batch:
-                return out
-            for records in batch.values():
-                out.extend(records)
-    finally:
-        await consumer.stop()
-
-
-async def wait_lag(probe: LagProbe, below: int, timeout_s: float) -> int:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        lag = await probe.lag()
-        if lag <= below:
-            return lag
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"lag still above {below} after {timeout_s} s")
 
 
 async def recompute(settings: Settings, snapshots, orders) -> tuple[dict, dict[str, int]]:

@@ -11,6 +11,7 @@ import pytest
 
 from forecasting import Forecaster, InvalidWindowError, MovingAverage, QuantileForecast
 from forecasting.inferencer import Inferencer
+from schemas import sku_key
 
 
 class Recording(MovingAverage):
@@ -104,7 +105,7 @@ async def test_keyed_requests_step_the_carried_state_once_per_new_bucket() -> No
     model = LSTMForecaster(LSTMNet(INPUT_DIM, cfg), device="cpu")
     series = _rows(6, length=30)
     series[:2, :10] = np.nan
-    keys = [f"sku{i}@dc" for i in range(6)]
+    keys = [sku_key(f"sku{i}", "dc") for i in range(6)]
     day = np.datetime64("2011-05-01")
     async with Inferencer(model, max_batch=64, max_wait_ms=1) as inf:
         await inf.predict_keyed(keys, series[:, :25], 7, day)

@@ -1,4 +1,4 @@
-"""Alert subscriber pieces without Kafka: signatures, backoff, ledger, formatting, CLI parsing."""
+"""Alert subscriber pieces without Kafka: signatures, ledger, filtering, formatting, CLI parsing."""
 
 from __future__ import annotations
 
@@ -11,14 +11,9 @@ import pytest
 from runtime.errors import ConfigError
 from schemas import AlertEvent
 from shelfcast import alerts_cli
-from shelfcast.alerts_cli import (
-    AlertFilter,
-    DeliveryLedger,
-    RetryBackoff,
-    format_alert,
-    sign,
-    verify,
-)
+from streams.alert_feed import ALERT_KINDS, AlertFilter
+from streams.alert_forwarder import DeliveryLedger, sign, verify
+from streams.alert_tail import format_alert
 
 ALERT = AlertEvent(alert_id="a1", sku="MUG", location="wh1", kind="stockout_risk",
                    severity="critical", message="MUG@wh1: 60% chance of running out",
@@ -31,20 +26,15 @@ def test_signature_is_hmac_sha256_of_timestamp_and_body():
 
     sig = sign(b"k", "1700000000", b'{"a":1}')
     assert sig == "sha256=" + hmac.new(b"k", b'1700000000.{"a":1}', hashlib.sha256).hexdigest()
-    assert verify(b"k", "1700000000", b'{"a":1}', sig, now=1700000010)
-    assert not verify(b"k", "1700000000", b'{"a":2}', sig, now=1700000010)  # body changed
-    assert not verify(b"other", "1700000000", b'{"a":1}', sig, now=1700000010)
-    assert not verify(b"k", "1700000000", b'{"a":1}', sig, now=1700009999)  # replayed late
+    assert verify(b"k", "1700000000", b'{"a":1}', sig, now_epoch_s=1700000010)
+    assert not verify(b"k", "1700000000", b'{"a":2}', sig, now_epoch_s=1700000010)  # body changed
+    assert not verify(b"other", "1700000000", b'{"a":1}', sig, now_epoch_s=1700000010)
+    assert not verify(b"k", "1700000000", b'{"a":1}', sig, now_epoch_s=1700009999)  # replayed late
     assert not verify(b"k", "soon", b'{"a":1}', sig)
 
 
-def test_backoff_grows_caps_and_honours_retry_after():
-    b = RetryBackoff(base_delay_s=1.0, max_delay_s=8.0)
-    assert 0.5 <= b.delay_s(1) <= 1.0
-    assert 4.0 <= b.delay_s(4) <= 8.0
-    assert 4.0 <= b.delay_s(20) <= 8.0
-    assert b.delay_s(1, retry_after_s=5.0) == 5.0
-    assert b.delay_s(1, retry_after_s=500.0) == 8.0
+def test_alert_kinds_are_the_schemas():
+    assert ALERT_KINDS == ("stockout_risk", "demand_anomaly", "stale_stock", "model_drift")
 
 
 def test_ledger_survives_reopen_and_ignores_torn_lines(tmp_path: Path):
@@ -88,3 +78,6 @@ def test_cli_parsing_and_dispatch():
     bad = parser().parse_args(["alerts", "forward", "ftp://x"])
     with pytest.raises(ConfigError, match="http"):
         alerts_cli.run(bad)
+    negative = parser().parse_args(["alerts", "forward", "http://x", "--max-attempts", "-1"])
+    with pytest.raises(ConfigError, match="max-attempts"):
+        alerts_cli.run(negative)

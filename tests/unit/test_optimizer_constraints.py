@@ -18,29 +18,12 @@ from optimizer.constraints import (
 from optimizer.service_level import DemandDistribution
 from runtime.settings import Settings, settings_env
 from schemas.events import RestockEvent
-from tests.factories import make_restock
-from tests.unit.test_allocation_milp import milp_optimum
+from tests.factories import DEMAND_LEVELS as LEVELS
+from tests.factories import restock_with_demand as restock
+from tests.support.milp import milp_optimum
 
 NOW = datetime(2025, 3, 1, 2, tzinfo=UTC)
 DAY = date(2025, 3, 1)
-LEVELS = [0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95]
-Z = np.array([-1.645, -1.2816, -0.6745, 0.0, 0.6745, 1.2816, 1.645])
-
-
-def restock(rid: str, *, mean: float = 40.0, sd: float = 12.0, position: float = 0.0,
-            pack: int | None = 6, moq: int | None = None, quantity: int | None = None,
-            **kw) -> RestockEvent:  # fmt: skip
-    """A restock whose demand over lead time + review is ~Normal(mean, sd), ordering up to
-    its 95% quantile in whole packs."""
-    quantiles = np.maximum(mean + sd * Z, 0.0).round(4).tolist()
-    if quantity is None:
-        step = pack or 1
-        quantity = int(np.ceil(max(quantiles[-1] - position, 1) / step) * step)
-    base = make_restock(rid, quantity=quantity, **kw)
-    return base.model_copy(update={
-        "case_pack": pack, "moq": moq, "demand_levels": LEVELS if pack else None,
-        "demand_quantiles": quantiles if pack else None, "inventory_position": position,
-        "on_hand": int(position)})
 
 
 def quantities(decision) -> dict[str, int]:

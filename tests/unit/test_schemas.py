@@ -72,7 +72,9 @@ def test_stock_event_needs_the_field_its_type_implies():
 
 
 def test_keys_and_ids():
+    assert sku_key("85123A", "uk") == "85123A@uk"  # the wire format every keyed topic uses
     assert split_key(sku_key("85123A", "uk")) == ("85123A", "uk")
+    assert split_key("a@b@uk") == ("a@b", "uk")  # a location never holds the separator
     assert deterministic_id("restock", "A", "L", 7) == deterministic_id("restock", "A", "L", 7)
     assert deterministic_id("restock", "A", "L", 7) != deterministic_id("restock", "A", "L", 8)
 

@@ -1,15 +1,19 @@
 """Batching does not change results: batches of any size give the state and outputs of
-processing the same events one at a time (outputs compared per SKU, in order)."""
+processing the same events one at a time (outputs compared per SKU, in order). And the
+stream's restock events carry what the optimizer needs to cut them."""
 
 import asyncio
 import json
 import random
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from forecasting import make_forecaster
+from optimizer.service_level import DemandDistribution
 from runtime.settings import Settings
+from schemas import RestockEvent, decode, encode, sku_key
 from streams.processor import BatchOutputs, BatchProcessor, ProcessorConfig, RawRecord
 from streams.state import SkuState
 from streams.store import StateStore
@@ -35,7 +39,7 @@ def stream(n: int = 1500, skus: int = 12, seed: int = 3) -> list[RawRecord]:
 
     def add(topic: str, value: dict | bytes, sku: str) -> None:
         raw = value if isinstance(value, bytes) else json.dumps(value).encode()
-        out.append(RawRecord(topic, 0, len(out), f"{sku}@wh".encode(), raw))
+        out.append(RawRecord(topic, 0, len(out), sku_key(sku, "wh").encode(), raw))
 
     for s in range(skus):
         add(t.stock, {"event_id": f"snap-{s}", "type": "snapshot", "sku": f"S{s}",
@@ -127,3 +131,21 @@ def test_the_stream_exercises_every_path(one_by_one):
     assert kinds == {"forecasts", "restocks", "alerts"}
     assert {kind for _, kind, _ in out["dead"]} >= {"late", "invalid_json"}
     assert out["duplicates"] > 0 and len(table) == 12
+
+
+# The restocks carry case pack, MOQ and the demand distribution over lead time + review the
+# quantity came from: what the optimizer needs to cut them.
+def test_restocks_carry_a_valid_demand_distribution_consistent_with_their_levels():
+    restocks = run_in_batches(stream(), 500, {}).restocks
+    assert restocks
+    for r in restocks:
+        again = decode(RestockEvent, encode(r))  # what the optimizer sees: fully validated
+        assert again == r
+        assert r.demand_levels is not None and r.demand_quantiles is not None
+        assert r.quantity % r.case_pack == 0 and r.quantity >= r.moq
+        # The order-up-to level is the distribution's quantile at the SKU's service level.
+        at_level = np.interp(r.service_level, r.demand_levels, r.demand_quantiles)
+        assert abs(at_level - r.order_up_to) <= 1e-3 * max(1.0, r.order_up_to)
+        DemandDistribution.from_quantiles(r.demand_levels, [r.demand_quantiles])
+    catalogued = [r for r in restocks if r.sku == "S1"]
+    assert catalogued and all((r.case_pack, r.moq) == (6, 12) for r in catalogued)

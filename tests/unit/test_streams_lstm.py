@@ -10,6 +10,7 @@ import pytest
 
 from runtime.errors import ConfigError
 from runtime.settings import Settings
+from schemas import sku_key
 from streams.forecaster_setup import served_forecaster
 from streams.processor import BatchProcessor, ProcessorConfig, RawRecord
 
@@ -36,7 +37,7 @@ def orders(settings: Settings, day0: int, days: int) -> list[RawRecord]:
         for sku in ("A", "B", "C"):
             value = {"event_id": f"{sku}{d}", "type": "placed", "sku": sku, "location": "L",
                      "quantity": 3, "occurred_at": (T0 + timedelta(days=d)).isoformat()}
-            out.append(RawRecord(settings.topics.orders, 0, len(out), f"{sku}@L".encode(),
+            out.append(RawRecord(settings.topics.orders, 0, len(out), sku_key(sku, "L").encode(),
                                  json.dumps(value).encode()))
     return out
 

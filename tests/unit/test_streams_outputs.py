@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from schemas import AlertEvent, ForecastEvent
+from schemas import AlertEvent, ForecastEvent, sku_key
 from streams.outputs import AlertRow, BatchOutputs, ForecastRows, event_json
 
 
@@ -34,7 +34,7 @@ def test_payloads_equal_the_models_json(issued_at: datetime):
     payloads = list(block.payloads())
     assert len(payloads) == len(models) == 5
     for (key, raw), model in zip(payloads, models, strict=True):
-        assert key == f"{model.sku}@{model.location}"
+        assert key == sku_key(model.sku, model.location)
         assert raw == event_json(model)
         # and the model, validated from that JSON, is a valid event equal to the one built
         assert ForecastEvent.model_validate_json(raw) == model
@@ -57,7 +57,7 @@ def test_outputs_build_models_on_demand_and_count_without_them():
     assert out.forecasts is first  # built once
     out.forecast_rows.append(rows(1, seed=3))
     assert out.forecast_count == 6 and len(out.forecasts) == 6
-    assert [k for k, _ in out.forecast_payloads()] == [f"{f.sku}@{f.location}" for f in first]
+    assert [k for k, _ in out.forecast_payloads()] == [sku_key(f.sku, f.location) for f in first]
 
 
 def test_an_empty_outputs_list_can_be_extended_like_a_list():
@@ -92,7 +92,7 @@ def test_alert_payloads_equal_the_models_json(issued_at: datetime):
     payloads = list(out.alert_payloads())
     for (key, raw), row in zip(payloads, alert_rows, strict=True):
         model = row.model()
-        assert key == f"{model.sku}@{model.location}"
+        assert key == sku_key(model.sku, model.location)
         assert raw == event_json(model)
         assert AlertEvent.model_validate_json(raw) == model
     models = out.alerts  # built on demand, then they are what is written

@@ -3,6 +3,7 @@
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
+from schemas import sku_key
 from streams.changelog import decode_state, encode_state
 from streams.state import SkuState
 from streams.store import StateStore
@@ -11,7 +12,7 @@ from streams.store import StateStore
 def test_key_partition_is_kafkas_default_partitioner():
     store = StateStore(4)
     for i in range(200):
-        key = f"SKU{i}@wh{i % 3}"
+        key = sku_key(f"SKU{i}", f"wh{i % 3}")
         assert store.partition_for(key) == DefaultPartitioner()(key.encode(), [0, 1, 2, 3], [])
 
 
@@ -30,7 +31,7 @@ def test_each_written_key_is_dirty_once_until_taken():
 
 def test_dropping_partitions_forgets_only_their_keys():
     store = StateStore(4)
-    keys = [f"S{i}@wh" for i in range(40)]
+    keys = [sku_key(f"S{i}", "wh") for i in range(40)]
     for k in keys:
         store[k] = {}
     store.drop_partitions({1, 3})

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from optimizer.service import RetryPolicy, retry_transient
+from optimizer.service import retry_transient
+from runtime.backoff import Backoff
 
 
 async def test_internal_client_error_is_retried():
@@ -20,6 +21,6 @@ async def test_internal_client_error_is_retried():
                 "cannot switch to state 12; another operation (2) is in progress")
         return "done"
 
-    policy = RetryPolicy(attempts=3, base_delay_s=0.001, max_delay_s=0.001)
+    policy = Backoff(max_attempts=3, base_delay_s=0.001, max_delay_s=0.001)
     assert await retry_transient(flaky, policy, what="mark plans published") == "done"
     assert calls == 2
