@@ -75,7 +75,8 @@ def replay(settings: Settings, work: list[list[RawRecord]], partitions: int) -> 
 
     async def go() -> None:
         for batch in work:
-            out = await processor.process(batch, store)
+            # a batch holds one input partition's records: its table
+            out = await processor.process(batch, store.partition(batch[0].partition))
             for groups in (engine._output_groups(out), engine._changelog_groups()):
                 for (topic, _), items in groups.items():
                     sent.extend((topic, key, value) for key, value in items)

@@ -1,9 +1,11 @@
 """The SKU-state changelog of the batch engine: topic, record codec and partition recovery.
 
 One compacted topic with as many partitions as the input topics. A batch writes one record
-per dirty key (key `sku@location`, value the state as compact JSON) to the partition the key
-hashes to, so the state of input partition p lives in changelog partition p and moves with it
-on a rebalance: the new owner reads that partition from the beginning to its end offset.
+per dirty key (key `sku@location`, value the state as compact JSON) to the partition of the
+input record it came from (not the partition the key hashes to: the shop's producer may use
+any partitioner), so the state of input partition p lives in changelog partition p and moves
+with it on a rebalance: the new owner reads that partition from the beginning to its end
+offset into p's table.
 """
 
 from __future__ import annotations
@@ -94,7 +96,8 @@ async def recover_partitions(settings: Settings, partitions: Iterable[int],
                                            max_records=50_000)
             for records in batch.values():
                 for r in records:
-                    store.load(r.key.decode() if r.key is not None else "", decode_state(r.value))
+                    if r.key is not None:  # a record without key cannot be state
+                        store.load(r.partition, r.key.decode(), decode_state(r.value))
                 n += len(records)
             if batch:
                 idle_since = time.monotonic()
@@ -106,7 +109,6 @@ async def recover_partitions(settings: Settings, partitions: Iterable[int],
                 raise RuntimeError(f"changelog recovery stalled short of the end on {todo}")
     finally:
         await stop_client(consumer)  # a broker outage must not fail the rebalance callback
-    store.load("", None)  # a record without key cannot be state
     log.info("recovered %d changelog record(s) of partitions %s in %.2f s (%d keys held)",
              n, [tp.partition for tp in tps], time.perf_counter() - t0, len(store))
     await asyncio.sleep(0)

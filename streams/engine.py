@@ -5,11 +5,13 @@ record per key write; this engine keeps the same contract with batch-sized steps
 
 1. `getmany()` up to `take_max` records from the co-partitioned inputs (orders, stock,
    catalog; a range assignor gives a member the same partition numbers on every topic);
-2. the pure `BatchProcessor` applies them to the in-memory `StateStore`;
+2. the pure `BatchProcessor` applies each input partition's records to that partition's
+   table in the in-memory `StateStore` (state follows the source partition, whatever
+   partitioner the shop's producer used: a key seen on two partitions is two states);
 3. outputs (DLQ, forecasts, restocks, alerts) are sent as per-partition record batches; their
    acknowledgements are awaited while the next batch is processed (before its outputs go);
-4. after each batch the state is flushed: one changelog record per key the batch wrote,
-   sent once its outputs are acknowledged, then its input offsets are committed; this runs
+4. after each batch the state is flushed: one changelog record per key the batch wrote, to
+   the changelog partition of its input partition, sent once its outputs are acknowledged, then its input offsets are committed; this runs
    behind the next batch's processing (awaited before that batch's own flush).
 At-least-once: a crash before the commit replays the batches since the last flush; event ids
 are deduped in the state and restock ids are deterministic, so a replay cannot double an
@@ -104,6 +106,7 @@ class BatchEngine:
         self._topics = settings.topics
         self._changelog = changelog_topic(settings)
         self._out_partitions: dict[str, int] = {}
+        self._out_partition_of: dict[tuple[str, int], int] = {}  # (key, partitions) -> one
         self._commit_task: asyncio.Future[None] | None = None  # the last state flush
         self._acks: asyncio.Future[None] | None = None  # the last batch's outputs, acknowledged
         self._pending_offsets: dict[TopicPartition, int] = {}  # processed, not yet committed
@@ -189,7 +192,9 @@ class BatchEngine:
         assert self._consumer is not None and self.store is not None
         consumer = self._consumer
         assigned = consumer.assignment()
-        records: list[InputRecord] = []
+        # per input partition (orders, stock and catalog are co-partitioned): its records go
+        # to its own table, whose changelog partition is that input partition
+        records: dict[int, list[InputRecord]] = {}
         offsets: dict[TopicPartition, int] = {}
         mon = self.monitor
         for tp, msgs in batch.items():
@@ -200,13 +205,16 @@ class BatchEngine:
             if tp.partition not in self._recovered:
                 consumer.seek(tp, msgs[0].offset)  # not ours to process yet: read it again
                 continue
-            records.extend(msgs)  # aiokafka's records carry topic/partition/offset/key/value
+            # aiokafka's records carry topic/partition/offset/key/value
+            records.setdefault(tp.partition, []).extend(msgs)
             offsets[tp] = msgs[-1].offset + 1
             mon.messages_received_by_topic[tp.topic] += len(msgs)
             mon.tp_read_offsets[tp] = msgs[-1].offset
         if not records:
             return
-        out = await self.processor.process(records, self.store)
+        out = BatchOutputs()
+        for partition, part_records in records.items():
+            await self.processor.process(part_records, self.store.partition(partition), out=out)
         fault_point("worker.mid_forecast", when=out.forecast_count)
         groups = self._output_groups(out)
         # The previous batch's outputs must be acknowledged before this batch's go out (per
@@ -227,7 +235,7 @@ class BatchEngine:
             await self._commit_task
         self._flush_state()
         if self.counters is not None:
-            self.counters.add(len(records), out)
+            self.counters.add(sum(map(len, records.values())), out)
 
     def _flush_if_idle(self) -> None:
         """Flush unless the previous flush is still on its way (a slow or unreachable broker):
@@ -326,16 +334,17 @@ class BatchEngine:
         assert self.store is not None
         t = self._topics
         groups: _Groups = defaultdict(list)
-        store = self.store
+        default_n = self.store.partitions
+        out_partition_of = self._out_partition_of
 
         def add(topic: str, key: str | None, value: bytes) -> None:
-            n = self._out_partitions.get(topic, store.partitions)
+            n = self._out_partitions.get(topic, default_n)
             if key is None:
                 partition = 0
-            elif n == store.partitions:
-                partition = store.partition_for(key)
-            else:
-                partition = key_partition(key.encode(), n)
+            else:  # as a Java producer would place it (murmur2 is pure Python: once a key)
+                partition = out_partition_of.get((key, n), -1)
+                if partition < 0:
+                    partition = out_partition_of[(key, n)] = key_partition(key.encode(), n)
             groups[(topic, partition)].append(
                 (key.encode() if key is not None else None, value))
 

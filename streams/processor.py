@@ -192,9 +192,13 @@ class BatchProcessor:
         return "ok"
 
     async def process(
-        self, records: Sequence[InputRecord], table: MutableMapping[str, Any]
+        self, records: Sequence[InputRecord], table: MutableMapping[str, Any], *,
+        out: BatchOutputs | None = None,
     ) -> BatchOutputs:
         """Apply a batch; each touched table key is written once at the end.
+
+        `out`: outputs to add to (an engine that runs one call per input partition collects
+        a fetch's outputs in one), else new ones.
 
         The outputs and the final state are those of processing the records one at a time
         (up to the order of outputs across SKUs): an SKU whose bucket closed is forecast and
@@ -206,7 +210,8 @@ class BatchProcessor:
         the table says `holds_state_objects` (then they are updated in place, and written
         back once so the table knows they changed).
         """
-        out = BatchOutputs()
+        if out is None:
+            out = BatchOutputs()
         cache: dict[str, SkuState] = {}
         pending: list[_Item] = []
         orders_topic, max_bytes = self.topics.orders, self.config.max_payload_bytes

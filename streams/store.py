@@ -1,10 +1,15 @@
-"""In-memory SKU state of the partitions a batch-engine worker owns, with per-batch dirty keys.
+"""In-memory SKU state of the partitions a batch-engine worker owns, per source partition.
 
-The batch engine hands a `StateStore` to the pure `BatchProcessor` as its table. Reads and
-writes are plain dict operations; every write marks the key dirty, so after a batch the engine
-writes each touched key once to the changelog partition its key hashes to (murmur2, as the
-shop's default partitioner and Faust's `use_partitioner=True` do). On a rebalance the engine
-drops the state of revoked partitions and loads assigned ones from the changelog.
+State follows the record's SOURCE partition, whatever partitioner the shop's producer used
+(Kafka Streams' rule: a task's changelog partition is its input partition). The batch engine
+hands the pure `BatchProcessor` one `PartitionTable` per input partition of a batch; every
+write marks the key dirty, so after a batch the engine writes each touched key once to the
+changelog partition of the input partition it came from. On a rebalance the engine drops the
+tables of revoked partitions and loads assigned ones from the same changelog partitions.
+
+A key seen on two partitions (a producer that picked partitions by hand, or changed its
+partitioner) is two states, one per partition, each moving with its partition: never one
+state written where the other partition's owner cannot find it.
 """
 
 from __future__ import annotations
@@ -14,16 +19,20 @@ from typing import Any
 
 from aiokafka.partitioner import murmur2
 
-__all__ = ["StateStore", "key_partition"]
+__all__ = ["PartitionTable", "StateStore", "key_partition"]
 
 
 def key_partition(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner picks for `key` among `partitions`."""
+    """The partition Kafka's Java default partitioner (murmur2) picks for `key`.
+
+    The engine places its OUTPUTS with it (as a Java producer would); state never: that
+    follows the input partition.
+    """
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-class StateStore(MutableMapping[str, Any]):
-    """`sku@location` -> state, for the partitions this worker holds.
+class PartitionTable(MutableMapping[str, Any]):
+    """`sku@location` -> state of one input partition: the table the processor works on.
 
     Values are live `SkuState` objects (`holds_state_objects`: the processor updates them in
     place instead of copying them out of and back into JSON dicts every batch) or, right after
@@ -32,21 +41,11 @@ class StateStore(MutableMapping[str, Any]):
 
     holds_state_objects = True
 
-    def __init__(self, partitions: int) -> None:
-        if partitions < 1:
-            raise ValueError(f"partitions must be >= 1, got {partitions}")
-        self.partitions = partitions
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
         self._data: dict[str, Any] = {}
         self._dirty: dict[str, None] = {}  # insertion-ordered set
-        self._partition_of: dict[str, int] = {}  # murmur2 is pure Python: hash a key once
 
-    def partition_for(self, key: str) -> int:
-        p = self._partition_of.get(key)
-        if p is None:
-            p = self._partition_of[key] = key_partition(key.encode(), self.partitions)
-        return p
-
-    # --- MutableMapping --------------------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
         return self._data[key]
 
@@ -79,18 +78,6 @@ class StateStore(MutableMapping[str, Any]):
         self._data.update(other)
         self._dirty.update(dict.fromkeys(other))
 
-    # --- engine side -----------------------------------------------------------------------
-    def has_dirty(self) -> bool:
-        return bool(self._dirty)
-
-    def take_dirty(self) -> list[tuple[str, int, Any]]:
-        """(key, partition, value or None if deleted) of every key written since the last call."""
-        partition_of, data = self._partition_of, self._data
-        out = [(k, partition_of[k] if k in partition_of else self.partition_for(k), data.get(k))
-               for k in self._dirty]
-        self._dirty.clear()
-        return out
-
     def load(self, key: str, value: Any) -> None:
         """Recovery: set a key from the changelog without marking it dirty (None deletes)."""
         if value is None:
@@ -98,13 +85,88 @@ class StateStore(MutableMapping[str, Any]):
         else:
             self._data[key] = value
 
+
+class StateStore(Mapping[str, Any]):
+    """The tables of the input partitions this worker holds (`partition(p)`), and a read-only
+    view across them by `sku@location` (the dashboard's).
+
+    `partitions`: the input topics' partition count.
+    """
+
+    def __init__(self, partitions: int) -> None:
+        if partitions < 1:
+            raise ValueError(f"partitions must be >= 1, got {partitions}")
+        self.partitions = partitions
+        self._tables: dict[int, PartitionTable] = {}
+
+    def partition(self, partition: int) -> PartitionTable:
+        """The table of input partition `partition` (created empty on first use)."""
+        table = self._tables.get(partition)
+        if table is None:
+            if not 0 <= partition < self.partitions:
+                raise ValueError(f"partition {partition} outside 0..{self.partitions - 1}")
+            table = self._tables[partition] = PartitionTable(partition)
+        return table
+
+    def held(self) -> list[int]:
+        """The partitions with a table, in order."""
+        return sorted(self._tables)
+
+    # --- the view by key ---------------------------------------------------------------------
+    def states_of(self, key: str) -> dict[int, Any]:
+        """partition -> state of `key`, for every partition that holds it."""
+        return {p: t._data[key] for p, t in sorted(self._tables.items()) if key in t._data}
+
+    def __getitem__(self, key: str) -> Any:
+        """The state of `key`; a key held on several partitions gives the one whose clock is
+        furthest (the lowest partition on a tie): `states_of` has them all."""
+        states = self.states_of(key)
+        if not states:
+            raise KeyError(key)
+        if len(states) == 1:
+            return next(iter(states.values()))
+        return max(states.values(), key=_watermark)  # max keeps the first of equals
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys(k for t in self._tables.values() for k in t._data))
+
+    def __len__(self) -> int:
+        if len(self._tables) == 1:
+            return len(next(iter(self._tables.values())))
+        return sum(1 for _ in self)
+
+    def __contains__(self, key: object) -> bool:
+        return any(key in t._data for t in self._tables.values())
+
+    # --- engine side -------------------------------------------------------------------------
+    def has_dirty(self) -> bool:
+        return any(t._dirty for t in self._tables.values())
+
+    def take_dirty(self) -> list[tuple[str, int, Any]]:
+        """(key, partition, value or None if deleted) of every key written since the last
+        call; the partition is the input partition the key's state belongs to."""
+        out: list[tuple[str, int, Any]] = []
+        for p, table in self._tables.items():
+            if table._dirty:
+                data = table._data
+                out.extend((k, p, data.get(k)) for k in table._dirty)
+                table._dirty.clear()
+        return out
+
+    def load(self, partition: int, key: str, value: Any) -> None:
+        """Recovery: a changelog record of `partition` (None deletes), not marked dirty."""
+        self.partition(partition).load(key, value)
+
     def drop_partitions(self, partitions: Iterable[int]) -> int:
-        """Forget the keys of revoked partitions; returns how many were dropped."""
-        gone = set(partitions)
-        if not gone:
-            return 0
-        doomed = [k for k in self._data if self.partition_for(k) in gone]
-        for k in doomed:
-            del self._data[k]
-            self._dirty.pop(k, None)
-        return len(doomed)
+        """Forget the state of revoked partitions; returns how many keys were dropped."""
+        dropped = 0
+        for p in set(partitions):
+            table = self._tables.pop(p, None)
+            if table is not None:
+                dropped += len(table)
+        return dropped
+
+
+def _watermark(state: Any) -> int:
+    value = state.get("watermark") if isinstance(state, dict) else state.watermark
+    return -1 if value is None else int(value)

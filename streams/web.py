@@ -188,6 +188,13 @@ class _StrKeys:
             return []
         return [k.decode() if isinstance(k, bytes) else str(k) for k in list(table.keys())]
 
+    def partitions_of(self, key: str) -> list[int] | None:
+        """The input partitions holding a state of `key` (the batch engine keeps one per
+        partition the key was seen on); None where the table does not say (Faust)."""
+        table = self._table() if callable(self._table) else self._table
+        states_of = getattr(table, "states_of", None)
+        return None if states_of is None else sorted(states_of(key))
+
 
 Reply = tuple[int, str, bytes]
 
@@ -265,7 +272,11 @@ class WorkerWeb:
         track = self.history.tracks.get(key)
         if state is None and track is None:
             return None
-        return sku_payload(key, state, track, self.bucket_seconds)
+        payload = sku_payload(key, state, track, self.bucket_seconds)
+        # a key seen on several input partitions has a state on each; `state` is the one
+        # whose clock is furthest
+        payload["partitions"] = self.table.partitions_of(key)
+        return payload
 
     def overview(self) -> dict[str, Any]:
         open_restocks = []

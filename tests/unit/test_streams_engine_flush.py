@@ -14,7 +14,7 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from runtime.settings import Settings
 from streams.engine import BatchEngine
 from streams.outputs import AlertRow, BatchOutputs
-from streams.store import StateStore
+from streams.store import PartitionTable, StateStore
 
 SETTINGS = Settings(kafka_bootstrap="unused:9092", app_id="app", take_within_ms=5)
 ORDERS = TopicPartition(SETTINGS.topics.orders, 0)
@@ -127,14 +127,14 @@ class Clients:
 class Processor:
     """Writes each record's offset to its key's state and raises one alert per record."""
 
-    async def process(self, records: list[Record], store: StateStore) -> BatchOutputs:
-        rows = []
+    async def process(self, records: list[Record], table: PartitionTable, *,
+                      out: BatchOutputs) -> BatchOutputs:
         for r in records:
-            assert r.key is not None
-            store[r.key.decode()] = {"offset": r.offset}
-            rows.append(AlertRow(f"a{r.offset}", "A", "L", "stale_stock", "info", "m", {},
-                                 datetime(2011, 3, 7, tzinfo=UTC)))
-        return BatchOutputs(alert_rows=rows)
+            assert r.key is not None and r.partition == table.partition
+            table[r.key.decode()] = {"offset": r.offset}
+            out.alert_rows.append(AlertRow(f"a{r.offset}", "A", "L", "stale_stock", "info",
+                                           "m", {}, datetime(2011, 3, 7, tzinfo=UTC)))
+        return out
 
 
 class Worker:

@@ -1,41 +1,63 @@
-"""StateStore and changelog codec: key partitions, dirty keys, partition drops, state bytes."""
+"""StateStore and changelog codec: state per source partition, dirty keys, partition drops,
+state bytes."""
 
 import orjson
+import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from schemas import sku_key
 from streams.changelog import decode_state, encode_state
 from streams.state import SkuState
-from streams.store import StateStore
+from streams.store import StateStore, key_partition
 
 
 def test_key_partition_is_kafkas_default_partitioner():
-    store = StateStore(4)
     for i in range(200):
-        key = sku_key(f"SKU{i}", f"wh{i % 3}")
-        assert store.partition_for(key) == DefaultPartitioner()(key.encode(), [0, 1, 2, 3], [])
+        key = sku_key(f"SKU{i}", f"wh{i % 3}").encode()
+        assert key_partition(key, 4) == DefaultPartitioner()(key, [0, 1, 2, 3], [])
 
 
-def test_each_written_key_is_dirty_once_until_taken():
+def test_each_written_key_is_dirty_once_until_taken_with_its_source_partition():
     store = StateStore(4)
-    store["a@x"] = {"v": 1}
-    store["a@x"] = {"v": 2}
-    store["b@x"] = {"v": 3}
-    store.load("c@x", {"v": 4})  # recovery does not dirty
+    # keys a murmur2 producer would put elsewhere: the table is the input partition's
+    store.partition(3)["a@x"] = {"v": 1}
+    store.partition(3)["a@x"] = {"v": 2}
+    store.partition(1)["b@x"] = {"v": 3}
+    store.load(0, "c@x", {"v": 4})  # recovery does not dirty
     dirty = store.take_dirty()
-    assert [(k, v) for k, _, v in dirty] == [("a@x", {"v": 2}), ("b@x", {"v": 3})]
-    assert all(p == store.partition_for(k) for k, p, _ in dirty)
+    assert sorted(dirty) == [("a@x", 3, {"v": 2}), ("b@x", 1, {"v": 3})]
     assert store.take_dirty() == []
     assert dict(store) == {"a@x": {"v": 2}, "b@x": {"v": 3}, "c@x": {"v": 4}}
+
+
+def test_a_key_on_two_partitions_is_two_states_each_moving_with_its_partition():
+    store = StateStore(4)
+    store.partition(0)["k@L"] = {"watermark": 5, "from": 0}
+    store.partition(2)["k@L"] = {"watermark": 9, "from": 2}
+    assert sorted(store.take_dirty()) == [("k@L", 0, {"watermark": 5, "from": 0}),
+                                          ("k@L", 2, {"watermark": 9, "from": 2})]
+    assert store.states_of("k@L") == {0: {"watermark": 5, "from": 0},
+                                      2: {"watermark": 9, "from": 2}}
+    assert store["k@L"]["from"] == 2 and len(store) == 1 and list(store) == ["k@L"]
+    assert store.drop_partitions({2}) == 1
+    assert store["k@L"] == {"watermark": 5, "from": 0}  # the other partition's is kept
+    store.drop_partitions({0})
+    assert "k@L" not in store and store.get("k@L") is None
 
 
 def test_dropping_partitions_forgets_only_their_keys():
     store = StateStore(4)
     keys = [sku_key(f"S{i}", "wh") for i in range(40)]
-    for k in keys:
-        store[k] = {}
-    store.drop_partitions({1, 3})
-    assert sorted(store) == sorted(k for k in keys if store.partition_for(k) in (0, 2))
+    for i, k in enumerate(keys):
+        store.partition(i % 4)[k] = {}
+    assert store.drop_partitions({1, 3}) == 20
+    assert sorted(store) == sorted(k for i, k in enumerate(keys) if i % 4 in (0, 2))
+    assert store.held() == [0, 2]
+
+
+def test_a_partition_outside_the_topic_is_refused():
+    with pytest.raises(ValueError, match="outside 0..3"):
+        StateStore(4).partition(4)
 
 
 def test_state_bytes_are_the_json_form():
@@ -59,10 +81,10 @@ def test_state_with_awkward_floats_reads_back_equal():
 
 def test_update_writes_and_marks_every_key_dirty():
     store = StateStore(4)
-    store.update({"a@L": 1, "b@L": 2})
-    store.update([("c@L", 3)], d=4)  # the MutableMapping forms still work
-    assert dict(store) == {"a@L": 1, "b@L": 2, "c@L": 3, "d": 4}
+    table = store.partition(1)
+    table.update({"a@L": 1, "b@L": 2})
+    table.update([("c@L", 3)], d=4)  # the MutableMapping forms still work
+    assert dict(store) == dict(table) == {"a@L": 1, "b@L": 2, "c@L": 3, "d": 4}
     dirty = store.take_dirty()
-    assert [(k, v) for k, _, v in dirty] == [("a@L", 1), ("b@L", 2), ("c@L", 3), ("d", 4)]
-    assert all(p == store.partition_for(k) for k, p, _ in dirty)
+    assert dirty == [("a@L", 1, 1), ("b@L", 1, 2), ("c@L", 1, 3), ("d", 1, 4)]
     assert not store.has_dirty()
