@@ -50,6 +50,22 @@ class _BytesKeyTable(MutableMapping[str, Any]):
         return len(self._table)
 
 
+class _SourcePartitionTable(faust.Table):  # type: ignore[misc]
+    """A Faust table whose changelog records go to the partition of the input records being
+    applied (`source_partition`, set by the agent per partition of a batch).
+
+    Faust's own choices do not fit: the default takes "the current event", wrong for a batch
+    that spans partitions; `use_partitioner=True` hashes the key (murmur2), which for a shop
+    whose producer used another partitioner (librdkafka's CRC32, a partition picked by hand)
+    puts the state where the input partition's next owner never reads it.
+    """
+
+    source_partition: int | None = None
+
+    def partition_for_key(self, key: Any) -> int | None:
+        return self.source_partition
+
+
 def create_app(settings: Settings, predict: PredictFn, model_version: str) -> faust.App:
     """Build the worker app. Topics must exist (see `streams.topics.ensure_topics`)."""
     hosts = bootstrap_servers(settings).split(",")
@@ -88,15 +104,16 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str) -> fa
         name: app.topic(name, key_serializer="raw", value_serializer="raw")
         for name in topics.outputs()
     }
-    # use_partitioner: a batch spans partitions, so the changelog partition must come from the
-    # key (same murmur2 partitioner as the shop's producer), not from "the current event".
-    table = app.Table(
-        "sku_state",
+    # the changelog partition is the input partition of the records applied (Kafka Streams'
+    # rule), whatever partitioner the shop's producer used: see _SourcePartitionTable
+    table = app.tables.add(_SourcePartitionTable(
+        app,
+        name="sku_state",
         default=None,
+        beacon=app.tables.beacon,
         partitions=settings.topic_partitions,
         schema=faust.Schema(key_serializer="raw", value_serializer="json"),
-        use_partitioner=True,
-    )
+    ))
     metrics = WorkerMetrics(model_version, model=settings.model)
     processor = BatchProcessor(ProcessorConfig.from_settings(settings),
                                metrics.instrument_predict(predict), model_version)
@@ -127,10 +144,19 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str) -> fa
         view = _BytesKeyTable(table)
         within = settings.take_within_ms / 1000
         async for events in stream.take_events(settings.take_max, within=within):
-            records = [_raw(e) for e in events]
-            out = await processor.process(records, view)
+            by_partition: dict[int, list[RawRecord]] = {}
+            for e in events:
+                record = _raw(e)
+                by_partition.setdefault(record.partition, []).append(record)
+            out = BatchOutputs()
+            for partition, records in by_partition.items():
+                table.source_partition = partition  # the changelog partition of its writes
+                try:
+                    await processor.process(records, view, out=out)
+                finally:
+                    table.source_partition = None
             await send_all(out)
-            counters.add(len(records), out)
+            counters.add(len(events), out)
 
     @app.timer(interval=5.0)
     async def report() -> None:
