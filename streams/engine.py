@@ -11,8 +11,9 @@ record per key write; this engine keeps the same contract with batch-sized steps
 3. outputs (DLQ, forecasts, restocks, alerts) are sent as per-partition record batches; their
    acknowledgements are awaited while the next batch is processed (before its outputs go);
 4. after each batch the state is flushed: one changelog record per key the batch wrote, to
-   the changelog partition of its input partition, sent once its outputs are acknowledged, then its input offsets are committed; this runs
-   behind the next batch's processing (awaited before that batch's own flush).
+   the changelog partition of its input partition, sent once its outputs are acknowledged,
+   then its input offsets are committed; this runs behind the next batch's processing
+   (awaited before that batch's own flush).
 At-least-once: a crash before the commit replays the batches since the last flush; event ids
 are deduped in the state and restock ids are deterministic, so a replay cannot double an
 order, and since outputs are acknowledged before the state that records them, none is lost.

@@ -28,6 +28,7 @@ import json
 import os
 import random
 import time
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from shelfcast.worker_process import WorkerProcess
 from streams.changelog import changelog_topic, decode_state
 from streams.lag import LagProbe
 from streams.processor import BatchProcessor, ProcessorConfig, RawRecord
+from streams.store import key_partition
 from streams.worker import local_predict
 from tests.support.kafka import read_all
 
@@ -196,6 +198,26 @@ def chaos_settings(
     return Settings(**values)
 
 
+def librdkafka_partition(key: bytes | None, partitions: int) -> int:
+    """The partition librdkafka's default partitioner (`consistent_random`: kcat,
+    confluent-kafka for Python, Go, .NET, Node) picks: CRC32 of the key modulo the partition
+    count (zlib's CRC-32 is librdkafka's `rd_crc32`); a null key goes to a random partition."""
+    if key is None:
+        return random.randrange(partitions)
+    return zlib.crc32(key) % partitions
+
+
+def non_java_shop_partition(key: bytes, partitions: int) -> int:
+    """A shop whose producer is not Java's murmur2: every third SKU (S000, S003, ...) on a
+    partition the producer picks itself (its SKU number // 3, round robin), the rest by
+    librdkafka's CRC32. Each key always lands on the same partition, as a real shop's do."""
+    sku = key.decode().partition("@")[0]
+    number = int(sku[1:]) if sku[1:].isdigit() else 1
+    if number % 3 == 0:
+        return (number // 3) % partitions
+    return librdkafka_partition(key, partitions)
+
+
 async def produce_paced(
     settings: Settings,
     topic: str,
@@ -204,9 +226,11 @@ async def produce_paced(
     chunks: int = 24,
     pause_s: float = 0.15,
     at_chunk: dict[int, Callable[[], Awaitable[None]]] | None = None,
+    partition_of: Callable[[bytes], int] | None = None,
 ) -> None:
     """Write `records` in `chunks` slices with a pause between them, so the stream is still
-    flowing when a fault is injected; `at_chunk[i]` runs before slice i is written."""
+    flowing when a fault is injected; `at_chunk[i]` runs before slice i is written.
+    `partition_of(key)`: the partition the producer picks itself (else aiokafka's murmur2)."""
     producer = AIOKafkaProducer(
         **client_kwargs(settings),
         acks="all",
@@ -223,7 +247,8 @@ async def produce_paced(
                 await producer.flush()  # what came before the fault is on the broker
                 await at_chunk[i]()
             for key, value in records[i * size : (i + 1) * size]:
-                await producer.send(topic, key=key, value=value)
+                await producer.send(topic, key=key, value=value,
+                                    partition=None if partition_of is None else partition_of(key))
             await asyncio.sleep(pause_s)
         await producer.flush()
     finally:
@@ -379,6 +404,7 @@ class Verdict:
     duplicate_plans: int
     duplicate_restock_ids: int
     state_mismatches: int
+    skus_lost_or_reset: int = 0  # expected state, but none or one with less demand/history
     alert_episode_violations: int = 0  # stock-out alerts beyond one per episode
     alerts: int = 0
     stockout_episodes: int = 0
@@ -401,7 +427,11 @@ class Verdict:
 
 
 
-async def verify(settings: Settings, dsn: str | None, stream: ShopStream) -> Verdict:
+async def verify(settings: Settings, dsn: str | None, stream: ShopStream, *,
+                 partition_of: Callable[[bytes], int] | None = None) -> Verdict:
+    """`partition_of(key)`: the input partition the producer put each key on (default
+    murmur2); every key's state must be on the changelog partition of that input partition
+    (where the partition's next owner reads it)."""
     t = settings.topics
     problems: list[str] = []
 
@@ -409,12 +439,21 @@ async def verify(settings: Settings, dsn: str | None, stream: ShopStream) -> Ver
     expected = await recompute(settings, stream.snapshots, stream.orders)
     expected_table, expected_restocks = expected.table, expected.restocks
     state: dict[str, Any] = {}
+    misplaced: set[str] = set()
+    where = partition_of or (lambda key: key_partition(key, settings.topic_partitions))
     for r in await read_all(settings, changelog_topic(settings)):
         state[r.key.decode()] = decode_state(r.value)
+        if r.partition != where(r.key):
+            misplaced.add(r.key.decode())
     state = {k: v for k, v in state.items() if v is not None}
+    if misplaced:
+        problems.append(f"{len(misplaced)} key(s) with state on another changelog partition "
+                        f"than their input partition, e.g. {sorted(misplaced)[:3]}")
     mismatched = sorted(
         k for k in expected_table.keys() | state.keys() if state.get(k) != expected_table.get(k)
     )
+    reset = [k for k in expected_table
+             if k not in state or _history(state[k]) < _history(expected_table[k])]
     if mismatched:
         problems.append(
             f"{len(mismatched)} state key(s) differ from the recomputation, e.g. {mismatched[:3]}"
@@ -521,6 +560,7 @@ async def verify(settings: Settings, dsn: str | None, stream: ShopStream) -> Ver
         duplicate_plans=duplicate_plans,
         duplicate_restock_ids=conflicting,
         state_mismatches=len(mismatched),
+        skus_lost_or_reset=len(reset),
         alert_episode_violations=episode_violations,
         alerts=len(seen_alerts),
         stockout_episodes=sum(1 for a in expected.alerts.values() if a.kind == "stockout_risk"),
@@ -534,6 +574,14 @@ async def verify(settings: Settings, dsn: str | None, stream: ShopStream) -> Ver
         dead_letters=len(dead),
         problems=problems,
     )
+
+
+def _history(state: Any) -> tuple[int, float]:
+    """How much an SKU state remembers: (buckets since first seen, demand counted); a state
+    lost on a rebalance and begun again from blank has less of both."""
+    first, watermark = state.get("first_bucket"), state.get("watermark")
+    span = 0 if first is None or watermark is None else watermark - first + 1
+    return span, sum((state.get("demand") or {}).values())
 
 
 # --------------------------------------------------------------------------- the report
@@ -550,6 +598,7 @@ TOTALS = (
     "duplicate_plans",
     "duplicate_restock_ids",
     "state_mismatches",
+    "skus_lost_or_reset",
     "alert_episode_violations",
 )
 

@@ -28,6 +28,7 @@ from schemas.ids import deterministic_id
 from shelfcast.services import LocalKafka, LocalPostgres
 from shelfcast.worker_process import WorkerProcess
 from streams.lag import LagProbe
+from streams.store import key_partition
 from streams.topics import ensure_topics
 from tests.chaos.harness import (
     T0,
@@ -39,6 +40,7 @@ from tests.chaos.harness import (
     chaos_settings,
     check_alive,
     make_stream,
+    non_java_shop_partition,
     produce_paced,
     record,
     report_path,
@@ -239,6 +241,87 @@ async def test_scale_one_two_one_while_flowing(
         second.kill()
     assert "recovered" in second.log_tail(400), "worker 2 should have taken over partitions"
     await verifier_has_teeth(settings, pg_database, stream)
+
+
+@pytest.mark.timeout(300)
+async def test_non_java_partitioner_scale_one_three_one_with_a_sigkill(
+    kafka_bootstrap: str,
+    pg_database: str,
+    fresh_topic_prefix: str,
+    tmp_path: Path,
+    stream: ShopStream,
+):
+    """(2b) A shop whose producer is not Java's: librdkafka's CRC32 for most keys, a partition
+    it picks itself for every third SKU. 1 -> 3 workers (partitions and their state move) ->
+    one of them SIGKILLed (its partitions move after the session timeout) -> the other leaves
+    (SIGTERM) -> 1. No SKU's state may be lost or begun again: the changelog must hold, on
+    each key's input partition, the state a recomputation of the input log gives."""
+    settings = chaos_settings(kafka_bootstrap, fresh_topic_prefix, pg_database)
+    parts = settings.topic_partitions
+    await ensure_topics(settings)
+
+    def partition_of(key: bytes) -> int:
+        return non_java_shop_partition(key, parts)
+
+    moved = sum(1 for k, _ in stream.snapshots if partition_of(k) != key_partition(k, parts))
+    assert moved > len(stream.snapshots) // 2, "most keys must sit off their murmur2 partition"
+    first = WorkerProcess(settings, tmp_path / "worker-1.log", name="worker-1")
+    second = WorkerProcess(settings, tmp_path / "worker-2.log", name="worker-2")
+    third = WorkerProcess(settings, tmp_path / "worker-3.log", name="worker-3")
+    marks: dict[str, float] = {}
+
+    async def scale_up() -> None:
+        second.start()
+        third.start()
+        marks["scaled_up"] = time.monotonic()
+
+    async def kill_third() -> None:
+        await ready(second)
+        await ready(third)  # three members: each holds partitions (and their state)
+        marks["three_ready_s"] = time.monotonic() - marks["scaled_up"]
+        third.kill()
+
+    async def scale_down() -> None:
+        await asyncio.to_thread(second.stop)  # SIGTERM: commit, leave the group
+        marks["scaled_down"] = time.monotonic()
+
+    try:
+        first.start()
+        await ready(first)
+        await produce_paced(settings, settings.topics.stock, stream.snapshots, chunks=1,
+                            pause_s=0, partition_of=partition_of)
+        async with LagProbe(settings) as probe:
+            await wait_lag(probe, 0, 60)
+        async with in_process_optimizer(settings, pg_database) as opt:
+            await produce_paced(
+                settings,
+                settings.topics.orders,
+                stream.orders,
+                at_chunk={5: scale_up, 11: kill_third, 17: scale_down},
+                partition_of=partition_of,
+            )
+            recovery: dict[str, float] = {"scale_up_to_three_ready": marks["three_ready_s"]}
+            try:
+                await wait_caught_up(settings, CATCH_UP_S,
+                                     alive=all_alive(check_alive(first), task_alive(opt)))
+                recovery["fault_to_caught_up"] = time.monotonic() - marks["scaled_down"]
+                verdict = await verify(settings, pg_database, stream, partition_of=partition_of)
+            except BaseException as exc:
+                record("non_java_partitioner_scale_1_3_1_sigkill", None, passed=False,
+                       recovery_s=recovery, note=f"{type(exc).__name__}: {exc}")
+                keep_logs("non_java_partitioner_scale_1_3_1_sigkill", tmp_path)
+                raise
+            record("non_java_partitioner_scale_1_3_1_sigkill", verdict, passed=verdict.ok,
+                   recovery_s=recovery)
+            if not verdict.ok:
+                keep_logs("non_java_partitioner_scale_1_3_1_sigkill", tmp_path)
+            assert verdict.ok, verdict.problems
+            assert verdict.skus_lost_or_reset == 0 and verdict.state_mismatches == 0
+    finally:
+        for w in (first, second, third):
+            w.kill()
+    for w in (second, third):
+        assert "recovered" in w.log_tail(400), f"{w.name} should have taken over partitions"
 
 
 async def verifier_has_teeth(settings: Settings, dsn: str, stream: ShopStream) -> None:

@@ -56,7 +56,7 @@ def test_dropping_partitions_forgets_only_their_keys():
 
 
 def test_a_partition_outside_the_topic_is_refused():
-    with pytest.raises(ValueError, match="outside 0..3"):
+    with pytest.raises(ValueError, match=r"outside 0\.\.3"):
         StateStore(4).partition(4)
 
 
