@@ -36,7 +36,9 @@ __all__ = [
     "PolicyTerms",
     "Review",
     "TermsSource",
+    "overdue_restocks",
     "review",
+    "stale_stock",
     "steps_of_days",
 ]
 
@@ -112,10 +114,12 @@ class Review:
 
     reorder_point, order_up_to: the (R, S) level per SKU (equal: the demand quantile over
         lead time + review period at the service level).
-    inventory_position: the positions reviewed.
+    inventory_position: the positions reviewed (orders are decided on these).
+    arriving_position: the positions counting only restocks that can still arrive (the
+        stock-out risk is computed on these).
     order_quantity: units to order now (whole case packs, at least the MOQ); 0 where the
         stock is unknown (nothing is ordered on a guess).
-    stockout_risk: P(demand over the lead time > inventory position); NaN where stock is
+    stockout_risk: P(demand over the lead time > arriving position); NaN where stock is
         unknown. risk_steps: the buckets that risk looks ahead (lead time, capped at the
         forecast's horizon).
     raise_stockout, clear_stockout: the risk crossed RISK_OPEN with no alert open / fell
@@ -133,6 +137,7 @@ class Review:
     reorder_point: FloatArray
     order_up_to: FloatArray
     inventory_position: FloatArray
+    arriving_position: FloatArray
     order_quantity: IntArray
     stockout_risk: FloatArray
     risk_steps: IntArray
@@ -163,10 +168,15 @@ def review(
     observed: npt.ArrayLike,
     stock_known: npt.ArrayLike | None = None,
     stockout_alert_open: npt.ArrayLike | None = None,
+    arriving_position: npt.ArrayLike | None = None,
 ) -> Review:
     """Review n SKUs at once from their forecast (n series) and state.
 
-    inventory_position: units on hand + on order - backordered (`policy.inventory_position`).
+    inventory_position: units on hand + on order - backordered (`policy.inventory_position`);
+    the order decision reads it (a restock that arrives late still arrives: ordering its
+    units again would double them). arriving_position: the same counting only restocks that
+    can still arrive (not overdue, `overdue_restocks`); the stock-out risk reads it (default:
+    inventory_position).
     previous_high: the last review's `next_bucket_high` (NaN before the first forecast).
     observed: demand of the bucket that just closed. stock_known: whether a stock snapshot or
     movement was ever seen (default: all). stockout_alert_open: whether a stock-out alert is
@@ -176,6 +186,8 @@ def review(
     levels = np.asarray(forecast.levels, dtype=np.float64)
     horizon = forecast.cumulative.shape[1]
     position = np.asarray(inventory_position, dtype=np.float64)
+    arriving = (position if arriving_position is None
+                else np.asarray(arriving_position, dtype=np.float64))
     known = np.ones(n, dtype=bool) if stock_known is None else np.asarray(stock_known, dtype=bool)
     is_open = (np.zeros(n, dtype=bool) if stockout_alert_open is None
                else np.asarray(stockout_alert_open, dtype=bool))
@@ -191,7 +203,7 @@ def review(
     rows = np.flatnonzero(known)
     if rows.size:
         risk[rows] = exceedance_probability(
-            forecast.cumulative[rows, risk_steps[rows] - 1, :], levels, position[rows])
+            forecast.cumulative[rows, risk_steps[rows] - 1, :], levels, arriving[rows])
     with np.errstate(invalid="ignore"):  # NaN risk (stock unknown) compares False
         raise_stockout = known & ~is_open & (risk >= RISK_OPEN)
         clear_stockout = known & is_open & (risk < RISK_CLOSE)
@@ -203,12 +215,45 @@ def review(
 
     return Review(
         terms=terms, reorder_point=reorder_point, order_up_to=order_up_to,
-        inventory_position=position, order_quantity=quantity, stockout_risk=risk,
+        inventory_position=position, arriving_position=arriving, order_quantity=quantity,
+        stockout_risk=risk,
         risk_steps=risk_steps, raise_stockout=raise_stockout, clear_stockout=clear_stockout,
         anomalous=anomalous,
         next_bucket_high=quantile_at(forecast.daily[:, 0, :], levels, HIGH_LEVEL),
         demand_levels=levels,
         cover_quantiles=_cover_quantiles(forecast, terms.cover_steps, np.flatnonzero(quantity)))
+
+
+def overdue_restocks(issued_bucket: npt.ArrayLike, lead_buckets: npt.ArrayLike,
+                     reviewed_bucket: npt.ArrayLike, grace_buckets: int) -> BoolArray:
+    """Per open restock: whether it is overdue at the review of `reviewed_bucket`.
+
+    A restock issued at the review of bucket t with a lead time of L buckets should have
+    been received by the end of bucket t + L; it is overdue once bucket t + L + grace has
+    closed without it being received in full. All (m,) arrays, one row per open restock.
+    """
+    due = np.asarray(issued_bucket, dtype=np.int64) + np.asarray(lead_buckets, dtype=np.int64)
+    return np.asarray(np.asarray(reviewed_bucket, dtype=np.int64) >= due + grace_buckets,
+                      dtype=np.bool_)
+
+
+def stale_stock(last_stock_bucket: npt.ArrayLike, reviewed_bucket: npt.ArrayLike,
+                stale_buckets: int, alert_open: npt.ArrayLike
+                ) -> tuple[FloatArray, BoolArray, BoolArray]:
+    """Stock data age and a stale_stock alert's hysteresis, per SKU ((n,) arrays).
+
+    `last_stock_bucket`: the bucket of the SKU's newest stock snapshot or movement (NaN if
+    none was ever seen: unknown stock is not stale stock). Returns (age in buckets, NaN where
+    unknown; raise: older than `stale_buckets` with no alert open; clear: fresh again with
+    one open): one alert per episode, an episode ending only with new stock data.
+    """
+    last = np.asarray(last_stock_bucket, dtype=np.float64)
+    age = np.asarray(reviewed_bucket, dtype=np.float64) - last
+    is_open = np.asarray(alert_open, dtype=bool)
+    with np.errstate(invalid="ignore"):  # NaN age (never seen) compares False
+        stale = age > stale_buckets
+        fresh = age <= stale_buckets
+    return age, stale & ~is_open, fresh & is_open
 
 
 def _cover_demand_quantile(forecast: QuantileForecast, steps: IntArray,

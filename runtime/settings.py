@@ -111,6 +111,14 @@ class Settings(BaseSettings):
     default_moq: int = Field(default=1, ge=0)
     default_supplier: str = "default"
 
+    # Restock lifecycle and stock freshness (in buckets)
+    restock_grace_buckets: int = Field(
+        default=2, ge=0, description="buckets past its lead time before an unreceived restock "
+        "is overdue (an overdue_restock alert; the stock-out risk stops counting it)")
+    stale_stock_buckets: int = Field(
+        default=7, ge=1, description="buckets without a stock snapshot or movement before a "
+        "stale_stock alert (one per episode)")
+
     # Optimizer: cross-SKU limits per cycle (README "Constraints"); empty = unconstrained
     supplier_budgets: AmountMap = Field(
         default_factory=dict, description='money per supplier per cycle, JSON {"acme": 5000}')

@@ -198,7 +198,8 @@ class AlertEvent(Event):
     alert_id: str
     sku: Sku
     location: Location
-    kind: Literal["stockout_risk", "demand_anomaly", "stale_stock", "model_drift"]
+    # every kind here is emitted by the worker (streams/processor.py)
+    kind: Literal["stockout_risk", "demand_anomaly", "overdue_restock", "stale_stock"]
     severity: Literal["info", "warning", "critical"]
     message: str
     details: dict[str, Any] = Field(default_factory=dict)

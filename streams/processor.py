@@ -21,7 +21,14 @@ import numpy as np
 
 from forecasting import QuantileForecast
 from optimizer.policy import inventory_position
-from optimizer.review import HIGH_LEVEL, PolicyTerms, Review, review
+from optimizer.review import (
+    HIGH_LEVEL,
+    PolicyTerms,
+    Review,
+    overdue_restocks,
+    review,
+    stale_stock,
+)
 from runtime.settings import Settings, TopicNames
 from schemas import (
     InvalidEvent,
@@ -68,7 +75,9 @@ class ProcessorConfig:
 
     `window_buckets`: closed buckets a forecast reads; `lateness_buckets`: how far behind its
     SKU's clock an event may be and still count; `horizon_buckets`: buckets forecast;
-    `default_policy`: the restock policy of SKUs without a catalog entry.
+    `default_policy`: the restock policy of SKUs without a catalog entry;
+    `restock_grace_buckets`: buckets past its lead time before an unreceived restock is
+    overdue; `stale_stock_buckets`: buckets without stock data before it is stale.
     """
 
     topics: TopicNames
@@ -78,6 +87,8 @@ class ProcessorConfig:
     horizon_buckets: int
     max_payload_bytes: int
     default_policy: SkuPolicy
+    restock_grace_buckets: int = 2
+    stale_stock_buckets: int = 7
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProcessorConfig:
@@ -89,7 +100,9 @@ class ProcessorConfig:
             default_policy=SkuPolicy(
                 sku="default", location="default", lead_time_days=s.default_lead_time_days,
                 review_days=s.default_review_days, service_level=s.default_service_level,
-                case_pack=s.default_case_pack, moq=s.default_moq, supplier=s.default_supplier))
+                case_pack=s.default_case_pack, moq=s.default_moq, supplier=s.default_supplier),
+            restock_grace_buckets=s.restock_grace_buckets,
+            stale_stock_buckets=s.stale_stock_buckets)
 
 
 class InputRecord(Protocol):
@@ -301,42 +314,94 @@ class BatchProcessor:
             daily=np.round(forecast.daily, 4), cumulative=np.round(forecast.cumulative, 4),
             mean=np.round(forecast.mean, 4), model_version=self.model_version))
         policies = list(map(self._policy, states))
+        terms = PolicyTerms.of(policies, self.bucket_seconds)
         on_order = [sum(s.on_order.values()) if s.on_order else 0 for s in states]
+        overdue_units, newly_overdue = self._overdue(states, last_closed, terms)
+        on_hand, backorders = [s.on_hand for s in states], [s.backorders for s in states]
         observed = windows[:, -1]
         previous_high = np.array([np.nan if s.next_bucket_high is None else s.next_bucket_high
                                   for s in states], dtype=float)
         known = np.array([s.stock_known for s in states], dtype=bool)
         decided = review(
             forecast,
-            inventory_position=inventory_position(
-                [s.on_hand for s in states], on_order, [s.backorders for s in states]),
-            terms=PolicyTerms.of(policies, self.bucket_seconds),
-            previous_high=previous_high, observed=observed, stock_known=known,
+            inventory_position=inventory_position(on_hand, on_order, backorders),
+            arriving_position=inventory_position(
+                on_hand, np.asarray(on_order) - overdue_units, backorders),
+            terms=terms, previous_high=previous_high, observed=observed, stock_known=known,
             stockout_alert_open=["stockout_risk" in s.open_alerts for s in states])
+        stock_age, stale, fresh = stale_stock(
+            [np.nan if s.last_stock_bucket is None else s.last_stock_bucket for s in states],
+            last_closed, self.config.stale_stock_buckets,
+            ["stale_stock" in s.open_alerts for s in states])
         for state, high in zip(states, decided.next_bucket_high.tolist(), strict=True):
             state.forecast_pending = False
             state.next_bucket_high = high
         for i in np.flatnonzero(decided.clear_stockout).tolist():
             del states[i].open_alerts["stockout_risk"]
-        # per SKU in order: its anomaly, stock-out alert and restock; then the anomalies of
-        # SKUs whose stock is unknown
+        for i in np.flatnonzero(fresh).tolist():
+            del states[i].open_alerts["stale_stock"]
+        # per SKU in order: its anomaly, overdue restocks, stale stock, stock-out alert and
+        # restock; then the anomalies of SKUs whose stock is unknown
         anomalous, stockout = decided.anomalous, decided.raise_stockout
         restock = decided.order_quantity > 0
-        acting = known & (anomalous | stockout | restock)
+        overdue = np.zeros(len(states), dtype=bool)
+        overdue[list(newly_overdue)] = True
+        acting = known & (anomalous | overdue | stale | stockout | restock)
         for i in [*np.flatnonzero(acting).tolist(), *np.flatnonzero(~known & anomalous).tolist()]:
             state = states[i]
             bucket_start = datetime.fromtimestamp(last_closed[i] * self.bucket_seconds, UTC)
             if anomalous[i]:
                 self._anomaly(state, float(observed[i]), float(previous_high[i]), bucket_start,
                               issued_at, out)
+            if overdue[i]:
+                self._overdue_alert(state, newly_overdue[i], last_closed[i],
+                                    float(decided.arriving_position[i]), bucket_start,
+                                    issued_at, out)
+            if stale[i]:
+                self._stale(state, int(stock_age[i]), bucket_start, issued_at, out)
             if stockout[i]:
                 self._stockout(state, float(decided.stockout_risk[i]),
                                int(decided.risk_steps[i]),
-                               float(decided.inventory_position[i]), bucket_start, issued_at,
-                               out)
+                               float(decided.arriving_position[i]), int(overdue_units[i]),
+                               bucket_start, issued_at, out)
             if restock[i]:
                 self._restock(state, policies[i], decided, i, on_order[i], last_closed[i],
                               bucket_start, issued_at, out)
+
+    def _overdue(self, states: list[SkuState], last_closed: list[int], terms: PolicyTerms
+                 ) -> tuple[np.ndarray, dict[int, list[str]]]:
+        """Units of each SKU's overdue restocks, and per SKU (index) the restock ids that
+        became overdue at this review (recorded in the state: one alert per restock)."""
+        owners: list[int] = []
+        ids: list[str] = []
+        issued: list[int] = []
+        leads: list[int] = []
+        units: list[int] = []
+        lead_steps = terms.lead_steps
+        for i, state in enumerate(states):
+            if not state.on_order:
+                continue
+            state.time_orders(last_closed[i], int(lead_steps[i]))
+            for restock_id, left in state.on_order.items():
+                issued_bucket, lead = state.on_order_terms[restock_id]
+                owners.append(i)
+                ids.append(restock_id)
+                issued.append(issued_bucket)
+                leads.append(lead)
+                units.append(left)
+        overdue_units = np.zeros(len(states))
+        newly: dict[int, list[str]] = {}
+        if not owners:
+            return overdue_units, newly
+        late = overdue_restocks(issued, leads, np.asarray(last_closed)[owners],
+                                self.config.restock_grace_buckets)
+        np.add.at(overdue_units, np.asarray(owners)[late], np.asarray(units)[late])
+        for j in np.flatnonzero(late).tolist():
+            state = states[owners[j]]
+            if ids[j] not in state.overdue:
+                state.overdue.append(ids[j])
+                newly.setdefault(owners[j], []).append(ids[j])
+        return overdue_units, newly
 
     def _policy(self, state: SkuState) -> SkuPolicy:
         if state.policy is None:
@@ -357,7 +422,8 @@ class BatchProcessor:
         # One restock per SKU per closed bucket: the id ignores the quantity on purpose, so a
         # reprocessed batch (whatever state it saw) can never become a second order.
         restock_id = deterministic_id("restock", state.sku, state.location, last_closed)
-        state.on_order[restock_id] = quantity
+        state.place_order(restock_id, quantity, issued_bucket=last_closed,
+                          lead_buckets=int(decided.terms.lead_steps[i]))
         out.restocks.append(RestockEvent.model_construct(
             restock_id=restock_id, sku=state.sku, location=state.location,
             supplier=policy.supplier, quantity=quantity,
@@ -379,16 +445,48 @@ class BatchProcessor:
                         state.sku, state.location, kind, severity, message, details, issued_at)
 
     def _stockout(self, state: SkuState, risk: float, steps: int, position: float,
-                  bucket_start: datetime, issued_at: datetime, out: BatchOutputs) -> None:
+                  overdue_units: int, bucket_start: datetime, issued_at: datetime,
+                  out: BatchOutputs) -> None:
+        """`position`: what can still arrive (overdue restocks' `overdue_units` left out)."""
         assert state.watermark is not None
         state.open_alerts["stockout_risk"] = state.watermark
         severity = "critical" if risk >= 0.5 else "warning"
+        overdue = f", {overdue_units} overdue unit(s) not counted" if overdue_units else ""
         out.alert_rows.append(self._alert(
             state, "stockout_risk", severity,
             f"{state.sku}@{state.location}: {risk:.0%} chance of running out within "
-            f"{steps} bucket(s) (inventory position {position:g})",
+            f"{steps} bucket(s) (inventory position {position:g}{overdue})",
             {"probability": round(risk, 4), "inventory_position": position,
-             "lead_time_buckets": steps}, bucket_start, issued_at))
+             "lead_time_buckets": steps, "overdue_units": overdue_units},
+            bucket_start, issued_at))
+
+    def _overdue_alert(self, state: SkuState, restock_ids: list[str], last_closed: int,
+                       position: float, bucket_start: datetime, issued_at: datetime,
+                       out: BatchOutputs) -> None:
+        units = sum(state.on_order[r] for r in restock_ids)
+        due = [(r, sum(state.on_order_terms[r])) for r in restock_ids]
+        out.alert_rows.append(self._alert(
+            state, "overdue_restock", "warning",
+            f"{state.sku}@{state.location}: {len(restock_ids)} restock(s) of {units} unit(s) "
+            f"not received {last_closed - min(d for _, d in due)} bucket(s) after due "
+            f"(inventory position without them {position:g})",
+            {"restock_ids": restock_ids, "units": units,
+             "due": [datetime.fromtimestamp(d * self.bucket_seconds, UTC).isoformat()
+                     for _, d in due],
+             "grace_buckets": self.config.restock_grace_buckets,
+             "inventory_position_arriving": position},
+            bucket_start, issued_at))
+
+    def _stale(self, state: SkuState, age: int, bucket_start: datetime, issued_at: datetime,
+               out: BatchOutputs) -> None:
+        assert state.watermark is not None
+        state.open_alerts["stale_stock"] = state.watermark
+        out.alert_rows.append(self._alert(
+            state, "stale_stock", "info",
+            f"{state.sku}@{state.location}: no stock snapshot or movement for {age} "
+            f"bucket(s) (on hand {state.on_hand} is derived from orders since)",
+            {"age_buckets": age, "stale_after_buckets": self.config.stale_stock_buckets,
+             "stock_as_of": state.stock_as_of}, bucket_start, issued_at))
 
     def _anomaly(self, state: SkuState, observed: float, high: float, bucket_start: datetime,
                  issued_at: datetime, out: BatchOutputs) -> None:

@@ -40,6 +40,11 @@ class SkuState:
     last_stock_bucket: int | None = None
     stock_as_of: float | None = None  # epoch seconds of the last snapshot
     on_order: dict[str, int] = field(default_factory=dict)  # restock_id -> units outstanding
+    # restock_id -> [bucket it was issued for (the last closed bucket at its review), lead
+    # time in buckets]: when it is due. States written before this field decode without it;
+    # `time_orders` dates their open restocks from the first review after.
+    on_order_terms: dict[str, list[int]] = field(default_factory=dict)
+    overdue: list[str] = field(default_factory=list)  # restock ids already alerted as overdue
     policy: dict[str, Any] | None = None
     open_alerts: dict[str, int] = field(default_factory=dict)  # kind -> bucket it opened
     next_bucket_high: float | None = None  # last forecast's high quantile for the next bucket
@@ -59,6 +64,8 @@ class SkuState:
         data["demand"] = {int(k): float(v) for k, v in data.get("demand", {}).items()}
         data["seen_ids"] = {int(k): list(v) for k, v in data.get("seen_ids", {}).items()}
         data["on_order"] = dict(data.get("on_order", {}))
+        data["on_order_terms"] = {k: list(v) for k, v in data.get("on_order_terms", {}).items()}
+        data["overdue"] = list(data.get("overdue", ()))
         data["open_alerts"] = dict(data.get("open_alerts", {}))
         return cls(**data)
 
@@ -183,6 +190,10 @@ class SkuState:
                 left = self.on_order.pop(restock_id) - delta
                 if left > 0:
                     self.on_order[restock_id] = left
+                else:  # received in full: nothing left to be due or overdue
+                    self.on_order_terms.pop(restock_id, None)
+                    if restock_id in self.overdue:
+                        self.overdue.remove(restock_id)
             self._take_from_stock(-delta)
         self.stock_known = True
         self.last_stock_bucket = bucket if self.last_stock_bucket is None else max(
@@ -205,6 +216,23 @@ class SkuState:
 
     def last_closed_bucket(self) -> int | None:
         return None if self.watermark is None else self.watermark - 1
+
+    # --- restock lifecycle ---------------------------------------------------------------
+    def place_order(self, restock_id: str, units: int, *, issued_bucket: int,
+                    lead_buckets: int) -> None:
+        """A restock issued at the review of `issued_bucket`, due `lead_buckets` later."""
+        self.on_order[restock_id] = units
+        self.on_order_terms[restock_id] = [issued_bucket, lead_buckets]
+
+    def time_orders(self, bucket: int, lead_buckets: int) -> None:
+        """Give open restocks without terms (from a state written before they were kept)
+        the terms of an order issued at `bucket` with `lead_buckets`: never overdue sooner
+        than a restock placed now."""
+        terms = self.on_order_terms
+        if len(terms) != len(self.on_order):
+            for restock_id in self.on_order:
+                if restock_id not in terms:
+                    terms[restock_id] = [bucket, lead_buckets]
 
     def inventory_position(self) -> int:
         return inventory_position(self.on_hand, sum(self.on_order.values()), self.backorders)
