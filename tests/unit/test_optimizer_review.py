@@ -6,7 +6,15 @@ import pytest
 
 from forecasting import QuantileForecast
 from optimizer.policy import decide_restock
-from optimizer.review import RISK_CLOSE, RISK_OPEN, PolicyTerms, review, steps_of_days
+from optimizer.review import (
+    RISK_CLOSE,
+    RISK_OPEN,
+    PolicyTerms,
+    overdue_restocks,
+    review,
+    stale_stock,
+    steps_of_days,
+)
 from schemas import SkuPolicy
 
 LEVELS = (0.05, 0.5, 0.95)
@@ -121,3 +129,39 @@ def test_policy_terms_count_buckets():
     assert (hourly.case_pack.tolist(), hourly.moq.tolist()) == ([6, 1, 6], [12, 1, 12])
     assert steps_of_days(7, 86_400) == 7
     assert PolicyTerms.of([], bucket_seconds=86_400).lead_steps.shape == (0,)
+
+
+def test_a_restock_is_overdue_once_lead_time_and_grace_have_passed():
+    # issued at the review of bucket 10 with a 3-bucket lead: due by the end of bucket 13;
+    # with a grace of 2 it is overdue once bucket 15 has closed unreceived
+    at = np.array([13, 14, 15, 40])
+    assert overdue_restocks([10] * 4, [3] * 4, at, grace_buckets=2).tolist() == [
+        False, False, True, True]
+    assert overdue_restocks([10], [3], [13], grace_buckets=0).tolist() == [True]
+    assert overdue_restocks([], [], [], grace_buckets=2).shape == (0,)
+
+
+def test_the_stockout_risk_counts_only_what_can_still_arrive():
+    # 24 units of position, 20 of them an overdue restock: orders see 24, the risk sees 4
+    result = review(flat_forecast(2), inventory_position=[24, 24], arriving_position=[24, 4],
+                    terms=terms(2), **no_history(2))
+    assert result.order_quantity.tolist() == [18, 18]  # up to 42 from 24 either way
+    assert result.stockout_risk[0] == pytest.approx(0.275)
+    # 4 is below the 5% quantile 14 of lead-time demand: the risk is at least 95%
+    assert result.stockout_risk[1] >= 0.95 and result.raise_stockout.tolist() == [True, True]
+    assert result.arriving_position.tolist() == [24.0, 4.0]
+    plain = review(flat_forecast(1), inventory_position=[24], terms=terms(1), **no_history(1))
+    assert plain.arriving_position.tolist() == [24.0]  # default: the inventory position
+
+
+def test_stale_stock_opens_once_per_episode_and_closes_on_fresh_data():
+    age, raise_, clear = stale_stock([3.0, 3.0, 9.0, 9.0, np.nan], [10, 11, 12, 12, 12],
+                                     stale_buckets=7,
+                                     alert_open=[False, False, True, False, False])
+    assert age[:4].tolist() == [7.0, 8.0, 3.0, 3.0] and np.isnan(age[4])
+    # 7 buckets old is not yet older than 7; 8 is (raised); an open alert closes on fresh
+    # data; never-seen stock is unknown, not stale
+    assert raise_.tolist() == [False, True, False, False, False]
+    assert clear.tolist() == [False, False, True, False, False]
+    _, again, _ = stale_stock([3.0], [30], stale_buckets=7, alert_open=[True])
+    assert again.tolist() == [False]  # still stale, alert open: no second alert

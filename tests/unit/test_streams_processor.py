@@ -4,13 +4,14 @@ import asyncio
 import base64
 import copy
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from forecasting import make_forecaster
 from runtime.settings import Settings
-from schemas import DeadLetter, RestockEvent
+from schemas import DeadLetter, RestockEvent, deterministic_id
 from streams.processor import BatchProcessor, ProcessorConfig, RawRecord
 from streams.worker import local_predict
 
@@ -122,3 +123,31 @@ def test_state_survives_between_batches_like_a_table():
     saved = copy.deepcopy(table)
     out = run(p, orders(3, start=10)[1:], saved)  # o1, o2 again: duplicates of batch one
     assert out.duplicates == 2 and out.accepted == 0
+
+
+def test_an_unreceived_restock_becomes_overdue_once_and_the_risk_stops_counting_it():
+    table: dict = {}
+    out = run(processor(), [snapshot(10), *orders(14)], table)
+    overdue = [a for a in out.alerts if a.kind == "overdue_restock"]
+    first = out.restocks[0]  # reviewed when day 0 closed, lead 3 days, grace 2 buckets
+    assert overdue[0].details["restock_ids"] == [first.restock_id]
+    # raised at the review of the bucket lead time + grace after the restock's
+    assert overdue[0].alert_id == deterministic_id(
+        "alert", "A", "L", "overdue_restock", (first.bucket + timedelta(days=3 + 2)).isoformat())
+    alerted = [r for a in overdue for r in a.details["restock_ids"]]
+    assert len(alerted) == len(set(alerted))  # one alert per restock
+    assert set(alerted) == set(table["A@L"]["overdue"]) <= set(table["A@L"]["on_order"])
+    # the stock-out risk after it leaves the overdue units out: a new episode opens that the
+    # same stream without overdue restocks does not have
+    late = [a for a in out.alerts if a.kind == "stockout_risk" and a.details["overdue_units"]]
+    assert late and late[0].details["overdue_units"] == first.quantity
+    patient = BatchProcessor(
+        replace(ProcessorConfig.from_settings(SETTINGS), restock_grace_buckets=1000),
+        local_predict(make_forecaster("moving_average")), "m")
+    calm = run(patient, [snapshot(10), *orders(14)], {})
+    assert not [a for a in calm.alerts if a.kind == "overdue_restock"]
+    assert len([a for a in calm.alerts if a.kind == "stockout_risk"]) == 1 < len(
+        [a for a in out.alerts if a.kind == "stockout_risk"])
+    # and stock data older than SHELFCAST_STALE_STOCK_BUCKETS (7) is stale, once
+    stale = [a for a in out.alerts if a.kind == "stale_stock"]
+    assert len(stale) == 1 and stale[0].details["age_buckets"] == 8

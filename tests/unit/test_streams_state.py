@@ -94,3 +94,32 @@ def test_json_round_trip_keeps_everything():
     s.on_order["r"] = 3
     back = SkuState.from_json(json.loads(json.dumps(s.to_json())))
     assert back == s
+
+
+def test_a_placed_order_keeps_when_it_is_due_until_received_in_full():
+    s = SkuState("A", "L")
+    stock(s, "s", 1.0, on_hand=0)
+    s.place_order("r1", 10, issued_bucket=1, lead_buckets=3)
+    s.place_order("r2", 5, issued_bucket=2, lead_buckets=3)
+    s.overdue.append("r1")  # the processor alerted it
+    assert s.on_order_terms == {"r1": [1, 3], "r2": [2, 3]}
+    stock(s, "rc1", 5.0, "receipt", delta=4, restock_id="r1")  # part of it: still due
+    assert s.on_order == {"r1": 6, "r2": 5} and s.on_order_terms["r1"] == [1, 3]
+    stock(s, "rc2", 5.5, "receipt", delta=6, restock_id="r1")
+    assert s.on_order == {"r2": 5} and s.on_order_terms == {"r2": [2, 3]} and s.overdue == []
+    back = SkuState.from_json(json.loads(json.dumps(s.to_json())))
+    assert back == s
+
+
+def test_a_state_written_before_restock_terms_decodes_and_is_timed_from_now():
+    old = {"sku": "A", "location": "L", "first_bucket": 1, "watermark": 3,
+           "demand": {"1": 2.0}, "seen_ids": {"3": ["e"]}, "on_hand": 0, "backorders": 4,
+           "stock_known": True, "last_stock_bucket": 1, "stock_as_of": 86_400.0,
+           "on_order": {"r-old": 7}, "policy": None, "open_alerts": {"stockout_risk": 2},
+           "next_bucket_high": 3.5, "forecast_pending": False}  # as main wrote it
+    s = SkuState.from_json(old)
+    assert s.on_order == {"r-old": 7} and s.on_order_terms == {} and s.overdue == []
+    s.time_orders(9, 2)  # its first review after the upgrade: bucket 9, lead 2
+    s.place_order("r-new", 3, issued_bucket=9, lead_buckets=2)
+    s.time_orders(10, 2)  # timed once: a later review does not move it
+    assert s.on_order_terms == {"r-old": [9, 2], "r-new": [9, 2]}
