@@ -7,6 +7,7 @@ event loop. The shop's events include a malformed record and a redelivered order
 import asyncio
 import json
 import time
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,9 +17,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from optimizer.service import OptimizerService
 from runtime.settings import Settings
-from schemas import DeadLetter, ForecastEvent, PlanEvent, RestockEvent
+from schemas import AlertEvent, DeadLetter, ForecastEvent, PlanEvent, RestockEvent
 from shelfcast.worker_process import WorkerProcess
+from streams.changelog import changelog_topic
+from streams.store import key_partition
 from streams.topics import ensure_topics
+from tests.support.kafka import read_all
 
 T0 = datetime(2011, 3, 7, 10, 0, tzinfo=UTC)
 DAYS = 10
@@ -122,3 +126,70 @@ async def test_orders_become_forecasts_restocks_and_plan_rows(
     finally:
         await conn.close()
     assert sorted(r["restock_id"] for r in rows) == sorted({r.restock_id for r in restocks})
+
+
+@pytest.mark.timeout(240)
+async def test_a_restock_never_received_becomes_overdue_and_the_risk_ignores_it(
+    kafka_bootstrap: str, fresh_topic_prefix: str, tmp_path: Path
+):
+    """A shop on librdkafka (kcat, confluent-kafka): its key sits on the partition CRC32
+    picks. No receipt ever comes: the first restock (lead 2 days) is overdue after lead time
+    + SHELFCAST_RESTOCK_GRACE_BUCKETS (2), an overdue_restock alert says so, and the stock-out
+    risk, counting only what can still arrive, raises a stock-out alert (counting the overdue
+    restock, the position looked healthy and none came). The state is on the changelog
+    partition of the key's input partition."""
+    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"{fresh_topic_prefix}.",
+                        shop_topic_prefix=f"{fresh_topic_prefix}.shop.",
+                        app_id=f"{fresh_topic_prefix}-app", topic_partitions=4,
+                        restock_grace_buckets=2)
+    t = settings.topics
+    key = b"TEE-BLK@berlin"
+    partition = zlib.crc32(key) % 4  # librdkafka's consistent_random; murmur2 would say 2
+    assert (partition, key_partition(key, 4)) == (3, 2)
+    events = [
+        (t.catalog, {"sku": "TEE-BLK", "location": "berlin", "lead_time_days": 2,
+                     "review_days": 1, "service_level": 0.95, "case_pack": 6, "moq": 12,
+                     "unit_cost": 1.5, "supplier": "acme"}),
+        (t.stock, {"event_id": "snap-1", "type": "snapshot", "sku": "TEE-BLK",
+                   "location": "berlin", "on_hand": 30,
+                   "occurred_at": (T0 - timedelta(hours=2)).isoformat()}),
+        *[(t.orders, {"event_id": f"ord-{d}", "type": "placed", "sku": "TEE-BLK",
+                      "location": "berlin", "quantity": 4,
+                      "occurred_at": (T0 + timedelta(days=d)).isoformat()})
+          for d in range(12)],
+    ]
+    await ensure_topics(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    try:
+        await asyncio.to_thread(worker.wait_ready, 120)
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            for topic, value in events:
+                await producer.send_and_wait(topic, key=key, value=json.dumps(value).encode(),
+                                             partition=partition)
+        finally:
+            await producer.stop()
+        alerts: list[AlertEvent] = []
+        restocks: list[RestockEvent] = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not (
+                {"overdue_restock", "stockout_risk"} <= {a.kind for a in alerts}):
+            await asyncio.sleep(1.0)
+            alerts = [AlertEvent.model_validate_json(r.value)
+                      for r in await read_all(settings, t.alerts)]
+        restocks = [RestockEvent.model_validate_json(r.value)
+                    for r in await read_all(settings, t.restock)]
+        changelog = await read_all(settings, changelog_topic(settings))
+    finally:
+        worker.stop()
+    first = min(restocks, key=lambda r: r.bucket)
+    overdue = [a for a in alerts if a.kind == "overdue_restock"]
+    assert overdue, f"no overdue alert; alerts {alerts}; worker log:\n{worker.log_tail()}"
+    assert overdue[0].details["restock_ids"] == [first.restock_id]
+    assert overdue[0].details["units"] == first.quantity
+    # the only stock-out alert comes once the restock is overdue, and leaves its units out
+    [stockout] = [a for a in alerts if a.kind == "stockout_risk"]
+    assert stockout.details["overdue_units"] == first.quantity
+    assert stockout.details["probability"] >= 0.2
+    assert {r.partition for r in changelog if r.key == key} == {partition}
