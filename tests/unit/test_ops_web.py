@@ -9,6 +9,7 @@ from runtime.settings import Settings
 from schemas import ForecastEvent, RestockEvent
 from streams.counters import StreamCounters
 from streams.processor import BatchOutputs
+from streams.store import StateStore
 from streams.web import WorkerWeb
 
 DAY = 86_400
@@ -68,3 +69,16 @@ def test_a_degraded_worker_is_alive_but_not_ready():
     assert body(web.route("/readyz", {})) == (503, {"ready": False, "degraded": True})
     down["now"] = False
     assert body(web.route("/readyz", {})) == (200, {"ready": True, "degraded": False})
+
+
+def test_a_key_on_two_partitions_shows_its_furthest_state_and_both_partitions():
+    store = StateStore(4)
+    store.partition(3)["TEE@berlin"] = {"demand": {}, "watermark": 19730, "on_hand": 7}
+    store.partition(0)["TEE@berlin"] = {"demand": {}, "watermark": 19700, "on_hand": 1}
+    store.partition(1)["MUG@wh1"] = {"demand": {}, "watermark": 19730, "on_hand": 2}
+    web = WorkerWeb(Settings(), lambda: store)
+    status, data = body(web.route("/api/sku/TEE%40berlin/", {}))
+    assert status == 200 and data["partitions"] == [0, 3] and data["state"]["on_hand"] == 7
+    assert body(web.route("/api/sku/MUG%40wh1/", {}))[1]["partitions"] == [1]
+    assert body(web.route("/api/overview/", {}))[1]["skus"] == 2
+    assert body(web.route("/api/skus", {"q": ""}))[1]["skus"] == ["MUG@wh1", "TEE@berlin"]
