@@ -123,6 +123,11 @@ class Settings(BaseSettings):
 
     # Ingest guards
     max_payload_bytes: int = Field(default=1_048_576, ge=1)
+    dlq_payload_bytes: int = Field(
+        default=262_144, ge=0,
+        description="a dead letter keeps at most this many bytes of the refused payload (with "
+                    "its full length and SHA-256); lowered at start to what the DLQ topic's "
+                    "max.message.bytes has room for")
 
     @field_validator("supplier_budgets", "supplier_min_order_values",
                      "location_capacity_units", mode="before")  # fmt: skip

@@ -6,7 +6,15 @@ from datetime import datetime
 from itertools import pairwise
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -205,8 +213,18 @@ class AlertEvent(Event):
     raised_at: AwareDatetime
 
 
+# Fields a dead letter carries only when it was cut to fit the DLQ topic (omitted otherwise,
+# so a consumer built against the first DeadLetter contract still reads every uncut record).
+DEAD_LETTER_CUT_FIELDS = ("payload_bytes", "payload_sha256", "key_truncated")
+
+
 class DeadLetter(Event):
-    """A record the ingest path refused, with where it came from and why."""
+    """A record the ingest path refused, with where it came from and why.
+
+    A record too large to dead-letter whole keeps only the first bytes of its value
+    (`raw_payload_b64`), with the full length and SHA-256 of the value beside them; such a
+    record cannot be replayed, but it can be found (and checked) in the source topic.
+    """
 
     source_topic: str
     partition: int
@@ -214,5 +232,25 @@ class DeadLetter(Event):
     key: str | None
     error: str
     error_kind: str
-    raw_payload_b64: str = Field(description="the raw bytes, base64 (may not be UTF-8)")
+    raw_payload_b64: str = Field(description="the raw bytes, base64 (may not be UTF-8); only "
+                                             "the first bytes when payload_bytes is set")
     received_at: AwareDatetime
+    payload_bytes: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="set when the payload was cut: the full value's length")
+    payload_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        default=None, description="set when the payload was cut: hex SHA-256 of the full value")
+    key_truncated: bool | None = Field(
+        default=None, description="set (true) when the key was cut to its first characters")
+
+    @property
+    def cut(self) -> bool:
+        """Whether the payload or key is only a prefix of the refused record's (no replay)."""
+        return self.payload_bytes is not None or bool(self.key_truncated)
+
+    @model_serializer(mode="wrap")
+    def _omit_uncut_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for name in DEAD_LETTER_CUT_FIELDS:
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data

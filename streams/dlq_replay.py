@@ -25,7 +25,8 @@ __all__ = ["ReplayResult", "replay_dead_letters"]
 class ReplayResult:
     scanned: int = 0
     replayed: int = 0
-    skipped: int = 0
+    skipped: int = 0  # not of the kinds asked for, or not a dead letter
+    cut: int = 0  # of the kinds asked for, but only a prefix of the payload or key was kept
     by_topic: dict[str, int] = field(default_factory=dict)
 
 
@@ -44,7 +45,11 @@ async def _partitions(settings: Settings, topic: str) -> list[int]:
 async def replay_dead_letters(settings: Settings, *, kinds: set[str] | None = None,
                               dry_run: bool = False, limit: int | None = None) -> ReplayResult:
     """Send the raw payload of each dead letter (optionally only of `kinds`) back to its source
-    topic with its original key, up to the DLQ's end as of the start of the call."""
+    topic with its original key, up to the DLQ's end as of the start of the call.
+
+    A dead letter that kept only the first bytes of its payload (or key) cannot be replayed:
+    it is counted in `cut`, not sent (its source topic still holds the record, at the offset
+    it names, and `payload_sha256` identifies it)."""
     kwargs = client_kwargs(settings)
     consumer = AIOKafkaConsumer(**kwargs, group_id=f"{settings.app_id}-dlq-replay",
                                 enable_auto_commit=False, auto_offset_reset="earliest")
@@ -79,6 +84,9 @@ async def replay_dead_letters(settings: Settings, *, kinds: set[str] | None = No
                         continue
                     if kinds and dead.error_kind not in kinds:
                         result.skipped += 1
+                        continue
+                    if dead.cut:  # sending a prefix back would be a different record
+                        result.cut += 1
                         continue
                     if not dry_run:
                         key = dead.key.encode() if dead.key is not None else None

@@ -104,6 +104,8 @@ class BatchProcessor:
         self.bucket_seconds = settings.bucket_seconds()
         self.window = settings.window_buckets
         self.lateness = settings.allowed_lateness_buckets
+        # the engine lowers it to what its DLQ topic has room for (streams.dead_letters)
+        self.dlq_payload_bytes = settings.dlq_payload_bytes
         self._default_policy: SkuPolicy | None = None
         self._policies: dict[tuple[Any, ...], SkuPolicy] = {}
 
@@ -187,7 +189,8 @@ class BatchProcessor:
                 except InvalidEvent as exc:
                     out.dead_letters.append(dead_letter(
                         topic=record.topic, partition=record.partition, offset=record.offset,
-                        key=record.key, raw=record.value, error=exc))
+                        key=record.key, raw=record.value, error=exc,
+                        max_payload_bytes=self.dlq_payload_bytes))
         apply_order = SkuState.order
         bucket_seconds, window, lateness = self.bucket_seconds, self.window, self.lateness
         while pending:
@@ -217,7 +220,8 @@ class BatchProcessor:
                         key=record.key, raw=record.value,
                         error=InvalidEvent(
                             f"event is more than {self.lateness} bucket(s) behind its SKU's "
-                            "clock", kind="late")))
+                            "clock", kind="late"),
+                        max_payload_bytes=self.dlq_payload_bytes))
                 if state.forecast_pending:
                     due[key] = state
             out.accepted += accepted

@@ -23,6 +23,9 @@ async def test_replay_sends_raw_payloads_back_once(kafka_bootstrap, fresh_topic_
                     error=InvalidEvent("too late", kind="late")),
         dead_letter(topic=t.stock, partition=1, offset=9, key=b"B@L", raw=b"\xff",
                     error=InvalidEvent("payload is not UTF-8", kind="not_utf8")),
+        # kept only its first bytes to fit the DLQ: cannot be replayed, only counted
+        dead_letter(topic=t.orders, partition=0, offset=6, key=b"A@L", raw=b"x" * 5000,
+                    error=InvalidEvent("too late", kind="late"), max_payload_bytes=100),
     ]
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
@@ -31,7 +34,7 @@ async def test_replay_sends_raw_payloads_back_once(kafka_bootstrap, fresh_topic_
     await producer.stop()
 
     dry = await replay_dead_letters(settings, kinds={"late"}, dry_run=True)
-    assert (dry.replayed, dry.skipped) == (1, 1)
+    assert (dry.replayed, dry.skipped, dry.cut) == (1, 1, 1)
     first = await replay_dead_letters(settings, kinds={"late"})
     assert first.by_topic == {t.orders: 1}
     again = await replay_dead_letters(settings)
