@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     bucket: Literal["daily", "hourly"] = "daily"
     window_buckets: int = Field(default=56, ge=7, description="buckets kept per (sku, location)")
     allowed_lateness_buckets: int = Field(default=1, ge=0)
+    dedupe_buckets: int | None = Field(
+        default=None, ge=1,
+        description="buckets an event id is remembered: a redelivery within them is a "
+                    "duplicate, not late; unset = WINDOW_BUCKETS")
     horizon_buckets: int = Field(default=14, ge=1)
     model: Literal["seasonal_naive", "moving_average", "lstm"] = "moving_average"
     model_path: Path | None = Field(

@@ -104,6 +104,7 @@ class BatchProcessor:
         self.bucket_seconds = settings.bucket_seconds()
         self.window = settings.window_buckets
         self.lateness = settings.allowed_lateness_buckets
+        self.id_memory = settings.dedupe_buckets or settings.window_buckets  # buckets
         # the engine lowers it to what its DLQ topic has room for (streams.dead_letters)
         self.dlq_payload_bytes = settings.dlq_payload_bytes
         self._default_policy: SkuPolicy | None = None
@@ -193,6 +194,7 @@ class BatchProcessor:
                         max_payload_bytes=self.dlq_payload_bytes))
         apply_order = SkuState.order
         bucket_seconds, window, lateness = self.bucket_seconds, self.window, self.lateness
+        memory = self.id_memory
         while pending:
             held: list[_Item] = []
             due: dict[str, SkuState] = {}
@@ -207,7 +209,7 @@ class BatchProcessor:
                     state = self._state(cache, table, key)
                 if occurred_at is not None:  # an order: it has a quantity too
                     verdict = apply_order(state, event, occurred_at, quantity,  # type: ignore[arg-type]
-                                          bucket_seconds, window, lateness)
+                                          bucket_seconds, window, lateness, memory)
                 else:
                     verdict = self._apply(event, state)
                 if verdict == "ok":
