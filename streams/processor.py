@@ -47,7 +47,7 @@ class PredictFn(Protocol):
     def __call__(self, windows: np.ndarray, horizon: int, *, keys: Sequence[str] | None = None,
                  end_days: np.ndarray | None = None) -> Awaitable[QuantileForecast]: ...
 
-_TOPIC, _VALUE = attrgetter("topic"), attrgetter("value")
+_TOPIC, _VALUE, _RECORD_KEY = attrgetter("topic"), attrgetter("value"), attrgetter("key")
 _KEY_FORMAT = "{}@{}".format  # sku_key, as a C-level callable for map()
 
 HIGH_LEVEL = 0.975  # forecast quantile above which observed demand is an anomaly
@@ -133,7 +133,7 @@ class BatchProcessor:
                 full = decode(OrderEvent, record.value, max_bytes=max_bytes)
                 order = FastOrder(full.event_id, full.sku, full.location,
                                   full.occurred_at.timestamp(), full.signed_quantity())
-            return (record, sku_key(order.sku, order.location), order.event_id,
+            return (record, _keyed(record, sku_key(order.sku, order.location)), order.event_id,
                     order.occurred_at, order.signed_quantity)
         if record.topic == self.topics.stock:
             stock = fast_stock(record.value, max_bytes)
@@ -141,10 +141,10 @@ class BatchProcessor:
                 e = decode(StockEvent, record.value, max_bytes=max_bytes)
                 stock = FastStock(e.event_id, e.type, e.sku, e.location,
                                   e.occurred_at.timestamp(), e.on_hand, e.delta, e.restock_id)
-            return record, sku_key(stock.sku, stock.location), stock, None, None
+            return record, _keyed(record, sku_key(stock.sku, stock.location)), stock, None, None
         if record.topic == self.topics.catalog:
             policy = decode(SkuPolicy, record.value, max_bytes=max_bytes)
-            return record, sku_key(policy.sku, policy.location), policy, None, None
+            return record, _keyed(record, sku_key(policy.sku, policy.location)), policy, None, None
         raise InvalidEvent(f"unexpected topic {record.topic!r}", kind="unknown_topic")
 
     def _apply(self, event: FastStock | SkuPolicy, state: SkuState) -> ApplyResult:
@@ -180,10 +180,11 @@ class BatchProcessor:
             if topic == orders_topic:  # the bulk: decode the run a column at a time
                 columns = order_columns(list(map(_VALUE, run)), max_bytes)
                 if columns is not None:
-                    keys = map(_KEY_FORMAT, columns.sku, columns.location)
-                    pending.extend(zip(run, keys, columns.event_id, columns.occurred_at,
-                                       columns.signed_quantity, strict=True))
-                    continue
+                    keys = list(map(_KEY_FORMAT, columns.sku, columns.location))
+                    if _keys_agree(list(map(_RECORD_KEY, run)), keys):
+                        pending.extend(zip(run, keys, columns.event_id, columns.occurred_at,
+                                           columns.signed_quantity, strict=True))
+                        continue
             for record in run:
                 try:
                     pending.append(self._decode(record))
@@ -413,6 +414,24 @@ class BatchProcessor:
             f"{HIGH_LEVEL:.1%} quantile {high:.1f}",
             {"observed": observed, "high_quantile": round(high, 4), "level": HIGH_LEVEL},
             bucket_start, issued_at))
+
+
+def _keyed(record: InputRecord, key: str) -> str:
+    """`key` (the payload's sku@location), unless the record's Kafka key says otherwise: such
+    a record would be counted to one SKU on the partition of another (no key is fine)."""
+    if record.key is not None and record.key != key.encode():
+        shown = record.key.decode("utf-8", errors="replace")[:200]
+        raise InvalidEvent(f"record key {shown!r} is not the payload's sku@location {key!r}",
+                           kind="key_mismatch")
+    return key
+
+
+def _keys_agree(record_keys: list[bytes | None], keys: list[str]) -> bool:
+    """Whether every record key is None or its payload's key (a run of orders, at C speed
+    when all are keyed)."""
+    if None not in record_keys:
+        return record_keys == list(map(str.encode, keys))
+    return all(k is None or k == key.encode() for k, key in zip(record_keys, keys, strict=True))
 
 
 def _closed_windows(states: list[SkuState], last_closed: list[int], window: int) -> np.ndarray:
