@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         default="text", description="worker/optimizer log lines: text or JSON objects")
     web_port: int | None = Field(default=None, description="worker web server port; unset = off")
+    optimizer_web_port: int | None = Field(
+        default=None, description="optimizer /metrics port; unset = WEB_PORT (give it another "
+                                  "one when a worker runs on the same host)")
 
     # PostgreSQL
     database_url: SecretStr | None = Field(

@@ -273,6 +273,9 @@ class AlertEvent(Event):
     message: str
     details: dict[str, Any] = Field(default_factory=dict)
     raised_at: Timestamp
+    bucket: Timestamp | None = Field(
+        default=None, description="start of the closed bucket the alert is about (optional: "
+                                  "older alerts lack it)")
 
 
 # Fields a dead letter carries only when it was cut to fit the DLQ topic (omitted otherwise,

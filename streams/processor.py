@@ -392,7 +392,8 @@ class BatchProcessor:
                details: dict[str, Any], bucket_start: datetime, issued_at: datetime) -> AlertRow:
         return AlertRow(deterministic_id("alert", state.sku, state.location, kind,
                                          bucket_start.isoformat()),
-                        state.sku, state.location, kind, severity, message, details, issued_at)
+                        state.sku, state.location, kind, severity, message, details, issued_at,
+                        bucket_start)
 
     def _stockout(self, state: SkuState, risk: float, steps: int, position: float,
                   bucket_start: datetime, issued_at: datetime, out: BatchOutputs) -> None:

@@ -154,3 +154,12 @@ def test_the_id_memory_is_configurable_and_bounded():
     out = run(p, orders(30), table)
     # the open bucket and the 3 closed before it remembered; older redeliveries are late
     assert out.duplicates == 4 and len(out.dead_letters) == 26
+
+
+def test_alerts_carry_the_bucket_they_are_about():
+    p, table = processor(), {}
+    out = run(p, [snapshot(1), *orders(12)], table)
+    assert out.alerts, "low stock should raise a stock-out alert"
+    for alert in out.alerts:
+        assert alert.bucket is not None and alert.bucket < alert.raised_at
+        assert alert.bucket.hour == 0  # daily buckets start at midnight UTC
