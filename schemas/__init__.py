@@ -1,6 +1,6 @@
 """Event contracts: pydantic models, codec, keys, deterministic ids and JSON Schema export."""
 
-from schemas.codec import dead_letter, decode, encode
+from schemas.codec import dead_letter, dead_letter_bytes, decode, encode
 from schemas.errors import InvalidEvent, SchemaError
 from schemas.events import (
     SCHEMA_VERSION,
@@ -33,6 +33,7 @@ __all__ = [
     "SkuPolicy",
     "StockEvent",
     "dead_letter",
+    "dead_letter_bytes",
     "decode",
     "deterministic_id",
     "encode",

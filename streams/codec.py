@@ -28,7 +28,12 @@ __all__ = ["FastOrder", "FastStock", "OrderColumns", "fast_order", "fast_stock",
 # sku/location: the models' `^[^@\s]+$`, narrowed to printable ASCII (Python's and the
 # validator's ideas of Unicode whitespace differ; anything else takes the slow path)
 _NAME = re.compile(r"[!-?A-~]{1,64}")
-_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})")
+# the commonest spellings of `schemas.events.RFC3339_PATTERN` (ASCII digits: Python's `\d` also
+# takes other scripts' digits); fromisoformat and the year check do the rest, and anything
+# else (lowercase t/z, 7-9 fraction digits) takes the slow path, whose model decides
+_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
+    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])")  # fromisoformat takes +05:60
 _ORDER_TYPES = {"placed": 1, "cancelled": -1, "returned": -1}
 _STOCK_TYPES = frozenset({"snapshot", "adjustment", "receipt"})
 _ORDER_KEYS = frozenset({"event_id", "type", "sku", "location", "quantity", "occurred_at",
@@ -177,6 +182,11 @@ _TIME_SHAPES = frozenset(
     for zone in ("Z", "+00:00", "-00:00"))
 
 
+# offsets fromisoformat reads (as 6:00, or as an error only for 24 hours or more) that are no
+# RFC 3339 offset: minutes 60-99, hours 24-99; one scan of a run's joined timestamps
+_BAD_ZONE = re.compile(r"[+-](?:[0-9]{2}:[6-9][0-9]|2[4-9]:[0-9]{2}|[3-9][0-9]:[0-9]{2})(?:\n|$)")
+
+
 class _Order(msgspec.Struct, forbid_unknown_fields=True):
     """An order as `fast_order` accepts it, typed: msgspec checks the JSON types (a float or a
     bool is no int, null only where optional), lengths and ranges while it parses, in C.
@@ -223,10 +233,13 @@ def order_columns(raws: Sequence[Any], max_bytes: int) -> OrderColumns | None:
     if not all(map(_name, (set(skus) | set(locations)) - _good_names)):
         return None
     try:
-        shapes = "\n".join(times).encode("ascii").translate(_DIGITS_TO_ZERO).split(b"\n")
+        joined = "\n".join(times)
+        shapes = joined.encode("ascii").translate(_DIGITS_TO_ZERO).split(b"\n")
     except UnicodeEncodeError:  # other digits or letters: record by record, `_TIME` decides
         return None
     if len(shapes) != len(times) or not _TIME_SHAPES.issuperset(shapes):
+        return None
+    if _BAD_ZONE.search(joined):  # a shape of "+00:00" that fromisoformat takes but RFC 3339 not
         return None
     try:
         whens = list(map(datetime.fromisoformat, times))
