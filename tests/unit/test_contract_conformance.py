@@ -28,7 +28,7 @@ from forecasting import make_forecaster
 from runtime.settings import Settings
 from schemas import InvalidEvent, OrderEvent, SkuPolicy, StockEvent, decode, export_json_schemas
 from streams.codec import fast_order, fast_stock, order_columns
-from streams.processor import BatchProcessor, RawRecord
+from streams.processor import BatchProcessor, ProcessorConfig, RawRecord
 from streams.worker import local_predict
 
 SETTINGS = Settings(kafka_bootstrap="unused:9092")
@@ -192,7 +192,8 @@ def model_valid(topic: str, value: bytes | None) -> bool:
 
 def worker_accepts(topic: str, key: bytes | None, value: bytes | None) -> tuple[bool, str]:
     model = make_forecaster("seasonal_naive")
-    processor = BatchProcessor(SETTINGS, local_predict(model), model.model_version)
+    processor = BatchProcessor(ProcessorConfig.from_settings(SETTINGS), local_predict(model),
+                               model.model_version)
     out = asyncio.run(processor.process([RawRecord(topic, 0, 0, key, value)], {}))
     kinds = [d.error_kind for d in out.dead_letters]
     return not kinds and out.accepted == 1, ",".join(kinds)
@@ -246,7 +247,8 @@ def test_a_run_of_valid_orders_decoded_as_columns_is_all_accepted():
     valid = [(k, v) for name, topic, k, v in CORPUS if topic == T.orders
              and any(name == f"order at {ts!r}" for ts in VALID_TIMES)]
     model = make_forecaster("seasonal_naive")
-    processor = BatchProcessor(SETTINGS, local_predict(model), model.model_version)
+    processor = BatchProcessor(ProcessorConfig.from_settings(SETTINGS), local_predict(model),
+                               model.model_version)
     # one SKU each: their times span 1990-2100, and one SKU's clock would make the rest late
     records = [RawRecord(T.orders, 0, i, f"S{i}@berlin".encode(), json.dumps(
         {**json.loads(v or b"{}"), "event_id": f"e{i}", "sku": f"S{i}"}).encode())

@@ -145,7 +145,8 @@ def test_redeliveries_older_than_the_open_buckets_are_duplicates_not_late():
 def test_the_id_memory_is_configurable_and_bounded():
     settings = Settings(kafka_bootstrap="unused:9092", window_buckets=7, dedupe_buckets=3)
     model = make_forecaster("moving_average")
-    p = BatchProcessor(settings, local_predict(model), model.model_version)
+    p = BatchProcessor(ProcessorConfig.from_settings(settings), local_predict(model),
+                       model.model_version)
     table: dict = {}
     run(p, orders(30), table)
     state = table["A@L"]
