@@ -34,7 +34,7 @@ class Exact(Forecaster):
         self.rate = rate
         self.seen_lengths: list[int] = []
 
-    def _predict(self, windows, horizon):
+    def _predict(self, windows, horizon, end_days):
         self.seen_lengths.append(int(np.isfinite(windows).sum(axis=1).max()))
         n = windows.shape[0]
         steps = np.arange(1, horizon + 1)
@@ -88,9 +88,9 @@ def test_forecaster_sees_only_history_up_to_the_day_just_closed():
     seen: list[float] = []
 
     class Spy(Exact):
-        def _predict(self, windows, horizon):
+        def _predict(self, windows, horizon, end_days):
             seen.append(float(windows[0, -1]))
-            return super()._predict(windows, horizon)
+            return super()._predict(windows, horizon, end_days)
 
     simulate(demand, dates(50), [ForecastPolicy("spy", Spy(1.0))], config())
     # Reviews at the end of days 14..49 see the demand of days 14..49 as their last value.
