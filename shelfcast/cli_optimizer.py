@@ -15,12 +15,13 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from runtime.errors import ConfigError
 from shelfcast.cli_forecasting import add_data_args
 
 if TYPE_CHECKING:
+    from forecasting.lstm import LSTMForecaster
     from optimizer.simulation import ForecastPolicy, RestockPolicy, SimulationResult
 
 __all__ = ["DEFAULT_POLICIES", "add_bench_commands", "add_commands", "run"]
@@ -134,9 +135,9 @@ def _kwarg(text: str, spec: str) -> tuple[str, Any]:
     if not sep or not key.isidentifier():
         raise ConfigError(f"policy {spec!r}: option {text!r} is not key=value")
     value: Any = raw
-    for cast in (int, float):
+    for parse in (int, float):
         try:
-            value = cast(raw)
+            value = parse(raw)
             break
         except ValueError:
             continue
@@ -223,10 +224,12 @@ def _fit_before(policy: ForecastPolicy, panel: Any, first_index: int,
     if args.lstm_out is not None and forecaster_info(model.name).loads_artifact:
         from forecasting.lstm import save_artifact
 
+        # The registry's one artifact format is the LSTM's (forecasting.lstm.artifact).
+        lstm = cast("LSTMForecaster", model)
         data = {"path": str(args.data), "n_series": past.n_series, "n_days": past.n_days,
                 "first_day": str(past.dates[0]), "last_day": str(past.dates[-1])}
-        history = model.train_result.history  # the LSTM's own TrainResult, saved with it
-        save_artifact(model, args.lstm_out, data_fingerprint=past.fingerprint(), data=data,
+        history = lstm.train_result.history if lstm.train_result is not None else []
+        save_artifact(lstm, args.lstm_out, data_fingerprint=past.fingerprint(), data=data,
                       metrics=info["metrics"], history=history)
         info["model_dir"] = str(args.lstm_out)
     return info
