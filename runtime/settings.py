@@ -101,7 +101,10 @@ class Settings(BaseSettings):
         description="buckets an event id is remembered: a redelivery within them is a "
                     "duplicate, not late; unset = WINDOW_BUCKETS")
     horizon_buckets: int = Field(default=14, ge=1)
-    model: Literal["seasonal_naive", "moving_average", "lstm"] = "moving_average"
+    # A plain name: the forecaster registry (forecasting/) is a floor above runtime/, so the
+    # name is checked where a model is built (streams.forecaster_setup.model_info, the CLI).
+    model: str = Field(default="moving_average", min_length=1,
+                       description="forecaster the workers serve (a registered name)")
     model_path: Path | None = Field(
         default=None, description="trained model directory (`shelfcast train --out`), for lstm")
     model_poll_s: float = Field(

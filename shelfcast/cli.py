@@ -117,6 +117,9 @@ def _run(args: argparse.Namespace) -> int:
             print(path)
         return 0
     settings = Settings()
+    from streams.forecaster_setup import model_info
+
+    model_info(settings)  # SHELFCAST_MODEL names a registered forecaster (one-line error)
     if args.command == "settings":
         print(json.dumps(settings.public_dict(), indent=2))
         return 0
