@@ -16,7 +16,7 @@ from schemas.events import (
 )
 from schemas.export import CONTRACT_MODELS, export_json_schemas
 from schemas.ids import deterministic_id
-from schemas.keys import sku_key, split_key
+from schemas.keys import sku_key, sku_keys, split_key
 
 __all__ = [
     "CONTRACT_MODELS",
@@ -39,5 +39,6 @@ __all__ = [
     "encode",
     "export_json_schemas",
     "sku_key",
+    "sku_keys",
     "split_key",
 ]

@@ -33,6 +33,7 @@ from schemas import (
     decode,
     deterministic_id,
     sku_key,
+    sku_keys,
     split_key,
 )
 from streams.codec import FastOrder, FastStock, fast_order, fast_stock, order_columns
@@ -59,7 +60,6 @@ class PredictFn(Protocol):
                  end_days: np.ndarray | None = None) -> Awaitable[QuantileForecast]: ...
 
 _TOPIC, _VALUE, _RECORD_KEY = attrgetter("topic"), attrgetter("value"), attrgetter("key")
-_KEY_FORMAT = "{}@{}".format  # sku_key, as a C-level callable for map()
 
 
 @dataclass(frozen=True)
@@ -222,7 +222,7 @@ class BatchProcessor:
             if topic == orders_topic:  # the bulk: decode the run a column at a time
                 columns = order_columns(list(map(_VALUE, run)), max_bytes)
                 if columns is not None:
-                    keys = list(map(_KEY_FORMAT, columns.sku, columns.location))
+                    keys = sku_keys(columns.sku, columns.location)
                     if _keys_agree(list(map(_RECORD_KEY, run)), keys):
                         pending.extend(zip(run, keys, columns.event_id, columns.occurred_at,
                                            columns.signed_quantity, strict=True))
@@ -392,7 +392,7 @@ class BatchProcessor:
         severity = "critical" if risk >= 0.5 else "warning"
         out.alert_rows.append(self._alert(
             state, "stockout_risk", severity,
-            f"{state.sku}@{state.location}: {risk:.0%} chance of running out within "
+            f"{sku_key(state.sku, state.location)}: {risk:.0%} chance of running out within "
             f"{steps} bucket(s) (inventory position {position:g})",
             {"probability": round(risk, 4), "inventory_position": position,
              "lead_time_buckets": steps}, bucket_start, issued_at))
@@ -401,7 +401,7 @@ class BatchProcessor:
                  issued_at: datetime, out: BatchOutputs) -> None:
         out.alert_rows.append(self._alert(
             state, "demand_anomaly", "warning",
-            f"{state.sku}@{state.location}: demand {observed:g} above the forecast's "
+            f"{sku_key(state.sku, state.location)}: demand {observed:g} above the forecast's "
             f"{HIGH_LEVEL:.1%} quantile {high:.1f}",
             {"observed": observed, "high_quantile": round(high, 4), "level": HIGH_LEVEL},
             bucket_start, issued_at))
