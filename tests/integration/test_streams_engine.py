@@ -164,8 +164,9 @@ async def test_a_poison_pill_at_the_broker_limit_is_dead_lettered_and_its_partit
     # the broker's limit and SHELFCAST_MAX_PAYLOAD_BYTES, ~4/3 of it over the DLQ topic's
     pill = b"{" + b"x" * (limit - 100)
     model = make_forecaster("moving_average")
-    engine = BatchEngine(settings, BatchProcessor(settings, local_predict(model),
-                                                  model.model_version))
+    processor = BatchProcessor(ProcessorConfig.from_settings(settings), local_predict(model),
+                               model.model_version)
+    engine = BatchEngine(settings, processor)
     caplog.set_level(logging.INFO, logger="streams")
     stop = asyncio.Event()
     running = asyncio.create_task(engine.run(stop))
