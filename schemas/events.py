@@ -83,7 +83,7 @@ def _timestamp(value: Any) -> Any:
         return value
     if not _TIMESTAMP.fullmatch(value):
         if not _TIMESTAMP_SHAPE.fullmatch(value):
-            raise ValueError("not a timestamp with a UTC offset, like 2026-12-02T11:00:00Z "
+            raise ValueError("not a timestamp with a timezone offset, like 2026-12-02T11:00:00Z "
                              "(separator T or a space; seconds; Z, +HH:MM, +HHMM or +HH)")
         if not 1990 <= int(value[:4]) <= 2100:
             raise ValueError(f"{value} is outside 1990..2100")
