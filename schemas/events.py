@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    WithJsonSchema,
     model_serializer,
     model_validator,
 )
@@ -35,18 +36,36 @@ __all__ = [
 SCHEMA_VERSION: Final = 1
 MAX_QUANTITY = 1_000_000
 
-# RFC 3339 `date-time` exactly as the worker accepts it, for every language's validator (ECMA
-# 262, RE2, Python re, Rust regex: ASCII classes only, no lookaround): `T` or `t`, 1-9
-# fraction digits (Go and .NET write up to 9 and 7), `Z`/`z` or `+HH:MM`/`-HH:MM`, years
-# 1990-2100. Not accepted: a space separator, `+0000`, a missing offset, a date alone (the
-# JSON Schema `date-time` format refuses them too, so the exported schema and the worker agree;
-# tests/unit/test_contract_conformance.py). Day-of-month validity is the format's job.
-RFC3339_PATTERN = (
-    r"^(199[0-9]|20[0-9]{2}|2100)-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]"
-    r"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?"
-    r"([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
-_RFC3339 = re.compile(RFC3339_PATTERN)
-_RFC3339_ANY_YEAR = re.compile("^[0-9]{4}" + RFC3339_PATTERN[RFC3339_PATTERN.index(")") + 1:])
+# A timestamp exactly as the worker accepts it, one regex for every language's validator (ECMA
+# 262, RE2, Python re, Rust regex: ASCII classes, plain groups, no `\d`/`\s`, no lookaround).
+# RFC 3339 `date-time` plus the unambiguous spellings other languages write by default:
+# - separator `T`, `t` or one space (RFC 3339 5.6 NOTE; Python `str(datetime)`, PostgreSQL);
+# - offset `Z`/`z`, `+HH:MM`, ISO 8601 basic `+HHMM` (strftime `%z`, Java `Z`, PHP `O`) or
+#   hour-only `+HH` (PostgreSQL writes `+00`, `+05:30`): the offset always follows the whole
+#   seconds, so none of them can be read two ways;
+# - seconds required, 1-9 fraction digits (Go and .NET write up to 9 and 7), no leap second.
+# Refused: no offset (local time of an unknown zone), a date alone, no seconds, `,` fractions.
+# The calendar is in the regex (31-day months, February 29 only in leap years: 1992, 1996,
+# 2000 ... 2096; 2100 is none), possible because years are bounded to 1990-2100, so the
+# exported schema needs no `format` (which would refuse the space and `+HHMM`).
+_YEAR = "(199[0-9]|20[0-9][0-9]|2100)"
+_LEAP_YEAR = "(199[26]|20([02468][048]|[13579][26]))"
+_MONTH_DAY = ("((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)"
+              "|02-(0[1-9]|1[0-9]|2[0-8]))")
+_CLOCK = "([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]([.][0-9]{1,9})?"
+_OFFSET = "([Zz]|[+-]([01][0-9]|2[0-3])(:[0-5][0-9]|[0-5][0-9])?)"
+TIMESTAMP_PATTERN = f"^({_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)[Tt ]{_CLOCK}{_OFFSET}$"
+TIMESTAMP_DESCRIPTION = (
+    "A timestamp with a UTC offset, years 1990-2100, e.g. 2026-12-02T11:00:00Z: RFC 3339 "
+    "date-time (separator T or t, seconds, 1-9 fraction digits, offset Z, z or +HH:MM), also "
+    "with a space separator (2026-12-02 11:00:00+00:00) and an offset +HHMM or +HH "
+    "(2026-12-02T11:00:00+0530, 2026-12-02 11:00:00+00). Refused: no offset, a date alone, "
+    "no seconds, a leap second, a day the calendar lacks. `pattern` is the whole rule.")
+_TIMESTAMP = re.compile(TIMESTAMP_PATTERN)
+# the pattern's shape with any numbers: to tell a date that does not exist from a misspelling
+_TIMESTAMP_SHAPE = re.compile(
+    "[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]{1,9})?"
+    "([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)")
 
 # sku and location: no `@` (the key separator), no whitespace or control characters. Spelled
 # out, not `\s`: Python's, Rust's and ECMA 262's `\s` differ (U+001C-001F, U+0085, U+FEFF).
@@ -54,18 +73,22 @@ NAME_PATTERN = (r"^[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u2
                 r"\u3000\ufeff]+$")
 
 
-def _rfc3339(value: Any) -> Any:
-    """A timestamp string, parsed if RFC 3339 as `RFC3339_PATTERN` spells it (pydantic alone
-    also takes `+0000`, a space separator, minutes without seconds, even epoch seconds).
-    Parsed as `datetime.fromisoformat` does (fractions past microseconds are dropped), the
-    same parse as the fast path's (`streams.codec`)."""
+def _timestamp(value: Any) -> Any:
+    """A timestamp string parsed, if `TIMESTAMP_PATTERN` takes it (pydantic alone also takes
+    minutes without seconds, `+05:30:15`, even epoch seconds). Parsed as
+    `datetime.fromisoformat` does (fractions past microseconds are dropped), the same parse as
+    the fast path's (`streams.codec`). `fullmatch`: Python's `$` also matches before a final
+    newline, which ECMA 262 and RE2 refuse."""
     if not isinstance(value, str):
         return value
-    if not _RFC3339.match(value) or value.endswith("\n"):
-        if _RFC3339_ANY_YEAR.match(value) and not value.endswith("\n"):
+    if not _TIMESTAMP.fullmatch(value):
+        if not _TIMESTAMP_SHAPE.fullmatch(value):
+            raise ValueError("not a timestamp with a timezone offset, like 2026-12-02T11:00:00Z "
+                             "(separator T or a space; seconds; Z, +HH:MM, +HHMM or +HH)")
+        if not 1990 <= int(value[:4]) <= 2100:
             raise ValueError(f"{value} is outside 1990..2100")
-        raise ValueError("not an RFC 3339 date-time with a timezone offset, like "
-                         "2026-12-02T11:00:00Z (T separator, seconds, Z or +HH:MM)")
+        raise ValueError(f"{value} names no instant: a day, hour, minute, second or offset "
+                         "out of range (a leap second, February 29 of a common year, +05:60)")
     return datetime.fromisoformat(value.upper())  # 3.11 reads neither `t` nor `z`
 
 
@@ -85,9 +108,10 @@ EventId = Annotated[str, Field(min_length=1, max_length=128)]
 _INTEGRAL = BeforeValidator(_integral)
 Quantity = Annotated[int, Field(gt=0, le=MAX_QUANTITY), _INTEGRAL]
 Units = Annotated[int, Field(ge=0, le=1_000_000_000), _INTEGRAL]
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339), Field(
-    description="RFC 3339 date-time with an offset", json_schema_extra={
-        "pattern": RFC3339_PATTERN})]
+# the schema stated whole: pydantic's own would add `format: date-time`, which strict
+# validators read as RFC 3339 only (refusing the space and `+HHMM` the worker takes)
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp), WithJsonSchema(
+    {"type": "string", "pattern": TIMESTAMP_PATTERN, "description": TIMESTAMP_DESCRIPTION})]
 EventTime = Timestamp
 
 
