@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from forecasting.lstm.durable import FORMAT, NO_DAY_INT, RING_FLAG, blob_dtype
+from forecasting.lstm.durable import FORMAT, NO_DAY_INT, RING_FLAG, blob_dtype, history
 from forecasting.lstm.features import RING_DAYS, DayRing, ScaleState
 from forecasting.lstm.state import SeriesState
 
@@ -203,6 +203,12 @@ class StateSlots:
             self.ring_values[target] = rec["ring"]
             self.ring_pos[target] = rec["ring_pos"]
         return fits
+
+    @staticmethod
+    def history(blobs: Sequence[bytes | None]) -> tuple[NDArray[np.float64],
+                                                         NDArray[np.datetime64]]:
+        """The demand history records of any model carry (durable.history)."""
+        return history(blobs)
 
     def _index(self, slots: Slots) -> torch.Tensor:
         idx = torch.from_numpy(np.ascontiguousarray(slots, dtype=np.int64))
