@@ -100,7 +100,8 @@ def history(blobs: Sequence[bytes | None]) -> tuple[NDArray[np.float64], NDArray
     ends = np.full(n, np.datetime64("NaT"), dtype="datetime64[D]")
     for i, blob in enumerate(blobs):
         head = None if blob is None else header(blob)
-        if head is None or not int(head["flags"]) & RING_FLAG or int(head["last_day"]) == NO_DAY_INT:
+        if (head is None or not int(head["flags"]) & RING_FLAG
+                or int(head["last_day"]) == NO_DAY_INT):
             continue
         assert blob is not None
         dtype = blob_dtype(int(head["layers"]), int(head["hidden"]), True)
