@@ -127,11 +127,16 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str,
         schema=faust.Schema(key_serializer="raw", value_serializer=STATE_CODEC),
         use_partitioner=True,
     )
+    # faust-streaming 0.15 takes the table's own serializer (its changelog sends, its store)
+    # from value_type, not from the schema: name the codec on both (set before first use:
+    # the store and the changelog topic are made lazily).
+    table.value_serializer = STATE_CODEC
     metrics = metrics or WorkerMetrics(model_version, model=settings.model)
     processor = BatchProcessor(ProcessorConfig.from_settings(settings),
                                metrics.instrument_predict(predict), model_version)
     counters = StreamCounters()
     app.shelfcast_counters = counters  # type: ignore[attr-defined]
+    app.shelfcast_processor = processor  # type: ignore[attr-defined]
     metrics.install(app, counters)
     install_web(app, table, settings, counters)
 
