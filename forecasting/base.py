@@ -345,6 +345,22 @@ class KeyedStates(Protocol[StateT]):
         """Store the batch `state` into `slots`."""
         ...
 
+    def export(self, slots: NDArray[np.intp]) -> list[bytes]:
+        """The durable record of each slot's state (what a stream changelogs per key)."""
+        ...
+
+    def restore(self, slots: NDArray[np.intp], blobs: Sequence[bytes | None]
+                ) -> NDArray[np.bool_]:
+        """Put records made by `export` of this model into `slots`; returns which were taken
+        (a record of another model or layout is not)."""
+        ...
+
+    def history(self, blobs: Sequence[bytes | None]
+                ) -> tuple[NDArray[np.float64], NDArray[np.datetime64]]:
+        """The demand history records of any model of this kind carry: (n, days) values,
+        oldest first, NaN where none, and (n,) the day of the last column (NaT: none)."""
+        ...
+
 
 class IncrementalForecaster(Forecaster, Generic[StateT]):
     """A forecaster that can also carry each series' state from bucket to bucket (the LSTM),

@@ -2,13 +2,25 @@
 
 Requests queue; a batch closes when it holds `max_batch` series or `max_wait_ms` after its
 first request, whichever comes first; the model runs once on the whole batch (in one
-worker thread, so the event loop keeps consuming) and each caller's future gets its rows.
-`Inferencer.predict` is a `streams.processor.PredictFn`. `predict_keyed` adds incremental
-inference for an `IncrementalForecaster` (the LSTM), which the inferencer recognises once,
-when it is given the model: an SKU whose state is one bucket behind costs one recurrent step
-(the states of all keys live in one store from the model's `keyed_states`); an unknown or
-stale SKU (a new worker, a rebalance, a new model version) is encoded from its window, over
-the model's `cold_start_warmup_days` (the LSTM's bounded warm-up; None: the whole window).
+worker thread, so the event loop keeps consuming) and each caller's future gets its rows,
+with the version of the model that made them (`ServedForecast`: a roll-in between two
+batches can never mislabel a forecast). `Inferencer.predict` is a plain forecaster call.
+
+`serve_keyed` adds incremental inference for an `IncrementalForecaster` (the LSTM), which
+the inferencer recognises once, when it is given the model. The states of all keys live in
+one store from the model's `keyed_states`, a bounded cache (least recently used keys
+dropped). Per key, the first of these that applies:
+
+1. its carried state ends at most a window before the request: step it once per new bucket
+   (one bucket behind: one recurrent step; several: one step per bucket of the window);
+2. the caller gave its durable state (`states`, the record the last forecast returned, as
+   the stream changelogs it): restore it, then as 1. — a recovered or evicted key resumes
+   exactly, no warm-up;
+3. a durable state of another model (a new version rolled in): re-encode from the demand
+   history it carries (the LSTM's day ring: 392 days, far more than the stream's window);
+4. else encode its window, over the model's `cold_start_warmup_days`.
+
+With `states` given, the new durable state of every key comes back with the forecast.
 """
 
 from __future__ import annotations
@@ -23,35 +35,52 @@ from types import TracebackType
 from typing import Any, Self
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from forecasting._numeric import FloatArray
 from forecasting.base import Forecaster, IncrementalForecaster, KeyedStates, QuantileForecast
 from forecasting.errors import InvalidWindowError
 
-__all__ = ["Inferencer", "InferencerStats"]
+__all__ = ["Inferencer", "InferencerStats", "ServedForecast"]
 
 ONE_DAY = np.timedelta64(1, "D")
+
+
+@dataclass(frozen=True)
+class ServedForecast:
+    """A forecast as served: its numbers, the version of the model that computed them, and,
+    for keyed requests that asked for them, each key's durable state after the forecast
+    (None for a model without carried state)."""
+
+    forecast: QuantileForecast
+    model_version: str
+    states: list[bytes] | None = None
 
 
 @dataclass
 class _Request:
     windows: FloatArray
     horizon: int
-    future: asyncio.Future[QuantileForecast]
+    future: asyncio.Future[ServedForecast]
     keys: Sequence[str] | None = None
     end_days: np.ndarray | None = None
+    states: Sequence[bytes | None] | None = None  # durable states given (keyed requests)
     arrived: float = 0.0  # time.monotonic() when queued
 
 
 @dataclass
 class InferencerStats:
-    """Counters: batches run, series forecast, and how many took the incremental path."""
+    """Counters: batches run, series forecast, and how keyed series got their state:
+    `incremental` carried or restored and stepped, `restored` from a durable state,
+    `rebased` re-encoded from another model's durable history, `full` encoded from the
+    window."""
 
     batches: int = 0
     series: int = 0
     incremental: int = 0
     full: int = 0
+    restored: int = 0
+    rebased: int = 0
     batch_sizes: list[int] = field(default_factory=list)
 
 
@@ -80,6 +109,13 @@ def _left_pad(blocks: Sequence[FloatArray]) -> FloatArray:
         out[row : row + b.shape[0], length - b.shape[1] :] = b
         row += b.shape[0]
     return out
+
+
+def _gap_days(last: np.ndarray, ends: np.ndarray) -> NDArray[np.int64]:
+    """Days from each state's last bucket to the request's (-1 where there is no state)."""
+    gap: NDArray[np.int64] = (ends - last).astype("timedelta64[D]").astype(np.int64)
+    gap[np.isnat(last)] = -1
+    return gap
 
 
 def _slice(fc: QuantileForecast, rows: slice, horizon: int) -> QuantileForecast:
@@ -175,29 +211,43 @@ class Inferencer:
     async def predict(self, windows: np.ndarray, horizon: int) -> QuantileForecast:
         """Forecast `windows` (n, T) in the next batch (a PredictFn). Invalid input fails
         here, for this caller only."""
+        return (await self.serve(windows, horizon)).forecast
+
+    async def serve(self, windows: np.ndarray, horizon: int) -> ServedForecast:
+        """`predict`, with the version of the model that made the forecast."""
         arr = _validate(windows, horizon)
         return await self._submit(_Request(arr, int(horizon), self._future()))
 
     async def predict_keyed(self, keys: Sequence[str], windows: np.ndarray, horizon: int,
                             end_days: ArrayLike | None = None) -> QuantileForecast:
-        """Like `predict`, for named series whose windows end on `end_days` (default: the
-        model's clock). A key whose carried state ends the bucket before costs one recurrent
-        step on the window's last value; an unknown or stale key is encoded from its window.
-        Models without incremental state just predict (dated)."""
+        """`serve_keyed`'s forecast (no durable states in or out)."""
+        return (await self.serve_keyed(keys, windows, horizon, end_days)).forecast
+
+    async def serve_keyed(self, keys: Sequence[str], windows: np.ndarray, horizon: int,
+                          end_days: ArrayLike | None = None, *,
+                          states: Sequence[bytes | None] | None = None) -> ServedForecast:
+        """Like `serve`, for named series whose windows end on `end_days` (default: the
+        model's clock), taking the incremental path of an IncrementalForecaster (module
+        docstring). `states`: each key's durable state as the last forecast returned it
+        (None: none); given, the new ones come back with the forecast. Models without
+        incremental state just predict (dated)."""
         arr = _validate(windows, horizon)
         if len(keys) != arr.shape[0]:
             raise InvalidWindowError(f"{len(keys)} keys for {arr.shape[0]} windows")
+        if states is not None and len(states) != len(keys):
+            raise InvalidWindowError(f"{len(states)} states for {len(keys)} keys")
         if end_days is None:
             end_days = self.forecaster.end_day()
         given = np.asarray(end_days, dtype="datetime64[D]")
         ends = np.empty(arr.shape[0], dtype="datetime64[D]")
         ends[:] = given  # broadcasts a single day; a wrong length fails here
-        return await self._submit(_Request(arr, int(horizon), self._future(), list(keys), ends))
+        return await self._submit(_Request(arr, int(horizon), self._future(), list(keys), ends,
+                                           states))
 
-    def _future(self) -> asyncio.Future[QuantileForecast]:
+    def _future(self) -> asyncio.Future[ServedForecast]:
         return asyncio.get_running_loop().create_future()
 
-    async def _submit(self, request: _Request) -> QuantileForecast:
+    async def _submit(self, request: _Request) -> ServedForecast:
         if self._task is None or self._task.done():
             await self.start()
         request.arrived = time.monotonic()
@@ -261,22 +311,35 @@ class Inferencer:
             if not req.future.done():
                 req.future.set_result(fc)
 
-    def _forward(self, batch: list[_Request]) -> list[QuantileForecast]:
-        """One forward pass per kind of request (plain / keyed); runs in the worker thread."""
+    def _forward(self, batch: list[_Request]) -> list[ServedForecast]:
+        """One forward pass per kind of request (plain / keyed); runs in the worker thread.
+        The model is read once: a `swap` meanwhile serves from the next batch on."""
+        forecaster, incremental = self.forecaster, self._incremental
+        version = forecaster.model_version
         horizon = max(r.horizon for r in batch)
-        out: dict[int, QuantileForecast] = {}
+        out: dict[int, ServedForecast] = {}
         plain = [i for i, r in enumerate(batch) if r.keys is None]
         keyed = [i for i, r in enumerate(batch) if r.keys is not None]
         if plain:
-            fc = self.forecaster.predict(_left_pad([batch[i].windows for i in plain]), horizon)
-            self._split(fc, [batch[i] for i in plain], plain, out)
+            fc = forecaster.predict(_left_pad([batch[i].windows for i in plain]), horizon)
+            self._split(fc, version, None, [batch[i] for i in plain], plain, out)
         if keyed:
             reqs = [batch[i] for i in keyed]
             windows = _left_pad([r.windows for r in reqs])
             keys = [k for r in reqs for k in (r.keys or [])]
             ends = np.concatenate([r.end_days for r in reqs if r.end_days is not None])
-            fc = self._keyed_forward(keys, windows, ends, horizon)
-            self._split(fc, reqs, keyed, out)
+            durable = any(r.states is not None for r in reqs)
+            given: list[bytes | None] | None = None
+            if durable:
+                given = []
+                for r in reqs:
+                    given.extend(r.states if r.states is not None else [None] * len(r.keys or []))
+            if incremental is None or len(set(keys)) != len(keys):
+                fc, states = forecaster.predict(windows, horizon, end_days=ends), None
+            else:
+                fc, states = self._keyed_forward(incremental, keys, windows, ends, horizon,
+                                                 given)
+            self._split(fc, version, states, reqs, keyed, out)
         self.stats.batches += 1
         rows = sum(r.windows.shape[0] for r in batch)
         self.stats.series += rows
@@ -284,47 +347,96 @@ class Inferencer:
         return [out[i] for i in range(len(batch))]
 
     @staticmethod
-    def _split(fc: QuantileForecast, reqs: list[_Request], idx: list[int],
-               out: dict[int, QuantileForecast]) -> None:
+    def _split(fc: QuantileForecast, version: str, states: list[bytes] | None,
+               reqs: list[_Request], idx: list[int], out: dict[int, ServedForecast]) -> None:
         start = 0
         for i, req in zip(idx, reqs, strict=True):
             n = req.windows.shape[0]
-            out[i] = _slice(fc, slice(start, start + n), req.horizon)
+            mine = None if states is None or req.states is None else states[start:start + n]
+            out[i] = ServedForecast(_slice(fc, slice(start, start + n), req.horizon), version,
+                                    mine)
             start += n
 
-    def _keyed_forward(self, keys: list[str], windows: FloatArray, ends: np.ndarray,
-                       horizon: int) -> QuantileForecast:
-        model = self._incremental
-        if model is None or len(set(keys)) != len(keys):
-            return self.forecaster.predict(windows, horizon, end_days=ends)
+    def _keyed_forward(self, model: IncrementalForecaster[Any], keys: list[str],
+                       windows: FloatArray, ends: np.ndarray, horizon: int,
+                       given: list[bytes | None] | None
+                       ) -> tuple[QuantileForecast, list[bytes] | None]:
         store = self._slots_for(model)
-        slots, new = store.slots(keys)
-        last = store.last_day[slots]
-        step = ~new & (last == ends - ONE_DAY)  # one bucket behind: one recurrent step
-        same = ~new & (last == ends)  # already at this bucket: the state as it is
-        fresh = ~(step | same)  # unknown or stale: encode the window
-        if step.all():
-            # consume: the store keeps only the new state (a day ring steps in place)
+        slots, _ = store.slots(keys)
+        gap = _gap_days(store.last_day[slots], ends)
+        if (gap == 1).all():
+            # the steady stream: one step each; consume: the store keeps only the new state
+            # (a day ring steps in place)
             state = model.update(store.gather(slots), windows[:, -1], ends, consume=True)
             store.scatter(slots, state)
+            self.stats.incremental += len(keys)
         else:
-            if step.any():
-                rows = slots[step]
-                store.scatter(rows, model.update(store.gather(rows), windows[step, -1],
-                                                 ends[step], consume=True))
-            if fresh.any():  # a cold start: bounded by the model's warm-up (if it has one)
-                encoded = model.encode(windows[fresh], ends[fresh],
-                                       warmup_days=model.cold_start_warmup_days)
-                store.scatter(slots[fresh], encoded)
-            state = store.gather(slots)
-        n_fresh = int(fresh.sum())
-        self.stats.incremental += len(keys) - n_fresh
-        self.stats.full += n_fresh
+            state = self._catch_up(model, store, slots, gap, windows, ends, given)
         fc: QuantileForecast = model.forecast(state, horizon)
-        return fc
+        return fc, None if given is None else store.export(slots)
+
+    def _catch_up(self, model: IncrementalForecaster[Any], store: KeyedStates[Any],
+                  slots: NDArray[np.intp], gap: NDArray[np.int64], windows: FloatArray,
+                  ends: np.ndarray, given: list[bytes | None] | None) -> Any:
+        """Bring every key's state to its request's end day (module docstring, 1-4)."""
+        length = windows.shape[1]
+        behind = (gap < 0) | (gap > length)  # no state the window can step to the end
+        if given is not None and behind.any():
+            rows = np.flatnonzero(behind & np.fromiter((b is not None for b in given),
+                                                       dtype=bool, count=len(given)))
+            blobs = [given[i] for i in rows.tolist()]
+            taken = store.restore(slots[rows], blobs)
+            back = rows[taken]
+            gap[back] = _gap_days(store.last_day[slots[back]], ends[back])
+            self.stats.restored += int(back.size)
+            behind = (gap < 0) | (gap > length)
+            other = rows[~taken & behind[rows]]  # another model's: its history, re-encoded
+            if other.size:
+                history, last = store.history([given[i] for i in other.tolist()])
+                reach = _gap_days(last, ends[other])
+                ok = (reach >= 0) & (reach <= length)
+                if ok.any():
+                    rebase = other[ok]
+                    store.scatter(slots[rebase], model.encode(
+                        _extend(history[ok], windows[rebase], reach[ok]), ends[rebase],
+                        warmup_days=model.cold_start_warmup_days))
+                    gap[rebase] = 0
+                    self.stats.rebased += int(rebase.size)
+                    behind[rebase] = False
+        fresh = np.flatnonzero(behind)
+        if fresh.size:  # a cold start: bounded by the model's warm-up (if it has one)
+            store.scatter(slots[fresh], model.encode(windows[fresh], ends[fresh],
+                                                     warmup_days=model.cold_start_warmup_days))
+            gap[fresh] = 0
+            self.stats.full += int(fresh.size)
+        self.stats.incremental += len(slots) - int(fresh.size)
+        # one step per missing bucket, oldest first, each key from its own last day on
+        for t in range(int(gap.max(initial=0)), 0, -1):
+            rows = np.flatnonzero(gap >= t)
+            days = ends[rows] - np.timedelta64(t - 1, "D")
+            store.scatter(slots[rows], model.update(store.gather(slots[rows]),
+                                                    windows[rows, length - t], days,
+                                                    consume=True))
+        return store.gather(slots)
 
     def _slots_for(self, model: IncrementalForecaster[Any]) -> KeyedStates[Any]:
         """The keyed-state store of `model` (made on first use; `swap` drops it)."""
         if self._slots is None or self._slots[0] is not model:
             self._slots = (model, model.keyed_states(self.max_states))
         return self._slots[1]
+
+
+def _extend(history: FloatArray, windows: FloatArray, reach: NDArray[np.int64]) -> FloatArray:
+    """Each row's history (n, R) ending `reach[i]` days before its window (n, T) ends, then
+    the window's last `reach[i]` days: (n, R + max reach), right-aligned (leading NaN = none
+    yet)."""
+    n, span = history.shape
+    width = span + int(reach.max(initial=0))
+    out = np.full((n, width), np.nan)
+    length = windows.shape[1]
+    for i in range(n):
+        r = int(reach[i])
+        out[i, width - span - r : width - r] = history[i]
+        if r:
+            out[i, width - r :] = windows[i, length - r :]
+    return out

@@ -1,5 +1,9 @@
 """The Faust engine (the alternative to the default batch engine, streams/engine.py): the Faust
-app, its input topics, the SKU state table and the batched ingest agent."""
+app, its input topics, the SKU state table and the batched ingest agent.
+
+The table holds live `SkuState` objects, changelogged and recovered through the batch
+engine's record codec (`streams.changelog`: msgpack behind a format byte, the forecaster's
+durable state as raw bytes), so both engines keep the same state, resumed the same way."""
 
 from __future__ import annotations
 
@@ -10,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.serializers import codecs
 from faust.types import EventT
 
 from runtime.kafka_config import bootstrap_servers, faust_credentials
 from runtime.settings import Settings
 from schemas import encode, sku_key
+from streams.changelog import decode_sku_state, encode_state
 from streams.counters import StreamCounters
 from streams.metrics import WorkerMetrics
 from streams.processor import BatchOutputs, BatchProcessor, PredictFn, ProcessorConfig, RawRecord
@@ -25,8 +31,29 @@ __all__ = ["StreamCounters", "create_app"]
 log = logging.getLogger(__name__)
 
 
+class StateCodec(codecs.Codec):
+    """Faust codec of the SKU state table: the changelog record codec of streams.changelog."""
+
+    def _dumps(self, obj: Any) -> bytes:
+        raw = encode_state(obj)
+        assert raw is not None, "a None value is a Faust delete, never encoded"
+        return raw
+
+    def _loads(self, s: bytes) -> Any:
+        return decode_sku_state(s)
+
+
+STATE_CODEC = "shelfcast_state"
+codecs.register(STATE_CODEC, StateCodec())
+
+
 class _BytesKeyTable(MutableMapping[str, Any]):
-    """Str-keyed view of a Faust table whose keys are raw bytes (as they come back on recovery)."""
+    """Str-keyed view of a Faust table whose keys are raw bytes (as they come back on recovery).
+
+    Its values are live `SkuState` objects (`holds_state_objects`): the processor updates
+    them in place and writes each touched key back once per batch (one changelog record)."""
+
+    holds_state_objects = True
 
     def __init__(self, table: faust.Table) -> None:
         self._table = table
@@ -66,8 +93,11 @@ class _SourcePartitionTable(faust.Table):  # type: ignore[misc]
         return self.source_partition
 
 
-def create_app(settings: Settings, predict: PredictFn, model_version: str) -> faust.App:
-    """Build the worker app. Topics must exist (see `streams.topics.ensure_topics`)."""
+def create_app(settings: Settings, predict: PredictFn, model_version: str,
+               metrics: WorkerMetrics | None = None) -> faust.App:
+    """Build the worker app around `predict` (`streams.worker.build_app`: the serving path
+    of `streams.forecaster_setup.served_forecaster`, as the batch engine's). Topics must
+    exist (see `streams.topics.ensure_topics`)."""
     hosts = bootstrap_servers(settings).split(",")
     # the memory store keeps nothing on disk, but Faust still creates its app directory (without
     # parents): put it under the temp dir, not the caller's working directory
@@ -112,13 +142,18 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str) -> fa
         default=None,
         beacon=app.tables.beacon,
         partitions=settings.topic_partitions,
-        schema=faust.Schema(key_serializer="raw", value_serializer="json"),
+        schema=faust.Schema(key_serializer="raw", value_serializer=STATE_CODEC),
     ))
-    metrics = WorkerMetrics(model_version, model=settings.model)
+    # faust-streaming 0.15 takes the table's own serializer (its changelog sends, its store)
+    # from value_type, not from the schema: name the codec on both (set before first use:
+    # the store and the changelog topic are made lazily).
+    table.value_serializer = STATE_CODEC
+    metrics = metrics or WorkerMetrics(model_version, model=settings.model)
     processor = BatchProcessor(ProcessorConfig.from_settings(settings),
                                metrics.instrument_predict(predict), model_version)
     counters = StreamCounters()
     app.shelfcast_counters = counters  # type: ignore[attr-defined]
+    app.shelfcast_processor = processor  # type: ignore[attr-defined]
     metrics.install(app, counters)
     install_web(app, table, settings, counters)
 

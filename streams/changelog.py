@@ -1,7 +1,8 @@
 """The SKU-state changelog of the batch engine: topic, record codec and partition recovery.
 
 One compacted topic with as many partitions as the input topics. A batch writes one record
-per dirty key (key `sku@location`, value the state as compact JSON) to the partition of the
+per dirty key (key `sku@location`, value the state: a format byte, then msgpack;
+the JSON of before still reads) to the partition of the
 input record it came from (not the partition the key hashes to: the shop's producer may use
 any partitioner), so the state of input partition p lives in changelog partition p and moves
 with it on a rebalance: the new owner reads that partition from the beginning to its end
@@ -23,11 +24,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from runtime.kafka_config import client_kwargs
 from runtime.kafka_lifecycle import stop_client
 from runtime.settings import Settings
+from streams.state import SkuState
 from streams.store import StateStore
 from streams.topics import TopicSpec, create_topics
 
 __all__ = [
     "changelog_topic",
+    "decode_sku_state",
     "decode_state",
     "encode_state",
     "ensure_changelog",
@@ -42,24 +45,46 @@ def changelog_topic(settings: Settings) -> str:
     return f"{settings.app_id}-sku-state-changelog"
 
 
-def encode_state(value: Any) -> bytes | None:
-    """A state (`SkuState` or its JSON dict) as compact JSON; None stays a tombstone.
+# A record's first byte says its format: FORMAT_MSGPACK, or "{" for the JSON of before
+# (still read: a changelog written by an older worker recovers).
+FORMAT_MSGPACK = 0x01
+_FORMAT_PREFIX = bytes([FORMAT_MSGPACK])
 
-    msgspec writes the dataclass directly, its int bucket keys as strings: exactly
-    `SkuState.to_json()`. (orjson wrote the same bytes at 2-3x the CPU here: one record per
-    key per batch, this was a tenth of a worker's time; floats may differ in spelling only,
-    `1e17` for `1e+17`, and read back to the same value.)
+
+def encode_state(value: SkuState | dict[str, Any] | None) -> bytes | None:
+    """A state (`SkuState` or its JSON dict) as a changelog record; None stays a tombstone.
+
+    One format byte, then msgpack of the dataclass (msgspec, no intermediate dict): its int
+    bucket keys stay ints and the forecaster's durable state (`model_state`, ~2 kB for the
+    LSTM with its day ring) is raw bytes, where JSON would need base64 (+33%) and a copy.
+    Measured against the msgspec JSON of before in benchmarks/README.md ("Durable state").
     """
     if value is None:
         return None
-    return _encode(value)
+    if not isinstance(value, SkuState):
+        value = SkuState.from_json(value)
+    return _FORMAT_PREFIX + _encode(value)
 
 
-_encode = msgspec.json.Encoder().encode
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(SkuState).decode
 
 
-def decode_state(raw: bytes | None) -> Any:
-    return None if raw is None else orjson.loads(raw)
+def decode_sku_state(raw: bytes | None) -> SkuState | None:
+    """A changelog record as the `SkuState` it holds (None: a tombstone). Reads both
+    formats: msgpack (FORMAT_MSGPACK) and the JSON records of before."""
+    if raw is None:
+        return None
+    if raw[:1] == _FORMAT_PREFIX:
+        return _decode(memoryview(raw)[1:])
+    return SkuState.from_json(orjson.loads(raw))
+
+
+def decode_state(raw: bytes | None) -> dict[str, Any] | None:
+    """A changelog record as the state's JSON dict (`SkuState.to_json()`), as verifiers
+    compare it; None: a tombstone."""
+    state = decode_sku_state(raw)
+    return None if state is None else state.to_json()
 
 
 async def ensure_changelog(settings: Settings, partitions: int) -> None:
@@ -97,7 +122,7 @@ async def recover_partitions(settings: Settings, partitions: Iterable[int],
             for records in batch.values():
                 for r in records:
                     if r.key is not None:  # a record without key cannot be state
-                        store.load(r.partition, r.key.decode(), decode_state(r.value))
+                        store.load(r.partition, r.key.decode(), decode_sku_state(r.value))
                 n += len(records)
             if batch:
                 idle_since = time.monotonic()

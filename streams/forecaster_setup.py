@@ -16,28 +16,31 @@ import numpy as np
 from forecasting import (
     Forecaster,
     ModelInfo,
-    QuantileForecast,
     available_forecasters,
     forecaster_info,
     make_forecaster,
 )
 from forecasting.errors import UnknownForecasterError
+from forecasting.inferencer import Inferencer, ServedForecast
 from runtime.errors import ConfigError
 from runtime.settings import Settings
 from streams.processor import PredictFn
 
-__all__ = ["local_predict", "model_info", "model_source", "served_forecaster"]
+__all__ = ["DeferredPredict", "local_predict", "model_info", "model_source",
+           "served_forecaster"]
 
 log = logging.getLogger(__name__)
 
 
 def local_predict(forecaster: Forecaster) -> PredictFn:
     """Call a forecaster's batched `predict` directly (the windows' end dates passed on; a
-    model without calendar features ignores them)."""
+    model without calendar features ignores them; no carried state)."""
 
     async def predict(windows: np.ndarray, horizon: int, *, keys: Sequence[str] | None = None,
-                      end_days: np.ndarray | None = None) -> QuantileForecast:
-        return forecaster.predict(windows, horizon, end_days=end_days)
+                      end_days: np.ndarray | None = None,
+                      states: Sequence[bytes | None] | None = None) -> ServedForecast:
+        return ServedForecast(forecaster.predict(windows, horizon, end_days=end_days),
+                              forecaster.model_version)
 
     return predict
 
@@ -88,30 +91,63 @@ def _artifact_version(path: Path) -> str | None:
         return None
 
 
+class DeferredPredict:
+    """A PredictFn for an engine whose event loop starts after its processor is built
+    (Faust's worker): calls wait until `serve(predict)` gives the serving path, entered on
+    that loop (`served_forecaster`)."""
+
+    def __init__(self) -> None:
+        self._predict: PredictFn | None = None
+        self._ready: asyncio.Event | None = None
+
+    def serve(self, predict: PredictFn) -> None:
+        """Forecast through `predict` from now on (call it on the serving loop)."""
+        self._predict = predict
+        self._event().set()
+
+    def _event(self) -> asyncio.Event:
+        if self._ready is None:  # made on the serving loop, not where the app was built
+            self._ready = asyncio.Event()
+        return self._ready
+
+    async def __call__(self, windows: np.ndarray, horizon: int, *,
+                       keys: Sequence[str] | None = None, end_days: np.ndarray | None = None,
+                       states: Sequence[bytes | None] | None = None) -> ServedForecast:
+        if self._predict is None:
+            await self._event().wait()
+        assert self._predict is not None
+        return await self._predict(windows, horizon, keys=keys, end_days=end_days,
+                                   states=states)
+
+
 @contextlib.asynccontextmanager
 async def served_forecaster(
-    settings: Settings, on_new_version: Callable[[str], None] | None = None
+    settings: Settings, on_new_version: Callable[[str], None] | None = None, *,
+    source: tuple[Forecaster, str | None] | None = None,
 ) -> AsyncIterator[tuple[Forecaster, PredictFn]]:
-    """(forecaster, predict). For a model loaded from an artifact (the LSTM), an Inferencer
-    micro-batches every SKU's request into one forward pass and carries each SKU's recurrent
-    state (when the model is incremental); a task polls `model_path` and swaps a new version
-    in, then tells `on_new_version` (to stamp it on forecasts)."""
-    forecaster, loaded = model_source(settings)
+    """(forecaster, predict): the one serving path of both engines. For a model loaded from
+    an artifact (the LSTM), an Inferencer micro-batches every SKU's request into one forward
+    pass and carries each SKU's recurrent state (when the model is incremental), resumed
+    from and returned as the SKU's durable state; a task polls `model_path` and swaps a new
+    version in, then tells `on_new_version` (for reports: each forecast carries the version
+    that made it). `source`: what `model_source(settings)` gave, when already loaded."""
+    forecaster, loaded = source if source is not None else model_source(settings)
     if loaded is None:
         yield forecaster, local_predict(forecaster)
         return
     serving = loaded
-    from forecasting.inferencer import Inferencer
 
     async with Inferencer(forecaster, max_batch=settings.max_batch,
                           max_wait_ms=settings.max_wait_ms) as inferencer:
 
         async def predict(windows: np.ndarray, horizon: int, *,
                           keys: Sequence[str] | None = None,
-                          end_days: np.ndarray | None = None) -> QuantileForecast:
+                          end_days: np.ndarray | None = None,
+                          states: Sequence[bytes | None] | None = None) -> ServedForecast:
             if keys is None:
-                return await inferencer.predict(windows, horizon)
-            return await inferencer.predict_keyed(keys, windows, horizon, end_days)
+                return await inferencer.serve(windows, horizon)
+            return await inferencer.serve_keyed(keys, windows, horizon, end_days,
+                                                states=states)
 
         async def watch() -> None:
             nonlocal serving

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from forecasting import QuantileForecast
+from forecasting.inferencer import ServedForecast
 from optimizer.policy import inventory_position
 from optimizer.review import (
     HIGH_LEVEL,
@@ -60,11 +60,15 @@ class PredictFn(Protocol):
     """The forecaster call the processor makes, once per batch for every due SKU.
 
     `keys` (sku@location) and `end_days` (the date of each window's last closed daily bucket)
-    let a stateful model step its carried state instead of re-reading the window; a plain
-    forecaster ignores them."""
+    let a stateful model step its carried state instead of re-reading the window; `states`
+    are each key's durable model state as the last forecast returned it (`SkuState.
+    model_state`), from which a recovered worker resumes exactly. A plain forecaster
+    ignores them. The answer carries the version of the model that computed it (stamped on
+    the outputs) and, from a stateful model, the keys' new durable states."""
 
     def __call__(self, windows: np.ndarray, horizon: int, *, keys: Sequence[str] | None = None,
-                 end_days: np.ndarray | None = None) -> Awaitable[QuantileForecast]: ...
+                 end_days: np.ndarray | None = None,
+                 states: Sequence[bytes | None] | None = None) -> Awaitable[ServedForecast]: ...
 
 _TOPIC, _VALUE, _RECORD_KEY = attrgetter("topic"), attrgetter("value"), attrgetter("key")
 
@@ -142,7 +146,11 @@ _Item = tuple[InputRecord, str, Any, float | None, int | None]
 
 
 class BatchProcessor:
-    """Applies batches of shop events to SKU state and emits forecasts, restocks and alerts."""
+    """Applies batches of shop events to SKU state and emits forecasts, restocks and alerts.
+
+    `model_version` is the version served when the processor was built (for reports); each
+    output carries the version of the forecast that produced it (`ServedForecast`), so a
+    model rolled in mid-stream can never mislabel one."""
 
     def __init__(
         self,
@@ -316,14 +324,19 @@ class BatchProcessor:
         end_days = None
         if self.bucket_seconds == 86_400:  # daily buckets: bucket index == days since epoch
             end_days = np.array(last_closed, dtype="datetime64[D]")
-        forecast = await self.predict(windows, horizon, keys=keys, end_days=end_days)
+        served = await self.predict(windows, horizon, keys=keys, end_days=end_days,
+                                    states=[s.model_state for s in states])
+        forecast, version = served.forecast, served.model_version
+        if served.states is not None:
+            for state, blob in zip(states, served.states, strict=True):
+                state.model_state = blob
         issued_at = self.now()
         levels = np.asarray(forecast.levels, dtype=float)
         out.forecast_rows.append(ForecastRows(
             skus=skus, locations=locations, last_closed=last_closed,
             bucket_seconds=self.bucket_seconds, issued_at=issued_at, levels=levels.tolist(),
             daily=np.round(forecast.daily, 4), cumulative=np.round(forecast.cumulative, 4),
-            mean=np.round(forecast.mean, 4), model_version=self.model_version))
+            mean=np.round(forecast.mean, 4), model_version=version))
         policies = list(map(self._policy, states))
         terms = PolicyTerms.of(policies, self.bucket_seconds)
         on_order = [sum(s.on_order.values()) if s.on_order else 0 for s in states]
@@ -377,7 +390,7 @@ class BatchProcessor:
                                bucket_start, issued_at, out)
             if restock[i]:
                 self._restock(state, policies[i], decided, i, on_order[i], last_closed[i],
-                              bucket_start, issued_at, out)
+                              bucket_start, issued_at, version, out)
 
     def _overdue(self, states: list[SkuState], last_closed: list[int], terms: PolicyTerms
                  ) -> tuple[np.ndarray, dict[int, list[str]]]:
@@ -427,7 +440,7 @@ class BatchProcessor:
 
     def _restock(self, state: SkuState, policy: SkuPolicy, decided: Review, i: int,
                  on_order: int, last_closed: int, bucket_start: datetime, issued_at: datetime,
-                 out: BatchOutputs) -> None:
+                 model_version: str, out: BatchOutputs) -> None:
         quantity = int(decided.order_quantity[i])
         cover = decided.cover_quantiles
         # One restock per SKU per closed bucket: the id ignores the quantity on purpose, so a
@@ -444,7 +457,7 @@ class BatchProcessor:
             on_order=on_order, backorders=state.backorders, service_level=policy.service_level,
             lead_time_days=policy.lead_time_days, review_days=policy.review_days,
             unit_cost=policy.unit_cost, reason=decided.restock_reason(i),
-            model_version=self.model_version, bucket=bucket_start, issued_at=issued_at,
+            model_version=model_version, bucket=bucket_start, issued_at=issued_at,
             case_pack=policy.case_pack, moq=policy.moq,
             demand_levels=None if cover is None else decided.demand_levels.tolist(),
             demand_quantiles=None if cover is None else np.round(cover[i], 4).tolist()))

@@ -75,6 +75,9 @@ class SkuState:
     open_alerts: dict[str, int] = field(default_factory=dict)  # kind -> bucket it opened
     next_bucket_high: float | None = None  # last forecast's high quantile for the next bucket
     forecast_pending: bool = False  # a bucket closed since the last forecast
+    # The forecaster's carried state after the last forecast (a stateful model's durable
+    # record, e.g. forecasting/lstm/durable.py; None: none): a recovered worker resumes it.
+    model_state: bytes | None = None
 
     # --- serialisation -------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -83,6 +86,8 @@ class SkuState:
         data["demand"] = {str(k): v for k, v in self.demand.items()}
         data["seen_ids"] = {str(k): v for k, v in self.seen_ids.items()}
         data["old_ids"] = {str(k): v for k, v in self.old_ids.items()}
+        if self.model_state is not None:
+            data["model_state"] = base64.b64encode(self.model_state).decode("ascii")
         return data
 
     @classmethod
@@ -95,6 +100,8 @@ class SkuState:
         data["on_order_terms"] = {k: list(v) for k, v in data.get("on_order_terms", {}).items()}
         data["overdue"] = list(data.get("overdue", ()))
         data["open_alerts"] = dict(data.get("open_alerts", {}))
+        if isinstance(data.get("model_state"), str):
+            data["model_state"] = base64.b64decode(data["model_state"])
         return cls(**data)
 
     # --- event time ----------------------------------------------------------------------

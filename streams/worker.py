@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING
 from runtime.logs import configure_logging
 from runtime.settings import Settings
 from streams.counters import StreamCounters
-from streams.forecaster_setup import local_predict, model_source, served_forecaster
+from streams.forecaster_setup import (
+    DeferredPredict,
+    local_predict,
+    model_source,
+    served_forecaster,
+)
 from streams.metrics import WorkerMetrics
 from streams.processor import BatchProcessor, ProcessorConfig
 from streams.topics import ensure_topics
@@ -31,17 +36,37 @@ REPORT_INTERVAL_S = 5.0
 
 
 def build_app(settings: Settings) -> faust.App:
+    """The Faust engine's app, serving through `served_forecaster` like the batch engine:
+    the inferencer (micro-batched, incremental, durable state) and model roll-in. The model
+    is loaded now (a bad configuration fails before Faust starts); the serving path is
+    entered on the worker's event loop by an app task, and the agent's forecasts wait for it."""
     from streams.app import create_app
 
-    forecaster, _ = model_source(settings)
-    return create_app(settings, local_predict(forecaster), forecaster.model_version)
+    source = model_source(settings)
+    forecaster = source[0]
+    metrics = WorkerMetrics(forecaster.model_version, model=settings.model)
+    deferred = DeferredPredict()
+    app = create_app(settings, deferred, forecaster.model_version, metrics)
+
+    def rolled_in(version: str) -> None:  # for reports: each forecast carries its own version
+        metrics.model_version = version
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def serve() -> None:
+        async with served_forecaster(settings, rolled_in, source=source) as (_, predict):
+            deferred.serve(predict)
+            await asyncio.Event().wait()  # until the app stops (it cancels its tasks)
+
+    return app
 
 
 async def run_batch_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """The batch engine until `stop` is set (or SIGTERM/SIGINT when none is given)."""
+    metrics: WorkerMetrics | None = None
 
-    def rolled_in(version: str) -> None:
-        processor.model_version = version  # stamped on every forecast from now on
+    def rolled_in(version: str) -> None:  # for reports: each forecast carries its own version
+        if metrics is not None:
+            metrics.model_version = version
 
     async with served_forecaster(settings, rolled_in) as (forecaster, predict):
         metrics = WorkerMetrics(forecaster.model_version, model=settings.model)

@@ -24,6 +24,7 @@ from forecasting.data import Panel
 from forecasting.errors import InvalidWindowError
 from forecasting.lstm.calibration import IntervalCalibration, fit_calibration
 from forecasting.lstm.device import auto_device
+from forecasting.lstm.durable import fingerprint
 from forecasting.lstm.features import (
     N_MONTHS,
     SCALE_FLOOR,
@@ -347,9 +348,16 @@ class LSTMForecaster(IncrementalForecaster[SeriesState]):
         return out
 
     def keyed_states(self, max_states: int) -> StateSlots:
-        """An empty store of this network's states by series key (`slots.StateSlots`)."""
+        """An empty store of this network's states by series key (`slots.StateSlots`), whose
+        durable records (durable.py) carry this network's fingerprint."""
         return StateSlots(self.config.layers, self.config.hidden, self.device,
-                          max_states=max_states)
+                          max_states=max_states, model=self.state_fingerprint(),
+                          ring=self.config.year_ago)
+
+    def state_fingerprint(self) -> int:
+        """64-bit fingerprint of what shapes this model's carried states (weights, config,
+        input normalisation): a durable state of another fingerprint is not resumed."""
+        return fingerprint(self.net, self.log_scale_mean, self.log_scale_std)
 
     # --- the contract ----------------------------------------------------------------------
     def _predict(self, windows: FloatArray, horizon: int,

@@ -10,6 +10,11 @@ A model with year-ago inputs also carries each series' day ring (features.DayRin
 store keeps the rings of all slots in one array, `gather` hands out views of its rows and a
 step that consumes the gathered state (`LSTMForecaster.update(..., consume=True)`) writes
 the new day straight into the store: O(1) per key, not a copy of 392 days.
+
+The same arrays are the durable form's columns (durable.py): `export` turns the rows of a
+batch into one record per key with one `tobytes`, `restore` puts records back into slots
+with one `frombuffer`; a stream changelogs them, so the working set here is a bounded
+cache (least recently used keys are dropped) of state that lives in the changelog.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from forecasting.lstm.durable import FORMAT, NO_DAY_INT, RING_FLAG, blob_dtype, history
 from forecasting.lstm.features import RING_DAYS, DayRing, ScaleState
 from forecasting.lstm.state import SeriesState
 
@@ -34,15 +40,24 @@ class StateSlots:
 
     A key's slot is stable while the key is kept. When a new key would exceed `max_states`,
     the least recently used eighth of the keys is dropped at once (one partial sort per
-    eviction rather than one per key); a dropped key is re-encoded from its window later.
+    eviction rather than one per key); a dropped key is restored from its durable record
+    (`restore`) or, without one, re-encoded from its window.
+
+    `model` is the fingerprint stamped on exported records (durable.fingerprint of the
+    weights); `ring`: whether the model's states carry a day ring (year-ago inputs).
     """
 
     def __init__(self, layers: int, hidden: int, device: torch.device, *,
-                 max_states: int = 1_000_000, capacity: int = 1024) -> None:
+                 max_states: int = 1_000_000, capacity: int = 1024, model: int = 0,
+                 ring: bool = False) -> None:
         if max_states < 1:
             raise ValueError(f"max_states must be >= 1, got {max_states}")
         self.max_states = int(max_states)
         self.device = device
+        self.layers, self.hidden = int(layers), int(hidden)
+        self.model = int(model)
+        self.has_ring = bool(ring)
+        self.record = blob_dtype(self.layers, self.hidden, self.has_ring)
         capacity = max(1, min(capacity, self.max_states))
         self._slot: dict[str, int] = {}
         self._key: list[str | None] = [None] * capacity
@@ -125,6 +140,75 @@ class StateSlots:
                 and np.array_equal(ring.rows, slots)):  # else: already written in place
             self.ring_values[slots] = ring.own_values()
         self.ring_pos[slots] = ring.pos
+
+    # --- durable records (durable.py) -----------------------------------------------------
+    def export(self, slots: Slots) -> list[bytes]:
+        """The durable record of each slot's state (one `tobytes` for the batch)."""
+        n = len(slots)
+        rec = np.zeros(n, dtype=self.record)
+        rec["format"] = FORMAT
+        rec["flags"] = RING_FLAG if self.has_ring else 0
+        rec["layers"], rec["hidden"] = self.layers, self.hidden
+        days = self.last_day[slots]
+        rec["last_day"] = np.where(np.isnat(days), NO_DAY_INT,
+                                   days.astype("datetime64[D]").astype(np.int64))
+        rec["model"] = self.model
+        rec["level"], rec["count"] = self.level[slots], self.count[slots]
+        idx = self._index(slots)
+        width = self.layers * self.hidden
+        rec["h"] = self.h.index_select(1, idx).transpose(0, 1).reshape(n, width).cpu().numpy()
+        rec["c"] = self.c.index_select(1, idx).transpose(0, 1).reshape(n, width).cpu().numpy()
+        if self.has_ring:
+            if self.ring_values is None:
+                rec["ring"] = np.nan
+            else:
+                rec["ring"] = self.ring_values[slots]
+            rec["ring_pos"] = self.ring_pos[slots]
+        buf, size = rec.tobytes(), self.record.itemsize
+        return [buf[i * size:(i + 1) * size] for i in range(n)]
+
+    def restore(self, slots: Slots, blobs: Sequence[bytes | None]) -> NDArray[np.bool_]:
+        """Put the records `blobs[i]` into `slots[i]`; returns which were taken: a record of
+        this model and layout (format, fingerprint, L, H, ring). The others' slots are left
+        as they were (a caller re-encodes those)."""
+        size = self.record.itemsize
+        fits = np.fromiter((b is not None and len(b) == size for b in blobs), dtype=bool,
+                           count=len(blobs))
+        if not fits.any():
+            return fits
+        rows = np.flatnonzero(fits)
+        rec = np.frombuffer(b"".join([blobs[i] for i in rows.tolist()]),  # type: ignore[misc]
+                            dtype=self.record)
+        ok = ((rec["format"] == FORMAT) & (rec["model"] == self.model)
+              & (rec["layers"] == self.layers) & (rec["hidden"] == self.hidden)
+              & (rec["last_day"] != NO_DAY_INT)
+              & (((rec["flags"] & RING_FLAG) != 0) == self.has_ring))
+        fits[rows[~ok]] = False
+        rec, target = rec[ok], np.asarray(slots, dtype=np.intp)[rows[ok]]
+        if not target.size:
+            return fits
+        n = target.size
+        idx = self._index(target)
+        shape = (n, self.layers, self.hidden)
+        h = torch.from_numpy(rec["h"].reshape(shape)).transpose(0, 1).to(self.device)
+        c = torch.from_numpy(rec["c"].reshape(shape)).transpose(0, 1).to(self.device)
+        self.h.index_copy_(1, idx, h.contiguous())
+        self.c.index_copy_(1, idx, c.contiguous())
+        self.level[target], self.count[target] = rec["level"], rec["count"]
+        self.last_day[target] = rec["last_day"].astype("datetime64[D]")
+        if self.has_ring:
+            if self.ring_values is None:
+                self.ring_values = np.full((self.capacity, RING_DAYS), np.nan,
+                                           dtype=np.float32)
+            self.ring_values[target] = rec["ring"]
+            self.ring_pos[target] = rec["ring_pos"]
+        return fits
+
+    @staticmethod
+    def history(blobs: Sequence[bytes | None]) -> tuple[NDArray[np.float64],
+                                                         NDArray[np.datetime64]]:
+        """The demand history records of any model carry (durable.history)."""
+        return history(blobs)
 
     def _index(self, slots: Slots) -> torch.Tensor:
         idx = torch.from_numpy(np.ascontiguousarray(slots, dtype=np.int64))

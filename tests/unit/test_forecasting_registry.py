@@ -136,8 +136,9 @@ async def test_a_keyed_request_to_a_model_without_state_passes_the_dates_on() ->
 async def test_local_predict_hands_the_end_dates_to_the_model() -> None:
     model = _DatedSpy()
     ends = np.array(["2024-03-01", "2024-03-02"], dtype="datetime64[D]")
-    fc = await local_predict(model)(np.ones((2, 14)), 3, end_days=ends)
-    assert fc.n_series == 2 and model.seen[0] is ends
+    served = await local_predict(model)(np.ones((2, 14)), 3, end_days=ends)
+    assert served.forecast.n_series == 2 and model.seen[0] is ends
+    assert served.model_version == model.model_version and served.states is None
 
 
 def test_an_unknown_model_name_is_a_one_line_error_listing_the_registered_ones(

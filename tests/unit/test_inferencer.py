@@ -137,8 +137,9 @@ async def test_a_keyed_batch_mixing_steps_repeats_new_and_stale_keys_matches_rec
     day = np.datetime64("2011-05-01")
     async with Inferencer(model, max_batch=64, max_wait_ms=1, max_states=7) as inf:
         await inf.predict_keyed(keys[:6], series[:6, :25], 7, day)
-        # k0, k1: one bucket on (step); k2, k3: same day again; k4: two buckets on (stale);
-        # k6, k7: new, one more than max_states: k5, used least recently, is dropped.
+        # k0, k1: one bucket on (step); k2, k3: same day again; k4: two buckets on (two
+        # steps, from the window); k6, k7: new, one more than max_states: k5, used least
+        # recently, is dropped.
         rows = [0, 1, 2, 3, 4, 6, 7]
         lengths = [26, 26, 25, 25, 27, 26, 26]
         ends = [day + (n - 25) for n in lengths]
@@ -146,7 +147,7 @@ async def test_a_keyed_batch_mixing_steps_repeats_new_and_stale_keys_matches_rec
         for r, (i, n) in enumerate(zip(rows, lengths, strict=True)):
             windows[r, 27 - n :] = series[i, :n]
         fc = await inf.predict_keyed([keys[i] for i in rows], windows, 7, np.array(ends))
-        assert inf.stats.incremental == 4 and inf.stats.full == 6 + 3
+        assert inf.stats.incremental == 5 and inf.stats.full == 6 + 2
         assert inf._slots is not None and len(inf._slots[1]) == 7
         assert "k5" not in inf._slots[1]
     expected = model.predict(windows, 7, end_days=np.array(ends))

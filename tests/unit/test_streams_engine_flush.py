@@ -12,8 +12,10 @@ from typing import Any, NamedTuple
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 from runtime.settings import Settings
+from streams.changelog import decode_sku_state
 from streams.engine import BatchEngine
 from streams.outputs import AlertRow, BatchOutputs
+from streams.state import SkuState
 from streams.store import PartitionTable, StateStore
 
 SETTINGS = Settings(kafka_bootstrap="unused:9092", app_id="app", take_within_ms=5)
@@ -128,13 +130,14 @@ class Clients:
 
 
 class Processor:
-    """Writes each record's offset to its key's state and raises one alert per record."""
+    """Writes each record's offset to its key's state (as its watermark) and raises one alert
+    per record."""
 
     async def process(self, records: list[Record], table: PartitionTable, *,
                       out: BatchOutputs) -> BatchOutputs:
         for r in records:
             assert r.key is not None and r.partition == table.partition
-            table[r.key.decode()] = {"offset": r.offset}
+            table[r.key.decode()] = SkuState("A", "L", watermark=r.offset)
             out.alert_rows.append(AlertRow(f"a{r.offset}", "A", "L", "stale_stock", "info",
                                            "m", {}, datetime(2011, 3, 7, tzinfo=UTC)))
         return out
@@ -202,7 +205,8 @@ async def test_flushes_commit_in_order_and_a_batch_waits_for_the_previous_flush(
         changelog_acked.set()  # the second flush's changelog passes the same gate
         await w.until(lambda: len(w.commits()) == 2)
     assert w.commits() == [{ORDERS: 5}, {ORDERS: 9}]
-    assert w.clients.the_producer.changelog_values == [b'{"offset":4}', b'{"offset":8}']
+    states = [decode_sku_state(v) for v in w.clients.the_producer.changelog_values]
+    assert [s.watermark for s in states if s is not None] == [4, 8] and len(states) == 2
     assert w.log[-1] == ("left group",)
     assert w.engine.store is not None and not w.engine.store.has_dirty()
 

@@ -1,12 +1,12 @@
 """StateStore and changelog codec: state per source partition, dirty keys, partition drops,
 state bytes."""
 
-import orjson
+import msgspec
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from schemas import sku_key
-from streams.changelog import decode_state, encode_state
+from streams.changelog import FORMAT_MSGPACK, decode_sku_state, decode_state, encode_state
 from streams.state import SkuState
 from streams.store import StateStore, key_partition
 
@@ -60,14 +60,29 @@ def test_a_partition_outside_the_topic_is_refused():
         StateStore(4).partition(4)
 
 
-def test_state_bytes_are_the_json_form():
-    state = SkuState("A", "L")
+def test_state_records_are_msgpack_behind_a_format_byte_and_read_back_equal():
+    state = SkuState("A", "L", model_state=bytes(range(256)) * 8)
     state.apply_order("e1", 1e9, 3, bucket_seconds=86_400, window=56, lateness=1)
     state.on_order["r1"] = 5
     raw = encode_state(state)
-    assert orjson.loads(raw) == state.to_json() == decode_state(encode_state(state.to_json()))
-    assert SkuState.from_json(decode_state(raw)) == state
+    assert raw is not None and raw[0] == FORMAT_MSGPACK
+    assert msgspec.msgpack.decode(raw[1:])["model_state"] == state.model_state  # raw bytes
+    assert decode_sku_state(raw) == state
+    assert decode_state(raw) == state.to_json()
+    assert decode_sku_state(encode_state(state.to_json())) == state  # a JSON dict encodes too
     assert encode_state(None) is None and decode_state(None) is None
+    assert decode_sku_state(None) is None
+
+
+def test_json_records_of_before_still_decode():
+    state = SkuState("A", "L", model_state=b"\x01\x00blob")
+    state.apply_order("e1", 1e9, 3, bucket_seconds=86_400, window=56, lateness=1)
+    old = msgspec.json.encode(state.to_json())  # what the JSON codec wrote
+    assert old[:1] == b"{"
+    assert decode_sku_state(old) == state
+    legacy = msgspec.json.encode({k: v for k, v in state.to_json().items()
+                                  if k != "model_state"})  # before the field existed
+    assert decode_sku_state(legacy) == SkuState(**{**state.__dict__, "model_state": None})
 
 
 def test_state_with_awkward_floats_reads_back_equal():
@@ -75,7 +90,7 @@ def test_state_with_awkward_floats_reads_back_equal():
                      seen_ids={3: ["é", "x\u2028y"]}, stock_as_of=1_704_024_000.123456,
                      next_bucket_high=2.5e-7, policy={"sku": "A", "service_level": 0.95})
     raw = encode_state(state)
-    assert orjson.loads(raw) == state.to_json()
+    assert decode_sku_state(raw) == state
     assert SkuState.from_json(decode_state(raw)) == state
 
 

@@ -1,0 +1,59 @@
+"""The Faust engine serves through the batch engine's path: `served_forecaster` (inferencer,
+incremental durable state, roll-in) entered by an app task on the worker's loop, and its
+table changelogs live `SkuState` objects through the same record codec."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from runtime.settings import Settings
+from streams.changelog import FORMAT_MSGPACK
+from streams.state import SkuState
+from streams.worker import build_app
+from tests.unit.test_streams_lstm import orders, save_model
+
+pytest.importorskip("torch")
+
+
+async def test_the_faust_app_forecasts_through_the_inferencer_with_durable_states(
+    tmp_path: Path,
+) -> None:
+    version = save_model(tmp_path, seed=3)
+    settings = Settings(kafka_bootstrap="unused:9092", model="lstm", model_path=tmp_path,
+                        engine="faust", max_wait_ms=1)
+    app = build_app(settings)  # builds, connects nothing
+    processor = app.shelfcast_processor  # type: ignore[attr-defined]
+    serve = [task for task in app._app_tasks if "serve" in getattr(task, "__qualname__", "")]
+    assert len(serve) == 1, "the serving path is entered by one app task"
+    table: dict[str, object] = {}
+    pending = asyncio.ensure_future(processor.process(orders(settings, 0, 4), table))
+    await asyncio.sleep(0.05)
+    assert not pending.done(), "forecasts wait until the serving path is up"
+    running = asyncio.ensure_future(serve[0]())
+    try:
+        out = await asyncio.wait_for(pending, 30)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    assert out.forecasts and {f.model_version for f in out.forecasts} == {version}
+    # the inferencer's keyed path: every forecast SKU carries its durable LSTM state
+    states = [SkuState.from_json(v) for v in table.values()]  # type: ignore[arg-type]
+    assert states and all(s.model_state for s in states if s.watermark != s.first_bucket)
+
+
+def test_the_faust_table_uses_the_changelog_record_codec(tmp_path: Path) -> None:
+    save_model(tmp_path, seed=3)
+    settings = Settings(kafka_bootstrap="unused:9092", model="lstm", model_path=tmp_path,
+                        engine="faust")
+    app = build_app(settings)
+    table = app.tables["sku_state"]
+    state = SkuState("A", "L", demand={3: 2.0}, model_state=b"\x01state")
+    codec = table.value_serializer
+    from faust.serializers import codecs
+
+    raw = codecs.dumps(codec, state)
+    assert raw[0] == FORMAT_MSGPACK
+    assert codecs.loads(codec, raw) == state
