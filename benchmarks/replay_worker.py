@@ -104,7 +104,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-    settings = Settings(kafka_bootstrap="unused:9092")
+    # the CPU path of the stream around a local model (the LSTM serves through the
+    # inferencer, which this in-process replay does not model)
+    settings = Settings(kafka_bootstrap="unused:9092", model="moving_average")
     opts = PipelineBenchOptions(events=args.events)
     work = batches(settings, opts)
     events = sum(map(len, work))

@@ -37,6 +37,24 @@ EPILOG = """examples:
 """
 
 
+OUR_PACKAGES = frozenset({"runtime", "schemas", "streams", "forecasting", "optimizer",
+                          "shelfcast"})
+# Optional packages by the pyproject extra that installs them (README "Install").
+EXTRAS = {"lightgbm": "forecast", "statsforecast": "forecast", "matplotlib": "forecast",
+          "pytest": "dev", "yaml": "dev", "stockpyl": "dev"}
+
+
+def missing_dependency(module: str) -> str:
+    """One line naming what to install for a module that is not there."""
+    top = module.partition(".")[0]
+    extra = EXTRAS.get(top)
+    if extra is not None:
+        return (f"this needs {top}, which is in the `{extra}` extra: "
+                f"pip install 'shelfcast[{extra}]' (or pip install -e '.[{extra}]')")
+    return (f"this needs the package {top!r}, which is not installed (a base dependency: "
+            "reinstall with pip install shelfcast, or pip install -e .)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shelfcast", description="Streaming demand forecasting and restock planning.",
@@ -124,7 +142,10 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(settings.public_dict(), indent=2))
         return 0
     if args.command == "worker":
+        from streams.forecaster_setup import check_servable
         from streams.worker import run_worker
+
+        check_servable(settings)  # a model it can serve, before it connects to anything
 
         run_worker(settings)
         return 0
@@ -208,6 +229,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = ".".join(str(p) for p in first["loc"])
         print(f"shelfcast: error: setting {where}: {first['msg']}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.partition(".")[0] in OUR_PACKAGES:
+            raise  # our own module missing is a bug, not an install choice
+        print(f"shelfcast: error: {missing_dependency(exc.name)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
