@@ -47,10 +47,11 @@ class QuickModel:
 
 
 def cache_root() -> Path:
-    """Where trained quick models are kept: $XDG_CACHE_HOME/shelfcast/models (default
-    ~/.cache/shelfcast/models)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "shelfcast" / "models"
+    """Where trained quick models are kept: `$SHELFCAST_CACHE_DIR/models`, else
+    `~/.cache/shelfcast/models` (beside the Kafka jars' cache)."""
+    root = os.environ.get("SHELFCAST_CACHE_DIR")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "shelfcast"
+    return base / "models"
 
 
 def quick_config(horizon: int = 14, *, tiny: bool = False, **overrides: Any) -> Any:
