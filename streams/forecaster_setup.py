@@ -83,14 +83,14 @@ def model_source(settings: Settings) -> tuple[Forecaster, str | None]:
     info = check_servable(settings)
     if info.loads_artifact:
         assert settings.model_path is not None  # check_servable
-        forecaster = _load(info.name, settings.model_path)
+        forecaster = _load(info.name, settings.model_path, settings.device)
         return forecaster, forecaster.model_version
     return make_forecaster(info.name), None
 
 
-def _load(name: str, path: Path) -> Forecaster:
-    try:
-        return make_forecaster(name, path=str(path))
+def _load(name: str, path: Path, device: str = "auto") -> Forecaster:
+    try:  # on SHELFCAST_DEVICE (auto: CUDA when there is one)
+        return make_forecaster(name, shared={"device": device}, path=str(path))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load the model in {path}: {exc}") from exc
 
@@ -140,7 +140,8 @@ async def served_forecaster(
                 if found is None or found == serving:
                     continue
                 try:
-                    candidate = await asyncio.to_thread(_load, settings.model, path)
+                    candidate = await asyncio.to_thread(_load, settings.model, path,
+                                                        settings.device)
                 except ConfigError as exc:  # half-written directory: try again next time
                     log.warning("model not reloaded: %s", exc)
                     continue

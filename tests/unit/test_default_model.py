@@ -113,3 +113,19 @@ def test_a_quick_model_is_trained_once_and_reused(tmp_path: Path) -> None:
     other = train_or_reuse(synthetic_panel(12, 60, 2.0, seed=1),
                            quick_config(tiny=True, max_epochs=1), cache=tmp_path)
     assert other.path != first.path  # another panel is another model
+
+
+def test_the_worker_loads_its_model_on_shelfcast_device(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import streams.forecaster_setup as setup
+    from forecasting import make_forecaster
+
+    asked: list[dict] = []
+
+    def spy(name: str, **kwargs: object) -> object:
+        asked.append(kwargs)
+        return make_forecaster("moving_average")
+
+    monkeypatch.setattr(setup, "make_forecaster", spy)
+    setup.model_source(Settings(model_path=tmp_path, device="cuda"))
+    assert asked == [{"shared": {"device": "cuda"}, "path": str(tmp_path)}]
