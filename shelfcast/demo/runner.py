@@ -92,7 +92,6 @@ class DemoSummary:
     model: str = ""
     model_version: str = ""
     model_source: str = ""  # trained now / cached / SHELFCAST_MODEL_PATH
-    replayed_days: list[str] | None = None  # first and last replayed day (UTC)
     # pinball / 80% coverage of the served forecasts and of the moving average on the same
     # (SKU, bucket) windows, over the replayed days (see shelfcast.demo.scoring)
     score: dict[str, Any] | None = None
