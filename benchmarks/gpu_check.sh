@@ -21,7 +21,10 @@ QUICK=${GPU_CHECK_QUICK:-0}
 mkdir -p "$DEST"
 log() { echo "gpu_check: $*" >&2; }
 
-cuda=$("$PY" -c 'import torch; print(int(torch.cuda.is_available()))')
+if ! cuda=$("$PY" -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null); then
+  log "$PY cannot import torch: install shelfcast first (pip install -e .) or set PYTHON"
+  exit 1
+fi
 "$PY" - "$DEST/env.json" "$DEVICE" <<'PYEOF'
 import json, os, platform, subprocess, sys
 import torch

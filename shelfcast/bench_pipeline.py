@@ -486,9 +486,10 @@ def run_pipeline_bench(settings: Settings, opts: PipelineBenchOptions) -> dict[s
 
     console = Console(stderr=True)
     settings = served_model(settings, opts, console)
+    # the directory outlives the broker whose data is in it (exits run last-entered first)
     with (
-        contextlib.ExitStack() as stack,
         tempfile.TemporaryDirectory(prefix="shelfcast-bench-") as tmp,
+        contextlib.ExitStack() as stack,
     ):
         broker_pid = None
         if not settings.kafka_bootstrap:

@@ -440,8 +440,9 @@ def run_demo(settings: Settings, opts: DemoOptions) -> DemoSummary:
     with console.status(f"reading {opts.data}..."):
         split = split_history(opts.data, opts.events, max_series=opts.train_series)
     settings = _served_model(settings, opts, split, console, summary)
-    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(
-            prefix="shelfcast-demo-") as tmp:
+    # the directory outlives the services whose data is in it (exits run last-entered first)
+    with tempfile.TemporaryDirectory(prefix="shelfcast-demo-") as tmp, \
+            contextlib.ExitStack() as stack:
         workdir = Path(tmp)
         updates: dict[str, Any] = {
             # A run of its own: never touches a real shop's topics or another demo's state.
