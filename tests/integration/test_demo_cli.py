@@ -37,7 +37,7 @@ def test_demo_serves_the_lstm_on_local_services(tmp_path: Path):
     assert summary["model_source"].startswith("trained now")
     score = summary["score"]
     for side in ("served", "baseline"):
-        assert score[side]["points"] > 1000 and 0 < score[side]["coverage_80"] <= 1, score
+        assert score[side]["points"] > 100 and 0 < score[side]["coverage_80"] <= 1, score
         assert score[side]["pinball"] > 0, score
     assert score["served"]["points"] == score["baseline"]["points"]  # the same windows
 
