@@ -1,6 +1,8 @@
 # One image for every shelfcast process (worker, optimizer, migrations, alerts); the command picks.
-#   docker build -t shelfcast .                                    # CPU (baselines)
-#   docker build --build-arg EXTRAS=forecast -t shelfcast-gpu .    # + torch (CUDA wheels) for the LSTM
+#   docker build -t shelfcast .                                    # serves the LSTM (CPU or GPU)
+#   docker build --build-arg EXTRAS=forecast -t shelfcast-gpu .    # + the backtest peers
+# torch is a base dependency (the LSTM is the default model); PyPI's Linux torch is the CUDA
+# build, so every image carries its nvidia libraries (README "Install").
 FROM python:3.11-slim
 ARG EXTRAS=""
 ENV PYTHONUNBUFFERED=1 \
@@ -17,7 +19,8 @@ COPY optimizer optimizer
 COPY shelfcast shelfcast
 RUN if [ -n "$EXTRAS" ]; then pip install ".[$EXTRAS]"; else pip install .; fi \
     && rm -rf /root/.cache \
-    && mkdir -p /var/lib/shelfcast && chown 10001:10001 /var/lib/shelfcast
+    && mkdir -p /var/lib/shelfcast/models /var/lib/shelfcast/data \
+    && chown -R 10001:10001 /var/lib/shelfcast
 # Faust keeps its app data directory under the working directory: make it writable (and a
 # volume in k8s, where the root filesystem is read-only).
 WORKDIR /var/lib/shelfcast

@@ -5,8 +5,14 @@ EVENTS ?= 20000
 
 .PHONY: demo test venv lint
 
+# What the demo needs: the base install (torch included: the demo trains and serves the LSTM).
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q -e .
+	touch $@
+
+# Linters and test tools on top (`make test` runs .ci/run, which installs dev and forecast).
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(VENV)/bin/python -m pip install -q -e '.[dev]'
 	touch $@
 
@@ -18,6 +24,6 @@ demo: venv
 test:
 	bash .ci/run
 
-lint: venv
+lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m mypy

@@ -9,6 +9,12 @@ and a digest of every output and changelog record (per key, in order) so that a 
 the hot path can be checked to give the same bytes:
 
     PYTHONPATH=$PWD python benchmarks/replay_worker.py [--events N] [--repeat R] [--profile]
+        [--model-path DIR]
+
+`--model-path DIR` serves that trained LSTM through the worker's own serving path
+(`served_forecaster`: the micro-batching inferencer, its thread and the incremental states)
+instead of the moving average; cProfile then sees the event loop's thread only (the forward
+passes run in the inferencer's thread: CPU-s counts both).
 
 `--profile` runs it under cProfile and prints the top functions by own time; for a sampled
 profile, run it under `py-spy record -o out.svg -- python benchmarks/replay_worker.py`.
@@ -26,11 +32,10 @@ import time
 from collections import defaultdict
 from datetime import UTC, datetime
 
-from forecasting import make_forecaster
 from runtime.settings import Settings
 from shelfcast.bench_pipeline import PipelineBenchOptions, backlog
 from streams.engine import BatchEngine
-from streams.forecaster_setup import local_predict
+from streams.forecaster_setup import served_forecaster
 from streams.processor import BatchProcessor, ProcessorConfig, RawRecord
 from streams.store import StateStore, key_partition
 
@@ -65,15 +70,18 @@ Sent = list[tuple[str, bytes | None, bytes | None]]
 
 def replay(settings: Settings, work: list[list[RawRecord]], partitions: int) -> Sent:
     """Run every batch through processor + encodings; every (topic, key, value) written."""
-    model = make_forecaster(settings.model)
-    processor = BatchProcessor(ProcessorConfig.from_settings(settings), local_predict(model),
-                               model.model_version, now=lambda: FIXED_NOW)
-    engine = BatchEngine(settings, processor)
-    engine.store = store = StateStore(partitions)
-    engine._out_partitions = dict.fromkeys(settings.topics.outputs(), partitions)
     sent: Sent = []
 
     async def go() -> None:
+        async with served_forecaster(settings) as (model, predict):
+            processor = BatchProcessor(ProcessorConfig.from_settings(settings), predict,
+                                       model.model_version, now=lambda: FIXED_NOW)
+            await run(processor)
+
+    async def run(processor: BatchProcessor) -> None:
+        engine = BatchEngine(settings, processor)
+        engine.store = store = StateStore(partitions)
+        engine._out_partitions = dict.fromkeys(settings.topics.outputs(), partitions)
         for batch in work:
             # a batch holds one input partition's records: its table
             out = await processor.process(batch, store.partition(batch[0].partition))
@@ -104,8 +112,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--model-path", default=None,
+                        help="serve this trained LSTM (default: the moving average)")
     args = parser.parse_args()
-    settings = Settings(kafka_bootstrap="unused:9092")
+    settings = Settings(kafka_bootstrap="unused:9092", device="cpu",
+                        model="lstm" if args.model_path else "moving_average",
+                        model_path=args.model_path)
     opts = PipelineBenchOptions(events=args.events)
     work = batches(settings, opts)
     events = sum(map(len, work))

@@ -4,6 +4,11 @@ One run measures, on the same broker: the raw aiokafka consume rate of the input
 rate at which K worker processes drain the same backlog (so `ratio` is meaningful on a noisy
 machine), end-to-end latency from an order to the restock it triggers at full and at half
 load, and each worker's peak RSS.
+
+The workers serve the configured model, by default the trained LSTM: `--model-path DIR`, else
+SHELFCAST_MODEL_PATH, else a small LSTM trained first on a synthetic panel shaped like the
+bench's demand (cached by its fingerprint, see shelfcast.quick_model). `--compare-baseline`
+runs the moving average on the same broker in the same invocation, under `baseline`.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ class PipelineBenchOptions:
     partitions: int = 4
     latency_probes: int = 200
     json_path: Path | None = None
+    model_path: Path | None = None  # a trained model dir (else settings', else trained here)
+    compare_baseline: bool = False  # also run the moving average, same broker, same backlog
 
 
 def _order(i: int, sku: int, day: float, qty: int = 1) -> tuple[bytes, bytes]:
@@ -414,6 +421,8 @@ async def _bench(
         "drain_s": round(seconds, 2),
         "last_worker_ready_after_s": round(last, 2),
         "engine": settings.engine,
+        "model": settings.model,
+        "model_version": _model_version(settings),
         "state_check": state_check,
         "produce_per_s": round(produce_rate, 1),
         "latency_ms": full,
@@ -437,31 +446,74 @@ def _later_orders(opts: PipelineBenchOptions, rate: float, day0: float) -> Recor
     return [_order(50_000_000 + i, int(s), day0 + 0.5) for i, s in enumerate(skus)]
 
 
+def _model_version(settings: Settings) -> str | None:
+    """The version of the model the workers were started with (None for a local model)."""
+    if settings.model_path is None:
+        return None
+    from forecasting.lstm.artifact import read_metadata
+
+    return str(read_metadata(settings.model_path)["model_version"])
+
+
+def served_model(settings: Settings, opts: PipelineBenchOptions, console: Console) -> Settings:
+    """`settings` with a model the workers can serve: the configured one; for a trained model
+    without a directory, a small LSTM trained on a synthetic panel shaped like the backlog
+    (each SKU's orders per day), or reused from the cache when trained before."""
+    from streams.forecaster_setup import check_servable, model_info
+
+    if opts.model_path is not None:
+        settings = settings.model_copy(update={"model_path": opts.model_path})
+    if model_info(settings).loads_artifact and settings.model_path is None:
+        from shelfcast.quick_model import quick_config, synthetic_panel, train_or_reuse
+
+        per_sku_day = max(opts.events - opts.skus, 1) / (opts.skus * opts.days)
+        panel = synthetic_panel(200, 180, per_sku_day, seed=7)
+        with console.status("training a small LSTM for the bench (or reusing the cached "
+                            "one)..."):
+            model = train_or_reuse(panel, quick_config(), data={"source": "bench synthetic"})
+        console.print(f"serving {model.model_version} from {model.path} ("
+                      + ("cached" if model.reused else f"trained in {model.train_cpu_s:.0f} "
+                         "CPU-s") + ")")
+        settings = settings.model_copy(update={"model_path": model.path})
+    check_servable(settings)
+    return settings
+
+
 def run_pipeline_bench(settings: Settings, opts: PipelineBenchOptions) -> dict[str, Any]:
-    """Run the benchmark on the configured broker, or on a local Apache Kafka it starts."""
+    """Run the benchmark on the configured broker, or on a local Apache Kafka it starts; with
+    `compare_baseline`, then once more with the moving average on the same broker."""
     from shelfcast.services.kafka_broker import LocalKafka
 
     console = Console(stderr=True)
-    run_id = uuid.uuid4().hex[:8]
+    settings = served_model(settings, opts, console)
+    # the directory outlives the broker whose data is in it (exits run last-entered first)
     with (
-        contextlib.ExitStack() as stack,
         tempfile.TemporaryDirectory(prefix="shelfcast-bench-") as tmp,
+        contextlib.ExitStack() as stack,
     ):
-        updates: dict[str, Any] = {
-            "shop_topic_prefix": f"bench-{run_id}.shop.",
-            "topic_prefix": f"bench-{run_id}.",
-            "app_id": f"shelfcast-bench-{run_id}",
-            "topic_partitions": opts.partitions,
-        }
+        broker_pid = None
         if not settings.kafka_bootstrap:
             with console.status("starting Apache Kafka (local, KRaft)..."):
                 broker = stack.enter_context(LocalKafka(Path(tmp) / "kafka"))
-            updates["kafka_bootstrap"] = broker.bootstrap
+            settings = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
             broker_pid = broker.pid
-        else:
-            broker_pid = None
-        settings = settings.model_copy(update=updates)
-        result = asyncio.run(_bench(settings, opts, console, Path(tmp), broker_pid))
+
+        def one_run(run_settings: Settings, name: str) -> dict[str, Any]:
+            run_id = uuid.uuid4().hex[:8]
+            run_settings = run_settings.model_copy(update={  # topics and group of its own
+                "shop_topic_prefix": f"bench-{run_id}.shop.", "topic_prefix": f"bench-{run_id}.",
+                "app_id": f"shelfcast-bench-{run_id}", "topic_partitions": opts.partitions})
+            console.rule(f"{name}: SHELFCAST_MODEL={run_settings.model}")
+            workdir = Path(tmp) / run_id
+            workdir.mkdir()
+            return asyncio.run(_bench(run_settings, opts, console, workdir, broker_pid))
+
+        result = one_run(settings, "served model")
+        if opts.compare_baseline:
+            baseline = settings.model_copy(update={"model": "moving_average", "model_path": None})
+            result["baseline"] = one_run(baseline, "baseline")
+            result["events_per_s_vs_baseline"] = round(
+                result["events_per_s"] / result["baseline"]["events_per_s"], 3)
     console.print_json(json.dumps(result))
     if opts.json_path:
         opts.json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,24 @@ EPILOG = """examples:
 """
 
 
+OUR_PACKAGES = frozenset({"runtime", "schemas", "streams", "forecasting", "optimizer",
+                          "shelfcast"})
+# Optional packages by the pyproject extra that installs them (README "Install").
+EXTRAS = {"lightgbm": "forecast", "statsforecast": "forecast", "matplotlib": "forecast",
+          "pytest": "dev", "yaml": "dev", "stockpyl": "dev"}
+
+
+def missing_dependency(module: str) -> str:
+    """One line naming what to install for a module that is not there."""
+    top = module.partition(".")[0]
+    extra = EXTRAS.get(top)
+    if extra is not None:
+        return (f"this needs {top}, which is in the `{extra}` extra: "
+                f"pip install 'shelfcast[{extra}]' (or pip install -e '.[{extra}]')")
+    return (f"this needs the package {top!r}, which is not installed (a base dependency: "
+            "reinstall with pip install shelfcast, or pip install -e .)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shelfcast", description="Streaming demand forecasting and restock planning.",
@@ -45,9 +63,10 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo", help="replay real orders through the whole pipeline (embedded services)",
-        description="Replay the UCI Online Retail order lines through the pipeline. With no "
-        "SHELFCAST_KAFKA_BOOTSTRAP / SHELFCAST_DATABASE_URL it starts an embedded Kafka-protocol "
-        "broker and PostgreSQL itself.")
+        description="Replay the last UCI Online Retail order lines through the pipeline, "
+        "serving the LSTM (SHELFCAST_MODEL): trained first on the days before the replay, or "
+        "reused from the cache. With no SHELFCAST_KAFKA_BOOTSTRAP / SHELFCAST_DATABASE_URL it "
+        "starts Apache Kafka (with Java; else the embedded tansu broker) and PostgreSQL itself.")
     demo.add_argument("--data", type=Path, default=None,
                       help=f"transactions CSV (default: {DEFAULT_TRANSACTIONS})")
     demo.add_argument("--events", type=int, default=50_000,
@@ -57,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="wall seconds per replayed day (accelerated clock); 0 = flat out")
     demo.add_argument("--redeliver-every", type=int, default=200,
                       help="re-send every Nth order event, as a retrying producer would (0 = off)")
+    demo.add_argument("--model-cache", type=Path, default=None,
+                      help="where the demo's trained LSTM is cached by the data it was trained "
+                           "on (default ~/.cache/shelfcast/models)")
 
     bench = sub.add_parser("bench", help="benchmarks that print figures and write JSON")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
@@ -69,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     pipeline.add_argument("--days", type=int, default=7)
     pipeline.add_argument("--partitions", type=int, default=4)
     pipeline.add_argument("--json", type=Path, default=None)
+    pipeline.add_argument("--model-path", type=Path, default=None,
+                          help="trained model dir the workers serve (default "
+                               "SHELFCAST_MODEL_PATH, else a small LSTM trained first)")
+    pipeline.add_argument("--compare-baseline", action="store_true",
+                          help="also run the moving average in the same invocation (same "
+                               "broker, same backlog); its figures go under `baseline`")
     for plugin in PLUGINS:
         plugin.add_bench_commands(bench_sub)
 
@@ -124,7 +152,10 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(settings.public_dict(), indent=2))
         return 0
     if args.command == "worker":
+        from streams.forecaster_setup import check_servable
         from streams.worker import run_worker
+
+        check_servable(settings)  # a model it can serve, before it connects to anything
 
         run_worker(settings)
         return 0
@@ -162,7 +193,8 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError("need --events > --skus, --workers >= 1, --partitions >= --workers")
         run_pipeline_bench(settings, PipelineBenchOptions(
             events=args.events, workers=args.workers, skus=args.skus, days=args.days,
-            partitions=args.partitions, json_path=args.json))
+            partitions=args.partitions, json_path=args.json, model_path=args.model_path,
+            compare_baseline=args.compare_baseline))
         return 0
     if args.command == "dlq":
         from streams.dlq_replay import replay_dead_letters
@@ -186,7 +218,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.events <= 0:
             raise ConfigError("--events must be > 0")
         opts = DemoOptions(data=data, events=args.events, json_path=args.json,
-                           day_seconds=args.day_seconds, redeliver_every=args.redeliver_every)
+                           day_seconds=args.day_seconds, redeliver_every=args.redeliver_every,
+                           model_cache=args.model_cache)
         run_demo(settings, opts)
         return 0
     raise AssertionError(args.command)
@@ -208,6 +241,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = ".".join(str(p) for p in first["loc"])
         print(f"shelfcast: error: setting {where}: {first['msg']}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.partition(".")[0] in OUR_PACKAGES:
+            raise  # our own module missing is a bug, not an install choice
+        print(f"shelfcast: error: {missing_dependency(exc.name)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -20,6 +20,21 @@ __all__ = ["add_bench_commands", "add_commands", "add_data_args", "run"]
 DEFAULT_MODELS = "seasonal_naive,moving_average,ets,lightgbm,lstm"
 
 
+# The optional library each model needs, checked before a backtest starts (not after the
+# models before it have run).
+MODEL_MODULES = {"ets": "statsforecast", "lightgbm": "lightgbm", "lstm": "torch"}
+
+
+def _require(modules: list[str]) -> None:
+    """ModuleNotFoundError for the first module that is not installed (the CLI turns it into
+    a one-line error naming the extra)."""
+    from importlib.util import find_spec
+
+    for module in modules:
+        if find_spec(module) is None:
+            raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+
+
 def add_data_args(p: argparse.ArgumentParser) -> None:
     """The long-CSV options every command that reads a demand panel takes."""
     p.add_argument("--data", type=Path, required=True,
@@ -189,6 +204,8 @@ def _backtest(args: argparse.Namespace) -> int:
     if unknown or not models:
         raise ConfigError(f"--models: unknown {', '.join(unknown) or '(none given)'} "
                           f"(registered: {', '.join(available_forecasters())})")
+    _require([MODEL_MODULES[m] for m in models if m in MODEL_MODULES]
+             + (["matplotlib"] if args.plot else []))
     panel = _panel(args)
     lstm_config = _config(args)
     # Offered to every model; each takes those its registry entry lists.

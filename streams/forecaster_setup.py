@@ -26,7 +26,7 @@ from runtime.errors import ConfigError
 from runtime.settings import Settings
 from streams.processor import PredictFn
 
-__all__ = ["DeferredPredict", "local_predict", "model_info", "model_source",
+__all__ = ["DeferredPredict", "check_servable", "local_predict", "model_info", "model_source",
            "served_forecaster"]
 
 log = logging.getLogger(__name__)
@@ -55,28 +55,45 @@ def model_info(settings: Settings) -> ModelInfo:
                           f"(registered: {', '.join(available_forecasters())})") from None
 
 
-def model_source(settings: Settings) -> tuple[Forecaster, str | None]:
-    """The configured forecaster and, for a model loaded from an artifact, the version it was
-    loaded at. A model that must be trained on a panel is served from its artifact
-    (SHELFCAST_MODEL_PATH); one without an artifact format cannot be served."""
+def check_servable(settings: Settings) -> ModelInfo:
+    """What `model_source` would serve, checked without loading anything (a worker calls it
+    before it connects): a one-line ConfigError saying how to get a model when the configured
+    one cannot be served."""
     info = model_info(settings)
     if info.loads_artifact:
         if settings.model_path is None:
-            raise ConfigError(f"SHELFCAST_MODEL={info.name} needs SHELFCAST_MODEL_PATH (a "
-                              "directory written by `shelfcast train --out DIR`)")
-        forecaster = _load(info.name, settings.model_path)
-        return forecaster, forecaster.model_version
+            raise ConfigError(
+                f"SHELFCAST_MODEL={info.name} serves a trained model and SHELFCAST_MODEL_PATH "
+                "is not set: train one with `shelfcast train --data CSV --out DIR`, then set "
+                "SHELFCAST_MODEL_PATH=DIR (or serve a baseline: SHELFCAST_MODEL=moving_average)")
+        if not settings.model_path.is_dir():
+            raise ConfigError(
+                f"SHELFCAST_MODEL_PATH={settings.model_path} is not a directory: train a model "
+                "there with `shelfcast train --data CSV --out DIR`")
+        return info
     if info.fits:
         servable = [n for n in available_forecasters()
                     if not forecaster_info(n).fits or forecaster_info(n).loads_artifact]
         raise ConfigError(f"SHELFCAST_MODEL={info.name} is trained on a panel and has no saved "
                           f"form a worker can load (servable: {', '.join(servable)})")
+    return info
+
+
+def model_source(settings: Settings) -> tuple[Forecaster, str | None]:
+    """The configured forecaster and, for a model loaded from an artifact, the version it was
+    loaded at. A model that must be trained on a panel is served from its artifact
+    (SHELFCAST_MODEL_PATH); one without an artifact format cannot be served."""
+    info = check_servable(settings)
+    if info.loads_artifact:
+        assert settings.model_path is not None  # check_servable
+        forecaster = _load(info.name, settings.model_path, settings.device)
+        return forecaster, forecaster.model_version
     return make_forecaster(info.name), None
 
 
-def _load(name: str, path: Path) -> Forecaster:
-    try:
-        return make_forecaster(name, path=str(path))
+def _load(name: str, path: Path, device: str = "auto") -> Forecaster:
+    try:  # on SHELFCAST_DEVICE (auto: CUDA when there is one)
+        return make_forecaster(name, shared={"device": device}, path=str(path))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load the model in {path}: {exc}") from exc
 
@@ -159,7 +176,8 @@ async def served_forecaster(
                 if found is None or found == serving:
                     continue
                 try:
-                    candidate = await asyncio.to_thread(_load, settings.model, path)
+                    candidate = await asyncio.to_thread(_load, settings.model, path,
+                                                        settings.device)
                 except ConfigError as exc:  # half-written directory: try again next time
                     log.warning("model not reloaded: %s", exc)
                     continue

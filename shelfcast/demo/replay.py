@@ -72,12 +72,17 @@ def row_to_order(row: dict[str, str], line_no: int) -> ShopEvent:
     return ShopEvent("orders", sku_key(sku, LOCATION), value, occurred)
 
 
-def read_order_lines(path: Path, limit: int | None = None) -> Iterator[ShopEvent]:
-    """Order events from the raw transactions CSV (gz ok), in file order."""
+def read_order_lines(path: Path, limit: int | None = None, *,
+                     start: int = 0) -> Iterator[ShopEvent]:
+    """Order events from the raw transactions CSV (gz ok), in file order, from data row
+    `start` (0-based; event ids stay the file's line numbers) for at most `limit` rows."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as fh:
         for line_no, row in enumerate(csv.DictReader(fh), start=2):
-            if limit is not None and line_no - 2 >= limit:
+            index = line_no - 2
+            if index < start:
+                continue
+            if limit is not None and index - start >= limit:
                 return
             yield row_to_order(row, line_no)
 

@@ -1,8 +1,14 @@
 """`shelfcast demo`: the whole pipeline on embedded (or configured) services, with a summary.
 
-Starts what is not configured (a tansu Kafka-protocol broker, a local PostgreSQL), a stream
-worker process and the optimizer; replays real order lines at an accelerated clock with a
-simulated warehouse (snapshots, restocks landing after their lead time) and prints a summary.
+Serves the default model, the LSTM: trained first on the order lines before the replayed
+days (a small model, tens of CPU-seconds) or reused from the cache when trained before on the
+same history (shelfcast.quick_model). Starts what is not configured (Apache Kafka from the
+cached jars where Java is installed, else the embedded tansu broker; a local PostgreSQL), a
+stream worker process and the optimizer; replays the file's last order lines at an
+accelerated clock with a simulated warehouse (snapshots, restocks landing after their lead
+time) and prints a summary: what flowed, and how the served forecasts scored against what
+the replay then sold, beside the moving average's score on the same windows
+(shelfcast.demo.scoring).
 """
 
 from __future__ import annotations
@@ -10,16 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -30,6 +38,13 @@ from runtime.kafka_config import client_kwargs
 from runtime.settings import Settings
 from schemas import RestockEvent, sku_key, split_key
 from shelfcast.demo.replay import ShopEvent, Warehouse, read_order_lines
+from shelfcast.demo.scoring import (
+    Forecasts,
+    HistorySplit,
+    offline_baseline,
+    score_forecasts,
+    split_history,
+)
 from shelfcast.worker_process import WorkerProcess
 from streams.lag import LagProbe
 from streams.topics import ensure_topics
@@ -50,6 +65,9 @@ class DemoOptions:
     lead_time_days: int = 2
     settle_timeout_s: float = 120.0
     day_timeout_s: float = 30.0
+    train_series: int = 400  # SKUs (most sold) the demo's LSTM trains on
+    train_max_s: float = 120.0  # wall-clock cap on training (epochs end early past it)
+    model_cache: Path | None = None  # default ~/.cache/shelfcast/models
 
 
 @dataclass
@@ -71,6 +89,12 @@ class DemoSummary:
     broker: str = ""
     database: str = ""
     dlq_reasons: dict[str, int] | None = None
+    model: str = ""
+    model_version: str = ""
+    model_source: str = ""  # trained now / cached / SHELFCAST_MODEL_PATH
+    # pinball / 80% coverage of the served forecasts and of the moving average on the same
+    # (SKU, bucket) windows, over the replayed days (see shelfcast.demo.scoring)
+    score: dict[str, Any] | None = None
 
 
 class _Outputs:
@@ -82,6 +106,8 @@ class _Outputs:
         self.counts: Counter[str] = Counter()
         self.dlq_kinds: Counter[str] = Counter()
         self.restock_ids: set[str] = set()
+        self.forecasts: Forecasts = {}  # the last forecast per (SKU, bucket)
+        self.model_versions: Counter[str] = Counter()
         self.last_change = time.monotonic()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -104,8 +130,19 @@ class _Outputs:
                     elif tp.topic == t.dlq:
                         for r in records:
                             self.dlq_kinds[json.loads(r.value)["error_kind"]] += 1
+                    elif tp.topic == t.forecasts:
+                        for r in records:
+                            self._forecast(json.loads(r.value))
         finally:
             await consumer.stop()
+
+    def _forecast(self, event: dict[str, Any]) -> None:
+        bucket = datetime.fromisoformat(event["bucket"])
+        closed = int(bucket.timestamp()) // int(event["bucket_seconds"])
+        key = sku_key(event["sku"], event["location"])
+        self.forecasts[(key, closed)] = (tuple(event["quantile_levels"]),
+                                         np.asarray(event["quantiles"], dtype=float))
+        self.model_versions[event["model_version"]] += 1
 
     def _schedule(self, event: RestockEvent) -> None:
         if event.restock_id in self.restock_ids:  # downstream dedupe by id
@@ -175,27 +212,32 @@ class _Replay:
 
 
 async def _pipeline(settings: Settings, dsn: str, opts: DemoOptions, console: Console,
-                    summary: DemoSummary, workdir: Path) -> None:
+                    summary: DemoSummary, workdir: Path, split: HistorySplit) -> None:
     await ensure_topics(settings)
     worker = WorkerProcess(settings, workdir / "worker.log").start()
     try:
         with console.status("starting the stream worker (joining its consumer group)..."):
             ready_s = await asyncio.to_thread(worker.wait_ready, 120.0)
         console.print(f"stream worker ready in {ready_s:.1f} s")
-        orders = list(read_order_lines(opts.data, limit=opts.events))
+        orders = list(read_order_lines(opts.data, limit=opts.events,
+                                       start=split.replay_from_line))
         warehouse = Warehouse(daily_demand=_daily_demand(orders))
         outputs = _Outputs(settings, warehouse)
         stop = asyncio.Event()
         optimizer = OptimizerService(settings, dsn)
         tasks = [asyncio.create_task(outputs.run(stop)),
                  asyncio.create_task(optimizer.run(stop))]
+        published: list[tuple[str, bytes, bytes]] = []
         try:
             async with LagProbe(settings) as probe:
-                await _produce(settings, opts, orders, warehouse, summary, console, probe)
+                await _produce(settings, opts, orders, warehouse, summary, console, probe,
+                               published)
                 await _settle(probe, outputs, optimizer, opts, console)
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
+        with console.status("scoring the served forecasts and the moving average's..."):
+            await _score(settings, summary, outputs, published)
         t = settings.topics
         summary.dlq = outputs.counts[t.dlq]
         summary.dlq_reasons = dict(outputs.dlq_kinds)
@@ -211,9 +253,33 @@ async def _pipeline(settings: Settings, dsn: str, opts: DemoOptions, console: Co
         worker.stop()
 
 
+async def _score(settings: Settings, summary: DemoSummary, outputs: _Outputs,
+                 published: list[tuple[str, bytes, bytes]]) -> None:
+    """The served forecasts and the moving average's on the same (SKU, bucket) windows,
+    against what the replay sold, over the replayed days up to the last complete one."""
+    baseline, demand = await offline_baseline(settings, published)
+    days = {b for sold in demand.values() for b in sold}
+    if not days:
+        return
+    last_bucket = max(days) - 1  # the replay may stop in the middle of its last day
+    served = {k: v for k, v in outputs.forecasts.items() if k in baseline}
+    same = {k: baseline[k] for k in served}
+    first_day = datetime.fromtimestamp(min(days) * 86_400, UTC).date().isoformat()
+    last_day = datetime.fromtimestamp(last_bucket * 86_400, UTC).date().isoformat()
+    summary.score = {
+        "days": [first_day, last_day],
+        "served": score_forecasts(served, demand, last_bucket).as_dict(),
+        "baseline": {"model": "moving_average",
+                     **score_forecasts(same, demand, last_bucket).as_dict()},
+        "served_forecasts_without_baseline_window": len(outputs.forecasts) - len(served),
+    }
+    if outputs.model_versions:
+        summary.model_version = ",".join(sorted(outputs.model_versions))
+
+
 async def _produce(settings: Settings, opts: DemoOptions, orders: list[ShopEvent],
                    warehouse: Warehouse, summary: DemoSummary, console: Console,
-                   probe: LagProbe) -> None:
+                   probe: LagProbe, published: list[tuple[str, bytes, bytes]]) -> None:
     topics = {"orders": settings.topics.orders, "stock": settings.topics.stock,
               "catalog": settings.topics.catalog}
     replay = _Replay(orders, warehouse, opts)
@@ -240,8 +306,9 @@ async def _produce(settings: Settings, opts: DemoOptions, orders: list[ShopEvent
                         await asyncio.sleep(wait)
                     day_started = time.monotonic()
                     progress.update(task, day=replay.days)
-                await producer.send(topics[kind], key=key.encode(),
-                                    value=json.dumps(value).encode())
+                raw_key, raw_value = key.encode(), json.dumps(value).encode()
+                await producer.send(topics[kind], key=raw_key, value=raw_value)
+                published.append((topics[kind], raw_key, raw_value))
                 summary.events_in += 1
                 summary.redelivered += again
                 summary.orders += kind == "orders"
@@ -297,19 +364,85 @@ def _print_summary(console: Console, summary: DemoSummary) -> None:
             f"{k} {v}" for k, v in sorted(summary.dlq_reasons.items())))
     console.print(f"{summary.days_replayed} days replayed in {summary.seconds:.1f} s "
                   f"(broker {summary.broker}, database {summary.database})")
+    console.print(f"model served: {summary.model} {summary.model_version} "
+                  f"({summary.model_source})")
+    if summary.score:
+        scores = Table(title=f"forecasts vs what the replay sold, "
+                             f"{summary.score['days'][0]} .. {summary.score['days'][1]}")
+        for column in ("model", "pinball", "80% coverage", "SKU-days", "forecasts"):
+            scores.add_column(column, justify="left" if column == "model" else "right")
+        for name, row in (("served: " + summary.model, summary.score["served"]),
+                          ("baseline: moving_average", summary.score["baseline"])):
+            scores.add_row(name, f"{row['pinball']:.3f}", f"{row['coverage_80']:.3f}",
+                           f"{row['points']:,}", f"{row['forecasts']:,}")
+        console.print(scores)
+
+
+def _served_model(settings: Settings, opts: DemoOptions, split: HistorySplit,
+                  console: Console, summary: DemoSummary) -> Settings:
+    """`settings` with the model the worker serves: the configured one; the LSTM without a
+    directory is trained on the history before the replay (or reused from the cache)."""
+    from streams.forecaster_setup import check_servable, model_info
+
+    summary.model = settings.model
+    if model_info(settings).loads_artifact and settings.model_path is None:
+        from shelfcast.quick_model import quick_config, train_or_reuse
+
+        panel = split.panel
+        console.print(f"training the LSTM on {panel.n_series} SKUs x {panel.n_days} days "
+                      f"before {split.replay_first_day} (or reusing the cached one)...")
+        model = train_or_reuse(panel, quick_config(), cache=opts.model_cache, progress=True,
+                               max_seconds=opts.train_max_s,
+                               data={"path": str(opts.data), "before": split.replay_first_day})
+        summary.model_source = (
+            f"cached at {model.path}" if model.reused else
+            f"trained now in {model.train_cpu_s:.1f} CPU-s on {panel.n_series} SKUs x "
+            f"{panel.n_days} days, saved at {model.path}")
+        summary.model_version = model.model_version
+        settings = settings.model_copy(update={"model_path": model.path})
+    else:
+        summary.model_source = (f"SHELFCAST_MODEL_PATH={settings.model_path}"
+                                if settings.model_path else "a baseline, asked for by name")
+    check_servable(settings)
+    return settings
+
+
+def _start_broker(stack: contextlib.ExitStack, workdir: Path, console: Console
+                  ) -> tuple[str, str]:
+    """(bootstrap, what it is): Apache Kafka from the cached jars where Java is installed
+    (the broker the tests use), else -- or when it cannot start -- the embedded tansu."""
+    from runtime.errors import ServiceUnavailable
+    from shelfcast.services.kafka_broker import KAFKA_VERSION, LocalKafka
+    from shelfcast.services.tansu_broker import EmbeddedTansu
+
+    if shutil.which("java"):
+        try:
+            with console.status(f"starting Apache Kafka {KAFKA_VERSION} (local, KRaft; jars "
+                                "fetched once and cached)..."):
+                kafka = stack.enter_context(LocalKafka(workdir / "kafka"))
+            return kafka.bootstrap, f"Apache Kafka {KAFKA_VERSION} (local, KRaft)"
+        except (OSError, ServiceUnavailable) as exc:
+            console.print(f"[yellow]Apache Kafka did not start ({exc}); using the embedded "
+                          "tansu broker")
+    with console.status("starting the embedded Kafka-protocol broker (tansu)..."):
+        tansu = stack.enter_context(EmbeddedTansu())
+    return tansu.bootstrap, "embedded tansu (no Java for Apache Kafka)"
 
 
 def run_demo(settings: Settings, opts: DemoOptions) -> DemoSummary:
     """Run the demo end to end; prints progress and a summary, writes JSON when asked."""
     from shelfcast.services.postgres_server import LocalPostgres
-    from shelfcast.services.tansu_broker import EmbeddedTansu
 
     console = Console(stderr=True)
     run_id = uuid.uuid4().hex[:8]
     summary = DemoSummary()
     t0 = time.monotonic()
-    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(
-            prefix="shelfcast-demo-") as tmp:
+    with console.status(f"reading {opts.data}..."):
+        split = split_history(opts.data, opts.events, max_series=opts.train_series)
+    settings = _served_model(settings, opts, split, console, summary)
+    # the directory outlives the services whose data is in it (exits run last-entered first)
+    with tempfile.TemporaryDirectory(prefix="shelfcast-demo-") as tmp, \
+            contextlib.ExitStack() as stack:
         workdir = Path(tmp)
         updates: dict[str, Any] = {
             # A run of its own: never touches a real shop's topics or another demo's state.
@@ -318,10 +451,7 @@ def run_demo(settings: Settings, opts: DemoOptions) -> DemoSummary:
         if settings.kafka_bootstrap:
             summary.broker = "configured"
         else:
-            with console.status("starting the embedded Kafka-protocol broker (tansu)..."):
-                broker = stack.enter_context(EmbeddedTansu())
-            updates["kafka_bootstrap"] = broker.bootstrap
-            summary.broker = "embedded tansu"
+            updates["kafka_bootstrap"], summary.broker = _start_broker(stack, workdir, console)
         if settings.database_url:
             dsn = settings.database_url.get_secret_value()
             summary.database = "configured"
@@ -331,7 +461,7 @@ def run_demo(settings: Settings, opts: DemoOptions) -> DemoSummary:
             dsn = pg.dsn
             summary.database = "embedded PostgreSQL"
         settings = settings.model_copy(update=updates)
-        asyncio.run(_pipeline(settings, dsn, opts, console, summary, workdir))
+        asyncio.run(_pipeline(settings, dsn, opts, console, summary, workdir, split))
     summary.seconds = round(time.monotonic() - t0, 2)
     _print_summary(console, summary)
     if opts.json_path:

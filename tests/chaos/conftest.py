@@ -1,4 +1,5 @@
-"""Chaos suite: registers the `chaos` marker and marks every test under tests/chaos with it."""
+"""Chaos suite: registers the `chaos` marker, marks every test under tests/chaos with it, and
+trains the tiny LSTM the scenarios serve (the default model) once per session."""
 
 from __future__ import annotations
 
@@ -21,3 +22,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if HERE in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.chaos)
+
+
+@pytest.fixture(scope="session")
+def lstm_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny LSTM (8 hidden units, 2 epochs on 40 synthetic series: seconds of CPU) in a
+    model directory: what SHELFCAST_MODEL_PATH points at in the scenarios that serve it."""
+    pytest.importorskip("torch")
+    from shelfcast.quick_model import quick_config, synthetic_panel, train_or_reuse
+
+    # ~3 orders per SKU and day, as the scenarios' stream (3600 orders, 240 SKUs, 6 days)
+    panel = synthetic_panel(40, 120, 2.5, seed=6, end_day="2011-03-06")
+    model = train_or_reuse(panel, quick_config(tiny=True),
+                           cache=tmp_path_factory.mktemp("lstm-models"))
+    return model.path

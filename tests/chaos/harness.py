@@ -10,6 +10,10 @@ faults while it flows; the verifier then checks the outcome against the input lo
   accounted for exactly once (redeliveries collapsed, malformed records in the DLQ);
 - restocks: a downstream consumer that dedupes by restock id sees exactly the restocks the
   recomputation decides, none with two different quantities;
+- forecasts: every forecast on the topic (each copy, a replayed batch's too) equals, to the
+  4 decimals events carry, the one the recomputation made for the same SKU and bucket through
+  the worker's serving path (for the LSTM: the inferencer and its incremental states), so a
+  recovery that re-encodes a SKU from a cold state instead of continuing shows up here;
 - plans: every restock on the topic has exactly one plan line in PostgreSQL;
 - alerts: deduped by id, the alerts on the topic are the recomputation's, and each stock-out
   episode (opened when the stock-out risk crosses 20 %, closed below 10 %) holds at most one
@@ -37,21 +41,21 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from forecasting import make_forecaster
 from runtime.errors import ServiceUnavailable
 from runtime.faults import FAULT_ENV
 from runtime.kafka_config import client_kwargs
 from runtime.settings import Settings
-from schemas import AlertEvent, DeadLetter, RestockEvent, sku_key
+from schemas import AlertEvent, DeadLetter, ForecastEvent, RestockEvent, sku_key
 from schemas.ids import deterministic_id
 from shelfcast.worker_process import WorkerProcess
 from streams.changelog import changelog_topic, decode_state
+from streams.forecaster_setup import served_forecaster
 from streams.lag import LagProbe
 from streams.processor import BatchProcessor, ProcessorConfig, RawRecord
 from streams.store import key_partition
-from streams.worker import local_predict
 from tests.support.kafka import read_all
 
 T0 = datetime(2011, 3, 7, tzinfo=UTC)
@@ -179,10 +183,15 @@ def make_stream(
 
 
 def chaos_settings(
-    bootstrap: str, prefix: str, dsn: str | None = None, **overrides: Any
+    bootstrap: str, prefix: str, dsn: str | None = None, *, model_path: Path | None = None,
+    **overrides: Any
 ) -> Settings:
+    """Settings of one scenario: the trained LSTM in `model_path` serves (the default model),
+    or the moving average, asked for by name, where a scenario is about something else."""
     values: dict[str, Any] = dict(
         kafka_bootstrap=bootstrap,
+        model="lstm" if model_path is not None else "moving_average",
+        model_path=model_path,
         topic_prefix=f"{prefix}.",
         shop_topic_prefix=f"{prefix}.shop.",
         app_id=f"{prefix}-app",
@@ -330,6 +339,9 @@ async def wait_caught_up(
 # --------------------------------------------------------------------------- the verifier
 
 
+ForecastKey = tuple[str, str, str]  # (sku, location, bucket start ISO)
+
+
 @dataclass
 class Recomputed:
     """What one BatchProcessor makes of the input log, replayed in order without faults."""
@@ -337,21 +349,50 @@ class Recomputed:
     table: dict[str, Any]
     restocks: dict[str, int]  # restock id -> quantity
     alerts: dict[str, AlertEvent]  # alert id -> alert
+    # (sku, location, bucket) -> the daily quantiles (horizon x levels) forecast for it
+    forecasts: dict[ForecastKey, np.ndarray] = field(default_factory=dict)
 
 
 async def recompute(settings: Settings, snapshots: Records, orders: Records) -> Recomputed:
-    model = make_forecaster(settings.model)
-    processor = BatchProcessor(ProcessorConfig.from_settings(settings), local_predict(model),
-                               model.model_version)
+    """The uninterrupted run: the input log through a fresh processor and the worker's own
+    serving path (`served_forecaster`: for the LSTM the micro-batching inferencer and its
+    incremental per-SKU states, started empty as a fresh worker's are)."""
     t = settings.topics
     records = [RawRecord(t.stock, 0, i, k, v) for i, (k, v) in enumerate(snapshots)]
     records += [RawRecord(t.orders, 0, i, k, v) for i, (k, v) in enumerate(orders)]
     done = Recomputed({}, {}, {})
-    for i in range(0, len(records), 500):
-        out = await processor.process(records[i : i + 500], done.table)
-        done.restocks.update({r.restock_id: r.quantity for r in out.restocks})
-        done.alerts.update({a.alert_id: a for a in out.alerts})
+    async with served_forecaster(settings) as (model, predict):
+        processor = BatchProcessor(ProcessorConfig.from_settings(settings), predict,
+                                   model.model_version)
+        for i in range(0, len(records), 500):
+            out = await processor.process(records[i : i + 500], done.table)
+            done.restocks.update({r.restock_id: r.quantity for r in out.restocks})
+            done.alerts.update({a.alert_id: a for a in out.alerts})
+            for rows in out.forecast_rows:
+                for j in range(len(rows)):
+                    key = (rows.skus[j], rows.locations[j], rows.bucket(j).isoformat())
+                    done.forecasts[key] = rows.daily[j]
     return done
+
+
+def forecast_mismatches(
+    expected: dict[ForecastKey, np.ndarray], seen: list[ForecastEvent], *, atol: float = 1e-3
+) -> tuple[int, int, int]:
+    """(forecasts on the topic that differ from the uninterrupted run's for the same SKU and
+    bucket, (sku, bucket)s the run forecast that the topic lacks, topic forecasts for a
+    (sku, bucket) the run never forecast). Every copy counts: a batch replayed after a crash
+    must forecast what the first attempt did. `atol`: events carry 4 decimals."""
+    differ = unexpected = 0
+    keys: set[ForecastKey] = set()
+    for f in seen:
+        key = (f.sku, f.location, f.bucket.isoformat())
+        keys.add(key)
+        want = expected.get(key)
+        if want is None:
+            unexpected += 1
+        elif not np.allclose(np.asarray(f.quantiles), want, atol=atol, rtol=1e-4):
+            differ += 1
+    return differ, len(expected.keys() - keys), unexpected
 
 
 def alert_buckets(alerts: list[AlertEvent], days: range = range(-3, 12)) -> dict[str, datetime]:
@@ -415,6 +456,11 @@ class Verdict:
     missing_restocks: int = 0
     unexpected_restocks: int = 0
     unplanned_restocks: int = 0
+    forecasts: int = 0
+    forecast_mismatches: int = 0  # vs the uninterrupted run (same SKU and bucket)
+    missing_forecasts: int = 0
+    unexpected_forecasts: int = 0
+    model_version: str = ""
     dead_letters: int = 0
     problems: list[str] = field(default_factory=list)
 
@@ -533,6 +579,17 @@ async def verify(settings: Settings, dsn: str | None, stream: ShopStream, *,
     if not any(a.kind == "stockout_risk" for a in expected.alerts.values()):
         problems.append("the stream opened no stock-out episode: the alert check checks nothing")
 
+    # forecasts: after recovery, the same numbers an uninterrupted run forecast
+    forecasts = [ForecastEvent.model_validate_json(r.value)
+                 for r in await read_all(settings, t.forecasts)]
+    differ, missing_fc, unexpected_fc = forecast_mismatches(expected.forecasts, forecasts)
+    if differ or missing_fc or unexpected_fc:
+        problems.append(
+            f"forecasts vs the uninterrupted run: {differ} differ, {missing_fc} missing, "
+            f"{unexpected_fc} unexpected (of {len(forecasts)} on the topic)"
+        )
+    versions = sorted({f.model_version for f in forecasts})
+
     # plans in PostgreSQL
     duplicate_plans = unplanned = 0
     if dsn is not None:
@@ -571,6 +628,11 @@ async def verify(settings: Settings, dsn: str | None, stream: ShopStream, *,
         missing_restocks=len(missing),
         unexpected_restocks=len(unexpected),
         unplanned_restocks=unplanned,
+        forecasts=len(forecasts),
+        forecast_mismatches=differ,
+        missing_forecasts=missing_fc,
+        unexpected_forecasts=unexpected_fc,
+        model_version=",".join(versions),
         dead_letters=len(dead),
         problems=problems,
     )
@@ -600,6 +662,7 @@ TOTALS = (
     "state_mismatches",
     "skus_lost_or_reset",
     "alert_episode_violations",
+    "forecast_mismatches",
 )
 
 

@@ -18,12 +18,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
+import numpy as np
 import pytest
 
 from optimizer.service import OptimizerService
 from optimizer.store import PlanStore
 from runtime.settings import Settings
-from schemas import AlertEvent, sku_key
+from schemas import AlertEvent, ForecastEvent, sku_key
 from schemas.ids import deterministic_id
 from shelfcast.services import LocalKafka, LocalPostgres
 from shelfcast.worker_process import WorkerProcess
@@ -39,6 +40,7 @@ from tests.chaos.harness import (
     alert_episode_violations,
     chaos_settings,
     check_alive,
+    forecast_mismatches,
     make_stream,
     non_java_shop_partition,
     produce_paced,
@@ -144,9 +146,12 @@ async def test_worker_sigkilled_mid_stream_and_restarted(
     fresh_topic_prefix: str,
     tmp_path: Path,
     stream: ShopStream,
+    lstm_model_dir: Path,
 ):
-    """(1) SIGKILL the only worker twice while orders flow; a new one takes over each time."""
-    settings = chaos_settings(kafka_bootstrap, fresh_topic_prefix, pg_database)
+    """(1) SIGKILL the only worker (serving the LSTM) twice while orders flow; a new one takes
+    over each time."""
+    settings = chaos_settings(kafka_bootstrap, fresh_topic_prefix, pg_database,
+                              model_path=lstm_model_dir)  # the LSTM serves
     await ensure_topics(settings)
     log = tmp_path / "worker.log"
     workers = [WorkerProcess(settings, log, name=f"worker-{i}") for i in range(3)]
@@ -196,9 +201,12 @@ async def test_scale_one_two_one_while_flowing(
     fresh_topic_prefix: str,
     tmp_path: Path,
     stream: ShopStream,
+    lstm_model_dir: Path,
 ):
-    """(2) 1 -> 2 workers (rebalance: partitions and their state move) -> 1 (graceful leave)."""
-    settings = chaos_settings(kafka_bootstrap, fresh_topic_prefix, pg_database)
+    """(2) 1 -> 2 workers (rebalance: partitions and their state move) -> 1 (graceful leave),
+    the LSTM serving."""
+    settings = chaos_settings(kafka_bootstrap, fresh_topic_prefix, pg_database,
+                              model_path=lstm_model_dir)  # the LSTM serves
     await ensure_topics(settings)
     log = tmp_path / "worker.log"
     first = WorkerProcess(settings, log, name="worker-1")
@@ -581,12 +589,14 @@ async def test_workers_killed_at_exact_points(
     fresh_topic_prefix: str,
     tmp_path: Path,
     stream: ShopStream,
+    lstm_model_dir: Path,
 ):
     """(6) Three workers in a row SIGKILL themselves at an exact step of their 3rd batch
     (runtime/faults.py): with forecasts made but nothing sent; with outputs acknowledged but
     not the changelog; with outputs and changelog acknowledged but offsets not committed. Each
     time a fresh worker takes over; a fourth, unarmed one finishes the stream."""
-    settings = chaos_settings(kafka_bootstrap, fresh_topic_prefix, pg_database)
+    settings = chaos_settings(kafka_bootstrap, fresh_topic_prefix, pg_database,
+                              model_path=lstm_model_dir)  # the LSTM serves
     await ensure_topics(settings)
     log = tmp_path / "worker.log"
     armed = [
@@ -760,3 +770,25 @@ def test_alert_episode_check_has_teeth():
     assert alert_episode_violations(expected, early) == (1, 0)
     silent = {k: v for k, v in expected.items() if v.sku != "S2"}
     assert alert_episode_violations(expected, silent) == (0, 1)
+
+
+def test_forecast_check_has_teeth():
+    """A forecast on the topic that differs from the uninterrupted run's for its SKU and bucket
+    (as a cold re-encode after a crash would make it) is counted, as are a missing and an
+    unexpected one; a redelivered copy of the right forecast is not."""
+    levels = [0.1, 0.5, 0.9]
+
+    def forecast(sku: str, day: int, scale: float) -> ForecastEvent:
+        bucket = T0 + timedelta(days=day)
+        daily = [[scale * level for level in levels] for _ in range(3)]
+        return ForecastEvent(
+            sku=sku, location="wh", issued_at=bucket, bucket=bucket, bucket_seconds=86_400,
+            horizon=3, quantile_levels=levels, quantiles=daily, cumulative=daily,
+            mean=[scale] * 3, model_version="lstm-1+test",
+        )  # fmt: skip
+
+    run = [forecast("S1", 1, 2.0), forecast("S1", 2, 3.0), forecast("S2", 1, 1.0)]
+    expected = {(f.sku, f.location, f.bucket.isoformat()): np.asarray(f.quantiles) for f in run}
+    assert forecast_mismatches(expected, [*run, run[0]]) == (0, 0, 0)
+    assert forecast_mismatches(expected, [*run, forecast("S1", 2, 3.01)]) == (1, 0, 0)
+    assert forecast_mismatches(expected, [run[0], run[1], forecast("S9", 1, 1.0)]) == (0, 1, 1)

@@ -88,7 +88,7 @@ async def running_worker(kafka_bootstrap: str, fresh_topic_prefix: str, tmp_path
     settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"{fresh_topic_prefix}.",
                         shop_topic_prefix=f"{fresh_topic_prefix}.shop.",
                         app_id=f"{fresh_topic_prefix}-app", topic_partitions=2, web_port=port,
-                        window_buckets=28)
+                        window_buckets=28, model="moving_average")
     await ensure_topics(settings)
     worker = WorkerProcess(settings, tmp_path / "worker.log").start()
     try:

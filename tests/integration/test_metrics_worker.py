@@ -75,7 +75,8 @@ async def test_worker_serves_metrics_with_live_values(
     port = free_port()
     settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"{fresh_topic_prefix}.",
                         shop_topic_prefix=f"{fresh_topic_prefix}.shop.",
-                        app_id=f"{fresh_topic_prefix}-app", topic_partitions=2, web_port=port)
+                        app_id=f"{fresh_topic_prefix}-app", topic_partitions=2, web_port=port,
+                        model="moving_average")  # about metrics, not the model
     await ensure_topics(settings)
     worker = WorkerProcess(settings, tmp_path / "worker.log").start()
     try:

@@ -79,7 +79,9 @@ async def test_orders_become_forecasts_restocks_and_plan_rows(
 ):
     settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"{fresh_topic_prefix}.",
                         shop_topic_prefix=f"{fresh_topic_prefix}.shop.",
-                        app_id=f"{fresh_topic_prefix}-app", topic_partitions=2)
+                        app_id=f"{fresh_topic_prefix}-app", topic_partitions=2,
+                        # the moving average: "every closed day sold 4" is read off its mean
+                        model="moving_average")
     await ensure_topics(settings)
     worker = WorkerProcess(settings, tmp_path / "worker.log").start()
     stop = asyncio.Event()

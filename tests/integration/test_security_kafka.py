@@ -41,6 +41,7 @@ def secure_settings(kafka: SecureKafka, prefix: str, **overrides: object) -> Set
         topic_partitions=2,
         take_max=200,
         kafka_session_timeout_s=6,
+        model="moving_average",  # about the connection, not the model
     )
     values.update(overrides)
     return Settings(**values)

@@ -76,7 +76,8 @@ async def test_killed_worker_recovers_state_from_the_changelog(
     settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"{fresh_topic_prefix}.",
                         shop_topic_prefix=f"{fresh_topic_prefix}.shop.",
                         app_id=f"{fresh_topic_prefix}-app", topic_partitions=4,
-                        engine="batch", take_max=150, kafka_session_timeout_s=6)
+                        engine="batch", take_max=150, kafka_session_timeout_s=6,
+                        model="moving_average")  # about recovery, not the model
     await ensure_topics(settings)
     snapshots, orders = shop(settings)
     log = tmp_path / "worker.log"
@@ -155,7 +156,7 @@ async def test_a_poison_pill_at_the_broker_limit_is_dead_lettered_and_its_partit
     settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"{fresh_topic_prefix}.",
                         shop_topic_prefix=f"{fresh_topic_prefix}.shop.",
                         app_id=f"{fresh_topic_prefix}-app", topic_partitions=2,
-                        engine="batch", take_max=100)
+                        engine="batch", take_max=100, model="moving_average")
     await ensure_topics(settings)
     t = settings.topics
     limit = await topic_max_message_bytes(settings, t.orders)

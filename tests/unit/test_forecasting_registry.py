@@ -162,5 +162,5 @@ def test_the_stream_serves_local_models_and_artifacts_but_not_an_unfitted_peer(
     with pytest.raises(ConfigError, match="no saved form"):
         model_source(Settings())
     monkeypatch.setenv("SHELFCAST_MODEL", "lstm")
-    with pytest.raises(ConfigError, match="needs SHELFCAST_MODEL_PATH"):
+    with pytest.raises(ConfigError, match="SHELFCAST_MODEL_PATH is not set"):
         model_source(Settings())
