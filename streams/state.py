@@ -70,6 +70,12 @@ class SkuState:
     open_alerts: dict[str, int] = field(default_factory=dict)  # kind -> bucket it opened
     next_bucket_high: float | None = None  # last forecast's high quantile for the next bucket
     forecast_pending: bool = False  # a bucket closed since the last forecast
+    # the actuals (streams.outputs.DemandRow): the first closed bucket not yet published, and
+    # the last forecast's quantiles for it with the model version that made them (scored
+    # against the actual when it is published)
+    actuals_from: int | None = None
+    next_forecast: list[float] | None = None
+    next_forecast_version: str | None = None
 
     # --- serialisation -------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import pytest
 
 from forecasting import make_forecaster
 from runtime.settings import Settings
-from schemas import DeadLetter, RestockEvent
+from schemas import DeadLetter, DemandEvent, RestockEvent
 from streams.processor import BatchProcessor, ProcessorConfig, RawRecord
 from streams.worker import local_predict
 
@@ -165,3 +165,39 @@ def test_alerts_carry_the_bucket_they_are_about():
     for alert in out.alerts:
         assert alert.bucket is not None and alert.bucket < alert.raised_at
         assert alert.bucket.hour == 0  # daily buckets start at midnight UTC
+
+
+def test_every_closed_bucket_publishes_its_actual_with_the_forecast_made_for_it():
+    p, table = processor(), {}
+    def order(event_id: str, at: datetime, qty: int) -> RawRecord:
+        return rec(SETTINGS.topics.orders, 99, {
+            "event_id": event_id, "type": "placed", "sku": "A", "location": "L",
+            "quantity": qty, "occurred_at": at.isoformat()})
+
+    # days 0..7 with 4 a day, then silence until day 10 (days 8 and 9 close with 0)
+    first = run(p, orders(8), table)
+    late = order("late", T0 + timedelta(days=6, hours=5), 3)  # day 7 is open: day 6 takes it
+    second = run(p, [late, order("d10", T0 + timedelta(days=10), 2)], table)
+    demand = [*first.demand, *second.demand]
+    by_day = {}
+    for event in demand:
+        by_day.setdefault((event.bucket - T0.replace(hour=0)).days, []).append(event)
+    # days 0..6 close in the first batch, each once with the forecast for it (day 0 had none:
+    # no forecast was made before it), and each again as a revision one bucket later
+    assert [e.model_version is not None for e in by_day[0]] == [False, False]
+    for day in range(1, 7):
+        published, *revisions = by_day[day]
+        assert published.quantity == 4.0 and published.forecast_quantiles is not None
+        assert published.model_version == p.model_version
+        assert published.forecast_levels == list(first.forecasts[0].quantile_levels)
+        assert [r.forecast_quantiles for r in revisions] == [None]
+    # the forecast issued when day d-1 closed is the one scored on day d
+    assert by_day[3][0].forecast_quantiles == first.forecasts[2].quantiles[0]
+    # day 7 closed in the second batch (the clock jumped to day 10), days 8 and 9 with it;
+    # day 6 got a late order after it closed: its revision carries it
+    assert [e.quantity for e in by_day[7]] == [4.0] and by_day[7][0].model_version
+    assert [e.quantity for e in by_day[8]] == [0.0] and by_day[8][0].model_version is None
+    assert [e.quantity for e in by_day[9]] == [0.0]
+    assert by_day[6][-1].quantity == 7.0 and by_day[6][-1].forecast_quantiles is None
+    for event in demand:  # every row is a valid contract event
+        DemandEvent.model_validate_json(event.model_dump_json())
