@@ -5,6 +5,7 @@ however often they are delivered; each forecast is scored once; a level shift op
 `model_drift` episode whose alert reaches the alerts topic.
 """
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -129,3 +130,52 @@ async def test_a_level_shift_raises_one_model_drift_alert(kafka_bootstrap, pg_da
     finally:
         await conn.close()
     assert {(r.segment, r.drift_open) for r in service.accuracy} == {("*", True), ("wh1", True)}
+
+
+async def test_the_dashboard_reads_demand_history_from_postgres(pg_database):
+    """Every SKU's history from PostgreSQL, merged with the worker's newer closed buckets;
+    memory alone when the database cannot be read."""
+    from optimizer.actuals import ActualsBatch
+    from optimizer.store import PlanStore
+    from runtime.settings import Settings
+    from streams.state import SkuState
+    from streams.web import WorkerWeb, demand_source
+
+    events = [DemandEvent.model_validate_json(value) for _, value in
+              [actual("MUG", "wh1", day, 4.0) for day in range(5)]
+              + [actual("TEA", "wh1", day, 2.0) for day in range(3)]]
+    async with await PlanStore.connect(pg_database) as store:
+        await store.migrate()
+        await store.write_batch([], [], {}, "g", ActualsBatch(events, DAY0))
+    day = 86_400
+    mug = SkuState(sku="MUG", location="wh1", first_bucket=int(DAY0.timestamp()) // day,
+                   watermark=int(DAY0.timestamp()) // day + 7)
+    mug.demand = {mug.watermark - 2: 9.0, mug.watermark - 1: 3.0, mug.watermark: 1.0}
+    table = {"MUG@wh1": mug}
+
+    settings = Settings(kafka_bootstrap="unused:9092", database_url=pg_database)
+    web = WorkerWeb(settings, table, demand=demand_source(settings))
+    try:
+        status, _, body = await web.handle("/api/sku/MUG%40wh1/", {})
+        assert status == 200
+        payload = json.loads(body)
+        assert payload["demand_source"] == "postgresql"
+        days = [(int(d["t"] - DAY0.timestamp()) // day, d["units"]) for d in payload["demand"]]
+        # 0..4 from PostgreSQL, 5 and 6 closed in memory; 7 is open (not drawn)
+        assert days == [(0, 4.0), (1, 4.0), (2, 4.0), (3, 4.0), (4, 4.0), (5, 9.0), (6, 3.0)]
+        status, _, body = await web.handle("/api/sku/TEA%40wh1/", {})  # not on this worker
+        assert status == 200 and len(json.loads(body)["demand"]) == 3
+        status, _, body = await web.handle("/api/skus", {"q": "wh1"})
+        assert json.loads(body)["skus"] == ["MUG@wh1", "TEA@wh1"]
+    finally:
+        await web.stop()
+
+    broken = Settings(kafka_bootstrap="unused:9092",
+                      database_url="postgresql://nobody@127.0.0.1:1/none")
+    web = WorkerWeb(broken, table, demand=demand_source(broken))
+    try:
+        assert (await web.handle("/api/sku/TEA%40wh1/", {}))[0] == 404
+        status, _, body = await web.handle("/api/sku/MUG%40wh1/", {})
+        assert status == 200 and "demand_source" not in json.loads(body)
+    finally:
+        await web.stop()
