@@ -38,6 +38,7 @@ from schemas.events import AlertEvent, DemandEvent
 from schemas.ids import deterministic_id
 
 __all__ = [
+    "DRIFT_KIND",
     "FLEET",
     "AccuracyRow",
     "ActualsBatch",
@@ -49,6 +50,7 @@ __all__ = [
 ]
 
 FLEET = "*"  # the segment of every location together
+DRIFT_KIND = "model_drift"  # the AlertEvent kind of an episode that opened
 
 ExpectedCoverage = Callable[[str], float | None]  # model version -> its validation coverage
 
@@ -261,9 +263,9 @@ def drift_alert(segment: str, model_version: str, bucket_seconds: int, change: D
     where = "the fleet" if segment == FLEET else f"location {segment}"
     s, band = change.scores, change.band
     return AlertEvent(
-        alert_id=deterministic_id("alert", FLEET, segment, "model_drift", model_version,
+        alert_id=deterministic_id("alert", FLEET, segment, DRIFT_KIND, model_version,
                                   bucket.isoformat()),
-        sku=FLEET, location=segment, kind="model_drift", severity="warning",
+        sku=FLEET, location=segment, kind=DRIFT_KIND, severity="warning",
         message=(f"model {model_version}: forecast accuracy of {where} left the band its "
                  f"{band.source} predicted over the last {s.buckets} buckets: "
                  + "; ".join(change.reasons)),
