@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -12,7 +13,7 @@ from prometheus_client import (
     ProcessCollector,
     start_http_server,
 )
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 __all__ = ["OptimizerCollector", "optimizer_registry", "serve_optimizer_metrics"]
@@ -32,6 +33,18 @@ class OptimizerCollector:
         "db_retries": "PostgreSQL operations retried after a transient error.",
         "lines_cut": "Restocks cut (partly or to 0) by a supplier budget, capacity or MOQ.",
         "units_cut": "Units the cycle constraints cut from restocks.",
+        "demand_in": "Demand actuals consumed (closed buckets, with revisions).",
+        "drift_alerts": "model_drift alerts published.",
+    }
+    # the drift monitors' rolling scores (forecasting/accuracy.py), per segment (a location,
+    # `*` = the fleet) and model version; per SKU they are in PostgreSQL (view sku_accuracy),
+    # not here: one series per SKU would swamp Prometheus
+    GAUGES: ClassVar[dict[str, str]] = {
+        "pinball_relative": "Rolling pinball loss / actual demand of the segment's forecasts.",
+        "coverage": "Rolling share of actuals inside the forecasts' 80% interval (nominal 0.8).",
+        "bias_relative": "Rolling (median forecast - actual) / actual; > 0 over-forecast.",
+        "scored": "SKU-buckets in the rolling window.",
+        "drift_open": "1 while a model_drift episode is open for the segment, else 0.",
     }
 
     def __init__(self, service: Any) -> None:
@@ -44,6 +57,20 @@ class OptimizerCollector:
                                          self.HELP.get(name, name.replace("_", " ")))
             family.add_metric([], value)
             yield family
+        rows = list(getattr(self._service, "accuracy", []) or [])
+        labels = ["segment", "model_version", "bucket_seconds"]
+        families = {name: GaugeMetricFamily(f"shelfcast_forecast_{name}", text, labels=labels)
+                    for name, text in self.GAUGES.items()}
+        for row in rows:
+            key = [row.segment, row.model_version, str(row.bucket_seconds)]
+            s = row.scores
+            for name, value in (("pinball_relative", s.pinball_relative),
+                                ("coverage", s.coverage), ("bias_relative", s.bias_relative),
+                                ("scored", float(s.scored)),
+                                ("drift_open", 1.0 if row.drift_open else 0.0)):
+                if math.isfinite(value):
+                    families[name].add_metric(key, value)
+        yield from families.values()
 
 
 def optimizer_registry(service: Any) -> CollectorRegistry:

@@ -1,4 +1,5 @@
-"""The optimizer service: consume restock events, consolidate, persist to PostgreSQL, publish plans.
+"""The optimizer service: consume restock events, consolidate, persist to PostgreSQL, publish plans;
+and consume the demand actuals, scoring the forecasts and watching them for drift.
 
 Per batch: decode (refused records go to the DLQ), consolidate (under the per-cycle supplier
 budgets, warehouse capacity and supplier minimum order values when any is set:
@@ -8,12 +9,17 @@ them published (outbox), then commit the Kafka offsets. PostgreSQL is the source
 consumer positions: on assignment the consumer seeks to the offsets stored there, so the database
 and Kafka cannot disagree about what was planned. Plans written but not yet published (a crash
 between commit and publish) are published on the next start.
+
+Demand events (`shelfcast.demand`) ride in the same batches: their actuals, forecast scores and
+drift decisions commit in the same transaction as the plans and offsets
+(optimizer/actuals.py); a `model_drift` alert waits in the same kind of outbox as a plan.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -26,6 +32,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
+from forecasting.accuracy import DriftConfig, expected_coverage
+from optimizer.actuals import AccuracyRow, ActualsBatch
 from optimizer.consolidate import consolidate
 from optimizer.constraints import CycleConstraints, LineCut
 from optimizer.errors import OptimizerError, StoreUnavailable
@@ -36,7 +44,8 @@ from runtime.kafka_config import client_kwargs
 from runtime.settings import Settings
 from schemas.codec import dead_letter, decode, encode
 from schemas.errors import InvalidEvent
-from schemas.events import DeadLetter, PlanEvent, RestockEvent
+from schemas.events import AlertEvent, DeadLetter, DemandEvent, PlanEvent, RestockEvent
+from schemas.keys import sku_key
 
 __all__ = ["DB_RETRY", "OptimizerService", "ServiceCounters", "retry_transient", "run_service"]
 
@@ -89,6 +98,8 @@ class ServiceCounters:
     db_retries: int = 0
     lines_cut: int = 0
     units_cut: int = 0
+    demand_in: int = 0
+    drift_alerts: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -149,6 +160,9 @@ class OptimizerService:
             location_capacity_units=settings.location_capacity_units,
             cycle=settings.constraint_cycle,
         )
+        self.drift_config = DriftConfig()
+        # the drift monitors' rolling scores after the last batch with actuals (for /metrics)
+        self.accuracy: list[AccuracyRow] = []
         self._store: PlanStore | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -182,6 +196,8 @@ class OptimizerService:
                 await producer.start()
                 self._producer = producer
             await self._publish_pending()
+            await self._publish_pending_alerts()
+            self.accuracy = await self._with_retry(self._store.accuracy, what="read accuracy")
             consumer = AIOKafkaConsumer(
                 **kafka,
                 group_id=self.group_id,
@@ -191,15 +207,17 @@ class OptimizerService:
                 session_timeout_ms=int(self.settings.kafka_session_timeout_s * 1000),
                 heartbeat_interval_ms=max(100, int(self.settings.kafka_session_timeout_s * 250)),
             )
+            topics = self.settings.topics
             consumer.subscribe(
-                [self.settings.topics.restock], listener=_SeekToStoredOffsets(self, consumer)
+                [topics.restock, topics.demand], listener=_SeekToStoredOffsets(self, consumer)
             )
             await consumer.start()
             self._consumer = consumer
         except BaseException:
             await self.stop()
             raise
-        _log.info("optimizer started: group %s on %s", self.group_id, self.settings.topics.restock)
+        _log.info("optimizer started: group %s on %s and %s", self.group_id,
+                  self.settings.topics.restock, self.settings.topics.demand)
 
     async def stop(self) -> None:
         """Leave the group and close every client. Safe to call twice."""
@@ -279,18 +297,19 @@ class OptimizerService:
     async def handle_batch(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
         """Decode, dead-letter, consolidate, persist (with offsets), publish, commit."""
         restocks: list[RestockEvent] = []
+        demand: list[DemandEvent] = []
         refused: list[DeadLetter] = []
         next_offsets: dict[tuple[str, int], int] = {}
+        demand_topic, max_bytes = self.settings.topics.demand, self.settings.max_payload_bytes
         for tp, records in batch.items():
             if not records:
                 continue
             for record in records:
                 try:
-                    restocks.append(
-                        decode(
-                            RestockEvent, record.value, max_bytes=self.settings.max_payload_bytes
-                        )
-                    )
+                    if record.topic == demand_topic:
+                        demand.append(decode(DemandEvent, record.value, max_bytes=max_bytes))
+                    else:
+                        restocks.append(decode(RestockEvent, record.value, max_bytes=max_bytes))
                 except InvalidEvent as exc:
                     refused.append(
                         dead_letter(
@@ -304,8 +323,11 @@ class OptimizerService:
         # never lose them.
         await self._send_dead_letters(refused)
         self.counters.restocks_in += len(restocks)
+        self.counters.demand_in += len(demand)
 
         decided_at = self._clock()
+        actuals = ActualsBatch(demand, decided_at, self.drift_config,
+                               self._validation_coverage) if demand else None
         store = self.store
         retried = False
 
@@ -318,7 +340,8 @@ class OptimizerService:
             if self.constraints.active:
                 created, cuts = await self._with_retry(
                     lambda: store.write_constrained_batch(
-                        restocks, next_offsets, self.group_id, self.constraints, decided_at),
+                        restocks, next_offsets, self.group_id, self.constraints, decided_at,
+                        actuals),
                     what="write batch to PostgreSQL",
                     on_retry=note_retry,
                 )
@@ -326,7 +349,8 @@ class OptimizerService:
             else:
                 plans = consolidate(restocks, decided_at)
                 created = await self._with_retry(
-                    lambda: store.write_batch(restocks, plans, next_offsets, self.group_id),
+                    lambda: store.write_batch(restocks, plans, next_offsets, self.group_id,
+                                              actuals),
                     what="write batch to PostgreSQL",
                     on_retry=note_retry,
                 )
@@ -337,6 +361,9 @@ class OptimizerService:
                 # A failed attempt may have committed before the connection dropped; its plans
                 # are then only in the outbox.
                 await self._publish_pending()
+            if actuals is not None:
+                await self._publish_pending_alerts()
+                self.accuracy = await self._with_retry(store.accuracy, what="read accuracy")
         fault_point("optimizer.before_kafka_commit", when=created)
         await self._commit_kafka(next_offsets)
         self.counters.batches += 1
@@ -436,6 +463,44 @@ class OptimizerService:
         ):
             _log.info("publishing %d plan(s) left unpublished", len(pending))
             await self._publish(pending)
+
+    async def _publish_pending_alerts(self) -> None:
+        """Publish the `model_drift` alerts in the outbox, then mark them published."""
+        store = self.store
+        while pending := await self._with_retry(
+            store.unpublished_drift_alerts, what="read unpublished drift alerts"
+        ):
+            await self._publish_alerts(pending)
+
+    async def _publish_alerts(self, alerts: Sequence[AlertEvent]) -> None:
+        producer = self._started_producer()
+        sends = [
+            await producer.send(self.settings.topics.alerts,
+                                key=sku_key(a.sku, a.location).encode(), value=encode(a))
+            for a in alerts
+        ]
+        await asyncio.gather(*sends)
+        store = self.store
+        ids = [a.alert_id for a in alerts]
+        await self._with_retry(lambda: store.mark_alerts_published(ids),
+                               what="mark drift alerts published")
+        self.counters.drift_alerts += len(alerts)
+        for a in alerts:
+            _log.warning("model_drift: %s", a.message)
+
+    def _validation_coverage(self, model_version: str) -> float | None:
+        """The 80%-interval coverage the served model's validation measured, when the model
+        directory (SHELFCAST_MODEL_PATH, if the optimizer sees it) holds that version."""
+        path = self.settings.model_path
+        if path is None:
+            return None
+        try:
+            meta = json.loads((path / "metadata.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(meta, dict) or meta.get("model_version") != model_version:
+            return None
+        return expected_coverage(meta)
 
     async def _commit_kafka(self, next_offsets: Mapping[tuple[str, int], int]) -> None:
         # PostgreSQL already holds these offsets; Kafka's copy serves lag monitoring, so a

@@ -1,7 +1,8 @@
 """PostgreSQL store of the optimizer (asyncpg): migrations, idempotent plan writes, offsets, outbox.
 
 Every batch is written in ONE transaction — restock events, new plan lines, the plans that got a
-new line, and the consumer's next offsets (with cycle constraints also the cuts and the cycle's
+new line, the demand actuals with their forecast scores (optimizer/actuals.py), and the
+consumer's next offsets (with cycle constraints also the cuts and the cycle's
 usage, decided in that transaction) — so the database alone says what has been consumed and
 planned, and a redelivered restock can never become a second plan line.
 """
@@ -23,6 +24,13 @@ from typing import Any, Self
 
 import asyncpg
 
+from optimizer.actuals import (
+    AccuracyRow,
+    ActualsBatch,
+    accuracy_rows,
+    unpublished_drift_alerts,
+    write_actuals,
+)
 from optimizer.consolidate import plan_from_lines
 from optimizer.constraints import (
     CycleConstraints,
@@ -32,7 +40,7 @@ from optimizer.constraints import (
     usage_keys,
 )
 from optimizer.errors import MigrationError, StoreError
-from schemas.events import PlanEvent, PlanLine, RestockEvent
+from schemas.events import AlertEvent, PlanEvent, PlanLine, RestockEvent
 
 __all__ = [
     "TRANSIENT_DB_ERRORS",
@@ -364,8 +372,12 @@ class PlanStore:
         plans: Sequence[PlanEvent],
         offsets: TopicPartitionOffsets,
         group_id: str,
+        actuals: ActualsBatch | None = None,
     ) -> list[PlanEvent]:
         """Persist one consumed batch atomically; return the plans actually created.
+
+        `actuals`: the batch's demand events, written with their scores and drift decisions
+        in the same transaction (optimizer/actuals.py).
 
         Restock events are stored once (by restock_id). A plan line is written only for a
         restock id that has none yet, and a plan row only when it received at least one new
@@ -380,6 +392,8 @@ class PlanStore:
         """
         unique = list({r.restock_id: r for r in reversed(restocks)}.values())[::-1]
         async with self._pool.acquire() as conn, conn.transaction():
+            if actuals is not None:
+                await write_actuals(conn, actuals)
             return await self._write(conn, unique, plans, offsets, group_id)
 
     async def write_constrained_batch(
@@ -389,6 +403,7 @@ class PlanStore:
         group_id: str,
         constraints: CycleConstraints,
         decided_at: datetime,
+        actuals: ActualsBatch | None = None,
     ) -> tuple[list[PlanEvent], list[LineCut]]:
         """Like `write_batch`, with the plans decided under per-cycle `constraints` inside the
         same transaction; returns (plans created, restocks cut).
@@ -403,6 +418,8 @@ class PlanStore:
         unique = list({r.restock_id: r for r in reversed(restocks)}.values())[::-1]
         keys = usage_keys(unique, constraints)
         async with self._pool.acquire() as conn, conn.transaction():
+            if actuals is not None:
+                await write_actuals(conn, actuals)
             used: dict[UsageKey, float] = {}
             if keys:
                 cycles, kinds, names = (list(col) for col in zip(*keys, strict=True))
@@ -545,6 +562,23 @@ class PlanStore:
             list(plan_ids),
         )
         return int(status.split()[-1])
+
+    async def unpublished_drift_alerts(self, limit: int = 1000) -> list[AlertEvent]:
+        """`model_drift` alerts written but not yet marked published (oldest first)."""
+        return await unpublished_drift_alerts(self._pool, limit)
+
+    async def mark_alerts_published(self, alert_ids: Sequence[str]) -> int:
+        """Record that these drift alerts are on the alerts topic; return how many were new."""
+        if not alert_ids:
+            return 0
+        status = await self._pool.execute(
+            "UPDATE drift_episodes SET published_at = now() "
+            "WHERE alert_id = ANY($1::text[]) AND published_at IS NULL", list(alert_ids))
+        return int(status.split()[-1])
+
+    async def accuracy(self) -> list[AccuracyRow]:
+        """Every drift monitor's rolling scores (segment x model version)."""
+        return await accuracy_rows(self._pool)
 
     async def restock_events(self, restock_ids: Sequence[str]) -> list[RestockEvent]:
         """The stored restock events among `restock_ids`, ordered by id, rebuilt from their rows."""

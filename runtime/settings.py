@@ -27,13 +27,14 @@ class TopicNames:
         self.restock = f"{prefix}restock"
         self.plans = f"{prefix}plans"
         self.alerts = f"{prefix}alerts"
+        self.demand = f"{prefix}demand"  # closed buckets' observed demand (the actuals)
         self.dlq = f"{prefix}dlq"
 
     def inputs(self) -> list[str]:
         return [self.orders, self.stock, self.catalog]
 
     def outputs(self) -> list[str]:
-        return [self.forecasts, self.restock, self.plans, self.alerts, self.dlq]
+        return [self.forecasts, self.restock, self.plans, self.alerts, self.dlq, self.demand]
 
     def all(self) -> list[str]:
         return self.inputs() + self.outputs()

@@ -23,6 +23,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AlertEvent",
     "DeadLetter",
+    "DemandEvent",
     "Event",
     "ForecastEvent",
     "OrderEvent",
@@ -215,6 +216,45 @@ class ForecastEvent(Event):
     model_version: str
 
 
+class DemandEvent(Event):
+    """The observed demand of one SKU in one closed bucket: the actual a forecast is scored on.
+
+    Published when the bucket closes, with the forecast made for it (the quantiles of the first
+    step of the SKU's previous forecast, `model_version` the model that made it) when the SKU
+    had one; published again without the forecast while a late event may still change it (the
+    allowed lateness): a consumer keeps the last quantity per (sku, location, bucket_seconds,
+    bucket) and the first forecast.
+    """
+
+    sku: Sku
+    location: Location
+    bucket: Timestamp = Field(description="start of the closed bucket")
+    bucket_seconds: Annotated[int, Field(gt=0), _INTEGRAL]
+    quantity: Annotated[float, Field(ge=0)] = Field(
+        description="net units ordered in the bucket (placed - cancelled - returned), at least 0")
+    model_version: str | None = Field(
+        default=None, description="the model whose forecast for this bucket is attached")
+    forecast_levels: list[Annotated[float, Field(gt=0, lt=1)]] | None = Field(
+        default=None, description="probability levels of forecast_quantiles, increasing")
+    forecast_quantiles: list[Annotated[float, Field(ge=0)]] | None = Field(
+        default=None, description="the forecast's quantiles of this bucket's demand")
+
+    @model_validator(mode="after")
+    def _forecast_whole(self) -> Self:
+        levels, quantiles = self.forecast_levels, self.forecast_quantiles
+        if levels is None and quantiles is None:
+            return self
+        if (levels is None or quantiles is None or len(levels) != len(quantiles)
+                or not levels or self.model_version is None):
+            raise ValueError("forecast_levels, forecast_quantiles (same length >= 1) and "
+                             "model_version come together")
+        if any(b <= a for a, b in pairwise(levels)):
+            raise ValueError("forecast_levels must be strictly increasing")
+        if any(b < a for a, b in pairwise(quantiles)):
+            raise ValueError("forecast_quantiles must be non-decreasing")
+        return self
+
+
 class RestockEvent(Event):
     """A decision to reorder one SKU; `restock_id` is deterministic in its inputs."""
 
@@ -287,13 +327,19 @@ class PlanEvent(Event):
 
 
 class AlertEvent(Event):
-    """A risk a subscriber should hear about."""
+    """A risk a subscriber should hear about.
+
+    `model_drift` is about a segment, not one SKU: `sku` is `*`, and `location` is the
+    segment's location, or `*` for the whole fleet (raised by the optimizer's accuracy monitor).
+    """
 
     alert_id: str
     sku: Sku
     location: Location
-    # every kind here is emitted by the worker (streams/processor.py)
-    kind: Literal["stockout_risk", "demand_anomaly", "overdue_restock", "stale_stock"]
+    # every kind here is emitted: by the worker (streams/processor.py), model_drift by the
+    # optimizer's accuracy monitor (optimizer/service.py)
+    kind: Literal["stockout_risk", "demand_anomaly", "overdue_restock", "stale_stock",
+                  "model_drift"]
     severity: Literal["info", "warning", "critical"]
     message: str
     details: dict[str, Any] = Field(default_factory=dict)

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from schemas.events import (
     AlertEvent,
     DeadLetter,
+    DemandEvent,
     ForecastEvent,
     OrderEvent,
     PlanEvent,
@@ -32,6 +33,7 @@ CONTRACT_MODELS: dict[str, type[BaseModel]] = {
     "RestockEvent": RestockEvent,
     "PlanEvent": PlanEvent,
     "AlertEvent": AlertEvent,
+    "DemandEvent": DemandEvent,
     "DeadLetter": DeadLetter,
 }
 

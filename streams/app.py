@@ -163,6 +163,7 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str,
             (topics.forecasts, out.forecasts),
             (topics.restock, out.restocks),
             (topics.alerts, out.alerts),
+            (topics.demand, out.demand),
         ):
             channel = outputs[topic_name]
             for event in events:

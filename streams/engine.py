@@ -461,6 +461,8 @@ class BatchEngine:
             add(t.restock, _event_key(event), event_json(event))
         for key, value in out.alert_payloads():
             add(t.alerts, key, value)
+        for key, value in out.demand_payloads():
+            add(t.demand, key, value)
         return groups
 
     async def _send_outputs(self, groups: _Groups) -> None:

@@ -22,12 +22,13 @@ from schemas import (
     SCHEMA_VERSION,
     AlertEvent,
     DeadLetter,
+    DemandEvent,
     ForecastEvent,
     RestockEvent,
     sku_key,
 )
 
-__all__ = ["AlertRow", "BatchOutputs", "ForecastRows", "event_json"]
+__all__ = ["AlertRow", "BatchOutputs", "DemandRow", "ForecastRows", "event_json"]
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_UTC_Z
 
@@ -126,6 +127,27 @@ class AlertRow(NamedTuple):
                             option=_JSON_OPTIONS)
 
 
+class DemandRow(NamedTuple):
+    """One closed bucket's actual as `DemandEvent`'s fields, in its field order (the JSON is
+    written from them, the model built only for readers that want it, as `AlertRow`)."""
+
+    sku: str
+    location: str
+    bucket: datetime
+    bucket_seconds: int
+    quantity: float
+    model_version: str | None = None
+    forecast_levels: list[float] | None = None
+    forecast_quantiles: list[float] | None = None
+
+    def model(self) -> DemandEvent:
+        return DemandEvent.model_construct(**self._asdict())
+
+    def payload(self) -> bytes:
+        return orjson.dumps({"schema_version": SCHEMA_VERSION, **self._asdict()},
+                            option=_JSON_OPTIONS)
+
+
 class BatchOutputs:
     """What one batch produced, plus counters for metrics and the demo summary.
 
@@ -138,8 +160,9 @@ class BatchOutputs:
                  dead_letters: Iterable[DeadLetter] = (),
                  forecast_rows: Iterable[ForecastRows] = (),
                  alert_rows: Iterable[AlertRow] = (), accepted: int = 0,
-                 duplicates: int = 0) -> None:
+                 duplicates: int = 0, demand_rows: Iterable[DemandRow] = ()) -> None:
         self.restocks = list(restocks)
+        self.demand_rows = list(demand_rows)
         self.alert_rows = list(alert_rows)
         self._alerts = list(alerts)
         self._alerts_built_from = 0  # alert_rows[:_alerts_built_from] are in _alerts
@@ -190,4 +213,14 @@ class BatchOutputs:
                 yield sku_key(event.sku, event.location), event_json(event)
             return
         for row in self.alert_rows:
+            yield sku_key(row.sku, row.location), row.payload()
+
+    @property
+    def demand(self) -> list[DemandEvent]:
+        """Every closed bucket's actual as a model, in emission order."""
+        return [row.model() for row in self.demand_rows]
+
+    def demand_payloads(self) -> Iterator[tuple[str, bytes]]:
+        """(`sku@location`, JSON) of every actual."""
+        for row in self.demand_rows:
             yield sku_key(row.sku, row.location), row.payload()

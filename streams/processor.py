@@ -44,7 +44,7 @@ from schemas import (
     split_key,
 )
 from streams.codec import FastOrder, FastStock, fast_order, fast_stock, order_columns
-from streams.outputs import AlertRow, BatchOutputs, ForecastRows
+from streams.outputs import AlertRow, BatchOutputs, DemandRow, ForecastRows
 from streams.state import ApplyResult, SkuState
 
 __all__ = [
@@ -332,11 +332,21 @@ class BatchProcessor:
                 state.model_state = blob
         issued_at = self.now()
         levels = np.asarray(forecast.levels, dtype=float)
-        out.forecast_rows.append(ForecastRows(
+        rows = ForecastRows(
             skus=skus, locations=locations, last_closed=last_closed,
             bucket_seconds=self.bucket_seconds, issued_at=issued_at, levels=levels.tolist(),
             daily=np.round(forecast.daily, 4), cumulative=np.round(forecast.cumulative, 4),
-            mean=np.round(forecast.mean, 4), model_version=version))
+            mean=np.round(forecast.mean, 4), model_version=version)
+        out.forecast_rows.append(rows)
+        # the buckets closed since each SKU's last forecast, scored on that forecast's first
+        # step; then this forecast's first step is held for the next bucket
+        out.demand_rows.extend(_closed_demand(states, last_closed, rows.levels,
+                                              self.bucket_seconds, self.lateness_buckets,
+                                              self.window_buckets))
+        for state, held, closed in zip(states, rows.daily[:, 0, :].tolist(), last_closed,
+                                       strict=True):
+            state.actuals_from = closed + 1
+            state.next_forecast, state.next_forecast_version = held, version
         policies = list(map(self._policy, states))
         terms = PolicyTerms.of(policies, self.bucket_seconds)
         on_order = [sum(s.on_order.values()) if s.on_order else 0 for s in states]
@@ -539,6 +549,34 @@ def _keys_agree(record_keys: list[bytes | None], keys: list[str]) -> bool:
     if None not in record_keys:
         return record_keys == list(map(str.encode, keys))
     return all(k is None or k == key.encode() for k, key in zip(record_keys, keys, strict=True))
+
+
+def _closed_demand(states: list[SkuState], last_closed: list[int], levels: list[float],
+                   bucket_seconds: int, lateness: int, window: int) -> list[DemandRow]:
+    """The actual of each bucket closed since a state's last forecast (its first with that
+    forecast's first step, when the state holds one of as many levels), and again those of
+    the `lateness` buckets before them, which late events may have changed since they were
+    published (without a forecast: it was scored when the bucket closed). At most the last
+    `window` closed buckets: an SKU silent for longer has only zeros before them."""
+    rows: list[DemandRow] = []
+    for state, closed in zip(states, last_closed, strict=True):
+        assert state.first_bucket is not None
+        new_from = state.first_bucket if state.actuals_from is None else state.actuals_from
+        start = max(state.first_bucket, new_from - lateness)
+        held = state.next_forecast
+        if held is not None and len(held) != len(levels):
+            held = None  # a model with other levels came in: nothing to score it at
+        demand = state.demand
+        for b in range(max(start, closed + 1 - window), closed + 1):
+            quantity = max(0.0, demand.get(b, 0.0))
+            bucket = datetime.fromtimestamp(b * bucket_seconds, UTC)
+            if b == new_from and held is not None:
+                rows.append(DemandRow(state.sku, state.location, bucket, bucket_seconds,
+                                      quantity, state.next_forecast_version, levels, held))
+            else:
+                rows.append(DemandRow(state.sku, state.location, bucket, bucket_seconds,
+                                      quantity))
+    return rows
 
 
 def _closed_windows(states: list[SkuState], last_closed: list[int], window: int) -> np.ndarray:

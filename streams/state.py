@@ -78,6 +78,12 @@ class SkuState:
     # The forecaster's carried state after the last forecast (a stateful model's durable
     # record, e.g. forecasting/lstm/durable.py; None: none): a recovered worker resumes it.
     model_state: bytes | None = None
+    # the actuals (streams.outputs.DemandRow): the first closed bucket not yet published, and
+    # the last forecast's quantiles for it with the model version that made them (scored
+    # against the actual when it is published)
+    actuals_from: int | None = None
+    next_forecast: list[float] | None = None
+    next_forecast_version: str | None = None
 
     # --- serialisation -------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

@@ -2,7 +2,11 @@
 
 `/dashboard/` is one static page (streams/static/, a hand-written SVG chart, no CDN).
 The API reads the SKU state table this worker holds and a bounded in-memory history that
-follows each stream batch (forecast bands, stock samples, restocks, alerts):
+follows each stream batch (forecast bands, stock samples, restocks, alerts). With a database
+configured (SHELFCAST_DATABASE_URL) the demand history comes from PostgreSQL's
+`demand_history` (the actuals the optimizer writes: it survives restarts and holds every SKU,
+not only this worker's partitions), merged with the closed buckets in memory (newer); without
+one, or while it cannot be read, from memory alone.
 
 - `GET /api/skus?q=MUG&limit=50`  SKU keys (`sku@location`) on this worker matching `q`
 - `GET /api/sku/{key}/`            state, demand buckets, latest forecast fan, history
@@ -34,7 +38,8 @@ from runtime.settings import Settings
 from schemas import sku_key
 from streams.metrics import add_batch_observer
 
-__all__ = ["SkuHistory", "WorkerWeb", "install_web", "start_worker_web"]
+__all__ = ["DemandSource", "SkuHistory", "WorkerWeb", "demand_source", "install_web",
+           "start_worker_web"]
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +206,44 @@ class _StrKeys:
 Reply = tuple[int, str, bytes]
 
 
+class DemandSource:
+    """The actuals in PostgreSQL (`demand_history`), read through a small lazy pool."""
+
+    def __init__(self, dsn: str, bucket_seconds: int, *, history_buckets: int = 400) -> None:
+        self._dsn = dsn
+        self.bucket_seconds = bucket_seconds
+        self.history_buckets = history_buckets
+        self._pool: Any = None
+
+    async def _connect(self) -> Any:
+        if self._pool is None:
+            import asyncpg
+
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=0, max_size=2, timeout=5.0,
+                server_settings={"application_name": "shelfcast-dashboard"})
+        return self._pool
+
+    async def history(self, key: str) -> list[dict[str, float]]:
+        """The SKU's closed buckets' demand, oldest first, as the dashboard plots it."""
+        from optimizer.actuals import demand_history
+
+        sku, _, location = key.rpartition("@")
+        rows = await demand_history(await self._connect(), sku, location, self.bucket_seconds,
+                                    self.history_buckets)
+        return [{"t": bucket.timestamp(), "units": quantity} for bucket, quantity in rows]
+
+    async def skus(self, query: str, limit: int) -> list[str]:
+        from optimizer.actuals import demand_skus
+
+        return await demand_skus(await self._connect(), query, self.bucket_seconds, limit)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
 class WorkerWeb:
     """Routes of a worker's web server as plain functions: `(status, content type, body)`.
 
@@ -211,8 +254,10 @@ class WorkerWeb:
 
     def __init__(self, settings: Settings, table: Any, *, counters: Any = None,
                  metrics: Any = None, ready: Callable[[], bool] | None = None,
-                 degraded: Callable[[], bool] | None = None) -> None:
+                 degraded: Callable[[], bool] | None = None,
+                 demand: DemandSource | None = None) -> None:
         self.settings = settings
+        self.demand = demand
         self.table = _StrKeys(table)
         self.counters = counters
         self.metrics = metrics
@@ -256,14 +301,48 @@ class WorkerWeb:
             return _json(payload)
         return _json({"error": f"no such page {path}"}, 404)
 
+    async def handle(self, path: str, query: Mapping[str, str]) -> Reply:
+        """`route`, with the demand history and the SKU search read from PostgreSQL when a
+        `DemandSource` is set (from memory alone when it fails: the page still draws)."""
+        if self.demand is not None:
+            try:
+                if path.rstrip("/") == "/api/skus":
+                    found = self.skus(query.get("q", ""), query.get("limit", "50"))
+                    limit = _limit(query.get("limit", "50"))
+                    stored = await self.demand.skus(query.get("q", "").strip(), limit)
+                    merged = sorted(set(found["skus"]) | set(stored))
+                    return _json({"skus": merged[:limit],
+                                  "total": max(found["total"], len(merged))})
+                if path.startswith("/api/sku/"):
+                    key = unquote(path.removeprefix("/api/sku/").rstrip("/"))
+                    stored_demand = await self.demand.history(key)
+                    payload = self.sku(key)
+                    if payload is None and not stored_demand:
+                        return _json({"error": f"{key} is neither on this worker nor in "
+                                               "demand_history"}, 404)
+                    if payload is None:
+                        payload = sku_payload(key, None, None, self.bucket_seconds)
+                    in_memory = {row["t"]: row for row in payload["demand"]}
+                    merged = {row["t"]: row for row in stored_demand} | in_memory
+                    payload["demand"] = [merged[t] for t in sorted(merged)]
+                    payload["demand_source"] = "postgresql"
+                    return _json(payload)
+            except Exception as exc:  # the database is down or not migrated: memory serves
+                if not self._demand_failed:
+                    log.warning("dashboard: demand_history not readable (%s: %s); serving "
+                                "the in-memory history", type(exc).__name__, exc)
+                self._demand_failed = True
+            else:
+                self._demand_failed = False
+        return self.route(path, query)
+
+    _demand_failed = False
+
     def _file(self, name: str) -> Reply:
         return 200, f"{STATIC_FILES[name]}; charset=utf-8", self.static[name]
 
     def skus(self, query: str, limit_text: str) -> dict[str, Any]:
-        try:
-            limit = max(1, min(500, int(limit_text)))
-        except ValueError:
-            limit = 50
+        limit = _limit(limit_text)
         q = query.strip().lower()
         found = sorted(k for k in set(self.table.keys()) | set(self.history.tracks)
                        if q in k.lower())
@@ -300,7 +379,7 @@ class WorkerWeb:
         from aiohttp import web
 
         async def handler(request: web.Request) -> web.Response:
-            status, ctype, body = self.route(request.path, request.query)
+            status, ctype, body = await self.handle(request.path, request.query)
             return web.Response(status=status, body=body, headers={
                 "Content-Type": ctype, "Cache-Control": "no-cache"})
 
@@ -325,6 +404,8 @@ class WorkerWeb:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.demand is not None:
+            await self.demand.close()
 
     def mount_faust(self, app: Any) -> None:
         """Faust engine: the dashboard and API on Faust's web server (`/metrics` is mounted
@@ -345,25 +426,39 @@ class WorkerWeb:
 
         @app.page("/api/skus", name="shelfcast_api_skus")
         async def skus(view: Any, request: Any) -> Any:
-            return reply(view, self.route("/api/skus", request.query))
+            return reply(view, await self.handle("/api/skus", request.query))
 
         @app.page("/api/sku/{key}/", name="shelfcast_api_sku")
         async def sku(view: Any, request: Any, key: str) -> Any:
-            return reply(view, self.route(f"/api/sku/{key}/", {}))
+            return reply(view, await self.handle(f"/api/sku/{key}/", {}))
 
         @app.page("/api/overview/", name="shelfcast_api_overview")
         async def overview(view: Any, request: Any) -> Any:
             return reply(view, self.route("/api/overview/", {}))
 
 
+def _limit(text: str) -> int:
+    try:
+        return max(1, min(500, int(text)))
+    except ValueError:
+        return 50
+
+
 def _json(value: Any, status: int = 200) -> Reply:
     return status, "application/json", json.dumps(value).encode()
+
+
+def demand_source(settings: Settings) -> DemandSource | None:
+    """The actuals in PostgreSQL when SHELFCAST_DATABASE_URL is set, else None."""
+    if settings.database_url is None:
+        return None
+    return DemandSource(settings.database_url.get_secret_value(), settings.bucket_seconds())
 
 
 def install_web(app: Any, table: Any, settings: Settings, counters: Any = None) -> WorkerWeb:
     """Faust engine: the dashboard and its API on the app's web server."""
     counters = counters if counters is not None else getattr(app, "shelfcast_counters", None)
-    web = WorkerWeb(settings, table, counters=counters)
+    web = WorkerWeb(settings, table, counters=counters, demand=demand_source(settings))
     web.mount_faust(app)
     app.shelfcast_web = web
     return web
@@ -380,6 +475,7 @@ async def start_worker_web(settings: Settings, engine: Any, counters: Any,
     ready = getattr(engine, "ready", None)
     web = WorkerWeb(settings, lambda: getattr(engine, "store", None), counters=counters,
                     metrics=metrics, ready=ready.is_set if ready is not None else None,
-                    degraded=lambda: bool(getattr(engine, "degraded", False)))
+                    degraded=lambda: bool(getattr(engine, "degraded", False)),
+                    demand=demand_source(settings))
     await web.start(settings.web_port)
     return web

@@ -56,7 +56,8 @@ async def collect(settings: Settings, until: float, quiet_s: float = 3.0
     """Everything on the output topics once each has records and none came for `quiet_s`
     (a batch may close several buckets, each with its own forecast and restock)."""
     t = settings.topics
-    seen: dict[str, list[bytes]] = {t.forecasts: [], t.restock: [], t.dlq: [], t.plans: []}
+    seen: dict[str, list[bytes]] = {t.forecasts: [], t.restock: [], t.dlq: [], t.plans: [],
+                                    t.demand: []}
     consumer = AIOKafkaConsumer(*seen, bootstrap_servers=settings.kafka_bootstrap,
                                 group_id=None, auto_offset_reset="earliest")
     await consumer.start()
@@ -100,8 +101,10 @@ async def test_orders_become_forecasts_restocks_and_plan_rows(
         restock_ids = {RestockEvent.model_validate_json(v).restock_id
                        for v in seen[settings.topics.restock]}
         deadline = time.monotonic() + 30
-        while optimizer.counters.restocks_in < len(restock_ids) and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)  # let the optimizer plan what the consumer saw
+        while ((optimizer.counters.restocks_in < len(restock_ids)
+                or optimizer.counters.demand_in < len(seen[settings.topics.demand]))
+               and time.monotonic() < deadline):
+            await asyncio.sleep(0.2)  # let the optimizer plan (and score) what the consumer saw
     finally:
         stop.set()
         await optimizer_task
@@ -125,9 +128,19 @@ async def test_orders_become_forecasts_restocks_and_plan_rows(
     conn = await asyncpg.connect(pg_database)
     try:
         rows = await conn.fetch("SELECT restock_id FROM plan_lines")
+        history = await conn.fetch("SELECT bucket_start, quantity, model_version"
+                                   " FROM demand_history ORDER BY bucket_start")
+        scored = await conn.fetchval("SELECT count(*) FROM forecast_scores")
     finally:
         await conn.close()
     assert sorted(r["restock_id"] for r in rows) == sorted({r.restock_id for r in restocks})
+    # the actuals: every closed day once (day 9 is still open), 4 units each (the retried
+    # order counted once); each day after the first scored on the forecast made for it
+    day0 = T0.replace(hour=0)
+    assert [(r["bucket_start"], r["quantity"]) for r in history] == [
+        (day0 + timedelta(days=d), 4.0) for d in range(DAYS - 1)]
+    assert [r["model_version"] is not None for r in history] == [False] + [True] * (DAYS - 2)
+    assert scored == DAYS - 2
 
 
 @pytest.mark.timeout(240)

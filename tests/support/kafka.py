@@ -89,7 +89,9 @@ def isolated_settings(kafka_bootstrap: str) -> Settings:
 
 
 async def create_optimizer_topics(settings: Settings) -> None:
-    """The optimizer's topics: restock (3 partitions), plans (2), DLQ (1)."""
+    """The optimizer's topics: restock (3 partitions), demand (3), plans (2), alerts (1),
+    DLQ (1)."""
     topics = settings.topics
-    await create_topics(settings, [TopicSpec(topics.restock, 3), TopicSpec(topics.plans, 2),
+    await create_topics(settings, [TopicSpec(topics.restock, 3), TopicSpec(topics.demand, 3),
+                                   TopicSpec(topics.plans, 2), TopicSpec(topics.alerts, 1),
                                    TopicSpec(topics.dlq, 1)])

@@ -34,7 +34,8 @@ def test_signature_is_hmac_sha256_of_timestamp_and_body():
 
 
 def test_alert_kinds_are_the_schemas():
-    assert ALERT_KINDS == ("stockout_risk", "demand_anomaly", "overdue_restock", "stale_stock")
+    assert ALERT_KINDS == ("stockout_risk", "demand_anomaly", "overdue_restock", "stale_stock",
+                           "model_drift")
 
 
 def test_ledger_survives_reopen_and_ignores_torn_lines(tmp_path: Path):

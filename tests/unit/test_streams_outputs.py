@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from schemas import AlertEvent, ForecastEvent, sku_key
-from streams.outputs import AlertRow, BatchOutputs, ForecastRows, event_json
+from schemas import AlertEvent, DemandEvent, ForecastEvent, sku_key
+from streams.outputs import AlertRow, BatchOutputs, DemandRow, ForecastRows, event_json
 
 
 def rows(n: int = 5, issued_at: datetime = datetime(2011, 6, 1, 8, 30, 0, 250, tzinfo=UTC),
@@ -98,3 +98,19 @@ def test_alert_payloads_equal_the_models_json(issued_at: datetime):
     models = out.alerts  # built on demand, then they are what is written
     assert [m.alert_id for m in models] == ["id-1", "id-2"] and out.alerts is models
     assert list(out.alert_payloads()) == payloads
+
+
+def test_demand_payloads_equal_the_models_json():
+    bucket = datetime(2011, 6, 1, tzinfo=UTC)
+    demand_rows = [
+        DemandRow("SKU-1", "wh1", bucket, 86_400, 4.0, "moving_average-v1", [0.1, 0.5, 0.9],
+                  [1.0, 3.5, 1e17]),
+        DemandRow("SKU-2", "shop/2", bucket, 86_400, 0.0),  # a revision: no forecast
+    ]
+    out = BatchOutputs(demand_rows=demand_rows)
+    for (key, raw), row in zip(out.demand_payloads(), demand_rows, strict=True):
+        model = row.model()
+        assert key == sku_key(model.sku, model.location)
+        assert raw == event_json(model)
+        assert DemandEvent.model_validate_json(raw) == model
+    assert [m.sku for m in out.demand] == ["SKU-1", "SKU-2"]

@@ -11,7 +11,7 @@ import pytest
 
 from forecasting import make_forecaster
 from runtime.settings import Settings
-from schemas import DeadLetter, RestockEvent, deterministic_id
+from schemas import DeadLetter, DemandEvent, RestockEvent, deterministic_id
 from streams.processor import BatchProcessor, ProcessorConfig, RawRecord
 from streams.worker import local_predict
 
@@ -194,3 +194,39 @@ def test_an_unreceived_restock_becomes_overdue_once_and_the_risk_stops_counting_
     # and stock data older than SHELFCAST_STALE_STOCK_BUCKETS (7) is stale, once
     stale = [a for a in out.alerts if a.kind == "stale_stock"]
     assert len(stale) == 1 and stale[0].details["age_buckets"] == 8
+
+
+def test_every_closed_bucket_publishes_its_actual_with_the_forecast_made_for_it():
+    p, table = processor(), {}
+    def order(event_id: str, at: datetime, qty: int) -> RawRecord:
+        return rec(SETTINGS.topics.orders, 99, {
+            "event_id": event_id, "type": "placed", "sku": "A", "location": "L",
+            "quantity": qty, "occurred_at": at.isoformat()})
+
+    # days 0..7 with 4 a day, then silence until day 10 (days 8 and 9 close with 0)
+    first = run(p, orders(8), table)
+    late = order("late", T0 + timedelta(days=6, hours=5), 3)  # day 7 is open: day 6 takes it
+    second = run(p, [late, order("d10", T0 + timedelta(days=10), 2)], table)
+    demand = [*first.demand, *second.demand]
+    by_day = {}
+    for event in demand:
+        by_day.setdefault((event.bucket - T0.replace(hour=0)).days, []).append(event)
+    # days 0..6 close in the first batch, each once with the forecast for it (day 0 had none:
+    # no forecast was made before it), and each again as a revision one bucket later
+    assert [e.model_version is not None for e in by_day[0]] == [False, False]
+    for day in range(1, 7):
+        published, *revisions = by_day[day]
+        assert published.quantity == 4.0 and published.forecast_quantiles is not None
+        assert published.model_version == p.model_version
+        assert published.forecast_levels == list(first.forecasts[0].quantile_levels)
+        assert [r.forecast_quantiles for r in revisions] == [None]
+    # the forecast issued when day d-1 closed is the one scored on day d
+    assert by_day[3][0].forecast_quantiles == first.forecasts[2].quantiles[0]
+    # day 7 closed in the second batch (the clock jumped to day 10), days 8 and 9 with it;
+    # day 6 got a late order after it closed: its revision carries it
+    assert [e.quantity for e in by_day[7]] == [4.0] and by_day[7][0].model_version
+    assert [e.quantity for e in by_day[8]] == [0.0] and by_day[8][0].model_version is None
+    assert [e.quantity for e in by_day[9]] == [0.0]
+    assert by_day[6][-1].quantity == 7.0 and by_day[6][-1].forecast_quantiles is None
+    for event in demand:  # every row is a valid contract event
+        DemandEvent.model_validate_json(event.model_dump_json())
