@@ -148,7 +148,7 @@ class _Frozen(Forecaster):
     name = "frozen"
 
     def __init__(self, model: Forecaster) -> None:
-        super().__init__(model.levels)
+        super().__init__(model.levels.tolist())
         self.model = model
 
     @property
