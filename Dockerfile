@@ -15,9 +15,11 @@ COPY streams streams
 COPY forecasting forecasting
 COPY optimizer optimizer
 COPY shelfcast shelfcast
+# /var/lib/shelfcast/models: a fresh named volume mounted there (compose `retrain` profile)
+# takes the image directory's owner, so retraining can write the model as the runtime user.
 RUN if [ -n "$EXTRAS" ]; then pip install ".[$EXTRAS]"; else pip install .; fi \
     && rm -rf /root/.cache \
-    && mkdir -p /var/lib/shelfcast && chown 10001:10001 /var/lib/shelfcast
+    && mkdir -p /var/lib/shelfcast/models && chown -R 10001:10001 /var/lib/shelfcast
 # Faust keeps its app data directory under the working directory: make it writable (and a
 # volume in k8s, where the root filesystem is read-only).
 WORKDIR /var/lib/shelfcast
