@@ -22,7 +22,9 @@ import numpy as np
 import pytest
 
 from optimizer.store import PlanStore
+from runtime.settings import Settings
 from shelfcast.cli import main
+from streams.web import WorkerWeb
 
 N_SKUS, DAYS, SHIFT_DAY = 12, 260, 100
 DAY0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -124,6 +126,21 @@ async def test_a_shift_gets_the_challenger_promoted(pg_database: str, tmp_path: 
     assert protocol["origins"] == ["2024-08-20", "2024-09-03"]  # the last 28 of 260 days
     report = json.loads((tmp_path / "retrain.json").read_text())
     assert report["promoted"] and report["model_versions_id"] == shifted["id"]
+
+    # the planner's view: the dashboard API lists both decisions, newest first, with markers
+    web = WorkerWeb(Settings(database_url=pg_database), None)
+    try:
+        status, _, body = await web.aroute("/api/models/", {})
+    finally:
+        await web.stop()
+    assert status == 200
+    listed = json.loads(body)
+    assert listed["database"] is True
+    assert [(v["version"], v["promoted"], v["serving"]) for v in listed["versions"]] == [
+        (second, True, True), (first, True, False)]
+    assert listed["versions"][0]["champion_scores"] == champion
+    assert listed["versions"][0]["data_last_bucket"] == (DAY0 + timedelta(days=DAYS - 1)
+                                                         ).timestamp()
 
 
 @pytest.mark.timeout(600)

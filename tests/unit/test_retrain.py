@@ -208,3 +208,15 @@ def test_retrain_without_a_model_dir_is_a_one_line_error(monkeypatch: pytest.Mon
     assert "pass --model-dir DIR or set SHELFCAST_MODEL_PATH" in capsys.readouterr().err
     assert main(["retrain", "--model-dir", "m", "--folds", "0"]) == 1
     assert "--folds, --step and --horizon must be >= 1" in capsys.readouterr().err
+
+
+async def test_the_dashboard_without_a_database_says_so():
+    from runtime.settings import Settings
+    from streams.web import WorkerWeb
+
+    web = WorkerWeb(Settings(database_url=None), None)
+    status, ctype, body = await web.aroute("/api/models/", {})
+    assert status == 200 and ctype == "application/json"
+    assert body == b'{"database": false, "versions": []}'
+    status, _, _ = await web.aroute("/api/overview/", {})  # the other routes pass through
+    assert status == 200
