@@ -3,9 +3,10 @@
 Twelve synthetic SKUs (Poisson demand on a weekly profile, made here with a fixed seed) are
 recorded in demand_history as the optimizer would record closed buckets. With a regime shift
 (level x2.5 and the weekly peak moved by three days at day 100), the champion trained before
-the shift loses the backtest on the most recent weeks and the challenger is promoted. A pure
-level shift is not used: the LSTM normalises its inputs by a running scale, so a champion
-absorbs a level change by itself. Without a shift the test is robust by construction: the
+the shift loses the backtest on the most recent weeks and the challenger is promoted. The
+weekly profile moves too: the LSTM normalises its inputs by a running scale that follows a
+level change, and the moved peak makes the champion lose by a wide margin by construction,
+not by luck. Without a shift the test is robust by construction as well: the
 champion was trained by the same command on the same data, so the challenger is the same
 model and must not be promoted (no churn on unchanged demand).
 """
@@ -13,6 +14,7 @@ model and must not be promoted (no churn on unchanged demand).
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -111,6 +113,10 @@ async def test_a_shift_gets_the_challenger_promoted(pg_database: str, tmp_path: 
     assert not [p for p in model_dir.parent.iterdir() if "staging" in p.name]
 
     rows = await model_versions(pg_database)
+    for r in rows:  # the README shows these rows
+        print({k: r[k] for k in ("id", "version", "data_first_bucket", "data_last_bucket",
+                                 "champion_version", "champion_scores", "challenger_scores",
+                                 "promoted", "reason")})
     assert [(r["version"], r["champion_version"], r["promoted"]) for r in rows] == [
         (first, None, True), (second, first, True)]
     assert rows[0]["champion_scores"] is None and "no champion" in rows[0]["reason"]
@@ -188,3 +194,53 @@ async def test_mistakes_are_one_line_errors(pg_database: str, tmp_path: Path,
     assert last.startswith("shelfcast: error: too little history: 40 days recorded"), err
     assert "needs 71" in last
     assert not model_dir.exists() and await model_versions(pg_database) == []
+
+
+@pytest.mark.timeout(300)
+async def test_on_drift_retrains_once_per_alert_episode(pg_database: str, kafka_bootstrap: str,
+                                                        fresh_topic_prefix: str,
+                                                        tmp_path: Path):
+    """Two model_drift alerts of one episode (two SKUs, sent together) and an alert of another
+    kind: one retraining; the run's consumer group then has nothing left to read."""
+    from aiokafka import AIOKafkaProducer
+
+    from forecasting.lstm import LSTMConfig
+    from forecasting.retrain import BacktestProtocol
+    from schemas import AlertEvent
+    from schemas.codec import encode
+    from shelfcast.retrain import RetrainOptions, retrain_on_drift
+    from streams.topics import ensure_topics
+
+    await migrated(pg_database)
+    await record(pg_database, demand(shift=False), range(120))
+    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=fresh_topic_prefix,
+                        app_id=f"{fresh_topic_prefix}app", database_url=pg_database)
+    await ensure_topics(settings)
+    now = datetime.now(UTC)
+    alerts = [AlertEvent(alert_id=f"a{i}", sku=f"SKU{i}", location="wh1", kind=kind,
+                         severity="warning", message="rolling pinball left its band",
+                         raised_at=now) for i, kind in
+              enumerate(["model_drift", "stockout_risk", "model_drift"])]
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        for alert in alerts:
+            await producer.send_and_wait(settings.topics.alerts, encode(alert),
+                                         key=f"{alert.sku}@wh1".encode())
+    finally:
+        await producer.stop()
+    options = RetrainOptions(
+        model_dir=tmp_path / "model", protocol=BacktestProtocol(horizon=14, folds=2,
+                                                                val_days=14),
+        config=LSTMConfig(hidden=8, head_hidden=8, max_epochs=5, calendar="none"),
+        device="cpu")
+    log = io.StringIO()
+    outcomes = await retrain_on_drift(settings, pg_database, options, from_beginning=True,
+                                      idle_exit_s=8, log=log)
+    assert len(outcomes) == 1 and outcomes[0].decision.promote, log.getvalue()
+    assert "2 model_drift alert(s) (SKU0@wh1, SKU2@wh1): retraining" in log.getvalue()
+    assert [r["promoted"] for r in await model_versions(pg_database)] == [True]
+    # committed: the same group starts where it stopped and finds no new episode
+    again = await retrain_on_drift(settings, pg_database, options, idle_exit_s=4,
+                                   log=io.StringIO())
+    assert again == []
