@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
 from forecasting._numeric import FloatArray
 from forecasting.base import Forecaster, QuantileForecast
@@ -43,6 +43,7 @@ __all__ = [
     "load_champion",
     "panel_from_rows",
     "replace_directory",
+    "staging_directory",
     "train_challenger",
 ]
 
@@ -276,8 +277,3 @@ def replace_directory(staged: Path, target: Path, *, keep_previous: bool = True)
     os.rename(staged, previous)
     return previous
 
-
-def day_span(panel: Panel) -> tuple[np.datetime64, np.datetime64]:
-    """First and last day of `panel`."""
-    dates: NDArray[np.datetime64] = panel.dates
-    return dates[0], dates[-1]

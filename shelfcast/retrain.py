@@ -158,6 +158,7 @@ async def retrain_once(settings: Settings, database_url: str, options: RetrainOp
         max_seconds=options.max_seconds, progress=options.progress_bar,
         on_epoch=None if options.progress_bar else on_epoch)
     challenger = trained.forecaster
+    trained_at = datetime.now(UTC)
     staged = staging_directory(options.model_dir)
     try:
         history = panel.head(first)
@@ -190,7 +191,7 @@ async def retrain_once(settings: Settings, database_url: str, options: RetrainOp
             coverage_margin=options.coverage_margin)
         record = ModelVersionRecord(
             version=challenger_version,
-            trained_at=datetime.now(UTC), bucket_seconds=bucket_seconds,
+            trained_at=trained_at, bucket_seconds=bucket_seconds,
             data_first_bucket=_day_start(panel.dates[0]),
             data_last_bucket=_day_start(panel.dates[-1]), n_series=panel.n_series,
             champion_version=champion_version,
