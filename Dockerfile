@@ -17,6 +17,8 @@ COPY streams streams
 COPY forecasting forecasting
 COPY optimizer optimizer
 COPY shelfcast shelfcast
+# /var/lib/shelfcast/models: a fresh named volume mounted there (compose `retrain` profile)
+# takes the image directory's owner, so retraining can write the model as the runtime user.
 RUN if [ -n "$EXTRAS" ]; then pip install ".[$EXTRAS]"; else pip install .; fi \
     && rm -rf /root/.cache \
     && mkdir -p /var/lib/shelfcast/models /var/lib/shelfcast/data \

@@ -18,11 +18,11 @@ from optimizer.errors import OptimizerError
 from runtime.errors import ConfigError, ShelfcastError
 from runtime.settings import Settings
 from schemas.errors import SchemaError
-from shelfcast import alerts_cli, cli_forecasting, cli_optimizer
+from shelfcast import alerts_cli, cli_forecasting, cli_optimizer, cli_retrain
 
 __all__ = ["main"]
 
-PLUGINS = (cli_forecasting, cli_optimizer)  # modules adding their own commands
+PLUGINS = (cli_forecasting, cli_optimizer, cli_retrain)  # modules adding their own commands
 DEFAULT_TRANSACTIONS = Path("../shared/data/uci_online_retail/transactions.csv.gz")
 
 EPILOG = """examples:
@@ -30,6 +30,7 @@ EPILOG = """examples:
   shelfcast worker                                # a stream worker (SHELFCAST_KAFKA_BOOTSTRAP)
   shelfcast optimizer                             # restock -> plans in PostgreSQL
   shelfcast migrate                               # apply database migrations
+  shelfcast retrain                               # champion/challenger from demand_history
   shelfcast schemas export schemas-json/          # JSON Schema for shops in other languages
   shelfcast settings                              # effective settings, secrets masked
   shelfcast dlq replay --kind late --dry-run      # what a DLQ replay would send back

@@ -11,6 +11,9 @@ one, or while it cannot be read, from memory alone.
 - `GET /api/skus?q=MUG&limit=50`  SKU keys (`sku@location`) on this worker matching `q`
 - `GET /api/sku/{key}/`            state, demand buckets, latest forecast fan, history
 - `GET /api/overview/`             totals, open restocks and recent alerts on this worker
+- `GET /api/models/`               the model versions retraining decided on (`model_versions`
+                                   in PostgreSQL, when SHELFCAST_DATABASE_URL is set), newest
+                                   first, with promotion markers and the one serving now
 
 Each worker serves the partitions it owns; behind a Service, ask the pod that holds the SKU.
 Wiring: the batch engine calls `start_worker_web(settings, engine, counters, metrics)` (its
@@ -25,7 +28,7 @@ import json
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
@@ -270,6 +273,7 @@ class WorkerWeb:
         self.static = {name: _static(name) for name in STATIC_FILES}
         self.started = time.time()
         self._runner: Any = None
+        self._db_pool: Any = None  # asyncpg pool, opened on the first /api/models/ request
 
     # --- routes --------------------------------------------------------------------------
     def route(self, path: str, query: Mapping[str, str]) -> Reply:
@@ -373,13 +377,37 @@ class WorkerWeb:
             "alerts": getattr(c, "alerts", None), "open_restocks": open_restocks[:50],
             "recent_alerts": list(self.history.recent_alerts)[::-1][:50]}
 
+    async def models(self) -> Reply:
+        """`/api/models/`: the latest retraining decisions (model_versions_payload)."""
+        if self.settings.database_url is None:
+            return _json({"database": False, "versions": []})
+        import asyncpg
+
+        from optimizer.errors import StoreError
+        from optimizer.model_versions import list_model_versions
+
+        try:
+            if self._db_pool is None:
+                self._db_pool = await asyncpg.create_pool(
+                    self.settings.database_url.get_secret_value(), min_size=0, max_size=1)
+            rows = await list_model_versions(self._db_pool, limit=50)
+        except (OSError, asyncpg.PostgresError, StoreError) as exc:
+            return _json({"database": True, "versions": [], "error": str(exc)})
+        return _json({"database": True, "versions": model_versions_payload(rows)})
+
+    async def aroute(self, path: str, query: Mapping[str, str]) -> Reply:
+        """`route`, plus the routes that read the database."""
+        if path.rstrip("/") == "/api/models":
+            return await self.models()
+        return await self.handle(path, query)
+
     # --- serving ---------------------------------------------------------------------------
     async def start(self, port: int, host: str = "0.0.0.0") -> None:
         """Serve on `host:port` (aiohttp, in the running event loop)."""
         from aiohttp import web
 
         async def handler(request: web.Request) -> web.Response:
-            status, ctype, body = await self.handle(request.path, request.query)
+            status, ctype, body = await self.aroute(request.path, request.query)
             return web.Response(status=status, body=body, headers={
                 "Content-Type": ctype, "Cache-Control": "no-cache"})
 
@@ -406,6 +434,9 @@ class WorkerWeb:
             self._runner = None
         if self.demand is not None:
             await self.demand.close()
+        if self._db_pool is not None:
+            await self._db_pool.close()
+            self._db_pool = None
 
     def mount_faust(self, app: Any) -> None:
         """Faust engine: the dashboard and API on Faust's web server (`/metrics` is mounted
@@ -435,6 +466,30 @@ class WorkerWeb:
         @app.page("/api/overview/", name="shelfcast_api_overview")
         async def overview(view: Any, request: Any) -> Any:
             return reply(view, self.route("/api/overview/", {}))
+
+        @app.page("/api/models/", name="shelfcast_api_models")
+        async def models(view: Any, request: Any) -> Any:
+            return reply(view, await self.models())
+
+
+def model_versions_payload(rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """`optimizer.model_versions.ModelVersionRecord`s (newest first) as the dashboard draws
+    them: times in epoch seconds, and `serving` on the newest promoted version (a promotion
+    swaps the model directory, so that is the one the workers roll in)."""
+    out = []
+    serving_marked = False
+    for r in rows:
+        serving = bool(r.promoted) and not serving_marked
+        serving_marked = serving_marked or serving
+        out.append({
+            "id": r.id, "version": r.version, "promoted": r.promoted, "serving": serving,
+            "reason": r.reason, "decided_at": _epoch_s(r.decided_at),
+            "trained_at": _epoch_s(r.trained_at),
+            "data_first_bucket": _epoch_s(r.data_first_bucket),
+            "data_last_bucket": _epoch_s(r.data_last_bucket), "n_series": r.n_series,
+            "champion_version": r.champion_version, "champion_scores": r.champion_scores,
+            "challenger_scores": r.challenger_scores, "protocol": r.protocol})
+    return out
 
 
 def _limit(text: str) -> int:

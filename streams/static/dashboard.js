@@ -34,6 +34,7 @@ function fillTable(selector, rows, cells) {
     const tr = el("tr");
     for (const cell of cells(row)) {
       const td = el("td", cell.cls ? { class: cell.cls } : {});
+      if (cell.title) td.title = cell.title;
       if (cell.href) td.append(el("a", { href: cell.href }, cell.text)); else td.textContent = cell.text;
       tr.append(td);
     }
@@ -191,6 +192,30 @@ async function refreshOverview() {
   ]);
 }
 
+// ---------------------------------------------------------------- model versions
+
+const fmtScore = (x) => (x === null || x === undefined ? "–" : Number(x).toFixed(3));
+
+async function refreshModels() {
+  const m = await getJSON("/api/models/");
+  $("#models-note").textContent = !m.database
+    ? "No database configured (SHELFCAST_DATABASE_URL): no model history on this worker."
+    : (m.error ? `Model history unavailable: ${m.error}` : "Newest first; ★ = promoted into the model directory. Hover a decision for its reason.");
+  fillTable("#model-versions", m.versions, (v) => {
+    const ch = v.champion_scores || {}, cl = v.challenger_scores || {};
+    const decision = v.promoted ? (v.serving ? "★ promoted · serving" : "★ promoted") : "champion kept";
+    return [
+      { text: fmtDate(v.decided_at) },
+      { text: v.version, cls: v.serving ? "model-serving" : "" },
+      { text: `${fmtDate(v.data_first_bucket)} – ${fmtDate(v.data_last_bucket)}, ${v.n_series} SKUs` },
+      { text: `${fmtScore(ch.pinball)} → ${fmtScore(cl.pinball)}` },
+      { text: `${fmtScore(ch.coverage_80)} → ${fmtScore(cl.coverage_80)}` },
+      { text: decision, cls: v.promoted ? "model-promoted" : "model-kept", title: v.reason },
+    ];
+  });
+  $("#models").dataset.loaded = "true";
+}
+
 let searchTimer;
 $("#q").addEventListener("input", () => {
   clearTimeout(searchTimer);
@@ -209,12 +234,14 @@ $("#search").addEventListener("submit", (ev) => {
 
 async function main() {
   const key = new URLSearchParams(location.search).get("sku");
-  const jobs = [refreshOverview()];
+  const jobs = [refreshOverview(), refreshModels()];
   if (key) { $("#q").value = key; jobs.push(showSku(key)); }
   await Promise.allSettled(jobs);
   document.body.dataset.loaded = "true";
+  let ticks = 0;
   setInterval(() => {
     refreshOverview().catch(() => {});
+    if (++ticks % 6 === 0) refreshModels().catch(() => {});  // a minute: retraining is rare
     const k = new URLSearchParams(location.search).get("sku");
     if (k) showSku(k).catch(() => {});
   }, 10000);

@@ -179,6 +179,7 @@ async def test_dashboard_renders_in_headless_chromium(running_worker: int, tmp_p
     assert 'class="series-forecast-outer"' in html and 'class="series-on-hand"' in html
     assert html.count('class="series-restock"') >= 1
     assert "MUG@wh1" in html and ("status-open" in html or "received" in html)
+    assert re.search(r'id="models"[^>]*data-loaded="true"', html)  # model versions panel
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "dashboard.png"

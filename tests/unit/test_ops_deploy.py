@@ -29,7 +29,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 K8S = ROOT / "k8s"
 OVERLAYS = ["dev", "production", "gpu"]
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume"}
-WORKLOADS = {"Deployment", "StatefulSet", "Job", "DaemonSet"}
+WORKLOADS = {"Deployment", "StatefulSet", "Job", "DaemonSet", "CronJob"}
 
 
 # --------------------------------------------------------------------------- compose
@@ -79,6 +79,14 @@ def test_compose_references_are_consistent(compose: dict[str, Any]) -> None:
     assert services["kafka"]["image"].startswith("apache/kafka:4.")
     for svc in ("kafka", "postgres", "worker", "optimizer", "prometheus"):
         assert "healthcheck" in services[svc], svc
+    for name in ("retrain", "retrain-on-drift"):  # the `retrain` profile
+        svc = services[name]
+        assert svc["profiles"] == ["retrain"] and svc["command"][0] == "retrain"
+        assert svc["build"]["args"]["EXTRAS"] == "forecast"  # torch
+        model_path = svc["environment"]["SHELFCAST_MODEL_PATH"]
+        (mount,) = svc["volumes"]
+        assert model_path.startswith(mount.split(":")[1] + "/")  # the volume is the parent
+    assert "--on-drift" in services["retrain-on-drift"]["command"]
 
 
 def test_prometheus_scrapes_every_shelfcast_service(compose: dict[str, Any]) -> None:
@@ -137,13 +145,19 @@ def _load_all(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
+def _template(obj: dict[str, Any]) -> dict[str, Any]:
+    """A workload's pod template (a CronJob's inside its job template)."""
+    spec = obj["spec"]["jobTemplate"]["spec"] if obj["kind"] == "CronJob" else obj["spec"]
+    return spec["template"]
+
+
 def _containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
-    spec = obj["spec"]["template"]["spec"]
+    spec = _template(obj)["spec"]
     return list(spec.get("containers", [])) + list(spec.get("initContainers", []))
 
 
 def _pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
-    return obj["spec"]["template"]["spec"]
+    return _template(obj)["spec"]
 
 
 def render(directory: Path) -> list[dict[str, Any]]:
@@ -167,7 +181,7 @@ def render(directory: Path) -> list[dict[str, Any]]:
         for label in kust.get("labels", []):
             obj["metadata"].setdefault("labels", {}).update(label["pairs"])
             if label.get("includeTemplates") and obj["kind"] in WORKLOADS:
-                obj["spec"]["template"]["metadata"]["labels"].update(label["pairs"])
+                _template(obj)["metadata"]["labels"].update(label["pairs"])
         if obj["kind"] in WORKLOADS:
             for container in _containers(obj):
                 for image in kust.get("images", []):
@@ -210,9 +224,9 @@ def test_k8s_references_and_hardening(rendered: tuple[str, list[dict]]) -> None:
     for obj in workloads:
         what = f"{overlay}: {obj['kind']}/{obj['metadata']['name']}"
         pod = _pod_spec(obj)
-        if obj["kind"] != "Job":
+        if obj["kind"] not in ("Job", "CronJob"):
             selector = obj["spec"]["selector"]["matchLabels"]
-            assert selector.items() <= obj["spec"]["template"]["metadata"]["labels"].items()
+            assert selector.items() <= _template(obj)["metadata"]["labels"].items()
         assert pod["securityContext"]["runAsNonRoot"] is True, what
         volumes = {v["name"] for v in pod.get("volumes", [])}
         claims = {c["metadata"]["name"] for c in obj["spec"].get("volumeClaimTemplates", [])}
@@ -245,7 +259,7 @@ def test_k8s_references_and_hardening(rendered: tuple[str, list[dict]]) -> None:
         for obj in by_kind.get(kind, {}).values():
             sel = obj["spec"]["selector"]
             sel = sel.get("matchLabels", sel) if kind == "PodDisruptionBudget" else sel
-            assert any(sel.items() <= w["spec"]["template"]["metadata"]["labels"].items()
+            assert any(sel.items() <= _template(w)["metadata"]["labels"].items()
                        for w in workloads), f"{overlay}: {kind}/{obj['metadata']['name']}"
 
     worker = by_kind["Deployment"]["shelfcast-worker"]
@@ -253,6 +267,18 @@ def test_k8s_references_and_hardening(rendered: tuple[str, list[dict]]) -> None:
     assert worker["spec"]["replicas"] <= int(config["SHELFCAST_TOPIC_PARTITIONS"])
     assert "shelfcast-worker" in by_kind["PodDisruptionBudget"]
     assert "shelfcast-migrate" in by_kind["Job"]
+    retrain = by_kind["CronJob"]["shelfcast-retrain"]
+    assert retrain["spec"]["concurrencyPolicy"] == "Forbid"  # one writer of the model dir
+    (retrain_container,) = _containers(retrain)
+    assert retrain_container["args"][0] == "retrain"
+    assert retrain_container["image"].startswith("ghcr.io/example/shelfcast-gpu:")  # has torch
+    model_path = {e["name"]: e.get("value") for e in retrain_container["env"]}[
+        "SHELFCAST_MODEL_PATH"]
+    (models_mount,) = [m for m in retrain_container["volumeMounts"]
+                       if model_path.startswith(m["mountPath"].rstrip("/") + "/")]
+    assert model_path != models_mount["mountPath"]  # the swap renames it: not a mount point
+    claim = {v["name"]: v for v in _pod_spec(retrain)["volumes"]}[models_mount["name"]]
+    assert claim["persistentVolumeClaim"]["claimName"] in by_kind["PersistentVolumeClaim"]
     resources = _containers(worker)[0]["resources"]
     if overlay == "gpu":
         assert resources["limits"]["nvidia.com/gpu"] == "1"

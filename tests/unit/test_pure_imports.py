@@ -18,6 +18,8 @@ BLOCKED = ("aiokafka", "faust", "mode", "asyncpg", "kafka")
 PURE = (
     "schemas",
     "forecasting",
+    "forecasting.promotion",
+    "forecasting.retrain",
     "optimizer",
     "optimizer.policy",
     "optimizer.service_level",
