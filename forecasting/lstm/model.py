@@ -47,6 +47,14 @@ class LSTMConfig:
     # mature running scale (what `encode(..., warmup_days=W)` hands it); 0: never.
     state_reset_prob: float = 0.0
     val_days: int = 28
+    # > 0: short histories validate on fewer days: val_days becomes
+    # min(val_days, max(2 x horizon, days // this)) (train_lstm), so a 62-day history
+    # (FreshRetailNet's first origin) keeps more than 26 training origins. 0: always val_days.
+    val_share_divisor: int = 0
+    # Each training origin's loss is weighted by (series scale at the origin)^this, normalised
+    # to mean 1 over the panel: 0 every series counts alike (scaled losses, what MASE
+    # rewards); 1 losses in demand units (what pooled pinball and WAPE reward).
+    scale_weight: float = 0.0
     grad_clip: float = 1.0
     dropout: float = 0.2  # on the LSTM output fed to the head, training only
     weight_decay: float = 0.01  # AdamW's decoupled weight decay

@@ -112,3 +112,33 @@ def test_state_resets_change_training_and_stay_seeded() -> None:
     second = train_lstm(panel, reset, device="cpu").forecaster.net.state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert any(not torch.equal(plain[k], first[k]) for k in plain)
+
+
+def test_short_histories_validate_on_a_share_of_their_days() -> None:
+    short = _panel(days=62)
+    cfg = LSTMConfig(**{**TINY.to_json(), "levels": TINY.levels, "val_days": 28,
+                        "max_epochs": 1})
+    assert train_lstm(short, cfg).forecaster.config.val_days == 28  # off by default
+    shared = LSTMConfig(**{**cfg.to_json(), "levels": cfg.levels, "val_share_divisor": 4})
+    assert train_lstm(short, shared).forecaster.config.val_days == 15  # 62 // 4
+    long = train_lstm(_panel(days=140), shared).forecaster.config
+    assert long.val_days == 28  # enough history: the configured validation span
+
+
+def test_scale_weights_weigh_origins_by_series_volume() -> None:
+    panel = _panel()
+    panel.values[0] *= 50.0  # one busy series
+    cfg = LSTMConfig(**{**TINY.to_json(), "levels": TINY.levels, "scale_weight": 1.0})
+    data, _, _ = _prepare(panel, cfg, torch.device("cpu"))
+    assert data.weight is not None
+    assert float(data.weight[0, 30:].mean()) > 10 * float(data.weight[1:, 30:].mean())
+    plain, _, _ = _prepare(panel, TINY, torch.device("cpu"))
+    assert plain.weight is None
+    net = LSTMNet(INPUT_DIM, cfg).eval()
+    tau = torch.tensor(cfg.levels, dtype=torch.float32)
+    with torch.no_grad():
+        top, _ = net.encode(data.x)
+        args = (net, top, data.holidays, data.daily, data.cumulative, data.train_mask, tau, cfg)
+        ones = torch.ones_like(data.weight)
+        assert float(_loss(*args, ones)) == pytest.approx(float(_loss(*args)), rel=1e-5)
+        assert float(_loss(*args, data.weight)) != pytest.approx(float(_loss(*args)), rel=1e-3)
