@@ -205,7 +205,8 @@ class LSTMForecaster(DatedForecaster):
             arr, scales, length = arr[:, start:], scales[:, start:], length - start
         distinct, inverse = _distinct_days(ends)  # calendar rows once per distinct end day
         offsets = (length - 1 - np.arange(length)).astype("timedelta64[D]")
-        cal = calendar_features(distinct[:, None] - offsets[None, :], self.config.calendar)
+        cal = calendar_features(distinct[:, None] - offsets[None, :], self.config.calendar,
+                                self.config.month_inputs)
         cal = cal[np.zeros(n, dtype=np.intp) if inverse is None else inverse]
         feats = input_features(arr, scales, cal, self.log_scale_mean, self.log_scale_std)
         lengths = length - first
@@ -263,7 +264,8 @@ class LSTMForecaster(DatedForecaster):
         s = scale_step(scale, y, self.config.scale_memory)
         live = scale.count > 0
         distinct, inverse = _distinct_days(new_days)
-        cal = _day_rows(distinct, _calendar_row, self.config.calendar)  # per distinct day
+        cal = _day_rows(distinct, _calendar_row, self.config.calendar,
+                        self.config.month_inputs)  # per distinct day, memoised
         cal = cal[np.zeros(n, dtype=np.intp) if inverse is None else inverse]
         x = self._tensor(input_features(y, s, cal, self.log_scale_mean, self.log_scale_std))
         packed = self._packed()
@@ -329,7 +331,8 @@ class LSTMForecaster(DatedForecaster):
         cfg, big_h = self.config, self.config.horizon
         distinct, inverse = _distinct_days(state.last_day)
         rows = _day_rows(distinct, _future_row, cfg.calendar, big_h, cfg.head_calendar,
-                         cfg.head_annual, cfg.head_month, cfg.head_month_pairs)
+                         cfg.head_annual, cfg.head_month, cfg.head_month_pairs,
+                         cfg.month_inputs)
         if state.ring is None:
             if cfg.year_ago:
                 raise ValueError("this model's states carry a day ring (year-ago inputs)")
@@ -364,7 +367,7 @@ class LSTMForecaster(DatedForecaster):
             state.last_day, np.maximum(state.scale.level, SCALE_FLOOR), span, horizon=big_h,
             calendar=cfg.calendar, head_calendar=cfg.head_calendar, annual=cfg.head_annual,
             mask_calendar=cfg.year_ago_masks_calendar, weeks=cfg.year_ago_weeks,
-            month=cfg.head_month, pairs=cfg.head_month_pairs))
+            month=cfg.head_month, pairs=cfg.head_month_pairs, months=cfg.month_inputs))
         with torch.inference_mode():
             stacked = reference_quantiles(self.net, state.h[-1], hol, scale, integer=integer)
             out: FloatArray = stacked.cpu().numpy().astype(np.float64)
@@ -398,20 +401,23 @@ def _day_rows(days: DateArray, row: Callable[..., FloatArray], *args: object) ->
 
 
 @lru_cache(maxsize=4096)
-def _calendar_row(day: int, calendar: str) -> FloatArray:
+def _calendar_row(day: int, calendar: str, months: bool = True) -> FloatArray:
     """calendar_features of one day (days since 1970-01-01), read-only. The holiday lookup
     costs ~0.2 ms per call, as much as a 64-series step."""
-    out: FloatArray = calendar_features(np.array([day], dtype="datetime64[D]"), calendar)[0]
+    out: FloatArray = calendar_features(np.array([day], dtype="datetime64[D]"), calendar,
+                                        months)[0]
     out.flags.writeable = False
     return out
 
 
 @lru_cache(maxsize=4096)
 def _future_row(day: int, calendar: str, horizon: int, head_calendar: bool,
-                annual: bool, month: str = "none", pairs: int = 2) -> FloatArray:
+                annual: bool, month: str = "none", pairs: int = 2,
+                months: bool = True) -> FloatArray:
     """future_features of one origin day, read-only."""
     out: FloatArray = future_features(np.array([day], dtype="datetime64[D]"), horizon,
-                                      calendar, head_calendar, annual, month, pairs)[0]
+                                      calendar, head_calendar, annual, month, pairs,
+                                      months)[0]
     out.flags.writeable = False
     return out
 

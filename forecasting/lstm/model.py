@@ -67,6 +67,11 @@ class LSTMConfig:
     # annual Fourier pairs of each day's day of the year).
     head_month: str = "onehot"
     head_month_pairs: int = 2
+    # False: the month one-hots (the inputs' and the head calendar's last-step month) stay
+    # zero. Training sets it when the history is shorter than `months_min_days` (0: never):
+    # a month seen in no or one year is an untrained or memorised weight.
+    month_inputs: bool = True
+    months_min_days: int = 0
     # Daily quantiles and mean are multiplied by the year-ago seasonal shape to a power in
     # [0, 1] that the head picks per series and step (0: ignore it, as for lumpy series).
     year_ago_prior: bool = True

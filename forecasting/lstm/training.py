@@ -70,7 +70,7 @@ def _prepare(panel: Panel, config: LSTMConfig, device: torch.device) -> tuple[_T
     log_mean, log_std = float(log_s.mean()), float(max(log_s.std(), 1e-3))
 
     days = panel.dates
-    cal = calendar_features(days, config.calendar)  # (T, C)
+    cal = calendar_features(days, config.calendar, config.month_inputs)  # (T, C)
     feats = input_features(y, scales, np.broadcast_to(cal, (n, *cal.shape)), log_mean, log_std)
     hol = _head_inputs(y, scales, days, config)  # (n, T, Fh)
     steps = np.arange(1, big_h + 1)
@@ -124,7 +124,7 @@ def _head_inputs(y: FloatArray, scales: FloatArray, days: np.ndarray,
                            head_calendar=config.head_calendar, annual=config.head_annual,
                            mask_calendar=config.year_ago_masks_calendar,
                            weeks=config.year_ago_weeks, month=config.head_month,
-                           pairs=config.head_month_pairs)
+                           pairs=config.head_month_pairs, months=config.month_inputs)
 
     if not config.year_ago:
         fut = inputs(scales, None)
@@ -214,6 +214,8 @@ def train_lstm(
         # 374 days) the per-step month one-hot memorises one year (UCI 150 series, 2 seeds:
         # MASE 0.905 -> 0.924, pinball 4.53 -> 4.62), so the head goes without it.
         config = dataclasses.replace(config, head_month="none")
+    if panel.values.shape[1] < config.months_min_days and config.month_inputs:
+        config = dataclasses.replace(config, month_inputs=False)
     if config.val_share_divisor > 0:
         short = max(2 * config.horizon, panel.values.shape[1] // config.val_share_divisor)
         if short < config.val_days:

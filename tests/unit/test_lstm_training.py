@@ -142,3 +142,11 @@ def test_scale_weights_weigh_origins_by_series_volume() -> None:
         ones = torch.ones_like(data.weight)
         assert float(_loss(*args, ones)) == pytest.approx(float(_loss(*args)), rel=1e-5)
         assert float(_loss(*args, data.weight)) != pytest.approx(float(_loss(*args)), rel=1e-3)
+
+
+def test_short_histories_train_without_month_inputs_when_asked() -> None:
+    cfg = LSTMConfig(**{**TINY.to_json(), "levels": TINY.levels, "max_epochs": 1})
+    assert train_lstm(_panel(days=62), cfg).forecaster.config.month_inputs  # off by default
+    short = LSTMConfig(**{**cfg.to_json(), "levels": cfg.levels, "months_min_days": 100})
+    assert not train_lstm(_panel(days=62), short).forecaster.config.month_inputs
+    assert train_lstm(_panel(days=140), short).forecaster.config.month_inputs
