@@ -117,9 +117,10 @@ def test_state_resets_change_training_and_stay_seeded() -> None:
 def test_short_histories_validate_on_a_share_of_their_days() -> None:
     short = _panel(days=62)
     cfg = LSTMConfig(**{**TINY.to_json(), "levels": TINY.levels, "val_days": 28,
-                        "max_epochs": 1})
-    assert train_lstm(short, cfg).forecaster.config.val_days == 28  # off by default
+                        "max_epochs": 1, "val_share_divisor": 0})
+    assert train_lstm(short, cfg).forecaster.config.val_days == 28  # 0: switched off
     shared = LSTMConfig(**{**cfg.to_json(), "levels": cfg.levels, "val_share_divisor": 4})
+    assert LSTMConfig().val_share_divisor == 4  # the default
     assert train_lstm(short, shared).forecaster.config.val_days == 15  # 62 // 4
     long = train_lstm(_panel(days=140), shared).forecaster.config
     assert long.val_days == 28  # enough history: the configured validation span
@@ -145,8 +146,10 @@ def test_scale_weights_weigh_origins_by_series_volume() -> None:
 
 
 def test_short_histories_train_without_month_inputs_when_asked() -> None:
-    cfg = LSTMConfig(**{**TINY.to_json(), "levels": TINY.levels, "max_epochs": 1})
-    assert train_lstm(_panel(days=62), cfg).forecaster.config.month_inputs  # off by default
+    cfg = LSTMConfig(**{**TINY.to_json(), "levels": TINY.levels, "max_epochs": 1,
+                        "months_min_days": 0})
+    assert train_lstm(_panel(days=62), cfg).forecaster.config.month_inputs  # 0: switched off
+    assert LSTMConfig().months_min_days == 728  # the default: two years
     short = LSTMConfig(**{**cfg.to_json(), "levels": cfg.levels, "months_min_days": 100})
     assert not train_lstm(_panel(days=62), short).forecaster.config.month_inputs
     assert train_lstm(_panel(days=140), short).forecaster.config.month_inputs
