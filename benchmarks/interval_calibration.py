@@ -53,7 +53,7 @@ def main() -> int:
     else:
         model = make_lstm(device="cpu", horizon=big_h, calibrate=True,
                           calibrate_cumulative=True)
-        model.fit_panel(panel.head(cutoffs[0]))
+        model.fit(panel.head(cutoffs[0]))
         metrics = model.train_result.metrics
         if args.save is not None:
             save_artifact(model, args.save, data_fingerprint=panel.head(cutoffs[0]).fingerprint(),
@@ -69,7 +69,7 @@ def main() -> int:
         rows = []
         for cutoff in cutoffs:
             history = panel.head(cutoff)
-            fc = model.predict_at(history.values, big_h, history.dates[-1])
+            fc = model.predict(history.values, big_h, end_days=history.dates[-1])
             actual = panel.values[:, cutoff : cutoff + big_h]
             row = score(fc, actual, history.values)
             total = np.where(np.isfinite(actual).all(axis=1), actual.sum(axis=1), np.nan)

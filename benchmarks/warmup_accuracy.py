@@ -68,7 +68,7 @@ def _model(history: Panel, model_dir: Path, overrides: dict[str, Any] | None = N
             pass
     model = make_lstm(device="cpu", **_config(overrides))
     t0, c0 = time.perf_counter(), time.process_time()
-    model.fit_panel(history)
+    model.fit(history)
     info = {"fit_wall_s": time.perf_counter() - t0, "fit_cpu_s": time.process_time() - c0,
             "training_metrics": model.train_result.metrics if model.train_result else None}
     save_artifact(model, model_dir, data_fingerprint=fingerprint,

@@ -9,10 +9,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike
 
 from forecasting._numeric import FloatArray
 from forecasting.base import Forecaster, QuantileForecast
@@ -22,7 +21,6 @@ from forecasting.registry import make_forecaster
 
 __all__ = [
     "BacktestResult",
-    "DatedForecaster",
     "FoldForecast",
     "plot_backtest",
     "rolling_origin",
@@ -30,21 +28,6 @@ __all__ = [
 ]
 
 INTERVALS = {"coverage_80": (0.1, 0.9), "coverage_95": (0.025, 0.975)}
-
-
-@runtime_checkable
-class DatedForecaster(Protocol):
-    """A forecaster that uses calendar features and so wants the date of each window's end."""
-
-    def predict_at(self, windows: ArrayLike, horizon: int,
-                   end_days: ArrayLike) -> QuantileForecast: ...
-
-
-@runtime_checkable
-class PanelFitter(Protocol):
-    """A global model trained on a whole panel (dates included), e.g. the LSTM."""
-
-    def fit_panel(self, panel: Panel) -> Any: ...
 
 
 @dataclass
@@ -66,6 +49,7 @@ class BacktestResult:
     folds: list[dict[str, Any]]
     meta: dict[str, Any]
     forecasts: dict[str, list[FoldForecast]] = field(default_factory=dict, repr=False)
+    global_models: tuple[str, ...] = ()  # the models trained on the panel (Forecaster.fits)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON document: {"models": {name: {mase, wape, ...}}, "folds": [...], ...}."""
@@ -130,8 +114,8 @@ def rolling_origin(
     days apart, the last one ending on the panel's last day.
 
     At each origin every model sees the history before it (all of it, as windows), forecasts
-    `horizon` days and is scored against what happened. Global models (with `fit_panel`) are
-    trained on the history before each origin (`refit`) or only before the first one.
+    `horizon` days and is scored against what happened. Global models (`Forecaster.fits`)
+    are trained on the history before each origin (`refit`) or only before the first one.
     Scores per model pool all folds: metrics are averaged over folds, seconds are summed.
     `jobs` > 1 runs up to that many models at once, each in a forked process (the scores
     are the same; seconds then include the other models' competition for the CPU).
@@ -143,22 +127,18 @@ def rolling_origin(
     if cutoffs[0] < 2 * season + 1:
         raise ValueError(f"not enough history for {folds} folds of {horizon} days")
     def run_one(name: str) -> tuple[list[FoldForecast], list[dict[str, float]],
-                                    list[dict[str, Any]]]:
+                                    list[dict[str, Any]], bool]:
         model = make(name)
         forecasts, rows, fold_rows = [], [], []
         for k, cutoff in enumerate(cutoffs):
             history = panel.head(cutoff)
             fit_seconds = 0.0
-            if isinstance(model, PanelFitter) and (refit or k == 0):
+            if model.fits and (refit or k == 0):
                 t0 = time.perf_counter()
-                model.fit_panel(history)
+                model.fit(history)
                 fit_seconds = time.perf_counter() - t0
             t0 = time.perf_counter()
-            end_day = history.dates[-1]
-            if isinstance(model, DatedForecaster):
-                fc = model.predict_at(history.values, horizon, end_day)
-            else:
-                fc = model.predict(history.values, horizon)
+            fc = model.predict(history.values, horizon, end_days=history.dates[-1])
             predict_seconds = time.perf_counter() - t0
             actual = panel.values[:, cutoff : cutoff + horizon]
             s = score(fc, actual, history.values, season)
@@ -169,7 +149,7 @@ def rolling_origin(
                               **s})
             if on_fold is not None:
                 on_fold(name, k, s)
-        return forecasts, rows, fold_rows
+        return forecasts, rows, fold_rows, model.fits
 
     if jobs > 1 and len(models) > 1:
         outcomes = _run_forked(list(models), run_one, jobs)
@@ -190,7 +170,8 @@ def rolling_origin(
             "n_series": panel.n_series, "n_days": panel.n_days,
             "first_day": str(panel.dates[0]), "last_day": str(panel.dates[-1]),
             "data_fingerprint": panel.fingerprint()}
-    return BacktestResult(summary, fold_rows, meta, per_model)
+    global_models = tuple(name for name in models if outcomes[name][3])
+    return BacktestResult(summary, fold_rows, meta, per_model, global_models)
 
 
 def _child(fn: Callable[[], Any], conn: Connection) -> None:
@@ -263,15 +244,16 @@ def plot_backtest(result: BacktestResult, panel: Panel, path: str | Path) -> Non
     days = np.arange(cutoff - 56, cutoff + horizon)
     ax2.plot(days, panel.values[row, cutoff - 56 : cutoff + horizon], color="black", lw=1,
              label="actual")
+    banded = result.global_models[0] if result.global_models else None
     for name in names:
         fc = result.forecasts[name][-1].forecast
         mid = _level_index(fc.levels, 0.5)
         steps = np.arange(cutoff, cutoff + horizon)
         ax2.plot(steps, fc.daily[row, :, mid], lw=1.2, label=f"{name} median")
-        if name == "lstm":
+        if name == banded:
             lo, hi = _level_index(fc.levels, 0.1), _level_index(fc.levels, 0.9)
             ax2.fill_between(steps, fc.daily[row, :, lo], fc.daily[row, :, hi], alpha=0.25,
-                             label="lstm 80%")
+                             label=f"{name} 80%")
     ax2.set_title(f"series {panel.ids[row]}, last fold (day index)")
     ax2.legend(fontsize=8)
     fig.tight_layout()

@@ -1,4 +1,5 @@
-"""The forecaster contract: QuantileForecast (what every model returns) and the Forecaster ABC."""
+"""The forecaster contract: QuantileForecast (what every model returns), the Forecaster ABC and
+the optional IncrementalForecaster (carried per-series state)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,25 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Self, overload
+from typing import ClassVar, Generic, Protocol, Self, TypeVar, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from forecasting._numeric import FloatArray
+from forecasting.data import Panel
 from forecasting.errors import InvalidForecastError, InvalidWindowError
 from forecasting.quantiles import quantile_at
 
-__all__ = ["QUANTILE_LEVELS", "Forecaster", "QuantileForecast", "validate_levels"]
+__all__ = [
+    "QUANTILE_LEVELS",
+    "Forecaster",
+    "IncrementalForecaster",
+    "KeyedStates",
+    "QuantileForecast",
+    "validate_levels",
+    "yesterday",
+]
 
 QUANTILE_LEVELS: tuple[float, ...] = (0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975)
 """Default quantile levels: the central 50/80/90/95% intervals and the median."""
@@ -191,22 +201,46 @@ class QuantileForecast:
         return np.asarray(out, dtype=np.float64)
 
 
-class Forecaster(ABC):
-    """What every demand model speaks: `fit` on history, `predict` quantiles for a batch.
+def yesterday() -> np.datetime64:
+    """The last closed daily bucket by numpy's clock: the default end date of a window."""
+    return np.datetime64("today", "D") - np.timedelta64(1, "D")
 
-    Like River's forecaster base the surface is tiny, so the backtest, the stream and the
-    benchmark never special-case a model. Subclasses set `name` (the registry key), bump
-    `version` when their output changes, and implement `_predict` on windows that `predict`
-    has already validated: a float64 (n_series, window_len) array of bucket demands, oldest
-    first, values >= 0 or NaN. Leading NaNs mean "no history yet" (a new SKU); NaNs inside the
-    history are missing buckets and are skipped.
+
+class Forecaster(ABC):
+    """What every demand model speaks: `fit(panel)` on history, `predict` quantiles for a batch.
+
+    Like River's forecaster base the surface is tiny, so the backtest, the stream, the
+    simulation and the benchmark never special-case a model:
+
+    - `fit(panel)`: learn from a `forecasting.data.Panel` (many series on one date grid, so a
+      model that reads the calendar knows which day each column is). Local models (the
+      baselines, ETS, which fits each window when it forecasts) keep nothing: a no-op.
+    - `predict(windows, horizon, *, end_days=None)`: forecast each row of `windows`;
+      `end_days` are the dates of the windows' last buckets ((n,) dates or one date), which
+      models with calendar features read and the others ignore. None: `end_day()`, the
+      model's clock (default: yesterday).
+    - `fits`: a global model that `fit` trains; `needs_fit`: whether `predict` still waits
+      for `fit` (an untrained global model); `fit_metrics`: what the last fit reported.
+    - `cap_threads(n)`: cap the threads of the model's compute runtime (torch); a no-op
+      for numpy models.
+
+    Subclasses set `name` (the registry key), bump `version` when their output changes, and
+    implement `_predict` on windows that `predict` has already validated: a float64
+    (n_series, window_len) array of bucket demands, oldest first, values >= 0 or NaN. Leading
+    NaNs mean "no history yet" (a new SKU); NaNs inside the history are missing buckets and
+    are skipped.
     """
 
     name: ClassVar[str]
     version: ClassVar[int] = 1
+    # A global model, learned from many series at once: `fit(panel)` trains it. False: a
+    # local model, whose `fit` keeps nothing (it reads each window when it forecasts).
+    fits: ClassVar[bool] = False
 
-    def __init__(self, levels: Sequence[float] = QUANTILE_LEVELS) -> None:
+    def __init__(self, levels: Sequence[float] = QUANTILE_LEVELS, *,
+                 end_day: Callable[[], np.datetime64] = yesterday) -> None:
         self._levels = validate_levels(levels)
+        self.end_day = end_day
 
     @property
     def levels(self) -> FloatArray:
@@ -218,12 +252,34 @@ class Forecaster(ABC):
         """Identifier written into ForecastEvent.model_version, e.g. "seasonal_naive-1"."""
         return f"{self.name}-{self.version}"
 
-    def fit(self, series: Sequence[NDArray[np.floating]]) -> Self:
-        """Fit one global model on many histories; local baselines keep nothing, so a no-op."""
+    @property
+    def needs_fit(self) -> bool:
+        """True while `predict` needs `fit(panel)` first; local models never do."""
+        return False
+
+    @property
+    def fit_metrics(self) -> dict[str, float]:
+        """What the last `fit` reported (rows, epochs, losses, seconds); empty when it has
+        not fitted or fits nothing."""
+        return {}
+
+    def fit(self, panel: Panel) -> Self:
+        """Fit on every series of `panel` (all its days are history); a no-op for models
+        that keep nothing between forecasts."""
         return self
 
-    def predict(self, windows: ArrayLike, horizon: int) -> QuantileForecast:
-        """Forecast `horizon` buckets for each row of `windows` (n_series, window_len).
+    def cap_threads(self, threads: int) -> None:
+        """Cap the intra-op threads of the model's compute runtime; numpy models have none."""
+        return None
+
+    def window_ends(self, end_days: ArrayLike | None) -> ArrayLike:
+        """The windows' end dates: `end_days` as given, or the model's clock when None."""
+        return self.end_day() if end_days is None else end_days
+
+    def predict(self, windows: ArrayLike, horizon: int, *,
+                end_days: ArrayLike | None = None) -> QuantileForecast:
+        """Forecast `horizon` buckets for each row of `windows` (n_series, window_len) whose
+        last buckets fall on `end_days` ((n,) dates or one date; None: `end_day()`).
 
         Rows with no observation at all get zero demand with zero spread.
         """
@@ -245,39 +301,81 @@ class Forecaster(ABC):
             )
         if arr.shape[0] == 0 or arr.shape[1] == 0:
             return QuantileForecast.zeros(arr.shape[0], horizon, self._levels)
-        return self._predict(arr, horizon)
+        return self._predict(arr, horizon, end_days)
 
-    def forecast_one(self, window: ArrayLike, horizon: int) -> QuantileForecast:
+    def forecast_one(self, window: ArrayLike, horizon: int, *,
+                     end_day: ArrayLike | None = None) -> QuantileForecast:
         """Forecast a single series; `window` is 1-D, oldest bucket first."""
         arr = np.array(window, dtype=np.float64)
         if arr.ndim != 1:
             raise InvalidWindowError(f"window must be 1-D, got shape {arr.shape}")
-        return self.predict(arr[None, :], horizon)
+        return self.predict(arr[None, :], horizon, end_days=end_day)
 
     @abstractmethod
-    def _predict(self, windows: FloatArray, horizon: int) -> QuantileForecast:
-        """Forecast validated, non-empty windows (see the class docstring)."""
+    def _predict(self, windows: FloatArray, horizon: int,
+                 end_days: ArrayLike | None) -> QuantileForecast:
+        """Forecast validated, non-empty windows (see the class docstring); `end_days` as
+        given to `predict` (None: the caller gave none; `window_ends` resolves it)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(levels={self._levels.tolist()})"
 
 
-class DatedForecaster(Forecaster):
-    """A forecaster whose features depend on the calendar (weekday, month, closures), so it
-    needs the date of the windows' last bucket: `end_day()` (set by the subclass) in `predict`,
-    or explicit dates in `predict_at`; `_predict` reads them with `window_end()`."""
+StateT = TypeVar("StateT")
 
-    end_day: Callable[[], np.datetime64]
-    _end_override: ArrayLike | None = None
 
-    def predict_at(self, windows: ArrayLike, horizon: int, end_days: ArrayLike) -> QuantileForecast:
-        """`predict` with the date of each window's last bucket ((n,) dates, or one date)."""
-        self._end_override = end_days
-        try:
-            return self.predict(windows, horizon)
-        finally:
-            self._end_override = None
+class KeyedStates(Protocol[StateT]):
+    """A store of carried states by series key (e.g. `forecasting.lstm.slots.StateSlots`):
+    what the inferencer keeps between batches for an IncrementalForecaster."""
 
-    def window_end(self) -> ArrayLike:
-        """The date(s) of the last bucket of the windows being forecast."""
-        return self.end_day() if self._end_override is None else self._end_override
+    @property
+    def last_day(self) -> NDArray[np.datetime64]:
+        """(slots,) the date of the last bucket folded into each slot's state."""
+        ...
+
+    def slots(self, keys: Sequence[str]) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+        """(slot of each key, whether it was new), making slots for unknown keys."""
+        ...
+
+    def gather(self, slots: NDArray[np.intp]) -> StateT:
+        """The states held in `slots`, as one batch."""
+        ...
+
+    def scatter(self, slots: NDArray[np.intp], state: StateT) -> None:
+        """Store the batch `state` into `slots`."""
+        ...
+
+
+class IncrementalForecaster(Forecaster, Generic[StateT]):
+    """A forecaster that can also carry each series' state from bucket to bucket (the LSTM),
+    so a stream pays one step per new bucket instead of re-reading the window.
+
+    - `encode(windows, end_days, warmup_days=None)`: the state after each window;
+    - `update(state, values, days=None, *, consume=False)`: fold one new bucket per series;
+    - `forecast(state, horizon)`: what `predict` would give for the windows behind `state`;
+    - `keyed_states(max_states)`: an empty store for states by series key;
+    - `cold_start_warmup_days`: how many days a cold start (an unknown or stale key) is
+      encoded over; None: the whole window.
+
+    Optional: the inferencer checks for it once, when it is given a model.
+    """
+
+    cold_start_warmup_days: ClassVar[int | None] = None
+
+    @abstractmethod
+    def encode(self, windows: ArrayLike, end_days: ArrayLike,
+               warmup_days: int | None = None) -> StateT:
+        """The state after each window (n, T) ending on `end_days` ((n,) or one date)."""
+
+    @abstractmethod
+    def update(self, state: StateT, values: ArrayLike, days: ArrayLike | None = None, *,
+               consume: bool = False) -> StateT:
+        """Fold one new bucket per series into `state` (`consume`: the caller drops it)."""
+
+    @abstractmethod
+    def forecast(self, state: StateT, horizon: int) -> QuantileForecast:
+        """Forecast the next `horizon` buckets after each series' last bucket."""
+
+    @abstractmethod
+    def keyed_states(self, max_states: int) -> KeyedStates[StateT]:
+        """An empty store for at most `max_states` states of this model, by series key."""

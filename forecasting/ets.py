@@ -9,10 +9,10 @@ from statistics import NormalDist
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from forecasting._numeric import FloatArray
 from forecasting.base import QUANTILE_LEVELS, Forecaster, QuantileForecast
-from forecasting.registry import available_forecasters, register_forecaster
 
 __all__ = ["ETSForecaster"]
 
@@ -65,8 +65,9 @@ class ETSForecaster(Forecaster):
     fall back to a simple exponential smoothing without season. Only the last
     `max_history` buckets are fitted (two years by default: a weekly-season ETS gains
     nothing from more, and fitting cost grows with length). `n_jobs` > 1 fits row chunks
-    in forked worker processes (same numbers, less wall time). Needs `statsforecast`
-    (the optional `forecast` extra).
+    in forked worker processes (same numbers, less wall time). A local model: each
+    `predict` fits every window afresh (on its history only), so `fit(panel)` keeps
+    nothing. Needs `statsforecast` (the optional `forecast` extra).
     """
 
     name = "ets"
@@ -78,7 +79,8 @@ class ETSForecaster(Forecaster):
         self.max_history = max_history
         self.n_jobs = int(n_jobs)
 
-    def _predict(self, windows: FloatArray, horizon: int) -> QuantileForecast:
+    def _predict(self, windows: FloatArray, horizon: int,
+                 end_days: ArrayLike | None) -> QuantileForecast:
         levels = self._levels
         n = windows.shape[0]
         z = np.array([NormalDist().inv_cdf(float(q)) for q in levels])
@@ -103,7 +105,3 @@ class ETSForecaster(Forecaster):
 
     def __repr__(self) -> str:
         return f"ETSForecaster(season={self.season}, max_history={self.max_history})"
-
-
-if "ets" not in available_forecasters():
-    register_forecaster("ets", ETSForecaster)

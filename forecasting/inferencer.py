@@ -4,10 +4,11 @@ Requests queue; a batch closes when it holds `max_batch` series or `max_wait_ms`
 first request, whichever comes first; the model runs once on the whole batch (in one
 worker thread, so the event loop keeps consuming) and each caller's future gets its rows.
 `Inferencer.predict` is a `streams.processor.PredictFn`. `predict_keyed` adds incremental
-inference for the LSTM: an SKU whose state is one bucket behind costs one recurrent step
-(the states of all keys live in one `forecasting.lstm.slots.StateSlots`); an unknown or stale
-SKU (a new worker, a rebalance, a new model version) is encoded from its window, over the
-model's `cold_start_warmup_days` (the LSTM's bounded warm-up; None: the whole window).
+inference for an `IncrementalForecaster` (the LSTM), which the inferencer recognises once,
+when it is given the model: an SKU whose state is one bucket behind costs one recurrent step
+(the states of all keys live in one store from the model's `keyed_states`); an unknown or
+stale SKU (a new worker, a rebalance, a new model version) is encoded from its window, over
+the model's `cold_start_warmup_days` (the LSTM's bounded warm-up; None: the whole window).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from forecasting._numeric import FloatArray
-from forecasting.base import Forecaster, QuantileForecast
+from forecasting.base import Forecaster, IncrementalForecaster, KeyedStates, QuantileForecast
 from forecasting.errors import InvalidWindowError
 
 __all__ = ["Inferencer", "InferencerStats"]
@@ -88,12 +89,14 @@ def _slice(fc: QuantileForecast, rows: slice, horizon: int) -> QuantileForecast:
 
 
 class Inferencer:
-    """Micro-batching front of a Forecaster (any registered model; incremental for the LSTM).
+    """Micro-batching front of a Forecaster (any registered model; incremental for an
+    IncrementalForecaster such as the LSTM).
 
     Use as `async with Inferencer(model) as inf: fc = await inf.predict(windows, 14)`.
     `swap(model)` rolls in a new model version between batches without a restart (keyed
-    states are dropped, as they belong to the old weights). `torch_threads` caps torch's
-    intra-op threads (1 is fastest per worker under load on a small CPU).
+    states are dropped, as they belong to the old weights). `torch_threads` caps the model's
+    intra-op threads (`Forecaster.cap_threads`; 1 is fastest per worker under load on a
+    small CPU).
     """
 
     def __init__(
@@ -109,7 +112,7 @@ class Inferencer:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
-        self.forecaster = forecaster
+        self._use(forecaster)
         self.max_batch = int(max_batch)
         self.max_wait_ms = float(max_wait_ms)
         self.max_states = int(max_states)
@@ -119,13 +122,11 @@ class Inferencer:
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inferencer")
-        # (model, forecasting.lstm.slots.StateSlots) once keyed requests come: the carried
-        # states belong to that model's weights.
-        self._slots: tuple[Any, Any] | None = None
-        if torch_threads is not None and getattr(forecaster, "device", None) is not None:
-            import torch
-
-            torch.set_num_threads(torch_threads)
+        # (model, its keyed-state store) once keyed requests come: the carried states
+        # belong to that model's weights.
+        self._slots: tuple[Any, KeyedStates[Any]] | None = None
+        if torch_threads is not None:
+            forecaster.cap_threads(torch_threads)
 
     @property
     def model_version(self) -> str:
@@ -135,8 +136,14 @@ class Inferencer:
     def swap(self, forecaster: Forecaster) -> None:
         """Serve `forecaster` from the next batch on; carried states are dropped (the next
         keyed request of each key re-encodes its window with the new weights)."""
-        self.forecaster = forecaster
+        self._use(forecaster)
         self._slots = None
+
+    def _use(self, forecaster: Forecaster) -> None:
+        """Serve `forecaster`; whether it carries state is checked here, once per model."""
+        self.forecaster = forecaster
+        self._incremental: IncrementalForecaster[Any] | None = (
+            forecaster if isinstance(forecaster, IncrementalForecaster) else None)
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -176,13 +183,12 @@ class Inferencer:
         """Like `predict`, for named series whose windows end on `end_days` (default: the
         model's clock). A key whose carried state ends the bucket before costs one recurrent
         step on the window's last value; an unknown or stale key is encoded from its window.
-        Models without incremental state just predict."""
+        Models without incremental state just predict (dated)."""
         arr = _validate(windows, horizon)
         if len(keys) != arr.shape[0]:
             raise InvalidWindowError(f"{len(keys)} keys for {arr.shape[0]} windows")
         if end_days is None:
-            clock = getattr(self.forecaster, "end_day", None)
-            end_days = clock() if clock is not None else np.datetime64("today", "D") - ONE_DAY
+            end_days = self.forecaster.end_day()
         given = np.asarray(end_days, dtype="datetime64[D]")
         ends = np.empty(arr.shape[0], dtype="datetime64[D]")
         ends[:] = given  # broadcasts a single day; a wrong length fails here
@@ -288,11 +294,9 @@ class Inferencer:
 
     def _keyed_forward(self, keys: list[str], windows: FloatArray, ends: np.ndarray,
                        horizon: int) -> QuantileForecast:
-        model: Any = self.forecaster
-        if not hasattr(model, "update") or len(set(keys)) != len(keys):
-            if hasattr(model, "predict_at"):
-                return model.predict_at(windows, horizon, ends)  # type: ignore[no-any-return]
-            return self.forecaster.predict(windows, horizon)
+        model = self._incremental
+        if model is None or len(set(keys)) != len(keys):
+            return self.forecaster.predict(windows, horizon, end_days=ends)
         store = self._slots_for(model)
         slots, new = store.slots(keys)
         last = store.last_day[slots]
@@ -309,9 +313,8 @@ class Inferencer:
                 store.scatter(rows, model.update(store.gather(rows), windows[step, -1],
                                                  ends[step], consume=True))
             if fresh.any():  # a cold start: bounded by the model's warm-up (if it has one)
-                warmup = getattr(model, "cold_start_warmup_days", None)
-                encoded = (model.encode(windows[fresh], ends[fresh]) if warmup is None else
-                           model.encode(windows[fresh], ends[fresh], warmup_days=warmup))
+                encoded = model.encode(windows[fresh], ends[fresh],
+                                       warmup_days=model.cold_start_warmup_days)
                 store.scatter(slots[fresh], encoded)
             state = store.gather(slots)
         n_fresh = int(fresh.sum())
@@ -320,12 +323,8 @@ class Inferencer:
         fc: QuantileForecast = model.forecast(state, horizon)
         return fc
 
-    def _slots_for(self, model: Any) -> Any:
+    def _slots_for(self, model: IncrementalForecaster[Any]) -> KeyedStates[Any]:
         """The keyed-state store of `model` (made on first use; `swap` drops it)."""
         if self._slots is None or self._slots[0] is not model:
-            from forecasting.lstm.slots import StateSlots
-
-            cfg = model.config
-            self._slots = (model, StateSlots(cfg.layers, cfg.hidden, model.device,
-                                             max_states=self.max_states))
+            self._slots = (model, model.keyed_states(self.max_states))
         return self._slots[1]

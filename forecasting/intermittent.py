@@ -31,10 +31,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from forecasting._numeric import FloatArray
 from forecasting.base import QUANTILE_LEVELS, Forecaster, QuantileForecast
-from forecasting.registry import available_forecasters, register_forecaster
 
 __all__ = ["TSBForecaster"]
 
@@ -89,7 +89,8 @@ class TSBForecaster(Forecaster):
                      ["mean"][0])
         return max(mean, 0.0), min(max(prob, 0.0), 1.0)
 
-    def _predict(self, windows: FloatArray, horizon: int) -> QuantileForecast:
+    def _predict(self, windows: FloatArray, horizon: int,
+                 end_days: ArrayLike | None) -> QuantileForecast:
         levels = self._levels
         n = windows.shape[0]
         daily = np.zeros((n, horizon, levels.size))
@@ -134,7 +135,3 @@ def _mixture_quantiles(sizes: FloatArray, prob: float, levels: FloatArray) -> Fl
     out: FloatArray = np.where(inside > 0.0,
                                np.quantile(sizes, np.clip(inside, 0.0, 1.0)), 0.0)
     return out
-
-
-if "tsb" not in available_forecasters():
-    register_forecaster("tsb", TSBForecaster)

@@ -28,23 +28,18 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from forecasting._numeric import FloatArray
-from forecasting.base import QUANTILE_LEVELS, DatedForecaster, QuantileForecast
+from forecasting.base import QUANTILE_LEVELS, Forecaster, QuantileForecast, yesterday
+from forecasting.data import Panel
 from forecasting.errors import ForecastingError, InvalidWindowError
 from forecasting.lag_features import FEATURE_NAMES, SCALE_DAYS, LagTable, lag_features
-from forecasting.registry import available_forecasters, register_forecaster
-
-if TYPE_CHECKING:
-    from forecasting.data import Panel
 
 __all__ = ["LightGBMConfig", "LightGBMForecaster"]
-
-ONE_DAY = np.timedelta64(1, "D")
 
 
 @dataclass(frozen=True)
@@ -68,41 +63,42 @@ class LightGBMConfig:
 
 
 class NotFittedError(ForecastingError):
-    """predict() before fit_panel()/fit()."""
+    """predict() before fit()."""
 
 
-def _yesterday() -> np.datetime64:
-    return np.datetime64("today", "D") - ONE_DAY
-
-
-class LightGBMForecaster(DatedForecaster):
+class LightGBMForecaster(Forecaster):
     """Global LightGBM over lag/rolling/calendar features, quantile objective per level.
 
-    `fit_panel(panel)` trains on origins in the last `train_days` days whose `horizon` days
-    of targets are known; `predict_at(windows, horizon, end_day)` forecasts from the end of
-    each window. Series with no observation get zeros. When every training value is an
-    integer, quantiles are rounded to integers (quantiles of counts are counts), as the
-    LSTM does. `horizon` at predict time must not exceed the trained horizon.
+    `fit(panel)` trains on origins in the last `train_days` days whose `horizon` days
+    of targets are known; `predict(windows, horizon, end_days=day)` forecasts from the end
+    of each window (all rows must end on the same day). Series with no observation get
+    zeros. When every training value is an integer, quantiles are rounded to integers
+    (quantiles of counts are counts), as the LSTM does. `horizon` at predict time must
+    not exceed the trained horizon.
     """
 
     name = "lightgbm"
     version = 1
+    fits = True
 
     def __init__(self, horizon: int = 14, *, levels: Sequence[float] = QUANTILE_LEVELS,
-                 end_day: Callable[[], np.datetime64] = _yesterday, **config: Any) -> None:
-        super().__init__(levels)
+                 end_day: Callable[[], np.datetime64] = yesterday, **config: Any) -> None:
+        super().__init__(levels, end_day=end_day)
         self.config = LightGBMConfig(horizon=int(horizon), **config)
-        self.end_day = end_day
         self._models: list[Any] = []  # [mean, q_1, ..., q_Q]
         self._integer = False
         self.fit_info: dict[str, float] = {}
 
     # --- training --------------------------------------------------------------------------
-    def fit(self, series: Sequence[NDArray[np.floating]]) -> Self:
-        """Train on histories that all end at `end_day()` (right-aligned, NaN-padded)."""
-        from forecasting.data import Panel
+    @property
+    def needs_fit(self) -> bool:
+        """True until `fit` has trained the boosters."""
+        return not self._models
 
-        return self.fit_panel(Panel.from_histories(series, self.end_day()))
+    @property
+    def fit_metrics(self) -> dict[str, float]:
+        """Training rows and seconds of the last `fit`."""
+        return dict(self.fit_info)
 
     def _sample(self, panel: Panel) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
         """(series, origin) pairs to train on: the last `train_days` origins with full
@@ -157,7 +153,7 @@ class LightGBMForecaster(DatedForecaster):
         ok = np.isfinite(y)
         return x[ok], y[ok], kind[ok]
 
-    def fit_panel(self, panel: Panel) -> Self:
+    def fit(self, panel: Panel) -> Self:
         """Train the mean model and one quantile model per level on `panel`."""
         import lightgbm as lgb
 
@@ -187,14 +183,14 @@ class LightGBMForecaster(DatedForecaster):
         return self
 
     # --- forecasting -----------------------------------------------------------------------
-    def _predict(self, windows: FloatArray, horizon: int) -> QuantileForecast:
+    def _predict(self, windows: FloatArray, horizon: int,
+                 end_days: ArrayLike | None) -> QuantileForecast:
         if not self._models:
-            raise NotFittedError("LightGBMForecaster.predict before fit_panel/fit")
+            raise NotFittedError("LightGBMForecaster.predict before fit")
         big_h = self.config.horizon
         if horizon > big_h:
             raise InvalidWindowError(f"horizon {horizon} exceeds the trained horizon {big_h}")
-        end = self.window_end()
-        end_day = np.asarray(end, dtype="datetime64[D]")
+        end_day = np.asarray(self.window_ends(end_days), dtype="datetime64[D]")
         if end_day.ndim:  # one date per row is accepted when all rows agree
             if not np.all(end_day == end_day.flat[0]):
                 raise InvalidWindowError("LightGBMForecaster needs one end date for all rows")
@@ -241,7 +237,3 @@ def _dates(days: NDArray[np.datetime64], horizon: int) -> NDArray[np.datetime64]
     after = days[-1] + np.arange(1, horizon + 1).astype("timedelta64[D]")
     out: NDArray[np.datetime64] = np.concatenate([days, after]).astype("datetime64[D]")
     return out
-
-
-if "lightgbm" not in available_forecasters():
-    register_forecaster("lightgbm", LightGBMForecaster)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from forecasting._numeric import (
     FloatArray,
@@ -52,7 +53,8 @@ class MovingAverage(Forecaster):
         self.window = int(window)
         self.min_full_sums = int(min_full_sums)
 
-    def _predict(self, windows: FloatArray, horizon: int) -> QuantileForecast:
+    def _predict(self, windows: FloatArray, horizon: int,
+                 end_days: ArrayLike | None) -> QuantileForecast:
         levels = self._levels
         recent = recent_values(windows, self.window)  # (n, k), NaNs only on the left
         n, k = recent.shape

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from forecasting._numeric import (
     FloatArray,
@@ -82,7 +83,8 @@ class SeasonalNaive(Forecaster):
             fallback_window, min_full_sums=min_full_sums, levels=self._levels.tolist()
         )
 
-    def _predict(self, windows: FloatArray, horizon: int) -> QuantileForecast:
+    def _predict(self, windows: FloatArray, horizon: int,
+                 end_days: ArrayLike | None) -> QuantileForecast:
         n = windows.shape[0]
         q = self._levels.size
         residual_count = np.isfinite(_lag_differences(windows, self.season)).sum(axis=1)

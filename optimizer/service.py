@@ -449,18 +449,28 @@ class OptimizerService:
 
 async def run_service(settings: Settings, dsn: str) -> ServiceCounters:
     """Run the optimizer until SIGTERM/SIGINT (the `shelfcast optimizer` command); serves
-    `/metrics` on `settings.web_port` when set."""
+    `/metrics` on `settings.optimizer_web_port` (else `web_port`) when set."""
+    import errno
     import signal
 
     from optimizer.metrics import serve_optimizer_metrics
+    from runtime.errors import ConfigError
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     service = OptimizerService(settings, dsn)
-    port = settings.web_port
-    stop_metrics = serve_optimizer_metrics(service, port) if port is not None else None
+    port = settings.optimizer_web_port if settings.optimizer_web_port is not None \
+        else settings.web_port
+    try:
+        stop_metrics = serve_optimizer_metrics(service, port) if port is not None else None
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise ConfigError(
+            f"port {port} is already in use (a worker on this host?): set "
+            "SHELFCAST_OPTIMIZER_WEB_PORT to a free port for the optimizer") from None
     try:
         return await service.run(stop)
     finally:

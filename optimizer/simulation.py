@@ -154,13 +154,9 @@ class ForecastPolicy:
 
     def _predict(self, history: FloatArray, horizon: int, end_day: np.datetime64
                  ) -> QuantileForecast:  # fmt: skip
-        predict_at = getattr(self.forecaster, "predict_at", None)
         started = time.perf_counter()
-        try:
-            if callable(predict_at):  # calendar-aware models (the LSTM) need the dates
-                forecast: QuantileForecast = predict_at(history, horizon, end_day)
-            else:
-                forecast = self.forecaster.predict(history, horizon)
+        try:  # the dates matter to calendar-aware models (LightGBM, the LSTM)
+            forecast = self.forecaster.predict(history, horizon, end_days=end_day)
         finally:
             self.predict_seconds += time.perf_counter() - started
         return forecast

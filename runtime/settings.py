@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         default="text", description="worker/optimizer log lines: text or JSON objects")
     web_port: int | None = Field(default=None, description="worker web server port; unset = off")
+    optimizer_web_port: int | None = Field(
+        default=None, description="optimizer /metrics port; unset = WEB_PORT (give it another "
+                                  "one when a worker runs on the same host)")
 
     # PostgreSQL
     database_url: SecretStr | None = Field(
@@ -93,8 +96,15 @@ class Settings(BaseSettings):
     bucket: Literal["daily", "hourly"] = "daily"
     window_buckets: int = Field(default=56, ge=7, description="buckets kept per (sku, location)")
     allowed_lateness_buckets: int = Field(default=1, ge=0)
+    dedupe_buckets: int | None = Field(
+        default=None, ge=1,
+        description="buckets an event id is remembered: a redelivery within them is a "
+                    "duplicate, not late; unset = WINDOW_BUCKETS")
     horizon_buckets: int = Field(default=14, ge=1)
-    model: Literal["seasonal_naive", "moving_average", "lstm"] = "moving_average"
+    # A plain name: the forecaster registry (forecasting/) is a floor above runtime/, so the
+    # name is checked where a model is built (streams.forecaster_setup.model_info, the CLI).
+    model: str = Field(default="moving_average", min_length=1,
+                       description="forecaster the workers serve (a registered name)")
     model_path: Path | None = Field(
         default=None, description="trained model directory (`shelfcast train --out`), for lstm")
     model_poll_s: float = Field(
@@ -123,6 +133,11 @@ class Settings(BaseSettings):
 
     # Ingest guards
     max_payload_bytes: int = Field(default=1_048_576, ge=1)
+    dlq_payload_bytes: int = Field(
+        default=262_144, ge=0,
+        description="a dead letter keeps at most this many bytes of the refused payload (with "
+                    "its full length and SHA-256); lowered at start to what the DLQ topic's "
+                    "max.message.bytes has room for")
 
     @field_validator("supplier_budgets", "supplier_min_order_values",
                      "location_capacity_units", mode="before")  # fmt: skip

@@ -1,6 +1,6 @@
 """Event contracts: pydantic models, codec, keys, deterministic ids and JSON Schema export."""
 
-from schemas.codec import dead_letter, decode, encode
+from schemas.codec import dead_letter, dead_letter_bytes, decode, encode
 from schemas.errors import InvalidEvent, SchemaError
 from schemas.events import (
     SCHEMA_VERSION,
@@ -16,7 +16,7 @@ from schemas.events import (
 )
 from schemas.export import CONTRACT_MODELS, export_json_schemas
 from schemas.ids import deterministic_id
-from schemas.keys import sku_key, split_key
+from schemas.keys import sku_key, sku_keys, split_key
 
 __all__ = [
     "CONTRACT_MODELS",
@@ -33,10 +33,12 @@ __all__ = [
     "SkuPolicy",
     "StockEvent",
     "dead_letter",
+    "dead_letter_bytes",
     "decode",
     "deterministic_id",
     "encode",
     "export_json_schemas",
     "sku_key",
+    "sku_keys",
     "split_key",
 ]

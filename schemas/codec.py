@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -13,7 +14,14 @@ from schemas.events import DeadLetter, Event
 
 E = TypeVar("E", bound=Event)
 
-__all__ = ["dead_letter", "decode", "encode"]
+__all__ = [
+    "MAX_DEAD_LETTER_ERROR_CHARS",
+    "MAX_DEAD_LETTER_KEY_CHARS",
+    "dead_letter",
+    "dead_letter_bytes",
+    "decode",
+    "encode",
+]
 
 
 def _first_errors(exc: ValidationError, limit: int = 3) -> str:
@@ -47,6 +55,12 @@ def encode(event: BaseModel) -> bytes:
     return event.model_dump_json().encode()
 
 
+# A dead letter's key and reason are cut to these lengths (characters): with the payload cut
+# to a stated size too, every dead letter has a known upper bound (see `dead_letter_bytes`).
+MAX_DEAD_LETTER_KEY_CHARS = 1024
+MAX_DEAD_LETTER_ERROR_CHARS = 2048
+
+
 def dead_letter(
     *,
     topic: str,
@@ -55,17 +69,47 @@ def dead_letter(
     key: bytes | str | None,
     raw: bytes | None,
     error: InvalidEvent,
+    max_payload_bytes: int | None = None,
 ) -> DeadLetter:
-    """The DLQ record for a refused input: source position, raw bytes and the reason."""
+    """The DLQ record for a refused input: source position, raw bytes and the reason.
+
+    A value longer than `max_payload_bytes` keeps its first `max_payload_bytes` bytes, with
+    its full length and SHA-256 (`payload_bytes`, `payload_sha256`); a key longer than
+    MAX_DEAD_LETTER_KEY_CHARS keeps its first characters (`key_truncated`)."""
     if isinstance(key, bytes):
         key = key.decode("utf-8", errors="replace")
+    raw = raw or b""
+    payload_bytes = payload_sha256 = key_truncated = None
+    if max_payload_bytes is not None and len(raw) > max_payload_bytes:
+        payload_bytes, payload_sha256 = len(raw), hashlib.sha256(raw).hexdigest()
+        raw = raw[:max_payload_bytes]
+    if key is not None and len(key) > MAX_DEAD_LETTER_KEY_CHARS:
+        key, key_truncated = key[:MAX_DEAD_LETTER_KEY_CHARS], True
+    reason = error.reason
+    if len(reason) > MAX_DEAD_LETTER_ERROR_CHARS:
+        reason = reason[:MAX_DEAD_LETTER_ERROR_CHARS - 3] + "..."
     return DeadLetter(
         source_topic=topic,
         partition=partition,
         offset=offset,
         key=key,
-        error=error.reason,
+        error=reason,
         error_kind=error.kind,
-        raw_payload_b64=base64.b64encode(raw or b"").decode("ascii"),
+        raw_payload_b64=base64.b64encode(raw).decode("ascii"),
         received_at=datetime.now(UTC),
+        payload_bytes=payload_bytes,
+        payload_sha256=payload_sha256,
+        key_truncated=key_truncated,
     )
+
+
+def dead_letter_bytes(max_payload_bytes: int) -> int:
+    """An upper bound on the size of a dead letter's Kafka record (its record batch included)
+    when its payload is cut to `max_payload_bytes`: the payload's base64, the key and reason
+    at their cut lengths with every character escaped (a control character: `\\u001f`, 6
+    bytes; anything else is written as UTF-8, at most 4), the key again as the record key
+    (UTF-8: at most 4 bytes a character), topic name and the other fields."""
+    base64_bytes = 4 * ((max_payload_bytes + 2) // 3)
+    escaped = 6 * (MAX_DEAD_LETTER_KEY_CHARS + MAX_DEAD_LETTER_ERROR_CHARS)
+    record_key = 4 * MAX_DEAD_LETTER_KEY_CHARS
+    return base64_bytes + escaped + record_key + 1024  # names, topic (<= 249), hash, batch

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from itertools import pairwise
 from typing import Annotated, Any, Final, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    WithJsonSchema,
+    model_serializer,
+    model_validator,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -25,12 +36,83 @@ __all__ = [
 SCHEMA_VERSION: Final = 1
 MAX_QUANTITY = 1_000_000
 
-Sku = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^@\s]+$")]
-Location = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^@\s]+$")]
+# A timestamp exactly as the worker accepts it, one regex for every language's validator (ECMA
+# 262, RE2, Python re, Rust regex: ASCII classes, plain groups, no `\d`/`\s`, no lookaround).
+# RFC 3339 `date-time` plus the unambiguous spellings other languages write by default:
+# - separator `T`, `t` or one space (RFC 3339 5.6 NOTE; Python `str(datetime)`, PostgreSQL);
+# - offset `Z`/`z`, `+HH:MM`, ISO 8601 basic `+HHMM` (strftime `%z`, Java `Z`, PHP `O`) or
+#   hour-only `+HH` (PostgreSQL writes `+00`, `+05:30`): the offset always follows the whole
+#   seconds, so none of them can be read two ways;
+# - seconds required, 1-9 fraction digits (Go and .NET write up to 9 and 7), no leap second.
+# Refused: no offset (local time of an unknown zone), a date alone, no seconds, `,` fractions.
+# The calendar is in the regex (31-day months, February 29 only in leap years: 1992, 1996,
+# 2000 ... 2096; 2100 is none), possible because years are bounded to 1990-2100, so the
+# exported schema needs no `format` (which would refuse the space and `+HHMM`).
+_YEAR = "(199[0-9]|20[0-9][0-9]|2100)"
+_LEAP_YEAR = "(199[26]|20([02468][048]|[13579][26]))"
+_MONTH_DAY = ("((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)"
+              "|02-(0[1-9]|1[0-9]|2[0-8]))")
+_CLOCK = "([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]([.][0-9]{1,9})?"
+_OFFSET = "([Zz]|[+-]([01][0-9]|2[0-3])(:[0-5][0-9]|[0-5][0-9])?)"
+TIMESTAMP_PATTERN = f"^({_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)[Tt ]{_CLOCK}{_OFFSET}$"
+TIMESTAMP_DESCRIPTION = (
+    "A timestamp with a UTC offset, years 1990-2100, e.g. 2026-12-02T11:00:00Z: RFC 3339 "
+    "date-time (separator T or t, seconds, 1-9 fraction digits, offset Z, z or +HH:MM), also "
+    "with a space separator (2026-12-02 11:00:00+00:00) and an offset +HHMM or +HH "
+    "(2026-12-02T11:00:00+0530, 2026-12-02 11:00:00+00). Refused: no offset, a date alone, "
+    "no seconds, a leap second, a day the calendar lacks. `pattern` is the whole rule.")
+_TIMESTAMP = re.compile(TIMESTAMP_PATTERN)
+# the pattern's shape with any numbers: to tell a date that does not exist from a misspelling
+_TIMESTAMP_SHAPE = re.compile(
+    "[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]{1,9})?"
+    "([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)")
+
+# sku and location: no `@` (the key separator), no whitespace or control characters. Spelled
+# out, not `\s`: Python's, Rust's and ECMA 262's `\s` differ (U+001C-001F, U+0085, U+FEFF).
+NAME_PATTERN = (r"^[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f"
+                r"\u3000\ufeff]+$")
+
+
+def _timestamp(value: Any) -> Any:
+    """A timestamp string parsed, if `TIMESTAMP_PATTERN` takes it (pydantic alone also takes
+    minutes without seconds, `+05:30:15`, even epoch seconds). Parsed as
+    `datetime.fromisoformat` does (fractions past microseconds are dropped), the same parse as
+    the fast path's (`streams.codec`). `fullmatch`: Python's `$` also matches before a final
+    newline, which ECMA 262 and RE2 refuse."""
+    if not isinstance(value, str):
+        return value
+    if not _TIMESTAMP.fullmatch(value):
+        if not _TIMESTAMP_SHAPE.fullmatch(value):
+            raise ValueError("not a timestamp with a timezone offset, like 2026-12-02T11:00:00Z "
+                             "(separator T or a space; seconds; Z, +HH:MM, +HHMM or +HH)")
+        if not 1990 <= int(value[:4]) <= 2100:
+            raise ValueError(f"{value} is outside 1990..2100")
+        raise ValueError(f"{value} names no instant: a day, hour, minute, second or offset "
+                         "out of range (a leap second, February 29 of a common year, +05:60)")
+    return datetime.fromisoformat(value.upper())  # 3.11 reads neither `t` nor `z`
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's `integer` is any number without a fractional part (3.0 is one): so is
+    the worker's."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Sku = Annotated[str, Field(min_length=1, max_length=64, pattern=NAME_PATTERN)]
+Location = Annotated[str, Field(min_length=1, max_length=64, pattern=NAME_PATTERN)]
 EventId = Annotated[str, Field(min_length=1, max_length=128)]
-Quantity = Annotated[int, Field(gt=0, le=MAX_QUANTITY)]
-Units = Annotated[int, Field(ge=0, le=1_000_000_000)]
-EventTime = Annotated[AwareDatetime, Field(description="tz-aware ISO-8601 timestamp")]
+# constraints before the validator: so the JSON Schema states them (pydantic leaves them out
+# of the schema, as `gt`, when they wrap an already-validated type)
+_INTEGRAL = BeforeValidator(_integral)
+Quantity = Annotated[int, Field(gt=0, le=MAX_QUANTITY), _INTEGRAL]
+Units = Annotated[int, Field(ge=0, le=1_000_000_000), _INTEGRAL]
+# the schema stated whole: pydantic's own would add `format: date-time`, which strict
+# validators read as RFC 3339 only (refusing the space and `+HHMM` the worker takes)
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp), WithJsonSchema(
+    {"type": "string", "pattern": TIMESTAMP_PATTERN, "description": TIMESTAMP_DESCRIPTION})]
+EventTime = Timestamp
 
 
 class Event(BaseModel):
@@ -38,7 +120,7 @@ class Event(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Annotated[Literal[1], _INTEGRAL] = SCHEMA_VERSION
 
     @model_validator(mode="after")
     def _sane_times(self) -> Self:
@@ -68,12 +150,24 @@ class OrderEvent(Event):
 class StockEvent(Event):
     """A stock fact: a full snapshot of on-hand units, or a delta (adjustment, receipt)."""
 
+    # what `_one_of_on_hand_or_delta` checks, stated in the exported JSON Schema
+    model_config = ConfigDict(json_schema_extra={"allOf": [
+        {"if": {"properties": {"type": {"const": "snapshot"}}},
+         "then": {"required": ["on_hand"],
+                  "properties": {"on_hand": {"type": "integer"}, "delta": {"type": "null"}}}},
+        {"if": {"properties": {"type": {"enum": ["adjustment", "receipt"]}}},
+         "then": {"required": ["delta"],
+                  "properties": {"delta": {"type": "integer"}, "on_hand": {"type": "null"}}}},
+        {"if": {"properties": {"type": {"const": "receipt"}}},
+         "then": {"properties": {"delta": {"exclusiveMinimum": 0}}}},
+    ]})
+
     event_id: EventId
     type: Literal["snapshot", "adjustment", "receipt"]
     sku: Sku
     location: Location
     on_hand: Units | None = None
-    delta: Annotated[int, Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY)] | None = None
+    delta: Annotated[int, Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY), _INTEGRAL] | None = None
     occurred_at: EventTime
     restock_id: str | None = Field(
         default=None, description="for receipts: the restock this delivery fulfils"
@@ -96,11 +190,11 @@ class SkuPolicy(Event):
 
     sku: Sku
     location: Location
-    lead_time_days: Annotated[int, Field(ge=0, le=365)]
-    review_days: Annotated[int, Field(ge=0, le=365)] = 1
+    lead_time_days: Annotated[int, Field(ge=0, le=365), _INTEGRAL]
+    review_days: Annotated[int, Field(ge=0, le=365), _INTEGRAL] = 1
     service_level: Annotated[float, Field(gt=0, lt=1)] = 0.95
-    case_pack: Annotated[int, Field(ge=1)] = 1
-    moq: Annotated[int, Field(ge=0)] = 1
+    case_pack: Annotated[int, Field(ge=1), _INTEGRAL] = 1
+    moq: Annotated[int, Field(ge=0), _INTEGRAL] = 1
     unit_cost: Annotated[float, Field(ge=0)] = 0.0
     supplier: Annotated[str, Field(min_length=1, max_length=128)] = "default"
 
@@ -110,8 +204,8 @@ class ForecastEvent(Event):
 
     sku: Sku
     location: Location
-    issued_at: AwareDatetime
-    bucket: AwareDatetime = Field(description="start of the last closed bucket")
+    issued_at: Timestamp
+    bucket: Timestamp = Field(description="start of the last closed bucket")
     bucket_seconds: int
     horizon: int
     quantile_levels: list[float]
@@ -141,8 +235,8 @@ class RestockEvent(Event):
     unit_cost: float
     reason: str
     model_version: str
-    bucket: AwareDatetime
-    issued_at: AwareDatetime
+    bucket: Timestamp
+    issued_at: Timestamp
     # Optional since they were added (events without them still validate): what the optimizer
     # needs to cut an order sensibly under a supplier budget or warehouse capacity.
     case_pack: Annotated[int, Field(ge=1)] | None = Field(
@@ -189,7 +283,7 @@ class PlanEvent(Event):
     lines: list[PlanLine]
     total_units: int
     total_cost: float
-    decided_at: AwareDatetime
+    decided_at: Timestamp
 
 
 class AlertEvent(Event):
@@ -202,11 +296,24 @@ class AlertEvent(Event):
     severity: Literal["info", "warning", "critical"]
     message: str
     details: dict[str, Any] = Field(default_factory=dict)
-    raised_at: AwareDatetime
+    raised_at: Timestamp
+    bucket: Timestamp | None = Field(
+        default=None, description="start of the closed bucket the alert is about (optional: "
+                                  "older alerts lack it)")
+
+
+# Fields a dead letter carries only when it was cut to fit the DLQ topic (omitted otherwise,
+# so a consumer built against the first DeadLetter contract still reads every uncut record).
+DEAD_LETTER_CUT_FIELDS = ("payload_bytes", "payload_sha256", "key_truncated")
 
 
 class DeadLetter(Event):
-    """A record the ingest path refused, with where it came from and why."""
+    """A record the ingest path refused, with where it came from and why.
+
+    A record too large to dead-letter whole keeps only the first bytes of its value
+    (`raw_payload_b64`), with the full length and SHA-256 of the value beside them; such a
+    record cannot be replayed, but it can be found (and checked) in the source topic.
+    """
 
     source_topic: str
     partition: int
@@ -214,5 +321,25 @@ class DeadLetter(Event):
     key: str | None
     error: str
     error_kind: str
-    raw_payload_b64: str = Field(description="the raw bytes, base64 (may not be UTF-8)")
-    received_at: AwareDatetime
+    raw_payload_b64: str = Field(description="the raw bytes, base64 (may not be UTF-8); only "
+                                             "the first bytes when payload_bytes is set")
+    received_at: Timestamp
+    payload_bytes: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="set when the payload was cut: the full value's length")
+    payload_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        default=None, description="set when the payload was cut: hex SHA-256 of the full value")
+    key_truncated: bool | None = Field(
+        default=None, description="set (true) when the key was cut to its first characters")
+
+    @property
+    def cut(self) -> bool:
+        """Whether the payload or key is only a prefix of the refused record's (no replay)."""
+        return self.payload_bytes is not None or bool(self.key_truncated)
+
+    @model_serializer(mode="wrap")
+    def _omit_uncut_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for name in DEAD_LETTER_CUT_FIELDS:
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data

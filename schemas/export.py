@@ -18,7 +18,11 @@ from schemas.events import (
     StockEvent,
 )
 
-__all__ = ["CONTRACT_MODELS", "export_json_schemas"]
+__all__ = ["CONTRACT_MODELS", "KEY_RULE", "export_json_schemas"]
+
+KEYED_INPUTS = frozenset({"OrderEvent", "StockEvent", "SkuPolicy"})
+KEY_RULE = ("Kafka key: `sku@location` of the payload, or no key; a record whose key names "
+            "another SKU or location is dead-lettered (error_kind key_mismatch).")
 
 CONTRACT_MODELS: dict[str, type[BaseModel]] = {
     "OrderEvent": OrderEvent,
@@ -40,6 +44,9 @@ def export_json_schemas(out_dir: Path) -> list[Path]:
         schema = model.model_json_schema(mode="validation")
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"shelfcast:{name}:v1"
+        if name in KEYED_INPUTS:  # what a schema cannot check, said where a shop reads it
+            schema["description"] = f"{schema.get('description', '')} {KEY_RULE}".strip()
+            schema["x-kafka-key"] = "sku@location"
         path = out_dir / f"{name}.v1.schema.json"
         path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
         written.append(path)

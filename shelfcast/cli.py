@@ -117,6 +117,9 @@ def _run(args: argparse.Namespace) -> int:
             print(path)
         return 0
     settings = Settings()
+    from streams.forecaster_setup import model_info
+
+    model_info(settings)  # SHELFCAST_MODEL names a registered forecaster (one-line error)
     if args.command == "settings":
         print(json.dumps(settings.public_dict(), indent=2))
         return 0
@@ -170,6 +173,9 @@ def _run(args: argparse.Namespace) -> int:
         verb = "would replay" if args.dry_run else "replayed"
         print(f"scanned {result.scanned}, {verb} {result.replayed}, skipped {result.skipped}: "
               + (", ".join(f"{t} {n}" for t, n in sorted(result.by_topic.items())) or "-"))
+        if result.cut:
+            print(f"not replayable: {result.cut} dead letter(s) whose payload or key was cut to "
+                  "fit the DLQ (read them from their source topic at the offset they name)")
         return 0
     if args.command == "demo":
         from shelfcast.demo.runner import DemoOptions, run_demo

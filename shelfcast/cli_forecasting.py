@@ -7,12 +7,13 @@ Wired into shelfcast.cli by `register(subparsers)` (adds the parsers) and `run(a
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from runtime.errors import ConfigError
 
 __all__ = ["add_bench_commands", "add_commands", "add_data_args", "run"]
 
@@ -181,28 +182,23 @@ def _train(args: argparse.Namespace) -> int:
 
 def _backtest(args: argparse.Namespace) -> int:
     from forecasting.backtest import rolling_origin
-    from forecasting.registry import make_forecaster
+    from forecasting.registry import available_forecasters, make_forecaster
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    if "lstm" in models:
-        _threads(args.threads)
-    for name, module in (("lstm", "lstm"), ("ets", "ets"), ("lightgbm", "lightgbm_peer")):
-        if name in models:  # importing registers the model (torch/statsforecast are optional)
-            importlib.import_module(f"forecasting.{module}")
+    unknown = [m for m in models if m not in available_forecasters()]
+    if unknown or not models:
+        raise ConfigError(f"--models: unknown {', '.join(unknown) or '(none given)'} "
+                          f"(registered: {', '.join(available_forecasters())})")
     panel = _panel(args)
+    lstm_config = _config(args)
+    # Offered to every model; each takes those its registry entry lists.
+    shared = {"horizon": args.horizon, "n_jobs": args.jobs, "device": args.device,
+              "config": lstm_config}
 
     def factory(name: str) -> Any:
-        if name == "lstm":
-            from forecasting.lstm import make_lstm
-
-            cfg = _config(args).to_json()
-            cfg["levels"] = tuple(cfg["levels"])
-            return make_lstm(device=args.device, **cfg)
-        if name == "lightgbm":
-            return make_forecaster(name, horizon=args.horizon)
-        if name == "ets":
-            return make_forecaster(name, n_jobs=args.jobs)
-        return make_forecaster(name)
+        model = make_forecaster(name, shared=shared)
+        model.cap_threads(args.threads)
+        return model
 
     def on_fold(name: str, fold: int, s: dict[str, float]) -> None:
         print(f"{name:>15} fold {fold}: mase {s['mase']:.3f} wape {s['wape']:.3f} "
@@ -216,7 +212,7 @@ def _backtest(args: argparse.Namespace) -> int:
                             on_fold=on_fold, jobs=args.jobs)
     doc = result.to_json()
     doc["data"] = str(args.data)
-    doc["lstm_config"] = _config(args).to_json()
+    doc["lstm_config"] = lstm_config.to_json()
     doc["wall_seconds"] = time.perf_counter() - t0
     doc["command"] = "shelfcast " + " ".join(sys.argv[1:]) if sys.argv[0].endswith(
         "shelfcast") else None

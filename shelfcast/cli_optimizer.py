@@ -8,22 +8,21 @@ Mistakes raise ConfigError (one line). numpy, scipy, matplotlib and torch load l
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
 import shlex
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from runtime.errors import ConfigError
 from shelfcast.cli_forecasting import add_data_args
 
 if TYPE_CHECKING:
-    from optimizer.simulation import RestockPolicy, SimulationResult
+    from forecasting.lstm import LSTMForecaster
+    from optimizer.simulation import ForecastPolicy, RestockPolicy, SimulationResult
 
 __all__ = ["DEFAULT_POLICIES", "add_bench_commands", "add_commands", "run"]
 
@@ -77,7 +76,8 @@ def add_commands(subparsers: Any) -> None:
                      help="annual holding cost as a share of unit cost (default 0.25)")
     sim.add_argument("--lstm-model", type=Path, default=None,
                      help="trained LSTM directory (`shelfcast train --out DIR`) for forecast:lstm; "
-                     "without it the LSTM is trained on the days before the simulated ones")
+                     "without it the LSTM, like every model that is trained on a panel "
+                     "(lightgbm), is fitted on the days before the simulated ones")
     sim.add_argument("--lstm-out", type=Path, default=None,
                      help="without --lstm-model, forecast:lstm is trained on the days before the "
                      "simulation: save that model here")
@@ -135,17 +135,29 @@ def _kwarg(text: str, spec: str) -> tuple[str, Any]:
     if not sep or not key.isidentifier():
         raise ConfigError(f"policy {spec!r}: option {text!r} is not key=value")
     value: Any = raw
-    for cast in (int, float):
+    for parse in (int, float):
         try:
-            value = cast(raw)
+            value = parse(raw)
             break
         except ValueError:
             continue
     return key, value
 
 
-def _policies(args: argparse.Namespace) -> list[Any]:
-    import forecasting  # noqa: F401  (registers every built-in forecaster, "lstm" included)
+def _shared_model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The command line's model settings, offered to every forecast:NAME (each model takes
+    those its registry entry lists: the LSTM its artifact, device and epoch cap)."""
+    shared: dict[str, Any] = {"device": args.device, "progress": not args.no_progress}
+    if args.lstm_model is not None:
+        if not args.lstm_model.is_dir():
+            raise ConfigError(f"--lstm-model {args.lstm_model}: not a directory")
+        shared["path"] = str(args.lstm_model)
+    if args.lstm_max_epochs is not None:
+        shared["max_epochs"] = args.lstm_max_epochs
+    return shared
+
+
+def _policies(args: argparse.Namespace) -> list[RestockPolicy]:
     from forecasting.errors import ForecastingError
     from forecasting.registry import available_forecasters, make_forecaster
     from optimizer.simulation import ForecastPolicy, MinMaxPolicy
@@ -155,7 +167,8 @@ def _policies(args: argparse.Namespace) -> list[Any]:
         raise ConfigError("--policies is empty")
     if len(set(specs)) != len(specs):
         raise ConfigError(f"--policies names a policy twice: {args.policies!r}")
-    out: list[Any] = []  # RestockPolicy, or _LSTMToTrain until the data is loaded
+    out: list[RestockPolicy] = []
+    shared: dict[str, Any] | None = None
     for spec in specs:
         if spec in ("minmax", "minmax-lr"):
             out.append(MinMaxPolicy(spec, protect_review=spec == "minmax-lr"))
@@ -173,65 +186,53 @@ def _policies(args: argparse.Namespace) -> list[Any]:
         if name not in available_forecasters():
             raise ConfigError(f"policy {spec!r}: no forecaster {name!r} registered "
                               f"(known: {', '.join(available_forecasters())})")
-        if name == "lstm":
-            if args.lstm_model is None:  # trained on the days before the simulation, later
-                out.append(_LSTMToTrain(spec, kwargs))
-                continue
-            if not args.lstm_model.is_dir():
-                raise ConfigError(f"--lstm-model {args.lstm_model}: not a directory")
-            kwargs = {"path": str(args.lstm_model), "device": args.device, **kwargs}
+        if shared is None:
+            shared = _shared_model_options(args)
         try:
-            forecaster = make_forecaster(name, **kwargs)
+            forecaster = make_forecaster(name, shared=shared, **kwargs)
         except (ForecastingError, TypeError, ValueError) as exc:
             raise ConfigError(f"policy {spec!r}: {exc}") from None
         out.append(ForecastPolicy(spec, forecaster))
     return out
 
 
-@dataclass
-class _LSTMToTrain:
-    """forecast:lstm without --lstm-model: trained once the data is loaded, on the days before
-    the first simulated day only."""
+def _fit_before(policy: ForecastPolicy, panel: Any, first_index: int,
+                args: argparse.Namespace) -> dict[str, Any]:
+    """Fit a forecast policy's model (one that `needs_fit`: LightGBM, an untrained LSTM) on
+    the days before the first simulated day only, through the one `fit(panel)`."""
+    from forecasting.registry import forecaster_info
 
-    name: str
-    config: dict[str, Any]
-
-
-def _train_lstm_before(
-    spec: _LSTMToTrain, panel: Any, first_index: int, args: argparse.Namespace
-) -> tuple[RestockPolicy, dict[str, Any]]:
-    import torch
-
-    from forecasting.lstm import LSTMConfig, save_artifact, train_lstm
-    from optimizer.simulation import ForecastPolicy
-
-    torch.set_num_threads(1)
+    model = policy.forecaster
+    model.cap_threads(1)
     past = panel.head(first_index)
-    try:
-        config = LSTMConfig(**spec.config)
-    except TypeError as exc:
-        raise ConfigError(f"policy {spec.name!r}: {exc}") from None
-    if args.lstm_max_epochs is not None:
-        config = dataclasses.replace(config, max_epochs=args.lstm_max_epochs)
-    print(f"shelfcast: training the LSTM on {past.n_series} series x {past.n_days} days "
+    print(f"shelfcast: fitting {policy.name} on {past.n_series} series x {past.n_days} days "
           f"({past.dates[0]} .. {past.dates[-1]}), before the simulated days", file=sys.stderr)
     started = time.perf_counter()
     cpu_started = time.process_time()
-    result = train_lstm(past, config, device=args.device, progress=not args.no_progress)
+    try:
+        model.fit(past)
+    except ValueError as exc:  # too little history for the model, bad options
+        raise ConfigError(f"policy {policy.name!r}: cannot fit on {past.n_days} days: {exc}") \
+            from None
     info: dict[str, Any] = {
         "trained_in_run": True, "trained_on": f"{past.dates[0]} .. {past.dates[-1]}",
         "trained_through": str(past.dates[-1]), "overlaps_simulation": False,
         "train_seconds": round(time.perf_counter() - started, 1),
         "train_cpu_seconds": round(time.process_time() - cpu_started, 1),
-        "metrics": result.metrics, "epochs": len(result.history),
+        "metrics": dict(model.fit_metrics),
     }  # fmt: skip
-    if args.lstm_out is not None:
+    if args.lstm_out is not None and forecaster_info(model.name).loads_artifact:
+        from forecasting.lstm import save_artifact
+
+        # The registry's one artifact format is the LSTM's (forecasting.lstm.artifact).
+        lstm = cast("LSTMForecaster", model)
         data = {"path": str(args.data), "n_series": past.n_series, "n_days": past.n_days,
                 "first_day": str(past.dates[0]), "last_day": str(past.dates[-1])}
-        save_artifact(result.forecaster, args.lstm_out, data_fingerprint=past.fingerprint(),
-                      data=data, metrics=result.metrics, history=result.history)
+        history = lstm.train_result.history if lstm.train_result is not None else []
+        save_artifact(lstm, args.lstm_out, data_fingerprint=past.fingerprint(), data=data,
+                      metrics=info["metrics"], history=history)
         info["model_dir"] = str(args.lstm_out)
-    return ForecastPolicy(spec.name, result.forecaster), info
+    return info
 
 
 def _empirical_policy(spec: str, kind: str, options: str) -> RestockPolicy:
@@ -260,11 +261,18 @@ def _empirical_policy(spec: str, kind: str, options: str) -> RestockPolicy:
     return EmpiricalPolicy(spec, **kwargs)
 
 
-def _lstm_training_span(args: argparse.Namespace, first_day: str) -> dict[str, Any] | None:
-    """What the LSTM artifact was trained on, and whether that overlaps the simulated days."""
-    if args.lstm_model is None or "forecast:lstm" not in args.policies:
+def _lstm_training_span(args: argparse.Namespace, first_day: str,
+                        policies: list[RestockPolicy]) -> dict[str, Any] | None:
+    """What the LSTM artifact (--lstm-model) was trained on, and whether that overlaps the
+    simulated days; None when no policy's model was loaded from it."""
+    from forecasting.registry import forecaster_info
+    from optimizer.simulation import ForecastPolicy
+
+    if args.lstm_model is None or not any(
+            isinstance(p, ForecastPolicy) and forecaster_info(p.forecaster.name).loads_artifact
+            for p in policies):
         return None
-    from forecasting.lstm import read_metadata
+    from forecasting.lstm import read_metadata  # the LSTM's artifact format
 
     data = read_metadata(args.lstm_model).get("data", {})
     last = data.get("last_day")
@@ -285,7 +293,12 @@ def _machine() -> dict[str, Any]:
 
 def _simulate(args: argparse.Namespace) -> int:
     from forecasting.data import DataFormatError, load_panel
-    from optimizer.simulation import DEFAULT_SWEEP, SimulationConfig, SimulationError
+    from optimizer.simulation import (
+        DEFAULT_SWEEP,
+        ForecastPolicy,
+        SimulationConfig,
+        SimulationError,
+    )
 
     if not args.data.exists():
         raise ConfigError(f"data file {args.data} not found")
@@ -326,12 +339,12 @@ def _simulate(args: argparse.Namespace) -> int:
     try:
         if n_days > 0:
             first_day = str(panel.dates[panel.n_days - n_days])
-            span = _lstm_training_span(args, first_day)
+            span = _lstm_training_span(args, first_day, policies)
             if span is not None:
                 meta["lstm"] = span
-            for i, policy in enumerate(policies):
-                if isinstance(policy, _LSTMToTrain):
-                    policies[i], meta["lstm"] = _train_lstm_before(
+            for policy in policies:
+                if isinstance(policy, ForecastPolicy) and policy.forecaster.needs_fit:
+                    meta.setdefault("fitted", {})[policy.name] = _fit_before(
                         policy, panel, panel.n_days - n_days, args)
         result = _run_with_progress(panel.values, panel.dates, policies, config, n_days,
                                     meta, show=not args.no_progress)  # fmt: skip
@@ -339,9 +352,8 @@ def _simulate(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
     doc = result.as_json()
     for policy in policies:
-        seconds = getattr(policy, "predict_seconds", None)
-        if seconds is not None:
-            doc["policies"][policy.name]["predict_seconds"] = round(seconds, 2)
+        if isinstance(policy, ForecastPolicy):
+            doc["policies"][policy.name]["predict_seconds"] = round(policy.predict_seconds, 2)
     _print_summary(result)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -25,10 +25,13 @@ _RESET, _DIM = "\x1b[0m", "\x1b[2m"
 
 
 def format_alert(alert: AlertEvent, *, colour: bool = False) -> str:
-    """One readable line: time, severity, kind, sku@location, message."""
+    """One readable line: time, severity, kind, sku@location (bucket), message."""
     when = alert.raised_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     severity = alert.severity.upper().ljust(8)
     where = sku_key(alert.sku, alert.location)
+    if alert.bucket is not None:  # the day (or hour) the alert is about, not when it was sent
+        bucket = alert.bucket.astimezone(UTC)
+        where += f" ({bucket:%Y-%m-%d}{'' if bucket.hour == 0 else f' {bucket:%H}:00Z'})"
     if colour:
         style = _SEVERITY_STYLE.get(alert.severity, "")
         return (f"{_DIM}{when}{_RESET} {style}{severity}{_RESET} {alert.kind:<15} "

@@ -4,7 +4,7 @@
 construction and its after-validators). The stream only needs a few fields, so this module
 parses with orjson and checks the contract by hand for the common, well-formed shape. It is
 deliberately narrower than the models: it accepts a record only when every field is plainly
-valid (ASCII keys, RFC 3339 timestamps, exact JSON types) and returns None for anything
+valid (ASCII keys, upper-case timestamps, exact JSON types) and returns None for anything
 else, and the caller then decodes with the model, which gives the reason for the DLQ. So a
 record is never accepted here that the model would refuse (tests/unit/test_streams_codec.py
 checks this against the models on valid and mutated records).
@@ -28,7 +28,12 @@ __all__ = ["FastOrder", "FastStock", "OrderColumns", "fast_order", "fast_stock",
 # sku/location: the models' `^[^@\s]+$`, narrowed to printable ASCII (Python's and the
 # validator's ideas of Unicode whitespace differ; anything else takes the slow path)
 _NAME = re.compile(r"[!-?A-~]{1,64}")
-_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})")
+# `schemas.events.TIMESTAMP_PATTERN` in upper case (ASCII digits: Python's `\d` also takes
+# other scripts' digits); fromisoformat and the year check do the rest (the calendar, hours,
+# minutes, seconds), and lowercase t/z take the slow path, whose model decides
+_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?"
+    r"(?:Z|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)")  # fromisoformat takes +05:60
 _ORDER_TYPES = {"placed": 1, "cancelled": -1, "returned": -1}
 _STOCK_TYPES = frozenset({"snapshot", "adjustment", "receipt"})
 _ORDER_KEYS = frozenset({"event_id", "type", "sku", "location", "quantity", "occurred_at",
@@ -172,9 +177,16 @@ class OrderColumns(NamedTuple):
 # by mapping its digits to "0" in one bytes.translate and looking each result up here
 _DIGITS_TO_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
 _TIME_SHAPES = frozenset(
-    f"0000-00-00T00:00:00{fraction}{zone}".encode()
-    for fraction in ["", *("." + "0" * n for n in range(1, 7))]
-    for zone in ("Z", "+00:00", "-00:00"))
+    f"0000-00-00{separator}00:00:00{fraction}{zone}".encode()
+    for separator in "T "
+    for fraction in ["", *("." + "0" * n for n in range(1, 10))]
+    for zone in ("Z", "+00:00", "-00:00", "+0000", "-0000", "+00", "-00"))
+
+
+# offset minutes 60-99, which fromisoformat reads (`+05:60` as 6:00) and the contract refuses;
+# one scan of a run's joined timestamps (hours 24 and over: fromisoformat raises, as a
+# `timezone` is under a day; the shape check fixed the digit counts)
+_BAD_ZONE = re.compile(r"[+-][0-9]{2}:?[6-9][0-9](?:\n|$)")
 
 
 class _Order(msgspec.Struct, forbid_unknown_fields=True):
@@ -223,10 +235,13 @@ def order_columns(raws: Sequence[Any], max_bytes: int) -> OrderColumns | None:
     if not all(map(_name, (set(skus) | set(locations)) - _good_names)):
         return None
     try:
-        shapes = "\n".join(times).encode("ascii").translate(_DIGITS_TO_ZERO).split(b"\n")
+        joined = "\n".join(times)
+        shapes = joined.encode("ascii").translate(_DIGITS_TO_ZERO).split(b"\n")
     except UnicodeEncodeError:  # other digits or letters: record by record, `_TIME` decides
         return None
     if len(shapes) != len(times) or not _TIME_SHAPES.issuperset(shapes):
+        return None
+    if _BAD_ZONE.search(joined):  # minutes 60-99: fromisoformat takes them, the contract not
         return None
     try:
         whens = list(map(datetime.fromisoformat, times))

@@ -23,6 +23,7 @@ then their state is dropped.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections import defaultdict
@@ -39,6 +40,12 @@ from runtime.faults import fault_point
 from runtime.settings import Settings
 from schemas import sku_key
 from streams.changelog import changelog_topic, encode_state
+from streams.dead_letters import (
+    RECORD_REFUSED,
+    describe,
+    fitting_payload_bytes,
+    reduced_dead_letter,
+)
 from streams.engine_clients import EngineClients, EngineConsumer, EngineProducer, KafkaClients
 from streams.outputs import BatchOutputs, event_json
 from streams.processor import BatchProcessor, InputRecord
@@ -120,6 +127,7 @@ class BatchEngine:
             for topic in self._topics.outputs():
                 self._out_partitions[topic] = len(await producer.partitions_for(topic))
             await clients.ensure_changelog(parts)
+            await self._size_dead_letters()
             self.store = StateStore(parts)
             self._consumer = consumer = clients.consumer()
             consumer.subscribe(topics=self._topics.inputs(), listener=_Rebalance(self))
@@ -280,46 +288,142 @@ class BatchEngine:
 
         The batch is held meanwhile and nothing new is fetched (back-pressure: memory stays
         bounded); its offsets are not committed, so a crash during the outage replays it.
-        A retry may resend records already acknowledged: restock and alert ids are
-        deterministic and the changelog keeps the last value per key, so that is harmless.
+        A retry resends the record batches not yet acknowledged: restock and alert ids are
+        deterministic and the changelog keeps the last value per key, so a resend of a
+        record whose acknowledgement was lost is harmless. A record the broker refuses for
+        what it is (`RECORD_REFUSED`: too large, bad topic) is never retried as it was: it
+        is dead-lettered in reduced form and the batch moves on.
         """
         failures = 0
+        pending = list(groups.items())
+        held = False
         while True:
             try:
-                await self._send_grouped_once(groups)
+                await self._send_grouped_once(pending)
             except KafkaError as exc:
                 failures += 1
                 delay_s = SEND_RETRY.delay_s(failures)
-                self.degraded = True
+                held = self.degraded = True
                 log.warning("send failed (%s: %s); batch held, retrying in %.1f s",
                             type(exc).__name__, exc, delay_s)
                 await asyncio.sleep(delay_s)
                 continue
-            if self.degraded:
+            if held:  # only a sender that saw the outage says it is over
                 self.degraded = False
                 log.info("broker reachable again; sends resumed")
             return
 
-    async def _send_grouped_once(self, groups: _Groups) -> None:
-        """Send (key, value) lists as record batches per topic partition; await every ack."""
+    async def _send_grouped_once(
+            self, pending: list[tuple[tuple[str, int], list[tuple[bytes | None, bytes | None]]]]
+    ) -> None:
+        """Send (key, value) lists as record batches per topic partition; await every ack.
+
+        `pending` is left holding what is still to send: the record batches that failed
+        with a retriable error (then that error is raised), or none.
+        """
         assert self._producer is not None
         producer = self._producer
-        futures: list[asyncio.Future[Any]] = []
+        sent: list[tuple[tuple[str, int], list[tuple[bytes | None, bytes | None]],
+                         asyncio.Future[Any]]] = []
         now_ms = int(time.time() * 1000)
-        for (topic, partition), items in groups.items():
+        for (topic, partition), items in pending:
             builder = producer.create_batch()
-            for key, value in items:
+            start = 0
+            for i, (key, value) in enumerate(items):
                 if builder.append(key=key, value=value, timestamp=now_ms) is None:
-                    futures.append(await producer.send_batch(builder, topic,
-                                                             partition=partition))
+                    sent.append(((topic, partition), items[start:i],
+                                 await producer.send_batch(builder, topic, partition=partition)))
+                    start = i
                     builder = producer.create_batch()
-                    if builder.append(key=key, value=value, timestamp=now_ms) is None:
-                        raise ValueError(f"record for {topic} too large to send")
+                    builder.append(key=key, value=value, timestamp=now_ms)  # a first one fits
             if builder.record_count():
-                futures.append(await producer.send_batch(builder, topic, partition=partition))
-            self.monitor.messages_sent_by_topic[topic] += len(items)
-        if futures:
-            await asyncio.gather(*futures)
+                sent.append(((topic, partition), items[start:],
+                             await producer.send_batch(builder, topic, partition=partition)))
+        results = await asyncio.gather(*(f for _, _, f in sent), return_exceptions=True)
+        retry: list[tuple[tuple[str, int], list[tuple[bytes | None, bytes | None]]]] = []
+        refused: list[tuple[tuple[str, int], list[tuple[bytes | None, bytes | None]]]] = []
+        failure: BaseException | None = None
+        for (tp, items, _), result in zip(sent, results, strict=True):
+            if isinstance(result, RECORD_REFUSED):
+                refused.append((tp, items))
+            elif isinstance(result, BaseException):
+                retry.append((tp, items))
+                failure = result
+            else:
+                self.monitor.messages_sent_by_topic[tp[0]] += len(items)
+        pending[:] = retry + refused
+        while refused:  # record by record: which of the batch the broker refuses
+            tp, items = refused[0]
+            await self._send_singly(tp, items)
+            refused.pop(0)
+            pending.pop(len(retry))
+        if failure is not None:
+            raise failure
+
+    async def _send_singly(self, tp: tuple[str, int],
+                           items: list[tuple[bytes | None, bytes | None]]) -> None:
+        """Send each record of a refused record batch alone; dead-letter in reduced form each
+        one the broker refuses again (a retriable error propagates: the caller retries)."""
+        topic, partition = tp
+        for key, value in items:
+            try:
+                await self._send_one(topic, partition, key, value)
+                self.monitor.messages_sent_by_topic[topic] += 1
+                continue
+            except RECORD_REFUSED as exc:
+                error = exc
+            where = describe(topic, partition, value, self._topics.dlq)
+            dead = reduced_dead_letter(topic, partition, key, value, error, self._topics.dlq)
+            dead_key = dead.key.encode() if dead.key is not None else None
+            dead_partition = self._dlq_partition(dead.key)
+            dead_value = event_json(dead)
+            try:
+                await self._send_one(self._topics.dlq, dead_partition, dead_key, dead_value)
+            except RECORD_REFUSED as again:
+                log.error("record refused by the broker (%s: %s): %s, %d bytes, on %s "
+                          "partition %d; its reduced dead letter was refused too (%s): dropped",
+                          type(error).__name__, error, where, len(value or b""), topic,
+                          partition, type(again).__name__)
+                continue
+            self.monitor.messages_sent_by_topic[self._topics.dlq] += 1
+            log.error("record refused by the broker (%s: %s): %s, %d bytes, on %s partition "
+                      "%d; dead-lettered in reduced form (payload cut to %d of %d bytes, "
+                      "sha256 %s) and the batch moved on", type(error).__name__, error, where,
+                      len(value or b""), topic, partition,
+                      len(base64.b64decode(dead.raw_payload_b64)),
+                      dead.payload_bytes if dead.payload_bytes is not None
+                      else len(value or b""), dead.payload_sha256 or "-")
+
+    async def _send_one(self, topic: str, partition: int, key: bytes | None,
+                        value: bytes | None) -> None:
+        assert self._producer is not None
+        builder = self._producer.create_batch()
+        builder.append(key=key, value=value, timestamp=int(time.time() * 1000))
+        await (await self._producer.send_batch(builder, topic, partition=partition))
+
+    def _dlq_partition(self, key: str | None) -> int:
+        """The DLQ partition of a dead letter keyed `key` (as `_output_groups` picks it)."""
+        assert self.store is not None
+        n = self._out_partitions.get(self._topics.dlq, self.store.partitions)
+        if key is None:
+            return 0
+        if n == self.store.partitions:
+            return self.store.partition_for(key)
+        return key_partition(key.encode(), n)
+
+    async def _size_dead_letters(self) -> None:
+        """Cut dead letters' payloads to what the DLQ topic really has room for."""
+        wanted = self.settings.dlq_payload_bytes
+        limit = await self._clients.topic_max_message_bytes(self._topics.dlq)
+        fit = wanted if limit is None else fitting_payload_bytes(limit, wanted)
+        self.processor.dlq_payload_bytes = fit
+        if fit < wanted:
+            log.warning("DLQ topic %s takes records of at most %d bytes: dead letters keep "
+                        "the first %d bytes of a payload (SHELFCAST_DLQ_PAYLOAD_BYTES=%d), "
+                        "with its length and SHA-256", self._topics.dlq, limit, fit, wanted)
+        else:
+            log.info("dead letters keep up to %d bytes of a payload (DLQ max.message.bytes %s)",
+                     fit, limit if limit is not None else "unknown")
 
     def _output_groups(self, out: BatchOutputs) -> _Groups:
         """A batch's outputs as (key, JSON) lists per (topic, partition)."""

@@ -19,6 +19,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from runtime.kafka_config import client_kwargs
 from runtime.settings import Settings
 from streams.changelog import ensure_changelog, recover_partitions
+from streams.dead_letters import topic_max_message_bytes
 from streams.store import StateStore
 
 __all__ = ["EngineClients", "EngineConsumer", "EngineProducer", "KafkaClients", "RecordBatch"]
@@ -78,6 +79,10 @@ class EngineClients(Protocol):
 
     async def recover(self, partitions: set[int], store: StateStore) -> int: ...
 
+    async def topic_max_message_bytes(self, topic: str) -> int | None:
+        """The topic's effective `max.message.bytes` (None if the broker does not say)."""
+        ...
+
 
 @dataclass(frozen=True)
 class KafkaClients:
@@ -113,3 +118,6 @@ class KafkaClients:
 
     async def recover(self, partitions: set[int], store: StateStore) -> int:
         return await recover_partitions(self.settings, partitions, store)
+
+    async def topic_max_message_bytes(self, topic: str) -> int | None:
+        return await topic_max_message_bytes(self.settings, topic)

@@ -1,5 +1,7 @@
-"""The worker's forecaster: a baseline called directly, or the LSTM behind the micro-batching
-inferencer (incremental per SKU), with new model versions rolled in while the stream runs."""
+"""The worker's forecaster: a local model called directly, or a trained model loaded from its
+artifact (the LSTM) behind the micro-batching inferencer (incremental per SKU), with new
+model versions rolled in while the stream runs. `SHELFCAST_MODEL` is checked here against
+the forecaster registry (runtime's settings know no model names)."""
 
 from __future__ import annotations
 
@@ -11,44 +13,67 @@ from pathlib import Path
 
 import numpy as np
 
-from forecasting import Forecaster, QuantileForecast, make_forecaster
+from forecasting import (
+    Forecaster,
+    ModelInfo,
+    QuantileForecast,
+    available_forecasters,
+    forecaster_info,
+    make_forecaster,
+)
+from forecasting.errors import UnknownForecasterError
 from runtime.errors import ConfigError
 from runtime.settings import Settings
 from streams.processor import PredictFn
 
-__all__ = ["local_predict", "model_source", "served_forecaster"]
+__all__ = ["local_predict", "model_info", "model_source", "served_forecaster"]
 
 log = logging.getLogger(__name__)
 
 
 def local_predict(forecaster: Forecaster) -> PredictFn:
-    """Call a forecaster's batched `predict` directly (dated when it can take dates)."""
+    """Call a forecaster's batched `predict` directly (the windows' end dates passed on; a
+    model without calendar features ignores them)."""
 
     async def predict(windows: np.ndarray, horizon: int, *, keys: Sequence[str] | None = None,
                       end_days: np.ndarray | None = None) -> QuantileForecast:
-        predict_at = getattr(forecaster, "predict_at", None)
-        if end_days is not None and predict_at is not None:
-            result: QuantileForecast = predict_at(windows, horizon, end_days)
-            return result
-        return forecaster.predict(windows, horizon)
+        return forecaster.predict(windows, horizon, end_days=end_days)
 
     return predict
 
 
-def model_source(settings: Settings) -> tuple[Forecaster, str | None]:
-    """The configured forecaster and, for a trained model, the version it was loaded at."""
-    if settings.model != "lstm":
-        return make_forecaster(settings.model), None
-    if settings.model_path is None:
-        raise ConfigError("SHELFCAST_MODEL=lstm needs SHELFCAST_MODEL_PATH (a directory written "
-                          "by `shelfcast train --out DIR`)")
-    forecaster = _load(settings.model_path)
-    return forecaster, forecaster.model_version
-
-
-def _load(path: Path) -> Forecaster:
+def model_info(settings: Settings) -> ModelInfo:
+    """What the registry knows of `settings.model`; a one-line ConfigError listing the
+    registered names when it is not one of them."""
     try:
-        return make_forecaster("lstm", path=str(path))
+        return forecaster_info(settings.model)
+    except UnknownForecasterError:
+        raise ConfigError(f"SHELFCAST_MODEL={settings.model!r} is not a registered forecaster "
+                          f"(registered: {', '.join(available_forecasters())})") from None
+
+
+def model_source(settings: Settings) -> tuple[Forecaster, str | None]:
+    """The configured forecaster and, for a model loaded from an artifact, the version it was
+    loaded at. A model that must be trained on a panel is served from its artifact
+    (SHELFCAST_MODEL_PATH); one without an artifact format cannot be served."""
+    info = model_info(settings)
+    if info.loads_artifact:
+        if settings.model_path is None:
+            raise ConfigError(f"SHELFCAST_MODEL={info.name} needs SHELFCAST_MODEL_PATH (a "
+                              "directory written by `shelfcast train --out DIR`)")
+        forecaster = _load(info.name, settings.model_path)
+        return forecaster, forecaster.model_version
+    if info.fits:
+        servable = [n for n in available_forecasters()
+                    if not forecaster_info(n).fits or forecaster_info(n).loads_artifact]
+        raise ConfigError(f"SHELFCAST_MODEL={info.name} is trained on a panel and has no saved "
+                          f"form a worker can load (servable: {', '.join(servable)})")
+    return make_forecaster(info.name), None
+
+
+def _load(name: str, path: Path) -> Forecaster:
+    try:
+        return make_forecaster(name, path=str(path))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load the model in {path}: {exc}") from exc
 
@@ -67,9 +92,10 @@ def _artifact_version(path: Path) -> str | None:
 async def served_forecaster(
     settings: Settings, on_new_version: Callable[[str], None] | None = None
 ) -> AsyncIterator[tuple[Forecaster, PredictFn]]:
-    """(forecaster, predict). For the LSTM, an Inferencer micro-batches every SKU's request
-    into one forward pass and carries each SKU's recurrent state; a task polls `model_path`
-    and swaps a new version in, then tells `on_new_version` (to stamp it on forecasts)."""
+    """(forecaster, predict). For a model loaded from an artifact (the LSTM), an Inferencer
+    micro-batches every SKU's request into one forward pass and carries each SKU's recurrent
+    state (when the model is incremental); a task polls `model_path` and swaps a new version
+    in, then tells `on_new_version` (to stamp it on forecasts)."""
     forecaster, loaded = model_source(settings)
     if loaded is None:
         yield forecaster, local_predict(forecaster)
@@ -97,7 +123,7 @@ async def served_forecaster(
                 if found is None or found == serving:
                     continue
                 try:
-                    candidate = await asyncio.to_thread(_load, path)
+                    candidate = await asyncio.to_thread(_load, settings.model, path)
                 except ConfigError as exc:  # half-written directory: try again next time
                     log.warning("model not reloaded: %s", exc)
                     continue

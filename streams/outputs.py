@@ -116,6 +116,7 @@ class AlertRow(NamedTuple):
     message: str
     details: dict[str, Any]
     raised_at: datetime
+    bucket: datetime | None = None
 
     def model(self) -> AlertEvent:
         return AlertEvent.model_construct(**self._asdict())

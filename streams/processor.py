@@ -33,6 +33,7 @@ from schemas import (
     decode,
     deterministic_id,
     sku_key,
+    sku_keys,
     split_key,
 )
 from streams.codec import FastOrder, FastStock, fast_order, fast_stock, order_columns
@@ -58,8 +59,7 @@ class PredictFn(Protocol):
     def __call__(self, windows: np.ndarray, horizon: int, *, keys: Sequence[str] | None = None,
                  end_days: np.ndarray | None = None) -> Awaitable[QuantileForecast]: ...
 
-_TOPIC, _VALUE = attrgetter("topic"), attrgetter("value")
-_KEY_FORMAT = "{}@{}".format  # sku_key, as a C-level callable for map()
+_TOPIC, _VALUE, _RECORD_KEY = attrgetter("topic"), attrgetter("value"), attrgetter("key")
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,8 @@ class ProcessorConfig:
     horizon_buckets: int
     max_payload_bytes: int
     default_policy: SkuPolicy
+    dedupe_buckets: int = 56  # buckets an event id is remembered (at least the window)
+    dlq_payload_bytes: int = 256 * 1024  # payload bytes a dead letter keeps at most
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProcessorConfig:
@@ -86,6 +88,8 @@ class ProcessorConfig:
             topics=s.topics, bucket_seconds=s.bucket_seconds(),
             window_buckets=s.window_buckets, lateness_buckets=s.allowed_lateness_buckets,
             horizon_buckets=s.horizon_buckets, max_payload_bytes=s.max_payload_bytes,
+            dedupe_buckets=s.dedupe_buckets or s.window_buckets,
+            dlq_payload_bytes=s.dlq_payload_bytes,
             default_policy=SkuPolicy(
                 sku="default", location="default", lead_time_days=s.default_lead_time_days,
                 review_days=s.default_review_days, service_level=s.default_service_level,
@@ -142,6 +146,9 @@ class BatchProcessor:
         self.bucket_seconds = config.bucket_seconds
         self.window_buckets = config.window_buckets
         self.lateness_buckets = config.lateness_buckets
+        self.id_memory_buckets = config.dedupe_buckets
+        # the engine lowers it to what its DLQ topic has room for (streams.dead_letters)
+        self.dlq_payload_bytes = config.dlq_payload_bytes
         self._policies: dict[tuple[Any, ...], SkuPolicy] = {}
 
     # --- ingest ----------------------------------------------------------------------------
@@ -167,7 +174,7 @@ class BatchProcessor:
                 full = decode(OrderEvent, record.value, max_bytes=max_bytes)
                 order = FastOrder(full.event_id, full.sku, full.location,
                                   full.occurred_at.timestamp(), full.signed_quantity())
-            return (record, sku_key(order.sku, order.location), order.event_id,
+            return (record, _keyed(record, sku_key(order.sku, order.location)), order.event_id,
                     order.occurred_at, order.signed_quantity)
         if record.topic == self.topics.stock:
             stock = fast_stock(record.value, max_bytes)
@@ -175,10 +182,10 @@ class BatchProcessor:
                 e = decode(StockEvent, record.value, max_bytes=max_bytes)
                 stock = FastStock(e.event_id, e.type, e.sku, e.location,
                                   e.occurred_at.timestamp(), e.on_hand, e.delta, e.restock_id)
-            return record, sku_key(stock.sku, stock.location), stock, None, None
+            return record, _keyed(record, sku_key(stock.sku, stock.location)), stock, None, None
         if record.topic == self.topics.catalog:
             policy = decode(SkuPolicy, record.value, max_bytes=max_bytes)
-            return record, sku_key(policy.sku, policy.location), policy, None, None
+            return record, _keyed(record, sku_key(policy.sku, policy.location)), policy, None, None
         raise InvalidEvent(f"unexpected topic {record.topic!r}", kind="unknown_topic")
 
     def _apply(self, event: FastStock | SkuPolicy, state: SkuState) -> ApplyResult:
@@ -215,20 +222,23 @@ class BatchProcessor:
             if topic == orders_topic:  # the bulk: decode the run a column at a time
                 columns = order_columns(list(map(_VALUE, run)), max_bytes)
                 if columns is not None:
-                    keys = map(_KEY_FORMAT, columns.sku, columns.location)
-                    pending.extend(zip(run, keys, columns.event_id, columns.occurred_at,
-                                       columns.signed_quantity, strict=True))
-                    continue
+                    keys = sku_keys(columns.sku, columns.location)
+                    if _keys_agree(list(map(_RECORD_KEY, run)), keys):
+                        pending.extend(zip(run, keys, columns.event_id, columns.occurred_at,
+                                           columns.signed_quantity, strict=True))
+                        continue
             for record in run:
                 try:
                     pending.append(self._decode(record))
                 except InvalidEvent as exc:
                     out.dead_letters.append(dead_letter(
                         topic=record.topic, partition=record.partition, offset=record.offset,
-                        key=record.key, raw=record.value, error=exc))
+                        key=record.key, raw=record.value, error=exc,
+                        max_payload_bytes=self.dlq_payload_bytes))
         apply_order = SkuState.order
         bucket_seconds, window, lateness = (self.bucket_seconds, self.window_buckets,
                                             self.lateness_buckets)
+        memory = self.id_memory_buckets
         while pending:
             held: list[_Item] = []
             due: dict[str, SkuState] = {}
@@ -243,7 +253,7 @@ class BatchProcessor:
                     state = self._state(cache, table, key)
                 if occurred_at is not None:  # an order: it has a quantity too
                     verdict = apply_order(state, event, occurred_at, quantity,  # type: ignore[arg-type]
-                                          bucket_seconds, window, lateness)
+                                          bucket_seconds, window, lateness, memory)
                 else:
                     verdict = self._apply(event, state)
                 if verdict == "ok":
@@ -256,7 +266,8 @@ class BatchProcessor:
                         key=record.key, raw=record.value,
                         error=InvalidEvent(
                             f"event is more than {lateness} bucket(s) behind its SKU's "
-                            "clock", kind="late")))
+                            "clock", kind="late"),
+                        max_payload_bytes=self.dlq_payload_bytes))
                 if state.forecast_pending:
                     due[key] = state
             out.accepted += accepted
@@ -371,7 +382,8 @@ class BatchProcessor:
                details: dict[str, Any], bucket_start: datetime, issued_at: datetime) -> AlertRow:
         return AlertRow(deterministic_id("alert", state.sku, state.location, kind,
                                          bucket_start.isoformat()),
-                        state.sku, state.location, kind, severity, message, details, issued_at)
+                        state.sku, state.location, kind, severity, message, details, issued_at,
+                        bucket_start)
 
     def _stockout(self, state: SkuState, risk: float, steps: int, position: float,
                   bucket_start: datetime, issued_at: datetime, out: BatchOutputs) -> None:
@@ -380,7 +392,7 @@ class BatchProcessor:
         severity = "critical" if risk >= 0.5 else "warning"
         out.alert_rows.append(self._alert(
             state, "stockout_risk", severity,
-            f"{state.sku}@{state.location}: {risk:.0%} chance of running out within "
+            f"{sku_key(state.sku, state.location)}: {risk:.0%} chance of running out within "
             f"{steps} bucket(s) (inventory position {position:g})",
             {"probability": round(risk, 4), "inventory_position": position,
              "lead_time_buckets": steps}, bucket_start, issued_at))
@@ -389,10 +401,28 @@ class BatchProcessor:
                  issued_at: datetime, out: BatchOutputs) -> None:
         out.alert_rows.append(self._alert(
             state, "demand_anomaly", "warning",
-            f"{state.sku}@{state.location}: demand {observed:g} above the forecast's "
+            f"{sku_key(state.sku, state.location)}: demand {observed:g} above the forecast's "
             f"{HIGH_LEVEL:.1%} quantile {high:.1f}",
             {"observed": observed, "high_quantile": round(high, 4), "level": HIGH_LEVEL},
             bucket_start, issued_at))
+
+
+def _keyed(record: InputRecord, key: str) -> str:
+    """`key` (the payload's sku@location), unless the record's Kafka key says otherwise: such
+    a record would be counted to one SKU on the partition of another (no key is fine)."""
+    if record.key is not None and record.key != key.encode():
+        shown = record.key.decode("utf-8", errors="replace")[:200]
+        raise InvalidEvent(f"record key {shown!r} is not the payload's sku@location {key!r}",
+                           kind="key_mismatch")
+    return key
+
+
+def _keys_agree(record_keys: list[bytes | None], keys: list[str]) -> bool:
+    """Whether every record key is None or its payload's key (a run of orders, at C speed
+    when all are keyed)."""
+    if None not in record_keys:
+        return record_keys == list(map(str.encode, keys))
+    return all(k is None or k == key.encode() for k, key in zip(record_keys, keys, strict=True))
 
 
 def _closed_windows(states: list[SkuState], last_closed: list[int], window: int) -> np.ndarray:

@@ -3,10 +3,20 @@
 Pure data and functions, no Kafka: the batch processor applies a batch of events to each
 `SkuState` in the worker's state store (the batch engine, the default: aiokafka, whole fetches)
 or in the Faust table (the Faust engine, the alternative), and the engine changelogs it once.
+
+Event ids are remembered for `memory` buckets (SHELFCAST_DEDUPE_BUCKETS, by default the
+state window), so a redelivery of yesterday's orders is a duplicate, not a late event:
+exactly (the ids themselves) for the open buckets, as 32-bit fingerprints once a bucket is
+past the allowed lateness (`old_ids`: 4 bytes an id, 5.3 in the changelog's base64, pruned
+with their bucket). A fingerprint can collide: a genuinely new order for a closed bucket
+holding n ids is taken for a duplicate with probability n / 2**32 (2.3e-7 for 1,000 orders
+of one SKU in one bucket), and such an order would have been refused as late anyway.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -14,9 +24,22 @@ import numpy as np
 
 from optimizer.policy import inventory_position
 
-__all__ = ["ApplyResult", "SkuState", "bucket_index"]
+__all__ = ["ApplyResult", "SkuState", "bucket_index", "id_fingerprint"]
 
 ApplyResult = Literal["ok", "duplicate", "late"]
+
+
+def id_fingerprint(event_id: str) -> int:
+    """An event id's 32-bit fingerprint (BLAKE2b: well spread whatever the ids look like)."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=4).digest(), "little")
+
+
+def _pack(fingerprints: np.ndarray) -> str:
+    return base64.b64encode(np.unique(fingerprints).astype("<u4").tobytes()).decode("ascii")
+
+
+def _unpack(packed: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(packed), dtype="<u4")
 
 
 def bucket_index(epoch_seconds: float, bucket_seconds: int) -> int:
@@ -34,6 +57,9 @@ class SkuState:
     watermark: int | None = None  # newest bucket seen in event time (the open bucket)
     demand: dict[int, float] = field(default_factory=dict)  # bucket -> net units
     seen_ids: dict[int, list[str]] = field(default_factory=dict)  # bucket -> event ids
+    # bucket -> sorted fingerprints of its event ids (base64 of little-endian uint32), for
+    # buckets past the allowed lateness and within the id memory (a state without it: none)
+    old_ids: dict[int, str] = field(default_factory=dict)
     on_hand: int = 0
     backorders: int = 0
     stock_known: bool = False
@@ -51,6 +77,7 @@ class SkuState:
         data = dict(self.__dict__)
         data["demand"] = {str(k): v for k, v in self.demand.items()}
         data["seen_ids"] = {str(k): v for k, v in self.seen_ids.items()}
+        data["old_ids"] = {str(k): v for k, v in self.old_ids.items()}
         return data
 
     @classmethod
@@ -58,21 +85,39 @@ class SkuState:
         data = dict(data)
         data["demand"] = {int(k): float(v) for k, v in data.get("demand", {}).items()}
         data["seen_ids"] = {int(k): list(v) for k, v in data.get("seen_ids", {}).items()}
+        data["old_ids"] = {int(k): str(v) for k, v in data.get("old_ids", {}).items()}
         data["on_order"] = dict(data.get("on_order", {}))
         data["open_alerts"] = dict(data.get("open_alerts", {}))
         return cls(**data)
 
     # --- event time ----------------------------------------------------------------------
+    def remembers(self, event_id: str, bucket: int) -> bool:
+        """Whether `event_id` was applied in `bucket` (within the id memory; see the module
+        docstring for the fingerprints' collision rate)."""
+        if event_id in self.seen_ids.get(bucket, ()):
+            return True
+        packed = self.old_ids.get(bucket)
+        if packed is None:
+            return False
+        fingerprints = _unpack(packed)
+        fp = id_fingerprint(event_id)
+        i = int(np.searchsorted(fingerprints, fp))
+        return i < fingerprints.size and int(fingerprints[i]) == fp
+
     def _admit(self, event_id: str, bucket: int, lateness: int, *, check_late: bool = True
                ) -> ApplyResult:
-        if check_late and self.watermark is not None and bucket < self.watermark - lateness:
-            return "late"
+        if self.watermark is not None and bucket < self.watermark - lateness:
+            if self.remembers(event_id, bucket):
+                return "duplicate"
+            if check_late:
+                return "late"
         if event_id in self.seen_ids.get(bucket, ()):
             return "duplicate"
         self.seen_ids.setdefault(bucket, []).append(event_id)
         return "ok"
 
-    def advance(self, bucket: int, *, window: int, lateness: int) -> int:
+    def advance(self, bucket: int, *, window: int, lateness: int,
+                memory: int | None = None) -> int:
         """Move the SKU's clock to `bucket`; returns how many buckets closed (0 if none)."""
         if self.first_bucket is None:
             self.first_bucket = bucket
@@ -83,41 +128,57 @@ class SkuState:
         if closed:
             self.watermark = bucket
             self.forecast_pending = True
-            self._evict(window=window, lateness=lateness)
+            self._evict(window=window, lateness=lateness,
+                        memory=window if memory is None else memory)
         return closed
 
-    def _evict(self, *, window: int, lateness: int) -> None:
+    def _evict(self, *, window: int, lateness: int, memory: int) -> None:
+        """Drop demand older than the window; fingerprint the ids of buckets past the
+        lateness, and drop those older than the id memory (`memory` buckets)."""
         assert self.watermark is not None
         # delete in place: most advances evict a bucket of ids and no demand at all
-        demand, seen_ids = self.demand, self.seen_ids
+        demand, seen_ids, old_ids = self.demand, self.seen_ids, self.old_ids
         keep_demand_from = self.watermark - window - lateness
         if demand and min(demand) < keep_demand_from:
             for b in [b for b in demand if b < keep_demand_from]:
                 del demand[b]
         keep_ids_from = self.watermark - lateness
+        remember_from = self.watermark - max(memory, lateness)
         for b in [b for b in seen_ids if b < keep_ids_from]:
-            del seen_ids[b]
+            ids = seen_ids.pop(b)
+            if b >= remember_from:
+                fingerprints = np.fromiter(map(id_fingerprint, ids), dtype=np.uint32,
+                                           count=len(ids))
+                if b in old_ids:
+                    fingerprints = np.concatenate([_unpack(old_ids[b]), fingerprints])
+                old_ids[b] = _pack(fingerprints)
+        if old_ids and min(old_ids) < remember_from:
+            for b in [b for b in old_ids if b < remember_from]:
+                del old_ids[b]
 
     # --- events --------------------------------------------------------------------------
     def apply_order(
         self, event_id: str, occurred_at: float, signed_qty: int, *, bucket_seconds: int,
-        window: int, lateness: int
+        window: int, lateness: int, memory: int | None = None
     ) -> ApplyResult:
         """Count an order line's demand in its bucket and take it out of stock.
 
         Only orders move the SKU's demand clock: stock comes on another topic, which the
-        consumer may read ahead of the orders, and must not make those orders late.
+        consumer may read ahead of the orders, and must not make those orders late. An order
+        more than `lateness` buckets behind the clock is late, unless its id is remembered
+        (`memory` buckets, default `window`): then it is a duplicate.
         """
-        return self.order(event_id, occurred_at, signed_qty, bucket_seconds, window, lateness)
+        return self.order(event_id, occurred_at, signed_qty, bucket_seconds, window, lateness,
+                          memory)
 
     def order(self, event_id: str, occurred_at: float, signed_qty: int, bucket_seconds: int,
-              window: int, lateness: int) -> ApplyResult:
+              window: int, lateness: int, memory: int | None = None) -> ApplyResult:
         """`apply_order` with positional arguments and its steps inlined (the hot path: one
         call per order line)."""
         bucket = int(occurred_at // bucket_seconds)
         watermark = self.watermark
         if watermark is not None and bucket < watermark - lateness:
-            return "late"
+            return "duplicate" if self.remembers(event_id, bucket) else "late"
         ids = self.seen_ids.get(bucket)
         if ids is None:
             self.seen_ids[bucket] = [event_id]
@@ -126,7 +187,7 @@ class SkuState:
         else:
             ids.append(event_id)
         if watermark is None or bucket > watermark:
-            self.advance(bucket, window=window, lateness=lateness)
+            self.advance(bucket, window=window, lateness=lateness, memory=memory)
         demand = self.demand
         demand[bucket] = demand.get(bucket, 0.0) + signed_qty
         if self.stock_as_of is None or occurred_at > self.stock_as_of:

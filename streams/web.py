@@ -16,6 +16,7 @@ engine calls `install_web(app, table, settings)` (Faust's web server).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import time
@@ -28,6 +29,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from forecasting.quantiles import quantile_at
+from runtime.errors import ConfigError
 from runtime.settings import Settings
 from schemas import sku_key
 from streams.metrics import add_batch_observer
@@ -295,7 +297,16 @@ class WorkerWeb:
         app.router.add_get("/{tail:.*}", handler)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, host, port).start()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise ConfigError(
+                f"port {port} is already in use (the optimizer, or another worker, on this "
+                "host?): give this worker another SHELFCAST_WEB_PORT (and the optimizer its "
+                "own SHELFCAST_OPTIMIZER_WEB_PORT)") from None
         self._runner = runner
         log.info("worker web server on http://%s:%d (/dashboard/, /metrics)", host, port)
 

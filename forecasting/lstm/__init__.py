@@ -1,15 +1,14 @@
 """The global probabilistic LSTM: features, network, training, artifacts (torch is lazy).
 
 Importing this package costs nothing: torch loads on first use of a name below, so the
-registry can list "lstm" in processes that never forecast with it.
+registry (which builds "lstm" through `make_lstm`) can list it in processes that never
+forecast with it.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
-
-from forecasting.registry import available_forecasters, register_forecaster
 
 if TYPE_CHECKING:
     from forecasting.lstm.artifact import (
@@ -19,9 +18,10 @@ if TYPE_CHECKING:
         read_metadata,
         save_artifact,
     )
-    from forecasting.lstm.forecaster import LSTMForecaster, SeriesState, auto_device
+    from forecasting.lstm.device import auto_device
+    from forecasting.lstm.forecaster import LSTMForecaster, TrainResult, train_lstm
     from forecasting.lstm.model import LSTMConfig, LSTMNet
-    from forecasting.lstm.training import TrainResult, train_lstm
+    from forecasting.lstm.state import SeriesState
 
 __all__ = [
     "ArtifactError",
@@ -42,9 +42,9 @@ __all__ = [
 _LAZY = {
     "ArtifactError": "artifact", "ArtifactInfo": "artifact", "load_artifact": "artifact",
     "read_metadata": "artifact", "save_artifact": "artifact",
-    "LSTMForecaster": "forecaster", "SeriesState": "forecaster", "auto_device": "forecaster",
+    "LSTMForecaster": "forecaster", "SeriesState": "state", "auto_device": "device",
     "LSTMConfig": "model", "LSTMNet": "model",
-    "TrainResult": "training", "train_lstm": "training",
+    "TrainResult": "forecaster", "train_lstm": "forecaster",
 }
 
 
@@ -56,10 +56,14 @@ def __getattr__(name: str) -> Any:
 
 
 def make_lstm(path: str | None = None, *, device: str = "auto",
-              **config: Any) -> LSTMForecaster:
+              config: LSTMConfig | None = None, progress: bool = False,
+              **overrides: Any) -> LSTMForecaster:
     """Registry factory: `make_forecaster("lstm", path=DIR)` loads a trained artifact;
-    without a path it returns an untrained model (config overrides as kwargs) that `fit`
-    trains."""
+    without a path it returns an untrained model that `fit(panel)` trains: `config` (default
+    LSTMConfig()) with `overrides` (config fields as kwargs); `progress` shows a bar while
+    it trains."""
+    import dataclasses
+
     from forecasting.lstm.artifact import load_artifact
     from forecasting.lstm.features import INPUT_DIM
     from forecasting.lstm.forecaster import LSTMForecaster
@@ -67,8 +71,8 @@ def make_lstm(path: str | None = None, *, device: str = "auto",
 
     if path is not None:
         return load_artifact(path, device=device)
-    return LSTMForecaster(LSTMNet(INPUT_DIM, LSTMConfig(**config)), device=device)
-
-
-if "lstm" not in available_forecasters():
-    register_forecaster("lstm", make_lstm)
+    if "levels" in overrides:  # a tuple in the frozen config, whatever sequence is given
+        overrides["levels"] = tuple(overrides["levels"])
+    base = LSTMConfig() if config is None else config
+    cfg = dataclasses.replace(base, **overrides) if overrides else base
+    return LSTMForecaster(LSTMNet(INPUT_DIM, cfg), device=device, progress=progress)

@@ -20,8 +20,9 @@ import torch
 from forecasting.errors import InvalidWindowError
 from forecasting.inferencer import Inferencer
 from forecasting.lstm.calibration import IntervalCalibration
+from forecasting.lstm.device import auto_device
 from forecasting.lstm.features import INPUT_DIM
-from forecasting.lstm.forecaster import LSTMForecaster, auto_device
+from forecasting.lstm.forecaster import LSTMForecaster
 from forecasting.lstm.model import LSTMConfig, LSTMNet
 
 __all__ = ["run_inference_bench"]
@@ -141,7 +142,7 @@ def run_inference_bench(
             new = w[:, -1]
 
             def full_fn(m: LSTMForecaster = model, w: np.ndarray = w) -> object:
-                return m.predict_at(w, 14, END)
+                return m.predict(w, 14, end_days=END)
 
             # consume=True as a stream's keyed store steps: a year-ago model's day ring takes
             # the new day in place (the recurrent state is new each call either way).

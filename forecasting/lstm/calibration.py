@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -37,9 +37,9 @@ from forecasting._numeric import FloatArray
 
 if TYPE_CHECKING:
     from forecasting.data import Panel
-    from forecasting.lstm.forecaster import LSTMForecaster
+    from forecasting.lstm.model import LSTMConfig
 
-__all__ = ["IntervalCalibration", "fit_calibration", "interp_weights"]
+__all__ = ["CalibrationSource", "IntervalCalibration", "fit_calibration", "interp_weights"]
 
 GRID_STEP = 0.001  # resolution of the source-level search
 TOLERANCE = 0.005  # a level whose coverage is this close to nominal is left alone
@@ -234,7 +234,23 @@ def fit_levels(q: FloatArray, y: FloatArray, levels: Sequence[float], *, integer
     return source, report
 
 
-def fit_calibration(forecaster: LSTMForecaster, panel: Panel, *,
+class CalibrationSource(Protocol):
+    """What `fit_calibration` reads of a forecaster: its config and its inference path
+    (an LSTMForecaster; named by its methods so this module does not import it)."""
+
+    @property
+    def config(self) -> LSTMConfig: ...
+
+    def encode(self, windows: ArrayLike, end_days: ArrayLike,
+               warmup_days: int | None = None) -> Any: ...
+
+    def update(self, state: Any, values: ArrayLike, days: ArrayLike | None = None, *,
+               consume: bool = False) -> Any: ...
+
+    def head_output(self, state: Any, *, integer: bool) -> FloatArray: ...
+
+
+def fit_calibration(forecaster: CalibrationSource, panel: Panel, *,
                     cumulative: bool = True) -> IntervalCalibration | None:
     """Learn the calibration from `forecaster`'s own forecasts (its inference path) at the
     validation origins of training: the last `config.val_days` days of `panel`, origins

@@ -1,26 +1,33 @@
-"""LSTMForecaster: the global LSTM behind the Forecaster contract, full-window or incremental."""
+"""LSTMForecaster: the global LSTM behind the Forecaster contract, full-window or incremental,
+and `train_lstm`, which trains one on a Panel (training.train_net) and calibrates it.
+
+The package's modules import one way: features, model, kernels, device <- calibration,
+training, year_ago <- forecaster <- slots, artifact, bench.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Self
+from typing import Self
 
 import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
 from forecasting._numeric import FloatArray
-from forecasting.base import DatedForecaster, QuantileForecast
+from forecasting.base import IncrementalForecaster, QuantileForecast
+from forecasting.data import Panel
 from forecasting.errors import InvalidWindowError
-from forecasting.lstm.calibration import IntervalCalibration
+from forecasting.lstm.calibration import IntervalCalibration, fit_calibration
+from forecasting.lstm.device import auto_device
 from forecasting.lstm.features import (
     N_MONTHS,
     SCALE_FLOOR,
     DayRing,
-    ScaleState,
     calendar_features,
     future_features,
     head_inputs,
@@ -32,23 +39,17 @@ from forecasting.lstm.features import (
 )
 from forecasting.lstm.kernels import PackedNet, reference_quantiles
 from forecasting.lstm.model import LSTMConfig, LSTMNet
+from forecasting.lstm.slots import StateSlots
+from forecasting.lstm.state import SeriesState
+from forecasting.lstm.training import EpochCallback, train_net
 from forecasting.lstm.year_ago import agrees, year_ago_rows
 
-if TYPE_CHECKING:
-    from forecasting.data import Panel
-
-__all__ = ["LSTMForecaster", "SeriesState", "auto_device", "yesterday_utc"]
+__all__ = ["LSTMForecaster", "SeriesState", "TrainResult", "auto_device", "train_lstm",
+           "yesterday_utc"]
 
 DateArray = NDArray[np.datetime64]
 ONE_DAY = np.timedelta64(1, "D")
 _LOOP_MIN_ROWS = 512  # from this many series on, encode steps PackedNet on CPU (see encode)
-
-
-def auto_device(requested: str = "auto") -> torch.device:
-    """CUDA when available (or asked for), else CPU."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
 
 
 def yesterday_utc() -> np.datetime64:
@@ -56,42 +57,7 @@ def yesterday_utc() -> np.datetime64:
     return np.datetime64(datetime.now(UTC).date(), "D") - ONE_DAY
 
 
-@dataclass
-class SeriesState:
-    """What the LSTM carries per series between buckets (a batch of series).
-
-    h, c: (layers, n, hidden) float32 recurrent state after the last bucket seen.
-    scale: running demand level and observation count (see features.ScaleState).
-    last_day: (n,) date of the last bucket folded in.
-    ring: the last features.RING_DAYS bucket values, for the year-ago features (None when
-    the model does not use them); from a `slots.StateSlots` store, a view of its rows.
-    A series with count 0 has no history yet: its h, c are zeros and it forecasts zero.
-    """
-
-    h: torch.Tensor
-    c: torch.Tensor
-    scale: ScaleState
-    last_day: DateArray
-    ring: DayRing | None = None
-
-    @property
-    def n_series(self) -> int:
-        """Number of series in the batch."""
-        return int(self.scale.count.shape[0])
-
-    def take(self, rows: NDArray[np.intp] | Sequence[int]) -> SeriesState:
-        """The states of series `rows` (a copy)."""
-        idx = np.asarray(rows, dtype=np.intp)
-        t_idx = torch.as_tensor(idx, device=self.h.device)
-        return SeriesState(
-            self.h[:, t_idx].clone(), self.c[:, t_idx].clone(),
-            ScaleState(self.scale.level[idx].copy(), self.scale.count[idx].copy()),
-            self.last_day[idx].copy(),
-            None if self.ring is None else self.ring.take(idx),
-        )
-
-
-class LSTMForecaster(DatedForecaster):
+class LSTMForecaster(IncrementalForecaster[SeriesState]):
     """One global LSTM for all series, probabilistic over a direct multi-horizon head.
 
     Each series is run from its first observed bucket (leading NaNs = no history) to the end
@@ -101,21 +67,23 @@ class LSTMForecaster(DatedForecaster):
     mean for the next `config.horizon` buckets at once; longer horizons repeat the last week
     and widen the cumulative spread like sqrt(steps).
 
-    `predict(windows, horizon)` is the Forecaster contract: windows end at `end_day()`
-    (default: yesterday, UTC). `predict_at` takes explicit end dates. The incremental path —
-    `encode`, `update` (one bucket, O(1) per series) and `forecast` — gives the same numbers
-    as a full recompute.
+    `predict(windows, horizon, end_days=...)` is the Forecaster contract: windows end on
+    `end_days`, by default at `end_day()` (yesterday, UTC). `fit(panel)` trains a fresh
+    network with this model's config (`train_lstm`; `progress` shows a bar). The incremental
+    path (IncrementalForecaster) — `encode`, `update` (one bucket, O(1) per series) and
+    `forecast` — gives the same numbers as a full recompute.
     """
 
     name = "lstm"
     version = 1
+    fits = True
     # Days a cold start (the keyed inferencer's unknown, stale or re-versioned keys) runs
     # the LSTM over: `encode(..., warmup_days=this)`. None: the whole window. 182: the
     # shortest measured warm-up that moved no series' forecast by more than 0.5% at any
     # of 48 UCI and 56 store-item origins; shorter ones threw single intermittent UCI
     # series hundreds of times off (91 at 15 of 48 origins). benchmarks/README.md,
     # "Full window with bounded warm-up".
-    cold_start_warmup_days: int | None = 182
+    cold_start_warmup_days = 182
 
     def __init__(
         self,
@@ -127,16 +95,17 @@ class LSTMForecaster(DatedForecaster):
         device: str | torch.device = "auto",
         end_day: Callable[[], np.datetime64] = yesterday_utc,
         calibration: IntervalCalibration | None = None,
+        progress: bool = False,
     ) -> None:
-        super().__init__(net.config.levels)
+        super().__init__(net.config.levels, end_day=end_day)
         self.config: LSTMConfig = net.config
         self.device = device if isinstance(device, torch.device) else auto_device(device)
         self.net = net.to(self.device).eval()
         self.log_scale_mean = float(log_scale_mean)
         self.log_scale_std = float(log_scale_std)
         self.model_id = model_id
-        self.end_day = end_day
-        self.train_result: Any = None  # TrainResult of the last fit, if any
+        self.progress = progress  # `fit` shows a progress bar
+        self.train_result: TrainResult | None = None  # of the last fit, if any
         self._packed_net: PackedNet | None = None
         # Learned on the training's validation origins (calibration.py); None: raw quantiles.
         self.calibration = calibration
@@ -148,17 +117,24 @@ class LSTMForecaster(DatedForecaster):
         return f"{base}+{self.model_id}" if self.model_id else base
 
     # --- fitting ---------------------------------------------------------------------------
-    def fit(self, series: Sequence[NDArray[np.floating]]) -> Self:
-        """Train on histories that all end at `end_day()` (right-aligned, NaN-padded)."""
-        from forecasting.data import Panel
+    @property
+    def needs_fit(self) -> bool:
+        """True for a network neither trained (`fit`, `train_lstm`) nor loaded from an
+        artifact: its weights are the initial random ones."""
+        return self.model_id is None and self.train_result is None
 
-        return self.fit_panel(Panel.from_histories(series, self.end_day()))
+    @property
+    def fit_metrics(self) -> dict[str, float]:
+        """The last training's metrics (losses, epochs, calibration, seconds)."""
+        return {} if self.train_result is None else dict(self.train_result.metrics)
 
-    def fit_panel(self, panel: Panel, *, progress: bool = False) -> Self:
+    def cap_threads(self, threads: int) -> None:
+        """Cap torch's intra-op threads (1 is fastest per worker under load on a small CPU)."""
+        torch.set_num_threads(threads)
+
+    def fit(self, panel: Panel) -> Self:
         """Train a fresh network with this model's config on `panel`; replaces the weights."""
-        from forecasting.lstm.training import train_lstm
-
-        result = train_lstm(panel, self.config, device=str(self.device), progress=progress)
+        result = train_lstm(panel, self.config, device=str(self.device), progress=self.progress)
         fitted = result.forecaster
         self.net = fitted.net.to(self.device).eval()
         self.config = fitted.config
@@ -373,15 +349,64 @@ class LSTMForecaster(DatedForecaster):
             out: FloatArray = stacked.cpu().numpy().astype(np.float64)
         return out
 
+    def keyed_states(self, max_states: int) -> StateSlots:
+        """An empty store of this network's states by series key (`slots.StateSlots`)."""
+        return StateSlots(self.config.layers, self.config.hidden, self.device,
+                          max_states=max_states)
+
     # --- the contract ----------------------------------------------------------------------
-    def _predict(self, windows: FloatArray, horizon: int) -> QuantileForecast:
-        end = self.window_end()
-        return self.forecast(self.encode(windows, end), horizon)
+    def _predict(self, windows: FloatArray, horizon: int,
+                 end_days: ArrayLike | None) -> QuantileForecast:
+        return self.forecast(self.encode(windows, self.window_ends(end_days)), horizon)
 
     def __repr__(self) -> str:
         cfg = self.config
         return (f"LSTMForecaster(hidden={cfg.hidden}, layers={cfg.layers}, "
                 f"horizon={cfg.horizon}, version={self.model_version!r})")
+
+
+@dataclass
+class TrainResult:
+    """The fitted forecaster and how training went."""
+
+    forecaster: LSTMForecaster
+    history: list[dict[str, float]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def train_lstm(
+    panel: Panel,
+    config: LSTMConfig | None = None,
+    *,
+    device: str = "auto",
+    progress: bool = False,
+    on_epoch: EpochCallback | None = None,
+    max_seconds: float | None = None,
+) -> TrainResult:
+    """A new LSTMForecaster trained on every series of `panel` (all days are history).
+
+    `training.train_net` fits the network (early stopping on the last `config.val_days`
+    days; see there); then, with `config.calibrate`, the interval calibration is learned
+    on those validation origins through the forecaster's own inference path.
+    """
+    started = time.perf_counter()
+    trained = train_net(panel, config, device=device, progress=progress, on_epoch=on_epoch,
+                        max_seconds=max_seconds)
+    forecaster = LSTMForecaster(trained.net, log_scale_mean=trained.log_scale_mean,
+                                log_scale_std=trained.log_scale_std, device=device)
+    metrics = dict(trained.metrics)
+    cfg = forecaster.config  # as trained (integer demand, month head settled by train_net)
+    if cfg.calibrate:  # on the validation origins early stopping used
+        calibrate_started = time.perf_counter()
+        forecaster.calibration = fit_calibration(forecaster, panel,
+                                                 cumulative=cfg.calibrate_cumulative)
+        if forecaster.calibration is not None:
+            metrics.update(forecaster.calibration.report)
+        metrics["calibration_seconds"] = time.perf_counter() - calibrate_started
+    metrics["train_seconds"] = time.perf_counter() - started
+    result = TrainResult(forecaster, trained.history, metrics)
+    forecaster.train_result = result
+    return result
 
 
 def _warmup_length(warmup_days: object) -> int:

@@ -21,7 +21,7 @@ import torch
 from numpy.typing import NDArray
 
 from forecasting.lstm.features import RING_DAYS, DayRing, ScaleState
-from forecasting.lstm.forecaster import SeriesState
+from forecasting.lstm.state import SeriesState
 
 __all__ = ["StateSlots"]
 

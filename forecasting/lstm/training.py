@@ -1,4 +1,6 @@
-"""Training the global LSTM on a Panel: dense multi-origin quantile loss, early stopping."""
+"""Training the global LSTM's network on a Panel: dense multi-origin quantile loss, early
+stopping. What it returns is a network and its input scaling; `forecaster.train_lstm` wraps
+them in an LSTMForecaster and calibrates its intervals (so this module needs neither)."""
 
 from __future__ import annotations
 
@@ -8,15 +10,15 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from forecasting._numeric import FloatArray
 from forecasting.data import Panel
-from forecasting.lstm.calibration import fit_calibration
+from forecasting.lstm.device import auto_device
 from forecasting.lstm.features import (
     INPUT_DIM,
     RING_DAYS,
@@ -27,19 +29,24 @@ from forecasting.lstm.features import (
     running_scales,
     year_ago_span,
 )
-from forecasting.lstm.forecaster import LSTMForecaster, auto_device
 from forecasting.lstm.model import LSTMConfig, LSTMNet
 
-__all__ = ["TrainResult", "train_lstm"]
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+__all__ = ["EpochCallback", "TrainedNet", "train_net"]
 
 EpochCallback = Callable[[int, float, float], None]
 
 
 @dataclass
-class TrainResult:
-    """The fitted forecaster and how training went."""
+class TrainedNet:
+    """The trained network (on the CPU, its config as trained), the input scaling it was
+    trained with, and how training went."""
 
-    forecaster: LSTMForecaster
+    net: LSTMNet
+    log_scale_mean: float
+    log_scale_std: float
     history: list[dict[str, float]] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -183,10 +190,10 @@ def _loss(net: LSTMNet, top: torch.Tensor, holidays: torch.Tensor, daily_y: torc
     return terms[0] + terms[1] + config.mean_weight * poisson
 
 
-MONTH_MIN_DAYS = 2 * YEAR  # history below which `head_month` is switched off (train_lstm)
+MONTH_MIN_DAYS = 2 * YEAR  # history below which `head_month` is switched off (train_net)
 
 
-def train_lstm(
+def train_net(
     panel: Panel,
     config: LSTMConfig | None = None,
     *,
@@ -194,7 +201,7 @@ def train_lstm(
     progress: bool = False,
     on_epoch: EpochCallback | None = None,
     max_seconds: float | None = None,
-) -> TrainResult:
+) -> TrainedNet:
     """Fit the global LSTM on every series of `panel` (all days are history).
 
     The last `config.val_days` days are held out: origins whose targets fall there give the
@@ -320,19 +327,9 @@ def train_lstm(
         if bar is not None:
             bar[0].stop()
     net.load_state_dict(best_state)  # the average's weights have the same keys
-    forecaster = LSTMForecaster(net.cpu(), log_scale_mean=log_mean, log_scale_std=log_std,
-                                device=device)
     metrics = {"best_val_loss": best_val, "best_epoch": float(best_epoch),
                "epochs": float(len(history))}
-    if config.calibrate:  # on the validation origins early stopping used
-        calibrate_started = time.perf_counter()
-        forecaster.calibration = fit_calibration(forecaster, panel,
-                                                 cumulative=config.calibrate_cumulative)
-        if forecaster.calibration is not None:
-            metrics.update(forecaster.calibration.report)
-        metrics["calibration_seconds"] = time.perf_counter() - calibrate_started
-    metrics["train_seconds"] = time.perf_counter() - started
-    return TrainResult(forecaster, history, metrics)
+    return TrainedNet(net.cpu(), log_mean, log_std, history, metrics)
 
 
 def _schedule(opt: torch.optim.Optimizer,
@@ -356,6 +353,8 @@ def _reset_some(state: tuple[torch.Tensor, torch.Tensor], rng: np.random.Generat
 def _progress(enabled: bool, total: int) -> tuple[Progress, TaskID] | None:
     if not enabled:
         return None
+    # rich only when a bar is shown: the forecaster (and so a stream worker) imports this module
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     task = bar.add_task("training", total=total)

@@ -23,6 +23,9 @@ async def test_replay_sends_raw_payloads_back_once(kafka_bootstrap, fresh_topic_
                     error=InvalidEvent("too late", kind="late")),
         dead_letter(topic=t.stock, partition=1, offset=9, key=b"B@L", raw=b"\xff",
                     error=InvalidEvent("payload is not UTF-8", kind="not_utf8")),
+        # kept only its first bytes to fit the DLQ: cannot be replayed, only counted
+        dead_letter(topic=t.orders, partition=0, offset=6, key=b"A@L", raw=b"x" * 5000,
+                    error=InvalidEvent("too late", kind="late"), max_payload_bytes=100),
     ]
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
@@ -31,9 +34,14 @@ async def test_replay_sends_raw_payloads_back_once(kafka_bootstrap, fresh_topic_
     await producer.stop()
 
     dry = await replay_dead_letters(settings, kinds={"late"}, dry_run=True)
-    assert (dry.replayed, dry.skipped) == (1, 1)
-    first = await replay_dead_letters(settings, kinds={"late"})
-    assert first.by_topic == {t.orders: 1}
+    assert (dry.replayed, dry.skipped, dry.cut) == (1, 1, 1)
+    assert (await replay_dead_letters(settings, dry_run=True, limit=2)).scanned == 2
+    part = await replay_dead_letters(settings, kinds={"late"}, limit=1)
+    assert part.scanned == 1, "--limit N scans at most N"
+    rest = await replay_dead_letters(settings, kinds={"late"})
+    assert part.scanned + rest.scanned == 3, "a limited run is resumed where it stopped"
+    assert part.replayed + rest.replayed == 1 and part.cut + rest.cut == 1
+    assert {**part.by_topic, **rest.by_topic} == {t.orders: 1}
     again = await replay_dead_letters(settings)
     assert again.scanned == 0  # the first replay's progress is remembered
 

@@ -20,6 +20,7 @@ from forecasting import (
     make_forecaster,
     register_forecaster,
 )
+from forecasting.data import Panel
 
 LEVELS = np.array([0.1, 0.5, 0.9])
 
@@ -129,7 +130,9 @@ def test_model_version_and_fit() -> None:
     model = SeasonalNaive()
     assert model.model_version == "seasonal_naive-1"
     assert MovingAverage().model_version == "moving_average-1"
-    assert model.fit([np.ones(10), np.zeros(3)]) is model
+    panel = Panel(("a", "b"), np.datetime64("2024-01-01"), np.ones((2, 10)))
+    assert not model.fits and not model.needs_fit
+    assert model.fit(panel) is model and model.fit_metrics == {}
 
 
 def test_registry_builds_known_models_and_names_them_on_error() -> None:

@@ -55,8 +55,8 @@ def test_lag_features_only_look_at_the_past() -> None:
 
 def test_it_learns_a_weekly_pattern_and_beats_a_flat_forecast() -> None:
     panel = _panel()
-    model = _small().fit_panel(panel.head(266))
-    fc = model.predict_at(panel.values[:, :266], 14, panel.dates[265])
+    model = _small().fit(panel.head(266))
+    fc = model.predict(panel.values[:, :266], 14, end_days=panel.dates[265])
     assert isinstance(fc, QuantileForecast)
     assert fc.daily.shape == (30, 14, fc.levels.size)
     actual = panel.values[:, 266:280]
@@ -76,15 +76,15 @@ def test_it_learns_a_weekly_pattern_and_beats_a_flat_forecast() -> None:
 def test_no_history_forecasts_zero_and_unfitted_or_long_horizons_fail() -> None:
     panel = _panel(n=10, days=140)
     with pytest.raises(NotFittedError):
-        _small().predict_at(panel.values, 7, panel.dates[-1])
-    model = _small().fit_panel(panel)
+        _small().predict(panel.values, 7, end_days=panel.dates[-1])
+    model = _small().fit(panel)
     windows = panel.values.copy()
     windows[0] = np.nan
-    fc = model.predict_at(windows, 7, panel.dates[-1])
+    fc = model.predict(windows, 7, end_days=panel.dates[-1])
     assert fc.horizon == 7 and np.all(fc.daily[0] == 0) and np.all(fc.mean[0] == 0)
     assert np.all(fc.mean[1:].sum(axis=1) > 0)
     with pytest.raises(ValueError, match="trained horizon"):
-        model.predict_at(panel.values, 15, panel.dates[-1])
+        model.predict(panel.values, 15, end_days=panel.dates[-1])
 
 
 def test_backtest_runs_it_by_name() -> None:

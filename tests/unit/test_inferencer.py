@@ -21,15 +21,17 @@ class Recording(MovingAverage):
         super().__init__(window=7)
         self.calls: list[int] = []
 
-    def _predict(self, windows: np.ndarray, horizon: int) -> QuantileForecast:
+    def _predict(self, windows: np.ndarray, horizon: int,
+                 end_days: object) -> QuantileForecast:
         self.calls.append(windows.shape[0])
-        return super()._predict(windows, horizon)
+        return super()._predict(windows, horizon, end_days)
 
 
 class Broken(Forecaster):
     name = "broken"
 
-    def _predict(self, windows: np.ndarray, horizon: int) -> QuantileForecast:
+    def _predict(self, windows: np.ndarray, horizon: int,
+                 end_days: object) -> QuantileForecast:
         raise RuntimeError("device lost")
 
 
@@ -113,7 +115,7 @@ async def test_keyed_requests_step_the_carried_state_once_per_new_bucket() -> No
         for t in range(25, 30):
             fc = await inf.predict_keyed(keys, series[:, : t + 1], 7, day + (t - 24))
         assert inf.stats.incremental == 30
-    full = model.predict_at(series, 7, day + 5)
+    full = model.predict(series, 7, end_days=day + 5)
     np.testing.assert_allclose(fc.daily, full.daily, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(fc.cumulative, full.cumulative, rtol=1e-5, atol=1e-5)
 
@@ -147,7 +149,7 @@ async def test_a_keyed_batch_mixing_steps_repeats_new_and_stale_keys_matches_rec
         assert inf.stats.incremental == 4 and inf.stats.full == 6 + 3
         assert inf._slots is not None and len(inf._slots[1]) == 7
         assert "k5" not in inf._slots[1]
-    expected = model.predict_at(windows, 7, np.array(ends))
+    expected = model.predict(windows, 7, end_days=np.array(ends))
     np.testing.assert_allclose(fc.daily, expected.daily, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(fc.cumulative, expected.cumulative, rtol=1e-5, atol=1e-5)
 
@@ -164,7 +166,7 @@ async def test_swap_drops_carried_states_and_the_new_model_re_encodes() -> None:
         assert inf.stats.full == 8 and inf.stats.incremental == 0
         again = await inf.predict_keyed(keys, series, 7, day)  # now carried: same bucket
         assert inf.stats.incremental == 4
-    expected = new.predict_at(series, 7, day)
+    expected = new.predict(series, 7, end_days=day)
     np.testing.assert_allclose(fc.daily, expected.daily, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(again.daily, expected.daily, rtol=1e-5, atol=1e-5)
 
@@ -184,8 +186,8 @@ async def test_keyed_steps_with_year_ago_inputs_carry_the_day_ring() -> None:
         for t in range(420, 430):
             fc = await inf.predict_keyed(keys, series[:, : t + 1], 7, day + (t - 419))
         assert inf.stats.incremental == 50 and inf.stats.full == 5
-    full = model.predict_at(series, 7, day + 10)
+    full = model.predict(series, 7, end_days=day + 10)
     np.testing.assert_allclose(fc.daily, full.daily, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(fc.mean, full.mean, rtol=1e-5, atol=1e-5)
-    short = model.predict_at(series[:, -300:], 7, day + 10)  # without the year-ago days
+    short = model.predict(series[:, -300:], 7, end_days=day + 10)  # without the year-ago days
     assert not np.allclose(short.mean[1:], full.mean[1:])

@@ -158,8 +158,8 @@ def test_training_learns_a_calibration_that_artifacts_keep(tmp_path) -> None:  #
     assert loaded.calibration == model.calibration
     assert read_metadata(tmp_path / "m")["calibration"]["daily"] == list(
         model.calibration.daily or ())
-    a = model.predict_at(panel.values, 7, panel.dates[-1])
-    b = loaded.predict_at(panel.values, 7, panel.dates[-1])
+    a = model.predict(panel.values, 7, end_days=panel.dates[-1])
+    b = loaded.predict(panel.values, 7, end_days=panel.dates[-1])
     np.testing.assert_array_equal(a.daily, b.daily)
     np.testing.assert_array_equal(a.cumulative, b.cumulative)
     raw = train_lstm(panel, dataclasses.replace(TINY, calibrate=False), device="cpu")
@@ -180,7 +180,7 @@ def test_artifacts_without_a_calibration_load_and_forecast_as_before(tmp_path) -
     loaded = load_artifact(tmp_path / "m", device="cpu")
     assert loaded.calibration is None and loaded.model_id == before.model_id
     w = _panel(n=6, days=60).values * 3.0
-    a, b = model.predict_at(w, 7, END), loaded.predict_at(w, 7, END)
+    a, b = model.predict(w, 7, end_days=END), loaded.predict(w, 7, end_days=END)
     np.testing.assert_array_equal(a.daily, b.daily)
     state = loaded.encode(w, END)
     np.testing.assert_array_equal(loaded.head_output(state, integer=True)[..., :9], a.daily)

@@ -97,7 +97,7 @@ def test_forecast_contract_shapes_zeros_and_monotone_quantiles() -> None:
     assert np.all(fc.daily[5] == 0) and np.all(fc.cumulative[5] == 0)  # no history
     assert np.all(np.diff(fc.cumulative, axis=1) >= -1e-9)
     assert np.all(np.diff(fc.daily, axis=2) >= -1e-9)
-    same = model.predict_at(w, 10, END)
+    same = model.predict(w, 10, end_days=END)
     np.testing.assert_allclose(same.daily, fc.daily)
     assert model.predict(np.empty((0, 5)), 3).n_series == 0
 
@@ -180,7 +180,7 @@ def test_training_is_deterministic_and_learns() -> None:
         torch.testing.assert_close(pa, pb)
     losses = [h["val_loss"] for h in a.history]
     assert losses[-1] < losses[0]
-    fc = a.forecaster.predict_at(panel.values, 7, panel.dates[-1])
+    fc = a.forecaster.predict(panel.values, 7, end_days=panel.dates[-1])
     assert np.all(np.isfinite(fc.daily))
 
 
@@ -189,9 +189,10 @@ def test_fit_through_the_registry() -> None:
                             val_days=14, max_train_days=None, device="cpu")
     assert isinstance(model, LSTMForecaster)
     panel = _panel(n=6, days=70)
-    model.end_day = lambda: panel.dates[-1]
-    model.fit(list(panel.values))
-    assert model.predict(panel.values, 7).n_series == 6
+    assert model.fits and model.needs_fit
+    model.fit(panel)
+    assert not model.needs_fit and model.fit_metrics["epochs"] == 1.0
+    assert model.predict(panel.values, 7, end_days=panel.dates[-1]).n_series == 6
 
 
 def test_artifact_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -202,8 +203,8 @@ def test_artifact_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
     loaded = load_artifact(tmp_path / "m", device="cpu")
     assert loaded.model_version == f"lstm-1+{info.model_id}"
     assert result.forecaster.model_version == loaded.model_version
-    a = result.forecaster.predict_at(panel.values, 7, panel.dates[-1])
-    b = loaded.predict_at(panel.values, 7, panel.dates[-1])
+    a = result.forecaster.predict(panel.values, 7, end_days=panel.dates[-1])
+    b = loaded.predict(panel.values, 7, end_days=panel.dates[-1])
     np.testing.assert_array_equal(a.daily, b.daily)
     np.testing.assert_array_equal(a.cumulative, b.cumulative)
     meta = read_metadata(tmp_path / "m")

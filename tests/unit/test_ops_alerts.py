@@ -60,6 +60,15 @@ def test_filter_and_format():
     assert "\x1b[" not in line and "\x1b[1;31m" in format_alert(ALERT, colour=True)
 
 
+
+def test_an_alert_line_names_the_bucket_it_is_about():
+    about = ALERT.model_copy(update={"bucket": datetime(2011, 3, 6, tzinfo=UTC)})
+    assert "MUG@wh1 (2011-03-06)" in format_alert(about)
+    hourly = ALERT.model_copy(update={"bucket": datetime(2011, 3, 6, 14, tzinfo=UTC)})
+    assert "MUG@wh1 (2011-03-06 14:00Z)" in format_alert(hourly)
+    assert "MUG@wh1  " in format_alert(ALERT)  # older alerts, without a bucket: none shown
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="shelfcast")
     sub = p.add_subparsers(dest="command", required=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import pytest
+
 from runtime.settings import Settings
 from schemas import ForecastEvent, RestockEvent
 from streams.counters import StreamCounters
@@ -68,3 +70,21 @@ def test_a_degraded_worker_is_alive_but_not_ready():
     assert body(web.route("/readyz", {})) == (503, {"ready": False, "degraded": True})
     down["now"] = False
     assert body(web.route("/readyz", {})) == (200, {"ready": True, "degraded": False})
+
+
+async def test_a_port_in_use_is_said_to_be_in_use_not_blamed_on_kafka():
+    import socket
+
+    from runtime.errors import ConfigError
+    from streams.web import WorkerWeb
+
+    taken = socket.socket()
+    taken.bind(("0.0.0.0", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    web = WorkerWeb(Settings(kafka_bootstrap="unused:9092"), lambda: None)
+    try:
+        with pytest.raises(ConfigError, match=f"port {port} is already in use"):
+            await web.start(port)
+    finally:
+        taken.close()

@@ -34,7 +34,7 @@ class Exact(Forecaster):
         self.rate = rate
         self.seen_lengths: list[int] = []
 
-    def _predict(self, windows, horizon):
+    def _predict(self, windows, horizon, end_days):
         self.seen_lengths.append(int(np.isfinite(windows).sum(axis=1).max()))
         n = windows.shape[0]
         steps = np.arange(1, horizon + 1)
@@ -88,9 +88,9 @@ def test_forecaster_sees_only_history_up_to_the_day_just_closed():
     seen: list[float] = []
 
     class Spy(Exact):
-        def _predict(self, windows, horizon):
+        def _predict(self, windows, horizon, end_days):
             seen.append(float(windows[0, -1]))
-            return super()._predict(windows, horizon)
+            return super()._predict(windows, horizon, end_days)
 
     simulate(demand, dates(50), [ForecastPolicy("spy", Spy(1.0))], config())
     # Reviews at the end of days 14..49 see the demand of days 14..49 as their last value.
@@ -200,3 +200,29 @@ def test_an_order_cost_means_fewer_larger_orders_and_costs_in_the_result():
     assert b.costs["total"] == pytest.approx(b.costs["ordering"] + b.costs["holding"])
     with pytest.raises(SimulationError, match="order_cost"):
         config(order_cost=-1.0).validate()
+
+
+def test_cli_simulate_fits_global_models_on_the_days_before_the_simulation(tmp_path):
+    """Every registered model is a forecast:NAME policy: LightGBM is fitted (through
+    `fit(panel)`) on the history before the first simulated day only; ETS, a local model,
+    fits each window when it forecasts and so is not fitted ahead."""
+    pytest.importorskip("lightgbm")
+    pytest.importorskip("statsforecast")
+    data = _csv(tmp_path, days=70)
+    out = tmp_path / "out.json"
+    args = _args(tmp_path, data=data, json=out, days=10, warmup_days=28, window_days=56,
+                 sweep="0.8,0.95",
+                 policies="forecast:ets,forecast:lightgbm:n_estimators=20,"
+                          "forecast:moving_average,minmax")  # fmt: skip
+    args.no_progress = True
+    assert cli_optimizer.run(args) == 0
+    doc = json.loads(out.read_text())
+    for name in ("forecast:ets", "forecast:lightgbm:n_estimators=20",
+                 "forecast:moving_average", "minmax"):
+        assert 0.0 <= doc["policies"][name]["fill_rate"] <= 1.0
+    first_simulated = dates(70)[60]
+    fitted = doc["fitted"]
+    assert set(fitted) == {"forecast:lightgbm:n_estimators=20"}
+    info = fitted["forecast:lightgbm:n_estimators=20"]
+    assert info["trained_through"] == str(first_simulated - np.timedelta64(1, "D"))
+    assert info["overlaps_simulation"] is False and info["metrics"]["rows"] > 0

@@ -123,6 +123,9 @@ class Clients:
     async def recover(self, partitions: set[int], store: StateStore) -> int:
         return 0
 
+    async def topic_max_message_bytes(self, topic: str) -> int | None:
+        return None
+
 
 class Processor:
     """Writes each record's offset to its key's state and raises one alert per record."""

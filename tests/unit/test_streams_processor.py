@@ -122,3 +122,46 @@ def test_state_survives_between_batches_like_a_table():
     saved = copy.deepcopy(table)
     out = run(p, orders(3, start=10)[1:], saved)  # o1, o2 again: duplicates of batch one
     assert out.duplicates == 2 and out.accepted == 0
+
+
+def test_redeliveries_older_than_the_open_buckets_are_duplicates_not_late():
+    """Yesterday's (and last week's) orders sent again: remembered for the window, so counted
+    once; a new order as old as them is still late."""
+    p, table = processor(), {}
+    first = run(p, orders(10), table)
+    assert first.accepted == 10 and not first.dead_letters
+    demand = dict(table["A@L"]["demand"])
+    again = run(p, orders(8), table)  # days 0..7: up to 9 buckets behind the clock
+    assert again.duplicates == 8 and again.accepted == 0
+    assert not again.dead_letters, [d.error_kind for d in again.dead_letters]
+    assert table["A@L"]["demand"] == demand
+    new_old = rec(SETTINGS.topics.orders, 99, {
+        "event_id": "new-but-old", "type": "placed", "sku": "A", "location": "L",
+        "quantity": 1, "occurred_at": T0.isoformat()})
+    late = run(p, [new_old], table)
+    assert [d.error_kind for d in late.dead_letters] == ["late"]
+
+
+def test_the_id_memory_is_configurable_and_bounded():
+    settings = Settings(kafka_bootstrap="unused:9092", window_buckets=7, dedupe_buckets=3)
+    model = make_forecaster("moving_average")
+    p = BatchProcessor(ProcessorConfig.from_settings(settings), local_predict(model),
+                       model.model_version)
+    table: dict = {}
+    run(p, orders(30), table)
+    state = table["A@L"]
+    watermark = state["watermark"]
+    remembered = {int(b) for b in state["seen_ids"]} | {int(b) for b in state["old_ids"]}
+    assert min(remembered) >= watermark - 3, "ids pruned with their bucket"
+    out = run(p, orders(30), table)
+    # the open bucket and the 3 closed before it remembered; older redeliveries are late
+    assert out.duplicates == 4 and len(out.dead_letters) == 26
+
+
+def test_alerts_carry_the_bucket_they_are_about():
+    p, table = processor(), {}
+    out = run(p, [snapshot(1), *orders(12)], table)
+    assert out.alerts, "low stock should raise a stock-out alert"
+    for alert in out.alerts:
+        assert alert.bucket is not None and alert.bucket < alert.raised_at
+        assert alert.bucket.hour == 0  # daily buckets start at midnight UTC

@@ -94,3 +94,38 @@ def test_json_round_trip_keeps_everything():
     s.on_order["r"] = 3
     back = SkuState.from_json(json.loads(json.dumps(s.to_json())))
     assert back == s
+
+
+def test_ids_of_closed_buckets_are_remembered_as_fingerprints_and_pruned():
+    from streams.state import SkuState as State
+
+    s = State(sku="A", location="L")
+    day = 86_400
+    for d in range(10):
+        for i in range(50):
+            assert s.apply_order(f"o{d}-{i}", d * day + i, 1, bucket_seconds=day, window=7,
+                                 lateness=1, memory=5) == "ok"
+    assert set(s.seen_ids) == {8, 9} and set(s.old_ids) == {4, 5, 6, 7}
+    for d in (4, 7):
+        assert s.apply_order(f"o{d}-3", d * day, 1, bucket_seconds=day, window=7, lateness=1,
+                             memory=5) == "duplicate"
+        assert s.apply_order(f"new-{d}", d * day, 1, bucket_seconds=day, window=7, lateness=1,
+                             memory=5) == "late"
+    assert s.apply_order("o2-1", 2 * day, 1, bucket_seconds=day, window=7, lateness=1,
+                         memory=5) == "late", "older than the memory"
+    # a redelivered stock adjustment in a remembered bucket is not applied twice
+    assert s.apply_stock("o5-9", 5 * day, "adjustment", on_hand=None, delta=3, restock_id=None,
+                         bucket_seconds=day, lateness=1) == "duplicate"
+
+
+def test_a_state_written_before_the_id_memory_still_decodes():
+    from streams.state import SkuState as State
+
+    old = {"sku": "A", "location": "L", "first_bucket": 1, "watermark": 3,
+           "demand": {"2": 4.0}, "seen_ids": {"2": ["a"], "3": ["b"]}, "on_hand": 0,
+           "backorders": 0, "stock_known": False, "last_stock_bucket": None,
+           "stock_as_of": None, "on_order": {}, "policy": None, "open_alerts": {},
+           "next_bucket_high": None, "forecast_pending": False}
+    state = State.from_json(old)
+    assert state.old_ids == {} and state.remembers("a", 2)
+    assert State.from_json(state.to_json()) == state
