@@ -7,6 +7,7 @@ training, year_ago <- forecaster <- slots, artifact, bench.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -133,8 +134,15 @@ class LSTMForecaster(IncrementalForecaster[SeriesState]):
         torch.set_num_threads(threads)
 
     def fit(self, panel: Panel) -> Self:
-        """Train a fresh network with this model's config on `panel`; replaces the weights."""
-        result = train_lstm(panel, self.config, device=str(self.device), progress=self.progress)
+        """Train a fresh network with this model's config on `panel`; replaces the weights.
+        With `config.warm_start_epochs` > 0 a trained forecaster instead fine-tunes its
+        weights for at most that many epochs (a cheap periodic retrain)."""
+        config, init = self.config, None
+        if config.warm_start_epochs > 0 and not self.needs_fit:
+            config = dataclasses.replace(config, max_epochs=config.warm_start_epochs)
+            init = self.net
+        result = train_lstm(panel, config, device=str(self.device), progress=self.progress,
+                            init=init)
         fitted = result.forecaster
         self.net = fitted.net.to(self.device).eval()
         self.config = fitted.config
@@ -382,6 +390,7 @@ def train_lstm(
     progress: bool = False,
     on_epoch: EpochCallback | None = None,
     max_seconds: float | None = None,
+    init: LSTMNet | None = None,
 ) -> TrainResult:
     """A new LSTMForecaster trained on every series of `panel` (all days are history).
 
@@ -391,7 +400,7 @@ def train_lstm(
     """
     started = time.perf_counter()
     trained = train_net(panel, config, device=device, progress=progress, on_epoch=on_epoch,
-                        max_seconds=max_seconds)
+                        max_seconds=max_seconds, init=init)
     forecaster = LSTMForecaster(trained.net, log_scale_mean=trained.log_scale_mean,
                                 log_scale_std=trained.log_scale_std, device=device)
     metrics = dict(trained.metrics)

@@ -74,6 +74,10 @@ class LSTMConfig:
     # a month seen in no or one year is an untrained or memorised weight.
     month_inputs: bool = True
     months_min_days: int = 728
+    # > 0: fitting a forecaster that is already trained (a simulation's periodic retrain)
+    # starts from its weights and trains at most this many epochs (early stopping as
+    # usual); 0: every fit trains a fresh network (`shelfcast train`'s path).
+    warm_start_epochs: int = 0
     # Daily quantiles and mean are multiplied by the year-ago seasonal shape to a power in
     # [0, 1] that the head picks per series and step (0: ignore it, as for lumpy series).
     year_ago_prior: bool = True

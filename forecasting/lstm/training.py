@@ -201,6 +201,7 @@ def train_net(
     progress: bool = False,
     on_epoch: EpochCallback | None = None,
     max_seconds: float | None = None,
+    init: LSTMNet | None = None,
 ) -> TrainedNet:
     """Fit the global LSTM on every series of `panel` (all days are history).
 
@@ -211,6 +212,7 @@ def train_net(
     Every other origin of every series is a training example (a direct H-step target from
     that bucket), so one pass over the panel sees n x T examples.
     Seeds are fixed (`config.seed`); on CPU the result is bit-for-bit repeatable.
+    `init`: start from these weights (a warm start) when its architecture matches.
     """
     config = config or LSTMConfig()
     finite = panel.values[np.isfinite(panel.values)]
@@ -234,6 +236,10 @@ def train_net(
     started = time.perf_counter()
     data, log_mean, log_std = _prepare(panel, config, dev)
     net = LSTMNet(INPUT_DIM, config).to(dev)
+    if init is not None:
+        start = {k: v.to(dev) for k, v in init.state_dict().items()}
+        if all(start[k].shape == v.shape for k, v in net.state_dict().items() if k in start):
+            net.load_state_dict(start)
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = _schedule(opt, config)
     # What is validated and kept: the raw weights or their moving average.

@@ -153,3 +153,22 @@ def test_short_histories_train_without_month_inputs_when_asked() -> None:
     short = LSTMConfig(**{**cfg.to_json(), "levels": cfg.levels, "months_min_days": 100})
     assert not train_lstm(_panel(days=62), short).forecaster.config.month_inputs
     assert train_lstm(_panel(days=140), short).forecaster.config.month_inputs
+
+
+def test_a_warm_start_refit_fine_tunes_the_trained_weights() -> None:
+    from forecasting.lstm import make_lstm
+
+    panel = _panel()
+    cfg = {**TINY.to_json(), "levels": TINY.levels, "max_epochs": 3, "patience": 5}
+    warm = make_lstm(device="cpu", **{**cfg, "warm_start_epochs": 1})
+    warm.fit(panel.head(120))
+    first = {k: v.clone() for k, v in warm.net.state_dict().items()}
+    assert warm.train_result is not None and len(warm.train_result.history) == 3
+    warm.fit(panel)  # the retrain: one epoch from the trained weights
+    assert warm.train_result is not None and len(warm.train_result.history) == 1
+    moved = max(float((warm.net.state_dict()[k] - v).abs().max()) for k, v in first.items())
+    assert 0.0 < moved < 0.5  # fine-tuned, not re-initialised
+    fresh = make_lstm(device="cpu", **cfg)
+    fresh.fit(panel.head(120))
+    fresh.fit(panel)  # without warm_start_epochs every fit trains afresh
+    assert fresh.train_result is not None and len(fresh.train_result.history) == 3
