@@ -48,7 +48,7 @@ class LSTMConfig:
     state_reset_prob: float = 0.0
     val_days: int = 28
     # > 0: short histories validate on fewer days: val_days becomes
-    # min(val_days, max(2 x horizon, days // this)) (train_lstm), so a 62-day history
+    # min(val_days, max(horizon, days // this)) (train_net), so a 62-day history
     # (FreshRetailNet's first origin) keeps more than 26 training origins. 0: always val_days.
     # With months_min_days, over the three real sets (tuning folds): pinball -5.0%,
     # median-MASE -7.6% (benchmarks/README.md, "Generalisation").

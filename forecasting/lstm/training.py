@@ -226,7 +226,7 @@ def train_net(
     if panel.values.shape[1] < config.months_min_days and config.month_inputs:
         config = dataclasses.replace(config, month_inputs=False)
     if config.val_share_divisor > 0:
-        short = max(2 * config.horizon, panel.values.shape[1] // config.val_share_divisor)
+        short = max(config.horizon, panel.values.shape[1] // config.val_share_divisor)
         if short < config.val_days:
             config = dataclasses.replace(config, val_days=short)
     dev = auto_device(device)

@@ -122,6 +122,9 @@ def test_short_histories_validate_on_a_share_of_their_days() -> None:
     shared = LSTMConfig(**{**cfg.to_json(), "levels": cfg.levels, "val_share_divisor": 4})
     assert LSTMConfig().val_share_divisor == 4  # the default
     assert train_lstm(short, shared).forecaster.config.val_days == 15  # 62 // 4
+    assert train_lstm(_panel(days=44), shared).forecaster.config.val_days == 11  # 44 // 4
+    tiny = train_lstm(_panel(days=24), shared).forecaster.config
+    assert tiny.val_days == 7  # never below one horizon
     long = train_lstm(_panel(days=140), shared).forecaster.config
     assert long.val_days == 28  # enough history: the configured validation span
 
