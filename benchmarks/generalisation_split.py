@@ -44,8 +44,9 @@ def part_scores(doc: dict[str, Any], part: str, holdout: int) -> dict[str, dict[
     """{model: {metric: mean over the folds of `part`}} ("tune", "holdout" or "all")."""
     n_folds = int(doc["n_folds"])
     first_holdout = n_folds - holdout
-    keep = {"tune": lambda k: k < first_holdout, "holdout": lambda k: k >= first_holdout,
-            "all": lambda k: True}[part]
+    def keep(k: int) -> bool:
+        return part == "all" or (k >= first_holdout) == (part == "holdout")
+
     rows: dict[str, list[dict[str, float]]] = {}
     for f in doc["folds"]:
         if keep(int(f["fold"])):

@@ -237,9 +237,9 @@ def train_net(
     data, log_mean, log_std = _prepare(panel, config, dev)
     net = LSTMNet(INPUT_DIM, config).to(dev)
     if init is not None:
-        start = {k: v.to(dev) for k, v in init.state_dict().items()}
-        if all(start[k].shape == v.shape for k, v in net.state_dict().items() if k in start):
-            net.load_state_dict(start)
+        warm = {k: v.to(dev) for k, v in init.state_dict().items()}
+        if all(warm[k].shape == v.shape for k, v in net.state_dict().items() if k in warm):
+            net.load_state_dict(warm)
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = _schedule(opt, config)
     # What is validated and kept: the raw weights or their moving average.
