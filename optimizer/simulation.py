@@ -503,7 +503,8 @@ def simulate(
         review = step % config.review_days == 0
         history = padded[:, t + 1:t + 1 + width] if review else padded[:, :0]
         # On the first review at least retrain_days after the last fit (any review period).
-        retrain = (review and config.retrain_days > 0
+        # Not on the last day: no review would use it.
+        retrain = (review and config.retrain_days > 0 and t < total - 1
                    and step - last_fit_step >= config.retrain_days)
         if retrain:
             last_fit_step = step
