@@ -269,10 +269,11 @@ def test_cli_default_protocol_simulates_what_the_data_allows_and_retrains(tmp_pa
     pytest.importorskip("lightgbm")
     from runtime.settings import Settings
 
-    data = _csv(tmp_path, days=90)
+    data = _csv(tmp_path, days=110)
     out = tmp_path / "out.json"
-    args = _args(tmp_path, data=data, json=out, warmup_days=40, window_days=56,
-                 sweep="0.8,0.95", retrain_days=20,
+    # served is the LSTM: the warm-up is long enough to train it (a tiny one: 1 epoch)
+    args = _args(tmp_path, data=data, json=out, warmup_days=60, window_days=56,
+                 sweep="0.8,0.95", retrain_days=20, lstm_max_epochs=1,
                  policies="forecast:served,forecast:lightgbm:n_estimators=10,minmax")
     args.no_progress = True
     assert cli_optimizer.run(args) == 0
@@ -281,7 +282,7 @@ def test_cli_default_protocol_simulates_what_the_data_allows_and_retrains(tmp_pa
     assert doc["served"] == Settings.model_fields["model"].default
     assert "forecast:served" in doc["policies"]
     retrains = doc["policies"]["forecast:lightgbm:n_estimators=10"]["retrains"]
-    first = dates(90)[40]
+    first = dates(110)[60]
     assert [r["after_day"] for r in retrains] == [str(first + np.timedelta64(k, "D"))
                                                   for k in (20, 40)]
     assert doc["config"]["retrain_days"] == 20
