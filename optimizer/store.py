@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib.resources
+import logging
 import operator
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,6 +42,8 @@ from optimizer.constraints import (
 )
 from optimizer.errors import MigrationError, StoreError
 from schemas.events import AlertEvent, PlanEvent, PlanLine, RestockEvent
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "TRANSIENT_DB_ERRORS",
@@ -127,6 +130,15 @@ INSERT INTO restock_events ({", ".join(_EVENT_FIELDS)})
 SELECT {", ".join(_EVENT_FIELDS)} FROM stage_restocks
 ORDER BY restock_id  -- one lock order for every writer: concurrent batches cannot deadlock
 ON CONFLICT (restock_id) DO NOTHING
+"""
+
+# A redelivered restock id with another quantity than the one stored: the stored decision
+# stands (ids are deterministic: one restock per SKU per closed bucket), but it is logged.
+_SELECT_CONFLICTING_RESTOCKS = """
+SELECT s.restock_id, s.quantity AS offered, r.quantity AS stored
+FROM stage_restocks s JOIN restock_events r USING (restock_id)
+WHERE s.quantity <> r.quantity
+ORDER BY s.restock_id
 """
 
 # Lines first (ON CONFLICT says which restocks had none yet), then, in the same statement, the
@@ -485,6 +497,14 @@ class PlanStore:
                 "stage_restocks", columns=_EVENT_FIELDS,
                 records=[_event_record(r) for r in unique])
             await conn.execute(_INSERT_STAGED_RESTOCKS)
+            conflicts = await conn.fetch(_SELECT_CONFLICTING_RESTOCKS)
+            for row in conflicts[:5]:
+                log.warning("restock %s redelivered with quantity %d, stored with %d: the "
+                            "stored decision stands", row["restock_id"], row["offered"],
+                            row["stored"])
+            if len(conflicts) > 5:
+                log.warning("%d more conflicting restock redeliveries in this batch",
+                            len(conflicts) - 5)
         if staged_plans:
             await conn.copy_records_to_table(
                 "stage_lines", columns=_LINE_COLUMNS,

@@ -1,5 +1,6 @@
 """PlanStore against a real PostgreSQL: migrations, idempotent batch writes, offsets, outbox."""
 
+import logging
 from datetime import UTC, datetime
 
 import asyncpg
@@ -184,3 +185,15 @@ async def test_a_plan_line_may_refer_to_a_restock_stored_by_an_earlier_batch(sto
     (plan,) = await store.write_batch([], consolidate([restock("r1")], DECIDED), {}, GROUP)
     assert [line.restock_id for line in plan.lines] == ["r1"]
     await assert_lines_have_their_restock_and_plan(store)
+
+
+async def test_a_conflicting_redelivery_keeps_the_stored_decision_and_says_so(store, caplog):
+    """Issue 14: a known restock id with another quantity is not planned again (the stored
+    decision stands) and is no longer dropped silently: the log names both quantities."""
+    await store.write_batch([restock("r1")], consolidate([restock("r1")], DECIDED), {}, GROUP)
+    other = restock("r1", quantity=99)
+    caplog.set_level(logging.WARNING, logger="optimizer.store")
+    created = await store.write_batch([other], consolidate([other], DECIDED), {}, GROUP)
+    assert created == [] and await store.count_plan_lines() == 1
+    [warning] = [r.getMessage() for r in caplog.records if "redelivered" in r.getMessage()]
+    assert "r1" in warning and "99" in warning
