@@ -62,6 +62,8 @@ _BUILT_IN = (
               "mean of the last 28 buckets; spread from their quantiles"),
     ModelInfo("ets", "forecasting.ets:ETSForecaster",
               "per-series AutoETS fitted to each window (statsforecast)", options=("n_jobs",)),
+    ModelInfo("tsb", "forecasting.intermittent:TSBForecaster",
+              "per-series TSB for intermittent demand (statsforecast), zero-inflated quantiles"),
     ModelInfo("lightgbm", "forecasting.lightgbm_peer:LightGBMForecaster",
               "global LightGBM on lag and calendar features, one model per quantile",
               fits=True, options=("horizon",)),

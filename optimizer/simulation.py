@@ -8,6 +8,11 @@ Each simulated day t, for every SKU at once:
    orders up to its level when the inventory position is at or below its reorder point
    (`optimizer.policy.order_quantity`: case pack, MOQ).
 
+Models that are trained (`Forecaster.fits`: LightGBM, the LSTM) are retrained every
+`retrain_days` simulated days on all history up to and including that day, through the same
+`fit(panel)` that trained them before the first simulated day (what a shop's nightly or
+monthly retrain runs); each policy's result lists when and on what span it was retrained.
+
 Policies compute their levels for a whole sweep of service targets from ONE forecast per day
 (one batched `predict` over all SKUs), and the inventory of every (target, SKU) pair evolves
 side by side in (targets, SKUs) arrays. The first L + R days are burn-in (the stated starting
@@ -25,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from forecasting.base import Forecaster, QuantileForecast
+from forecasting.data import Panel
 from optimizer.errors import OptimizerError
 from optimizer.lead_time_demand import empirical_cover_demand, forecast_error_cover_demand
 from optimizer.policy import inventory_position, order_quantity
@@ -102,6 +108,9 @@ class SimulationConfig:
     lead_time_sd_days: float = 0.0
     initial_stock_days: float | None = None
     seed: int = 0
+    # Trained models are refitted on all history so far every this many simulated days
+    # (0: never; the first fit is the caller's, on the days before the simulation).
+    retrain_days: int = 28
 
     def targets(self) -> tuple[float, ...]:
         """The sweep plus the headline service level, sorted, without duplicates."""
@@ -125,6 +134,8 @@ class SimulationConfig:
             raise SimulationError("order_cost must be >= 0 and holding_rate > 0")
         if self.unit_cost is not None and not self.unit_cost > 0:
             raise SimulationError("unit_cost must be > 0")
+        if self.retrain_days < 0:
+            raise SimulationError("retrain_days must be >= 0 (0: never retrain)")
 
 
 class RestockPolicy(Protocol):
@@ -151,6 +162,23 @@ class ForecastPolicy:
     name: str
     forecaster: Forecaster
     predict_seconds: float = 0.0
+    retrains: list[dict[str, Any]] = field(default_factory=list)
+
+    def retrain(self, values: FloatArray, dates: DateArray) -> None:
+        """Refit a trained model (`fits`) on `values` (SKUs, days), the history up to and
+        including the day just closed, `dates` its days; record when and on what."""
+        if not self.forecaster.fits:
+            return
+        ids = tuple(str(i) for i in range(values.shape[0]))
+        panel = Panel(ids, np.datetime64(dates[0], "D"), values)
+        started, cpu = time.perf_counter(), time.process_time()
+        self.forecaster.fit(panel)
+        self.retrains.append({
+            "after_day": str(dates[-1]), "trained_on": f"{dates[0]} .. {dates[-1]}",
+            "n_days": int(values.shape[1]),
+            "seconds": round(time.perf_counter() - started, 2),
+            "cpu_seconds": round(time.process_time() - cpu, 2),
+        })  # fmt: skip
 
     def _predict(self, history: FloatArray, horizon: int, end_day: np.datetime64
                  ) -> QuantileForecast:  # fmt: skip
@@ -305,6 +333,7 @@ class PolicyResult:
     inventory_at_95_fill: float | None
     curve: list[PolicyCurvePoint]
     seconds: float
+    retrains: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -466,13 +495,22 @@ def simulate(
     width = config.window_days
     padded = np.concatenate([np.full((n, width), np.nan), values], axis=1)
     started = time.perf_counter()
+    last_fit_step = 0  # the caller fitted the models on the days before `start`
 
     for step, t in enumerate(range(start, total)):
         scored = step >= burn_in
         d = sold[:, t]
         review = step % config.review_days == 0
         history = padded[:, t + 1:t + 1 + width] if review else padded[:, :0]
+        # On the first review at least retrain_days after the last fit (any review period).
+        # Not on the last day: no review would use it.
+        retrain = (review and config.retrain_days > 0 and t < total - 1
+                   and step - last_fit_step >= config.retrain_days)
+        if retrain:
+            last_fit_step = step
         for policy in policies:
+            if retrain and isinstance(policy, ForecastPolicy):
+                policy.retrain(values[:, :t + 1], dates[:t + 1])
             st = states[policy.name]
             tick = time.perf_counter()
             slot = t % ring
@@ -570,6 +608,7 @@ def simulate(
             inventory_at_95_fill=None if at95 is None else round(at95, 2),
             curve=curve,
             seconds=round(st.seconds, 2),
+            retrains=list(policy.retrains) if isinstance(policy, ForecastPolicy) else [],
         )
     return SimulationResult(
         config=config, skus=n, first_day=str(dates[start]), last_day=str(dates[total - 1]),

@@ -17,7 +17,24 @@ from runtime.errors import ConfigError
 
 __all__ = ["add_bench_commands", "add_commands", "add_data_args", "run"]
 
-DEFAULT_MODELS = "seasonal_naive,moving_average,ets,lightgbm,lstm"
+DEFAULT_MODELS = "seasonal_naive,moving_average,ets,tsb,lightgbm,lstm"
+SERVED = "served"  # in --models: the model the stream serves by default (served_model())
+
+
+def served_model() -> str:
+    """The registered name a worker serves when nothing is configured: the default of
+    Settings.model (SHELFCAST_MODEL), read from the field so the two cannot drift."""
+    from runtime.settings import Settings
+
+    return str(Settings.model_fields["model"].default)
+
+
+def resolve_models(text: str) -> list[str]:
+    """--models as registry names: `served` becomes served_model(), duplicates go (first
+    place kept)."""
+    names = [served_model() if m.strip() == SERVED else m.strip()
+             for m in text.split(",") if m.strip()]
+    return list(dict.fromkeys(names))
 
 
 # The optional library each model needs, checked before a backtest starts (not after the
@@ -106,7 +123,9 @@ def add_commands(subparsers: Any) -> None:
     _lstm_args(bt)
     bt.add_argument("--folds", type=int, default=4, help="forecast origins (default 4)")
     bt.add_argument("--step", type=int, default=None, help="days between origins (= horizon)")
-    bt.add_argument("--models", default=DEFAULT_MODELS, help=f"default {DEFAULT_MODELS}")
+    bt.add_argument("--models", default=DEFAULT_MODELS,
+                    help=f"default {DEFAULT_MODELS}; `{SERVED}`: the model the stream serves "
+                         "by default (the JSON's \"served\")")
     bt.add_argument("--refit", choices=["every", "once"], default="every",
                     help="retrain global models at every origin or only the first")
     bt.add_argument("--jobs", type=int, default=1,
@@ -199,7 +218,7 @@ def _backtest(args: argparse.Namespace) -> int:
     from forecasting.backtest import rolling_origin
     from forecasting.registry import available_forecasters, make_forecaster
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = resolve_models(args.models)
     unknown = [m for m in models if m not in available_forecasters()]
     if unknown or not models:
         raise ConfigError(f"--models: unknown {', '.join(unknown) or '(none given)'} "
@@ -229,6 +248,7 @@ def _backtest(args: argparse.Namespace) -> int:
                             on_fold=on_fold, jobs=args.jobs)
     doc = result.to_json()
     doc["data"] = str(args.data)
+    doc["served"] = served_model()
     doc["lstm_config"] = lstm_config.to_json()
     doc["wall_seconds"] = time.perf_counter() - t0
     doc["command"] = "shelfcast " + " ".join(sys.argv[1:]) if sys.argv[0].endswith(

@@ -8,6 +8,7 @@ Mistakes raise ConfigError (one line). numpy, scipy, matplotlib and torch load l
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from runtime.errors import ConfigError
-from shelfcast.cli_forecasting import add_data_args
+from shelfcast.cli_forecasting import SERVED, add_data_args, served_model
 
 if TYPE_CHECKING:
     from forecasting.lstm import LSTMForecaster
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_POLICIES", "add_bench_commands", "add_commands", "run"]
 
 DEFAULT_POLICIES = "forecast:seasonal_naive,forecast:moving_average,minmax"
+DEFAULT_DAYS = 365  # the default protocol: the last year, trained on all history before it
 
 
 def add_commands(subparsers: Any) -> None:
@@ -57,7 +59,11 @@ def add_commands(subparsers: Any) -> None:
                      help="lead-time sd: actual lead times are drawn, policies plan for it")
     sim.add_argument("--review-days", type=int, default=1)
     sim.add_argument("--days", type=int, default=None,
-                     help="simulate the last N days (default: all after the warm-up)")
+                     help=f"simulate the last N days (default: the last {DEFAULT_DAYS}, or all "
+                          "after the warm-up when the data has fewer)")
+    sim.add_argument("--retrain-days", type=int, default=28,
+                     help="refit trained models (LightGBM, the LSTM) on all history so far "
+                          "every N simulated days (default 28; 0: never)")
     sim.add_argument("--warmup-days", type=int, default=91, help="history before day 1")
     sim.add_argument("--window-days", type=int, default=364, help="history the forecaster sees")
     sim.add_argument("--minmax-window-days", type=int, default=28,
@@ -182,6 +188,8 @@ def _policies(args: argparse.Namespace) -> list[RestockPolicy]:
                               "forecast-errors or forecast:NAME "
                               f"(NAME one of {', '.join(available_forecasters())})")
         name, *options = rest.split(":")
+        if name == SERVED:  # what a worker serves unconfigured (the backtest's "served")
+            name = served_model()
         kwargs = dict(_kwarg(o, spec) for o in options)
         if name not in available_forecasters():
             raise ConfigError(f"policy {spec!r}: no forecaster {name!r} registered "
@@ -312,7 +320,7 @@ def _simulate(args: argparse.Namespace) -> int:
         backorders=args.backorders, unit_cost=args.unit_cost, order_cost=args.order_cost,
         holding_rate=args.holding_rate,
         lead_time_sd_days=args.lead_time_sd_days, initial_stock_days=args.initial_stock_days,
-        seed=args.seed,
+        seed=args.seed, retrain_days=args.retrain_days,
     )  # fmt: skip
     try:
         config.validate()
@@ -327,8 +335,10 @@ def _simulate(args: argparse.Namespace) -> int:
     except DataFormatError as exc:
         raise ConfigError(str(exc)) from None
     load_s = time.perf_counter() - started
-    n_days = panel.n_days - (config.warmup_days if config.days is None
-                             else panel.n_days - config.days)  # fmt: skip
+    allowed = panel.n_days - config.warmup_days
+    if config.days is None and allowed > 0:  # the last year, or all the warm-up leaves
+        config = dataclasses.replace(config, days=min(DEFAULT_DAYS, allowed))
+    n_days = config.days if config.days is not None else allowed
     meta: dict[str, Any] = {
         "dataset": str(args.data),
         "command": "shelfcast " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None,
@@ -351,6 +361,7 @@ def _simulate(args: argparse.Namespace) -> int:
     except SimulationError as exc:
         raise ConfigError(str(exc)) from None
     doc = result.as_json()
+    doc["served"] = served_model()
     for policy in policies:
         if isinstance(policy, ForecastPolicy):
             doc["policies"][policy.name]["predict_seconds"] = round(policy.predict_seconds, 2)

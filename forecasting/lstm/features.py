@@ -170,15 +170,18 @@ def holiday_flags(days: DateArray, calendar: str = "uk") -> FloatArray:
     return out
 
 
-def calendar_features(days: DateArray, calendar: str = "uk") -> FloatArray:
-    """(..., CALENDAR_DIM) weekday one-hot, month one-hot and holiday flag of each day."""
+def calendar_features(days: DateArray, calendar: str = "uk", months: bool = True) -> FloatArray:
+    """(..., CALENDAR_DIM) weekday one-hot, month one-hot and holiday flag of each day
+    (`months` False: the month one-hot stays zero, for a model trained on too little history
+    to have seen every month; see LSTMConfig.months_min_days)."""
     days = np.asarray(days, dtype="datetime64[D]")
     ordinal = (days - EPOCH).astype(np.int64)
     weekday = (ordinal + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
     month = days.astype("datetime64[M]").astype(np.int64) % 12
     out = np.zeros((*days.shape, CALENDAR_DIM))
     np.put_along_axis(out, weekday[..., None], 1.0, axis=-1)
-    np.put_along_axis(out, (N_WEEKDAYS + month)[..., None], 1.0, axis=-1)
+    if months:
+        np.put_along_axis(out, (N_WEEKDAYS + month)[..., None], 1.0, axis=-1)
     out[..., -1] = holiday_flags(days, calendar)
     return out
 
@@ -203,22 +206,25 @@ def future_dim(horizon: int, head_calendar: bool, annual: bool = False,
 
 def future_features(origins: DateArray, horizon: int, calendar: str,
                     head_calendar: bool, annual: bool = False, month: str = "none",
-                    pairs: int = 2) -> FloatArray:
+                    pairs: int = 2, months: bool = True) -> FloatArray:
     """(..., future_dim) what the head knows about the `horizon` days after each origin date:
     their holiday flags and, with `head_calendar`, a flag per step "in a later month than the
     origin" and the month one-hot of the last step (so a forecast across a month end knows
     which days fall in which month); with `annual`, the sine and cosine of the origin's
     position in the year (one annual Fourier pair: where in a month, too); with `month`
-    (`target_month_features`), the calendar month of each forecast day, last."""
+    (`target_month_features`), the calendar month of each forecast day, last. `months`
+    False zeroes the head-calendar month one-hot (the later-month flags stay)."""
     origins = np.asarray(origins, dtype="datetime64[D]")
     days = origins[..., None] + np.arange(1, horizon + 1).astype("timedelta64[D]")
     parts = [holiday_flags(days.reshape(-1), calendar).reshape(days.shape)]
     if head_calendar:
-        months = days.astype("datetime64[M]")
-        parts.append((months != origins.astype("datetime64[M]")[..., None]).astype(np.float64))
+        months_of = days.astype("datetime64[M]")
+        parts.append((months_of != origins.astype("datetime64[M]")[..., None])
+                     .astype(np.float64))
         last = np.zeros((*origins.shape, N_MONTHS))
-        np.put_along_axis(last, (months[..., -1].astype(np.int64) % 12)[..., None], 1.0,
-                          axis=-1)
+        if months:
+            np.put_along_axis(last, (months_of[..., -1].astype(np.int64) % 12)[..., None],
+                              1.0, axis=-1)
         parts.append(last)
     if annual:
         angle = 2 * np.pi * (origins - EPOCH).astype(np.int64) / 365.25
@@ -333,7 +339,7 @@ def _in_target_month(origins: DateArray, steps: NDArray[np.int64],
 def head_inputs(origins: DateArray, scale: FloatArray, span: FloatArray | None, *,
                 horizon: int, calendar: str, head_calendar: bool, annual: bool,
                 mask_calendar: bool = False, weeks: int = 1, month: str = "none",
-                pairs: int = 2) -> FloatArray:
+                pairs: int = 2, months: bool = True) -> FloatArray:
     """(..., Fh) everything the head sees besides the LSTM state: `future_features` of the
     origin dates (...) and, when `span` (..., year_ago_span) is given, `year_ago_features`
     with the running `scale` (...) at the origins. `origins` may have fewer leading axes
@@ -344,7 +350,8 @@ def head_inputs(origins: DateArray, scale: FloatArray, span: FloatArray | None, 
     per series, and with both the head smeared a month-end step over the whole horizon
     (store-item's Nov -> Dec folds); series without a year of history keep it. The
     per-step target month (`month`) is never masked."""
-    fut = future_features(origins, horizon, calendar, head_calendar, annual, month, pairs)
+    fut = future_features(origins, horizon, calendar, head_calendar, annual, month, pairs,
+                          months)
     if span is None:
         return fut
     ya = year_ago_features(span, scale, origins, horizon, weeks)

@@ -7,6 +7,7 @@ training, year_ago <- forecaster <- slots, artifact, bench.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -134,8 +135,15 @@ class LSTMForecaster(IncrementalForecaster[SeriesState]):
         torch.set_num_threads(threads)
 
     def fit(self, panel: Panel) -> Self:
-        """Train a fresh network with this model's config on `panel`; replaces the weights."""
-        result = train_lstm(panel, self.config, device=str(self.device), progress=self.progress)
+        """Train a fresh network with this model's config on `panel`; replaces the weights.
+        With `config.warm_start_epochs` > 0 a trained forecaster instead fine-tunes its
+        weights for at most that many epochs (a cheap periodic retrain)."""
+        config, init = self.config, None
+        if config.warm_start_epochs > 0 and not self.needs_fit:
+            config = dataclasses.replace(config, max_epochs=config.warm_start_epochs)
+            init = self.net
+        result = train_lstm(panel, config, device=str(self.device), progress=self.progress,
+                            init=init)
         fitted = result.forecaster
         self.net = fitted.net.to(self.device).eval()
         self.config = fitted.config
@@ -182,7 +190,8 @@ class LSTMForecaster(IncrementalForecaster[SeriesState]):
             arr, scales, length = arr[:, start:], scales[:, start:], length - start
         distinct, inverse = _distinct_days(ends)  # calendar rows once per distinct end day
         offsets = (length - 1 - np.arange(length)).astype("timedelta64[D]")
-        cal = calendar_features(distinct[:, None] - offsets[None, :], self.config.calendar)
+        cal = calendar_features(distinct[:, None] - offsets[None, :], self.config.calendar,
+                                self.config.month_inputs)
         cal = cal[np.zeros(n, dtype=np.intp) if inverse is None else inverse]
         feats = input_features(arr, scales, cal, self.log_scale_mean, self.log_scale_std)
         lengths = length - first
@@ -240,7 +249,8 @@ class LSTMForecaster(IncrementalForecaster[SeriesState]):
         s = scale_step(scale, y, self.config.scale_memory)
         live = scale.count > 0
         distinct, inverse = _distinct_days(new_days)
-        cal = _day_rows(distinct, _calendar_row, self.config.calendar)  # per distinct day
+        cal = _day_rows(distinct, _calendar_row, self.config.calendar,
+                        self.config.month_inputs)  # per distinct day, memoised
         cal = cal[np.zeros(n, dtype=np.intp) if inverse is None else inverse]
         x = self._tensor(input_features(y, s, cal, self.log_scale_mean, self.log_scale_std))
         packed = self._packed()
@@ -306,7 +316,8 @@ class LSTMForecaster(IncrementalForecaster[SeriesState]):
         cfg, big_h = self.config, self.config.horizon
         distinct, inverse = _distinct_days(state.last_day)
         rows = _day_rows(distinct, _future_row, cfg.calendar, big_h, cfg.head_calendar,
-                         cfg.head_annual, cfg.head_month, cfg.head_month_pairs)
+                         cfg.head_annual, cfg.head_month, cfg.head_month_pairs,
+                         cfg.month_inputs)
         if state.ring is None:
             if cfg.year_ago:
                 raise ValueError("this model's states carry a day ring (year-ago inputs)")
@@ -341,7 +352,7 @@ class LSTMForecaster(IncrementalForecaster[SeriesState]):
             state.last_day, np.maximum(state.scale.level, SCALE_FLOOR), span, horizon=big_h,
             calendar=cfg.calendar, head_calendar=cfg.head_calendar, annual=cfg.head_annual,
             mask_calendar=cfg.year_ago_masks_calendar, weeks=cfg.year_ago_weeks,
-            month=cfg.head_month, pairs=cfg.head_month_pairs))
+            month=cfg.head_month, pairs=cfg.head_month_pairs, months=cfg.month_inputs))
         with torch.inference_mode():
             stacked = reference_quantiles(self.net, state.h[-1], hol, scale, integer=integer)
             out: FloatArray = stacked.cpu().numpy().astype(np.float64)
@@ -387,6 +398,7 @@ def train_lstm(
     progress: bool = False,
     on_epoch: EpochCallback | None = None,
     max_seconds: float | None = None,
+    init: LSTMNet | None = None,
 ) -> TrainResult:
     """A new LSTMForecaster trained on every series of `panel` (all days are history).
 
@@ -396,7 +408,7 @@ def train_lstm(
     """
     started = time.perf_counter()
     trained = train_net(panel, config, device=device, progress=progress, on_epoch=on_epoch,
-                        max_seconds=max_seconds)
+                        max_seconds=max_seconds, init=init)
     forecaster = LSTMForecaster(trained.net, log_scale_mean=trained.log_scale_mean,
                                 log_scale_std=trained.log_scale_std, device=device)
     metrics = dict(trained.metrics)
@@ -431,20 +443,23 @@ def _day_rows(days: DateArray, row: Callable[..., FloatArray], *args: object) ->
 
 
 @lru_cache(maxsize=4096)
-def _calendar_row(day: int, calendar: str) -> FloatArray:
+def _calendar_row(day: int, calendar: str, months: bool = True) -> FloatArray:
     """calendar_features of one day (days since 1970-01-01), read-only. The holiday lookup
     costs ~0.2 ms per call, as much as a 64-series step."""
-    out: FloatArray = calendar_features(np.array([day], dtype="datetime64[D]"), calendar)[0]
+    out: FloatArray = calendar_features(np.array([day], dtype="datetime64[D]"), calendar,
+                                        months)[0]
     out.flags.writeable = False
     return out
 
 
 @lru_cache(maxsize=4096)
 def _future_row(day: int, calendar: str, horizon: int, head_calendar: bool,
-                annual: bool, month: str = "none", pairs: int = 2) -> FloatArray:
+                annual: bool, month: str = "none", pairs: int = 2,
+                months: bool = True) -> FloatArray:
     """future_features of one origin day, read-only."""
     out: FloatArray = future_features(np.array([day], dtype="datetime64[D]"), horizon,
-                                      calendar, head_calendar, annual, month, pairs)[0]
+                                      calendar, head_calendar, annual, month, pairs,
+                                      months)[0]
     out.flags.writeable = False
     return out
 

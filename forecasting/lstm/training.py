@@ -59,6 +59,7 @@ class _Tensors:
     cumulative: torch.Tensor  # (n, L, H)
     train_mask: torch.Tensor  # (n, L) origins whose loss trains the model
     val_mask: torch.Tensor  # (n, L) origins held out for early stopping
+    weight: torch.Tensor | None = None  # (n, L) per-origin loss weight (config.scale_weight)
 
 
 def _prepare(panel: Panel, config: LSTMConfig, device: torch.device) -> tuple[_Tensors, float,
@@ -76,7 +77,7 @@ def _prepare(panel: Panel, config: LSTMConfig, device: torch.device) -> tuple[_T
     log_mean, log_std = float(log_s.mean()), float(max(log_s.std(), 1e-3))
 
     days = panel.dates
-    cal = calendar_features(days, config.calendar)  # (T, C)
+    cal = calendar_features(days, config.calendar, config.month_inputs)  # (T, C)
     feats = input_features(y, scales, np.broadcast_to(cal, (n, *cal.shape)), log_mean, log_std)
     hol = _head_inputs(y, scales, days, config)  # (n, T, Fh)
     steps = np.arange(1, big_h + 1)
@@ -103,6 +104,10 @@ def _prepare(panel: Panel, config: LSTMConfig, device: torch.device) -> tuple[_T
         out = np.take_along_axis(np.broadcast_to(m, (n, length)) & started, cols, axis=1)
         return torch.from_numpy(out & in_row).to(device)
 
+    weight = None
+    if config.scale_weight:
+        raw = scales ** config.scale_weight
+        weight = align(raw / float(raw[train_part].mean()))
     tensors = _Tensors(
         x=align(feats),
         holidays=align(hol),
@@ -110,6 +115,7 @@ def _prepare(panel: Panel, config: LSTMConfig, device: torch.device) -> tuple[_T
         cumulative=align(cumulative),
         train_mask=align_mask(train_origin[None, :]),
         val_mask=align_mask(val_origin[None, :]),
+        weight=weight,
     )
     return tensors, log_mean, log_std
 
@@ -125,7 +131,7 @@ def _head_inputs(y: FloatArray, scales: FloatArray, days: np.ndarray,
                            head_calendar=config.head_calendar, annual=config.head_annual,
                            mask_calendar=config.year_ago_masks_calendar,
                            weeks=config.year_ago_weeks, month=config.head_month,
-                           pairs=config.head_month_pairs)
+                           pairs=config.head_month_pairs, months=config.month_inputs)
 
     if not config.year_ago:
         fut = inputs(scales, None)
@@ -141,10 +147,12 @@ def _head_inputs(y: FloatArray, scales: FloatArray, days: np.ndarray,
 
 def _loss(net: LSTMNet, top: torch.Tensor, holidays: torch.Tensor, daily_y: torch.Tensor,
           cum_y: torch.Tensor, mask: torch.Tensor, tau: torch.Tensor,
-          config: LSTMConfig) -> torch.Tensor:
-    """Mean loss over masked origins (b, L) of the head's outputs against scaled targets."""
+          config: LSTMConfig, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean loss over masked origins (b, L) of the head's outputs against scaled targets
+    (each origin's terms times `weight` (b, L) when given)."""
     raw = net.head_raw(top[mask], holidays[mask])  # (m, H, per_step)
     yd, yc = daily_y[mask], cum_y[mask]
+    w = None if weight is None else weight[mask][:, None]  # (m, 1): one weight per origin
     # Cumulative targets grow with h; divide by h so every step weighs like one day.
     per_step = torch.arange(1, config.horizon + 1, device=yd.device, dtype=yd.dtype)
     daily_q, cum_q, mean = net.quantiles(raw)
@@ -161,6 +169,8 @@ def _loss(net: LSTMNet, top: torch.Tensor, holidays: torch.Tensor, daily_y: torc
             loss = torch.log(sigma) + 0.5 * ((t - mu) / sigma) ** 2
         if j == 1:
             loss = loss / per_step
+        if w is not None:
+            loss = loss * w
         terms.append(torch.where(ok, loss, 0.0).sum() / ok.sum().clamp(min=1))
     ok = torch.isfinite(yd)
     t = torch.where(ok, yd, 0.0)
@@ -174,6 +184,8 @@ def _loss(net: LSTMNet, top: torch.Tensor, holidays: torch.Tensor, daily_y: torc
     else:
         deviance = (t.pow(2.0 - p) / ((1.0 - p) * (2.0 - p))
                     - t * mu.pow(1.0 - p) / (1.0 - p) + mu.pow(2.0 - p) / (2.0 - p))
+    if w is not None:
+        deviance = deviance * w
     poisson = torch.where(ok, deviance, 0.0).sum() / ok.sum().clamp(min=1)
     return terms[0] + terms[1] + config.mean_weight * poisson
 
@@ -189,6 +201,7 @@ def train_net(
     progress: bool = False,
     on_epoch: EpochCallback | None = None,
     max_seconds: float | None = None,
+    init: LSTMNet | None = None,
 ) -> TrainedNet:
     """Fit the global LSTM on every series of `panel` (all days are history).
 
@@ -199,6 +212,7 @@ def train_net(
     Every other origin of every series is a training example (a direct H-step target from
     that bucket), so one pass over the panel sees n x T examples.
     Seeds are fixed (`config.seed`); on CPU the result is bit-for-bit repeatable.
+    `init`: start from these weights (a warm start) when its architecture matches.
     """
     config = config or LSTMConfig()
     finite = panel.values[np.isfinite(panel.values)]
@@ -209,6 +223,12 @@ def train_net(
         # 374 days) the per-step month one-hot memorises one year (UCI 150 series, 2 seeds:
         # MASE 0.905 -> 0.924, pinball 4.53 -> 4.62), so the head goes without it.
         config = dataclasses.replace(config, head_month="none")
+    if panel.values.shape[1] < config.months_min_days and config.month_inputs:
+        config = dataclasses.replace(config, month_inputs=False)
+    if config.val_share_divisor > 0:
+        short = max(config.horizon, panel.values.shape[1] // config.val_share_divisor)
+        if short < config.val_days:
+            config = dataclasses.replace(config, val_days=short)
     dev = auto_device(device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -216,6 +236,10 @@ def train_net(
     started = time.perf_counter()
     data, log_mean, log_std = _prepare(panel, config, dev)
     net = LSTMNet(INPUT_DIM, config).to(dev)
+    if init is not None:
+        warm = {k: v.to(dev) for k, v in init.state_dict().items()}
+        if all(warm[k].shape == v.shape for k, v in net.state_dict().items() if k in warm):
+            net.load_state_dict(warm)
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = _schedule(opt, config)
     # What is validated and kept: the raw weights or their moving average.
@@ -256,7 +280,8 @@ def train_net(
                     if not bool(mask.any()):
                         continue
                     loss = _loss(net, top, data.holidays[rows, cols], data.daily[rows, cols],
-                                 data.cumulative[rows, cols], mask, tau, config)
+                                 data.cumulative[rows, cols], mask, tau, config,
+                                 None if data.weight is None else data.weight[rows, cols])
                     opt.zero_grad(set_to_none=True)
                     loss.backward()  # type: ignore[no-untyped-call]
                     torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
@@ -278,7 +303,9 @@ def train_net(
                     if bool(mask.any()):
                         k = int(mask.sum())
                         val += k * float(_loss(kept, top, data.holidays[sl], data.daily[sl],
-                                               data.cumulative[sl], mask, tau, config))
+                                               data.cumulative[sl], mask, tau, config,
+                                               None if data.weight is None
+                                               else data.weight[sl]))
                         val_rows += k
                 val /= max(val_rows, 1)
             train_loss = total / max(batches, 1)

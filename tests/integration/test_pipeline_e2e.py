@@ -156,7 +156,7 @@ async def test_a_restock_never_received_becomes_overdue_and_the_risk_ignores_it(
     settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"{fresh_topic_prefix}.",
                         shop_topic_prefix=f"{fresh_topic_prefix}.shop.",
                         app_id=f"{fresh_topic_prefix}-app", topic_partitions=4,
-                        restock_grace_buckets=2)
+                        restock_grace_buckets=2, model="moving_average")
     t = settings.topics
     key = b"TEE-BLK@berlin"
     partition = zlib.crc32(key) % 4  # librdkafka's consistent_random; murmur2 would say 2

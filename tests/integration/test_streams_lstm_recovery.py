@@ -66,7 +66,7 @@ async def uninterrupted(settings: Settings, records: list[tuple[bytes, bytes]]
     async with served_forecaster(settings) as (forecaster, predict):
         p = BatchProcessor(ProcessorConfig.from_settings(settings), predict,
                            forecaster.model_version)
-        table = StateStore(settings.topic_partitions)
+        table = StateStore(settings.topic_partitions).partition(0)
         raw = [RawRecord(settings.topics.orders, 0, i, k, v) for i, (k, v) in enumerate(records)]
         for i in range(0, len(raw), 500):
             for fc in (await p.process(raw[i:i + 500], table)).forecasts:

@@ -10,8 +10,12 @@ import numpy as np
 import pytest
 
 from forecasting.backtest import rolling_origin, score
+from forecasting.base import QuantileForecast
 from forecasting.data import DataFormatError, Panel, load_panel
+from forecasting.seasonal_naive import SeasonalNaive
+from runtime.settings import Settings
 from shelfcast.cli import main
+from shelfcast.cli_forecasting import resolve_models
 
 WEEK = np.array([3.0, 5.0, 0.0, 2.0, 8.0, 13.0, 1.0])
 
@@ -99,6 +103,32 @@ def test_backtest_cli_writes_json_and_plot(tmp_path: Path) -> None:
     doc = json.loads(out.read_text())
     assert set(doc["models"]) == {"seasonal_naive", "moving_average"}
     assert png.stat().st_size > 1000
+    for scores in doc["models"].values():  # the mean's and the median's point scores
+        assert {"mase", "mase_median", "wape", "wape_median"} <= set(scores)
+    assert doc["served"] == Settings.model_fields["model"].default
+
+
+def test_backtest_models_accept_served(tmp_path: Path) -> None:
+    path = tmp_path / "train.csv.gz"
+    _write_store_item(path, days=98)
+    out = tmp_path / "bt.json"
+    code = main(["backtest", "--data", str(path), "--horizon", "7", "--folds", "2",
+                 "--models", "served,seasonal_naive", "--json", str(out)])
+    assert code == 0
+    doc = json.loads(out.read_text())
+    served = Settings.model_fields["model"].default
+    assert doc["served"] == served and served in doc["models"]
+    assert resolve_models(f"served,{served},tsb") == [served, "tsb"]  # no duplicate run
+
+
+def test_median_scores_differ_from_the_mean_scores_on_skewed_forecasts() -> None:
+    history = np.arange(42.0)[None, :] % 5  # not weekly: a non-zero seasonal-naive scale
+    levels = SeasonalNaive().predict(history, 7).levels
+    daily = np.broadcast_to(np.linspace(0.0, 8.0, levels.size), (1, 7, levels.size))
+    skewed = QuantileForecast(levels, daily, np.cumsum(daily, axis=1), np.full((1, 7), 6.0))
+    s = score(skewed, np.full((1, 7), 4.0), history)
+    assert s["wape_median"] == pytest.approx(0.0)  # the median (4) is exact
+    assert s["wape"] == pytest.approx(0.5) and s["mase"] > s["mase_median"]
 
 
 def test_ets_peer_speaks_the_contract() -> None:

@@ -96,3 +96,18 @@ def test_backtest_runs_it_by_name() -> None:
     assert scores["fit_seconds"] > 0
     assert 0.0 < scores["coverage_95"] <= 1.0
     assert scores["mase"] < result.models["seasonal_naive"]["mase"]
+
+
+def test_origins_without_a_recent_level_do_not_train() -> None:
+    panel = _panel(n=6, days=280)
+    values = panel.values.copy()
+    values[:, :] = np.nan_to_num(values) * 1000.0 + 5000.0  # turnover-like levels
+    values[0, 100:200] = np.nan  # a store missing for 100 days
+    gappy = Panel(panel.ids, panel.start, values)
+    _, y, _ = _small().training_rows(gappy)
+    # Origins just after the gap would be scaled by the floor (0.1): targets ~ 10^5.
+    assert y.max() < 20.0
+    pairs, origins = _small()._sample(gappy)
+    after_gap = (pairs == 0) & (origins >= 200) & (origins < 206)
+    assert not after_gap.any()
+    assert ((pairs == 0) & (origins >= 206)).any()  # a week back, it trains again

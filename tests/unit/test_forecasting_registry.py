@@ -28,7 +28,7 @@ from shelfcast import cli
 from streams.forecaster_setup import local_predict, model_info, model_source
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILT_IN = ("ets", "lightgbm", "lstm", "moving_average", "seasonal_naive")
+BUILT_IN = ("ets", "lightgbm", "lstm", "moving_average", "seasonal_naive", "tsb")
 
 
 def test_the_registry_lists_every_built_in_model() -> None:
@@ -51,7 +51,7 @@ def test_importing_forecasting_and_building_peers_loads_no_heavy_library() -> No
     assert _imports_after("import forecasting; forecasting.available_forecasters()") == []
     # ETS and LightGBM load statsforecast / lightgbm only when they forecast or fit.
     assert _imports_after("from forecasting import make_forecaster as m\n"
-                          "m('ets'); m('lightgbm')") == []
+                          "m('ets'); m('lightgbm'); m('tsb')") == []
 
 
 def test_building_the_lstm_loads_torch_then() -> None:

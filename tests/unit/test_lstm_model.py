@@ -466,3 +466,28 @@ def test_the_year_ago_shape_multiplies_daily_quantiles_and_mean_through_a_gate()
     torch.testing.assert_close(mean[1], torch.full((3,), base))
     torch.testing.assert_close(daily[0, :, -1], daily[1, :, -1] * torch.tensor([0.5, 1.0, 2.0]))
     assert q == daily.shape[-1]
+
+
+def test_without_month_inputs_months_stay_zero_and_updates_equal_a_full_recompute() -> None:
+    days = np.array(["2011-01-31", "2011-06-15"], dtype="datetime64[D]")
+    with_months = calendar_features(days)
+    without = calendar_features(days, months=False)
+    assert with_months[:, 7:19].sum() == 2 and without[:, 7:19].sum() == 0
+    np.testing.assert_array_equal(without[:, :7], with_months[:, :7])
+    fut = future_features(days, 7, "uk", head_calendar=True, months=False)
+    assert fut[:, 14:26].sum() == 0 and fut[0, 7:14].sum() > 0  # later-month flags stay
+    torch.manual_seed(0)
+    cfg = LSTMConfig(horizon=7, hidden=16, head_hidden=16, month_inputs=False)
+    model = LSTMForecaster(LSTMNet(INPUT_DIM, cfg), device="cpu", end_day=lambda: END)
+    w = _windows(np.random.default_rng(3), length=60)
+    full = model.encode(w, END)
+    state = model.encode(w[:, :30], END - np.timedelta64(30, "D"))
+    for t in range(30, 60):
+        state = model.update(state, w[:, t])
+    torch.testing.assert_close(state.h, full.h, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(model.forecast(state, 7).daily, model.forecast(full, 7).daily,
+                               rtol=1e-5, atol=1e-5)
+    trained = _model(layers=1)  # the same weights with months: a different forecast
+    trained.net.load_state_dict(model.net.state_dict())
+    assert not np.allclose(trained.forecast(trained.encode(w, END), 7).mean,
+                           model.forecast(full, 7).mean)

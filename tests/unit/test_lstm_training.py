@@ -112,3 +112,66 @@ def test_state_resets_change_training_and_stay_seeded() -> None:
     second = train_lstm(panel, reset, device="cpu").forecaster.net.state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert any(not torch.equal(plain[k], first[k]) for k in plain)
+
+
+def test_short_histories_validate_on_a_share_of_their_days() -> None:
+    short = _panel(days=62)
+    cfg = LSTMConfig(**{**TINY.to_json(), "levels": TINY.levels, "val_days": 28,
+                        "max_epochs": 1, "val_share_divisor": 0})
+    assert train_lstm(short, cfg).forecaster.config.val_days == 28  # 0: switched off
+    shared = LSTMConfig(**{**cfg.to_json(), "levels": cfg.levels, "val_share_divisor": 4})
+    assert LSTMConfig().val_share_divisor == 4  # the default
+    assert train_lstm(short, shared).forecaster.config.val_days == 15  # 62 // 4
+    assert train_lstm(_panel(days=44), shared).forecaster.config.val_days == 11  # 44 // 4
+    tiny = train_lstm(_panel(days=24), shared).forecaster.config
+    assert tiny.val_days == 7  # never below one horizon
+    long = train_lstm(_panel(days=140), shared).forecaster.config
+    assert long.val_days == 28  # enough history: the configured validation span
+
+
+def test_scale_weights_weigh_origins_by_series_volume() -> None:
+    panel = _panel()
+    panel.values[0] *= 50.0  # one busy series
+    cfg = LSTMConfig(**{**TINY.to_json(), "levels": TINY.levels, "scale_weight": 1.0})
+    data, _, _ = _prepare(panel, cfg, torch.device("cpu"))
+    assert data.weight is not None
+    assert float(data.weight[0, 30:].mean()) > 10 * float(data.weight[1:, 30:].mean())
+    plain, _, _ = _prepare(panel, TINY, torch.device("cpu"))
+    assert plain.weight is None
+    net = LSTMNet(INPUT_DIM, cfg).eval()
+    tau = torch.tensor(cfg.levels, dtype=torch.float32)
+    with torch.no_grad():
+        top, _ = net.encode(data.x)
+        args = (net, top, data.holidays, data.daily, data.cumulative, data.train_mask, tau, cfg)
+        ones = torch.ones_like(data.weight)
+        assert float(_loss(*args, ones)) == pytest.approx(float(_loss(*args)), rel=1e-5)
+        assert float(_loss(*args, data.weight)) != pytest.approx(float(_loss(*args)), rel=1e-3)
+
+
+def test_short_histories_train_without_month_inputs_when_asked() -> None:
+    cfg = LSTMConfig(**{**TINY.to_json(), "levels": TINY.levels, "max_epochs": 1,
+                        "months_min_days": 0})
+    assert train_lstm(_panel(days=62), cfg).forecaster.config.month_inputs  # 0: switched off
+    assert LSTMConfig().months_min_days == 728  # the default: two years
+    short = LSTMConfig(**{**cfg.to_json(), "levels": cfg.levels, "months_min_days": 100})
+    assert not train_lstm(_panel(days=62), short).forecaster.config.month_inputs
+    assert train_lstm(_panel(days=140), short).forecaster.config.month_inputs
+
+
+def test_a_warm_start_refit_fine_tunes_the_trained_weights() -> None:
+    from forecasting.lstm import make_lstm
+
+    panel = _panel()
+    cfg = {**TINY.to_json(), "levels": TINY.levels, "max_epochs": 3, "patience": 5}
+    warm = make_lstm(device="cpu", **{**cfg, "warm_start_epochs": 1})
+    warm.fit(panel.head(120))
+    first = {k: v.clone() for k, v in warm.net.state_dict().items()}
+    assert warm.train_result is not None and len(warm.train_result.history) == 3
+    warm.fit(panel)  # the retrain: one epoch from the trained weights
+    assert warm.train_result is not None and len(warm.train_result.history) == 1
+    moved = max(float((warm.net.state_dict()[k] - v).abs().max()) for k, v in first.items())
+    assert 0.0 < moved < 0.5  # fine-tuned, not re-initialised
+    fresh = make_lstm(device="cpu", **cfg)
+    fresh.fit(panel.head(120))
+    fresh.fit(panel)  # without warm_start_epochs every fit trains afresh
+    assert fresh.train_result is not None and len(fresh.train_result.history) == 3

@@ -226,3 +226,63 @@ def test_cli_simulate_fits_global_models_on_the_days_before_the_simulation(tmp_p
     info = fitted["forecast:lightgbm:n_estimators=20"]
     assert info["trained_through"] == str(first_simulated - np.timedelta64(1, "D"))
     assert info["overlaps_simulation"] is False and info["metrics"]["rows"] > 0
+
+
+class Trained(Exact):
+    """A model that is trained: records the last day of every panel it is fitted on."""
+
+    fits = True
+
+    def __init__(self, rate: float) -> None:
+        super().__init__(rate)
+        self.fitted_through: list[float] = []
+
+    def fit(self, panel):
+        self.fitted_through.append(float(panel.values[0, -1]))
+        return self
+
+
+def test_trained_models_are_retrained_on_the_history_so_far_every_n_days():
+    demand = np.arange(1.0, 101.0)[None, :]  # demand on day t is t + 1
+    model, local = Trained(1.0), Exact(1.0)
+    result = simulate(demand, dates(100), [ForecastPolicy("trained", model),
+                                           ForecastPolicy("local", local)],
+                      config(retrain_days=28, review_days=3))
+    # Simulated days 14..99; reviews every 3 days; a retrain on the first review at least
+    # 28 days after the last fit: steps 30 and 60 (days 44 and 74), never later data.
+    assert model.fitted_through == [45.0, 75.0]
+    retrains = result.policies["trained"].retrains
+    assert [r["after_day"] for r in retrains] == [str(dates(100)[44]), str(dates(100)[74])]
+    assert retrains[0]["trained_on"] == f"{dates(100)[0]} .. {dates(100)[44]}"
+    assert retrains[1]["n_days"] == 75
+    assert result.policies["local"].retrains == []  # nothing to train
+    never = Trained(1.0)
+    simulate(demand, dates(100), [ForecastPolicy("never", never)], config(retrain_days=0))
+    assert never.fitted_through == []
+    with pytest.raises(SimulationError, match="retrain_days"):
+        config(retrain_days=-1).validate()
+
+
+def test_cli_default_protocol_simulates_what_the_data_allows_and_retrains(tmp_path):
+    """No --days: the last 365 days or all after the warm-up; forecast:served is the
+    model a worker serves by default; LightGBM is refitted every --retrain-days."""
+    pytest.importorskip("lightgbm")
+    from runtime.settings import Settings
+
+    data = _csv(tmp_path, days=110)
+    out = tmp_path / "out.json"
+    # served is the LSTM: the warm-up is long enough to train it (a tiny one: 1 epoch)
+    args = _args(tmp_path, data=data, json=out, warmup_days=60, window_days=56,
+                 sweep="0.8,0.95", retrain_days=20, lstm_max_epochs=1,
+                 policies="forecast:served,forecast:lightgbm:n_estimators=10,minmax")
+    args.no_progress = True
+    assert cli_optimizer.run(args) == 0
+    doc = json.loads(out.read_text())
+    assert doc["simulated_days"] == 50 and doc["config"]["days"] == 50
+    assert doc["served"] == Settings.model_fields["model"].default
+    assert "forecast:served" in doc["policies"]
+    retrains = doc["policies"]["forecast:lightgbm:n_estimators=10"]["retrains"]
+    first = dates(110)[60]
+    assert [r["after_day"] for r in retrains] == [str(first + np.timedelta64(k, "D"))
+                                                  for k in (20, 40)]
+    assert doc["config"]["retrain_days"] == 20
