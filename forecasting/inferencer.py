@@ -6,6 +6,13 @@ worker thread, so the event loop keeps consuming) and each caller's future gets 
 with the version of the model that made them (`ServedForecast`: a roll-in between two
 batches can never mislabel a forecast). `Inferencer.predict` is a plain forecaster call.
 
+A request of at least `inline_rows` series that finds the batcher idle (nothing queued,
+no batch running) is a batch by itself: it runs at once on the caller's thread, with no
+wait and no hop to the worker thread. That is the stream processor's case (one engine, one
+call per processing round for every due SKU): there the hop, the wait and two threads
+contending for the GIL cost more wall time than the forward pass. Many small concurrent
+callers still share batches.
+
 `serve_keyed` adds incremental inference for an `IncrementalForecaster` (the LSTM), which
 the inferencer recognises once, when it is given the model. The states of all keys live in
 one store from the model's `keyed_states`, a bounded cache (least recently used keys
@@ -132,7 +139,8 @@ class Inferencer:
     `swap(model)` rolls in a new model version between batches without a restart (keyed
     states are dropped, as they belong to the old weights). `torch_threads` caps the model's
     intra-op threads (`Forecaster.cap_threads`; 1 is fastest per worker under load on a
-    small CPU).
+    small CPU). `inline_rows`: from this many series on, a request that finds the batcher
+    idle runs at once on the caller's thread (module docstring; None: never).
     """
 
     def __init__(
@@ -143,6 +151,7 @@ class Inferencer:
         max_wait_ms: float = 5.0,
         max_states: int = 1_000_000,
         torch_threads: int | None = 1,
+        inline_rows: int | None = 64,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -152,6 +161,10 @@ class Inferencer:
         self.max_batch = int(max_batch)
         self.max_wait_ms = float(max_wait_ms)
         self.max_states = int(max_states)
+        if inline_rows is not None and inline_rows < 1:
+            raise ValueError(f"inline_rows must be >= 1 (or None), got {inline_rows}")
+        self.inline_rows = inline_rows
+        self._running = False  # a batch is in the worker thread (it owns the keyed states)
         self.stats = InferencerStats()
         self._pending: list[_Request] = []
         self._pending_rows = 0
@@ -248,6 +261,11 @@ class Inferencer:
         return asyncio.get_running_loop().create_future()
 
     async def _submit(self, request: _Request) -> ServedForecast:
+        if (self.inline_rows is not None and not self._pending and not self._running
+                and request.windows.shape[0] >= self.inline_rows):
+            # A batch by itself, and nothing to wait for: run it here (module docstring).
+            # Nothing else runs on this loop meanwhile, so no request can queue behind it.
+            return self._forward([request])[0]
         if self._task is None or self._task.done():
             await self.start()
         request.arrived = time.monotonic()
@@ -300,6 +318,7 @@ class Inferencer:
         if not live:
             return
         loop = asyncio.get_running_loop()
+        self._running = True
         try:
             results = await loop.run_in_executor(self._executor, self._forward, live)
         except Exception as exc:  # the model failed: every caller of this batch hears it
@@ -307,13 +326,16 @@ class Inferencer:
                 if not req.future.done():
                     req.future.set_exception(exc)
             return
+        finally:
+            self._running = False
         for req, fc in zip(live, results, strict=True):
             if not req.future.done():
                 req.future.set_result(fc)
 
     def _forward(self, batch: list[_Request]) -> list[ServedForecast]:
-        """One forward pass per kind of request (plain / keyed); runs in the worker thread.
-        The model is read once: a `swap` meanwhile serves from the next batch on."""
+        """One forward pass per kind of request (plain / keyed); runs in the worker thread
+        (or inline, for a request run at once: `_submit`). The model is read once: a `swap`
+        meanwhile serves from the next batch on."""
         forecaster, incremental = self.forecaster, self._incremental
         version = forecaster.model_version
         horizon = max(r.horizon for r in batch)

@@ -4,6 +4,7 @@ errors reach the callers they belong to, keyed requests take the incremental pat
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -20,10 +21,12 @@ class Recording(MovingAverage):
     def __init__(self) -> None:
         super().__init__(window=7)
         self.calls: list[int] = []
+        self.threads: list[int] = []
 
     def _predict(self, windows: np.ndarray, horizon: int,
                  end_days: object) -> QuantileForecast:
         self.calls.append(windows.shape[0])
+        self.threads.append(threading.get_ident())
         return super()._predict(windows, horizon, end_days)
 
 
@@ -62,6 +65,51 @@ async def test_a_batch_closes_after_max_wait() -> None:
     assert a.daily.shape == (2, 7, 9) and b.daily.shape == (3, 3, 9)
     # The shorter window was left-padded with NaN ("no history"): same answer as alone.
     np.testing.assert_allclose(b.daily, MovingAverage(window=7).predict(_rows(3, 10), 3).daily)
+
+
+async def test_a_large_request_at_an_idle_batcher_runs_at_once_on_the_callers_thread() -> None:
+    model = Recording()
+    async with Inferencer(model, max_batch=1000, max_wait_ms=10_000, inline_rows=8) as inf:
+        t0 = time.monotonic()
+        fc = await inf.predict(_rows(8), 7)
+        assert time.monotonic() - t0 < 5.0  # no max_wait
+        assert model.threads == [threading.get_ident()]  # no hop to the worker thread
+        # below inline_rows, concurrent requests still share a batch (in the worker thread)
+        await asyncio.gather(*(inf.predict(_rows(1, seed=i), 7) for i in range(3)),
+                             inf.predict(_rows(8), 7))
+    assert model.calls == [8, 11]
+    assert model.threads[1] != threading.get_ident()
+    np.testing.assert_allclose(fc.daily, MovingAverage(window=7).predict(_rows(8), 7).daily)
+
+
+class Gated(Recording):
+    """Recording whose forward passes wait until `gate` is set (a batch held in flight)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def _predict(self, windows: np.ndarray, horizon: int,
+                 end_days: object) -> QuantileForecast:
+        self.entered.set()
+        assert self.gate.wait(10.0)
+        return super()._predict(windows, horizon, end_days)
+
+
+async def test_a_large_request_waits_for_the_batch_in_flight() -> None:
+    model = Gated()
+    async with Inferencer(model, max_batch=1000, max_wait_ms=0, inline_rows=8) as inf:
+        small = asyncio.ensure_future(inf.predict(_rows(1), 7))
+        assert await asyncio.to_thread(model.entered.wait, 10.0)  # in the worker thread
+        # that batch owns the keyed states meanwhile: the large request queues behind it
+        large = asyncio.ensure_future(inf.predict(_rows(8), 7))
+        await asyncio.sleep(0.05)
+        assert not large.done()
+        model.gate.set()
+        await asyncio.gather(small, large)
+    assert model.calls == [1, 8]
+    assert threading.get_ident() not in model.threads
 
 
 async def test_requests_beyond_max_batch_go_to_the_next_batch() -> None:
