@@ -3,7 +3,11 @@ app, its input topics, the SKU state table and the batched ingest agent.
 
 The table holds live `SkuState` objects, changelogged and recovered through the batch
 engine's record codec (`streams.changelog`: msgpack behind a format byte, the forecaster's
-durable state as raw bytes), so both engines keep the same state, resumed the same way."""
+durable state as raw bytes), so both engines keep the same state, resumed the same way.
+A batch goes out in the batch engine's order: its outputs acknowledged, then its states
+changelogged (acknowledged), then its events acked (Faust commits their offsets later), so a
+worker killed anywhere resumes to the forecasts of one that never stopped
+(tests/integration/test_faust_lstm_recovery.py)."""
 
 from __future__ import annotations
 
