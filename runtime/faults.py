@@ -7,7 +7,8 @@ steps -- after the outputs are acknowledged and before the offsets are committed
 instead of wherever a signal from outside happens to land. The variable is read once, at
 import; unset, `fault_point` is a function that returns at once.
 
-Points (see the calls in streams/engine.py and optimizer/service.py):
+Points (see the calls in streams/engine.py, streams/app.py (the Faust engine's agent) and
+optimizer/service.py):
 
 | point | where the process dies |
 | --- | --- |

@@ -3,10 +3,15 @@ app, its input topics, the SKU state table and the batched ingest agent.
 
 The table holds live `SkuState` objects, changelogged and recovered through the batch
 engine's record codec (`streams.changelog`: msgpack behind a format byte, the forecaster's
-durable state as raw bytes), so both engines keep the same state, resumed the same way."""
+durable state as raw bytes), so both engines keep the same state, resumed the same way.
+A batch goes out in the batch engine's order: its outputs acknowledged, then its states
+changelogged (acknowledged), then its events acked (Faust commits their offsets later), so a
+worker killed anywhere resumes to the forecasts of one that never stopped
+(tests/integration/test_faust_lstm_recovery.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 from collections.abc import Iterator, MutableMapping
@@ -17,6 +22,7 @@ import faust
 from faust.serializers import codecs
 from faust.types import EventT
 
+from runtime.faults import fault_point
 from runtime.kafka_config import bootstrap_servers, faust_credentials
 from runtime.settings import Settings
 from schemas import encode, sku_key
@@ -47,50 +53,117 @@ STATE_CODEC = "shelfcast_state"
 codecs.register(STATE_CODEC, StateCodec())
 
 
-class _BytesKeyTable(MutableMapping[str, Any]):
-    """Str-keyed view of a Faust table whose keys are raw bytes (as they come back on recovery).
-
-    Its values are live `SkuState` objects (`holds_state_objects`): the processor updates
-    them in place and writes each touched key back once per batch (one changelog record)."""
-
-    holds_state_objects = True
-
-    def __init__(self, table: faust.Table) -> None:
-        self._table = table
-
-    def __getitem__(self, key: str) -> Any:
-        return self._table[key.encode()]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self._table.get(key.encode(), default)
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._table[key.encode()] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self._table[key.encode()]
-
-    def __iter__(self) -> Iterator[str]:
-        return (k.decode() for k in self._table)
-
-    def __len__(self) -> int:
-        return len(self._table)
-
-
 class _SourcePartitionTable(faust.Table):  # type: ignore[misc]
     """A Faust table whose changelog records go to the partition of the input records being
-    applied (`source_partition`, set by the agent per partition of a batch).
+    applied (`source_partition`, set per partition of a batch), and whose changelog sends can
+    be awaited (`changelog_acked`).
 
-    Faust's own choices do not fit: the default takes "the current event", wrong for a batch
-    that spans partitions; `use_partitioner=True` hashes the key (murmur2), which for a shop
-    whose producer used another partitioner (librdkafka's CRC32, a partition picked by hand)
-    puts the state where the input partition's next owner never reads it.
+    Faust's own partition choices do not fit: the default takes "the current event", wrong for
+    a batch that spans partitions; `use_partitioner=True` hashes the key (murmur2), which for a
+    shop whose producer used another partitioner (librdkafka's CRC32, a partition picked by
+    hand) puts the state where the input partition's next owner never reads it.
     """
 
     source_partition: int | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The serializers the table hands its changelog topic, which `app.tables.add` builds
+        # at once (and the recovery reads through): set here, before anything can ask for the
+        # topic. Faust takes them from key_type/value_type (json without), and the topic
+        # writes them into its schema over the table's, so a table given only a schema
+        # changelogs its records fine but reads them back as JSON, and the restarted worker
+        # hangs in recovery ("No event received for active tp").
+        self.key_serializer = "raw"
+        self.value_serializer = STATE_CODEC
+        self._unacked: list[asyncio.Future[Any]] = []
+
     def partition_for_key(self, key: Any) -> int | None:
         return self.source_partition
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        fut = super().send_changelog(*args, **kwargs)
+        self._unacked.append(fut)
+        return fut
+
+    async def changelog_acked(self) -> None:
+        """Wait until the broker acknowledged every changelog record sent so far."""
+        unacked, self._unacked = self._unacked, []
+        if unacked:
+            await asyncio.gather(*unacked)
+
+
+class _StagedStates(MutableMapping[str, Any]):
+    """The processor's view of the Faust table for one batch: str keys over the table's raw
+    bytes keys (as recovery gives them back), reads through to the table, writes held until
+    `write_back` (after the batch's outputs are acknowledged).
+
+    Its values are live `SkuState` objects (`holds_state_objects`): the processor updates
+    them in place and writes each touched key once per batch (one changelog record).
+    Holding the writes keeps the batch engine's order (outputs acknowledged, then changelog,
+    then input offsets): a state changelogged before its forecast was out would, after a
+    crash, take the replayed events for duplicates and the forecast would never be published.
+    """
+
+    holds_state_objects = True
+
+    def __init__(self, table: _SourcePartitionTable) -> None:
+        self._table = table
+        self.partition = 0  # the input partition of the records being applied
+        self._staged: dict[int, dict[str, Any]] = {}
+        self._deleted: dict[int, set[str]] = {}
+
+    def _find(self, key: str) -> Any:
+        for staged in self._staged.values():
+            if key in staged:
+                return staged[key]
+        return self._table.get(key.encode())
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._find(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self._find(key)
+        return default if value is None else value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._staged.setdefault(self.partition, {})[key] = value
+        self._deleted.get(self.partition, set()).discard(key)
+
+    def __delitem__(self, key: str) -> None:
+        if self._find(key) is None:
+            raise KeyError(key)
+        for staged in self._staged.values():
+            staged.pop(key, None)
+        self._deleted.setdefault(self.partition, set()).add(key)
+
+    def __iter__(self) -> Iterator[str]:
+        staged = {k for part in self._staged.values() for k in part}
+        yield from staged
+        yield from (k for raw in self._table if (k := raw.decode()) not in staged)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    async def write_back(self) -> None:
+        """Write the held states into the table (each to the changelog partition of its input
+        partition) and wait until the broker has them."""
+        table = self._table
+        for partition in sorted(self._staged.keys() | self._deleted.keys()):
+            table.source_partition = partition
+            try:
+                for key, value in self._staged.get(partition, {}).items():
+                    table[key.encode()] = value
+                for key in self._deleted.get(partition, ()):
+                    table.pop(key.encode(), None)
+            finally:
+                table.source_partition = None
+        self._staged.clear()
+        self._deleted.clear()
+        await table.changelog_acked()
 
 
 def create_app(settings: Settings, predict: PredictFn, model_version: str,
@@ -136,18 +209,15 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str,
     }
     # the changelog partition is the input partition of the records applied (Kafka Streams'
     # rule), whatever partitioner the shop's producer used: see _SourcePartitionTable
-    table = app.tables.add(_SourcePartitionTable(
+    table = _SourcePartitionTable(
         app,
         name="sku_state",
         default=None,
         beacon=app.tables.beacon,
         partitions=settings.topic_partitions,
         schema=faust.Schema(key_serializer="raw", value_serializer=STATE_CODEC),
-    ))
-    # faust-streaming 0.15 takes the table's own serializer (its changelog sends, its store)
-    # from value_type, not from the schema: name the codec on both (set before first use:
-    # the store and the changelog topic are made lazily).
-    table.value_serializer = STATE_CODEC
+    )
+    app.tables.add(table)
     metrics = metrics or WorkerMetrics(model_version, model=settings.model)
     processor = BatchProcessor(ProcessorConfig.from_settings(settings),
                                metrics.instrument_predict(predict), model_version)
@@ -158,6 +228,8 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str,
     install_web(app, table, settings, counters)
 
     async def send_all(out: BatchOutputs) -> None:
+        """Send a batch's outputs and wait until the broker acknowledged every one."""
+        sent: list[Any] = []
         for topic_name, events in (
             (topics.dlq, out.dead_letters),
             (topics.forecasts, out.forecasts),
@@ -171,13 +243,14 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str,
                 if key is None:
                     sku, loc = getattr(event, "sku", None), getattr(event, "location", None)
                     key = sku_key(sku, loc) if sku else None
-                await channel.send(
+                sent.append(await channel.send(
                     key=key.encode() if isinstance(key, str) else key, value=encode(event)
-                )
+                ))
+        if sent:
+            await asyncio.gather(*sent)
 
     @app.agent(source, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:
-        view = _BytesKeyTable(table)
         within = settings.take_within_ms / 1000
         async for events in stream.take_events(settings.take_max, within=within):
             by_partition: dict[int, list[RawRecord]] = {}
@@ -185,13 +258,17 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str,
                 record = _raw(e)
                 by_partition.setdefault(record.partition, []).append(record)
             out = BatchOutputs()
+            view = _StagedStates(table)
             for partition, records in by_partition.items():
-                table.source_partition = partition  # the changelog partition of its writes
-                try:
-                    await processor.process(records, view, out=out)
-                finally:
-                    table.source_partition = None
+                view.partition = partition  # the changelog partition of its writes
+                await processor.process(records, view, out=out)
+            fault_point("worker.mid_forecast", when=out.forecast_count)
+            # the batch engine's order: outputs acknowledged, then the changelog (acknowledged
+            # too), and only then does take_events ack the events (their offsets commit later)
             await send_all(out)
+            fault_point("worker.mid_batch")  # outputs acknowledged, their state not yet written
+            await view.write_back()
+            fault_point("worker.before_commit")  # outputs and changelog acknowledged
             counters.add(len(events), out)
 
     @app.timer(interval=5.0)

@@ -3,10 +3,7 @@ SKU's recurrent state from the changelog, so every forecast it (or the dead one)
 equals the forecast of an uninterrupted run. The stream's window is kept short (7 buckets
 over 20 days), so a recovery that re-encoded the window would not match (it misses by 1.44).
 
-The batch engine only: a Faust worker restarted after a SIGKILL never gets ready here, on
-any model (faust-streaming 0.15.3 + aiokafka 0.14 on Kafka 4: its recovery reads no
-changelog record, "No event received for active tp"; the same on main with the baseline).
-tests/unit/test_streams_faust_serving.py checks that Faust serves through the same path."""
+The batch engine; the Faust engine's twin is tests/integration/test_faust_lstm_recovery.py."""
 
 from __future__ import annotations
 
@@ -66,7 +63,7 @@ async def uninterrupted(settings: Settings, records: list[tuple[bytes, bytes]]
     async with served_forecaster(settings) as (forecaster, predict):
         p = BatchProcessor(ProcessorConfig.from_settings(settings), predict,
                            forecaster.model_version)
-        table = StateStore(settings.topic_partitions).partition(0)
+        table = StateStore(settings.topic_partitions).partition(0)  # every record: partition 0
         raw = [RawRecord(settings.topics.orders, 0, i, k, v) for i, (k, v) in enumerate(records)]
         for i in range(0, len(raw), 500):
             for fc in (await p.process(raw[i:i + 500], table)).forecasts:

@@ -57,3 +57,27 @@ def test_the_faust_table_uses_the_changelog_record_codec(tmp_path: Path) -> None
     raw = codecs.dumps(codec, state)
     assert raw[0] == FORMAT_MSGPACK
     assert codecs.loads(codec, raw) == state
+
+
+async def test_the_faust_changelog_reads_back_what_the_table_writes(tmp_path: Path) -> None:
+    """The recovery decodes changelog records through the topic's schema (the channel the
+    table manager clones onto its queue), not the table's serializer: both must be the
+    changelog codec, raw keys included, or a restarted worker never finishes recovering."""
+    from faust.types import Message
+
+    save_model(tmp_path, seed=3)
+    settings = Settings(kafka_bootstrap="unused:9092", model="lstm", model_path=tmp_path,
+                        engine="faust")
+    app = build_app(settings)
+    table = app.tables["sku_state"]
+    state = SkuState("A", "L", demand={3: 2.0}, model_state=b"\x01state")
+    topic = table.changelog_topic
+    # what the table sends for a write (Table.send_changelog: its own serializers)
+    key, _ = topic.prepare_key(b"A@L", table.key_serializer)
+    value, _ = topic.prepare_value(state, table.value_serializer)
+    assert key == b"A@L" and value[0] == FORMAT_MSGPACK
+    recovery_channel = topic.clone_using_queue(asyncio.Queue())  # as TableManager does
+    message = Message(topic.get_topic_name(), 2, 7, 0.0, 0, None, key, value, None)
+    event = await recovery_channel.decode(message, propagate=True)
+    assert event.key == b"A@L"
+    assert event.value == state
