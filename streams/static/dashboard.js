@@ -153,6 +153,7 @@ function median(levels, q) {
 async function showSku(key) {
   const data = await getJSON(`/api/sku/${encodeURIComponent(key)}/`);
   $("#sku").hidden = false;
+  $("#sku-tables").hidden = false;
   $("#sku-title").textContent = data.key;
   const s = data.state, p = s.policy || {};
   const facts = [
@@ -269,7 +270,8 @@ function drawAccuracy(box, data) {
     if (m.t === null || m.t < t0 || m.t > t1) continue;
     const g = el("svg:g", { class: "accuracy-promotion-marker" });
     g.append(el("svg:line", { x1: x(m.t - step / 2), x2: x(m.t - step / 2), y1: M.t, y2: H - M.b, class: "accuracy-promotion" }));
-    g.append(el("svg:text", { x: x(m.t - step / 2) + 4, y: M.t + 10, class: "promotion-label" }, `★ ${m.version}`));
+    const mx = x(m.t - step / 2), right = mx > W - M.r - 150;  // near the right edge: label to the left
+    g.append(el("svg:text", { x: right ? mx - 4 : mx + 4, y: M.t + 10, "text-anchor": right ? "end" : "start", class: "promotion-label" }, `★ ${m.version}`));
     const title = el("svg:title", {}, `${m.version} promoted${m.champion_version ? ` over ${m.champion_version}` : ""}: ${m.reason}`);
     g.append(title);
     svg.append(g);
