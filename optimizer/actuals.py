@@ -42,9 +42,11 @@ __all__ = [
     "FLEET",
     "AccuracyRow",
     "ActualsBatch",
+    "ScoredBucket",
     "accuracy_rows",
     "demand_history",
     "demand_skus",
+    "scored_buckets",
     "unpublished_drift_alerts",
     "write_actuals",
 ]
@@ -351,3 +353,43 @@ async def demand_skus(conn: asyncpg.Connection | asyncpg.Pool, query: str, bucke
         " AND strpos(lower(sku || '@' || location), lower($1)) > 0 ORDER BY 1 LIMIT $3",
         query, bucket_seconds, limit, recent_buckets)
     return [r["key"] for r in rows]
+
+
+@dataclass(frozen=True)
+class ScoredBucket:
+    """The scores of one bucket and model version: of one SKU (`forecast_scores`, scored 1)
+    or pooled over a segment (`accuracy_buckets`)."""
+
+    bucket_start: datetime
+    model_version: str
+    scored: int
+    pinball: float
+    actual: float
+    covered: float
+
+
+async def scored_buckets(conn: asyncpg.Connection | asyncpg.Pool, bucket_seconds: int, *,
+                         sku: str | None = None, location: str | None = None,
+                         segment: str = FLEET, limit: int = 400) -> list[ScoredBucket]:
+    """The scores of the last `limit` scored buckets, oldest first: one SKU's when `sku` and
+    `location` are given, else the segment's (`*`: the fleet; a location)."""
+    if sku is not None and location is not None:
+        rows = await conn.fetch(
+            "SELECT bucket_start, model_version, 1 AS scored, pinball, actual,"
+            " covered::float8 AS covered FROM forecast_scores"
+            " WHERE sku = $1 AND location = $2 AND bucket_seconds = $3"
+            " AND bucket_start >= (SELECT min(b) FROM (SELECT bucket_start AS b"
+            "   FROM forecast_scores WHERE sku = $1 AND location = $2 AND bucket_seconds = $3"
+            "   ORDER BY bucket_start DESC LIMIT $4) last)"
+            " ORDER BY bucket_start, model_version", sku, location, bucket_seconds, limit)
+    else:
+        rows = await conn.fetch(
+            "SELECT bucket_start, model_version, scored, pinball, actual, covered"
+            " FROM accuracy_buckets WHERE segment = $1 AND bucket_seconds = $2"
+            " AND bucket_start >= (SELECT min(b) FROM (SELECT DISTINCT bucket_start AS b"
+            "   FROM accuracy_buckets WHERE segment = $1 AND bucket_seconds = $2"
+            "   ORDER BY b DESC LIMIT $3) last)"
+            " ORDER BY bucket_start, model_version", segment, bucket_seconds, limit)
+    return [ScoredBucket(r["bucket_start"], r["model_version"], int(r["scored"]),
+                         float(r["pinball"]), float(r["actual"]), float(r["covered"]))
+            for r in rows]

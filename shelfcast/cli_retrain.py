@@ -63,6 +63,10 @@ def add_commands(subparsers: Any) -> None:
     drift.add_argument("--from-beginning", action="store_true",
                        help="a new group starts at the oldest retained alert")
     drift.add_argument("--max-runs", type=int, default=None, help="stop after N retrainings")
+    drift.add_argument("--settle-buckets", type=int, default=0, metavar="N",
+                       help="wait until N buckets after the bucket a drift episode opened at "
+                       "are recorded before retraining (the challenger learns the new demand "
+                       "from them; default 0: at once)")
     drift.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
                        help="stop once no alert came for this long")
     _lstm_args(p)
@@ -79,9 +83,10 @@ def _options(args: argparse.Namespace, model_dir: Path) -> Any:
 
     if args.folds < 1 or (args.step is not None and args.step < 1) or args.horizon < 1:
         raise ConfigError("--folds, --step and --horizon must be >= 1")
-    if args.history_days < 0 or args.max_seconds < 0 or args.margin < 0 \
-            or args.coverage_margin < 0:
-        raise ConfigError("--history-days, --max-seconds and the margins must be >= 0")
+    if min(args.history_days, args.max_seconds, args.settle_buckets, args.margin,
+           args.coverage_margin) < 0:
+        raise ConfigError("--history-days, --max-seconds, --settle-buckets and the margins "
+                          "must be >= 0")
     config = _config(args)
     protocol = BacktestProtocol(horizon=args.horizon, folds=args.folds, step=args.step,
                                 val_days=config.val_days)
@@ -117,7 +122,8 @@ def run(args: argparse.Namespace) -> int | None:
             raise ConfigError("--on-drift reads the alerts topic: set SHELFCAST_KAFKA_BOOTSTRAP")
         outcomes = asyncio.run(retrain_on_drift(
             settings, url, options, group_id=args.group, from_beginning=args.from_beginning,
-            max_runs=args.max_runs, idle_exit_s=args.exit_when_idle))
+            max_runs=args.max_runs, idle_exit_s=args.exit_when_idle,
+            settle_buckets=args.settle_buckets))
     else:
         outcomes = [asyncio.run(retrain_once(settings, url, options))]
     for outcome in outcomes:

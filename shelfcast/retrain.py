@@ -18,7 +18,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -239,6 +239,7 @@ def summary_table(outcome: RetrainOutcome) -> str:
 async def retrain_on_drift(settings: Settings, database_url: str, options: RetrainOptions, *,
                            group_id: str | None = None, from_beginning: bool = False,
                            max_runs: int | None = None, idle_exit_s: float | None = None,
+                           settle_buckets: int = 0, settle_poll_s: float = 1.0,
                            log: TextIO | None = None) -> list[RetrainOutcome]:
     """Follow the alerts topic and retrain once per `model_drift` alert episode.
 
@@ -248,6 +249,13 @@ async def retrain_on_drift(settings: Settings, database_url: str, options: Retra
     (about the model that was then serving) are skipped. Offsets are committed after the run
     (a crash mid-run retrains again). Stops after `max_runs` runs, or once idle (no alert)
     for `idle_exit_s` seconds.
+
+    `settle_buckets`: the monitor sees a change within a few buckets, when demand_history
+    holds almost nothing of the new demand, and a challenger learns only from what was
+    recorded (its training ends `protocol.eval_days` before the newest bucket). So a run
+    first waits until demand_history holds the bucket `settle_buckets` after the one the
+    episode opened at (checked every `settle_poll_s` seconds; the consumer stays in its group
+    meanwhile, its partitions paused). 0: at once.
     """
     from streams.alert_feed import alerts_consumer, decode_alert, start_consumer
 
@@ -273,6 +281,10 @@ async def retrain_on_drift(settings: Settings, database_url: str, options: Retra
                 if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
                     break
                 continue
+            opened = [a.bucket for a in drifts if a.bucket is not None]
+            if settle_buckets > 0 and opened:
+                await _settle(consumer, database_url, max(opened), settle_buckets,
+                              settings.bucket_seconds(), settle_poll_s, out)
             where = sorted({f"{a.sku}@{a.location}" for a in drifts})
             print(f"retrain: {len(drifts)} model_drift alert(s) ({', '.join(where[:5])}"
                   f"{' ...' if len(where) > 5 else ''}): retraining", file=out, flush=True)
@@ -283,6 +295,31 @@ async def retrain_on_drift(settings: Settings, database_url: str, options: Retra
     finally:
         await consumer.stop()
     return outcomes
+
+
+async def _settle(consumer: Any, database_url: str, opened: datetime, buckets: int,
+                  bucket_seconds: int, poll_s: float, out: TextIO) -> None:
+    """Wait until demand_history holds the bucket `buckets` after `opened` (see
+    retrain_on_drift); alerts arriving meanwhile belong to the run that follows."""
+    target = opened + timedelta(seconds=buckets * bucket_seconds)
+    print(f"retrain: the episode opened at {opened:%Y-%m-%d %H:%M}; waiting until "
+          f"demand_history holds {target:%Y-%m-%d %H:%M} ({buckets} buckets later)",
+          file=out, flush=True)
+    conn = await asyncpg.connect(database_url)
+    try:
+        while True:
+            through = await conn.fetchval(
+                "SELECT max(bucket_start) FROM demand_history WHERE bucket_seconds = $1",
+                bucket_seconds)
+            if through is not None and through >= target:
+                print(f"retrain: demand recorded through {through:%Y-%m-%d %H:%M}", file=out,
+                      flush=True)
+                return
+            consumer.pause(*consumer.assignment())  # polled to stay in the group, not read
+            await consumer.getmany(timeout_ms=int(poll_s * 1000))
+    finally:
+        consumer.resume(*consumer.paused())
+        await conn.close()
 
 
 def write_json(path: Path, outcomes: list[RetrainOutcome]) -> None:

@@ -14,6 +14,10 @@ one, or while it cannot be read, from memory alone.
 - `GET /api/models/`               the model versions retraining decided on (`model_versions`
                                    in PostgreSQL, when SHELFCAST_DATABASE_URL is set), newest
                                    first, with promotion markers and the one serving now
+- `GET /api/accuracy/?sku=KEY`      forecast accuracy over time (`forecast_scores`, or the
+                                   fleet's `accuracy_buckets` without `sku`): rolling
+                                   relative pinball and 80% coverage, the model versions that
+                                   served and where each promoted one took over
 
 Each worker serves the partitions it owns; behind a Service, ask the pod that holds the SKU.
 Wiring: the batch engine calls `start_worker_web(settings, engine, counters, metrics)` (its
@@ -395,10 +399,44 @@ class WorkerWeb:
             return _json({"database": True, "versions": [], "error": str(exc)})
         return _json({"database": True, "versions": model_versions_payload(rows)})
 
+    async def accuracy(self, query: Mapping[str, str]) -> Reply:
+        """`/api/accuracy/?sku=KEY&window=7`: accuracy_payload of one SKU, or of the fleet."""
+        key = query.get("sku", "").strip()
+        window = _limit(query.get("window", str(ACCURACY_WINDOW_BUCKETS)))
+        base = {"database": self.settings.database_url is not None, "scope": "sku" if key
+                else "fleet", "key": key or FLEET_KEY, "window_buckets": window,
+                "bucket_seconds": self.bucket_seconds}
+        if self.settings.database_url is None:
+            return _json({**base, "points": [], "versions": [], "promotions": []})
+        import asyncpg
+
+        from optimizer.actuals import scored_buckets
+        from optimizer.errors import StoreError
+        from optimizer.model_versions import list_model_versions
+        from schemas import split_key
+
+        try:
+            sku, location = split_key(key) if key else (None, None)
+        except ValueError:
+            return _json({"error": f"not a sku@location key: {key!r}"}, 400)
+        try:
+            if self._db_pool is None:
+                self._db_pool = await asyncpg.create_pool(
+                    self.settings.database_url.get_secret_value(), min_size=0, max_size=1)
+            rows = await scored_buckets(self._db_pool, self.bucket_seconds, sku=sku,
+                                        location=location)
+            decisions = await list_model_versions(self._db_pool, limit=50)
+        except (OSError, asyncpg.PostgresError, StoreError) as exc:
+            return _json({**base, "points": [], "versions": [], "promotions": [],
+                          "error": str(exc)})
+        return _json({**base, **accuracy_payload(rows, decisions, window)})
+
     async def aroute(self, path: str, query: Mapping[str, str]) -> Reply:
         """`route`, plus the routes that read the database."""
         if path.rstrip("/") == "/api/models":
             return await self.models()
+        if path.rstrip("/") == "/api/accuracy":
+            return await self.accuracy(query)
         return await self.handle(path, query)
 
     # --- serving ---------------------------------------------------------------------------
@@ -471,6 +509,10 @@ class WorkerWeb:
         async def models(view: Any, request: Any) -> Any:
             return reply(view, await self.models())
 
+        @app.page("/api/accuracy/", name="shelfcast_api_accuracy")
+        async def accuracy(view: Any, request: Any) -> Any:
+            return reply(view, await self.accuracy(request.query))
+
 
 def model_versions_payload(rows: Sequence[Any]) -> list[dict[str, Any]]:
     """`optimizer.model_versions.ModelVersionRecord`s (newest first) as the dashboard draws
@@ -490,6 +532,54 @@ def model_versions_payload(rows: Sequence[Any]) -> list[dict[str, Any]]:
             "champion_version": r.champion_version, "champion_scores": r.champion_scores,
             "challenger_scores": r.challenger_scores, "protocol": r.protocol})
     return out
+
+
+ACCURACY_WINDOW_BUCKETS = 7  # the drift monitor's window: a whole week, the same weekday mix
+FLEET_KEY = "*"
+
+
+def accuracy_payload(rows: Sequence[Any], decisions: Sequence[Any], window: int
+                     ) -> dict[str, Any]:
+    """Scored buckets (`optimizer.actuals.ScoredBucket`, oldest first) as the accuracy chart
+    draws them.
+
+    - `points`: per bucket, the rolling scores over the last `window` buckets, pooled as the
+      drift monitor pools a segment (relative pinball = sum pinball / sum actual; coverage =
+      covered / scored), and the version that scored most of the bucket;
+    - `versions`: each version that served, its first and last scored bucket;
+    - `promotions`: each promoted decision (`model_versions`, newest first in `decisions`)
+      at the first bucket its version scored (where it took over), oldest first; a promotion
+      whose version never served yet has `t` null.
+    """
+    by_bucket: dict[float, list[Any]] = {}
+    for r in rows:
+        by_bucket.setdefault(r.bucket_start.timestamp(), []).append(r)
+    times = sorted(by_bucket)
+    totals = [(sum(r.scored for r in by_bucket[t]), sum(r.pinball for r in by_bucket[t]),
+               sum(r.actual for r in by_bucket[t]), sum(r.covered for r in by_bucket[t]))
+              for t in times]
+    points = []
+    for i, t in enumerate(times):
+        recent = totals[max(0, i - window + 1):i + 1]
+        scored, pinball, actual, covered = (sum(x[k] for x in recent) for k in range(4))
+        top = max(by_bucket[t], key=lambda r: (r.scored, r.model_version))
+        points.append({"t": t, "scored": scored, "version": top.model_version,
+                       "pinball_relative": round(pinball / actual, 5) if actual > 0 else None,
+                       "coverage_80": round(covered / scored, 4) if scored else None})
+    versions: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        t = r.bucket_start.timestamp()
+        v = versions.setdefault(r.model_version, {"version": r.model_version, "first": t,
+                                                  "last": t, "scored": 0})
+        v["first"], v["last"] = min(v["first"], t), max(v["last"], t)
+        v["scored"] += r.scored
+    promotions = [{"version": d.version, "decided_at": _epoch_s(d.decided_at),
+                   "champion_version": d.champion_version, "reason": d.reason,
+                   "t": versions[d.version]["first"] if d.version in versions else None}
+                  for d in reversed(decisions) if d.promoted]
+    return {"points": points,
+            "versions": sorted(versions.values(), key=lambda v: (v["first"], v["version"])),
+            "promotions": promotions}
 
 
 def _limit(text: str) -> int:

@@ -153,6 +153,7 @@ function median(levels, q) {
 async function showSku(key) {
   const data = await getJSON(`/api/sku/${encodeURIComponent(key)}/`);
   $("#sku").hidden = false;
+  $("#sku-tables").hidden = false;
   $("#sku-title").textContent = data.key;
   const s = data.state, p = s.policy || {};
   const facts = [
@@ -216,6 +217,93 @@ async function refreshModels() {
   $("#models").dataset.loaded = "true";
 }
 
+// ---------------------------------------------------------------- accuracy over time
+
+const VERSION_COLOURS = ["#4e79a7", "#e15759", "#59a14f", "#b07aa1", "#f28e2b", "#76b7b2"];
+const versionColour = {};
+function colourOf(version) {
+  if (!(version in versionColour)) versionColour[version] = VERSION_COLOURS[Object.keys(versionColour).length % VERSION_COLOURS.length];
+  return versionColour[version];
+}
+
+// One chart: rolling relative pinball (left axis, a line per model version), rolling 80%
+// coverage (right axis, dashed, nominal 0.80 dotted) and a marker where each promoted
+// version took over.
+function drawAccuracy(box, data) {
+  box.replaceChildren();
+  const pts = data.points.filter((p) => p.pinball_relative !== null);
+  if (!pts.length) { box.textContent = data.database ? "No scored forecasts yet." : "No database configured."; box.dataset.rendered = "false"; return; }
+  const W = 560, H = 240, M = { l: 44, r: 40, t: 18, b: 26 };
+  const step = data.bucket_seconds;
+  const t0 = pts[0].t - step / 2, t1 = pts[pts.length - 1].t + step / 2;
+  const lmax = Math.max(...pts.map((p) => p.pinball_relative)) * 1.1 || 1;
+  const x = (t) => M.l + ((t - t0) / Math.max(t1 - t0, 1)) * (W - M.l - M.r);
+  const yl = (v) => H - M.b - (v / lmax) * (H - M.t - M.b);
+  const yc = (v) => H - M.b - v * (H - M.t - M.b);
+  const svg = el("svg:svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `forecast accuracy of ${data.key}` });
+  const axis = el("svg:g", { class: "axis" });
+  for (let i = 0; i <= 4; i++) {
+    const v = (lmax * i) / 4;
+    axis.append(el("svg:line", { x1: M.l, x2: W - M.r, y1: yl(v), y2: yl(v), class: "grid-line" }));
+    axis.append(el("svg:text", { x: M.l - 6, y: yl(v) + 4, "text-anchor": "end" }, v.toFixed(2)));
+    axis.append(el("svg:text", { x: W - M.r + 6, y: yc(i / 4) + 4 }, pct(i / 4)));
+  }
+  for (let i = 0; i <= 4; i++) {
+    const t = t0 + ((t1 - t0) * i) / 4;
+    axis.append(el("svg:text", { x: x(t), y: H - 8, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" }, fmtDate(t)));
+  }
+  axis.append(el("svg:line", { x1: M.l, x2: W - M.r, y1: yc(0.8), y2: yc(0.8), class: "nominal" }));
+  svg.append(axis);
+  // relative pinball: one polyline per run of buckets of the same version
+  let run = [];
+  const flush = () => {
+    if (!run.length) return;
+    svg.append(el("svg:polyline", { points: run.map((p) => `${x(p.t)},${yl(p.pinball_relative)}`).join(" "), fill: "none", stroke: colourOf(run[0].version), "stroke-width": 2, class: "accuracy-pinball", "data-version": run[0].version }));
+  };
+  for (const p of pts) {
+    if (run.length && p.version !== run[run.length - 1].version) { run.push(p); flush(); run = [p]; } else run.push(p);
+  }
+  flush();
+  const cov = pts.filter((p) => p.coverage_80 !== null);
+  svg.append(el("svg:polyline", { points: cov.map((p) => `${x(p.t)},${yc(p.coverage_80)}`).join(" "), fill: "none", stroke: "var(--muted)", "stroke-width": 1.2, "stroke-dasharray": "5 3", class: "accuracy-coverage" }));
+  for (const m of data.promotions) {
+    if (m.t === null || m.t < t0 || m.t > t1) continue;
+    const g = el("svg:g", { class: "accuracy-promotion-marker" });
+    g.append(el("svg:line", { x1: x(m.t - step / 2), x2: x(m.t - step / 2), y1: M.t, y2: H - M.b, class: "accuracy-promotion" }));
+    const mx = x(m.t - step / 2), right = mx > W - M.r - 150;  // near the right edge: label to the left
+    g.append(el("svg:text", { x: right ? mx - 4 : mx + 4, y: M.t + 10, "text-anchor": right ? "end" : "start", class: "promotion-label" }, `★ ${m.version}`));
+    const title = el("svg:title", {}, `${m.version} promoted${m.champion_version ? ` over ${m.champion_version}` : ""}: ${m.reason}`);
+    g.append(title);
+    svg.append(g);
+  }
+  box.append(svg);
+  box.dataset.rendered = "true";
+}
+
+async function refreshAccuracy() {
+  const key = new URLSearchParams(location.search).get("sku");
+  const [fleet, sku] = await Promise.all([
+    getJSON("/api/accuracy/"),
+    key ? getJSON(`/api/accuracy/?sku=${encodeURIComponent(key)}`) : Promise.resolve(null),
+  ]);
+  $("#accuracy-note").textContent = !fleet.database
+    ? "No database configured (SHELFCAST_DATABASE_URL): forecasts are scored by the optimizer into PostgreSQL."
+    : (fleet.error ? `Accuracy unavailable: ${fleet.error}`
+      : `Rolling over the last ${fleet.window_buckets} buckets: relative pinball (sum pinball / sum demand, lower is better; a line per model version) and 80% interval coverage (dashed, right axis; nominal 80% dotted). ★ = a promoted version took over.`);
+  drawAccuracy($("#accuracy-fleet"), fleet);
+  if (sku) {
+    $("#accuracy-sku-title").textContent = `SKU ${sku.key}`;
+    drawAccuracy($("#accuracy-sku"), sku);
+  }
+  const versions = [...fleet.versions, ...(sku ? sku.versions : [])];
+  const seen = new Set();
+  $("#accuracy-legend").replaceChildren(...versions.filter((v) => !seen.has(v.version) && seen.add(v.version)).map((v) => {
+    const item = el("span", { style: `--c: ${colourOf(v.version)}`, class: "accuracy-version" }, `${v.version} (${fmtDate(v.first)} – ${fmtDate(v.last)})`);
+    return item;
+  }));
+  $("#accuracy").dataset.loaded = "true";
+}
+
 let searchTimer;
 $("#q").addEventListener("input", () => {
   clearTimeout(searchTimer);
@@ -230,18 +318,22 @@ $("#search").addEventListener("submit", (ev) => {
   if (!key) return;
   history.replaceState(null, "", `?sku=${encodeURIComponent(key)}`);
   showSku(key).catch((err) => { $("#sku").hidden = false; $("#chart").textContent = String(err); });
+  refreshAccuracy().catch(() => {});
 });
 
 async function main() {
   const key = new URLSearchParams(location.search).get("sku");
-  const jobs = [refreshOverview(), refreshModels()];
+  const jobs = [refreshOverview(), refreshModels(), refreshAccuracy()];
   if (key) { $("#q").value = key; jobs.push(showSku(key)); }
   await Promise.allSettled(jobs);
   document.body.dataset.loaded = "true";
   let ticks = 0;
   setInterval(() => {
     refreshOverview().catch(() => {});
-    if (++ticks % 6 === 0) refreshModels().catch(() => {});  // a minute: retraining is rare
+    if (++ticks % 6 === 0) {  // a minute: retraining is rare, scores come a bucket at a time
+      refreshModels().catch(() => {});
+      refreshAccuracy().catch(() => {});
+    }
     const k = new URLSearchParams(location.search).get("sku");
     if (k) showSku(k).catch(() => {});
   }, 10000);

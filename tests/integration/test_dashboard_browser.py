@@ -1,9 +1,13 @@
-"""The dashboard of a running worker (real Kafka), its JSON API and headless Chromium.
+"""The dashboard of a running worker (real Kafka and PostgreSQL), its JSON API and headless
+Chromium.
 
 A worker process with `SHELFCAST_WEB_PORT` runs a few weeks of orders and stock snapshots for
-three SKUs; the API must then serve demand, forecast bands, stock and restocks, and Chromium
-(Debian's `chromium`; skipped when absent) must load the page and render the chart. The
-screenshot goes to `artifacts/dashboard.png` (kept by CI; docs/dashboard.png is a copy).
+three SKUs, and the optimizer scores its forecasts against the demand that followed; the API
+must then serve demand, forecast bands, stock, restocks and accuracy over time, and Chromium
+(Debian's `chromium`; skipped when absent) must load the page and render the SKU chart and
+the accuracy charts (the fleet's and the SKU's). The screenshot goes to
+`artifacts/dashboard.png` (kept by CI; docs/dashboard.png is a copy); the accuracy panel with
+a promotion is tests/integration/test_monitoring_loop.py's (docs/dashboard-accuracy.png).
 """
 
 from __future__ import annotations
@@ -11,11 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import re
-import shutil
-import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -27,27 +27,16 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 
+from optimizer.service import OptimizerService
 from runtime.settings import Settings
 from schemas import sku_key
 from shelfcast.worker_process import WorkerProcess
 from streams.topics import ensure_topics
+from tests.support.browser import ARTIFACTS, chromium, free_port, get, run_chromium
 
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = Path(os.environ.get("SHELFCAST_ARTIFACTS", ROOT / "artifacts"))
 T0 = datetime(2011, 3, 1, 9, 0, tzinfo=UTC)
 DAYS = 40
 SKUS = {"MUG": 6.0, "TEAPOT": 2.0, "CANDLE": 11.0}  # mean units per day
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def get(port: int, path: str) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-        return json.loads(resp.read())
 
 
 def shop_days(settings: Settings) -> list[list[tuple[str, str, dict]]]:
@@ -82,15 +71,17 @@ def shop_days(settings: Settings) -> list[list[tuple[str, str, dict]]]:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def running_worker(kafka_bootstrap: str, fresh_topic_prefix: str, tmp_path: Path
-                         ) -> AsyncIterator[int]:
+async def running_worker(kafka_bootstrap: str, pg_database: str, fresh_topic_prefix: str,
+                         tmp_path: Path) -> AsyncIterator[int]:
     port = free_port()
     settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"{fresh_topic_prefix}.",
                         shop_topic_prefix=f"{fresh_topic_prefix}.shop.",
                         app_id=f"{fresh_topic_prefix}-app", topic_partitions=2, web_port=port,
-                        window_buckets=28, model="moving_average")
+                        window_buckets=28, model="moving_average", database_url=pg_database)
     await ensure_topics(settings)
     worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    stop = asyncio.Event()
+    optimizer = asyncio.create_task(OptimizerService(settings, pg_database).run(stop))
     try:
         await asyncio.to_thread(worker.wait_ready, 120)
         producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
@@ -109,7 +100,9 @@ async def running_worker(kafka_bootstrap: str, fresh_topic_prefix: str, tmp_path
         while True:
             try:
                 data = await asyncio.to_thread(get, port, "/api/sku/MUG@wh1/")
-                if (data["forecast"] and data["restocks"]
+                scored = (await asyncio.to_thread(get, port, "/api/accuracy/?sku=MUG@wh1")
+                          )["points"]
+                if (data["forecast"] and data["restocks"] and len(scored) >= DAYS - 3
                         and len(data["demand"]) >= 25 and len(data["stock"]) >= 20):
                     break
             except urllib.error.HTTPError as exc:
@@ -120,6 +113,8 @@ async def running_worker(kafka_bootstrap: str, fresh_topic_prefix: str, tmp_path
             await asyncio.sleep(0.5)
         yield port
     finally:
+        stop.set()
+        await optimizer
         worker.stop()
 
 
@@ -137,6 +132,16 @@ async def test_dashboard_api_serves_a_running_pipeline(running_worker: int):
     assert data["bands"] and data["stock"] and data["restocks"]
     assert data["state"]["policy"]["supplier"] == "acme"
     assert all(r["quantity"] % 6 == 0 and r["quantity"] >= 12 for r in data["restocks"])
+    # accuracy: every closed day after the first scored, rolling over a week, one version
+    for path in ("/api/accuracy/?sku=MUG@wh1", "/api/accuracy/"):
+        acc = await asyncio.to_thread(get, port, path)
+        assert acc["database"] is True and acc["window_buckets"] == 7
+        assert len(acc["points"]) >= DAYS - 3
+        assert all(0 < p["pinball_relative"] < 1 and 0 <= p["coverage_80"] <= 1
+                   for p in acc["points"])
+        assert [v["version"] for v in acc["versions"]] == [data["forecast"]["model_version"]]
+        assert acc["promotions"] == []  # the moving average is not retrained
+    assert acc["key"] == "*" and acc["points"][-1]["scored"] == 7 * len(SKUS)
     overview = await asyncio.to_thread(get, port, "/api/overview/")
     assert overview["skus"] == 3 and overview["restocks"] >= 1
     with pytest.raises(urllib.error.HTTPError) as missing:
@@ -146,22 +151,6 @@ async def test_dashboard_api_serves_a_running_pipeline(running_worker: int):
         page = resp.read().decode()
     assert resp.headers["Content-Type"].startswith("text/html")
     assert "/dashboard/dashboard.js" in page and "http" not in page.split("<body>")[1]
-
-
-def chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if path := shutil.which(name):
-            return path
-    return None
-
-
-def run_chromium(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--no-first-run", "--hide-scrollbars", f"--user-data-dir={profile}",
-             "--virtual-time-budget=8000"]
-    return subprocess.run([binary, *flags, *args], capture_output=True, text=True, timeout=90,
-                          check=False)
 
 
 @pytest.mark.timeout(300)
@@ -180,6 +169,13 @@ async def test_dashboard_renders_in_headless_chromium(running_worker: int, tmp_p
     assert html.count('class="series-restock"') >= 1
     assert "MUG@wh1" in html and ("status-open" in html or "received" in html)
     assert re.search(r'id="models"[^>]*data-loaded="true"', html)  # model versions panel
+    # the accuracy panel: the fleet's chart and the SKU's, each with its lines
+    assert re.search(r'id="accuracy"[^>]*data-loaded="true"', html)
+    for chart in ("accuracy-fleet", "accuracy-sku"):
+        assert re.search(rf'id="{chart}"[^>]*data-rendered="true"', html), html[:4000]
+    assert html.count('class="accuracy-pinball"') >= 2
+    assert html.count('class="accuracy-coverage"') == 2
+    assert "SKU MUG@wh1" in html
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "dashboard.png"

@@ -102,3 +102,52 @@ def test_a_key_on_two_partitions_shows_its_furthest_state_and_both_partitions():
     assert body(web.route("/api/sku/MUG%40wh1/", {}))[1]["partitions"] == [1]
     assert body(web.route("/api/overview/", {}))[1]["skus"] == 2
     assert body(web.route("/api/skus", {"q": ""}))[1]["skus"] == ["MUG@wh1", "TEE@berlin"]
+
+
+def test_accuracy_payload_rolls_scores_per_version_and_marks_promotions():
+    """Rolling sums over the window, pooled across versions as the drift monitor pools a
+    segment; each promoted version marked at its first scored bucket."""
+    from types import SimpleNamespace
+
+    from optimizer.actuals import ScoredBucket
+    from streams.web import accuracy_payload
+
+    day = 86_400
+
+    def at(d: int) -> datetime:
+        return datetime.fromtimestamp(d * day, UTC)
+
+    rows = [ScoredBucket(at(d), "old" if d < 4 else "new", 2, 1.0 if d < 4 else 0.5, 10.0,
+                         1.0 if d < 4 else 2.0) for d in range(6)]
+    rows.insert(4, ScoredBucket(at(4), "old", 1, 3.0, 5.0, 0.0))  # a SKU still on the old one
+    decisions = [  # newest first, as list_model_versions gives them
+        SimpleNamespace(version="newer", promoted=True, champion_version="new", reason="r3",
+                        decided_at=at(9)),
+        SimpleNamespace(version="kept", promoted=False, champion_version="new", reason="r2",
+                        decided_at=at(8)),
+        SimpleNamespace(version="new", promoted=True, champion_version="old", reason="r1",
+                        decided_at=at(7)),
+    ]
+    out = accuracy_payload(rows, decisions, window=2)
+    points = out["points"]
+    assert [p["t"] for p in points] == [d * day for d in range(6)]
+    assert points[0] == {"t": 0, "scored": 2, "version": "old", "pinball_relative": 0.1,
+                         "coverage_80": 0.5}
+    # day 4: days 3 and 4 pooled: (1 + 0.5 + 3) / (10 + 10 + 5); the bucket mostly "new"
+    assert points[4]["pinball_relative"] == pytest.approx(4.5 / 25, abs=1e-5)
+    assert points[4]["scored"] == 5 and points[4]["version"] == "new"
+    assert points[4]["coverage_80"] == pytest.approx(3 / 5)
+    assert out["versions"] == [
+        {"version": "old", "first": 0, "last": 4 * day, "scored": 9},
+        {"version": "new", "first": 4 * day, "last": 5 * day, "scored": 4}]
+    assert [(m["version"], m["t"]) for m in out["promotions"]] == [("new", 4 * day),
+                                                                   ("newer", None)]
+
+
+async def test_accuracy_without_a_database_says_so():
+    web = WorkerWeb(Settings(kafka_bootstrap="unused:9092"), StateStore(1))
+    status, _, body = await web.aroute("/api/accuracy/", {"sku": "MUG@wh1"})
+    assert status == 200
+    payload = json.loads(body)
+    assert payload["database"] is False and payload["points"] == []
+    assert payload["scope"] == "sku" and payload["key"] == "MUG@wh1"
