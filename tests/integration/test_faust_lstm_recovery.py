@@ -23,33 +23,14 @@ from runtime.settings import Settings
 from schemas import ForecastEvent
 from shelfcast.worker_process import WorkerProcess
 from streams.changelog import decode_sku_state
-from streams.forecaster_setup import served_forecaster
 from streams.lag import LagProbe
-from streams.processor import BatchProcessor, ProcessorConfig, RawRecord
-from streams.store import StateStore
 from streams.topics import ensure_topics
-from tests.integration.test_streams_lstm_recovery import orders, save_model
 from tests.support.kafka import produce, read_all, wait_lag
+from tests.support.lstm import recovery_orders, save_tiny_lstm, uninterrupted_run
 
 torch = pytest.importorskip("torch")
 
 Forecasts = dict[tuple[str, datetime], list[float]]
-
-
-async def uninterrupted(settings: Settings, records: list[tuple[bytes, bytes]]
-                        ) -> tuple[Forecasts, dict[str, dict[int, float]]]:
-    """(sku, bucket) -> mean forecast, and sku@location -> demand buckets, of one worker that
-    never stopped."""
-    forecasts: Forecasts = {}
-    async with served_forecaster(settings) as (forecaster, predict):
-        p = BatchProcessor(ProcessorConfig.from_settings(settings), predict,
-                           forecaster.model_version)
-        table = StateStore(settings.topic_partitions).partition(0)  # every record: partition 0
-        raw = [RawRecord(settings.topics.orders, 0, i, k, v) for i, (k, v) in enumerate(records)]
-        for i in range(0, len(raw), 500):
-            for fc in (await p.process(raw[i:i + 500], table)).forecasts:
-                forecasts[(fc.sku, fc.bucket)] = fc.mean
-    return forecasts, {key: dict(state.demand) for key, state in table.items()}
 
 
 @pytest.mark.timeout(360)
@@ -61,7 +42,8 @@ async def uninterrupted(settings: Settings, records: list[tuple[bytes, bytes]]
 async def test_a_killed_faust_lstm_worker_recovers_its_table_and_forecasts_as_if_never_stopped(
     kafka_bootstrap: str, fresh_topic_prefix: str, tmp_path: Path, crash: str | None
 ):
-    version = save_model(tmp_path / "model")
+    version = save_tiny_lstm(tmp_path / "model", seed=11, hidden=16,
+                             fingerprint="recovery-test")
     settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"{fresh_topic_prefix}.",
                         shop_topic_prefix=f"{fresh_topic_prefix}.shop.",
                         app_id=f"{fresh_topic_prefix}-app", topic_partitions=4,
@@ -69,7 +51,7 @@ async def test_a_killed_faust_lstm_worker_recovers_its_table_and_forecasts_as_if
                         commit_interval_s=0.5, model="lstm", model_path=tmp_path / "model",
                         window_buckets=7, max_wait_ms=1)
     await ensure_topics(settings)
-    records = orders()
+    records = recovery_orders()
     log = tmp_path / "worker.log"
     first = WorkerProcess(settings, log, name="worker-1",
                           env={FAULT_ENV: crash} if crash else None).start()
@@ -94,7 +76,7 @@ async def test_a_killed_faust_lstm_worker_recovers_its_table_and_forecasts_as_if
     assert 0 < killed_at_lag < len(records), "the kill should land mid-stream"
     assert recovered_in_s < 60
 
-    expected, expected_demand = await uninterrupted(settings, records)
+    expected, expected_demand = await uninterrupted_run(settings, records)
     published = [ForecastEvent.model_validate_json(r.value)
                  for r in await read_all(settings, settings.topics.forecasts)]
     assert {f.model_version for f in published} == {version}

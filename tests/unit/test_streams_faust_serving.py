@@ -13,7 +13,7 @@ from runtime.settings import Settings
 from streams.changelog import FORMAT_MSGPACK
 from streams.state import SkuState
 from streams.worker import build_app
-from tests.unit.test_streams_lstm import orders, save_model
+from tests.support.lstm import daily_orders, save_tiny_lstm
 
 pytest.importorskip("torch")
 
@@ -21,7 +21,7 @@ pytest.importorskip("torch")
 async def test_the_faust_app_forecasts_through_the_inferencer_with_durable_states(
     tmp_path: Path,
 ) -> None:
-    version = save_model(tmp_path, seed=3)
+    version = save_tiny_lstm(tmp_path, seed=3, hidden=8, fingerprint="test-3")
     settings = Settings(kafka_bootstrap="unused:9092", model="lstm", model_path=tmp_path,
                         engine="faust", max_wait_ms=1)
     app = build_app(settings)  # builds, connects nothing
@@ -29,7 +29,7 @@ async def test_the_faust_app_forecasts_through_the_inferencer_with_durable_state
     serve = [task for task in app._app_tasks if "serve" in getattr(task, "__qualname__", "")]
     assert len(serve) == 1, "the serving path is entered by one app task"
     table: dict[str, object] = {}
-    pending = asyncio.ensure_future(processor.process(orders(settings, 0, 4), table))
+    pending = asyncio.ensure_future(processor.process(daily_orders(settings, 0, 4), table))
     await asyncio.sleep(0.05)
     assert not pending.done(), "forecasts wait until the serving path is up"
     running = asyncio.ensure_future(serve[0]())
@@ -45,7 +45,7 @@ async def test_the_faust_app_forecasts_through_the_inferencer_with_durable_state
 
 
 def test_the_faust_table_uses_the_changelog_record_codec(tmp_path: Path) -> None:
-    save_model(tmp_path, seed=3)
+    save_tiny_lstm(tmp_path, seed=3, hidden=8, fingerprint="test-3")
     settings = Settings(kafka_bootstrap="unused:9092", model="lstm", model_path=tmp_path,
                         engine="faust")
     app = build_app(settings)
@@ -65,7 +65,7 @@ async def test_the_faust_changelog_reads_back_what_the_table_writes(tmp_path: Pa
     changelog codec, raw keys included, or a restarted worker never finishes recovering."""
     from faust.types import Message
 
-    save_model(tmp_path, seed=3)
+    save_tiny_lstm(tmp_path, seed=3, hidden=8, fingerprint="test-3")
     settings = Settings(kafka_bootstrap="unused:9092", model="lstm", model_path=tmp_path,
                         engine="faust")
     app = build_app(settings)

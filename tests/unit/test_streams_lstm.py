@@ -2,17 +2,16 @@
 and a new version written to the model directory is rolled in without a restart."""
 
 import asyncio
-import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from runtime.errors import ConfigError
 from runtime.settings import Settings
-from schemas import sku_key
 from streams.forecaster_setup import served_forecaster
 from streams.processor import BatchProcessor, ProcessorConfig, RawRecord
+from tests.support.lstm import daily_orders, save_tiny_lstm
 
 torch = pytest.importorskip("torch")
 
@@ -20,26 +19,11 @@ T0 = datetime(2011, 3, 7, 10, tzinfo=UTC)
 
 
 def save_model(directory: Path, seed: int) -> str:
-    from forecasting.lstm import LSTMConfig, LSTMForecaster, LSTMNet
-    from forecasting.lstm.artifact import read_metadata, save_artifact
-    from forecasting.lstm.features import INPUT_DIM
-
-    torch.manual_seed(seed)
-    model = LSTMForecaster(LSTMNet(INPUT_DIM, LSTMConfig(horizon=14, hidden=8, head_hidden=8)),
-                           device="cpu")
-    save_artifact(model, directory, data_fingerprint=f"test-{seed}")
-    return str(read_metadata(directory)["model_version"])
+    return save_tiny_lstm(directory, seed=seed, hidden=8, fingerprint=f"test-{seed}")
 
 
 def orders(settings: Settings, day0: int, days: int) -> list[RawRecord]:
-    out = []
-    for d in range(day0, day0 + days):
-        for sku in ("A", "B", "C"):
-            value = {"event_id": f"{sku}{d}", "type": "placed", "sku": sku, "location": "L",
-                     "quantity": 3, "occurred_at": (T0 + timedelta(days=d)).isoformat()}
-            out.append(RawRecord(settings.topics.orders, 0, len(out), sku_key(sku, "L").encode(),
-                                 json.dumps(value).encode()))
-    return out
+    return daily_orders(settings, day0, days)
 
 
 async def test_lstm_forecasts_are_stamped_and_new_versions_roll_in(tmp_path: Path):
