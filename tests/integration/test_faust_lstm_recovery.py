@@ -15,18 +15,22 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from runtime.faults import FAULT_ENV
 from runtime.settings import Settings
-from schemas import ForecastEvent
 from shelfcast.worker_process import WorkerProcess
 from streams.changelog import decode_sku_state
 from streams.lag import LagProbe
 from streams.topics import ensure_topics
 from tests.support.kafka import produce, read_all, wait_lag
-from tests.support.lstm import recovery_orders, save_tiny_lstm, uninterrupted_run
+from tests.support.lstm import (
+    published_means,
+    recovery_orders,
+    save_tiny_lstm,
+    uninterrupted_run,
+    worst_difference,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -81,15 +85,10 @@ async def test_a_killed_faust_lstm_worker_recovers_its_table_and_forecasts_as_if
     assert recovered_in_s < 60
 
     expected, expected_demand = await uninterrupted_run(settings, records)
-    published = [ForecastEvent.model_validate_json(r.value)
-                 for r in await read_all(settings, settings.topics.forecasts)]
-    assert {f.model_version for f in published} == {version}
-    got: dict[tuple[str, datetime], list[list[float]]] = {}
-    for f in published:  # a replayed batch may publish a forecast again: every copy counts
-        got.setdefault((f.sku, f.bucket), []).append(f.mean)
+    versions, got = await published_means(settings)
+    assert versions == {version}
     assert got.keys() == expected.keys(), "a forecast was lost (or invented) across the kill"
-    worst = max(float(np.max(np.abs(np.asarray(m) - expected[k]))) for k, ms in got.items()
-                for m in ms)
+    worst = worst_difference(got, expected)
     assert worst < 1e-3, f"forecasts after recovery differ by up to {worst}"
     # the changelog's last word on every SKU counts each event once, as the uninterrupted run
     changelog = f"{settings.app_id}-sku_state-changelog"

@@ -8,19 +8,22 @@ The batch engine; the Faust engine's twin is tests/integration/test_faust_lstm_r
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from runtime.settings import Settings
-from schemas import ForecastEvent
 from shelfcast.worker_process import WorkerProcess
 from streams.lag import LagProbe
 from streams.topics import ensure_topics
-from tests.support.kafka import produce, read_all, wait_lag
-from tests.support.lstm import recovery_orders, save_tiny_lstm, uninterrupted_run
+from tests.support.kafka import produce, wait_lag
+from tests.support.lstm import (
+    published_means,
+    recovery_orders,
+    save_tiny_lstm,
+    uninterrupted_run,
+    worst_difference,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -60,13 +63,8 @@ async def test_a_killed_lstm_worker_resumes_its_states_and_forecasts_as_if_never
     assert 0 < killed_at_lag < len(records), "the kill should land mid-stream"
 
     expected, _ = await uninterrupted_run(settings, records)
-    published = [ForecastEvent.model_validate_json(r.value)
-                 for r in await read_all(settings, settings.topics.forecasts)]
-    assert {f.model_version for f in published} == {version}
-    got: dict[tuple[str, datetime], list[list[float]]] = {}
-    for f in published:  # a replayed batch may publish a forecast again: every copy counts
-        got.setdefault((f.sku, f.bucket), []).append(f.mean)
+    versions, got = await published_means(settings)
+    assert versions == {version}
     assert got.keys() == expected.keys()
-    worst = max(float(np.max(np.abs(np.asarray(m) - expected[k]))) for k, ms in got.items()
-                for m in ms)
+    worst = worst_difference(got, expected)
     assert worst < 1e-3, f"forecasts after recovery differ by up to {worst}"

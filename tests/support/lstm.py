@@ -77,3 +77,25 @@ async def uninterrupted_run(settings: Settings, records: list[tuple[bytes, bytes
             for fc in (await p.process(raw[i:i + 500], table)).forecasts:
                 forecasts[(fc.sku, fc.bucket)] = list(np.asarray(fc.mean, dtype=float))
     return forecasts, {key: dict(state.demand) for key, state in table.items()}
+
+
+async def published_means(settings: Settings) -> tuple[set[str], dict[tuple[str, datetime],
+                                                                      list[list[float]]]]:
+    """The forecasts topic as (model versions seen, (sku, bucket) -> every published mean): a
+    replayed batch may publish a forecast again, and every copy counts."""
+    from schemas import ForecastEvent
+    from tests.support.kafka import read_all
+
+    published = [ForecastEvent.model_validate_json(r.value)
+                 for r in await read_all(settings, settings.topics.forecasts)]
+    got: dict[tuple[str, datetime], list[list[float]]] = {}
+    for f in published:
+        got.setdefault((f.sku, f.bucket), []).append(f.mean)
+    return {f.model_version for f in published}, got
+
+
+def worst_difference(got: dict[tuple[str, datetime], list[list[float]]],
+                     expected: Forecasts) -> float:
+    """The largest absolute gap between any published mean and the uninterrupted run's."""
+    return max(float(np.max(np.abs(np.asarray(m) - expected[k]))) for k, ms in got.items()
+               for m in ms)
