@@ -30,6 +30,27 @@ relative pinball under its ceiling.
 Hysteresis: an episode opens when a score is outside by more than a margin (coverage
 `coverage_margin`, pinball `loss_margin` x the baseline mean) and closes only once both are
 back inside the band itself: one alert per episode, however long it lasts.
+
+Completeness (`complete_through`): a monitor reads a bucket once, so it must read it only
+when every score it will get is in; otherwise a catch-up after a backlog reads buckets that
+hold the SKUs of one partition and not yet those of another, and the windows (and alerts)
+depend on how fast the replay ran. An SKU's bucket closes when its next order arrives, and
+a partition of the actuals carries its SKUs' closures in event-time order (orders are
+consumed in order per partition and each closure is published when it happens). So once a
+partition has carried a closure of bucket b + 1, every closure of b on that partition is in;
+bucket b is complete once every partition has. The rule reads only the partitions' own
+progress, never the wall clock nor the other partitions' speed: a burst of backlog and a
+slow replay of the same topic complete the same buckets with the same scores.
+Liveness: a partition is given up on (no longer waited for) once it is more than
+`partition_idle_buckets` behind the newest one AND has not moved for `partition_idle_s` of
+the optimizer's clock (its SKUs went quiet; one that has carried nothing counts as being at
+the first bucket any partition carried, since the first one did). Both, because a backlog
+is not consumed evenly (a consumer drains one partition's buffer before the next one's, a
+burst can put one partition a whole replay ahead), so lag in buckets alone says nothing;
+a partition being caught up moves. One silent partition so delays the monitors once
+instead of stopping them. A score that arrives for a bucket the monitor has read (an SKU
+silent since its forecast, a partition given up on) stays in the
+tables and the dashboard but not in the drift windows.
 """
 
 from __future__ import annotations
@@ -54,6 +75,7 @@ __all__ = [
     "DriftChange",
     "DriftConfig",
     "DriftMonitor",
+    "PartitionProgress",
     "RollingScores",
     "expected_coverage",
     "score",
@@ -146,12 +168,16 @@ class DriftConfig:
     coverage_margin: float = 0.05  # beyond the band by more than this: an episode opens
     loss_floor: float = 0.15  # least headroom of the pinball ceiling, x baseline mean
     loss_margin: float = 0.15  # above the ceiling by more than this x baseline mean: opens
+    partition_idle_buckets: int = 7  # a partition this far behind and ...
+    partition_idle_s: float = 600.0  # ... not moving for this long is no longer waited for
 
     def __post_init__(self) -> None:
         if not 1 <= self.drift_buckets <= self.report_buckets:
             raise ValueError("need 1 <= drift_buckets <= report_buckets")
         if self.baseline_buckets < 2:
             raise ValueError("baseline_buckets must be >= 2 (a spread needs two values)")
+        if self.partition_idle_buckets < 1 or self.partition_idle_s < 0:
+            raise ValueError("need partition_idle_buckets >= 1 and partition_idle_s >= 0")
 
 
 @dataclass(frozen=True)
@@ -266,6 +292,51 @@ class DriftMonitor:
             self.open_since = None
             return DriftChange("closed", bucket, window, band, ())
         return None
+
+
+@dataclass
+class PartitionProgress:
+    """How far each partition of the actuals has carried bucket closures (module docstring,
+    Completeness): per partition the newest bucket it carried and when (seconds of the
+    optimizer's clock) it last moved; the oldest bucket any partition carried and when the
+    first one did. `carry` each closure in its partition's order."""
+
+    heads: dict[int, int] = field(default_factory=dict)
+    moved_at_s: dict[int, float] = field(default_factory=dict)
+    first_bucket: int | None = None
+    started_at_s: float | None = None
+
+    def carry(self, partition: int, bucket: int, at_s: float) -> bool:
+        """Note a closure of `bucket` on `partition` at `at_s`; True when it is on time: its
+        partition had not yet carried a later bucket (a score that is not on time stays
+        out of the drift windows, whatever the other partitions' progress)."""
+        head = self.heads.get(partition)
+        if head is None or bucket > head:
+            self.heads[partition] = bucket
+            self.moved_at_s[partition] = at_s
+        if self.first_bucket is None or bucket < self.first_bucket:
+            self.first_bucket = bucket
+        if self.started_at_s is None:
+            self.started_at_s = at_s
+        return head is None or bucket >= head
+
+    def complete_through(self, partitions: int, now_s: float, idle_buckets: int,
+                         idle_s: float) -> int | None:
+        """The newest bucket (index) every score of which is in, or None while there is
+        none: bucket b is complete once every partition 0 .. `partitions` - 1 waited for has
+        carried a closure of b + 1 (module docstring: Completeness, Liveness)."""
+        if partitions < 1:
+            raise ValueError(f"partitions must be >= 1, not {partitions}")
+        if not self.heads or self.first_bucket is None or self.started_at_s is None:
+            return None
+        newest = max(self.heads.values())
+        waited = []
+        for p in sorted(set(range(partitions)) | set(self.heads)):
+            head = self.heads.get(p, self.first_bucket)
+            moved_at_s = self.moved_at_s.get(p, self.started_at_s)
+            if newest - head <= idle_buckets or now_s - moved_at_s <= idle_s:
+                waited.append(head)
+        return min(waited) - 1
 
 
 def _outside(window: RollingScores, band: DriftBand, cfg: DriftConfig, *,

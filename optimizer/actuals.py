@@ -8,10 +8,14 @@ nothing twice:
 2. a forecast is scored once (`forecast_scores`, ON CONFLICT DO NOTHING), and only the scores
    inserted now are added to their segment's bucket totals (`accuracy_buckets`: the location,
    and '*' for the fleet);
-3. each segment touched (and model version) has its drift monitor row locked, reads the
-   buckets that are complete (all but the segment's newest: SKUs close a bucket when their
-   next order arrives, not all at once), and writes its new state; an episode that opens
-   becomes a `model_drift` alert in `drift_episodes`, published after the commit (outbox).
+3. each partition's progress (`demand_partition_heads`) says which buckets are complete:
+   every score of them is in, whatever the pace of the replay (forecasting/accuracy.py,
+   Completeness); scores that arrive after their partition moved on are `on_time` false
+   and stay out of the monitors' totals (`drift_buckets`);
+4. each drift monitor (segment and model version) with a complete bucket it has not read
+   has its row locked, reads those buckets in order and writes its new state; an episode
+   that opens becomes a `model_drift` alert in `drift_episodes`, published after the
+   commit (outbox).
 The math is forecasting/accuracy.py's; this module only moves rows.
 """
 
@@ -31,6 +35,7 @@ from forecasting.accuracy import (
     DriftChange,
     DriftConfig,
     DriftMonitor,
+    PartitionProgress,
     RollingScores,
     score,
 )
@@ -69,32 +74,63 @@ WHERE demand_history.quantity IS DISTINCT FROM EXCLUDED.quantity
    OR (demand_history.model_version IS NULL AND EXCLUDED.model_version IS NOT NULL)
 """
 
-# Scores first (ON CONFLICT says which are new), then only the new ones pooled per segment.
+# Scores first (ON CONFLICT says which are new), then only the new ones pooled per segment:
+# every one into accuracy_buckets (the dashboard), the on-time ones into drift_buckets (what
+# the monitors read).
 _INSERT_SCORES = """
 WITH new AS (
     INSERT INTO forecast_scores (sku, location, bucket_start, bucket_seconds, model_version,
-                                 actual, median, low_80, high_80, pinball, covered)
+                                 actual, median, low_80, high_80, pinball, covered, on_time)
     SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int4[], $5::text[],
                          $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::float8[],
-                         $11::int2[])
+                         $11::int2[], $12::bool[])
     ORDER BY 1, 2, 4, 3
     ON CONFLICT DO NOTHING
     RETURNING location, model_version, bucket_seconds, bucket_start, actual, median, pinball,
-              covered
+              covered, on_time
 ), pooled AS (
-    SELECT s.segment, model_version, bucket_seconds, bucket_start, count(*)::int4 AS scored,
-           sum(pinball) AS pinball, sum(actual) AS actual, sum(covered)::float8 AS covered,
-           sum(median - actual) AS error
+    SELECT s.segment, model_version, bucket_seconds, bucket_start, on_time,
+           count(*)::int4 AS scored, sum(pinball) AS pinball, sum(actual) AS actual,
+           sum(covered)::float8 AS covered, sum(median - actual) AS error
     FROM new CROSS JOIN LATERAL (VALUES (new.location), ('*')) AS s (segment)
-    GROUP BY 1, 2, 3, 4
+    GROUP BY 1, 2, 3, 4, 5
+), every_score AS (
+    INSERT INTO accuracy_buckets AS a
+    SELECT segment, model_version, bucket_seconds, bucket_start, sum(scored)::int4,
+           sum(pinball), sum(actual), sum(covered), sum(error)
+    FROM pooled GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+    ON CONFLICT (segment, model_version, bucket_seconds, bucket_start) DO UPDATE
+    SET scored = a.scored + EXCLUDED.scored, pinball = a.pinball + EXCLUDED.pinball,
+        actual = a.actual + EXCLUDED.actual, covered = a.covered + EXCLUDED.covered,
+        error = a.error + EXCLUDED.error
 )
-INSERT INTO accuracy_buckets AS a
-SELECT * FROM pooled ORDER BY 1, 2, 3, 4
+INSERT INTO drift_buckets AS d
+SELECT segment, model_version, bucket_seconds, bucket_start, scored, pinball, actual, covered,
+       error
+FROM pooled WHERE on_time ORDER BY 1, 2, 3, 4
 ON CONFLICT (segment, model_version, bucket_seconds, bucket_start) DO UPDATE
-SET scored = a.scored + EXCLUDED.scored, pinball = a.pinball + EXCLUDED.pinball,
-    actual = a.actual + EXCLUDED.actual, covered = a.covered + EXCLUDED.covered,
-    error = a.error + EXCLUDED.error
+SET scored = d.scored + EXCLUDED.scored, pinball = d.pinball + EXCLUDED.pinball,
+    actual = d.actual + EXCLUDED.actual, covered = d.covered + EXCLUDED.covered,
+    error = d.error + EXCLUDED.error
 RETURNING segment, model_version, bucket_seconds
+"""
+
+_HEADS = """
+SELECT partition, bucket_seconds, first_bucket, head_bucket, moved_at, seen_at
+FROM demand_partition_heads WHERE topic = $1
+"""
+_UPSERT_HEADS = """
+INSERT INTO demand_partition_heads AS h (topic, partition, bucket_seconds, first_bucket,
+                                         head_bucket, moved_at, seen_at)
+SELECT $1, * FROM unnest($2::int4[], $3::int4[], $4::timestamptz[], $5::timestamptz[],
+                         $6::timestamptz[], $7::timestamptz[])
+ORDER BY 2, 3
+ON CONFLICT (topic, bucket_seconds, partition) DO UPDATE
+SET first_bucket = least(h.first_bucket, EXCLUDED.first_bucket),
+    head_bucket = greatest(h.head_bucket, EXCLUDED.head_bucket),
+    moved_at = CASE WHEN EXCLUDED.head_bucket > h.head_bucket THEN EXCLUDED.moved_at
+                    ELSE h.moved_at END
+WHERE EXCLUDED.first_bucket < h.first_bucket OR EXCLUDED.head_bucket > h.head_bucket
 """
 
 _ENSURE_MONITORS = """
@@ -102,20 +138,23 @@ INSERT INTO drift_monitors (segment, model_version, bucket_seconds)
 SELECT * FROM unnest($1::text[], $2::text[], $3::int4[]) ORDER BY 1, 2, 3
 ON CONFLICT DO NOTHING
 """
+# the monitors with a complete bucket they have not read yet
 _LOCK_MONITORS = """
 SELECT m.segment, m.model_version, m.bucket_seconds, m.evaluated_through, m.state
 FROM drift_monitors m
-JOIN unnest($1::text[], $2::text[], $3::int4[]) AS k (segment, model_version, bucket_seconds)
-    USING (segment, model_version, bucket_seconds)
+WHERE m.bucket_seconds = $1 AND EXISTS (
+    SELECT 1 FROM drift_buckets d
+    WHERE d.segment = m.segment AND d.model_version = m.model_version
+      AND d.bucket_seconds = m.bucket_seconds
+      AND d.bucket_start > COALESCE(m.evaluated_through, '-infinity'::timestamptz)
+      AND d.bucket_start <= $2)
 ORDER BY 1, 2, 3
 FOR UPDATE OF m
 """
 _READY_BUCKETS = """
-SELECT bucket_start, scored, pinball, actual, covered, error FROM accuracy_buckets
+SELECT bucket_start, scored, pinball, actual, covered, error FROM drift_buckets
 WHERE segment = $1 AND model_version = $2 AND bucket_seconds = $3
-  AND bucket_start > COALESCE($4, '-infinity'::timestamptz)
-  AND bucket_start < (SELECT max(bucket_start) FROM accuracy_buckets
-                      WHERE segment = $1 AND model_version = $2 AND bucket_seconds = $3)
+  AND bucket_start > COALESCE($4, '-infinity'::timestamptz) AND bucket_start <= $5
 ORDER BY bucket_start
 """
 _UPDATE_MONITOR = """
@@ -137,12 +176,24 @@ WHERE segment = $1 AND model_version = $2 AND bucket_seconds = $3 AND closed_buc
 @dataclass(frozen=True)
 class ActualsBatch:
     """A consumed batch's demand events and what scoring them needs: when alerts are raised,
-    the monitor's windows, and each model version's validation coverage (None: unknown)."""
+    the monitor's windows, and each model version's validation coverage (None: unknown).
+
+    `partitions`: the partition each event came on (in each partition's order), of `topic`,
+    which has `topic_partitions` partitions: they say which buckets are complete
+    (forecasting/accuracy.py, Completeness). Without them the batch counts as one partition.
+    """
 
     events: Sequence[DemandEvent]
     raised_at: datetime
     config: DriftConfig | None = None
     expected_coverage: ExpectedCoverage | None = None
+    partitions: Sequence[int] | None = None
+    topic: str = ""
+    topic_partitions: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.partitions is not None and len(self.partitions) != len(self.events):
+            raise ValueError(f"{len(self.partitions)} partitions for {len(self.events)} events")
 
 
 @dataclass(frozen=True)
@@ -151,21 +202,48 @@ class _Actual:
 
     event: DemandEvent  # the first event with a forecast, else the last
     quantity: float
+    on_time: bool  # the event's partition had not carried a later bucket before it
 
 
-def _latest(events: Sequence[DemandEvent]) -> list[_Actual]:
+def _latest(events: Sequence[DemandEvent], on_time: Sequence[bool]) -> list[_Actual]:
     """One entry per bucket: the last quantity (a revision supersedes) and the first forecast
     (as the table keeps it)."""
     quantity: dict[tuple[str, str, int, datetime], float] = {}
-    forecast: dict[tuple[str, str, int, datetime], DemandEvent] = {}
-    for e in events:
+    forecast: dict[tuple[str, str, int, datetime], tuple[DemandEvent, bool]] = {}
+    for e, timely in zip(events, on_time, strict=True):
         key = (e.sku, e.location, e.bucket_seconds, e.bucket)
         quantity[key] = e.quantity
         first = forecast.get(key)
-        if first is None or (first.forecast_quantiles is None
+        if first is None or (first[0].forecast_quantiles is None
                              and e.forecast_quantiles is not None):
-            forecast[key] = e
-    return [_Actual(forecast[key], q) for key, q in quantity.items()]
+            forecast[key] = (e, timely)
+    return [_Actual(forecast[key][0], q, forecast[key][1]) for key, q in quantity.items()]
+
+
+async def _carry(conn: asyncpg.Connection, batch: ActualsBatch
+                 ) -> tuple[dict[int, PartitionProgress], list[bool]]:
+    """Each bucket length's partition progress after the batch (stored), and whether each
+    event was on time."""
+    events, now_s = batch.events, batch.raised_at.timestamp()
+    partitions = batch.partitions if batch.partitions is not None else [0] * len(events)
+    progress: dict[int, PartitionProgress] = {}
+    for r in await conn.fetch(_HEADS, batch.topic):
+        seconds, partition = r["bucket_seconds"], r["partition"]
+        p = progress.setdefault(seconds, PartitionProgress())
+        p.heads[partition] = _index(r["head_bucket"], seconds)
+        p.moved_at_s[partition] = r["moved_at"].timestamp()
+        first, seen_s = _index(r["first_bucket"], seconds), r["seen_at"].timestamp()
+        p.first_bucket = first if p.first_bucket is None else min(p.first_bucket, first)
+        p.started_at_s = seen_s if p.started_at_s is None else min(p.started_at_s, seen_s)
+    on_time = [progress.setdefault(e.bucket_seconds, PartitionProgress()).carry(
+        partition, _index(e.bucket, e.bucket_seconds), now_s)
+        for e, partition in zip(events, partitions, strict=True)]
+    rows = [(partition, seconds, _bucket_start(p.first_bucket, seconds),
+             _bucket_start(head, seconds), _at(p.moved_at_s[partition]), batch.raised_at)
+            for seconds, p in sorted(progress.items()) if p.first_bucket is not None
+            for partition, head in sorted(p.heads.items())]
+    await conn.execute(_UPSERT_HEADS, batch.topic, *map(list, zip(*rows, strict=True)))
+    return progress, on_time
 
 
 async def write_actuals(conn: asyncpg.Connection, batch: ActualsBatch) -> int:
@@ -174,45 +252,54 @@ async def write_actuals(conn: asyncpg.Connection, batch: ActualsBatch) -> int:
     events, raised_at, expected_coverage = batch.events, batch.raised_at, batch.expected_coverage
     if not events:
         return 0
-    actuals = _latest(events)
+    progress, on_time = await _carry(conn, batch)
+    actuals = _latest(events, on_time)
     await conn.execute(
         _UPSERT_DEMAND, [a.event.sku for a in actuals], [a.event.location for a in actuals],
         [a.event.bucket for a in actuals], [a.event.bucket_seconds for a in actuals],
         [a.quantity for a in actuals], [a.event.model_version for a in actuals])
-    scored = [a.event for a in actuals if a.event.forecast_quantiles is not None]
-    if not scored:
-        return 0
-    columns: list[list[Any]] = [[] for _ in range(11)]
-    by_levels: dict[tuple[float, ...], list[DemandEvent]] = {}
-    for e in scored:
-        assert e.forecast_levels is not None
-        by_levels.setdefault(tuple(e.forecast_levels), []).append(e)
-    for levels, group in by_levels.items():
-        actual = np.array([e.quantity for e in group])
-        s = score(actual, [e.forecast_quantiles for e in group], levels)
-        for col, values in zip(columns, (
-                [e.sku for e in group], [e.location for e in group],
-                [e.bucket for e in group], [e.bucket_seconds for e in group],
-                [e.model_version for e in group], actual.tolist(), s.median.tolist(),
-                s.lo.tolist(), s.hi.tolist(), s.pinball.tolist(),
-                s.covered.astype(int).tolist()), strict=True):
-            col.extend(values)
-    touched = sorted({(r["segment"], r["model_version"], r["bucket_seconds"])
-                      for r in await conn.fetch(_INSERT_SCORES, *columns)})
-    if not touched:
-        return 0
-    keys = [list(col) for col in zip(*touched, strict=True)]
-    await conn.execute(_ENSURE_MONITORS, *keys)
+    scored = [a for a in actuals if a.event.forecast_quantiles is not None]
+    if scored:
+        columns: list[list[Any]] = [[] for _ in range(12)]
+        by_levels: dict[tuple[float, ...], list[_Actual]] = {}
+        for a in scored:
+            assert a.event.forecast_levels is not None
+            by_levels.setdefault(tuple(a.event.forecast_levels), []).append(a)
+        for levels, group in by_levels.items():
+            actual = np.array([a.event.quantity for a in group])
+            s = score(actual, [a.event.forecast_quantiles for a in group], levels)
+            for col, values in zip(columns, (
+                    [a.event.sku for a in group], [a.event.location for a in group],
+                    [a.event.bucket for a in group], [a.event.bucket_seconds for a in group],
+                    [a.event.model_version for a in group], actual.tolist(),
+                    s.median.tolist(), s.lo.tolist(), s.hi.tolist(), s.pinball.tolist(),
+                    s.covered.astype(int).tolist(), [a.on_time for a in group]), strict=True):
+                col.extend(values)
+        touched = sorted({(r["segment"], r["model_version"], r["bucket_seconds"])
+                          for r in await conn.fetch(_INSERT_SCORES, *columns)})
+        if touched:
+            await conn.execute(_ENSURE_MONITORS,
+                               *[list(col) for col in zip(*touched, strict=True)])
     opened = 0
     cfg = batch.config or DriftConfig()
-    for row in await conn.fetch(_LOCK_MONITORS, *keys):
-        opened += await _advance(conn, row, cfg, expected_coverage, raised_at)
+    count = batch.topic_partitions
+    for seconds, p in sorted(progress.items()):
+        partitions = max(count or 0, max(p.heads, default=0) + 1)
+        through = p.complete_through(partitions, raised_at.timestamp(),
+                                     cfg.partition_idle_buckets, cfg.partition_idle_s)
+        if through is None:
+            continue
+        complete = _bucket_start(through, seconds)
+        for row in await conn.fetch(_LOCK_MONITORS, seconds, complete):
+            opened += await _advance(conn, row, cfg, expected_coverage, raised_at, complete)
     return opened
 
 
 async def _advance(conn: asyncpg.Connection, row: Mapping[str, Any], cfg: DriftConfig,
-                   expected_coverage: ExpectedCoverage | None, raised_at: datetime) -> int:
-    """Feed one monitor the buckets that became complete; store it; record its episodes."""
+                   expected_coverage: ExpectedCoverage | None, raised_at: datetime,
+                   complete: datetime) -> int:
+    """Feed one monitor the buckets that became complete (through `complete`); store it;
+    record its episodes."""
     segment, version, seconds = row["segment"], row["model_version"], row["bucket_seconds"]
     state = row["state"]
     state = json.loads(state) if isinstance(state, str) else (state or {})
@@ -220,13 +307,13 @@ async def _advance(conn: asyncpg.Connection, row: Mapping[str, Any], cfg: DriftC
         monitor = DriftMonitor.from_json(state, cfg)
     else:
         monitor = DriftMonitor(cfg, expected_coverage(version) if expected_coverage else None)
-    ready = await conn.fetch(_READY_BUCKETS, segment, version, seconds, row["evaluated_through"])
+    ready = await conn.fetch(_READY_BUCKETS, segment, version, seconds, row["evaluated_through"],
+                             complete)
     if not ready:
         return 0
     opened = 0
     for b in ready:
-        index = int(b["bucket_start"].timestamp()) // seconds
-        change = monitor.observe(index, BucketTotals(
+        change = monitor.observe(_index(b["bucket_start"], seconds), BucketTotals(
             int(b["scored"]), float(b["pinball"]), float(b["actual"]), float(b["covered"]),
             float(b["error"])))
         if change is None:
@@ -247,6 +334,14 @@ async def _advance(conn: asyncpg.Connection, row: Mapping[str, Any], cfg: DriftC
                        _finite(rolling.pinball_relative), _finite(rolling.coverage),
                        _finite(rolling.bias_relative))
     return opened
+
+
+def _index(bucket_start: datetime, bucket_seconds: int) -> int:
+    return int(bucket_start.timestamp()) // bucket_seconds
+
+
+def _at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def _bucket_start(index: int, bucket_seconds: int) -> datetime:

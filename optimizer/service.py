@@ -298,6 +298,7 @@ class OptimizerService:
         """Decode, dead-letter, consolidate, persist (with offsets), publish, commit."""
         restocks: list[RestockEvent] = []
         demand: list[DemandEvent] = []
+        demand_partitions: list[int] = []  # of each demand event, in each partition's order
         refused: list[DeadLetter] = []
         next_offsets: dict[tuple[str, int], int] = {}
         demand_topic, max_bytes = self.settings.topics.demand, self.settings.max_payload_bytes
@@ -308,6 +309,7 @@ class OptimizerService:
                 try:
                     if record.topic == demand_topic:
                         demand.append(decode(DemandEvent, record.value, max_bytes=max_bytes))
+                        demand_partitions.append(record.partition)
                     else:
                         restocks.append(decode(RestockEvent, record.value, max_bytes=max_bytes))
                 except InvalidEvent as exc:
@@ -326,8 +328,10 @@ class OptimizerService:
         self.counters.demand_in += len(demand)
 
         decided_at = self._clock()
-        actuals = ActualsBatch(demand, decided_at, self.drift_config,
-                               self._validation_coverage) if demand else None
+        actuals = ActualsBatch(
+            demand, decided_at, self.drift_config, self._validation_coverage,
+            partitions=demand_partitions, topic=demand_topic,
+            topic_partitions=self._partition_count(demand_topic)) if demand else None
         store = self.store
         retried = False
 
@@ -369,6 +373,12 @@ class OptimizerService:
         self.counters.batches += 1
 
     # ------------------------------------------------------------------ internals
+
+    def _partition_count(self, topic: str) -> int | None:
+        """How many partitions `topic` has, from the consumer's metadata (None: unknown)."""
+        consumer = self._consumer
+        partitions = consumer.partitions_for_topic(topic) if consumer is not None else None
+        return len(partitions) if partitions else None
 
     def _note_cuts(self, cuts: Sequence[LineCut]) -> None:
         self.counters.lines_cut += len(cuts)

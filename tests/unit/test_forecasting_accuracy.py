@@ -17,6 +17,7 @@ from forecasting.accuracy import (
     BucketTotals,
     DriftConfig,
     DriftMonitor,
+    PartitionProgress,
     RollingScores,
     expected_coverage,
     score,
@@ -161,3 +162,127 @@ def test_a_validation_band_watches_from_the_first_full_window():
     episodes = _replay(demand, expected=0.8)
     assert episodes and episodes[0][0] == "opened" and 40 <= episodes[0][1] < 43
     assert _replay(demand) == []  # the learned band is not known yet at bucket 40
+
+
+# --- completeness: a monitor reads a bucket once every score of it is in --------------------
+
+GOOD = BucketTotals(10, 5.0, 50.0, 10.0, 0.0)  # partition 0's SKUs in a bucket: all covered
+POOR = BucketTotals(10, 15.0, 50.0, 6.0, 0.0)  # partition 1's: 6 in 10 covered (fleet: 0.8)
+Closure = tuple[int, int, BucketTotals]  # (partition, bucket, the scores it brought)
+
+
+def _partition_streams(buckets: int) -> list[list[Closure]]:
+    """Each partition's closures in its own order: one per bucket."""
+    return [[(0, b, GOOD) for b in range(buckets)], [(1, b, POOR) for b in range(buckets)]]
+
+
+def _drive(batches: list[list[Closure]], *, cfg: DriftConfig, naive: bool = False,
+           seconds_per_batch: float = 1.0) -> tuple[dict[int, BucketTotals], list[str]]:
+    """What optimizer/actuals.py does with each consumed batch: carry its closures (on-time
+    scores pooled per bucket), then feed the monitor the buckets that became complete. The
+    buckets it read with their totals, and its episodes. `naive`: the rule before the fix,
+    every bucket but the newest scored one is complete."""
+    progress, pooled, read, episodes = PartitionProgress(), {}, {}, []
+    monitor = DriftMonitor(cfg, expected_coverage=0.8)
+    for i, batch in enumerate(batches):
+        now_s = i * seconds_per_batch
+        for partition, bucket, totals in batch:
+            if progress.carry(partition, bucket, now_s):
+                pooled[bucket] = pooled.get(bucket, BucketTotals(0, 0.0, 0.0, 0.0, 0.0)) + totals
+        if naive:
+            through = max(pooled) - 1
+        else:
+            through = progress.complete_through(2, now_s, cfg.partition_idle_buckets,
+                                                cfg.partition_idle_s)
+        last = monitor.last_bucket
+        for bucket in sorted(b for b in pooled if through is not None and b <= through
+                             and (last is None or b > last)):
+            read[bucket] = pooled[bucket]
+            change = monitor.observe(bucket, pooled[bucket])
+            if change is not None:
+                episodes.append(f"{change.kind} {bucket}")
+    return read, episodes
+
+
+def _interleave(streams: list[list[Closure]], seed: int) -> list[list[Closure]]:
+    """The closures in batches of random size, the partitions interleaved at random in runs
+    of random length (each one's order kept), as a consumer may hand out a backlog."""
+    rng = np.random.default_rng(seed)
+    queues = [list(s) for s in streams]
+    merged: list[Closure] = []
+    while any(queues):
+        live = [q for q in queues if q]
+        q = live[int(rng.integers(len(live)))]
+        n = int(rng.integers(1, 15))
+        merged.extend(q[:n])
+        del q[:n]
+    batches, i = [], 0
+    while i < len(merged):
+        n = int(rng.integers(1, 25))
+        batches.append(merged[i:i + n])
+        i += n
+    return batches
+
+
+def test_a_burst_of_backlog_reads_the_same_buckets_as_a_slow_replay():
+    """Two partitions, one of well-covered SKUs, one of poorly covered: the fleet sits at
+    the validation coverage (0.8). Slowly, bucket by bucket, or in a burst where a whole
+    partition comes before the other, or interleaved at random: the monitor reads every
+    bucket once with all its scores, and nothing opens. The rule before the fix read the
+    burst's buckets with one partition only (coverage 1.0) and opened a false episode."""
+    cfg = DriftConfig()
+    streams = _partition_streams(60)
+    full = {b: GOOD + POOR for b in range(59)}  # the newest bucket is never known complete
+    slow = [[s[b] for s in streams] for b in range(60)]
+    burst = [streams[0][i:i + 10] for i in range(0, 60, 10)] + [
+        streams[1][i:i + 10] for i in range(0, 60, 10)]
+    for batches in [slow, burst] + [_interleave(streams, seed) for seed in range(5)]:
+        assert _drive(batches, cfg=cfg) == (full, [])
+    read, episodes = _drive(burst, cfg=cfg, naive=True)
+    assert read[30] == GOOD and episodes == ["opened 6"]
+
+
+def test_a_score_after_its_partition_moved_on_is_not_on_time():
+    """A score for a bucket its partition has passed (an SKU silent since its forecast)
+    stays out of the monitor whatever the other partitions did: on time depends on the
+    partition's own order only."""
+    progress = PartitionProgress()
+    assert progress.carry(0, 5, 0.0) and progress.carry(0, 6, 0.0)
+    assert progress.carry(0, 6, 0.0)  # another SKU of the same bucket
+    assert not progress.carry(0, 5, 0.0)
+    assert progress.carry(1, 2, 0.0)  # another partition, far behind: its own clock
+    assert progress.complete_through(2, 0.0, 7, 600.0) == 1
+    assert progress.heads == {0: 6, 1: 2}
+
+
+def test_a_partition_that_has_carried_nothing_is_waited_for():
+    progress = PartitionProgress()
+    for b in range(40):
+        progress.carry(0, b, 1.0)
+    # partition 1 counts as being at the first bucket: nothing is complete
+    assert progress.complete_through(2, 2.0, 7, 600.0) == -1
+    assert progress.complete_through(1, 2.0, 7, 600.0) == 38
+
+
+def test_a_silent_partition_is_given_up_once_far_behind_and_standing_still():
+    """Liveness: a partition whose SKUs went quiet is waited for while it is close to the
+    newest or moved recently, and given up once it is both far behind and still."""
+    progress = PartitionProgress()
+    for b in range(5):
+        progress.carry(0, b, b * 100.0)
+        progress.carry(1, b, b * 100.0)  # partition 1 moves last at 400 s, to bucket 4
+    for b in range(5, 30):
+        progress.carry(0, b, b * 100.0)
+        now_s = b * 100.0
+        through = progress.complete_through(2, now_s, 7, 600.0)
+        if b - 4 <= 7 or now_s - 400.0 <= 600.0:
+            assert through == 3, b
+        else:
+            assert through == b - 1, b
+    # as far behind, but it moved within the timeout (a backlog being caught up): waited for
+    assert progress.complete_through(2, 400.0 + 600.0, 7, 600.0) == 3
+
+
+def test_drift_config_refuses_a_partition_timeout_below_one_bucket():
+    with pytest.raises(ValueError, match="partition_idle"):
+        DriftConfig(partition_idle_buckets=0)
