@@ -281,6 +281,10 @@ async def test_a_shift_is_detected_retrained_rolled_in_and_accuracy_recovers(
         one = await asyncio.to_thread(get, port, "/api/accuracy/?sku=SKU0%40wh1")
         await screenshot(port, tmp_path)
     print(log.getvalue())
+    for v in versions:  # the README quotes these rows
+        print("model_versions:", v["id"], v["version"], v["data_first_bucket"].date(),
+              v["data_last_bucket"].date(), v["champion_version"], v["champion_scores"],
+              v["challenger_scores"], v["promoted"], v["reason"])
     for w in range(0, DAYS, 7):
         week = [s for s in scores if w <= (s["bucket_start"] - DAY0).days < w + 7]
         if week:

@@ -29,6 +29,7 @@ def test_accuracy_gauges_per_segment_and_model_version():
     labels = 'bucket_seconds="86400",model_version="lstm-1+abc",segment="*"'
     assert f"shelfcast_forecast_coverage{{{labels}}} 0.62" in text
     assert f"shelfcast_forecast_pinball_relative{{{labels}}} 0.31" in text
+    assert f"shelfcast_forecast_bias_relative{{{labels}}} -0.2" in text
     assert f"shelfcast_forecast_drift_open{{{labels}}} 1.0" in text
     # a monitor with nothing scored exports its state, not NaN scores
     assert 'shelfcast_forecast_drift_open{bucket_seconds="86400",model_version="lstm-1+abc",' \
