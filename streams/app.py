@@ -26,7 +26,7 @@ from runtime.faults import fault_point
 from runtime.kafka_config import bootstrap_servers, faust_credentials
 from runtime.settings import Settings
 from schemas import encode, sku_key
-from streams.changelog import decode_sku_state, encode_state
+from streams.changelog import FAUST_TABLE, decode_sku_state, encode_state
 from streams.counters import StreamCounters
 from streams.metrics import WorkerMetrics
 from streams.processor import BatchOutputs, BatchProcessor, PredictFn, ProcessorConfig, RawRecord
@@ -211,7 +211,7 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str,
     # rule), whatever partitioner the shop's producer used: see _SourcePartitionTable
     table = _SourcePartitionTable(
         app,
-        name="sku_state",
+        name=FAUST_TABLE,
         default=None,
         beacon=app.tables.beacon,
         partitions=settings.topic_partitions,
