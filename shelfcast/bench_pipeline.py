@@ -35,7 +35,7 @@ from runtime.kafka_config import client_kwargs
 from runtime.settings import Settings
 from schemas import sku_key
 from shelfcast.worker_process import WorkerProcess
-from streams.changelog import changelog_topic, decode_state
+from streams.changelog import decode_state, engine_changelog_topic
 from streams.lag import LagProbe
 from streams.topics import ensure_topics
 
@@ -167,10 +167,11 @@ async def _plain_consume_rate(settings: Settings, total: int) -> float:
 
 async def _check_state(settings: Settings, orders: Records) -> dict[str, int]:
     """Every backlog order counted exactly once: each SKU's demand in the state the workers
-    wrote to the changelog (the last record per key) equals its number of orders (each is
-    one unit). Read once the group has committed everything, so the changelog is complete."""
+    wrote to the changelog of the engine that ran (the last record per key) equals its
+    number of orders (each is one unit). Read once the group has committed everything, so
+    the changelog is complete."""
     expected = Counter(k.decode() for k, _ in orders)
-    topic = changelog_topic(settings)
+    topic = engine_changelog_topic(settings)
     consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
                                 max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)

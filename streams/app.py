@@ -5,8 +5,9 @@ The table holds live `SkuState` objects, changelogged and recovered through the 
 engine's record codec (`streams.changelog`: msgpack behind a format byte, the forecaster's
 durable state as raw bytes), so both engines keep the same state, resumed the same way.
 A batch goes out in the batch engine's order: its outputs acknowledged, then its states
-changelogged (acknowledged), then its events acked (Faust commits their offsets later), so a
-worker killed anywhere resumes to the forecasts of one that never stopped
+changelogged (acknowledged), then its input offsets committed (`_BatchCommitter`; Faust's
+periodic commit runs as well), so a worker killed anywhere resumes to the forecasts of one that
+never stopped
 (tests/integration/test_faust_lstm_recovery.py)."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from runtime.faults import fault_point
 from runtime.kafka_config import bootstrap_servers, faust_credentials
 from runtime.settings import Settings
 from schemas import encode, sku_key
-from streams.changelog import decode_sku_state, encode_state
+from streams.changelog import FAUST_TABLE, decode_sku_state, encode_state
 from streams.counters import StreamCounters
 from streams.metrics import WorkerMetrics
 from streams.processor import BatchOutputs, BatchProcessor, PredictFn, ProcessorConfig, RawRecord
@@ -211,7 +212,7 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str,
     # rule), whatever partitioner the shop's producer used: see _SourcePartitionTable
     table = _SourcePartitionTable(
         app,
-        name="sku_state",
+        name=FAUST_TABLE,
         default=None,
         beacon=app.tables.beacon,
         partitions=settings.topic_partitions,
@@ -249,6 +250,8 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str,
         if sent:
             await asyncio.gather(*sent)
 
+    committer = _BatchCommitter(app)
+
     @app.agent(source, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:
         within = settings.take_within_ms / 1000
@@ -269,6 +272,7 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str,
             fault_point("worker.mid_batch")  # outputs acknowledged, their state not yet written
             await view.write_back()
             fault_point("worker.before_commit")  # outputs and changelog acknowledged
+            await committer.commit(events)
             counters.add(len(events), out)
 
     @app.timer(interval=5.0)
@@ -276,6 +280,41 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str,
         log.info("shelfcast: %s", counters.summary())
 
     return app
+
+
+class _BatchCommitter:
+    """Commits a batch's input offsets once its outputs and states are acknowledged.
+
+    Faust commits from its own per-message ack bookkeeping (`Consumer._new_offset`: the
+    run of consecutive acked offsets from the committed one). A restarted worker reads the
+    events after the committed offset twice (its fetcher starts before the recovery seeks
+    the partitions back to their committed offsets), and under load that bookkeeping kept
+    a hole: every event read, processed and acknowledged, yet one partition's commit stuck
+    at the old offset, so the group's lag never reached zero (seen: committed 298, read to
+    1,536, 1,211 acked offsets waiting; tests/integration/test_faust_lstm_recovery.py
+    stalled about one run in ten at load ~10). A batch holds each partition's events in
+    offset order and every earlier batch is done, so its highest offset + 1 per partition
+    is exactly what may be committed: the batch engine's rule. Faust's own periodic commit
+    stays; it never moves an offset backwards (`Consumer._should_commit`)."""
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+        self._committed: dict[Any, int] = {}
+
+    async def commit(self, events: Sequence[EventT[Any]]) -> None:
+        """Commit, per partition, the offset after the batch's last event, if it moves."""
+        offsets: dict[Any, int] = {}
+        for e in events:
+            tp, offset = e.message.tp, e.message.offset + 1
+            if offset > offsets.get(tp, -1):
+                offsets[tp] = offset
+        forward = {tp: o for tp, o in offsets.items() if o > self._committed.get(tp, -1)}
+        if not forward:
+            return
+        # Consumer._commit_offsets: the explicit-offsets commit under Faust's periodic one
+        # (skips partitions revoked meanwhile, flushes the producer, records the offsets)
+        if await self._app.consumer._commit_offsets(forward):  # type: ignore[attr-defined]
+            self._committed.update(forward)
 
 
 def _raw(event: EventT) -> RawRecord:

@@ -29,10 +29,12 @@ from streams.store import StateStore
 from streams.topics import TopicSpec, create_topics
 
 __all__ = [
+    "FAUST_TABLE",
     "changelog_topic",
     "decode_sku_state",
     "decode_state",
     "encode_state",
+    "engine_changelog_topic",
     "ensure_changelog",
     "recover_partitions",
 ]
@@ -43,6 +45,19 @@ log = logging.getLogger(__name__)
 def changelog_topic(settings: Settings) -> str:
     """`<app_id>-sku-state-changelog`: one per consumer group, like Faust's table changelogs."""
     return f"{settings.app_id}-sku-state-changelog"
+
+
+FAUST_TABLE = "sku_state"  # the Faust engine's table (streams/app.py)
+
+
+def engine_changelog_topic(settings: Settings) -> str:
+    """The state changelog of the engine `settings.engine` runs: the batch engine's
+    (`changelog_topic`), or the Faust table's, which Faust names
+    `<app_id>-<table>-changelog`. Both hold the same records (this module's codec), one
+    per key, on the partition of the input it came from."""
+    if settings.engine == "faust":
+        return f"{settings.app_id}-{FAUST_TABLE}-changelog"
+    return changelog_topic(settings)
 
 
 # A record's first byte says its format: FORMAT_MSGPACK, or "{" for the JSON of before

@@ -37,10 +37,6 @@ torch = pytest.importorskip("torch")
 Forecasts = dict[tuple[str, datetime], list[float]]
 
 
-@pytest.mark.xfail(
-    run=False, reason="passed 3 times on its branch (faustrecover); on main after the later "
-    "merges (inline inference, the monitoring loop) the restarted Faust worker stalls after "
-    "~15 batches with lag left (worker log: ready, then no progress) - cause not found yet")
 @pytest.mark.timeout(360)
 @pytest.mark.parametrize("crash", [
     None,  # SIGKILL from outside, wherever it lands

@@ -81,3 +81,21 @@ async def test_the_faust_changelog_reads_back_what_the_table_writes(tmp_path: Pa
     event = await recovery_channel.decode(message, propagate=True)
     assert event.key == b"A@L"
     assert event.value == state
+
+
+def test_the_state_changelog_of_each_engine_is_the_topic_that_engine_writes(
+    tmp_path: Path,
+) -> None:
+    """What `shelfcast bench pipeline` reads back for its state check: the Faust table's
+    changelog for a Faust run (it read the batch engine's, empty then, and reported every
+    SKU as a mismatch), the batch engine's otherwise."""
+    from streams.changelog import changelog_topic, engine_changelog_topic
+
+    save_tiny_lstm(tmp_path, seed=3, hidden=8, fingerprint="test-3")
+    faust_settings = Settings(kafka_bootstrap="unused:9092", model="lstm",
+                              model_path=tmp_path, engine="faust")
+    table = build_app(faust_settings).tables["sku_state"]
+    assert engine_changelog_topic(faust_settings) == table.changelog_topic.get_topic_name()
+    batch_settings = faust_settings.model_copy(update={"engine": "batch"})
+    assert engine_changelog_topic(batch_settings) == changelog_topic(batch_settings)
+    assert engine_changelog_topic(batch_settings) != engine_changelog_topic(faust_settings)
