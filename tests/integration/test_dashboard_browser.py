@@ -32,7 +32,7 @@ from runtime.settings import Settings
 from schemas import sku_key
 from shelfcast.worker_process import WorkerProcess
 from streams.topics import ensure_topics
-from tests.support.browser import ARTIFACTS, chromium, free_port, get, run_chromium
+from tests.support.browser import chromium, free_port, get, run_chromium, screenshot
 
 T0 = datetime(2011, 3, 1, 9, 0, tzinfo=UTC)
 DAYS = 40
@@ -177,10 +177,6 @@ async def test_dashboard_renders_in_headless_chromium(running_worker: int, tmp_p
     assert html.count('class="accuracy-coverage"') == 2
     assert "SKU MUG@wh1" in html
 
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shot = ARTIFACTS / "dashboard.png"
-    shot.unlink(missing_ok=True)
-    res = await asyncio.to_thread(run_chromium, binary, tmp_path / "p2",
-                                  "--window-size=1280,1000", f"--screenshot={shot}", url)
-    assert res.returncode == 0 and shot.exists(), res.stderr[-2000:]
+    shot = await asyncio.to_thread(screenshot, binary, tmp_path / "p2", "dashboard.png", url,
+                                   1280, 1000)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000

@@ -62,7 +62,8 @@ from runtime.settings import Settings
 from schemas import AlertEvent, sku_key
 from shelfcast.worker_process import WorkerProcess
 from streams.topics import ensure_topics
-from tests.support.browser import ARTIFACTS, chromium, free_port, get, run_chromium
+from tests.support import browser
+from tests.support.browser import chromium, free_port, get
 from tests.support.kafka import produce, read_all
 
 torch = pytest.importorskip("torch")
@@ -343,12 +344,8 @@ async def screenshot(port: int, tmp_path: Path) -> None:
     if binary is None:
         return
     url = f"http://127.0.0.1:{port}/dashboard/?sku=SKU0%40wh1"
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shot = ARTIFACTS / "dashboard-accuracy.png"
-    shot.unlink(missing_ok=True)
-    res = await asyncio.to_thread(run_chromium, binary, tmp_path / "chromium",
-                                  "--window-size=1280,1100", f"--screenshot={shot}", url)
-    assert res.returncode == 0 and shot.exists(), res.stderr[-2000:]
+    await asyncio.to_thread(browser.screenshot, binary, tmp_path / "chromium",
+                            "dashboard-accuracy.png", url, 1280, 1100)
 
 
 @pytest.mark.timeout(300)

@@ -42,3 +42,16 @@ def run_chromium(binary: str, profile: Path, *args: str) -> subprocess.Completed
              "--virtual-time-budget=8000"]
     return subprocess.run([binary, *flags, *args], capture_output=True, text=True, timeout=90,
                           check=False)
+
+
+def screenshot(binary: str, profile: Path, name: str, url: str,
+               width_px: int, height_px: int) -> Path:
+    """A fresh PNG of `url` at ARTIFACTS/name (an old one is removed first, so a failed run
+    never leaves yesterday's picture behind)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / name
+    shot.unlink(missing_ok=True)
+    res = run_chromium(binary, profile, f"--window-size={width_px},{height_px}",
+                       f"--screenshot={shot}", url)
+    assert res.returncode == 0 and shot.exists(), res.stderr[-2000:]
+    return shot
