@@ -64,6 +64,7 @@ from shelfcast.worker_process import WorkerProcess
 from streams.topics import ensure_topics
 from tests.support import browser
 from tests.support.browser import chromium, free_port, get
+from tests.support.demand import shifted_demand
 from tests.support.kafka import produce, read_all
 
 torch = pytest.importorskip("torch")
@@ -74,18 +75,12 @@ SETTLE_BUCKETS = 56  # recorded after the episode opened, before the retraining 
 AFTER_DAYS = 21  # at least this many buckets forecast by the new version
 DAYS = SHIFT_DAY + DETECT_BUCKETS + SETTLE_BUCKETS + 3 + AFTER_DAYS
 DAY0 = datetime(2024, 1, 1, tzinfo=UTC)  # a Monday
-PROFILE = np.array([2.0, 1.2, 0.6, 0.5, 0.7, 1.0, 1.0])  # Monday-heavy week
 
 
 def demand(shift: bool) -> np.ndarray:
-    """(N_SKUS, DAYS) daily units; with `shift`, from SHIFT_DAY on x2.5 and peaking Thursday."""
-    rng = np.random.default_rng(7)
-    levels = rng.uniform(4, 12, N_SKUS)
-    t = np.arange(DAYS)
-    after = shift & (t >= SHIFT_DAY)
-    weekday = np.where(after, np.roll(PROFILE, 3)[t % 7], PROFILE[t % 7])
-    lam = levels[:, None] * weekday[None, :] * np.where(after, 2.5, 1.0)[None, :]
-    return 1.0 + rng.poisson(lam)
+    """(N_SKUS, DAYS) daily units, at least 1; with `shift`, from SHIFT_DAY on x2.5 and peaking
+    Thursday."""
+    return 1.0 + shifted_demand(N_SKUS, DAYS, SHIFT_DAY, shift)
 
 
 def options(model_dir: Path) -> Any:

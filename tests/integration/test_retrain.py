@@ -27,10 +27,10 @@ from optimizer.store import PlanStore
 from runtime.settings import Settings
 from shelfcast.cli import main
 from streams.web import WorkerWeb
+from tests.support.demand import shifted_demand
 
 N_SKUS, DAYS, SHIFT_DAY = 12, 260, 100
 DAY0 = datetime(2024, 1, 1, tzinfo=UTC)
-PROFILE = np.array([2.0, 1.2, 0.6, 0.5, 0.7, 1.0, 1.0])  # Monday-heavy week
 # A small, quick LSTM (about 10 s per training on one core); same seed, same weights.
 TINY = ["--hidden", "16", "--max-epochs", "60", "--patience", "8", "--batch-series", "4",
         "--lr", "0.01", "--calendar", "none", "--val-days", "14", "--seed", "0",
@@ -39,13 +39,7 @@ TINY = ["--hidden", "16", "--max-epochs", "60", "--patience", "8", "--batch-seri
 
 def demand(shift: bool) -> np.ndarray:
     """(N_SKUS, DAYS) daily units; with `shift`, from SHIFT_DAY on x2.5 and peaking Thursday."""
-    rng = np.random.default_rng(7)
-    levels = rng.uniform(4, 12, N_SKUS)
-    t = np.arange(DAYS)
-    after = shift & (t >= SHIFT_DAY)
-    weekday = np.where(after, np.roll(PROFILE, 3)[t % 7], PROFILE[t % 7])
-    lam = levels[:, None] * weekday[None, :] * np.where(after, 2.5, 1.0)[None, :]
-    return rng.poisson(lam).astype(float)
+    return shifted_demand(N_SKUS, DAYS, SHIFT_DAY, shift)
 
 
 async def migrated(dsn: str) -> None:
