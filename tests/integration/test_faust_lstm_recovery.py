@@ -9,7 +9,7 @@ the changelog was read back as JSON), a crash between a batch's changelog and it
 lost that batch's forecasts (the replayed events were duplicates to the recovered state), and
 the restarted worker skipped a run of records of every partition, dropped by Faust at the end
 of its recovery (streams/app.py `_SeekFirstRecovery`): its forecasts went missing or were off
-by ~4."""
+by ~4 (3 of 14 case runs before the fix; 0 of 48 after, at load 1.6-6.4)."""
 
 from __future__ import annotations
 
