@@ -73,7 +73,7 @@ def replay(settings: Settings, work: list[list[RawRecord]], partitions: int) -> 
     sent: Sent = []
 
     async def go() -> None:
-        async with served_forecaster(settings) as (model, predict):
+        async with served_forecaster(settings, on_loop=True) as (model, predict):
             processor = BatchProcessor(ProcessorConfig.from_settings(settings), predict,
                                        model.model_version, now=lambda: FIXED_NOW)
             await run(processor)
