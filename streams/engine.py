@@ -257,10 +257,16 @@ class BatchEngine:
             [(partition, part_records)] = records.items()
             await self.processor.process(part_records, self.store.partition(partition), out=out)
             return
-        async with asyncio.TaskGroup() as group:  # one failing cancels the others
-            for partition, part_records in records.items():
-                group.create_task(self.processor.process(
-                    part_records, self.store.partition(partition), out=out))
+        tasks = [asyncio.ensure_future(self.processor.process(
+            part_records, self.store.partition(partition), out=out))
+            for partition, part_records in records.items()]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:  # one failed (or we were cancelled): stop the others, then
+            for task in tasks:  # raise the error itself, as a sequential loop would
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     def _flush_if_idle(self) -> None:
         """Flush unless the previous flush is still on its way (a slow or unreachable broker):

@@ -131,3 +131,30 @@ async def test_partitions_share_each_rounds_forward_pass_and_match_sequential_pr
     # a round's pass holds both partitions' due SKUs
     assert max(alone) <= 3 and 5 in together
     assert len(together) < len(alone) and sum(together) == sum(alone)
+
+
+async def test_a_partition_that_fails_stops_the_others_and_its_error_propagates() -> None:
+    import asyncio
+
+    started: list[int] = []
+    cancelled: list[int] = []
+
+    class Failing:
+        async def process(self, records: list[RawRecord], table: Any, *,
+                          out: BatchOutputs) -> BatchOutputs:
+            started.append(table.partition)
+            if table.partition == 1:
+                raise ValueError("bad batch")
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                cancelled.append(table.partition)
+                raise
+            return out
+
+    settings = Settings(kafka_bootstrap="unused:9092")
+    engine = BatchEngine(settings, Failing())  # type: ignore[arg-type]
+    engine.store = StateStore(4)
+    with pytest.raises(ValueError, match="bad batch"):
+        await engine._process_partitions({0: [], 1: [], 2: []}, BatchOutputs())
+    assert started == [0, 1, 2] and sorted(cancelled) == [0, 2]
