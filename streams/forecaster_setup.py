@@ -159,6 +159,7 @@ async def served_forecaster(
 
     async with Inferencer(forecaster, max_batch=settings.max_batch,
                           max_wait_ms=settings.max_wait_ms, on_loop=on_loop) as inferencer:
+        inferencer.warm_up()  # torch's first calls now, not in the stream's first batch
 
         async def predict(windows: np.ndarray, horizon: int, *,
                           keys: Sequence[str] | None = None,

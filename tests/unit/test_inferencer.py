@@ -296,3 +296,20 @@ async def test_a_key_is_never_twice_in_one_pass_and_its_later_request_sees_the_e
         np.testing.assert_allclose(got.mean, expected.mean, rtol=1e-5, atol=1e-5)
     re_encoded = model.predict(np.stack([series[0, 25:30], series[2, 25:30]]), 7, end_days=day)
     assert np.abs(together[1].mean - re_encoded.mean).max() > 1e-3
+
+
+async def test_a_warm_up_leaves_no_state_behind() -> None:
+    model = _lstm(6)
+    series = _rows(3, length=20, seed=7)
+    keys = ["k0", "k1", "k2"]
+    day = np.datetime64("2011-05-01")
+    async with Inferencer(model, on_loop=True) as inf:
+        inf.warm_up(rows=40)
+        assert inf._slots is None and inf.stats.batches == 0
+        fc = await inf.predict_keyed(keys, series, 7, day)
+        assert inf.stats.full == 3 and inf._slots is not None and len(inf._slots[1]) == 3
+    expected = model.predict(series, 7, end_days=day)
+    np.testing.assert_allclose(fc.daily, expected.daily, rtol=1e-5, atol=1e-5)
+    async with Inferencer(Recording(), on_loop=True) as plain:
+        plain.warm_up()  # nothing to warm: no call
+        assert plain.forecaster.calls == []  # type: ignore[attr-defined]
