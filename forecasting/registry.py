@@ -71,6 +71,11 @@ _BUILT_IN = (
               "global probabilistic LSTM (torch), incremental per series",
               fits=True, incremental=True, loads_artifact=True,
               options=("path", "device", "config", "max_epochs", "progress")),
+    ModelInfo("lstm_lgbm", "forecasting.combination:make_lstm_lgbm",
+              "the LSTM and LightGBM mixed per quantile level (weights learned on the "
+              "LSTM's validation days), incremental per series",
+              fits=True, incremental=True, loads_artifact=True,
+              options=("path", "device", "config", "max_epochs", "progress")),
 )
 
 _REGISTRY: dict[str, ModelInfo] = {info.name: info for info in _BUILT_IN}

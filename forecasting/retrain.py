@@ -203,10 +203,10 @@ def load_champion(model_dir: Path, *, device: str = "cpu") -> Forecaster | None:
     RetrainError: a broken champion must be looked at, not silently replaced."""
     if not model_dir.exists() or (model_dir.is_dir() and not any(model_dir.iterdir())):
         return None
-    from forecasting.lstm import load_artifact
+    from forecasting.model_dir import load_model_dir
 
     try:
-        return load_artifact(model_dir, device=device)
+        return load_model_dir(model_dir, device=device)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise RetrainError(f"the model directory {model_dir} holds no readable model ({exc}); "
                            "move it away to start without a champion") from None
