@@ -254,6 +254,16 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
 
         started = time.perf_counter()
         self.lstm.fit(panel)
+        self.fit_peer(panel)
+        self.fit_info["train_seconds"] = time.perf_counter() - started
+        return self
+
+    def fit_peer(self, panel: Panel) -> Self:
+        """With the LSTM already trained on `panel` (`fit`, or `train_lstm` with its time
+        cap and callbacks): learn the weights on its validation days and fit LightGBM."""
+        import time
+
+        started = time.perf_counter()
         self.model_id = None
         t0 = time.perf_counter()
         self.weights = self.validation_weights(panel)
