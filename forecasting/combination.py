@@ -217,6 +217,11 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
         self.fit_info: dict[str, float] = {}
 
     @property
+    def config(self) -> LSTMConfig:
+        """The LSTM part's config (horizon, levels, calendar: what both parts forecast)."""
+        return self.lstm.config
+
+    @property
     def model_version(self) -> str:
         """"lstm_lgbm-1" plus the artifact's id when loaded from one."""
         base = f"{self.name}-{self.version}"

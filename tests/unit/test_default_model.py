@@ -117,15 +117,16 @@ def test_a_quick_model_is_trained_once_and_reused(tmp_path: Path) -> None:
 
 def test_the_worker_loads_its_model_on_shelfcast_device(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import forecasting.model_dir
     import streams.forecaster_setup as setup
     from forecasting import make_forecaster
 
     asked: list[dict] = []
 
-    def spy(name: str, **kwargs: object) -> object:
-        asked.append(kwargs)
+    def spy(path: object, **kwargs: object) -> object:  # the one loader of model directories
+        asked.append({"path": path, **kwargs})
         return make_forecaster("moving_average")
 
-    monkeypatch.setattr(setup, "make_forecaster", spy)
+    monkeypatch.setattr(forecasting.model_dir, "load_model_dir", spy)
     setup.model_source(Settings(model_path=tmp_path, device="cuda"))
-    assert asked == [{"shared": {"device": "cuda"}, "path": str(tmp_path)}]
+    assert asked == [{"path": tmp_path, "device": "cuda"}]
