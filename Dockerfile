@@ -1,5 +1,5 @@
 # One image for every shelfcast process (worker, optimizer, migrations, alerts); the command picks.
-#   docker build -t shelfcast .                                    # serves the LSTM (CPU or GPU)
+#   docker build -t shelfcast .                       # serves lstm_lgbm: LSTM + LightGBM (CPU or GPU)
 #   docker build --build-arg EXTRAS=forecast -t shelfcast-gpu .    # + the backtest peers
 # torch is a base dependency (the LSTM is the default model); PyPI's Linux torch is the CUDA
 # build, so every image carries its nvidia libraries (README "Install").
@@ -8,7 +8,10 @@ ARG EXTRAS=""
 ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
-RUN useradd --create-home --uid 10001 shelfcast
+# libgomp1: LightGBM's wheels link OpenMP (the served model, lstm_lgbm, runs LightGBM).
+RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 10001 shelfcast
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY runtime runtime
