@@ -151,3 +151,26 @@ def test_serving_from_the_streams_state_equals_the_batch_forecast_of_the_same_da
     lgbm_ring = model.lightgbm.predict(panel.values[:, -392:], 7, end_days=panel.dates[-1])
     np.testing.assert_allclose(lgbm_ring.daily, lgbm_full.daily, atol=1e-6)
     assert short.daily.shape == batch.daily.shape
+
+
+def test_shelfcast_train_writes_an_lstm_lgbm_directory_a_worker_loads(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from shelfcast import cli
+
+    panel = _panel(n=6, days=150, seed=3)
+    data = tmp_path / "d.csv"
+    rows = [f"{sid},{panel.dates[t]},{int(panel.values[i, t])}"
+            for i, sid in enumerate(panel.ids) for t in range(panel.n_days)
+            if np.isfinite(panel.values[i, t])]
+    data.write_text("unique_id,ds,y\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "model"
+    code = cli.main(["train", "--data", str(data), "--out", str(out), "--horizon", "7",
+                     "--hidden", "4", "--max-epochs", "1", "--device", "cpu", "--no-progress"])
+    assert code == 0  # the default: the served model
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["model"] == "lstm_lgbm"
+    loaded = load_model_dir(out, device="cpu")
+    assert loaded.model_version == printed["model_version"]
+    assert (out / "lstm" / "model.pt").exists() and (out / "lightgbm" / "booster_0.txt").exists()
