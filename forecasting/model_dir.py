@@ -32,10 +32,12 @@ class TrainedModel:
 
 def train_model(name: str, panel: Panel, config: LSTMConfig, *, device: str = "auto",
                 progress: bool = False, max_seconds: float | None = None,
-                on_epoch: Callable[[int, float, float], None] | None = None) -> TrainedModel:
+                on_epoch: Callable[[int, float, float], None] | None = None,
+                lightgbm_options: dict[str, Any] | None = None) -> TrainedModel:
     """Train the savable model `name` on every series of `panel`: the LSTM (`train_lstm`,
-    with `max_seconds` and `on_epoch`), and for `lstm_lgbm` then its LightGBM part and
-    weights (`LSTMLightGBMForecaster.fit_peer`)."""
+    with `max_seconds` and `on_epoch`), and for `lstm_lgbm` then its LightGBM part
+    (`lightgbm_options`: LightGBMConfig fields; default: the peer's) and weights
+    (`LSTMLightGBMForecaster.fit_peer`)."""
     from forecasting.lstm import train_lstm
 
     if name not in SAVABLE:
@@ -46,7 +48,8 @@ def train_model(name: str, panel: Panel, config: LSTMConfig, *, device: str = "a
         return TrainedModel(result.forecaster, dict(result.metrics), list(result.history))
     from forecasting.combination import LSTMLightGBMForecaster
 
-    combined = LSTMLightGBMForecaster(result.forecaster).fit_peer(panel)
+    combined = LSTMLightGBMForecaster(result.forecaster,
+                                      lightgbm_options=lightgbm_options).fit_peer(panel)
     metrics = {**result.metrics, **combined.fit_metrics}
     metrics["train_seconds"] = result.metrics.get("train_seconds", 0.0) + combined.fit_info.get(
         "train_seconds", 0.0)
