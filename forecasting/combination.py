@@ -35,7 +35,7 @@ from numpy.typing import ArrayLike
 from forecasting._numeric import FloatArray
 from forecasting.base import IncrementalForecaster, KeyedStates, QuantileForecast
 from forecasting.data import Panel
-from forecasting.errors import ForecastingError, InvalidWindowError
+from forecasting.errors import ForecastingError
 
 if TYPE_CHECKING:
     from forecasting.lightgbm_peer import LightGBMForecaster
@@ -355,8 +355,6 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
 
     def _predict(self, windows: FloatArray, horizon: int,
                  end_days: ArrayLike | None) -> QuantileForecast:
-        if horizon < 1:
-            raise InvalidWindowError(f"horizon must be >= 1, got {horizon}")
         return self.forecast(self.encode(windows, self.window_ends(end_days)), horizon)
 
     def __repr__(self) -> str:
