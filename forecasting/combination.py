@@ -400,16 +400,20 @@ def save_combination(model: LSTMLightGBMForecaster, out_dir: str | Path, *,
     return model_id
 
 
-def load_combination(path: str | Path, *, device: str = "auto") -> LSTMLightGBMForecaster:
-    """A combined forecaster saved by `save_combination`."""
+def load_combination(path: str | Path, *, device: str = "auto",
+                     backend: str | None = None) -> LSTMLightGBMForecaster:
+    """A combined forecaster saved by `save_combination`; its LSTM part loads through the
+    LSTM's own registry factory (`make_lstm(path)`, with `backend` when one is given)."""
     from forecasting.lightgbm_peer import LightGBMForecaster
-    from forecasting.lstm.artifact import ArtifactError, load_artifact, read_metadata
+    from forecasting.lstm import make_lstm
+    from forecasting.lstm.artifact import ArtifactError, read_metadata
 
     meta = read_metadata(path)
     if meta.get("model") != LSTMLightGBMForecaster.name:
         raise ArtifactError(f"{path}: holds a {meta.get('model')!r} model, not lstm_lgbm")
     root = Path(path)
-    lstm = load_artifact(root / meta["parts"]["lstm"]["dir"], device=device)
+    chosen: dict[str, Any] = {} if backend is None else {"backend": backend}
+    lstm = make_lstm(str(root / meta["parts"]["lstm"]["dir"]), device=device, **chosen)
     lightgbm = LightGBMForecaster.load(root / meta["parts"]["lightgbm"]["dir"],
                                        end_day=lstm.end_day)
     weights = CombinationWeights.from_json(meta["weights"])
@@ -423,8 +427,9 @@ def make_lstm_lgbm(path: str | None = None, *, device: str = "auto",
     whose LSTM is `make_lstm(config=..., **overrides)` (horizon: the config's)."""
     from forecasting.lstm import make_lstm
 
+    backend = overrides.pop("backend", None)  # how a loaded LSTM part serves (its factory's)
     if path is not None:
-        return load_combination(path, device=device)
+        return load_combination(path, device=device, backend=backend)
     if horizon is not None and config is None:
         overrides.setdefault("horizon", int(horizon))
     return LSTMLightGBMForecaster(make_lstm(device=device, config=config, progress=progress,

@@ -91,18 +91,21 @@ def model_dir_version(path: str | Path) -> str:
     return str(read_metadata(path)["model_version"])
 
 
-def load_model_dir(path: str | Path, *, device: str = "auto", **_: Any) -> Forecaster:
-    """The forecaster saved in `path`, whichever loadable model it is; ArtifactError (a
-    ValueError) for a directory that holds none."""
+def load_model_dir(path: str | Path, *, device: str = "auto",
+                   backend: str | None = None) -> Forecaster:
+    """The forecaster saved in `path`, whichever loadable model it is, through its registry
+    factory (`backend`: the LSTM's, where it has a choice); ArtifactError (a ValueError) for
+    a directory that holds none."""
     from forecasting.lstm.artifact import ArtifactError
 
     name = saved_model_name(path)
     if name == "lstm":
-        from forecasting.lstm.artifact import load_artifact
+        from forecasting.lstm import make_lstm
 
-        return load_artifact(path, device=device)
+        chosen: dict[str, Any] = {} if backend is None else {"backend": backend}
+        return make_lstm(str(path), device=device, **chosen)
     if name == "lstm_lgbm":
         from forecasting.combination import load_combination
 
-        return load_combination(path, device=device)
+        return load_combination(path, device=device, backend=backend)
     raise ArtifactError(f"{path}: holds a {name!r} model, which no loader reads")
