@@ -1,5 +1,5 @@
 # One image for every shelfcast process (worker, optimizer, migrations, alerts); the command picks.
-#   docker build -t shelfcast .                       # serves lstm_lgbm: LSTM + LightGBM (CPU or GPU)
+#   docker build -t shelfcast .                                    # serves the LSTM (CPU or GPU)
 #   docker build --build-arg EXTRAS=forecast -t shelfcast-gpu .    # + the backtest peers
 # torch is a base dependency (the LSTM is the default model); PyPI's Linux torch is the CUDA
 # build, so every image carries its nvidia libraries (README "Install").
