@@ -33,7 +33,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from forecasting._numeric import FloatArray
-from forecasting.base import IncrementalForecaster, KeyedStates, QuantileForecast
+from forecasting.base import Forecaster, IncrementalForecaster, KeyedStates, QuantileForecast
 from forecasting.data import Panel
 from forecasting.errors import ForecastingError
 
@@ -422,14 +422,18 @@ def load_combination(path: str | Path, *, device: str = "auto",
 
 def make_lstm_lgbm(path: str | None = None, *, device: str = "auto",
                    config: LSTMConfig | None = None, horizon: int | None = None,
-                   progress: bool = False, **overrides: Any) -> LSTMLightGBMForecaster:
-    """Registry factory: `path=DIR` loads a saved combination; otherwise an untrained one
-    whose LSTM is `make_lstm(config=..., **overrides)` (horizon: the config's)."""
+                   progress: bool = False, **overrides: Any) -> Forecaster:
+    """Registry factory: `path=DIR` loads the model the directory holds (the served default,
+    so a worker configured for it also serves an `lstm` directory: `model_dir`); otherwise an
+    untrained one whose LSTM is `make_lstm(config=..., **overrides)` (horizon: the
+    config's)."""
     from forecasting.lstm import make_lstm
 
     backend = overrides.pop("backend", None)  # how a loaded LSTM part serves (its factory's)
     if path is not None:
-        return load_combination(path, device=device, backend=backend)
+        from forecasting.model_dir import load_model_dir
+
+        return load_model_dir(path, device=device, backend=backend)
     if horizon is not None and config is None:
         overrides.setdefault("horizon", int(horizon))
     return LSTMLightGBMForecaster(make_lstm(device=device, config=config, progress=progress,

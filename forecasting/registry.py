@@ -71,7 +71,7 @@ _BUILT_IN = (
               "the LSTM and LightGBM mixed per quantile level (weights learned on the "
               "LSTM's validation days), incremental per series",
               fits=True, incremental=True, loads_artifact=True,
-              options=("path", "device", "config", "max_epochs", "progress")),
+              options=("path", "device", "backend", "config", "max_epochs", "progress")),
     ModelInfo("lstm", "forecasting.lstm:make_lstm",
               "global probabilistic LSTM (torch), incremental per series",
               fits=True, incremental=True, loads_artifact=True,

@@ -92,12 +92,8 @@ def model_source(settings: Settings) -> tuple[Forecaster, str | None]:
 
 
 def _load(name: str, path: Path, device: str = "auto") -> Forecaster:
-    """The model the directory holds (forecasting.model_dir: an `lstm` or an `lstm_lgbm`
-    artifact, whichever was trained or promoted there); `name` is the configured one."""
-    from forecasting.model_dir import load_model_dir
-
     try:  # on SHELFCAST_DEVICE (auto: CUDA when there is one)
-        return load_model_dir(path, device=device)
+        return make_forecaster(name, shared={"device": device}, path=str(path))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load the model in {path}: {exc}") from exc
 

@@ -135,16 +135,15 @@ def test_a_quick_lstm_lgbm_is_trained_and_the_worker_loads_it(tmp_path: Path) ->
 
 def test_the_worker_loads_its_model_on_shelfcast_device(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import forecasting.model_dir
     import streams.forecaster_setup as setup
     from forecasting import make_forecaster
 
     asked: list[dict] = []
 
-    def spy(path: object, **kwargs: object) -> object:  # the one loader of model directories
-        asked.append({"path": path, **kwargs})
+    def spy(name: str, **kwargs: object) -> object:
+        asked.append(kwargs)
         return make_forecaster("moving_average")
 
-    monkeypatch.setattr(forecasting.model_dir, "load_model_dir", spy)
+    monkeypatch.setattr(setup, "make_forecaster", spy)
     setup.model_source(Settings(model_path=tmp_path, device="cuda"))
-    assert asked == [{"path": tmp_path, "device": "cuda"}]
+    assert asked == [{"shared": {"device": "cuda"}, "path": str(tmp_path)}]
