@@ -8,7 +8,10 @@ ARG EXTRAS=""
 ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
-RUN useradd --create-home --uid 10001 shelfcast
+# libgomp1: LightGBM's wheels link OpenMP (the served model, lstm_lgbm, runs LightGBM).
+RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 10001 shelfcast
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY runtime runtime

@@ -16,6 +16,7 @@ from forecasting.errors import (
 )
 from forecasting.lstm import make_lstm  # torch loads on first use
 from forecasting.metrics import coverage, mase, pinball, wape
+from forecasting.model_dir import load_model_dir
 from forecasting.moving_average import MovingAverage
 from forecasting.registry import (
     ModelInfo,
@@ -41,6 +42,7 @@ __all__ = [
     "available_forecasters",
     "coverage",
     "forecaster_info",
+    "load_model_dir",
     "make_forecaster",
     "make_lstm",
     "mase",

@@ -25,9 +25,11 @@ Targets and demand features are divided by the series' recent level (`lag_featur
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
@@ -219,6 +221,38 @@ class LightGBMForecaster(Forecaster):
         daily[empty], cumulative[empty], mean[empty] = 0.0, 0.0, 0.0
         return QuantileForecast(self._levels, daily[:, :horizon], cumulative[:, :horizon],
                                 mean[:, :horizon])
+
+    # --- persistence -----------------------------------------------------------------------
+    def save(self, out_dir: str | Path) -> list[str]:
+        """Write the boosters (LightGBM's text format, which keeps every threshold exactly)
+        and the config to `out_dir`; returns the booster files' texts (for fingerprints)."""
+        if not self._models:
+            raise NotFittedError("LightGBMForecaster.save before fit")
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        texts = [m.model_to_string() for m in self._models]
+        for k, text in enumerate(texts):
+            (out / f"booster_{k}.txt").write_text(text)
+        meta = {"config": dataclasses.asdict(self.config), "levels": self._levels.tolist(),
+                "integer": self._integer, "boosters": len(texts)}
+        (out / "lightgbm.json").write_text(json.dumps(meta, indent=2) + "\n")
+        return texts
+
+    @classmethod
+    def load(cls, path: str | Path, *,
+             end_day: Callable[[], np.datetime64] = yesterday) -> LightGBMForecaster:
+        """A fitted forecaster from a directory written by `save`."""
+        import lightgbm as lgb
+
+        src = Path(path)
+        meta = json.loads((src / "lightgbm.json").read_text())
+        cfg = dict(meta["config"])
+        horizon = cfg.pop("horizon")
+        model = cls(horizon, levels=meta["levels"], end_day=end_day, **cfg)
+        model._models = [lgb.Booster(model_str=(src / f"booster_{k}.txt").read_text())
+                         for k in range(int(meta["boosters"]))]
+        model._integer = bool(meta["integer"])
+        return model
 
     def with_config(self, **changes: Any) -> LightGBMForecaster:
         """An unfitted copy with some config fields changed."""

@@ -67,6 +67,11 @@ _BUILT_IN = (
     ModelInfo("lightgbm", "forecasting.lightgbm_peer:LightGBMForecaster",
               "global LightGBM on lag and calendar features, one model per quantile",
               fits=True, options=("horizon",)),
+    ModelInfo("lstm_lgbm", "forecasting.combination:make_lstm_lgbm",
+              "the LSTM and LightGBM mixed per quantile level (weights learned on the "
+              "LSTM's validation days), incremental per series",
+              fits=True, incremental=True, loads_artifact=True,
+              options=("path", "device", "backend", "config", "max_epochs", "progress")),
     ModelInfo("lstm", "forecasting.lstm:make_lstm",
               "global probabilistic LSTM (torch), incremental per series",
               fits=True, incremental=True, loads_artifact=True,

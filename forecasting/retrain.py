@@ -33,7 +33,8 @@ from forecasting.errors import ForecastingError
 from forecasting.promotion import ModelScores
 
 if TYPE_CHECKING:
-    from forecasting.lstm import LSTMConfig, TrainResult
+    from forecasting.lstm import LSTMConfig
+    from forecasting.model_dir import TrainedModel
 
 __all__ = [
     "DAILY_BUCKET_SECONDS",
@@ -181,20 +182,21 @@ def backtest_pair(panel: Panel, protocol: BacktestProtocol, models: dict[str, Fo
 def train_challenger(panel: Panel, protocol: BacktestProtocol, config: LSTMConfig, *,
                      device: str = "auto", max_seconds: float | None = None,
                      progress: bool = False,
-                     on_epoch: Callable[[int, float, float], None] | None = None
-                     ) -> TrainResult:
-    """The LSTM trained on the days of `panel` before the protocol's first origin (its last
-    `protocol.val_days` of them for early stopping); `max_seconds` caps the training time."""
+                     on_epoch: Callable[[int, float, float], None] | None = None,
+                     model: str = "lstm") -> TrainedModel:
+    """`model` (the LSTM or `lstm_lgbm`, forecasting.model_dir) trained on the days of
+    `panel` before the protocol's first origin (its last `protocol.val_days` of them for
+    early stopping and the combination's weights); `max_seconds` caps the LSTM's training."""
     import dataclasses
 
-    from forecasting.lstm import train_lstm
+    from forecasting.model_dir import train_model
 
     protocol.check(panel)
     history = panel.head(protocol.first_origin(panel.n_days))
     cfg = dataclasses.replace(config, horizon=max(config.horizon, protocol.horizon),
                               val_days=protocol.val_days)
-    return train_lstm(history, cfg, device=device, progress=progress, on_epoch=on_epoch,
-                      max_seconds=max_seconds)
+    return train_model(model, history, cfg, device=device, progress=progress,
+                       on_epoch=on_epoch, max_seconds=max_seconds)
 
 
 def load_champion(model_dir: Path, *, device: str = "cpu") -> Forecaster | None:
@@ -203,10 +205,10 @@ def load_champion(model_dir: Path, *, device: str = "cpu") -> Forecaster | None:
     RetrainError: a broken champion must be looked at, not silently replaced."""
     if not model_dir.exists() or (model_dir.is_dir() and not any(model_dir.iterdir())):
         return None
-    from forecasting.lstm import load_artifact
+    from forecasting.model_dir import load_model_dir
 
     try:
-        return load_artifact(model_dir, device=device)
+        return load_model_dir(model_dir, device=device)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise RetrainError(f"the model directory {model_dir} holds no readable model ({exc}); "
                            "move it away to start without a champion") from None

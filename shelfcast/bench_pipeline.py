@@ -471,7 +471,8 @@ def served_model(settings: Settings, opts: PipelineBenchOptions, console: Consol
         panel = synthetic_panel(200, 180, per_sku_day, seed=7)
         with console.status("training a small LSTM for the bench (or reusing the cached "
                             "one)..."):
-            model = train_or_reuse(panel, quick_config(), data={"source": "bench synthetic"})
+            model = train_or_reuse(panel, quick_config(), data={"source": "bench synthetic"},
+                                   model=settings.model)
         console.print(f"serving {model.model_version} from {model.path} ("
                       + ("cached" if model.reused else f"trained in {model.train_cpu_s:.0f} "
                          "CPU-s") + ")")

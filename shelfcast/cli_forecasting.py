@@ -39,7 +39,8 @@ def resolve_models(text: str) -> list[str]:
 
 # The optional library each model needs, checked before a backtest starts (not after the
 # models before it have run).
-MODEL_MODULES = {"ets": "statsforecast", "lightgbm": "lightgbm", "lstm": "torch"}
+MODEL_MODULES = {"ets": "statsforecast", "lightgbm": "lightgbm", "lstm": "torch",
+                 "lstm_lgbm": "lightgbm"}
 
 
 def _require(modules: list[str]) -> None:
@@ -114,6 +115,9 @@ def add_commands(subparsers: Any) -> None:
         "model.pt + metadata.json (features, horizon, scaling, data fingerprint, metrics).")
     add_data_args(train)
     _lstm_args(train)
+    train.add_argument("--model", choices=["lstm", "lstm_lgbm"], default=None,
+                       help="what to train: the LSTM, or the LSTM mixed with LightGBM "
+                            "(lstm_lgbm); default: the served model")
     train.add_argument("--out", type=Path, required=True, help="model directory to write")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -196,21 +200,24 @@ def _threads(n: int) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from forecasting.lstm import save_artifact, train_lstm
+    from forecasting.model_dir import SAVABLE, save_model_dir, train_model
 
+    name = args.model or (served_model() if served_model() in SAVABLE else "lstm")
+    if name == "lstm_lgbm":
+        _require(["lightgbm"])
     _threads(args.threads)
     panel = _panel(args)
     config = _config(args)
-    print(f"training on {panel.n_series} series x {panel.n_days} days "
+    print(f"training {name} on {panel.n_series} series x {panel.n_days} days "
           f"({panel.dates[0]} .. {panel.dates[-1]})", file=sys.stderr)
-    result = train_lstm(panel, config, device=args.device, progress=not args.no_progress)
+    result = train_model(name, panel, config, device=args.device,
+                         progress=not args.no_progress)
     data = {"path": str(args.data), "n_series": panel.n_series, "n_days": panel.n_days,
             "first_day": str(panel.dates[0]), "last_day": str(panel.dates[-1])}
-    info = save_artifact(result.forecaster, args.out, data_fingerprint=panel.fingerprint(),
-                         data=data, metrics=result.metrics, history=result.history)
-    print(json.dumps({"model_dir": str(args.out), "model_version":
-                      result.forecaster.model_version, "model_id": info.model_id,
-                      **result.metrics}, indent=2))
+    version = save_model_dir(result.forecaster, args.out, data_fingerprint=panel.fingerprint(),
+                             data=data, metrics=result.metrics, history=result.history)
+    print(json.dumps({"model_dir": str(args.out), "model": name, "model_version": version,
+                      "model_id": version.partition("+")[2], **result.metrics}, indent=2))
     return 0
 
 

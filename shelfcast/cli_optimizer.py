@@ -230,15 +230,15 @@ def _fit_before(policy: ForecastPolicy, panel: Any, first_index: int,
         "metrics": dict(model.fit_metrics),
     }  # fmt: skip
     if args.lstm_out is not None and forecaster_info(model.name).loads_artifact:
-        from forecasting.lstm import save_artifact
+        from forecasting.model_dir import save_model_dir
 
-        # The registry's one artifact format is the LSTM's (forecasting.lstm.artifact).
-        lstm = cast("LSTMForecaster", model)
+        # An LSTM or an lstm_lgbm (forecasting.model_dir writes either).
+        lstm = cast("LSTMForecaster", getattr(model, "lstm", model))
         data = {"path": str(args.data), "n_series": past.n_series, "n_days": past.n_days,
                 "first_day": str(past.dates[0]), "last_day": str(past.dates[-1])}
         history = lstm.train_result.history if lstm.train_result is not None else []
-        save_artifact(lstm, args.lstm_out, data_fingerprint=past.fingerprint(), data=data,
-                      metrics=info["metrics"], history=history)
+        save_model_dir(model, args.lstm_out, data_fingerprint=past.fingerprint(), data=data,
+                       metrics=info["metrics"], history=history)
         info["model_dir"] = str(args.lstm_out)
     return info
 

@@ -60,6 +60,9 @@ class RetrainOptions:
     model_dir: Path
     protocol: BacktestProtocol = field(default_factory=BacktestProtocol)
     config: Any = None  # forecasting.lstm.LSTMConfig; None: LSTMConfig()
+    # What the challenger is ("lstm" or "lstm_lgbm"); None: the champion's kind, or the
+    # served model (Settings.model) when there is no champion.
+    model: str | None = None
     history_days: int | None = 730
     max_seconds: float | None = None
     margin: float = PINBALL_MARGIN
@@ -103,7 +106,8 @@ def _day_start(day: np.datetime64) -> datetime:
 async def retrain_once(settings: Settings, database_url: str, options: RetrainOptions, *,
                        log: TextIO | None = None) -> RetrainOutcome:
     """One champion/challenger round (this module's docstring)."""
-    from forecasting.lstm import LSTMConfig, save_artifact
+    from forecasting.lstm import LSTMConfig
+    from forecasting.model_dir import SAVABLE, save_model_dir
 
     out = log or sys.stderr
     started = time.perf_counter()
@@ -137,6 +141,9 @@ async def retrain_once(settings: Settings, database_url: str, options: RetrainOp
     say(f"champion {champion_version} from {options.model_dir}" if champion is not None
         else f"no champion in {options.model_dir}: the challenger will be the first model")
 
+    kind = options.model or (champion.name if champion is not None else settings.model)
+    if kind not in SAVABLE:  # a baseline is configured: retrain the LSTM
+        kind = "lstm"
     config = options.config if options.config is not None else LSTMConfig()
     champion_horizon = getattr(getattr(champion, "config", None), "horizon", None)
     if champion_horizon is not None:  # the challenger forecasts as far as the champion does
@@ -145,8 +152,8 @@ async def retrain_once(settings: Settings, database_url: str, options: RetrainOp
                                f"asks {protocol.horizon}: pass --horizon {champion_horizon}")
         config = dataclasses.replace(config, horizon=max(config.horizon, champion_horizon))
     first = protocol.first_origin(panel.n_days)
-    say(f"training the challenger on {first} days ({first_day} .. {panel.dates[first - 1]}, "
-        f"the last {protocol.val_days} for validation)"
+    say(f"training the challenger ({kind}) on {first} days "
+        f"({first_day} .. {panel.dates[first - 1]}, the last {protocol.val_days} for validation)"
         + (f", at most {options.max_seconds:.0f} s" if options.max_seconds else ""))
 
     def on_epoch(epoch: int, train_loss: float, val_loss: float) -> None:
@@ -156,14 +163,14 @@ async def retrain_once(settings: Settings, database_url: str, options: RetrainOp
     trained = await asyncio.to_thread(
         train_challenger, panel, protocol, config, device=options.device,
         max_seconds=options.max_seconds, progress=options.progress_bar,
-        on_epoch=None if options.progress_bar else on_epoch)
+        on_epoch=None if options.progress_bar else on_epoch, model=kind)
     challenger = trained.forecaster
     trained_at = datetime.now(UTC)
     staged = staging_directory(options.model_dir)
     try:
         history = panel.head(first)
         await asyncio.to_thread(
-            save_artifact, challenger, staged, data_fingerprint=history.fingerprint(),
+            save_model_dir, challenger, staged, data_fingerprint=history.fingerprint(),
             data={"source": "demand_history", "bucket_seconds": bucket_seconds,
                   "n_series": history.n_series, "n_days": history.n_days,
                   "first_day": first_day, "last_day": str(history.dates[-1])},

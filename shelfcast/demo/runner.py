@@ -389,11 +389,12 @@ def _served_model(settings: Settings, opts: DemoOptions, split: HistorySplit,
         from shelfcast.quick_model import quick_config, train_or_reuse
 
         panel = split.panel
-        console.print(f"training the LSTM on {panel.n_series} SKUs x {panel.n_days} days "
+        console.print(f"training {settings.model} on {panel.n_series} SKUs x {panel.n_days} days "
                       f"before {split.replay_first_day} (or reusing the cached one)...")
         model = train_or_reuse(panel, quick_config(), cache=opts.model_cache, progress=True,
                                max_seconds=opts.train_max_s,
-                               data={"path": str(opts.data), "before": split.replay_first_day})
+                               data={"path": str(opts.data), "before": split.replay_first_day},
+                               model=settings.model)
         summary.model_source = (
             f"cached at {model.path}" if model.reused else
             f"trained now in {model.train_cpu_s:.1f} CPU-s on {panel.n_series} SKUs x "

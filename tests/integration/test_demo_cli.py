@@ -1,5 +1,6 @@
-"""`shelfcast demo` runs to completion on its defaults: the LSTM trained on the history before
-the replay (or cached), Apache Kafka where Java is installed (else tansu), local PostgreSQL."""
+"""`shelfcast demo` runs to completion on its defaults: the served model (lstm_lgbm) trained on
+the history before the replay (or cached), Apache Kafka where Java is installed (else tansu),
+local PostgreSQL."""
 
 import json
 import os
@@ -33,7 +34,9 @@ def test_demo_serves_the_lstm_on_local_services(tmp_path: Path):
     for key in ("dlq", "forecasts", "restocks", "plans"):
         assert summary[key] > 0, (key, summary)
     assert summary["plan_lines"] == summary["restocks"]  # each restock planned exactly once
-    assert summary["model"] == "lstm" and summary["model_version"].startswith("lstm-")
+    # the served default: the LSTM + LightGBM (lstm_lgbm), trained on the spot
+    assert summary["model"] == "lstm_lgbm"
+    assert summary["model_version"].startswith("lstm_lgbm-")
     assert summary["model_source"].startswith("trained now")
     score = summary["score"]
     for side in ("served", "baseline"):

@@ -37,6 +37,12 @@ TINY = ["--hidden", "16", "--max-epochs", "60", "--patience", "8", "--batch-seri
         "--threads", "1", "--device", "cpu", "--no-progress", "--folds", "2"]
 
 
+def model_files(model_dir: Path) -> dict[str, bytes]:
+    """Every file of a model directory (the served lstm_lgbm keeps its parts in subdirectories)."""
+    return {str(p.relative_to(model_dir)): p.read_bytes()
+            for p in sorted(model_dir.rglob("*")) if p.is_file()}
+
+
 def demand(shift: bool) -> np.ndarray:
     """(N_SKUS, DAYS) daily units; with `shift`, from SHIFT_DAY on x2.5 and peaking Thursday."""
     return shifted_demand(N_SKUS, DAYS, SHIFT_DAY, shift)
@@ -153,13 +159,13 @@ async def test_unchanged_demand_promotes_nothing(pg_database: str, tmp_path: Pat
     code, out, err = await retrain(monkeypatch, capsys, pg_database, model_dir)
     assert code == 0 and "decision: promoted" in out, err
     champion = served_version(model_dir)
-    weights = (model_dir / "model.pt").read_bytes()
+    weights = model_files(model_dir)
 
     code, out, err = await retrain(monkeypatch, capsys, pg_database, model_dir)
     assert code == 0, err
     assert "decision: not promoted" in out and "keeps serving" in err, (out, err)
     assert served_version(model_dir) == champion
-    assert (model_dir / "model.pt").read_bytes() == weights
+    assert model_files(model_dir) == weights
     rows = await model_versions(pg_database)
     assert [(r["champion_version"], r["promoted"]) for r in rows] == [
         (None, True), (champion, False)]

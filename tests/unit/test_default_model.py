@@ -22,9 +22,9 @@ def no_model_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def test_the_default_model_is_the_lstm_and_needs_a_model_directory() -> None:
+def test_the_default_model_is_lstm_lgbm_and_needs_a_model_directory() -> None:
     settings = Settings()
-    assert settings.model == "lstm" and settings.model_path is None
+    assert settings.model == "lstm_lgbm" and settings.model_path is None
     with pytest.raises(ConfigError, match="SHELFCAST_MODEL_PATH is not set"):
         check_servable(settings)
 
@@ -109,10 +109,28 @@ def test_a_quick_model_is_trained_once_and_reused(tmp_path: Path) -> None:
     first = train_or_reuse(panel, quick_config(tiny=True, max_epochs=1), cache=tmp_path)
     again = train_or_reuse(panel, quick_config(tiny=True, max_epochs=1), cache=tmp_path)
     assert not first.reused and again.reused and again.model_version == first.model_version
-    assert check_servable(Settings(model_path=first.path)).name == "lstm"
+    assert check_servable(Settings(model="lstm", model_path=first.path)).name == "lstm"
     other = train_or_reuse(synthetic_panel(12, 60, 2.0, seed=1),
                            quick_config(tiny=True, max_epochs=1), cache=tmp_path)
     assert other.path != first.path  # another panel is another model
+
+
+def test_a_quick_lstm_lgbm_is_trained_and_the_worker_loads_it(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("lightgbm")
+    from forecasting.model_dir import load_model_dir, saved_model_name
+    from shelfcast.quick_model import quick_config, synthetic_panel, train_or_reuse
+    from streams.forecaster_setup import model_source
+
+    panel = synthetic_panel(12, 90, 2.0)
+    config = quick_config(tiny=True, max_epochs=1, year_ago=True)  # lstm_lgbm reads the ring
+    lstm = train_or_reuse(panel, config, cache=tmp_path)
+    mixed = train_or_reuse(panel, config, cache=tmp_path, model="lstm_lgbm")
+    assert mixed.path != lstm.path and mixed.model_version.startswith("lstm_lgbm-1+")
+    assert saved_model_name(mixed.path) == "lstm_lgbm" and saved_model_name(lstm.path) == "lstm"
+    forecaster, version = model_source(Settings(model_path=mixed.path, device="cpu"))
+    assert forecaster.name == "lstm_lgbm" and version == mixed.model_version
+    assert load_model_dir(mixed.path, device="cpu").model_version == mixed.model_version
 
 
 def test_the_worker_loads_its_model_on_shelfcast_device(

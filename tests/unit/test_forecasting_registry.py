@@ -28,12 +28,12 @@ from shelfcast import cli
 from streams.forecaster_setup import local_predict, model_info, model_source
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILT_IN = ("ets", "lightgbm", "lstm", "moving_average", "seasonal_naive", "tsb")
+BUILT_IN = ("ets", "lightgbm", "lstm", "lstm_lgbm", "moving_average", "seasonal_naive", "tsb")
 
 
 def test_the_registry_lists_every_built_in_model() -> None:
     assert set(BUILT_IN) <= set(available_forecasters())
-    with pytest.raises(UnknownForecasterError, match="lightgbm, lstm, moving_average"):
+    with pytest.raises(UnknownForecasterError, match="lightgbm, lstm, lstm_lgbm, moving_average"):
         forecaster_info("arima")
 
 

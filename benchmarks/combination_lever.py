@@ -1,0 +1,163 @@
+"""The `lstm_lgbm` lever: the LSTM + LightGBM combination against both parts, on the
+generalisation protocol (`../shared/tools/generalisation.sh`: 4 origins, refit once, horizon 14;
+FreshRetailNet horizon 7), tuning folds and final holdout (the last 2 origins) apart.
+
+    python benchmarks/combination_lever.py [--data ../shared/data]
+        [--sets uci_online_retail,rossmann,freshretailnet]
+        [--out benchmarks/results/generalisation/served] [--peers seasonal_naive,moving_average]
+
+One training per set: the combination trains its LSTM and its LightGBM exactly as the
+`lstm` and `lightgbm` peers train (same configs, seeds, history before the first origin:
+both are deterministic on CPU), so the peers' rows here are those of the combination's own
+parts — the same numbers a separate `shelfcast backtest --models lstm,lightgbm` gives, at a
+third of the CPU. Writes `<set>.json` in the backtest's format (`"served": "lstm_lgbm"`) and
+`combination_lever.json` (per set and on average over the real sets: the combination's
+relative change against each part, tuning and holdout folds; the learned weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.generalisation_split import REAL_SETS, part_scores
+from forecasting.backtest import rolling_origin
+from forecasting.base import Forecaster, QuantileForecast
+from forecasting.combination import LSTMLightGBMForecaster
+from forecasting.data import load_panel
+from forecasting.registry import make_forecaster
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # ../shared/data
+SETS: dict[str, tuple[str, int, dict[str, Any]]] = {
+    "uci_online_retail": ("uci_online_retail/daily_panel.csv.gz", 14, {}),
+    "rossmann": ("rossmann_store_sales/daily_100_stores.csv.gz", 14, {}),
+    "freshretailnet": ("freshretailnet/daily_1111_series.csv.gz", 7, {}),
+    "store_item_sanity": ("store_item_demand/train.csv.gz", 14, {"max_series": 100}),
+}
+METRICS = ("pinball", "mase_median", "mase", "wape", "wape_median", "pinball_total")
+
+
+class _Part(Forecaster):
+    """One fitted part of the combination as a peer: `fit` keeps what the combination
+    fitted (refit once: the same history), `predict` is the part's own."""
+
+    fits = True
+
+    def __init__(self, name: str, combined: LSTMLightGBMForecaster, part: str) -> None:
+        super().__init__(combined.levels)
+        self.name = name  # type: ignore[misc]
+        self._combined, self._part = combined, part
+
+    def _predict(self, windows: Any, horizon: int,
+                 end_days: ArrayLike | None) -> QuantileForecast:
+        model = getattr(self._combined, self._part)
+        return model.predict(windows, horizon, end_days=end_days)  # type: ignore[no-any-return]
+
+
+def run_set(name: str, peers: list[str], out: Path, data: Path) -> dict[str, Any]:
+    rel, horizon, kwargs = SETS[name]
+    panel = load_panel(data / rel, **kwargs)
+    combined = make_forecaster("lstm_lgbm", device="cpu", horizon=horizon)
+    combined.cap_threads(1)
+    assert isinstance(combined, LSTMLightGBMForecaster)
+    parts = {"lstm": _Part("lstm", combined, "lstm"),
+             "lightgbm": _Part("lightgbm", combined, "lightgbm")}
+
+    def factory(model: str) -> Forecaster:
+        if model == "lstm_lgbm":
+            return combined
+        return parts[model] if model in parts else make_forecaster(model)
+
+    t0 = time.perf_counter()
+    models = ["lstm_lgbm", "lstm", "lightgbm", *peers]
+    result = rolling_origin(panel, models, horizon=horizon, folds=4, refit=False,
+                            factory=factory,
+                            on_fold=lambda m, k, s: print(
+                                f"  {name} {m:>15} fold {k}: pinball {s['pinball']:.3f} "
+                                f"mase_median {s['mase_median']:.3f} "
+                                f"cov80 {s['coverage_80']:.3f}", file=sys.stderr, flush=True))
+    doc = result.to_json()
+    doc.update(data=str((data / rel).resolve()), served="lstm_lgbm",
+               wall_seconds=time.perf_counter() - t0,
+               combination=combined.weights.to_json() if combined.weights else None,
+               fit_metrics=combined.fit_metrics, load_avg=os.getloadavg()[0],
+               command="python benchmarks/combination_lever.py --sets " + name)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(doc, indent=2, default=float) + "\n")
+    return doc
+
+
+def lever(docs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The combination's relative change against each part, per set and averaged over the
+    real sets, tuning and holdout folds apart."""
+    out: dict[str, Any] = {"sets": {}, "average": {}}
+    for part in ("tune", "holdout"):
+        sums: dict[str, dict[str, list[float]]] = {}
+        for name, doc in docs.items():
+            s = part_scores(doc, part, 2)
+            row: dict[str, Any] = {"lstm_lgbm": s["lstm_lgbm"]}
+            for ref in ("lstm", "lightgbm"):
+                change = {k: s["lstm_lgbm"][k] / s[ref][k] - 1 for k in METRICS}
+                row[f"vs_{ref}"] = change
+                if name in REAL_SETS:
+                    for k, v in change.items():
+                        sums.setdefault(ref, {}).setdefault(k, []).append(v)
+            best = {k: min(v[k] for m, v in s.items() if m != "lstm_lgbm") for k in METRICS}
+            row["vs_best_peer"] = {k: s["lstm_lgbm"][k] / best[k] - 1 for k in METRICS}
+            out["sets"].setdefault(name, {})[part] = row
+        out["average"][part] = {f"vs_{ref}": {k: float(np.mean(v)) for k, v in m.items()}
+                                for ref, m in sums.items()}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sets", default="uci_online_retail,rossmann,freshretailnet")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/generalisation/served"))
+    ap.add_argument("--data", type=Path, default=DATA, help="the shared data directory")
+    ap.add_argument("--peers", default="seasonal_naive,moving_average")
+    ap.add_argument("--summarise", action="store_true",
+                    help="only read the <set>.json files in --out and write the summary")
+    args = ap.parse_args()
+    peers = [p for p in args.peers.split(",") if p]
+    docs: dict[str, dict[str, Any]] = {}
+    for name in args.sets.split(","):
+        path = args.out / f"{name}.json"
+        if args.summarise:
+            if path.exists():
+                docs[name] = json.loads(path.read_text())
+            continue
+        docs[name] = run_set(name, peers, args.out, args.data)
+    summary = lever(docs)
+    summary["load_avg"] = os.getloadavg()[0]
+    for part in ("tune", "holdout"):
+        print(f"\n{part} folds: lstm_lgbm relative change (negative: better)")
+        for name, parts in summary["sets"].items():
+            row = parts[part]
+            cells = "; ".join(f"{ref} " + " ".join(f"{k} {v:+.1%}" for k, v in
+                                                   row[f"vs_{ref}"].items() if k in
+                                                   ("pinball", "mase_median", "wape"))
+                              for ref in ("lstm", "lightgbm", "best_peer"))
+            cov = f"cov80 {row['lstm_lgbm']['coverage_80']:.3f} " \
+                  f"cov95 {row['lstm_lgbm']['coverage_95']:.3f}"
+            print(f"  {name:18s} {cells}; {cov}")
+        for ref, m in summary["average"][part].items():
+            print(f"  average (real) vs {ref}: "
+                  + " ".join(f"{k} {v:+.1%}" for k, v in m.items()))
+    target = args.out / "combination_lever.json"
+    target.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"\nwrote {target}")
+
+
+if __name__ == "__main__":
+    main()

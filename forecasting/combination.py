@@ -1,0 +1,440 @@
+"""`lstm_lgbm`: the LSTM and the LightGBM peer combined per quantile level, with weights
+learned on the LSTM's validation days, servable from the window the stream already keeps.
+
+- Weights: for each output level (daily and cumulative blocks apart) and for the mean, the
+  share w in [0, 1] of the LSTM (1 - w: LightGBM) on a grid of `GRID_STEPS` + 1 values that
+  minimises the pooled pinball loss (the mean: the absolute error) on the LSTM's validation
+  origins, after the same post-processing as at serving (rounded for counts). No backtest
+  test fold or holdout is read: the LSTM validates on the last `val_days` of the training
+  history, and the LightGBM that forecasts those days is fitted on the days before them
+  (`fit`). Then LightGBM is refitted on the whole training history for serving.
+- Serving: the state is the LSTM's (`SeriesState`), whose day ring holds the last
+  `RING_DAYS` (392) days of each series; LightGBM's lag features read no further back than
+  that (its longest look-back is 364 + 28 days), so `forecast(state)` computes them from the
+  ring. The batch path (`predict`) goes through `encode` + `forecast` too, so serving from
+  the window and a backtest give the same numbers.
+- Quantiles of the mix are sorted along the levels (per-level weights may cross them); a
+  sorted convex mix of curves that rise over steps still rises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from forecasting._numeric import FloatArray
+from forecasting.base import Forecaster, IncrementalForecaster, KeyedStates, QuantileForecast
+from forecasting.data import Panel
+from forecasting.errors import ForecastingError
+
+if TYPE_CHECKING:
+    from forecasting.lightgbm_peer import LightGBMForecaster
+    from forecasting.lstm.forecaster import LSTMForecaster
+    from forecasting.lstm.model import LSTMConfig
+    from forecasting.lstm.state import SeriesState
+
+__all__ = [
+    "COMBINATION_FILE",
+    "CombinationWeights",
+    "LSTMLightGBMForecaster",
+    "combine",
+    "learn_weights",
+    "load_combination",
+    "make_lstm_lgbm",
+    "save_combination",
+]
+
+GRID_STEPS = 20  # weights 0, 0.05, ..., 1
+COMBINATION_FILE = "combination.json"
+LSTM_DIR, LIGHTGBM_DIR = "lstm", "lightgbm"
+
+
+class CombinationError(ForecastingError):
+    """A combined model that cannot be built, fitted or loaded."""
+
+
+@dataclass(frozen=True)
+class CombinationWeights:
+    """The LSTM's share per level (LightGBM gets the rest), for the daily and cumulative
+    quantiles and the mean; `report`: validation losses of each part and of the mix."""
+
+    levels: tuple[float, ...]
+    daily: tuple[float, ...]
+    cumulative: tuple[float, ...]
+    mean: float
+    report: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        q = len(self.levels)
+        if len(self.daily) != q or len(self.cumulative) != q:
+            raise CombinationError(f"need one weight per level ({q})")
+        ws = (*self.daily, *self.cumulative, self.mean)
+        if not all(0.0 <= w <= 1.0 for w in ws):
+            raise CombinationError(f"weights must lie in [0, 1], got {ws}")
+
+    @classmethod
+    def equal(cls, levels: Sequence[float]) -> CombinationWeights:
+        """Half and half everywhere (no validation origins to learn from)."""
+        half = tuple(0.5 for _ in levels)
+        return cls(tuple(float(x) for x in levels), half, half, 0.5, {"val_origins": 0.0})
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict (artifact metadata)."""
+        return {"levels": list(self.levels), "daily": list(self.daily),
+                "cumulative": list(self.cumulative), "mean": self.mean,
+                "report": dict(self.report)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CombinationWeights:
+        """Inverse of to_json."""
+        return cls(tuple(float(x) for x in data["levels"]),
+                   tuple(float(x) for x in data["daily"]),
+                   tuple(float(x) for x in data["cumulative"]), float(data["mean"]),
+                   {k: float(v) for k, v in (data.get("report") or {}).items()})
+
+
+def _post(q: FloatArray, integer: bool) -> FloatArray:
+    q = np.maximum(q, 0.0)
+    return np.round(q) if integer else q
+
+
+def _pinball_level(y: FloatArray, q: FloatArray, tau: float) -> float:
+    diff = y - q
+    return float(np.mean(np.maximum(tau * diff, (tau - 1.0) * diff)))
+
+
+def _absolute_error(y: FloatArray, q: FloatArray) -> float:
+    return float(np.mean(np.abs(y - q)))
+
+
+def _best(a: FloatArray, b: FloatArray, loss: Callable[[FloatArray], float],
+          integer: bool) -> tuple[float, float, float, float]:
+    """(weight, loss of the mix, loss of a alone, loss of b alone) over the grid; ties go to
+    the first grid point (reproducible)."""
+    grid = np.linspace(0.0, 1.0, GRID_STEPS + 1)
+    losses = np.array([loss(_post(w * a + (1.0 - w) * b, integer)) for w in grid])
+    k = int(np.argmin(losses))
+    return float(grid[k]), float(losses[k]), float(losses[-1]), float(losses[0])
+
+
+def learn_weights(lstm: Sequence[QuantileForecast], lgbm: Sequence[QuantileForecast],
+                  actual: Sequence[FloatArray], *, integer: bool) -> CombinationWeights:
+    """Weights from forecasts of both models at the same origins (one QuantileForecast
+    each, n series x H steps) and what followed each origin (n, H) (NaN: unknown)."""
+    if not lstm or len(lstm) != len(lgbm) or len(lstm) != len(actual):
+        raise CombinationError("need forecasts of both models and actuals at each origin")
+    levels = lstm[0].levels
+    horizon = min(f.horizon for f in (*lstm, *lgbm))
+    y = np.concatenate([np.asarray(a, dtype=np.float64)[:, :horizon] for a in actual])
+    totals = np.cumsum(y, axis=1)  # NaN after a missing day
+    blocks = {}
+    for name, forecasts in (("lstm", lstm), ("lgbm", lgbm)):
+        blocks[name] = (np.concatenate([f.daily[:, :horizon] for f in forecasts]),
+                        np.concatenate([f.cumulative[:, :horizon] for f in forecasts]),
+                        np.concatenate([f.mean[:, :horizon] for f in forecasts]))
+    report: dict[str, float] = {"val_origins": float(len(actual))}
+    chosen: dict[str, list[float]] = {"daily": [], "cumulative": []}
+    for b, (block, target) in enumerate((("daily", y), ("cumulative", totals))):
+        ok = np.isfinite(target)
+        t = target[ok]
+        mix = own = peer = 0.0
+        for k, tau in enumerate(levels):
+            a_k, b_k = blocks["lstm"][b][..., k][ok], blocks["lgbm"][b][..., k][ok]
+            w, m, la, lb = _best(a_k, b_k, partial(_pinball_level, t, tau=float(tau)), integer)
+            chosen[block].append(w)
+            mix, own, peer = mix + m, own + la, peer + lb
+        report.update({f"val_{block}_pinball_mix": mix / levels.size,
+                       f"val_{block}_pinball_lstm": own / levels.size,
+                       f"val_{block}_pinball_lightgbm": peer / levels.size})
+    ok = np.isfinite(y)
+    w_mean, m, la, lb = _best(blocks["lstm"][2][ok], blocks["lgbm"][2][ok],
+                              partial(_absolute_error, y[ok]), False)
+    report.update({"val_mean_mae_mix": m, "val_mean_mae_lstm": la,
+                   "val_mean_mae_lightgbm": lb})
+    return CombinationWeights(tuple(float(x) for x in levels), tuple(chosen["daily"]),
+                              tuple(chosen["cumulative"]), w_mean, report)
+
+
+def combine(a: QuantileForecast, b: QuantileForecast, weights: CombinationWeights, *,
+            integer: bool) -> QuantileForecast:
+    """The mix `weights` x a + (1 - weights) x b (a: the LSTM's, b: LightGBM's forecast of
+    the same series and steps), rounded for counts, sorted along the levels."""
+    if not np.allclose(a.levels, weights.levels) or not np.allclose(b.levels, weights.levels):
+        raise CombinationError("both forecasts must have the weights' levels")
+    horizon = min(a.horizon, b.horizon)
+    wd, wc = np.asarray(weights.daily), np.asarray(weights.cumulative)
+    daily = _post(wd * a.daily[:, :horizon] + (1.0 - wd) * b.daily[:, :horizon], integer)
+    cum = _post(wc * a.cumulative[:, :horizon] + (1.0 - wc) * b.cumulative[:, :horizon],
+                integer)
+    mean = np.maximum(weights.mean * a.mean[:, :horizon]
+                      + (1.0 - weights.mean) * b.mean[:, :horizon], 0.0)
+    daily, cum = np.sort(daily, axis=2), np.sort(cum, axis=2)
+    cum = np.maximum.accumulate(np.maximum(cum, daily[:, :1]), axis=1)
+    return QuantileForecast.trusted(a.levels.copy(), daily, cum, mean)
+
+
+def ring_windows(state: SeriesState) -> FloatArray:
+    """(n, RING_DAYS) the days each series' state carries, oldest first (NaN: none)."""
+    from forecasting.lstm.features import RING_DAYS
+
+    if state.ring is None:
+        raise CombinationError("the LSTM state carries no day ring (config.year_ago off)")
+    out: FloatArray = state.ring.span(RING_DAYS)
+    return out
+
+
+class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
+    """The LSTM and LightGBM, mixed per level (module docstring). Speaks the LSTM's
+    incremental contract: its state is the LSTM's, LightGBM reads the state's day ring."""
+
+    name = "lstm_lgbm"
+    version = 1
+    fits = True
+    cold_start_warmup_days = 182  # the LSTM's (forecasting.lstm.forecaster)
+
+    def __init__(self, lstm: LSTMForecaster, lightgbm: LightGBMForecaster | None = None,
+                 weights: CombinationWeights | None = None, *, model_id: str | None = None,
+                 lightgbm_options: dict[str, Any] | None = None) -> None:
+        super().__init__(lstm.levels.tolist(), end_day=lstm.end_day)
+        if not lstm.config.year_ago:
+            raise CombinationError("lstm_lgbm serves LightGBM from the LSTM's day ring: "
+                                   "the LSTM config needs year_ago on")
+        self.lstm = lstm
+        self.lightgbm = lightgbm
+        self.weights = weights
+        self.model_id = model_id
+        self.lightgbm_options = dict(lightgbm_options or {})
+        self.fit_info: dict[str, float] = {}
+
+    @property
+    def config(self) -> LSTMConfig:
+        """The LSTM part's config (horizon, levels, calendar: what both parts forecast)."""
+        return self.lstm.config
+
+    @property
+    def model_version(self) -> str:
+        """"lstm_lgbm-1" plus the artifact's id when loaded from one."""
+        base = f"{self.name}-{self.version}"
+        return f"{base}+{self.model_id}" if self.model_id else base
+
+    @property
+    def needs_fit(self) -> bool:
+        """True until both parts and the weights are there."""
+        return self.lstm.needs_fit or self.lightgbm is None or self.weights is None
+
+    @property
+    def fit_metrics(self) -> dict[str, float]:
+        """The LSTM's training metrics, LightGBM's rows and seconds, the weights' report."""
+        out = {f"lstm_{k}": v for k, v in self.lstm.fit_metrics.items()}
+        out.update(self.fit_info)
+        if self.weights is not None:
+            out.update({f"combination_{k}": v for k, v in self.weights.report.items()})
+        return out
+
+    def cap_threads(self, threads: int) -> None:
+        """Cap the LSTM's torch threads (LightGBM runs on its configured threads)."""
+        self.lstm.cap_threads(threads)
+
+    def _new_lightgbm(self) -> LightGBMForecaster:
+        from forecasting.lightgbm_peer import LightGBMForecaster
+
+        options = {"calendar": self.lstm.config.calendar, **self.lightgbm_options}
+        return LightGBMForecaster(self.lstm.config.horizon, levels=self.lstm.levels.tolist(),
+                                  end_day=self.end_day, **options)
+
+    def fit(self, panel: Panel) -> Self:
+        """Train the LSTM on `panel`; fit LightGBM on the days before the LSTM's validation
+        days and learn the weights on the validation origins; refit LightGBM on `panel`."""
+        import time
+
+        started = time.perf_counter()
+        self.lstm.fit(panel)
+        self.fit_peer(panel)
+        self.fit_info["train_seconds"] = time.perf_counter() - started
+        return self
+
+    def fit_peer(self, panel: Panel) -> Self:
+        """With the LSTM already trained on `panel` (`fit`, or `train_lstm` with its time
+        cap and callbacks): learn the weights on its validation days and fit LightGBM."""
+        import time
+
+        started = time.perf_counter()
+        self.model_id = None
+        t0 = time.perf_counter()
+        self.weights = self.validation_weights(panel)
+        weights_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.lightgbm = self._new_lightgbm().fit(panel)
+        self.fit_info = {"lightgbm_rows": self.lightgbm.fit_metrics.get("rows", 0.0),
+                         "lightgbm_seconds": time.perf_counter() - t0,
+                         "weights_seconds": weights_seconds,
+                         "train_seconds": time.perf_counter() - started}
+        return self
+
+    def validation_weights(self, panel: Panel) -> CombinationWeights:
+        """Weights from the fitted LSTM and a LightGBM fitted on `panel` before the LSTM's
+        validation days (as trained: `config.val_days`), at every validation origin whose
+        horizon lies in them. Equal weights when there is no such origin."""
+        cfg = self.lstm.config
+        big_h, length = cfg.horizon, panel.n_days
+        first, last = length - 1 - cfg.val_days, length - 1 - big_h
+        if first < big_h + 8 or last < first:
+            return CombinationWeights.equal(cfg.levels)
+        early = self._new_lightgbm().fit(panel.head(first + 1))
+        y, dates = panel.values, panel.dates
+        state = self.lstm.encode(y[:, : first + 1], dates[first])
+        ours, theirs, actual = [], [], []
+        for t in range(first, last + 1):
+            ours.append(self.lstm.forecast(state, big_h))
+            theirs.append(self._lightgbm_forecast(early, state, big_h))
+            actual.append(y[:, t + 1 : t + 1 + big_h])
+            if t < last:
+                state = self.lstm.update(state, y[:, t + 1], dates[t + 1], consume=True)
+        return learn_weights(ours, theirs, actual, integer=cfg.integer_demand)
+
+    # --- the incremental contract: the LSTM's state ----------------------------------------
+    def encode(self, windows: ArrayLike, end_days: ArrayLike,
+               warmup_days: int | None = None) -> SeriesState:
+        """The LSTM's state after each window (its day ring feeds LightGBM)."""
+        return self.lstm.encode(windows, end_days, warmup_days)
+
+    def update(self, state: SeriesState, values: ArrayLike, days: ArrayLike | None = None,
+               *, consume: bool = False) -> SeriesState:
+        """One new bucket per series into the LSTM's state (and its day ring)."""
+        return self.lstm.update(state, values, days, consume=consume)
+
+    def keyed_states(self, max_states: int) -> KeyedStates[SeriesState]:
+        """The LSTM's keyed store: the state is all a series carries."""
+        return self.lstm.keyed_states(max_states)
+
+    def _lightgbm_forecast(self, model: LightGBMForecaster, state: SeriesState,
+                           horizon: int) -> QuantileForecast:
+        """LightGBM's forecast from each series' ring, one predict per distinct end day."""
+        windows = ring_windows(state)
+        days = state.last_day
+        distinct = np.unique(days)
+        if distinct.size == 1:
+            return model.predict(windows, horizon, end_days=distinct[0])
+        q = self._levels.size
+        daily = np.zeros((state.n_series, horizon, q))
+        cum, mean = np.zeros_like(daily), np.zeros((state.n_series, horizon))
+        for day in distinct:
+            rows = np.flatnonzero(days == day)
+            fc = model.predict(windows[rows], horizon, end_days=day)
+            daily[rows], cum[rows], mean[rows] = fc.daily, fc.cumulative, fc.mean
+        return QuantileForecast.trusted(self._levels.copy(), daily, cum, mean)
+
+    def forecast(self, state: SeriesState, horizon: int) -> QuantileForecast:
+        """The mix of the LSTM's forecast from `state` and LightGBM's from its day ring; past
+        the trained horizon the mix is extended as the LSTM extends its own."""
+        if self.lightgbm is None or self.weights is None:
+            raise CombinationError("lstm_lgbm.forecast before fit (or load)")
+        big_h = self.lstm.config.horizon
+        steps = min(horizon, big_h)
+        mixed = combine(self.lstm.forecast(state, steps),
+                        self._lightgbm_forecast(self.lightgbm, state, steps), self.weights,
+                        integer=self.lstm.config.integer_demand)
+        if horizon <= big_h:
+            return mixed
+        from forecasting.lstm.forecaster import _extend
+
+        daily, cumulative, mean = _extend(mixed.daily.copy(), mixed.cumulative.copy(),
+                                          mixed.mean.copy(), horizon)
+        return QuantileForecast(self._levels, daily[:, :horizon], cumulative[:, :horizon],
+                                mean[:, :horizon])
+
+    def _predict(self, windows: FloatArray, horizon: int,
+                 end_days: ArrayLike | None) -> QuantileForecast:
+        return self.forecast(self.encode(windows, self.window_ends(end_days)), horizon)
+
+    def __repr__(self) -> str:
+        return f"LSTMLightGBMForecaster(version={self.model_version!r})"
+
+
+# --- artifact ------------------------------------------------------------------------------
+def save_combination(model: LSTMLightGBMForecaster, out_dir: str | Path, *,
+                     data_fingerprint: str, data: dict[str, Any] | None = None,
+                     metrics: dict[str, float] | None = None) -> str:
+    """Write both parts (`lstm/`: the LSTM's artifact, `lightgbm/`: the boosters) and the
+    weights; metadata.json (the LSTM's artifact format, so version polling reads it) names
+    the model and one id over all three. Returns the model id."""
+    from forecasting.lstm.artifact import ARTIFACT_FORMAT, METADATA_FILE, save_artifact
+
+    if model.lightgbm is None or model.weights is None:
+        raise CombinationError("save_combination before fit")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    info = save_artifact(model.lstm, out / LSTM_DIR, data_fingerprint=data_fingerprint,
+                         data=data, metrics=dict(model.lstm.fit_metrics))
+    texts = model.lightgbm.save(out / LIGHTGBM_DIR)
+    weights = model.weights.to_json()
+    digest = hashlib.sha256(info.model_id.encode())
+    for text in texts:
+        digest.update(text.encode())
+    digest.update(json.dumps({k: v for k, v in weights.items() if k != "report"},
+                             sort_keys=True).encode())
+    model_id = digest.hexdigest()[:12]
+    meta = {"format": ARTIFACT_FORMAT, "model": model.name,
+            "model_class_version": model.version, "model_id": model_id,
+            "model_version": f"{model.name}-{model.version}+{model_id}",
+            "created_at": datetime.now(UTC).isoformat(),
+            "parts": {"lstm": {"dir": LSTM_DIR, "model_id": info.model_id},
+                      "lightgbm": {"dir": LIGHTGBM_DIR,
+                                   "config": dataclasses.asdict(model.lightgbm.config)}},
+            "weights": weights, "horizon": model.lstm.config.horizon,
+            "levels": list(model.lstm.config.levels), "data_fingerprint": data_fingerprint,
+            "data": dict(data or {}), "metrics": dict(metrics or model.fit_metrics)}
+    (out / COMBINATION_FILE).write_text(json.dumps(weights, indent=2) + "\n")
+    (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    model.model_id = model_id
+    return model_id
+
+
+def load_combination(path: str | Path, *, device: str = "auto",
+                     backend: str | None = None) -> LSTMLightGBMForecaster:
+    """A combined forecaster saved by `save_combination`; its LSTM part loads through the
+    LSTM's own registry factory (`make_lstm(path)`, with `backend` when one is given)."""
+    from forecasting.lightgbm_peer import LightGBMForecaster
+    from forecasting.lstm import make_lstm
+    from forecasting.lstm.artifact import ArtifactError, read_metadata
+
+    meta = read_metadata(path)
+    if meta.get("model") != LSTMLightGBMForecaster.name:
+        raise ArtifactError(f"{path}: holds a {meta.get('model')!r} model, not lstm_lgbm")
+    root = Path(path)
+    chosen: dict[str, Any] = {} if backend is None else {"backend": backend}
+    lstm = make_lstm(str(root / meta["parts"]["lstm"]["dir"]), device=device, **chosen)
+    lightgbm = LightGBMForecaster.load(root / meta["parts"]["lightgbm"]["dir"],
+                                       end_day=lstm.end_day)
+    weights = CombinationWeights.from_json(meta["weights"])
+    return LSTMLightGBMForecaster(lstm, lightgbm, weights, model_id=str(meta["model_id"]))
+
+
+def make_lstm_lgbm(path: str | None = None, *, device: str = "auto",
+                   config: LSTMConfig | None = None, horizon: int | None = None,
+                   progress: bool = False, **overrides: Any) -> Forecaster:
+    """Registry factory: `path=DIR` loads the model the directory holds (the served default,
+    so a worker configured for it also serves an `lstm` directory: `model_dir`); otherwise an
+    untrained one whose LSTM is `make_lstm(config=..., **overrides)` (horizon: the
+    config's)."""
+    from forecasting.lstm import make_lstm
+
+    backend = overrides.pop("backend", None)  # how a loaded LSTM part serves (its factory's)
+    if path is not None:
+        from forecasting.model_dir import load_model_dir
+
+        return load_model_dir(path, device=device, backend=backend)
+    if horizon is not None and config is None:
+        overrides.setdefault("horizon", int(horizon))
+    return LSTMLightGBMForecaster(make_lstm(device=device, config=config, progress=progress,
+                                            **overrides))

@@ -1,0 +1,176 @@
+"""`lstm_lgbm`: per-level weights learned on the LSTM's validation days only, a saved model
+loads back to the same forecasts, and serving from the stream's day ring gives the batch
+(backtest) forecast of the same day."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from forecasting.base import QuantileForecast
+from forecasting.data import Panel
+
+pytest.importorskip("lightgbm")
+pytest.importorskip("torch")
+
+from forecasting.combination import (
+    CombinationWeights,
+    LSTMLightGBMForecaster,
+    combine,
+    learn_weights,
+    save_combination,
+)
+from forecasting.lightgbm_peer import LightGBMForecaster
+from forecasting.model_dir import load_model_dir
+from forecasting.registry import forecaster_info, make_forecaster
+
+LEVELS = (0.1, 0.5, 0.9)
+START = np.datetime64("2011-01-03")
+TINY_LGBM = {"n_estimators": 8, "num_leaves": 7, "min_child_samples": 10, "max_rows": 20_000}
+
+
+def _forecast(daily: np.ndarray) -> QuantileForecast:
+    """A forecast whose every level is `daily` (n, H) (cumulative: its running sum)."""
+    d = np.repeat(daily[..., None], len(LEVELS), axis=2)
+    return QuantileForecast(LEVELS, d, np.cumsum(d, axis=1), daily)
+
+
+def test_weights_pick_the_model_that_fits_the_validation_days_and_stay_in_0_1() -> None:
+    rng = np.random.default_rng(0)
+    actual = [rng.poisson(5.0, (20, 7)).astype(float) for _ in range(3)]
+    good = [_forecast(a) for a in actual]
+    bad = [_forecast(np.full_like(a, 40.0)) for a in actual]
+    w = learn_weights(good, bad, actual, integer=True)
+    assert w.daily == (1.0, 1.0, 1.0) and w.cumulative == (1.0, 1.0, 1.0) and w.mean == 1.0
+    w = learn_weights(bad, good, actual, integer=True)
+    assert w.daily == (0.0, 0.0, 0.0) and w.mean == 0.0
+    noisy = [_forecast(a + rng.normal(0, 2, a.shape).clip(-a, None)) for a in actual]
+    w1 = learn_weights(noisy, bad, actual, integer=False)
+    w2 = learn_weights(noisy, bad, actual, integer=False)
+    assert w1 == w2  # reproducible
+    assert all(0.0 <= x <= 1.0 for x in (*w1.daily, *w1.cumulative, w1.mean))
+    assert w1.report["val_daily_pinball_mix"] <= min(w1.report["val_daily_pinball_lstm"],
+                                                     w1.report["val_daily_pinball_lightgbm"])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        CombinationWeights(LEVELS, (1.2, 0, 0), (0, 0, 0), 0.5)
+
+
+def test_combine_keeps_quantiles_monotone_across_crossing_weights() -> None:
+    a = QuantileForecast(LEVELS, np.full((1, 2, 3), 10.0), np.full((1, 2, 3), 10.0) * [[[1], [2]]],
+                         np.full((1, 2), 10.0))
+    b = QuantileForecast(LEVELS, np.zeros((1, 2, 3)), np.zeros((1, 2, 3)), np.zeros((1, 2)))
+    w = CombinationWeights(LEVELS, (1.0, 0.5, 0.0), (1.0, 0.5, 0.0), 0.5)
+    out = combine(a, b, w, integer=True)
+    assert np.all(np.diff(out.daily, axis=2) >= 0)
+    assert np.all(np.diff(out.cumulative, axis=1) >= 0)
+    QuantileForecast(out.levels, out.daily, out.cumulative, out.mean)  # validates
+
+
+def _panel(n: int = 12, days: int = 430, seed: int = 0) -> Panel:
+    rng = np.random.default_rng(seed)
+    week = np.array([2.0, 4.0, 0.5, 1.0, 6.0, 9.0, 3.0])
+    level = rng.gamma(2.0, 2.0, (n, 1))
+    values = rng.poisson(level * np.tile(week, days // 7 + 1)[None, :days] / week.mean())
+    values = values.astype(np.float64)
+    values[:2, :200] = np.nan  # late starters
+    return Panel(tuple(str(i) for i in range(n)), START, values)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[LSTMLightGBMForecaster, Panel, list[int]]:
+    model = make_forecaster("lstm_lgbm", device="cpu", horizon=7, max_epochs=1, hidden=8,
+                            head_hidden=8, val_days=21)
+    assert isinstance(model, LSTMLightGBMForecaster)
+    model.lightgbm_options = dict(TINY_LGBM)
+    seen: list[int] = []
+    fit = LightGBMForecaster.fit
+
+    def spy(self: LightGBMForecaster, panel: Panel) -> LightGBMForecaster:
+        seen.append(panel.n_days)
+        return fit(self, panel)
+
+    panel = _panel()
+    LightGBMForecaster.fit = spy  # type: ignore[method-assign]
+    try:
+        model.fit(panel.head(400))
+    finally:
+        LightGBMForecaster.fit = fit  # type: ignore[method-assign]
+    return model, panel, seen
+
+
+def test_fit_learns_weights_on_the_validation_days_with_a_lightgbm_that_never_saw_them(
+        fitted: tuple[LSTMLightGBMForecaster, Panel, list[int]]) -> None:
+    model, _, seen = fitted
+    val_days = model.lstm.config.val_days
+    # First LightGBM: the days up to the first validation origin only; then the refit.
+    assert seen == [400 - val_days, 400]
+    assert model.weights is not None
+    assert model.weights.report["val_origins"] == val_days - 7 + 1
+    assert forecaster_info("lstm_lgbm").loads_artifact and not model.needs_fit
+
+
+def test_saved_model_loads_back_to_the_same_forecasts(
+        fitted: tuple[LSTMLightGBMForecaster, Panel, list[int]], tmp_path: Path) -> None:
+    model, panel, _ = fitted
+    history = panel.head(410)
+    before = model.predict(history.values, 7, end_days=history.dates[-1])
+    model_id = save_combination(model, tmp_path, data_fingerprint="test")
+    loaded = load_model_dir(tmp_path, device="cpu")
+    assert isinstance(loaded, LSTMLightGBMForecaster)
+    assert loaded.model_version == f"lstm_lgbm-1+{model_id}" == model.model_version
+    assert loaded.weights == model.weights
+    after = loaded.predict(history.values, 7, end_days=history.dates[-1])
+    for field in ("daily", "cumulative", "mean"):
+        np.testing.assert_array_equal(getattr(after, field), getattr(before, field))
+    # The same content gets the same id.
+    assert save_combination(loaded, tmp_path / "again", data_fingerprint="test") == model_id
+
+
+def test_serving_from_the_streams_state_equals_the_batch_forecast_of_the_same_day(
+        fitted: tuple[LSTMLightGBMForecaster, Panel, list[int]]) -> None:
+    model, panel, _ = fitted
+    # The stream: a cold start on what it had on day 405, then one bucket a day into a
+    # keyed store (the ring advanced in place), forecast on day 429.
+    store = model.keyed_states(64)
+    slots, _ = store.slots(list(panel.ids))
+    store.scatter(slots, model.encode(panel.values[:, :406], panel.dates[405]))
+    for t in range(406, 430):
+        state = model.update(store.gather(slots), panel.values[:, t], panel.dates[t],
+                             consume=True)
+        store.scatter(slots, state)
+    served = model.forecast(store.gather(slots), 7)
+    batch = model.predict(panel.values, 7, end_days=panel.dates[-1])  # the backtest's call
+    np.testing.assert_allclose(served.daily, batch.daily, atol=1e-6)
+    np.testing.assert_allclose(served.cumulative, batch.cumulative, atol=1e-6)
+    np.testing.assert_allclose(served.mean, batch.mean, rtol=1e-5, atol=1e-6)
+    # and the LightGBM part reads no more than the ring: the last 392 days suffice
+    short = model.predict(panel.values[:, -392:], 7, end_days=panel.dates[-1])
+    lgbm_full = model.lightgbm.predict(panel.values, 7, end_days=panel.dates[-1])
+    lgbm_ring = model.lightgbm.predict(panel.values[:, -392:], 7, end_days=panel.dates[-1])
+    np.testing.assert_allclose(lgbm_ring.daily, lgbm_full.daily, atol=1e-6)
+    assert short.daily.shape == batch.daily.shape
+
+
+def test_shelfcast_train_writes_an_lstm_lgbm_directory_a_worker_loads(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from shelfcast import cli
+
+    panel = _panel(n=6, days=150, seed=3)
+    data = tmp_path / "d.csv"
+    rows = [f"{sid},{panel.dates[t]},{int(panel.values[i, t])}"
+            for i, sid in enumerate(panel.ids) for t in range(panel.n_days)
+            if np.isfinite(panel.values[i, t])]
+    data.write_text("unique_id,ds,y\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "model"
+    code = cli.main(["train", "--data", str(data), "--out", str(out), "--horizon", "7",
+                     "--hidden", "4", "--max-epochs", "1", "--device", "cpu", "--no-progress"])
+    assert code == 0  # the default: the served model
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["model"] == "lstm_lgbm"
+    loaded = load_model_dir(out, device="cpu")
+    assert loaded.model_version == printed["model_version"]
+    assert (out / "lstm" / "model.pt").exists() and (out / "lightgbm" / "booster_0.txt").exists()
