@@ -42,6 +42,7 @@ OUR_PACKAGES = frozenset({"runtime", "schemas", "streams", "forecasting", "optim
                           "shelfcast"})
 # Optional packages by the pyproject extra that installs them (README "Install").
 EXTRAS = {"lightgbm": "forecast", "statsforecast": "forecast", "matplotlib": "forecast",
+          "torch": "train",
           "pytest": "dev", "yaml": "dev", "stockpyl": "dev"}
 
 
