@@ -61,7 +61,7 @@ def write_npz(path: str | Path, weights: Mapping[str, NDArray[np.generic]],
               for name, arr in weights.items()}
     arrays[_META_KEY] = np.frombuffer(json.dumps(keep, default=str).encode(), dtype=np.uint8)
     tmp = Path(path).with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)  # uncompressed: float32 weights barely compress
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]  # uncompressed: float32 weights barely compress
     tmp.replace(path)  # a poller never reads half a file
 
 

@@ -49,11 +49,14 @@ class SeriesState:
     def take(self, rows: NDArray[np.intp] | Sequence[int]) -> SeriesState:
         """The states of series `rows` (a copy)."""
         idx = np.asarray(rows, dtype=np.intp)
-        if isinstance(self.h, np.ndarray):
+        h: StateArray
+        c: StateArray
+        if isinstance(self.h, np.ndarray) and isinstance(self.c, np.ndarray):
             h, c = self.h[:, idx], self.c[:, idx]  # fancy indexing copies
         else:
             import torch
 
+            assert isinstance(self.h, torch.Tensor) and isinstance(self.c, torch.Tensor)
             t_idx = torch.as_tensor(idx, device=self.h.device)
             h, c = self.h[:, t_idx].clone(), self.c[:, t_idx].clone()
         return SeriesState(
