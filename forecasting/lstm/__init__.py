@@ -1,5 +1,8 @@
 """The global probabilistic LSTM: features, network, training, artifacts (torch is lazy).
 
+Training needs torch (the `train` extra); a trained artifact is served on CPU in numpy
+(numpy_forecaster.py, from its model.npz) without importing torch (`make_lstm`'s backend).
+
 Importing this package costs nothing: torch loads on first use of a name below, so the
 registry (which builds "lstm" through `make_lstm`) can list it in processes that never
 forecast with it.

@@ -1,8 +1,10 @@
 """LSTMForecaster: the global LSTM behind the Forecaster contract, full-window or incremental,
 and `train_lstm`, which trains one on a Panel (training.train_net) and calibrates it.
 
-The package's modules import one way: features, model, kernels, device <- calibration,
-training, year_ago <- forecaster <- slots, artifact, bench.
+The package's modules import one way: features, config, model, kernels, device <-
+calibration, training, year_ago <- serving (the inputs and post-processing both backends
+share, torch-free) <- forecaster (torch) and numpy_forecaster (numpy_net, no torch) <- slots,
+artifact, bench.
 """
 
 from __future__ import annotations
