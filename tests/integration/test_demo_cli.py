@@ -42,13 +42,19 @@ def test_demo_serves_the_lstm_on_local_services(tmp_path: Path):
     assert score["served"]["points"] == score["baseline"]["points"]  # the same windows
 
 
-NO_TORCH = """import importlib.abc, sys
+# As if torch were not installed: `import torch` raises ModuleNotFoundError (name "torch") and
+# importlib.util.find_spec("torch") is None. (sys.modules["torch"] = None would do both, but
+# scipy.stats then fails to import: it probes sys.modules for torch.)
+NO_TORCH = """import importlib.abc, importlib.util, sys
 class _NoTorch(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
+        if name.split(".")[0] == "torch":
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return None
 sys.meta_path.insert(0, _NoTorch())
+_find = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a: (None if name.split(".")[0] == "torch"
+                                             else _find(name, *a))
 """
 
 
