@@ -100,8 +100,12 @@ def make_lstm(path: str | None = None, *, device: str = "auto", backend: str | N
             raise
         from forecasting.lstm.numpy_forecaster import TRAIN_EXTRA_HINT
 
-        what = "serving it with torch" if path is not None else "training the LSTM"
-        raise TorchMissingError(f"{what} needs torch: {TRAIN_EXTRA_HINT}") from None
+        if path is None:
+            raise TorchMissingError(f"training the LSTM needs torch: {TRAIN_EXTRA_HINT}") from None
+        raise TorchMissingError(
+            f"{path} has no model.npz (saved before it existed), so serving it needs torch: "
+            f"{TRAIN_EXTRA_HINT}; or add model.npz once where torch is installed: python -m "
+            f"forecasting.lstm.artifact --add-npz {path}") from None
     from forecasting.lstm.features import INPUT_DIM
 
     if path is not None:

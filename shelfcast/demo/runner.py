@@ -403,7 +403,7 @@ def _served_model(settings: Settings, opts: DemoOptions, split: HistorySplit,
             console.print(
                 f"[yellow]this history (data fingerprint {panel.fingerprint()}) is not the one "
                 f"the committed model was trained on ({committed.data_fingerprint}); serving "
-                "it anyway. To train one on this history: pip install 'shelfcast[train]'")
+                "it anyway. To train one on this history: pip install 'shelfcast\\[train]'")
             summary.model_source = (f"pre-trained at {committed.path} on other data (its "
                                     f"fingerprint {committed.data_fingerprint}, this history "
                                     f"{panel.fingerprint()})")

@@ -76,3 +76,58 @@ def test_it_was_trained_on_the_history_the_demo_reads_by_default() -> None:
     assert model is not None
     panel = split_history(DATA, DEMO_EVENTS, max_series=DEMO_SERIES).panel
     assert panel.fingerprint() == model.data_fingerprint
+
+
+def _split():  # type: ignore[no-untyped-def]
+    from shelfcast.demo.scoring import HistorySplit
+    from shelfcast.quick_model import synthetic_panel
+
+    return HistorySplit(0, "2024-01-01", synthetic_panel(6, 60, 2.0))
+
+
+def _serve(split, tmp_path: Path):  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    from runtime.settings import Settings
+    from shelfcast.demo.runner import DemoOptions, DemoSummary, _served_model
+
+    summary = DemoSummary()
+    console = Console(file=open(tmp_path / "console.txt", "w"), width=200)
+    settings = _served_model(Settings(), DemoOptions(data=tmp_path / "x.csv", events=1,
+                                                     model_cache=tmp_path / "models"),
+                             split, console, summary)
+    console.file.close()
+    return settings, summary, (tmp_path / "console.txt").read_text()
+
+
+def test_the_demo_serves_the_committed_model_on_its_history(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shelfcast.demo.served as served
+
+    split = _split()
+    real = committed_model()
+    assert real is not None
+    monkeypatch.setattr(served, "committed_model", lambda: served.CommittedModel(
+        real.path, real.model_version, split.panel.fingerprint()))
+    settings, summary, _ = _serve(split, tmp_path)
+    assert settings.model_path == real.path
+    assert summary.model_version == real.model_version
+    assert summary.model_source.startswith("pre-trained, committed")
+    assert not (tmp_path / "models").exists()
+
+
+def test_on_other_data_without_torch_it_says_so_and_serves_the_committed_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else find(name, *a))
+    split = _split()
+    settings, summary, printed = _serve(split, tmp_path)
+    real = committed_model()
+    assert real is not None and settings.model_path == real.path
+    assert "on other data" in summary.model_source
+    assert split.panel.fingerprint() in summary.model_source
+    assert "pip install 'shelfcast[train]'" in printed
+    assert not (tmp_path / "models").exists()
