@@ -12,9 +12,10 @@ the hot path can be checked to give the same bytes:
         [--model-path DIR]
 
 `--model-path DIR` serves that trained LSTM through the worker's own serving path
-(`served_forecaster`: the micro-batching inferencer, its thread and the incremental states)
-instead of the moving average; cProfile then sees the event loop's thread only (the forward
-passes run in the inferencer's thread: CPU-s counts both).
+(`served_forecaster(on_loop=True)`: the inferencer with its forward passes on the event loop,
+as the batch worker runs it, and the incremental states) instead of the moving average. The
+batches are replayed one at a time (one input partition each), not as the engine's
+concurrent partitions.
 
 `--profile` runs it under cProfile and prints the top functions by own time; for a sampled
 profile, run it under `py-spy record -o out.svg -- python benchmarks/replay_worker.py`.
@@ -73,7 +74,7 @@ def replay(settings: Settings, work: list[list[RawRecord]], partitions: int) -> 
     sent: Sent = []
 
     async def go() -> None:
-        async with served_forecaster(settings) as (model, predict):
+        async with served_forecaster(settings, on_loop=True) as (model, predict):
             processor = BatchProcessor(ProcessorConfig.from_settings(settings), predict,
                                        model.model_version, now=lambda: FIXED_NOW)
             await run(processor)

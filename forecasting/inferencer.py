@@ -13,6 +13,17 @@ call per processing round for every due SKU): there the hop, the wait and two th
 contending for the GIL cost more wall time than the forward pass. Many small concurrent
 callers still share batches.
 
+`on_loop=True` goes further, for an engine whose callers are all tasks of one event loop
+(the batch engine runs its partitions as concurrent tasks): every request queues, and the
+batch closes at the next turn of the loop (`loop.call_soon`), so the requests of all the
+tasks that ran in that turn share one forward pass, run on the loop's thread: no worker
+thread, no `max_wait_ms`, no `max_batch` split (the callers sized their requests).
+
+Whatever the mode, a forward pass never holds the same key twice: a request that repeats a
+key of an earlier request of its batch closes the batch and goes, with the requests after
+it, into the next one, so each key's requests run in the order they came and a later one
+sees the state the earlier one left (the order a sequential caller would have given them).
+
 `serve_keyed` adds incremental inference for an `IncrementalForecaster` (the LSTM), which
 the inferencer recognises once, when it is given the model. The states of all keys live in
 one store from the model's `keyed_states`, a bounded cache (least recently used keys
@@ -140,7 +151,9 @@ class Inferencer:
     states are dropped, as they belong to the old weights). `torch_threads` caps the model's
     intra-op threads (`Forecaster.cap_threads`; 1 is fastest per worker under load on a
     small CPU). `inline_rows`: from this many series on, a request that finds the batcher
-    idle runs at once on the caller's thread (module docstring; None: never).
+    idle runs at once on the caller's thread (module docstring; None: never). `on_loop`:
+    every batch runs on the event loop's thread, closed at the next turn of the loop
+    (module docstring).
     """
 
     def __init__(
@@ -152,6 +165,7 @@ class Inferencer:
         max_states: int = 1_000_000,
         torch_threads: int | None = 1,
         inline_rows: int | None = 64,
+        on_loop: bool = False,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -164,6 +178,8 @@ class Inferencer:
         if inline_rows is not None and inline_rows < 1:
             raise ValueError(f"inline_rows must be >= 1 (or None), got {inline_rows}")
         self.inline_rows = inline_rows
+        self.on_loop = bool(on_loop)
+        self._flush_soon: asyncio.Handle | None = None  # on_loop: the batch's closing turn
         self._running = False  # a batch is in the worker thread (it owns the keyed states)
         self.stats = InferencerStats()
         self._pending: list[_Request] = []
@@ -196,7 +212,9 @@ class Inferencer:
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        """Start the batching loop (done lazily by the first request too)."""
+        """Start the batching loop (done lazily by the first request too; none on_loop)."""
+        if self.on_loop:
+            return
         if self._task is None or self._task.done():
             self._wakeup = asyncio.Event()
             self._task = asyncio.create_task(self._run(), name="inferencer")
@@ -208,7 +226,12 @@ class Inferencer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._pending:
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()
+            self._flush_soon = None
+        if self.on_loop:
+            self._flush_on_loop()
+        elif self._pending:
             await self._flush()
         self._executor.shutdown(wait=True)
 
@@ -257,10 +280,39 @@ class Inferencer:
         return await self._submit(_Request(arr, int(horizon), self._future(), list(keys), ends,
                                            states))
 
+    def warm_up(self, rows: int = 1_100) -> None:
+        """Run the keyed path once on `rows` made-up series and forget it (call it on the
+        serving loop, before the first request): a cold-start encode, one step, the
+        forecast, the durable export and the keyed store's first growth (`rows` is above
+        its first capacity). torch's first call of each op costs ~0.1 s of CPU here
+        (dispatch set-up), which the first batch of the stream would otherwise pay. A model
+        without carried state is left as it is."""
+        if self._incremental is None:
+            return
+        saved, stats = self._slots, self.stats
+        self._slots, self.stats = None, InferencerStats()  # a store and counts of its own
+        keys = [f"warm-up-{i}" for i in range(rows)]
+        day = np.datetime64(self.forecaster.end_day(), "D")
+        windows = np.random.default_rng(0).poisson(2.0, (rows, 8)).astype(float)
+        windows[: rows // 2, :4] = np.nan  # some seen for fewer days
+        try:
+            for days in (7, 8):  # a cold start, then one step
+                request = _Request(windows[:, :days], 14, self._future(), keys,
+                                   np.full(rows, day - (8 - days)), [None] * rows)
+                self._forward([request])
+        finally:
+            self._slots, self.stats = saved, stats
+
     def _future(self) -> asyncio.Future[ServedForecast]:
         return asyncio.get_running_loop().create_future()
 
     async def _submit(self, request: _Request) -> ServedForecast:
+        if self.on_loop:
+            self._pending.append(request)
+            self._pending_rows += request.windows.shape[0]
+            if self._flush_soon is None:  # the first request of this turn opens the batch
+                self._flush_soon = asyncio.get_running_loop().call_soon(self._flush_on_loop)
+            return await request.future
         if (self.inline_rows is not None and not self._pending and not self._running
                 and request.windows.shape[0] >= self.inline_rows):
             # A batch by itself, and nothing to wait for: run it here (module docstring).
@@ -299,12 +351,20 @@ class Inferencer:
             if self._pending:
                 self._wakeup.set()
 
-    def _take_batch(self) -> list[_Request]:
+    def _take_batch(self, max_rows: int | None = None) -> list[_Request]:
+        """The oldest queued requests up to `max_rows` (default `max_batch`; a larger first
+        request alone), stopping before the first that repeats a key of the batch."""
+        limit = self.max_batch if max_rows is None else max_rows
         rows = taken = 0
+        keys: set[str] = set()
         for req in self._pending:
             n = req.windows.shape[0]
-            if taken and rows + n > self.max_batch:
+            if taken and rows + n > limit:
                 break
+            if req.keys is not None:
+                if taken and not keys.isdisjoint(req.keys):
+                    break  # same key twice: this one sees the state the batch leaves
+                keys.update(req.keys)
             rows += n
             taken += 1
         batch = self._pending[:taken]
@@ -331,6 +391,26 @@ class Inferencer:
         for req, fc in zip(live, results, strict=True):
             if not req.future.done():
                 req.future.set_result(fc)
+
+    def _flush_on_loop(self) -> None:
+        """on_loop: run every queued request, on this thread, in as few forward passes as
+        the one-key-once rule allows (in the order they came)."""
+        self._flush_soon = None
+        while self._pending:
+            batch = self._take_batch(max_rows=self._pending_rows)
+            live = [r for r in batch if not r.future.cancelled()]
+            if not live:
+                continue
+            try:
+                results = self._forward(live)
+            except Exception as exc:  # the model failed: every caller of this batch hears it
+                for req in live:
+                    if not req.future.done():
+                        req.future.set_exception(exc)
+                continue
+            for req, fc in zip(live, results, strict=True):
+                if not req.future.done():
+                    req.future.set_result(fc)
 
     def _forward(self, batch: list[_Request]) -> list[ServedForecast]:
         """One forward pass per kind of request (plain / keyed); runs in the worker thread

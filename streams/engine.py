@@ -8,6 +8,7 @@ record per key write; this engine keeps the same contract with batch-sized steps
 2. the pure `BatchProcessor` applies each input partition's records to that partition's
    table in the in-memory `StateStore` (state follows the source partition, whatever
    partitioner the shop's producer used: a key seen on two partitions is two states);
+   the partitions run as concurrent tasks whose forecasts of a round share one forward pass;
 3. outputs (DLQ, forecasts, restocks, alerts) are sent as per-partition record batches; their
    acknowledgements are awaited while the next batch is processed (before its outputs go);
 4. after each batch the state is flushed: one changelog record per key the batch wrote, to
@@ -222,8 +223,7 @@ class BatchEngine:
         if not records:
             return
         out = BatchOutputs()
-        for partition, part_records in records.items():
-            await self.processor.process(part_records, self.store.partition(partition), out=out)
+        await self._process_partitions(records, out)
         fault_point("worker.mid_forecast", when=out.forecast_count)
         groups = self._output_groups(out)
         # The previous batch's outputs must be acknowledged before this batch's go out (per
@@ -245,6 +245,28 @@ class BatchEngine:
         self._flush_state()
         if self.counters is not None:
             self.counters.add(sum(map(len, records.values())), out)
+
+    async def _process_partitions(self, records: dict[int, list[InputRecord]],
+                                  out: BatchOutputs) -> None:
+        """Each input partition's records through the processor, the partitions as
+        concurrent tasks: their forecaster calls of a round meet in the inferencer (on the
+        loop: one forward pass for all of them). Each partition's table is its own and its
+        rounds run in order; the shared `out` is only written between awaits."""
+        assert self.store is not None
+        if len(records) == 1:
+            [(partition, part_records)] = records.items()
+            await self.processor.process(part_records, self.store.partition(partition), out=out)
+            return
+        tasks = [asyncio.ensure_future(self.processor.process(
+            part_records, self.store.partition(partition), out=out))
+            for partition, part_records in records.items()]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:  # one failed (or we were cancelled): stop the others, then
+            for task in tasks:  # raise the error itself, as a sequential loop would
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     def _flush_if_idle(self) -> None:
         """Flush unless the previous flush is still on its way (a slow or unreachable broker):

@@ -142,14 +142,17 @@ class DeferredPredict:
 @contextlib.asynccontextmanager
 async def served_forecaster(
     settings: Settings, on_new_version: Callable[[str], None] | None = None, *,
-    source: tuple[Forecaster, str | None] | None = None,
+    source: tuple[Forecaster, str | None] | None = None, on_loop: bool = False,
 ) -> AsyncIterator[tuple[Forecaster, PredictFn]]:
     """(forecaster, predict): the one serving path of both engines. For a model loaded from
     an artifact (the LSTM), an Inferencer micro-batches every SKU's request into one forward
     pass and carries each SKU's recurrent state (when the model is incremental), resumed
     from and returned as the SKU's durable state; a task polls `model_path` and swaps a new
     version in, then tells `on_new_version` (for reports: each forecast carries the version
-    that made it). `source`: what `model_source(settings)` gave, when already loaded."""
+    that made it). `source`: what `model_source(settings)` gave, when already loaded.
+    `on_loop`: forward passes run on the event loop, one per turn of it (`Inferencer`): for
+    the batch engine, whose partitions are tasks of one loop; the Faust engine keeps the
+    worker thread."""
     forecaster, loaded = source if source is not None else model_source(settings)
     if loaded is None:
         yield forecaster, local_predict(forecaster)
@@ -157,7 +160,8 @@ async def served_forecaster(
     serving = loaded
 
     async with Inferencer(forecaster, max_batch=settings.max_batch,
-                          max_wait_ms=settings.max_wait_ms) as inferencer:
+                          max_wait_ms=settings.max_wait_ms, on_loop=on_loop) as inferencer:
+        inferencer.warm_up()  # torch's first calls now, not in the stream's first batch
 
         async def predict(windows: np.ndarray, horizon: int, *,
                           keys: Sequence[str] | None = None,

@@ -68,7 +68,8 @@ async def run_batch_worker(settings: Settings, stop: asyncio.Event | None = None
         if metrics is not None:
             metrics.model_version = version
 
-    async with served_forecaster(settings, rolled_in) as (forecaster, predict):
+    # on the loop: the engine's partitions are concurrent tasks whose requests share a pass
+    async with served_forecaster(settings, rolled_in, on_loop=True) as (forecaster, predict):
         metrics = WorkerMetrics(forecaster.model_version, model=settings.model)
         processor = BatchProcessor(ProcessorConfig.from_settings(settings),
                                    metrics.instrument_predict(predict), forecaster.model_version)

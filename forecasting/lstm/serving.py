@@ -69,12 +69,19 @@ def encode_inputs(config: LSTMConfig, windows: ArrayLike, end_days: ArrayLike,
     """The inputs `encode` runs the LSTM over (see `LSTMForecaster.encode`)."""
     arr = np.asarray(windows, dtype=np.float64)
     n, length = arr.shape
-    start = 0 if warmup_days is None else max(0, length - warmup_length(warmup_days))
+    warmup = None if warmup_days is None else warmup_length(warmup_days)
     ends = np.broadcast_to(np.asarray(end_days, dtype="datetime64[D]"), (n,)).copy()
-    scales, scale_state = running_scales(arr, config.scale_memory)
     observed = np.isfinite(arr)
     first = np.where(observed.any(axis=1), observed.argmax(axis=1), length)
     ring = DayRing.from_windows(arr) if config.year_ago else None
+    # The days before every series' first observation change nothing (scale and state
+    # stay zero): cut them before building features (a young SKU's stream window is
+    # mostly such days). The same numbers, right-aligned as before.
+    lead = int(first.min(initial=length))
+    if 0 < lead < length:
+        arr, first, length = arr[:, lead:], first - lead, length - lead
+    start = 0 if warmup is None else max(0, length - warmup)
+    scales, scale_state = running_scales(arr, config.scale_memory)
     if start:  # the LSTM part: the last `length - start` days, right-aligned as before
         first = np.maximum(first, start) - start  # a series seen before starts at once
         arr, scales, length = arr[:, start:], scales[:, start:], length - start

@@ -240,3 +240,76 @@ async def test_keyed_steps_with_year_ago_inputs_carry_the_day_ring() -> None:
     np.testing.assert_allclose(fc.mean, full.mean, rtol=1e-5, atol=1e-5)
     short = model.predict(series[:, -300:], 7, end_days=day + 10)  # without the year-ago days
     assert not np.allclose(short.mean[1:], full.mean[1:])
+
+
+async def test_on_loop_requests_of_one_turn_share_one_pass_on_the_loops_thread() -> None:
+    model = Recording()
+    async with Inferencer(model, max_batch=2, max_wait_ms=10_000, on_loop=True) as inf:
+        t0 = time.monotonic()
+        # three tasks' requests in one turn of the loop: one forward pass, not max_batch's
+        a, b, c = await asyncio.gather(inf.predict(_rows(2), 7), inf.predict(_rows(3, seed=1), 7),
+                                       inf.predict(_rows(1, seed=2), 7))
+        assert time.monotonic() - t0 < 5.0  # no max_wait
+        later = await inf.predict(_rows(4, seed=3), 7)  # the next turn: the next pass
+        assert inf._task is None  # no batching loop, no worker thread
+    assert model.calls == [6, 4]
+    assert model.threads == [threading.get_ident()] * 2
+    for got, rows in ((a, _rows(2)), (b, _rows(3, seed=1)), (c, _rows(1, seed=2)),
+                      (later, _rows(4, seed=3))):
+        np.testing.assert_allclose(got.daily, MovingAverage(window=7).predict(rows, 7).daily)
+
+
+async def test_on_loop_a_model_error_reaches_every_caller_of_the_pass() -> None:
+    async with Inferencer(Broken(), on_loop=True) as inf:
+        results = await asyncio.gather(inf.predict(_rows(1), 7), inf.predict(_rows(2), 7),
+                                       return_exceptions=True)
+        assert [type(r) for r in results] == [RuntimeError, RuntimeError]
+        assert (await asyncio.gather(inf.predict(_rows(1), 7), return_exceptions=True))[0]
+
+
+@pytest.mark.parametrize("on_loop", [True, False])
+async def test_a_key_is_never_twice_in_one_pass_and_its_later_request_sees_the_earlier(
+        on_loop: bool) -> None:
+    model = _lstm(5)
+    # a short warm-up: a state stepped on from the first request is not what encoding the
+    # window anew gives, so the forecasts below tell which one "a" got
+    model.cold_start_warmup_days = 5
+    series = _rows(4, length=30, seed=6)
+    day = np.datetime64("2011-05-01")
+    first = (["a", "b"], series[:2, :29], day - 1)
+    second = (["a", "c"], series[[0, 2], :30], day)  # a: one bucket after `first`
+    third = (["d"], series[3:, :30], day)
+
+    async def ask(inf: Inferencer, request: tuple) -> QuantileForecast:
+        keys, windows, end = request
+        return await inf.predict_keyed(keys, windows, 7, end)
+
+    async with Inferencer(model, max_wait_ms=50, on_loop=on_loop) as inf:
+        together = await asyncio.gather(*(ask(inf, r) for r in (first, second, third)))
+        # `second` repeats "a": it closes the first pass; `third` goes on with it
+        assert inf.stats.batch_sizes == [2, 3]
+        assert inf.stats.full == 4 and inf.stats.incremental == 1  # a: stepped, not re-encoded
+    async with Inferencer(model, max_wait_ms=1) as inf:  # one request at a time
+        alone = [await ask(inf, r) for r in (first, second, third)]
+    for got, expected in zip(together, alone, strict=True):  # float noise of batch sizes
+        np.testing.assert_allclose(got.daily, expected.daily, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got.mean, expected.mean, rtol=1e-5, atol=1e-5)
+    re_encoded = model.predict(np.stack([series[0, 25:30], series[2, 25:30]]), 7, end_days=day)
+    assert np.abs(together[1].mean - re_encoded.mean).max() > 1e-3
+
+
+async def test_a_warm_up_leaves_no_state_behind() -> None:
+    model = _lstm(6)
+    series = _rows(3, length=20, seed=7)
+    keys = ["k0", "k1", "k2"]
+    day = np.datetime64("2011-05-01")
+    async with Inferencer(model, on_loop=True) as inf:
+        inf.warm_up(rows=40)
+        assert inf._slots is None and inf.stats.batches == 0
+        fc = await inf.predict_keyed(keys, series, 7, day)
+        assert inf.stats.full == 3 and inf._slots is not None and len(inf._slots[1]) == 3
+    expected = model.predict(series, 7, end_days=day)
+    np.testing.assert_allclose(fc.daily, expected.daily, rtol=1e-5, atol=1e-5)
+    async with Inferencer(Recording(), on_loop=True) as plain:
+        plain.warm_up()  # nothing to warm: no call
+        assert plain.forecaster.calls == []  # type: ignore[attr-defined]

@@ -323,6 +323,37 @@ def test_encoding_with_the_packed_step_equals_the_torch_lstm(
     assert torch.all(got.h[:, 5] == 0)  # no history: zero state
 
 
+@pytest.mark.parametrize("warmup_days", [None, 3, 12, 100])
+def test_days_before_every_series_first_observation_are_skipped_with_the_same_state(
+        monkeypatch: pytest.MonkeyPatch, warmup_days: int | None) -> None:
+    from forecasting.lstm import serving  # builds both backends' encode inputs
+
+    model = _model(layers=2, seed=4)
+    rng = np.random.default_rng(8)
+    young = rng.poisson(3.0, (5, 16)).astype(float)  # a stream's young SKUs: 16 days seen...
+    young[1, :4] = np.nan  # ...one of them from its 5th day on
+    young[2, 6] = 0.0
+    window = np.concatenate([np.full((5, 40), np.nan), young], axis=1)  # ...in a 56-day window
+    lengths: list[int] = []
+    features = serving.input_features
+
+    def recording(arr, *args):  # type: ignore[no-untyped-def]
+        lengths.append(arr.shape[1])
+        return features(arr, *args)
+
+    monkeypatch.setattr(serving, "input_features", recording)
+    got = model.encode(window, END, warmup_days=warmup_days)
+    assert lengths == [min(16, warmup_days or 16)]  # the 40 unseen days never reach the LSTM
+    ref = model.encode(young, END, warmup_days=warmup_days)
+    assert torch.equal(got.h, ref.h) and torch.equal(got.c, ref.c)
+    np.testing.assert_array_equal(got.scale.level, ref.scale.level)
+    np.testing.assert_array_equal(got.scale.count, ref.scale.count)
+    assert got.ring is not None and ref.ring is not None
+    np.testing.assert_array_equal(got.ring.own_values(), ref.ring.own_values())
+    fc, fc_ref = model.forecast(got, 7), model.forecast(ref, 7)
+    np.testing.assert_array_equal(fc.daily, fc_ref.daily)
+
+
 def test_an_empty_batch_encodes_steps_and_forecasts() -> None:
     model = _model()
     state = model.update(model.encode(np.empty((0, 5)), END), np.empty(0))

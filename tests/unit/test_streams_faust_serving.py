@@ -99,3 +99,35 @@ def test_the_state_changelog_of_each_engine_is_the_topic_that_engine_writes(
     batch_settings = faust_settings.model_copy(update={"engine": "batch"})
     assert engine_changelog_topic(batch_settings) == changelog_topic(batch_settings)
     assert engine_changelog_topic(batch_settings) != engine_changelog_topic(faust_settings)
+
+
+async def test_a_recovered_faust_worker_takes_no_input_record_until_its_partitions_are_sought(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The end of a table recovery resumes the input partitions and seeks them back to their
+    committed offsets: the consumer's flow is stopped during that seek (records the fetcher
+    handed over meanwhile were lost: streams/app.py `_SeekFirstRecovery`) and runs again
+    after it."""
+    from faust.types import TP
+
+    save_tiny_lstm(tmp_path, seed=3, hidden=8, fingerprint="test-3")
+    settings = Settings(kafka_bootstrap="unused:9092", model="lstm", model_path=tmp_path,
+                        engine="faust")
+    app = build_app(settings)
+    consumer = app.consumer  # built, not connected
+    flow_during_seek: list[bool] = []
+
+    async def perform_seek() -> None:
+        flow_during_seek.append(consumer.flow_active)
+
+    async def nothing() -> None:
+        return None
+
+    # all on_recovery_completed asks of the broker: the assignment, the seek, the fetcher
+    monkeypatch.setattr(consumer, "assignment", lambda: {TP(settings.topics.orders, 0)})
+    monkeypatch.setattr(consumer, "perform_seek", perform_seek)
+    monkeypatch.setattr(app._fetcher, "maybe_start", nothing)
+    consumer.resume_flow()  # as the changelog reading leaves it
+    await app.tables.recovery.on_recovery_completed(app.consumer_generation_id)
+    assert flow_during_seek == [False]
+    assert consumer.flow_active
