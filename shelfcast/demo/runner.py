@@ -392,7 +392,8 @@ def _served_model(settings: Settings, opts: DemoOptions, split: HistorySplit,
         from shelfcast.demo.served import committed_model
 
         panel = split.panel
-        committed = committed_model()
+        # The committed model is an LSTM: another model (SHELFCAST_MODEL) trains as before.
+        committed = committed_model() if settings.model == "lstm" else None
         if committed is not None and committed.data_fingerprint == panel.fingerprint():
             summary.model_source = (f"pre-trained, committed at {committed.path} (trained on "
                                     f"this history: {panel.n_series} SKUs x {panel.n_days} "
