@@ -1,8 +1,9 @@
 # One image for every shelfcast process (worker, optimizer, migrations, alerts); the command picks.
-#   docker build -t shelfcast .                                    # serves the LSTM (CPU or GPU)
-#   docker build --build-arg EXTRAS=forecast -t shelfcast-gpu .    # + the backtest peers
-# torch is a base dependency (the LSTM is the default model); PyPI's Linux torch is the CUDA
-# build, so every image carries its nvidia libraries (README "Install").
+#   docker build -t shelfcast .                                    # serves the LSTM on CPU
+#   docker build --build-arg EXTRAS=forecast -t shelfcast-gpu .    # + torch: train, CUDA, peers
+# The base image serves the LSTM in numpy from the artifact's model.npz (no torch); training,
+# retraining and CUDA serving need torch (the `train` extra; `forecast` has it too), whose
+# Linux wheels are CUDA builds with ~5 GB of nvidia libraries (README "Install").
 FROM python:3.11-slim
 ARG EXTRAS=""
 ENV PYTHONUNBUFFERED=1 \

@@ -39,8 +39,11 @@ from forecasting.errors import ForecastingError
 
 if TYPE_CHECKING:
     from forecasting.lightgbm_peer import LightGBMForecaster
+    from forecasting.lstm.config import LSTMConfig
     from forecasting.lstm.forecaster import LSTMForecaster
-    from forecasting.lstm.model import LSTMConfig
+    from forecasting.lstm.numpy_forecaster import NumpyLSTMForecaster
+
+    ServedLSTM = LSTMForecaster | NumpyLSTMForecaster  # the LSTM part: either backend
     from forecasting.lstm.state import SeriesState
 
 __all__ = [
@@ -202,7 +205,7 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
     fits = True
     cold_start_warmup_days = 182  # the LSTM's (forecasting.lstm.forecaster)
 
-    def __init__(self, lstm: LSTMForecaster, lightgbm: LightGBMForecaster | None = None,
+    def __init__(self, lstm: ServedLSTM, lightgbm: LightGBMForecaster | None = None,
                  weights: CombinationWeights | None = None, *, model_id: str | None = None,
                  lightgbm_options: dict[str, Any] | None = None) -> None:
         super().__init__(lstm.levels.tolist(), end_day=lstm.end_day)
@@ -346,9 +349,9 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
                         integer=self.lstm.config.integer_demand)
         if horizon <= big_h:
             return mixed
-        from forecasting.lstm.forecaster import _extend
+        from forecasting.lstm.serving import extend
 
-        daily, cumulative, mean = _extend(mixed.daily.copy(), mixed.cumulative.copy(),
+        daily, cumulative, mean = extend(mixed.daily.copy(), mixed.cumulative.copy(),
                                           mixed.mean.copy(), horizon)
         return QuantileForecast(self._levels, daily[:, :horizon], cumulative[:, :horizon],
                                 mean[:, :horizon])
@@ -368,10 +371,15 @@ def save_combination(model: LSTMLightGBMForecaster, out_dir: str | Path, *,
     """Write both parts (`lstm/`: the LSTM's artifact, `lightgbm/`: the boosters) and the
     weights; metadata.json (the LSTM's artifact format, so version polling reads it) names
     the model and one id over all three. Returns the model id."""
-    from forecasting.lstm.artifact import ARTIFACT_FORMAT, METADATA_FILE, save_artifact
+    from forecasting.lstm.artifact import save_artifact
+    from forecasting.lstm.artifact_files import ARTIFACT_FORMAT, METADATA_FILE
+    from forecasting.lstm.forecaster import LSTMForecaster
 
     if model.lightgbm is None or model.weights is None:
         raise CombinationError("save_combination before fit")
+    if not isinstance(model.lstm, LSTMForecaster):
+        raise CombinationError("save_combination writes a model trained here (torch); this "
+                               "one's LSTM part was loaded for numpy serving")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     info = save_artifact(model.lstm, out / LSTM_DIR, data_fingerprint=data_fingerprint,
@@ -406,14 +414,15 @@ def load_combination(path: str | Path, *, device: str = "auto",
     LSTM's own registry factory (`make_lstm(path)`, with `backend` when one is given)."""
     from forecasting.lightgbm_peer import LightGBMForecaster
     from forecasting.lstm import make_lstm
-    from forecasting.lstm.artifact import ArtifactError, read_metadata
+    from forecasting.lstm.artifact_files import ArtifactError, read_metadata
 
     meta = read_metadata(path)
     if meta.get("model") != LSTMLightGBMForecaster.name:
         raise ArtifactError(f"{path}: holds a {meta.get('model')!r} model, not lstm_lgbm")
     root = Path(path)
     chosen: dict[str, Any] = {} if backend is None else {"backend": backend}
-    lstm = make_lstm(str(root / meta["parts"]["lstm"]["dir"]), device=device, **chosen)
+    lstm = _served_lstm(make_lstm(str(root / meta["parts"]["lstm"]["dir"]), device=device,
+                                  **chosen))
     lightgbm = LightGBMForecaster.load(root / meta["parts"]["lightgbm"]["dir"],
                                        end_day=lstm.end_day)
     weights = CombinationWeights.from_json(meta["weights"])
@@ -436,5 +445,15 @@ def make_lstm_lgbm(path: str | None = None, *, device: str = "auto",
         return load_model_dir(path, device=device, backend=backend)
     if horizon is not None and config is None:
         overrides.setdefault("horizon", int(horizon))
-    return LSTMLightGBMForecaster(make_lstm(device=device, config=config, progress=progress,
-                                            **overrides))
+    return LSTMLightGBMForecaster(_served_lstm(make_lstm(device=device, config=config,
+                                                         progress=progress, **overrides)))
+
+
+def _served_lstm(model: Forecaster) -> ServedLSTM:
+    """`model` as the LSTM part (either backend), or a CombinationError naming what it is."""
+    from forecasting.lstm.forecaster import LSTMForecaster
+    from forecasting.lstm.numpy_forecaster import NumpyLSTMForecaster
+
+    if not isinstance(model, LSTMForecaster | NumpyLSTMForecaster):
+        raise CombinationError(f"lstm_lgbm needs an LSTM part, got {model!r}")
+    return model

@@ -73,9 +73,10 @@ _BUILT_IN = (
               fits=True, incremental=True, loads_artifact=True,
               options=("path", "device", "backend", "config", "max_epochs", "progress")),
     ModelInfo("lstm", "forecasting.lstm:make_lstm",
-              "global probabilistic LSTM (torch), incremental per series",
+              "global probabilistic LSTM (torch trains; numpy or torch serves), "
+              "incremental per series",
               fits=True, incremental=True, loads_artifact=True,
-              options=("path", "device", "config", "max_epochs", "progress")),
+              options=("path", "device", "backend", "config", "max_epochs", "progress")),
 )
 
 _REGISTRY: dict[str, ModelInfo] = {info.name: info for info in _BUILT_IN}

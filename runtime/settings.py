@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     max_batch: int = Field(default=512, ge=1, description="inferencer micro-batch size")
     max_wait_ms: float = Field(default=5.0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    lstm_backend: Literal["auto", "numpy", "torch"] = Field(
+        default="auto", description="what runs a served LSTM: auto = numpy on CPU (no torch "
+        "needed), torch on CUDA; torch keeps torch on CPU too")
 
     # Restock defaults for SKUs without a catalog policy
     default_lead_time_days: int = Field(default=7, ge=0)

@@ -451,7 +451,7 @@ def _model_version(settings: Settings) -> str | None:
     """The version of the model the workers were started with (None for a local model)."""
     if settings.model_path is None:
         return None
-    from forecasting.lstm.artifact import read_metadata
+    from forecasting.lstm.artifact_files import read_metadata
 
     return str(read_metadata(settings.model_path)["model_version"])
 

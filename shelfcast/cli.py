@@ -42,6 +42,7 @@ OUR_PACKAGES = frozenset({"runtime", "schemas", "streams", "forecasting", "optim
                           "shelfcast"})
 # Optional packages by the pyproject extra that installs them (README "Install").
 EXTRAS = {"lightgbm": "forecast", "statsforecast": "forecast", "matplotlib": "forecast",
+          "torch": "train",
           "pytest": "dev", "yaml": "dev", "stockpyl": "dev"}
 
 
@@ -65,12 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="replay real orders through the whole pipeline (embedded services)",
         description="Replay the last UCI Online Retail order lines through the pipeline, "
-        "serving the LSTM (SHELFCAST_MODEL): trained first on the days before the replay, or "
-        "reused from the cache. With no SHELFCAST_KAFKA_BOOTSTRAP / SHELFCAST_DATABASE_URL it "
-        "starts Apache Kafka (with Java; else the embedded tansu broker) and PostgreSQL itself.")
+        "serving the LSTM (SHELFCAST_MODEL): the pre-trained one committed with the demo (for the "
+        "default data and --events), else trained first on the days before the replay. With "
+        "no SHELFCAST_KAFKA_BOOTSTRAP / SHELFCAST_DATABASE_URL it starts Apache Kafka (with "
+        "Java; else the embedded tansu broker) and PostgreSQL itself.")
     demo.add_argument("--data", type=Path, default=None,
                       help=f"transactions CSV (default: {DEFAULT_TRANSACTIONS})")
-    demo.add_argument("--events", type=int, default=50_000,
+    demo.add_argument("--events", type=int, default=20_000,
                       help="event budget: orders + stock + catalog events to publish")
     demo.add_argument("--json", type=Path, default=None, help="write the summary here")
     demo.add_argument("--day-seconds", type=float, default=0.5,

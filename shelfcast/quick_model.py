@@ -88,7 +88,7 @@ def _key(panel: Panel, config: Any, model: str = "lstm") -> str:
 
 
 def _read_version(path: Path) -> str | None:
-    from forecasting.lstm.artifact import ArtifactError, read_metadata
+    from forecasting.lstm.artifact_files import ArtifactError, read_metadata
 
     try:
         return str(read_metadata(path)["model_version"])

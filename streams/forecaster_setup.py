@@ -86,21 +86,23 @@ def model_source(settings: Settings) -> tuple[Forecaster, str | None]:
     info = check_servable(settings)
     if info.loads_artifact:
         assert settings.model_path is not None  # check_servable
-        forecaster = _load(info.name, settings.model_path, settings.device)
+        forecaster = _load(info.name, settings.model_path, settings.device,
+                           settings.lstm_backend)
         return forecaster, forecaster.model_version
     return make_forecaster(info.name), None
 
 
-def _load(name: str, path: Path, device: str = "auto") -> Forecaster:
-    try:  # on SHELFCAST_DEVICE (auto: CUDA when there is one)
-        return make_forecaster(name, shared={"device": device}, path=str(path))
+def _load(name: str, path: Path, device: str = "auto", backend: str = "auto") -> Forecaster:
+    try:  # on SHELFCAST_DEVICE (auto: CUDA when there is one); the LSTM in numpy on CPU
+        return make_forecaster(name, shared={"device": device, "backend": backend},
+                               path=str(path))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load the model in {path}: {exc}") from exc
 
 
 def _artifact_version(path: Path) -> str | None:
     """The version a model directory holds now (None while it cannot be read)."""
-    from forecasting.lstm.artifact import read_metadata
+    from forecasting.lstm.artifact_files import read_metadata
 
     try:
         return str(read_metadata(path)["model_version"])
@@ -181,7 +183,8 @@ async def served_forecaster(
                     continue
                 try:
                     candidate = await asyncio.to_thread(_load, settings.model, path,
-                                                        settings.device)
+                                                        settings.device,
+                                                        settings.lstm_backend)
                 except ConfigError as exc:  # half-written directory: try again next time
                     log.warning("model not reloaded: %s", exc)
                     continue

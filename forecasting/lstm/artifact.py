@@ -1,10 +1,17 @@
-"""Versioned model artifacts: weights (model.pt) plus JSON metadata (metadata.json) in a dir."""
+"""Versioned model artifacts: weights (model.pt, and model.npz for the numpy backend) plus
+JSON metadata (metadata.json) in a dir.
+
+`python -m forecasting.lstm.artifact --add-npz DIR` adds model.npz to a directory saved
+before it existed (needs torch, to read model.pt).
+"""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import io
 import json
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +19,15 @@ from typing import Any
 
 import torch
 
-from forecasting.errors import ForecastingError
+from forecasting.lstm.artifact_files import (
+    ARTIFACT_FORMAT,
+    METADATA_FILE,
+    NPZ_FILE,
+    WEIGHTS_FILE,
+    ArtifactError,
+    read_metadata,
+    write_npz,
+)
 from forecasting.lstm.calibration import IntervalCalibration
 from forecasting.lstm.features import CALENDAR_DIM, INPUT_DIM, RING_DAYS, SCALE_FLOOR
 from forecasting.lstm.forecaster import LSTMForecaster
@@ -22,13 +37,12 @@ __all__ = [
     "ARTIFACT_FORMAT",
     "ArtifactError",
     "ArtifactInfo",
+    "add_npz",
     "load_artifact",
     "read_metadata",
     "save_artifact",
 ]
 
-ARTIFACT_FORMAT = 1
-WEIGHTS_FILE, METADATA_FILE = "model.pt", "metadata.json"
 INPUT_FEATURES = (
     ["demand_scaled", "missing", "log_scale"]
     + [f"weekday_{d}" for d in range(7)]
@@ -36,10 +50,6 @@ INPUT_FEATURES = (
     + ["holiday"]
 )
 assert len(INPUT_FEATURES) == INPUT_DIM and CALENDAR_DIM == 20
-
-
-class ArtifactError(ForecastingError):
-    """A model directory that is missing, incomplete or of an unknown format."""
 
 
 @dataclass
@@ -52,6 +62,13 @@ class ArtifactInfo:
     data: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _numpy_weights(net: LSTMNet) -> dict[str, Any]:
+    """The state_dict as float32 arrays, in its order (what durable.fingerprint hashes)."""
+    with torch.no_grad():
+        return {name: t.detach().to("cpu", torch.float32).numpy().copy()
+                for name, t in net.state_dict().items()}
 
 
 def _weights_bytes(net: LSTMNet) -> bytes:
@@ -117,6 +134,7 @@ def save_artifact(
         "history": info.history,
     }
     (out / WEIGHTS_FILE).write_bytes(weights)
+    write_npz(out / NPZ_FILE, _numpy_weights(net), meta)
     (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
     forecaster.net.to(forecaster.device)
     forecaster.model_id = model_id
@@ -144,18 +162,6 @@ def _head_features(config: LSTMConfig) -> list[str]:
     return names
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata.json of an artifact directory."""
-    meta_path = Path(path) / METADATA_FILE
-    if not meta_path.exists():
-        raise ArtifactError(f"{path}: no {METADATA_FILE} (not a model directory)")
-    meta: dict[str, Any] = json.loads(meta_path.read_text())
-    if meta.get("format") != ARTIFACT_FORMAT:
-        raise ArtifactError(f"{path}: artifact format {meta.get('format')!r}, "
-                            f"this code reads {ARTIFACT_FORMAT}")
-    return meta
-
-
 def load_artifact(path: str | Path, *, device: str = "auto") -> LSTMForecaster:
     """Load a forecaster saved by `save_artifact` onto `device` (auto: CUDA if present)."""
     meta = read_metadata(path)
@@ -171,3 +177,35 @@ def load_artifact(path: str | Path, *, device: str = "auto") -> LSTMForecaster:
                           log_scale_std=scaling["log_scale_std"], model_id=meta["model_id"],
                           device=device,
                           calibration=IntervalCalibration.from_json(meta.get("calibration")))
+
+
+def add_npz(path: str | Path) -> Path:
+    """Write model.npz into the artifact directory `path` from its model.pt (the same
+    weights, model id and fingerprint); returns the file written."""
+    meta = read_metadata(path)
+    forecaster = load_artifact(path, device="cpu")
+    out = Path(path) / NPZ_FILE
+    write_npz(out, _numpy_weights(forecaster.net), meta)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m forecasting.lstm.artifact --add-npz DIR [DIR ...]`."""
+    parser = argparse.ArgumentParser(prog="python -m forecasting.lstm.artifact",
+                                     description="Add model.npz (the numpy serving backend's "
+                                                 "weights) to saved model directories.")
+    parser.add_argument("--add-npz", nargs="+", metavar="DIR", required=True,
+                        help="model directories holding model.pt and metadata.json")
+    args = parser.parse_args(argv)
+    for path in args.add_npz:
+        try:
+            written = add_npz(path)
+        except (ArtifactError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"wrote {written}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -30,14 +30,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 from numpy.typing import ArrayLike
 
 from forecasting._numeric import FloatArray
 
 if TYPE_CHECKING:
     from forecasting.data import Panel
-    from forecasting.lstm.model import LSTMConfig
+    from forecasting.lstm.config import LSTMConfig
 
 __all__ = ["CalibrationSource", "IntervalCalibration", "fit_calibration", "interp_weights"]
 
@@ -100,7 +99,7 @@ class IntervalCalibration:
             block = slice(k * q, (k + 1) * q)
             full[block, block] = np.eye(q) if src is None else interp_weights(self.levels, src)
         # float32 as the head computes; a GEMM is the cheapest gather + lerp on CPU
-        object.__setattr__(self, "_matrix", torch.from_numpy(full.astype(np.float32)))
+        object.__setattr__(self, "_matrix", full.astype(np.float32))
         # Without extrapolation every new quantile is a convex mix of quantiles that do not
         # decrease over steps, so the cumulative ones still do not.
         object.__setattr__(self, "_extrapolates", bool((full < 0).any()))
@@ -111,16 +110,16 @@ class IntervalCalibration:
         cumulative invariants (>= the first day's demand, non-decreasing over steps)."""
         q = len(self.levels)
         n, big_h, width = out.shape
-        block = torch.from_numpy(out).view(n * big_h, width)  # a view: out is C-contiguous
-        moved = torch.mm(block.float(), self._matrix).clamp_(min=0.0)  # type: ignore[attr-defined]
+        block = out.reshape(n * big_h, width)  # a view: out is C-contiguous
+        moved = block.astype(np.float32) @ self._matrix  # type: ignore[attr-defined]
+        np.maximum(moved, 0.0, out=moved)
         if integer:
-            moved.round_()
-        steps = moved.view(n, big_h, 2 * q)
+            np.round(moved, out=moved)
+        steps = moved.reshape(n, big_h, 2 * q)
         cum = steps[..., q:]
-        torch.maximum(cum, steps[:, :1, :q], out=cum)  # every step: stays non-decreasing
+        np.maximum(cum, steps[:, :1, :q], out=cum)  # every step: stays non-decreasing
         if self._extrapolates:  # type: ignore[attr-defined]
-            for h in range(1, big_h):
-                torch.maximum(cum[:, h], cum[:, h - 1], out=cum[:, h])
+            np.maximum.accumulate(cum, axis=1, out=cum)
         block[:, : 2 * q] = moved
 
     def to_json(self) -> dict[str, Any]:

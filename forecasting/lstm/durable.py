@@ -34,17 +34,21 @@ that series' last 392 days, which the inferencer re-encodes with the new weights
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
+from forecasting.lstm.config import LSTMConfig
 from forecasting.lstm.features import RING_DAYS
-from forecasting.lstm.model import LSTMNet
 
-__all__ = ["FORMAT", "HEADER_BYTES", "blob_dtype", "fingerprint", "header", "history"]
+if TYPE_CHECKING:  # torch stays out of the numpy serving path (numpy_net.py)
+    from forecasting.lstm.model import LSTMNet
+
+__all__ = ["FORMAT", "HEADER_BYTES", "blob_dtype", "fingerprint", "header", "history",
+           "weights_fingerprint"]
 
 FORMAT = 1
 RING_FLAG = 1
@@ -72,14 +76,24 @@ def fingerprint(net: LSTMNet, log_scale_mean: float, log_scale_std: float) -> in
     """64-bit fingerprint of everything that shapes a carried state: the weights, the config
     (inputs, scale memory) and the input normalisation. Equal across processes and devices
     for equal weights (a recovered worker that loaded the same artifact agrees)."""
-    digest = hashlib.blake2b(digest_size=8)
-    digest.update(f"{FORMAT}|{sorted(asdict(net.config).items())}|"
-                  f"{log_scale_mean!r}|{log_scale_std!r}".encode())
+    import torch
+
     with torch.no_grad():
-        for name, tensor in net.state_dict().items():
-            digest.update(name.encode())
-            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy()
-                          .tobytes())
+        weights = {name: tensor.detach().to("cpu", torch.float32).contiguous().numpy()
+                   for name, tensor in net.state_dict().items()}
+    return weights_fingerprint(net.config, weights, log_scale_mean, log_scale_std)
+
+
+def weights_fingerprint(config: LSTMConfig, weights: Mapping[str, NDArray[np.generic]],
+                        log_scale_mean: float, log_scale_std: float) -> int:
+    """`fingerprint` of weights given as float32 arrays by state_dict name, in state_dict
+    order (the numpy backend's: a state written by either backend is read by the other)."""
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(f"{FORMAT}|{sorted(asdict(config).items())}|"
+                  f"{log_scale_mean!r}|{log_scale_std!r}".encode())
+    for name, array in weights.items():
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
     return int.from_bytes(digest.digest(), "little")
 
 

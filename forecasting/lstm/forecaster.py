@@ -1,8 +1,10 @@
 """LSTMForecaster: the global LSTM behind the Forecaster contract, full-window or incremental,
 and `train_lstm`, which trains one on a Panel (training.train_net) and calibrates it.
 
-The package's modules import one way: features, model, kernels, device <- calibration,
-training, year_ago <- forecaster <- slots, artifact, bench.
+The package's modules import one way: features, config, model, kernels, device <-
+calibration, training, year_ago <- serving (the inputs and post-processing both backends
+share, torch-free) <- forecaster (torch) and numpy_forecaster (numpy_net, no torch) <- slots,
+artifact, bench.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Self
 
 import numpy as np
@@ -22,41 +22,28 @@ from numpy.typing import ArrayLike, NDArray
 from forecasting._numeric import FloatArray
 from forecasting.base import IncrementalForecaster, QuantileForecast
 from forecasting.data import Panel
-from forecasting.errors import InvalidWindowError
 from forecasting.lstm.calibration import IntervalCalibration, fit_calibration
 from forecasting.lstm.device import auto_device
 from forecasting.lstm.durable import fingerprint
-from forecasting.lstm.features import (
-    N_MONTHS,
-    SCALE_FLOOR,
-    DayRing,
-    calendar_features,
-    future_features,
-    head_inputs,
-    input_features,
-    running_scales,
-    scale_step,
-    year_ago_features,
-    year_ago_span,
-)
+from forecasting.lstm.features import SCALE_FLOOR, head_inputs, year_ago_span
 from forecasting.lstm.kernels import PackedNet, reference_quantiles
 from forecasting.lstm.model import LSTMConfig, LSTMNet
+from forecasting.lstm.serving import (
+    encode_inputs,
+    finish_forecast,
+    head_rows,
+    head_scale,
+    update_inputs,
+    yesterday_utc,
+)
 from forecasting.lstm.slots import StateSlots
 from forecasting.lstm.state import SeriesState
 from forecasting.lstm.training import EpochCallback, train_net
-from forecasting.lstm.year_ago import agrees, year_ago_rows
 
 __all__ = ["LSTMForecaster", "SeriesState", "TrainResult", "auto_device", "train_lstm",
            "yesterday_utc"]
 
-DateArray = NDArray[np.datetime64]
-ONE_DAY = np.timedelta64(1, "D")
 _LOOP_MIN_ROWS = 512  # from this many series on, encode steps PackedNet on CPU (see encode)
-
-
-def yesterday_utc() -> np.datetime64:
-    """The last closed daily bucket by the wall clock: the default window end date."""
-    return np.datetime64(datetime.now(UTC).date(), "D") - ONE_DAY
 
 
 class LSTMForecaster(IncrementalForecaster[SeriesState]):
@@ -177,30 +164,10 @@ class LSTMForecaster(IncrementalForecaster[SeriesState]):
         182 on, no series moved more than 0.5%: benchmarks/README.md, "Full window with
         bounded warm-up"). W >= T is the exact path.
         """
-        arr = np.asarray(windows, dtype=np.float64)
-        n, length = arr.shape
-        warmup = None if warmup_days is None else _warmup_length(warmup_days)
-        ends = np.broadcast_to(np.asarray(end_days, dtype="datetime64[D]"), (n,)).copy()
-        observed = np.isfinite(arr)
-        first = np.where(observed.any(axis=1), observed.argmax(axis=1), length)
-        ring = DayRing.from_windows(arr) if self.config.year_ago else None
-        # The days before every series' first observation change nothing (scale and state
-        # stay zero): cut them before building features (a young SKU's stream window is
-        # mostly such days). The same numbers, right-aligned as before.
-        lead = int(first.min(initial=length))
-        if 0 < lead < length:
-            arr, first, length = arr[:, lead:], first - lead, length - lead
-        start = 0 if warmup is None else max(0, length - warmup)
-        scales, scale_state = running_scales(arr, self.config.scale_memory)
-        if start:  # the LSTM part: the last `length - start` days, right-aligned as before
-            first = np.maximum(first, start) - start  # a series seen before starts at once
-            arr, scales, length = arr[:, start:], scales[:, start:], length - start
-        distinct, inverse = _distinct_days(ends)  # calendar rows once per distinct end day
-        offsets = (length - 1 - np.arange(length)).astype("timedelta64[D]")
-        cal = calendar_features(distinct[:, None] - offsets[None, :], self.config.calendar,
-                                self.config.month_inputs)
-        cal = cal[np.zeros(n, dtype=np.intp) if inverse is None else inverse]
-        feats = input_features(arr, scales, cal, self.log_scale_mean, self.log_scale_std)
+        inputs = encode_inputs(self.config, windows, end_days, warmup_days,
+                               self.log_scale_mean, self.log_scale_std)
+        feats, first, length = inputs.feats, inputs.first, inputs.length
+        n = feats.shape[0]
         lengths = length - first
         layers, hidden = self.config.layers, self.config.hidden
         h = torch.zeros(layers, n, hidden, device=self.device)
@@ -231,7 +198,7 @@ class LSTMForecaster(IncrementalForecaster[SeriesState]):
                     _, (hn, cn) = self.net.lstm(packed)
             idx = torch.as_tensor(live, device=self.device)
             h[:, idx], c[:, idx] = hn, cn
-        return SeriesState(h, c, scale_state, ends, ring)
+        return SeriesState(h, c, inputs.scale, inputs.ends, inputs.ring)
 
     # --- incremental -----------------------------------------------------------------------
     def update(self, state: SeriesState, values: ArrayLike, days: ArrayLike | None = None,
@@ -244,22 +211,9 @@ class LSTMForecaster(IncrementalForecaster[SeriesState]):
         caller drops `state` (a stream, the keyed store) and its day ring (year-ago inputs)
         is advanced in place, one write per series, instead of copied (392 days).
         """
-        y = np.asarray(values, dtype=np.float64).reshape(-1)
-        n = state.n_series
-        if y.shape[0] != n:
-            raise InvalidWindowError(f"expected {n} values, got {y.shape[0]}")
-        if np.any(y < 0) or np.any(np.isinf(y)):
-            raise InvalidWindowError("new bucket values must be finite and >= 0 (or NaN)")
-        new_days = (state.last_day + ONE_DAY if days is None
-                    else np.broadcast_to(np.asarray(days, dtype="datetime64[D]"), (n,)).copy())
-        scale = state.scale.copy()
-        s = scale_step(scale, y, self.config.scale_memory)
-        live = scale.count > 0
-        distinct, inverse = _distinct_days(new_days)
-        cal = _day_rows(distinct, _calendar_row, self.config.calendar,
-                        self.config.month_inputs)  # per distinct day, memoised
-        cal = cal[np.zeros(n, dtype=np.intp) if inverse is None else inverse]
-        x = self._tensor(input_features(y, s, cal, self.log_scale_mean, self.log_scale_std))
+        inputs = update_inputs(self.config, state, values, days, self.log_scale_mean,
+                               self.log_scale_std)
+        x, live = self._tensor(inputs.x), inputs.live
         packed = self._packed()
         with torch.inference_mode():
             if packed.step_packed:
@@ -271,8 +225,8 @@ class LSTMForecaster(IncrementalForecaster[SeriesState]):
                 h, c = torch.where(keep, h, state.h), torch.where(keep, c, state.c)
         ring = state.ring
         if ring is not None:
-            ring = ring.push_(y) if consume else ring.push(y)
-        return SeriesState(h, c, scale, new_days, ring)
+            ring = ring.push_(inputs.y) if consume else ring.push(inputs.y)
+        return SeriesState(h, c, inputs.scale, inputs.days, ring)
 
     def _packed(self) -> PackedNet:
         """The current weights laid out for one-step inference (re-packed when they change)."""
@@ -281,29 +235,16 @@ class LSTMForecaster(IncrementalForecaster[SeriesState]):
 
     def forecast(self, state: SeriesState, horizon: int) -> QuantileForecast:
         """Quantile forecast of the next `horizon` buckets after each series' last bucket."""
-        big_h = self.config.horizon
-        integer = self.config.integer_demand
-        cal = self.calibration
+        integer, cal = self.config.integer_demand, self.calibration
         # With a calibration the head's quantiles stay unrounded until it has moved them.
         out = self.head_output(state, integer=integer and cal is None)
-        if cal is not None:
-            cal.apply(out, integer=integer)
-        q = self._levels.size
-        daily, cumulative, mean = out[..., :q], out[..., q : 2 * q], out[..., 2 * q]
-        if horizon > big_h:
-            daily, cumulative, mean = _extend(daily, cumulative, mean, horizon)
-            return QuantileForecast(self._levels, daily[:, :horizon], cumulative[:, :horizon],
-                                    mean[:, :horizon])
-        # Valid by construction: clipped at 0, monotone head, cummax over steps, float64.
-        return QuantileForecast.trusted(self._levels, daily[:, :horizon],
-                                        cumulative[:, :horizon], mean[:, :horizon])
+        return finish_forecast(out, self._levels, horizon, cal, integer)
 
     def head_output(self, state: SeriesState, *, integer: bool) -> FloatArray:
         """The head's forecast block (n, H, 2Q + 1) float64 [daily quantiles | cumulative
         quantiles | mean] in demand units, clipped at 0, rounded when `integer`; before the
         interval calibration (`forecast` applies it)."""
-        live = state.scale.count > 0
-        scale = self._tensor(np.where(live, np.maximum(state.scale.level, 0.01), 0.0))
+        scale = self._tensor(head_scale(state))
         packed = self._packed()
         if not packed.head_packed:
             return self._forecast_unpacked(state, scale, integer)
@@ -320,32 +261,9 @@ class LSTMForecaster(IncrementalForecaster[SeriesState]):
         features of each distinct origin day (and, with the calendar mask, of each day with
         the mask), which of those rows each series has (None: all the first), and the
         per-series year-ago features (None without them)."""
-        cfg, big_h = self.config, self.config.horizon
-        distinct, inverse = _distinct_days(state.last_day)
-        rows = _day_rows(distinct, _future_row, cfg.calendar, big_h, cfg.head_calendar,
-                         cfg.head_annual, cfg.head_month, cfg.head_month_pairs,
-                         cfg.month_inputs)
-        if state.ring is None:
-            if cfg.year_ago:
-                raise ValueError("this model's states carry a day ring (year-ago inputs)")
-            inv = None if inverse is None else torch.as_tensor(inverse, device=self.device)
-            return self._tensor(rows), inv, None
-        scale = np.maximum(state.scale.level, SCALE_FLOOR)
-        weeks = cfg.year_ago_weeks
-        if agrees(big_h, weeks):  # the definition's numbers as matrix products (year_ago.py)
-            year = year_ago_rows(state.ring.span(year_ago_span(big_h, weeks), np.float32),
-                                 scale, state.last_day, big_h, weeks)
-        else:
-            year = year_ago_features(state.ring.span(year_ago_span(big_h, weeks)), scale,
-                                     state.last_day, big_h, weeks)
-        which = np.zeros(state.n_series, dtype=np.intp) if inverse is None else inverse
-        if cfg.year_ago_masks_calendar and cfg.head_calendar:  # see features.head_inputs
-            masked = rows.copy()
-            masked[:, big_h : 2 * big_h + N_MONTHS] = 0.0
-            which = which + rows.shape[0] * (year[:, -1] > 0)
-            rows = np.concatenate([rows, masked])
-        inv = torch.as_tensor(which, device=self.device)
-        return self._tensor(rows), inv, self._tensor(year)
+        rows, which, year = head_rows(self.config, state)
+        inv = None if which is None else torch.as_tensor(which, device=self.device)
+        return self._tensor(rows), inv, None if year is None else self._tensor(year)
 
     def _forecast_unpacked(self, state: SeriesState, scale: torch.Tensor,
                            integer: bool | None = None) -> FloatArray:
@@ -431,69 +349,3 @@ def train_lstm(
     result = TrainResult(forecaster, trained.history, metrics)
     forecaster.train_result = result
     return result
-
-
-def _warmup_length(warmup_days: object) -> int:
-    """`encode`'s warmup_days as a day count, or a clear error (a positive whole number)."""
-    if (isinstance(warmup_days, bool) or not isinstance(warmup_days, int | np.integer)
-            or warmup_days < 1):
-        raise InvalidWindowError("warmup_days must be a whole number of days >= 1 (or None "
-                                 f"for the whole window), got {warmup_days!r}")
-    return int(warmup_days)
-
-
-def _day_rows(days: DateArray, row: Callable[..., FloatArray], *args: object) -> FloatArray:
-    """Stack `row(day, *args)` for each of `days` (u,): per-day features, memoised."""
-    if days.size == 0:  # (0, width): the width comes from any day's row
-        return np.stack([row(0, *args)])[:0]
-    return np.stack([row(int(d), *args) for d in days.astype(np.int64)])
-
-
-@lru_cache(maxsize=4096)
-def _calendar_row(day: int, calendar: str, months: bool = True) -> FloatArray:
-    """calendar_features of one day (days since 1970-01-01), read-only. The holiday lookup
-    costs ~0.2 ms per call, as much as a 64-series step."""
-    out: FloatArray = calendar_features(np.array([day], dtype="datetime64[D]"), calendar,
-                                        months)[0]
-    out.flags.writeable = False
-    return out
-
-
-@lru_cache(maxsize=4096)
-def _future_row(day: int, calendar: str, horizon: int, head_calendar: bool,
-                annual: bool, month: str = "none", pairs: int = 2,
-                months: bool = True) -> FloatArray:
-    """future_features of one origin day, read-only."""
-    out: FloatArray = future_features(np.array([day], dtype="datetime64[D]"), horizon,
-                                      calendar, head_calendar, annual, month, pairs,
-                                      months)[0]
-    out.flags.writeable = False
-    return out
-
-
-def _distinct_days(days: DateArray) -> tuple[DateArray, NDArray[np.intp] | None]:
-    """The distinct days of `days` (n,) and which one each entry is (None: all the same day,
-    the common case of a batch; np.unique sorts, which costs more than the check)."""
-    if days.size == 0 or bool(np.all(days == days[0])):
-        return days[:1], None
-    distinct, inverse = np.unique(days, return_inverse=True)
-    return distinct, inverse.astype(np.intp)
-
-
-def _extend(daily: FloatArray, cumulative: FloatArray, mean: FloatArray,
-            horizon: int) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Beyond the trained horizon H: repeat the last week's daily pattern; cumulative grows by
-    the extra mean with spread scaled by sqrt(steps / H) around it (as lead_time_quantile)."""
-    big_h = daily.shape[1]
-    period = min(7, big_h)
-    src = big_h - period + (np.arange(big_h, horizon) - big_h) % period
-    daily = np.concatenate([daily, daily[:, src]], axis=1)
-    mean = np.concatenate([mean, mean[:, src]], axis=1)
-    total = np.cumsum(mean, axis=1)
-    m_h = total[:, big_h - 1, None]
-    ratio = (np.arange(big_h + 1, horizon + 1) / big_h)[None, :, None]
-    extra_mean = total[:, big_h:, None]
-    spread = cumulative[:, big_h - 1, None, :] - m_h[:, :, None]
-    ext = np.maximum(extra_mean + np.sqrt(ratio) * spread, 0.0)
-    cumulative = np.maximum.accumulate(np.concatenate([cumulative, ext], axis=1), axis=1)
-    return daily, cumulative, mean

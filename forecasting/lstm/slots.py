@@ -20,14 +20,17 @@ cache (least recently used keys are dropped) of state that lives in the changelo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 from forecasting.lstm.durable import FORMAT, NO_DAY_INT, RING_FLAG, blob_dtype, history
 from forecasting.lstm.features import RING_DAYS, DayRing, ScaleState
 from forecasting.lstm.state import SeriesState
+
+if TYPE_CHECKING:  # device None: numpy arrays (the numpy backend, no torch installed)
+    import torch
 
 __all__ = ["StateSlots"]
 
@@ -45,9 +48,13 @@ class StateSlots:
 
     `model` is the fingerprint stamped on exported records (durable.fingerprint of the
     weights); `ring`: whether the model's states carry a day ring (year-ago inputs).
+    `device` None keeps h and c in float32 numpy arrays (the numpy backend's states).
     """
 
-    def __init__(self, layers: int, hidden: int, device: torch.device, *,
+    h: Any  # (layers, capacity, hidden): a torch tensor on `device`, or a numpy array
+    c: Any
+
+    def __init__(self, layers: int, hidden: int, device: torch.device | None, *,
                  max_states: int = 1_000_000, capacity: int = 1024, model: int = 0,
                  ring: bool = False) -> None:
         if max_states < 1:
@@ -62,8 +69,8 @@ class StateSlots:
         self._slot: dict[str, int] = {}
         self._key: list[str | None] = [None] * capacity
         self._free: list[int] = list(range(capacity - 1, -1, -1))
-        self.h = torch.zeros(layers, capacity, hidden, device=device)
-        self.c = torch.zeros(layers, capacity, hidden, device=device)
+        self.h = self._zeros(capacity)
+        self.c = self._zeros(capacity)
         self.level = np.zeros(capacity)
         self.count = np.zeros(capacity)
         self.last_day = np.full(capacity, NO_DAY)
@@ -116,18 +123,25 @@ class StateSlots:
     def gather(self, slots: Slots) -> SeriesState:
         """The states in `slots`, as one batch: copies, except the day rings, which are
         views of the store's rows (valid until these slots are next written)."""
-        idx = self._index(slots)
         ring = None if self.ring_values is None else DayRing(
             self.ring_values, self.ring_pos[slots], np.array(slots, dtype=np.intp))
-        return SeriesState(self.h.index_select(1, idx), self.c.index_select(1, idx),
+        if self.device is None:
+            h, c = self.h[:, slots], self.c[:, slots]  # fancy indexing copies
+        else:
+            idx = self._index(slots)
+            h, c = self.h.index_select(1, idx), self.c.index_select(1, idx)
+        return SeriesState(h, c,
                            ScaleState(self.level[slots], self.count[slots]),
                            self.last_day[slots], ring)
 
     def scatter(self, slots: Slots, state: SeriesState) -> None:
         """Store the batch `state` (row i) into `slots[i]`."""
-        idx = self._index(slots)
-        self.h.index_copy_(1, idx, state.h)
-        self.c.index_copy_(1, idx, state.c)
+        if self.device is None:
+            self.h[:, slots], self.c[:, slots] = state.h, state.c
+        else:
+            idx = self._index(slots)
+            self.h.index_copy_(1, idx, state.h)
+            self.c.index_copy_(1, idx, state.c)
         self.level[slots] = state.scale.level
         self.count[slots] = state.scale.count
         self.last_day[slots] = state.last_day
@@ -154,10 +168,16 @@ class StateSlots:
                                    days.astype("datetime64[D]").astype(np.int64))
         rec["model"] = self.model
         rec["level"], rec["count"] = self.level[slots], self.count[slots]
-        idx = self._index(slots)
         width = self.layers * self.hidden
-        rec["h"] = self.h.index_select(1, idx).transpose(0, 1).reshape(n, width).cpu().numpy()
-        rec["c"] = self.c.index_select(1, idx).transpose(0, 1).reshape(n, width).cpu().numpy()
+        if self.device is None:
+            rec["h"] = self.h[:, slots].transpose(1, 0, 2).reshape(n, width)
+            rec["c"] = self.c[:, slots].transpose(1, 0, 2).reshape(n, width)
+        else:
+            idx = self._index(slots)
+            rec["h"] = (self.h.index_select(1, idx).transpose(0, 1).reshape(n, width)
+                        .cpu().numpy())
+            rec["c"] = (self.c.index_select(1, idx).transpose(0, 1).reshape(n, width)
+                        .cpu().numpy())
         if self.has_ring:
             if self.ring_values is None:
                 rec["ring"] = np.nan
@@ -188,12 +208,18 @@ class StateSlots:
         if not target.size:
             return fits
         n = target.size
-        idx = self._index(target)
         shape = (n, self.layers, self.hidden)
-        h = torch.from_numpy(rec["h"].reshape(shape)).transpose(0, 1).to(self.device)
-        c = torch.from_numpy(rec["c"].reshape(shape)).transpose(0, 1).to(self.device)
-        self.h.index_copy_(1, idx, h.contiguous())
-        self.c.index_copy_(1, idx, c.contiguous())
+        if self.device is None:
+            self.h[:, target] = rec["h"].reshape(shape).transpose(1, 0, 2)
+            self.c[:, target] = rec["c"].reshape(shape).transpose(1, 0, 2)
+        else:
+            import torch
+
+            idx = self._index(target)
+            h = torch.from_numpy(rec["h"].reshape(shape)).transpose(0, 1).to(self.device)
+            c = torch.from_numpy(rec["c"].reshape(shape)).transpose(0, 1).to(self.device)
+            self.h.index_copy_(1, idx, h.contiguous())
+            self.c.index_copy_(1, idx, c.contiguous())
         self.level[target], self.count[target] = rec["level"], rec["count"]
         self.last_day[target] = rec["last_day"].astype("datetime64[D]")
         if self.has_ring:
@@ -210,7 +236,17 @@ class StateSlots:
         """The demand history records of any model carry (durable.history)."""
         return history(blobs)
 
+    def _zeros(self, capacity: int) -> Any:
+        if self.device is None:
+            return np.zeros((self.layers, capacity, self.hidden), dtype=np.float32)
+        import torch
+
+        return torch.zeros(self.layers, capacity, self.hidden, device=self.device)
+
     def _index(self, slots: Slots) -> torch.Tensor:
+        import torch
+
+        assert self.device is not None
         idx = torch.from_numpy(np.ascontiguousarray(slots, dtype=np.int64))
         if self.device.type == "cuda":
             return idx.pin_memory().to(self.device, non_blocking=True)
@@ -243,10 +279,14 @@ class StateSlots:
         while new < needed:
             new *= 2
         extra = new - old
-        self.h = torch.cat([self.h, self.h.new_zeros(self.h.shape[0], extra, self.h.shape[2])],
-                           dim=1)
-        self.c = torch.cat([self.c, self.c.new_zeros(self.c.shape[0], extra, self.c.shape[2])],
-                           dim=1)
+        if self.device is None:
+            self.h = np.concatenate([self.h, self._zeros(extra)], axis=1)
+            self.c = np.concatenate([self.c, self._zeros(extra)], axis=1)
+        else:
+            import torch
+
+            self.h = torch.cat([self.h, self._zeros(extra)], dim=1)
+            self.c = torch.cat([self.c, self._zeros(extra)], dim=1)
         self.level = np.concatenate([self.level, np.zeros(extra)])
         self.count = np.concatenate([self.count, np.zeros(extra)])
         self.last_day = np.concatenate([self.last_day, np.full(extra, NO_DAY)])

@@ -16,7 +16,6 @@ import logging
 from functools import lru_cache
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 from forecasting._numeric import FloatArray
@@ -77,37 +76,38 @@ def _weights(day: int, horizon: int, weeks: int) -> FloatArray:
 def year_ago_rows(span: FloatArray, scale: FloatArray, origins: NDArray[np.datetime64],
                   horizon: int, weeks: int = 1) -> FloatArray:
     """`features.year_ago_features(span, scale, origins, horizon, weeks)` for span (n, S), scale
-    (n,) and origins (n,). The sums and counts run in torch (under its thread setting;
-    numpy's BLAS would spin up its own threads) in the span's precision: float64 gives the
+    (n,) and origins (n,). The sums and counts run as matrix products (BLAS threads bounded
+    by the forecaster's `cap_threads`) in the span's precision: float64 gives the
     definition's numbers, float32 (the ring's) the same within float32 rounding, faster."""
     n = span.shape[0]
-    x = torch.from_numpy(np.ascontiguousarray(span))
-    both = torch.empty(2 * n, x.shape[1], dtype=x.dtype)  # [values | seen]: one product
-    torch.nan_to_num(x, nan=0.0, out=both[:n])  # missing days (NaN; a ring holds no inf)
+    x = np.ascontiguousarray(span)
+    both = np.empty((2 * n, x.shape[1]), dtype=x.dtype)  # [values | seen]: one product
+    both[:n] = x
     both[n:] = x == x
-    out_sc = torch.empty(2 * n, horizon + 1, dtype=x.dtype)
+    np.nan_to_num(both[:n], copy=False, nan=0.0)  # missing days (NaN; a ring holds no inf)
+    out_sc = np.empty((2 * n, horizon + 1), dtype=x.dtype)
     days = np.asarray(origins, dtype="datetime64[D]")
     distinct = days[:1] if n == 0 or bool(np.all(days == days[0])) else np.unique(days)
     for day in distinct:
-        w = torch.from_numpy(_weights(int(day.astype(np.int64)), horizon, weeks)).to(x.dtype)
+        w = _weights(int(day.astype(np.int64)), horizon, weeks).astype(x.dtype)
         if distinct.size == 1:
-            torch.matmul(both, w, out=out_sc)
+            np.matmul(both, w, out=out_sc)
         else:
-            rows = torch.from_numpy(np.tile(days == day, 2))
+            rows = np.tile(days == day, 2)
             out_sc[rows] = both[rows] @ w
     sums, counts = out_sc[:n], out_sc[n:]
     # Unseen days were zeroed: a mean over no day is 0 / 1 = 0, as in the definition.
-    means = sums.div_(counts.clamp(min=1.0))
+    means = np.divide(sums, np.maximum(counts, 1.0), out=sums)
     week, base = means[:, :horizon], means[:, -1]
-    has_base = (counts[:, -1] > 0)[:, None]
-    scale_t = torch.from_numpy(np.ascontiguousarray(scale)).to(x.dtype)
-    out = torch.empty(n, 2 * horizon + 2, dtype=x.dtype)
-    torch.div(week, scale_t[:, None], out=out[:, :horizon])
-    torch.div(base, scale_t, out=out[:, horizon])
+    has_base = counts[:, -1] > 0
+    scale_x = np.asarray(scale, dtype=x.dtype)
+    out = np.empty((n, 2 * horizon + 2), dtype=x.dtype)
+    np.divide(week, scale_x[:, None], out=out[:, :horizon])
+    np.divide(base, scale_x, out=out[:, horizon])
     shape = out[:, horizon + 1 : 2 * horizon + 1]
-    torch.div(week, base.clamp(min=SCALE_FLOOR)[:, None], out=shape)
-    shape.mul_(has_base)  # 0 without a year-ago level
-    out[:, :-1].clamp_(max=YEAR_CLIP)
-    out[:, -1:] = has_base
-    result: FloatArray = out.numpy()
+    np.divide(week, np.maximum(base, SCALE_FLOOR)[:, None], out=shape)
+    shape *= has_base[:, None]  # 0 without a year-ago level
+    np.minimum(out[:, :-1], YEAR_CLIP, out=out[:, :-1])
+    out[:, -1] = has_base
+    result: FloatArray = out
     return result

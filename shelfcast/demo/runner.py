@@ -1,14 +1,15 @@
 """`shelfcast demo`: the whole pipeline on embedded (or configured) services, with a summary.
 
-Serves the default model, the LSTM: trained first on the order lines before the replayed
-days (a small model, tens of CPU-seconds) or reused from the cache when trained before on the
-same history (shelfcast.quick_model). Starts what is not configured (Apache Kafka from the
-cached jars where Java is installed, else the embedded tansu broker; a local PostgreSQL), a
-stream worker process and the optimizer; replays the file's last order lines at an
-accelerated clock with a simulated warehouse (snapshots, restocks landing after their lead
-time) and prints a summary: what flowed, and how the served forecasts scored against what
-the replay then sold, beside the moving average's score on the same windows
-(shelfcast.demo.scoring).
+Serves the default model, the LSTM: the small pre-trained one committed with the demo
+(shelfcast.demo.served, served in numpy: no torch, no training) when the history before the
+replayed days is the one it was trained on; else, with torch installed, one trained on the
+spot (tens of CPU-seconds) or reused from the cache (shelfcast.quick_model). Starts what is
+not configured (Apache Kafka from the cached jars where Java is installed, else the embedded
+tansu broker; a local PostgreSQL), a stream worker process and the optimizer; replays the
+file's last order lines at an accelerated clock with a simulated warehouse (snapshots,
+restocks landing after their lead time) and prints a summary: what flowed, and how the
+served forecasts scored against what the replay then sold, beside the moving average's score
+on the same windows (shelfcast.demo.scoring).
 """
 
 from __future__ import annotations
@@ -384,26 +385,60 @@ def _served_model(settings: Settings, opts: DemoOptions, split: HistorySplit,
     directory is trained on the history before the replay (or reused from the cache)."""
     from streams.forecaster_setup import check_servable, model_info
 
-    summary.model = settings.model
     if model_info(settings).loads_artifact and settings.model_path is None:
-        from shelfcast.quick_model import quick_config, train_or_reuse
+        import importlib.util
 
+        from shelfcast.demo.served import committed_model
+
+        if settings.model != "lstm" and importlib.util.find_spec("torch") is None:
+            console.print(f"[yellow]{settings.model} is trained on the spot, which needs torch "
+                          "(pip install 'shelfcast\\[train]'): serving the committed LSTM")
+            settings = settings.model_copy(update={"model": "lstm"})
         panel = split.panel
-        console.print(f"training {settings.model} on {panel.n_series} SKUs x {panel.n_days} days "
-                      f"before {split.replay_first_day} (or reusing the cached one)...")
-        model = train_or_reuse(panel, quick_config(), cache=opts.model_cache, progress=True,
-                               max_seconds=opts.train_max_s,
-                               data={"path": str(opts.data), "before": split.replay_first_day},
-                               model=settings.model)
-        summary.model_source = (
-            f"cached at {model.path}" if model.reused else
-            f"trained now in {model.train_cpu_s:.1f} CPU-s on {panel.n_series} SKUs x "
-            f"{panel.n_days} days, saved at {model.path}")
-        summary.model_version = model.model_version
-        settings = settings.model_copy(update={"model_path": model.path})
+        # The committed model is an LSTM: another model (SHELFCAST_MODEL) trains as before.
+        committed = committed_model() if settings.model == "lstm" else None
+        if committed is not None and committed.data_fingerprint == panel.fingerprint():
+            summary.model_source = (f"pre-trained, committed at {committed.path} (trained on "
+                                    f"this history: {panel.n_series} SKUs x {panel.n_days} "
+                                    f"days before {split.replay_first_day})")
+            summary.model_version = committed.model_version
+            path = committed.path
+        elif committed is not None and importlib.util.find_spec("torch") is None:
+            console.print(
+                f"[yellow]this history (data fingerprint {panel.fingerprint()}) is not the one "
+                f"the committed model was trained on ({committed.data_fingerprint}); serving "
+                "it anyway. To train one on this history: pip install 'shelfcast\\[train]'")
+            summary.model_source = (f"pre-trained at {committed.path} on other data (its "
+                                    f"fingerprint {committed.data_fingerprint}, this history "
+                                    f"{panel.fingerprint()})")
+            summary.model_version = committed.model_version
+            path = committed.path
+        else:
+            from shelfcast.quick_model import quick_config, train_or_reuse
+
+            if committed is not None:
+                console.print("this history is not the one the committed model was trained "
+                              f"on (data fingerprint {panel.fingerprint()}, the model's "
+                              f"{committed.data_fingerprint}): training one on it")
+            console.print(f"training {settings.model} on {panel.n_series} SKUs x "
+                          f"{panel.n_days} days before {split.replay_first_day} "
+                          "(or reusing the cached one)...")
+            model = train_or_reuse(panel, quick_config(), cache=opts.model_cache,
+                                   progress=True, max_seconds=opts.train_max_s,
+                                   data={"path": str(opts.data),
+                                         "before": split.replay_first_day},
+                                   model=settings.model)
+            summary.model_source = (
+                f"cached at {model.path}" if model.reused else
+                f"trained now in {model.train_cpu_s:.1f} CPU-s on {panel.n_series} SKUs x "
+                f"{panel.n_days} days, saved at {model.path}")
+            summary.model_version = model.model_version
+            path = model.path
+        settings = settings.model_copy(update={"model_path": path})
     else:
         summary.model_source = (f"SHELFCAST_MODEL_PATH={settings.model_path}"
                                 if settings.model_path else "a baseline, asked for by name")
+    summary.model = settings.model
     check_servable(settings)
     return settings
 

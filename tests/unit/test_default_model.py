@@ -146,4 +146,7 @@ def test_the_worker_loads_its_model_on_shelfcast_device(
 
     monkeypatch.setattr(setup, "make_forecaster", spy)
     setup.model_source(Settings(model_path=tmp_path, device="cuda"))
-    assert asked == [{"shared": {"device": "cuda"}, "path": str(tmp_path)}]
+    assert asked == [{"shared": {"device": "cuda", "backend": "auto"}, "path": str(tmp_path)}]
+    setup.model_source(Settings(model_path=tmp_path, lstm_backend="torch"))
+    assert asked[-1] == {"shared": {"device": "auto", "backend": "torch"},
+                         "path": str(tmp_path)}

@@ -117,7 +117,7 @@ def test_saved_model_loads_back_to_the_same_forecasts(
     history = panel.head(410)
     before = model.predict(history.values, 7, end_days=history.dates[-1])
     model_id = save_combination(model, tmp_path, data_fingerprint="test")
-    loaded = load_model_dir(tmp_path, device="cpu")
+    loaded = load_model_dir(tmp_path, device="cpu", backend="torch")
     assert isinstance(loaded, LSTMLightGBMForecaster)
     assert loaded.model_version == f"lstm_lgbm-1+{model_id}" == model.model_version
     assert loaded.weights == model.weights
@@ -126,6 +126,16 @@ def test_saved_model_loads_back_to_the_same_forecasts(
         np.testing.assert_array_equal(getattr(after, field), getattr(before, field))
     # The same content gets the same id.
     assert save_combination(loaded, tmp_path / "again", data_fingerprint="test") == model_id
+    # Served on CPU without torch (the LSTM part in numpy): the same forecasts up to float32
+    # rounding, the same version.
+    served = load_model_dir(tmp_path, device="cpu")
+    assert isinstance(served, LSTMLightGBMForecaster)
+    assert type(served.lstm).__name__ == "NumpyLSTMForecaster"
+    assert served.model_version == model.model_version
+    numpy_after = served.predict(history.values, 7, end_days=history.dates[-1])
+    for field in ("daily", "cumulative", "mean"):
+        np.testing.assert_allclose(getattr(numpy_after, field), getattr(before, field),
+                                   rtol=1e-4, atol=1e-3)
 
 
 def test_serving_from_the_streams_state_equals_the_batch_forecast_of_the_same_day(

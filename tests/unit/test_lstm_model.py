@@ -326,7 +326,7 @@ def test_encoding_with_the_packed_step_equals_the_torch_lstm(
 @pytest.mark.parametrize("warmup_days", [None, 3, 12, 100])
 def test_days_before_every_series_first_observation_are_skipped_with_the_same_state(
         monkeypatch: pytest.MonkeyPatch, warmup_days: int | None) -> None:
-    from forecasting.lstm import forecaster
+    from forecasting.lstm import serving  # builds both backends' encode inputs
 
     model = _model(layers=2, seed=4)
     rng = np.random.default_rng(8)
@@ -335,13 +335,13 @@ def test_days_before_every_series_first_observation_are_skipped_with_the_same_st
     young[2, 6] = 0.0
     window = np.concatenate([np.full((5, 40), np.nan), young], axis=1)  # ...in a 56-day window
     lengths: list[int] = []
-    features = forecaster.input_features
+    features = serving.input_features
 
     def recording(arr, *args):  # type: ignore[no-untyped-def]
         lengths.append(arr.shape[1])
         return features(arr, *args)
 
-    monkeypatch.setattr(forecaster, "input_features", recording)
+    monkeypatch.setattr(serving, "input_features", recording)
     got = model.encode(window, END, warmup_days=warmup_days)
     assert lengths == [min(16, warmup_days or 16)]  # the 40 unseen days never reach the LSTM
     ref = model.encode(young, END, warmup_days=warmup_days)

@@ -96,7 +96,7 @@ def test_should_the_fast_rows_part_from_the_definition_the_forecaster_uses_the_d
         return out
 
     monkeypatch.setattr(year_ago, "year_ago_features", doubled)
-    monkeypatch.setattr("forecasting.lstm.forecaster.year_ago_features", doubled)
+    monkeypatch.setattr("forecasting.lstm.serving.year_ago_features", doubled)
     year_ago.agrees.cache_clear()
     try:
         assert not year_ago.agrees(7)

@@ -1,0 +1,133 @@
+"""The demo's committed pre-trained LSTM: small, readable without torch, served in numpy,
+trained on the history the demo reads by default (when the data file is here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shelfcast.demo.served import COMMITTED_MODEL, DEMO_EVENTS, DEMO_SERIES, committed_model
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared/data/uci_online_retail/transactions.csv.gz"
+
+
+def test_the_committed_model_is_small_and_documented() -> None:
+    model = committed_model()
+    assert model is not None and model.model_version.startswith("lstm-1+")
+    assert sum(f.stat().st_size for f in COMMITTED_MODEL.iterdir()) <= 200_000
+    assert not (COMMITTED_MODEL / "model.pt").exists()  # numpy serves it: no torch weights
+    readme = (COMMITTED_MODEL / "README.md").read_text()
+    assert model.model_version in readme and model.data_fingerprint in readme
+    assert "python -m shelfcast.demo.served" in readme
+
+
+def test_it_serves_in_numpy_without_importing_torch() -> None:
+    code = ("import sys, numpy as np; from forecasting import make_forecaster; "
+            f"m = make_forecaster('lstm', path={str(COMMITTED_MODEL)!r}); "
+            "f = m.predict(np.random.default_rng(0).poisson(3.0, (5, 120)).astype(float), 14, "
+            "end_days=np.datetime64('2011-12-01')); "
+            "assert f.mean.shape == (5, 14) and np.isfinite(f.mean).all(); "
+            "print(type(m).__name__, m.model_version); "
+            "assert 'torch' not in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT)}, timeout=120)
+    model = committed_model()
+    assert model is not None
+    assert done.stdout.split() == ["NumpyLSTMForecaster", model.model_version], done.stderr
+
+
+def test_torch_serves_the_same_numbers_from_the_same_weights() -> None:
+    pytest.importorskip("torch")
+    import torch
+
+    from forecasting.lstm import LSTMNet
+    from forecasting.lstm.artifact_files import load_numpy
+    from forecasting.lstm.features import INPUT_DIM
+    from forecasting.lstm.forecaster import LSTMForecaster
+
+    served = load_numpy(COMMITTED_MODEL)
+    net = LSTMNet(INPUT_DIM, served.config)
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in served.weights.items()})
+    torch_fc = LSTMForecaster(net, log_scale_mean=served.log_scale_mean,
+                              log_scale_std=served.log_scale_std, model_id=served.model_id,
+                              device="cpu", calibration=served.calibration)
+    assert torch_fc.state_fingerprint() == served.state_fingerprint()
+    w = np.random.default_rng(1).poisson(2.0, (64, 400)).astype(float)
+    w[:8, :300] = np.nan
+    end = np.datetime64("2011-12-01")
+    a, b = torch_fc.predict(w, 14, end_days=end), served.predict(w, 14, end_days=end)
+    for x, y in ((a.daily, b.daily), (a.cumulative, b.cumulative)):
+        assert np.mean(np.abs(x - y) > 1e-3) < 0.01 and np.abs(x - y).max() <= 1.0 + 1e-3
+    np.testing.assert_allclose(b.mean, a.mean, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.skipif(not DATA.exists(), reason=f"demo data not found at {DATA}")
+def test_it_was_trained_on_the_history_the_demo_reads_by_default() -> None:
+    from shelfcast.cli import _parser
+    from shelfcast.demo.scoring import split_history
+
+    assert _parser().parse_args(["demo"]).events == DEMO_EVENTS
+    model = committed_model()
+    assert model is not None
+    panel = split_history(DATA, DEMO_EVENTS, max_series=DEMO_SERIES).panel
+    assert panel.fingerprint() == model.data_fingerprint
+
+
+def _split():  # type: ignore[no-untyped-def]
+    from shelfcast.demo.scoring import HistorySplit
+    from shelfcast.quick_model import synthetic_panel
+
+    return HistorySplit(0, "2024-01-01", synthetic_panel(6, 60, 2.0))
+
+
+def _serve(split, tmp_path: Path, **fields):  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    from runtime.settings import Settings
+    from shelfcast.demo.runner import DemoOptions, DemoSummary, _served_model
+
+    summary = DemoSummary()
+    console = Console(file=open(tmp_path / "console.txt", "w"), width=200)
+    settings = _served_model(Settings(**fields), DemoOptions(data=tmp_path / "x.csv", events=1,
+                                                     model_cache=tmp_path / "models"),
+                             split, console, summary)
+    console.file.close()
+    return settings, summary, (tmp_path / "console.txt").read_text()
+
+
+def test_the_demo_serves_the_committed_model_on_its_history(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shelfcast.demo.served as served
+
+    split = _split()
+    real = committed_model()
+    assert real is not None
+    monkeypatch.setattr(served, "committed_model", lambda: served.CommittedModel(
+        real.path, real.model_version, split.panel.fingerprint()))
+    settings, summary, _ = _serve(split, tmp_path, model="lstm")
+    assert settings.model_path == real.path
+    assert summary.model_version == real.model_version
+    assert summary.model_source.startswith("pre-trained, committed")
+    assert not (tmp_path / "models").exists()
+
+
+def test_on_other_data_without_torch_it_says_so_and_serves_the_committed_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else find(name, *a))
+    split = _split()
+    settings, summary, printed = _serve(split, tmp_path)
+    real = committed_model()
+    assert real is not None and settings.model_path == real.path
+    assert "on other data" in summary.model_source
+    assert split.panel.fingerprint() in summary.model_source
+    assert "pip install 'shelfcast[train]'" in printed
+    assert not (tmp_path / "models").exists()
