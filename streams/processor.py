@@ -607,6 +607,7 @@ def _closed_demand(states: list[SkuState], last_closed: list[int], levels: list[
     published (without a forecast: it was scored when the bucket closed). At most the last
     `window` closed buckets: an SKU silent for longer has only zeros before them."""
     rows: list[DemandRow] = []
+    starts: dict[int, datetime] = {}  # bucket -> its start (most SKUs close the same buckets)
     for state, closed in zip(states, last_closed, strict=True):
         assert state.first_bucket is not None
         new_from = state.first_bucket if state.actuals_from is None else state.actuals_from
@@ -617,7 +618,9 @@ def _closed_demand(states: list[SkuState], last_closed: list[int], levels: list[
         demand = state.demand
         for b in range(max(start, closed + 1 - window), closed + 1):
             quantity = max(0.0, demand.get(b, 0.0))
-            bucket = datetime.fromtimestamp(b * bucket_seconds, UTC)
+            bucket = starts.get(b)
+            if bucket is None:
+                bucket = starts[b] = datetime.fromtimestamp(b * bucket_seconds, UTC)
             if b == new_from and held is not None:
                 rows.append(DemandRow(state.sku, state.location, bucket, bucket_seconds,
                                       quantity, state.next_forecast_version, levels, held))

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import sys
+from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,8 +37,17 @@ def id_fingerprint(event_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=4).digest(), "little")
 
 
-def _pack(fingerprints: np.ndarray) -> str:
-    return base64.b64encode(np.unique(fingerprints).astype("<u4").tobytes()).decode("ascii")
+def _pack(fingerprints: Iterable[int]) -> str:
+    """Sorted distinct fingerprints as base64 of little-endian uint32 (a stdlib array: a
+    bucket holds a handful of ids, for which numpy's per-call overhead was most of the cost)."""
+    packed = array("I", sorted(set(fingerprints)))
+    if _BIG_ENDIAN:
+        packed.byteswap()
+    return base64.b64encode(packed.tobytes()).decode("ascii")
+
+
+_BIG_ENDIAN = sys.byteorder == "big"
+assert array("I").itemsize == 4, "array('I') must hold 32-bit fingerprints"
 
 
 def _unpack(packed: str) -> np.ndarray:
@@ -167,10 +179,9 @@ class SkuState:
         for b in [b for b in seen_ids if b < keep_ids_from]:
             ids = seen_ids.pop(b)
             if b >= remember_from:
-                fingerprints = np.fromiter(map(id_fingerprint, ids), dtype=np.uint32,
-                                           count=len(ids))
+                fingerprints = list(map(id_fingerprint, ids))
                 if b in old_ids:
-                    fingerprints = np.concatenate([_unpack(old_ids[b]), fingerprints])
+                    fingerprints.extend(_unpack(old_ids[b]).tolist())
                 old_ids[b] = _pack(fingerprints)
         if old_ids and min(old_ids) < remember_from:
             for b in [b for b in old_ids if b < remember_from]:

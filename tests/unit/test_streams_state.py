@@ -158,3 +158,18 @@ def test_a_state_written_before_restock_terms_decodes_and_is_timed_from_now():
     s.place_order("r-new", 3, issued_bucket=9, lead_buckets=2)
     s.time_orders(10, 2)  # timed once: a later review does not move it
     assert s.on_order_terms == {"r-old": [9, 2], "r-new": [9, 2]}
+
+
+def test_packed_fingerprints_are_sorted_distinct_little_endian_uint32():
+    """The changelog's format of `old_ids` (what states written before hold too)."""
+    import base64
+
+    import numpy as np
+
+    from streams.state import _pack, _unpack
+
+    fps = [7, 3, 2**32 - 1, 3, 0, 65_536]
+    expected = np.unique(np.array(fps, dtype=np.uint32)).astype("<u4").tobytes()
+    assert base64.b64decode(_pack(fps)) == expected
+    assert _unpack(_pack(fps)).tolist() == [0, 3, 7, 65_536, 2**32 - 1]
+    assert _pack([]) == ""
