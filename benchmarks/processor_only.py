@@ -54,7 +54,7 @@ def _settings(model: str = "moving_average") -> Any:
 
 
 def measure(model: str, events: int, skus: int, days: int, fetch: int,
-            partitions: int, malformed: float = 0.0) -> dict[str, Any]:
+            partitions: int, malformed: float = 0.0, repeat: int = 3) -> dict[str, Any]:
     """One run in this process: CPU seconds of processing every fetch of every partition."""
     from rich.console import Console
 
@@ -70,9 +70,10 @@ def measure(model: str, events: int, skus: int, days: int, fetch: int,
     parts = _records(events, skus, days, partitions, malformed)
     forecast_cpu = 0.0
     forecasts = dead = 0
+    kept = (0.0, 0, 0)
 
     async def run() -> float:
-        nonlocal dead
+        nonlocal dead, kept, forecast_cpu, forecasts
         async with served_forecaster(settings) as (forecaster, served):
 
             async def predict(windows: Any, horizon: int, **kw: Any) -> Any:
@@ -83,18 +84,25 @@ def measure(model: str, events: int, skus: int, days: int, fetch: int,
                 forecasts += len(windows)
                 return answer
 
-            processor = BatchProcessor(ProcessorConfig.from_settings(settings), predict,
-                                       forecaster.model_version)
-            store = StateStore(partitions)
-            cpu0 = time.process_time()
-            longest = max(map(len, parts))
-            for start in range(0, longest, fetch):  # a fetch: every partition's next slice
-                for p, records in enumerate(parts):
-                    if start < len(records):
-                        out = await processor.process(records[start:start + fetch],
-                                                      store.partition(p))
-                        dead += len(out.dead_letters)
-            return time.process_time() - cpu0
+            best = float("inf")
+            for _ in range(repeat):  # the least CPU of `repeat` passes, each on fresh state
+                processor = BatchProcessor(ProcessorConfig.from_settings(settings), predict,
+                                           forecaster.model_version)
+                store = StateStore(partitions)
+                forecast_cpu, forecasts, dead = 0.0, 0, 0
+                cpu0 = time.process_time()
+                longest = max(map(len, parts))
+                for start in range(0, longest, fetch):  # a fetch: each partition's next slice
+                    for p, records in enumerate(parts):
+                        if start < len(records):
+                            out = await processor.process(records[start:start + fetch],
+                                                          store.partition(p))
+                            dead += len(out.dead_letters)
+                cpu = time.process_time() - cpu0
+                if cpu < best:
+                    best, kept = cpu, (forecast_cpu, forecasts, dead)
+            forecast_cpu, forecasts, dead = kept
+            return best
 
     cpu = asyncio.run(run())
     total = sum(map(len, parts))
@@ -109,7 +117,7 @@ def _child(tree: str, args: argparse.Namespace, model: str) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--one", model,
            "--events", str(args.events), "--skus", str(args.skus), "--days", str(args.days),
            "--fetch", str(args.fetch), "--partitions", str(args.partitions),
-           "--malformed", str(args.malformed)]
+           "--malformed", str(args.malformed), "--repeat", str(args.repeat)]
     done = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, check=True)
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
@@ -124,6 +132,8 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--malformed", type=float, default=0.0,
                     help="fraction of orders cut short (dead letters), e.g. 0.001")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="passes per run; the least CPU counts")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--against", help="a worktree to compare with (e.g. main), same rounds")
     ap.add_argument("--json", type=Path)
@@ -131,7 +141,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.one:
         print(json.dumps(measure(args.one, args.events, args.skus, args.days, args.fetch,
-                                 args.partitions, args.malformed)))
+                                 args.partitions, args.malformed, args.repeat)))
         return
     here = str(Path(__file__).resolve().parents[1])
     trees = {"this": here} | ({"against": str(Path(args.against).resolve())}
