@@ -4,7 +4,8 @@ Each sample is charged to the innermost frame that is project code (`streams/`,
 `forecasting/`, `optimizer/`, `schemas/`, `runtime/`, `shelfcast/`), shown as its module and
 function group, and separately to the package of the innermost frame of all (where the CPU
 actually was: msgspec, orjson, numpy, aiokafka, asyncio, ...). Idle samples (the event loop
-waiting in select/epoll) are counted apart, so shares are of busy samples.
+waiting in select/epoll; py-spy leaves them out unless run with --idle) are counted apart,
+so shares are of busy samples; `--under` keeps the samples below one frame only.
 
     python benchmarks/profile_summary.py PROFILE.txt [--top 25] [--json OUT.json]
 """
@@ -23,22 +24,18 @@ _IDLE = ("select (selectors.py", "poll (selectors.py", "_run_once (asyncio/base_
 
 
 def _module(path: str) -> tuple[str | None, str]:
-    """(project module or None, top-level package) of a frame's file."""
+    """(project module or None, top-level package) of a frame's file (py-spy names files
+    relative to their sys.path entry: `streams/engine.py`, `asyncio/events.py`)."""
     parts = path.replace("\\", "/").split("/")
+    if "site-packages" in parts:
+        parts = parts[parts.index("site-packages") + 1:] or parts
     for i, part in enumerate(parts):
         if part in PROJECT and i + 1 < len(parts):
             return "/".join(parts[i:]).removesuffix(".py").replace("/", "."), part
-    if "site-packages" in parts:
-        i = parts.index("site-packages")
-        return None, parts[i + 1].split(".")[0] if i + 1 < len(parts) else "?"
-    if "lib" in parts and parts[-1].endswith(".py"):  # the standard library
-        i = len(parts) - 1 - parts[::-1].index("lib")
-        rest = parts[i + 2:] if i + 2 < len(parts) else parts[-1:]
-        return None, "stdlib:" + rest[0].removesuffix(".py")
-    return None, parts[-1]
+    return None, parts[0].removesuffix(".py") if len(parts) > 1 else parts[-1]
 
 
-def summarise(path: Path, top: int) -> dict[str, object]:
+def summarise(path: Path, top: int, under: str | None = None) -> dict[str, object]:
     by_module: Counter[str] = Counter()
     by_function: Counter[str] = Counter()
     by_package: Counter[str] = Counter()
@@ -48,6 +45,8 @@ def summarise(path: Path, top: int) -> dict[str, object]:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
+        if under is not None and under not in stack:
+            continue
         frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
         if frames and frames[-1].startswith(_IDLE):
             idle += count
@@ -73,7 +72,7 @@ def summarise(path: Path, top: int) -> dict[str, object]:
     def shares(counter: Counter[str]) -> list[tuple[str, float]]:
         return [(k, round(100 * v / max(busy, 1), 1)) for k, v in counter.most_common(top)]
 
-    return {"profile": str(path), "busy_samples": busy, "idle_samples": idle,
+    return {"profile": str(path), "under": under, "busy_samples": busy, "idle_samples": idle,
             "by_project_module": shares(by_module), "by_function": shares(by_function),
             "by_innermost_package": shares(by_package)}
 
@@ -83,8 +82,10 @@ def main() -> None:
     ap.add_argument("profile", type=Path)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--under", help="only samples whose stack holds this frame text, e.g. "
+                    "'BatchEngine._loop' (the worker's steady state, not its start-up)")
     args = ap.parse_args()
-    result = summarise(args.profile, args.top)
+    result = summarise(args.profile, args.top, args.under)
     print(f"{args.profile}: {result['busy_samples']} busy samples, "
           f"{result['idle_samples']} idle")
     for title in ("by_project_module", "by_function", "by_innermost_package"):

@@ -34,4 +34,6 @@ fi
 echo "profiling worker pid $worker at $rate Hz" >&2
 "$spy" record -r "$rate" -f raw -o "$out.txt" -p "$worker" --nonblocking >/dev/null 2>&1 || true
 wait "$bench"
-"$py" "$here/benchmarks/profile_summary.py" "$out.txt" --json "$out-summary.json"
+# the steady state: samples inside the engine's fetch-process-send loop (not start-up)
+"$py" "$here/benchmarks/profile_summary.py" "$out.txt" --under "BatchEngine._loop" \
+    --json "$out-summary.json"
