@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import datetime
+from itertools import islice
 from operator import attrgetter, mul
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -23,7 +24,8 @@ import orjson
 
 from schemas.events import MAX_QUANTITY
 
-__all__ = ["FastOrder", "FastStock", "OrderColumns", "fast_order", "fast_stock", "order_columns"]
+__all__ = ["FastOrder", "FastStock", "OrderColumns", "fast_order", "fast_stock", "order_columns",
+           "order_columns_from", "stock_columns", "stock_columns_from"]
 
 # sku/location: the models' `^[^@\s]+$`, narrowed to printable ASCII (Python's and the
 # validator's ideas of Unicode whitespace differ; anything else takes the slow path)
@@ -223,15 +225,59 @@ def order_columns(raws: Sequence[Any], max_bytes: int) -> OrderColumns | None:
     `fast_order`: accepted only what it accepts, with the same values
     (tests/unit/test_streams_codec.py).
     """
-    if not raws:
-        return OrderColumns([], [], [], [], [])
-    try:
-        if max(map(len, raws)) > max_bytes:  # a None value raises TypeError
-            return None
-        docs = list(map(_decode_order, raws))
-    except (TypeError, msgspec.DecodeError):  # ValidationError is a DecodeError
+    docs, parsed = _parse(_decode_order, raws, 0, max_bytes)
+    if parsed < len(raws):
         return None
+    return _order_columns(docs)
+
+
+def order_columns_from(raws: Sequence[Any], start: int, max_bytes: int
+                       ) -> tuple[OrderColumns | None, int]:
+    """(columns, n): the records from `start` on that parse as typed structs are the next
+    n; `columns` holds them when they pass the column checks too (else None). The record
+    after them, if any, is not plainly valid: the caller decodes it alone."""
+    docs, n = _parse(_decode_order, raws, start, max_bytes)
+    return _order_columns(docs), n
+
+
+def _parse(decode: Any, raws: Sequence[Any], start: int, max_bytes: int
+           ) -> tuple[list[Any], int]:
+    """The typed structs of the records from `start` up to the first that does not parse
+    (oversized, None, bad JSON, a type or range refused), and how many there are."""
+    if start == 0:  # the common case, every record plainly valid: one map() at C speed
+        try:
+            if max(map(len, raws), default=0) <= max_bytes:  # a None raises TypeError
+                docs = list(map(decode, raws))
+                return docs, len(docs)
+        except (TypeError, msgspec.DecodeError):
+            pass  # find the first that fails, one at a time
+    docs = []
+    append = docs.append
+    try:
+        for raw in islice(raws, start, None):
+            if len(raw) > max_bytes:  # a None value raises TypeError
+                break
+            append(decode(raw))
+    except (TypeError, msgspec.DecodeError):  # ValidationError is a DecodeError
+        pass
+    return docs, len(docs)
+
+
+def _order_columns(docs: list[_Order]) -> OrderColumns | None:
+    if not docs:
+        return OrderColumns([], [], [], [], [])
     ids, kinds, skus, locations, qtys, times = (list(map(get, docs)) for get in _COLUMNS)
+    epochs = _checked_columns(skus, locations, times)
+    if epochs is None:
+        return None
+    signs = list(map(_ORDER_TYPES.__getitem__, kinds))
+    return OrderColumns(ids, skus, locations, epochs, list(map(mul, signs, qtys)))
+
+
+def _checked_columns(skus: list[str], locations: list[str], times: list[str]
+                     ) -> list[float] | None:
+    """The epoch seconds of `times` when every name and timestamp of a run is plainly valid
+    (`_name`, `_time`), checked a column at a time; else None."""
     if not all(map(_name, (set(skus) | set(locations)) - _good_names)):
         return None
     try:
@@ -250,6 +296,58 @@ def order_columns(raws: Sequence[Any], max_bytes: int) -> OrderColumns | None:
     years = list(map(_YEAR, whens))
     if min(years) < 1990 or max(years) > 2100:
         return None
-    signs = list(map(_ORDER_TYPES.__getitem__, kinds))
-    return OrderColumns(ids, skus, locations,
-                        list(map(datetime.timestamp, whens)), list(map(mul, signs, qtys)))
+    return list(map(datetime.timestamp, whens))
+
+
+class _Stock(msgspec.Struct, forbid_unknown_fields=True):
+    """A stock event as `fast_stock` accepts it, typed (as `_Order`); which of on_hand and
+    delta a kind needs is checked afterwards, a column at a time."""
+
+    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    type: Literal["snapshot", "adjustment", "receipt"]
+    sku: str
+    location: str
+    occurred_at: str
+    on_hand: Annotated[int, msgspec.Meta(ge=0, le=_UNITS_MAX)] | None = None
+    delta: Annotated[int, msgspec.Meta(ge=-MAX_QUANTITY, le=MAX_QUANTITY)] | None = None
+    restock_id: str | None = None
+    schema_version: Literal[1] = 1
+
+
+_decode_stock = msgspec.json.Decoder(_Stock).decode
+_STOCK_COLUMNS = [attrgetter(name) for name in (
+    "event_id", "type", "sku", "location", "occurred_at", "on_hand", "delta", "restock_id")]
+
+
+def stock_columns(raws: Sequence[Any], max_bytes: int) -> list[FastStock] | None:
+    """`fast_stock` of every record value, or None unless ALL are plainly valid (as
+    `order_columns`: typed parse in C, names and timestamps a column at a time)."""
+    docs, parsed = _parse(_decode_stock, raws, 0, max_bytes)
+    if parsed < len(raws):
+        return None
+    return _stock_rows(docs)
+
+
+def stock_columns_from(raws: Sequence[Any], start: int, max_bytes: int
+                       ) -> tuple[list[FastStock] | None, int]:
+    """`order_columns_from` for stock events."""
+    docs, n = _parse(_decode_stock, raws, start, max_bytes)
+    return _stock_rows(docs), n
+
+
+def _stock_rows(docs: list[_Stock]) -> list[FastStock] | None:
+    if not docs:
+        return []
+    ids, kinds, skus, locations, times, on_hands, deltas, restocks = (
+        list(map(get, docs)) for get in _STOCK_COLUMNS)
+    for kind, on_hand, delta in zip(kinds, on_hands, deltas, strict=True):
+        if kind == "snapshot":
+            if on_hand is None or delta is not None:
+                return None
+        elif delta is None or on_hand is not None or (kind == "receipt" and delta <= 0):
+            return None
+    epochs = _checked_columns(skus, locations, times)
+    if epochs is None:
+        return None
+    return list(map(FastStock, ids, kinds, skus, locations, epochs, on_hands, deltas,
+                    restocks))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import groupby
+from itertools import groupby, repeat
 from operator import attrgetter
 from typing import Any, Protocol
 
@@ -43,7 +43,14 @@ from schemas import (
     sku_keys,
     split_key,
 )
-from streams.codec import FastOrder, FastStock, fast_order, fast_stock, order_columns
+from streams.codec import (
+    FastOrder,
+    FastStock,
+    fast_order,
+    fast_stock,
+    order_columns_from,
+    stock_columns_from,
+)
 from streams.outputs import AlertRow, BatchOutputs, DemandRow, ForecastRows
 from streams.state import ApplyResult, SkuState
 
@@ -71,6 +78,8 @@ class PredictFn(Protocol):
                  states: Sequence[bytes | None] | None = None) -> Awaitable[ServedForecast]: ...
 
 _TOPIC, _VALUE, _RECORD_KEY = attrgetter("topic"), attrgetter("value"), attrgetter("key")
+# a run of at most this many records that does not decode as columns goes record by record
+_EXACT_BELOW = 4
 
 
 @dataclass(frozen=True)
@@ -209,6 +218,58 @@ class BatchProcessor:
             return record, _keyed(record, sku_key(policy.sku, policy.location)), policy, None, None
         raise InvalidEvent(f"unexpected topic {record.topic!r}", kind="unknown_topic")
 
+    def _decode_each(self, run: Sequence[InputRecord], pending: list[_Item],
+                     out: BatchOutputs) -> None:
+        """Record by record (`_decode`): the exact path, which names a dead letter's reason."""
+        for record in run:
+            try:
+                pending.append(self._decode(record))
+            except InvalidEvent as exc:
+                out.dead_letters.append(dead_letter(
+                    topic=record.topic, partition=record.partition, offset=record.offset,
+                    key=record.key, raw=record.value, error=exc,
+                    max_payload_bytes=self.dlq_payload_bytes))
+
+    def _decode_run(self, topic: str, run: Sequence[InputRecord], pending: list[_Item],
+                    out: BatchOutputs) -> None:
+        """A run of orders or stock events of one topic decoded into columns
+        (`order_columns_from` / `stock_columns_from`: a typed parse in C, then checks a column
+        at a time). A record that does not parse is decoded alone by the exact path (which
+        names its dead letter's reason) and the run goes on after it; a stretch that parses
+        but fails a column check (or whose Kafka keys are not its payloads') is halved until
+        the halves pass, so only the few odd records take the exact path."""
+        max_bytes = self.config.max_payload_bytes
+        values = list(map(_VALUE, run))
+        start = 0
+        while start < len(run):
+            if topic == self.topics.orders:
+                columns, n = order_columns_from(values, start, max_bytes)
+                stretch = run[start:start + n]
+                if columns is not None:
+                    keys = sku_keys(columns.sku, columns.location)
+                    if _keys_agree(list(map(_RECORD_KEY, stretch)), keys):
+                        pending.extend(zip(stretch, keys, columns.event_id,
+                                           columns.occurred_at, columns.signed_quantity,
+                                           strict=True))
+                        stretch = []
+            else:
+                stocks, n = stock_columns_from(values, start, max_bytes)
+                stretch = run[start:start + n]
+                if stocks is not None:
+                    keys = sku_keys([e.sku for e in stocks], [e.location for e in stocks])
+                    if _keys_agree(list(map(_RECORD_KEY, stretch)), keys):
+                        pending.extend(zip(stretch, keys, stocks, repeat(None), repeat(None)))
+                        stretch = []
+            if len(stretch) <= _EXACT_BELOW:
+                self._decode_each(stretch, pending, out)
+            else:  # parsed, but some record failed a column check: halve
+                half = len(stretch) // 2
+                self._decode_run(topic, stretch[:half], pending, out)
+                self._decode_run(topic, stretch[half:], pending, out)
+            if start + n < len(run):  # the record that did not parse
+                self._decode_each(run[start + n:start + n + 1], pending, out)
+            start += n + 1
+
     def _apply(self, event: FastStock | SkuPolicy, state: SkuState) -> ApplyResult:
         if isinstance(event, FastStock):
             return state.apply_stock(event.event_id, event.occurred_at, event.type,
@@ -242,25 +303,12 @@ class BatchProcessor:
             out = BatchOutputs()
         cache: dict[str, SkuState] = {}
         pending: list[_Item] = []
-        orders_topic, max_bytes = self.topics.orders, self.config.max_payload_bytes
         for topic, group in groupby(records, key=_TOPIC):
             run = list(group)
-            if topic == orders_topic:  # the bulk: decode the run a column at a time
-                columns = order_columns(list(map(_VALUE, run)), max_bytes)
-                if columns is not None:
-                    keys = sku_keys(columns.sku, columns.location)
-                    if _keys_agree(list(map(_RECORD_KEY, run)), keys):
-                        pending.extend(zip(run, keys, columns.event_id, columns.occurred_at,
-                                           columns.signed_quantity, strict=True))
-                        continue
-            for record in run:
-                try:
-                    pending.append(self._decode(record))
-                except InvalidEvent as exc:
-                    out.dead_letters.append(dead_letter(
-                        topic=record.topic, partition=record.partition, offset=record.offset,
-                        key=record.key, raw=record.value, error=exc,
-                        max_payload_bytes=self.dlq_payload_bytes))
+            if topic == self.topics.orders or topic == self.topics.stock:
+                self._decode_run(topic, run, pending, out)
+            else:
+                self._decode_each(run, pending, out)
         apply_order = SkuState.order
         bucket_seconds, window, lateness = (self.bucket_seconds, self.window_buckets,
                                             self.lateness_buckets)
@@ -559,6 +607,7 @@ def _closed_demand(states: list[SkuState], last_closed: list[int], levels: list[
     published (without a forecast: it was scored when the bucket closed). At most the last
     `window` closed buckets: an SKU silent for longer has only zeros before them."""
     rows: list[DemandRow] = []
+    starts: dict[int, datetime] = {}  # bucket -> its start (most SKUs close the same buckets)
     for state, closed in zip(states, last_closed, strict=True):
         assert state.first_bucket is not None
         new_from = state.first_bucket if state.actuals_from is None else state.actuals_from
@@ -569,7 +618,9 @@ def _closed_demand(states: list[SkuState], last_closed: list[int], levels: list[
         demand = state.demand
         for b in range(max(start, closed + 1 - window), closed + 1):
             quantity = max(0.0, demand.get(b, 0.0))
-            bucket = datetime.fromtimestamp(b * bucket_seconds, UTC)
+            bucket = starts.get(b)
+            if bucket is None:
+                bucket = starts[b] = datetime.fromtimestamp(b * bucket_seconds, UTC)
             if b == new_from and held is not None:
                 rows.append(DemandRow(state.sku, state.location, bucket, bucket_seconds,
                                       quantity, state.next_forecast_version, levels, held))

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import sys
+from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,8 +37,17 @@ def id_fingerprint(event_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=4).digest(), "little")
 
 
-def _pack(fingerprints: np.ndarray) -> str:
-    return base64.b64encode(np.unique(fingerprints).astype("<u4").tobytes()).decode("ascii")
+def _pack(fingerprints: Iterable[int]) -> str:
+    """Sorted distinct fingerprints as base64 of little-endian uint32 (a stdlib array: a
+    bucket holds a handful of ids, for which numpy's per-call overhead was most of the cost)."""
+    packed = array("I", sorted(set(fingerprints)))
+    if _BIG_ENDIAN:
+        packed.byteswap()
+    return base64.b64encode(packed.tobytes()).decode("ascii")
+
+
+_BIG_ENDIAN = sys.byteorder == "big"
+assert array("I").itemsize == 4, "array('I') must hold 32-bit fingerprints"
 
 
 def _unpack(packed: str) -> np.ndarray:
@@ -45,6 +57,11 @@ def _unpack(packed: str) -> np.ndarray:
 def bucket_index(epoch_seconds: float, bucket_seconds: int) -> int:
     """The event-time bucket an instant falls in (UTC-aligned)."""
     return int(epoch_seconds // bucket_seconds)
+
+
+# a bucket with this many ids looks them up in a set (`SkuState._id_set`), not the list
+_SCAN_BELOW = 16
+_ID_SETS = "_id_sets"  # the attribute holding those sets (undeclared: never serialised)
 
 
 @dataclass
@@ -89,6 +106,7 @@ class SkuState:
     def to_json(self) -> dict[str, Any]:
         """A shallow JSON-able copy (the state object is discarded after the batch)."""
         data = dict(self.__dict__)
+        data.pop(_ID_SETS, None)
         data["demand"] = {str(k): v for k, v in self.demand.items()}
         data["seen_ids"] = {str(k): v for k, v in self.seen_ids.items()}
         data["old_ids"] = {str(k): v for k, v in self.old_ids.items()}
@@ -164,13 +182,15 @@ class SkuState:
                 del demand[b]
         keep_ids_from = self.watermark - lateness
         remember_from = self.watermark - max(memory, lateness)
+        sets = self.__dict__.get(_ID_SETS)
         for b in [b for b in seen_ids if b < keep_ids_from]:
             ids = seen_ids.pop(b)
+            if sets:
+                sets.pop(b, None)
             if b >= remember_from:
-                fingerprints = np.fromiter(map(id_fingerprint, ids), dtype=np.uint32,
-                                           count=len(ids))
+                fingerprints = list(map(id_fingerprint, ids))
                 if b in old_ids:
-                    fingerprints = np.concatenate([_unpack(old_ids[b]), fingerprints])
+                    fingerprints.extend(_unpack(old_ids[b]).tolist())
                 old_ids[b] = _pack(fingerprints)
         if old_ids and min(old_ids) < remember_from:
             for b in [b for b in old_ids if b < remember_from]:
@@ -202,10 +222,16 @@ class SkuState:
         ids = self.seen_ids.get(bucket)
         if ids is None:
             self.seen_ids[bucket] = [event_id]
-        elif event_id in ids:
-            return "duplicate"
-        else:
+        elif len(ids) < _SCAN_BELOW:  # a handful of ids: scanning the list is cheapest
+            if event_id in ids:
+                return "duplicate"
             ids.append(event_id)
+        else:  # a hot SKU's bucket: look ids up in a set, not a scan per order
+            known = self._id_set(bucket, ids)
+            if event_id in known:
+                return "duplicate"
+            ids.append(event_id)
+            known.add(event_id)
         if watermark is None or bucket > watermark:
             self.advance(bucket, window=window, lateness=lateness, memory=memory)
         demand = self.demand
@@ -223,6 +249,18 @@ class SkuState:
                 self.backorders -= cleared
                 self.on_hand += back - cleared
         return "ok"
+
+    def _id_set(self, bucket: int, ids: list[str]) -> set[str]:
+        """The ids of `bucket` as a set, kept beside the list while the state lives (not a
+        dataclass field: neither the changelog nor `to_json` carries it); rebuilt when the
+        list grew without it (a stock event's id, a state decoded afresh)."""
+        sets: dict[int, set[str]] | None = self.__dict__.get(_ID_SETS)
+        if sets is None:
+            sets = self.__dict__[_ID_SETS] = {}
+        known = sets.get(bucket)
+        if known is None or len(known) != len(ids):
+            known = sets[bucket] = set(ids)
+        return known
 
     def _take_from_stock(self, units: int) -> None:
         if units >= 0:

@@ -6,7 +6,14 @@ import random
 import pytest
 
 from schemas import InvalidEvent, OrderEvent, StockEvent, decode
-from streams.codec import fast_order, fast_stock, order_columns
+from streams.codec import (
+    fast_order,
+    fast_stock,
+    order_columns,
+    order_columns_from,
+    stock_columns,
+    stock_columns_from,
+)
 
 ORDER = {"event_id": "e1", "type": "placed", "sku": "MUG-1", "location": "wh1", "quantity": 3,
          "occurred_at": "2011-03-07T10:00:00+00:00", "unit_price": 2.5, "order_id": "o9"}
@@ -144,3 +151,65 @@ def test_columns_agree_with_fast_order_on_every_mutated_record():
         accepted += 1
         assert [tuple(row) for row in zip(*columns, strict=True)] == [tuple(single)]
     assert accepted > 50
+
+
+RECEIPT = {**STOCK, "type": "receipt", "on_hand": None, "delta": 5, "restock_id": "r1"}
+
+
+@pytest.mark.parametrize("base", [STOCK, RECEIPT, {**RECEIPT, "type": "adjustment",
+                                                   "delta": -4, "restock_id": None}])
+def test_stock_columns_agree_with_fast_stock_on_every_mutated_record(base):
+    """`stock_columns` (msgspec) and `fast_stock` (orjson + checks): one contract, so on each
+    odd record alone they accept and refuse alike, with the same values."""
+    rng = random.Random(29)
+    accepted = 0
+    for raw in [json.dumps(base).encode(), *mutations(base, rng, 3000)]:
+        single = fast_stock(raw, 1 << 20)
+        columns = stock_columns([raw], 1 << 20)
+        if single is None:
+            assert columns is None, f"columns accepted what fast_stock refuses: {raw!r}"
+            continue
+        assert columns == [single], f"columns disagree on {raw!r}"
+        accepted += 1
+    assert accepted > 50
+
+
+def test_a_stock_run_decoded_by_columns_equals_record_by_record():
+    rng = random.Random(13)
+    bases = [STOCK, RECEIPT, {**RECEIPT, "type": "adjustment", "delta": -2}]
+    broken = [raw for base in bases for raw in mutations(base, rng, 100)]
+    runs_accepted = 0
+    for _ in range(200):
+        batch = [json.dumps({**rng.choice(bases), "event_id": f"s{i}",
+                             "occurred_at": rng.choice(["2011-03-07T10:00:00Z",
+                                                        "2011-03-08 01:02:03.5-05:00"])}).encode()
+                 for i in range(rng.randint(1, 30))]
+        if rng.random() < 0.5:
+            batch.insert(rng.randrange(len(batch) + 1), rng.choice(broken))
+        singles = [fast_stock(raw, 1 << 20) for raw in batch]
+        columns = stock_columns(batch, 1 << 20)
+        if any(s is None for s in singles):
+            assert columns is None
+            continue
+        assert columns == singles
+        runs_accepted += 1
+    assert runs_accepted > 80
+    assert stock_columns([], 1 << 20) == []
+    assert stock_columns([json.dumps(STOCK).encode(), None], 1 << 20) is None
+    assert stock_columns([json.dumps(STOCK).encode()], 10) is None
+
+
+def test_columns_from_stop_at_the_first_record_that_does_not_parse():
+    good = valid_orders(random.Random(4), 10)
+    run = [*good[:3], b'{"event_id": "x"', *good[3:7], None, *good[7:]]
+    columns, n = order_columns_from(run, 0, 1 << 20)
+    assert n == 3 and columns is not None and columns.event_id == ["e0", "e1", "e2"]
+    columns, n = order_columns_from(run, 4, 1 << 20)
+    assert n == 4 and columns is not None and columns.event_id == ["e3", "e4", "e5", "e6"]
+    columns, n = order_columns_from(run, 9, 1 << 20)
+    assert n == 3 and columns is not None and len(columns.event_id) == 3
+    odd_name = json.dumps({**ORDER, "sku": "a b"}).encode()  # parses, fails a column check
+    assert order_columns_from([*good, odd_name], 0, 1 << 20) == (None, 11)
+    stock = [json.dumps(STOCK).encode(), json.dumps({**STOCK, "on_hand": -1}).encode()]
+    rows, n = stock_columns_from(stock, 0, 1 << 20)
+    assert n == 1 and rows == [fast_stock(stock[0], 1 << 20)]

@@ -230,3 +230,30 @@ def test_every_closed_bucket_publishes_its_actual_with_the_forecast_made_for_it(
     assert by_day[6][-1].quantity == 7.0 and by_day[6][-1].forecast_quantiles is None
     for event in demand:  # every row is a valid contract event
         DemandEvent.model_validate_json(event.model_dump_json())
+
+
+def test_odd_records_in_a_long_run_alone_take_the_exact_path(monkeypatch):
+    """A run with a few malformed or mis-keyed records is halved until its halves decode as
+    columns: only a handful of records around each odd one are decoded one by one, and the
+    dead letters name each odd record's reason."""
+    p = processor()
+    good = orders(1000)
+    bad_at = {137: b'{"event_id": "x", "quantity": ', 612: json.dumps({
+        "event_id": "k", "type": "placed", "sku": "B", "location": "L", "quantity": 1,
+        "occurred_at": T0.isoformat()}).encode()}
+    records = [rec(SETTINGS.topics.orders, i, bad_at.get(i, r.value or b""))
+               for i, r in enumerate(good)]
+    exact = 0
+    decode_one = p._decode
+
+    def counted(record):
+        nonlocal exact
+        exact += 1
+        return decode_one(record)
+
+    monkeypatch.setattr(p, "_decode", counted)
+    out = run(p, records, {})
+    assert sorted((d.offset, d.error_kind) for d in out.dead_letters) == [
+        (137, "invalid_json"), (612, "key_mismatch")]
+    assert exact <= 2 * 4  # _EXACT_BELOW records around each odd one
+    assert out.accepted == 998

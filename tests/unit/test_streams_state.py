@@ -158,3 +158,43 @@ def test_a_state_written_before_restock_terms_decodes_and_is_timed_from_now():
     s.place_order("r-new", 3, issued_bucket=9, lead_buckets=2)
     s.time_orders(10, 2)  # timed once: a later review does not move it
     assert s.on_order_terms == {"r-old": [9, 2], "r-new": [9, 2]}
+
+
+def test_packed_fingerprints_are_sorted_distinct_little_endian_uint32():
+    """The changelog's format of `old_ids` (what states written before hold too)."""
+    import base64
+
+    import numpy as np
+
+    from streams.state import _pack, _unpack
+
+    fps = [7, 3, 2**32 - 1, 3, 0, 65_536]
+    expected = np.unique(np.array(fps, dtype=np.uint32)).astype("<u4").tobytes()
+    assert base64.b64decode(_pack(fps)) == expected
+    assert _unpack(_pack(fps)).tolist() == [0, 3, 7, 65_536, 2**32 - 1]
+    assert _pack([]) == ""
+
+
+def test_a_hot_buckets_ids_are_deduped_through_a_set_that_is_never_serialised():
+    from streams.changelog import decode_sku_state, encode_state
+    from streams.state import SkuState
+
+    state = SkuState(sku="A", location="L")
+    t = 86_400 * 15_000 + 10.0
+    for i in range(100):
+        assert state.order(f"o{i}", t, 1, 86_400, 7, 1) == "ok"
+    assert state.apply_stock("s1", t, "adjustment", on_hand=None, delta=5, restock_id=None,
+                             bucket_seconds=86_400, lateness=1) == "ok"  # grows the list alone
+    assert state.order("s1", t, 1, 86_400, 7, 1) == "duplicate"
+    assert state.order("o42", t, 1, 86_400, 7, 1) == "duplicate"
+    assert state.order("o100", t, 1, 86_400, 7, 1) == "ok"
+    assert state.order("o100", t, 1, 86_400, 7, 1) == "duplicate"
+    assert state.demand[15_000] == 101.0 and len(state.seen_ids[15_000]) == 102
+    assert "_id_sets" not in state.to_json()
+    again = decode_sku_state(encode_state(state))
+    assert again == state and again is not None and not hasattr(again, "_id_sets")
+    assert again.order("o7", t, 1, 86_400, 7, 1) == "duplicate"  # the set is rebuilt
+    # a bucket past the lateness is fingerprinted and its set dropped with its list
+    assert state.order("later", t + 3 * 86_400, 1, 86_400, 7, 1) == "ok"
+    assert 15_000 not in state.seen_ids and 15_000 not in state.__dict__["_id_sets"]
+    assert state.order("o5", t, 1, 86_400, 7, 1) == "duplicate"  # remembered by fingerprint
