@@ -5,7 +5,8 @@ EVENTS ?= 20000
 
 .PHONY: demo test venv lint
 
-# What the demo needs: the base install (no torch: the demo serves its committed LSTM in numpy).
+# What the demo needs: the base install (no torch: the demo serves its committed lstm_lgbm,
+# its LSTM part in numpy).
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q -e .

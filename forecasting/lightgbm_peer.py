@@ -25,6 +25,7 @@ Targets and demand features are divided by the series' recent level (`lag_featur
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -241,7 +242,8 @@ class LightGBMForecaster(Forecaster):
     @classmethod
     def load(cls, path: str | Path, *,
              end_day: Callable[[], np.datetime64] = yesterday) -> LightGBMForecaster:
-        """A fitted forecaster from a directory written by `save`."""
+        """A fitted forecaster from a directory written by `save` (a booster may be stored
+        gzipped, `booster_K.txt.gz`, as the demo's committed model keeps them)."""
         import lightgbm as lgb
 
         src = Path(path)
@@ -249,7 +251,7 @@ class LightGBMForecaster(Forecaster):
         cfg = dict(meta["config"])
         horizon = cfg.pop("horizon")
         model = cls(horizon, levels=meta["levels"], end_day=end_day, **cfg)
-        model._models = [lgb.Booster(model_str=(src / f"booster_{k}.txt").read_text())
+        model._models = [lgb.Booster(model_str=_booster_text(src / f"booster_{k}.txt"))
                          for k in range(int(meta["boosters"]))]
         model._integer = bool(meta["integer"])
         return model
@@ -271,3 +273,10 @@ def _dates(days: NDArray[np.datetime64], horizon: int) -> NDArray[np.datetime64]
     after = days[-1] + np.arange(1, horizon + 1).astype("timedelta64[D]")
     out: NDArray[np.datetime64] = np.concatenate([days, after]).astype("datetime64[D]")
     return out
+
+
+def _booster_text(path: Path) -> str:
+    """A booster's model text from `path`, or from `path`.gz where only that exists."""
+    if path.exists():
+        return path.read_text()
+    return gzip.decompress(path.with_name(path.name + ".gz").read_bytes()).decode()

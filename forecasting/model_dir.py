@@ -79,14 +79,14 @@ def save_model_dir(model: Forecaster, out_dir: str | Path, *, data_fingerprint: 
 
 def saved_model_name(path: str | Path) -> str:
     """The registered name of the model saved in `path` (metadata.json's "model")."""
-    from forecasting.lstm.artifact import read_metadata
+    from forecasting.lstm.artifact_files import read_metadata
 
     return str(read_metadata(path).get("model", "lstm"))
 
 
 def model_dir_version(path: str | Path) -> str:
     """The model version stamped on the directory (what forecasts carry)."""
-    from forecasting.lstm.artifact import read_metadata
+    from forecasting.lstm.artifact_files import read_metadata
 
     return str(read_metadata(path)["model_version"])
 
@@ -96,7 +96,7 @@ def load_model_dir(path: str | Path, *, device: str = "auto",
     """The forecaster saved in `path`, whichever loadable model it is, through its registry
     factory (`backend`: the LSTM's, where it has a choice); ArtifactError (a ValueError) for
     a directory that holds none."""
-    from forecasting.lstm.artifact import ArtifactError
+    from forecasting.lstm.artifact_files import ArtifactError
 
     name = saved_model_name(path)
     if name == "lstm":

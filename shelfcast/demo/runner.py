@@ -1,9 +1,11 @@
 """`shelfcast demo`: the whole pipeline on embedded (or configured) services, with a summary.
 
-Serves the default model, the LSTM: the small pre-trained one committed with the demo
-(shelfcast.demo.served, served in numpy: no torch, no training) when the history before the
-replayed days is the one it was trained on; else, with torch installed, one trained on the
-spot (tens of CPU-seconds) or reused from the cache (shelfcast.quick_model). Starts what is
+Serves the default model, lstm_lgbm (the LSTM + LightGBM): the small pre-trained one
+committed with the demo (shelfcast.demo.served; its LSTM part served in numpy: no torch, no
+training) when the history before the replayed days is the one it was trained on; else, with
+torch installed, one trained on the spot (tens of CPU-seconds) or reused from the cache
+(shelfcast.quick_model). SHELFCAST_MODEL=lstm serves the committed model's LSTM part the
+same way. Starts what is
 not configured (Apache Kafka from the cached jars where Java is installed, else the embedded
 tansu broker; a local PostgreSQL), a stream worker process and the optimizer; replays the
 file's last order lines at an accelerated clock with a simulated warehouse (snapshots,
@@ -35,6 +37,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from optimizer.service import OptimizerService
+from runtime.errors import ConfigError
 from runtime.kafka_config import client_kwargs
 from runtime.settings import Settings
 from schemas import RestockEvent, sku_key, split_key
@@ -381,8 +384,10 @@ def _print_summary(console: Console, summary: DemoSummary) -> None:
 
 def _served_model(settings: Settings, opts: DemoOptions, split: HistorySplit,
                   console: Console, summary: DemoSummary) -> Settings:
-    """`settings` with the model the worker serves: the configured one; the LSTM without a
-    directory is trained on the history before the replay (or reused from the cache)."""
+    """`settings` with the model the worker serves: the configured one; a trained model
+    (lstm_lgbm, lstm) without a directory is the committed one when it was trained on this
+    history (or when torch is missing, saying it was not), else one trained on the history
+    before the replay (or reused from the cache)."""
     from streams.forecaster_setup import check_servable, model_info
 
     if model_info(settings).loads_artifact and settings.model_path is None:
@@ -390,13 +395,14 @@ def _served_model(settings: Settings, opts: DemoOptions, split: HistorySplit,
 
         from shelfcast.demo.served import committed_model
 
-        if settings.model != "lstm" and importlib.util.find_spec("torch") is None:
-            console.print(f"[yellow]{settings.model} is trained on the spot, which needs torch "
-                          "(pip install 'shelfcast\\[train]'): serving the committed LSTM")
-            settings = settings.model_copy(update={"model": "lstm"})
         panel = split.panel
-        # The committed model is an LSTM: another model (SHELFCAST_MODEL) trains as before.
-        committed = committed_model() if settings.model == "lstm" else None
+        # The committed model (an lstm_lgbm, the default) serves as its own kind, and as
+        # `lstm` through its LSTM part (an LSTM model directory of its own).
+        found = committed_model()
+        committed = found.serving(settings.model) if found is not None else None
+        if committed is None and importlib.util.find_spec("torch") is None:
+            raise ConfigError(f"SHELFCAST_MODEL={settings.model} has no committed model and "
+                              "training one needs torch: pip install 'shelfcast[train]'")
         if committed is not None and committed.data_fingerprint == panel.fingerprint():
             summary.model_source = (f"pre-trained, committed at {committed.path} (trained on "
                                     f"this history: {panel.n_series} SKUs x {panel.n_days} "

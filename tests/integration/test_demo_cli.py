@@ -66,8 +66,9 @@ importlib.util.find_spec = lambda name, *a: (None if name.split(".")[0] == "torc
 @pytest.mark.skipif(not DATA.exists(), reason=f"benchmark data not found at {DATA}")
 def test_demo_serves_its_committed_model_without_torch(tmp_path: Path):
     """The defaults (20,000 events) replay the history the committed model was trained on:
-    served in numpy, no training, and no process of the demo imports torch (hidden here by a
-    sitecustomize on PYTHONPATH, which the worker process inherits)."""
+    the default model (lstm_lgbm) served as committed (its LSTM part in numpy), no training,
+    and no process of the demo imports torch (hidden here by a sitecustomize on PYTHONPATH,
+    which the worker process inherits)."""
     from shelfcast.demo.served import committed_model
 
     hook = tmp_path / "hook"
@@ -86,6 +87,8 @@ def test_demo_serves_its_committed_model_without_torch(tmp_path: Path):
     committed = committed_model()
     assert committed is not None
     assert summary["events_in"] == 20000
+    assert committed.kind == "lstm_lgbm"
+    assert summary["model"] == "lstm_lgbm"
     assert summary["model_version"] == committed.model_version
     assert summary["model_source"].startswith("pre-trained, committed")
     assert not (tmp_path / "models").exists()  # nothing trained

@@ -1,8 +1,10 @@
-"""The demo's committed pre-trained LSTM: small, readable without torch, served in numpy,
-trained on the history the demo reads by default (when the data file is here)."""
+"""The demo's committed pre-trained lstm_lgbm (the served default): small, readable and served
+without torch (its LSTM part in numpy), trained on the history the demo reads by default
+(when the data file is here); its LSTM part serves SHELFCAST_MODEL=lstm."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -18,27 +20,42 @@ DATA = ROOT.parent / "shared/data/uci_online_retail/transactions.csv.gz"
 
 def test_the_committed_model_is_small_and_documented() -> None:
     model = committed_model()
-    assert model is not None and model.model_version.startswith("lstm-1+")
-    assert sum(f.stat().st_size for f in COMMITTED_MODEL.iterdir()) <= 200_000
-    assert not (COMMITTED_MODEL / "model.pt").exists()  # numpy serves it: no torch weights
+    assert model is not None and model.kind == "lstm_lgbm"
+    assert model.model_version.startswith("lstm_lgbm-")
+    files = [f for f in COMMITTED_MODEL.rglob("*") if f.is_file()]
+    assert {str(f.relative_to(COMMITTED_MODEL)) for f in files} >= {
+        "metadata.json", "combination.json", "lstm/model.npz", "lstm/metadata.json",
+        "lightgbm/lightgbm.json", "lightgbm/booster_0.txt.gz", "README.md"}
+    assert sum(f.stat().st_size for f in files) <= 1_000_000
+    assert not [f for f in files if f.name == "model.pt"]  # numpy serves it: no torch weights
     readme = (COMMITTED_MODEL / "README.md").read_text()
     assert model.model_version in readme and model.data_fingerprint in readme
     assert "python -m shelfcast.demo.served" in readme
+    lstm = model.serving("lstm")  # its LSTM part: an LSTM model directory of its own
+    assert lstm is not None and lstm.kind == "lstm" and lstm.path == COMMITTED_MODEL / "lstm"
+    assert lstm.model_version.startswith("lstm-1+") and lstm.model_version in readme
+    assert lstm.data_fingerprint == model.data_fingerprint
+    assert model.serving("moving_average") is None
 
 
-def test_it_serves_in_numpy_without_importing_torch() -> None:
+@pytest.mark.parametrize(("name", "path", "served"), [
+    ("lstm_lgbm", "", "LSTMLightGBMForecaster/NumpyLSTMForecaster"),
+    ("lstm", "lstm", "NumpyLSTMForecaster"),
+])
+def test_it_serves_without_importing_torch(name: str, path: str, served: str) -> None:
     code = ("import sys, numpy as np; from forecasting import make_forecaster; "
-            f"m = make_forecaster('lstm', path={str(COMMITTED_MODEL)!r}); "
+            f"m = make_forecaster({name!r}, path={str(COMMITTED_MODEL / path)!r}); "
             "f = m.predict(np.random.default_rng(0).poisson(3.0, (5, 120)).astype(float), 14, "
             "end_days=np.datetime64('2011-12-01')); "
             "assert f.mean.shape == (5, 14) and np.isfinite(f.mean).all(); "
-            "print(type(m).__name__, m.model_version); "
-            "assert 'torch' not in sys.modules")
+            "kind = type(m).__name__ + ('/' + type(m.lstm).__name__ if hasattr(m, 'lstm') "
+            "else ''); print(kind, m.model_version); "
+            "assert not [n for n in sys.modules if n.split('.')[0] == 'torch']")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={"PYTHONPATH": str(ROOT)}, timeout=120)
-    model = committed_model()
-    assert model is not None
-    assert done.stdout.split() == ["NumpyLSTMForecaster", model.model_version], done.stderr
+    model = committed_model(COMMITTED_MODEL / path)
+    assert model is not None and model.kind == name
+    assert done.stdout.split() == [served, model.model_version], done.stderr
 
 
 def test_torch_serves_the_same_numbers_from_the_same_weights() -> None:
@@ -50,7 +67,7 @@ def test_torch_serves_the_same_numbers_from_the_same_weights() -> None:
     from forecasting.lstm.features import INPUT_DIM
     from forecasting.lstm.forecaster import LSTMForecaster
 
-    served = load_numpy(COMMITTED_MODEL)
+    served = load_numpy(COMMITTED_MODEL / "lstm")
     net = LSTMNet(INPUT_DIM, served.config)
     net.load_state_dict({k: torch.from_numpy(v) for k, v in served.weights.items()})
     torch_fc = LSTMForecaster(net, log_scale_mean=served.log_scale_mean,
@@ -100,18 +117,24 @@ def _serve(split, tmp_path: Path, **fields):  # type: ignore[no-untyped-def]
     return settings, summary, (tmp_path / "console.txt").read_text()
 
 
+@pytest.mark.parametrize("name", ["lstm_lgbm", "lstm"])
 def test_the_demo_serves_the_committed_model_on_its_history(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import shelfcast.demo.served as served
 
     split = _split()
     real = committed_model()
     assert real is not None
-    monkeypatch.setattr(served, "committed_model", lambda: served.CommittedModel(
-        real.path, real.model_version, split.panel.fingerprint()))
-    settings, summary, _ = _serve(split, tmp_path, model="lstm")
-    assert settings.model_path == real.path
-    assert summary.model_version == real.model_version
+    fake = served.CommittedModel(real.path, real.model_version, split.panel.fingerprint())
+    part = fake.serving("lstm")
+    assert part is not None
+    monkeypatch.setattr(served, "committed_model", lambda path=real.path: (
+        fake if path == real.path else dataclasses.replace(
+            part, data_fingerprint=split.panel.fingerprint())))
+    settings, summary, _ = _serve(split, tmp_path, model=name)
+    expected = real if name == "lstm_lgbm" else part
+    assert settings.model == name and settings.model_path == expected.path
+    assert summary.model == name and summary.model_version == expected.model_version
     assert summary.model_source.startswith("pre-trained, committed")
     assert not (tmp_path / "models").exists()
 
@@ -124,9 +147,11 @@ def test_on_other_data_without_torch_it_says_so_and_serves_the_committed_model(
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "torch" else find(name, *a))
     split = _split()
-    settings, summary, printed = _serve(split, tmp_path)
+    settings, summary, printed = _serve(split, tmp_path)  # the default: lstm_lgbm
     real = committed_model()
     assert real is not None and settings.model_path == real.path
+    assert settings.model == summary.model == "lstm_lgbm"
+    assert summary.model_version == real.model_version
     assert "on other data" in summary.model_source
     assert split.panel.fingerprint() in summary.model_source
     assert "pip install 'shelfcast[train]'" in printed
