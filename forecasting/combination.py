@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -451,9 +452,15 @@ def make_lstm_lgbm(path: str | None = None, *, device: str = "auto",
 
 def _served_lstm(model: Forecaster) -> ServedLSTM:
     """`model` as the LSTM part (either backend), or a CombinationError naming what it is."""
-    from forecasting.lstm.forecaster import LSTMForecaster
     from forecasting.lstm.numpy_forecaster import NumpyLSTMForecaster
 
-    if not isinstance(model, LSTMForecaster | NumpyLSTMForecaster):
-        raise CombinationError(f"lstm_lgbm needs an LSTM part, got {model!r}")
-    return model
+    if isinstance(model, NumpyLSTMForecaster):
+        return model
+    # A torch-served part's module (and torch) is loaded already; checking a numpy-served
+    # one must not import torch, which a base install (no `train` extra) lacks.
+    if "forecasting.lstm.forecaster" in sys.modules:
+        from forecasting.lstm.forecaster import LSTMForecaster
+
+        if isinstance(model, LSTMForecaster):
+            return model
+    raise CombinationError(f"lstm_lgbm needs an LSTM part, got {model!r}")
