@@ -66,8 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="replay real orders through the whole pipeline (embedded services)",
         description="Replay the last UCI Online Retail order lines through the pipeline, "
-        "serving the LSTM (SHELFCAST_MODEL): the pre-trained one committed with the demo (for the "
-        "default data and --events), else trained first on the days before the replay. With "
+        "serving the default model, lstm_lgbm (SHELFCAST_MODEL): the pre-trained one committed "
+        "with the demo (for the default data and --events; no torch needed), else trained first "
+        "on the days before the replay (with torch). With "
         "no SHELFCAST_KAFKA_BOOTSTRAP / SHELFCAST_DATABASE_URL it starts Apache Kafka (with "
         "Java; else the embedded tansu broker) and PostgreSQL itself.")
     demo.add_argument("--data", type=Path, default=None,
