@@ -162,3 +162,19 @@ def test_on_other_data_without_torch_it_says_so_and_serves_the_committed_model(
     assert split.panel.fingerprint() in summary.model_source
     assert "pip install 'shelfcast[train]'" in printed
     assert not (tmp_path / "models").exists()
+
+
+def test_without_a_committed_model_or_torch_it_says_what_to_install(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    import shelfcast.demo.served as served
+    from runtime.errors import ConfigError
+
+    find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else find(name, *a))
+    monkeypatch.setattr(served, "committed_model", lambda path=None: None)
+    with pytest.raises(ConfigError, match=r"no committed model .*shelfcast\[train\]"):
+        _serve(_split(), tmp_path)
+    assert not (tmp_path / "models").exists()
