@@ -202,13 +202,15 @@ def train_challenger(panel: Panel, protocol: BacktestProtocol, config: LSTMConfi
 def load_champion(model_dir: Path, *, device: str = "cpu") -> Forecaster | None:
     """The model serving from `model_dir`, or None when there is none yet (the directory is
     missing or empty). A directory holding something that is not a readable model is a
-    RetrainError: a broken champion must be looked at, not silently replaced."""
+    RetrainError: a broken champion must be looked at, not silently replaced. It is loaded on
+    torch, the backend the challenger is trained and scored on, so the two are compared on
+    the same arithmetic (numpy serving differs in float32 rounding)."""
     if not model_dir.exists() or (model_dir.is_dir() and not any(model_dir.iterdir())):
         return None
     from forecasting.model_dir import load_model_dir
 
     try:
-        return load_model_dir(model_dir, device=device)
+        return load_model_dir(model_dir, device=device, backend="torch")
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise RetrainError(f"the model directory {model_dir} holds no readable model ({exc}); "
                            "move it away to start without a champion") from None
