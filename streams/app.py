@@ -36,7 +36,7 @@ from streams.changelog import FAUST_TABLE, decode_sku_state, encode_state
 from streams.counters import StreamCounters
 from streams.metrics import WorkerMetrics
 from streams.outputs import BatchOutputs, event_json
-from streams.processor import BatchProcessor, PredictFn, ProcessorConfig, RawRecord
+from streams.processor import BatchProcessor, InputRecord, PredictFn, ProcessorConfig
 from streams.store import key_partition
 from streams.web import install_web
 
@@ -271,10 +271,14 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str,
     async def ingest(stream: faust.StreamT[bytes]) -> None:
         within = settings.take_within_ms / 1000
         async for events in stream.take_events(settings.take_max, within=within):
-            by_partition: dict[int, list[RawRecord]] = {}
+            # Faust's messages are the processor's input records as they are (raw key, value)
+            by_partition: dict[int, list[InputRecord]] = {}
             for e in events:
-                record = _raw(e)
-                by_partition.setdefault(record.partition, []).append(record)
+                message = e.message
+                records = by_partition.get(message.partition)
+                if records is None:
+                    records = by_partition[message.partition] = []
+                records.append(message)
             out = BatchOutputs()
             view = _StagedStates(table)
             for partition, records in by_partition.items():
@@ -414,10 +418,3 @@ class _BatchCommitter:
         # (skips partitions revoked meanwhile, flushes the producer, records the offsets)
         if await self._app.consumer._commit_offsets(forward):  # type: ignore[attr-defined]
             self._committed.update(forward)
-
-
-def _raw(event: EventT) -> RawRecord:
-    m = event.message
-    return RawRecord(
-        topic=m.topic, partition=m.partition, offset=m.offset, key=m.key, value=m.value
-    )
