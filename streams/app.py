@@ -18,7 +18,7 @@ import logging
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,43 @@ class _SourcePartitionTable(faust.Table):  # type: ignore[misc]
     def partition_for_key(self, key: Any) -> int | None:
         return self.source_partition
 
+    async def write_batch(self, partition: int, states: Mapping[bytes, Any],
+                          deleted: Iterable[bytes]) -> None:
+        """Set `states` and delete `deleted` in the table, their changelog records (the codec's
+        bytes, a tombstone for a delete) sent as one record batch to `partition` of the
+        changelog; `changelog_acked` waits for them.
+
+        Faust's own `table[key] = value` sends each changelog record through the topic's
+        per-record path (`send_soon`: a FutureMessage, the serializer registry, the producer
+        buffer, one `producer.send` each): ~11% of the worker's time at one write per key per
+        batch. The records are the same bytes either way (recovery reads them back through
+        `StateCodec`); the memory store keeps no persisted offsets, so the per-record
+        `_on_changelog_sent` has nothing to do."""
+        data = self.data
+        records: list[tuple[bytes, bytes | None]] = []
+        for key, value in states.items():
+            data[key] = value
+            records.append((key, encode_state(value)))
+        for key in deleted:
+            data.pop(key, None)
+            records.append((key, None))
+        if not records:
+            return
+        producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
+        topic = self.changelog_topic.get_topic_name()
+        now_ms = int(time.time() * 1000)
+        builder = producer.create_batch()
+        for key, raw in records:
+            if builder.append(key=key, value=raw, timestamp=now_ms) is None:
+                self._unacked.append(await producer.send_batch(builder, topic,
+                                                               partition=partition))
+                builder = producer.create_batch()
+                if builder.append(key=key, value=raw, timestamp=now_ms) is None:
+                    raise ValueError(f"a state of {len(raw or b'')} bytes does not fit a "
+                                     f"record batch of {topic}")
+        if builder.record_count():
+            self._unacked.append(await producer.send_batch(builder, topic, partition=partition))
+
     def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
         fut = super().send_changelog(*args, **kwargs)
         self._unacked.append(fut)
@@ -158,17 +195,12 @@ class _StagedStates(MutableMapping[str, Any]):
 
     async def write_back(self) -> None:
         """Write the held states into the table (each to the changelog partition of its input
-        partition) and wait until the broker has them."""
+        partition, one record batch per partition) and wait until the broker has them."""
         table = self._table
         for partition in sorted(self._staged.keys() | self._deleted.keys()):
-            table.source_partition = partition
-            try:
-                for key, value in self._staged.get(partition, {}).items():
-                    table[key.encode()] = value
-                for key in self._deleted.get(partition, ()):
-                    table.pop(key.encode(), None)
-            finally:
-                table.source_partition = None
+            await table.write_batch(
+                partition, {key.encode(): v for key, v in self._staged.get(partition, {}).items()},
+                [key.encode() for key in self._deleted.get(partition, ())])
         self._staged.clear()
         self._deleted.clear()
         await table.changelog_acked()
