@@ -4,6 +4,7 @@
 #
 #   PYTHONPATH=$PWD benchmarks/profile_worker.sh OUT_PREFIX [bench pipeline options...]
 #   e.g. benchmarks/profile_worker.sh /tmp/prof-main --events 100000 --workers 1
+#   (the Faust engine: SHELFCAST_ENGINE=faust PROFILE_UNDER=ingest ...)
 #
 # Writes OUT_PREFIX.txt (py-spy raw), OUT_PREFIX-bench.json (the bench's JSON) and
 # OUT_PREFIX-summary.json. py-spy attaches to the first worker the bench starts (the
@@ -35,5 +36,5 @@ echo "profiling worker pid $worker at $rate Hz" >&2
 "$spy" record -r "$rate" -f raw -o "$out.txt" -p "$worker" --nonblocking >/dev/null 2>&1 || true
 wait "$bench"
 # the steady state: samples inside the engine's fetch-process-send loop (not start-up)
-"$py" "$here/benchmarks/profile_summary.py" "$out.txt" --under "BatchEngine._loop" \
+"$py" "$here/benchmarks/profile_summary.py" "$out.txt" --under "${PROFILE_UNDER:-BatchEngine._loop}" \
     --json "$out-summary.json"

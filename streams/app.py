@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
-from collections.abc import Iterator, MutableMapping, Sequence
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +31,13 @@ from faust.types import EventT
 from runtime.faults import fault_point
 from runtime.kafka_config import bootstrap_servers, faust_credentials
 from runtime.settings import Settings
-from schemas import encode, sku_key
+from schemas import sku_key
 from streams.changelog import FAUST_TABLE, decode_sku_state, encode_state
 from streams.counters import StreamCounters
 from streams.metrics import WorkerMetrics
-from streams.processor import BatchOutputs, BatchProcessor, PredictFn, ProcessorConfig, RawRecord
+from streams.outputs import BatchOutputs, event_json
+from streams.processor import BatchProcessor, InputRecord, PredictFn, ProcessorConfig
+from streams.store import key_partition
 from streams.web import install_web
 
 __all__ = ["StreamCounters", "create_app"]
@@ -84,6 +88,43 @@ class _SourcePartitionTable(faust.Table):  # type: ignore[misc]
 
     def partition_for_key(self, key: Any) -> int | None:
         return self.source_partition
+
+    async def write_batch(self, partition: int, states: Mapping[bytes, Any],
+                          deleted: Iterable[bytes]) -> None:
+        """Set `states` and delete `deleted` in the table, their changelog records (the codec's
+        bytes, a tombstone for a delete) sent as one record batch to `partition` of the
+        changelog; `changelog_acked` waits for them.
+
+        Faust's own `table[key] = value` sends each changelog record through the topic's
+        per-record path (`send_soon`: a FutureMessage, the serializer registry, the producer
+        buffer, one `producer.send` each): ~11% of the worker's time at one write per key per
+        batch. The records are the same bytes either way (recovery reads them back through
+        `StateCodec`); the memory store keeps no persisted offsets, so the per-record
+        `_on_changelog_sent` has nothing to do."""
+        data = self.data
+        records: list[tuple[bytes, bytes | None]] = []
+        for key, value in states.items():
+            data[key] = value
+            records.append((key, encode_state(value)))
+        for key in deleted:
+            data.pop(key, None)
+            records.append((key, None))
+        if not records:
+            return
+        producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
+        topic = self.changelog_topic.get_topic_name()
+        now_ms = int(time.time() * 1000)
+        builder = producer.create_batch()
+        for key, raw in records:
+            if builder.append(key=key, value=raw, timestamp=now_ms) is None:
+                self._unacked.append(await producer.send_batch(builder, topic,
+                                                               partition=partition))
+                builder = producer.create_batch()
+                if builder.append(key=key, value=raw, timestamp=now_ms) is None:
+                    raise ValueError(f"a state of {len(raw or b'')} bytes does not fit a "
+                                     f"record batch of {topic}")
+        if builder.record_count():
+            self._unacked.append(await producer.send_batch(builder, topic, partition=partition))
 
     def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
         fut = super().send_changelog(*args, **kwargs)
@@ -154,17 +195,12 @@ class _StagedStates(MutableMapping[str, Any]):
 
     async def write_back(self) -> None:
         """Write the held states into the table (each to the changelog partition of its input
-        partition) and wait until the broker has them."""
+        partition, one record batch per partition) and wait until the broker has them."""
         table = self._table
         for partition in sorted(self._staged.keys() | self._deleted.keys()):
-            table.source_partition = partition
-            try:
-                for key, value in self._staged.get(partition, {}).items():
-                    table[key.encode()] = value
-                for key in self._deleted.get(partition, ()):
-                    table.pop(key.encode(), None)
-            finally:
-                table.source_partition = None
+            await table.write_batch(
+                partition, {key.encode(): v for key, v in self._staged.get(partition, {}).items()},
+                [key.encode() for key in self._deleted.get(partition, ())])
         self._staged.clear()
         self._deleted.clear()
         await table.changelog_acked()
@@ -239,10 +275,6 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str,
     source = app.topic(
         topics.orders, topics.stock, topics.catalog, key_serializer="raw", value_serializer="raw"
     )
-    outputs = {
-        name: app.topic(name, key_serializer="raw", value_serializer="raw")
-        for name in topics.outputs()
-    }
     # the changelog partition is the input partition of the records applied (Kafka Streams'
     # rule), whatever partitioner the shop's producer used: see _SourcePartitionTable
     table = _SourcePartitionTable(
@@ -263,27 +295,7 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str,
     metrics.install(app, counters)
     install_web(app, table, settings, counters)
 
-    async def send_all(out: BatchOutputs) -> None:
-        """Send a batch's outputs and wait until the broker acknowledged every one."""
-        sent: list[Any] = []
-        for topic_name, events in (
-            (topics.dlq, out.dead_letters),
-            (topics.forecasts, out.forecasts),
-            (topics.restock, out.restocks),
-            (topics.alerts, out.alerts),
-            (topics.demand, out.demand),
-        ):
-            channel = outputs[topic_name]
-            for event in events:
-                key = getattr(event, "key", None)
-                if key is None:
-                    sku, loc = getattr(event, "sku", None), getattr(event, "location", None)
-                    key = sku_key(sku, loc) if sku else None
-                sent.append(await channel.send(
-                    key=key.encode() if isinstance(key, str) else key, value=encode(event)
-                ))
-        if sent:
-            await asyncio.gather(*sent)
+    sender = _OutputSender(app, topics)
 
     committer = _BatchCommitter(app)
 
@@ -291,10 +303,14 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str,
     async def ingest(stream: faust.StreamT[bytes]) -> None:
         within = settings.take_within_ms / 1000
         async for events in stream.take_events(settings.take_max, within=within):
-            by_partition: dict[int, list[RawRecord]] = {}
+            # Faust's messages are the processor's input records as they are (raw key, value)
+            by_partition: dict[int, list[InputRecord]] = {}
             for e in events:
-                record = _raw(e)
-                by_partition.setdefault(record.partition, []).append(record)
+                message = e.message
+                records = by_partition.get(message.partition)
+                if records is None:
+                    records = by_partition[message.partition] = []
+                records.append(message)
             out = BatchOutputs()
             view = _StagedStates(table)
             for partition, records in by_partition.items():
@@ -303,7 +319,7 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str,
             fault_point("worker.mid_forecast", when=out.forecast_count)
             # the batch engine's order: outputs acknowledged, then the changelog (acknowledged
             # too), and only then does take_events ack the events (their offsets commit later)
-            await send_all(out)
+            await sender.send(out)
             fault_point("worker.mid_batch")  # outputs acknowledged, their state not yet written
             await view.write_back()
             fault_point("worker.before_commit")  # outputs and changelog acknowledged
@@ -315,6 +331,91 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str,
         log.info("shelfcast: %s", counters.summary())
 
     return app
+
+
+_Groups = dict[tuple[str, int], list[tuple[bytes | None, bytes]]]
+
+
+class _OutputSender:
+    """Sends a batch's outputs as the batch engine does: JSON written straight from the
+    processor's rows (`BatchOutputs.forecast_payloads` etc.; no model object per output),
+    grouped per topic partition, one record batch each on Faust's own producer, every ack
+    awaited together (`send`).
+
+    One awaited `Topic.send` per record, with a model built for each, was ~29% of the Faust
+    worker's time (benchmarks/README.md, Faust section). The partition is the key's murmur2
+    hash, where Faust's producer (aiokafka's default partitioner) and a Java one put it.
+    """
+
+    def __init__(self, app: faust.App, topics: Any) -> None:
+        self._app = app
+        self._topics = topics
+        self._partitions: dict[str, int] = {}
+        self._partition_of: dict[tuple[str, int], int] = {}
+
+    def _producer(self) -> Any:
+        """Faust's aiokafka producer (`Producer._ensure_producer`: raises until it started)."""
+        return self._app.producer._ensure_producer()  # type: ignore[attr-defined]
+
+    async def _partition_count(self, topic: str) -> int:
+        n = self._partitions.get(topic)
+        if n is None:
+            producer = self._producer()
+            n = self._partitions[topic] = len(await producer.partitions_for(topic))
+        return n
+
+    async def groups(self, out: BatchOutputs) -> _Groups:
+        """A batch's outputs as (key, JSON) lists per (topic, partition), in emission order."""
+        t = self._topics
+        groups: _Groups = defaultdict(list)
+        partition_of = self._partition_of
+
+        async def add_all(topic: str, items: Iterable[tuple[str | None, bytes]]) -> None:
+            n = 0
+            for key, value in items:
+                if key is None:
+                    groups[(topic, 0)].append((None, value))
+                    continue
+                if not n:
+                    n = await self._partition_count(topic)
+                partition = partition_of.get((key, n), -1)
+                if partition < 0:
+                    partition = partition_of[(key, n)] = key_partition(key.encode(), n)
+                groups[(topic, partition)].append((key.encode(), value))
+
+        await add_all(t.dlq, ((_dead_letter_key(d), event_json(d)) for d in out.dead_letters))
+        await add_all(t.forecasts, out.forecast_payloads())
+        await add_all(t.restock, ((sku_key(r.sku, r.location), event_json(r))
+                                  for r in out.restocks))
+        await add_all(t.alerts, out.alert_payloads())
+        await add_all(t.demand, out.demand_payloads())
+        return groups
+
+    async def send(self, out: BatchOutputs) -> None:
+        """Send a batch's outputs and wait until the broker acknowledged every one."""
+        groups = await self.groups(out)
+        if not groups:
+            return
+        producer = self._producer()
+        now_ms = int(time.time() * 1000)
+        acks: list[asyncio.Future[Any]] = []
+        for (topic, partition), items in groups.items():
+            builder = producer.create_batch()
+            for key, value in items:
+                if builder.append(key=key, value=value, timestamp=now_ms) is None:
+                    acks.append(await producer.send_batch(builder, topic, partition=partition))
+                    builder = producer.create_batch()
+                    if builder.append(key=key, value=value, timestamp=now_ms) is None:
+                        raise ValueError(f"an output of {len(value)} bytes does not fit a "
+                                         f"record batch of {topic}")
+            if builder.record_count():
+                acks.append(await producer.send_batch(builder, topic, partition=partition))
+        await asyncio.gather(*acks)
+
+
+def _dead_letter_key(dead: Any) -> str | None:
+    key = getattr(dead, "key", None)
+    return key if isinstance(key, str) else None
 
 
 class _BatchCommitter:
@@ -349,10 +450,3 @@ class _BatchCommitter:
         # (skips partitions revoked meanwhile, flushes the producer, records the offsets)
         if await self._app.consumer._commit_offsets(forward):  # type: ignore[attr-defined]
             self._committed.update(forward)
-
-
-def _raw(event: EventT) -> RawRecord:
-    m = event.message
-    return RawRecord(
-        topic=m.topic, partition=m.partition, offset=m.offset, key=m.key, value=m.value
-    )

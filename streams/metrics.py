@@ -224,7 +224,10 @@ class WorkerMetrics:
             self.dead_letters_by_reason[getattr(dl, "error_kind", "unknown")] += 1
         for restock in getattr(out, "restocks", ()):
             self.restock_units += int(getattr(restock, "quantity", 0))
-        for alert in getattr(out, "alerts", ()):
+        alert_rows = getattr(out, "alert_rows", None)
+        alerts = (alert_rows if alert_rows is not None and out.alerts_only_as_rows
+                  else getattr(out, "alerts", ()))  # rows: no models built to count them
+        for alert in alerts:
             self.alerts_by_kind[(getattr(alert, "kind", "unknown"),
                                  getattr(alert, "severity", "unknown"))] += 1
 

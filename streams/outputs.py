@@ -179,6 +179,17 @@ class BatchOutputs:
         return len(self._forecasts) + sum(len(rows) for rows in unbuilt)
 
     @property
+    def forecasts_only_as_rows(self) -> bool:
+        """True while every forecast is in `forecast_rows` (no models given or built): a
+        reader may then take them from the rows alone."""
+        return not self._forecasts
+
+    @property
+    def alerts_only_as_rows(self) -> bool:
+        """True while every alert is in `alert_rows` (no models given or built)."""
+        return not self._alerts
+
+    @property
     def forecasts(self) -> list[ForecastEvent]:
         """Every forecast as a model, in emission order (a list the caller may extend)."""
         for rows in self.forecast_rows[self._built_from:]:

@@ -39,6 +39,8 @@ from importlib import resources
 from typing import Any
 from urllib.parse import unquote
 
+import numpy as np
+
 from forecasting.quantiles import quantile_at
 from runtime.errors import ConfigError
 from runtime.settings import Settings
@@ -65,7 +67,7 @@ def _epoch_s(value: Any) -> float | None:
 class _SkuTrack:
     """What the dashboard remembers about one SKU beyond the table's current state."""
 
-    forecast: dict[str, Any] | None = None
+    forecast: dict[str, Any] | _LazyForecast | None = None
     bands: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=120))
     stock: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=240))
     restocks: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=60))
@@ -94,8 +96,13 @@ class SkuHistory:
 
     def observe_batch(self, n_events: int, out: Any) -> None:
         """Record a batch's forecasts, restocks and alerts (cheap: no copies of windows)."""
-        for fc in getattr(out, "forecasts", ()):
-            self._forecast(fc)
+        rows = getattr(out, "forecast_rows", None)
+        if rows is not None and out.forecasts_only_as_rows:  # read the rows, build no models
+            for block in rows:
+                self._forecast_rows(block)
+        else:
+            for fc in getattr(out, "forecasts", ()):
+                self._forecast(fc)
         for rs in getattr(out, "restocks", ()):
             entry = {"restock_id": rs.restock_id, "key": sku_key(rs.sku, rs.location),
                      "t": _epoch_s(rs.bucket), "quantity": rs.quantity,
@@ -104,12 +111,43 @@ class SkuHistory:
                      "reason": rs.reason, "issued_at": _epoch_s(rs.issued_at)}
             self._track(entry["key"]).restocks.append(entry)
             self.recent_restocks.append(entry)
-        for al in getattr(out, "alerts", ()):
+        alert_rows = getattr(out, "alert_rows", None)
+        alerts = (alert_rows if alert_rows is not None and out.alerts_only_as_rows
+                  else getattr(out, "alerts", ()))
+        for al in alerts:
             entry = {"alert_id": al.alert_id, "key": sku_key(al.sku, al.location), "kind": al.kind,
                      "severity": al.severity, "message": al.message,
                      "raised_at": _epoch_s(al.raised_at)}
             self._track(entry["key"]).alerts.append(entry)
             self.recent_alerts.append(entry)
+
+    def _forecast_rows(self, rows: Any) -> None:
+        """`_forecast` for each row of a `ForecastRows`, from its arrays: the first step's band
+        for all rows in one go, a row's quantiles and mean made lists only when it is shown
+        (`_LazyForecast`)."""
+        if not len(rows) or not rows.levels:
+            return
+        step_s = float(rows.bucket_seconds)
+        levels = list(rows.levels)
+        first = rows.daily[:, 0, :]
+        low, high = first[:, 0].tolist(), first[:, -1].tolist()
+        median = np.asarray(quantile_at(first, levels, 0.5)).tolist()
+        issued_at = _epoch_s(rows.issued_at)
+        for i, sku in enumerate(rows.skus):
+            key = sku_key(sku, rows.locations[i])
+            track = self._track(key)
+            start_epoch_s = rows.last_closed[i] * step_s + step_s  # the first forecast bucket
+            track.forecast = _LazyForecast(rows, i, start_epoch_s, step_s, levels, issued_at)
+            track.bands.append({"t": start_epoch_s, "low": low[i], "high": high[i],
+                                "median": median[i]})
+            self._stock_at(track, key, start_epoch_s - step_s)
+
+    def _stock_at(self, track: _SkuTrack, key: str, t: float) -> None:
+        stock = _stock_of(self._table.get(key) if self._table is not None else None)
+        if stock is not None:
+            on_hand, on_order, backorders = stock
+            track.stock.append({"t": t, "on_hand": on_hand,
+                                "on_order": sum(on_order.values()), "backorders": backorders})
 
     def _forecast(self, fc: Any) -> None:
         key = sku_key(fc.sku, fc.location)
@@ -124,11 +162,26 @@ class SkuHistory:
         if first:
             track.bands.append({"t": start_epoch_s, "low": first[0], "high": first[-1],
                                 "median": float(quantile_at(first, levels, 0.5))})
-        stock = _stock_of(self._table.get(key) if self._table is not None else None)
-        if stock is not None:
-            on_hand, on_order, backorders = stock
-            track.stock.append({"t": start_epoch_s - step_s, "on_hand": on_hand,
-                                "on_order": sum(on_order.values()), "backorders": backorders})
+        self._stock_at(track, key, start_epoch_s - step_s)
+
+
+class _LazyForecast:
+    """A forecast the dashboard shows as `SkuHistory._forecast`'s dict, kept as a row of a
+    `ForecastRows` until a reader asks (`as_dict`): most are replaced unread."""
+
+    __slots__ = ("_i", "_issued_at", "_levels", "_rows", "_start", "_step")
+
+    def __init__(self, rows: Any, i: int, start_epoch_s: float, step_s: float,
+                 levels: list[float], issued_at: float | None) -> None:
+        self._rows, self._i = rows, i
+        self._start, self._step, self._levels = start_epoch_s, step_s, levels
+        self._issued_at = issued_at
+
+    def as_dict(self) -> dict[str, Any]:
+        rows, i = self._rows, self._i
+        return {"start": self._start, "step": self._step, "levels": self._levels,
+                "quantiles": rows.daily[i].tolist(), "mean": rows.mean[i].tolist(),
+                "model_version": rows.model_version, "issued_at": self._issued_at}
 
 
 def _stock_of(state: Any) -> tuple[int, dict[str, int], int] | None:
@@ -166,7 +219,8 @@ def sku_payload(key: str, state: dict[str, Any] | None, track: _SkuTrack | None,
         # the open bucket is still filling: the chart shows closed buckets only
         "demand": [{"t": b * bucket_seconds, "units": q} for b, q in demand
                    if watermark is None or b < watermark],
-        "forecast": track.forecast if track else None,
+        "forecast": (track.forecast.as_dict() if isinstance(track.forecast, _LazyForecast)
+                     else track.forecast) if track else None,
         "bands": list(track.bands) if track else [],
         "stock": list(track.stock) if track else [],
         "restocks": restocks,

@@ -151,3 +151,33 @@ async def test_accuracy_without_a_database_says_so():
     payload = json.loads(body)
     assert payload["database"] is False and payload["points"] == []
     assert payload["scope"] == "sku" and payload["key"] == "MUG@wh1"
+
+
+def test_history_from_forecast_rows_equals_history_from_their_models_and_builds_none():
+    import numpy as np
+
+    from streams.outputs import AlertRow, ForecastRows
+    from streams.web import SkuHistory
+
+    rng = np.random.default_rng(3)
+    daily = np.sort(rng.gamma(2.0, 3.0, size=(3, 4, 5)), axis=2).round(4)
+    rows = ForecastRows(skus=["A", "B", "A"], locations=["wh1", "wh1", "wh2"],
+                        last_closed=[19_000, 19_001, 19_002], bucket_seconds=DAY,
+                        issued_at=NOW, levels=[0.05, 0.25, 0.5, 0.75, 0.95], daily=daily,
+                        cumulative=np.cumsum(daily, axis=1), mean=daily[:, :, 2],
+                        model_version="m1")
+    alert = AlertRow(alert_id="a1", sku="A", location="wh1", kind="stockout_risk",
+                     severity="warning", message="m", details={}, raised_at=NOW)
+    table = {"A@wh1": {"on_hand": 3, "on_order": {"r": 2}, "backorders": 1}}
+    from_rows, from_models = SkuHistory(table), SkuHistory(table)
+    out = BatchOutputs(forecast_rows=[rows], alert_rows=[alert])
+    from_rows.observe_batch(3, out)
+    assert out.forecasts_only_as_rows and out.alerts_only_as_rows  # nothing was built
+    from_models.observe_batch(3, BatchOutputs(forecasts=rows.models(), alerts=[alert.model()]))
+    assert from_rows.tracks.keys() == from_models.tracks.keys()
+    for key, track in from_rows.tracks.items():
+        other = from_models.tracks[key]
+        forecast = track.forecast.as_dict()  # type: ignore[union-attr]
+        assert forecast == other.forecast
+        assert list(track.bands) == list(other.bands)
+        assert list(track.stock) == list(other.stock) and list(track.alerts) == list(other.alerts)
