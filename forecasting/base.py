@@ -233,6 +233,7 @@ class Forecaster(ABC):
 
     name: ClassVar[str]
     version: ClassVar[int] = 1
+    model_id: str | None = None  # the artifact's id, for a model loaded from (or saved to) one
     # A global model, learned from many series at once: `fit(panel)` trains it. False: a
     # local model, whose `fit` keeps nothing (it reads each window when it forecasts).
     fits: ClassVar[bool] = False
@@ -249,8 +250,10 @@ class Forecaster(ABC):
 
     @property
     def model_version(self) -> str:
-        """Identifier written into ForecastEvent.model_version, e.g. "seasonal_naive-1"."""
-        return f"{self.name}-{self.version}"
+        """Identifier written into ForecastEvent.model_version, e.g. "seasonal_naive-1"; a
+        model loaded from an artifact adds the artifact's id, e.g. "lstm-1+3f2a9c01"."""
+        base = f"{self.name}-{self.version}"
+        return f"{base}+{self.model_id}" if self.model_id else base
 
     @property
     def needs_fit(self) -> bool:

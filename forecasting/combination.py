@@ -226,12 +226,6 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
         return self.lstm.config
 
     @property
-    def model_version(self) -> str:
-        """"lstm_lgbm-1" plus the artifact's id when loaded from one."""
-        base = f"{self.name}-{self.version}"
-        return f"{base}+{self.model_id}" if self.model_id else base
-
-    @property
     def needs_fit(self) -> bool:
         """True until both parts and the weights are there."""
         return self.lstm.needs_fit or self.lightgbm is None or self.weights is None

@@ -99,12 +99,6 @@ class LSTMForecaster(IncrementalForecaster[SeriesState]):
         # Learned on the training's validation origins (calibration.py); None: raw quantiles.
         self.calibration = calibration
 
-    @property
-    def model_version(self) -> str:
-        """"lstm-1" plus the artifact's id when loaded from one, e.g. "lstm-1+3f2a9c01"."""
-        base = f"{self.name}-{self.version}"
-        return f"{base}+{self.model_id}" if self.model_id else base
-
     # --- fitting ---------------------------------------------------------------------------
     @property
     def needs_fit(self) -> bool:

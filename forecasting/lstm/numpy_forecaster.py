@@ -70,12 +70,6 @@ class NumpyLSTMForecaster(IncrementalForecaster[SeriesState]):
         self._limiter: object | None = None
 
     @property
-    def model_version(self) -> str:
-        """"lstm-1" plus the artifact's id, as LSTMForecaster's."""
-        base = f"{self.name}-{self.version}"
-        return f"{base}+{self.model_id}" if self.model_id else base
-
-    @property
     def needs_fit(self) -> bool:
         """Never: it is made from trained weights."""
         return False
