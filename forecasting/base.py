@@ -398,3 +398,8 @@ class IncrementalForecaster(Forecaster, Generic[StateT]):
     @abstractmethod
     def keyed_states(self, max_states: int) -> KeyedStates[StateT]:
         """An empty store for at most `max_states` states of this model, by series key."""
+
+    def _predict(self, windows: FloatArray, horizon: int,
+                 end_days: ArrayLike | None) -> QuantileForecast:
+        """`predict` is the forecast from the state after each window."""
+        return self.forecast(self.encode(windows, self.window_ends(end_days)), horizon)

@@ -351,10 +351,6 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
         return QuantileForecast(self._levels, daily[:, :horizon], cumulative[:, :horizon],
                                 mean[:, :horizon])
 
-    def _predict(self, windows: FloatArray, horizon: int,
-                 end_days: ArrayLike | None) -> QuantileForecast:
-        return self.forecast(self.encode(windows, self.window_ends(end_days)), horizon)
-
     def __repr__(self) -> str:
         return f"LSTMLightGBMForecaster(version={self.model_version!r})"
 

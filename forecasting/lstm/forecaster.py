@@ -289,11 +289,6 @@ class LSTMForecaster(IncrementalForecaster[SeriesState]):
         input normalisation): a durable state of another fingerprint is not resumed."""
         return fingerprint(self.net, self.log_scale_mean, self.log_scale_std)
 
-    # --- the contract ----------------------------------------------------------------------
-    def _predict(self, windows: FloatArray, horizon: int,
-                 end_days: ArrayLike | None) -> QuantileForecast:
-        return self.forecast(self.encode(windows, self.window_ends(end_days)), horizon)
-
     def __repr__(self) -> str:
         cfg = self.config
         return (f"LSTMForecaster(hidden={cfg.hidden}, layers={cfg.layers}, "

@@ -143,10 +143,6 @@ class NumpyLSTMForecaster(IncrementalForecaster[SeriesState]):
         """durable.fingerprint of these weights (equal to the torch net's)."""
         return self._fingerprint
 
-    def _predict(self, windows: FloatArray, horizon: int,
-                 end_days: ArrayLike | None) -> QuantileForecast:
-        return self.forecast(self.encode(windows, self.window_ends(end_days)), horizon)
-
     def __repr__(self) -> str:
         cfg = self.config
         return (f"NumpyLSTMForecaster(hidden={cfg.hidden}, layers={cfg.layers}, "
