@@ -62,7 +62,7 @@ def run_set(name: str, data_dir: Path, overrides: dict[str, Any], max_series: in
 
 
 def main() -> None:
-    from forecasting.lstm import LSTMConfig
+    from forecasting.lstm.config import config_overrides
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path)
@@ -72,12 +72,10 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--max-series", type=int, default=None)
     args = p.parse_args()
-    overrides: dict[str, Any] = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or key not in LSTMConfig.__dataclass_fields__:
-            p.error(f"--set wants KEY=JSON with an LSTMConfig field, got {item!r}")
-        overrides[key] = json.loads(value)
+    try:
+        overrides = config_overrides(args.set)
+    except ValueError as exc:
+        p.error(str(exc))
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.sets.split(","):
         if name not in SETS:

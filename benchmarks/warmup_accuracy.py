@@ -43,6 +43,7 @@ from forecasting.base import QuantileForecast
 from forecasting.data import Panel, load_panel
 from forecasting.lstm import LSTMConfig, LSTMForecaster, make_lstm
 from forecasting.lstm.artifact import load_artifact, read_metadata, save_artifact
+from forecasting.lstm.config import config_overrides
 from forecasting.lstm.features import DayRing
 from forecasting.lstm.forecaster import SeriesState
 
@@ -194,12 +195,10 @@ def main() -> int:
                    help="override a default LSTMConfig field, e.g. state_reset_prob=0.25")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
-    overrides: dict[str, Any] = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or key not in LSTMConfig.__dataclass_fields__:
-            p.error(f"--set wants KEY=JSON with an LSTMConfig field, got {item!r}")
-        overrides[key] = json.loads(value)
+    try:
+        overrides = config_overrides(args.set)
+    except ValueError as exc:
+        p.error(str(exc))
     warmups = [int(x) for x in args.warmups.split(",")]
     doc = run(args.data, args.max_series, args.window, warmups, args.horizon, args.folds,
               args.model_dir, args.scan_step_days, overrides)

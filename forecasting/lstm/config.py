@@ -5,12 +5,15 @@ Free of torch, like everything the numpy serving path (numpy_net.py) imports.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from forecasting.base import QUANTILE_LEVELS
 from forecasting.lstm.features import future_dim, year_ago_dim
 
-__all__ = ["LSTMConfig", "head_future_dim"]
+__all__ = ["LSTMConfig", "config_overrides", "head_future_dim"]
 
 
 @dataclass(frozen=True)
@@ -123,3 +126,18 @@ def head_future_dim(config: LSTMConfig) -> int:
     return (future_dim(config.horizon, config.head_calendar, config.head_annual,
                        config.head_month, config.head_month_pairs)
             + (year_ago_dim(config.horizon) if config.year_ago else 0))
+
+
+def config_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """`KEY=JSON` settings (a benchmark's repeated `--set`) as LSTMConfig field overrides;
+    ValueError with a one-line reason for an unknown field or a value that is not JSON."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in LSTMConfig.__dataclass_fields__:
+            raise ValueError(f"--set wants KEY=JSON with an LSTMConfig field, got {item!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(f"--set {key}: {value!r} is not JSON (strings need quotes)") from None
+    return overrides
