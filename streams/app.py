@@ -9,7 +9,17 @@ changelogged (acknowledged), then its input offsets committed (`_BatchCommitter`
 periodic commit runs as well), so a worker killed anywhere resumes to the forecasts of one that
 never stopped (tests/integration/test_faust_lstm_recovery.py). A restarted worker's recovery
 hands no input record over before the input partitions are back at their committed offsets
-(`_SeekFirstRecovery`)."""
+(`_SeekFirstRecovery`).
+
+Faust internals this module leans on, which is why faust-streaming is pinned to 0.15.x (each is
+exercised by tests/integration/test_faust_lstm_recovery.py and tests/unit/test_streams_faust_serving.py,
+so an upgrade that changes one fails there, not in production):
+- `Producer._ensure_producer()`: the started aiokafka producer, for record-batch sends of
+  outputs and changelog records (Faust's public send path is per record);
+- `Consumer._commit_offsets(offsets)`: the explicit-offsets commit (`_BatchCommitter`);
+- `TableManager.recovery` / `Recovery.on_recovery_completed`: where the flow is stopped before
+  the seek to the committed offsets (`_SeekFirstRecovery`);
+- `Table.send_changelog` and the table's changelog serializers (`_SourcePartitionTable`)."""
 
 from __future__ import annotations
 
