@@ -221,8 +221,8 @@ class Forecaster(ABC):
       model's clock (default: yesterday).
     - `fits`: a global model that `fit` trains; `needs_fit`: whether `predict` still waits
       for `fit` (an untrained global model); `fit_metrics`: what the last fit reported.
-    - `cap_threads(n)`: cap the threads of the model's compute runtime (torch); a no-op
-      for numpy models.
+    - `cap_threads(n)`: cap the threads of the model's compute runtime (torch, BLAS,
+      LightGBM's predict); a no-op for numpy models.
 
     Subclasses set `name` (the registry key), bump `version` when their output changes, and
     implement `_predict` on windows that `predict` has already validated: a float64
