@@ -102,6 +102,8 @@ def compile_boosters(texts: Sequence[str], *, check: Sequence[Any] | None = None
         return None
     directory = trees_cache_dir() if cache_dir is None else Path(cache_dir)
     started = time.perf_counter()
+    log.info("loading %d LightGBM boosters as native code (lleaves; a model's first load on "
+             "this host compiles it, ~1-3 s per booster of 60 trees)", len(texts))
     try:
         target = _target()
         predictors = [_load_or_compile(text, directory, target) for text in texts]
@@ -112,9 +114,9 @@ def compile_boosters(texts: Sequence[str], *, check: Sequence[Any] | None = None
                     "failed: %s: %s", type(exc).__name__, exc)
         return None
     compiled = sum(not p.cached for p in predictors)
-    if compiled:
-        log.info("compiled %d of %d LightGBM boosters to native code in %.1f s (cached in %s)",
-                 compiled, len(predictors), time.perf_counter() - started, directory)
+    log.info("LightGBM boosters served compiled: %d of %d compiled now, the rest from the "
+             "cache, in %.2f s (%s)", compiled, len(predictors), time.perf_counter() - started,
+             directory)
     return predictors
 
 
