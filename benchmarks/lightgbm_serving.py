@@ -21,6 +21,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,10 @@ def _per_call(fn: Callable[[], object], min_s: float) -> tuple[float, float]:
         fn()
         runs += 1
     return (time.perf_counter() - w0) / runs, (time.process_time() - c0) / runs
+
+
+def _boosters(model: LightGBMForecaster, x: np.ndarray) -> list[np.ndarray]:
+    return [model._booster_predict(k, x) for k in range(len(model._models))]
 
 
 def _windows(n: int, seed: int = 0) -> np.ndarray:
@@ -76,11 +81,8 @@ def main() -> None:
         feats = np.random.default_rng(n).gamma(1.0, 2.0, (28 * n, len(FEATURE_NAMES)))
         row: dict[str, Any] = {"skus": n}
         for name, model in ways.items():
-            wall, cpu = _per_call(lambda m=model, w=windows: m.predict(w, 14, end_days=END),
-                                  args.min_s)
-            b_wall, b_cpu = _per_call(
-                lambda m=model, x=feats: [m._booster_predict(k, x) for k in range(len(m._models))],
-                args.min_s / 2)
+            wall, cpu = _per_call(partial(model.predict, windows, 14, end_days=END), args.min_s)
+            b_wall, b_cpu = _per_call(partial(_boosters, model, feats), args.min_s / 2)
             row[name] = {"wall_ms_per_sku": wall / n * 1e3, "cpu_ms_per_sku": cpu / n * 1e3,
                          "boosters_wall_ms_per_sku": b_wall / n * 1e3,
                          "boosters_cpu_ms_per_sku": b_cpu / n * 1e3}
