@@ -64,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     path = COMMITTED_MODEL / "lightgbm"
     t0 = time.perf_counter()
-    compiled = LightGBMForecaster.load(path)
+    compiled = LightGBMForecaster.load(path, compiled=True)
     load_s = time.perf_counter() - t0
     if compiled.trees_backend != "compiled":
         raise SystemExit("lleaves could not compile the boosters (see the log line above)")

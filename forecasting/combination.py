@@ -248,6 +248,11 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
         if self.lightgbm is not None:
             self.lightgbm.cap_threads(threads)
 
+    def prepare_serving(self) -> None:
+        """The LightGBM part's boosters compiled (`LightGBMForecaster.prepare_serving`)."""
+        if self.lightgbm is not None:
+            self.lightgbm.prepare_serving()
+
     def _new_lightgbm(self) -> LightGBMForecaster:
         from forecasting.lightgbm_peer import LightGBMForecaster
 

@@ -20,7 +20,8 @@ than LightGBM on one thread, equal to ~1e-13 (benchmarks/lightgbm_serving.py).
   written to a temporary name and renamed into place, under a per-key lock file, so worker
   processes that start together on one host compile a model once and never read half a file.
   An unwritable cache directory costs a compile per process start, nothing else.
-- Compile time meets startup at load: `LightGBMForecaster.load` compiles (cold: ~1.5 s per
+- Compile time meets startup at load, in serving processes only: a worker's model load
+  (`streams.forecaster_setup`, `Forecaster.prepare_serving`) compiles (cold: ~1.5 s per
   60-tree booster on this 2-core host, the demo's 10 boosters ~15 s once per host; warm: a few
   ms). A model version's forecasts then never depend on how far a background compile had got
   (compiled and LightGBM outputs differ by ~1e-13, which an integer quantile's rounding could

@@ -21,8 +21,9 @@ Design (see `LightGBMForecaster`):
   0.880 (120k rows).
 Targets and demand features are divided by the series' recent level (`lag_features`).
 
-Serving: a loaded model predicts through its boosters compiled to native code
-(`forecasting.compiled_trees`, lleaves; LightGBM's predict where that is unavailable), on
+Serving: the stream's loaded model predicts through its boosters compiled to native code
+(`prepare_serving`, `forecasting.compiled_trees`: lleaves; LightGBM's predict where that is
+unavailable), on
 `cap_threads(n)` threads (the stream's inferencer caps it to 1: uncapped, LightGBM's predict
 spins an OpenMP team over every core for a few dozen rows).
 """
@@ -138,6 +139,11 @@ class LightGBMForecaster(Forecaster):
             texts = [m.model_to_string() for m in self._models]
         self._compiled = compile_boosters(texts, check=self._models, cache_dir=cache_dir)
         return self._compiled is not None
+
+    def prepare_serving(self) -> None:
+        """Serve the boosters compiled (`compile_trees`), once."""
+        if self._models and self._compiled is None:
+            self.compile_trees()
 
     def _booster_predict(self, k: int, x: FloatArray) -> FloatArray:
         """Booster `k`'s prediction for the feature rows `x`."""
@@ -287,11 +293,12 @@ class LightGBMForecaster(Forecaster):
 
     @classmethod
     def load(cls, path: str | Path, *, end_day: Callable[[], np.datetime64] = yesterday,
-             compiled: bool = True) -> LightGBMForecaster:
+             compiled: bool = False) -> LightGBMForecaster:
         """A fitted forecaster from a directory written by `save` (a booster may be stored
         gzipped, `booster_K.txt.gz`, as the demo's committed model keeps them). `compiled`:
-        serve its boosters compiled to native code where lleaves can (`compile_trees`;
-        the first load of a model on a host compiles it, later ones read the cache)."""
+        its boosters compiled to native code where lleaves can (`compile_trees`; the first
+        load of a model on a host compiles it, later ones read the cache). A worker gets
+        that through `prepare_serving`; a backtest or retrain's champion does not pay it."""
         import lightgbm as lgb
 
         src = Path(path)

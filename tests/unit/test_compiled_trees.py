@@ -62,7 +62,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Panel]:
 def demo_pair() -> tuple[LightGBMForecaster, LightGBMForecaster]:
     """The committed demo model's LightGBM part, compiled (through the user's cache, as a
     worker would: ~15-30 s once per host, a few ms after) and not."""
-    compiled = LightGBMForecaster.load(COMMITTED_MODEL / "lightgbm")
+    compiled = LightGBMForecaster.load(COMMITTED_MODEL / "lightgbm", compiled=True)
     plain = LightGBMForecaster.load(COMMITTED_MODEL / "lightgbm", compiled=False)
     return compiled, plain
 
@@ -160,6 +160,7 @@ def test_without_lleaves_lightgbm_serves_the_same_forecast(
         m.setenv("SHELFCAST_CACHE_DIR", str(tmp_path))
         with caplog.at_level(logging.WARNING, logger="forecasting.compiled_trees"):
             served = LightGBMForecaster.load(path)
+            served.prepare_serving()
     assert served.trees_backend == "lightgbm"
     assert [r.getMessage() for r in caplog.records if "lleaves" in r.getMessage()]
     assert len(caplog.records) == 1  # one line says so
@@ -254,3 +255,16 @@ async def test_the_inferencer_caps_a_swapped_in_model(tiny: tuple[Path, Panel]) 
         assert first._threads == 1
         inf.swap(second)  # retrain's roll-in: a model loaded while the worker serves
         assert second._threads == 1
+
+
+@needs_lleaves
+def test_a_worker_s_load_compiles_a_backtest_s_does_not() -> None:
+    from forecasting.combination import LSTMLightGBMForecaster, load_combination
+    from runtime.settings import Settings
+    from streams.forecaster_setup import model_source
+
+    plain = load_combination(COMMITTED_MODEL, backend="numpy")  # backtest, retrain's champion
+    assert plain.lightgbm is not None and plain.lightgbm.trees_backend == "lightgbm"
+    served, _ = model_source(Settings(model="lstm_lgbm", model_path=COMMITTED_MODEL))
+    assert isinstance(served, LSTMLightGBMForecaster) and served.lightgbm is not None
+    assert served.lightgbm.trees_backend == "compiled"
