@@ -6,9 +6,13 @@
 # Linux wheels are CUDA builds with ~5 GB of nvidia libraries (README "Install").
 FROM python:3.11-slim
 ARG EXTRAS=""
+# SHELFCAST_CACHE_DIR: the LightGBM boosters compiled to native code at a worker's first load
+# of a model (forecasting/compiled_trees.py) are cached there, under /var/lib/shelfcast, which
+# is writable here and in k8s (the root filesystem is read-only there; an emptyDir: once per pod).
 ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1
+    PIP_NO_CACHE_DIR=1 \
+    SHELFCAST_CACHE_DIR=/var/lib/shelfcast/cache
 # libgomp1: LightGBM's wheels link OpenMP (the served model, lstm_lgbm, runs LightGBM).
 RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \
     && rm -rf /var/lib/apt/lists/* \

@@ -221,8 +221,9 @@ class Forecaster(ABC):
       model's clock (default: yesterday).
     - `fits`: a global model that `fit` trains; `needs_fit`: whether `predict` still waits
       for `fit` (an untrained global model); `fit_metrics`: what the last fit reported.
-    - `cap_threads(n)`: cap the threads of the model's compute runtime (torch); a no-op
-      for numpy models.
+    - `cap_threads(n)`: cap the threads of the model's compute runtime (torch, BLAS,
+      LightGBM's predict); a no-op for numpy models. `prepare_serving()`: what a worker calls
+      once on the model it loads to serve (LightGBM's boosters compile); a no-op by default.
 
     Subclasses set `name` (the registry key), bump `version` when their output changes, and
     implement `_predict` on windows that `predict` has already validated: a float64
@@ -273,6 +274,12 @@ class Forecaster(ABC):
 
     def cap_threads(self, threads: int) -> None:
         """Cap the intra-op threads of the model's compute runtime; numpy models have none."""
+        return None
+
+    def prepare_serving(self) -> None:
+        """Get ready to serve many small calls for a long time (the stream's loaded model:
+        e.g. compile what compiles, `forecasting.compiled_trees`); a no-op by default. A
+        backtest or a one-off load does not call it."""
         return None
 
     def window_ends(self, end_days: ArrayLike | None) -> ArrayLike:

@@ -219,6 +219,7 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
         self.model_id = model_id
         self.lightgbm_options = dict(lightgbm_options or {})
         self.fit_info: dict[str, float] = {}
+        self._threads: int | None = None  # cap_threads', for a LightGBM part fitted later
 
     @property
     def config(self) -> LSTMConfig:
@@ -240,15 +241,27 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
         return out
 
     def cap_threads(self, threads: int) -> None:
-        """Cap the LSTM's torch threads (LightGBM runs on its configured threads)."""
+        """Cap both parts' threads: the LSTM's (torch or BLAS) and LightGBM's predict (also
+        of a LightGBM part fitted later)."""
         self.lstm.cap_threads(threads)
+        self._threads = int(threads)
+        if self.lightgbm is not None:
+            self.lightgbm.cap_threads(threads)
+
+    def prepare_serving(self) -> None:
+        """The LightGBM part's boosters compiled (`LightGBMForecaster.prepare_serving`)."""
+        if self.lightgbm is not None:
+            self.lightgbm.prepare_serving()
 
     def _new_lightgbm(self) -> LightGBMForecaster:
         from forecasting.lightgbm_peer import LightGBMForecaster
 
         options = {"calendar": self.lstm.config.calendar, **self.lightgbm_options}
-        return LightGBMForecaster(self.lstm.config.horizon, levels=self.lstm.levels.tolist(),
-                                  end_day=self.end_day, **options)
+        model = LightGBMForecaster(self.lstm.config.horizon, levels=self.lstm.levels.tolist(),
+                                   end_day=self.end_day, **options)
+        if self._threads is not None:
+            model.cap_threads(self._threads)
+        return model
 
     def fit(self, panel: Panel) -> Self:
         """Train the LSTM on `panel`; fit LightGBM on the days before the LSTM's validation

@@ -149,7 +149,8 @@ class Inferencer:
     Use as `async with Inferencer(model) as inf: fc = await inf.predict(windows, 14)`.
     `swap(model)` rolls in a new model version between batches without a restart (keyed
     states are dropped, as they belong to the old weights). `torch_threads` caps the model's
-    intra-op threads (`Forecaster.cap_threads`; 1 is fastest per worker under load on a
+    intra-op threads, LightGBM's predict's included (`Forecaster.cap_threads`, of every
+    model served, swapped-in ones too; 1 is fastest per worker under load on a
     small CPU). `inline_rows`: from this many series on, a request that finds the batcher
     idle runs at once on the caller's thread (module docstring; None: never). `on_loop`:
     every batch runs on the event loop's thread, closed at the next turn of the loop
@@ -171,6 +172,7 @@ class Inferencer:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
+        self.torch_threads = torch_threads
         self._use(forecaster)
         self.max_batch = int(max_batch)
         self.max_wait_ms = float(max_wait_ms)
@@ -190,8 +192,6 @@ class Inferencer:
         # (model, its keyed-state store) once keyed requests come: the carried states
         # belong to that model's weights.
         self._slots: tuple[Any, KeyedStates[Any]] | None = None
-        if torch_threads is not None:
-            forecaster.cap_threads(torch_threads)
 
     @property
     def model_version(self) -> str:
@@ -205,7 +205,11 @@ class Inferencer:
         self._slots = None
 
     def _use(self, forecaster: Forecaster) -> None:
-        """Serve `forecaster`; whether it carries state is checked here, once per model."""
+        """Serve `forecaster`, its threads capped (a swapped-in model too: LightGBM's cap is
+        the model's own, not process-wide as torch's); whether it carries state is checked
+        here, once per model."""
+        if self.torch_threads is not None:
+            forecaster.cap_threads(self.torch_threads)
         self.forecaster = forecaster
         self._incremental: IncrementalForecaster[Any] | None = (
             forecaster if isinstance(forecaster, IncrementalForecaster) else None)

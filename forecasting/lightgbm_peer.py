@@ -20,6 +20,12 @@ Design (see `LightGBMForecaster`):
   the mean model's MASE was L2 1.167, Poisson 0.993, Tweedie(1.5) 0.926 (240k rows), Tweedie(1.8)
   0.880 (120k rows).
 Targets and demand features are divided by the series' recent level (`lag_features`).
+
+Serving: the stream's loaded model predicts through its boosters compiled to native code
+(`prepare_serving`, `forecasting.compiled_trees`: lleaves; LightGBM's predict where that is
+unavailable), on
+`cap_threads(n)` threads (the stream's inferencer caps it to 1: uncapped, LightGBM's predict
+spins an OpenMP team over every core for a few dozen rows).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -41,6 +47,9 @@ from forecasting.base import QUANTILE_LEVELS, Forecaster, QuantileForecast, yest
 from forecasting.data import Panel
 from forecasting.errors import ForecastingError, InvalidWindowError
 from forecasting.lag_features import FEATURE_NAMES, SCALE_DAYS, LagTable, lag_features
+
+if TYPE_CHECKING:
+    from forecasting.compiled_trees import TreePredictor
 
 __all__ = ["LightGBMConfig", "LightGBMForecaster"]
 
@@ -89,6 +98,8 @@ class LightGBMForecaster(Forecaster):
         super().__init__(levels, end_day=end_day)
         self.config = LightGBMConfig(horizon=int(horizon), **config)
         self._models: list[Any] = []  # [mean, q_1, ..., q_Q]
+        self._compiled: list[TreePredictor] | None = None  # the same, as native code
+        self._threads: int | None = None  # predict's threads (None: LightGBM's default)
         self._integer = False
         self.fit_info: dict[str, float] = {}
 
@@ -102,6 +113,46 @@ class LightGBMForecaster(Forecaster):
     def fit_metrics(self) -> dict[str, float]:
         """Training rows and seconds of the last `fit`."""
         return dict(self.fit_info)
+
+    @property
+    def trees_backend(self) -> str:
+        """What predicts the boosters: "compiled" (lleaves) or "lightgbm"."""
+        return "compiled" if self._compiled is not None else "lightgbm"
+
+    def cap_threads(self, threads: int) -> None:
+        """Predict on at most `threads` threads (LightGBM's `num_threads`, the compiled
+        trees' jobs); 1 is fastest per worker for the stream's few dozen rows per call."""
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self._threads = int(threads)
+
+    def compile_trees(self, texts: Sequence[str] | None = None, *,
+                      cache_dir: Path | None = None) -> bool:
+        """Serve the boosters compiled to native code (`forecasting.compiled_trees`): True
+        when they are, False (logged once) when LightGBM's predict goes on serving.
+        `texts`: the boosters' model texts when at hand (default: from the boosters)."""
+        from forecasting.compiled_trees import compile_boosters
+
+        if not self._models:
+            raise NotFittedError("LightGBMForecaster.compile_trees before fit")
+        if texts is None:
+            texts = [m.model_to_string() for m in self._models]
+        self._compiled = compile_boosters(texts, check=self._models, cache_dir=cache_dir)
+        return self._compiled is not None
+
+    def prepare_serving(self) -> None:
+        """Serve the boosters compiled (`compile_trees`), once."""
+        if self._models and self._compiled is None:
+            self.compile_trees()
+
+    def _booster_predict(self, k: int, x: FloatArray) -> FloatArray:
+        """Booster `k`'s prediction for the feature rows `x`."""
+        if self._compiled is not None:
+            return self._compiled[k].predict(x, self._threads)
+        booster = self._models[k]
+        if self._threads is None:
+            return np.asarray(booster.predict(x), dtype=np.float64)
+        return np.asarray(booster.predict(x, num_threads=self._threads), dtype=np.float64)
 
     def _sample(self, panel: Panel) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
         """(series, origin) pairs to train on: the last `train_days` origins with full
@@ -181,7 +232,7 @@ class LightGBMForecaster(Forecaster):
         for level in self._levels:
             models.append(lgb.train({**params, "objective": "quantile", "alpha": float(level)},
                                     full, num_boost_round=cfg.n_estimators))
-        self._models = models
+        self._models, self._compiled = models, None
         self.fit_info = {"rows": float(y.size), "seconds": time.perf_counter() - started}
         return self
 
@@ -207,13 +258,14 @@ class LightGBMForecaster(Forecaster):
         orig = np.full(rows.size, length - 1)
         x, scale = lag_features(table, rows, orig, np.tile(steps, n), np.tile(kinds, n),
                                 _dates(days, big_h), self.config.calendar)
-        preds = np.stack([m.predict(x) for m in self._models[1:]], axis=1)  # (m, Q)
+        preds = np.stack([self._booster_predict(k, x) for k in range(1, len(self._models))],
+                         axis=1)  # (m, Q)
         preds = np.maximum(preds, 0.0) * scale[:, None]
         preds = np.sort(preds, axis=1).reshape(n, 2, big_h, -1)
         daily = preds[:, 0]
         cumulative = preds[:, 1] * np.arange(1, big_h + 1)[None, :, None]
         daily_rows = np.tile(kinds == 0, n)
-        mean = (np.maximum(self._models[0].predict(x[daily_rows]), 0.0)
+        mean = (np.maximum(self._booster_predict(0, x[daily_rows]), 0.0)
                 * scale[daily_rows]).reshape(n, big_h)
         if self._integer:
             daily, cumulative = np.round(daily), np.round(cumulative)
@@ -240,10 +292,13 @@ class LightGBMForecaster(Forecaster):
         return texts
 
     @classmethod
-    def load(cls, path: str | Path, *,
-             end_day: Callable[[], np.datetime64] = yesterday) -> LightGBMForecaster:
+    def load(cls, path: str | Path, *, end_day: Callable[[], np.datetime64] = yesterday,
+             compiled: bool = False) -> LightGBMForecaster:
         """A fitted forecaster from a directory written by `save` (a booster may be stored
-        gzipped, `booster_K.txt.gz`, as the demo's committed model keeps them)."""
+        gzipped, `booster_K.txt.gz`, as the demo's committed model keeps them). `compiled`:
+        its boosters compiled to native code where lleaves can (`compile_trees`; the first
+        load of a model on a host compiles it, later ones read the cache). A worker gets
+        that through `prepare_serving`; a backtest or retrain's champion does not pay it."""
         import lightgbm as lgb
 
         src = Path(path)
@@ -251,9 +306,11 @@ class LightGBMForecaster(Forecaster):
         cfg = dict(meta["config"])
         horizon = cfg.pop("horizon")
         model = cls(horizon, levels=meta["levels"], end_day=end_day, **cfg)
-        model._models = [lgb.Booster(model_str=_booster_text(src / f"booster_{k}.txt"))
-                         for k in range(int(meta["boosters"]))]
+        texts = [_booster_text(src / f"booster_{k}.txt") for k in range(int(meta["boosters"]))]
+        model._models = [lgb.Booster(model_str=text) for text in texts]
         model._integer = bool(meta["integer"])
+        if compiled:
+            model.compile_trees(texts)
         return model
 
     def with_config(self, **changes: Any) -> LightGBMForecaster:

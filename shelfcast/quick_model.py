@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from forecasting.data import Panel
+from runtime.cache import cache_base
 
 __all__ = ["QuickModel", "cache_root", "quick_config", "synthetic_panel", "train_or_reuse"]
 
@@ -54,9 +54,7 @@ class QuickModel:
 def cache_root() -> Path:
     """Where trained quick models are kept: `$SHELFCAST_CACHE_DIR/models`, else
     `~/.cache/shelfcast/models` (beside the Kafka jars' cache)."""
-    root = os.environ.get("SHELFCAST_CACHE_DIR")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "shelfcast"
-    return base / "models"
+    return cache_base() / "models"
 
 
 def quick_config(horizon: int = 14, *, tiny: bool = False, **overrides: Any) -> Any:

@@ -22,6 +22,11 @@ __all__ = ["WorkerProcess"]
 READY_MARKS = ("Worker]: Ready", "shelfcast batch engine: ready")
 
 
+# SHELFCAST_* variables that are not settings and pass on to the child as they are: the
+# host's cache (runtime.cache; compiled LightGBM trees) and the compiled trees' off switch.
+PROCESS_ENV = frozenset({"SHELFCAST_CACHE_DIR", "SHELFCAST_COMPILED_TREES"})
+
+
 class WorkerProcess:
     """`shelfcast worker` as a subprocess whose log goes to `log_path`."""
 
@@ -39,7 +44,8 @@ class WorkerProcess:
         return self._proc.pid if self._proc else None
 
     def start(self) -> Self:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SHELFCAST_")}
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("SHELFCAST_") or k in PROCESS_ENV}
         env.update(settings_env(self.settings))
         env.update(self.env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -94,10 +94,14 @@ def model_source(settings: Settings) -> tuple[Forecaster, str | None]:
 
 def _load(name: str, path: Path, device: str = "auto", backend: str = "auto") -> Forecaster:
     try:  # on SHELFCAST_DEVICE (auto: CUDA when there is one); the LSTM in numpy on CPU
-        return make_forecaster(name, shared={"device": device, "backend": backend},
-                               path=str(path))
+        forecaster = make_forecaster(name, shared={"device": device, "backend": backend},
+                                     path=str(path))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load the model in {path}: {exc}") from exc
+    # Compile what compiles (lstm_lgbm's boosters), here: at start, before the worker joins
+    # its group, and for a roll-in on a thread while the old model serves.
+    forecaster.prepare_serving()
+    return forecaster
 
 
 def _artifact_version(path: Path) -> str | None:

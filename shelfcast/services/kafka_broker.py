@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
+from runtime.cache import cache_base
 from shelfcast.services.local_service import LocalService
 
 __all__ = [
@@ -181,9 +182,7 @@ def _tcp_open(bootstrap: str) -> bool:
 
 def default_cache_dir() -> Path:
     """The jar cache: `$SHELFCAST_CACHE_DIR/kafka-<v>`, else `~/.cache/shelfcast/kafka-<v>`."""
-    root = os.environ.get("SHELFCAST_CACHE_DIR")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "shelfcast"
-    return base / f"kafka-{KAFKA_VERSION}"
+    return cache_base() / f"kafka-{KAFKA_VERSION}"
 
 
 def _jars_complete(lib: Path, marker: Path) -> bool:
