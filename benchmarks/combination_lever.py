@@ -193,7 +193,7 @@ def main() -> None:
                             for m, c in row["coverage"].items())
             print(f"  {name:18s} {cells}; {cov}")
         for ref, m in summary["average"][part].items():
-            print(f"  average (real) vs {ref}: "
+            print(f"  average (real) {ref}: "
                   + " ".join(f"{k} {v:+.1%}" for k, v in m.items()))
     target = args.out / "combination_lever.json"
     target.write_text(json.dumps(summary, indent=2) + "\n")

@@ -83,14 +83,14 @@ def test_the_mix_calibration_moves_validation_coverage_toward_nominal() -> None:
                               np.cumsum(np.broadcast_to(wide, (200, 7, 3)), axis=1),
                               np.full((200, 7), 20.0)) for _ in actual]
     w = learn_weights(parts, parts, actual, integer=True)
-    cal = learn_calibration(parts, parts, actual, w, integer=True)
+    cal = learn_calibration(parts, parts, actual, w, integer=True, blocks="both")
     assert cal is not None and cal.cumulative is not None
     before, after = cal.report["val_daily_coverage_80_before"], \
         cal.report["val_daily_coverage_80_after"]
     assert before > 0.97 and abs(after - 0.8) < abs(before - 0.8) - 0.1
     assert cal.daily is not None and cal.daily[1] == 0.5  # the median keeps its level
     assert learn_calibration(parts, parts, actual, w, integer=True, blocks="off") is None
-    daily_only = learn_calibration(parts, parts, actual, w, integer=True, blocks="daily")
+    daily_only = learn_calibration(parts, parts, actual, w, integer=True)  # the default
     assert daily_only is not None and daily_only.cumulative is None
     assert daily_only.daily == cal.daily
     # applied at serving: the interval of the served mix narrows the same way
