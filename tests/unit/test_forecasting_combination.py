@@ -171,7 +171,9 @@ def test_a_backtest_learns_the_mix_calibration_without_reading_its_test_days(
     # refit once, first origin at day 400: trained on the 400 days before it
     rolling_origin(leaky, ["lstm_lgbm"], horizon=7, folds=2, refit=False,
                    factory=lambda name: again)
-    assert len(seen) == 2  # daily, cumulative
+    val_days = again.lstm.config.val_days
+    assert len(seen) == 1  # the daily block (the default): every validation origin's days
+    assert seen[0].size == panel.n_series * (val_days - 7 + 1) * 7
     assert all(np.nanmax(y) < sentinel for y in seen)
     # what it learned is what a fit on those 400 days alone learns (the fixture's)
     assert again.calibration == model.calibration
