@@ -13,11 +13,19 @@ parts — the same numbers a separate `shelfcast backtest --models lstm,lightgbm
 third of the CPU. Writes `<set>.json` in the backtest's format (`"served": "lstm_lgbm"`) and
 `combination_lever.json` (per set and on average over the real sets: the combination's
 relative change against each part, tuning and holdout folds; the learned weights).
+
+The mix's interval calibration (`mix_calibration`, forecasting/combination.py) is scored the
+same way, from the same training: the combination here learns both blocks
+(`mix_calibration="both"`, row `lstm_lgbm`), and `lstm_lgbm_raw` (none) and `lstm_lgbm_daily`
+(daily tails only: the served default, `DEFAULT_MIX_CALIBRATION`) are the same fitted mix with
+its calibration dropped or cut to the daily block (the blocks are learned apart, so that is
+what "daily" learns); `vs_lstm_lgbm_raw` is the lever's effect.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -33,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.generalisation_split import REAL_SETS, part_scores
 from forecasting.backtest import rolling_origin
 from forecasting.base import Forecaster, QuantileForecast
+from forecasting.calibration import IntervalCalibration
 from forecasting.combination import LSTMLightGBMForecaster
 from forecasting.data import load_panel
 from forecasting.registry import make_forecaster
@@ -45,6 +54,7 @@ SETS: dict[str, tuple[str, int, dict[str, Any]]] = {
     "store_item_sanity": ("store_item_demand/train.csv.gz", 14, {"max_series": 100}),
 }
 METRICS = ("pinball", "mase_median", "mase", "wape", "wape_median", "pinball_total")
+COVERAGE = ("coverage_80", "coverage_95")
 
 
 class _Part(Forecaster):
@@ -54,7 +64,7 @@ class _Part(Forecaster):
     fits = True
 
     def __init__(self, name: str, combined: LSTMLightGBMForecaster, part: str) -> None:
-        super().__init__(combined.levels)
+        super().__init__(combined.levels.tolist())
         self.name = name  # type: ignore[misc]
         self._combined, self._part = combined, part
 
@@ -64,14 +74,42 @@ class _Part(Forecaster):
         return model.predict(windows, horizon, end_days=end_days)  # type: ignore[no-any-return]
 
 
+class _Variant(Forecaster):
+    """The fitted combination with its calibration replaced: `raw` none, `daily` the daily
+    block of the learned one (what `mix_calibration="daily"` learns: the blocks are fitted
+    apart)."""
+
+    fits = True
+
+    def __init__(self, name: str, combined: LSTMLightGBMForecaster, which: str) -> None:
+        super().__init__(combined.levels.tolist())
+        self.name = name  # type: ignore[misc]
+        self._combined, self._which = combined, which
+
+    def _predict(self, windows: Any, horizon: int,
+                 end_days: ArrayLike | None) -> QuantileForecast:
+        model = copy.copy(self._combined)
+        cal = model.calibration
+        if self._which == "raw" or cal is None:
+            model.calibration = None
+        else:
+            model.calibration = IntervalCalibration(cal.levels, cal.daily, None, cal.report)
+        return model.predict(windows, horizon, end_days=end_days)
+
+
+VARIANTS = {"lstm_lgbm_raw": "raw", "lstm_lgbm_daily": "daily"}
+
+
 def run_set(name: str, peers: list[str], out: Path, data: Path) -> dict[str, Any]:
     rel, horizon, kwargs = SETS[name]
     panel = load_panel(data / rel, **kwargs)
-    combined = make_forecaster("lstm_lgbm", device="cpu", horizon=horizon)
+    combined = make_forecaster("lstm_lgbm", device="cpu", horizon=horizon,
+                               mix_calibration="both")
     combined.cap_threads(1)
     assert isinstance(combined, LSTMLightGBMForecaster)
-    parts = {"lstm": _Part("lstm", combined, "lstm"),
-             "lightgbm": _Part("lightgbm", combined, "lightgbm")}
+    parts: dict[str, Forecaster] = {"lstm": _Part("lstm", combined, "lstm"),
+                                    "lightgbm": _Part("lightgbm", combined, "lightgbm")}
+    parts.update({k: _Variant(k, combined, v) for k, v in VARIANTS.items()})
 
     def factory(model: str) -> Forecaster:
         if model == "lstm_lgbm":
@@ -79,7 +117,7 @@ def run_set(name: str, peers: list[str], out: Path, data: Path) -> dict[str, Any
         return parts[model] if model in parts else make_forecaster(model)
 
     t0 = time.perf_counter()
-    models = ["lstm_lgbm", "lstm", "lightgbm", *peers]
+    models = ["lstm_lgbm", *VARIANTS, "lstm", "lightgbm", *peers]
     result = rolling_origin(panel, models, horizon=horizon, folds=4, refit=False,
                             factory=factory,
                             on_fold=lambda m, k, s: print(
@@ -90,6 +128,8 @@ def run_set(name: str, peers: list[str], out: Path, data: Path) -> dict[str, Any
     doc.update(data=str((data / rel).resolve()), served="lstm_lgbm",
                wall_seconds=time.perf_counter() - t0,
                combination=combined.weights.to_json() if combined.weights else None,
+               mix_calibration=(combined.calibration.to_json() if combined.calibration
+                                else None),
                fit_metrics=combined.fit_metrics, load_avg=os.getloadavg()[0],
                command="python benchmarks/combination_lever.py --sets " + name)
     out.mkdir(parents=True, exist_ok=True)
@@ -106,13 +146,16 @@ def lever(docs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         for name, doc in docs.items():
             s = part_scores(doc, part, 2)
             row: dict[str, Any] = {"lstm_lgbm": s["lstm_lgbm"]}
-            for ref in ("lstm", "lightgbm"):
+            for ref in ("lstm", "lightgbm", *(v for v in VARIANTS if v in s)):
                 change = {k: s["lstm_lgbm"][k] / s[ref][k] - 1 for k in METRICS}
                 row[f"vs_{ref}"] = change
                 if name in REAL_SETS:
                     for k, v in change.items():
                         sums.setdefault(ref, {}).setdefault(k, []).append(v)
-            best = {k: min(v[k] for m, v in s.items() if m != "lstm_lgbm") for k in METRICS}
+            best = {k: min(v[k] for m, v in s.items() if not m.startswith("lstm_lgbm"))
+                    for k in METRICS}
+            row["coverage"] = {m: {c: s[m][c] for c in ("coverage_80", "coverage_95")}
+                               for m in s if m.startswith("lstm_lgbm")}
             row["vs_best_peer"] = {k: s["lstm_lgbm"][k] / best[k] - 1 for k in METRICS}
             out["sets"].setdefault(name, {})[part] = row
         out["average"][part] = {f"vs_{ref}": {k: float(np.mean(v)) for k, v in m.items()}
@@ -147,12 +190,13 @@ def main() -> None:
             cells = "; ".join(f"{ref} " + " ".join(f"{k} {v:+.1%}" for k, v in
                                                    row[f"vs_{ref}"].items() if k in
                                                    ("pinball", "mase_median", "wape"))
-                              for ref in ("lstm", "lightgbm", "best_peer"))
-            cov = f"cov80 {row['lstm_lgbm']['coverage_80']:.3f} " \
-                  f"cov95 {row['lstm_lgbm']['coverage_95']:.3f}"
+                              for ref in ("lstm", "lightgbm", "best_peer",
+                                          *(v for v in VARIANTS if f"vs_{v}" in row)))
+            cov = "; ".join(f"{m} cov80 {c['coverage_80']:.3f} cov95 {c['coverage_95']:.3f}"
+                            for m, c in row["coverage"].items())
             print(f"  {name:18s} {cells}; {cov}")
         for ref, m in summary["average"][part].items():
-            print(f"  average (real) vs {ref}: "
+            print(f"  average (real) {ref}: "
                   + " ".join(f"{k} {v:+.1%}" for k, v in m.items()))
     target = args.out / "combination_lever.json"
     target.write_text(json.dumps(summary, indent=2) + "\n")

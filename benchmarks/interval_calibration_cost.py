@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from forecasting.base import QUANTILE_LEVELS
+from forecasting.calibration import IntervalCalibration
 from forecasting.lstm.bench import END, _rate, _windows
-from forecasting.lstm.calibration import IntervalCalibration
 from forecasting.lstm.features import INPUT_DIM
 from forecasting.lstm.forecaster import LSTMForecaster
 from forecasting.lstm.model import LSTMConfig, LSTMNet

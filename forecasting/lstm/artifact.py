@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from forecasting.calibration import IntervalCalibration
 from forecasting.lstm.artifact_files import (
     ARTIFACT_FORMAT,
     METADATA_FILE,
@@ -28,7 +29,6 @@ from forecasting.lstm.artifact_files import (
     read_metadata,
     write_npz,
 )
-from forecasting.lstm.calibration import IntervalCalibration
 from forecasting.lstm.features import CALENDAR_DIM, INPUT_DIM, RING_DAYS, SCALE_FLOOR
 from forecasting.lstm.forecaster import LSTMForecaster
 from forecasting.lstm.model import LSTMConfig, LSTMNet

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from forecasting.calibration import IntervalCalibration
 from forecasting.errors import ForecastingError
-from forecasting.lstm.calibration import IntervalCalibration
 from forecasting.lstm.config import LSTMConfig
 
 if TYPE_CHECKING:

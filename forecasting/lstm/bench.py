@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from forecasting.calibration import IntervalCalibration
 from forecasting.errors import InvalidWindowError
 from forecasting.inferencer import Inferencer
-from forecasting.lstm.calibration import IntervalCalibration
 from forecasting.lstm.device import auto_device
 from forecasting.lstm.features import INPUT_DIM
 from forecasting.lstm.forecaster import LSTMForecaster

@@ -21,8 +21,9 @@ from numpy.typing import ArrayLike, NDArray
 
 from forecasting._numeric import FloatArray
 from forecasting.base import IncrementalForecaster, QuantileForecast
+from forecasting.calibration import IntervalCalibration
 from forecasting.data import Panel
-from forecasting.lstm.calibration import IntervalCalibration, fit_calibration
+from forecasting.lstm.calibration import fit_calibration
 from forecasting.lstm.device import auto_device
 from forecasting.lstm.durable import fingerprint
 from forecasting.lstm.features import SCALE_FLOOR, head_inputs, year_ago_span

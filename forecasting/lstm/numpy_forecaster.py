@@ -16,8 +16,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from forecasting._numeric import FloatArray
 from forecasting.base import IncrementalForecaster, QuantileForecast
+from forecasting.calibration import IntervalCalibration
 from forecasting.data import Panel
-from forecasting.lstm.calibration import IntervalCalibration
 from forecasting.lstm.config import LSTMConfig
 from forecasting.lstm.durable import weights_fingerprint
 from forecasting.lstm.numpy_net import NumpyNet

@@ -18,8 +18,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from forecasting._numeric import FloatArray
 from forecasting.base import QuantileForecast
+from forecasting.calibration import IntervalCalibration
 from forecasting.errors import InvalidWindowError
-from forecasting.lstm.calibration import IntervalCalibration
 from forecasting.lstm.config import LSTMConfig
 from forecasting.lstm.features import (
     N_MONTHS,

@@ -1,9 +1,11 @@
-"""`lstm_lgbm`: per-level weights learned on the LSTM's validation days only, a saved model
-loads back to the same forecasts, and serving from the stream's day ring gives the batch
-(backtest) forecast of the same day."""
+"""`lstm_lgbm`: per-level weights and the mix's interval calibration learned on the LSTM's
+validation days only, a saved model loads back to the same forecasts (one saved before the
+mix was calibrated serves the plain mix), and serving from the stream's day ring gives the
+batch (backtest) forecast of the same day."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +17,14 @@ from forecasting.data import Panel
 pytest.importorskip("lightgbm")
 pytest.importorskip("torch")
 
+import forecasting.combination as combination_module
+from forecasting.backtest import rolling_origin
+from forecasting.calibration import IntervalCalibration
 from forecasting.combination import (
     CombinationWeights,
     LSTMLightGBMForecaster,
     combine,
+    learn_calibration,
     learn_weights,
     save_combination,
 )
@@ -68,6 +74,35 @@ def test_combine_keeps_quantiles_monotone_across_crossing_weights() -> None:
     QuantileForecast(out.levels, out.daily, out.cumulative, out.mean)  # validates
 
 
+def test_the_mix_calibration_moves_validation_coverage_toward_nominal() -> None:
+    rng = np.random.default_rng(1)
+    actual = [rng.poisson(20.0, (200, 7)).astype(float) for _ in range(4)]
+    # both parts far too wide: the plain mix covers ~100% of the 80% interval
+    wide = np.array([5.0, 20.0, 40.0])
+    parts = [QuantileForecast(LEVELS, np.broadcast_to(wide, (200, 7, 3)).copy(),
+                              np.cumsum(np.broadcast_to(wide, (200, 7, 3)), axis=1),
+                              np.full((200, 7), 20.0)) for _ in actual]
+    w = learn_weights(parts, parts, actual, integer=True)
+    cal = learn_calibration(parts, parts, actual, w, integer=True, blocks="both")
+    assert cal is not None and cal.cumulative is not None
+    before, after = cal.report["val_daily_coverage_80_before"], \
+        cal.report["val_daily_coverage_80_after"]
+    assert before > 0.97 and abs(after - 0.8) < abs(before - 0.8) - 0.1
+    assert cal.daily is not None and cal.daily[1] == 0.5  # the median keeps its level
+    assert learn_calibration(parts, parts, actual, w, integer=True, blocks="off") is None
+    daily_only = learn_calibration(parts, parts, actual, w, integer=True)  # the default
+    assert daily_only is not None and daily_only.cumulative is None
+    assert daily_only.daily == cal.daily
+    # applied at serving: the interval of the served mix narrows the same way
+    out = combine(parts[0], parts[0], w, integer=True, calibration=cal)
+    plain = combine(parts[0], parts[0], w, integer=True)
+    assert np.all(out.daily[..., 2] - out.daily[..., 0] < plain.daily[..., 2]
+                  - plain.daily[..., 0])
+    np.testing.assert_array_equal(out.mean, plain.mean)
+    with pytest.raises(ValueError, match="mix_calibration"):
+        learn_calibration(parts, parts, actual, w, integer=True, blocks="all")
+
+
 def _panel(n: int = 12, days: int = 430, seed: int = 0) -> Panel:
     rng = np.random.default_rng(seed)
     week = np.array([2.0, 4.0, 0.5, 1.0, 6.0, 9.0, 3.0])
@@ -108,6 +143,40 @@ def test_fit_learns_weights_on_the_validation_days_with_a_lightgbm_that_never_sa
     assert seen == [400 - val_days, 400]
     assert model.weights is not None
     assert model.weights.report["val_origins"] == val_days - 7 + 1
+    assert model.calibration is not None  # the default: the mix's intervals calibrated
+    assert model.calibration.report["val_origins"] == val_days - 7 + 1
+    assert model.fit_metrics["mix_calibration_val_origins"] == val_days - 7 + 1
+
+
+def test_a_backtest_learns_the_mix_calibration_without_reading_its_test_days(
+        fitted: tuple[LSTMLightGBMForecaster, Panel, list[int]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    model, panel, _ = fitted
+    sentinel = 10_000.0  # what the test days hold: the calibration must never see one
+    values = panel.values[:, :414].copy()
+    values[:, 400:] = sentinel
+    leaky = Panel(panel.ids, panel.start, values)
+    seen: list[np.ndarray] = []
+    fit_levels = combination_module.fit_levels
+
+    def spy(q: np.ndarray, y: np.ndarray, *args: object, **kwargs: object) -> object:
+        seen.append(y)
+        return fit_levels(q, y, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(combination_module, "fit_levels", spy)
+    again = make_forecaster("lstm_lgbm", device="cpu", horizon=7, max_epochs=1, hidden=8,
+                            head_hidden=8, val_days=21)
+    assert isinstance(again, LSTMLightGBMForecaster)
+    again.lightgbm_options = dict(TINY_LGBM)
+    # refit once, first origin at day 400: trained on the 400 days before it
+    rolling_origin(leaky, ["lstm_lgbm"], horizon=7, folds=2, refit=False,
+                   factory=lambda name: again)
+    val_days = again.lstm.config.val_days
+    assert len(seen) == 1  # the daily block (the default): every validation origin's days
+    assert seen[0].size == panel.n_series * (val_days - 7 + 1) * 7
+    assert all(np.nanmax(y) < sentinel for y in seen)
+    # what it learned is what a fit on those 400 days alone learns (the fixture's)
+    assert again.calibration == model.calibration
     assert forecaster_info("lstm_lgbm").loads_artifact and not model.needs_fit
 
 
@@ -121,6 +190,9 @@ def test_saved_model_loads_back_to_the_same_forecasts(
     assert isinstance(loaded, LSTMLightGBMForecaster)
     assert loaded.model_version == f"lstm_lgbm-1+{model_id}" == model.model_version
     assert loaded.weights == model.weights
+    assert model.calibration is not None and loaded.calibration == model.calibration
+    assert json.loads((tmp_path / "combination.json").read_text())["calibration"] \
+        == model.calibration.to_json()
     after = loaded.predict(history.values, 7, end_days=history.dates[-1])
     for field in ("daily", "cumulative", "mean"):
         np.testing.assert_array_equal(getattr(after, field), getattr(before, field))
@@ -138,9 +210,32 @@ def test_saved_model_loads_back_to_the_same_forecasts(
                                    rtol=1e-4, atol=1e-3)
 
 
+def test_an_artifact_saved_before_the_mix_was_calibrated_serves_the_plain_mix(
+        fitted: tuple[LSTMLightGBMForecaster, Panel, list[int]], tmp_path: Path) -> None:
+    model, panel, _ = fitted
+    history = panel.head(410)
+    save_combination(model, tmp_path, data_fingerprint="test")
+    meta_path = tmp_path / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["calibration"]  # as written before the mix was calibrated
+    meta_path.write_text(json.dumps(meta))
+    old = load_model_dir(tmp_path, device="cpu", backend="torch")
+    assert isinstance(old, LSTMLightGBMForecaster) and old.calibration is None
+    served = old.predict(history.values, 7, end_days=history.dates[-1])
+    state = model.encode(history.values, history.dates[-1])
+    plain = combine(model.lstm.forecast(state, 7),
+                    model._lightgbm_forecast(model.lightgbm, state, 7),  # type: ignore[arg-type]
+                    model.weights, integer=True)  # type: ignore[arg-type]
+    for field in ("daily", "cumulative", "mean"):
+        np.testing.assert_array_equal(getattr(served, field), getattr(plain, field))
+    calibrated = model.predict(history.values, 7, end_days=history.dates[-1])
+    assert not np.array_equal(calibrated.daily, served.daily)  # the calibration did move it
+
+
 def test_serving_from_the_streams_state_equals_the_batch_forecast_of_the_same_day(
         fitted: tuple[LSTMLightGBMForecaster, Panel, list[int]]) -> None:
     model, panel, _ = fitted
+    assert isinstance(model.calibration, IntervalCalibration)  # served calibrated
     # The stream: a cold start on what it had on day 405, then one bucket a day into a
     # keyed store (the ring advanced in place), forecast on day 429.
     store = model.keyed_states(64)
