@@ -3,7 +3,7 @@ generalisation protocol (`../shared/tools/generalisation.sh`: 4 origins, refit o
 FreshRetailNet horizon 7), tuning folds and final holdout (the last 2 origins) apart.
 
     python benchmarks/combination_lever.py [--data ../shared/data]
-        [--sets uci_online_retail,rossmann,freshretailnet]
+        [--sets uci_online_retail,rossmann,freshretailnet] [--covariates auto]
         [--out benchmarks/results/generalisation/served] [--peers seasonal_naive,moving_average]
 
 One training per set: the combination trains its LSTM and its LightGBM exactly as the
@@ -34,6 +34,7 @@ from benchmarks.generalisation_split import REAL_SETS, part_scores
 from forecasting.backtest import rolling_origin
 from forecasting.base import Forecaster, QuantileForecast
 from forecasting.combination import LSTMLightGBMForecaster
+from forecasting.covariates import Covariates
 from forecasting.data import load_panel
 from forecasting.registry import make_forecaster
 
@@ -52,6 +53,7 @@ class _Part(Forecaster):
     fitted (refit once: the same history), `predict` is the part's own."""
 
     fits = True
+    uses_covariates = True  # handed on to the part (only LightGBM reads them)
 
     def __init__(self, name: str, combined: LSTMLightGBMForecaster, part: str) -> None:
         super().__init__(combined.levels)
@@ -63,10 +65,17 @@ class _Part(Forecaster):
         model = getattr(self._combined, self._part)
         return model.predict(windows, horizon, end_days=end_days)  # type: ignore[no-any-return]
 
+    def _predict_known(self, windows: Any, horizon: int, end_days: ArrayLike | None,
+                       covariates: Covariates) -> QuantileForecast:
+        model = getattr(self._combined, self._part)
+        return model.predict(  # type: ignore[no-any-return]
+            windows, horizon, end_days=end_days, covariates=covariates)
 
-def run_set(name: str, peers: list[str], out: Path, data: Path) -> dict[str, Any]:
+
+def run_set(name: str, peers: list[str], out: Path, data: Path,
+            covariates: bool = False) -> dict[str, Any]:
     rel, horizon, kwargs = SETS[name]
-    panel = load_panel(data / rel, **kwargs)
+    panel = load_panel(data / rel, covariates=covariates, **kwargs)
     combined = make_forecaster("lstm_lgbm", device="cpu", horizon=horizon)
     combined.cap_threads(1)
     assert isinstance(combined, LSTMLightGBMForecaster)
@@ -91,7 +100,8 @@ def run_set(name: str, peers: list[str], out: Path, data: Path) -> dict[str, Any
                wall_seconds=time.perf_counter() - t0,
                combination=combined.weights.to_json() if combined.weights else None,
                fit_metrics=combined.fit_metrics, load_avg=os.getloadavg()[0],
-               command="python benchmarks/combination_lever.py --sets " + name)
+               command="python benchmarks/combination_lever.py --sets " + name
+               + (" --covariates auto" if covariates else ""))
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(doc, indent=2, default=float) + "\n")
     return doc
@@ -126,6 +136,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/generalisation/served"))
     ap.add_argument("--data", type=Path, default=DATA, help="the shared data directory")
     ap.add_argument("--peers", default="seasonal_naive,moving_average")
+    ap.add_argument("--covariates", choices=("auto", "none"), default="none",
+                    help="auto: the sets' known-in-advance covariates (promotions, price "
+                         "ratio) for LightGBM, as `shelfcast backtest --covariates auto`")
     ap.add_argument("--summarise", action="store_true",
                     help="only read the <set>.json files in --out and write the summary")
     args = ap.parse_args()
@@ -137,7 +150,7 @@ def main() -> None:
             if path.exists():
                 docs[name] = json.loads(path.read_text())
             continue
-        docs[name] = run_set(name, peers, args.out, args.data)
+        docs[name] = run_set(name, peers, args.out, args.data, args.covariates == "auto")
     summary = lever(docs)
     summary["load_avg"] = os.getloadavg()[0]
     for part in ("tune", "holdout"):

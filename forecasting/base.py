@@ -413,6 +413,12 @@ class IncrementalForecaster(Forecaster, Generic[StateT]):
     def forecast(self, state: StateT, horizon: int) -> QuantileForecast:
         """Forecast the next `horizon` buckets after each series' last bucket."""
 
+    def forecast_known(self, state: StateT, horizon: int,
+                       covariates: Covariates) -> QuantileForecast:
+        """`forecast` with the series' known-in-advance covariates (rows of `state`); a
+        model that reads none (`uses_covariates` False) forecasts as without them."""
+        return self.forecast(state, horizon)
+
     @abstractmethod
     def keyed_states(self, max_states: int) -> KeyedStates[StateT]:
         """An empty store for at most `max_states` states of this model, by series key."""

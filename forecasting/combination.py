@@ -343,6 +343,11 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
         return self.forecast(self.encode(windows, self.window_ends(end_days)), horizon,
                              covariates=covariates)
 
+    def forecast_known(self, state: SeriesState, horizon: int,
+                       covariates: Covariates) -> QuantileForecast:
+        """`forecast` with the series' planned promotions (LightGBM reads them)."""
+        return self.forecast(state, horizon, covariates=covariates)
+
     def forecast(self, state: SeriesState, horizon: int, *,
                  covariates: Covariates | None = None) -> QuantileForecast:
         """The mix of the LSTM's forecast from `state` and LightGBM's from its day ring; past

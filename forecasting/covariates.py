@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from forecasting._numeric import FloatArray
 
-__all__ = ["COVARIATE_COLUMNS", "COVARIATE_DEFAULTS", "Covariates"]
+__all__ = ["COVARIATE_COLUMNS", "COVARIATE_DEFAULTS", "Covariates", "stack"]
 
 COVARIATE_DEFAULTS: dict[str, float] = {"promo": 0.0, "price_ratio": 1.0}
 """Each covariate's value on a day nothing is known of (no promotion, full price)."""
@@ -78,6 +78,25 @@ class Covariates:
         offset = int((np.datetime64(first_day, "D") - self.start).astype(np.int64))
         return (_window(self.promo, offset, n_days, COVARIATE_DEFAULTS["promo"]),
                 _window(self.price_ratio, offset, n_days, COVARIATE_DEFAULTS["price_ratio"]))
+
+
+def stack(parts: Sequence[tuple[int, Covariates | None]]) -> Covariates | None:
+    """The rows of several batches in order, on one grid spanning all of theirs: `parts` are
+    (rows, covariates or None: none known); None when none is known."""
+    known = [c for _, c in parts if c is not None]
+    if not known:
+        return None
+    start = min(c.start for c in known)
+    end = max(c.start + np.timedelta64(c.promo.shape[1], "D") for c in known)
+    n_days = int((end - start).astype(np.int64))
+    promos, prices = [], []
+    for rows, cov in parts:
+        if cov is None:
+            cov = Covariates.neutral(rows, start, n_days)
+        promo, price = cov.span(start, n_days)
+        promos.append(promo)
+        prices.append(price)
+    return Covariates(start, np.concatenate(promos), np.concatenate(prices))
 
 
 def _window(values: FloatArray, offset: int, n_days: int, default: float) -> FloatArray:

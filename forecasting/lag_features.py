@@ -19,8 +19,8 @@ from numpy.typing import NDArray
 from forecasting._numeric import FloatArray
 from forecasting.lstm.features import EPOCH, holiday_flags
 
-__all__ = ["COVARIATE_FEATURES", "FEATURE_NAMES", "SCALE_DAYS", "SCALE_FLOOR", "LagTable",
-           "lag_features"]
+__all__ = ["COVARIATE_FEATURES", "FEATURE_NAMES", "PRICE_FEATURES", "PROMO_FEATURES",
+           "SCALE_DAYS", "SCALE_FLOOR", "LagTable", "lag_features"]
 
 SCALE_DAYS = 56
 SCALE_FLOOR = 0.1
@@ -38,14 +38,16 @@ FEATURE_NAMES: tuple[str, ...] = (
     "span_holidays",
 )
 
-COVARIATE_FEATURES: tuple[str, ...] = (
-    "promo_target", "price_target", "promo_origin", "promo_span", "price_span",
-    "promo_recent28",
-)
-"""Appended to FEATURE_NAMES when a model uses covariates: promotion and price ratio on the
-target day, promotion on the origin day, their means over (origin, target] (what the
-cumulative rows need), and the share of promotion days in the 28 days up to the origin (how
-much of the recent level, the scale, was bought by promotions)."""
+PROMO_FEATURES: tuple[str, ...] = ("promo_target", "promo_origin", "promo_span",
+                                   "promo_recent28")
+"""Appended to FEATURE_NAMES when a model uses covariates: the promotion on the target day
+and on the origin day, the share of promotion days over (origin, target] (what the
+cumulative rows need; a daily row's is its target day's), and over the 28 days up to the
+origin (how much of the recent level, the scale, was bought by promotions)."""
+PRICE_FEATURES: tuple[str, ...] = ("price_target", "price_span")
+"""Appended after PROMO_FEATURES when the price ratio is used too (off by default: on
+FreshRetailNet the `discount` column made LightGBM worse, benchmarks/README "Levers")."""
+COVARIATE_FEATURES: tuple[str, ...] = PROMO_FEATURES + PRICE_FEATURES
 
 
 @dataclass
@@ -106,13 +108,14 @@ def lag_features(
     dates: NDArray[np.datetime64],
     calendar: str = "uk",
     covariates: tuple[FloatArray, FloatArray] | None = None,
+    price: bool = False,
 ) -> tuple[FloatArray, FloatArray]:
     """Features (m, len(FEATURE_NAMES)) and the scale (m,) of rows (series, origin, step, kind).
 
     `origins` index the columns of `table.values`; `dates` (T + horizon,) gives the date of
     each column and of the days after the grid (for calendar features of the targets).
     `covariates`: (promo, price_ratio), each (n, T + horizon) on the columns of `dates`:
-    the COVARIATE_FEATURES are appended (m, len(FEATURE_NAMES) + len(COVARIATE_FEATURES)).
+    the PROMO_FEATURES are appended, then the PRICE_FEATURES if `price`.
     """
     scale = table.mean(rows, origins, SCALE_DAYS)
     scale = np.maximum(np.nan_to_num(scale, nan=0.0), SCALE_FLOOR)
@@ -157,33 +160,42 @@ def lag_features(
         span_hol,
     ]
     if covariates is not None:
-        cols += _covariate_columns(covariates, rows, origins, target, kinds)
+        cols += _covariate_columns(covariates, rows, origins, target, kinds, price)
     return np.stack(cols, axis=1), scale
 
 
 def _covariate_columns(covariates: tuple[FloatArray, FloatArray], rows: NDArray[np.intp],
                        origins: NDArray[np.intp], target: NDArray[np.intp],
-                       kinds: NDArray[np.intp]) -> list[FloatArray]:
-    """The COVARIATE_FEATURES of rows whose targets are column `target` of the covariates.
+                       kinds: NDArray[np.intp], price: bool) -> list[FloatArray]:
+    """The PROMO_FEATURES (+ PRICE_FEATURES) of rows whose targets are column `target` of
+    the covariates.
     A daily row's span features are its target day's values: a day's forecast reads the
     covariates of that day (and of the origin), not those of the days between."""
-    promo, price = covariates
+    promo, ratio = covariates
     last = promo.shape[1] - 1
-    pad = np.zeros((promo.shape[0], 1))
-    promo_cum = np.concatenate([pad, np.cumsum(promo, axis=1)], axis=1)
-    price_cum = np.concatenate([pad, np.cumsum(price, axis=1)], axis=1)
     hi = np.clip(target + 1, 0, last + 1)
     lo = np.clip(origins + 1, 0, last + 1)
     days = np.maximum(hi - lo, 1)
-    recent_lo = np.clip(origins + 1 - 28, 0, last + 1)
-    promo_target = promo[rows, np.clip(target, 0, last)]
-    price_target = price[rows, np.clip(target, 0, last)]
     daily = kinds == 0
-    return [
-        promo_target,
-        price_target,
-        promo[rows, np.clip(origins, 0, last)],
-        np.where(daily, promo_target, (promo_cum[rows, hi] - promo_cum[rows, lo]) / days),
-        np.where(daily, price_target, (price_cum[rows, hi] - price_cum[rows, lo]) / days),
+
+    def at(a: FloatArray, col: NDArray[np.intp]) -> FloatArray:
+        out: FloatArray = a[rows, np.clip(col, 0, last)]
+        return out
+
+    def span(a: FloatArray) -> FloatArray:
+        cum = np.concatenate([np.zeros((a.shape[0], 1)), np.cumsum(a, axis=1)], axis=1)
+        out: FloatArray = np.where(daily, at(a, target), (cum[rows, hi] - cum[rows, lo]) / days)
+        return out
+
+    promo_cum = np.concatenate([np.zeros((promo.shape[0], 1)), np.cumsum(promo, axis=1)],
+                               axis=1)
+    recent_lo = np.clip(origins + 1 - 28, 0, last + 1)
+    cols = [
+        at(promo, target),
+        at(promo, origins),
+        span(promo),
         (promo_cum[rows, lo] - promo_cum[rows, recent_lo]) / np.maximum(lo - recent_lo, 1),
     ]
+    if price:
+        cols += [at(ratio, target), span(ratio)]
+    return cols

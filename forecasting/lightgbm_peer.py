@@ -42,8 +42,9 @@ from forecasting.covariates import Covariates
 from forecasting.data import Panel
 from forecasting.errors import ForecastingError, InvalidWindowError
 from forecasting.lag_features import (
-    COVARIATE_FEATURES,
     FEATURE_NAMES,
+    PRICE_FEATURES,
+    PROMO_FEATURES,
     SCALE_DAYS,
     LagTable,
     lag_features,
@@ -70,6 +71,7 @@ class LightGBMConfig:
     threads: int = 1
     calendar: str = "uk"
     covariates: bool = True  # use the panel's known-in-advance covariates when it has them
+    price_features: bool = False  # ... the price ratio too (dropped: worse on FreshRetailNet)
     seed: int = 0
 
 
@@ -158,7 +160,8 @@ class LightGBMForecaster(Forecaster):
         cov = None
         if self._covariates and panel.covariates is not None:
             cov = panel.covariates.span(panel.start, dates.size)
-        x, scale = lag_features(table, rows, orig, step, kind, dates, cfg.calendar, cov)
+        x, scale = lag_features(table, rows, orig, step, kind, dates, cfg.calendar, cov,
+                                cfg.price_features)
         padded = np.concatenate([values, np.full((values.shape[0], big_h), np.nan)], axis=1)
         daily = padded[rows, orig + step]
         cum = np.zeros_like(daily)
@@ -202,8 +205,12 @@ class LightGBMForecaster(Forecaster):
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        """The boosters' inputs: FEATURE_NAMES, + COVARIATE_FEATURES when trained with them."""
-        return FEATURE_NAMES + COVARIATE_FEATURES if self._covariates else FEATURE_NAMES
+        """The boosters' inputs: FEATURE_NAMES, + PROMO_FEATURES (+ PRICE_FEATURES) when
+        trained with covariates."""
+        if not self._covariates:
+            return FEATURE_NAMES
+        price = PRICE_FEATURES if self.config.price_features else ()
+        return FEATURE_NAMES + PROMO_FEATURES + price
 
     @property
     def covariates_used(self) -> bool:
@@ -243,7 +250,7 @@ class LightGBMForecaster(Forecaster):
             known = covariates or Covariates.neutral(n, days[0], dates.size)
             cov = known.span(days[0], dates.size)
         x, scale = lag_features(table, rows, orig, np.tile(steps, n), np.tile(kinds, n),
-                                dates, self.config.calendar, cov)
+                                dates, self.config.calendar, cov, self.config.price_features)
         preds = np.stack([m.predict(x) for m in self._models[1:]], axis=1)  # (m, Q)
         preds = np.maximum(preds, 0.0) * scale[:, None]
         preds = np.sort(preds, axis=1).reshape(n, 2, big_h, -1)

@@ -14,7 +14,13 @@ import pytest
 from forecasting.backtest import rolling_origin
 from forecasting.covariates import Covariates
 from forecasting.data import Panel, load_panel
-from forecasting.lag_features import COVARIATE_FEATURES, FEATURE_NAMES, LagTable, lag_features
+from forecasting.lag_features import (
+    FEATURE_NAMES,
+    PRICE_FEATURES,
+    PROMO_FEATURES,
+    LagTable,
+    lag_features,
+)
 
 START = np.datetime64("2024-01-01")
 
@@ -90,12 +96,17 @@ def test_covariate_features_read_the_target_day_and_leave_demand_features_alone(
     kinds = np.tile(np.repeat([0, 1], horizon), 2)
     plain, scale = lag_features(table, rows, origins, steps, kinds, dates)
     x, scale2 = lag_features(table, rows, origins, steps, kinds, dates,
-                             covariates=(promo, price))
-    assert x.shape[1] == len(FEATURE_NAMES) + len(COVARIATE_FEATURES)
+                             covariates=(promo, price), price=True)
+    names = FEATURE_NAMES + PROMO_FEATURES + PRICE_FEATURES
+    assert x.shape[1] == len(names)
+    promo_only, _ = lag_features(table, rows, origins, steps, kinds, dates,
+                                 covariates=(promo, price))
+    np.testing.assert_array_equal(np.nan_to_num(promo_only, nan=-1),
+                                  np.nan_to_num(x[:, : promo_only.shape[1]], nan=-1))
     np.testing.assert_array_equal(np.nan_to_num(x[:, : len(FEATURE_NAMES)], nan=-1),
                                   np.nan_to_num(plain, nan=-1))
     np.testing.assert_array_equal(scale, scale2)
-    col = {name: len(FEATURE_NAMES) + i for i, name in enumerate(COVARIATE_FEATURES)}
+    col = {name: i for i, name in enumerate(names)}
     daily0 = (rows == 0) & (kinds == 0)
     np.testing.assert_array_equal(x[daily0, col["promo_target"]], steps[daily0] == 3)
     # a daily row's span is its own day; a cumulative row's covers (origin, target]
@@ -103,6 +114,8 @@ def test_covariate_features_read_the_target_day_and_leave_demand_features_alone(
     cum0 = (rows == 0) & (kinds == 1)
     np.testing.assert_allclose(x[cum0, col["promo_span"]],
                                np.where(steps[cum0] >= 3, 1.0 / steps[cum0], 0.0))
+    np.testing.assert_array_equal(x[daily0, col["price_target"]],
+                                  np.where(steps[daily0] == 3, 0.7, 1.0))
     assert np.all(x[rows == 1, col["promo_target"]] == 0.0)
 
 
