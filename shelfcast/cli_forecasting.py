@@ -65,10 +65,11 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 
 def add_covariate_arg(p: argparse.ArgumentParser) -> None:
     """--covariates: read the file's known-in-advance covariates (forecasting.covariates)."""
-    p.add_argument("--covariates", choices=("auto", "none"), default="none",
-                   help="auto: read the file's planned promotions and price ratio (promo / "
-                        "activity_flag, price_ratio / discount columns) for the models that "
-                        "use them (lightgbm, lstm_lgbm); none: demand only (default none)")
+    p.add_argument("--covariates", choices=("auto", "none"), default="auto",
+                   help="auto (default): read the file's known-in-advance covariates, when it "
+                        "has them (promo / activity_flag, price_ratio / discount columns), for "
+                        "the models that use them (lightgbm, lstm_lgbm: planned promotions, "
+                        "served from shop.promotions); none: demand only")
 
 
 def _lstm_args(p: argparse.ArgumentParser) -> None:
@@ -122,6 +123,7 @@ def add_commands(subparsers: Any) -> None:
         description="Train the global probabilistic LSTM on a long-format demand CSV; writes "
         "model.pt + metadata.json (features, horizon, scaling, data fingerprint, metrics).")
     add_data_args(train)
+    add_covariate_arg(train)
     _lstm_args(train)
     train.add_argument("--model", choices=["lstm", "lstm_lgbm"], default=None,
                        help="what to train: the LSTM, or the LSTM mixed with LightGBM "

@@ -210,3 +210,27 @@ def test_a_promotion_in_the_state_moves_the_lightgbm_forecast_of_its_day_only() 
     others = np.r_[0:2, 3:14]
     np.testing.assert_array_equal(b.daily[0, others], a.daily[0, others])
     np.testing.assert_array_equal(b.mean[0, others], a.mean[0, others])
+
+
+def test_the_exported_schema_agrees_with_the_worker_on_days(tmp_path) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from schemas import export_json_schemas
+
+    export_json_schemas(tmp_path)
+    schema = json.loads((tmp_path / "PromotionEvent.v1.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["x-kafka-key"] == "sku@location"
+    check = jsonschema.Draft202012Validator(schema)
+    base = {"event_id": "p", "sku": "A", "location": "L", "start_day": "2024-02-29",
+            "end_day": "2024-03-01", "price_ratio": 0.8}
+    cases = [base, {**base, "start_day": "2023-02-29"}, {**base, "end_day": "2024-3-01"},
+             {**base, "price_ratio": 0}, {**base, "version": 0}, {**base, "other": 1}]
+    for value in cases:
+        raw = json.dumps(value).encode()
+        try:
+            decode(PromotionEvent, raw)
+            worker = True
+        except InvalidEvent:
+            worker = False
+        assert check.is_valid(value) == worker, value
+    assert check.is_valid(base)
