@@ -3,6 +3,11 @@
 best peer, and every policy's inventory at 95% fill against the min/max rule.
 
     python benchmarks/served_tables.py benchmarks/results/generalisation/served_cli/*.json
+    python benchmarks/served_tables.py --with benchmarks/results/generalisation/ets FILE...
+
+`--with DIR`: peers backtested in another run of the same protocol (DIR/<same name>.json, e.g.
+ETS, too slow to run beside everything else) join each backtest's table; a model both runs
+scored must have the same scores in both (same origins, same data), else it stops.
 """
 
 from __future__ import annotations
@@ -69,9 +74,29 @@ def simulate_table(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def with_peers(doc: dict[str, Any], other: dict[str, Any], name: str) -> dict[str, Any]:
+    """`doc` with the models of `other` (a run of the same protocol) it lacks."""
+    models = dict(doc["models"])
+    for model, scores in other["models"].items():
+        if model not in models:
+            models[model] = scores
+            continue
+        mine = models[model]
+        if any(abs(mine[k] - scores[k]) > 1e-9 * max(1.0, abs(mine[k])) for k, _ in LOWER):
+            raise SystemExit(f"{name}: {model} scores differ between the two runs: "
+                             "not the same protocol")
+    return {**doc, "models": models}
+
+
 def main(paths: list[str]) -> None:
+    extra: Path | None = None
+    if paths[:1] == ["--with"]:
+        extra, paths = Path(paths[1]), paths[2:]
     for path in paths:
         doc = json.loads(Path(path).read_text())
+        peers = None if extra is None else extra / Path(path).name
+        if peers is not None and peers.exists() and "models" in doc:
+            doc = with_peers(doc, json.loads(peers.read_text()), Path(path).stem)
         print(f"\n{Path(path).stem} (served = {doc.get('served')}):\n")
         print(simulate_table(doc) if "policies" in doc else backtest_table(doc))
 

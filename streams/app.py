@@ -11,9 +11,10 @@ never stopped (tests/integration/test_faust_lstm_recovery.py). A restarted worke
 hands no input record over before the input partitions are back at their committed offsets
 (`_SeekFirstRecovery`).
 
-Faust internals this module leans on, which is why faust-streaming is pinned to 0.15.x (each is
-exercised by tests/integration/test_faust_lstm_recovery.py and tests/unit/test_streams_faust_serving.py,
-so an upgrade that changes one fails there, not in production):
+Faust internals this module leans on, which is why faust-streaming is pinned to 0.15.x (each
+is exercised by tests/integration/test_faust_lstm_recovery.py and
+tests/unit/test_streams_faust_serving.py, so an upgrade that changes one fails there, not in
+production):
 - `Producer._ensure_producer()`: the started aiokafka producer, for record-batch sends of
   outputs and changelog records (Faust's public send path is per record);
 - `Consumer._commit_offsets(offsets)`: the explicit-offsets commit (`_BatchCommitter`);

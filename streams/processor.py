@@ -69,10 +69,11 @@ __all__ = [
 class PredictFn(Protocol):
     """The forecaster call the processor makes, once per batch for every due SKU.
 
-    `keys` (sku@location) and `end_days` (the date of each window's last closed daily bucket)
-    let a stateful model step its carried state instead of re-reading the window; `states`
-    are each key's durable model state as the last forecast returned it (`SkuState.
-    model_state`), from which a recovered worker resumes exactly. A plain forecaster
+    `keys` (sku@location, prefixed `P:` with the input partition P when the table has one:
+    the key of one carried state) and `end_days` (the date of each window's last closed
+    daily bucket) let a stateful model step its carried state instead of re-reading the
+    window; `states` are each key's durable model state as the last forecast returned it
+    (`SkuState.model_state`), from which a recovered worker resumes exactly. A plain forecaster
     ignores them. `covariates`: the SKUs' planned promotions (`streams.planned_promotions`),
     passed only when one of them has any. The answer carries the version of the model that
     computed it (stamped on the outputs) and, from a stateful model, the keys' new durable
@@ -325,6 +326,11 @@ class BatchProcessor:
         bucket_seconds, window, lateness = (self.bucket_seconds, self.window_buckets,
                                             self.lateness_buckets)
         memory = self.id_memory_buckets
+        # the model's carried state of a key is the state of the key ON THIS PARTITION: a key
+        # seen on two input partitions is two states (streams/store.py), each stepped by its
+        # own demand only
+        partition = getattr(table, "partition", None)
+        scope = "" if partition is None else f"{partition}:"
         while pending:
             held: list[_Item] = []
             due: dict[str, SkuState] = {}
@@ -359,7 +365,8 @@ class BatchProcessor:
             out.accepted += accepted
             out.duplicates += duplicates
             if due:
-                await self._forecast_and_decide(list(due), list(due.values()), out)
+                await self._forecast_and_decide([scope + key for key in due],
+                                                list(due.values()), out)
             pending = held
         if getattr(table, "holds_state_objects", False):
             table.update(cache)
