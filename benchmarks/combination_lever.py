@@ -3,7 +3,7 @@ generalisation protocol (`../shared/tools/generalisation.sh`: 4 origins, refit o
 FreshRetailNet horizon 7), tuning folds and final holdout (the last 2 origins) apart.
 
     python benchmarks/combination_lever.py [--data ../shared/data]
-        [--sets uci_online_retail,rossmann,freshretailnet]
+        [--sets uci_online_retail,rossmann,freshretailnet] [--covariates auto]
         [--out benchmarks/results/generalisation/served] [--peers seasonal_naive,moving_average]
 
 One training per set: the combination trains its LSTM and its LightGBM exactly as the
@@ -43,6 +43,7 @@ from forecasting.backtest import rolling_origin
 from forecasting.base import Forecaster, QuantileForecast
 from forecasting.calibration import IntervalCalibration
 from forecasting.combination import LSTMLightGBMForecaster
+from forecasting.covariates import Covariates
 from forecasting.data import load_panel
 from forecasting.registry import make_forecaster
 
@@ -62,6 +63,7 @@ class _Part(Forecaster):
     fitted (refit once: the same history), `predict` is the part's own."""
 
     fits = True
+    uses_covariates = True  # handed on to the part (only LightGBM reads them)
 
     def __init__(self, name: str, combined: LSTMLightGBMForecaster, part: str) -> None:
         super().__init__(combined.levels.tolist())
@@ -73,6 +75,11 @@ class _Part(Forecaster):
         model = getattr(self._combined, self._part)
         return model.predict(windows, horizon, end_days=end_days)  # type: ignore[no-any-return]
 
+    def _predict_known(self, windows: Any, horizon: int, end_days: ArrayLike | None,
+                       covariates: Covariates) -> QuantileForecast:
+        model = getattr(self._combined, self._part)
+        return model.predict(  # type: ignore[no-any-return]
+            windows, horizon, end_days=end_days, covariates=covariates)
 
 class _Variant(Forecaster):
     """The fitted combination with its calibration replaced: `raw` none, `daily` the daily
@@ -100,9 +107,10 @@ class _Variant(Forecaster):
 VARIANTS = {"lstm_lgbm_raw": "raw", "lstm_lgbm_daily": "daily"}
 
 
-def run_set(name: str, peers: list[str], out: Path, data: Path) -> dict[str, Any]:
+def run_set(name: str, peers: list[str], out: Path, data: Path,
+            covariates: bool = False) -> dict[str, Any]:
     rel, horizon, kwargs = SETS[name]
-    panel = load_panel(data / rel, **kwargs)
+    panel = load_panel(data / rel, covariates=covariates, **kwargs)
     combined = make_forecaster("lstm_lgbm", device="cpu", horizon=horizon,
                                mix_calibration="both")
     combined.cap_threads(1)
@@ -131,7 +139,8 @@ def run_set(name: str, peers: list[str], out: Path, data: Path) -> dict[str, Any
                mix_calibration=(combined.calibration.to_json() if combined.calibration
                                 else None),
                fit_metrics=combined.fit_metrics, load_avg=os.getloadavg()[0],
-               command="python benchmarks/combination_lever.py --sets " + name)
+               command="python benchmarks/combination_lever.py --sets " + name
+               + (" --covariates auto" if covariates else ""))
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(doc, indent=2, default=float) + "\n")
     return doc
@@ -169,6 +178,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/generalisation/served"))
     ap.add_argument("--data", type=Path, default=DATA, help="the shared data directory")
     ap.add_argument("--peers", default="seasonal_naive,moving_average")
+    ap.add_argument("--covariates", choices=("auto", "none"), default="none",
+                    help="auto: the sets' known-in-advance covariates (promotions, price "
+                         "ratio) for LightGBM, as `shelfcast backtest --covariates auto`")
     ap.add_argument("--summarise", action="store_true",
                     help="only read the <set>.json files in --out and write the summary")
     args = ap.parse_args()
@@ -180,7 +192,7 @@ def main() -> None:
             if path.exists():
                 docs[name] = json.loads(path.read_text())
             continue
-        docs[name] = run_set(name, peers, args.out, args.data)
+        docs[name] = run_set(name, peers, args.out, args.data, args.covariates == "auto")
     summary = lever(docs)
     summary["load_avg"] = os.getloadavg()[0]
     for part in ("tune", "holdout"):

@@ -114,7 +114,9 @@ def rolling_origin(
     days apart, the last one ending on the panel's last day.
 
     At each origin every model sees the history before it (all of it, as windows), forecasts
-    `horizon` days and is scored against what happened. Global models (`Forecaster.fits`)
+    `horizon` days and is scored against what happened; the panel's known-in-advance
+    covariates (`Panel.covariates`), when it has them, are given whole (a promotion planned
+    for a forecast day is known at the origin). Global models (`Forecaster.fits`)
     are trained on the history before each origin (`refit`) or only before the first one.
     Scores per model pool all folds: metrics are averaged over folds, seconds are summed.
     `jobs` > 1 runs up to that many models at once, each in a forked process (the scores
@@ -138,7 +140,8 @@ def rolling_origin(
                 model.fit(history)
                 fit_seconds = time.perf_counter() - t0
             t0 = time.perf_counter()
-            fc = model.predict(history.values, horizon, end_days=history.dates[-1])
+            fc = model.predict(history.values, horizon, end_days=history.dates[-1],
+                               covariates=panel.covariates)
             predict_seconds = time.perf_counter() - t0
             actual = panel.values[:, cutoff : cutoff + horizon]
             s = score(fc, actual, history.values, season)
@@ -169,7 +172,8 @@ def rolling_origin(
             "refit": refit, "origins": [str(panel.dates[c]) for c in cutoffs],
             "n_series": panel.n_series, "n_days": panel.n_days,
             "first_day": str(panel.dates[0]), "last_day": str(panel.dates[-1]),
-            "data_fingerprint": panel.fingerprint()}
+            "data_fingerprint": panel.fingerprint(),
+            "covariates": panel.covariates is not None}
     global_models = tuple(name for name in models if outcomes[name][3])
     return BacktestResult(summary, fold_rows, meta, per_model, global_models)
 

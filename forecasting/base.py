@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from forecasting._numeric import FloatArray
+from forecasting.covariates import Covariates
 from forecasting.data import Panel
 from forecasting.errors import InvalidForecastError, InvalidWindowError
 from forecasting.quantiles import quantile_at
@@ -235,6 +236,8 @@ class Forecaster(ABC):
     name: ClassVar[str]
     version: ClassVar[int] = 1
     model_id: str | None = None  # the artifact's id, for a model loaded from (or saved to) one
+    # Reads known-in-advance covariates (`predict(..., covariates=)`, `Panel.covariates`).
+    uses_covariates: ClassVar[bool] = False
     # A global model, learned from many series at once: `fit(panel)` trains it. False: a
     # local model, whose `fit` keeps nothing (it reads each window when it forecasts).
     fits: ClassVar[bool] = False
@@ -287,10 +290,14 @@ class Forecaster(ABC):
         return self.end_day() if end_days is None else end_days
 
     def predict(self, windows: ArrayLike, horizon: int, *,
-                end_days: ArrayLike | None = None) -> QuantileForecast:
+                end_days: ArrayLike | None = None,
+                covariates: Covariates | None = None) -> QuantileForecast:
         """Forecast `horizon` buckets for each row of `windows` (n_series, window_len) whose
         last buckets fall on `end_days` ((n,) dates or one date; None: `end_day()`).
 
+        `covariates`: known-in-advance covariates of the same rows (planned promotions,
+        price ratio) on a grid that covers the forecast days; models that use none
+        (`uses_covariates` False) ignore them, and None means nothing planned.
         Rows with no observation at all get zero demand with zero spread.
         """
         if isinstance(horizon, bool) or int(horizon) != horizon or horizon < 1:
@@ -311,6 +318,11 @@ class Forecaster(ABC):
             )
         if arr.shape[0] == 0 or arr.shape[1] == 0:
             return QuantileForecast.zeros(arr.shape[0], horizon, self._levels)
+        if covariates is not None and self.uses_covariates:
+            if covariates.n_series != arr.shape[0]:
+                raise InvalidWindowError(f"covariates hold {covariates.n_series} series, "
+                                         f"windows {arr.shape[0]}")
+            return self._predict_known(arr, horizon, end_days, covariates)
         return self._predict(arr, horizon, end_days)
 
     def forecast_one(self, window: ArrayLike, horizon: int, *,
@@ -326,6 +338,12 @@ class Forecaster(ABC):
                  end_days: ArrayLike | None) -> QuantileForecast:
         """Forecast validated, non-empty windows (see the class docstring); `end_days` as
         given to `predict` (None: the caller gave none; `window_ends` resolves it)."""
+
+    def _predict_known(self, windows: FloatArray, horizon: int, end_days: ArrayLike | None,
+                       covariates: Covariates) -> QuantileForecast:
+        """`_predict` with known-in-advance covariates; models with `uses_covariates`
+        override it."""
+        return self._predict(windows, horizon, end_days)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(levels={self._levels.tolist()})"
@@ -401,6 +419,12 @@ class IncrementalForecaster(Forecaster, Generic[StateT]):
     @abstractmethod
     def forecast(self, state: StateT, horizon: int) -> QuantileForecast:
         """Forecast the next `horizon` buckets after each series' last bucket."""
+
+    def forecast_known(self, state: StateT, horizon: int,
+                       covariates: Covariates) -> QuantileForecast:
+        """`forecast` with the series' known-in-advance covariates (rows of `state`); a
+        model that reads none (`uses_covariates` False) forecasts as without them."""
+        return self.forecast(state, horizon)
 
     @abstractmethod
     def keyed_states(self, max_states: int) -> KeyedStates[StateT]:

@@ -45,6 +45,7 @@ from numpy.typing import ArrayLike
 from forecasting._numeric import FloatArray
 from forecasting.base import Forecaster, IncrementalForecaster, KeyedStates, QuantileForecast
 from forecasting.calibration import IntervalCalibration, fit_levels
+from forecasting.covariates import Covariates
 from forecasting.data import Panel
 from forecasting.errors import ForecastingError
 
@@ -273,6 +274,7 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
     name = "lstm_lgbm"
     version = 1
     fits = True
+    uses_covariates = True  # its LightGBM part reads them
     cold_start_warmup_days = 182  # the LSTM's (forecasting.lstm.forecaster)
 
     def __init__(self, lstm: ServedLSTM, lightgbm: LightGBMForecaster | None = None,
@@ -389,7 +391,7 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
         ours, theirs, actual = [], [], []
         for t in range(first, last + 1):
             ours.append(self.lstm.forecast(state, big_h))
-            theirs.append(self._lightgbm_forecast(early, state, big_h))
+            theirs.append(self._lightgbm_forecast(early, state, big_h, panel.covariates))
             actual.append(y[:, t + 1 : t + 1 + big_h])
             if t < last:
                 state = self.lstm.update(state, y[:, t + 1], dates[t + 1], consume=True)
@@ -414,32 +416,49 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
         return self.lstm.keyed_states(max_states)
 
     def _lightgbm_forecast(self, model: LightGBMForecaster, state: SeriesState,
-                           horizon: int) -> QuantileForecast:
-        """LightGBM's forecast from each series' ring, one predict per distinct end day."""
+                           horizon: int, covariates: Covariates | None = None
+                           ) -> QuantileForecast:
+        """LightGBM's forecast from each series' ring, one predict per distinct end day;
+        `covariates`: the known-in-advance covariates of the state's series (None: none)."""
         windows = ring_windows(state)
         days = state.last_day
         distinct = np.unique(days)
         if distinct.size == 1:
-            return model.predict(windows, horizon, end_days=distinct[0])
+            return model.predict(windows, horizon, end_days=distinct[0], covariates=covariates)
         q = self._levels.size
         daily = np.zeros((state.n_series, horizon, q))
         cum, mean = np.zeros_like(daily), np.zeros((state.n_series, horizon))
         for day in distinct:
             rows = np.flatnonzero(days == day)
-            fc = model.predict(windows[rows], horizon, end_days=day)
+            known = None if covariates is None else covariates.subset(rows)
+            fc = model.predict(windows[rows], horizon, end_days=day, covariates=known)
             daily[rows], cum[rows], mean[rows] = fc.daily, fc.cumulative, fc.mean
         return QuantileForecast.trusted(self._levels.copy(), daily, cum, mean)
 
-    def forecast(self, state: SeriesState, horizon: int) -> QuantileForecast:
+    def _predict_known(self, windows: FloatArray, horizon: int, end_days: ArrayLike | None,
+                       covariates: Covariates) -> QuantileForecast:
+        """`predict` with covariates: the forecast from the state after each window."""
+        return self.forecast(self.encode(windows, self.window_ends(end_days)), horizon,
+                             covariates=covariates)
+
+    def forecast_known(self, state: SeriesState, horizon: int,
+                       covariates: Covariates) -> QuantileForecast:
+        """`forecast` with the series' planned promotions (LightGBM reads them)."""
+        return self.forecast(state, horizon, covariates=covariates)
+
+    def forecast(self, state: SeriesState, horizon: int, *,
+                 covariates: Covariates | None = None) -> QuantileForecast:
         """The mix of the LSTM's forecast from `state` and LightGBM's from its day ring; past
-        the trained horizon the mix is extended as the LSTM extends its own."""
+        the trained horizon the mix is extended as the LSTM extends its own. `covariates`:
+        the series' known-in-advance covariates for LightGBM (None: nothing planned)."""
         if self.lightgbm is None or self.weights is None:
             raise CombinationError("lstm_lgbm.forecast before fit (or load)")
         big_h = self.lstm.config.horizon
         steps = min(horizon, big_h)
         mixed = combine(self.lstm.forecast(state, steps),
-                        self._lightgbm_forecast(self.lightgbm, state, steps), self.weights,
-                        integer=self.lstm.config.integer_demand, calibration=self.calibration)
+                        self._lightgbm_forecast(self.lightgbm, state, steps, covariates),
+                        self.weights, integer=self.lstm.config.integer_demand,
+                        calibration=self.calibration)
         if horizon <= big_h:
             return mixed
         from forecasting.lstm.serving import extend

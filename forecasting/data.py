@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from forecasting._numeric import FloatArray
+from forecasting.covariates import COVARIATE_COLUMNS, COVARIATE_DEFAULTS, Covariates
 from forecasting.errors import ForecastingError
 
 __all__ = ["DataFormatError", "Panel", "load_panel"]
@@ -38,11 +39,15 @@ class Panel:
         start: the date of column 0 (numpy datetime64[D]).
         values: (n, T) demand per series and day, NaN where the file has no row (before a
             series starts, or a gap). Column t is the day start + t.
+        covariates: known-in-advance covariates of the same series (planned promotions,
+            price ratio), or None. Their grid may run past the demand's last day: `head`
+            keeps all of it, since a promotion planned for tomorrow is known today.
     """
 
     ids: tuple[str, ...]
     start: np.datetime64
     values: FloatArray
+    covariates: Covariates | None = None
 
     @property
     def n_series(self) -> int:
@@ -65,6 +70,11 @@ class Panel:
         digest.update("\n".join(self.ids).encode())
         digest.update(str(self.start).encode())
         digest.update(np.ascontiguousarray(self.values, dtype=np.float64).tobytes())
+        if self.covariates is not None:  # a panel without covariates keeps its old digest
+            cov = self.covariates
+            digest.update(f"covariates {cov.start}".encode())
+            digest.update(np.ascontiguousarray(cov.promo, dtype=np.float64).tobytes())
+            digest.update(np.ascontiguousarray(cov.price_ratio, dtype=np.float64).tobytes())
         return digest.hexdigest()
 
     @classmethod
@@ -80,15 +90,17 @@ class Panel:
         return cls(tuple(str(i) for i in range(len(series))), start, values)
 
     def head(self, n_days: int) -> Panel:
-        """The first `n_days` columns (a training cut-off)."""
+        """The first `n_days` columns (a training cut-off); the covariates stay whole
+        (known in advance)."""
         if not 0 < n_days <= self.n_days:
             raise ValueError(f"n_days must be in 1..{self.n_days}, got {n_days}")
-        return Panel(self.ids, self.start, self.values[:, :n_days])
+        return Panel(self.ids, self.start, self.values[:, :n_days], self.covariates)
 
     def subset(self, rows: Sequence[int] | NDArray[np.integer]) -> Panel:
         """The series at positions `rows`."""
         idx = np.asarray(rows, dtype=np.intp)
-        return Panel(tuple(self.ids[i] for i in idx), self.start, self.values[idx])
+        cov = None if self.covariates is None else self.covariates.subset(idx)
+        return Panel(tuple(self.ids[i] for i in idx), self.start, self.values[idx], cov)
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -104,6 +116,7 @@ def load_panel(
     date_col: str | None = None,
     target_col: str | None = None,
     max_series: int | None = None,
+    covariates: bool = False,
 ) -> Panel:
     """Read a long CSV (one row per series and day) into a dense daily Panel.
 
@@ -111,7 +124,9 @@ def load_panel(
     layout `store, item, date, sales` is recognised (id = "store/item"), so both shared
     datasets load with no options. Dates are ISO `YYYY-MM-DD` (a time part is ignored).
     Duplicate (id, day) rows are summed. `max_series` keeps the first N ids in sorted order
-    (smoke runs).
+    (smoke runs). `covariates`: also read the known-in-advance covariates the file has
+    (`forecasting.covariates`: promotion flag, price ratio) into `Panel.covariates`; a file
+    with neither column gives None. Days without a row take the covariates' defaults.
     """
     path = Path(path)
     if not path.exists():
@@ -126,6 +141,8 @@ def load_panel(
         ids, date_name, target_name = _resolve_columns(header, id_cols, date_col, target_col, path)
         id_idx = [header.index(c) for c in ids]
         d_idx, y_idx = header.index(date_name), header.index(target_name)
+        cov_idx = _covariate_columns(header) if covariates else {}
+        cov_raw: dict[str, list[str]] = {name: [] for name in cov_idx}
         keys: list[str] = []
         days: list[str] = []
         ys: list[str] = []
@@ -136,6 +153,8 @@ def load_panel(
             keys.append(row[single] if single >= 0 else ID_SEPARATOR.join(row[i] for i in id_idx))
             days.append(row[d_idx][:10])
             ys.append(row[y_idx])
+            for name, i in cov_idx.items():
+                cov_raw[name].append(row[i])
     if not keys:
         raise DataFormatError("no data rows", path)
     try:
@@ -160,10 +179,43 @@ def load_panel(
     if np.any(values < 0):
         raise DataFormatError("negative demand values (clip or net them first)", path)
     names = tuple(str(uniq[i]) for i in order)
-    panel = Panel(names, start, values)
+    cov = _covariate_grid(cov_raw, rows, cols, values.shape, start, path) if cov_raw else None
+    panel = Panel(names, start, values, cov)
     if max_series is not None and max_series < panel.n_series:
         panel = panel.subset(np.arange(max_series))
     return panel
+
+
+def _covariate_columns(header: list[str]) -> dict[str, int]:
+    """{covariate: column index} for the covariates `header` has (first matching name)."""
+    found: dict[str, int] = {}
+    for name, candidates in COVARIATE_COLUMNS.items():
+        for col in candidates:
+            if col in header:
+                found[name] = header.index(col)
+                break
+    return found
+
+
+def _covariate_grid(raw: dict[str, list[str]], rows: NDArray[np.intp],
+                    cols: NDArray[np.int64], shape: tuple[int, ...], start: np.datetime64,
+                    path: Path) -> Covariates:
+    """The covariates' (n, T) grids; a day without a row (or an empty cell) takes the
+    default, a covariate the file lacks is its default everywhere."""
+    grids: dict[str, FloatArray] = {}
+    for name, default in COVARIATE_DEFAULTS.items():
+        grid = np.full(shape, default)
+        if name in raw:
+            try:
+                vals = np.array([float(v) if v != "" else np.nan for v in raw[name]])
+            except ValueError as exc:
+                raise DataFormatError(f"bad {name} value: {exc}", path) from None
+            ok = np.isfinite(vals)
+            if name == "promo":
+                vals = (vals > 0).astype(np.float64)
+            grid[rows[ok], cols[ok]] = vals[ok]
+        grids[name] = grid
+    return Covariates(start, grids["promo"], grids["price_ratio"])
 
 
 def _natural_order(names: NDArray[np.str_]) -> NDArray[np.intp]:

@@ -57,6 +57,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from forecasting._numeric import FloatArray
 from forecasting.base import Forecaster, IncrementalForecaster, KeyedStates, QuantileForecast
+from forecasting.covariates import Covariates, stack
 from forecasting.errors import InvalidWindowError
 
 __all__ = ["Inferencer", "InferencerStats", "ServedForecast"]
@@ -83,6 +84,7 @@ class _Request:
     keys: Sequence[str] | None = None
     end_days: np.ndarray | None = None
     states: Sequence[bytes | None] | None = None  # durable states given (keyed requests)
+    covariates: Covariates | None = None  # known-in-advance covariates of the rows
     arrived: float = 0.0  # time.monotonic() when queued
 
 
@@ -265,13 +267,18 @@ class Inferencer:
 
     async def serve_keyed(self, keys: Sequence[str], windows: np.ndarray, horizon: int,
                           end_days: ArrayLike | None = None, *,
-                          states: Sequence[bytes | None] | None = None) -> ServedForecast:
+                          states: Sequence[bytes | None] | None = None,
+                          covariates: Covariates | None = None) -> ServedForecast:
         """Like `serve`, for named series whose windows end on `end_days` (default: the
         model's clock), taking the incremental path of an IncrementalForecaster (module
         docstring). `states`: each key's durable state as the last forecast returned it
         (None: none); given, the new ones come back with the forecast. Models without
-        incremental state just predict (dated)."""
+        incremental state just predict (dated). `covariates`: the rows' known-in-advance
+        covariates (planned promotions) for a model that reads them (None: none)."""
         arr = _validate(windows, horizon)
+        if covariates is not None and covariates.n_series != arr.shape[0]:
+            raise InvalidWindowError(f"covariates of {covariates.n_series} series for "
+                                     f"{arr.shape[0]} windows")
         if len(keys) != arr.shape[0]:
             raise InvalidWindowError(f"{len(keys)} keys for {arr.shape[0]} windows")
         if states is not None and len(states) != len(keys):
@@ -282,7 +289,7 @@ class Inferencer:
         ends = np.empty(arr.shape[0], dtype="datetime64[D]")
         ends[:] = given  # broadcasts a single day; a wrong length fails here
         return await self._submit(_Request(arr, int(horizon), self._future(), list(keys), ends,
-                                           states))
+                                           states, covariates))
 
     def warm_up(self, rows: int = 1_100) -> None:
         """Run the keyed path once on `rows` made-up series and forget it (call it on the
@@ -440,11 +447,13 @@ class Inferencer:
                 given = []
                 for r in reqs:
                     given.extend(r.states if r.states is not None else [None] * len(r.keys or []))
+            covariates = stack([(r.windows.shape[0], r.covariates) for r in reqs])
             if incremental is None or len(set(keys)) != len(keys):
-                fc, states = forecaster.predict(windows, horizon, end_days=ends), None
+                fc = forecaster.predict(windows, horizon, end_days=ends, covariates=covariates)
+                states = None
             else:
                 fc, states = self._keyed_forward(incremental, keys, windows, ends, horizon,
-                                                 given)
+                                                 given, covariates)
             self._split(fc, version, states, reqs, keyed, out)
         self.stats.batches += 1
         rows = sum(r.windows.shape[0] for r in batch)
@@ -465,7 +474,7 @@ class Inferencer:
 
     def _keyed_forward(self, model: IncrementalForecaster[Any], keys: list[str],
                        windows: FloatArray, ends: np.ndarray, horizon: int,
-                       given: list[bytes | None] | None
+                       given: list[bytes | None] | None, covariates: Covariates | None = None
                        ) -> tuple[QuantileForecast, list[bytes] | None]:
         store = self._slots_for(model)
         slots, _ = store.slots(keys)
@@ -478,7 +487,8 @@ class Inferencer:
             self.stats.incremental += len(keys)
         else:
             state = self._catch_up(model, store, slots, gap, windows, ends, given)
-        fc: QuantileForecast = model.forecast(state, horizon)
+        fc = (model.forecast(state, horizon) if covariates is None
+              else model.forecast_known(state, horizon, covariates))
         return fc, None if given is None else store.export(slots)
 
     def _catch_up(self, model: IncrementalForecaster[Any], store: KeyedStates[Any],

@@ -4,7 +4,9 @@ A row says: "standing at the end of day `origin` of series `i`, what is demand `
 ahead" (kind 0) or "the average daily demand over the next `step` days" (kind 1, the
 cumulative target divided by `step`). Every demand feature is divided by the series' recent
 level (mean of the last `SCALE_DAYS` observed days, floored), so one model serves a series
-selling 2 units a day and one selling 2,000. All features look at days <= origin only.
+selling 2 units a day and one selling 2,000. All demand features look at days <= origin only;
+the optional covariate features (`COVARIATE_FEATURES`: planned promotions and the price
+ratio, `forecasting.covariates`) also read the target days, which are known in advance.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from numpy.typing import NDArray
 from forecasting._numeric import FloatArray
 from forecasting.lstm.features import EPOCH, holiday_flags
 
-__all__ = ["FEATURE_NAMES", "SCALE_DAYS", "SCALE_FLOOR", "LagTable", "lag_features"]
+__all__ = ["COVARIATE_FEATURES", "FEATURE_NAMES", "PRICE_FEATURES", "PROMO_FEATURES",
+           "SCALE_DAYS", "SCALE_FLOOR", "LagTable", "lag_features"]
 
 SCALE_DAYS = 56
 SCALE_FLOOR = 0.1
@@ -34,6 +37,17 @@ FEATURE_NAMES: tuple[str, ...] = (
     "step", "kind", "target_weekday", "target_month", "target_holiday", "origin_weekday",
     "span_holidays",
 )
+
+PROMO_FEATURES: tuple[str, ...] = ("promo_target", "promo_origin", "promo_span",
+                                   "promo_recent28")
+"""Appended to FEATURE_NAMES when a model uses covariates: the promotion on the target day
+and on the origin day, the share of promotion days over (origin, target] (what the
+cumulative rows need; a daily row's is its target day's), and over the 28 days up to the
+origin (how much of the recent level, the scale, was bought by promotions)."""
+PRICE_FEATURES: tuple[str, ...] = ("price_target", "price_span")
+"""Appended after PROMO_FEATURES when the price ratio is used too (off by default: on
+FreshRetailNet the `discount` column made LightGBM worse, benchmarks/README "Levers")."""
+COVARIATE_FEATURES: tuple[str, ...] = PROMO_FEATURES + PRICE_FEATURES
 
 
 def _clip(a: NDArray[np.intp], lo: int, hi: int) -> NDArray[np.intp]:
@@ -100,11 +114,15 @@ def lag_features(
     kinds: NDArray[np.intp],
     dates: NDArray[np.datetime64],
     calendar: str = "uk",
+    covariates: tuple[FloatArray, FloatArray] | None = None,
+    price: bool = False,
 ) -> tuple[FloatArray, FloatArray]:
     """Features (m, len(FEATURE_NAMES)) and the scale (m,) of rows (series, origin, step, kind).
 
     `origins` index the columns of `table.values`; `dates` (T + horizon,) gives the date of
     each column and of the days after the grid (for calendar features of the targets).
+    `covariates`: (promo, price_ratio), each (n, T + horizon) on the columns of `dates`:
+    the PROMO_FEATURES are appended, then the PRICE_FEATURES if `price`.
     """
     scale = table.mean(rows, origins, SCALE_DAYS)
     scale = np.maximum(np.nan_to_num(scale, nan=0.0), SCALE_FLOOR)
@@ -148,4 +166,43 @@ def lag_features(
         ((origin_ordinal + 3) % 7).astype(np.float64),
         span_hol,
     ]
+    if covariates is not None:
+        cols += _covariate_columns(covariates, rows, origins, target, kinds, price)
     return np.stack(cols, axis=1), scale
+
+
+def _covariate_columns(covariates: tuple[FloatArray, FloatArray], rows: NDArray[np.intp],
+                       origins: NDArray[np.intp], target: NDArray[np.intp],
+                       kinds: NDArray[np.intp], price: bool) -> list[FloatArray]:
+    """The PROMO_FEATURES (+ PRICE_FEATURES) of rows whose targets are column `target` of
+    the covariates.
+    A daily row's span features are its target day's values: a day's forecast reads the
+    covariates of that day (and of the origin), not those of the days between."""
+    promo, ratio = covariates
+    last = promo.shape[1] - 1
+    hi = np.clip(target + 1, 0, last + 1)
+    lo = np.clip(origins + 1, 0, last + 1)
+    days = np.maximum(hi - lo, 1)
+    daily = kinds == 0
+
+    def at(a: FloatArray, col: NDArray[np.intp]) -> FloatArray:
+        out: FloatArray = a[rows, np.clip(col, 0, last)]
+        return out
+
+    def span(a: FloatArray) -> FloatArray:
+        cum = np.concatenate([np.zeros((a.shape[0], 1)), np.cumsum(a, axis=1)], axis=1)
+        out: FloatArray = np.where(daily, at(a, target), (cum[rows, hi] - cum[rows, lo]) / days)
+        return out
+
+    promo_cum = np.concatenate([np.zeros((promo.shape[0], 1)), np.cumsum(promo, axis=1)],
+                               axis=1)
+    recent_lo = np.clip(origins + 1 - 28, 0, last + 1)
+    cols = [
+        at(promo, target),
+        at(promo, origins),
+        span(promo),
+        (promo_cum[rows, lo] - promo_cum[rows, recent_lo]) / np.maximum(lo - recent_lo, 1),
+    ]
+    if price:
+        cols += [at(ratio, target), span(ratio)]
+    return cols

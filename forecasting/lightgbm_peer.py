@@ -44,9 +44,17 @@ from numpy.typing import ArrayLike, NDArray
 
 from forecasting._numeric import FloatArray
 from forecasting.base import QUANTILE_LEVELS, Forecaster, QuantileForecast, yesterday
+from forecasting.covariates import Covariates
 from forecasting.data import Panel
 from forecasting.errors import ForecastingError, InvalidWindowError
-from forecasting.lag_features import FEATURE_NAMES, SCALE_DAYS, LagTable, lag_features
+from forecasting.lag_features import (
+    FEATURE_NAMES,
+    PRICE_FEATURES,
+    PROMO_FEATURES,
+    SCALE_DAYS,
+    LagTable,
+    lag_features,
+)
 
 if TYPE_CHECKING:
     from forecasting.compiled_trees import TreePredictor
@@ -71,6 +79,8 @@ class LightGBMConfig:
     tweedie_power: float = 1.8
     threads: int = 1
     calendar: str = "uk"
+    covariates: bool = True  # use the panel's known-in-advance covariates when it has them
+    price_features: bool = False  # ... the price ratio too (dropped: worse on FreshRetailNet)
     seed: int = 0
 
 
@@ -92,6 +102,7 @@ class LightGBMForecaster(Forecaster):
     name = "lightgbm"
     version = 1
     fits = True
+    uses_covariates = True
 
     def __init__(self, horizon: int = 14, *, levels: Sequence[float] = QUANTILE_LEVELS,
                  end_day: Callable[[], np.datetime64] = yesterday, **config: Any) -> None:
@@ -101,6 +112,7 @@ class LightGBMForecaster(Forecaster):
         self._compiled: list[TreePredictor] | None = None  # the same, as native code
         self._threads: int | None = None  # predict's threads (None: LightGBM's default)
         self._integer = False
+        self._covariates = False  # trained with COVARIATE_FEATURES
         self.fit_info: dict[str, float] = {}
 
     # --- training --------------------------------------------------------------------------
@@ -196,7 +208,11 @@ class LightGBMForecaster(Forecaster):
         step = np.tile(steps, pairs.size)
         kind = np.tile(kinds, pairs.size)
         dates = _dates(panel.dates, big_h)
-        x, scale = lag_features(table, rows, orig, step, kind, dates, cfg.calendar)
+        cov = None
+        if self._covariates and panel.covariates is not None:
+            cov = panel.covariates.span(panel.start, dates.size)
+        x, scale = lag_features(table, rows, orig, step, kind, dates, cfg.calendar, cov,
+                                cfg.price_features)
         padded = np.concatenate([values, np.full((values.shape[0], big_h), np.nan)], axis=1)
         daily = padded[rows, orig + step]
         cum = np.zeros_like(daily)
@@ -215,7 +231,9 @@ class LightGBMForecaster(Forecaster):
         started = time.perf_counter()
         finite = panel.values[np.isfinite(panel.values)]
         self._integer = bool(finite.size and np.all(finite == np.round(finite)))
+        self._covariates = cfg.covariates and panel.covariates is not None
         x, y, kind = self.training_rows(panel)
+        names = list(self.feature_names)
         params: dict[str, Any] = {
             "learning_rate": cfg.learning_rate, "num_leaves": cfg.num_leaves,
             "min_data_in_leaf": cfg.min_child_samples,
@@ -223,8 +241,8 @@ class LightGBMForecaster(Forecaster):
             "bagging_freq": 1, "num_threads": cfg.threads, "seed": cfg.seed, "verbose": -1,
         }
         daily_rows = kind == 0
-        full = lgb.Dataset(x, y, feature_name=list(FEATURE_NAMES), free_raw_data=False)
-        daily_set = lgb.Dataset(x[daily_rows], y[daily_rows], feature_name=list(FEATURE_NAMES))
+        full = lgb.Dataset(x, y, feature_name=names, free_raw_data=False)
+        daily_set = lgb.Dataset(x[daily_rows], y[daily_rows], feature_name=names)
         mean_params = {**params, "objective": cfg.mean_objective,
                        "tweedie_variance_power": cfg.tweedie_power}
         models: list[Any] = [lgb.train(mean_params, daily_set,
@@ -236,9 +254,30 @@ class LightGBMForecaster(Forecaster):
         self.fit_info = {"rows": float(y.size), "seconds": time.perf_counter() - started}
         return self
 
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The boosters' inputs: FEATURE_NAMES, + PROMO_FEATURES (+ PRICE_FEATURES) when
+        trained with covariates."""
+        if not self._covariates:
+            return FEATURE_NAMES
+        price = PRICE_FEATURES if self.config.price_features else ()
+        return FEATURE_NAMES + PROMO_FEATURES + price
+
+    @property
+    def covariates_used(self) -> bool:
+        """True when the boosters read the covariate features (fitted on a panel with them)."""
+        return self._covariates
+
     # --- forecasting -----------------------------------------------------------------------
     def _predict(self, windows: FloatArray, horizon: int,
                  end_days: ArrayLike | None) -> QuantileForecast:
+        return self._predict_known(windows, horizon, end_days, None)
+
+    def _predict_known(self, windows: FloatArray, horizon: int, end_days: ArrayLike | None,
+                       covariates: Covariates | None) -> QuantileForecast:
+        """Forecast from the end of each window; a model trained with covariates reads
+        `covariates` over the window's days and the horizon (None: no promotion planned,
+        full price)."""
         if not self._models:
             raise NotFittedError("LightGBMForecaster.predict before fit")
         big_h = self.config.horizon
@@ -256,8 +295,13 @@ class LightGBMForecaster(Forecaster):
         kinds = np.repeat([0, 1], big_h)
         rows = np.repeat(np.arange(n), 2 * big_h)
         orig = np.full(rows.size, length - 1)
+        dates = _dates(days, big_h)
+        cov = None
+        if self._covariates:
+            known = covariates or Covariates.neutral(n, days[0], dates.size)
+            cov = known.span(days[0], dates.size)
         x, scale = lag_features(table, rows, orig, np.tile(steps, n), np.tile(kinds, n),
-                                _dates(days, big_h), self.config.calendar)
+                                dates, self.config.calendar, cov, self.config.price_features)
         preds = np.stack([self._booster_predict(k, x) for k in range(1, len(self._models))],
                          axis=1)  # (m, Q)
         preds = np.maximum(preds, 0.0) * scale[:, None]
@@ -287,7 +331,8 @@ class LightGBMForecaster(Forecaster):
         for k, text in enumerate(texts):
             (out / f"booster_{k}.txt").write_text(text)
         meta = {"config": dataclasses.asdict(self.config), "levels": self._levels.tolist(),
-                "integer": self._integer, "boosters": len(texts)}
+                "integer": self._integer, "boosters": len(texts),
+                "covariates": self._covariates}
         (out / "lightgbm.json").write_text(json.dumps(meta, indent=2) + "\n")
         return texts
 
@@ -309,6 +354,7 @@ class LightGBMForecaster(Forecaster):
         texts = [_booster_text(src / f"booster_{k}.txt") for k in range(int(meta["boosters"]))]
         model._models = [lgb.Booster(model_str=text) for text in texts]
         model._integer = bool(meta["integer"])
+        model._covariates = bool(meta.get("covariates", False))  # older artifacts: none
         if compiled:
             model.compile_trees(texts)
         return model

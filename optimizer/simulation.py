@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from forecasting.base import Forecaster, QuantileForecast
+from forecasting.covariates import Covariates
 from forecasting.data import Panel
 from optimizer.errors import OptimizerError
 from optimizer.lead_time_demand import empirical_cover_demand, forecast_error_cover_demand
@@ -163,6 +164,9 @@ class ForecastPolicy:
     forecaster: Forecaster
     predict_seconds: float = 0.0
     retrains: list[dict[str, Any]] = field(default_factory=list)
+    # the SKUs' known-in-advance covariates (planned promotions), rows as the demand's; set
+    # by `simulate`: a retrain and every forecast read them as production's model would
+    covariates: Covariates | None = None
 
     def retrain(self, values: FloatArray, dates: DateArray) -> None:
         """Refit a trained model (`fits`) on `values` (SKUs, days), the history up to and
@@ -170,7 +174,7 @@ class ForecastPolicy:
         if not self.forecaster.fits:
             return
         ids = tuple(str(i) for i in range(values.shape[0]))
-        panel = Panel(ids, np.datetime64(dates[0], "D"), values)
+        panel = Panel(ids, np.datetime64(dates[0], "D"), values, self.covariates)
         started, cpu = time.perf_counter(), time.process_time()
         self.forecaster.fit(panel)
         self.retrains.append({
@@ -184,7 +188,8 @@ class ForecastPolicy:
                  ) -> QuantileForecast:  # fmt: skip
         started = time.perf_counter()
         try:  # the dates matter to calendar-aware models (LightGBM, the LSTM)
-            forecast = self.forecaster.predict(history, horizon, end_days=end_day)
+            forecast = self.forecaster.predict(history, horizon, end_days=end_day,
+                                               covariates=self.covariates)
         finally:
             self.predict_seconds += time.perf_counter() - started
         return forecast
@@ -454,11 +459,14 @@ def simulate(
     *,
     on_day: Callable[[int], None] | None = None,
     meta: Mapping[str, Any] | None = None,
+    covariates: Covariates | None = None,
 ) -> SimulationResult:
     """Replay `demand` (SKUs, days; NaN = no data, counted as no demand) through `policies`.
 
-    `dates`: (days,) the date of each column. `on_day(i)` is called after each simulated day
-    (progress bars). Returns the scores per policy (see PolicyResult).
+    `dates`: (days,) the date of each column. `covariates`: the SKUs' known-in-advance
+    covariates (planned promotions, `forecasting.covariates`), handed to forecast policies.
+    `on_day(i)` is called after each simulated day (progress bars). Returns the scores per
+    policy (see PolicyResult).
     """
     config.validate()
     values = np.asarray(demand, dtype=np.float64)
@@ -469,6 +477,9 @@ def simulate(
     n, total = values.shape
     if len(dates) != total:
         raise SimulationError(f"{len(dates)} dates for {total} days of demand")
+    for policy in policies:
+        if isinstance(policy, ForecastPolicy):
+            policy.covariates = covariates
     names = [p.name for p in policies]
     if len(set(names)) != len(names) or not names:
         raise SimulationError(f"policy names must be unique and non-empty, got {names}")

@@ -23,6 +23,7 @@ class TopicNames:
         self.orders = f"{shop_prefix}orders"
         self.stock = f"{shop_prefix}stock"
         self.catalog = f"{shop_prefix}catalog"
+        self.promotions = f"{shop_prefix}promotions"  # planned promotions (PromotionEvent)
         self.forecasts = f"{prefix}forecasts"
         self.restock = f"{prefix}restock"
         self.plans = f"{prefix}plans"
@@ -31,7 +32,7 @@ class TopicNames:
         self.dlq = f"{prefix}dlq"
 
     def inputs(self) -> list[str]:
-        return [self.orders, self.stock, self.catalog]
+        return [self.orders, self.stock, self.catalog, self.promotions]
 
     def outputs(self) -> list[str]:
         return [self.forecasts, self.restock, self.plans, self.alerts, self.dlq, self.demand]

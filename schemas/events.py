@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import date, datetime
 from itertools import pairwise
 from typing import Annotated, Any, Final, Literal, Self
 
@@ -29,6 +29,7 @@ __all__ = [
     "OrderEvent",
     "PlanEvent",
     "PlanLine",
+    "PromotionEvent",
     "RestockEvent",
     "SkuPolicy",
     "StockEvent",
@@ -198,6 +199,57 @@ class SkuPolicy(Event):
     moq: Annotated[int, Field(ge=0), _INTEGRAL] = 1
     unit_cost: Annotated[float, Field(ge=0)] = 0.0
     supplier: Annotated[str, Field(min_length=1, max_length=128)] = "default"
+
+
+MAX_PROMOTION_DAYS = 366
+# one day, spelled YYYY-MM-DD, years 1990-2100 (the days a worker can bucket)
+_DAY_PATTERN = f"^({_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)$"
+
+
+def _day(value: Any) -> Any:
+    """A `YYYY-MM-DD` string as a date (pydantic alone also takes other spellings)."""
+    if not isinstance(value, str):
+        return value
+    if not re.fullmatch(_DAY_PATTERN, value):
+        raise ValueError("not a day YYYY-MM-DD in 1990..2100 (the calendar's own days)")
+    return date.fromisoformat(value)
+
+
+Day = Annotated[date, BeforeValidator(_day), WithJsonSchema(
+    {"type": "string", "pattern": _DAY_PATTERN,
+     "description": "a calendar day YYYY-MM-DD (the SKU's daily buckets are UTC days)"})]
+
+
+class PromotionEvent(Event):
+    """What the shop has planned for one SKU at one location: a promotion and/or a price
+    over `start_day` .. `end_day` (UTC days, both included), known before those days come.
+
+    The worker keeps each SKU's planned promotions (a later `version` of the same `event_id`
+    replaces it, `cancelled` withdraws it) and hands them to the forecaster as inputs for
+    the days they cover; a SKU without any is forecast at full price, no promotion.
+    """
+
+    event_id: EventId = Field(description="the promotion's id; its versions share it")
+    version: Annotated[int, Field(ge=1, le=1_000_000_000), _INTEGRAL] = Field(
+        default=1, description="a higher version of the same event_id replaces the promotion; "
+                               "an equal or lower one is a duplicate")
+    sku: Sku
+    location: Location
+    start_day: Day
+    end_day: Day
+    promo: bool = Field(default=True, description="the SKU is on promotion on these days")
+    price_ratio: Annotated[float, Field(gt=0, le=10)] = Field(
+        default=1.0, description="price over the full price on these days (0.8 = 20% off)")
+    cancelled: bool = Field(default=False, description="the promotion is withdrawn")
+
+    @model_validator(mode="after")
+    def _span(self) -> Self:
+        days = (self.end_day - self.start_day).days
+        if days < 0:
+            raise ValueError("end_day is before start_day")
+        if days >= MAX_PROMOTION_DAYS:
+            raise ValueError(f"a promotion spans at most {MAX_PROMOTION_DAYS} days")
+        return self
 
 
 class ForecastEvent(Event):

@@ -14,6 +14,7 @@ from schemas.events import (
     ForecastEvent,
     OrderEvent,
     PlanEvent,
+    PromotionEvent,
     RestockEvent,
     SkuPolicy,
     StockEvent,
@@ -21,7 +22,7 @@ from schemas.events import (
 
 __all__ = ["CONTRACT_MODELS", "KEY_RULE", "export_json_schemas"]
 
-KEYED_INPUTS = frozenset({"OrderEvent", "StockEvent", "SkuPolicy"})
+KEYED_INPUTS = frozenset({"OrderEvent", "StockEvent", "SkuPolicy", "PromotionEvent"})
 KEY_RULE = ("Kafka key: `sku@location` of the payload, or no key; a record whose key names "
             "another SKU or location is dead-lettered (error_kind key_mismatch).")
 
@@ -29,6 +30,7 @@ CONTRACT_MODELS: dict[str, type[BaseModel]] = {
     "OrderEvent": OrderEvent,
     "StockEvent": StockEvent,
     "SkuPolicy": SkuPolicy,
+    "PromotionEvent": PromotionEvent,
     "ForecastEvent": ForecastEvent,
     "RestockEvent": RestockEvent,
     "PlanEvent": PlanEvent,

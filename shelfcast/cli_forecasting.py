@@ -63,6 +63,15 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-series", type=int, default=None, help="keep the first N series")
 
 
+def add_covariate_arg(p: argparse.ArgumentParser) -> None:
+    """--covariates: read the file's known-in-advance covariates (forecasting.covariates)."""
+    p.add_argument("--covariates", choices=("auto", "none"), default="auto",
+                   help="auto (default): read the file's known-in-advance covariates, when it "
+                        "has them (promo / activity_flag, price_ratio / discount columns), for "
+                        "the models that use them (lightgbm, lstm_lgbm: planned promotions, "
+                        "served from shop.promotions); none: demand only")
+
+
 def _lstm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--horizon", type=int, default=14, help="buckets to forecast (default 14)")
     p.add_argument("--hidden", type=int, default=None, help="LSTM hidden units")
@@ -114,6 +123,7 @@ def add_commands(subparsers: Any) -> None:
         description="Train the global probabilistic LSTM on a long-format demand CSV; writes "
         "model.pt + metadata.json (features, horizon, scaling, data fingerprint, metrics).")
     add_data_args(train)
+    add_covariate_arg(train)
     _lstm_args(train)
     train.add_argument("--model", choices=["lstm", "lstm_lgbm"], default=None,
                        help="what to train: the LSTM, or the LSTM mixed with LightGBM "
@@ -124,6 +134,7 @@ def add_commands(subparsers: Any) -> None:
     bt = subparsers.add_parser(
         "backtest", help="rolling-origin backtest of forecasters (MASE, WAPE, pinball, coverage)")
     add_data_args(bt)
+    add_covariate_arg(bt)
     _lstm_args(bt)
     bt.add_argument("--folds", type=int, default=4, help="forecast origins (default 4)")
     bt.add_argument("--step", type=int, default=None, help="days between origins (= horizon)")
@@ -190,7 +201,8 @@ def _panel(args: argparse.Namespace) -> Any:
 
     ids = args.id_cols.split(",") if args.id_cols else None
     return load_panel(args.data, id_cols=ids, date_col=args.date_col,
-                      target_col=args.target_col, max_series=args.max_series)
+                      target_col=args.target_col, max_series=args.max_series,
+                      covariates=getattr(args, "covariates", "none") == "auto")
 
 
 def _threads(n: int) -> None:

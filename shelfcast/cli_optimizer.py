@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from runtime.errors import ConfigError
-from shelfcast.cli_forecasting import SERVED, add_data_args, served_model
+from shelfcast.cli_forecasting import SERVED, add_covariate_arg, add_data_args, served_model
 
 if TYPE_CHECKING:
     from forecasting.lstm import LSTMForecaster
@@ -41,6 +41,7 @@ def add_commands(subparsers: Any) -> None:
         "average inventory and orders per policy, and sweeps service targets to interpolate "
         "the inventory needed for a 95%% fill rate.")
     add_data_args(sim)
+    add_covariate_arg(sim)
     sim.add_argument("--policies", default=DEFAULT_POLICIES,
                      help="comma-separated: minmax, minmax-lr (min over lead time + review), "
                      "empirical[:history_days=N:tail_weight=W:tail_sd_factor=F] (bootstrapped "
@@ -331,7 +332,8 @@ def _simulate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         panel = load_panel(args.data, id_cols=id_cols, date_col=args.date_col,
-                           target_col=args.target_col, max_series=args.max_series)
+                           target_col=args.target_col, max_series=args.max_series,
+                           covariates=args.covariates == "auto")
     except DataFormatError as exc:
         raise ConfigError(str(exc)) from None
     load_s = time.perf_counter() - started
@@ -356,8 +358,10 @@ def _simulate(args: argparse.Namespace) -> int:
                 if isinstance(policy, ForecastPolicy) and policy.forecaster.needs_fit:
                     meta.setdefault("fitted", {})[policy.name] = _fit_before(
                         policy, panel, panel.n_days - n_days, args)
+        meta["covariates"] = panel.covariates is not None
         result = _run_with_progress(panel.values, panel.dates, policies, config, n_days,
-                                    meta, show=not args.no_progress)  # fmt: skip
+                                    meta, show=not args.no_progress,
+                                    covariates=panel.covariates)  # fmt: skip
     except SimulationError as exc:
         raise ConfigError(str(exc)) from None
     doc = result.as_json()
@@ -378,17 +382,17 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _run_with_progress(values: Any, dates: Any, policies: list[RestockPolicy],
                        config: Any, n_days: int, meta: dict[str, Any],
-                       *, show: bool) -> SimulationResult:  # fmt: skip
+                       *, show: bool, covariates: Any = None) -> SimulationResult:  # fmt: skip
     from optimizer.simulation import simulate
 
     if not show or n_days <= 0:
-        return simulate(values, dates, policies, config, meta=meta)
+        return simulate(values, dates, policies, config, meta=meta, covariates=covariates)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     with Progress("[progress.description]{task.description}", BarColumn(),
                   MofNCompleteColumn(), TimeRemainingColumn(), transient=True) as bar:
         task = bar.add_task(f"simulating {len(policies)} policies", total=n_days)
-        return simulate(values, dates, policies, config, meta=meta,
+        return simulate(values, dates, policies, config, meta=meta, covariates=covariates,
                         on_day=lambda _: bar.advance(task))  # fmt: skip
 
 

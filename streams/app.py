@@ -284,7 +284,8 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str,
     )
     topics = settings.topics
     source = app.topic(
-        topics.orders, topics.stock, topics.catalog, key_serializer="raw", value_serializer="raw"
+        topics.orders, topics.stock, topics.catalog, topics.promotions, key_serializer="raw",
+        value_serializer="raw"
     )
     # the changelog partition is the input partition of the records applied (Kafka Streams'
     # rule), whatever partitioner the shop's producer used: see _SourcePartitionTable

@@ -20,6 +20,7 @@ from forecasting import (
     forecaster_info,
     make_forecaster,
 )
+from forecasting.covariates import Covariates
 from forecasting.errors import UnknownForecasterError
 from forecasting.inferencer import Inferencer, ServedForecast
 from runtime.errors import ConfigError
@@ -38,8 +39,10 @@ def local_predict(forecaster: Forecaster) -> PredictFn:
 
     async def predict(windows: np.ndarray, horizon: int, *, keys: Sequence[str] | None = None,
                       end_days: np.ndarray | None = None,
-                      states: Sequence[bytes | None] | None = None) -> ServedForecast:
-        return ServedForecast(forecaster.predict(windows, horizon, end_days=end_days),
+                      states: Sequence[bytes | None] | None = None,
+                      covariates: Covariates | None = None) -> ServedForecast:
+        return ServedForecast(forecaster.predict(windows, horizon, end_days=end_days,
+                                                 covariates=covariates),
                               forecaster.model_version)
 
     return predict
@@ -135,12 +138,16 @@ class DeferredPredict:
 
     async def __call__(self, windows: np.ndarray, horizon: int, *,
                        keys: Sequence[str] | None = None, end_days: np.ndarray | None = None,
-                       states: Sequence[bytes | None] | None = None) -> ServedForecast:
+                       states: Sequence[bytes | None] | None = None,
+                       covariates: Covariates | None = None) -> ServedForecast:
         if self._predict is None:
             await self._event().wait()
         assert self._predict is not None
+        if covariates is None:
+            return await self._predict(windows, horizon, keys=keys, end_days=end_days,
+                                       states=states)
         return await self._predict(windows, horizon, keys=keys, end_days=end_days,
-                                   states=states)
+                                   states=states, covariates=covariates)
 
 
 @contextlib.asynccontextmanager
@@ -170,11 +177,12 @@ async def served_forecaster(
         async def predict(windows: np.ndarray, horizon: int, *,
                           keys: Sequence[str] | None = None,
                           end_days: np.ndarray | None = None,
-                          states: Sequence[bytes | None] | None = None) -> ServedForecast:
+                          states: Sequence[bytes | None] | None = None,
+                          covariates: Covariates | None = None) -> ServedForecast:
             if keys is None:
                 return await inferencer.serve(windows, horizon)
             return await inferencer.serve_keyed(keys, windows, horizon, end_days,
-                                                states=states)
+                                                states=states, covariates=covariates)
 
         async def watch() -> None:
             nonlocal serving

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from forecasting.covariates import Covariates
 from forecasting.inferencer import ServedForecast
 from optimizer.policy import inventory_position
 from optimizer.review import (
@@ -33,6 +34,7 @@ from runtime.settings import Settings, TopicNames
 from schemas import (
     InvalidEvent,
     OrderEvent,
+    PromotionEvent,
     RestockEvent,
     SkuPolicy,
     StockEvent,
@@ -52,6 +54,7 @@ from streams.codec import (
     stock_columns_from,
 )
 from streams.outputs import AlertRow, BatchOutputs, DemandRow, ForecastRows
+from streams.planned_promotions import apply_promotion, covariates_of, prune
 from streams.state import ApplyResult, SkuState
 
 __all__ = [
@@ -71,12 +74,15 @@ class PredictFn(Protocol):
     daily bucket) let a stateful model step its carried state instead of re-reading the
     window; `states` are each key's durable model state as the last forecast returned it
     (`SkuState.model_state`), from which a recovered worker resumes exactly. A plain forecaster
-    ignores them. The answer carries the version of the model that computed it (stamped on
-    the outputs) and, from a stateful model, the keys' new durable states."""
+    ignores them. `covariates`: the SKUs' planned promotions (`streams.planned_promotions`),
+    passed only when one of them has any. The answer carries the version of the model that
+    computed it (stamped on the outputs) and, from a stateful model, the keys' new durable
+    states."""
 
     def __call__(self, windows: np.ndarray, horizon: int, *, keys: Sequence[str] | None = None,
                  end_days: np.ndarray | None = None,
-                 states: Sequence[bytes | None] | None = None) -> Awaitable[ServedForecast]: ...
+                 states: Sequence[bytes | None] | None = None,
+                 covariates: Covariates | None = None) -> Awaitable[ServedForecast]: ...
 
 _TOPIC, _VALUE, _RECORD_KEY = attrgetter("topic"), attrgetter("value"), attrgetter("key")
 # a run of at most this many records that does not decode as columns goes record by record
@@ -217,6 +223,9 @@ class BatchProcessor:
         if record.topic == self.topics.catalog:
             policy = decode(SkuPolicy, record.value, max_bytes=max_bytes)
             return record, _keyed(record, sku_key(policy.sku, policy.location)), policy, None, None
+        if record.topic == self.topics.promotions:
+            promo = decode(PromotionEvent, record.value, max_bytes=max_bytes)
+            return record, _keyed(record, sku_key(promo.sku, promo.location)), promo, None, None
         raise InvalidEvent(f"unexpected topic {record.topic!r}", kind="unknown_topic")
 
     def _decode_each(self, run: Sequence[InputRecord], pending: list[_Item],
@@ -271,7 +280,10 @@ class BatchProcessor:
                 self._decode_each(run[start + n:start + n + 1], pending, out)
             start += n + 1
 
-    def _apply(self, event: FastStock | SkuPolicy, state: SkuState) -> ApplyResult:
+    def _apply(self, event: FastStock | SkuPolicy | PromotionEvent,
+               state: SkuState) -> ApplyResult:
+        if isinstance(event, PromotionEvent):
+            return apply_promotion(state, event)
         if isinstance(event, FastStock):
             return state.apply_stock(event.event_id, event.occurred_at, event.type,
                                      on_hand=event.on_hand, delta=event.delta,
@@ -379,8 +391,18 @@ class BatchProcessor:
         end_days = None
         if self.bucket_seconds == 86_400:  # daily buckets: bucket index == days since epoch
             end_days = np.array(last_closed, dtype="datetime64[D]")
-        served = await self.predict(windows, horizon, keys=keys, end_days=end_days,
-                                    states=[s.model_state for s in states])
+        states_in = [s.model_state for s in states]
+        covariates = None
+        if end_days is not None:  # planned promotions cover days: daily buckets only
+            for state, closed in zip(states, last_closed, strict=True):
+                prune(state, closed)
+            covariates = covariates_of(states, last_closed, horizon)
+        if covariates is None:  # no SKU has a promotion: the plain call of before
+            served = await self.predict(windows, horizon, keys=keys, end_days=end_days,
+                                        states=states_in)
+        else:
+            served = await self.predict(windows, horizon, keys=keys, end_days=end_days,
+                                        states=states_in, covariates=covariates)
         forecast, version = served.forecast, served.model_version
         if served.states is not None:
             for state, blob in zip(states, served.states, strict=True):

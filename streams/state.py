@@ -101,6 +101,11 @@ class SkuState:
     actuals_from: int | None = None
     next_forecast: list[float] | None = None
     next_forecast_version: str | None = None
+    # planned promotions (shop.promotions, streams.planned_promotions): event_id -> [first
+    # day, last day (days since the epoch, UTC), promo 0/1, price ratio, version]; a
+    # withdrawn one stays as a neutral entry (no promotion, full price) that remembers its
+    # version. Bounded; states written before this field decode without it.
+    promotions: dict[str, list[float]] = field(default_factory=dict)
 
     # --- serialisation -------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -124,6 +129,8 @@ class SkuState:
         data["on_order_terms"] = {k: list(v) for k, v in data.get("on_order_terms", {}).items()}
         data["overdue"] = list(data.get("overdue", ()))
         data["open_alerts"] = dict(data.get("open_alerts", {}))
+        data["promotions"] = {str(k): [float(x) for x in v]
+                              for k, v in data.get("promotions", {}).items()}
         if isinstance(data.get("model_state"), str):
             data["model_state"] = base64.b64decode(data["model_state"])
         return cls(**data)

@@ -1,7 +1,8 @@
 """The batch engine on a real broker: a worker SIGKILLed mid-stream and restarted recovers its
-state from the changelog. The final state equals a recomputation of the same events, and no
-restock id ever carries two different decisions (a replay may resend the same one). A poison
-pill just under the broker's limit is dead-lettered (cut) without stalling its partition."""
+state from the changelog (planned promotions included). The final state equals a
+recomputation of the same events, and no restock id ever carries two different decisions (a
+replay may resend the same one). A poison pill just under the broker's limit is
+dead-lettered (cut) without stalling its partition."""
 
 from __future__ import annotations
 
@@ -38,6 +39,15 @@ T0 = datetime(2011, 3, 7, tzinfo=UTC)
 SKUS, ORDERS, DAYS = 40, 6000, 20
 
 
+def promotions() -> list[tuple[bytes, bytes]]:
+    """Planned promotions of some SKUs (shop.promotions): durable state like the rest."""
+    return [(sku_key(f"S{s}", "wh").encode(), json.dumps({
+        "event_id": f"promo-{s}", "sku": f"S{s}", "location": "wh", "version": 1 + s % 2,
+        "start_day": (T0 + timedelta(days=5 + s % 7)).date().isoformat(),
+        "end_day": (T0 + timedelta(days=8 + s % 7)).date().isoformat(),
+        "price_ratio": 0.8}).encode()) for s in range(0, SKUS, 3)]
+
+
 def shop(settings: Settings) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
     snapshots = [(sku_key(f"S{s}", "wh").encode(), json.dumps({
         "event_id": f"snap-{s}", "type": "snapshot", "sku": f"S{s}", "location": "wh",
@@ -59,6 +69,7 @@ async def recompute(settings: Settings, snapshots, orders) -> tuple[dict, dict[s
                        model.model_version)
     t = settings.topics
     records = [RawRecord(t.stock, 0, i, k, v) for i, (k, v) in enumerate(snapshots)]
+    records += [RawRecord(t.promotions, 0, i, k, v) for i, (k, v) in enumerate(promotions())]
     records += [RawRecord(t.orders, 0, i, k, v) for i, (k, v) in enumerate(orders)]
     table: dict = {}
     restocks: dict[str, int] = {}
@@ -88,6 +99,7 @@ async def test_killed_worker_recovers_state_from_the_changelog(
         async with LagProbe(settings) as probe:
             # stock first, processed before any order: the recomputation sees the same order
             await produce(settings, settings.topics.stock, snapshots)
+            await produce(settings, settings.topics.promotions, promotions())
             await wait_lag(probe, 0, 60)
             await produce(settings, settings.topics.orders, orders)
             await wait_lag(probe, int(ORDERS * 0.6), 90)
@@ -109,6 +121,7 @@ async def test_killed_worker_recovers_state_from_the_changelog(
     assert state.keys() == expected_table.keys()
     for key, value in expected_table.items():
         assert state[key] == value, key
+    assert sum(bool(v["promotions"]) for v in state.values()) == len(promotions())
 
     decisions: dict[str, set[int]] = defaultdict(set)
     for r in await read_all(settings, settings.topics.restock):

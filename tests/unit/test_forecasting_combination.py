@@ -279,3 +279,60 @@ def test_shelfcast_train_writes_an_lstm_lgbm_directory_a_worker_loads(
     loaded = load_model_dir(out, device="cpu")
     assert loaded.model_version == printed["model_version"]
     assert (out / "lstm" / "model.pt").exists() and (out / "lightgbm" / "booster_0.txt").exists()
+
+
+def test_planned_promotions_reach_the_lightgbm_part_through_the_inferencer(
+        tmp_path: Path) -> None:
+    """The served path of shop.promotions: keyed states in the inferencer, the SKUs'
+    covariates merged across requests, the mix of LightGBM's promotion-aware forecast."""
+    import asyncio
+
+    from forecasting.covariates import Covariates
+    from forecasting.inferencer import Inferencer
+
+    rng = np.random.default_rng(3)
+    n, days = 30, 420
+    promo = (rng.random((n, days + 7)) < 0.15).astype(np.float64)
+    level = rng.gamma(3.0, 3.0, (n, 1))
+    values = rng.poisson(level * (1.0 + 3.0 * promo[:, :days])).astype(np.float64)
+    panel = Panel(tuple(str(i) for i in range(n)), START, values,
+                  Covariates(START, promo, np.ones_like(promo)))
+    model = make_forecaster("lstm_lgbm", device="cpu", horizon=7, max_epochs=1, hidden=8,
+                            head_hidden=8, val_days=21)
+    assert isinstance(model, LSTMLightGBMForecaster)
+    model.lightgbm_options = {"n_estimators": 30, "num_leaves": 7, "min_child_samples": 10}
+    model.fit(panel)
+    assert model.lightgbm is not None and model.lightgbm.covariates_used
+    save_combination(model, tmp_path, data_fingerprint="test")
+    served = load_model_dir(tmp_path, device="cpu", backend="torch")
+    assert isinstance(served, LSTMLightGBMForecaster)
+    assert served.lightgbm is not None and served.lightgbm.covariates_used
+
+    end = panel.dates[-1]
+    none = Covariates.neutral(n, START, days + 7)
+    planned_promo = none.promo.copy()
+    planned_promo[:, days + 2] = 1.0  # forecast day 3
+    planned = Covariates(START, planned_promo, none.price_ratio)
+    keys = list(panel.ids)
+
+    async def serve(cov: Covariates | None) -> QuantileForecast:
+        async with Inferencer(served, max_batch=64, max_wait_ms=1.0) as inf:
+            half = n // 2  # two requests in one batch: their covariates merged
+            first = inf.serve_keyed(keys[:half], values[:half],
+                                    7, end, covariates=None if cov is None
+                                    else cov.subset(np.arange(half)))
+            second = inf.serve_keyed(keys[half:], values[half:], 7, end,
+                                     covariates=None if cov is None
+                                     else cov.subset(np.arange(half, n)))
+            a, b = await asyncio.gather(first, second)
+        return QuantileForecast(a.forecast.levels,
+                                np.concatenate([a.forecast.daily, b.forecast.daily]),
+                                np.concatenate([a.forecast.cumulative, b.forecast.cumulative]),
+                                np.concatenate([a.forecast.mean, b.forecast.mean]))
+
+    plain, neutral, lifted = (asyncio.run(serve(c)) for c in (None, none, planned))
+    np.testing.assert_array_equal(neutral.daily, plain.daily)
+    assert lifted.mean[:, 2].sum() > 1.3 * plain.mean[:, 2].sum()
+    others = np.r_[0:2, 3:7]
+    np.testing.assert_array_equal(lifted.daily[:, others], plain.daily[:, others])
+    np.testing.assert_array_equal(lifted.mean[:, others], plain.mean[:, others])

@@ -286,3 +286,39 @@ def test_cli_default_protocol_simulates_what_the_data_allows_and_retrains(tmp_pa
     assert [r["after_day"] for r in retrains] == [str(first + np.timedelta64(k, "D"))
                                                   for k in (20, 40)]
     assert doc["config"]["retrain_days"] == 20
+
+
+class Promoted(Trained):
+    """A trained model that reads covariates: records the panels' and the forecasts'."""
+
+    uses_covariates = True
+
+    def __init__(self, rate: float) -> None:
+        super().__init__(rate)
+        self.fit_covariates: list[object] = []
+        self.predict_covariates: list[object] = []
+
+    def fit(self, panel):
+        self.fit_covariates.append(panel.covariates)
+        return super().fit(panel)
+
+    def _predict_known(self, windows, horizon, end_days, covariates):
+        self.predict_covariates.append(covariates)
+        return self._predict(windows, horizon, end_days)
+
+
+def test_planned_promotions_reach_the_retrains_and_forecasts_of_forecast_policies():
+    from forecasting.covariates import Covariates
+
+    demand = np.full((2, 100), 3.0)
+    promo = np.zeros((2, 120))
+    promo[1, 50:60] = 1.0
+    cov = Covariates(dates(100)[0], promo, np.ones_like(promo))
+    model = Promoted(3.0)
+    simulate(demand, dates(100), [ForecastPolicy("p", model)], config(retrain_days=28),
+             covariates=cov)
+    assert model.fit_covariates and all(c is cov for c in model.fit_covariates)
+    assert model.predict_covariates and all(c is cov for c in model.predict_covariates)
+    plain = Promoted(3.0)
+    simulate(demand, dates(100), [ForecastPolicy("p", plain)], config(retrain_days=28))
+    assert plain.fit_covariates == [None, None, None] and plain.predict_covariates == []

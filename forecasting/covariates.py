@@ -1,0 +1,108 @@
+"""Known-in-advance covariates per (series, day): planned promotions and the price ratio.
+
+What a shop knows before the day comes — a promotion it has planned, the price it will charge
+relative to the full price — is a legitimate input for the day being forecast, unlike that
+day's sales or stock-outs. Two covariates, each with a neutral default that means "nothing
+planned": `promo` (1 = the item is on promotion that day, default 0) and `price_ratio` (the
+price over the full price, default 1). A day with no information takes the default, so a
+forecast without any covariate is a forecast "at full price, no promotion".
+
+Data files name them differently: `promo` (Rossmann) or `activity_flag` (FreshRetailNet) for
+the promotion, `price_ratio` or `discount` (FreshRetailNet) for the price ratio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from forecasting._numeric import FloatArray
+
+__all__ = ["COVARIATE_COLUMNS", "COVARIATE_DEFAULTS", "Covariates", "stack"]
+
+COVARIATE_DEFAULTS: dict[str, float] = {"promo": 0.0, "price_ratio": 1.0}
+"""Each covariate's value on a day nothing is known of (no promotion, full price)."""
+
+COVARIATE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "promo": ("promo", "activity_flag"),
+    "price_ratio": ("price_ratio", "discount"),
+}
+"""The CSV columns each covariate is read from, first match wins."""
+
+
+@dataclass(frozen=True)
+class Covariates:
+    """Known-in-advance covariates of many series on one daily grid.
+
+    Attributes:
+        start: the date of column 0 (datetime64[D]).
+        promo: (n, D) 1.0 on promotion days, 0.0 otherwise.
+        price_ratio: (n, D) price over the full price (1.0 = full price).
+
+    The grid may run past the demand's last day: planned promotions are known for days
+    not yet sold. Days outside the grid read as the defaults.
+    """
+
+    start: np.datetime64
+    promo: FloatArray
+    price_ratio: FloatArray
+
+    def __post_init__(self) -> None:
+        if self.promo.shape != self.price_ratio.shape or self.promo.ndim != 2:
+            raise ValueError(f"promo {self.promo.shape} and price_ratio "
+                             f"{self.price_ratio.shape} must be the same (n, days) shape")
+
+    @property
+    def n_series(self) -> int:
+        """Number of series (rows)."""
+        return int(self.promo.shape[0])
+
+    @classmethod
+    def neutral(cls, n_series: int, start: np.datetime64, n_days: int) -> Covariates:
+        """No promotion, full price, on every day."""
+        shape = (n_series, n_days)
+        return cls(np.datetime64(start, "D"), np.full(shape, COVARIATE_DEFAULTS["promo"]),
+                   np.full(shape, COVARIATE_DEFAULTS["price_ratio"]))
+
+    def subset(self, rows: Sequence[int] | NDArray[np.integer]) -> Covariates:
+        """The series at positions `rows`."""
+        idx = np.asarray(rows, dtype=np.intp)
+        return Covariates(self.start, self.promo[idx], self.price_ratio[idx])
+
+    def span(self, first_day: np.datetime64, n_days: int) -> tuple[FloatArray, FloatArray]:
+        """(promo, price_ratio), each (n, n_days), for the days first_day .. first_day +
+        n_days - 1; days outside the grid take the defaults."""
+        offset = int((np.datetime64(first_day, "D") - self.start).astype(np.int64))
+        return (_window(self.promo, offset, n_days, COVARIATE_DEFAULTS["promo"]),
+                _window(self.price_ratio, offset, n_days, COVARIATE_DEFAULTS["price_ratio"]))
+
+
+def stack(parts: Sequence[tuple[int, Covariates | None]]) -> Covariates | None:
+    """The rows of several batches in order, on one grid spanning all of theirs: `parts` are
+    (rows, covariates or None: none known); None when none is known."""
+    known = [c for _, c in parts if c is not None]
+    if not known:
+        return None
+    start = min(c.start for c in known)
+    end = max(c.start + np.timedelta64(c.promo.shape[1], "D") for c in known)
+    n_days = int((end - start).astype(np.int64))
+    promos, prices = [], []
+    for rows, cov in parts:
+        if cov is None:
+            cov = Covariates.neutral(rows, start, n_days)
+        promo, price = cov.span(start, n_days)
+        promos.append(promo)
+        prices.append(price)
+    return Covariates(start, np.concatenate(promos), np.concatenate(prices))
+
+
+def _window(values: FloatArray, offset: int, n_days: int, default: float) -> FloatArray:
+    out = np.full((values.shape[0], n_days), default)
+    lo, hi = max(offset, 0), min(offset + n_days, values.shape[1])
+    if hi > lo:
+        out[:, lo - offset : hi - offset] = values[:, lo:hi]
+    return out
+
