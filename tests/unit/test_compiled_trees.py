@@ -21,23 +21,16 @@ from forecasting.data import Panel
 from forecasting.lag_features import FEATURE_NAMES
 from forecasting.lightgbm_peer import LightGBMForecaster
 from shelfcast.demo.served import COMMITTED_MODEL
+from tests.support.demand import weekly_panel
 
 needs_lleaves = pytest.mark.skipif(
     not all(importlib.util.find_spec(m) for m in ("lleaves", "llvmlite")),
     reason="lleaves/llvmlite not installed")
 
-WEEK = np.array([2.0, 4.0, 0.0, 1.0, 8.0, 12.0, 3.0])
-START = np.datetime64("2012-01-02")
-
-
 def _panel(n: int = 20, days: int = 200, seed: int = 0) -> Panel:
-    rng = np.random.default_rng(seed)
-    level = rng.gamma(2.0, 3.0, (n, 1))
-    values = rng.poisson(level * np.tile(WEEK, days // 7 + 1)[None, :days] / WEEK.mean())
-    values = values.astype(np.float64)
-    values[:3, :100] = np.nan  # late starters: NaN lag features
-    values[5, 150:160] = np.nan  # a gap inside the history
-    return Panel(tuple(str(i) for i in range(n)), START, values)
+    panel = weekly_panel(n, days, seed)
+    panel.values[5, 150:160] = np.nan  # a gap inside the history
+    return panel
 
 
 def _rows(n: int, seed: int = 0) -> np.ndarray:

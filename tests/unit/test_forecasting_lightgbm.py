@@ -15,18 +15,11 @@ from forecasting.registry import make_forecaster
 pytest.importorskip("lightgbm")
 
 from forecasting.lightgbm_peer import LightGBMForecaster, NotFittedError
-
-WEEK = np.array([2.0, 4.0, 0.0, 1.0, 8.0, 12.0, 3.0])
-START = np.datetime64("2012-01-02")
+from tests.support.demand import weekly_panel
 
 
 def _panel(n: int = 30, days: int = 280, seed: int = 0) -> Panel:
-    rng = np.random.default_rng(seed)
-    level = rng.gamma(2.0, 3.0, (n, 1))
-    values = rng.poisson(level * np.tile(WEEK, days // 7 + 1)[None, :days] / WEEK.mean())
-    values = values.astype(np.float64)
-    values[:3, :100] = np.nan  # late starters
-    return Panel(tuple(str(i) for i in range(n)), START, values)
+    return weekly_panel(n, days, seed)
 
 
 def _small(**kw: object) -> LightGBMForecaster:
