@@ -54,6 +54,7 @@ from forecasting.lag_features import (
     SCALE_DAYS,
     LagTable,
     lag_features,
+    serving_features,
 )
 
 if TYPE_CHECKING:
@@ -290,27 +291,24 @@ class LightGBMForecaster(Forecaster):
             end_day = end_day.flat[0]
         n, length = windows.shape
         days = end_day - np.arange(length - 1, -1, -1).astype("timedelta64[D]")
-        table = LagTable.of(windows)
-        steps = np.tile(np.arange(1, big_h + 1), 2)
-        kinds = np.repeat([0, 1], big_h)
-        rows = np.repeat(np.arange(n), 2 * big_h)
-        orig = np.full(rows.size, length - 1)
         dates = _dates(days, big_h)
         cov = None
         if self._covariates:
             known = covariates or Covariates.neutral(n, days[0], dates.size)
             cov = known.span(days[0], dates.size)
-        x, scale = lag_features(table, rows, orig, np.tile(steps, n), np.tile(kinds, n),
-                                dates, self.config.calendar, cov, self.config.price_features)
-        preds = np.stack([self._booster_predict(k, x) for k in range(1, len(self._models))],
-                         axis=1)  # (m, Q)
-        preds = np.maximum(preds, 0.0) * scale[:, None]
-        preds = np.sort(preds, axis=1).reshape(n, 2, big_h, -1)
+        # the rows of `serving_grid`: per series, steps 1..H daily, then cumulative
+        x, scale = serving_features(windows, big_h, dates, self.config.calendar, cov,
+                                    self.config.price_features)  # scale: (n,)
+        preds = np.empty((x.shape[0], len(self._models) - 1))  # (n * 2H, Q)
+        for k in range(1, len(self._models)):
+            preds[:, k - 1] = self._booster_predict(k, x)
+        preds = np.maximum(preds, 0.0).reshape(n, 2, big_h, -1) * scale[:, None, None, None]
+        preds = np.sort(preds, axis=3)
         daily = preds[:, 0]
         cumulative = preds[:, 1] * np.arange(1, big_h + 1)[None, :, None]
-        daily_rows = np.tile(kinds == 0, n)
-        mean = (np.maximum(self._booster_predict(0, x[daily_rows]), 0.0)
-                * scale[daily_rows]).reshape(n, big_h)
+        daily_rows = x.reshape(n, 2, big_h, -1)[:, 0].reshape(n * big_h, -1)
+        mean = (np.maximum(self._booster_predict(0, daily_rows), 0.0).reshape(n, big_h)
+                * scale[:, None])
         if self._integer:
             daily, cumulative = np.round(daily), np.round(cumulative)
         cumulative = np.maximum.accumulate(np.maximum(cumulative, daily[:, :1]), axis=1)
