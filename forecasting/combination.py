@@ -418,22 +418,10 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
     def _lightgbm_forecast(self, model: LightGBMForecaster, state: SeriesState,
                            horizon: int, covariates: Covariates | None = None
                            ) -> QuantileForecast:
-        """LightGBM's forecast from each series' ring, one predict per distinct end day;
+        """LightGBM's forecast from each series' ring, each from its own end day (the rows
+        of each day as `predict` forecasts them, one run of the boosters for all);
         `covariates`: the known-in-advance covariates of the state's series (None: none)."""
-        windows = ring_windows(state)
-        days = state.last_day
-        distinct = np.unique(days)
-        if distinct.size == 1:
-            return model.predict(windows, horizon, end_days=distinct[0], covariates=covariates)
-        q = self._levels.size
-        daily = np.zeros((state.n_series, horizon, q))
-        cum, mean = np.zeros_like(daily), np.zeros((state.n_series, horizon))
-        for day in distinct:
-            rows = np.flatnonzero(days == day)
-            known = None if covariates is None else covariates.subset(rows)
-            fc = model.predict(windows[rows], horizon, end_days=day, covariates=known)
-            daily[rows], cum[rows], mean[rows] = fc.daily, fc.cumulative, fc.mean
-        return QuantileForecast.trusted(self._levels.copy(), daily, cum, mean)
+        return model.forecast_from(ring_windows(state), horizon, state.last_day, covariates)
 
     def _predict_known(self, windows: FloatArray, horizon: int, end_days: ArrayLike | None,
                        covariates: Covariates) -> QuantileForecast:

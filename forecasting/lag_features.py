@@ -218,8 +218,11 @@ def serving_features(
     n, t = values.shape
     steps, kinds, _ = serving_grid(n, horizon)
     o = t - 1  # every row's origin
-    calendar_cols = np.stack(_calendar_columns(np.full(steps.size, o), steps, kinds, dates,
-                                               calendar), axis=1)
+    # the calendar of the targets from the origin on: the same numbers as over all `dates`
+    # (positions relative to the origin, clipped at the same last date; the holidays over
+    # a span are counts), for a fraction of the holiday look-ups
+    calendar_cols = np.stack(_calendar_columns(np.zeros(steps.size, np.intp), steps, kinds,
+                                               dates[o:], calendar), axis=1)
     base = N_LAGS + len(ROLL_WINDOWS) + 3 + 4  # FEATURE_NAMES before the calendar ones
     width = base + calendar_cols.shape[1]
     if covariates is not None:
@@ -247,32 +250,42 @@ def _prefix_rows(vt: FloatArray, need: NDArray[np.intp]) -> FloatArray:
     day-major values `vt` (T, b): (len(need), 3, b), row r the sums over days < r.
 
     Each sum is the running one, day after day (`np.add.accumulate`'s order), as LagTable
-    computes it. For a few series, `np.cumsum` along the days; for more, one vectorised
-    add per day across all series and tables (numpy runs an accumulate along the days
-    as a scalar chain per series: ~3 ns a day, 4x the cost of every other feature), with
-    only the rows the features read kept."""
+    computes it. The days before the block's first observed one add +0.0 to +0.0: their
+    rows are 0 and the running sums start there (a young series' ring is mostly such
+    days). For a few series, `np.cumsum` along the days; for more, one vectorised add per
+    day across all series and tables (numpy runs an accumulate along the days as a scalar
+    chain per series, ~3 ns a day, 4x the cost of every other feature), keeping only the
+    rows the features read."""
     t, b = vt.shape
     finite = np.isfinite(vt)
-    days = np.empty((t, 3, b))
-    np.copyto(days[:, 0], vt, where=finite)
-    days[:, 0][~finite] = 0.0
-    days[:, 1] = finite
+    seen = finite.any(axis=1)
+    first = int(np.argmax(seen)) if seen.any() else t  # days before it: none observed
+    days = np.empty((t - first, 3, b))
+    np.copyto(days[:, 0], vt[first:], where=finite[first:])
+    days[:, 0][~finite[first:]] = 0.0
+    days[:, 1] = finite[first:]
     np.multiply(days[:, 0], days[:, 0], out=days[:, 2])
-    out = np.empty((need.size, 3, b))
+    out = np.zeros((need.size, 3, b))
+    late = need > first  # rows over some observed day (the others stay 0)
     if b < PREFIX_LOOP_SERIES:
-        tables = np.empty((t + 1, 3, b))
-        tables[0] = 0.0
-        np.cumsum(days, axis=0, out=tables[1:])
-        out[:] = tables[need]
+        # tables[j]: the sums over days < first + j; the first observed day is added to
+        # +0.0 when earlier days were (+0.0) zeros, and starts the sum when it is day 0
+        tables = np.zeros((t - first + 1, 3, b))
+        if first == 0:
+            np.cumsum(days, axis=0, out=tables[1:])
+        else:
+            np.cumsum(np.concatenate([tables[:1], days]), axis=0, out=tables)
+        out[late] = tables[need[late] - first]
         return out
     acc = np.zeros((3, b))
-    k = 0  # acc holds the sums over days < k
-    for i, row in enumerate(need.tolist()):
+    k = first  # acc holds the sums over days < k
+    for i in np.flatnonzero(late).tolist():
+        row = int(need[i])
         if row > k:
             if k == 0:
-                acc[:] = days[0]  # the running sum starts from the first day, as cumsum's
+                acc[:] = days[0]  # the running sum starts from day 0, as cumsum's
                 k = 1
-            for day in range(k, row):
+            for day in range(k - first, row - first):
                 np.add(acc, days[day], out=acc)
             k = row
         out[i] = acc

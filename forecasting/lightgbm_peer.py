@@ -279,26 +279,58 @@ class LightGBMForecaster(Forecaster):
         """Forecast from the end of each window; a model trained with covariates reads
         `covariates` over the window's days and the horizon (None: no promotion planned,
         full price)."""
-        if not self._models:
-            raise NotFittedError("LightGBMForecaster.predict before fit")
-        big_h = self.config.horizon
-        if horizon > big_h:
-            raise InvalidWindowError(f"horizon {horizon} exceeds the trained horizon {big_h}")
         end_day = np.asarray(self.window_ends(end_days), dtype="datetime64[D]")
         if end_day.ndim:  # one date per row is accepted when all rows agree
             if not np.all(end_day == end_day.flat[0]):
                 raise InvalidWindowError("LightGBMForecaster needs one end date for all rows")
             end_day = end_day.flat[0]
-        n, length = windows.shape
-        days = end_day - np.arange(length - 1, -1, -1).astype("timedelta64[D]")
-        dates = _dates(days, big_h)
-        cov = None
-        if self._covariates:
-            known = covariates or Covariates.neutral(n, days[0], dates.size)
-            cov = known.span(days[0], dates.size)
-        # the rows of `serving_grid`: per series, steps 1..H daily, then cumulative
-        x, scale = serving_features(windows, big_h, dates, self.config.calendar, cov,
-                                    self.config.price_features)  # scale: (n,)
+        daily, cumulative, mean = self._forecast_rows(windows, horizon, end_day[None],
+                                                      np.zeros(windows.shape[0], np.intp),
+                                                      covariates)
+        return QuantileForecast(self._levels, daily, cumulative, mean)
+
+    def forecast_from(self, windows: FloatArray, horizon: int, end_days: np.ndarray,
+                      covariates: Covariates | None = None) -> QuantileForecast:
+        """The serving path: each row of `windows` (n, T) forecast from its own end day
+        (`end_days` (n,)), as `predict` would forecast the rows of each day, in one run of
+        the boosters. For windows the caller has validated (an LSTM state's day ring): no
+        copy, no check of the windows or of the forecast (valid by construction)."""
+        if covariates is not None and covariates.n_series != windows.shape[0]:
+            raise InvalidWindowError(f"covariates hold {covariates.n_series} series, "
+                                     f"windows {windows.shape[0]}")
+        if windows.shape[0] == 0:
+            return QuantileForecast.zeros(0, horizon, self._levels)
+        days, group = np.unique(np.asarray(end_days, dtype="datetime64[D]"),
+                                return_inverse=True)
+        daily, cumulative, mean = self._forecast_rows(windows, horizon, days,
+                                                      group.reshape(-1), covariates)
+        return QuantileForecast.trusted(self._levels.copy(), daily, cumulative, mean)
+
+    def _forecast_rows(self, windows: FloatArray, horizon: int, days: np.ndarray,
+                       group: NDArray[np.intp], covariates: Covariates | None
+                       ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(daily, cumulative, mean) of rows whose windows end on `days[group]`: the
+        features of each day's rows (`serving_features`, the rows of `serving_grid`), then
+        every booster once over all rows."""
+        if not self._models:
+            raise NotFittedError("LightGBMForecaster.predict before fit")
+        big_h = self.config.horizon
+        if horizon > big_h:
+            raise InvalidWindowError(f"horizon {horizon} exceeds the trained horizon {big_h}")
+        n = windows.shape[0]
+        if days.size == 1:
+            x3, scale = self._features(windows, days[0], big_h, covariates)
+        else:
+            x3, scale = None, np.empty(n)
+            for g, day in enumerate(days):
+                rows = np.flatnonzero(group == g)
+                xg, sg = self._features(windows[rows], day, big_h, None if covariates is None
+                                        else covariates.subset(rows))
+                if x3 is None:
+                    x3 = np.empty((n, *xg.shape[1:]))
+                x3[rows], scale[rows] = xg, sg
+            assert x3 is not None
+        x = x3.reshape(n * 2 * big_h, -1)
         preds = np.empty((x.shape[0], len(self._models) - 1))  # (n * 2H, Q)
         for k in range(1, len(self._models)):
             preds[:, k - 1] = self._booster_predict(k, x)
@@ -306,7 +338,7 @@ class LightGBMForecaster(Forecaster):
         preds = np.sort(preds, axis=3)
         daily = preds[:, 0]
         cumulative = preds[:, 1] * np.arange(1, big_h + 1)[None, :, None]
-        daily_rows = x.reshape(n, 2, big_h, -1)[:, 0].reshape(n * big_h, -1)
+        daily_rows = x3[:, :big_h].reshape(n * big_h, -1)
         mean = (np.maximum(self._booster_predict(0, daily_rows), 0.0).reshape(n, big_h)
                 * scale[:, None])
         if self._integer:
@@ -314,8 +346,22 @@ class LightGBMForecaster(Forecaster):
         cumulative = np.maximum.accumulate(np.maximum(cumulative, daily[:, :1]), axis=1)
         empty = ~np.isfinite(windows).any(axis=1)
         daily[empty], cumulative[empty], mean[empty] = 0.0, 0.0, 0.0
-        return QuantileForecast(self._levels, daily[:, :horizon], cumulative[:, :horizon],
-                                mean[:, :horizon])
+        return daily[:, :horizon], cumulative[:, :horizon], mean[:, :horizon]
+
+    def _features(self, windows: FloatArray, end_day: np.datetime64, big_h: int,
+                  covariates: Covariates | None) -> tuple[FloatArray, FloatArray]:
+        """(n, 2H, F) features of the serving grid of windows ending on `end_day` and the
+        series' scales (n,)."""
+        n, length = windows.shape
+        days = end_day - np.arange(length - 1, -1, -1).astype("timedelta64[D]")
+        dates = _dates(days, big_h)
+        cov = None
+        if self._covariates:
+            known = covariates or Covariates.neutral(n, days[0], dates.size)
+            cov = known.span(days[0], dates.size)
+        x, scale = serving_features(windows, big_h, dates, self.config.calendar, cov,
+                                    self.config.price_features)
+        return x.reshape(n, 2 * big_h, -1), scale
 
     # --- persistence -----------------------------------------------------------------------
     def save(self, out_dir: str | Path) -> list[str]:

@@ -77,3 +77,22 @@ def test_both_prefix_paths_and_any_block_size_agree(monkeypatch: pytest.MonkeyPa
         monkeypatch.setattr(lf, "SERVING_CHUNK", block)
         got, _ = serving_features(w, 7, dates)
         np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64))
+
+
+@pytest.mark.parametrize("n", [5, 100])  # both prefix paths
+def test_young_series_and_signed_zeros_keep_every_bit(n: int) -> None:
+    """Rings mostly empty (a young SKU: the running sums start at the first observed day of
+    the block) and demand of -0.0 (which a sum started elsewhere would turn into +0.0)."""
+    for first in (0, 1, 300, 391):
+        w = _windows(n, 392, "real", seed=first)
+        w[:, :first] = np.nan
+        w[:, first] = np.nan if first else w[:, first]
+        w[n // 2, first:] = -0.0
+        w[-1, -3:] = -0.0
+        want, _ = _reference(w, 14, None, False)
+        got, _ = serving_features(w, 14, _dates(392, 14))
+        np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64))
+    empty = np.full((n, 392), np.nan)
+    want, _ = _reference(empty, 14, None, False)
+    got, _ = serving_features(empty, 14, _dates(392, 14))
+    np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64))
