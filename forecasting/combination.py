@@ -198,12 +198,20 @@ def mixed_block(a: QuantileForecast, b: QuantileForecast,
     return np.ascontiguousarray(np.concatenate([daily, cum, mean[..., None]], axis=2))
 
 
+def _same_levels(levels: FloatArray, expected: Sequence[float]) -> bool:
+    """np.allclose(levels, expected) at its default tolerances, without its fixed cost
+    (~30 us, paid twice per served batch)."""
+    want = np.asarray(expected, dtype=np.float64)
+    return levels.shape == want.shape and bool(
+        np.all(np.abs(levels - want) <= 1e-8 + 1e-5 * np.abs(want)))
+
+
 def combine(a: QuantileForecast, b: QuantileForecast, weights: CombinationWeights, *,
             integer: bool, calibration: IntervalCalibration | None = None) -> QuantileForecast:
     """The mix `weights` x a + (1 - weights) x b (a: the LSTM's, b: LightGBM's forecast of
     the same series and steps), recalibrated by `calibration` (None: as mixed), rounded for
     counts, sorted along the levels."""
-    if not np.allclose(a.levels, weights.levels) or not np.allclose(b.levels, weights.levels):
+    if not (_same_levels(a.levels, weights.levels) and _same_levels(b.levels, weights.levels)):
         raise CombinationError("both forecasts must have the weights' levels")
     if calibration is not None:
         q = a.levels.size

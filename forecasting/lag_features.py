@@ -12,6 +12,7 @@ ratio, `forecasting.covariates`) also read the target days, which are known in a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
@@ -181,6 +182,18 @@ def _calendar_columns(origins: NDArray[np.intp], steps: NDArray[np.intp],
     ]
 
 
+@lru_cache(maxsize=256)
+def _serving_calendar(days: tuple[int, ...], horizon: int, calendar: str) -> FloatArray:
+    """(2H, 7) calendar features of the serving grid from the origin day `days[0]` (the
+    origin and the days after it, as day numbers): one stream day's are every batch's."""
+    steps, kinds, _ = serving_grid(0, horizon)
+    dates = np.array(days, dtype="datetime64[D]")
+    out = np.stack(_calendar_columns(np.zeros(steps.size, np.intp), steps, kinds, dates,
+                                     calendar), axis=1)
+    out.flags.writeable = False
+    return out
+
+
 def serving_grid(n: int, horizon: int) -> tuple[NDArray[np.intp], NDArray[np.intp],
                                                 NDArray[np.intp]]:
     """(steps, kinds, rows) of the rows a forecast from the end of `n` windows predicts:
@@ -213,7 +226,7 @@ def serving_features(
     sum is vectorised across series, a block of SERVING_CHUNK series at a time (tables of
     all series at once were megabytes, freshly paged in on every call). The arithmetic of
     each number is lag_features' own (the same operands in the same order), so the trees see
-    the same bits (tests/unit/test_forecasting_lightgbm.py checks it on integer and
+    the same bits (tests/unit/test_serving_features.py checks it on integer and
     real-valued demand, with and without covariates)."""
     n, t = values.shape
     steps, kinds, _ = serving_grid(n, horizon)
@@ -221,8 +234,8 @@ def serving_features(
     # the calendar of the targets from the origin on: the same numbers as over all `dates`
     # (positions relative to the origin, clipped at the same last date; the holidays over
     # a span are counts), for a fraction of the holiday look-ups
-    calendar_cols = np.stack(_calendar_columns(np.zeros(steps.size, np.intp), steps, kinds,
-                                               dates[o:], calendar), axis=1)
+    calendar_cols = _serving_calendar(tuple(dates[o:].astype(np.int64).tolist()), horizon,
+                                      calendar)
     base = N_LAGS + len(ROLL_WINDOWS) + 3 + 4  # FEATURE_NAMES before the calendar ones
     width = base + calendar_cols.shape[1]
     if covariates is not None:
@@ -292,63 +305,83 @@ def _prefix_rows(vt: FloatArray, need: NDArray[np.intp]) -> FloatArray:
     return out
 
 
+@dataclass(frozen=True)
+class _ServingPlan:
+    """What `_serving_block` reads for windows of `t` days and a horizon: which rows of the
+    prefix sums, which day of each lag and same-weekday feature. It depends on (t, horizon)
+    only, so it is made once (`_plan`), not per call."""
+
+    need: NDArray[np.intp]  # prefix-sum rows read (sorted)
+    hi: NDArray[np.intp]  # per span: positions in `need` of its end and start rows
+    lo: NDArray[np.intp]
+    lags: NDArray[np.intp]  # (N_LAGS,) days of lag_k, clipped
+    lags_ok: NDArray[np.bool_]
+    same: NDArray[np.intp]  # (4 * 2H,) days of the same weekday 1..4 weeks back, clipped
+    same_ok: NDArray[np.bool_]
+    lo28: int  # first day of the 28-day span
+
+
+# the spans `_plan` lays out, in this order: the scale's, ROLL_WINDOWS', the year-ago origin
+# span, then the year-ago target span of each of the 2H rows
+_SPAN_SCALE, _SPAN_ROLL, _SPAN_YEAR_ORIGIN, _SPAN_YEAR_TARGET = 0, 1, 1 + len(ROLL_WINDOWS), \
+    2 + len(ROLL_WINDOWS)
+_SPAN_28 = _SPAN_ROLL + ROLL_WINDOWS.index(28)
+
+
+@lru_cache(maxsize=64)
+def _plan(t: int, horizon: int) -> _ServingPlan:
+    steps, _, _ = serving_grid(0, horizon)
+    o = t - 1
+    target = o + steps
+    ends = np.concatenate([np.full(1 + len(ROLL_WINDOWS), o), [o - YEAR], target - YEAR + 3])
+    widths = np.concatenate([[SCALE_DAYS], ROLL_WINDOWS, [28], np.full(steps.size, 7)])
+    hi = np.minimum(np.maximum(ends + 1, 0), t)  # LagTable._span's bounds
+    lo = np.minimum(np.maximum(ends + 1 - widths, 0), t)
+    need = np.unique(np.concatenate([hi, lo]))
+    lags = o - np.arange(N_LAGS)
+    weeks_back = 7 * ((steps + 6) // 7)  # the latest same weekday at or before the origin
+    same = np.concatenate([target - weeks_back - 7 * k for k in range(4)])
+    return _ServingPlan(need, np.searchsorted(need, hi), np.searchsorted(need, lo),
+                        _clip(lags, 0, t - 1), (lags >= 0) & (lags < t),
+                        _clip(same, 0, t - 1), (same >= 0) & (same < t),
+                        min(max(o + 1 - 28, 0), t))
+
+
 def _serving_block(values: FloatArray, steps: NDArray[np.intp], x: FloatArray) -> FloatArray:
     """The demand features of series `values` (b, T) into `x` (b, 2H, F)[..., :42];
-    returns their scale (b,) (serving_features)."""
+    returns their scale (b,) (serving_features). Each number is computed as lag_features
+    computes it (LagTable.mean / _span / at), all spans of a kind in one array operation."""
     n, t = values.shape
-    o = t - 1
+    plan = _plan(t, steps.size // 2)
     vt = np.ascontiguousarray(values.T)  # (T, b): day-major
-    target = o + steps  # (2H,)
-    # the (end, width) of every trailing span the features read, and the prefix-sum rows
-    # (of LagTable's cumulative tables) that those spans difference
-    spans = [(np.array([o]), w) for w in (SCALE_DAYS, *ROLL_WINDOWS)]
-    spans += [(target - YEAR + 3, 7), (np.array([o - YEAR]), 28)]
-    bounds = [np.minimum(np.maximum(end + d, 0), t) for end, w in spans for d in (1, 1 - w)]
-    need = np.unique(np.concatenate(bounds))
-    where = np.zeros(t + 1, dtype=np.intp)
-    where[need] = np.arange(need.size)
-    prefix = _prefix_rows(vt, need)  # (len(need), 3, b): csum, ccount, csq
-
-    def span(table: int, end: NDArray[np.intp] | int, width: int) -> FloatArray:
-        """LagTable._span over (end - width, end], day-major: (len(end), b) or (b,)."""
-        hi = np.minimum(np.maximum(np.add(end, 1), 0), t)
-        lo = np.minimum(np.maximum(np.add(end, 1 - width), 0), t)
-        out: FloatArray = prefix[where[hi], table] - prefix[where[lo], table]
-        return out
-
-    csum, ccount, csq = 0, 1, 2
-
-    def mean(end: NDArray[np.intp] | int, width: int) -> FloatArray:
-        """LagTable.mean, day-major."""
-        count, total = span(ccount, end, width), span(csum, end, width)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out: FloatArray = np.where(count > 0, total / count, np.nan)
-        return out
-
-    def at(day: NDArray[np.intp]) -> FloatArray:
-        """LagTable.at, day-major: (len(day), b)."""
-        ok = (day >= 0) & (day < t)
-        out: FloatArray = np.where(ok[:, None], vt[_clip(day, 0, t - 1)], np.nan)
-        return out
-
-    scale = mean(o, SCALE_DAYS)
-    scale = np.maximum(np.nan_to_num(scale, nan=0.0), SCALE_FLOOR)
-    inv = 1.0 / scale
-    per_series = np.empty((n, N_LAGS + len(ROLL_WINDOWS) + 3))
-    per_series[:, :N_LAGS] = (at(o - np.arange(N_LAGS)) * inv).T
-    for i, w in enumerate(ROLL_WINDOWS):
-        per_series[:, N_LAGS + i] = mean(o, w) * inv
-    count, total, sq = span(ccount, o, 28), span(csum, o, 28), span(csq, o, 28)
-    lo28 = min(max(o + 1 - 28, 0), t)
-    zeros = (vt[lo28:] == 0.0).sum(axis=0, dtype=np.float64)  # a count: exact either way
+    prefix = _prefix_rows(vt, plan.need)  # (len(need), 3, b): csum, ccount, csq
+    count = prefix[plan.hi, 1] - prefix[plan.lo, 1]  # (spans, b)
+    total = prefix[plan.hi, 0] - prefix[plan.lo, 0]
     with np.errstate(invalid="ignore", divide="ignore"):
-        mu = total / count
-        var = np.maximum(sq / count - mu * mu, 0.0)
-        per_series[:, N_LAGS + 4] = np.where(count > 1, np.sqrt(var), np.nan) * inv
-        per_series[:, N_LAGS + 5] = np.where(count > 0, zeros / count, np.nan)
+        means = np.where(count > 0, total / count, np.nan)
+    scale = np.maximum(np.nan_to_num(means[_SPAN_SCALE], nan=0.0), SCALE_FLOOR)
+    inv = 1.0 / scale
+
+    def at(days: NDArray[np.intp], ok: NDArray[np.bool_]) -> FloatArray:
+        """LagTable.at of `days` (clipped; `ok`: inside the grid), day-major."""
+        out: FloatArray = vt[days]
+        return out if ok.all() else np.where(ok[:, None], out, np.nan)
+
+    per_series = np.empty((n, N_LAGS + len(ROLL_WINDOWS) + 3))
+    per_series[:, :N_LAGS] = (at(plan.lags, plan.lags_ok) * inv).T
+    per_series[:, N_LAGS : N_LAGS + len(ROLL_WINDOWS)] = (
+        means[_SPAN_ROLL:_SPAN_YEAR_ORIGIN] * inv).T
+    count28, total28 = count[_SPAN_28], total[_SPAN_28]
+    i28 = _SPAN_28
+    sq = prefix[plan.hi[i28], 2] - prefix[plan.lo[i28], 2]
+    zeros = (vt[plan.lo28:] == 0.0).sum(axis=0, dtype=np.float64)  # a count: exact anyhow
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mu = total28 / count28
+        var = np.maximum(sq / count28 - mu * mu, 0.0)
+        per_series[:, N_LAGS + 4] = np.where(count28 > 1, np.sqrt(var), np.nan) * inv
+        per_series[:, N_LAGS + 5] = np.where(count28 > 0, zeros / count28, np.nan)
     per_series[:, N_LAGS + 6] = np.log1p(scale)
-    weeks_back = 7 * ((steps + 6) // 7)  # the latest same weekday at or before the origin
-    same = np.stack([at(target - weeks_back - 7 * k) for k in range(4)])  # (4, 2H, b)
+    same = at(plan.same, plan.same_ok).reshape(4, steps.size, n)  # (4, 2H, b)
     with np.errstate(invalid="ignore"):
         n_ok = np.isfinite(same).sum(axis=0)
         same_mean = np.where(n_ok > 0, np.nansum(same, axis=0) / np.maximum(n_ok, 1), np.nan)
@@ -356,8 +389,8 @@ def _serving_block(values: FloatArray, steps: NDArray[np.intp], x: FloatArray) -
     x[:, :, :k] = per_series[:, None, :]
     x[:, :, k] = (same[0] * inv).T
     x[:, :, k + 1] = (same_mean * inv).T
-    x[:, :, k + 2] = (mean(target - YEAR + 3, 7) * inv).T
-    x[:, :, k + 3] = (mean(o - YEAR, 28) * inv)[:, None]
+    x[:, :, k + 2] = (means[_SPAN_YEAR_TARGET:] * inv).T
+    x[:, :, k + 3] = (means[_SPAN_YEAR_ORIGIN] * inv)[:, None]
     return scale
 
 

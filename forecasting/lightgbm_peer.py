@@ -300,8 +300,11 @@ class LightGBMForecaster(Forecaster):
                                      f"windows {windows.shape[0]}")
         if windows.shape[0] == 0:
             return QuantileForecast.zeros(0, horizon, self._levels)
-        days, group = np.unique(np.asarray(end_days, dtype="datetime64[D]"),
-                                return_inverse=True)
+        ends = np.asarray(end_days, dtype="datetime64[D]").reshape(-1)
+        if (ends == ends[0]).all():  # the usual batch: one day (np.unique sorts)
+            days, group = ends[:1], np.zeros(ends.size, np.intp)
+        else:
+            days, group = np.unique(ends, return_inverse=True)
         daily, cumulative, mean = self._forecast_rows(windows, horizon, days,
                                                       group.reshape(-1), covariates)
         return QuantileForecast.trusted(self._levels.copy(), daily, cumulative, mean)
