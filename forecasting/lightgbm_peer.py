@@ -89,6 +89,13 @@ class NotFittedError(ForecastingError):
     """predict() before fit()."""
 
 
+SORTED_ROWS = 64
+"""From this many series on, the boosters run over the series sorted by their scale (and
+the predictions go back to the callers' order): the compiled trees branch alike on rows of
+similar scale (the split most used), ~10% less CPU in the trees on the bench's series.
+Each row's prediction does not depend on the others: the same numbers."""
+
+
 class LightGBMForecaster(Forecaster):
     """Global LightGBM over lag/rolling/calendar features, quantile objective per level.
 
@@ -333,17 +340,25 @@ class LightGBMForecaster(Forecaster):
                     x3 = np.empty((n, *xg.shape[1:]))
                 x3[rows], scale[rows] = xg, sg
             assert x3 is not None
+        order = None
+        if n >= SORTED_ROWS:  # series of similar scale next to each other (see SORTED_ROWS)
+            order = np.argsort(scale, kind="stable")
+            x3 = x3[order]
         x = x3.reshape(n * 2 * big_h, -1)
-        preds = np.empty((x.shape[0], len(self._models) - 1))  # (n * 2H, Q)
+        raw = np.empty((x.shape[0], len(self._models) - 1))  # (n * 2H, Q)
         for k in range(1, len(self._models)):
-            preds[:, k - 1] = self._booster_predict(k, x)
-        preds = np.maximum(preds, 0.0).reshape(n, 2, big_h, -1) * scale[:, None, None, None]
+            raw[:, k - 1] = self._booster_predict(k, x)
+        raw_mean = self._booster_predict(0, x3[:, :big_h].reshape(n * big_h, -1))
+        if order is not None:  # back to the callers' order
+            back = np.empty_like(order)
+            back[order] = np.arange(n)
+            raw = raw.reshape(n, 2 * big_h, -1)[back]
+            raw_mean = raw_mean.reshape(n, big_h)[back]
+        preds = np.maximum(raw, 0.0).reshape(n, 2, big_h, -1) * scale[:, None, None, None]
         preds = np.sort(preds, axis=3)
         daily = preds[:, 0]
         cumulative = preds[:, 1] * np.arange(1, big_h + 1)[None, :, None]
-        daily_rows = x3[:, :big_h].reshape(n * big_h, -1)
-        mean = (np.maximum(self._booster_predict(0, daily_rows), 0.0).reshape(n, big_h)
-                * scale[:, None])
+        mean = np.maximum(raw_mean, 0.0).reshape(n, big_h) * scale[:, None]
         if self._integer:
             daily, cumulative = np.round(daily), np.round(cumulative)
         cumulative = np.maximum.accumulate(np.maximum(cumulative, daily[:, :1]), axis=1)

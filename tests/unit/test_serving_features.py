@@ -96,3 +96,28 @@ def test_young_series_and_signed_zeros_keep_every_bit(n: int) -> None:
     want, _ = _reference(empty, 14, None, False)
     got, _ = serving_features(empty, 14, _dates(392, 14))
     np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64))
+
+
+def test_forecast_from_equals_predict_per_end_day(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LightGBM's serving path (every end day of a batch in one run of the boosters, the
+    series sorted by scale) gives each row what `predict` gives the rows of its day."""
+    pytest.importorskip("lightgbm")
+    import forecasting.lightgbm_peer as peer
+    from tests.support.demand import weekly_panel
+
+    panel = weekly_panel(40, 200, 0)
+    model = peer.LightGBMForecaster(7, n_estimators=15, num_leaves=7,
+                                    min_child_samples=10).fit(panel.head(180))
+    windows = panel.values[:, :180].copy()
+    windows[3] = np.nan  # never seen: zeros
+    ends = np.where(np.arange(40) % 3 == 0, panel.dates[179], panel.dates[178])
+    want = {}
+    for day in np.unique(ends):
+        rows = np.flatnonzero(ends == day)
+        want[day] = (rows, model.predict(windows[rows], 7, end_days=day))
+    for sorted_from in (1, 10**9):  # the boosters over sorted rows, and in the given order
+        monkeypatch.setattr(peer, "SORTED_ROWS", sorted_from)
+        got = model.forecast_from(windows, 7, ends)
+        for rows, fc in want.values():
+            for field in ("daily", "cumulative", "mean"):
+                np.testing.assert_array_equal(getattr(got, field)[rows], getattr(fc, field))
