@@ -214,6 +214,7 @@ def serving_features(
     calendar: str = "uk",
     covariates: tuple[FloatArray, FloatArray] | None = None,
     price: bool = False,
+    out: FloatArray | None = None,
 ) -> tuple[FloatArray, FloatArray]:
     """`lag_features` of the serving grid (`serving_grid`: every series of `values` (n, T)
     from its last day, steps 1..`horizon`, daily then cumulative), bit for bit, and each
@@ -227,7 +228,8 @@ def serving_features(
     all series at once were megabytes, freshly paged in on every call). The arithmetic of
     each number is lag_features' own (the same operands in the same order), so the trees see
     the same bits (tests/unit/test_serving_features.py checks it on integer and
-    real-valued demand, with and without covariates)."""
+    real-valued demand, with and without covariates). `out`: the (n, 2H, F) array to fill
+    (the result is its (n * 2H, F) view)."""
     n, t = values.shape
     steps, kinds, _ = serving_grid(n, horizon)
     o = t - 1  # every row's origin
@@ -240,7 +242,9 @@ def serving_features(
     width = base + calendar_cols.shape[1]
     if covariates is not None:
         width += 4 + 2 * int(price)
-    x = np.empty((n, steps.size, width))
+    x = np.empty((n, steps.size, width)) if out is None else out
+    if x.shape != (n, steps.size, width):
+        raise ValueError(f"out must be {(n, steps.size, width)}, got {x.shape}")
     x[:, :, base : base + calendar_cols.shape[1]] = calendar_cols[None]
     scale = np.empty(n)
     for a in range(0, n, SERVING_CHUNK):
