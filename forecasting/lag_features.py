@@ -221,7 +221,7 @@ def serving_features(
     series' scale (n,) (lag_features repeats it per row).
 
     Why a second path (it was ~40% of the served model's CPU per forecast): every row of a
-    series shares its origin, so 38 of the 46 features are one value per series
+    series shares its origin, so 36 of the 46 features are one value per series
     (lag_features computes them once per row, 2H times) and the calendar ones one per
     (step, kind); the cumulative sums are built day-major (T, series), where numpy's running
     sum is vectorised across series, a block of SERVING_CHUNK series at a time (tables of
