@@ -15,6 +15,8 @@ them (`LSTMLightGBMForecaster.learn_mix`), so the rows differ only by the lever:
   learned on that mix;
 - `lstm_lgbm_plain`: one set of weights for every day (the served default before this
   lever), its own calibration;
+- `lstm_lgbm_split_cal`: the promotion weights, and the calibration learned apart for
+  days with a promotion and days without (`split_calibration`);
 - `lstm`, `lightgbm`: the parts alone (as `combination_lever.py`).
 
 Covariates are read (`--covariates auto`, the CLI's default). A set without covariate
@@ -43,12 +45,7 @@ from benchmarks.combination_lever import DATA, METRICS, SETS, _Part
 from benchmarks.generalisation_split import REAL_SETS, part_scores
 from forecasting.backtest import rolling_origin
 from forecasting.base import Forecaster, QuantileForecast
-from forecasting.calibration import IntervalCalibration
-from forecasting.combination import (
-    CombinationWeights,
-    LSTMLightGBMForecaster,
-    ValidationForecasts,
-)
+from forecasting.combination import LSTMLightGBMForecaster, Mix, ValidationForecasts
 from forecasting.covariates import Covariates
 from forecasting.data import Panel, load_panel
 from forecasting.registry import make_forecaster
@@ -71,19 +68,22 @@ class _Mix(Forecaster):
     fits = True
     uses_covariates = True
 
-    def __init__(self, name: str, combined: _Recording, promo_weights: bool) -> None:
+    def __init__(self, name: str, combined: _Recording, promo_weights: bool,
+                 split_calibration: bool = False) -> None:
         super().__init__(combined.levels.tolist())
         self.name = name  # type: ignore[misc]
         self._combined, self._promo = combined, promo_weights
-        self._mix: tuple[CombinationWeights, IntervalCalibration | None] | None = None
+        self._split = split_calibration
+        self._mix: Mix | None = None
 
     def _model(self) -> LSTMLightGBMForecaster:
         if self._mix is None:
             assert self._combined.found is not None
             self._mix = self._combined.learn_mix(self._combined.found,
-                                                 promo_weights=self._promo)
+                                                 promo_weights=self._promo,
+                                                 split_calibration=self._split)
         model = copy.copy(self._combined)
-        model.weights, model.calibration = self._mix
+        model.weights, model.calibration, model.promo_calibration = self._mix
         return model
 
     def _predict(self, windows: Any, horizon: int,
@@ -101,10 +101,12 @@ def run_set(name: str, out: Path, data: Path) -> dict[str, Any]:
     panel = load_panel(data / rel, covariates=True, **kwargs)
     base = make_forecaster("lstm_lgbm", device="cpu", horizon=horizon)
     assert isinstance(base, LSTMLightGBMForecaster)
-    combined = _Recording(base.lstm, mix_calibration="daily", promo_weights=True)
+    combined = _Recording(base.lstm, mix_calibration="daily", promo_weights=True,
+                          split_calibration=False)
     combined.cap_threads(1)
     parts: dict[str, Forecaster] = {
         "lstm_lgbm_plain": _Mix("lstm_lgbm_plain", combined, False),
+        "lstm_lgbm_split_cal": _Mix("lstm_lgbm_split_cal", combined, True, True),
         "lstm": _Part("lstm", combined, "lstm"),
         "lightgbm": _Part("lightgbm", combined, "lightgbm")}
 
@@ -120,11 +122,17 @@ def run_set(name: str, out: Path, data: Path) -> dict[str, Any]:
                                 f"cov80 {s['coverage_80']:.3f}", file=sys.stderr, flush=True))
     doc = result.to_json()
     plain = parts["lstm_lgbm_plain"]
+    split = parts["lstm_lgbm_split_cal"]
     assert isinstance(plain, _Mix) and plain._mix is not None
+    assert isinstance(split, _Mix) and split._mix is not None
+    promo_cal = split._mix[2]
     doc.update(data=str((data / rel).resolve()), served="lstm_lgbm",
                wall_seconds=time.perf_counter() - t0,
                combination=combined.weights.to_json() if combined.weights else None,
                combination_plain=plain._mix[0].to_json(),
+               split_calibration=None if promo_cal is None else {
+                   "days_without": None if split._mix[1] is None else split._mix[1].to_json(),
+                   "promo_days": promo_cal.to_json()},
                mix_calibration=(combined.calibration.to_json() if combined.calibration
                                 else None),
                fit_metrics=combined.fit_metrics, load_avg=os.getloadavg()[0],

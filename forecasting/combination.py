@@ -64,6 +64,7 @@ __all__ = [
     "COMBINATION_FILE",
     "CombinationWeights",
     "LSTMLightGBMForecaster",
+    "Mix",
     "ValidationForecasts",
     "combine",
     "learn_calibration",
@@ -82,6 +83,7 @@ MIN_PROMO_DAYS = 200
 MIX_CALIBRATIONS = ("off", "daily", "both")  # which blocks of the mix are recalibrated
 DEFAULT_MIX_CALIBRATION = "daily"
 DEFAULT_PROMO_WEIGHTS = True  # promotion days weighted on their own (learn_weights)
+DEFAULT_SPLIT_CALIBRATION = False  # and calibrated on their own (learn_mix)
 COMBINATION_FILE = "combination.json"
 LSTM_DIR, LIGHTGBM_DIR = "lstm", "lightgbm"
 
@@ -280,17 +282,30 @@ def mixed_block(a: QuantileForecast, b: QuantileForecast, weights: CombinationWe
 
 def combine(a: QuantileForecast, b: QuantileForecast, weights: CombinationWeights, *,
             integer: bool, calibration: IntervalCalibration | None = None,
-            promo: BoolArray | None = None) -> QuantileForecast:
+            promo: BoolArray | None = None,
+            promo_calibration: IntervalCalibration | None = None) -> QuantileForecast:
     """The mix `weights` x a + (1 - weights) x b (a: the LSTM's, b: LightGBM's forecast of
     the same series and steps), recalibrated by `calibration` (None: as mixed), rounded for
     counts, sorted along the levels. `promo` (n, >= H): the forecast days with a planned
-    promotion, which take `weights.promo` when there are such weights (None: none)."""
+    promotion, which take `weights.promo` when there are such weights (None: none), and
+    `promo_calibration` instead of `calibration` when there is one (cumulative levels: the
+    steps whose span holds a promotion day)."""
     if not np.allclose(a.levels, weights.levels) or not np.allclose(b.levels, weights.levels):
         raise CombinationError("both forecasts must have the weights' levels")
     if calibration is not None:
         q = a.levels.size
         block = mixed_block(a, b, weights, promo)
+        on = None if promo is None else promo[:, : block.shape[1]]
+        moved = None
+        if promo_calibration is not None and on is not None and on.any():
+            moved = block.copy()
+            promo_calibration.apply(moved, integer=integer)
         calibration.apply(block, integer=integer)
+        if moved is not None and on is not None:
+            spans = np.logical_or.accumulate(on, axis=1)
+            block[..., :q] = np.where(on[..., None], moved[..., :q], block[..., :q])
+            block[..., q : 2 * q] = np.where(spans[..., None], moved[..., q : 2 * q],
+                                             block[..., q : 2 * q])
         daily, cum = np.sort(block[..., :q], axis=2), np.sort(block[..., q : 2 * q], axis=2)
         cum = np.maximum.accumulate(np.maximum(cum, daily[:, :1]), axis=1)
         return QuantileForecast.trusted(a.levels.copy(), daily, cum, block[..., 2 * q])
@@ -309,12 +324,14 @@ def learn_calibration(lstm: Sequence[QuantileForecast], lgbm: Sequence[QuantileF
                       actual: Sequence[FloatArray], weights: CombinationWeights, *,
                       integer: bool, blocks: str = DEFAULT_MIX_CALIBRATION,
                       promo: Sequence[BoolArray] | None = None,
+                      cells: Sequence[BoolArray] | None = None,
                       ) -> IntervalCalibration | None:
     """The mix's interval calibration from both models' forecasts at the validation origins
     (as `learn_weights` reads them) mixed with `weights` (`promo`: per origin, the forecast
     days with a planned promotion, as `learn_weights` takes them): daily tails (quartiles
     and median keep their levels) and, with `blocks="both"`, every cumulative level. None
-    for "off"."""
+    for "off". `cells`: per origin (n, H), the days it is learned on (cumulative: steps
+    whose span holds one of them); None: all."""
     if blocks not in MIX_CALIBRATIONS:
         raise CombinationError(f"mix_calibration must be one of {MIX_CALIBRATIONS}, "
                                f"got {blocks!r}")
@@ -327,12 +344,16 @@ def learn_calibration(lstm: Sequence[QuantileForecast], lgbm: Sequence[QuantileF
     horizon = mixed[0].shape[1]
     out = np.concatenate(mixed)
     y = np.concatenate([np.asarray(a, dtype=np.float64)[:, :horizon] for a in actual])
+    totals = np.cumsum(y, axis=1)  # NaN after a missing day
+    if cells is not None:  # the rest are left out of the fit, as unknown days are
+        on = np.concatenate([np.asarray(c, dtype=bool)[:, :horizon] for c in cells])
+        y = np.where(on, y, np.nan)
+        totals = np.where(np.logical_or.accumulate(on, axis=1), totals, np.nan)
     daily, report = fit_levels(out[..., :q].reshape(-1, q), y.reshape(-1), levels,
                                integer=integer, tails_only=True)
     full = {f"val_daily_coverage_{k}": v for k, v in report.items()}
     cumulative = None
     if blocks == "both":
-        totals = np.cumsum(y, axis=1)  # NaN after a missing day
         cumulative, report = fit_levels(out[..., q : 2 * q].reshape(-1, q),
                                         totals.reshape(-1), levels, integer=integer)
         full.update({f"val_cumulative_coverage_{k}": v for k, v in report.items()})
@@ -355,6 +376,11 @@ def promotion_days(covariates: Covariates | None, last_day: ArrayLike,
         promo, _ = covariates.span(day + np.timedelta64(1, "D"), horizon)
         out[rows] = promo[rows] > 0
     return out
+
+
+Mix = tuple[CombinationWeights, IntervalCalibration | None, IntervalCalibration | None]
+"""What the validation origins teach the mix: its weights, its calibration and (None: the
+same for every day) the promotion days' own calibration."""
 
 
 @dataclass(frozen=True)
@@ -394,7 +420,9 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
                  lightgbm_options: dict[str, Any] | None = None,
                  calibration: IntervalCalibration | None = None,
                  mix_calibration: str = DEFAULT_MIX_CALIBRATION,
-                 promo_weights: bool = DEFAULT_PROMO_WEIGHTS) -> None:
+                 promo_weights: bool = DEFAULT_PROMO_WEIGHTS,
+                 promo_calibration: IntervalCalibration | None = None,
+                 split_calibration: bool = DEFAULT_SPLIT_CALIBRATION) -> None:
         super().__init__(lstm.levels.tolist(), end_day=lstm.end_day)
         if not lstm.config.year_ago:
             raise CombinationError("lstm_lgbm serves LightGBM from the LSTM's day ring: "
@@ -414,6 +442,10 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
         # What `fit` learns: weights of their own for days with a planned promotion when the
         # validation has covariates (`learn_weights`); a loaded model serves what it holds.
         self.promo_weights = promo_weights
+        # With promotion weights, `split_calibration`: promotion days' calibration learned
+        # on them alone (`promo_calibration`; None: one calibration for every day).
+        self.split_calibration = split_calibration
+        self.promo_calibration = promo_calibration
         self.fit_info: dict[str, float] = {}
         self._threads: int | None = None  # cap_threads', for a LightGBM part fitted later
 
@@ -436,6 +468,9 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
             out.update({f"combination_{k}": v for k, v in self.weights.report.items()})
         if self.calibration is not None:
             out.update({f"mix_calibration_{k}": v for k, v in self.calibration.report.items()})
+        if self.promo_calibration is not None:
+            out.update({f"mix_calibration_promo_{k}": v
+                        for k, v in self.promo_calibration.report.items()})
         return out
 
     def cap_threads(self, threads: int) -> None:
@@ -480,7 +515,7 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
         started = time.perf_counter()
         self.model_id = None
         t0 = time.perf_counter()
-        self.weights, self.calibration = self.validation_fit(panel)
+        self.weights, self.calibration, self.promo_calibration = self.validation_fit(panel)
         weights_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
         self.lightgbm = self._new_lightgbm().fit(panel)
@@ -490,15 +525,15 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
                          "train_seconds": time.perf_counter() - started}
         return self
 
-    def validation_fit(self, panel: Panel,
-                       ) -> tuple[CombinationWeights, IntervalCalibration | None]:
+    def validation_fit(self, panel: Panel) -> Mix:
         """Weights, then the mix's calibration (`mix_calibration`), from the fitted LSTM and
         a LightGBM fitted on `panel` before the LSTM's validation days (as trained:
         `config.val_days`), at every validation origin whose horizon lies in them. Equal
-        weights and no calibration when there is no such origin."""
+        weights and no calibration when there is no such origin. (weights, calibration,
+        promotion days' calibration)."""
         found = self.validation_forecasts(panel)
         if found is None:
-            return CombinationWeights.equal(self.lstm.config.levels), None
+            return CombinationWeights.equal(self.lstm.config.levels), None, None
         return self.learn_mix(found)
 
     def validation_forecasts(self, panel: Panel) -> ValidationForecasts | None:
@@ -526,17 +561,28 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
                                    known if early.covariates_used and known else None)
 
     def learn_mix(self, found: ValidationForecasts, *, promo_weights: bool | None = None,
-                  ) -> tuple[CombinationWeights, IntervalCalibration | None]:
+                  split_calibration: bool | None = None) -> Mix:
         """Weights, then the mix's calibration, from `validation_forecasts`; `promo_weights`
-        (None: the model's own): promotion days weighted on their own when known."""
+        (None: the model's own): promotion days weighted on their own when known;
+        `split_calibration` (None: the model's own): with promotion weights, the promotion
+        days' calibration learned on them alone, the rest's on the days without."""
         split = self.promo_weights if promo_weights is None else promo_weights
         promo = found.promo if split else None
         integer = self.lstm.config.integer_demand
         weights = learn_weights(found.lstm, found.lightgbm, found.actual, integer=integer,
                                 promo=promo)
-        return weights, learn_calibration(found.lstm, found.lightgbm, found.actual, weights,
-                                          integer=integer, blocks=self.mix_calibration,
-                                          promo=promo)
+        if weights.promo is None:
+            promo = None  # too few promotion days: one mix, as without covariates
+        apart = self.split_calibration if split_calibration is None else split_calibration
+        if not apart or promo is None:
+            return weights, learn_calibration(found.lstm, found.lightgbm, found.actual,
+                                              weights, integer=integer,
+                                              blocks=self.mix_calibration, promo=promo), None
+        off, on = (learn_calibration(found.lstm, found.lightgbm, found.actual, weights,
+                                     integer=integer, blocks=self.mix_calibration,
+                                     promo=promo, cells=cells)
+                   for cells in ([~p for p in promo], promo))
+        return weights, off, on
 
     # --- the incremental contract: the LSTM's state ----------------------------------------
     def encode(self, windows: ArrayLike, end_days: ArrayLike,
@@ -598,7 +644,8 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
         mixed = combine(self.lstm.forecast(state, steps),
                         self._lightgbm_forecast(self.lightgbm, state, steps, covariates),
                         self.weights, integer=self.lstm.config.integer_demand,
-                        calibration=self.calibration, promo=promo)
+                        calibration=self.calibration, promo=promo,
+                        promo_calibration=self.promo_calibration)
         if horizon <= big_h:
             return mixed
         from forecasting.lstm.serving import extend
@@ -643,6 +690,13 @@ def save_combination(model: LSTMLightGBMForecaster, out_dir: str | Path, *,
     if calibration is not None:  # (without one, ids stay what they were before)
         digest.update(json.dumps({k: v for k, v in calibration.items() if k != "report"},
                                  sort_keys=True).encode())
+    promo_cal = (None if model.promo_calibration is None
+                 else model.promo_calibration.to_json())
+    extra: dict[str, Any] = {}
+    if promo_cal is not None:  # (likewise)
+        digest.update(json.dumps({k: v for k, v in promo_cal.items() if k != "report"},
+                                 sort_keys=True).encode())
+        extra["promo_calibration"] = promo_cal
     model_id = digest.hexdigest()[:12]
     meta = {"format": ARTIFACT_FORMAT, "model": model.name,
             "model_class_version": model.version, "model_id": model_id,
@@ -651,11 +705,12 @@ def save_combination(model: LSTMLightGBMForecaster, out_dir: str | Path, *,
             "parts": {"lstm": {"dir": LSTM_DIR, "model_id": info.model_id},
                       "lightgbm": {"dir": LIGHTGBM_DIR,
                                    "config": dataclasses.asdict(model.lightgbm.config)}},
-            "weights": weights, "calibration": calibration, "horizon": model.lstm.config.horizon,
+            "weights": weights, "calibration": calibration, **extra,
+            "horizon": model.lstm.config.horizon,
             "levels": list(model.lstm.config.levels), "data_fingerprint": data_fingerprint,
             "data": dict(data or {}), "metrics": dict(metrics or model.fit_metrics)}
     (out / COMBINATION_FILE).write_text(
-        json.dumps({**weights, "calibration": calibration}, indent=2) + "\n")
+        json.dumps({**weights, "calibration": calibration, **extra}, indent=2) + "\n")
     (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
     model.model_id = model_id
     return model_id
@@ -681,8 +736,11 @@ def load_combination(path: str | Path, *, device: str = "auto",
     weights = CombinationWeights.from_json(meta["weights"])
     # An artifact from before the mix was calibrated has none: the plain mix (identity).
     calibration = IntervalCalibration.from_json(meta.get("calibration"))
+    promo_calibration = IntervalCalibration.from_json(meta.get("promo_calibration"))
     return LSTMLightGBMForecaster(lstm, lightgbm, weights, model_id=str(meta["model_id"]),
                                   calibration=calibration,
+                                  promo_calibration=promo_calibration,
+                                  split_calibration=promo_calibration is not None,
                                   mix_calibration="off" if calibration is None
                                   else DEFAULT_MIX_CALIBRATION if calibration.cumulative
                                   else "daily")
@@ -700,6 +758,7 @@ def make_lstm_lgbm(path: str | None = None, *, device: str = "auto",
     backend = overrides.pop("backend", None)  # how a loaded LSTM part serves (its factory's)
     mix_calibration = str(overrides.pop("mix_calibration", DEFAULT_MIX_CALIBRATION))
     promo_weights = bool(overrides.pop("promo_weights", DEFAULT_PROMO_WEIGHTS))
+    split_calibration = bool(overrides.pop("split_calibration", DEFAULT_SPLIT_CALIBRATION))
     if path is not None:
         from forecasting.model_dir import load_model_dir
 
@@ -709,7 +768,8 @@ def make_lstm_lgbm(path: str | None = None, *, device: str = "auto",
     return LSTMLightGBMForecaster(_served_lstm(make_lstm(device=device, config=config,
                                                          progress=progress, **overrides)),
                                   mix_calibration=mix_calibration,
-                                  promo_weights=promo_weights)
+                                  promo_weights=promo_weights,
+                                  split_calibration=split_calibration)
 
 
 def _served_lstm(model: Forecaster) -> ServedLSTM:

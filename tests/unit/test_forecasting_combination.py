@@ -343,6 +343,17 @@ def test_planned_promotions_reach_the_lightgbm_part_through_the_inferencer(
     np.testing.assert_array_equal(lifted.daily[:, others], plain.daily[:, others])
     np.testing.assert_array_equal(lifted.mean[:, others], plain.mean[:, others])
 
+    # a calibration of the promotion days' own is saved, loaded and in the model id
+    assert model.calibration is not None and model.promo_calibration is None
+    before_id = model.model_id
+    model.promo_calibration = dataclasses.replace(model.calibration, report={})
+    save_combination(model, tmp_path / "split", data_fingerprint="test")
+    split = load_model_dir(tmp_path / "split", device="cpu", backend="torch")
+    assert isinstance(split, LSTMLightGBMForecaster)
+    assert split.promo_calibration == model.promo_calibration
+    assert split.model_id != before_id
+    model.promo_calibration = None
+
     # an artifact saved before promotion weights existed serves one set for every day
     meta_path = tmp_path / "metadata.json"
     meta = json.loads(meta_path.read_text())

@@ -131,3 +131,34 @@ def test_promotion_days_read_the_days_after_each_series_last_day() -> None:
     assert promotion_days(None, last, 3) is None
     past = promotion_days(cov, last + np.timedelta64(30, "D"), 3)  # beyond the grid: none
     assert past is not None and not past.any()
+
+
+def test_a_calibration_of_their_own_moves_only_promotion_days() -> None:
+    rng = np.random.default_rng(2)
+    actual = [rng.poisson(20.0, (200, 7)).astype(float) for _ in range(3)]
+    promo = [rng.random((200, 7)) < 0.4 for _ in actual]
+    # days without a promotion: far too wide; days with one: about right
+    wide, tight = np.array([5.0, 20.0, 40.0]), np.array([14.0, 20.0, 26.0])
+    parts = []
+    for p in promo:
+        d = np.where(p[..., None], tight, wide)
+        parts.append(QuantileForecast(LEVELS, d, np.cumsum(d, axis=1), np.full((200, 7), 20.0)))
+    w = learn_weights(parts, parts, actual, integer=True, promo=promo)
+    assert w.promo is not None
+    pooled = learn_calibration(parts, parts, actual, w, integer=True, promo=promo)
+    off = learn_calibration(parts, parts, actual, w, integer=True, promo=promo,
+                            cells=[~p for p in promo])
+    on = learn_calibration(parts, parts, actual, w, integer=True, promo=promo, cells=promo)
+    assert pooled is not None and off is not None and on is not None
+    assert on.report["val_daily_coverage_80_before"] < 0.9  # learned on promotion days alone
+    assert off.report["val_daily_coverage_80_before"] > 0.97  # and on the others alone
+    out = combine(parts[0], parts[0], w, integer=True, calibration=off, promo=promo[0],
+                  promo_calibration=on)
+    alone = combine(parts[0], parts[0], w, integer=True, calibration=off, promo=promo[0])
+    np.testing.assert_array_equal(out.daily[~promo[0]], alone.daily[~promo[0]])
+    moved = combine(parts[0], parts[0], w, integer=True, calibration=on, promo=promo[0])
+    np.testing.assert_array_equal(out.daily[promo[0]], moved.daily[promo[0]])
+    # no promotion known: promo_calibration is never read
+    none = combine(parts[0], parts[0], w, integer=True, calibration=off, promo_calibration=on)
+    plain = combine(parts[0], parts[0], w, integer=True, calibration=off)
+    np.testing.assert_array_equal(none.daily, plain.daily)
