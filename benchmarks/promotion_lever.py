@@ -11,24 +11,29 @@ before the validation days, the one refitted on the whole history) are trained o
 validation forecasts are kept, and each variant learns its weights and calibration from
 them (`LSTMLightGBMForecaster.learn_mix`), so the rows differ only by the lever:
 
-- `lstm_lgbm`: promotion days weighted on their own, the mix's calibration (daily tails)
-  learned on that mix;
+- `lstm_lgbm`: promotion days weighted on their own (`promo_weights=True`), the mix's
+  calibration (daily tails) learned on that mix;
 - `lstm_lgbm_plain`: one set of weights for every day (the served default before this
   lever), its own calibration;
 - `lstm_lgbm_split_cal`: the promotion weights, and the calibration learned apart for
   days with a promotion and days without (`split_calibration`);
+- `lstm_lgbm_promo_lgbm`: a rule, not learned: the plain weights, except that promotion
+  days' daily quantiles and mean are LightGBM's alone (the cumulative ones as learned);
 - `lstm`, `lightgbm`: the parts alone (as `combination_lever.py`).
 
 Covariates are read (`--covariates auto`, the CLI's default). A set without covariate
-columns (UCI) learns the same weights in both variants (no promotion days): bit for bit.
-Writes `<set>.json` (backtest format) and `promotion_lever.json`: per set and on average
-over the real sets, lstm_lgbm's relative change against each row, tune and holdout apart.
+columns (UCI) learns the same weights in every variant (no promotion days): bit for bit.
+Writes `<set>.json` (backtest format, plus `by_promo`: each row's daily pinball on the
+forecast days with a planned promotion and on the others) and `promotion_lever.json`: per
+set and on average over the real sets, each row's relative change against the plain mix,
+tune and holdout apart.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import sys
@@ -45,9 +50,16 @@ from benchmarks.combination_lever import DATA, METRICS, SETS, _Part
 from benchmarks.generalisation_split import REAL_SETS, part_scores
 from forecasting.backtest import rolling_origin
 from forecasting.base import Forecaster, QuantileForecast
-from forecasting.combination import LSTMLightGBMForecaster, Mix, ValidationForecasts
+from forecasting.combination import (
+    CombinationWeights,
+    LSTMLightGBMForecaster,
+    Mix,
+    ValidationForecasts,
+    learn_calibration,
+)
 from forecasting.covariates import Covariates
 from forecasting.data import Panel, load_panel
+from forecasting.metrics import pinball
 from forecasting.registry import make_forecaster
 
 
@@ -69,19 +81,30 @@ class _Mix(Forecaster):
     uses_covariates = True
 
     def __init__(self, name: str, combined: _Recording, promo_weights: bool,
-                 split_calibration: bool = False) -> None:
+                 split_calibration: bool = False, promo_to_lightgbm: bool = False) -> None:
         super().__init__(combined.levels.tolist())
         self.name = name  # type: ignore[misc]
         self._combined, self._promo = combined, promo_weights
-        self._split = split_calibration
+        self._split, self._to_lightgbm = split_calibration, promo_to_lightgbm
         self._mix: Mix | None = None
 
     def _model(self) -> LSTMLightGBMForecaster:
         if self._mix is None:
-            assert self._combined.found is not None
-            self._mix = self._combined.learn_mix(self._combined.found,
-                                                 promo_weights=self._promo,
+            found = self._combined.found
+            assert found is not None
+            self._mix = self._combined.learn_mix(found, promo_weights=self._promo,
                                                  split_calibration=self._split)
+            if self._to_lightgbm and found.promo is not None:
+                # a rule, not learned: promotion days' daily quantiles and mean are
+                # LightGBM's alone (the part that reads promotions); cumulative as learned
+                plain = self._mix[0]
+                q = len(plain.levels)
+                weights = dataclasses.replace(plain, promo=CombinationWeights(
+                    plain.levels, (0.0,) * q, plain.cumulative, 0.0))
+                self._mix = (weights, learn_calibration(
+                    found.lstm, found.lightgbm, found.actual, weights,
+                    integer=self._combined.config.integer_demand,
+                    blocks=self._combined.mix_calibration, promo=found.promo), None)
         model = copy.copy(self._combined)
         model.weights, model.calibration, model.promo_calibration = self._mix
         return model
@@ -107,6 +130,8 @@ def run_set(name: str, out: Path, data: Path) -> dict[str, Any]:
     parts: dict[str, Forecaster] = {
         "lstm_lgbm_plain": _Mix("lstm_lgbm_plain", combined, False),
         "lstm_lgbm_split_cal": _Mix("lstm_lgbm_split_cal", combined, True, True),
+        "lstm_lgbm_promo_lgbm": _Mix("lstm_lgbm_promo_lgbm", combined, False,
+                                     promo_to_lightgbm=True),
         "lstm": _Part("lstm", combined, "lstm"),
         "lightgbm": _Part("lightgbm", combined, "lightgbm")}
 
@@ -137,6 +162,7 @@ def run_set(name: str, out: Path, data: Path) -> dict[str, Any]:
                                 else None),
                fit_metrics=combined.fit_metrics, load_avg=os.getloadavg()[0],
                promo_days=_promo_share(panel),
+               by_promo=_by_promo(result.forecasts, panel, horizon),
                command=f"nice -n 5 python benchmarks/promotion_lever.py --sets {name}")
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(doc, indent=2, default=float) + "\n")
@@ -152,24 +178,49 @@ def _promo_share(panel: Panel) -> float | None:
     return float(np.mean(promo[seen] > 0))
 
 
+def _by_promo(per_model: dict[str, Any], panel: Panel, horizon: int,
+              holdout: int = 2) -> dict[str, Any] | None:
+    """Daily pinball of each model on the forecast days with a planned promotion and on the
+    others, tuning and holdout folds apart (pooled over their cells)."""
+    if panel.covariates is None:
+        return None
+    out: dict[str, Any] = {}
+    for name, folds in per_model.items():
+        acc: dict[str, dict[str, list[float]]] = {}
+        for k, f in enumerate(folds):
+            part = "tune" if k < len(folds) - holdout else "holdout"
+            promo, _ = panel.covariates.span(panel.dates[f.cutoff], horizon)
+            loss = np.asarray(pinball(f.actual, f.forecast.daily, f.forecast.levels, axis=()))
+            seen = np.isfinite(f.actual)
+            for group, cells in (("promo", (promo > 0) & seen), ("no_promo", (promo == 0)
+                                                                   & seen)):
+                acc.setdefault(part, {}).setdefault(group, []).extend(loss[cells].tolist())
+        out[name] = {part: {g: {"pinball": float(np.mean(v)), "days": len(v)}
+                            for g, v in groups.items()} for part, groups in acc.items()}
+    return out
+
+
+BASELINE = "lstm_lgbm_plain"  # the served mix before this lever
+
+
 def lever(docs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """lstm_lgbm's relative change against each other row, per set and averaged over the
-    real sets, tuning and holdout folds apart; every row's coverage."""
-    out: dict[str, Any] = {"sets": {}, "average": {}}
+    """Each row's relative change against the plain mix (`BASELINE`), per set and averaged
+    over the real sets, tuning and holdout folds apart; every row's scores."""
+    out: dict[str, Any] = {"baseline": BASELINE, "sets": {}, "average": {}}
     for part in ("tune", "holdout"):
         sums: dict[str, dict[str, list[float]]] = {}
         for name, doc in docs.items():
             s = part_scores(doc, part, 2)
             row: dict[str, Any] = {"scores": s}
-            for ref in (m for m in s if m != "lstm_lgbm"):
-                change = {k: s["lstm_lgbm"][k] / s[ref][k] - 1 for k in METRICS}
-                row[f"vs_{ref}"] = change
+            for model in (m for m in s if m != BASELINE):
+                change = {k: s[model][k] / s[BASELINE][k] - 1 for k in METRICS}
+                row[model] = change
                 if name in REAL_SETS:
                     for k, v in change.items():
-                        sums.setdefault(ref, {}).setdefault(k, []).append(v)
+                        sums.setdefault(model, {}).setdefault(k, []).append(v)
             out["sets"].setdefault(name, {})[part] = row
-        out["average"][part] = {f"vs_{ref}": {k: float(np.mean(v)) for k, v in m.items()}
-                                for ref, m in sums.items()}
+        out["average"][part] = {model: {k: float(np.mean(v)) for k, v in m.items()}
+                                for model, m in sums.items()}
     return out
 
 
@@ -193,19 +244,22 @@ def main() -> None:
     summary = lever(docs)
     summary["load_avg"] = os.getloadavg()[0]
     for part in ("tune", "holdout"):
-        print(f"\n{part} folds: lstm_lgbm (promotion weights) relative change (negative: "
-              "better)")
+        print(f"\n{part} folds: relative change against {BASELINE} (negative: better)")
         for name, parts in summary["sets"].items():
             row = parts[part]
-            cells = "; ".join(f"{ref[3:]} " + " ".join(f"{k} {v:+.1%}" for k, v in
-                                                      row[ref].items() if k in
-                                                      ("pinball", "mase_median", "wape"))
-                              for ref in row if ref.startswith("vs_"))
-            cov = "; ".join(f"{m} cov80 {c['coverage_80']:.3f} cov95 {c['coverage_95']:.3f}"
-                            for m, c in row["scores"].items())
-            print(f"  {name:18s} {cells}\n  {'':18s} {cov}")
-        for ref, m in summary["average"][part].items():
-            print(f"  average (real) {ref}: "
+            for model, change in row.items():
+                if model == "scores":
+                    continue
+                c = row["scores"][model]
+                print(f"  {name:18s} {model:22s} " + " ".join(
+                    f"{k} {change[k]:+.1%}" for k in ("pinball", "mase_median", "wape",
+                                                      "pinball_total"))
+                      + f" cov80 {c['coverage_80']:.3f} cov95 {c['coverage_95']:.3f}")
+            c = row["scores"][BASELINE]
+            print(f"  {name:18s} {BASELINE:22s} cov80 {c['coverage_80']:.3f} "
+                  f"cov95 {c['coverage_95']:.3f}")
+        for model, m in summary["average"][part].items():
+            print(f"  average (real) {model:22s} "
                   + " ".join(f"{k} {v:+.1%}" for k, v in m.items()))
     target = args.out / "promotion_lever.json"
     target.write_text(json.dumps(summary, indent=2) + "\n")

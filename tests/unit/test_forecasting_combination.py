@@ -299,7 +299,7 @@ def test_planned_promotions_reach_the_lightgbm_part_through_the_inferencer(
     panel = Panel(tuple(str(i) for i in range(n)), START, values,
                   Covariates(START, promo, np.ones_like(promo)))
     model = make_forecaster("lstm_lgbm", device="cpu", horizon=7, max_epochs=1, hidden=8,
-                            head_hidden=8, val_days=21)
+                            head_hidden=8, val_days=21, promo_weights=True)
     assert isinstance(model, LSTMLightGBMForecaster)
     model.lightgbm_options = {"n_estimators": 30, "num_leaves": 7, "min_child_samples": 10}
     model.fit(panel)
