@@ -119,7 +119,52 @@ class _Mix(Forecaster):
                                      covariates=covariates)
 
 
-def run_set(name: str, out: Path, data: Path) -> dict[str, Any]:
+class _Fresh(Forecaster):
+    """The fitted combination with one set of weights and its calibration learned on the
+    last `val_days` of the history by a second LSTM and LightGBM trained on the days before
+    them: days neither that LSTM's training nor its early stopping read (the served mix
+    learns its weights on the origins its LSTM's early stopping chose the epoch on). A
+    diagnostic: serving it would cost a second training."""
+
+    fits = True
+    uses_covariates = True
+
+    def __init__(self, name: str, combined: _Recording, horizon: int) -> None:
+        super().__init__(combined.levels.tolist())
+        self.name = name  # type: ignore[misc]
+        self._combined, self._horizon = combined, horizon
+        self._mix: Mix | None = None
+        self.report: dict[str, float] = {}
+
+    def fit(self, panel: Panel) -> _Fresh:
+        base = make_forecaster("lstm_lgbm", device="cpu", horizon=self._horizon)
+        assert isinstance(base, LSTMLightGBMForecaster)
+        probe = LSTMLightGBMForecaster(base.lstm, mix_calibration="daily")
+        probe.cap_threads(1)
+        probe.lstm.fit(panel.head(panel.n_days - probe.lstm.config.val_days))
+        found = probe.validation_forecasts(panel)
+        assert found is not None
+        self._mix = self._combined.learn_mix(found, promo_weights=False)
+        self.report = dict(self._mix[0].report)
+        return self
+
+    def _model(self) -> LSTMLightGBMForecaster:
+        assert self._mix is not None
+        model = copy.copy(self._combined)
+        model.weights, model.calibration, model.promo_calibration = self._mix
+        return model
+
+    def _predict(self, windows: Any, horizon: int,
+                 end_days: ArrayLike | None) -> QuantileForecast:
+        return self._model().predict(windows, horizon, end_days=end_days)
+
+    def _predict_known(self, windows: Any, horizon: int, end_days: ArrayLike | None,
+                       covariates: Covariates) -> QuantileForecast:
+        return self._model().predict(windows, horizon, end_days=end_days,
+                                     covariates=covariates)
+
+
+def run_set(name: str, out: Path, data: Path, fresh: bool = False) -> dict[str, Any]:
     rel, horizon, kwargs = SETS[name]
     panel = load_panel(data / rel, covariates=True, **kwargs)
     base = make_forecaster("lstm_lgbm", device="cpu", horizon=horizon)
@@ -134,6 +179,9 @@ def run_set(name: str, out: Path, data: Path) -> dict[str, Any]:
                                      promo_to_lightgbm=True),
         "lstm": _Part("lstm", combined, "lstm"),
         "lightgbm": _Part("lightgbm", combined, "lightgbm")}
+
+    if fresh:
+        parts["lstm_lgbm_fresh"] = _Fresh("lstm_lgbm_fresh", combined, horizon)
 
     def factory(model: str) -> Forecaster:
         return combined if model == "lstm_lgbm" else parts[model]
@@ -155,6 +203,8 @@ def run_set(name: str, out: Path, data: Path) -> dict[str, Any]:
                wall_seconds=time.perf_counter() - t0,
                combination=combined.weights.to_json() if combined.weights else None,
                combination_plain=plain._mix[0].to_json(),
+               combination_fresh=(parts["lstm_lgbm_fresh"]._mix[0].to_json()  # type: ignore[attr-defined]
+                                  if fresh else None),
                split_calibration=None if promo_cal is None else {
                    "days_without": None if split._mix[1] is None else split._mix[1].to_json(),
                    "promo_days": promo_cal.to_json()},
@@ -163,7 +213,8 @@ def run_set(name: str, out: Path, data: Path) -> dict[str, Any]:
                fit_metrics=combined.fit_metrics, load_avg=os.getloadavg()[0],
                promo_days=_promo_share(panel),
                by_promo=_by_promo(result.forecasts, panel, horizon),
-               command=f"nice -n 5 python benchmarks/promotion_lever.py --sets {name}")
+               command=f"nice -n 5 python benchmarks/promotion_lever.py --sets {name}"
+               + (" --fresh" if fresh else ""))
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(doc, indent=2, default=float) + "\n")
     return doc
@@ -230,6 +281,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path,
                     default=Path("benchmarks/results/generalisation/promo_mix"))
     ap.add_argument("--data", type=Path, default=DATA, help="the shared data directory")
+    ap.add_argument("--fresh", action="store_true",
+                    help="also lstm_lgbm_fresh: weights learned on days the LSTM never read "
+                         "(a second training)")
     ap.add_argument("--summarise", action="store_true",
                     help="only read the <set>.json files in --out and write the summary")
     args = ap.parse_args()
@@ -240,7 +294,7 @@ def main() -> None:
             if path.exists():
                 docs[name] = json.loads(path.read_text())
             continue
-        docs[name] = run_set(name, args.out, args.data)
+        docs[name] = run_set(name, args.out, args.data, args.fresh)
     summary = lever(docs)
     summary["load_avg"] = os.getloadavg()[0]
     for part in ("tune", "holdout"):
