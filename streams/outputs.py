@@ -28,7 +28,8 @@ from schemas import (
     sku_key,
 )
 
-__all__ = ["AlertRow", "BatchOutputs", "DemandRow", "ForecastRows", "event_json"]
+__all__ = ["AlertRow", "BatchOutputs", "DemandRow", "ForecastRows", "demand_payloads",
+           "event_json"]
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_UTC_Z
 
@@ -84,24 +85,75 @@ class ForecastRows:
             mean=mean[i], model_version=self.model_version) for i in range(len(self))]
 
     def payloads(self) -> Iterator[tuple[str, bytes]]:
-        """(`sku@location`, the ForecastEvent's JSON) per row, straight from the arrays."""
+        """(`sku@location`, the ForecastEvent's JSON) per row, straight from the arrays.
+
+        The batch's three arrays are written by one orjson call each and cut into rows (a
+        row's numbers hold no brackets); the parts every row shares are written once; a row
+        is then one join of bytes.
+        """
+        n = len(self.skus)
+        daily = _row_texts(self.daily, n)
+        cumulative = _row_texts(self.cumulative, n)
+        mean = _row_texts(self.mean, n)
+        if daily is None or cumulative is None or mean is None:  # an empty axis
+            yield from self._payloads_per_row()
+            return
         dumps = orjson.dumps
-        buckets: dict[int, datetime] = {}
-        common = {"bucket_seconds": self.bucket_seconds, "horizon": self.horizon,
-                  "quantile_levels": self.levels}
-        daily, cumulative, mean = self.daily, self.cumulative, self.mean
+        # key order = ForecastEvent's field order (schema_version comes from the base)
+        head = b'{"schema_version":' + dumps(SCHEMA_VERSION) + b',"sku":'
+        issued = b',"issued_at":' + dumps(self.issued_at, option=_JSON_OPTIONS) + b',"bucket":'
+        shared = (b',"bucket_seconds":' + dumps(self.bucket_seconds) + b',"horizon":'
+                  + dumps(self.horizon) + b',"quantile_levels":'
+                  + dumps(self.levels, option=_JSON_OPTIONS) + b',"quantiles":')
+        tail = b',"model_version":' + dumps(self.model_version) + b"}"
+        buckets: dict[int, bytes] = {}
+        locations: dict[str, bytes] = {}
         for i, sku in enumerate(self.skus):
             location = self.locations[i]
+            where = locations.get(location)
+            if where is None:
+                where = locations[location] = b',"location":' + dumps(location) + issued
             closed = self.last_closed[i]
             bucket = buckets.get(closed)
             if bucket is None:
-                bucket = buckets[closed] = self.bucket(i)
-            # key order = ForecastEvent's field order (schema_version comes from the base)
+                bucket = buckets[closed] = dumps(self.bucket(i), option=_JSON_OPTIONS) + shared
+            yield sku_key(sku, location), b"".join((
+                head, dumps(sku), where, bucket, daily[i], b',"cumulative":', cumulative[i],
+                b',"mean":', mean[i], tail))
+
+    def _payloads_per_row(self) -> Iterator[tuple[str, bytes]]:
+        """`payloads` one orjson call per row (for arrays with an empty axis)."""
+        dumps = orjson.dumps
+        common = {"bucket_seconds": self.bucket_seconds, "horizon": self.horizon,
+                  "quantile_levels": self.levels}
+        for i, sku in enumerate(self.skus):
+            location = self.locations[i]
             yield sku_key(sku, location), dumps({
                 "schema_version": SCHEMA_VERSION, "sku": sku, "location": location,
-                "issued_at": self.issued_at, "bucket": bucket, **common,
-                "quantiles": daily[i], "cumulative": cumulative[i], "mean": mean[i],
-                "model_version": self.model_version}, option=_JSON_OPTIONS)
+                "issued_at": self.issued_at, "bucket": self.bucket(i), **common,
+                "quantiles": self.daily[i], "cumulative": self.cumulative[i],
+                "mean": self.mean[i], "model_version": self.model_version},
+                option=_JSON_OPTIONS)
+
+
+def _row_texts(values: np.ndarray, n: int) -> list[bytes] | None:
+    """The JSON of each `values[i]` (as orjson writes that row), from one orjson call for
+    the whole array: a row of d dimensions ends with d closing brackets, and its numbers hold
+    none, so the rows are what lies between the separators `]` * d + `,` + `[` * d. None when
+    an axis is empty (`[]` would read as a separator) or the cut does not give n rows."""
+    if n == 0 or values.ndim < 2 or 0 in values.shape:
+        return None
+    d = values.ndim - 1
+    text = orjson.dumps(values, option=_JSON_OPTIONS)
+    closing, opening = b"]" * d, b"[" * d
+    rows = text[1:-1].split(closing + b"," + opening)
+    if len(rows) != n:
+        return None
+    if n == 1:
+        return rows
+    rows[0] += closing
+    rows[-1] = opening + rows[-1]
+    return [rows[0], *[opening + row + closing for row in rows[1:-1]], rows[-1]]
 
 
 class AlertRow(NamedTuple):
@@ -232,6 +284,47 @@ class BatchOutputs:
         return [row.model() for row in self.demand_rows]
 
     def demand_payloads(self) -> Iterator[tuple[str, bytes]]:
-        """(`sku@location`, JSON) of every actual."""
-        for row in self.demand_rows:
+        """(`sku@location`, JSON) of every actual (`demand_payloads`)."""
+        return demand_payloads(self.demand_rows)
+
+
+def demand_payloads(rows: list[DemandRow]) -> Iterator[tuple[str, bytes]]:
+    """(`sku@location`, `row.payload()`) of each row, the batch written at once: the
+    quantities by one orjson call, cut at the commas; the bucket, levels and version parts
+    once per distinct value; a row is then one join of bytes."""
+    if not rows:
+        return
+    dumps = orjson.dumps
+    quantities = dumps([row.quantity for row in rows], option=_JSON_OPTIONS)[1:-1].split(b",")
+    if len(quantities) != len(rows):  # a quantity that is not a plain number
+        for row in rows:
             yield sku_key(row.sku, row.location), row.payload()
+        return
+    head = b'{"schema_version":' + dumps(SCHEMA_VERSION) + b',"sku":'
+    buckets: dict[tuple[datetime, int], bytes] = {}
+    locations: dict[str, bytes] = {}
+    forecasts: dict[tuple[str | None, int], bytes] = {}  # (version, id(levels)) -> its part
+    levels_alive: list[object] = []  # the level lists whose id() is a key above, kept alive meanwhile
+    unscored = b',"model_version":null,"forecast_levels":null,"forecast_quantiles":null}'
+    for row, quantity in zip(rows, quantities, strict=True):
+        sku, location, bucket, bucket_seconds, _, version, levels, held = row
+        where = locations.get(location)
+        if where is None:
+            where = locations[location] = b',"location":' + dumps(location) + b',"bucket":'
+        when = buckets.get((bucket, bucket_seconds))
+        if when is None:
+            when = buckets[(bucket, bucket_seconds)] = (
+                dumps(bucket, option=_JSON_OPTIONS) + b',"bucket_seconds":'
+                + dumps(bucket_seconds) + b',"quantity":')
+        if version is None and levels is None and held is None:
+            scored = unscored
+        else:
+            scored_head = forecasts.get((version, id(levels)))
+            if scored_head is None:
+                levels_alive.append(levels)
+                scored_head = forecasts[(version, id(levels))] = (
+                    b',"model_version":' + dumps(version) + b',"forecast_levels":'
+                    + dumps(levels, option=_JSON_OPTIONS) + b',"forecast_quantiles":')
+            scored = scored_head + dumps(held, option=_JSON_OPTIONS) + b"}"
+        yield sku_key(sku, location), b"".join(
+            (head, dumps(sku), where, when, quantity, scored))
