@@ -304,7 +304,7 @@ def demand_payloads(rows: list[DemandRow]) -> Iterator[tuple[str, bytes]]:
     buckets: dict[tuple[datetime, int], bytes] = {}
     locations: dict[str, bytes] = {}
     forecasts: dict[tuple[str | None, int], bytes] = {}  # (version, id(levels)) -> its part
-    levels_alive: list[object] = []  # the level lists whose id() is a key above, kept alive meanwhile
+    levels_alive: list[object] = []  # the level lists whose id() keys `forecasts` (alive)
     unscored = b',"model_version":null,"forecast_levels":null,"forecast_quantiles":null}'
     for row, quantity in zip(rows, quantities, strict=True):
         sku, location, bucket, bucket_seconds, _, version, levels, held = row

@@ -20,9 +20,9 @@ import hashlib
 import sys
 from array import array
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import msgspec
 import numpy as np
 
 from optimizer.policy import inventory_position
@@ -64,32 +64,38 @@ _SCAN_BELOW = 16
 _ID_SETS = "_id_sets"  # the attribute holding those sets (undeclared: never serialised)
 
 
-@dataclass
-class SkuState:
-    """Everything a worker remembers about one SKU at one location (JSON-serialisable)."""
+class SkuState(msgspec.Struct, array_like=True, dict=True):
+    """Everything a worker remembers about one SKU at one location (JSON-serialisable).
+
+    A msgspec struct written as an array (`array_like`): the changelog's record is the field
+    values in this order, without their names (streams/changelog.py, FORMAT_ARRAY). So a new
+    field goes at the END, with a default: records written before it then decode with the
+    default. `dict=True` lets the state keep undeclared attributes (`_id_sets`) that no
+    record carries.
+    """
 
     sku: str
     location: str
     first_bucket: int | None = None
     watermark: int | None = None  # newest bucket seen in event time (the open bucket)
-    demand: dict[int, float] = field(default_factory=dict)  # bucket -> net units
-    seen_ids: dict[int, list[str]] = field(default_factory=dict)  # bucket -> event ids
+    demand: dict[int, float] = {}  # bucket -> net units (an empty default: fresh per state)
+    seen_ids: dict[int, list[str]] = {}  # bucket -> event ids
     # bucket -> sorted fingerprints of its event ids (base64 of little-endian uint32), for
     # buckets past the allowed lateness and within the id memory (a state without it: none)
-    old_ids: dict[int, str] = field(default_factory=dict)
+    old_ids: dict[int, str] = {}
     on_hand: int = 0
     backorders: int = 0
     stock_known: bool = False
     last_stock_bucket: int | None = None
     stock_as_of: float | None = None  # epoch seconds of the last snapshot
-    on_order: dict[str, int] = field(default_factory=dict)  # restock_id -> units outstanding
+    on_order: dict[str, int] = {}  # restock_id -> units outstanding
     # restock_id -> [bucket it was issued for (the last closed bucket at its review), lead
     # time in buckets]: when it is due. States written before this field decode without it;
     # `time_orders` dates their open restocks from the first review after.
-    on_order_terms: dict[str, list[int]] = field(default_factory=dict)
-    overdue: list[str] = field(default_factory=list)  # restock ids already alerted as overdue
+    on_order_terms: dict[str, list[int]] = {}
+    overdue: list[str] = []  # restock ids already alerted as overdue
     policy: dict[str, Any] | None = None
-    open_alerts: dict[str, int] = field(default_factory=dict)  # kind -> bucket it opened
+    open_alerts: dict[str, int] = {}  # kind -> bucket it opened
     next_bucket_high: float | None = None  # last forecast's high quantile for the next bucket
     forecast_pending: bool = False  # a bucket closed since the last forecast
     # The forecaster's carried state after the last forecast (a stateful model's durable
@@ -105,13 +111,12 @@ class SkuState:
     # day, last day (days since the epoch, UTC), promo 0/1, price ratio, version]; a
     # withdrawn one stays as a neutral entry (no promotion, full price) that remembers its
     # version. Bounded; states written before this field decode without it.
-    promotions: dict[str, list[float]] = field(default_factory=dict)
+    promotions: dict[str, list[float]] = {}
 
     # --- serialisation -------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         """A shallow JSON-able copy (the state object is discarded after the batch)."""
-        data = dict(self.__dict__)
-        data.pop(_ID_SETS, None)
+        data = msgspec.structs.asdict(self)
         data["demand"] = {str(k): v for k, v in self.demand.items()}
         data["seen_ids"] = {str(k): v for k, v in self.seen_ids.items()}
         data["old_ids"] = {str(k): v for k, v in self.old_ids.items()}
@@ -259,7 +264,7 @@ class SkuState:
 
     def _id_set(self, bucket: int, ids: list[str]) -> set[str]:
         """The ids of `bucket` as a set, kept beside the list while the state lives (not a
-        dataclass field: neither the changelog nor `to_json` carries it); rebuilt when the
+        struct field: neither the changelog nor `to_json` carries it); rebuilt when the
         list grew without it (a stock event's id, a state decoded afresh)."""
         sets: dict[int, set[str]] | None = self.__dict__.get(_ID_SETS)
         if sets is None:
