@@ -85,75 +85,24 @@ class ForecastRows:
             mean=mean[i], model_version=self.model_version) for i in range(len(self))]
 
     def payloads(self) -> Iterator[tuple[str, bytes]]:
-        """(`sku@location`, the ForecastEvent's JSON) per row, straight from the arrays.
-
-        The batch's three arrays are written by one orjson call each and cut into rows (a
-        row's numbers hold no brackets); the parts every row shares are written once; a row
-        is then one join of bytes.
-        """
-        n = len(self.skus)
-        daily = _row_texts(self.daily, n)
-        cumulative = _row_texts(self.cumulative, n)
-        mean = _row_texts(self.mean, n)
-        if daily is None or cumulative is None or mean is None:  # an empty axis
-            yield from self._payloads_per_row()
-            return
+        """(`sku@location`, the ForecastEvent's JSON) per row, straight from the arrays."""
         dumps = orjson.dumps
-        # key order = ForecastEvent's field order (schema_version comes from the base)
-        head = b'{"schema_version":' + dumps(SCHEMA_VERSION) + b',"sku":'
-        issued = b',"issued_at":' + dumps(self.issued_at, option=_JSON_OPTIONS) + b',"bucket":'
-        shared = (b',"bucket_seconds":' + dumps(self.bucket_seconds) + b',"horizon":'
-                  + dumps(self.horizon) + b',"quantile_levels":'
-                  + dumps(self.levels, option=_JSON_OPTIONS) + b',"quantiles":')
-        tail = b',"model_version":' + dumps(self.model_version) + b"}"
-        buckets: dict[int, bytes] = {}
-        locations: dict[str, bytes] = {}
+        buckets: dict[int, datetime] = {}
+        common = {"bucket_seconds": self.bucket_seconds, "horizon": self.horizon,
+                  "quantile_levels": self.levels}
+        daily, cumulative, mean = self.daily, self.cumulative, self.mean
         for i, sku in enumerate(self.skus):
             location = self.locations[i]
-            where = locations.get(location)
-            if where is None:
-                where = locations[location] = b',"location":' + dumps(location) + issued
             closed = self.last_closed[i]
             bucket = buckets.get(closed)
             if bucket is None:
-                bucket = buckets[closed] = dumps(self.bucket(i), option=_JSON_OPTIONS) + shared
-            yield sku_key(sku, location), b"".join((
-                head, dumps(sku), where, bucket, daily[i], b',"cumulative":', cumulative[i],
-                b',"mean":', mean[i], tail))
-
-    def _payloads_per_row(self) -> Iterator[tuple[str, bytes]]:
-        """`payloads` one orjson call per row (for arrays with an empty axis)."""
-        dumps = orjson.dumps
-        common = {"bucket_seconds": self.bucket_seconds, "horizon": self.horizon,
-                  "quantile_levels": self.levels}
-        for i, sku in enumerate(self.skus):
-            location = self.locations[i]
+                bucket = buckets[closed] = self.bucket(i)
+            # key order = ForecastEvent's field order (schema_version comes from the base)
             yield sku_key(sku, location), dumps({
                 "schema_version": SCHEMA_VERSION, "sku": sku, "location": location,
-                "issued_at": self.issued_at, "bucket": self.bucket(i), **common,
-                "quantiles": self.daily[i], "cumulative": self.cumulative[i],
-                "mean": self.mean[i], "model_version": self.model_version},
-                option=_JSON_OPTIONS)
-
-
-def _row_texts(values: np.ndarray, n: int) -> list[bytes] | None:
-    """The JSON of each `values[i]` (as orjson writes that row), from one orjson call for
-    the whole array: a row of d dimensions ends with d closing brackets, and its numbers hold
-    none, so the rows are what lies between the separators `]` * d + `,` + `[` * d. None when
-    an axis is empty (`[]` would read as a separator) or the cut does not give n rows."""
-    if n == 0 or values.ndim < 2 or 0 in values.shape:
-        return None
-    d = values.ndim - 1
-    text = orjson.dumps(values, option=_JSON_OPTIONS)
-    closing, opening = b"]" * d, b"[" * d
-    rows = text[1:-1].split(closing + b"," + opening)
-    if len(rows) != n:
-        return None
-    if n == 1:
-        return rows
-    rows[0] += closing
-    rows[-1] = opening + rows[-1]
-    return [rows[0], *[opening + row + closing for row in rows[1:-1]], rows[-1]]
+                "issued_at": self.issued_at, "bucket": bucket, **common,
+                "quantiles": daily[i], "cumulative": cumulative[i], "mean": mean[i],
+                "model_version": self.model_version}, option=_JSON_OPTIONS)
 
 
 class AlertRow(NamedTuple):
