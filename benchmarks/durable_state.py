@@ -34,7 +34,7 @@ def sku_state(i: int, rng: np.random.Generator, model_state: bytes | None) -> Sk
         state.demand[b] = float(rng.poisson(3))
     state.seen_ids = {b: [f"o-{i}-{b}-{k}" for k in range(3)] for b in (DAY0 - 1, DAY0)}
     for b in range(DAY0 - 56, DAY0 - 1):  # what _evict leaves: 3 fingerprints a bucket
-        state.old_ids[b] = "AAAAAAAAAAAAAAAA"
+        state.old_ids[b] = bytes(12)
     state.on_hand, state.stock_known, state.stock_as_of = 40, True, 1.3e9
     state.policy = {"sku": state.sku, "location": "wh-01", "lead_time_days": 3,
                     "review_days": 1, "service_level": 0.95, "case_pack": 6, "moq": 12,

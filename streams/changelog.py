@@ -12,6 +12,7 @@ offset into p's table.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import threading
 import time
@@ -97,7 +98,10 @@ _decode = msgspec.msgpack.Decoder(SkuState).decode
 
 
 class _NamedFields(SkuState, array_like=False):
-    """The map records of before (FORMAT_MSGPACK): the same fields, by name."""
+    """The map records of before (FORMAT_MSGPACK): the same fields, by name, `old_ids` as
+    base64 strings."""
+
+    old_ids: dict[int, str] = {}  # type: ignore[assignment]  # noqa: RUF012
 
 
 _decode_named = msgspec.msgpack.Decoder(_NamedFields).decode
@@ -112,8 +116,9 @@ def decode_sku_state(raw: bytes | None) -> SkuState | None:
     if head == _ARRAY_PREFIX:
         return _decode(memoryview(raw)[1:])
     if head == _MAP_PREFIX:
-        named = _decode_named(memoryview(raw)[1:])
-        return SkuState(**msgspec.structs.asdict(named))
+        fields = msgspec.structs.asdict(_decode_named(memoryview(raw)[1:]))
+        fields["old_ids"] = {b: base64.b64decode(v) for b, v in fields["old_ids"].items()}
+        return SkuState(**fields)
     return SkuState.from_json(orjson.loads(raw))
 
 

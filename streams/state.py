@@ -7,10 +7,11 @@ or in the Faust table (the Faust engine, the alternative), and the engine change
 Event ids are remembered for `memory` buckets (SHELFCAST_DEDUPE_BUCKETS, by default the
 state window), so a redelivery of yesterday's orders is a duplicate, not a late event:
 exactly (the ids themselves) for the open buckets, as 32-bit fingerprints once a bucket is
-past the allowed lateness (`old_ids`: 4 bytes an id, 5.3 in the changelog's base64, pruned
-with their bucket). A fingerprint can collide: a genuinely new order for a closed bucket
-holding n ids is taken for a duplicate with probability n / 2**32 (2.3e-7 for 1,000 orders
-of one SKU in one bucket), and such an order would have been refused as late anyway.
+past the allowed lateness (`old_ids`: 4 bytes an id, raw bytes in the changelog's msgpack,
+base64 in the state's JSON; pruned with their bucket). A fingerprint can collide: a
+genuinely new order for a closed bucket holding n ids is taken for a duplicate with
+probability n / 2**32 (2.3e-7 for 1,000 orders of one SKU in one bucket), and such an order
+would have been refused as late anyway.
 """
 
 from __future__ import annotations
@@ -37,21 +38,21 @@ def id_fingerprint(event_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=4).digest(), "little")
 
 
-def _pack(fingerprints: Iterable[int]) -> str:
-    """Sorted distinct fingerprints as base64 of little-endian uint32 (a stdlib array: a
-    bucket holds a handful of ids, for which numpy's per-call overhead was most of the cost)."""
+def _pack(fingerprints: Iterable[int]) -> bytes:
+    """Sorted distinct fingerprints as little-endian uint32 (a stdlib array: a bucket holds a
+    handful of ids, for which numpy's per-call overhead was most of the cost)."""
     packed = array("I", sorted(set(fingerprints)))
     if _BIG_ENDIAN:
         packed.byteswap()
-    return base64.b64encode(packed.tobytes()).decode("ascii")
+    return packed.tobytes()
 
 
 _BIG_ENDIAN = sys.byteorder == "big"
 assert array("I").itemsize == 4, "array('I') must hold 32-bit fingerprints"
 
 
-def _unpack(packed: str) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(packed), dtype="<u4")
+def _unpack(packed: bytes) -> np.ndarray:
+    return np.frombuffer(packed, dtype="<u4")
 
 
 def bucket_index(epoch_seconds: float, bucket_seconds: int) -> int:
@@ -80,9 +81,10 @@ class SkuState(msgspec.Struct, array_like=True, dict=True):
     watermark: int | None = None  # newest bucket seen in event time (the open bucket)
     demand: dict[int, float] = {}  # bucket -> net units (an empty default: fresh per state)
     seen_ids: dict[int, list[str]] = {}  # bucket -> event ids
-    # bucket -> sorted fingerprints of its event ids (base64 of little-endian uint32), for
-    # buckets past the allowed lateness and within the id memory (a state without it: none)
-    old_ids: dict[int, str] = {}
+    # bucket -> sorted fingerprints of its event ids (little-endian uint32; base64 in the
+    # JSON and in the map records of before), for buckets past the allowed lateness and
+    # within the id memory (a state without it: none)
+    old_ids: dict[int, bytes] = {}
     on_hand: int = 0
     backorders: int = 0
     stock_known: bool = False
@@ -119,7 +121,8 @@ class SkuState(msgspec.Struct, array_like=True, dict=True):
         data = msgspec.structs.asdict(self)
         data["demand"] = {str(k): v for k, v in self.demand.items()}
         data["seen_ids"] = {str(k): v for k, v in self.seen_ids.items()}
-        data["old_ids"] = {str(k): v for k, v in self.old_ids.items()}
+        data["old_ids"] = {str(k): base64.b64encode(v).decode("ascii")
+                           for k, v in self.old_ids.items()}
         if self.model_state is not None:
             data["model_state"] = base64.b64encode(self.model_state).decode("ascii")
         return data
@@ -129,7 +132,8 @@ class SkuState(msgspec.Struct, array_like=True, dict=True):
         data = dict(data)
         data["demand"] = {int(k): float(v) for k, v in data.get("demand", {}).items()}
         data["seen_ids"] = {int(k): list(v) for k, v in data.get("seen_ids", {}).items()}
-        data["old_ids"] = {int(k): str(v) for k, v in data.get("old_ids", {}).items()}
+        data["old_ids"] = {int(k): base64.b64decode(v) if isinstance(v, str) else bytes(v)
+                           for k, v in data.get("old_ids", {}).items()}
         data["on_order"] = dict(data.get("on_order", {}))
         data["on_order_terms"] = {k: list(v) for k, v in data.get("on_order_terms", {}).items()}
         data["overdue"] = list(data.get("overdue", ()))

@@ -1,6 +1,8 @@
 """StateStore and changelog codec: state per source partition, dirty keys, partition drops,
 state bytes."""
 
+import base64
+
 import msgspec
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
@@ -108,7 +110,8 @@ _MAP_RECORD = bytes.fromhex(
 def test_map_records_of_before_still_decode():
     expected = SkuState(
         "SKU-1", "wh/1", first_bucket=15000, watermark=15003, demand={15001: 2.0, 15003: -1.0},
-        seen_ids={15003: ["e9", "é"]}, old_ids={15001: "YKoZsw=="}, on_hand=7, backorders=1,
+        seen_ids={15003: ["e9", "é"]}, old_ids={15001: base64.b64decode("YKoZsw==")},
+        on_hand=7, backorders=1,
         stock_known=True, last_stock_bucket=15002, stock_as_of=1.3e9, on_order={"r1": 5},
         on_order_terms={"r1": [15002, 3]}, overdue=["r0"],
         policy={"sku": "SKU-1", "service_level": 0.95}, open_alerts={"stale_stock": 15002},
