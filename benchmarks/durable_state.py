@@ -34,7 +34,7 @@ def sku_state(i: int, rng: np.random.Generator, model_state: bytes | None) -> Sk
         state.demand[b] = float(rng.poisson(3))
     state.seen_ids = {b: [f"o-{i}-{b}-{k}" for k in range(3)] for b in (DAY0 - 1, DAY0)}
     for b in range(DAY0 - 56, DAY0 - 1):  # what _evict leaves: 3 fingerprints a bucket
-        state.old_ids[b] = "AAAAAAAAAAAAAAAA"
+        state.old_ids[b] = bytes(12)
     state.on_hand, state.stock_known, state.stock_as_of = 40, True, 1.3e9
     state.policy = {"sku": state.sku, "location": "wh-01", "lead_time_days": 3,
                     "review_days": 1, "service_level": 0.95, "case_pack": 6, "moq": 12,
@@ -74,6 +74,7 @@ def main() -> None:
     tune_gc()  # as the worker runs: the cyclic GC would rescan 50k fresh states otherwise
     rng = np.random.default_rng(0)
     json_encode = msgspec.json.Encoder().encode
+    msgpack_encode = msgspec.msgpack.Encoder().encode
     report: dict[str, Any] = {"skus": args.skus, "sizes_bytes": {}, "codec_us_per_sku": {}}
     sample = 2_000
     for ring in (True, False):
@@ -81,12 +82,17 @@ def main() -> None:
         label = "lstm_with_ring" if ring else "lstm_without_ring"
         report["sizes_bytes"][f"{label}_state_only"] = len(made[0])
         states = [sku_state(i, rng, made[i]) for i in range(sample)]
-        as_json = [json_encode(s) for s in states]  # the JSON codec of before (bytes: base64)
-        as_msgpack = [encode_state(s) for s in states]
+        # the JSON codec of before (an object by field name, bytes as base64)
+        as_json = [json_encode(s.to_json()) for s in states]
+        as_msgpack = [encode_state(s) for s in states]  # the changelog's (FORMAT_ARRAY)
+        as_map = [msgpack_encode(msgspec.structs.asdict(s)) for s in states]  # FORMAT_MSGPACK
         report["sizes_bytes"][f"{label}_sku_json"] = float(np.mean([len(r) for r in as_json]))
         report["sizes_bytes"][f"{label}_sku_msgpack"] = float(
             np.mean([len(r) for r in as_msgpack if r is not None]))
-        report["codec_us_per_sku"][f"{label}_encode_json"] = per_call_us(json_encode, states)
+        report["sizes_bytes"][f"{label}_sku_msgpack_map"] = 1 + float(
+            np.mean([len(r) for r in as_map]))
+        report["codec_us_per_sku"][f"{label}_encode_json"] = per_call_us(
+            lambda s: json_encode(s.to_json()), states)
         report["codec_us_per_sku"][f"{label}_encode_msgpack"] = per_call_us(encode_state, states)
         report["codec_us_per_sku"][f"{label}_decode_json"] = per_call_us(decode_sku_state,
                                                                          as_json)
@@ -94,7 +100,7 @@ def main() -> None:
                                                                             as_msgpack)
     plain = [sku_state(i, rng, None) for i in range(sample)]
     report["sizes_bytes"]["no_model_state_sku_json"] = float(
-        np.mean([len(json_encode(s)) for s in plain]))
+        np.mean([len(json_encode(s.to_json())) for s in plain]))
     report["sizes_bytes"]["no_model_state_sku_msgpack"] = float(
         np.mean([len(encode_state(s) or b"") for s in plain]))
 

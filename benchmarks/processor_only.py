@@ -4,7 +4,10 @@ The records `shelfcast bench pipeline` produces (a snapshot per SKU, then orders
 order), cut into fetches of `--fetch` records per partition as the batch engine hands them,
 are processed into the live state store; the CPU seconds of the whole process (forecasts
 included, the LSTM's inferencer too) give events/s per CPU-second, and the forecaster's own
-share is measured apart. No broker, no sends, no changelog: the processor alone.
+share is measured apart. No broker, no sends, no changelog: the processor alone; with
+`--encode`, also the engine's encoding of what each fetch produced (`_output_groups`: the
+forecast, actuals, alert and restock JSON) and of the keys it wrote (`_changelog_groups`),
+their CPU counted apart as well (`output_cpu_s`, `changelog_cpu_s`).
 
     PYTHONPATH=$PWD python benchmarks/processor_only.py --models lstm,moving_average \
         --against /path/to/a/worktree/of/main --rounds 3 --json benchmarks/results/x.json
@@ -54,11 +57,13 @@ def _settings(model: str = "moving_average") -> Any:
 
 
 def measure(model: str, events: int, skus: int, days: int, fetch: int,
-            partitions: int, malformed: float = 0.0, repeat: int = 3) -> dict[str, Any]:
+            partitions: int, malformed: float = 0.0, repeat: int = 3,
+            encode: bool = False) -> dict[str, Any]:
     """One run in this process: CPU seconds of processing every fetch of every partition."""
     from rich.console import Console
 
     from shelfcast.bench_pipeline import PipelineBenchOptions, served_model
+    from streams.engine import BatchEngine
     from streams.forecaster_setup import served_forecaster
     from streams.processor import BatchProcessor, ProcessorConfig
     from streams.store import StateStore
@@ -68,12 +73,12 @@ def measure(model: str, events: int, skus: int, days: int, fetch: int,
         settings = served_model(settings, PipelineBenchOptions(events=events, skus=skus,
                                                                days=days), Console(stderr=True))
     parts = _records(events, skus, days, partitions, malformed)
-    forecast_cpu = 0.0
-    forecasts = dead = 0
-    kept = (0.0, 0, 0)
+    forecast_cpu = output_cpu = changelog_cpu = 0.0
+    forecasts = dead = encoded_bytes = 0
+    kept = (0.0, 0, 0, 0.0, 0.0, 0)
 
     async def run() -> float:
-        nonlocal dead, kept, forecast_cpu, forecasts
+        nonlocal dead, kept, forecast_cpu, forecasts, output_cpu, changelog_cpu, encoded_bytes
         async with served_forecaster(settings) as (forecaster, served):
 
             async def predict(windows: Any, horizon: int, **kw: Any) -> Any:
@@ -89,7 +94,11 @@ def measure(model: str, events: int, skus: int, days: int, fetch: int,
                 processor = BatchProcessor(ProcessorConfig.from_settings(settings), predict,
                                            forecaster.model_version)
                 store = StateStore(partitions)
-                forecast_cpu, forecasts, dead = 0.0, 0, 0
+                engine = BatchEngine(settings, processor)
+                engine.store = store
+                engine._out_partitions = dict.fromkeys(settings.topics.outputs(), partitions)
+                forecast_cpu, forecasts, dead, encoded_bytes = 0.0, 0, 0, 0
+                output_cpu = changelog_cpu = 0.0
                 cpu0 = time.process_time()
                 longest = max(map(len, parts))
                 for start in range(0, longest, fetch):  # a fetch: each partition's next slice
@@ -98,18 +107,33 @@ def measure(model: str, events: int, skus: int, days: int, fetch: int,
                             out = await processor.process(records[start:start + fetch],
                                                           store.partition(p))
                             dead += len(out.dead_letters)
+                            if encode:  # as the engine does after each fetch
+                                t0 = time.process_time()
+                                groups = (engine._output_groups(out),)
+                                t1 = time.process_time()
+                                groups += (engine._changelog_groups(),)
+                                t2 = time.process_time()
+                                output_cpu += t1 - t0
+                                changelog_cpu += t2 - t1
+                                encoded_bytes += sum(len(v or b"") for g in groups
+                                                     for items in g.values() for _, v in items)
                 cpu = time.process_time() - cpu0
                 if cpu < best:
-                    best, kept = cpu, (forecast_cpu, forecasts, dead)
-            forecast_cpu, forecasts, dead = kept
+                    best, kept = cpu, (forecast_cpu, forecasts, dead, output_cpu,
+                                       changelog_cpu, encoded_bytes)
+            forecast_cpu, forecasts, dead, output_cpu, changelog_cpu, encoded_bytes = kept
             return best
 
     cpu = asyncio.run(run())
     total = sum(map(len, parts))
-    return {"model": model, "events": total, "cpu_s": round(cpu, 3),
+    result = {"model": model, "events": total, "cpu_s": round(cpu, 3),
             "events_per_cpu_s": round(total / cpu), "forecast_cpu_s": round(forecast_cpu, 3),
             "events_per_cpu_s_without_forecast": round(total / max(cpu - forecast_cpu, 1e-9)),
             "forecasts": forecasts, "dead_letters": dead}
+    if encode:
+        result |= {"output_cpu_s": round(output_cpu, 3),
+                   "changelog_cpu_s": round(changelog_cpu, 3), "encoded_bytes": encoded_bytes}
+    return result
 
 
 def _child(tree: str, args: argparse.Namespace, model: str) -> dict[str, Any]:
@@ -118,6 +142,8 @@ def _child(tree: str, args: argparse.Namespace, model: str) -> dict[str, Any]:
            "--events", str(args.events), "--skus", str(args.skus), "--days", str(args.days),
            "--fetch", str(args.fetch), "--partitions", str(args.partitions),
            "--malformed", str(args.malformed), "--repeat", str(args.repeat)]
+    if args.encode:
+        cmd.append("--encode")
     done = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, check=True)
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
@@ -134,6 +160,8 @@ def main() -> None:
                     help="fraction of orders cut short (dead letters), e.g. 0.001")
     ap.add_argument("--repeat", type=int, default=3,
                     help="passes per run; the least CPU counts")
+    ap.add_argument("--encode", action="store_true",
+                    help="also the engine's output JSON and changelog encoding per fetch")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--against", help="a worktree to compare with (e.g. main), same rounds")
     ap.add_argument("--json", type=Path)
@@ -141,7 +169,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.one:
         print(json.dumps(measure(args.one, args.events, args.skus, args.days, args.fetch,
-                                 args.partitions, args.malformed, args.repeat)))
+                                 args.partitions, args.malformed, args.repeat,
+                                 args.encode)))
         return
     here = str(Path(__file__).resolve().parents[1])
     trees = {"this": here} | ({"against": str(Path(args.against).resolve())}
@@ -154,16 +183,22 @@ def main() -> None:
                 runs[name].setdefault(model, []).append(got)
                 print(f"round {r} {name:8s} {model:15s} {got['events_per_cpu_s']:>8,} ev/CPU-s"
                       f" (without forecast {got['events_per_cpu_s_without_forecast']:,}, "
-                      f"forecasts {got['forecasts']:,})", flush=True)
+                      f"forecasts {got['forecasts']:,}"
+                      + (f", outputs {got['output_cpu_s']} CPU-s, changelog "
+                         f"{got['changelog_cpu_s']} CPU-s, {got['encoded_bytes']:,} B"
+                         if args.encode else "") + ")", flush=True)
     summary: dict[str, Any] = {}
+    fields = ["events_per_cpu_s", "events_per_cpu_s_without_forecast"]
+    if args.encode:
+        fields += ["output_cpu_s", "changelog_cpu_s", "encoded_bytes"]
     for model in args.models.split(","):
         row: dict[str, Any] = {}
         for name in trees:
-            for field in ("events_per_cpu_s", "events_per_cpu_s_without_forecast"):
+            for field in fields:
                 row[f"{name}_{field}"] = statistics.median(
                     x[field] for x in runs[name][model])
         if args.against:
-            for field in ("events_per_cpu_s", "events_per_cpu_s_without_forecast"):
+            for field in fields:
                 row[f"ratio_{field}"] = round(row[f"this_{field}"] / row[f"against_{field}"], 3)
         summary[model] = row
         print(model, json.dumps(row))

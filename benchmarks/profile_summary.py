@@ -5,7 +5,9 @@ Each sample is charged to the innermost frame that is project code (`streams/`,
 function group, and separately to the package of the innermost frame of all (where the CPU
 actually was: msgspec, orjson, numpy, aiokafka, asyncio, ...). Idle samples (the event loop
 waiting in select/epoll; py-spy leaves them out unless run with --idle) are counted apart,
-so shares are of busy samples; `--under` keeps the samples below one frame only.
+so shares are of busy samples; `--under` keeps the samples below one frame only (or below
+any of several, `A|B`: the batch engine's partitions and inference run as tasks of their
+own, beside its loop).
 
     python benchmarks/profile_summary.py PROFILE.txt [--top 25] [--json OUT.json]
 """
@@ -40,12 +42,13 @@ def summarise(path: Path, top: int, under: str | None = None) -> dict[str, objec
     by_function: Counter[str] = Counter()
     by_package: Counter[str] = Counter()
     busy = idle = 0
+    roots = under.split("|") if under else []
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        if under is not None and under not in stack:
+        if roots and not any(root in stack for root in roots):
             continue
         frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
         if frames and frames[-1].startswith(_IDLE):
@@ -82,8 +85,9 @@ def main() -> None:
     ap.add_argument("profile", type=Path)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--under", help="only samples whose stack holds this frame text, e.g. "
-                    "'BatchEngine._loop' (the worker's steady state, not its start-up)")
+    ap.add_argument("--under", help="only samples whose stack holds this frame text (or any "
+                    "of several, 'A|B'), e.g. 'BatchEngine._loop' (the worker's steady "
+                    "state, not its start-up)")
     args = ap.parse_args()
     result = summarise(args.profile, args.top, args.under)
     print(f"{args.profile}: {result['busy_samples']} busy samples, "

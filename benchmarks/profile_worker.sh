@@ -35,6 +35,10 @@ fi
 echo "profiling worker pid $worker at $rate Hz" >&2
 "$spy" record -r "$rate" -f raw -o "$out.txt" -p "$worker" --nonblocking >/dev/null 2>&1 || true
 wait "$bench"
-# the steady state: samples inside the engine's fetch-process-send loop (not start-up)
-"$py" "$here/benchmarks/profile_summary.py" "$out.txt" --under "${PROFILE_UNDER:-BatchEngine._loop}" \
+# the steady state (not start-up): samples inside the engine's fetch-process-send loop and the
+# tasks it runs beside it (the partitions' processing, the inferencer's flushes on the loop,
+# the producer's sends, the commits)
+steady="BatchEngine._loop|BatchProcessor.process|Inferencer._flush_on_loop|Sender._send_produce_req"
+steady="$steady|BatchEngine._commit|BatchEngine._send_outputs"
+"$py" "$here/benchmarks/profile_summary.py" "$out.txt" --under "${PROFILE_UNDER:-$steady}" \
     --json "$out-summary.json"

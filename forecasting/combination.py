@@ -24,6 +24,14 @@ learned on the LSTM's validation days, servable from the window the stream alrea
   plain mix. Measured (benchmarks/README "Levers"): daily 80% coverage on the three real sets
   0.899/0.880/0.775 -> 0.792/0.849/0.779 for +0.4% pinball on average; recalibrating the
   cumulative levels too cost +4.6% horizon-total pinball (Rossmann +15%), so not by default.
+- Promotion days (`promo_weights`, off): with covariates, the forecast days with a planned
+  promotion may take weights of their own (`CombinationWeights.promo`, learned on the
+  validation days with one; the others on the days without), chosen per forecast day from
+  the covariates the forecast receives (none: no promotion, the days-without weights), and
+  (`split_calibration`, off) a calibration of their own. Measured (benchmarks/README
+  "Promotion-aware mix"): tuning pinball +4.6% on Rossmann, +0.3% on FreshRetailNet against
+  one set of weights; the split calibration worse still. An artifact without them serves
+  one set of weights.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from forecasting._numeric import FloatArray
 from forecasting.base import Forecaster, IncrementalForecaster, KeyedStates, QuantileForecast
@@ -48,6 +56,8 @@ from forecasting.calibration import IntervalCalibration, fit_levels
 from forecasting.covariates import Covariates
 from forecasting.data import Panel
 from forecasting.errors import ForecastingError
+
+BoolArray = NDArray[np.bool_]
 
 if TYPE_CHECKING:
     from forecasting.lightgbm_peer import LightGBMForecaster
@@ -62,17 +72,28 @@ __all__ = [
     "COMBINATION_FILE",
     "CombinationWeights",
     "LSTMLightGBMForecaster",
+    "Mix",
+    "ValidationForecasts",
     "combine",
     "learn_calibration",
     "learn_weights",
     "load_combination",
     "make_lstm_lgbm",
+    "promotion_days",
     "save_combination",
 ]
 
 GRID_STEPS = 20  # weights 0, 0.05, ..., 1
+# Validation (series, day) cells needed both with and without a planned promotion before the
+# promotion days get weights of their own (and, for the cumulative levels, steps whose span
+# holds one / none): fewer, and one set of weights serves every day.
+MIN_PROMO_DAYS = 200
 MIX_CALIBRATIONS = ("off", "daily", "both")  # which blocks of the mix are recalibrated
 DEFAULT_MIX_CALIBRATION = "daily"
+# Promotion days weighted on their own (learn_weights) and calibrated on their own
+# (learn_mix): off, measured worse (module docstring).
+DEFAULT_PROMO_WEIGHTS = False
+DEFAULT_SPLIT_CALIBRATION = False
 COMBINATION_FILE = "combination.json"
 LSTM_DIR, LIGHTGBM_DIR = "lstm", "lightgbm"
 
@@ -84,13 +105,18 @@ class CombinationError(ForecastingError):
 @dataclass(frozen=True)
 class CombinationWeights:
     """The LSTM's share per level (LightGBM gets the rest), for the daily and cumulative
-    quantiles and the mean; `report`: validation losses of each part and of the mix."""
+    quantiles and the mean; `report`: validation losses of each part and of the mix.
+
+    `promo`: the weights of forecast days with a planned promotion (a cumulative level: of
+    steps whose span holds one); this object's own then serve the days without. None: one
+    set of weights for every day (learned without covariates, or too few promotion days)."""
 
     levels: tuple[float, ...]
     daily: tuple[float, ...]
     cumulative: tuple[float, ...]
     mean: float
     report: dict[str, float] = field(default_factory=dict)
+    promo: CombinationWeights | None = None
 
     def __post_init__(self) -> None:
         q = len(self.levels)
@@ -107,18 +133,38 @@ class CombinationWeights:
         return cls(tuple(float(x) for x in levels), half, half, 0.5, {"val_origins": 0.0})
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict (artifact metadata)."""
-        return {"levels": list(self.levels), "daily": list(self.daily),
-                "cumulative": list(self.cumulative), "mean": self.mean,
-                "report": dict(self.report)}
+        """JSON-ready dict (artifact metadata); "promo" only when there are promotion
+        weights, so a model without them keeps the id it had before they existed."""
+        out: dict[str, Any] = {"levels": list(self.levels), "daily": list(self.daily),
+                               "cumulative": list(self.cumulative), "mean": self.mean,
+                               "report": dict(self.report)}
+        if self.promo is not None:
+            out["promo"] = self.promo.to_json()
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CombinationWeights:
-        """Inverse of to_json."""
+        """Inverse of to_json (an artifact from before promotion weights: one set)."""
+        promo = data.get("promo")
         return cls(tuple(float(x) for x in data["levels"]),
                    tuple(float(x) for x in data["daily"]),
                    tuple(float(x) for x in data["cumulative"]), float(data["mean"]),
-                   {k: float(v) for k, v in (data.get("report") or {}).items()})
+                   {k: float(v) for k, v in (data.get("report") or {}).items()},
+                   None if promo is None else cls.from_json(promo))
+
+    def per_cell(self, promo: BoolArray | None,
+                 ) -> tuple[FloatArray, FloatArray, FloatArray | float]:
+        """(daily, cumulative, mean) weights broadcastable against a forecast's blocks:
+        (Q,), (Q,), a number without promotion weights or flags (`promo` (n, H): forecast
+        days with a planned promotion; None: none); else (n, H, Q), (n, H, Q), (n, H)."""
+        wd, wc = np.asarray(self.daily), np.asarray(self.cumulative)
+        if self.promo is None or promo is None:
+            return wd, wc, self.mean
+        on = self.promo
+        spans = np.logical_or.accumulate(promo, axis=1)  # a promotion in (origin, step]
+        return (np.where(promo[..., None], np.asarray(on.daily), wd),
+                np.where(spans[..., None], np.asarray(on.cumulative), wc),
+                np.where(promo, on.mean, self.mean))
 
 
 def _post(q: FloatArray, integer: bool) -> FloatArray:
@@ -146,9 +192,16 @@ def _best(a: FloatArray, b: FloatArray, loss: Callable[[FloatArray], float],
 
 
 def learn_weights(lstm: Sequence[QuantileForecast], lgbm: Sequence[QuantileForecast],
-                  actual: Sequence[FloatArray], *, integer: bool) -> CombinationWeights:
+                  actual: Sequence[FloatArray], *, integer: bool,
+                  promo: Sequence[BoolArray] | None = None) -> CombinationWeights:
     """Weights from forecasts of both models at the same origins (one QuantileForecast
-    each, n series x H steps) and what followed each origin (n, H) (NaN: unknown)."""
+    each, n series x H steps) and what followed each origin (n, H) (NaN: unknown).
+
+    `promo`: per origin, the forecast days (n, H) with a planned promotion. Given, and with
+    at least `MIN_PROMO_DAYS` validation days both with and without one, the days with a
+    promotion get their own weights (`CombinationWeights.promo`) and the rest are learned on
+    the days without; a cumulative level whose group has fewer such steps keeps the weights
+    learned on all of them. Otherwise one set of weights, learned on every day."""
     if not lstm or len(lstm) != len(lgbm) or len(lstm) != len(actual):
         raise CombinationError("need forecasts of both models and actuals at each origin")
     levels = lstm[0].levels
@@ -160,41 +213,80 @@ def learn_weights(lstm: Sequence[QuantileForecast], lgbm: Sequence[QuantileForec
         blocks[name] = (np.concatenate([f.daily[:, :horizon] for f in forecasts]),
                         np.concatenate([f.cumulative[:, :horizon] for f in forecasts]),
                         np.concatenate([f.mean[:, :horizon] for f in forecasts]))
-    report: dict[str, float] = {"val_origins": float(len(actual))}
+    every = np.ones(y.shape, dtype=bool)
+    daily, cumulative, mean, report = _fit_cells(blocks, y, totals, every, every,
+                                                 levels, integer)
+    report = {"val_origins": float(len(actual)), **report}
+    plain = CombinationWeights(tuple(float(x) for x in levels), daily, cumulative, mean, report)
+    if promo is None or len(promo) != len(actual):
+        return plain
+    on = np.concatenate([np.asarray(p, dtype=bool)[:, :horizon] for p in promo])
+    on_span = np.logical_or.accumulate(on, axis=1)
+    seen = np.isfinite(y)
+    days_on, days_off = int(np.sum(on & seen)), int(np.sum(~on & seen))
+    if min(days_on, days_off) < MIN_PROMO_DAYS:
+        return dataclasses.replace(plain, report={**report, "val_promo_days": float(days_on)})
+    parts = []
+    for cells, spans in ((~on, ~on_span), (on, on_span)):
+        d, c, m, r = _fit_cells(blocks, y, totals, cells, spans, levels, integer)
+        if np.sum(spans & np.isfinite(totals)) < MIN_PROMO_DAYS:
+            c = cumulative  # too few steps to learn this group's cumulative weights
+        parts.append((d, c, m, r))
+    (d_off, c_off, m_off, r_off), (d_on, c_on, m_on, r_on) = parts
+    split = {f"{k}_promo": v for k, v in r_on.items()}
+    split.update({f"{k}_no_promo": v for k, v in r_off.items()})
+    split.update(val_promo_days=float(days_on), val_no_promo_days=float(days_off))
+    return CombinationWeights(plain.levels, d_off, c_off, m_off, {**report, **split},
+                              CombinationWeights(plain.levels, d_on, c_on, m_on))
+
+
+def _fit_cells(blocks: dict[str, tuple[FloatArray, FloatArray, FloatArray]], y: FloatArray,
+               totals: FloatArray, days: BoolArray, spans: BoolArray, levels: FloatArray,
+               integer: bool) -> tuple[tuple[float, ...], tuple[float, ...], float,
+                                       dict[str, float]]:
+    """Daily, cumulative and mean weights learned on the (series, step) cells `days` (daily
+    quantiles and mean) and `spans` (cumulative); losses of each part and of the mix."""
+    report: dict[str, float] = {}
     chosen: dict[str, list[float]] = {"daily": [], "cumulative": []}
-    for b, (block, target) in enumerate((("daily", y), ("cumulative", totals))):
-        ok = np.isfinite(target)
+    for b, (block, target, cells) in enumerate((("daily", y, days),
+                                                ("cumulative", totals, spans))):
+        ok = np.isfinite(target) & cells
         t = target[ok]
         mix = own = peer = 0.0
         for k, tau in enumerate(levels):
+            if t.size == 0:
+                chosen[block].append(0.5)
+                continue
             a_k, b_k = blocks["lstm"][b][..., k][ok], blocks["lgbm"][b][..., k][ok]
             w, m, la, lb = _best(a_k, b_k, partial(_pinball_level, t, tau=float(tau)), integer)
             chosen[block].append(w)
             mix, own, peer = mix + m, own + la, peer + lb
-        report.update({f"val_{block}_pinball_mix": mix / levels.size,
-                       f"val_{block}_pinball_lstm": own / levels.size,
-                       f"val_{block}_pinball_lightgbm": peer / levels.size})
-    ok = np.isfinite(y)
-    w_mean, m, la, lb = _best(blocks["lstm"][2][ok], blocks["lgbm"][2][ok],
-                              partial(_absolute_error, y[ok]), False)
-    report.update({"val_mean_mae_mix": m, "val_mean_mae_lstm": la,
-                   "val_mean_mae_lightgbm": lb})
-    return CombinationWeights(tuple(float(x) for x in levels), tuple(chosen["daily"]),
-                              tuple(chosen["cumulative"]), w_mean, report)
+        report.update({f"{block}_pinball_mix": mix / levels.size,
+                       f"{block}_pinball_lstm": own / levels.size,
+                       f"{block}_pinball_lightgbm": peer / levels.size})
+    ok = np.isfinite(y) & days
+    if ok.any():
+        w_mean, m, la, lb = _best(blocks["lstm"][2][ok], blocks["lgbm"][2][ok],
+                                  partial(_absolute_error, y[ok]), False)
+    else:
+        w_mean, m, la, lb = 0.5, 0.0, 0.0, 0.0
+    report.update({"mean_mae_mix": m, "mean_mae_lstm": la, "mean_mae_lightgbm": lb})
+    return (tuple(chosen["daily"]), tuple(chosen["cumulative"]), w_mean,
+            {f"val_{k}": v for k, v in report.items()})
 
 
-def mixed_block(a: QuantileForecast, b: QuantileForecast,
-                weights: CombinationWeights) -> FloatArray:
+def mixed_block(a: QuantileForecast, b: QuantileForecast, weights: CombinationWeights,
+                promo: BoolArray | None = None) -> FloatArray:
     """The unrounded mix as one block (n, H, 2Q + 1) [daily | cumulative | mean], clipped at
-    0, quantiles sorted along the levels: what the mix's calibration learns from and moves."""
+    0, quantiles sorted along the levels: what the mix's calibration learns from and moves.
+    `promo` (n, >= H): the forecast days with a planned promotion (None: none)."""
     horizon = min(a.horizon, b.horizon)
-    wd, wc = np.asarray(weights.daily), np.asarray(weights.cumulative)
+    wd, wc, wm = weights.per_cell(None if promo is None else promo[:, :horizon])
     daily = np.sort(np.maximum(wd * a.daily[:, :horizon] + (1.0 - wd) * b.daily[:, :horizon],
                                0.0), axis=2)
     cum = np.sort(np.maximum(wc * a.cumulative[:, :horizon]
                              + (1.0 - wc) * b.cumulative[:, :horizon], 0.0), axis=2)
-    mean = np.maximum(weights.mean * a.mean[:, :horizon]
-                      + (1.0 - weights.mean) * b.mean[:, :horizon], 0.0)
+    mean = np.maximum(wm * a.mean[:, :horizon] + (1.0 - wm) * b.mean[:, :horizon], 0.0)
     return np.ascontiguousarray(np.concatenate([daily, cum, mean[..., None]], axis=2))
 
 
@@ -210,26 +302,40 @@ def _same_levels(levels: FloatArray, expected: Sequence[float]) -> bool:
 
 
 def combine(a: QuantileForecast, b: QuantileForecast, weights: CombinationWeights, *,
-            integer: bool, calibration: IntervalCalibration | None = None) -> QuantileForecast:
+            integer: bool, calibration: IntervalCalibration | None = None,
+            promo: BoolArray | None = None,
+            promo_calibration: IntervalCalibration | None = None) -> QuantileForecast:
     """The mix `weights` x a + (1 - weights) x b (a: the LSTM's, b: LightGBM's forecast of
     the same series and steps), recalibrated by `calibration` (None: as mixed), rounded for
-    counts, sorted along the levels."""
+    counts, sorted along the levels. `promo` (n, >= H): the forecast days with a planned
+    promotion, which take `weights.promo` when there are such weights (None: none), and
+    `promo_calibration` instead of `calibration` when there is one (cumulative levels: the
+    steps whose span holds a promotion day)."""
     if not (_same_levels(a.levels, weights.levels) and _same_levels(b.levels, weights.levels)):
         raise CombinationError("both forecasts must have the weights' levels")
     if calibration is not None:
         q = a.levels.size
-        block = mixed_block(a, b, weights)
+        block = mixed_block(a, b, weights, promo)
+        on = None if promo is None else promo[:, : block.shape[1]]
+        moved = None
+        if promo_calibration is not None and on is not None and on.any():
+            moved = block.copy()
+            promo_calibration.apply(moved, integer=integer)
         calibration.apply(block, integer=integer)
+        if moved is not None and on is not None:
+            spans = np.logical_or.accumulate(on, axis=1)
+            block[..., :q] = np.where(on[..., None], moved[..., :q], block[..., :q])
+            block[..., q : 2 * q] = np.where(spans[..., None], moved[..., q : 2 * q],
+                                             block[..., q : 2 * q])
         daily, cum = np.sort(block[..., :q], axis=2), np.sort(block[..., q : 2 * q], axis=2)
         cum = np.maximum.accumulate(np.maximum(cum, daily[:, :1]), axis=1)
         return QuantileForecast.trusted(a.levels.copy(), daily, cum, block[..., 2 * q])
     horizon = min(a.horizon, b.horizon)
-    wd, wc = np.asarray(weights.daily), np.asarray(weights.cumulative)
+    wd, wc, wm = weights.per_cell(None if promo is None else promo[:, :horizon])
     daily = _post(wd * a.daily[:, :horizon] + (1.0 - wd) * b.daily[:, :horizon], integer)
     cum = _post(wc * a.cumulative[:, :horizon] + (1.0 - wc) * b.cumulative[:, :horizon],
                 integer)
-    mean = np.maximum(weights.mean * a.mean[:, :horizon]
-                      + (1.0 - weights.mean) * b.mean[:, :horizon], 0.0)
+    mean = np.maximum(wm * a.mean[:, :horizon] + (1.0 - wm) * b.mean[:, :horizon], 0.0)
     daily, cum = np.sort(daily, axis=2), np.sort(cum, axis=2)
     cum = np.maximum.accumulate(np.maximum(cum, daily[:, :1]), axis=1)
     return QuantileForecast.trusted(a.levels.copy(), daily, cum, mean)
@@ -238,10 +344,15 @@ def combine(a: QuantileForecast, b: QuantileForecast, weights: CombinationWeight
 def learn_calibration(lstm: Sequence[QuantileForecast], lgbm: Sequence[QuantileForecast],
                       actual: Sequence[FloatArray], weights: CombinationWeights, *,
                       integer: bool, blocks: str = DEFAULT_MIX_CALIBRATION,
+                      promo: Sequence[BoolArray] | None = None,
+                      cells: Sequence[BoolArray] | None = None,
                       ) -> IntervalCalibration | None:
     """The mix's interval calibration from both models' forecasts at the validation origins
-    (as `learn_weights` reads them) mixed with `weights`: daily tails (quartiles and median
-    keep their levels) and, with `blocks="both"`, every cumulative level. None for "off"."""
+    (as `learn_weights` reads them) mixed with `weights` (`promo`: per origin, the forecast
+    days with a planned promotion, as `learn_weights` takes them): daily tails (quartiles
+    and median keep their levels) and, with `blocks="both"`, every cumulative level. None
+    for "off". `cells`: per origin (n, H), the days it is learned on (cumulative: steps
+    whose span holds one of them); None: all."""
     if blocks not in MIX_CALIBRATIONS:
         raise CombinationError(f"mix_calibration must be one of {MIX_CALIBRATIONS}, "
                                f"got {blocks!r}")
@@ -249,16 +360,21 @@ def learn_calibration(lstm: Sequence[QuantileForecast], lgbm: Sequence[QuantileF
         return None
     levels = weights.levels
     q = len(levels)
-    mixed = [mixed_block(a, b, weights) for a, b in zip(lstm, lgbm, strict=True)]
+    flags: Sequence[BoolArray | None] = [None] * len(lstm) if promo is None else promo
+    mixed = [mixed_block(a, b, weights, p) for a, b, p in zip(lstm, lgbm, flags, strict=True)]
     horizon = mixed[0].shape[1]
     out = np.concatenate(mixed)
     y = np.concatenate([np.asarray(a, dtype=np.float64)[:, :horizon] for a in actual])
+    totals = np.cumsum(y, axis=1)  # NaN after a missing day
+    if cells is not None:  # the rest are left out of the fit, as unknown days are
+        on = np.concatenate([np.asarray(c, dtype=bool)[:, :horizon] for c in cells])
+        y = np.where(on, y, np.nan)
+        totals = np.where(np.logical_or.accumulate(on, axis=1), totals, np.nan)
     daily, report = fit_levels(out[..., :q].reshape(-1, q), y.reshape(-1), levels,
                                integer=integer, tails_only=True)
     full = {f"val_daily_coverage_{k}": v for k, v in report.items()}
     cumulative = None
     if blocks == "both":
-        totals = np.cumsum(y, axis=1)  # NaN after a missing day
         cumulative, report = fit_levels(out[..., q : 2 * q].reshape(-1, q),
                                         totals.reshape(-1), levels, integer=integer)
         full.update({f"val_cumulative_coverage_{k}": v for k, v in report.items()})
@@ -266,6 +382,38 @@ def learn_calibration(lstm: Sequence[QuantileForecast], lgbm: Sequence[QuantileF
     return IntervalCalibration(tuple(levels), tuple(float(s) for s in daily),
                                None if cumulative is None
                                else tuple(float(s) for s in cumulative), full)
+
+
+def promotion_days(covariates: Covariates | None, last_day: ArrayLike,
+                   horizon: int) -> BoolArray | None:
+    """(n, horizon): the days after each series' `last_day` ((n,) dates) with a planned
+    promotion in `covariates` (the same n series; None: nothing planned, gives None)."""
+    if covariates is None:
+        return None
+    days = np.asarray(last_day, dtype="datetime64[D]")
+    out = np.zeros((covariates.n_series, horizon), dtype=bool)
+    for day in np.unique(days):
+        rows = np.flatnonzero(days == day)
+        promo, _ = covariates.span(day + np.timedelta64(1, "D"), horizon)
+        out[rows] = promo[rows] > 0
+    return out
+
+
+Mix = tuple[CombinationWeights, IntervalCalibration | None, IntervalCalibration | None]
+"""What the validation origins teach the mix: its weights, its calibration and (None: the
+same for every day) the promotion days' own calibration."""
+
+
+@dataclass(frozen=True)
+class ValidationForecasts:
+    """Both parts' forecasts at each validation origin (n series x H steps), what followed
+    (n, H) and the forecast days with a planned promotion (n, H) (None: no covariates):
+    what the weights and the mix's calibration are learned from."""
+
+    lstm: list[QuantileForecast]
+    lightgbm: list[QuantileForecast]
+    actual: list[FloatArray]
+    promo: list[BoolArray] | None
 
 
 def ring_windows(state: SeriesState) -> FloatArray:
@@ -292,7 +440,10 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
                  weights: CombinationWeights | None = None, *, model_id: str | None = None,
                  lightgbm_options: dict[str, Any] | None = None,
                  calibration: IntervalCalibration | None = None,
-                 mix_calibration: str = DEFAULT_MIX_CALIBRATION) -> None:
+                 mix_calibration: str = DEFAULT_MIX_CALIBRATION,
+                 promo_weights: bool = DEFAULT_PROMO_WEIGHTS,
+                 promo_calibration: IntervalCalibration | None = None,
+                 split_calibration: bool = DEFAULT_SPLIT_CALIBRATION) -> None:
         super().__init__(lstm.levels.tolist(), end_day=lstm.end_day)
         if not lstm.config.year_ago:
             raise CombinationError("lstm_lgbm serves LightGBM from the LSTM's day ring: "
@@ -309,6 +460,13 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
         # None: the plain mix (an artifact from before the mix was calibrated serves so).
         self.mix_calibration = mix_calibration
         self.calibration = calibration
+        # What `fit` learns: weights of their own for days with a planned promotion when the
+        # validation has covariates (`learn_weights`); a loaded model serves what it holds.
+        self.promo_weights = promo_weights
+        # With promotion weights, `split_calibration`: promotion days' calibration learned
+        # on them alone (`promo_calibration`; None: one calibration for every day).
+        self.split_calibration = split_calibration
+        self.promo_calibration = promo_calibration
         self.fit_info: dict[str, float] = {}
         self._threads: int | None = None  # cap_threads', for a LightGBM part fitted later
 
@@ -331,6 +489,9 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
             out.update({f"combination_{k}": v for k, v in self.weights.report.items()})
         if self.calibration is not None:
             out.update({f"mix_calibration_{k}": v for k, v in self.calibration.report.items()})
+        if self.promo_calibration is not None:
+            out.update({f"mix_calibration_promo_{k}": v
+                        for k, v in self.promo_calibration.report.items()})
         return out
 
     def cap_threads(self, threads: int) -> None:
@@ -375,7 +536,7 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
         started = time.perf_counter()
         self.model_id = None
         t0 = time.perf_counter()
-        self.weights, self.calibration = self.validation_fit(panel)
+        self.weights, self.calibration, self.promo_calibration = self.validation_fit(panel)
         weights_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
         self.lightgbm = self._new_lightgbm().fit(panel)
@@ -385,31 +546,64 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
                          "train_seconds": time.perf_counter() - started}
         return self
 
-    def validation_fit(self, panel: Panel,
-                       ) -> tuple[CombinationWeights, IntervalCalibration | None]:
+    def validation_fit(self, panel: Panel) -> Mix:
         """Weights, then the mix's calibration (`mix_calibration`), from the fitted LSTM and
         a LightGBM fitted on `panel` before the LSTM's validation days (as trained:
         `config.val_days`), at every validation origin whose horizon lies in them. Equal
-        weights and no calibration when there is no such origin."""
+        weights and no calibration when there is no such origin. (weights, calibration,
+        promotion days' calibration)."""
+        found = self.validation_forecasts(panel)
+        if found is None:
+            return CombinationWeights.equal(self.lstm.config.levels), None, None
+        return self.learn_mix(found)
+
+    def validation_forecasts(self, panel: Panel) -> ValidationForecasts | None:
+        """Both parts' forecasts at the validation origins (`validation_fit`), what followed
+        and the forecast days' planned promotions (None without covariates); None when the
+        history holds no validation origin."""
         cfg = self.lstm.config
         big_h, length = cfg.horizon, panel.n_days
         first, last = length - 1 - cfg.val_days, length - 1 - big_h
         if first < big_h + 8 or last < first:
-            return CombinationWeights.equal(cfg.levels), None
+            return None
         early = self._new_lightgbm().fit(panel.head(first + 1))
         y, dates = panel.values, panel.dates
         state = self.lstm.encode(y[:, : first + 1], dates[first])
-        ours, theirs, actual = [], [], []
+        ours, theirs, actual, promo = [], [], [], []
         for t in range(first, last + 1):
             ours.append(self.lstm.forecast(state, big_h))
             theirs.append(self._lightgbm_forecast(early, state, big_h, panel.covariates))
             actual.append(y[:, t + 1 : t + 1 + big_h])
+            promo.append(promotion_days(panel.covariates, state.last_day, big_h))
             if t < last:
                 state = self.lstm.update(state, y[:, t + 1], dates[t + 1], consume=True)
-        weights = learn_weights(ours, theirs, actual, integer=cfg.integer_demand)
-        return weights, learn_calibration(ours, theirs, actual, weights,
-                                          integer=cfg.integer_demand,
-                                          blocks=self.mix_calibration)
+        known = [p for p in promo if p is not None]
+        return ValidationForecasts(ours, theirs, actual,
+                                   known if early.covariates_used and known else None)
+
+    def learn_mix(self, found: ValidationForecasts, *, promo_weights: bool | None = None,
+                  split_calibration: bool | None = None) -> Mix:
+        """Weights, then the mix's calibration, from `validation_forecasts`; `promo_weights`
+        (None: the model's own): promotion days weighted on their own when known;
+        `split_calibration` (None: the model's own): with promotion weights, the promotion
+        days' calibration learned on them alone, the rest's on the days without."""
+        split = self.promo_weights if promo_weights is None else promo_weights
+        promo = found.promo if split else None
+        integer = self.lstm.config.integer_demand
+        weights = learn_weights(found.lstm, found.lightgbm, found.actual, integer=integer,
+                                promo=promo)
+        if weights.promo is None:
+            promo = None  # too few promotion days: one mix, as without covariates
+        apart = self.split_calibration if split_calibration is None else split_calibration
+        if not apart or promo is None:
+            return weights, learn_calibration(found.lstm, found.lightgbm, found.actual,
+                                              weights, integer=integer,
+                                              blocks=self.mix_calibration, promo=promo), None
+        off, on = (learn_calibration(found.lstm, found.lightgbm, found.actual, weights,
+                                     integer=integer, blocks=self.mix_calibration,
+                                     promo=promo, cells=cells)
+                   for cells in ([~p for p in promo], promo))
+        return weights, off, on
 
     # --- the incremental contract: the LSTM's state ----------------------------------------
     def encode(self, windows: ArrayLike, end_days: ArrayLike,
@@ -454,10 +648,13 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
             raise CombinationError("lstm_lgbm.forecast before fit (or load)")
         big_h = self.lstm.config.horizon
         steps = min(horizon, big_h)
+        promo = (None if self.weights.promo is None
+                 else promotion_days(covariates, state.last_day, steps))
         mixed = combine(self.lstm.forecast(state, steps),
                         self._lightgbm_forecast(self.lightgbm, state, steps, covariates),
                         self.weights, integer=self.lstm.config.integer_demand,
-                        calibration=self.calibration)
+                        calibration=self.calibration, promo=promo,
+                        promo_calibration=self.promo_calibration)
         if horizon <= big_h:
             return mixed
         from forecasting.lstm.serving import extend
@@ -502,6 +699,13 @@ def save_combination(model: LSTMLightGBMForecaster, out_dir: str | Path, *,
     if calibration is not None:  # (without one, ids stay what they were before)
         digest.update(json.dumps({k: v for k, v in calibration.items() if k != "report"},
                                  sort_keys=True).encode())
+    promo_cal = (None if model.promo_calibration is None
+                 else model.promo_calibration.to_json())
+    extra: dict[str, Any] = {}
+    if promo_cal is not None:  # (likewise)
+        digest.update(json.dumps({k: v for k, v in promo_cal.items() if k != "report"},
+                                 sort_keys=True).encode())
+        extra["promo_calibration"] = promo_cal
     model_id = digest.hexdigest()[:12]
     meta = {"format": ARTIFACT_FORMAT, "model": model.name,
             "model_class_version": model.version, "model_id": model_id,
@@ -510,11 +714,12 @@ def save_combination(model: LSTMLightGBMForecaster, out_dir: str | Path, *,
             "parts": {"lstm": {"dir": LSTM_DIR, "model_id": info.model_id},
                       "lightgbm": {"dir": LIGHTGBM_DIR,
                                    "config": dataclasses.asdict(model.lightgbm.config)}},
-            "weights": weights, "calibration": calibration, "horizon": model.lstm.config.horizon,
+            "weights": weights, "calibration": calibration, **extra,
+            "horizon": model.lstm.config.horizon,
             "levels": list(model.lstm.config.levels), "data_fingerprint": data_fingerprint,
             "data": dict(data or {}), "metrics": dict(metrics or model.fit_metrics)}
     (out / COMBINATION_FILE).write_text(
-        json.dumps({**weights, "calibration": calibration}, indent=2) + "\n")
+        json.dumps({**weights, "calibration": calibration, **extra}, indent=2) + "\n")
     (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
     model.model_id = model_id
     return model_id
@@ -540,8 +745,11 @@ def load_combination(path: str | Path, *, device: str = "auto",
     weights = CombinationWeights.from_json(meta["weights"])
     # An artifact from before the mix was calibrated has none: the plain mix (identity).
     calibration = IntervalCalibration.from_json(meta.get("calibration"))
+    promo_calibration = IntervalCalibration.from_json(meta.get("promo_calibration"))
     return LSTMLightGBMForecaster(lstm, lightgbm, weights, model_id=str(meta["model_id"]),
                                   calibration=calibration,
+                                  promo_calibration=promo_calibration,
+                                  split_calibration=promo_calibration is not None,
                                   mix_calibration="off" if calibration is None
                                   else DEFAULT_MIX_CALIBRATION if calibration.cumulative
                                   else "daily")
@@ -558,6 +766,8 @@ def make_lstm_lgbm(path: str | None = None, *, device: str = "auto",
 
     backend = overrides.pop("backend", None)  # how a loaded LSTM part serves (its factory's)
     mix_calibration = str(overrides.pop("mix_calibration", DEFAULT_MIX_CALIBRATION))
+    promo_weights = bool(overrides.pop("promo_weights", DEFAULT_PROMO_WEIGHTS))
+    split_calibration = bool(overrides.pop("split_calibration", DEFAULT_SPLIT_CALIBRATION))
     if path is not None:
         from forecasting.model_dir import load_model_dir
 
@@ -566,7 +776,9 @@ def make_lstm_lgbm(path: str | None = None, *, device: str = "auto",
         overrides.setdefault("horizon", int(horizon))
     return LSTMLightGBMForecaster(_served_lstm(make_lstm(device=device, config=config,
                                                          progress=progress, **overrides)),
-                                  mix_calibration=mix_calibration)
+                                  mix_calibration=mix_calibration,
+                                  promo_weights=promo_weights,
+                                  split_calibration=split_calibration)
 
 
 def _served_lstm(model: Forecaster) -> ServedLSTM:

@@ -13,7 +13,7 @@ the promotion, `price_ratio` or `discount` (FreshRetailNet) for the price ratio.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +21,8 @@ from numpy.typing import NDArray
 
 from forecasting._numeric import FloatArray
 
-__all__ = ["COVARIATE_COLUMNS", "COVARIATE_DEFAULTS", "Covariates", "stack"]
+__all__ = ["COVARIATE_COLUMNS", "COVARIATE_DEFAULTS", "Covariates", "PlannedSpan", "from_spans",
+           "stack"]
 
 COVARIATE_DEFAULTS: dict[str, float] = {"promo": 0.0, "price_ratio": 1.0}
 """Each covariate's value on a day nothing is known of (no promotion, full price)."""
@@ -78,6 +79,32 @@ class Covariates:
         offset = int((np.datetime64(first_day, "D") - self.start).astype(np.int64))
         return (_window(self.promo, offset, n_days, COVARIATE_DEFAULTS["promo"]),
                 _window(self.price_ratio, offset, n_days, COVARIATE_DEFAULTS["price_ratio"]))
+
+
+PlannedSpan = tuple[int, int, int, bool, float]
+"""One planned promotion of one series: (row, first day, last day — both days since the
+epoch, UTC, both included —, on promotion, price ratio)."""
+
+
+def from_spans(n_series: int, start: np.datetime64, n_days: int,
+               spans: Iterable[PlannedSpan]) -> Covariates:
+    """The covariates of `n_series` series on the grid `start` .. `start + n_days - 1` from
+    their planned promotions; days no span covers take the defaults. Overlapping spans of a
+    series: promoted if any is, the lowest price ratio. The one rule the stream
+    (streams/planned_promotions.py) and retraining (optimizer/promotions.py) both apply."""
+    start = np.datetime64(start, "D")
+    first = int(start.astype(np.int64))
+    cov = Covariates.neutral(n_series, start, n_days)
+    promo, price = cov.promo, cov.price_ratio
+    for row, start_day, end_day, flag, ratio in spans:
+        lo = max(start_day - first, 0)
+        hi = min(end_day - first + 1, n_days)
+        if hi <= lo:
+            continue
+        if flag:
+            promo[row, lo:hi] = 1.0
+        price[row, lo:hi] = np.minimum(price[row, lo:hi], ratio)
+    return cov
 
 
 def stack(parts: Sequence[tuple[int, Covariates | None]]) -> Covariates | None:

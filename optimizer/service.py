@@ -13,6 +13,8 @@ between commit and publish) are published on the next start.
 Demand events (`shelfcast.demand`) ride in the same batches: their actuals, forecast scores and
 drift decisions commit in the same transaction as the plans and offsets
 (optimizer/actuals.py); a `model_drift` alert waits in the same kind of outbox as a plan.
+Planned promotions (`shop.promotions`) too: recorded in the same transaction for retraining
+(optimizer/promotions.py).
 """
 
 from __future__ import annotations
@@ -44,7 +46,14 @@ from runtime.kafka_config import client_kwargs
 from runtime.settings import Settings
 from schemas.codec import dead_letter, decode, encode
 from schemas.errors import InvalidEvent
-from schemas.events import AlertEvent, DeadLetter, DemandEvent, PlanEvent, RestockEvent
+from schemas.events import (
+    AlertEvent,
+    DeadLetter,
+    DemandEvent,
+    PlanEvent,
+    PromotionEvent,
+    RestockEvent,
+)
 from schemas.keys import sku_key
 
 __all__ = ["DB_RETRY", "OptimizerService", "ServiceCounters", "retry_transient", "run_service"]
@@ -100,6 +109,7 @@ class ServiceCounters:
     units_cut: int = 0
     demand_in: int = 0
     drift_alerts: int = 0
+    promotions_in: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -208,16 +218,16 @@ class OptimizerService:
                 heartbeat_interval_ms=max(100, int(self.settings.kafka_session_timeout_s * 250)),
             )
             topics = self.settings.topics
-            consumer.subscribe(
-                [topics.restock, topics.demand], listener=_SeekToStoredOffsets(self, consumer)
-            )
+            consumer.subscribe([topics.restock, topics.demand, topics.promotions],
+                               listener=_SeekToStoredOffsets(self, consumer))
             await consumer.start()
             self._consumer = consumer
         except BaseException:
             await self.stop()
             raise
-        _log.info("optimizer started: group %s on %s and %s", self.group_id,
-                  self.settings.topics.restock, self.settings.topics.demand)
+        _log.info("optimizer started: group %s on %s, %s and %s", self.group_id,
+                  self.settings.topics.restock, self.settings.topics.demand,
+                  self.settings.topics.promotions)
 
     async def stop(self) -> None:
         """Leave the group and close every client. Safe to call twice."""
@@ -299,9 +309,11 @@ class OptimizerService:
         restocks: list[RestockEvent] = []
         demand: list[DemandEvent] = []
         demand_partitions: list[int] = []  # of each demand event, in each partition's order
+        promotions: list[PromotionEvent] = []
         refused: list[DeadLetter] = []
         next_offsets: dict[tuple[str, int], int] = {}
         demand_topic, max_bytes = self.settings.topics.demand, self.settings.max_payload_bytes
+        promotions_topic = self.settings.topics.promotions
         for tp, records in batch.items():
             if not records:
                 continue
@@ -310,6 +322,9 @@ class OptimizerService:
                     if record.topic == demand_topic:
                         demand.append(decode(DemandEvent, record.value, max_bytes=max_bytes))
                         demand_partitions.append(record.partition)
+                    elif record.topic == promotions_topic:
+                        promotions.append(decode(PromotionEvent, record.value,
+                                                 max_bytes=max_bytes))
                     else:
                         restocks.append(decode(RestockEvent, record.value, max_bytes=max_bytes))
                 except InvalidEvent as exc:
@@ -326,6 +341,7 @@ class OptimizerService:
         await self._send_dead_letters(refused)
         self.counters.restocks_in += len(restocks)
         self.counters.demand_in += len(demand)
+        self.counters.promotions_in += len(promotions)
 
         decided_at = self._clock()
         actuals = ActualsBatch(
@@ -345,7 +361,7 @@ class OptimizerService:
                 created, cuts = await self._with_retry(
                     lambda: store.write_constrained_batch(
                         restocks, next_offsets, self.group_id, self.constraints, decided_at,
-                        actuals),
+                        actuals, promotions),
                     what="write batch to PostgreSQL",
                     on_retry=note_retry,
                 )
@@ -354,7 +370,7 @@ class OptimizerService:
                 plans = consolidate(restocks, decided_at)
                 created = await self._with_retry(
                     lambda: store.write_batch(restocks, plans, next_offsets, self.group_id,
-                                              actuals),
+                                              actuals, promotions),
                     what="write batch to PostgreSQL",
                     on_retry=note_retry,
                 )

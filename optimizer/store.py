@@ -41,7 +41,8 @@ from optimizer.constraints import (
     usage_keys,
 )
 from optimizer.errors import MigrationError, StoreError
-from schemas.events import AlertEvent, PlanEvent, PlanLine, RestockEvent
+from optimizer.promotions import write_promotions
+from schemas.events import AlertEvent, PlanEvent, PlanLine, PromotionEvent, RestockEvent
 
 log = logging.getLogger(__name__)
 
@@ -385,11 +386,13 @@ class PlanStore:
         offsets: TopicPartitionOffsets,
         group_id: str,
         actuals: ActualsBatch | None = None,
+        promotions: Sequence[PromotionEvent] = (),
     ) -> list[PlanEvent]:
         """Persist one consumed batch atomically; return the plans actually created.
 
         `actuals`: the batch's demand events, written with their scores and drift decisions
-        in the same transaction (optimizer/actuals.py).
+        in the same transaction (optimizer/actuals.py); `promotions`: the batch's planned
+        promotions, recorded for retraining (optimizer/promotions.py), in it too.
 
         Restock events are stored once (by restock_id). A plan line is written only for a
         restock id that has none yet, and a plan row only when it received at least one new
@@ -406,6 +409,7 @@ class PlanStore:
         async with self._pool.acquire() as conn, conn.transaction():
             if actuals is not None:
                 await write_actuals(conn, actuals)
+            await write_promotions(conn, promotions)
             return await self._write(conn, unique, plans, offsets, group_id)
 
     async def write_constrained_batch(
@@ -416,6 +420,7 @@ class PlanStore:
         constraints: CycleConstraints,
         decided_at: datetime,
         actuals: ActualsBatch | None = None,
+        promotions: Sequence[PromotionEvent] = (),
     ) -> tuple[list[PlanEvent], list[LineCut]]:
         """Like `write_batch`, with the plans decided under per-cycle `constraints` inside the
         same transaction; returns (plans created, restocks cut).
@@ -432,6 +437,7 @@ class PlanStore:
         async with self._pool.acquire() as conn, conn.transaction():
             if actuals is not None:
                 await write_actuals(conn, actuals)
+            await write_promotions(conn, promotions)
             used: dict[UsageKey, float] = {}
             if keys:
                 cycles, kinds, names = (list(col) for col in zip(*keys, strict=True))

@@ -48,6 +48,7 @@ from optimizer.model_versions import (
     read_demand_history,
     record_model_version,
 )
+from optimizer.promotions import read_promotion_covariates
 from runtime.settings import Settings
 
 __all__ = ["RetrainOptions", "RetrainOutcome", "retrain_on_drift", "retrain_once"]
@@ -128,9 +129,17 @@ async def retrain_once(settings: Settings, database_url: str, options: RetrainOp
             conn, bucket_seconds=bucket_seconds, max_buckets=options.history_days,
             on_rows=lambda n: print(f"  {n} rows", file=out, flush=True) if n >= 500_000
             else None)
+        panel = panel_from_rows(rows.keys, rows.series, rows.buckets, rows.quantities)
+        # the planned promotions the optimizer recorded: the covariates the stream serves
+        covariates = await read_promotion_covariates(conn, panel.ids, panel.start,
+                                                     panel.n_days + protocol.horizon)
     finally:
         await conn.close()
-    panel = panel_from_rows(rows.keys, rows.series, rows.buckets, rows.quantities)
+    if covariates is not None:
+        panel = dataclasses.replace(panel, covariates=covariates)
+        promoted = int((covariates.promo.any(axis=1) | (covariates.price_ratio != 1).any(axis=1))
+                       .sum())
+        say(f"planned promotions: {promoted} of {panel.n_series} series (planned_promotions)")
     first_day, last_day = str(panel.dates[0]), str(panel.dates[-1])
     say(f"{panel.n_series} series x {panel.n_days} days ({first_day} .. {last_day}), "
         f"{len(rows)} recorded buckets")

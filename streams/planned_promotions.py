@@ -17,7 +17,7 @@ from datetime import date
 
 import numpy as np
 
-from forecasting.covariates import COVARIATE_DEFAULTS, Covariates
+from forecasting.covariates import COVARIATE_DEFAULTS, Covariates, from_spans
 from schemas.events import PromotionEvent
 from streams.state import ApplyResult, SkuState
 
@@ -71,16 +71,7 @@ def covariates_of(states: Sequence[SkuState], last_closed_days: Sequence[int],
         return None
     first = min(last_closed_days) - MEMORY_DAYS
     n_days = max(last_closed_days) + horizon + 1 - first
-    start = np.datetime64(int(first), "D")
-    cov = Covariates.neutral(len(states), start, n_days)
-    promo, price = cov.promo, cov.price_ratio
-    for row, state in enumerate(states):
-        for start_day, end_day, flag, ratio, _ in state.promotions.values():
-            lo = max(int(start_day) - first, 0)
-            hi = min(int(end_day) - first + 1, n_days)
-            if hi <= lo:
-                continue
-            if flag:
-                promo[row, lo:hi] = 1.0
-            price[row, lo:hi] = np.minimum(price[row, lo:hi], ratio)
-    return cov
+    return from_spans(len(states), np.datetime64(int(first), "D"), n_days,
+                      ((row, int(start_day), int(end_day), bool(flag), ratio)
+                       for row, state in enumerate(states)
+                       for start_day, end_day, flag, ratio, _ in state.promotions.values()))

@@ -7,10 +7,11 @@ or in the Faust table (the Faust engine, the alternative), and the engine change
 Event ids are remembered for `memory` buckets (SHELFCAST_DEDUPE_BUCKETS, by default the
 state window), so a redelivery of yesterday's orders is a duplicate, not a late event:
 exactly (the ids themselves) for the open buckets, as 32-bit fingerprints once a bucket is
-past the allowed lateness (`old_ids`: 4 bytes an id, 5.3 in the changelog's base64, pruned
-with their bucket). A fingerprint can collide: a genuinely new order for a closed bucket
-holding n ids is taken for a duplicate with probability n / 2**32 (2.3e-7 for 1,000 orders
-of one SKU in one bucket), and such an order would have been refused as late anyway.
+past the allowed lateness (`old_ids`: 4 bytes an id, raw bytes in the changelog's msgpack,
+base64 in the state's JSON; pruned with their bucket). A fingerprint can collide: a
+genuinely new order for a closed bucket holding n ids is taken for a duplicate with
+probability n / 2**32 (2.3e-7 for 1,000 orders of one SKU in one bucket), and such an order
+would have been refused as late anyway.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import hashlib
 import sys
 from array import array
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import msgspec
 import numpy as np
 
 from optimizer.policy import inventory_position
@@ -37,21 +38,21 @@ def id_fingerprint(event_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=4).digest(), "little")
 
 
-def _pack(fingerprints: Iterable[int]) -> str:
-    """Sorted distinct fingerprints as base64 of little-endian uint32 (a stdlib array: a
-    bucket holds a handful of ids, for which numpy's per-call overhead was most of the cost)."""
+def _pack(fingerprints: Iterable[int]) -> bytes:
+    """Sorted distinct fingerprints as little-endian uint32 (a stdlib array: a bucket holds a
+    handful of ids, for which numpy's per-call overhead was most of the cost)."""
     packed = array("I", sorted(set(fingerprints)))
     if _BIG_ENDIAN:
         packed.byteswap()
-    return base64.b64encode(packed.tobytes()).decode("ascii")
+    return packed.tobytes()
 
 
 _BIG_ENDIAN = sys.byteorder == "big"
 assert array("I").itemsize == 4, "array('I') must hold 32-bit fingerprints"
 
 
-def _unpack(packed: str) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(packed), dtype="<u4")
+def _unpack(packed: bytes) -> np.ndarray:
+    return np.frombuffer(packed, dtype="<u4")
 
 
 def bucket_index(epoch_seconds: float, bucket_seconds: int) -> int:
@@ -64,32 +65,39 @@ _SCAN_BELOW = 16
 _ID_SETS = "_id_sets"  # the attribute holding those sets (undeclared: never serialised)
 
 
-@dataclass
-class SkuState:
-    """Everything a worker remembers about one SKU at one location (JSON-serialisable)."""
+class SkuState(msgspec.Struct, array_like=True, dict=True):
+    """Everything a worker remembers about one SKU at one location (JSON-serialisable).
+
+    A msgspec struct written as an array (`array_like`): the changelog's record is the field
+    values in this order, without their names (streams/changelog.py, FORMAT_ARRAY). So a new
+    field goes at the END, with a default: records written before it then decode with the
+    default. `dict=True` lets the state keep undeclared attributes (`_id_sets`) that no
+    record carries.
+    """
 
     sku: str
     location: str
     first_bucket: int | None = None
     watermark: int | None = None  # newest bucket seen in event time (the open bucket)
-    demand: dict[int, float] = field(default_factory=dict)  # bucket -> net units
-    seen_ids: dict[int, list[str]] = field(default_factory=dict)  # bucket -> event ids
-    # bucket -> sorted fingerprints of its event ids (base64 of little-endian uint32), for
-    # buckets past the allowed lateness and within the id memory (a state without it: none)
-    old_ids: dict[int, str] = field(default_factory=dict)
+    demand: dict[int, float] = {}  # bucket -> net units (an empty default: fresh per state)
+    seen_ids: dict[int, list[str]] = {}  # bucket -> event ids
+    # bucket -> sorted fingerprints of its event ids (little-endian uint32; base64 in the
+    # JSON and in the map records of before), for buckets past the allowed lateness and
+    # within the id memory (a state without it: none)
+    old_ids: dict[int, bytes] = {}
     on_hand: int = 0
     backorders: int = 0
     stock_known: bool = False
     last_stock_bucket: int | None = None
     stock_as_of: float | None = None  # epoch seconds of the last snapshot
-    on_order: dict[str, int] = field(default_factory=dict)  # restock_id -> units outstanding
+    on_order: dict[str, int] = {}  # restock_id -> units outstanding
     # restock_id -> [bucket it was issued for (the last closed bucket at its review), lead
     # time in buckets]: when it is due. States written before this field decode without it;
     # `time_orders` dates their open restocks from the first review after.
-    on_order_terms: dict[str, list[int]] = field(default_factory=dict)
-    overdue: list[str] = field(default_factory=list)  # restock ids already alerted as overdue
+    on_order_terms: dict[str, list[int]] = {}
+    overdue: list[str] = []  # restock ids already alerted as overdue
     policy: dict[str, Any] | None = None
-    open_alerts: dict[str, int] = field(default_factory=dict)  # kind -> bucket it opened
+    open_alerts: dict[str, int] = {}  # kind -> bucket it opened
     next_bucket_high: float | None = None  # last forecast's high quantile for the next bucket
     forecast_pending: bool = False  # a bucket closed since the last forecast
     # The forecaster's carried state after the last forecast (a stateful model's durable
@@ -105,16 +113,16 @@ class SkuState:
     # day, last day (days since the epoch, UTC), promo 0/1, price ratio, version]; a
     # withdrawn one stays as a neutral entry (no promotion, full price) that remembers its
     # version. Bounded; states written before this field decode without it.
-    promotions: dict[str, list[float]] = field(default_factory=dict)
+    promotions: dict[str, list[float]] = {}
 
     # --- serialisation -------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         """A shallow JSON-able copy (the state object is discarded after the batch)."""
-        data = dict(self.__dict__)
-        data.pop(_ID_SETS, None)
+        data = msgspec.structs.asdict(self)
         data["demand"] = {str(k): v for k, v in self.demand.items()}
         data["seen_ids"] = {str(k): v for k, v in self.seen_ids.items()}
-        data["old_ids"] = {str(k): v for k, v in self.old_ids.items()}
+        data["old_ids"] = {str(k): base64.b64encode(v).decode("ascii")
+                           for k, v in self.old_ids.items()}
         if self.model_state is not None:
             data["model_state"] = base64.b64encode(self.model_state).decode("ascii")
         return data
@@ -124,7 +132,8 @@ class SkuState:
         data = dict(data)
         data["demand"] = {int(k): float(v) for k, v in data.get("demand", {}).items()}
         data["seen_ids"] = {int(k): list(v) for k, v in data.get("seen_ids", {}).items()}
-        data["old_ids"] = {int(k): str(v) for k, v in data.get("old_ids", {}).items()}
+        data["old_ids"] = {int(k): base64.b64decode(v) if isinstance(v, str) else bytes(v)
+                           for k, v in data.get("old_ids", {}).items()}
         data["on_order"] = dict(data.get("on_order", {}))
         data["on_order_terms"] = {k: list(v) for k, v in data.get("on_order_terms", {}).items()}
         data["overdue"] = list(data.get("overdue", ()))
@@ -259,7 +268,7 @@ class SkuState:
 
     def _id_set(self, bucket: int, ids: list[str]) -> set[str]:
         """The ids of `bucket` as a set, kept beside the list while the state lives (not a
-        dataclass field: neither the changelog nor `to_json` carries it); rebuilt when the
+        struct field: neither the changelog nor `to_json` carries it); rebuilt when the
         list grew without it (a stock event's id, a state decoded afresh)."""
         sets: dict[int, set[str]] | None = self.__dict__.get(_ID_SETS)
         if sets is None:

@@ -23,8 +23,10 @@ import asyncpg
 import numpy as np
 import pytest
 
+from optimizer.promotions import write_promotions
 from optimizer.store import PlanStore
 from runtime.settings import Settings
+from schemas.events import PromotionEvent
 from shelfcast.cli import main
 from streams.web import WorkerWeb
 from tests.support.demand import shifted_demand
@@ -244,3 +246,37 @@ async def test_on_drift_retrains_once_per_alert_episode(pg_database: str, kafka_
     again = await retrain_on_drift(settings, pg_database, options, idle_exit_s=4,
                                    log=io.StringIO())
     assert again == []
+
+
+@pytest.mark.timeout(600)
+async def test_recorded_promotions_reach_the_challenger(pg_database: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]):
+    """Planned promotions the optimizer recorded (planned_promotions) are the retrained
+    model's covariates, as the stream serves them: the served LightGBM part trains with them."""
+    await migrated(pg_database)
+    values = demand(shift=False)
+    rng = np.random.default_rng(3)
+    spans = []
+    for i in range(N_SKUS):  # three 4-day promotions per SKU, demand x3 on their days
+        for start in rng.choice(np.arange(10, DAYS - 10, 20), size=3, replace=False):
+            values[i, start:start + 4] *= 3
+            spans.append((i, int(start)))
+    await record(pg_database, values, range(DAYS))
+    events = [PromotionEvent(event_id=f"p{i}-{start}", sku=f"SKU{i}", location="wh1",
+                             start_day=(DAY0 + timedelta(days=start)).date(),
+                             end_day=(DAY0 + timedelta(days=start + 3)).date())
+              for i, start in spans]
+    conn = await asyncpg.connect(pg_database)
+    try:
+        async with conn.transaction():
+            assert await write_promotions(conn, events) == len(events)
+    finally:
+        await conn.close()
+
+    model_dir = tmp_path / "model"
+    code, out, err = await retrain(monkeypatch, capsys, pg_database, model_dir)
+    assert code == 0 and "decision: promoted" in out, err
+    assert f"planned promotions: {N_SKUS} of {N_SKUS} series" in err, err
+    part = json.loads((model_dir / "lightgbm" / "lightgbm.json").read_text())
+    assert part["covariates"] is True

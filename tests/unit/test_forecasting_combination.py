@@ -5,6 +5,7 @@ batch (backtest) forecast of the same day."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -298,11 +299,12 @@ def test_planned_promotions_reach_the_lightgbm_part_through_the_inferencer(
     panel = Panel(tuple(str(i) for i in range(n)), START, values,
                   Covariates(START, promo, np.ones_like(promo)))
     model = make_forecaster("lstm_lgbm", device="cpu", horizon=7, max_epochs=1, hidden=8,
-                            head_hidden=8, val_days=21)
+                            head_hidden=8, val_days=21, promo_weights=True)
     assert isinstance(model, LSTMLightGBMForecaster)
     model.lightgbm_options = {"n_estimators": 30, "num_leaves": 7, "min_child_samples": 10}
     model.fit(panel)
     assert model.lightgbm is not None and model.lightgbm.covariates_used
+    assert model.weights is not None and model.weights.promo is not None  # own weights
     save_combination(model, tmp_path, data_fingerprint="test")
     served = load_model_dir(tmp_path, device="cpu", backend="torch")
     assert isinstance(served, LSTMLightGBMForecaster)
@@ -332,7 +334,37 @@ def test_planned_promotions_reach_the_lightgbm_part_through_the_inferencer(
 
     plain, neutral, lifted = (asyncio.run(serve(c)) for c in (None, none, planned))
     np.testing.assert_array_equal(neutral.daily, plain.daily)
+    # the stream serves what a backtest's call gives (promotion weights on day 3)
+    batch = served.predict(values, 7, end_days=end, covariates=planned)
+    for name in ("daily", "cumulative", "mean"):
+        np.testing.assert_allclose(getattr(lifted, name), getattr(batch, name), atol=1e-6)
     assert lifted.mean[:, 2].sum() > 1.3 * plain.mean[:, 2].sum()
     others = np.r_[0:2, 3:7]
     np.testing.assert_array_equal(lifted.daily[:, others], plain.daily[:, others])
     np.testing.assert_array_equal(lifted.mean[:, others], plain.mean[:, others])
+
+    # a calibration of the promotion days' own is saved, loaded and in the model id
+    assert model.calibration is not None and model.promo_calibration is None
+    before_id = model.model_id
+    model.promo_calibration = dataclasses.replace(model.calibration, report={})
+    save_combination(model, tmp_path / "split", data_fingerprint="test")
+    split = load_model_dir(tmp_path / "split", device="cpu", backend="torch")
+    assert isinstance(split, LSTMLightGBMForecaster)
+    assert split.promo_calibration == model.promo_calibration
+    assert split.model_id != before_id
+    model.promo_calibration = None
+
+    # an artifact saved before promotion weights existed serves one set for every day
+    meta_path = tmp_path / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["weights"]["promo"]
+    meta_path.write_text(json.dumps(meta))
+    old = load_model_dir(tmp_path, device="cpu", backend="torch")
+    assert isinstance(old, LSTMLightGBMForecaster) and old.weights is not None
+    assert old.weights.promo is None
+    served.weights = dataclasses.replace(served.weights, promo=None)  # type: ignore[arg-type]
+    for cov in (None, planned):
+        a = old.predict(values, 7, end_days=end, covariates=cov)
+        b = served.predict(values, 7, end_days=end, covariates=cov)
+        np.testing.assert_array_equal(a.daily, b.daily)
+        np.testing.assert_array_equal(a.cumulative, b.cumulative)

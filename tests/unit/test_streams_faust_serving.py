@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from runtime.settings import Settings
-from streams.changelog import FORMAT_MSGPACK
+from streams.changelog import FORMAT_ARRAY
 from streams.state import SkuState
 from streams.worker import build_app
 from tests.support.lstm import daily_orders, save_tiny_lstm
@@ -55,7 +55,7 @@ def test_the_faust_table_uses_the_changelog_record_codec(tmp_path: Path) -> None
     from faust.serializers import codecs
 
     raw = codecs.dumps(codec, state)
-    assert raw[0] == FORMAT_MSGPACK
+    assert raw[0] == FORMAT_ARRAY
     assert codecs.loads(codec, raw) == state
 
 
@@ -75,7 +75,7 @@ async def test_the_faust_changelog_reads_back_what_the_table_writes(tmp_path: Pa
     # what the table sends for a write (Table.send_changelog: its own serializers)
     key, _ = topic.prepare_key(b"A@L", table.key_serializer)
     value, _ = topic.prepare_value(state, table.value_serializer)
-    assert key == b"A@L" and value[0] == FORMAT_MSGPACK
+    assert key == b"A@L" and value[0] == FORMAT_ARRAY
     recovery_channel = topic.clone_using_queue(asyncio.Queue())  # as TableManager does
     message = Message(topic.get_topic_name(), 2, 7, 0.0, 0, None, key, value, None)
     event = await recovery_channel.decode(message, propagate=True)

@@ -114,3 +114,41 @@ def test_demand_payloads_equal_the_models_json():
         assert raw == event_json(model)
         assert DemandEvent.model_validate_json(raw) == model
     assert [m.sku for m in out.demand] == ["SKU-1", "SKU-2"]
+
+
+@pytest.mark.parametrize(("n", "horizon", "levels"), [(1, 14, 5), (2, 1, 5), (3, 14, 1), (1, 1, 1),
+                                                      (4, 0, 5), (2, 3, 0)])
+def test_payloads_of_any_shape_equal_the_models_json(n: int, horizon: int, levels: int):
+    """One row, one step, one level, and empty axes (written row by row) alike."""
+    rng = np.random.default_rng(n * 100 + horizon * 10 + levels)
+    daily = np.round(rng.gamma(2.0, 3.0, size=(n, horizon, levels)), 4)
+    block = ForecastRows(
+        skus=[f"S{i}" for i in range(n)], locations=["w\u00e9\"1"] * n,
+        last_closed=[15_040] * n, bucket_seconds=3_600,
+        issued_at=datetime(2011, 6, 1, 8, 30, tzinfo=UTC), levels=[0.5] * levels, daily=daily,
+        cumulative=np.cumsum(daily, axis=1), mean=daily.mean(axis=2) if levels else
+        np.zeros((n, horizon)), model_version="lstm-1+abc")
+    payloads = list(block.payloads())
+    assert [raw for _, raw in payloads] == [event_json(m) for m in block.models()]
+
+
+def test_a_batch_of_demand_rows_equals_the_models_json():
+    """Rows written as one batch (shared parts once) equal each model's JSON, whatever mix
+    of scored and unscored rows, buckets, versions, level lists and quantities it holds."""
+    day = datetime(2011, 6, 1, tzinfo=UTC)
+    hour = datetime(2011, 6, 1, 5, tzinfo=UTC)
+    levels_a, levels_b = [0.1, 0.5, 0.9], [0.5]
+    demand_rows = [
+        DemandRow("SKU-1", "wh1", day, 86_400, 4.0, "v1", levels_a, [1.0, 3.5, 1e17]),
+        DemandRow("SKU-1", "wh1", day, 86_400, 0.0),
+        DemandRow("SKU-2", "shop/2", hour, 3_600, 1e17, "v2", levels_a, [0.0, 0.0, 0.0]),
+        DemandRow("SKU-3", "wh1", hour, 3_600, 2.5, "v1", levels_b, [7.25]),
+        DemandRow("SKU-\u00e9\"", "wh1", day, 86_400, 12.0, "v1", levels_a, [1.0, 2.0, 3.0]),
+        DemandRow("SKU-4", "wh1", day, 86_400, 3, "v1", levels_a, [1.0, 2.0, 3.0]),
+    ]
+    out = BatchOutputs(demand_rows=demand_rows)
+    written = list(out.demand_payloads())
+    assert [key for key, _ in written] == [sku_key(r.sku, r.location) for r in demand_rows]
+    assert [raw for _, raw in written] == [row.payload() for row in demand_rows]
+    for (_, raw), row in zip(written[:-1], demand_rows[:-1], strict=True):
+        assert raw == event_json(row.model())

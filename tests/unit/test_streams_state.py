@@ -161,18 +161,22 @@ def test_a_state_written_before_restock_terms_decodes_and_is_timed_from_now():
 
 
 def test_packed_fingerprints_are_sorted_distinct_little_endian_uint32():
-    """The changelog's format of `old_ids` (what states written before hold too)."""
+    """The format of `old_ids` (raw in the changelog's records, base64 in the JSON and the
+    map records of before)."""
     import base64
 
     import numpy as np
 
-    from streams.state import _pack, _unpack
+    from streams.state import SkuState, _pack, _unpack
 
     fps = [7, 3, 2**32 - 1, 3, 0, 65_536]
     expected = np.unique(np.array(fps, dtype=np.uint32)).astype("<u4").tobytes()
-    assert base64.b64decode(_pack(fps)) == expected
+    assert _pack(fps) == expected
     assert _unpack(_pack(fps)).tolist() == [0, 3, 7, 65_536, 2**32 - 1]
-    assert _pack([]) == ""
+    assert _pack([]) == b""
+    state = SkuState("A", "L", old_ids={4: expected})
+    assert state.to_json()["old_ids"] == {"4": base64.b64encode(expected).decode("ascii")}
+    assert SkuState.from_json(state.to_json()) == state
 
 
 def test_a_hot_buckets_ids_are_deduped_through_a_set_that_is_never_serialised():

@@ -1,0 +1,324 @@
+"""The promotion-aware mix lever: `lstm_lgbm` with weights of their own for forecast days with
+a planned promotion (`learn_weights(promo=...)`, forecasting/combination.py) against the
+plain mix (one set of weights), on the generalisation protocol (4 origins, refit once,
+horizon 14; FreshRetailNet 7), tuning folds and final holdout (the last 2 origins) apart.
+
+    python benchmarks/promotion_lever.py --sets rossmann [--data ../shared/data]
+        [--out benchmarks/results/generalisation/promo_mix] [--summarise]
+
+One training per set, several mixes from it: the LSTM and both LightGBMs (the one fitted
+before the validation days, the one refitted on the whole history) are trained once, the
+validation forecasts are kept, and each variant learns its weights and calibration from
+them (`LSTMLightGBMForecaster.learn_mix`), so the rows differ only by the lever:
+
+- `lstm_lgbm`: promotion days weighted on their own (`promo_weights=True`), the mix's
+  calibration (daily tails) learned on that mix;
+- `lstm_lgbm_plain`: one set of weights for every day (the served default before this
+  lever), its own calibration;
+- `lstm_lgbm_split_cal`: the promotion weights, and the calibration learned apart for
+  days with a promotion and days without (`split_calibration`);
+- `lstm_lgbm_promo_lgbm`: a rule, not learned: the plain weights, except that promotion
+  days' daily quantiles and mean are LightGBM's alone (the cumulative ones as learned);
+- `lstm`, `lightgbm`: the parts alone (as `combination_lever.py`).
+
+Covariates are read (`--covariates auto`, the CLI's default). A set without covariate
+columns (UCI) learns the same weights in every variant (no promotion days): bit for bit.
+Writes `<set>.json` (backtest format, plus `by_promo`: each row's daily pinball on the
+forecast days with a planned promotion and on the others) and `promotion_lever.json`: per
+set and on average over the real sets, each row's relative change against the plain mix,
+tune and holdout apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.combination_lever import DATA, METRICS, SETS, _Part
+from benchmarks.generalisation_split import REAL_SETS, part_scores
+from forecasting.backtest import rolling_origin
+from forecasting.base import Forecaster, QuantileForecast
+from forecasting.combination import (
+    CombinationWeights,
+    LSTMLightGBMForecaster,
+    Mix,
+    ValidationForecasts,
+    learn_calibration,
+)
+from forecasting.covariates import Covariates
+from forecasting.data import Panel, load_panel
+from forecasting.metrics import pinball
+from forecasting.registry import make_forecaster
+
+
+class _Recording(LSTMLightGBMForecaster):
+    """The served combination, keeping its validation forecasts for the variants."""
+
+    found: ValidationForecasts | None = None
+
+    def validation_forecasts(self, panel: Panel) -> ValidationForecasts | None:
+        self.found = super().validation_forecasts(panel)
+        return self.found
+
+
+class _Mix(Forecaster):
+    """The fitted combination with the weights and calibration of another variant, learned
+    from the same validation forecasts (`learn_mix(promo_weights=...)`)."""
+
+    fits = True
+    uses_covariates = True
+
+    def __init__(self, name: str, combined: _Recording, promo_weights: bool,
+                 split_calibration: bool = False, promo_to_lightgbm: bool = False) -> None:
+        super().__init__(combined.levels.tolist())
+        self.name = name  # type: ignore[misc]
+        self._combined, self._promo = combined, promo_weights
+        self._split, self._to_lightgbm = split_calibration, promo_to_lightgbm
+        self._mix: Mix | None = None
+
+    def _model(self) -> LSTMLightGBMForecaster:
+        if self._mix is None:
+            found = self._combined.found
+            assert found is not None
+            self._mix = self._combined.learn_mix(found, promo_weights=self._promo,
+                                                 split_calibration=self._split)
+            if self._to_lightgbm and found.promo is not None:
+                # a rule, not learned: promotion days' daily quantiles and mean are
+                # LightGBM's alone (the part that reads promotions); cumulative as learned
+                plain = self._mix[0]
+                q = len(plain.levels)
+                weights = dataclasses.replace(plain, promo=CombinationWeights(
+                    plain.levels, (0.0,) * q, plain.cumulative, 0.0))
+                self._mix = (weights, learn_calibration(
+                    found.lstm, found.lightgbm, found.actual, weights,
+                    integer=self._combined.config.integer_demand,
+                    blocks=self._combined.mix_calibration, promo=found.promo), None)
+        model = copy.copy(self._combined)
+        model.weights, model.calibration, model.promo_calibration = self._mix
+        return model
+
+    def _predict(self, windows: Any, horizon: int,
+                 end_days: ArrayLike | None) -> QuantileForecast:
+        return self._model().predict(windows, horizon, end_days=end_days)
+
+    def _predict_known(self, windows: Any, horizon: int, end_days: ArrayLike | None,
+                       covariates: Covariates) -> QuantileForecast:
+        return self._model().predict(windows, horizon, end_days=end_days,
+                                     covariates=covariates)
+
+
+class _Fresh(Forecaster):
+    """The fitted combination with one set of weights and its calibration learned on the
+    last `val_days` of the history by a second LSTM and LightGBM trained on the days before
+    them: days neither that LSTM's training nor its early stopping read (the served mix
+    learns its weights on the origins its LSTM's early stopping chose the epoch on). A
+    diagnostic: serving it would cost a second training."""
+
+    fits = True
+    uses_covariates = True
+
+    def __init__(self, name: str, combined: _Recording, horizon: int) -> None:
+        super().__init__(combined.levels.tolist())
+        self.name = name  # type: ignore[misc]
+        self._combined, self._horizon = combined, horizon
+        self._mix: Mix | None = None
+        self.report: dict[str, float] = {}
+
+    def fit(self, panel: Panel) -> _Fresh:
+        base = make_forecaster("lstm_lgbm", device="cpu", horizon=self._horizon)
+        assert isinstance(base, LSTMLightGBMForecaster)
+        probe = LSTMLightGBMForecaster(base.lstm, mix_calibration="daily")
+        probe.cap_threads(1)
+        probe.lstm.fit(panel.head(panel.n_days - probe.lstm.config.val_days))
+        found = probe.validation_forecasts(panel)
+        assert found is not None
+        self._mix = self._combined.learn_mix(found, promo_weights=False)
+        self.report = dict(self._mix[0].report)
+        return self
+
+    def _model(self) -> LSTMLightGBMForecaster:
+        assert self._mix is not None
+        model = copy.copy(self._combined)
+        model.weights, model.calibration, model.promo_calibration = self._mix
+        return model
+
+    def _predict(self, windows: Any, horizon: int,
+                 end_days: ArrayLike | None) -> QuantileForecast:
+        return self._model().predict(windows, horizon, end_days=end_days)
+
+    def _predict_known(self, windows: Any, horizon: int, end_days: ArrayLike | None,
+                       covariates: Covariates) -> QuantileForecast:
+        return self._model().predict(windows, horizon, end_days=end_days,
+                                     covariates=covariates)
+
+
+def run_set(name: str, out: Path, data: Path, fresh: bool = False) -> dict[str, Any]:
+    rel, horizon, kwargs = SETS[name]
+    panel = load_panel(data / rel, covariates=True, **kwargs)
+    base = make_forecaster("lstm_lgbm", device="cpu", horizon=horizon)
+    assert isinstance(base, LSTMLightGBMForecaster)
+    combined = _Recording(base.lstm, mix_calibration="daily", promo_weights=True,
+                          split_calibration=False)
+    combined.cap_threads(1)
+    parts: dict[str, Forecaster] = {
+        "lstm_lgbm_plain": _Mix("lstm_lgbm_plain", combined, False),
+        "lstm_lgbm_split_cal": _Mix("lstm_lgbm_split_cal", combined, True, True),
+        "lstm_lgbm_promo_lgbm": _Mix("lstm_lgbm_promo_lgbm", combined, False,
+                                     promo_to_lightgbm=True),
+        "lstm": _Part("lstm", combined, "lstm"),
+        "lightgbm": _Part("lightgbm", combined, "lightgbm")}
+
+    if fresh:
+        parts["lstm_lgbm_fresh"] = _Fresh("lstm_lgbm_fresh", combined, horizon)
+
+    def factory(model: str) -> Forecaster:
+        return combined if model == "lstm_lgbm" else parts[model]
+
+    t0 = time.perf_counter()
+    result = rolling_origin(panel, ["lstm_lgbm", *parts], horizon=horizon, folds=4,
+                            refit=False, factory=factory,
+                            on_fold=lambda m, k, s: print(
+                                f"  {name} {m:>15} fold {k}: pinball {s['pinball']:.4f} "
+                                f"mase_median {s['mase_median']:.3f} "
+                                f"cov80 {s['coverage_80']:.3f}", file=sys.stderr, flush=True))
+    doc = result.to_json()
+    plain = parts["lstm_lgbm_plain"]
+    split = parts["lstm_lgbm_split_cal"]
+    assert isinstance(plain, _Mix) and plain._mix is not None
+    assert isinstance(split, _Mix) and split._mix is not None
+    promo_cal = split._mix[2]
+    doc.update(data=str((data / rel).resolve()), served="lstm_lgbm",
+               wall_seconds=time.perf_counter() - t0,
+               combination=combined.weights.to_json() if combined.weights else None,
+               combination_plain=plain._mix[0].to_json(),
+               combination_fresh=(parts["lstm_lgbm_fresh"]._mix[0].to_json()  # type: ignore[attr-defined]
+                                  if fresh else None),
+               split_calibration=None if promo_cal is None else {
+                   "days_without": None if split._mix[1] is None else split._mix[1].to_json(),
+                   "promo_days": promo_cal.to_json()},
+               mix_calibration=(combined.calibration.to_json() if combined.calibration
+                                else None),
+               fit_metrics=combined.fit_metrics, load_avg=os.getloadavg()[0],
+               promo_days=_promo_share(panel),
+               by_promo=_by_promo(result.forecasts, panel, horizon),
+               command=f"nice -n 5 python benchmarks/promotion_lever.py --sets {name}"
+               + (" --fresh" if fresh else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(doc, indent=2, default=float) + "\n")
+    return doc
+
+
+def _promo_share(panel: Panel) -> float | None:
+    """Share of the panel's observed days with a planned promotion (None: no covariates)."""
+    if panel.covariates is None:
+        return None
+    promo, _ = panel.covariates.span(panel.start, panel.n_days)
+    seen = np.isfinite(panel.values)
+    return float(np.mean(promo[seen] > 0))
+
+
+def _by_promo(per_model: dict[str, Any], panel: Panel, horizon: int,
+              holdout: int = 2) -> dict[str, Any] | None:
+    """Daily pinball of each model on the forecast days with a planned promotion and on the
+    others, tuning and holdout folds apart (pooled over their cells)."""
+    if panel.covariates is None:
+        return None
+    out: dict[str, Any] = {}
+    for name, folds in per_model.items():
+        acc: dict[str, dict[str, list[float]]] = {}
+        for k, f in enumerate(folds):
+            part = "tune" if k < len(folds) - holdout else "holdout"
+            promo, _ = panel.covariates.span(panel.dates[f.cutoff], horizon)
+            loss = np.asarray(pinball(f.actual, f.forecast.daily, f.forecast.levels, axis=()))
+            seen = np.isfinite(f.actual)
+            for group, cells in (("promo", (promo > 0) & seen), ("no_promo", (promo == 0)
+                                                                   & seen)):
+                acc.setdefault(part, {}).setdefault(group, []).extend(loss[cells].tolist())
+        out[name] = {part: {g: {"pinball": float(np.mean(v)), "days": len(v)}
+                            for g, v in groups.items()} for part, groups in acc.items()}
+    return out
+
+
+BASELINE = "lstm_lgbm_plain"  # the served mix before this lever
+
+
+def lever(docs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each row's relative change against the plain mix (`BASELINE`), per set and averaged
+    over the real sets, tuning and holdout folds apart; every row's scores."""
+    out: dict[str, Any] = {"baseline": BASELINE, "sets": {}, "average": {}}
+    for part in ("tune", "holdout"):
+        sums: dict[str, dict[str, list[float]]] = {}
+        for name, doc in docs.items():
+            s = part_scores(doc, part, 2)
+            row: dict[str, Any] = {"scores": s}
+            for model in (m for m in s if m != BASELINE):
+                change = {k: s[model][k] / s[BASELINE][k] - 1 for k in METRICS}
+                row[model] = change
+                if name in REAL_SETS:
+                    for k, v in change.items():
+                        sums.setdefault(model, {}).setdefault(k, []).append(v)
+            out["sets"].setdefault(name, {})[part] = row
+        out["average"][part] = {model: {k: float(np.mean(v)) for k, v in m.items()}
+                                for model, m in sums.items()}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sets", default="uci_online_retail,rossmann,freshretailnet")
+    ap.add_argument("--out", type=Path,
+                    default=Path("benchmarks/results/generalisation/promo_mix"))
+    ap.add_argument("--data", type=Path, default=DATA, help="the shared data directory")
+    ap.add_argument("--fresh", action="store_true",
+                    help="also lstm_lgbm_fresh: weights learned on days the LSTM never read "
+                         "(a second training)")
+    ap.add_argument("--summarise", action="store_true",
+                    help="only read the <set>.json files in --out and write the summary")
+    args = ap.parse_args()
+    docs: dict[str, dict[str, Any]] = {}
+    for name in args.sets.split(","):
+        path = args.out / f"{name}.json"
+        if args.summarise:
+            if path.exists():
+                docs[name] = json.loads(path.read_text())
+            continue
+        docs[name] = run_set(name, args.out, args.data, args.fresh)
+    summary = lever(docs)
+    summary["load_avg"] = os.getloadavg()[0]
+    for part in ("tune", "holdout"):
+        print(f"\n{part} folds: relative change against {BASELINE} (negative: better)")
+        for name, parts in summary["sets"].items():
+            row = parts[part]
+            for model, change in row.items():
+                if model == "scores":
+                    continue
+                c = row["scores"][model]
+                print(f"  {name:18s} {model:22s} " + " ".join(
+                    f"{k} {change[k]:+.1%}" for k in ("pinball", "mase_median", "wape",
+                                                      "pinball_total"))
+                      + f" cov80 {c['coverage_80']:.3f} cov95 {c['coverage_95']:.3f}")
+            c = row["scores"][BASELINE]
+            print(f"  {name:18s} {BASELINE:22s} cov80 {c['coverage_80']:.3f} "
+                  f"cov95 {c['coverage_95']:.3f}")
+        for model, m in summary["average"][part].items():
+            print(f"  average (real) {model:22s} "
+                  + " ".join(f"{k} {v:+.1%}" for k, v in m.items()))
+    target = args.out / "promotion_lever.json"
+    target.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"\nwrote {target}")
+
+
+if __name__ == "__main__":
+    main()
