@@ -94,6 +94,10 @@ DEFAULT_MIX_CALIBRATION = "daily"
 # (learn_mix): off, measured worse (module docstring).
 DEFAULT_PROMO_WEIGHTS = False
 DEFAULT_SPLIT_CALIBRATION = False
+# Days at the end of the LSTM's training history held out of its training and early stopping,
+# on which the mix's weights and calibration are learned (LSTMConfig.mix_days; 0: the mix
+# learns on the LSTM's early-stopping days). benchmarks/README "Split validation window".
+DEFAULT_MIX_DAYS = 0
 COMBINATION_FILE = "combination.json"
 LSTM_DIR, LIGHTGBM_DIR = "lstm", "lightgbm"
 
@@ -552,7 +556,10 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
         history holds no validation origin."""
         cfg = self.lstm.config
         big_h, length = cfg.horizon, panel.n_days
-        first, last = length - 1 - cfg.val_days, length - 1 - big_h
+        # the LSTM's own mix window (config.mix_days: days it neither trained nor stopped
+        # on) when it was trained with one, else its early-stopping days
+        first = length - 1 - (cfg.mix_days or cfg.val_days)
+        last = length - 1 - big_h
         if first < big_h + 8 or last < first:
             return None
         early = self._new_lightgbm().fit(panel.head(first + 1))
@@ -775,6 +782,8 @@ def make_lstm_lgbm(path: str | None = None, *, device: str = "auto",
         return load_model_dir(path, device=device, backend=backend)
     if horizon is not None and config is None:
         overrides.setdefault("horizon", int(horizon))
+    if config is None:
+        overrides.setdefault("mix_days", DEFAULT_MIX_DAYS)
     return LSTMLightGBMForecaster(_served_lstm(make_lstm(device=device, config=config,
                                                          progress=progress, **overrides)),
                                   mix_calibration=mix_calibration,

@@ -53,6 +53,14 @@ class LSTMConfig:
     # With months_min_days, over the three real sets (tuning folds): pinball -5.0%,
     # median-MASE -7.6% (benchmarks/README.md, "Generalisation").
     val_share_divisor: int = 4
+    # > 0 (lstm_lgbm): this many more days at the end are held out of training AND of early
+    # stopping, for the mix's weights and calibration (forecasting/combination.py): the LSTM
+    # trains on the days before the last val_days + mix_days, early-stops (and calibrates)
+    # on the val_days after them, and the mix learns on the last mix_days, days the LSTM
+    # neither trained nor stopped on. train_net shrinks it with val_days on a short history
+    # (at most val_days) and drops it (0) when fewer than `horizon` days would remain.
+    # 0: no mix window (the mix learns on the LSTM's early-stopping days).
+    mix_days: int = 0
     # Each training origin's loss is weighted by (series scale at the origin)^this, normalised
     # to mean 1 over the panel: 0 every series counts alike (scaled losses, what MASE
     # rewards); 1 losses in demand units (what pooled pinball and WAPE reward).
