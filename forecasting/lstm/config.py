@@ -57,8 +57,10 @@ class LSTMConfig:
     # stopping, for the mix's weights and calibration (forecasting/combination.py): the LSTM
     # trains on the days before the last val_days + mix_days, early-stops (and calibrates)
     # on the val_days after them, and the mix learns on the last mix_days, days the LSTM
-    # neither trained nor stopped on. train_net shrinks it with val_days on a short history
-    # (at most val_days) and drops it (0) when fewer than `horizon` days would remain.
+    # neither trained nor stopped on. On a short history (val_share_divisor) train_net
+    # shrinks val_days + mix_days, both in proportion; when either part, or the history
+    # before them, would hold less than one horizon, the mix window joins the early-stopping
+    # one (mix_days 0).
     # 0: no mix window (the mix learns on the LSTM's early-stopping days).
     mix_days: int = 0
     # Each training origin's loss is weighted by (series scale at the origin)^this, normalised

@@ -229,13 +229,19 @@ def train_net(
     if panel.values.shape[1] < config.months_min_days and config.month_inputs:
         config = dataclasses.replace(config, month_inputs=False)
     if config.val_share_divisor > 0:
+        # the whole held-out window (early stopping, then the mix's days) shrinks, its two
+        # parts in proportion
         short = max(config.horizon, panel.values.shape[1] // config.val_share_divisor)
-        if short < config.val_days:
-            config = dataclasses.replace(config, val_days=short)
+        held = config.val_days + config.mix_days
+        if short < held:
+            mix = short * config.mix_days // held
+            config = dataclasses.replace(config, val_days=short - mix, mix_days=mix)
     if config.mix_days > 0:
         room = panel.values.shape[1] - config.val_days - 2 * config.horizon - 1
-        mix = min(config.mix_days, config.val_days, room)
-        config = dataclasses.replace(config, mix_days=mix if mix >= config.horizon else 0)
+        if min(config.mix_days, config.val_days, room) < config.horizon:
+            # no whole horizon on one side: one window for both, as without a mix window
+            config = dataclasses.replace(config, val_days=config.val_days + config.mix_days,
+                                         mix_days=0)
     dev = auto_device(device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)

@@ -201,7 +201,11 @@ def test_a_short_history_shrinks_the_mix_window_with_the_validation_window() -> 
     cfg = LSTMConfig(**{**TINY.to_json(), "levels": TINY.levels, "val_days": 28,
                         "max_epochs": 1, "mix_days": 28})
     short = train_lstm(_panel(days=62), cfg).forecaster.config
-    assert (short.val_days, short.mix_days) == (15, 15)  # 62 // 4, at most val_days
-    # 24 days: 7 validation days leave 24 - 7 - 2 * 7 - 1 = 2 < one horizon: no mix window
-    assert train_lstm(_panel(days=24), cfg).forecaster.config.mix_days == 0
+    assert (short.val_days, short.mix_days) == (8, 7)  # 62 // 4 = 15 days, in proportion
+    # 44 days: 11 held out, 5 of them the mix's (< one horizon): one window, as without
+    tiny = train_lstm(_panel(days=44), cfg).forecaster.config
+    assert (tiny.val_days, tiny.mix_days) == (11, 0)
+    assert train_lstm(_panel(days=140), cfg).forecaster.config.mix_days == 17  # 35 * 28 // 56
+    long = train_lstm(_panel(days=240), cfg).forecaster.config
+    assert (long.val_days, long.mix_days) == (28, 28)  # 240 // 4 = 60 >= 56: as configured
     assert LSTMConfig.from_json({"horizon": 7}).mix_days == 0  # artifacts before the field
