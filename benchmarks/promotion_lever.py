@@ -164,10 +164,13 @@ class _Fresh(Forecaster):
                                      covariates=covariates)
 
 
-def run_set(name: str, out: Path, data: Path, fresh: bool = False) -> dict[str, Any]:
+def run_set(name: str, out: Path, data: Path, fresh: bool = False,
+            mix_days: int | None = None, val_days: int | None = None) -> dict[str, Any]:
     rel, horizon, kwargs = SETS[name]
     panel = load_panel(data / rel, covariates=True, **kwargs)
-    base = make_forecaster("lstm_lgbm", device="cpu", horizon=horizon)
+    extra = {k: v for k, v in (("mix_days", mix_days), ("val_days", val_days))
+             if v is not None}
+    base = make_forecaster("lstm_lgbm", device="cpu", horizon=horizon, **extra)
     assert isinstance(base, LSTMLightGBMForecaster)
     combined = _Recording(base.lstm, mix_calibration="daily", promo_weights=True,
                           split_calibration=False)
@@ -214,7 +217,11 @@ def run_set(name: str, out: Path, data: Path, fresh: bool = False) -> dict[str, 
                promo_days=_promo_share(panel),
                by_promo=_by_promo(result.forecasts, panel, horizon),
                command=f"nice -n 5 python benchmarks/promotion_lever.py --sets {name}"
-               + (" --fresh" if fresh else ""))
+               + (" --fresh" if fresh else "")
+               + ("" if mix_days is None else f" --mix-days {mix_days}")
+               + ("" if val_days is None else f" --val-days {val_days}"),
+               lstm_config={k: v for k, v in combined.config.to_json().items()
+                            if k in ("val_days", "mix_days", "horizon")})
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(doc, indent=2, default=float) + "\n")
     return doc
@@ -284,6 +291,12 @@ def main() -> None:
     ap.add_argument("--fresh", action="store_true",
                     help="also lstm_lgbm_fresh: weights learned on days the LSTM never read "
                          "(a second training)")
+    ap.add_argument("--mix-days", type=int, default=None,
+                    help="the LSTM's mix window (LSTMConfig.mix_days; default: the served "
+                         "default): days held out of its training and early stopping, on "
+                         "which every mix learns its weights and calibration")
+    ap.add_argument("--val-days", type=int, default=None,
+                    help="the LSTM's early-stopping window (LSTMConfig.val_days; default 28)")
     ap.add_argument("--summarise", action="store_true",
                     help="only read the <set>.json files in --out and write the summary")
     args = ap.parse_args()
@@ -294,7 +307,8 @@ def main() -> None:
             if path.exists():
                 docs[name] = json.loads(path.read_text())
             continue
-        docs[name] = run_set(name, args.out, args.data, args.fresh)
+        docs[name] = run_set(name, args.out, args.data, args.fresh, args.mix_days,
+                              args.val_days)
     summary = lever(docs)
     summary["load_avg"] = os.getloadavg()[0]
     for part in ("tune", "holdout"):

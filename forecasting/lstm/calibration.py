@@ -44,7 +44,8 @@ def fit_calibration(forecaster: CalibrationSource, panel: Panel, *,
     whose whole horizon lies in them, as early stopping uses. None when there are none."""
     cfg = forecaster.config
     big_h, length = cfg.horizon, panel.n_days
-    first, last = length - 1 - cfg.val_days, length - 1 - big_h
+    first = length - 1 - cfg.val_days - cfg.mix_days
+    last = length - 1 - cfg.mix_days - big_h  # not the mix's days (config.mix_days)
     if first < 0 or last < first:
         return None
     y, dates = panel.values, panel.dates

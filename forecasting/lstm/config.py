@@ -53,6 +53,16 @@ class LSTMConfig:
     # With months_min_days, over the three real sets (tuning folds): pinball -5.0%,
     # median-MASE -7.6% (benchmarks/README.md, "Generalisation").
     val_share_divisor: int = 4
+    # > 0 (lstm_lgbm): this many more days at the end are held out of training AND of early
+    # stopping, for the mix's weights and calibration (forecasting/combination.py): the LSTM
+    # trains on the days before the last val_days + mix_days, early-stops (and calibrates)
+    # on the val_days after them, and the mix learns on the last mix_days, days the LSTM
+    # neither trained nor stopped on. On a short history (val_share_divisor) train_net
+    # shrinks val_days + mix_days, both in proportion; when either part, or the history
+    # before them, would hold less than one horizon, the mix window joins the early-stopping
+    # one (mix_days 0).
+    # 0: no mix window (the mix learns on the LSTM's early-stopping days).
+    mix_days: int = 0
     # Each training origin's loss is weighted by (series scale at the origin)^this, normalised
     # to mean 1 over the panel: 0 every series counts alike (scaled losses, what MASE
     # rewards); 1 losses in demand units (what pooled pinball and WAPE reward).

@@ -66,7 +66,8 @@ def _prepare(panel: Panel, config: LSTMConfig, device: torch.device) -> tuple[_T
                                                                               float]:
     y = panel.values
     n, length = y.shape
-    big_h, val_days = config.horizon, config.val_days
+    big_h, mix_days = config.horizon, config.mix_days
+    val_days = config.val_days + mix_days  # held out of training: early stopping, then the mix
     if length < val_days + 2 * big_h + 1:
         raise ValueError(f"need at least {val_days + 2 * big_h + 1} days to train, got {length}")
     scales, _ = running_scales(y, config.scale_memory)
@@ -88,7 +89,8 @@ def _prepare(panel: Panel, config: LSTMConfig, device: torch.device) -> tuple[_T
 
     origin = np.arange(length)
     train_origin = origin <= length - 1 - val_days - big_h
-    val_origin = (origin >= length - 1 - val_days) & (origin <= length - 1 - big_h)
+    # early stopping: origins whose horizon ends before the mix's days
+    val_origin = (origin >= length - 1 - val_days) & (origin <= length - 1 - mix_days - big_h)
     first = np.where(observed.any(axis=1), observed.argmax(axis=1), length)
     started = origin[None, :] >= first[:, None]
     # Left-align: row i starts at its first observation, padding (masked) after its end.
@@ -205,7 +207,8 @@ def train_net(
 ) -> TrainedNet:
     """Fit the global LSTM on every series of `panel` (all days are history).
 
-    The last `config.val_days` days are held out: origins whose targets fall there give the
+    The last `config.val_days` days (before the last `config.mix_days`, left to lstm_lgbm's
+    mix) are held out: origins whose targets fall there give the
     validation loss that early stopping watches (patience `config.patience`), and the best
     epoch's weights are kept. With `config.ema_decay` > 0 those are the weights' exponential
     moving average (updated after every optimiser step), which is also what is validated.
@@ -226,9 +229,19 @@ def train_net(
     if panel.values.shape[1] < config.months_min_days and config.month_inputs:
         config = dataclasses.replace(config, month_inputs=False)
     if config.val_share_divisor > 0:
+        # the whole held-out window (early stopping, then the mix's days) shrinks, its two
+        # parts in proportion
         short = max(config.horizon, panel.values.shape[1] // config.val_share_divisor)
-        if short < config.val_days:
-            config = dataclasses.replace(config, val_days=short)
+        held = config.val_days + config.mix_days
+        if short < held:
+            mix = short * config.mix_days // held
+            config = dataclasses.replace(config, val_days=short - mix, mix_days=mix)
+    if config.mix_days > 0:
+        room = panel.values.shape[1] - config.val_days - 2 * config.horizon - 1
+        if min(config.mix_days, config.val_days, room) < config.horizon:
+            # no whole horizon on one side: one window for both, as without a mix window
+            config = dataclasses.replace(config, val_days=config.val_days + config.mix_days,
+                                         mix_days=0)
     dev = auto_device(device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -251,7 +264,8 @@ def train_net(
     n, length = data.train_mask.shape
     burn_in = 0
     if config.max_train_days is not None:
-        burn_in = max(0, length - config.max_train_days - config.val_days - config.horizon)
+        burn_in = max(0, length - config.max_train_days - config.val_days - config.mix_days
+                      - config.horizon)
     best_val, best_state, best_epoch, bad = math.inf, copy.deepcopy(kept.state_dict()), 0, 0
     history: list[dict[str, float]] = []
     bar = _progress(progress, config.max_epochs)

@@ -149,6 +149,33 @@ def test_fit_learns_weights_on_the_validation_days_with_a_lightgbm_that_never_sa
     assert model.fit_metrics["mix_calibration_val_origins"] == val_days - 7 + 1
 
 
+def test_with_a_mix_window_the_weights_learn_on_days_the_lstm_never_stopped_on() -> None:
+    model = make_forecaster("lstm_lgbm", device="cpu", horizon=7, max_epochs=1, hidden=8,
+                            head_hidden=8, val_days=21, mix_days=14)
+    assert isinstance(model, LSTMLightGBMForecaster)
+    model.lightgbm_options = dict(TINY_LGBM)
+    seen: list[int] = []
+    fit = LightGBMForecaster.fit
+
+    def spy(self: LightGBMForecaster, panel: Panel) -> LightGBMForecaster:
+        seen.append(panel.n_days)
+        return fit(self, panel)
+
+    LightGBMForecaster.fit = spy  # type: ignore[method-assign]
+    try:
+        model.fit(_panel().head(400))
+    finally:
+        LightGBMForecaster.fit = fit  # type: ignore[method-assign]
+    assert model.lstm.config.mix_days == 14
+    # LightGBM forecasts the mix's last 14 days from the days before them
+    assert seen == [400 - 14, 400]
+    assert model.weights is not None and model.calibration is not None
+    assert model.weights.report["val_origins"] == 14 - 7 + 1
+    assert model.calibration.report["val_origins"] == 14 - 7 + 1
+    # the LSTM stopped and calibrated on the 21 days before them
+    assert model.fit_metrics["lstm_val_origins"] == 21 - 7 + 1
+
+
 def test_a_backtest_learns_the_mix_calibration_without_reading_its_test_days(
         fitted: tuple[LSTMLightGBMForecaster, Panel, list[int]],
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -175,3 +175,37 @@ def test_a_warm_start_refit_fine_tunes_the_trained_weights() -> None:
     fresh.fit(panel.head(120))
     fresh.fit(panel)  # without warm_start_epochs every fit trains afresh
     assert fresh.train_result is not None and len(fresh.train_result.history) == 3
+
+
+def test_the_mix_window_is_neither_trained_nor_early_stopped_on() -> None:
+    panel, big_h = _panel(days=140), TINY.horizon
+    mixed = LSTMConfig(**{**TINY.to_json(), "levels": TINY.levels, "max_epochs": 1,
+                          "mix_days": 14})
+    data, _, _ = _prepare(panel, mixed, torch.device("cpu"))
+    length = panel.n_days
+    # the mask columns are origins (series left-aligned; these all start on day 0)
+    trained = np.flatnonzero(data.train_mask[0].numpy())
+    stopped = np.flatnonzero(data.val_mask[0].numpy())
+    assert trained.max() + big_h < length - 14 - 14  # targets before both windows
+    assert stopped.min() + 1 == length - 14 - 14  # early stopping: the first 14 days ...
+    assert stopped.max() + big_h == length - 14 - 1  # ... and never the mix's last 14
+    plain, _, _ = _prepare(panel, TINY, torch.device("cpu"))
+    assert np.flatnonzero(plain.val_mask[0].numpy()).max() + big_h == length - 1
+    fitted = train_lstm(panel, mixed)
+    assert fitted.forecaster.config.mix_days == 14
+    # the LSTM's own calibration learns on its early-stopping origins, not the mix's days
+    assert fitted.metrics["val_origins"] == 14 - big_h + 1
+
+
+def test_a_short_history_shrinks_the_mix_window_with_the_validation_window() -> None:
+    cfg = LSTMConfig(**{**TINY.to_json(), "levels": TINY.levels, "val_days": 28,
+                        "max_epochs": 1, "mix_days": 28})
+    short = train_lstm(_panel(days=62), cfg).forecaster.config
+    assert (short.val_days, short.mix_days) == (8, 7)  # 62 // 4 = 15 days, in proportion
+    # 44 days: 11 held out, 5 of them the mix's (< one horizon): one window, as without
+    tiny = train_lstm(_panel(days=44), cfg).forecaster.config
+    assert (tiny.val_days, tiny.mix_days) == (11, 0)
+    assert train_lstm(_panel(days=140), cfg).forecaster.config.mix_days == 17  # 35 * 28 // 56
+    long = train_lstm(_panel(days=240), cfg).forecaster.config
+    assert (long.val_days, long.mix_days) == (28, 28)  # 240 // 4 = 60 >= 56: as configured
+    assert LSTMConfig.from_json({"horizon": 7}).mix_days == 0  # artifacts before the field
