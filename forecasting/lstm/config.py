@@ -111,6 +111,8 @@ class LSTMConfig:
         """JSON-ready dict."""
         out = asdict(self)
         out["levels"] = list(self.levels)
+        if not self.mix_days:  # off (the default): the JSON, and so model ids, of before it
+            del out["mix_days"]
         return out
 
     @classmethod
