@@ -73,12 +73,28 @@ class _Recording(LSTMLightGBMForecaster):
         return self.found
 
 
-class _Mix(Forecaster):
-    """The fitted combination with the weights and calibration of another variant, learned
-    from the same validation forecasts (`learn_mix(promo_weights=...)`)."""
+class _Variant(Forecaster):
+    """A variant of the fitted combination: forecasts with the combination `_model()` gives."""
 
     fits = True
     uses_covariates = True
+
+    def _model(self) -> LSTMLightGBMForecaster:
+        raise NotImplementedError
+
+    def _predict(self, windows: Any, horizon: int,
+                 end_days: ArrayLike | None) -> QuantileForecast:
+        return self._model().predict(windows, horizon, end_days=end_days)
+
+    def _predict_known(self, windows: Any, horizon: int, end_days: ArrayLike | None,
+                       covariates: Covariates) -> QuantileForecast:
+        return self._model().predict(windows, horizon, end_days=end_days,
+                                     covariates=covariates)
+
+
+class _Mix(_Variant):
+    """The fitted combination with the weights and calibration of another variant, learned
+    from the same validation forecasts (`learn_mix(promo_weights=...)`)."""
 
     def __init__(self, name: str, combined: _Recording, promo_weights: bool,
                  split_calibration: bool = False, promo_to_lightgbm: bool = False) -> None:
@@ -109,25 +125,13 @@ class _Mix(Forecaster):
         model.weights, model.calibration, model.promo_calibration = self._mix
         return model
 
-    def _predict(self, windows: Any, horizon: int,
-                 end_days: ArrayLike | None) -> QuantileForecast:
-        return self._model().predict(windows, horizon, end_days=end_days)
 
-    def _predict_known(self, windows: Any, horizon: int, end_days: ArrayLike | None,
-                       covariates: Covariates) -> QuantileForecast:
-        return self._model().predict(windows, horizon, end_days=end_days,
-                                     covariates=covariates)
-
-
-class _Fresh(Forecaster):
+class _Fresh(_Variant):
     """The fitted combination with one set of weights and its calibration learned on the
     last `val_days` of the history by a second LSTM and LightGBM trained on the days before
     them: days neither that LSTM's training nor its early stopping read (the served mix
     learns its weights on the origins its LSTM's early stopping chose the epoch on). A
     diagnostic: serving it would cost a second training."""
-
-    fits = True
-    uses_covariates = True
 
     def __init__(self, name: str, combined: _Recording, horizon: int) -> None:
         super().__init__(combined.levels.tolist())
@@ -154,21 +158,12 @@ class _Fresh(Forecaster):
         model.weights, model.calibration, model.promo_calibration = self._mix
         return model
 
-    def _predict(self, windows: Any, horizon: int,
-                 end_days: ArrayLike | None) -> QuantileForecast:
-        return self._model().predict(windows, horizon, end_days=end_days)
-
-    def _predict_known(self, windows: Any, horizon: int, end_days: ArrayLike | None,
-                       covariates: Covariates) -> QuantileForecast:
-        return self._model().predict(windows, horizon, end_days=end_days,
-                                     covariates=covariates)
-
 
 def run_set(name: str, out: Path, data: Path, fresh: bool = False,
             mix_days: int | None = None, val_days: int | None = None) -> dict[str, Any]:
     rel, horizon, kwargs = SETS[name]
     panel = load_panel(data / rel, covariates=True, **kwargs)
-    extra = {k: v for k, v in (("mix_days", mix_days), ("val_days", val_days))
+    extra: dict[str, Any] = {k: v for k, v in (("mix_days", mix_days), ("val_days", val_days))
              if v is not None}
     base = make_forecaster("lstm_lgbm", device="cpu", horizon=horizon, **extra)
     assert isinstance(base, LSTMLightGBMForecaster)

@@ -114,10 +114,11 @@ def _panel(n: int = 12, days: int = 430, seed: int = 0) -> Panel:
     return Panel(tuple(str(i) for i in range(n)), START, values)
 
 
-@pytest.fixture(scope="module")
-def fitted() -> tuple[LSTMLightGBMForecaster, Panel, list[int]]:
+def _fit_tiny(panel: Panel, **config: int) -> tuple[LSTMLightGBMForecaster, list[int]]:
+    """A tiny lstm_lgbm fitted on the panel's first 400 days, with the number of days each
+    LightGBM fit saw."""
     model = make_forecaster("lstm_lgbm", device="cpu", horizon=7, max_epochs=1, hidden=8,
-                            head_hidden=8, val_days=21)
+                            head_hidden=8, val_days=21, **config)
     assert isinstance(model, LSTMLightGBMForecaster)
     model.lightgbm_options = dict(TINY_LGBM)
     seen: list[int] = []
@@ -127,12 +128,18 @@ def fitted() -> tuple[LSTMLightGBMForecaster, Panel, list[int]]:
         seen.append(panel.n_days)
         return fit(self, panel)
 
-    panel = _panel()
     LightGBMForecaster.fit = spy  # type: ignore[method-assign]
     try:
         model.fit(panel.head(400))
     finally:
         LightGBMForecaster.fit = fit  # type: ignore[method-assign]
+    return model, seen
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[LSTMLightGBMForecaster, Panel, list[int]]:
+    panel = _panel()
+    model, seen = _fit_tiny(panel)
     return model, panel, seen
 
 
@@ -150,22 +157,7 @@ def test_fit_learns_weights_on_the_validation_days_with_a_lightgbm_that_never_sa
 
 
 def test_with_a_mix_window_the_weights_learn_on_days_the_lstm_never_stopped_on() -> None:
-    model = make_forecaster("lstm_lgbm", device="cpu", horizon=7, max_epochs=1, hidden=8,
-                            head_hidden=8, val_days=21, mix_days=14)
-    assert isinstance(model, LSTMLightGBMForecaster)
-    model.lightgbm_options = dict(TINY_LGBM)
-    seen: list[int] = []
-    fit = LightGBMForecaster.fit
-
-    def spy(self: LightGBMForecaster, panel: Panel) -> LightGBMForecaster:
-        seen.append(panel.n_days)
-        return fit(self, panel)
-
-    LightGBMForecaster.fit = spy  # type: ignore[method-assign]
-    try:
-        model.fit(_panel().head(400))
-    finally:
-        LightGBMForecaster.fit = fit  # type: ignore[method-assign]
+    model, seen = _fit_tiny(_panel(), mix_days=14)
     assert model.lstm.config.mix_days == 14
     # LightGBM forecasts the mix's last 14 days from the days before them
     assert seen == [400 - 14, 400]
