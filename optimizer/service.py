@@ -14,7 +14,8 @@ Demand events (`shelfcast.demand`) ride in the same batches: their actuals, fore
 drift decisions commit in the same transaction as the plans and offsets
 (optimizer/actuals.py); a `model_drift` alert waits in the same kind of outbox as a plan.
 Planned promotions (`shop.promotions`) too: recorded in the same transaction for retraining
-(optimizer/promotions.py).
+(optimizer/promotions.py); a malformed one is skipped and counted, as the stream worker, which
+reads the shop's topics, dead-letters it.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class ServiceCounters:
     demand_in: int = 0
     drift_alerts: int = 0
     promotions_in: int = 0
+    promotions_refused: int = 0  # malformed: skipped (the stream worker dead-letters them)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -328,6 +330,13 @@ class OptimizerService:
                     else:
                         restocks.append(decode(RestockEvent, record.value, max_bytes=max_bytes))
                 except InvalidEvent as exc:
+                    if record.topic == promotions_topic:
+                        # the shop's input topic: the stream worker dead-letters it (one
+                        # dead letter per bad record); recorded here it would be two
+                        self.counters.promotions_refused += 1
+                        _log.warning("skipped %s[%d]@%d (%s): %s", record.topic,
+                                     record.partition, record.offset, exc.kind, exc)
+                        continue
                     refused.append(
                         dead_letter(
                             topic=record.topic, partition=record.partition, offset=record.offset,

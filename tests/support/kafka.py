@@ -85,7 +85,8 @@ async def wait_lag(probe: LagProbe, below: int, timeout_s: float) -> int:
 def isolated_settings(kafka_bootstrap: str) -> Settings:
     """Settings whose topics and consumer groups no other test shares."""
     run = uuid.uuid4().hex[:12]
-    return Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"t{run}.", app_id=f"test-{run}")
+    return Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"t{run}.",
+                    shop_topic_prefix=f"t{run}.shop.", app_id=f"test-{run}")
 
 
 async def create_optimizer_topics(settings: Settings) -> None:
