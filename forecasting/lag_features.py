@@ -231,17 +231,17 @@ def serving_features(
     real-valued demand, with and without covariates). `out`: the (n, 2H, F) array to fill
     (the result is its (n * 2H, F) view)."""
     n, t = values.shape
-    steps, kinds, _ = serving_grid(n, horizon)
+    steps, kinds, rows = serving_grid(n, horizon)
     o = t - 1  # every row's origin
     # the calendar of the targets from the origin on: the same numbers as over all `dates`
     # (positions relative to the origin, clipped at the same last date; the holidays over
     # a span are counts), for a fraction of the holiday look-ups
     calendar_cols = _serving_calendar(tuple(dates[o:].astype(np.int64).tolist()), horizon,
                                       calendar)
-    base = N_LAGS + len(ROLL_WINDOWS) + 3 + 4  # FEATURE_NAMES before the calendar ones
-    width = base + calendar_cols.shape[1]
+    base = FEATURE_NAMES.index("step")  # FEATURE_NAMES before the calendar ones
+    width = len(FEATURE_NAMES)
     if covariates is not None:
-        width += 4 + 2 * int(price)
+        width += len(PROMO_FEATURES) + len(PRICE_FEATURES) * price
     x = np.empty((n, steps.size, width)) if out is None else out
     if x.shape != (n, steps.size, width):
         raise ValueError(f"out must be {(n, steps.size, width)}, got {x.shape}")
@@ -251,10 +251,9 @@ def serving_features(
         b = min(a + SERVING_CHUNK, n)
         scale[a:b] = _serving_block(values[a:b], steps, x[a:b])
     if covariates is not None:
-        _, _, rows = serving_grid(n, horizon)
         extra = _covariate_columns(covariates, rows, np.full(rows.size, o),
                                    np.tile(o + steps, n), np.tile(kinds, n), price)
-        x[:, :, base + calendar_cols.shape[1] :] = np.stack(extra, axis=1).reshape(
+        x[:, :, len(FEATURE_NAMES) :] = np.stack(extra, axis=1).reshape(
             n, steps.size, -1)
     return x.reshape(n * steps.size, width), scale
 
