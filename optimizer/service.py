@@ -6,9 +6,13 @@ budgets, warehouse capacity and supplier minimum order values when any is set:
 optimizer.constraints), write restocks + new plan lines + plans (+ cuts and cycle usage) + the
 batch's next offsets in ONE PostgreSQL transaction, publish the plans created, mark
 them published (outbox), then commit the Kafka offsets. PostgreSQL is the source of truth for
-consumer positions: on assignment the consumer seeks to the offsets stored there, so the database
-and Kafka cannot disagree about what was planned. Plans written but not yet published (a crash
-between commit and publish) are published on the next start.
+consumer positions: on assignment the consumer seeks to the offsets stored there (to the start of
+a partition it has none for), so the database and Kafka cannot disagree about what was planned.
+Plan writes commit with `synchronous_commit = off`, so a PostgreSQL crash can lose the last
+commits it acknowledged, offsets with them: every batch write first checks that the stored
+offsets are not behind the batch (`BatchStart`); when they are, nothing is written and the
+consumer goes back to the stored offsets and plans the lost records again. Plans written but
+not yet published (a crash between commit and publish) are published on the next start.
 
 Demand events (`shelfcast.demand`) ride in the same batches: their actuals, forecast scores and
 drift decisions commit in the same transaction as the plans and offsets
@@ -39,8 +43,8 @@ from forecasting.accuracy import DriftConfig, expected_coverage
 from optimizer.actuals import AccuracyRow, ActualsBatch
 from optimizer.consolidate import consolidate
 from optimizer.constraints import CycleConstraints, LineCut
-from optimizer.errors import OptimizerError, StoreUnavailable
-from optimizer.store import TRANSIENT_DB_ERRORS, PlanStore
+from optimizer.errors import OffsetsBehind, OptimizerError, StoreUnavailable
+from optimizer.store import TRANSIENT_DB_ERRORS, BatchStart, PlanStore
 from runtime.backoff import Backoff
 from runtime.faults import fault_point
 from runtime.kafka_config import client_kwargs
@@ -112,6 +116,7 @@ class ServiceCounters:
     drift_alerts: int = 0
     promotions_in: int = 0
     promotions_refused: int = 0  # malformed: skipped (the stream worker dead-letters them)
+    rewinds: int = 0  # batches refused because PostgreSQL had lost acknowledged commits
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -181,6 +186,8 @@ class OptimizerService:
         # Held while a batch is written: a rebalance reads the stored offsets only after the
         # in-flight batch committed, so the new position is never behind work already done.
         self._batch_lock = asyncio.Lock()
+        # the partitions whose position this process has stored in PostgreSQL
+        self._written: set[tuple[str, int]] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -314,6 +321,7 @@ class OptimizerService:
         promotions: list[PromotionEvent] = []
         refused: list[DeadLetter] = []
         next_offsets: dict[tuple[str, int], int] = {}
+        first_offsets: dict[tuple[str, int], int] = {}
         demand_topic, max_bytes = self.settings.topics.demand, self.settings.max_payload_bytes
         promotions_topic = self.settings.topics.promotions
         for tp, records in batch.items():
@@ -344,13 +352,11 @@ class OptimizerService:
                         )
                     )  # fmt: skip
             next_offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
+            first_offsets[(tp.topic, tp.partition)] = records[0].offset
 
         # Dead letters go out before the offsets move past them: a crash can repeat them,
         # never lose them.
         await self._send_dead_letters(refused)
-        self.counters.restocks_in += len(restocks)
-        self.counters.demand_in += len(demand)
-        self.counters.promotions_in += len(promotions)
 
         decided_at = self._clock()
         actuals = ActualsBatch(
@@ -358,6 +364,7 @@ class OptimizerService:
             partitions=demand_partitions, topic=demand_topic,
             topic_partitions=self._partition_count(demand_topic)) if demand else None
         store = self.store
+        start = BatchStart(first_offsets, frozenset(self._written))
         retried = False
 
         def note_retry(_attempt: int, _exc: BaseException) -> None:
@@ -366,23 +373,31 @@ class OptimizerService:
             self.counters.db_retries += 1
 
         async with self._batch_lock:
-            if self.constraints.active:
-                created, cuts = await self._with_retry(
-                    lambda: store.write_constrained_batch(
-                        restocks, next_offsets, self.group_id, self.constraints, decided_at,
-                        actuals, promotions),
-                    what="write batch to PostgreSQL",
-                    on_retry=note_retry,
-                )
-                self._note_cuts(cuts)
-            else:
-                plans = consolidate(restocks, decided_at)
-                created = await self._with_retry(
-                    lambda: store.write_batch(restocks, plans, next_offsets, self.group_id,
-                                              actuals, promotions),
-                    what="write batch to PostgreSQL",
-                    on_retry=note_retry,
-                )
+            try:
+                if self.constraints.active:
+                    created, cuts = await self._with_retry(
+                        lambda: store.write_constrained_batch(
+                            restocks, next_offsets, self.group_id, self.constraints,
+                            decided_at, actuals, promotions, start=start),
+                        what="write batch to PostgreSQL",
+                        on_retry=note_retry,
+                    )
+                    self._note_cuts(cuts)
+                else:
+                    plans = consolidate(restocks, decided_at)
+                    created = await self._with_retry(
+                        lambda: store.write_batch(restocks, plans, next_offsets, self.group_id,
+                                                  actuals, promotions, start=start),
+                        what="write batch to PostgreSQL",
+                        on_retry=note_retry,
+                    )
+            except OffsetsBehind as exc:
+                await self._rewind(first_offsets, exc)
+                return
+            self._written.update(next_offsets)
+            self.counters.restocks_in += len(restocks)
+            self.counters.demand_in += len(demand)
+            self.counters.promotions_in += len(promotions)
             self.counters.plan_lines_written += sum(len(p.lines) for p in created)
             fault_point("optimizer.after_plan_write", when=created)
             await self._publish(created)
@@ -404,6 +419,25 @@ class OptimizerService:
         consumer = self._consumer
         partitions = consumer.partitions_for_topic(topic) if consumer is not None else None
         return len(partitions) if partitions else None
+
+    async def _rewind(self, first_offsets: Mapping[tuple[str, int], int],
+                      behind: OffsetsBehind) -> None:
+        """Put every partition of a refused batch back: where PostgreSQL is behind, to the
+        offset it holds (to the partition's start when it holds none); the others to the
+        batch's first record. Records fetched past those are read again."""
+        consumer = self._started_consumer()
+        self.counters.rewinds += 1
+        _log.warning("%s; going back to the stored offsets (lost commits after a PostgreSQL "
+                     "crash?): their records are planned again", behind)
+        for (topic, partition), first in first_offsets.items():
+            tp = TopicPartition(topic, partition)
+            if (topic, partition) not in behind.stored:
+                consumer.seek(tp, first)
+            elif (at := behind.stored[(topic, partition)]) is not None:
+                consumer.seek(tp, at)
+            else:  # from the start again, as if nothing had been stored
+                self._written.discard((topic, partition))
+                await consumer.seek_to_beginning(tp)
 
     def _note_cuts(self, cuts: Sequence[LineCut]) -> None:
         self.counters.lines_cut += len(cuts)
@@ -454,6 +488,8 @@ class OptimizerService:
                     consumer.seek(tp, offset)
                     _log.info("%s[%d]: resuming at stored offset %d", tp.topic, tp.partition,
                               offset)  # fmt: skip
+                else:  # nothing stored: nothing planned (Kafka's commit may be ahead of it)
+                    await consumer.seek_to_beginning(tp)
         finally:
             consumer.resume(*assigned)
 
