@@ -71,6 +71,10 @@ T = TypeVar("T")
 # restarted workers do not stampede a recovering PostgreSQL.
 DB_RETRY = Backoff(base_delay_s=0.2, max_delay_s=10.0, max_attempts=8)
 
+# How often an idle optimizer checks that PostgreSQL still holds the offsets it wrote (a crash
+# can lose the last acknowledged commits while no batch is being written).
+POSITION_CHECK_S = 5.0
+
 
 async def retry_transient(
     operation: Callable[[], Awaitable[T]],
@@ -186,8 +190,10 @@ class OptimizerService:
         # Held while a batch is written: a rebalance reads the stored offsets only after the
         # in-flight batch committed, so the new position is never behind work already done.
         self._batch_lock = asyncio.Lock()
-        # the partitions whose position this process has stored in PostgreSQL
-        self._written: set[tuple[str, int]] = set()
+        # the position PostgreSQL holds for each assigned partition, as far as this process
+        # knows (read on assignment, then what each batch wrote)
+        self._written: dict[tuple[str, int], int] = {}
+        self._checked_at = 0.0  # when the stored positions were last checked (loop time)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -311,6 +317,9 @@ class OptimizerService:
         records = sum(len(rs) for rs in batch.values())
         if records:
             await self.handle_batch(batch)
+        elif (self._written and asyncio.get_running_loop().time() - self._checked_at
+              >= POSITION_CHECK_S):
+            await self._check_positions()
         return records
 
     async def handle_batch(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
@@ -392,7 +401,7 @@ class OptimizerService:
                         on_retry=note_retry,
                     )
             except OffsetsBehind as exc:
-                await self._rewind(first_offsets, exc)
+                await self._rewind(exc, first_offsets)
                 return
             self._written.update(next_offsets)
             self.counters.restocks_in += len(restocks)
@@ -411,6 +420,8 @@ class OptimizerService:
         fault_point("optimizer.before_kafka_commit", when=created)
         await self._commit_kafka(next_offsets)
         self.counters.batches += 1
+        if retried:  # PostgreSQL was away: did it keep what the other partitions wrote?
+            await self._check_positions()
 
     # ------------------------------------------------------------------ internals
 
@@ -420,24 +431,51 @@ class OptimizerService:
         partitions = consumer.partitions_for_topic(topic) if consumer is not None else None
         return len(partitions) if partitions else None
 
-    async def _rewind(self, first_offsets: Mapping[tuple[str, int], int],
-                      behind: OffsetsBehind) -> None:
-        """Put every partition of a refused batch back: where PostgreSQL is behind, to the
-        offset it holds (to the partition's start when it holds none); the others to the
-        batch's first record. Records fetched past those are read again."""
+    async def _rewind(self, behind: OffsetsBehind,
+                      refused: Mapping[tuple[str, int], int] | None = None) -> None:
+        """Put the partitions where PostgreSQL is behind back to the offset it holds (to the
+        start when it holds none), and those of a `refused` batch back to its first record.
+        Records fetched past those are read again."""
         consumer = self._started_consumer()
         self.counters.rewinds += 1
         _log.warning("%s; going back to the stored offsets (lost commits after a PostgreSQL "
                      "crash?): their records are planned again", behind)
-        for (topic, partition), first in first_offsets.items():
-            tp = TopicPartition(topic, partition)
+        for (topic, partition), first in (refused or {}).items():
             if (topic, partition) not in behind.stored:
-                consumer.seek(tp, first)
-            elif (at := behind.stored[(topic, partition)]) is not None:
+                consumer.seek(TopicPartition(topic, partition), first)
+        for (topic, partition), at in behind.stored.items():
+            tp = TopicPartition(topic, partition)
+            if at is not None:
+                self._written[(topic, partition)] = at
                 consumer.seek(tp, at)
             else:  # from the start again, as if nothing had been stored
-                self._written.discard((topic, partition))
+                self._written.pop((topic, partition), None)
                 await consumer.seek_to_beginning(tp)
+
+    async def _check_positions(self) -> None:
+        """Send the assigned partitions whose position PostgreSQL no longer holds back to what
+        it holds. One try: a database still away is tried again at the next check."""
+        consumer = self._started_consumer()
+        self._checked_at = asyncio.get_running_loop().time()
+        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        mine = {tp: at for tp, at in self._written.items() if tp in assigned}
+        if not mine:
+            return
+        store = self.store
+        async with self._batch_lock:
+            try:
+                stored = await store.committed_offsets(self.group_id,
+                                                       sorted({t for t, _ in mine}))
+            except TRANSIENT_DB_ERRORS as exc:
+                _log.debug("position check skipped (%s: %s)", type(exc).__name__, exc)
+                return
+            behind: dict[tuple[str, int], int | None] = {
+                tp: stored.get(tp) for tp, at in mine.items() if stored.get(tp, -1) < at}
+            if behind:
+                shown = ", ".join(f"{t}[{p}] stored {stored.get((t, p), 'nothing')}, written "
+                                  f"{mine[(t, p)]}" for t, p in sorted(behind))
+                await self._rewind(OffsetsBehind(f"PostgreSQL lost positions: {shown}",
+                                                 stored=behind))
 
     def _note_cuts(self, cuts: Sequence[LineCut]) -> None:
         self.counters.lines_cut += len(cuts)
@@ -485,10 +523,12 @@ class OptimizerService:
             for tp in assigned:
                 offset = stored.get((tp.topic, tp.partition))
                 if offset is not None:
+                    self._written[(tp.topic, tp.partition)] = offset
                     consumer.seek(tp, offset)
                     _log.info("%s[%d]: resuming at stored offset %d", tp.topic, tp.partition,
                               offset)  # fmt: skip
                 else:  # nothing stored: nothing planned (Kafka's commit may be ahead of it)
+                    self._written.pop((tp.topic, tp.partition), None)
                     await consumer.seek_to_beginning(tp)
         finally:
             consumer.resume(*assigned)
