@@ -11,8 +11,10 @@ a partition it has none for), so the database and Kafka cannot disagree about wh
 Plan writes commit with `synchronous_commit = off`, so a PostgreSQL crash can lose the last
 commits it acknowledged, offsets with them: every batch write first checks that the stored
 offsets are not behind the batch (`BatchStart`); when they are, nothing is written and the
-consumer goes back to the stored offsets and plans the lost records again. Plans written but
-not yet published (a crash between commit and publish) are published on the next start.
+consumer goes back to the stored offsets and plans the lost records again. An idle optimizer
+(and one whose write had to be retried) checks the stored positions of all its partitions.
+Plans written but not yet published (a crash between commit and publish) are published on the
+next start.
 
 Demand events (`shelfcast.demand`) ride in the same batches: their actuals, forecast scores and
 drift decisions commit in the same transaction as the plans and offsets
