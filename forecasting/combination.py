@@ -37,6 +37,10 @@ learned on the LSTM's validation days, servable from the window the stream alrea
   on (its validation days lie before them). Measured (benchmarks/README "Split validation
   window"): with 28 + 28 days tuning pinball +1.7% on average (the LSTM part loses 28 days of
   recency), with 14 + 14 worse still (one early-stopping origin), so off.
+- The LSTM part reading promotions (`LSTMConfig.promo_inputs`, off): the flags reach it
+  wherever covariates do (validation origins, `predict`, `forecast`). Measured
+  (benchmarks/README "Lever 2: the LSTM reading promotions"): the LSTM alone gains (tuning
+  pinball -1.2% on average) but the mix loses (+0.3%), so off.
 """
 
 from __future__ import annotations
