@@ -65,6 +65,20 @@ def test_the_input_width_follows_the_config() -> None:
     assert LSTMConfig.from_json(on.to_json()) == on
 
 
+def test_off_keeps_the_durable_state_fingerprint_of_before() -> None:
+    """Workers upgraded to this code resume the durable states their predecessors wrote:
+    the fingerprint of a config without promotion inputs is the one main computed before
+    the field existed (pinned at baac257); with them it differs (another net)."""
+    from forecasting.lstm.durable import weights_fingerprint
+
+    weights = {"w": np.arange(6, dtype=np.float32)}
+    assert weights_fingerprint(LSTMConfig(), weights, 0.25, 1.5) == 11083735363336708754
+    assert weights_fingerprint(LSTMConfig(horizon=7, hidden=8), weights, 0.25,
+                               1.5) == 10578368112715080804
+    assert (weights_fingerprint(LSTMConfig(promo_inputs=True), weights, 0.25, 1.5)
+            != 11083735363336708754)
+
+
 @pytest.mark.parametrize("year_ago", [False, True])
 def test_both_backends_and_the_incremental_path_read_the_flags_alike(year_ago: bool) -> None:
     torch.set_num_threads(1)
