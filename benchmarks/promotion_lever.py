@@ -4,7 +4,7 @@ plain mix (one set of weights), on the generalisation protocol (4 origins, refit
 horizon 14; FreshRetailNet 7), tuning folds and final holdout (the last 2 origins) apart.
 
     python benchmarks/promotion_lever.py --sets rossmann [--data ../shared/data]
-        [--out benchmarks/results/generalisation/promo_mix] [--summarise]
+        [--out benchmarks/results/generalisation/promo_mix] [--set KEY=JSON] [--summarise]
 
 One training per set, several mixes from it: the LSTM and both LightGBMs (the one fitted
 before the validation days, the one refitted on the whole history) are trained once, the
@@ -59,6 +59,7 @@ from forecasting.combination import (
 )
 from forecasting.covariates import Covariates
 from forecasting.data import Panel, load_panel
+from forecasting.lstm.config import config_overrides
 from forecasting.metrics import pinball
 from forecasting.registry import make_forecaster
 
@@ -160,11 +161,13 @@ class _Fresh(_Variant):
 
 
 def run_set(name: str, out: Path, data: Path, fresh: bool = False,
-            mix_days: int | None = None, val_days: int | None = None) -> dict[str, Any]:
+            mix_days: int | None = None, val_days: int | None = None,
+            overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     rel, horizon, kwargs = SETS[name]
     panel = load_panel(data / rel, covariates=True, **kwargs)
     extra: dict[str, Any] = {k: v for k, v in (("mix_days", mix_days), ("val_days", val_days))
              if v is not None}
+    extra.update(overrides or {})
     base = make_forecaster("lstm_lgbm", device="cpu", horizon=horizon, **extra)
     assert isinstance(base, LSTMLightGBMForecaster)
     combined = _Recording(base.lstm, mix_calibration="daily", promo_weights=True,
@@ -214,9 +217,11 @@ def run_set(name: str, out: Path, data: Path, fresh: bool = False,
                command=f"nice -n 5 python benchmarks/promotion_lever.py --sets {name}"
                + (" --fresh" if fresh else "")
                + ("" if mix_days is None else f" --mix-days {mix_days}")
-               + ("" if val_days is None else f" --val-days {val_days}"),
+               + ("" if val_days is None else f" --val-days {val_days}")
+               + "".join(f" --set {k}={json.dumps(v)}" for k, v in (overrides or {}).items()),
+               overrides=overrides or {}, cpu_seconds=time.process_time(),
                lstm_config={k: v for k, v in combined.config.to_json().items()
-                            if k in ("val_days", "mix_days", "horizon")})
+                            if k in ("val_days", "mix_days", "horizon", "promo_inputs")})
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(doc, indent=2, default=float) + "\n")
     return doc
@@ -292,9 +297,16 @@ def main() -> None:
                          "which every mix learns its weights and calibration")
     ap.add_argument("--val-days", type=int, default=None,
                     help="the LSTM's early-stopping window (LSTMConfig.val_days; default 28)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                    help="an LSTMConfig field of the mix's LSTM part, e.g. promo_inputs=true "
+                         "(as lstm_lever.py's)")
     ap.add_argument("--summarise", action="store_true",
                     help="only read the <set>.json files in --out and write the summary")
     args = ap.parse_args()
+    try:
+        overrides = config_overrides(args.set)
+    except ValueError as exc:
+        ap.error(str(exc))
     docs: dict[str, dict[str, Any]] = {}
     for name in args.sets.split(","):
         path = args.out / f"{name}.json"
@@ -303,7 +315,7 @@ def main() -> None:
                 docs[name] = json.loads(path.read_text())
             continue
         docs[name] = run_set(name, args.out, args.data, args.fresh, args.mix_days,
-                              args.val_days)
+                              args.val_days, overrides)
     summary = lever(docs)
     summary["load_avg"] = os.getloadavg()[0]
     for part in ("tune", "holdout"):

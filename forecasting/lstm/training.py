@@ -18,9 +18,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from forecasting._numeric import FloatArray
 from forecasting.data import Panel
+from forecasting.lstm.config import config_input_dim
 from forecasting.lstm.device import auto_device
 from forecasting.lstm.features import (
-    INPUT_DIM,
     RING_DAYS,
     YEAR,
     calendar_features,
@@ -79,9 +79,15 @@ def _prepare(panel: Panel, config: LSTMConfig, device: torch.device) -> tuple[_T
 
     days = panel.dates
     cal = calendar_features(days, config.calendar, config.month_inputs)  # (T, C)
-    feats = input_features(y, scales, np.broadcast_to(cal, (n, *cal.shape)), log_mean, log_std)
-    hol = _head_inputs(y, scales, days, config)  # (n, T, Fh)
     steps = np.arange(1, big_h + 1)
+    flags = ahead = None
+    if config.promo_inputs:  # each day's flag, and at each origin the H days after it
+        flags = _promo_grid(panel, big_h)  # (n, T + H)
+        ahead = flags[:, np.arange(length)[:, None] + steps[None, :]]  # (n, T, H)
+        flags = flags[:, :length]
+    feats = input_features(y, scales, np.broadcast_to(cal, (n, *cal.shape)), log_mean, log_std,
+                           flags)
+    hol = _head_inputs(y, scales, days, config, ahead)  # (n, T, Fh)
     y_pad = np.concatenate([y, np.full((n, big_h), np.nan)], axis=1)
     future = y_pad[:, np.arange(length)[:, None] + steps[None, :]]  # (n, T, H)
     daily = future / scales[:, :, None]
@@ -122,26 +128,39 @@ def _prepare(panel: Panel, config: LSTMConfig, device: torch.device) -> tuple[_T
     return tensors, log_mean, log_std
 
 
+def _promo_grid(panel: Panel, horizon: int) -> FloatArray:
+    """(n, T + horizon) the panel's promotion flags from its first day to `horizon` days
+    after its last (no covariates, or days past their grid: 0)."""
+    if panel.covariates is None:
+        return np.zeros((panel.n_series, panel.n_days + horizon))
+    promo, _ = panel.covariates.span(panel.start, panel.n_days + horizon)
+    return promo
+
+
 def _head_inputs(y: FloatArray, scales: FloatArray, days: np.ndarray,
-                 config: LSTMConfig) -> FloatArray:
+                 config: LSTMConfig, promo: FloatArray | None = None) -> FloatArray:
     """(n, T, Fh) the head's inputs at every origin, as the forecaster computes them from
-    its carried state (the year-ago span is the window the day ring would hold)."""
+    its carried state (the year-ago span is the window the day ring would hold); `promo`
+    (n, T, H): the promotion flags of the H days after each origin (promo_inputs)."""
     n, length = y.shape
 
-    def inputs(scale: FloatArray, span: FloatArray | None) -> FloatArray:
+    def inputs(scale: FloatArray, span: FloatArray | None,
+               flags: FloatArray | None) -> FloatArray:
         return head_inputs(days, scale, span, horizon=config.horizon, calendar=config.calendar,
                            head_calendar=config.head_calendar, annual=config.head_annual,
                            mask_calendar=config.year_ago_masks_calendar,
                            weeks=config.year_ago_weeks, month=config.head_month,
-                           pairs=config.head_month_pairs, months=config.month_inputs)
+                           pairs=config.head_month_pairs, months=config.month_inputs,
+                           promo=flags)
 
     if not config.year_ago:
-        fut = inputs(scales, None)
+        fut = inputs(scales, None, promo)
         return np.broadcast_to(fut, (n, length, fut.shape[-1]))
     width = year_ago_span(config.horizon, config.year_ago_weeks)
     padded = np.concatenate([np.full((n, RING_DAYS - 1), np.nan), y], axis=1)
     spans = np.lib.stride_tricks.sliding_window_view(padded, width, axis=1)[:, :length]
-    parts = [inputs(scales[i : i + 64], spans[i : i + 64])
+    parts = [inputs(scales[i : i + 64], spans[i : i + 64],
+                    None if promo is None else promo[i : i + 64])
              for i in range(0, n, 64)]  # chunks: the (64, T, H, 3) year-ago windows
     out: FloatArray = np.concatenate(parts, axis=0)
     return out
@@ -228,6 +247,10 @@ def train_net(
         config = dataclasses.replace(config, head_month="none")
     if panel.values.shape[1] < config.months_min_days and config.month_inputs:
         config = dataclasses.replace(config, month_inputs=False)
+    if config.promo_inputs and not _has_promotions(panel):
+        # nothing to read: the net without the inputs (so a panel without covariates trains
+        # the very net it trained before promo_inputs, bit for bit)
+        config = dataclasses.replace(config, promo_inputs=False)
     if config.val_share_divisor > 0:
         # the whole held-out window (early stopping, then the mix's days) shrinks, its two
         # parts in proportion
@@ -248,7 +271,7 @@ def train_net(
     reset_rng = np.random.default_rng([config.seed, 1])  # its own stream: p = 0 is unchanged
     started = time.perf_counter()
     data, log_mean, log_std = _prepare(panel, config, dev)
-    net = LSTMNet(INPUT_DIM, config).to(dev)
+    net = LSTMNet(config_input_dim(config), config).to(dev)
     if init is not None:
         warm = {k: v.to(dev) for k, v in init.state_dict().items()}
         if all(warm[k].shape == v.shape for k, v in net.state_dict().items() if k in warm):
@@ -350,6 +373,14 @@ def train_net(
     metrics = {"best_val_loss": best_val, "best_epoch": float(best_epoch),
                "epochs": float(len(history))}
     return TrainedNet(net.cpu(), log_mean, log_std, history, metrics)
+
+
+def _has_promotions(panel: Panel) -> bool:
+    """Whether any series of `panel` has a planned promotion on one of its days."""
+    if panel.covariates is None:
+        return False
+    promo, _ = panel.covariates.span(panel.start, panel.n_days)
+    return bool(np.any(promo > 0))
 
 
 def _schedule(opt: torch.optim.Optimizer,
