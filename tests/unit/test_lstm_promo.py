@@ -193,6 +193,13 @@ def test_trained_with_covariates_it_reads_them_and_its_artifact_serves_them(
                                covariates=panel.covariates)
         np.testing.assert_allclose(again.mean, fc.mean, rtol=1e-3, atol=1e-3)
 
+    # the stream does not feed past days' flags: a worker refuses it with one line
+    from runtime.errors import ConfigError
+    from streams.forecaster_setup import _load
+
+    with pytest.raises(ConfigError, match="promotion inputs"):
+        _load("lstm", tmp_path, "cpu")
+
 
 def test_an_artifact_from_before_promotion_inputs_loads_and_ignores_covariates(
         tmp_path: Path) -> None:
