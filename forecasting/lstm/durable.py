@@ -92,6 +92,8 @@ def weights_fingerprint(config: LSTMConfig, weights: Mapping[str, NDArray[np.gen
     fields = asdict(config)
     if not fields["promo_inputs"]:  # off: the fingerprint (durable states) of before it
         del fields["promo_inputs"]
+    if fields["censored_loss"] == "none":  # likewise: a training-only knob, off
+        del fields["censored_loss"]
     digest.update(f"{FORMAT}|{sorted(fields.items())}|"
                   f"{log_scale_mean!r}|{log_scale_std!r}".encode())
     for name, array in weights.items():

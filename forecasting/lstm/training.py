@@ -60,6 +60,9 @@ class _Tensors:
     train_mask: torch.Tensor  # (n, L) origins whose loss trains the model
     val_mask: torch.Tensor  # (n, L) origins held out for early stopping
     weight: torch.Tensor | None = None  # (n, L) per-origin loss weight (config.scale_weight)
+    # (n, L, H) censored targets (config.censored_loss), None: none
+    daily_cens: torch.Tensor | None = None
+    cum_cens: torch.Tensor | None = None
 
 
 def _prepare(panel: Panel, config: LSTMConfig, device: torch.device) -> tuple[_Tensors, float,
@@ -112,6 +115,14 @@ def _prepare(panel: Panel, config: LSTMConfig, device: torch.device) -> tuple[_T
         out = np.take_along_axis(np.broadcast_to(m, (n, length)) & started, cols, axis=1)
         return torch.from_numpy(out & in_row).to(device)
 
+    daily_cens = cum_cens = None
+    if config.censored_loss != "none" and panel.censored is not None:
+        c_pad = np.concatenate([panel.censored, np.zeros((n, big_h), dtype=bool)], axis=1)
+        fut_c = c_pad[:, np.arange(length)[:, None] + steps[None, :]]  # (n, T, H)
+        # a cumulative target is censored from its first censored day on
+        cum_c = np.logical_or.accumulate(fut_c, axis=2)
+        daily_cens = align(fut_c.astype(np.float32)) > 0.5
+        cum_cens = align(cum_c.astype(np.float32)) > 0.5
     weight = None
     if config.scale_weight:
         raw = scales ** config.scale_weight
@@ -124,6 +135,8 @@ def _prepare(panel: Panel, config: LSTMConfig, device: torch.device) -> tuple[_T
         train_mask=align_mask(train_origin[None, :]),
         val_mask=align_mask(val_origin[None, :]),
         weight=weight,
+        daily_cens=daily_cens,
+        cum_cens=cum_cens,
     )
     return tensors, log_mean, log_std
 
@@ -168,11 +181,16 @@ def _head_inputs(y: FloatArray, scales: FloatArray, days: np.ndarray,
 
 def _loss(net: LSTMNet, top: torch.Tensor, holidays: torch.Tensor, daily_y: torch.Tensor,
           cum_y: torch.Tensor, mask: torch.Tensor, tau: torch.Tensor,
-          config: LSTMConfig, weight: torch.Tensor | None = None) -> torch.Tensor:
+          config: LSTMConfig, weight: torch.Tensor | None = None,
+          censored: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Mean loss over masked origins (b, L) of the head's outputs against scaled targets
-    (each origin's terms times `weight` (b, L) when given)."""
+    (each origin's terms times `weight` (b, L) when given). `censored`: (daily, cumulative)
+    (b, L, H) targets that are lower bounds (`config.censored_loss`: dropped, or only
+    forecasts below them penalised)."""
     raw = net.head_raw(top[mask], holidays[mask])  # (m, H, per_step)
     yd, yc = daily_y[mask], cum_y[mask]
+    cens = None if censored is None else (censored[0][mask], censored[1][mask])
+    one_sided = cens is not None and config.censored_loss == "pinball"
     w = None if weight is None else weight[mask][:, None]  # (m, 1): one weight per origin
     # Cumulative targets grow with h; divide by h so every step weighs like one day.
     per_step = torch.arange(1, config.horizon + 1, device=yd.device, dtype=yd.dtype)
@@ -180,10 +198,16 @@ def _loss(net: LSTMNet, top: torch.Tensor, holidays: torch.Tensor, daily_y: torc
     terms = []
     for j, (pred, target) in enumerate(((daily_q, yd), (cum_q, yc))):
         ok = torch.isfinite(target)
+        if cens is not None and not (one_sided and config.loss == "pinball"):
+            ok = ok & ~cens[j]  # "drop" (and the likelihood loss): censored targets leave
         t = torch.where(ok, target, 0.0)
         if config.loss == "pinball":
             diff = t[..., None] - pred
-            loss = torch.maximum(tau * diff, (tau - 1.0) * diff).mean(dim=-1)
+            elem = torch.maximum(tau * diff, (tau - 1.0) * diff)
+            if one_sided:
+                assert cens is not None  # below a lower bound costs; above it, nothing
+                elem = torch.where(cens[j][..., None], tau * diff.clamp(min=0.0), elem)
+            loss = elem.mean(dim=-1)
         else:  # Gaussian negative log-likelihood (the ablation of the quantile head)
             mu = raw[..., 2 * j]
             sigma = torch.nn.functional.softplus(raw[..., 2 * j + 1]) + 1e-3
@@ -194,6 +218,8 @@ def _loss(net: LSTMNet, top: torch.Tensor, holidays: torch.Tensor, daily_y: torc
             loss = loss * w
         terms.append(torch.where(ok, loss, 0.0).sum() / ok.sum().clamp(min=1))
     ok = torch.isfinite(yd)
+    if cens is not None and not one_sided:
+        ok = ok & ~cens[0]
     t = torch.where(ok, yd, 0.0)
     mu = mean.clamp(min=1e-4)
     # The mean head's loss is a deviance (a Bregman score, so minimised by the mean); unlike
@@ -205,6 +231,9 @@ def _loss(net: LSTMNet, top: torch.Tensor, holidays: torch.Tensor, daily_y: torc
     else:
         deviance = (t.pow(2.0 - p) / ((1.0 - p) * (2.0 - p))
                     - t * mu.pow(1.0 - p) / (1.0 - p) + mu.pow(2.0 - p) / (2.0 - p))
+    if one_sided:
+        assert cens is not None  # a mean above a censored value costs nothing
+        deviance = torch.where(cens[0] & (mu >= t), 0.0, deviance)
     if w is not None:
         deviance = deviance * w
     poisson = torch.where(ok, deviance, 0.0).sum() / ok.sum().clamp(min=1)
@@ -251,6 +280,14 @@ def train_net(
         # nothing to read: the net without the inputs (so a panel without covariates trains
         # the very net it trained before promo_inputs, bit for bit)
         config = dataclasses.replace(config, promo_inputs=False)
+    if config.censored_loss not in ("none", "drop", "pinball"):
+        raise ValueError(f"censored_loss must be none, drop or pinball, got "
+                         f"{config.censored_loss!r}")
+    if config.censored_loss != "none" and (panel.censored is None
+                                           or not bool(panel.censored.any())):
+        # no censored day: the loss of before (a panel without stock-out information trains
+        # the very net it trained before censored_loss, bit for bit)
+        config = dataclasses.replace(config, censored_loss="none")
     if config.val_share_divisor > 0:
         # the whole held-out window (early stopping, then the mix's days) shrinks, its two
         # parts in proportion
@@ -318,7 +355,8 @@ def train_net(
                         continue
                     loss = _loss(net, top, data.holidays[rows, cols], data.daily[rows, cols],
                                  data.cumulative[rows, cols], mask, tau, config,
-                                 None if data.weight is None else data.weight[rows, cols])
+                                 None if data.weight is None else data.weight[rows, cols],
+                                 _cens(data, rows, cols))
                     opt.zero_grad(set_to_none=True)
                     loss.backward()  # type: ignore[no-untyped-call]
                     torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
@@ -342,7 +380,7 @@ def train_net(
                         val += k * float(_loss(kept, top, data.holidays[sl], data.daily[sl],
                                                data.cumulative[sl], mask, tau, config,
                                                None if data.weight is None
-                                               else data.weight[sl]))
+                                               else data.weight[sl], _cens(data, sl)))
                         val_rows += k
                 val /= max(val_rows, 1)
             train_loss = total / max(batches, 1)
@@ -373,6 +411,16 @@ def train_net(
     metrics = {"best_val_loss": best_val, "best_epoch": float(best_epoch),
                "epochs": float(len(history))}
     return TrainedNet(net.cpu(), log_mean, log_std, history, metrics)
+
+
+def _cens(data: _Tensors, rows: torch.Tensor | slice,
+          cols: slice | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The (daily, cumulative) censored-target masks of these rows and columns, or None."""
+    if data.daily_cens is None or data.cum_cens is None:
+        return None
+    if cols is None:
+        return data.daily_cens[rows], data.cum_cens[rows]
+    return data.daily_cens[rows, cols], data.cum_cens[rows, cols]
 
 
 def _has_promotions(panel: Panel) -> bool:
