@@ -24,6 +24,7 @@ import numpy as np
 from forecasting import make_forecaster
 from forecasting.accuracy import BucketTotals, DriftMonitor, score
 from forecasting.data import load_panel
+from runtime.paths import recorded_path
 
 WINDOW_DAYS = 56
 
@@ -64,7 +65,7 @@ def main() -> None:
     demand = np.maximum(panel.values, 0.0)
     n, days = demand.shape
     shift_at = days - args.shift_days
-    result: dict[str, Any] = {"data": str(args.data), "series": n, "days": days,
+    result: dict[str, Any] = {"data": recorded_path(args.data), "series": n, "days": days,
                               "shift_day": shift_at, "stable": replay(demand, args.warm_days),
                               "shifted": {}}
     print(f"{n} series x {days} days; stable replay: {len(result['stable'])} episode(s) "

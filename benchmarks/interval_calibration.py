@@ -25,6 +25,7 @@ from forecasting.data import load_panel
 from forecasting.lstm import load_artifact, make_lstm, read_metadata, save_artifact
 from forecasting.lstm.calibration import fit_calibration
 from forecasting.metrics import coverage
+from runtime.paths import recorded_path
 
 
 def main() -> int:
@@ -78,7 +79,7 @@ def main() -> int:
                     total, fc.cumulative[:, -1, lo], fc.cumulative[:, -1, hi]))
             rows.append(row)
         scores[name] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-    doc = {"data": str(args.data), "n_series": panel.n_series,
+    doc = {"data": recorded_path(args.data), "n_series": panel.n_series,
            "origins": [str(panel.dates[c]) for c in cutoffs], "fit_seconds": fit_seconds,
            "calibration": cal.to_json(), "train_metrics": metrics,
            "scores": scores}

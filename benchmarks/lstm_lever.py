@@ -46,7 +46,9 @@ def run_set(name: str, data_dir: Path, overrides: dict[str, Any], max_series: in
     rel, horizon = SETS[name]
     limit = max_series if max_series is not None else (100 if name == "store_item_sanity"
                                                       else None)
-    panel = load_panel(data_dir / rel, max_series=limit)
+    # with its covariates: an LSTM reads them only with promo_inputs (without, the same
+    # numbers as a panel without them)
+    panel = load_panel(data_dir / rel, max_series=limit, covariates=True)
 
     def factory(_: str) -> Any:
         return make_lstm(device="cpu", horizon=horizon, **overrides)

@@ -4,7 +4,7 @@ plain mix (one set of weights), on the generalisation protocol (4 origins, refit
 horizon 14; FreshRetailNet 7), tuning folds and final holdout (the last 2 origins) apart.
 
     python benchmarks/promotion_lever.py --sets rossmann [--data ../shared/data]
-        [--out benchmarks/results/generalisation/promo_mix] [--summarise]
+        [--out benchmarks/results/generalisation/promo_mix] [--set KEY=JSON] [--summarise]
 
 One training per set, several mixes from it: the LSTM and both LightGBMs (the one fitted
 before the validation days, the one refitted on the whole history) are trained once, the
@@ -59,6 +59,8 @@ from forecasting.combination import (
 )
 from forecasting.covariates import Covariates
 from forecasting.data import Panel, load_panel
+from forecasting.lightgbm_peer import LightGBMConfig
+from forecasting.lstm.config import config_overrides
 from forecasting.metrics import pinball
 from forecasting.registry import make_forecaster
 
@@ -160,15 +162,18 @@ class _Fresh(_Variant):
 
 
 def run_set(name: str, out: Path, data: Path, fresh: bool = False,
-            mix_days: int | None = None, val_days: int | None = None) -> dict[str, Any]:
+            mix_days: int | None = None, val_days: int | None = None,
+            overrides: dict[str, Any] | None = None,
+            lightgbm_options: dict[str, Any] | None = None) -> dict[str, Any]:
     rel, horizon, kwargs = SETS[name]
     panel = load_panel(data / rel, covariates=True, **kwargs)
     extra: dict[str, Any] = {k: v for k, v in (("mix_days", mix_days), ("val_days", val_days))
              if v is not None}
+    extra.update(overrides or {})
     base = make_forecaster("lstm_lgbm", device="cpu", horizon=horizon, **extra)
     assert isinstance(base, LSTMLightGBMForecaster)
     combined = _Recording(base.lstm, mix_calibration="daily", promo_weights=True,
-                          split_calibration=False)
+                          split_calibration=False, lightgbm_options=lightgbm_options)
     combined.cap_threads(1)
     parts: dict[str, Forecaster] = {
         "lstm_lgbm_plain": _Mix("lstm_lgbm_plain", combined, False),
@@ -214,9 +219,14 @@ def run_set(name: str, out: Path, data: Path, fresh: bool = False,
                command=f"nice -n 5 python benchmarks/promotion_lever.py --sets {name}"
                + (" --fresh" if fresh else "")
                + ("" if mix_days is None else f" --mix-days {mix_days}")
-               + ("" if val_days is None else f" --val-days {val_days}"),
+               + ("" if val_days is None else f" --val-days {val_days}")
+               + "".join(f" --set {k}={json.dumps(v)}" for k, v in (overrides or {}).items())
+               + "".join(f" --lightgbm-set {k}={json.dumps(v)}"
+                         for k, v in (lightgbm_options or {}).items()),
+               overrides=overrides or {}, lightgbm_options=lightgbm_options or {},
+               cpu_seconds=time.process_time(),
                lstm_config={k: v for k, v in combined.config.to_json().items()
-                            if k in ("val_days", "mix_days", "horizon")})
+                            if k in ("val_days", "mix_days", "horizon", "promo_inputs")})
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(doc, indent=2, default=float) + "\n")
     return doc
@@ -292,9 +302,25 @@ def main() -> None:
                          "which every mix learns its weights and calibration")
     ap.add_argument("--val-days", type=int, default=None,
                     help="the LSTM's early-stopping window (LSTMConfig.val_days; default 28)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                    help="an LSTMConfig field of the mix's LSTM part, e.g. promo_inputs=true "
+                         "(as lstm_lever.py's)")
+    ap.add_argument("--lightgbm-set", action="append", default=[], metavar="KEY=JSON",
+                    help="a LightGBMConfig field of the mix's LightGBM part, e.g. "
+                         "censored=true")
     ap.add_argument("--summarise", action="store_true",
                     help="only read the <set>.json files in --out and write the summary")
     args = ap.parse_args()
+    try:
+        overrides = config_overrides(args.set)
+    except ValueError as exc:
+        ap.error(str(exc))
+    lightgbm_options: dict[str, Any] = {}
+    for item in args.lightgbm_set:
+        key, sep, value = item.partition("=")
+        if not sep or key not in LightGBMConfig.__dataclass_fields__:
+            ap.error(f"--lightgbm-set wants KEY=JSON with a LightGBMConfig field, got {item!r}")
+        lightgbm_options[key] = json.loads(value)
     docs: dict[str, dict[str, Any]] = {}
     for name in args.sets.split(","):
         path = args.out / f"{name}.json"
@@ -303,7 +329,7 @@ def main() -> None:
                 docs[name] = json.loads(path.read_text())
             continue
         docs[name] = run_set(name, args.out, args.data, args.fresh, args.mix_days,
-                              args.val_days)
+                              args.val_days, overrides, lightgbm_options)
     summary = lever(docs)
     summary["load_avg"] = os.getloadavg()[0]
     for part in ("tune", "holdout"):

@@ -46,6 +46,7 @@ from forecasting.lstm.artifact import load_artifact, read_metadata, save_artifac
 from forecasting.lstm.config import config_overrides
 from forecasting.lstm.features import DayRing
 from forecasting.lstm.forecaster import SeriesState
+from runtime.paths import recorded_path
 
 DATA = Path("../shared/data/store_item_demand/train.csv.gz")
 METRICS = ("mase", "wape", "pinball", "coverage_80", "coverage_95", "pinball_total")
@@ -170,7 +171,7 @@ def run(data: Path, max_series: int, window: int, warmups: list[int], horizon: i
     for row in summary.values():
         row["mase_gap_pct"] = 100.0 * (row["mase"] / base["mase"] - 1.0)
         row["pinball_gap_pct"] = 100.0 * (row["pinball"] / base["pinball"] - 1.0)
-    return {"data": str(data), "max_series": max_series, "n_series": panel.n_series,
+    return {"data": recorded_path(data), "max_series": max_series, "n_series": panel.n_series,
             "n_days": length, "window": window, "warmup_days": warmups, "horizon": horizon,
             "origins": [str(panel.dates[c]) for c in cutoffs],
             "trained_on_days": int(cutoffs[0]), "fit": fit_info,

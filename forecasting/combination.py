@@ -37,6 +37,10 @@ learned on the LSTM's validation days, servable from the window the stream alrea
   on (its validation days lie before them). Measured (benchmarks/README "Split validation
   window"): with 28 + 28 days tuning pinball +1.7% on average (the LSTM part loses 28 days of
   recency), with 14 + 14 worse still (one early-stopping origin), so off.
+- The LSTM part reading promotions (`LSTMConfig.promo_inputs`, off): the flags reach it
+  wherever covariates do (validation origins, `predict`, `forecast`). Measured
+  (benchmarks/README "Lever 2: the LSTM reading promotions"): the LSTM alone gains (tuning
+  pinball -1.2% on average) but the mix loses (+0.3%), so off.
 """
 
 from __future__ import annotations
@@ -579,16 +583,21 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
         if first < big_h + 8 or last < first:
             return None
         early = self._new_lightgbm().fit(panel.head(first + 1))
-        y, dates = panel.values, panel.dates
-        state = self.lstm.encode(y[:, : first + 1], dates[first])
+        y, dates, cov = panel.values, panel.dates, panel.covariates
+        flags = None  # each day's promotion flag, for an LSTM that reads them
+        if cov is not None and cfg.promo_inputs:
+            flags, _ = cov.span(panel.start, length)
+        state = self.lstm.encode(y[:, : first + 1], dates[first],
+                                 promo=None if flags is None else flags[:, : first + 1])
         ours, theirs, actual, promo = [], [], [], []
         for t in range(first, last + 1):
-            ours.append(self.lstm.forecast(state, big_h))
-            theirs.append(self._lightgbm_forecast(early, state, big_h, panel.covariates))
+            ours.append(self._lstm_forecast(state, big_h, cov))
+            theirs.append(self._lightgbm_forecast(early, state, big_h, cov))
             actual.append(y[:, t + 1 : t + 1 + big_h])
-            promo.append(promotion_days(panel.covariates, state.last_day, big_h))
+            promo.append(promotion_days(cov, state.last_day, big_h))
             if t < last:
-                state = self.lstm.update(state, y[:, t + 1], dates[t + 1], consume=True)
+                state = self.lstm.update(state, y[:, t + 1], dates[t + 1], consume=True,
+                                         promo=None if flags is None else flags[:, t + 1])
         known = [p for p in promo if p is not None]
         return ValidationForecasts(ours, theirs, actual,
                                    known if early.covariates_used and known else None)
@@ -619,14 +628,16 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
 
     # --- the incremental contract: the LSTM's state ----------------------------------------
     def encode(self, windows: ArrayLike, end_days: ArrayLike,
-               warmup_days: int | None = None) -> SeriesState:
-        """The LSTM's state after each window (its day ring feeds LightGBM)."""
-        return self.lstm.encode(windows, end_days, warmup_days)
+               warmup_days: int | None = None, *,
+               promo: ArrayLike | None = None) -> SeriesState:
+        """The LSTM's state after each window (its day ring feeds LightGBM); `promo` (n, T):
+        the days' promotion flags for an LSTM that reads them."""
+        return self.lstm.encode(windows, end_days, warmup_days, promo=promo)
 
     def update(self, state: SeriesState, values: ArrayLike, days: ArrayLike | None = None,
-               *, consume: bool = False) -> SeriesState:
+               *, consume: bool = False, promo: ArrayLike | None = None) -> SeriesState:
         """One new bucket per series into the LSTM's state (and its day ring)."""
-        return self.lstm.update(state, values, days, consume=consume)
+        return self.lstm.update(state, values, days, consume=consume, promo=promo)
 
     def keyed_states(self, max_states: int) -> KeyedStates[SeriesState]:
         """The LSTM's keyed store: the state is all a series carries."""
@@ -640,29 +651,43 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
         `covariates`: the known-in-advance covariates of the state's series (None: none)."""
         return model.forecast_from(ring_windows(state), horizon, state.last_day, covariates)
 
+    def _lstm_forecast(self, state: SeriesState, horizon: int,
+                       covariates: Covariates | None) -> QuantileForecast:
+        """The LSTM part's forecast, with the planned promotions when it reads them."""
+        if covariates is None or not self.lstm.config.promo_inputs:
+            return self.lstm.forecast(state, horizon)
+        return self.lstm.forecast_known(state, horizon, covariates)
+
     def _predict_known(self, windows: FloatArray, horizon: int, end_days: ArrayLike | None,
                        covariates: Covariates) -> QuantileForecast:
-        """`predict` with covariates: the forecast from the state after each window."""
-        return self.forecast(self.encode(windows, self.window_ends(end_days)), horizon,
+        """`predict` with covariates: the forecast from the state after each window (an
+        LSTM that reads promotions reads the windows' days' flags)."""
+        from forecasting.lstm.serving import window_promo
+
+        ends = self.window_ends(end_days)
+        promo = window_promo(self.lstm.config, covariates, ends, *windows.shape)
+        return self.forecast(self.encode(windows, ends, promo=promo), horizon,
                              covariates=covariates)
 
     def forecast_known(self, state: SeriesState, horizon: int,
                        covariates: Covariates) -> QuantileForecast:
-        """`forecast` with the series' planned promotions (LightGBM reads them)."""
+        """`forecast` with the series' planned promotions (LightGBM reads them; the LSTM
+        with `config.promo_inputs`)."""
         return self.forecast(state, horizon, covariates=covariates)
 
     def forecast(self, state: SeriesState, horizon: int, *,
                  covariates: Covariates | None = None) -> QuantileForecast:
         """The mix of the LSTM's forecast from `state` and LightGBM's from its day ring; past
         the trained horizon the mix is extended as the LSTM extends its own. `covariates`:
-        the series' known-in-advance covariates for LightGBM (None: nothing planned)."""
+        the series' known-in-advance covariates for LightGBM and an LSTM that reads
+        promotions (None: nothing planned)."""
         if self.lightgbm is None or self.weights is None:
             raise CombinationError("lstm_lgbm.forecast before fit (or load)")
         big_h = self.lstm.config.horizon
         steps = min(horizon, big_h)
         promo = (None if self.weights.promo is None
                  else promotion_days(covariates, state.last_day, steps))
-        mixed = combine(self.lstm.forecast(state, steps),
+        mixed = combine(self._lstm_forecast(state, steps, covariates),
                         self._lightgbm_forecast(self.lightgbm, state, steps, covariates),
                         self.weights, integer=self.lstm.config.integer_demand,
                         calibration=self.calibration, promo=promo,

@@ -80,6 +80,24 @@ class Covariates:
         return (_window(self.promo, offset, n_days, COVARIATE_DEFAULTS["promo"]),
                 _window(self.price_ratio, offset, n_days, COVARIATE_DEFAULTS["price_ratio"]))
 
+    def promo_rows(self, first_days: NDArray[np.datetime64], n_days: int) -> FloatArray:
+        """(n, n_days) each series' promotion flags from its own first day `first_days`
+        (n,) on (days outside the grid: no promotion); one window per distinct day."""
+        firsts = np.broadcast_to(np.asarray(first_days, dtype="datetime64[D]"),
+                                 (self.n_series,))
+        if self.n_series and bool(np.all(firsts == firsts[0])):
+            return _window(self.promo, self._offset(firsts[0]), n_days,
+                           COVARIATE_DEFAULTS["promo"])
+        out = np.empty((self.n_series, n_days))
+        for day in np.unique(firsts):
+            rows = np.flatnonzero(firsts == day)
+            out[rows] = _window(self.promo[rows], self._offset(day), n_days,
+                                COVARIATE_DEFAULTS["promo"])
+        return out
+
+    def _offset(self, day: np.datetime64) -> int:
+        return int((np.datetime64(day, "D") - self.start).astype(np.int64))
+
 
 PlannedSpan = tuple[int, int, int, bool, float]
 """One planned promotion of one series: (row, first day, last day — both days since the

@@ -17,9 +17,14 @@ from forecasting._numeric import FloatArray
 from forecasting.covariates import COVARIATE_COLUMNS, COVARIATE_DEFAULTS, Covariates
 from forecasting.errors import ForecastingError
 
-__all__ = ["DataFormatError", "Panel", "load_panel"]
+__all__ = ["CENSOR_COLUMN", "DataFormatError", "Panel", "load_panel"]
 
 ID_SEPARATOR = "/"
+
+CENSOR_COLUMN = "stockout_hours"
+"""The column that marks censored days (FreshRetailNet): hours of the day the item was out of
+stock. A day with any stock-out hour (> 0) is censored: its sales are a lower bound of its
+demand. One rule for every set, not tuned (the other real sets have no such column)."""
 
 
 class DataFormatError(ForecastingError):
@@ -42,12 +47,16 @@ class Panel:
         covariates: known-in-advance covariates of the same series (planned promotions,
             price ratio), or None. Their grid may run past the demand's last day: `head`
             keeps all of it, since a promotion planned for tomorrow is known today.
+        censored: (n, T) True on days whose observed sales understate demand (a stock-out:
+            `CENSOR_COLUMN`), or None: no stock-out information (every day as observed).
+            Training may read it (`LSTMConfig.censored_loss`); scoring never does.
     """
 
     ids: tuple[str, ...]
     start: np.datetime64
     values: FloatArray
     covariates: Covariates | None = None
+    censored: NDArray[np.bool_] | None = None
 
     @property
     def n_series(self) -> int:
@@ -94,13 +103,15 @@ class Panel:
         (known in advance)."""
         if not 0 < n_days <= self.n_days:
             raise ValueError(f"n_days must be in 1..{self.n_days}, got {n_days}")
-        return Panel(self.ids, self.start, self.values[:, :n_days], self.covariates)
+        cens = None if self.censored is None else self.censored[:, :n_days]
+        return Panel(self.ids, self.start, self.values[:, :n_days], self.covariates, cens)
 
     def subset(self, rows: Sequence[int] | NDArray[np.integer]) -> Panel:
         """The series at positions `rows`."""
         idx = np.asarray(rows, dtype=np.intp)
         cov = None if self.covariates is None else self.covariates.subset(idx)
-        return Panel(tuple(self.ids[i] for i in idx), self.start, self.values[idx], cov)
+        cens = None if self.censored is None else self.censored[idx]
+        return Panel(tuple(self.ids[i] for i in idx), self.start, self.values[idx], cov, cens)
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -127,6 +138,8 @@ def load_panel(
     (smoke runs). `covariates`: also read the known-in-advance covariates the file has
     (`forecasting.covariates`: promotion flag, price ratio) into `Panel.covariates`; a file
     with neither column gives None. Days without a row take the covariates' defaults.
+    With `covariates`, a file with a `CENSOR_COLUMN` column also gives `Panel.censored`
+    (days with stock-out hours > 0; None when the column is absent or no day has one).
     """
     path = Path(path)
     if not path.exists():
@@ -143,6 +156,8 @@ def load_panel(
         d_idx, y_idx = header.index(date_name), header.index(target_name)
         cov_idx = _covariate_columns(header) if covariates else {}
         cov_raw: dict[str, list[str]] = {name: [] for name in cov_idx}
+        c_idx = header.index(CENSOR_COLUMN) if covariates and CENSOR_COLUMN in header else -1
+        stockout: list[str] = []
         keys: list[str] = []
         days: list[str] = []
         ys: list[str] = []
@@ -155,6 +170,8 @@ def load_panel(
             ys.append(row[y_idx])
             for name, i in cov_idx.items():
                 cov_raw[name].append(row[i])
+            if c_idx >= 0:
+                stockout.append(row[c_idx])
     if not keys:
         raise DataFormatError("no data rows", path)
     try:
@@ -180,7 +197,8 @@ def load_panel(
         raise DataFormatError("negative demand values (clip or net them first)", path)
     names = tuple(str(uniq[i]) for i in order)
     cov = _covariate_grid(cov_raw, rows, cols, values.shape, start, path) if cov_raw else None
-    panel = Panel(names, start, values, cov)
+    cens = _censored_grid(stockout, rows, cols, values.shape, path) if stockout else None
+    panel = Panel(names, start, values, cov, cens)
     if max_series is not None and max_series < panel.n_series:
         panel = panel.subset(np.arange(max_series))
     return panel
@@ -216,6 +234,20 @@ def _covariate_grid(raw: dict[str, list[str]], rows: NDArray[np.intp],
             grid[rows[ok], cols[ok]] = vals[ok]
         grids[name] = grid
     return Covariates(start, grids["promo"], grids["price_ratio"])
+
+
+def _censored_grid(raw: list[str], rows: NDArray[np.intp], cols: NDArray[np.int64],
+                   shape: tuple[int, ...], path: Path) -> NDArray[np.bool_] | None:
+    """(n, T) True on days with stock-out hours > 0 (an empty cell or no row: not censored);
+    None when no day is."""
+    try:
+        hours = np.array([float(v) if v != "" else 0.0 for v in raw])
+    except ValueError as exc:
+        raise DataFormatError(f"bad {CENSOR_COLUMN} value: {exc}", path) from None
+    grid = np.zeros(shape, dtype=bool)
+    hit = hours > 0
+    grid[rows[hit], cols[hit]] = True
+    return grid if bool(grid.any()) else None
 
 
 def _natural_order(names: NDArray[np.str_]) -> NDArray[np.intp]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "MigrationError",
+    "OffsetsBehind",
     "OptimizerError",
     "PolicyInputError",
     "StoreError",
@@ -38,3 +39,14 @@ class StoreUnavailable(StoreError):
     def __init__(self, message: str, *, attempts: int) -> None:
         super().__init__(message)
         self.attempts = attempts
+
+
+class OffsetsBehind(StoreError):
+    """PostgreSQL holds offsets behind a batch's first records: commits it acknowledged were lost
+    (a crash under `synchronous_commit = off`), or another consumer of the group wrote an older
+    position. Nothing of the batch was written. `stored`: the offset stored for each partition
+    that is behind (None: no row at all, though this consumer wrote one)."""
+
+    def __init__(self, message: str, *, stored: dict[tuple[str, int], int | None]) -> None:
+        super().__init__(message)
+        self.stored = stored

@@ -35,6 +35,9 @@ class OptimizerCollector:
         "units_cut": "Units the cycle constraints cut from restocks.",
         "demand_in": "Demand actuals consumed (closed buckets, with revisions).",
         "drift_alerts": "model_drift alerts published.",
+        "promotions_in": "Planned promotions recorded for retraining.",
+        "promotions_refused": "Malformed planned promotions skipped (the worker dead-letters).",
+        "rewinds": "Batches refused because PostgreSQL lost acknowledged commits (re-read).",
     }
     # the drift monitors' rolling scores (forecasting/accuracy.py), per segment (a location,
     # `*` = the fleet) and model version; per SKU they are in PostgreSQL (view sku_accuracy),

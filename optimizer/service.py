@@ -6,9 +6,15 @@ budgets, warehouse capacity and supplier minimum order values when any is set:
 optimizer.constraints), write restocks + new plan lines + plans (+ cuts and cycle usage) + the
 batch's next offsets in ONE PostgreSQL transaction, publish the plans created, mark
 them published (outbox), then commit the Kafka offsets. PostgreSQL is the source of truth for
-consumer positions: on assignment the consumer seeks to the offsets stored there, so the database
-and Kafka cannot disagree about what was planned. Plans written but not yet published (a crash
-between commit and publish) are published on the next start.
+consumer positions: on assignment the consumer seeks to the offsets stored there (to the start of
+a partition it has none for), so the database and Kafka cannot disagree about what was planned.
+Plan writes commit with `synchronous_commit = off`, so a PostgreSQL crash can lose the last
+commits it acknowledged, offsets with them: every batch write first checks that the stored
+offsets are not behind the batch (`BatchStart`); when they are, nothing is written and the
+consumer goes back to the stored offsets and plans the lost records again. An idle optimizer
+(and one whose write had to be retried) checks the stored positions of all its partitions.
+Plans written but not yet published (a crash between commit and publish) are published on the
+next start.
 
 Demand events (`shelfcast.demand`) ride in the same batches: their actuals, forecast scores and
 drift decisions commit in the same transaction as the plans and offsets
@@ -39,8 +45,8 @@ from forecasting.accuracy import DriftConfig, expected_coverage
 from optimizer.actuals import AccuracyRow, ActualsBatch
 from optimizer.consolidate import consolidate
 from optimizer.constraints import CycleConstraints, LineCut
-from optimizer.errors import OptimizerError, StoreUnavailable
-from optimizer.store import TRANSIENT_DB_ERRORS, PlanStore
+from optimizer.errors import OffsetsBehind, OptimizerError, StoreUnavailable
+from optimizer.store import TRANSIENT_DB_ERRORS, BatchStart, PlanStore
 from runtime.backoff import Backoff
 from runtime.faults import fault_point
 from runtime.kafka_config import client_kwargs
@@ -66,6 +72,10 @@ T = TypeVar("T")
 # The database retry schedule: 8 tries, 0.2 s doubling to at most 10 s, jittered so that
 # restarted workers do not stampede a recovering PostgreSQL.
 DB_RETRY = Backoff(base_delay_s=0.2, max_delay_s=10.0, max_attempts=8)
+
+# How often an idle optimizer checks that PostgreSQL still holds the offsets it wrote (a crash
+# can lose the last acknowledged commits while no batch is being written).
+POSITION_CHECK_S = 5.0
 
 
 async def retry_transient(
@@ -112,6 +122,7 @@ class ServiceCounters:
     drift_alerts: int = 0
     promotions_in: int = 0
     promotions_refused: int = 0  # malformed: skipped (the stream worker dead-letters them)
+    rewinds: int = 0  # batches refused because PostgreSQL had lost acknowledged commits
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -181,6 +192,10 @@ class OptimizerService:
         # Held while a batch is written: a rebalance reads the stored offsets only after the
         # in-flight batch committed, so the new position is never behind work already done.
         self._batch_lock = asyncio.Lock()
+        # the position PostgreSQL holds for each assigned partition, as far as this process
+        # knows (read on assignment, then what each batch wrote)
+        self._written: dict[tuple[str, int], int] = {}
+        self._checked_at = 0.0  # when the stored positions were last checked (loop time)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -304,6 +319,9 @@ class OptimizerService:
         records = sum(len(rs) for rs in batch.values())
         if records:
             await self.handle_batch(batch)
+        elif (self._written and asyncio.get_running_loop().time() - self._checked_at
+              >= POSITION_CHECK_S):
+            await self._check_positions()
         return records
 
     async def handle_batch(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
@@ -314,6 +332,7 @@ class OptimizerService:
         promotions: list[PromotionEvent] = []
         refused: list[DeadLetter] = []
         next_offsets: dict[tuple[str, int], int] = {}
+        first_offsets: dict[tuple[str, int], int] = {}
         demand_topic, max_bytes = self.settings.topics.demand, self.settings.max_payload_bytes
         promotions_topic = self.settings.topics.promotions
         for tp, records in batch.items():
@@ -344,13 +363,11 @@ class OptimizerService:
                         )
                     )  # fmt: skip
             next_offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
+            first_offsets[(tp.topic, tp.partition)] = records[0].offset
 
         # Dead letters go out before the offsets move past them: a crash can repeat them,
         # never lose them.
         await self._send_dead_letters(refused)
-        self.counters.restocks_in += len(restocks)
-        self.counters.demand_in += len(demand)
-        self.counters.promotions_in += len(promotions)
 
         decided_at = self._clock()
         actuals = ActualsBatch(
@@ -358,6 +375,7 @@ class OptimizerService:
             partitions=demand_partitions, topic=demand_topic,
             topic_partitions=self._partition_count(demand_topic)) if demand else None
         store = self.store
+        start = BatchStart(first_offsets, frozenset(self._written))
         retried = False
 
         def note_retry(_attempt: int, _exc: BaseException) -> None:
@@ -366,23 +384,31 @@ class OptimizerService:
             self.counters.db_retries += 1
 
         async with self._batch_lock:
-            if self.constraints.active:
-                created, cuts = await self._with_retry(
-                    lambda: store.write_constrained_batch(
-                        restocks, next_offsets, self.group_id, self.constraints, decided_at,
-                        actuals, promotions),
-                    what="write batch to PostgreSQL",
-                    on_retry=note_retry,
-                )
-                self._note_cuts(cuts)
-            else:
-                plans = consolidate(restocks, decided_at)
-                created = await self._with_retry(
-                    lambda: store.write_batch(restocks, plans, next_offsets, self.group_id,
-                                              actuals, promotions),
-                    what="write batch to PostgreSQL",
-                    on_retry=note_retry,
-                )
+            try:
+                if self.constraints.active:
+                    created, cuts = await self._with_retry(
+                        lambda: store.write_constrained_batch(
+                            restocks, next_offsets, self.group_id, self.constraints,
+                            decided_at, actuals, promotions, start=start),
+                        what="write batch to PostgreSQL",
+                        on_retry=note_retry,
+                    )
+                    self._note_cuts(cuts)
+                else:
+                    plans = consolidate(restocks, decided_at)
+                    created = await self._with_retry(
+                        lambda: store.write_batch(restocks, plans, next_offsets, self.group_id,
+                                                  actuals, promotions, start=start),
+                        what="write batch to PostgreSQL",
+                        on_retry=note_retry,
+                    )
+            except OffsetsBehind as exc:
+                await self._rewind(exc, first_offsets)
+                return
+            self._written.update(next_offsets)
+            self.counters.restocks_in += len(restocks)
+            self.counters.demand_in += len(demand)
+            self.counters.promotions_in += len(promotions)
             self.counters.plan_lines_written += sum(len(p.lines) for p in created)
             fault_point("optimizer.after_plan_write", when=created)
             await self._publish(created)
@@ -396,6 +422,8 @@ class OptimizerService:
         fault_point("optimizer.before_kafka_commit", when=created)
         await self._commit_kafka(next_offsets)
         self.counters.batches += 1
+        if retried:  # PostgreSQL was away: did it keep what the other partitions wrote?
+            await self._check_positions()
 
     # ------------------------------------------------------------------ internals
 
@@ -404,6 +432,52 @@ class OptimizerService:
         consumer = self._consumer
         partitions = consumer.partitions_for_topic(topic) if consumer is not None else None
         return len(partitions) if partitions else None
+
+    async def _rewind(self, behind: OffsetsBehind,
+                      refused: Mapping[tuple[str, int], int] | None = None) -> None:
+        """Put the partitions where PostgreSQL is behind back to the offset it holds (to the
+        start when it holds none), and those of a `refused` batch back to its first record.
+        Records fetched past those are read again."""
+        consumer = self._started_consumer()
+        self.counters.rewinds += 1
+        _log.warning("%s; going back to the stored offsets (lost commits after a PostgreSQL "
+                     "crash?): their records are planned again", behind)
+        for (topic, partition), first in (refused or {}).items():
+            if (topic, partition) not in behind.stored:
+                consumer.seek(TopicPartition(topic, partition), first)
+        for (topic, partition), at in behind.stored.items():
+            tp = TopicPartition(topic, partition)
+            if at is not None:
+                self._written[(topic, partition)] = at
+                consumer.seek(tp, at)
+            else:  # from the start again, as if nothing had been stored
+                self._written.pop((topic, partition), None)
+                await consumer.seek_to_beginning(tp)
+
+    async def _check_positions(self) -> None:
+        """Send the assigned partitions whose position PostgreSQL no longer holds back to what
+        it holds. One try: a database still away is tried again at the next check."""
+        consumer = self._started_consumer()
+        self._checked_at = asyncio.get_running_loop().time()
+        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        mine = {tp: at for tp, at in self._written.items() if tp in assigned}
+        if not mine:
+            return
+        store = self.store
+        async with self._batch_lock:
+            try:
+                stored = await store.committed_offsets(self.group_id,
+                                                       sorted({t for t, _ in mine}))
+            except TRANSIENT_DB_ERRORS as exc:
+                _log.debug("position check skipped (%s: %s)", type(exc).__name__, exc)
+                return
+            behind: dict[tuple[str, int], int | None] = {
+                tp: stored.get(tp) for tp, at in mine.items() if stored.get(tp, -1) < at}
+            if behind:
+                shown = ", ".join(f"{t}[{p}] stored {stored.get((t, p), 'nothing')}, written "
+                                  f"{mine[(t, p)]}" for t, p in sorted(behind))
+                await self._rewind(OffsetsBehind(f"PostgreSQL lost positions: {shown}",
+                                                 stored=behind))
 
     def _note_cuts(self, cuts: Sequence[LineCut]) -> None:
         self.counters.lines_cut += len(cuts)
@@ -451,9 +525,13 @@ class OptimizerService:
             for tp in assigned:
                 offset = stored.get((tp.topic, tp.partition))
                 if offset is not None:
+                    self._written[(tp.topic, tp.partition)] = offset
                     consumer.seek(tp, offset)
                     _log.info("%s[%d]: resuming at stored offset %d", tp.topic, tp.partition,
                               offset)  # fmt: skip
+                else:  # nothing stored: nothing planned (Kafka's commit may be ahead of it)
+                    self._written.pop((tp.topic, tp.partition), None)
+                    await consumer.seek_to_beginning(tp)
         finally:
             consumer.resume(*assigned)
 

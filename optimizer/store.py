@@ -40,7 +40,7 @@ from optimizer.constraints import (
     allocate_cycle,
     usage_keys,
 )
-from optimizer.errors import MigrationError, StoreError
+from optimizer.errors import MigrationError, OffsetsBehind, StoreError
 from optimizer.promotions import write_promotions
 from schemas.events import AlertEvent, PlanEvent, PlanLine, PromotionEvent, RestockEvent
 
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "TRANSIENT_DB_ERRORS",
+    "BatchStart",
     "Migration",
     "PlanStore",
     "TopicPartitionOffsets",
@@ -57,6 +58,21 @@ __all__ = [
 
 # (topic, partition) -> next offset to consume.
 TopicPartitionOffsets = Mapping[tuple[str, int], int]
+
+
+@dataclass(frozen=True)
+class BatchStart:
+    """Where a consumed batch begins, checked against the stored offsets before it is written.
+
+    `first`: each partition's first offset in the batch; `written`: the partitions whose
+    position this consumer has stored before. A stored offset below `first`, or no row for a
+    partition in `written`, means PostgreSQL lost commits it had acknowledged (or another
+    consumer wrote an older position): the batch is refused with OffsetsBehind, so the
+    consumer can go back to what PostgreSQL holds instead of skipping the lost records.
+    """
+
+    first: TopicPartitionOffsets
+    written: frozenset[tuple[str, int]] = frozenset()
 
 # Errors after which the same call may succeed later (server down, restarting, failing over).
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
@@ -209,6 +225,17 @@ INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
 SELECT $1, * FROM unnest($2::text[], $3::int4[], $4::int8[])
 ON CONFLICT (group_id, topic, partition)
 DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()
+"""
+
+# The rows of a batch's partitions, locked until the batch commits.
+_LOCK_OFFSETS = """
+SELECT o.topic, o.partition, o.next_offset
+FROM consumer_offsets o
+JOIN unnest($2::text[], $3::int4[]) AS b(topic, partition)
+  ON o.topic = b.topic AND o.partition = b.partition
+WHERE o.group_id = $1
+ORDER BY o.topic, o.partition
+FOR UPDATE OF o
 """
 
 _SELECT_UNPUBLISHED = """
@@ -387,12 +414,15 @@ class PlanStore:
         group_id: str,
         actuals: ActualsBatch | None = None,
         promotions: Sequence[PromotionEvent] = (),
+        *,
+        start: BatchStart | None = None,
     ) -> list[PlanEvent]:
         """Persist one consumed batch atomically; return the plans actually created.
 
         `actuals`: the batch's demand events, written with their scores and drift decisions
         in the same transaction (optimizer/actuals.py); `promotions`: the batch's planned
-        promotions, recorded for retraining (optimizer/promotions.py), in it too.
+        promotions, recorded for retraining (optimizer/promotions.py), in it too; `start`:
+        where the batch begins, checked first (BatchStart: OffsetsBehind, nothing written).
 
         Restock events are stored once (by restock_id). A plan line is written only for a
         restock id that has none yet, and a plan row only when it received at least one new
@@ -407,6 +437,7 @@ class PlanStore:
         """
         unique = list({r.restock_id: r for r in reversed(restocks)}.values())[::-1]
         async with self._pool.acquire() as conn, conn.transaction():
+            await _check_start(conn, group_id, start)
             if actuals is not None:
                 await write_actuals(conn, actuals)
             await write_promotions(conn, promotions)
@@ -421,6 +452,8 @@ class PlanStore:
         decided_at: datetime,
         actuals: ActualsBatch | None = None,
         promotions: Sequence[PromotionEvent] = (),
+        *,
+        start: BatchStart | None = None,
     ) -> tuple[list[PlanEvent], list[LineCut]]:
         """Like `write_batch`, with the plans decided under per-cycle `constraints` inside the
         same transaction; returns (plans created, restocks cut).
@@ -435,6 +468,7 @@ class PlanStore:
         unique = list({r.restock_id: r for r in reversed(restocks)}.values())[::-1]
         keys = usage_keys(unique, constraints)
         async with self._pool.acquire() as conn, conn.transaction():
+            await _check_start(conn, group_id, start)
             if actuals is not None:
                 await write_actuals(conn, actuals)
             await write_promotions(conn, promotions)
@@ -625,6 +659,27 @@ class PlanStore:
 
     async def count_restock_events(self) -> int:
         return int(await self._pool.fetchval("SELECT count(*) FROM restock_events"))
+
+
+async def _check_start(conn: asyncpg.Connection, group_id: str,
+                       start: BatchStart | None) -> None:
+    """Lock the batch's offset rows; OffsetsBehind when PostgreSQL is behind `start`."""
+    if start is None or not start.first:
+        return
+    items = sorted(start.first.items())
+    rows = await conn.fetch(_LOCK_OFFSETS, group_id, [t for (t, _), _ in items],
+                            [p for (_, p), _ in items])
+    stored: dict[tuple[str, int], int] = {(r["topic"], r["partition"]): r["next_offset"]
+                                          for r in rows}
+    behind: dict[tuple[str, int], int | None] = {}
+    for tp, first in items:
+        at = stored.get(tp)
+        if (at is None and tp in start.written) or (at is not None and at < first):
+            behind[tp] = at
+    if behind:
+        shown = ", ".join(f"{t}[{p}] stored {at if at is not None else 'nothing'}, batch from "
+                          f"{start.first[(t, p)]}" for (t, p), at in sorted(behind.items()))
+        raise OffsetsBehind(f"PostgreSQL is behind the batch: {shown}", stored=behind)
 
 
 async def wait_for_server(dsn: str, *, timeout_s: float = 30.0) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.errors import ConfigError
+from runtime.paths import recorded_args, recorded_path
 
 __all__ = ["add_bench_commands", "add_commands", "add_data_args", "run"]
 
@@ -224,7 +225,7 @@ def _train(args: argparse.Namespace) -> int:
           f"({panel.dates[0]} .. {panel.dates[-1]})", file=sys.stderr)
     result = train_model(name, panel, config, device=args.device,
                          progress=not args.no_progress)
-    data = {"path": str(args.data), "n_series": panel.n_series, "n_days": panel.n_days,
+    data = {"path": recorded_path(args.data), "n_series": panel.n_series, "n_days": panel.n_days,
             "first_day": str(panel.dates[0]), "last_day": str(panel.dates[-1])}
     version = save_model_dir(result.forecaster, args.out, data_fingerprint=panel.fingerprint(),
                              data=data, metrics=result.metrics, history=result.history)
@@ -266,11 +267,11 @@ def _backtest(args: argparse.Namespace) -> int:
                             step=args.step, refit=args.refit == "every", factory=factory,
                             on_fold=on_fold, jobs=args.jobs)
     doc = result.to_json()
-    doc["data"] = str(args.data)
+    doc["data"] = recorded_path(args.data)
     doc["served"] = served_model()
     doc["lstm_config"] = lstm_config.to_json()
     doc["wall_seconds"] = time.perf_counter() - t0
-    doc["command"] = "shelfcast " + " ".join(sys.argv[1:]) if sys.argv[0].endswith(
+    doc["command"] = "shelfcast " + " ".join(recorded_args(sys.argv[1:])) if sys.argv[0].endswith(
         "shelfcast") else None
     _print_table(result.models)
     if args.json:

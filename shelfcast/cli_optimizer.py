@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from runtime.errors import ConfigError
+from runtime.paths import recorded_args, recorded_path
 from shelfcast.cli_forecasting import SERVED, add_covariate_arg, add_data_args, served_model
 
 if TYPE_CHECKING:
@@ -235,7 +236,7 @@ def _fit_before(policy: ForecastPolicy, panel: Any, first_index: int,
 
         # An LSTM or an lstm_lgbm (forecasting.model_dir writes either).
         lstm = cast("LSTMForecaster", getattr(model, "lstm", model))
-        data = {"path": str(args.data), "n_series": past.n_series, "n_days": past.n_days,
+        data = {"path": recorded_path(args.data), "n_series": past.n_series, "n_days": past.n_days,
                 "first_day": str(past.dates[0]), "last_day": str(past.dates[-1])}
         history = lstm.train_result.history if lstm.train_result is not None else []
         save_model_dir(model, args.lstm_out, data_fingerprint=past.fingerprint(), data=data,
@@ -342,8 +343,9 @@ def _simulate(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, days=min(DEFAULT_DAYS, allowed))
     n_days = config.days if config.days is not None else allowed
     meta: dict[str, Any] = {
-        "dataset": str(args.data),
-        "command": "shelfcast " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None,
+        "dataset": recorded_path(args.data),
+        "command": ("shelfcast " + shlex.join(recorded_args(sys.argv[1:]))
+                    if sys.argv[1:] else None),
         "machine": _machine(),
         "load_seconds": round(load_s, 2),
         "loader": "forecasting.data.load_panel",
@@ -475,7 +477,7 @@ def _bench_db(args: argparse.Namespace) -> int:
     finally:
         if local is not None:
             local.close()
-    doc = {"command": "shelfcast " + shlex.join(sys.argv[1:]), "server": server,
+    doc = {"command": "shelfcast " + shlex.join(recorded_args(sys.argv[1:])), "server": server,
            "machine": _machine(), **doc}  # fmt: skip
     print(json.dumps(doc, indent=2))
     if args.json is not None:

@@ -101,6 +101,12 @@ def _load(name: str, path: Path, device: str = "auto", backend: str = "auto") ->
                                      path=str(path))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load the model in {path}: {exc}") from exc
+    lstm_config = getattr(getattr(forecaster, "lstm", forecaster), "config", None)
+    if getattr(lstm_config, "promo_inputs", False):
+        # (a measured lever left off: the stream does not fold past days' flags into states)
+        raise ConfigError(f"the model in {path} reads promotion inputs (LSTMConfig."
+                          "promo_inputs), which the stream does not feed: serve a model "
+                          "trained without them")
     # Compile what compiles (lstm_lgbm's boosters), here: at start, before the worker joins
     # its group, and for a roll-in on a thread while the old model serves.
     forecaster.prepare_serving()

@@ -106,7 +106,7 @@ def make_lstm(path: str | None = None, *, device: str = "auto", backend: str | N
             f"{path} has no model.npz (saved before it existed), so serving it needs torch: "
             f"{TRAIN_EXTRA_HINT}; or add model.npz once where torch is installed: python -m "
             f"forecasting.lstm.artifact --add-npz {path}") from None
-    from forecasting.lstm.features import INPUT_DIM
+    from forecasting.lstm.config import config_input_dim
 
     if path is not None:
         return load_artifact(path, device=device)
@@ -114,7 +114,8 @@ def make_lstm(path: str | None = None, *, device: str = "auto", backend: str | N
         overrides["levels"] = tuple(overrides["levels"])
     base = LSTMConfig() if config is None else config
     cfg = dataclasses.replace(base, **overrides) if overrides else base
-    return LSTMForecaster(LSTMNet(INPUT_DIM, cfg), device=device, progress=progress)
+    return LSTMForecaster(LSTMNet(config_input_dim(cfg), cfg), device=device,
+                          progress=progress)
 
 
 def _serves_with_numpy(path: str, backend: str, device: str) -> bool:

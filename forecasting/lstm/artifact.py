@@ -29,6 +29,7 @@ from forecasting.lstm.artifact_files import (
     read_metadata,
     write_npz,
 )
+from forecasting.lstm.config import config_input_dim
 from forecasting.lstm.features import CALENDAR_DIM, INPUT_DIM, RING_DAYS, SCALE_FLOOR
 from forecasting.lstm.forecaster import LSTMForecaster
 from forecasting.lstm.model import LSTMConfig, LSTMNet
@@ -50,6 +51,13 @@ INPUT_FEATURES = (
     + ["holiday"]
 )
 assert len(INPUT_FEATURES) == INPUT_DIM and CALENDAR_DIM == 20
+PROMO_INPUT = "promo"  # the last input with LSTMConfig.promo_inputs (features.PROMO_DIM)
+
+
+def input_names(config: LSTMConfig) -> list[str]:
+    """The per-day inputs of a net with `config`, in order (the metadata's input width: an
+    artifact from before promotion inputs lists INPUT_DIM of them)."""
+    return INPUT_FEATURES + ([PROMO_INPUT] if config.promo_inputs else [])
 
 
 @dataclass
@@ -119,7 +127,8 @@ def save_artifact(
         "created_at": info.created_at,
         "torch_version": torch.__version__,
         "config": forecaster.config.to_json(),
-        "features": {"inputs": INPUT_FEATURES, "head": _head_features(forecaster.config),
+        "features": {"inputs": input_names(forecaster.config),
+            "head": _head_features(forecaster.config),
             "calendar": forecaster.config.calendar,
             # days of demand a full-window forecast reads (the year-ago head inputs); the
             # incremental state carries them as a ring
@@ -154,6 +163,8 @@ def _head_features(config: LSTMConfig) -> list[str]:
     elif config.head_month == "fourier":
         names += [f"day_of_year_{f}{k}_t+{h}" for h in steps
                   for f in ("sin", "cos") for k in range(1, config.head_month_pairs + 1)]
+    if config.promo_inputs:
+        names += [f"promo_t+{h}" for h in steps]
     if config.year_ago:
         names += [f"year_ago_week_t+{h}_over_scale" for h in steps]
         names += ["year_ago_level_over_scale"]
@@ -169,7 +180,11 @@ def load_artifact(path: str | Path, *, device: str = "auto") -> LSTMForecaster:
     if not weights.exists():
         raise ArtifactError(f"{path}: no {WEIGHTS_FILE}")
     config = LSTMConfig.from_json(meta["config"])
-    net = LSTMNet(INPUT_DIM, config)
+    inputs = (meta.get("features") or {}).get("inputs")
+    if inputs is not None and len(inputs) != config_input_dim(config):
+        raise ArtifactError(f"{path}: {len(inputs)} inputs per day, its config reads "
+                            f"{config_input_dim(config)}")
+    net = LSTMNet(config_input_dim(config), config)
     state = torch.load(weights, map_location="cpu", weights_only=True)
     net.load_state_dict(state)
     scaling = meta["scaling"]

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from forecasting.base import QUANTILE_LEVELS
-from forecasting.lstm.features import future_dim, year_ago_dim
+from forecasting.lstm.features import future_dim, input_dim, year_ago_dim
 
-__all__ = ["LSTMConfig", "config_overrides", "head_future_dim"]
+__all__ = ["LSTMConfig", "config_input_dim", "config_overrides", "head_future_dim"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,26 @@ class LSTMConfig:
     # one (mix_days 0).
     # 0: no mix window (the mix learns on the LSTM's early-stopping days).
     mix_days: int = 0
+    # True: the LSTM reads planned promotions (forecasting.covariates' `promo`): one more
+    # input per day, that day's flag (features.input_features), and the head sees the H
+    # flags of the forecast days (features.head_inputs). Training on a panel without
+    # covariates turns it off (the net is then the one without it, bit for bit); a model
+    # with it forecasts "no promotion" for days it is given no flags for. False: the inputs
+    # of before it (artifacts without the field: their input width, features.INPUT_DIM).
+    # Off: over the three real sets (tuning origins) the LSTM alone gains (pinball -1.2%,
+    # median-MASE -2.7%; Rossmann -3.3%) but the served lstm_lgbm loses (pinball +0.3%,
+    # Rossmann +0.9%); benchmarks/README.md, "Lever 2: the LSTM reading promotions".
+    promo_inputs: bool = False
+    # How training treats target days whose sales are censored (a stock-out: the panel's
+    # `censored` mask, FreshRetailNet's stockout_hours > 0; the observed value understates
+    # demand). "none": as observed (the loss of before). "drop": those targets leave the
+    # loss (a cumulative target from its first censored day on). "pinball": censored
+    # pinball: a censored target only penalises forecasts below it (quantiles and mean).
+    # Training only; scoring and calibration read the observed values. A panel without
+    # censored days trains the net of "none", bit for bit. Off: on FreshRetailNet (tuning
+    # origins) the served mix's pinball +0.1% with "drop", +0.4% with "pinball" (the LSTM
+    # alone +13.6%: scores are on the censored sales); benchmarks/README.md, "Lever 3".
+    censored_loss: str = "none"
     # Each training origin's loss is weighted by (series scale at the origin)^this, normalised
     # to mean 1 over the panel: 0 every series counts alike (scaled losses, what MASE
     # rewards); 1 losses in demand units (what pooled pinball and WAPE reward).
@@ -111,8 +131,11 @@ class LSTMConfig:
         """JSON-ready dict."""
         out = asdict(self)
         out["levels"] = list(self.levels)
-        if not self.mix_days:  # off (the default): the JSON, and so model ids, of before it
-            del out["mix_days"]
+        for off in ("mix_days", "promo_inputs"):
+            if not out[off]:  # off (the default): the JSON, and so model ids, of before it
+                del out[off]
+        if out["censored_loss"] == "none":  # likewise
+            del out["censored_loss"]
         return out
 
     @classmethod
@@ -137,7 +160,13 @@ def head_future_dim(config: LSTMConfig) -> int:
     """Width of what the head sees of the forecast days besides the LSTM state."""
     return (future_dim(config.horizon, config.head_calendar, config.head_annual,
                        config.head_month, config.head_month_pairs)
+            + (config.horizon if config.promo_inputs else 0)
             + (year_ago_dim(config.horizon) if config.year_ago else 0))
+
+
+def config_input_dim(config: LSTMConfig) -> int:
+    """Width of the LSTM's per-day inputs under `config` (features.input_dim)."""
+    return input_dim(config.promo_inputs)
 
 
 def config_overrides(items: Iterable[str]) -> dict[str, Any]:

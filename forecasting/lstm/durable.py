@@ -89,7 +89,12 @@ def weights_fingerprint(config: LSTMConfig, weights: Mapping[str, NDArray[np.gen
     """`fingerprint` of weights given as float32 arrays by state_dict name, in state_dict
     order (the numpy backend's: a state written by either backend is read by the other)."""
     digest = hashlib.blake2b(digest_size=8)
-    digest.update(f"{FORMAT}|{sorted(asdict(config).items())}|"
+    fields = asdict(config)
+    if not fields["promo_inputs"]:  # off: the fingerprint (durable states) of before it
+        del fields["promo_inputs"]
+    if fields["censored_loss"] == "none":  # likewise: a training-only knob, off
+        del fields["censored_loss"]
+    digest.update(f"{FORMAT}|{sorted(fields.items())}|"
                   f"{log_scale_mean!r}|{log_scale_std!r}".encode())
     for name, array in weights.items():
         digest.update(name.encode())

@@ -19,6 +19,7 @@ from forecasting._numeric import FloatArray
 __all__ = [
     "CALENDAR_DIM",
     "INPUT_DIM",
+    "PROMO_DIM",
     "RING_DAYS",
     "YEAR",
     "DayRing",
@@ -28,6 +29,7 @@ __all__ = [
     "future_features",
     "head_inputs",
     "holiday_flags",
+    "input_dim",
     "input_features",
     "running_scales",
     "scale_step",
@@ -42,6 +44,9 @@ __all__ = [
 N_WEEKDAYS, N_MONTHS = 7, 12
 CALENDAR_DIM = N_WEEKDAYS + N_MONTHS + 1  # weekday one-hot, month one-hot, holiday flag
 INPUT_DIM = 3 + CALENDAR_DIM  # scaled demand, missing flag, log scale, calendar
+# With LSTMConfig.promo_inputs one more input, last: the day's planned-promotion flag
+# (`input_dim`); the head then also sees the horizon's H flags (`head_inputs`' `promo`).
+PROMO_DIM = 1
 SCALE_FLOOR = 0.01  # units/bucket; keeps y / scale finite for series that never sold
 EPOCH = np.datetime64("1970-01-01", "D")
 YEAR = 364  # 52 weeks: the same weekday one year earlier
@@ -339,11 +344,14 @@ def _in_target_month(origins: DateArray, steps: NDArray[np.int64],
 def head_inputs(origins: DateArray, scale: FloatArray, span: FloatArray | None, *,
                 horizon: int, calendar: str, head_calendar: bool, annual: bool,
                 mask_calendar: bool = False, weeks: int = 1, month: str = "none",
-                pairs: int = 2, months: bool = True) -> FloatArray:
+                pairs: int = 2, months: bool = True,
+                promo: FloatArray | None = None) -> FloatArray:
     """(..., Fh) everything the head sees besides the LSTM state: `future_features` of the
-    origin dates (...) and, when `span` (..., year_ago_span) is given, `year_ago_features`
-    with the running `scale` (...) at the origins. `origins` may have fewer leading axes
-    than `scale` (a date axis shared by all series).
+    origin dates (...), then, when `promo` (..., H) is given, the planned-promotion flags
+    of the `horizon` days after each origin (LSTMConfig.promo_inputs), and, when `span`
+    (..., year_ago_span) is given, `year_ago_features` with the running `scale` (...) at
+    the origins (last: the head's year-ago prior reads them there). `origins` may have
+    fewer leading axes than `scale` (a date axis shared by all series).
 
     `mask_calendar`: where the year-ago level is known, the head-calendar part (later-month
     flags, month of the last step) is zeroed: the year-ago shape says the same per day and
@@ -352,14 +360,24 @@ def head_inputs(origins: DateArray, scale: FloatArray, span: FloatArray | None, 
     per-step target month (`month`) is never masked."""
     fut = future_features(origins, horizon, calendar, head_calendar, annual, month, pairs,
                           months)
+    flags: list[FloatArray] = []
+    if promo is not None:
+        if promo.shape[-1] != horizon:
+            raise ValueError(f"promo flags: {promo.shape[-1]} days, horizon {horizon}")
+        flags = [promo]
     if span is None:
-        return fut
+        if not flags:
+            return fut
+        shape = np.broadcast_shapes(fut.shape[:-1], promo.shape[:-1])  # type: ignore[union-attr]
+        return np.concatenate([np.broadcast_to(fut, (*shape, fut.shape[-1])),
+                               np.broadcast_to(flags[0], (*shape, horizon))], axis=-1)
     ya = year_ago_features(span, scale, origins, horizon, weeks)
     fut = np.broadcast_to(fut, (*ya.shape[:-1], fut.shape[-1]))
     if mask_calendar and head_calendar:
         fut = fut.copy()
         fut[..., horizon : 2 * horizon + N_MONTHS] *= 1.0 - ya[..., -1:]
-    out: FloatArray = np.concatenate([fut, ya], axis=-1)
+    flags = [np.broadcast_to(f, (*ya.shape[:-1], horizon)) for f in flags]
+    out: FloatArray = np.concatenate([fut, *flags, ya], axis=-1)
     return out
 
 
@@ -437,11 +455,18 @@ class DayRing:
                        np.concatenate([r.pos for r in rings]))
 
 
+def input_dim(promo_inputs: bool) -> int:
+    """Width of `input_features`' last axis: INPUT_DIM, + PROMO_DIM with promotion inputs."""
+    return INPUT_DIM + (PROMO_DIM if promo_inputs else 0)
+
+
 def input_features(
     y: FloatArray, scale: FloatArray, calendar: FloatArray, log_scale_mean: float,
-    log_scale_std: float,
+    log_scale_std: float, promo: FloatArray | None = None,
 ) -> FloatArray:
-    """(..., INPUT_DIM) inputs of one or many buckets from demand, running scale, calendar.
+    """(..., INPUT_DIM) inputs of one or many buckets from demand, running scale, calendar;
+    with `promo` (...) (the day's planned-promotion flag, LSTMConfig.promo_inputs) one more,
+    last: (..., INPUT_DIM + PROMO_DIM).
 
     `y`, `scale` are (...), `calendar` is (..., CALENDAR_DIM). A missing bucket gets demand 0
     and missing flag 1.
@@ -449,7 +474,8 @@ def input_features(
     seen = np.isfinite(y)
     scaled = np.where(seen, y, 0.0) / scale
     log_scale = (np.log1p(scale) - log_scale_mean) / log_scale_std
-    return np.concatenate(
-        [scaled[..., None], (~seen)[..., None].astype(np.float64), log_scale[..., None], calendar],
-        axis=-1,
-    )
+    parts = [scaled[..., None], (~seen)[..., None].astype(np.float64), log_scale[..., None],
+             calendar]
+    if promo is not None:
+        parts.append(np.broadcast_to(promo, y.shape)[..., None])
+    return np.concatenate(parts, axis=-1)

@@ -22,6 +22,7 @@ from numpy.typing import ArrayLike, NDArray
 from forecasting._numeric import FloatArray
 from forecasting.base import IncrementalForecaster, QuantileForecast
 from forecasting.calibration import IntervalCalibration
+from forecasting.covariates import Covariates
 from forecasting.data import Panel
 from forecasting.lstm.calibration import fit_calibration
 from forecasting.lstm.device import auto_device
@@ -32,9 +33,11 @@ from forecasting.lstm.model import LSTMConfig, LSTMNet
 from forecasting.lstm.serving import (
     encode_inputs,
     finish_forecast,
+    head_promo,
     head_rows,
     head_scale,
     update_inputs,
+    window_promo,
     yesterday_utc,
 )
 from forecasting.lstm.slots import StateSlots
@@ -67,6 +70,9 @@ class LSTMForecaster(IncrementalForecaster[SeriesState]):
     name = "lstm"
     version = 1
     fits = True
+    # With config.promo_inputs it reads planned promotions (`predict(..., covariates=)`,
+    # `forecast_known`; `encode` and `update` take the days' flags); without, ignores them.
+    uses_covariates = True
     # Days a cold start (the keyed inferencer's unknown, stale or re-versioned keys) runs
     # the LSTM over: `encode(..., warmup_days=this)`. None: the whole window. 182: the
     # shortest measured warm-up that moved no series' forecast by more than 0.5% at any
@@ -144,8 +150,11 @@ class LSTMForecaster(IncrementalForecaster[SeriesState]):
 
     # --- full recompute --------------------------------------------------------------------
     def encode(self, windows: ArrayLike, end_days: ArrayLike,
-               warmup_days: int | None = None) -> SeriesState:
+               warmup_days: int | None = None, *,
+               promo: ArrayLike | None = None) -> SeriesState:
         """Run each window (n, T) from its first observation to its end date (n,) or ().
+        `promo` (n, T): the windows' days' planned-promotion flags, read with
+        `config.promo_inputs` (None: no promotion on any day).
 
         `warmup_days` None: the LSTM sees the whole window (exact: the state `update`
         reaches bucket by bucket; O(T) recurrent steps per series). An int W >= 1 bounds the
@@ -160,7 +169,7 @@ class LSTMForecaster(IncrementalForecaster[SeriesState]):
         bounded warm-up"). W >= T is the exact path.
         """
         inputs = encode_inputs(self.config, windows, end_days, warmup_days,
-                               self.log_scale_mean, self.log_scale_std)
+                               self.log_scale_mean, self.log_scale_std, promo)
         feats, first, length = inputs.feats, inputs.first, inputs.length
         n = feats.shape[0]
         lengths = length - first
@@ -197,8 +206,10 @@ class LSTMForecaster(IncrementalForecaster[SeriesState]):
 
     # --- incremental -----------------------------------------------------------------------
     def update(self, state: SeriesState, values: ArrayLike, days: ArrayLike | None = None,
-               *, consume: bool = False) -> SeriesState:
+               *, consume: bool = False, promo: ArrayLike | None = None) -> SeriesState:
         """Fold one new bucket per series (n,) into `state`: one LSTM step, O(1) per series.
+        `promo` (n,): the new days' planned-promotion flags, read with `config.promo_inputs`
+        (None: no promotion).
 
         `days` defaults to the day after each series' last bucket. A NaN before a series'
         first observation changes nothing (still no history); a NaN after it is a missing
@@ -207,7 +218,7 @@ class LSTMForecaster(IncrementalForecaster[SeriesState]):
         is advanced in place, one write per series, instead of copied (392 days).
         """
         inputs = update_inputs(self.config, state, values, days, self.log_scale_mean,
-                               self.log_scale_std)
+                               self.log_scale_std, promo)
         x, live = self._tensor(inputs.x), inputs.live
         packed = self._packed()
         with torch.inference_mode():
@@ -229,23 +240,44 @@ class LSTMForecaster(IncrementalForecaster[SeriesState]):
         return self._packed_net
 
     def forecast(self, state: SeriesState, horizon: int) -> QuantileForecast:
-        """Quantile forecast of the next `horizon` buckets after each series' last bucket."""
+        """Quantile forecast of the next `horizon` buckets after each series' last bucket
+        (no promotion planned: `forecast_known` gives the planned ones)."""
+        return self._forecast(state, horizon, None)
+
+    def forecast_known(self, state: SeriesState, horizon: int,
+                       covariates: Covariates) -> QuantileForecast:
+        """`forecast` with the series' planned promotions (read with `config.promo_inputs`)."""
+        return self._forecast(state, horizon, head_promo(self.config, state, covariates))
+
+    def _forecast(self, state: SeriesState, horizon: int,
+                  promo: FloatArray | None) -> QuantileForecast:
         integer, cal = self.config.integer_demand, self.calibration
         # With a calibration the head's quantiles stay unrounded until it has moved them.
-        out = self.head_output(state, integer=integer and cal is None)
+        out = self.head_output(state, integer=integer and cal is None, promo=promo)
         return finish_forecast(out, self._levels, horizon, cal, integer)
 
-    def head_output(self, state: SeriesState, *, integer: bool) -> FloatArray:
+    def _predict_known(self, windows: FloatArray, horizon: int, end_days: ArrayLike | None,
+                       covariates: Covariates) -> QuantileForecast:
+        """`predict` with covariates: the windows' and the horizon's promotion flags."""
+        ends = self.window_ends(end_days)
+        promo = window_promo(self.config, covariates, ends, *windows.shape)
+        state = self.encode(windows, ends, promo=promo)
+        return self.forecast_known(state, horizon, covariates)
+
+    def head_output(self, state: SeriesState, *, integer: bool,
+                    promo: FloatArray | None = None) -> FloatArray:
         """The head's forecast block (n, H, 2Q + 1) float64 [daily quantiles | cumulative
         quantiles | mean] in demand units, clipped at 0, rounded when `integer`; before the
-        interval calibration (`forecast` applies it)."""
+        interval calibration (`forecast` applies it). `promo` (n, H): the planned-promotion
+        flags of the forecast days (`serving.head_promo`; None: none)."""
         scale = self._tensor(head_scale(state))
         packed = self._packed()
         if not packed.head_packed:
-            return self._forecast_unpacked(state, scale, integer)
+            return self._forecast_unpacked(state, scale, integer, promo)
         future, inv, year = self._head_rows(state)
         with torch.inference_mode():
             out_t = packed.quantiles(state.h[-1], future, inv, scale, year=year,
+                                     promo=None if promo is None else self._tensor(promo),
                                      integer=integer)
             out: FloatArray = out_t.cpu().numpy()
         return out
@@ -261,7 +293,8 @@ class LSTMForecaster(IncrementalForecaster[SeriesState]):
         return self._tensor(rows), inv, None if year is None else self._tensor(year)
 
     def _forecast_unpacked(self, state: SeriesState, scale: torch.Tensor,
-                           integer: bool | None = None) -> FloatArray:
+                           integer: bool | None = None,
+                           promo: FloatArray | None = None) -> FloatArray:
         """`head_output` through LSTMNet's own head (heads PackedNet does not lay out);
         `integer` defaults to the config's."""
         big_h, cfg = self.config.horizon, self.config
@@ -272,7 +305,9 @@ class LSTMForecaster(IncrementalForecaster[SeriesState]):
             state.last_day, np.maximum(state.scale.level, SCALE_FLOOR), span, horizon=big_h,
             calendar=cfg.calendar, head_calendar=cfg.head_calendar, annual=cfg.head_annual,
             mask_calendar=cfg.year_ago_masks_calendar, weeks=cfg.year_ago_weeks,
-            month=cfg.head_month, pairs=cfg.head_month_pairs, months=cfg.month_inputs))
+            month=cfg.head_month, pairs=cfg.head_month_pairs, months=cfg.month_inputs,
+            promo=(None if not cfg.promo_inputs
+                   else np.zeros((state.n_series, big_h)) if promo is None else promo)))
         with torch.inference_mode():
             stacked = reference_quantiles(self.net, state.h[-1], hol, scale, integer=integer)
             out: FloatArray = stacked.cpu().numpy().astype(np.float64)

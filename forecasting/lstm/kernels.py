@@ -19,10 +19,12 @@ Large batches go in blocks of `_CHUNK_ROWS` rows so the temporaries stay in cach
 float64 forecast is written by the last multiply into memory from numpy (see `empty`).
 
 With year-ago inputs (`LSTMConfig.year_ago`) the head's first layer has a third block of
-columns, for the per-series year-ago features, added per series; with the year-ago prior
-(`year_ago_prior`) the last layer's gate row per step goes after the means, and the daily
-quantiles and the mean are multiplied by the year-ago shape to the gated power, as in
-`LSTMNet.head_raw` / `LSTMNet.quantiles`.
+columns, for the per-series year-ago features, added per series; with promotion inputs
+(`LSTMConfig.promo_inputs`) a block of H columns before it, for each series' planned
+flags of the forecast days, likewise added per series (skipped where a batch has none);
+with the year-ago prior (`year_ago_prior`) the last layer's gate row per step goes after
+the means, and the daily quantiles and the mean are multiplied by the year-ago shape to the
+gated power, as in `LSTMNet.head_raw` / `LSTMNet.quantiles`.
 
 Only the pinball head (daily and cumulative quantiles as base + softplus increments, a
 softplus mean, optionally the year-ago gates) is packed; other heads (loss="normal") go
@@ -84,6 +86,7 @@ class PackedNet:
     n_levels: int
     prior: bool  # the year-ago multiplier: H gate rows after the means
     step_packed: bool = True  # False: the probe found `step` differs from nn.LSTM
+    head_promo: Tensor | None = None  # (head_hidden, H); None: no promotion inputs
 
     @classmethod
     def of(cls, net: LSTMNet, cached: PackedNet | None = None) -> PackedNet:
@@ -118,12 +121,13 @@ class PackedNet:
         n_common = future_dim(big_h, cfg.head_calendar, cfg.head_annual, cfg.head_month,
                               cfg.head_month_pairs)
         n_year = year_ago_dim(big_h) if cfg.year_ago else 0
+        n_promo = big_h if cfg.promo_inputs else 0
         if not (cfg.loss == "pinball" and len(net.head) == 3
                 and isinstance(first, nn.Linear) and isinstance(act, nn.ReLU)
                 and isinstance(last, nn.Linear)
                 and prior == (cfg.year_ago and cfg.year_ago_prior)
                 and net.per_step == 2 * q + 1 + int(prior)
-                and first.in_features == hidden + n_common + n_year):
+                and first.in_features == hidden + n_common + n_promo + n_year):
             return unpacked._probed(net)
         w1 = first.weight.detach()
         per = net.per_step
@@ -137,11 +141,14 @@ class PackedNet:
         idx = torch.as_tensor(rows, device=w2.device)
         w2[: len(rows)] = last.weight.detach().index_select(0, idx)
         b2[: len(rows)] = last.bias.detach().index_select(0, idx)
+        flags = hidden + n_common  # the promotion columns, then the year-ago ones
         packed = cls(weakref.ref(net), params, versions, tuple(cells), hidden,
                      w1[:, :hidden].contiguous(),
                      w1[:, hidden : hidden + n_common].contiguous(),
-                     w1[:, hidden + n_common :].contiguous() if n_year else None,
-                     first.bias.detach().clone(), w2, b2, big_h, q, prior)
+                     w1[:, flags + n_promo :].contiguous() if n_year else None,
+                     first.bias.detach().clone(), w2, b2, big_h, q, prior,
+                     head_promo=(w1[:, flags : flags + n_promo].contiguous() if n_promo
+                                 else None))
         return packed._probed(net)
 
     def _probed(self, net: LSTMNet) -> PackedNet:
@@ -180,11 +187,16 @@ class PackedNet:
         if self.head_year is not None:
             year = rand(n, self.head_year.shape[1]) * 3
             year[:, -1] = (torch.arange(n, device=device) % 2).float()  # known or not
-        full = future[inverse] if year is None else torch.cat([future[inverse], year], dim=1)
+        promo = None
+        if self.head_promo is not None:
+            promo = (rand(n, self.horizon) > 0.5).float()
+        full = torch.cat([part for part in (future[inverse], promo, year) if part is not None],
+                         dim=1)
         top, scale = h_ref[-1], rand(n) + 0.5
         # Not rounded (integer=False): a float32 hair at x.5 would round apart.
         ref = reference_quantiles(net, top, full, scale, integer=False)
-        got = self.quantiles(top, future, inverse, scale, year=year, integer=False)
+        got = self.quantiles(top, future, inverse, scale, year=year, promo=promo,
+                             integer=False)
         if not _close(got.float(), ref, tol=1e-4):
             log.warning("packed LSTM head differs from LSTMNet's; using LSTMNet's")
             return replace(out, head_top=None, out_weight=None)
@@ -249,7 +261,8 @@ class PackedNet:
         return torch.stack(hs), torch.stack(cs)
 
     def quantiles(self, top: Tensor, future: Tensor, inverse: Tensor | None,
-                  scale: Tensor, *, year: Tensor | None = None, integer: bool) -> Tensor:
+                  scale: Tensor, *, year: Tensor | None = None,
+                  promo: Tensor | None = None, integer: bool) -> Tensor:
         """The forecast of series with top hidden state `top` (n, hidden) and scale (n,):
         (n, H, 2Q + 1) float64 [daily quantiles | cumulative quantiles | mean], clipped at
         0, cumulative non-decreasing over steps, rounded when `integer`.
@@ -257,10 +270,13 @@ class PackedNet:
         `future` (u, future_dim) holds the future features of u distinct rows (origins,
         with and without the calendar mask) and `inverse` (n,) which one each series has
         (None: u == 1, the same for all); `year` (n, year_ago_dim) the year-ago features
-        of each series when the net has them."""
+        of each series when the net has them; `promo` (n, H) each series' planned-promotion
+        flags of the forecast days when the net reads them (None: no promotion planned)."""
         assert self.head_future is not None and self.head_bias is not None
         if (year is None) != (self.head_year is None):
             raise ValueError("year-ago features must be given exactly when the net uses them")
+        if promo is not None and self.head_promo is None:
+            raise ValueError("promotion flags given to a net without promotion inputs")
         n, q, big_h = top.shape[0], self.n_levels, self.horizon
         per_origin = nn.functional.linear(future, self.head_future, self.head_bias)
         out = empty((n, big_h, 2 * q + 1), torch.float64, top.device)
@@ -268,6 +284,9 @@ class PackedNet:
             hi = min(lo + _CHUNK_ROWS, n)
             base = (per_origin if inverse is None
                     else per_origin.index_select(0, inverse[lo:hi]))
+            if promo is not None:
+                assert self.head_promo is not None
+                base = torch.addmm(base, promo[lo:hi], self.head_promo.t())
             part = None if year is None else year[lo:hi]
             if part is not None:
                 assert self.head_year is not None

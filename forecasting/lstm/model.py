@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from forecasting.lstm.config import LSTMConfig, head_future_dim
+from forecasting.lstm.config import LSTMConfig, config_input_dim, head_future_dim
 
 __all__ = ["LSTMConfig", "LSTMNet", "RecurrentState", "head_future_dim"]
 
@@ -27,6 +27,9 @@ class LSTMNet(nn.Module):
 
     def __init__(self, input_dim: int, config: LSTMConfig) -> None:
         super().__init__()
+        if input_dim != config_input_dim(config):  # promo_inputs: one more input per day
+            raise ValueError(f"input_dim {input_dim}: this config's inputs are "
+                             f"{config_input_dim(config)} wide (config_input_dim)")
         self.config = config
         self.horizon = config.horizon
         self.n_levels = len(config.levels)

@@ -17,6 +17,7 @@ from numpy.typing import ArrayLike, NDArray
 from forecasting._numeric import FloatArray
 from forecasting.base import IncrementalForecaster, QuantileForecast
 from forecasting.calibration import IntervalCalibration
+from forecasting.covariates import Covariates
 from forecasting.data import Panel
 from forecasting.lstm.config import LSTMConfig
 from forecasting.lstm.durable import weights_fingerprint
@@ -24,9 +25,11 @@ from forecasting.lstm.numpy_net import NumpyNet
 from forecasting.lstm.serving import (
     encode_inputs,
     finish_forecast,
+    head_promo,
     head_rows,
     head_scale,
     update_inputs,
+    window_promo,
     yesterday_utc,
 )
 from forecasting.lstm.slots import StateSlots
@@ -43,6 +46,7 @@ class NumpyLSTMForecaster(IncrementalForecaster[SeriesState]):
     name = "lstm"
     version = 1
     fits = True
+    uses_covariates = True  # as LSTMForecaster's: with config.promo_inputs
     cold_start_warmup_days = 182  # as LSTMForecaster's (see there)
     backend = "numpy"
 
@@ -87,11 +91,12 @@ class NumpyLSTMForecaster(IncrementalForecaster[SeriesState]):
 
     # --- the recurrence --------------------------------------------------------------------
     def encode(self, windows: ArrayLike, end_days: ArrayLike,
-               warmup_days: int | None = None) -> SeriesState:
+               warmup_days: int | None = None, *,
+               promo: ArrayLike | None = None) -> SeriesState:
         """As `LSTMForecaster.encode`: each window (n, T) from its first observation (or
-        `warmup_days` before its end) to its end date."""
+        `warmup_days` before its end) to its end date (`promo` (n, T): the days' flags)."""
         inputs = encode_inputs(self.config, windows, end_days, warmup_days,
-                               self.log_scale_mean, self.log_scale_std)
+                               self.log_scale_mean, self.log_scale_std, promo)
         feats, first = inputs.feats, inputs.first
         n = feats.shape[0]
         shape = (self.config.layers, n, self.config.hidden)
@@ -105,10 +110,10 @@ class NumpyLSTMForecaster(IncrementalForecaster[SeriesState]):
         return SeriesState(h, c, inputs.scale, inputs.ends, inputs.ring)
 
     def update(self, state: SeriesState, values: ArrayLike, days: ArrayLike | None = None,
-               *, consume: bool = False) -> SeriesState:
+               *, consume: bool = False, promo: ArrayLike | None = None) -> SeriesState:
         """As `LSTMForecaster.update`: one bucket per series, one step."""
         inputs = update_inputs(self.config, state, values, days, self.log_scale_mean,
-                               self.log_scale_std)
+                               self.log_scale_std, promo)
         h_old, c_old = np.asarray(state.h), np.asarray(state.c)
         h, c = self.net.step(inputs.x, h_old, c_old)
         if not inputs.live.all():
@@ -120,17 +125,36 @@ class NumpyLSTMForecaster(IncrementalForecaster[SeriesState]):
         return SeriesState(h, c, inputs.scale, inputs.days, ring)
 
     def forecast(self, state: SeriesState, horizon: int) -> QuantileForecast:
-        """Quantile forecast of the next `horizon` buckets after each series' last bucket."""
+        """Quantile forecast of the next `horizon` buckets after each series' last bucket
+        (no promotion planned)."""
+        return self._forecast(state, horizon, None)
+
+    def forecast_known(self, state: SeriesState, horizon: int,
+                       covariates: Covariates) -> QuantileForecast:
+        """As `LSTMForecaster.forecast_known`: with the planned promotions."""
+        return self._forecast(state, horizon, head_promo(self.config, state, covariates))
+
+    def _forecast(self, state: SeriesState, horizon: int,
+                  promo: FloatArray | None) -> QuantileForecast:
         integer, cal = self.config.integer_demand, self.calibration
-        out = self.head_output(state, integer=integer and cal is None)
+        out = self.head_output(state, integer=integer and cal is None, promo=promo)
         return finish_forecast(out, self._levels, horizon, cal, integer)
 
-    def head_output(self, state: SeriesState, *, integer: bool) -> FloatArray:
+    def _predict_known(self, windows: FloatArray, horizon: int, end_days: ArrayLike | None,
+                       covariates: Covariates) -> QuantileForecast:
+        """As `LSTMForecaster._predict_known`."""
+        ends = self.window_ends(end_days)
+        promo = window_promo(self.config, covariates, ends, *windows.shape)
+        return self.forecast_known(self.encode(windows, ends, promo=promo), horizon,
+                                   covariates)
+
+    def head_output(self, state: SeriesState, *, integer: bool,
+                    promo: FloatArray | None = None) -> FloatArray:
         """As `LSTMForecaster.head_output`: (n, H, 2Q + 1) before the calibration."""
         rows, which, year = head_rows(self.config, state)
         top = np.asarray(state.h)[-1]
         return self.net.quantiles(top, rows, which, head_scale(state), year=year,
-                                  integer=integer)
+                                  promo=promo, integer=integer)
 
     def keyed_states(self, max_states: int) -> StateSlots:
         """An empty store of this network's states by key, in numpy arrays; the records it

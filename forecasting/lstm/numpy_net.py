@@ -10,7 +10,8 @@ writes, the other resumes. On a CPU the torch kernels cost more than numpy's BLA
 these shapes (benchmarks/README.md), and serving needs no torch install at all.
 
 Only the pinball head (`LSTMConfig.loss == "pinball"`, with or without the year-ago
-inputs and prior) is laid out; other heads need torch (`NumpyNetError`).
+inputs and prior, with or without promotion inputs) is laid out; other heads need torch
+(`NumpyNetError`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from forecasting.errors import ForecastingError
-from forecasting.lstm.config import LSTMConfig
-from forecasting.lstm.features import INPUT_DIM, future_dim, year_ago_dim
+from forecasting.lstm.config import LSTMConfig, config_input_dim
+from forecasting.lstm.features import future_dim, year_ago_dim
 
 __all__ = ["NumpyNet", "NumpyNetError"]
 
@@ -69,6 +70,7 @@ class NumpyNet:
     out_weight: F32  # (head_hidden, 2HQ + H [+ H]): columns re-ordered as PackedNet's rows
     out_bias: F32
     prior: bool
+    head_promo: F32 | None = None  # (H, head_hidden); None: no promotion inputs
 
     @property
     def hidden(self) -> int:
@@ -82,9 +84,13 @@ class NumpyNet:
 
     @classmethod
     def from_weights(cls, config: LSTMConfig, weights: Mapping[str, NDArray[np.generic]],
-                     input_dim: int = INPUT_DIM) -> NumpyNet:
+                     input_dim: int | None = None) -> NumpyNet:
         """Lay out `weights` (an `LSTMNet.state_dict()` as arrays, by name) of a net with
-        `config`; raises NumpyNetError for a head it does not serve or a shape mismatch."""
+        `config` (`input_dim`: the per-day input width; None: the config's,
+        `config_input_dim`); raises NumpyNetError for a head it does not serve or a shape
+        mismatch."""
+        if input_dim is None:
+            input_dim = config_input_dim(config)
         if config.loss != "pinball":
             raise NumpyNetError(f"the numpy backend serves the pinball head only, not "
                                 f"loss={config.loss!r} (serve it with backend='torch')")
@@ -109,9 +115,10 @@ class NumpyNet:
         n_common = future_dim(big_h, config.head_calendar, config.head_annual,
                               config.head_month, config.head_month_pairs)
         n_year = year_ago_dim(big_h) if config.year_ago else 0
+        n_promo = big_h if config.promo_inputs else 0
         prior = config.year_ago and config.year_ago_prior
         per = 2 * q + 1 + int(prior)
-        w1 = get("head.0.weight", (config.head_hidden, hidden + n_common + n_year))
+        w1 = get("head.0.weight", (config.head_hidden, hidden + n_common + n_promo + n_year))
         w2 = get("head.2.weight", (big_h * per, config.head_hidden))
         b2 = get("head.2.bias", (big_h * per,))
         rows = [h * per + j for h in range(big_h) for j in range(2 * q)]
@@ -119,12 +126,15 @@ class NumpyNet:
         if prior:
             rows += [h * per + 2 * q + 1 for h in range(big_h)]
         idx = np.asarray(rows, dtype=np.intp)
+        flags = hidden + n_common  # the promotion columns, then the year-ago ones
         return cls(config, tuple(cells),
                    np.ascontiguousarray(w1[:, :hidden].T),
                    np.ascontiguousarray(w1[:, hidden : hidden + n_common].T),
-                   np.ascontiguousarray(w1[:, hidden + n_common :].T) if n_year else None,
+                   np.ascontiguousarray(w1[:, flags + n_promo :].T) if n_year else None,
                    get("head.0.bias", (config.head_hidden,)),
-                   np.ascontiguousarray(w2[idx].T), np.ascontiguousarray(b2[idx]), prior)
+                   np.ascontiguousarray(w2[idx].T), np.ascontiguousarray(b2[idx]), prior,
+                   np.ascontiguousarray(w1[:, flags : flags + n_promo].T) if n_promo
+                   else None)
 
     # --- the recurrence --------------------------------------------------------------------
     def step(self, x: NDArray[np.floating], h: F32, c: F32) -> tuple[F32, F32]:
@@ -187,23 +197,32 @@ class NumpyNet:
     def quantiles(self, top: F32, future: NDArray[np.floating],
                   inverse: NDArray[np.intp] | None, scale: NDArray[np.floating], *,
                   year: NDArray[np.floating] | None = None,
+                  promo: NDArray[np.floating] | None = None,
                   integer: bool) -> NDArray[np.float64]:
         """`PackedNet.quantiles` in numpy: top (n, hidden), future (u, future_dim) of the
         distinct rows with `inverse` (n,) saying which each series has (None: all the
-        first), scale (n,), year (n, year_ago_dim) with the year-ago inputs -> (n, H,
-        2Q + 1) float64 [daily quantiles | cumulative quantiles | mean]."""
+        first), scale (n,), year (n, year_ago_dim) with the year-ago inputs, promo (n, H)
+        the planned-promotion flags of the forecast days with promotion inputs (None: no
+        promotion planned) -> (n, H, 2Q + 1) float64 [daily quantiles | cumulative
+        quantiles | mean]."""
         if (year is None) != (self.head_year is None):
             raise ValueError("year-ago features must be given exactly when the net uses them")
+        if promo is not None and self.head_promo is None:
+            raise ValueError("promotion flags given to a net without promotion inputs")
         n, q, big_h = top.shape[0], len(self.config.levels), self.config.horizon
         per_origin = np.asarray(future, dtype=np.float32) @ self.head_future
         per_origin += self.head_bias
         out = np.empty((n, big_h, 2 * q + 1), dtype=np.float64)
         scale32 = np.asarray(scale, dtype=np.float32)
         year32 = None if year is None else np.asarray(year, dtype=np.float32)
+        promo32 = None if promo is None else np.asarray(promo, dtype=np.float32)
         for lo in range(0, n, _CHUNK_ROWS):
             hi = min(lo + _CHUNK_ROWS, n)
             base = (np.broadcast_to(per_origin[0], (hi - lo, per_origin.shape[1]))
                     if inverse is None else per_origin[inverse[lo:hi]])
+            if promo32 is not None:
+                assert self.head_promo is not None
+                base = base + promo32[lo:hi] @ self.head_promo
             part = None if year32 is None else year32[lo:hi]
             if part is not None:
                 assert self.head_year is not None

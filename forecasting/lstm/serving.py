@@ -19,6 +19,7 @@ from numpy.typing import ArrayLike, NDArray
 from forecasting._numeric import FloatArray
 from forecasting.base import QuantileForecast
 from forecasting.calibration import IntervalCalibration
+from forecasting.covariates import Covariates
 from forecasting.errors import InvalidWindowError
 from forecasting.lstm.config import LSTMConfig
 from forecasting.lstm.features import (
@@ -39,7 +40,8 @@ from forecasting.lstm.year_ago import agrees, year_ago_rows
 
 __all__ = ["ONE_DAY", "EncodeInputs", "UpdateInputs", "calendar_row", "day_rows",
            "distinct_days", "encode_inputs", "extend", "finish_forecast", "future_row",
-           "head_rows", "head_scale", "update_inputs", "warmup_length", "yesterday_utc"]
+           "head_promo", "head_rows", "head_scale", "update_inputs", "warmup_length",
+           "window_promo", "yesterday_utc"]
 
 DateArray = NDArray[np.datetime64]
 ONE_DAY = np.timedelta64(1, "D")
@@ -65,10 +67,15 @@ class EncodeInputs:
 
 def encode_inputs(config: LSTMConfig, windows: ArrayLike, end_days: ArrayLike,
                   warmup_days: int | None, log_scale_mean: float,
-                  log_scale_std: float) -> EncodeInputs:
-    """The inputs `encode` runs the LSTM over (see `LSTMForecaster.encode`)."""
+                  log_scale_std: float, promo: ArrayLike | None = None) -> EncodeInputs:
+    """The inputs `encode` runs the LSTM over (see `LSTMForecaster.encode`); `promo` (n, T):
+    the windows' days' promotion flags, read with `config.promo_inputs` (None: none)."""
     arr = np.asarray(windows, dtype=np.float64)
     n, length = arr.shape
+    flags = None
+    if config.promo_inputs:
+        flags = (np.zeros((n, length)) if promo is None
+                 else np.broadcast_to(np.asarray(promo, dtype=np.float64), (n, length)))
     warmup = None if warmup_days is None else warmup_length(warmup_days)
     ends = np.broadcast_to(np.asarray(end_days, dtype="datetime64[D]"), (n,)).copy()
     observed = np.isfinite(arr)
@@ -80,17 +87,19 @@ def encode_inputs(config: LSTMConfig, windows: ArrayLike, end_days: ArrayLike,
     lead = int(first.min(initial=length))
     if 0 < lead < length:
         arr, first, length = arr[:, lead:], first - lead, length - lead
+        flags = None if flags is None else flags[:, lead:]
     start = 0 if warmup is None else max(0, length - warmup)
     scales, scale_state = running_scales(arr, config.scale_memory)
     if start:  # the LSTM part: the last `length - start` days, right-aligned as before
         first = np.maximum(first, start) - start  # a series seen before starts at once
         arr, scales, length = arr[:, start:], scales[:, start:], length - start
+        flags = None if flags is None else flags[:, start:]
     distinct, inverse = distinct_days(ends)  # calendar rows once per distinct end day
     offsets = (length - 1 - np.arange(length)).astype("timedelta64[D]")
     cal = calendar_features(distinct[:, None] - offsets[None, :], config.calendar,
                             config.month_inputs)
     cal = cal[np.zeros(n, dtype=np.intp) if inverse is None else inverse]
-    feats = input_features(arr, scales, cal, log_scale_mean, log_scale_std)
+    feats = input_features(arr, scales, cal, log_scale_mean, log_scale_std, flags)
     return EncodeInputs(feats, first.astype(np.intp), length, scale_state, ends, ring)
 
 
@@ -108,8 +117,9 @@ class UpdateInputs:
 
 def update_inputs(config: LSTMConfig, state: SeriesState, values: ArrayLike,
                   days: ArrayLike | None, log_scale_mean: float,
-                  log_scale_std: float) -> UpdateInputs:
-    """The inputs `update` steps the LSTM on (see `LSTMForecaster.update`)."""
+                  log_scale_std: float, promo: ArrayLike | None = None) -> UpdateInputs:
+    """The inputs `update` steps the LSTM on (see `LSTMForecaster.update`); `promo` (n,):
+    the new days' promotion flags, read with `config.promo_inputs` (None: none)."""
     y = np.asarray(values, dtype=np.float64).reshape(-1)
     n = state.n_series
     if y.shape[0] != n:
@@ -125,8 +135,39 @@ def update_inputs(config: LSTMConfig, state: SeriesState, values: ArrayLike,
     cal = day_rows(distinct, calendar_row, config.calendar,
                    config.month_inputs)  # per distinct day, memoised
     cal = cal[np.zeros(n, dtype=np.intp) if inverse is None else inverse]
-    x = input_features(y, s, cal, log_scale_mean, log_scale_std)
+    flags = None
+    if config.promo_inputs:
+        flags = (np.zeros(n) if promo is None
+                 else np.broadcast_to(np.asarray(promo, dtype=np.float64).reshape(-1), (n,)))
+    x = input_features(y, s, cal, log_scale_mean, log_scale_std, flags)
     return UpdateInputs(y, x, scale, live, new_days)
+
+
+def head_promo(config: LSTMConfig, state: SeriesState,
+               covariates: Covariates | None) -> FloatArray | None:
+    """(n, H) the planned-promotion flags of the H days after each series' last day, as the
+    head reads them (`config.promo_inputs`); None: the net reads none, or nothing is planned
+    (the head then adds nothing: zero flags)."""
+    if not config.promo_inputs or covariates is None:
+        return None
+    if covariates.n_series != state.n_series:
+        raise InvalidWindowError(f"covariates hold {covariates.n_series} series, "
+                                 f"the state {state.n_series}")
+    flags = covariates.promo_rows(state.last_day + ONE_DAY, config.horizon)
+    return flags if flags.any() else None
+
+
+def window_promo(config: LSTMConfig, covariates: Covariates | None, end_days: ArrayLike,
+                 n_series: int, length: int) -> FloatArray | None:
+    """(n, length) the promotion flags of the `length` days up to each window's end day
+    (`encode`'s `promo`); None: the net reads none, or no covariates."""
+    if not config.promo_inputs or covariates is None:
+        return None
+    if covariates.n_series != n_series:
+        raise InvalidWindowError(f"covariates hold {covariates.n_series} series, "
+                                 f"windows {n_series}")
+    ends = np.broadcast_to(np.asarray(end_days, dtype="datetime64[D]"), (n_series,))
+    return covariates.promo_rows(ends - np.timedelta64(length - 1, "D"), length)
 
 
 def head_scale(state: SeriesState) -> FloatArray:

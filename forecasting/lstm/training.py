@@ -18,9 +18,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from forecasting._numeric import FloatArray
 from forecasting.data import Panel
+from forecasting.lstm.config import config_input_dim
 from forecasting.lstm.device import auto_device
 from forecasting.lstm.features import (
-    INPUT_DIM,
     RING_DAYS,
     YEAR,
     calendar_features,
@@ -60,6 +60,9 @@ class _Tensors:
     train_mask: torch.Tensor  # (n, L) origins whose loss trains the model
     val_mask: torch.Tensor  # (n, L) origins held out for early stopping
     weight: torch.Tensor | None = None  # (n, L) per-origin loss weight (config.scale_weight)
+    # (n, L, H) censored targets (config.censored_loss), None: none
+    daily_cens: torch.Tensor | None = None
+    cum_cens: torch.Tensor | None = None
 
 
 def _prepare(panel: Panel, config: LSTMConfig, device: torch.device) -> tuple[_Tensors, float,
@@ -79,9 +82,15 @@ def _prepare(panel: Panel, config: LSTMConfig, device: torch.device) -> tuple[_T
 
     days = panel.dates
     cal = calendar_features(days, config.calendar, config.month_inputs)  # (T, C)
-    feats = input_features(y, scales, np.broadcast_to(cal, (n, *cal.shape)), log_mean, log_std)
-    hol = _head_inputs(y, scales, days, config)  # (n, T, Fh)
     steps = np.arange(1, big_h + 1)
+    flags = ahead = None
+    if config.promo_inputs:  # each day's flag, and at each origin the H days after it
+        flags = _promo_grid(panel, big_h)  # (n, T + H)
+        ahead = flags[:, np.arange(length)[:, None] + steps[None, :]]  # (n, T, H)
+        flags = flags[:, :length]
+    feats = input_features(y, scales, np.broadcast_to(cal, (n, *cal.shape)), log_mean, log_std,
+                           flags)
+    hol = _head_inputs(y, scales, days, config, ahead)  # (n, T, Fh)
     y_pad = np.concatenate([y, np.full((n, big_h), np.nan)], axis=1)
     future = y_pad[:, np.arange(length)[:, None] + steps[None, :]]  # (n, T, H)
     daily = future / scales[:, :, None]
@@ -106,6 +115,14 @@ def _prepare(panel: Panel, config: LSTMConfig, device: torch.device) -> tuple[_T
         out = np.take_along_axis(np.broadcast_to(m, (n, length)) & started, cols, axis=1)
         return torch.from_numpy(out & in_row).to(device)
 
+    daily_cens = cum_cens = None
+    if config.censored_loss != "none" and panel.censored is not None:
+        c_pad = np.concatenate([panel.censored, np.zeros((n, big_h), dtype=bool)], axis=1)
+        fut_c = c_pad[:, np.arange(length)[:, None] + steps[None, :]]  # (n, T, H)
+        # a cumulative target is censored from its first censored day on
+        cum_c = np.logical_or.accumulate(fut_c, axis=2)
+        daily_cens = align(fut_c.astype(np.float32)) > 0.5
+        cum_cens = align(cum_c.astype(np.float32)) > 0.5
     weight = None
     if config.scale_weight:
         raw = scales ** config.scale_weight
@@ -118,30 +135,45 @@ def _prepare(panel: Panel, config: LSTMConfig, device: torch.device) -> tuple[_T
         train_mask=align_mask(train_origin[None, :]),
         val_mask=align_mask(val_origin[None, :]),
         weight=weight,
+        daily_cens=daily_cens,
+        cum_cens=cum_cens,
     )
     return tensors, log_mean, log_std
 
 
+def _promo_grid(panel: Panel, horizon: int) -> FloatArray:
+    """(n, T + horizon) the panel's promotion flags from its first day to `horizon` days
+    after its last (no covariates, or days past their grid: 0)."""
+    if panel.covariates is None:
+        return np.zeros((panel.n_series, panel.n_days + horizon))
+    promo, _ = panel.covariates.span(panel.start, panel.n_days + horizon)
+    return promo
+
+
 def _head_inputs(y: FloatArray, scales: FloatArray, days: np.ndarray,
-                 config: LSTMConfig) -> FloatArray:
+                 config: LSTMConfig, promo: FloatArray | None = None) -> FloatArray:
     """(n, T, Fh) the head's inputs at every origin, as the forecaster computes them from
-    its carried state (the year-ago span is the window the day ring would hold)."""
+    its carried state (the year-ago span is the window the day ring would hold); `promo`
+    (n, T, H): the promotion flags of the H days after each origin (promo_inputs)."""
     n, length = y.shape
 
-    def inputs(scale: FloatArray, span: FloatArray | None) -> FloatArray:
+    def inputs(scale: FloatArray, span: FloatArray | None,
+               flags: FloatArray | None) -> FloatArray:
         return head_inputs(days, scale, span, horizon=config.horizon, calendar=config.calendar,
                            head_calendar=config.head_calendar, annual=config.head_annual,
                            mask_calendar=config.year_ago_masks_calendar,
                            weeks=config.year_ago_weeks, month=config.head_month,
-                           pairs=config.head_month_pairs, months=config.month_inputs)
+                           pairs=config.head_month_pairs, months=config.month_inputs,
+                           promo=flags)
 
     if not config.year_ago:
-        fut = inputs(scales, None)
+        fut = inputs(scales, None, promo)
         return np.broadcast_to(fut, (n, length, fut.shape[-1]))
     width = year_ago_span(config.horizon, config.year_ago_weeks)
     padded = np.concatenate([np.full((n, RING_DAYS - 1), np.nan), y], axis=1)
     spans = np.lib.stride_tricks.sliding_window_view(padded, width, axis=1)[:, :length]
-    parts = [inputs(scales[i : i + 64], spans[i : i + 64])
+    parts = [inputs(scales[i : i + 64], spans[i : i + 64],
+                    None if promo is None else promo[i : i + 64])
              for i in range(0, n, 64)]  # chunks: the (64, T, H, 3) year-ago windows
     out: FloatArray = np.concatenate(parts, axis=0)
     return out
@@ -149,11 +181,16 @@ def _head_inputs(y: FloatArray, scales: FloatArray, days: np.ndarray,
 
 def _loss(net: LSTMNet, top: torch.Tensor, holidays: torch.Tensor, daily_y: torch.Tensor,
           cum_y: torch.Tensor, mask: torch.Tensor, tau: torch.Tensor,
-          config: LSTMConfig, weight: torch.Tensor | None = None) -> torch.Tensor:
+          config: LSTMConfig, weight: torch.Tensor | None = None,
+          censored: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Mean loss over masked origins (b, L) of the head's outputs against scaled targets
-    (each origin's terms times `weight` (b, L) when given)."""
+    (each origin's terms times `weight` (b, L) when given). `censored`: (daily, cumulative)
+    (b, L, H) targets that are lower bounds (`config.censored_loss`: dropped, or only
+    forecasts below them penalised)."""
     raw = net.head_raw(top[mask], holidays[mask])  # (m, H, per_step)
     yd, yc = daily_y[mask], cum_y[mask]
+    cens = None if censored is None else (censored[0][mask], censored[1][mask])
+    one_sided = cens is not None and config.censored_loss == "pinball"
     w = None if weight is None else weight[mask][:, None]  # (m, 1): one weight per origin
     # Cumulative targets grow with h; divide by h so every step weighs like one day.
     per_step = torch.arange(1, config.horizon + 1, device=yd.device, dtype=yd.dtype)
@@ -161,10 +198,16 @@ def _loss(net: LSTMNet, top: torch.Tensor, holidays: torch.Tensor, daily_y: torc
     terms = []
     for j, (pred, target) in enumerate(((daily_q, yd), (cum_q, yc))):
         ok = torch.isfinite(target)
+        if cens is not None and not (one_sided and config.loss == "pinball"):
+            ok = ok & ~cens[j]  # "drop" (and the likelihood loss): censored targets leave
         t = torch.where(ok, target, 0.0)
         if config.loss == "pinball":
             diff = t[..., None] - pred
-            loss = torch.maximum(tau * diff, (tau - 1.0) * diff).mean(dim=-1)
+            elem = torch.maximum(tau * diff, (tau - 1.0) * diff)
+            if one_sided:
+                assert cens is not None  # below a lower bound costs; above it, nothing
+                elem = torch.where(cens[j][..., None], tau * diff.clamp(min=0.0), elem)
+            loss = elem.mean(dim=-1)
         else:  # Gaussian negative log-likelihood (the ablation of the quantile head)
             mu = raw[..., 2 * j]
             sigma = torch.nn.functional.softplus(raw[..., 2 * j + 1]) + 1e-3
@@ -175,6 +218,8 @@ def _loss(net: LSTMNet, top: torch.Tensor, holidays: torch.Tensor, daily_y: torc
             loss = loss * w
         terms.append(torch.where(ok, loss, 0.0).sum() / ok.sum().clamp(min=1))
     ok = torch.isfinite(yd)
+    if cens is not None and not one_sided:
+        ok = ok & ~cens[0]
     t = torch.where(ok, yd, 0.0)
     mu = mean.clamp(min=1e-4)
     # The mean head's loss is a deviance (a Bregman score, so minimised by the mean); unlike
@@ -186,6 +231,9 @@ def _loss(net: LSTMNet, top: torch.Tensor, holidays: torch.Tensor, daily_y: torc
     else:
         deviance = (t.pow(2.0 - p) / ((1.0 - p) * (2.0 - p))
                     - t * mu.pow(1.0 - p) / (1.0 - p) + mu.pow(2.0 - p) / (2.0 - p))
+    if one_sided:
+        assert cens is not None  # a mean above a censored value costs nothing
+        deviance = torch.where(cens[0] & (mu >= t), 0.0, deviance)
     if w is not None:
         deviance = deviance * w
     poisson = torch.where(ok, deviance, 0.0).sum() / ok.sum().clamp(min=1)
@@ -228,6 +276,18 @@ def train_net(
         config = dataclasses.replace(config, head_month="none")
     if panel.values.shape[1] < config.months_min_days and config.month_inputs:
         config = dataclasses.replace(config, month_inputs=False)
+    if config.promo_inputs and not _has_promotions(panel):
+        # nothing to read: the net without the inputs (so a panel without covariates trains
+        # the very net it trained before promo_inputs, bit for bit)
+        config = dataclasses.replace(config, promo_inputs=False)
+    if config.censored_loss not in ("none", "drop", "pinball"):
+        raise ValueError(f"censored_loss must be none, drop or pinball, got "
+                         f"{config.censored_loss!r}")
+    if config.censored_loss != "none" and (panel.censored is None
+                                           or not bool(panel.censored.any())):
+        # no censored day: the loss of before (a panel without stock-out information trains
+        # the very net it trained before censored_loss, bit for bit)
+        config = dataclasses.replace(config, censored_loss="none")
     if config.val_share_divisor > 0:
         # the whole held-out window (early stopping, then the mix's days) shrinks, its two
         # parts in proportion
@@ -248,7 +308,7 @@ def train_net(
     reset_rng = np.random.default_rng([config.seed, 1])  # its own stream: p = 0 is unchanged
     started = time.perf_counter()
     data, log_mean, log_std = _prepare(panel, config, dev)
-    net = LSTMNet(INPUT_DIM, config).to(dev)
+    net = LSTMNet(config_input_dim(config), config).to(dev)
     if init is not None:
         warm = {k: v.to(dev) for k, v in init.state_dict().items()}
         if all(warm[k].shape == v.shape for k, v in net.state_dict().items() if k in warm):
@@ -295,7 +355,8 @@ def train_net(
                         continue
                     loss = _loss(net, top, data.holidays[rows, cols], data.daily[rows, cols],
                                  data.cumulative[rows, cols], mask, tau, config,
-                                 None if data.weight is None else data.weight[rows, cols])
+                                 None if data.weight is None else data.weight[rows, cols],
+                                 _cens(data, rows, cols))
                     opt.zero_grad(set_to_none=True)
                     loss.backward()  # type: ignore[no-untyped-call]
                     torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
@@ -319,7 +380,7 @@ def train_net(
                         val += k * float(_loss(kept, top, data.holidays[sl], data.daily[sl],
                                                data.cumulative[sl], mask, tau, config,
                                                None if data.weight is None
-                                               else data.weight[sl]))
+                                               else data.weight[sl], _cens(data, sl)))
                         val_rows += k
                 val /= max(val_rows, 1)
             train_loss = total / max(batches, 1)
@@ -350,6 +411,24 @@ def train_net(
     metrics = {"best_val_loss": best_val, "best_epoch": float(best_epoch),
                "epochs": float(len(history))}
     return TrainedNet(net.cpu(), log_mean, log_std, history, metrics)
+
+
+def _cens(data: _Tensors, rows: torch.Tensor | slice,
+          cols: slice | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The (daily, cumulative) censored-target masks of these rows and columns, or None."""
+    if data.daily_cens is None or data.cum_cens is None:
+        return None
+    if cols is None:
+        return data.daily_cens[rows], data.cum_cens[rows]
+    return data.daily_cens[rows, cols], data.cum_cens[rows, cols]
+
+
+def _has_promotions(panel: Panel) -> bool:
+    """Whether any series of `panel` has a planned promotion on one of its days."""
+    if panel.covariates is None:
+        return False
+    promo, _ = panel.covariates.span(panel.start, panel.n_days)
+    return bool(np.any(promo > 0))
 
 
 def _schedule(opt: torch.optim.Optimizer,

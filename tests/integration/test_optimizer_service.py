@@ -157,3 +157,78 @@ async def test_db_write_retries_then_gives_up(kafka_bootstrap, restartable_postg
     # Back up: a new worker picks the batch up again and plans it once.
     counters = await OptimizerService(settings, restartable_postgres.dsn).run_until_idle(1.5)
     assert counters.plan_lines_written == 1
+
+
+async def _plan_until(service: OptimizerService, store: PlanStore, lines: int) -> None:
+    """Poll batches until `lines` plan lines are stored (at most 30 s)."""
+    for _ in range(150):  # (an idle optimizer checks its stored positions every 5 s)
+        await service.process_once()
+        if await store.count_plan_lines() >= lines:
+            return
+    raise AssertionError(f"{await store.count_plan_lines()} plan lines stored, not {lines}")
+
+
+@pytest.mark.parametrize("lost", ["last_batch", "offsets_row", "last_batch_then_idle"])
+async def test_commits_lost_by_a_database_crash_are_planned_again(
+    kafka_bootstrap, pg_database, lost
+):
+    """Plan writes commit with synchronous_commit=off: a PostgreSQL crash may lose commits it
+    acknowledged, their offsets with them, while the running optimizer has moved on. Its next
+    write finds the stored offsets behind its batch, writes nothing, and goes back to them;
+    with no next batch, its idle check of the stored positions does."""
+    batches_after = lost != "last_batch_then_idle"
+    lost = "last_batch" if lost == "last_batch_then_idle" else lost
+    settings = isolated_settings(kafka_bootstrap)
+    await create_optimizer_topics(settings)
+
+    def records(start: int) -> list[tuple[str, bytes]]:  # one key: one partition, in order
+        return [(sku_key("k", "l"), encode(restock(f"r{i:02d}", sku=f"s{i}", location="l",
+                                                   supplier="sup", quantity=i + 1)))
+                for i in range(start, start + 5)]  # fmt: skip
+
+    service = OptimizerService(settings, pg_database, poll_timeout_ms=100)
+    await service.start()
+    try:
+        async with await PlanStore.connect(pg_database) as store:
+            await produce(settings, settings.topics.restock, records(0))
+            await _plan_until(service, store, 5)
+            if lost == "last_batch":
+                await produce(settings, settings.topics.restock, records(5))
+                await _plan_until(service, store, 10)
+            # The crash: the last commit is gone (its rows and its offsets), as if it never was.
+            gone = [f"r{i:02d}" for i in (range(5, 10) if lost == "last_batch" else range(5))]
+            conn = await asyncpg.connect(pg_database)
+            try:
+                async with conn.transaction():
+                    plans = [r["plan_id"] for r in await conn.fetch(
+                        "DELETE FROM plan_lines WHERE restock_id = ANY($1) RETURNING plan_id",
+                        gone)]  # fmt: skip
+                    await conn.execute("DELETE FROM purchase_plans WHERE plan_id = ANY($1)",
+                                       plans)
+                    await conn.execute("DELETE FROM restock_events WHERE restock_id = ANY($1)",
+                                       gone)
+                    if lost == "last_batch":
+                        await conn.execute("UPDATE consumer_offsets SET next_offset = 5")
+                    else:
+                        await conn.execute("DELETE FROM consumer_offsets")
+            finally:
+                await conn.close()
+            if batches_after:
+                await produce(settings, settings.topics.restock, records(10))
+            total = (15 if batches_after else 10) if lost == "last_batch" else 10
+            await _plan_until(service, store, total)
+
+            assert service.counters.rewinds == 1
+            conn = await asyncpg.connect(pg_database)
+            try:
+                rows = await conn.fetch("SELECT restock_id, count(*) AS n FROM plan_lines "
+                                        "GROUP BY 1")
+                offsets = await conn.fetch("SELECT next_offset FROM consumer_offsets")
+            finally:
+                await conn.close()
+            expected = [f"r{i:02d}" for i in range(15) if lost == "last_batch" or i not in
+                        range(5, 10)]  # fmt: skip
+            assert {r["restock_id"]: r["n"] for r in rows} == dict.fromkeys(expected[:total], 1)
+            assert [r["next_offset"] for r in offsets] == [total]
+    finally:
+        await service.stop()

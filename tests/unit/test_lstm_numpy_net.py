@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from forecasting.lstm.config import LSTMConfig
+from forecasting.lstm.config import LSTMConfig, config_input_dim
 from forecasting.lstm.durable import weights_fingerprint
 from forecasting.lstm.features import INPUT_DIM
 from forecasting.lstm.numpy_net import NumpyNet, NumpyNetError
@@ -35,14 +35,15 @@ def torch_mod():  # type: ignore[no-untyped-def]
     return torch
 
 
-def _net(torch, layers: int, year_ago: bool, month: str, integer: bool = False):  # type: ignore[no-untyped-def]
+def _net(torch, layers: int, year_ago: bool, month: str, integer: bool = False,  # type: ignore[no-untyped-def]
+         promo: bool = False):
     from forecasting.lstm.model import LSTMNet
 
     torch.manual_seed(layers + 2 * year_ago)
     cfg = LSTMConfig(horizon=7, hidden=16, layers=layers, head_hidden=16,
                      integer_demand=integer, year_ago=year_ago, year_ago_prior=year_ago,
-                     head_month=month)
-    net = LSTMNet(INPUT_DIM, cfg).eval()
+                     head_month=month, promo_inputs=promo)
+    net = LSTMNet(config_input_dim(cfg), cfg).eval()
     with torch.no_grad():  # gates away from 1/2, so a wrong gate row would show
         net.head[-1].bias.add_(torch.randn(net.head[-1].bias.shape))
     return net
@@ -54,25 +55,32 @@ def _weights(net) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("integer", [False, True])
-@pytest.mark.parametrize(("year_ago", "month"), [(False, "none"), (True, "onehot"),
-                                                 (True, "fourier")])
+@pytest.mark.parametrize(("year_ago", "month", "promo"),
+                         [(False, "none", False), (True, "onehot", False),
+                          (True, "fourier", False), (False, "none", True),
+                          (True, "onehot", True)])
 def test_step_run_and_head_equal_the_torch_kernels(torch_mod, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
                                                    layers: int, integer: bool,
-                                                   year_ago: bool, month: str) -> None:
+                                                   year_ago: bool, month: str,
+                                                   promo: bool) -> None:
     torch = torch_mod
     from forecasting.lstm import kernels, numpy_net
     from forecasting.lstm.durable import fingerprint
 
     monkeypatch.setattr(numpy_net, "_CHUNK_ROWS", 5)  # several row blocks, one partial
-    net = _net(torch, layers, year_ago, month, integer)
+    monkeypatch.setattr(kernels, "_CHUNK_ROWS", 5)
+    net = _net(torch, layers, year_ago, month, integer, promo)
     packed = kernels.PackedNet.of(net)
     assert packed.head_packed and packed.step_packed
+    assert (packed.head_promo is not None) == promo
     npnet = NumpyNet.from_weights(net.config, _weights(net))
     assert (weights_fingerprint(net.config, _weights(net), 0.25, 1.5)
             == fingerprint(net, 0.25, 1.5))
     rng = np.random.default_rng(layers)
     n = 12
-    x = rng.normal(size=(n, INPUT_DIM)).astype(np.float32)
+    width = config_input_dim(net.config)
+    assert width == INPUT_DIM + promo
+    x = rng.normal(size=(n, width)).astype(np.float32)
     h0 = (rng.random((layers, n, 16)) - 0.5).astype(np.float32)
     c0 = (rng.random((layers, n, 16)) - 0.5).astype(np.float32)
     with torch.inference_mode():
@@ -82,7 +90,7 @@ def test_step_run_and_head_equal_the_torch_kernels(torch_mod, monkeypatch: pytes
     np.testing.assert_allclose(h, h_ref.numpy(), atol=2e-6, rtol=1e-5)
     np.testing.assert_allclose(c, c_ref.numpy(), atol=2e-6, rtol=1e-5)
 
-    seq = rng.normal(size=(n, 9, INPUT_DIM)).astype(np.float32)
+    seq = rng.normal(size=(n, 9, width)).astype(np.float32)
     start = (np.arange(n) % 4).astype(np.intp)
     start[-1] = 9  # never starts: stays zero
     with torch.inference_mode():
@@ -101,22 +109,44 @@ def test_step_run_and_head_equal_the_torch_kernels(torch_mod, monkeypatch: pytes
         year = (rng.random((n, packed.head_year.shape[1])) * 3).astype(np.float32)
         year[:, -1] = np.arange(n) % 2
     scale = (rng.random(n) * 4 + 0.5).astype(np.float32)
+    flags = (rng.random((n, 7)) < 0.4).astype(np.float32) if promo else None
     top = hn[-1]
+
+    def t(a: np.ndarray | None):  # type: ignore[no-untyped-def]
+        return None if a is None else torch.from_numpy(a)
+
     with torch.inference_mode():
-        ref = packed.quantiles(torch.from_numpy(top), torch.from_numpy(future),
-                               torch.from_numpy(inverse), torch.from_numpy(scale),
-                               year=None if year is None else torch.from_numpy(year),
-                               integer=integer).numpy()
-    got = npnet.quantiles(top, future, inverse, scale, year=year, integer=integer)
+        ref = packed.quantiles(t(top), t(future), t(inverse), t(scale), year=t(year),
+                               promo=t(flags), integer=integer).numpy()
+        # ... which is LSTMNet's own head on [future | flags | year-ago] (the net's layout)
+        full = np.concatenate([a for a in (future[inverse], flags, year) if a is not None],
+                              axis=1)
+        own = kernels.reference_quantiles(net, t(top), t(full), t(scale),
+                                          integer=integer).numpy()
+    np.testing.assert_allclose(own, ref, atol=1e-3, rtol=1e-4)
+    got = npnet.quantiles(top, future, inverse, scale, year=year, promo=flags,
+                          integer=integer)
     assert got.dtype == np.float64 and got.shape == ref.shape
     if integer:  # a float32 hair at x.5 may round apart: at most one unit, rarely
         assert np.mean(np.abs(got - ref) > 1e-4) < 0.01 and np.abs(got - ref).max() <= 1.0 + 1e-4
     else:
         np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
-    same = npnet.quantiles(top, future[:1], None, scale, year=year, integer=integer)
+    same = npnet.quantiles(top, future[:1], None, scale, year=year, promo=flags,
+                           integer=integer)
     every = npnet.quantiles(top, future, np.zeros(n, dtype=np.intp), scale, year=year,
-                            integer=integer)  # (BLAS may sum one row apart from three)
+                            promo=flags, integer=integer)  # (BLAS may sum one row apart)
     assert np.mean(np.abs(same - every) > 1e-4) < 0.01
+    if promo:  # the flags move the forecast; none given is all-zero flags
+        assert flags is not None
+        unplanned = npnet.quantiles(top, future, inverse, scale, year=year, integer=integer)
+        zeros = npnet.quantiles(top, future, inverse, scale, year=year,
+                                promo=np.zeros_like(flags), integer=integer)
+        np.testing.assert_array_equal(unplanned, zeros)
+        assert np.abs(unplanned - got).max() > 1e-2
+    else:
+        with pytest.raises(ValueError, match="promotion"):
+            npnet.quantiles(top, future, inverse, scale, year=year,
+                            promo=np.zeros((n, 7), dtype=np.float32), integer=integer)
 
 
 END = np.datetime64("2011-03-01")
