@@ -805,6 +805,9 @@ def make_lstm_lgbm(path: str | None = None, *, device: str = "auto",
     mix_calibration = str(overrides.pop("mix_calibration", DEFAULT_MIX_CALIBRATION))
     promo_weights = bool(overrides.pop("promo_weights", DEFAULT_PROMO_WEIGHTS))
     split_calibration = bool(overrides.pop("split_calibration", DEFAULT_SPLIT_CALIBRATION))
+    # lightgbm_KEY=VALUE: the LightGBM part's config KEY (e.g. a simulation's A/B of it)
+    lgbm = {k.removeprefix("lightgbm_"): overrides.pop(k) for k in list(overrides)
+            if k.startswith("lightgbm_")}
     if path is not None:
         from forecasting.model_dir import load_model_dir
 
@@ -817,7 +820,8 @@ def make_lstm_lgbm(path: str | None = None, *, device: str = "auto",
                                                          progress=progress, **overrides)),
                                   mix_calibration=mix_calibration,
                                   promo_weights=promo_weights,
-                                  split_calibration=split_calibration)
+                                  split_calibration=split_calibration,
+                                  lightgbm_options=lgbm)
 
 
 def _served_lstm(model: Forecaster) -> ServedLSTM:

@@ -104,3 +104,63 @@ def test_origins_without_a_recent_level_do_not_train() -> None:
     after_gap = (pairs == 0) & (origins >= 200) & (origins < 206)
     assert not after_gap.any()
     assert ((pairs == 0) & (origins >= 206)).any()  # a week back, it trains again
+
+
+def test_quantile_leaf_rows_grow_into_the_tails() -> None:
+    from forecasting.lightgbm_peer import quantile_leaf_rows
+
+    assert quantile_leaf_rows(0.975, 50, 0) == 50  # off: min_child_samples alone
+    assert quantile_leaf_rows(0.975, 50, 10) == 400
+    assert quantile_leaf_rows(0.025, 50, 10) == 400
+    assert quantile_leaf_rows(0.9, 50, 10) == 100
+    assert quantile_leaf_rows(0.5, 50, 10) == 50  # 20 rows beyond the median: the floor holds
+
+
+def test_every_quantile_leaf_holds_enough_rows_beyond_its_level() -> None:
+    # A leaf's output is its level's percentile of its rows' residuals: a 0.975 leaf of 20
+    # rows answers with its largest residual, which on lumpy demand is one wholesale order.
+    from forecasting.lightgbm_peer import quantile_leaf_rows
+
+    panel = _panel(n=20, days=200)
+    model = _small(tail_leaf_rows=4).fit(panel)
+    for level, booster in zip(model._levels, model._models[1:], strict=True):
+        need = quantile_leaf_rows(float(level), 20, 4)
+        counts = _leaf_counts(booster.dump_model()["tree_info"])
+        assert min(counts) >= need, (level, min(counts), need)
+    plain = _small(tail_leaf_rows=0).fit(panel)  # without: 0.975 leaves below that
+    counts = _leaf_counts(plain._models[-1].dump_model()["tree_info"])
+    assert min(counts) < quantile_leaf_rows(0.975, 20, 4)
+
+
+def _leaf_counts(trees: list[dict[str, object]]) -> list[int]:
+    out: list[int] = []
+
+    def walk(node: dict[str, object]) -> None:
+        if "left_child" not in node:  # a leaf
+            out.append(int(node.get("leaf_count", 0)))  # type: ignore[call-overload]
+            return
+        walk(node["left_child"])  # type: ignore[arg-type]
+        walk(node["right_child"])  # type: ignore[arg-type]
+
+    for tree in trees:
+        walk(tree["tree_structure"])  # type: ignore[arg-type]
+    return out
+
+
+def test_quantile_boosters_learn_from_clipped_targets() -> None:
+    # Lumpy demand: rare wholesale orders of 200-2000 units on a few units a day. The quantile
+    # boosters learn from scaled targets clipped at their pooled 0.99 quantile (per kind):
+    # the top booster's answers stay near the clip, far below what the spikes teach it.
+    panel = _panel(n=20, days=200)
+    rng = np.random.default_rng(3)
+    values = panel.values.copy()
+    spikes = (rng.random(values.shape) < 0.01) & np.isfinite(values)
+    values[spikes] = rng.integers(200, 2000, int(spikes.sum()))
+    lumpy = Panel(panel.ids, panel.start, values)
+    capped = _small(target_cap_quantile=0.99).fit(lumpy)
+    x, y, kind = capped.training_rows(lumpy)
+    cap = max(float(np.quantile(y[kind == k], 0.99)) for k in (0, 1))
+    top = capped._booster_predict(len(capped._models) - 1, x).max()
+    plain = _small(target_cap_quantile=1.0).fit(lumpy)  # off: the spikes reach the answers
+    top_plain = plain._booster_predict(len(plain._models) - 1, x).max()
+    assert top < 1.5 * cap < top_plain
