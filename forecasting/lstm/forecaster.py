@@ -31,9 +31,8 @@ from forecasting.lstm.features import SCALE_FLOOR, head_inputs, year_ago_span
 from forecasting.lstm.kernels import PackedNet, reference_quantiles
 from forecasting.lstm.model import LSTMConfig, LSTMNet
 from forecasting.lstm.serving import (
+    HeadForecasts,
     encode_inputs,
-    finish_forecast,
-    head_promo,
     head_rows,
     head_scale,
     update_inputs,
@@ -50,7 +49,7 @@ __all__ = ["LSTMForecaster", "SeriesState", "TrainResult", "auto_device", "train
 _LOOP_MIN_ROWS = 512  # from this many series on, encode steps PackedNet on CPU (see encode)
 
 
-class LSTMForecaster(IncrementalForecaster[SeriesState]):
+class LSTMForecaster(HeadForecasts, IncrementalForecaster[SeriesState]):
     """One global LSTM for all series, probabilistic over a direct multi-horizon head.
 
     Each series is run from its first observed bucket (leading NaNs = no history) to the end
@@ -238,23 +237,6 @@ class LSTMForecaster(IncrementalForecaster[SeriesState]):
         """The current weights laid out for one-step inference (re-packed when they change)."""
         self._packed_net = PackedNet.of(self.net, self._packed_net)
         return self._packed_net
-
-    def forecast(self, state: SeriesState, horizon: int) -> QuantileForecast:
-        """Quantile forecast of the next `horizon` buckets after each series' last bucket
-        (no promotion planned: `forecast_known` gives the planned ones)."""
-        return self._forecast(state, horizon, None)
-
-    def forecast_known(self, state: SeriesState, horizon: int,
-                       covariates: Covariates) -> QuantileForecast:
-        """`forecast` with the series' planned promotions (read with `config.promo_inputs`)."""
-        return self._forecast(state, horizon, head_promo(self.config, state, covariates))
-
-    def _forecast(self, state: SeriesState, horizon: int,
-                  promo: FloatArray | None) -> QuantileForecast:
-        integer, cal = self.config.integer_demand, self.calibration
-        # With a calibration the head's quantiles stay unrounded until it has moved them.
-        out = self.head_output(state, integer=integer and cal is None, promo=promo)
-        return finish_forecast(out, self._levels, horizon, cal, integer)
 
     def _predict_known(self, windows: FloatArray, horizon: int, end_days: ArrayLike | None,
                        covariates: Covariates) -> QuantileForecast:

@@ -23,9 +23,8 @@ from forecasting.lstm.config import LSTMConfig
 from forecasting.lstm.durable import weights_fingerprint
 from forecasting.lstm.numpy_net import NumpyNet
 from forecasting.lstm.serving import (
+    HeadForecasts,
     encode_inputs,
-    finish_forecast,
-    head_promo,
     head_rows,
     head_scale,
     update_inputs,
@@ -40,7 +39,7 @@ __all__ = ["TRAIN_EXTRA_HINT", "NumpyLSTMForecaster"]
 TRAIN_EXTRA_HINT = "pip install 'shelfcast[train]'"
 
 
-class NumpyLSTMForecaster(IncrementalForecaster[SeriesState]):
+class NumpyLSTMForecaster(HeadForecasts, IncrementalForecaster[SeriesState]):
     """A trained LSTM (weights by state_dict name, `LSTMNet`'s) served in float32 numpy."""
 
     name = "lstm"
@@ -123,22 +122,6 @@ class NumpyLSTMForecaster(IncrementalForecaster[SeriesState]):
         if ring is not None:
             ring = ring.push_(inputs.y) if consume else ring.push(inputs.y)
         return SeriesState(h, c, inputs.scale, inputs.days, ring)
-
-    def forecast(self, state: SeriesState, horizon: int) -> QuantileForecast:
-        """Quantile forecast of the next `horizon` buckets after each series' last bucket
-        (no promotion planned)."""
-        return self._forecast(state, horizon, None)
-
-    def forecast_known(self, state: SeriesState, horizon: int,
-                       covariates: Covariates) -> QuantileForecast:
-        """As `LSTMForecaster.forecast_known`: with the planned promotions."""
-        return self._forecast(state, horizon, head_promo(self.config, state, covariates))
-
-    def _forecast(self, state: SeriesState, horizon: int,
-                  promo: FloatArray | None) -> QuantileForecast:
-        integer, cal = self.config.integer_demand, self.calibration
-        out = self.head_output(state, integer=integer and cal is None, promo=promo)
-        return finish_forecast(out, self._levels, horizon, cal, integer)
 
     def _predict_known(self, windows: FloatArray, horizon: int, end_days: ArrayLike | None,
                        covariates: Covariates) -> QuantileForecast:

@@ -38,7 +38,7 @@ from forecasting.lstm.features import (
 from forecasting.lstm.state import SeriesState
 from forecasting.lstm.year_ago import agrees, year_ago_rows
 
-__all__ = ["ONE_DAY", "EncodeInputs", "UpdateInputs", "calendar_row", "day_rows",
+__all__ = ["ONE_DAY", "EncodeInputs", "HeadForecasts", "UpdateInputs", "calendar_row", "day_rows",
            "distinct_days", "encode_inputs", "extend", "finish_forecast", "future_row",
            "head_promo", "head_rows", "head_scale", "update_inputs", "warmup_length",
            "window_promo", "yesterday_utc"]
@@ -206,6 +206,36 @@ def head_rows(config: LSTMConfig, state: SeriesState) -> tuple[
         which = which + rows.shape[0] * (year[:, -1] > 0)
         rows = np.concatenate([rows, masked])
     return rows, which, year
+
+
+class HeadForecasts:
+    """`forecast` and `forecast_known` of both LSTM backends (torch and numpy), from their
+    `head_output` and calibration."""
+
+    config: LSTMConfig
+    calibration: IntervalCalibration | None
+    _levels: FloatArray
+
+    def head_output(self, state: SeriesState, *, integer: bool,
+                    promo: FloatArray | None = None) -> FloatArray:
+        raise NotImplementedError
+
+    def forecast(self, state: SeriesState, horizon: int) -> QuantileForecast:
+        """Quantile forecast of the next `horizon` buckets after each series' last bucket
+        (no promotion planned: `forecast_known` gives the planned ones)."""
+        return self._forecast(state, horizon, None)
+
+    def forecast_known(self, state: SeriesState, horizon: int,
+                       covariates: Covariates) -> QuantileForecast:
+        """`forecast` with the series' planned promotions (read with `config.promo_inputs`)."""
+        return self._forecast(state, horizon, head_promo(self.config, state, covariates))
+
+    def _forecast(self, state: SeriesState, horizon: int,
+                  promo: FloatArray | None) -> QuantileForecast:
+        integer, cal = self.config.integer_demand, self.calibration
+        # With a calibration the head's quantiles stay unrounded until it has moved them.
+        out = self.head_output(state, integer=integer and cal is None, promo=promo)
+        return finish_forecast(out, self._levels, horizon, cal, integer)
 
 
 def finish_forecast(out: FloatArray, levels: FloatArray, horizon: int,
