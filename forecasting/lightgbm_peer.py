@@ -279,15 +279,15 @@ class LightGBMForecaster(Forecaster):
             "bagging_freq": 1, "num_threads": cfg.threads, "seed": cfg.seed, "verbose": -1,
         }
         daily_rows = kind == 0
-        full = lgb.Dataset(x, yq, feature_name=names, free_raw_data=False)
+        # the boosters' leaf minimums differ on the one Dataset: no pre-filter by the first's
+        full = lgb.Dataset(x, yq, feature_name=names, free_raw_data=False,
+                           params={"feature_pre_filter": False} if cfg.tail_leaf_rows > 0
+                           else None)
         daily_set = lgb.Dataset(x[daily_rows], y[daily_rows], feature_name=names)
         mean_params = {**params, "objective": cfg.mean_objective,
                        "tweedie_variance_power": cfg.tweedie_power}
         models: list[Any] = [lgb.train(mean_params, daily_set,
                                        num_boost_round=cfg.n_estimators)]
-        if cfg.tail_leaf_rows > 0:  # the boosters' leaf minimums differ on the one Dataset
-            full = lgb.Dataset(x, yq, feature_name=names, free_raw_data=False,
-                               params={"feature_pre_filter": False})
         for level in self._levels:
             leaf = quantile_leaf_rows(float(level), cfg.min_child_samples, cfg.tail_leaf_rows)
             models.append(lgb.train({**params, "min_data_in_leaf": leaf, "objective": "quantile",
