@@ -167,7 +167,9 @@ def window_promo(config: LSTMConfig, covariates: Covariates | None, end_days: Ar
         raise InvalidWindowError(f"covariates hold {covariates.n_series} series, "
                                  f"windows {n_series}")
     ends = np.broadcast_to(np.asarray(end_days, dtype="datetime64[D]"), (n_series,))
-    return covariates.promo_rows(ends - np.timedelta64(length - 1, "D"), length)
+    # astype: numpy's stubs type datetime64 - timedelta64 as timedelta64
+    firsts = (ends - np.timedelta64(length - 1, "D")).astype("datetime64[D]")
+    return covariates.promo_rows(firsts, length)
 
 
 def head_scale(state: SeriesState) -> FloatArray:
