@@ -114,6 +114,14 @@ class LSTMConfig:
     # A step's year-ago value averages its same weekday -7 x this ... +7 x this days around
     # day - 364 (within the step's month): more weeks, less noise in the prior's shape.
     year_ago_weeks: int = 2
+    # What a forecast step whose year-ago days are all missing (a gap in the history a
+    # year earlier, while the year-ago level exists) says (features.year_ago_features):
+    # "zero": the mean over no day is 0, read as "sold nothing that day a year ago", so
+    # the year-ago prior cuts that day's forecast to a fifth (Rossmann's 17 stores without
+    # rows for 2014-07 .. 2014-12, forecast for July 2015); "unknown": that origin has no
+    # year-ago information (as in a series' first year). The same inputs either way for a
+    # history without such a gap (UCI, FreshRetailNet, store-item: bit for bit).
+    year_ago_gaps: str = "zero"
     tbptt_days: int | None = 91  # truncated BPTT chunk (None: whole sequences per step)
     seed: int = 0
     max_train_days: int | None = 730  # only the last N days feed gradients (CPU time)
@@ -136,6 +144,8 @@ class LSTMConfig:
                 del out[off]
         if out["censored_loss"] == "none":  # likewise
             del out["censored_loss"]
+        if out["year_ago_gaps"] == "zero":  # likewise
+            del out["year_ago_gaps"]
         return out
 
     @classmethod
