@@ -119,7 +119,8 @@ class LSTMConfig:
     # "zero": the mean over no day is 0, read as "sold nothing that day a year ago", so
     # the year-ago prior cuts that day's forecast to a fifth (Rossmann's 17 stores without
     # rows for 2014-07 .. 2014-12, forecast for July 2015); "unknown": that origin has no
-    # year-ago information (as in a series' first year). The same inputs either way for a
+    # year-ago information (as in a series' first year); "weekday": such a step reads its
+    # weekday's mean over the year-ago level's 28 days. The same inputs in every mode for a
     # history without such a gap (UCI, FreshRetailNet, store-item: bit for bit).
     year_ago_gaps: str = "zero"
     tbptt_days: int | None = 91  # truncated BPTT chunk (None: whole sequences per step)
@@ -161,6 +162,7 @@ class LSTMConfig:
         known.setdefault("ema_decay", 0.0)
         known.setdefault("val_share_divisor", 0)  # artifacts from before the fields
         known.setdefault("months_min_days", 0)
+        known.setdefault("year_ago_gaps", "zero")  # artifacts from before (or without) it
         if "levels" in known:
             known["levels"] = tuple(float(x) for x in known["levels"])  # type: ignore[attr-defined]
         return cls(**known)  # type: ignore[arg-type]

@@ -37,6 +37,7 @@ __all__ = [
     "scale_step",
     "target_month_dim",
     "target_month_features",
+    "weekday_of_level",
     "year_ago_dim",
     "year_ago_features",
     "year_ago_span",
@@ -56,7 +57,7 @@ YEAR_BASE_DAYS = 28  # the year-ago level: mean of the 28 days up to origin - YE
 RING_DAYS = YEAR + YEAR_BASE_DAYS  # days a series must carry for its year-ago features
 YEAR_CLIP = 10.0  # year-ago inputs are ratios; a lumpy series' spikes are clipped here
 # What a year-ago step without an observed day says (`year_ago_features`' `gaps`).
-YEAR_AGO_GAPS = ("zero", "unknown")
+YEAR_AGO_GAPS = ("zero", "unknown", "weekday")
 
 DateArray = NDArray[np.datetime64]
 
@@ -276,6 +277,17 @@ def year_offsets(weeks: int = 1) -> NDArray[np.int64]:
     return out
 
 
+@lru_cache(maxsize=8)
+def weekday_of_level(horizon: int) -> FloatArray:
+    """(YEAR_BASE_DAYS, H) 0/1: column h-1 marks the days of the year-ago level (span
+    indices 0 .. YEAR_BASE_DAYS - 1, days origin - RING_DAYS + 1 ...) on step h's weekday
+    (shared: not to be written)."""
+    days = np.arange(YEAR_BASE_DAYS)[:, None]
+    steps = np.arange(1, horizon + 1)[None, :]
+    out: FloatArray = ((days - (YEAR_BASE_DAYS - 1) - steps) % 7 == 0).astype(np.float64)
+    return out
+
+
 def check_gaps(gaps: str) -> None:
     """ValueError unless `gaps` is one of `YEAR_AGO_GAPS`."""
     if gaps not in YEAR_AGO_GAPS:
@@ -316,8 +328,11 @@ def year_ago_features(span: FloatArray, scale: FloatArray, origins: DateArray,
     without rows for 2014-07 .. 2014-12). "zero": a mean over no day is 0, which reads as
     "sold nothing" (a closure: the prior then scales that day's forecast down to a fifth);
     "unknown": the origin has no year-ago information (everything 0, as for a series
-    without a year of history, the regime the net trains on in its first year). Histories
-    without such a gap give the same numbers either way.
+    without a year of history, the regime the net trains on in its first year);
+    "weekday": such a step reads the mean of its weekday over the year-ago level's 28 days
+    (the weekly profile a year ago: a Sunday closure stays one; the level's mean when none
+    of them was seen), the other steps keep theirs. Histories without such a gap give the
+    same numbers in every mode.
     """
     check_gaps(gaps)
     seen = np.isfinite(span)
@@ -342,6 +357,15 @@ def year_ago_features(span: FloatArray, scale: FloatArray, origins: DateArray,
             has_base = has_base & ~blind
             base = np.where(blind, 0.0, base)
             week = np.where(blind[..., None], 0.0, week)
+    elif gaps == "weekday":
+        gap = has_base[..., None] & (week_n == 0)
+        if gap.any():
+            pick = weekday_of_level(horizon)  # (YEAR_BASE_DAYS, H)
+            level_seen = seen[..., :YEAR_BASE_DAYS]
+            sums = np.where(level_seen, span[..., :YEAR_BASE_DAYS], 0.0) @ pick
+            counts = level_seen.astype(np.float64) @ pick
+            profile = np.where(counts > 0, sums / np.maximum(counts, 1.0), base[..., None])
+            week = np.where(gap, profile, week)
     shape = week / np.maximum(base, SCALE_FLOOR)[..., None]
     shape = np.where(has_base[..., None], shape, 0.0)
     out: FloatArray = np.concatenate(

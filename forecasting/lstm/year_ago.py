@@ -25,6 +25,7 @@ from forecasting.lstm.features import (
     YEAR_BASE_DAYS,
     YEAR_CLIP,
     check_gaps,
+    weekday_of_level,
     year_ago_features,
     year_ago_span,
     year_offsets,
@@ -110,6 +111,16 @@ def year_ago_rows(span: FloatArray, scale: FloatArray, origins: NDArray[np.datet
             has_base &= ~blind
             week[blind] = 0.0
             base[blind] = 0.0
+    elif gaps == "weekday":  # ... reads its weekday's mean over the year-ago level's days
+        gap = has_base[:, None] & (counts[:, :horizon] == 0)
+        rows = np.flatnonzero(gap.any(axis=1))
+        if rows.size:
+            pick = weekday_of_level(horizon).astype(x.dtype)
+            level = both[:, :YEAR_BASE_DAYS]
+            sums_w, counts_w = level[rows] @ pick, level[n + rows] @ pick
+            profile = np.where(counts_w > 0, sums_w / np.maximum(counts_w, 1.0),
+                               base[rows, None])
+            week[rows] = np.where(gap[rows], profile, week[rows])
     scale_x = np.asarray(scale, dtype=x.dtype)
     out = np.empty((n, 2 * horizon + 2), dtype=x.dtype)
     np.divide(week, scale_x[:, None], out=out[:, :horizon])

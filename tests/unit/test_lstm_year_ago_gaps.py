@@ -1,6 +1,7 @@
 """A gap in a series' history a year ago (LSTMConfig.year_ago_gaps): "zero" reads the missing
 days as no sales (the year-ago prior then cuts the forecast), "unknown" gives that origin no
-year-ago information; histories without such a gap get the same inputs either way."""
+year-ago information, "weekday" reads a missing step's weekday over the year-ago level's
+days; histories without such a gap get the same inputs in every mode."""
 
 from __future__ import annotations
 
@@ -61,10 +62,40 @@ def test_a_gap_after_the_year_ago_level_reads_as_no_sales_or_as_unknown() -> Non
     np.testing.assert_array_equal(heads[0, -year_ago_dim(H):], 0.0)
     with pytest.raises(ValueError, match="year_ago_gaps"):
         year_ago_features(span, scale, origin, H, WEEKS, "mean")
+    with pytest.raises(ValueError, match="year_ago_gaps"):
+        year_ago_rows(span, scale, np.full(3, origin), H, WEEKS, "mean")
+
+
+def test_weekday_fills_a_missing_step_with_its_weekday_over_the_level() -> None:
+    """A store closed on Sundays, with no row after the first 21 days of the year-ago
+    level: "weekday" keeps the Sunday a closure (shape 0) and the other days its level's
+    weekday means; "zero" read every step as a closure."""
+    origin = np.datetime64("2015-07-04")  # a Saturday: step 1 is a Sunday
+    days = origin - 391 + np.arange(year_ago_span(H, WEEKS)).astype("timedelta64[D]")
+    weekday = (days.astype(np.int64) - 4) % 7  # 0: Monday (1970-01-05 was one)
+    span = np.where(weekday == 6, 0.0, 12.0)[None, :]
+    span[0, :YEAR_BASE_DAYS][weekday[:YEAR_BASE_DAYS] == 2] = 18.0  # Wednesdays sold more
+    span[0, YEAR_BASE_DAYS - 7 :] = np.nan
+    scale = np.array([12.0])
+    got = year_ago_features(span, scale, origin, H, WEEKS, "weekday")
+    zero = year_ago_features(span, scale, origin, H, WEEKS, "zero")
+    step_days = origin + np.arange(1, H + 1).astype("timedelta64[D]")
+    want = np.where((step_days.astype(np.int64) - 4) % 7 == 6, 0.0,
+                    np.where((step_days.astype(np.int64) - 4) % 7 == 2, 18.0, 12.0))
+    np.testing.assert_allclose(got[0, :H], want / 12.0)
+    level = got[0, H] * 12.0
+    np.testing.assert_allclose(got[0, H + 1 : 2 * H + 1], want / level)
+    assert got[0, -1] == 1.0 and got[0, 0] == 0.0  # Sunday: still a closure
+    np.testing.assert_array_equal(zero[0, :H], 0.0)
+    # a step that has its days keeps them
+    full = np.where(weekday == 6, 0.0, 12.0)[None, :]
+    np.testing.assert_array_equal(year_ago_features(full, scale, origin, H, WEEKS, "weekday"),
+                                  year_ago_features(full, scale, origin, H, WEEKS, "zero"))
 
 
 @pytest.mark.parametrize("weeks", [1, 2])
-def test_the_fast_rows_equal_the_definition_with_gaps(weeks: int) -> None:
+@pytest.mark.parametrize("gaps", ["unknown", "weekday"])
+def test_the_fast_rows_equal_the_definition_with_gaps(weeks: int, gaps: str) -> None:
     rng = np.random.default_rng(0)
     horizon, n = 14, 300
     span = rng.poisson(4.0, (n, year_ago_span(horizon, weeks))).astype(float)
@@ -73,17 +104,20 @@ def test_the_fast_rows_equal_the_definition_with_gaps(weeks: int) -> None:
     span[20:60, YEAR_BASE_DAYS - 14 :] = np.nan  # a gap a year ago, after the level
     scale = rng.gamma(2.0, 1.0, n) + 0.01
     origins = np.datetime64("2015-06-01") + np.arange(n).astype("timedelta64[D]")
-    fast = year_ago_rows(span, scale, origins, horizon, weeks, "unknown")
-    np.testing.assert_array_equal(fast, year_ago_features(span, scale, origins, horizon,
-                                                          weeks, "unknown"))
+    fast = year_ago_rows(span, scale, origins, horizon, weeks, gaps)
+    np.testing.assert_allclose(fast, year_ago_features(span, scale, origins, horizon,
+                                                       weeks, gaps), rtol=1e-12, atol=1e-12)
     zero = year_ago_features(span, scale, origins, horizon, weeks, "zero")
     changed = np.any(fast != zero, axis=1)
-    # the gap rows, and rows whose random missing days left a step without a day: those
-    # read as no year-ago information; every other row is untouched
+    # the gap rows, and rows whose random missing days left a step without a day; rows
+    # without a year-ago level and every other row untouched
     assert changed[20:60].all() and not changed[:20].any()
-    np.testing.assert_array_equal(fast[changed], 0.0)
+    if gaps == "unknown":
+        np.testing.assert_array_equal(fast[changed], 0.0)
+    else:
+        assert np.all(fast[changed, -1] == 1.0)  # the year-ago level stays known
     assert not changed[60:].all()
-    assert agrees(horizon, weeks, "unknown")
+    assert agrees(horizon, weeks, gaps)
 
 
 def test_off_keeps_the_config_json_and_the_durable_fingerprint_of_before() -> None:
@@ -115,7 +149,7 @@ def test_both_backends_read_the_gap_alike_and_only_unknown_moves_the_forecast() 
     first_gap = windows.shape[1] - 364
     windows[:2, first_gap : first_gap + 40] = np.nan
     means = {}
-    for gaps in ("zero", "unknown"):
+    for gaps in ("zero", "unknown", "weekday"):
         torch.manual_seed(0)
         cfg = LSTMConfig(horizon=H, hidden=8, head_hidden=8, year_ago_weeks=WEEKS,
                          head_month="none", year_ago_gaps=gaps)
@@ -128,5 +162,6 @@ def test_both_backends_read_the_gap_alike_and_only_unknown_moves_the_forecast() 
         np.testing.assert_allclose(other.mean, fc.mean, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(other.daily, fc.daily, rtol=1e-4, atol=1e-3)
         means[gaps] = fc.mean
-    np.testing.assert_array_equal(means["zero"][2:], means["unknown"][2:])
-    assert not np.allclose(means["zero"][:2], means["unknown"][:2])
+    for gaps in ("unknown", "weekday"):
+        np.testing.assert_array_equal(means["zero"][2:], means[gaps][2:])
+        assert not np.allclose(means["zero"][:2], means[gaps][:2])
