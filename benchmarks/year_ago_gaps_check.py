@@ -3,7 +3,7 @@
     python benchmarks/year_ago_gaps_check.py [--data ../shared/data] [--out DIR] [--train]
 
 1. Identity (always): on every real set, the year-ago inputs at every origin of the whole
-   history (what training and every backtest origin read) under "zero" and "unknown":
+   history (what training and every backtest origin read) under "zero" and each other mode:
    which series and origin days differ. None differ: that set's training and forecasts are
    the same bit for bit (training and serving are seeded and deterministic on CPU).
 2. `--train` (Rossmann): the LSTM of the protocol trained once on the history before the
@@ -31,7 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.combination_lever import DATA, SETS
 from forecasting.data import Panel, load_panel
-from forecasting.lstm.features import RING_DAYS, year_ago_features, year_ago_span
+from forecasting.lstm.features import (
+    RING_DAYS,
+    YEAR_AGO_GAPS,
+    year_ago_features,
+    year_ago_span,
+)
 from forecasting.metrics import pinball
 
 REAL = ("uci_online_retail", "rossmann", "freshretailnet")
@@ -50,8 +55,10 @@ def identity(panel: Panel, horizon: int, weeks: int) -> dict[str, Any]:
     for t in range(panel.n_days):
         span = padded[:, t : t + width]
         a = year_ago_features(span, scale, panel.dates[t], horizon, weeks, "zero")
-        b = year_ago_features(span, scale, panel.dates[t], horizon, weeks, "unknown")
-        moved = np.any(a != b, axis=1)
+        moved = np.zeros(n, dtype=bool)
+        for other in YEAR_AGO_GAPS[1:]:
+            b = year_ago_features(span, scale, panel.dates[t], horizon, weeks, other)
+            moved |= np.any(a != b, axis=1)
         if moved.any():
             cells += int(moved.sum())
             series.update(np.flatnonzero(moved).tolist())
@@ -71,7 +78,7 @@ def train_check(panel: Panel, horizon: int, gap_ids: list[str]) -> dict[str, Any
     torch.set_num_threads(1)
     folds = 4
     cutoffs = [panel.n_days - horizon - k * horizon for k in range(folds - 1, -1, -1)]
-    model = make_lstm(device="cpu", horizon=horizon)
+    model = make_lstm(device="cpu", horizon=horizon, year_ago_gaps="zero")
     t0 = time.perf_counter()
     model.fit(panel.head(cutoffs[0]))
     fit_s = time.perf_counter() - t0
@@ -82,7 +89,7 @@ def train_check(panel: Panel, horizon: int, gap_ids: list[str]) -> dict[str, Any
         history = panel.values[:, :cutoff]
         actual = panel.values[:, cutoff : cutoff + horizon]
         row: dict[str, Any] = {"fold": k, "origin": str(panel.dates[cutoff - 1])}
-        for gaps in ("zero", "unknown"):
+        for gaps in YEAR_AGO_GAPS:
             model.config = dataclasses.replace(base_config, year_ago_gaps=gaps)
             fc = model.predict(history, horizon, end_days=panel.dates[cutoff - 1])
             loss = np.asarray(pinball(actual, fc.daily, fc.levels, axis=()))  # (n, H, Q)
@@ -99,7 +106,7 @@ def train_check(panel: Panel, horizon: int, gap_ids: list[str]) -> dict[str, Any
         print(f"  fold {k} {row['origin']}: " + "  ".join(
             f"{g}: gap {row[g]['gap_stores']:.1f} other {row[g]['other_stores']:.1f} "
             f"all {row[g]['all']:.1f} (gap median/actual {row[g]['gap_stores_median_ratio']:.2f})"
-            for g in ("zero", "unknown")), file=sys.stderr, flush=True)
+            for g in YEAR_AGO_GAPS), file=sys.stderr, flush=True)
     model.config = base_config
     return out
 

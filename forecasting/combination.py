@@ -41,6 +41,11 @@ learned on the LSTM's validation days, servable from the window the stream alrea
   wherever covariates do (validation origins, `predict`, `forecast`). Measured
   (benchmarks/README "Lever 2: the LSTM reading promotions"): the LSTM alone gains (tuning
   pinball -1.2% on average) but the mix loses (+0.3%), so off.
+- Shrunk weights (`weight_shrink`, 0): each level's weight moved toward its block's pooled
+  weight (fewer effective parameters learned on 9-15 overlapping validation origins).
+  Measured (benchmarks/README "Year-ago gaps"): halfway, tuning pinball +0.26% on Rossmann,
+  -0.12% UCI, -0.01% FreshRetailNet (median-MASE +0.40% on average); all the way worse
+  still, so off.
 """
 
 from __future__ import annotations
@@ -108,7 +113,7 @@ DEFAULT_SPLIT_CALIBRATION = False
 # learns on the LSTM's early-stopping days). benchmarks/README "Split validation window".
 DEFAULT_MIX_DAYS = 0
 # Each level's weight moved this share of the way toward its block's pooled weight
-# (`learn_weights`' shrink; 0: every level its own). benchmarks/README "Mix gap".
+# (`learn_weights`' shrink; 0: every level its own). benchmarks/README "Year-ago gaps".
 DEFAULT_WEIGHT_SHRINK = 0.0
 COMBINATION_FILE = "combination.json"
 LSTM_DIR, LIGHTGBM_DIR = "lstm", "lightgbm"
