@@ -19,6 +19,8 @@ them (`LSTMLightGBMForecaster.learn_mix`), so the rows differ only by the lever:
   days with a promotion and days without (`split_calibration`);
 - `lstm_lgbm_promo_lgbm`: a rule, not learned: the plain weights, except that promotion
   days' daily quantiles and mean are LightGBM's alone (the cumulative ones as learned);
+- `lstm_lgbm_shrink50`, `lstm_lgbm_pooled`: the plain mix with each level's weight
+  shrunk halfway / all the way toward its block's pooled weight (`weight_shrink` 0.5 / 1);
 - `lstm`, `lightgbm`: the parts alone (as `combination_lever.py`).
 
 Covariates are read (`--covariates auto`, the CLI's default). A set without covariate
@@ -99,11 +101,13 @@ class _Mix(_Variant):
     from the same validation forecasts (`learn_mix(promo_weights=...)`)."""
 
     def __init__(self, name: str, combined: _Recording, promo_weights: bool,
-                 split_calibration: bool = False, promo_to_lightgbm: bool = False) -> None:
+                 split_calibration: bool = False, promo_to_lightgbm: bool = False,
+                 shrink: float | None = None) -> None:
         super().__init__(combined.levels.tolist())
         self.name = name  # type: ignore[misc]
         self._combined, self._promo = combined, promo_weights
         self._split, self._to_lightgbm = split_calibration, promo_to_lightgbm
+        self._shrink = shrink
         self._mix: Mix | None = None
 
     def _model(self) -> LSTMLightGBMForecaster:
@@ -111,7 +115,8 @@ class _Mix(_Variant):
             found = self._combined.found
             assert found is not None
             self._mix = self._combined.learn_mix(found, promo_weights=self._promo,
-                                                 split_calibration=self._split)
+                                                 split_calibration=self._split,
+                                                 shrink=self._shrink)
             if self._to_lightgbm and found.promo is not None:
                 # a rule, not learned: promotion days' daily quantiles and mean are
                 # LightGBM's alone (the part that reads promotions); cumulative as learned
@@ -180,6 +185,9 @@ def run_set(name: str, out: Path, data: Path, fresh: bool = False,
         "lstm_lgbm_split_cal": _Mix("lstm_lgbm_split_cal", combined, True, True),
         "lstm_lgbm_promo_lgbm": _Mix("lstm_lgbm_promo_lgbm", combined, False,
                                      promo_to_lightgbm=True),
+        # each level's weight halfway to its block's pooled weight / the pooled weight
+        "lstm_lgbm_shrink50": _Mix("lstm_lgbm_shrink50", combined, False, shrink=0.5),
+        "lstm_lgbm_pooled": _Mix("lstm_lgbm_pooled", combined, False, shrink=1.0),
         "lstm": _Part("lstm", combined, "lstm"),
         "lightgbm": _Part("lightgbm", combined, "lightgbm")}
 
@@ -206,6 +214,8 @@ def run_set(name: str, out: Path, data: Path, fresh: bool = False,
                wall_seconds=time.perf_counter() - t0,
                combination=combined.weights.to_json() if combined.weights else None,
                combination_plain=plain._mix[0].to_json(),
+               combination_shrunk={k: parts[k]._mix[0].to_json()  # type: ignore[attr-defined]
+                                   for k in ("lstm_lgbm_shrink50", "lstm_lgbm_pooled")},
                combination_fresh=(parts["lstm_lgbm_fresh"]._mix[0].to_json()  # type: ignore[attr-defined]
                                   if fresh else None),
                split_calibration=None if promo_cal is None else {

@@ -41,6 +41,11 @@ learned on the LSTM's validation days, servable from the window the stream alrea
   wherever covariates do (validation origins, `predict`, `forecast`). Measured
   (benchmarks/README "Lever 2: the LSTM reading promotions"): the LSTM alone gains (tuning
   pinball -1.2% on average) but the mix loses (+0.3%), so off.
+- Shrunk weights (`weight_shrink`, 0): each level's weight moved toward its block's pooled
+  weight (fewer effective parameters learned on 9-15 overlapping validation origins).
+  Measured (benchmarks/README "Year-ago gaps"): halfway, tuning pinball +0.26% on Rossmann,
+  -0.12% UCI, -0.01% FreshRetailNet (median-MASE +0.40% on average); all the way worse
+  still, so off.
 """
 
 from __future__ import annotations
@@ -107,6 +112,9 @@ DEFAULT_SPLIT_CALIBRATION = False
 # on which the mix's weights and calibration are learned (LSTMConfig.mix_days; 0: the mix
 # learns on the LSTM's early-stopping days). benchmarks/README "Split validation window".
 DEFAULT_MIX_DAYS = 0
+# Each level's weight moved this share of the way toward its block's pooled weight
+# (`learn_weights`' shrink; 0: every level its own). benchmarks/README "Year-ago gaps".
+DEFAULT_WEIGHT_SHRINK = 0.0
 COMBINATION_FILE = "combination.json"
 LSTM_DIR, LIGHTGBM_DIR = "lstm", "lightgbm"
 
@@ -204,9 +212,21 @@ def _best(a: FloatArray, b: FloatArray, loss: Callable[[FloatArray], float],
     return float(grid[k]), float(losses[k]), float(losses[-1]), float(losses[0])
 
 
+def _best_pooled(a: FloatArray, b: FloatArray, t: FloatArray, levels: FloatArray,
+                 integer: bool) -> float:
+    """The one weight of a (cells, Q) on the grid that minimises the pinball loss summed
+    over the Q levels of the mix with b (cells, Q) against t (cells,); ties: the first."""
+    grid = np.linspace(0.0, 1.0, GRID_STEPS + 1)
+    losses = [sum(_pinball_level(t, _post(w * a[:, k] + (1.0 - w) * b[:, k], integer),
+                                 float(tau)) for k, tau in enumerate(levels))
+              for w in grid]
+    return float(grid[int(np.argmin(losses))])
+
+
 def learn_weights(lstm: Sequence[QuantileForecast], lgbm: Sequence[QuantileForecast],
                   actual: Sequence[FloatArray], *, integer: bool,
-                  promo: Sequence[BoolArray] | None = None) -> CombinationWeights:
+                  promo: Sequence[BoolArray] | None = None,
+                  shrink: float = DEFAULT_WEIGHT_SHRINK) -> CombinationWeights:
     """Weights from forecasts of both models at the same origins (one QuantileForecast
     each, n series x H steps) and what followed each origin (n, H) (NaN: unknown).
 
@@ -214,7 +234,13 @@ def learn_weights(lstm: Sequence[QuantileForecast], lgbm: Sequence[QuantileForec
     at least `MIN_PROMO_DAYS` validation days both with and without one, the days with a
     promotion get their own weights (`CombinationWeights.promo`) and the rest are learned on
     the days without; a cumulative level whose group has fewer such steps keeps the weights
-    learned on all of them. Otherwise one set of weights, learned on every day."""
+    learned on all of them. Otherwise one set of weights, learned on every day.
+
+    `shrink` in [0, 1]: each level's weight moves that share of the way toward its block's
+    pooled weight (the one weight that minimises the block's pinball summed over its
+    levels): 0, each level its own (the served default); 1, one weight per block."""
+    if not 0.0 <= shrink <= 1.0:
+        raise CombinationError(f"weight shrink must lie in [0, 1], got {shrink}")
     if not lstm or len(lstm) != len(lgbm) or len(lstm) != len(actual):
         raise CombinationError("need forecasts of both models and actuals at each origin")
     levels = lstm[0].levels
@@ -228,7 +254,7 @@ def learn_weights(lstm: Sequence[QuantileForecast], lgbm: Sequence[QuantileForec
                         np.concatenate([f.mean[:, :horizon] for f in forecasts]))
     every = np.ones(y.shape, dtype=bool)
     daily, cumulative, mean, report = _fit_cells(blocks, y, totals, every, every,
-                                                 levels, integer)
+                                                 levels, integer, shrink)
     report = {"val_origins": float(len(actual)), **report}
     plain = CombinationWeights(tuple(float(x) for x in levels), daily, cumulative, mean, report)
     if promo is None or len(promo) != len(actual):
@@ -241,7 +267,7 @@ def learn_weights(lstm: Sequence[QuantileForecast], lgbm: Sequence[QuantileForec
         return dataclasses.replace(plain, report={**report, "val_promo_days": float(days_on)})
     parts = []
     for cells, spans in ((~on, ~on_span), (on, on_span)):
-        d, c, m, r = _fit_cells(blocks, y, totals, cells, spans, levels, integer)
+        d, c, m, r = _fit_cells(blocks, y, totals, cells, spans, levels, integer, shrink)
         if np.sum(spans & np.isfinite(totals)) < MIN_PROMO_DAYS:
             c = cumulative  # too few steps to learn this group's cumulative weights
         parts.append((d, c, m, r))
@@ -255,10 +281,11 @@ def learn_weights(lstm: Sequence[QuantileForecast], lgbm: Sequence[QuantileForec
 
 def _fit_cells(blocks: dict[str, tuple[FloatArray, FloatArray, FloatArray]], y: FloatArray,
                totals: FloatArray, days: BoolArray, spans: BoolArray, levels: FloatArray,
-               integer: bool) -> tuple[tuple[float, ...], tuple[float, ...], float,
-                                       dict[str, float]]:
+               integer: bool, shrink: float = 0.0,
+               ) -> tuple[tuple[float, ...], tuple[float, ...], float, dict[str, float]]:
     """Daily, cumulative and mean weights learned on the (series, step) cells `days` (daily
-    quantiles and mean) and `spans` (cumulative); losses of each part and of the mix."""
+    quantiles and mean) and `spans` (cumulative); losses of each part and of the mix (per
+    level's own weight); `shrink`: `learn_weights`'."""
     report: dict[str, float] = {}
     chosen: dict[str, list[float]] = {"daily": [], "cumulative": []}
     for b, (block, target, cells) in enumerate((("daily", y, days),
@@ -277,6 +304,11 @@ def _fit_cells(blocks: dict[str, tuple[FloatArray, FloatArray, FloatArray]], y: 
         report.update({f"{block}_pinball_mix": mix / levels.size,
                        f"{block}_pinball_lstm": own / levels.size,
                        f"{block}_pinball_lightgbm": peer / levels.size})
+        if shrink > 0.0 and t.size:
+            a, b_ = blocks["lstm"][b][ok], blocks["lgbm"][b][ok]  # (cells, Q)
+            pooled = _best_pooled(a, b_, t, levels, integer)
+            chosen[block] = [shrink * pooled + (1.0 - shrink) * w for w in chosen[block]]
+            report[f"{block}_weight_pooled"] = pooled
     ok = np.isfinite(y) & days
     if ok.any():
         w_mean, m, la, lb = _best(blocks["lstm"][2][ok], blocks["lgbm"][2][ok],
@@ -456,7 +488,8 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
                  mix_calibration: str = DEFAULT_MIX_CALIBRATION,
                  promo_weights: bool = DEFAULT_PROMO_WEIGHTS,
                  promo_calibration: IntervalCalibration | None = None,
-                 split_calibration: bool = DEFAULT_SPLIT_CALIBRATION) -> None:
+                 split_calibration: bool = DEFAULT_SPLIT_CALIBRATION,
+                 weight_shrink: float = DEFAULT_WEIGHT_SHRINK) -> None:
         super().__init__(lstm.levels.tolist(), end_day=lstm.end_day)
         if not lstm.config.year_ago:
             raise CombinationError("lstm_lgbm serves LightGBM from the LSTM's day ring: "
@@ -480,6 +513,11 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
         # on them alone (`promo_calibration`; None: one calibration for every day).
         self.split_calibration = split_calibration
         self.promo_calibration = promo_calibration
+        # What `fit` learns: each level's weight shrunk this share toward its block's pooled
+        # one (`learn_weights`); a loaded model serves the weights it holds.
+        if not 0.0 <= weight_shrink <= 1.0:
+            raise CombinationError(f"weight_shrink must lie in [0, 1], got {weight_shrink}")
+        self.weight_shrink = float(weight_shrink)
         self.fit_info: dict[str, float] = {}
         self._threads: int | None = None  # cap_threads', for a LightGBM part fitted later
 
@@ -603,16 +641,19 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
                                    known if early.covariates_used and known else None)
 
     def learn_mix(self, found: ValidationForecasts, *, promo_weights: bool | None = None,
-                  split_calibration: bool | None = None) -> Mix:
+                  split_calibration: bool | None = None,
+                  shrink: float | None = None) -> Mix:
         """Weights, then the mix's calibration, from `validation_forecasts`; `promo_weights`
         (None: the model's own): promotion days weighted on their own when known;
         `split_calibration` (None: the model's own): with promotion weights, the promotion
-        days' calibration learned on them alone, the rest's on the days without."""
+        days' calibration learned on them alone, the rest's on the days without; `shrink`
+        (None: the model's `weight_shrink`): `learn_weights`'."""
         split = self.promo_weights if promo_weights is None else promo_weights
         promo = found.promo if split else None
         integer = self.lstm.config.integer_demand
         weights = learn_weights(found.lstm, found.lightgbm, found.actual, integer=integer,
-                                promo=promo)
+                                promo=promo,
+                                shrink=self.weight_shrink if shrink is None else shrink)
         if weights.promo is None:
             promo = None  # too few promotion days: one mix, as without covariates
         apart = self.split_calibration if split_calibration is None else split_calibration
@@ -805,6 +846,7 @@ def make_lstm_lgbm(path: str | None = None, *, device: str = "auto",
     mix_calibration = str(overrides.pop("mix_calibration", DEFAULT_MIX_CALIBRATION))
     promo_weights = bool(overrides.pop("promo_weights", DEFAULT_PROMO_WEIGHTS))
     split_calibration = bool(overrides.pop("split_calibration", DEFAULT_SPLIT_CALIBRATION))
+    weight_shrink = float(overrides.pop("weight_shrink", DEFAULT_WEIGHT_SHRINK))
     # lightgbm_KEY=VALUE: the LightGBM part's config KEY (e.g. a simulation's A/B of it)
     lgbm = {k.removeprefix("lightgbm_"): overrides.pop(k) for k in list(overrides)
             if k.startswith("lightgbm_")}
@@ -821,6 +863,7 @@ def make_lstm_lgbm(path: str | None = None, *, device: str = "auto",
                                   mix_calibration=mix_calibration,
                                   promo_weights=promo_weights,
                                   split_calibration=split_calibration,
+                                  weight_shrink=weight_shrink,
                                   lightgbm_options=lgbm)
 
 

@@ -94,6 +94,8 @@ def weights_fingerprint(config: LSTMConfig, weights: Mapping[str, NDArray[np.gen
         del fields["promo_inputs"]
     if fields["censored_loss"] == "none":  # likewise: a training-only knob, off
         del fields["censored_loss"]
+    if fields["year_ago_gaps"] == "zero":  # likewise (the inputs of before it)
+        del fields["year_ago_gaps"]
     digest.update(f"{FORMAT}|{sorted(fields.items())}|"
                   f"{log_scale_mean!r}|{log_scale_std!r}".encode())
     for name, array in weights.items():

@@ -22,9 +22,11 @@ __all__ = [
     "PROMO_DIM",
     "RING_DAYS",
     "YEAR",
+    "YEAR_AGO_GAPS",
     "DayRing",
     "ScaleState",
     "calendar_features",
+    "check_gaps",
     "future_dim",
     "future_features",
     "head_inputs",
@@ -35,6 +37,7 @@ __all__ = [
     "scale_step",
     "target_month_dim",
     "target_month_features",
+    "weekday_of_level",
     "year_ago_dim",
     "year_ago_features",
     "year_ago_span",
@@ -53,6 +56,8 @@ YEAR = 364  # 52 weeks: the same weekday one year earlier
 YEAR_BASE_DAYS = 28  # the year-ago level: mean of the 28 days up to origin - YEAR
 RING_DAYS = YEAR + YEAR_BASE_DAYS  # days a series must carry for its year-ago features
 YEAR_CLIP = 10.0  # year-ago inputs are ratios; a lumpy series' spikes are clipped here
+# What a year-ago step without an observed day says (`year_ago_features`' `gaps`).
+YEAR_AGO_GAPS = ("zero", "unknown", "weekday")
 
 DateArray = NDArray[np.datetime64]
 
@@ -272,6 +277,23 @@ def year_offsets(weeks: int = 1) -> NDArray[np.int64]:
     return out
 
 
+@lru_cache(maxsize=8)
+def weekday_of_level(horizon: int) -> FloatArray:
+    """(YEAR_BASE_DAYS, H) 0/1: column h-1 marks the days of the year-ago level (span
+    indices 0 .. YEAR_BASE_DAYS - 1, days origin - RING_DAYS + 1 ...) on step h's weekday
+    (shared: not to be written)."""
+    days = np.arange(YEAR_BASE_DAYS)[:, None]
+    steps = np.arange(1, horizon + 1)[None, :]
+    out: FloatArray = ((days - (YEAR_BASE_DAYS - 1) - steps) % 7 == 0).astype(np.float64)
+    return out
+
+
+def check_gaps(gaps: str) -> None:
+    """ValueError unless `gaps` is one of `YEAR_AGO_GAPS`."""
+    if gaps not in YEAR_AGO_GAPS:
+        raise ValueError(f"year_ago_gaps must be one of {YEAR_AGO_GAPS}, got {gaps!r}")
+
+
 def year_ago_span(horizon: int, weeks: int = 1) -> int:
     """Days of history `year_ago_features` reads: from origin - RING_DAYS + 1 to
     origin - YEAR + horizon + 7 weeks (all before the origin, and all in the ring)."""
@@ -282,7 +304,7 @@ def year_ago_span(horizon: int, weeks: int = 1) -> int:
 
 
 def year_ago_features(span: FloatArray, scale: FloatArray, origins: DateArray,
-                      horizon: int, weeks: int = 1) -> FloatArray:
+                      horizon: int, weeks: int = 1, gaps: str = "zero") -> FloatArray:
     """(..., year_ago_dim) what the same weeks a year (52 weeks) earlier say about the
     `horizon` days after an origin, from `span` (..., year_ago_span) = the demand of days
     origin - RING_DAYS + 1 ... (NaN = missing), the running `scale` (...) at the origin and
@@ -300,7 +322,19 @@ def year_ago_features(span: FloatArray, scale: FloatArray, origins: DateArray,
     Known at the origin (every day read is at least YEAR - horizon - 7 days old), so it is
     a known-future covariate of the head and a ring of the last RING_DAYS days is all the
     state a series carries for it.
+
+    `gaps` (`YEAR_AGO_GAPS`): what a step whose year-ago days are all missing says when the
+    year-ago level exists (a gap in the series' history a year ago, e.g. Rossmann's stores
+    without rows for 2014-07 .. 2014-12). "zero": a mean over no day is 0, which reads as
+    "sold nothing" (a closure: the prior then scales that day's forecast down to a fifth);
+    "unknown": the origin has no year-ago information (everything 0, as for a series
+    without a year of history, the regime the net trains on in its first year);
+    "weekday": such a step reads the mean of its weekday over the year-ago level's 28 days
+    (the weekly profile a year ago: a Sunday closure stays one; the level's mean when none
+    of them was seen), the other steps keep theirs. Histories without such a gap give the
+    same numbers in every mode.
     """
+    check_gaps(gaps)
     seen = np.isfinite(span)
     base_n = seen[..., :YEAR_BASE_DAYS].sum(axis=-1)
     has_base = base_n > 0
@@ -317,6 +351,21 @@ def year_ago_features(span: FloatArray, scale: FloatArray, origins: DateArray,
     week_n = use.sum(axis=-1)
     week = np.where(week_n > 0, np.where(use, window, 0.0).sum(axis=-1)
                     / np.maximum(week_n, 1), 0.0)
+    if gaps == "unknown":
+        blind = has_base & np.any(week_n == 0, axis=-1)
+        if blind.any():
+            has_base = has_base & ~blind
+            base = np.where(blind, 0.0, base)
+            week = np.where(blind[..., None], 0.0, week)
+    elif gaps == "weekday":
+        gap = has_base[..., None] & (week_n == 0)
+        if gap.any():
+            pick = weekday_of_level(horizon)  # (YEAR_BASE_DAYS, H)
+            level_seen = seen[..., :YEAR_BASE_DAYS]
+            sums = np.where(level_seen, span[..., :YEAR_BASE_DAYS], 0.0) @ pick
+            counts = level_seen.astype(np.float64) @ pick
+            profile = np.where(counts > 0, sums / np.maximum(counts, 1.0), base[..., None])
+            week = np.where(gap, profile, week)
     shape = week / np.maximum(base, SCALE_FLOOR)[..., None]
     shape = np.where(has_base[..., None], shape, 0.0)
     out: FloatArray = np.concatenate(
@@ -345,7 +394,7 @@ def head_inputs(origins: DateArray, scale: FloatArray, span: FloatArray | None, 
                 horizon: int, calendar: str, head_calendar: bool, annual: bool,
                 mask_calendar: bool = False, weeks: int = 1, month: str = "none",
                 pairs: int = 2, months: bool = True,
-                promo: FloatArray | None = None) -> FloatArray:
+                promo: FloatArray | None = None, gaps: str = "zero") -> FloatArray:
     """(..., Fh) everything the head sees besides the LSTM state: `future_features` of the
     origin dates (...), then, when `promo` (..., H) is given, the planned-promotion flags
     of the `horizon` days after each origin (LSTMConfig.promo_inputs), and, when `span`
@@ -357,7 +406,7 @@ def head_inputs(origins: DateArray, scale: FloatArray, span: FloatArray | None, 
     flags, month of the last step) is zeroed: the year-ago shape says the same per day and
     per series, and with both the head smeared a month-end step over the whole horizon
     (store-item's Nov -> Dec folds); series without a year of history keep it. The
-    per-step target month (`month`) is never masked."""
+    per-step target month (`month`) is never masked. `gaps`: `year_ago_features`'."""
     fut = future_features(origins, horizon, calendar, head_calendar, annual, month, pairs,
                           months)
     flags: list[FloatArray] = []
@@ -371,7 +420,7 @@ def head_inputs(origins: DateArray, scale: FloatArray, span: FloatArray | None, 
         shape = np.broadcast_shapes(fut.shape[:-1], promo.shape[:-1])  # type: ignore[union-attr]
         return np.concatenate([np.broadcast_to(fut, (*shape, fut.shape[-1])),
                                np.broadcast_to(flags[0], (*shape, horizon))], axis=-1)
-    ya = year_ago_features(span, scale, origins, horizon, weeks)
+    ya = year_ago_features(span, scale, origins, horizon, weeks, gaps)
     fut = np.broadcast_to(fut, (*ya.shape[:-1], fut.shape[-1]))
     if mask_calendar and head_calendar:
         fut = fut.copy()

@@ -288,6 +288,7 @@ class LSTMForecaster(HeadForecasts, IncrementalForecaster[SeriesState]):
             calendar=cfg.calendar, head_calendar=cfg.head_calendar, annual=cfg.head_annual,
             mask_calendar=cfg.year_ago_masks_calendar, weeks=cfg.year_ago_weeks,
             month=cfg.head_month, pairs=cfg.head_month_pairs, months=cfg.month_inputs,
+            gaps=cfg.year_ago_gaps,
             promo=(None if not cfg.promo_inputs
                    else np.zeros((state.n_series, big_h)) if promo is None else promo)))
         with torch.inference_mode():

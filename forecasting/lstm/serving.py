@@ -195,12 +195,13 @@ def head_rows(config: LSTMConfig, state: SeriesState) -> tuple[
         return rows, inverse, None
     scale = np.maximum(state.scale.level, SCALE_FLOOR)
     weeks = cfg.year_ago_weeks
-    if agrees(big_h, weeks):  # the definition's numbers as matrix products (year_ago.py)
+    gaps = cfg.year_ago_gaps
+    if agrees(big_h, weeks, gaps):  # the definition's numbers as matrix products (year_ago.py)
         year = year_ago_rows(state.ring.span(year_ago_span(big_h, weeks), np.float32),
-                             scale, state.last_day, big_h, weeks)
+                             scale, state.last_day, big_h, weeks, gaps)
     else:
         year = year_ago_features(state.ring.span(year_ago_span(big_h, weeks)), scale,
-                                 state.last_day, big_h, weeks)
+                                 state.last_day, big_h, weeks, gaps)
     which = np.zeros(state.n_series, dtype=np.intp) if inverse is None else inverse
     if cfg.year_ago_masks_calendar and cfg.head_calendar:  # see features.head_inputs
         masked = rows.copy()

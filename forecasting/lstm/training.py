@@ -24,6 +24,7 @@ from forecasting.lstm.features import (
     RING_DAYS,
     YEAR,
     calendar_features,
+    check_gaps,
     head_inputs,
     input_features,
     running_scales,
@@ -164,7 +165,7 @@ def _head_inputs(y: FloatArray, scales: FloatArray, days: np.ndarray,
                            mask_calendar=config.year_ago_masks_calendar,
                            weeks=config.year_ago_weeks, month=config.head_month,
                            pairs=config.head_month_pairs, months=config.month_inputs,
-                           promo=flags)
+                           promo=flags, gaps=config.year_ago_gaps)
 
     if not config.year_ago:
         fut = inputs(scales, None, promo)
@@ -280,6 +281,7 @@ def train_net(
         # nothing to read: the net without the inputs (so a panel without covariates trains
         # the very net it trained before promo_inputs, bit for bit)
         config = dataclasses.replace(config, promo_inputs=False)
+    check_gaps(config.year_ago_gaps)
     if config.censored_loss not in ("none", "drop", "pinball"):
         raise ValueError(f"censored_loss must be none, drop or pinball, got "
                          f"{config.censored_loss!r}")

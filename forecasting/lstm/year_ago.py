@@ -24,6 +24,8 @@ from forecasting.lstm.features import (
     YEAR,
     YEAR_BASE_DAYS,
     YEAR_CLIP,
+    check_gaps,
+    weekday_of_level,
     year_ago_features,
     year_ago_span,
     year_offsets,
@@ -35,20 +37,21 @@ log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=16)
-def agrees(horizon: int, weeks: int = 1) -> bool:
+def agrees(horizon: int, weeks: int = 1, gaps: str = "zero") -> bool:
     """Whether `year_ago_rows` gives `year_ago_features`' numbers on a random probe: 64
-    series with missing days, spikes and no year-ago level, origins over 70 days around
-    month ends (once per horizon, `weeks` and process)."""
+    series with missing days, spikes, no year-ago level and a gap a year ago, origins over
+    70 days around month ends (once per horizon, `weeks`, `gaps` and process)."""
     rng = np.random.default_rng(0)
     n = 64
     span = rng.poisson(4.0, (n, year_ago_span(horizon, weeks))).astype(np.float64)
     span[rng.random(span.shape) < 0.2] = np.nan
     span[:4, :YEAR_BASE_DAYS] = np.nan
     span[4:8] *= 100.0
+    span[8:12, YEAR_BASE_DAYS:] = np.nan  # the level a year ago, no day after it
     scale = rng.gamma(2.0, 1.0, n) + 0.01
     origins = np.datetime64("2011-01-20") + (np.arange(n) * 1.1).astype("timedelta64[D]")
-    ok = bool(np.allclose(year_ago_rows(span, scale, origins, horizon, weeks),
-                          year_ago_features(span, scale, origins, horizon, weeks),
+    ok = bool(np.allclose(year_ago_rows(span, scale, origins, horizon, weeks, gaps),
+                          year_ago_features(span, scale, origins, horizon, weeks, gaps),
                           rtol=1e-9, atol=1e-12))
     if not ok:
         log.warning("year_ago_rows differs from features.year_ago_features; using the latter")
@@ -74,11 +77,13 @@ def _weights(day: int, horizon: int, weeks: int) -> FloatArray:
 
 
 def year_ago_rows(span: FloatArray, scale: FloatArray, origins: NDArray[np.datetime64],
-                  horizon: int, weeks: int = 1) -> FloatArray:
-    """`features.year_ago_features(span, scale, origins, horizon, weeks)` for span (n, S), scale
-    (n,) and origins (n,). The sums and counts run as matrix products (BLAS threads bounded
-    by the forecaster's `cap_threads`) in the span's precision: float64 gives the
-    definition's numbers, float32 (the ring's) the same within float32 rounding, faster."""
+                  horizon: int, weeks: int = 1, gaps: str = "zero") -> FloatArray:
+    """`features.year_ago_features(span, scale, origins, horizon, weeks, gaps)` for span
+    (n, S), scale (n,) and origins (n,). The sums and counts run as matrix products (BLAS
+    threads bounded by the forecaster's `cap_threads`) in the span's precision: float64
+    gives the definition's numbers, float32 (the ring's) the same within float32 rounding,
+    faster."""
+    check_gaps(gaps)
     n = span.shape[0]
     x = np.ascontiguousarray(span)
     both = np.empty((2 * n, x.shape[1]), dtype=x.dtype)  # [values | seen]: one product
@@ -100,6 +105,22 @@ def year_ago_rows(span: FloatArray, scale: FloatArray, origins: NDArray[np.datet
     means = np.divide(sums, np.maximum(counts, 1.0), out=sums)
     week, base = means[:, :horizon], means[:, -1]
     has_base = counts[:, -1] > 0
+    if gaps == "unknown":  # a step with no day seen a year ago: no year-ago information
+        blind = has_base & np.any(counts[:, :horizon] == 0, axis=1)
+        if blind.any():
+            has_base &= ~blind
+            week[blind] = 0.0
+            base[blind] = 0.0
+    elif gaps == "weekday":  # ... reads its weekday's mean over the year-ago level's days
+        gap = has_base[:, None] & (counts[:, :horizon] == 0)
+        rows = np.flatnonzero(gap.any(axis=1))
+        if rows.size:
+            pick = weekday_of_level(horizon).astype(x.dtype)
+            level = both[:, :YEAR_BASE_DAYS]
+            sums_w, counts_w = level[rows] @ pick, level[n + rows] @ pick
+            profile = np.where(counts_w > 0, sums_w / np.maximum(counts_w, 1.0),
+                               base[rows, None])
+            week[rows] = np.where(gap[rows], profile, week[rows])
     scale_x = np.asarray(scale, dtype=x.dtype)
     out = np.empty((n, 2 * horizon + 2), dtype=x.dtype)
     np.divide(week, scale_x[:, None], out=out[:, :horizon])

@@ -64,6 +64,48 @@ def test_weights_pick_the_model_that_fits_the_validation_days_and_stay_in_0_1() 
         CombinationWeights(LEVELS, (1.2, 0, 0), (0, 0, 0), 0.5)
 
 
+def test_shrunk_weights_move_each_level_toward_the_block_pooled_weight() -> None:
+    """`weight_shrink`: 0 is the per-level weights bit for bit, 1 one weight per block (the
+    one that minimises the block's summed pinball), between them the straight line."""
+    rng = np.random.default_rng(2)
+    actual = [rng.poisson(8.0, (60, 7)).astype(float) for _ in range(3)]
+    # the LSTM's low quantile is right and its top one far too high; LightGBM the reverse:
+    # per level the weights differ, pooled they meet in between
+    lo, hi = np.array([0.5, 1.0, 3.0]), np.array([0.2, 1.0, 1.3])
+    lstm = [QuantileForecast(LEVELS, a[..., None] * hi, np.cumsum(a[..., None] * hi, axis=1),
+                             a) for a in actual]
+    lgbm = [QuantileForecast(LEVELS, a[..., None] * lo, np.cumsum(a[..., None] * lo, axis=1),
+                             a) for a in actual]
+    own = learn_weights(lstm, lgbm, actual, integer=False)
+    assert learn_weights(lstm, lgbm, actual, integer=False, shrink=0.0) == own
+    assert len(set(own.daily)) > 1  # the levels disagree
+    pooled = learn_weights(lstm, lgbm, actual, integer=False, shrink=1.0)
+    assert len(set(pooled.daily)) == 1 and len(set(pooled.cumulative)) == 1
+    assert pooled.daily[0] == pooled.report["val_daily_weight_pooled"]
+    assert pooled.mean == own.mean  # one weight already
+    half = learn_weights(lstm, lgbm, actual, integer=False, shrink=0.5)
+    np.testing.assert_allclose(half.daily, 0.5 * (np.array(own.daily) + pooled.daily[0]))
+    np.testing.assert_allclose(half.cumulative,
+                               0.5 * (np.array(own.cumulative) + pooled.cumulative[0]))
+    # the pooled weight is the best single one for the block's summed pinball
+    grid = np.linspace(0, 1, 21)
+    y = np.concatenate(actual)
+    a_d, b_d = (np.concatenate([f.daily for f in part]) for part in (lstm, lgbm))
+
+    def summed(w: float) -> float:
+        q = w * a_d + (1 - w) * b_d
+        return float(sum(np.mean(np.maximum(t * (y - q[..., k]), (t - 1) * (y - q[..., k])))
+                         for k, t in enumerate(LEVELS)))
+    assert summed(pooled.daily[0]) <= min(summed(w) for w in grid) + 1e-12
+    with pytest.raises(ValueError, match="shrink"):
+        learn_weights(lstm, lgbm, actual, integer=False, shrink=1.5)
+    # the registry's option reaches the model (what its fit learns with)
+    model = make_forecaster("lstm_lgbm", device="cpu", horizon=7, weight_shrink=0.5)
+    assert isinstance(model, LSTMLightGBMForecaster) and model.weight_shrink == 0.5
+    assert make_forecaster("lstm_lgbm", device="cpu", horizon=7).weight_shrink == (
+        combination_module.DEFAULT_WEIGHT_SHRINK)
+
+
 def test_combine_keeps_quantiles_monotone_across_crossing_weights() -> None:
     a = QuantileForecast(LEVELS, np.full((1, 2, 3), 10.0), np.full((1, 2, 3), 10.0) * [[[1], [2]]],
                          np.full((1, 2), 10.0))

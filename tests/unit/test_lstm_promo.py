@@ -72,11 +72,13 @@ def test_off_keeps_the_durable_state_fingerprint_of_before() -> None:
     from forecasting.lstm.durable import weights_fingerprint
 
     weights = {"w": np.arange(6, dtype=np.float32)}
-    assert weights_fingerprint(LSTMConfig(), weights, 0.25, 1.5) == 11083735363336708754
-    assert weights_fingerprint(LSTMConfig(horizon=7, hidden=8), weights, 0.25,
-                               1.5) == 10578368112715080804
-    assert (weights_fingerprint(LSTMConfig(promo_inputs=True), weights, 0.25, 1.5)
-            != 11083735363336708754)
+    # (year_ago_gaps="zero": the year-ago inputs of before that field, now not the default)
+    old = LSTMConfig(year_ago_gaps="zero")
+    assert weights_fingerprint(old, weights, 0.25, 1.5) == 11083735363336708754
+    assert weights_fingerprint(LSTMConfig(horizon=7, hidden=8, year_ago_gaps="zero"),
+                               weights, 0.25, 1.5) == 10578368112715080804
+    assert (weights_fingerprint(LSTMConfig(promo_inputs=True, year_ago_gaps="zero"),
+                                weights, 0.25, 1.5) != 11083735363336708754)
 
 
 @pytest.mark.parametrize("year_ago", [False, True])
