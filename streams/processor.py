@@ -92,9 +92,9 @@ _EXACT_BELOW = 4
 # A round goes key by key (`_apply_runs`) when its items average at least _RUNS_FROM per key,
 # else item by item (`_apply_items`: grouping costs more than it saves when a key has a line
 # or two); key by key, a run of at least _RUN_FROM orders is one `SkuState.orders` call
-# (`SkuState.order` costs less for one or two lines). Measured: benchmarks/README.md.
+# (`SkuState.order` line by line costs less for shorter runs). Measured: benchmarks/README.md.
 _RUNS_FROM = 12
-_RUN_FROM = 3
+_RUN_FROM = 8
 
 
 @dataclass(frozen=True)
@@ -439,7 +439,7 @@ class BatchProcessor:
                     k = j + 1  # the run of orders up to the key's next other event
                     while k < m and items[k][3] is not None:
                         k += 1
-                    if k - j < _RUN_FROM:  # a line or two: `order` costs less
+                    if k - j < _RUN_FROM:  # a short run: `order` per line costs less
                         verdicts = [apply_order(state, event, occurred_at, quantity,  # type: ignore[arg-type]
                                                 bucket_seconds, window, lateness, memory)]
                     else:
