@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby, repeat
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any, Protocol
 
 import numpy as np
@@ -85,8 +85,16 @@ class PredictFn(Protocol):
                  covariates: Covariates | None = None) -> Awaitable[ServedForecast]: ...
 
 _TOPIC, _VALUE, _RECORD_KEY = attrgetter("topic"), attrgetter("value"), attrgetter("key")
+# an _Item's key, and an order item's event id, epoch seconds and signed quantity
+_KEY, _EVENT, _OCCURRED, _QUANTITY = itemgetter(1), itemgetter(2), itemgetter(3), itemgetter(4)
 # a run of at most this many records that does not decode as columns goes record by record
 _EXACT_BELOW = 4
+# A round goes key by key (`_apply_runs`) when its items average at least _RUNS_FROM per key,
+# else item by item (`_apply_items`: grouping costs more than it saves when a key has a line
+# or two); key by key, a run of at least _RUN_FROM orders is one `SkuState.orders` call
+# (`SkuState.order` line by line costs less for shorter runs). Measured: benchmarks/README.md.
+_RUNS_FROM = 12
+_RUN_FROM = 8
 
 
 @dataclass(frozen=True)
@@ -322,57 +330,141 @@ class BatchProcessor:
                 self._decode_run(topic, run, pending, out)
             else:
                 self._decode_each(run, pending, out)
-        apply_order = SkuState.order
-        bucket_seconds, window, lateness = (self.bucket_seconds, self.window_buckets,
-                                            self.lateness_buckets)
-        memory = self.id_memory_buckets
+        lateness = self.lateness_buckets
         # the model's carried state of a key is the state of the key ON THIS PARTITION: a key
         # seen on two input partitions is two states (streams/store.py), each stepped by its
         # own demand only
         partition = getattr(table, "partition", None)
         scope = "" if partition is None else f"{partition}:"
         while pending:
-            held: list[_Item] = []
-            due: dict[str, SkuState] = {}
-            accepted = duplicates = 0
-            for item in pending:
-                record, key, event, occurred_at, quantity = item
-                if key in due:
-                    held.append(item)
-                    continue
-                state = cache.get(key)
-                if state is None:
-                    state = self._state(cache, table, key)
-                if occurred_at is not None:  # an order: it has a quantity too
-                    verdict = apply_order(state, event, occurred_at, quantity,  # type: ignore[arg-type]
-                                          bucket_seconds, window, lateness, memory)
-                else:
-                    verdict = self._apply(event, state)
-                if verdict == "ok":
-                    accepted += 1
-                elif verdict == "duplicate":
-                    duplicates += 1
-                else:
-                    out.dead_letters.append(dead_letter(
-                        topic=record.topic, partition=record.partition, offset=record.offset,
-                        key=record.key, raw=record.value,
-                        error=InvalidEvent(
-                            f"event is more than {lateness} bucket(s) behind its SKU's "
-                            "clock", kind="late"),
-                        max_payload_bytes=self.dlq_payload_bytes))
-                if state.forecast_pending:
-                    due[key] = state
+            # a round: apply items until keys are due, hold those keys' later items back
+            keys = list(map(_KEY, pending))
+            if len(keys) >= _RUNS_FROM * len(set(keys)):  # keys with runs of orders
+                due, held, late, accepted, duplicates = self._apply_runs(pending, keys, cache,
+                                                                         table)
+            else:
+                due, held, late, accepted, duplicates = self._apply_items(pending, cache, table)
+            for item in late:
+                record = item[0]
+                out.dead_letters.append(dead_letter(
+                    topic=record.topic, partition=record.partition, offset=record.offset,
+                    key=record.key, raw=record.value,
+                    error=InvalidEvent(
+                        f"event is more than {lateness} bucket(s) behind its SKU's "
+                        "clock", kind="late"),
+                    max_payload_bytes=self.dlq_payload_bytes))
             out.accepted += accepted
             out.duplicates += duplicates
             if due:
                 await self._forecast_and_decide([scope + key for key in due],
-                                                list(due.values()), out)
+                                                [cache[key] for key in due], out)
             pending = held
         if getattr(table, "holds_state_objects", False):
             table.update(cache)
         else:
             table.update({key: state.to_json() for key, state in cache.items()})
         return out
+
+    def _apply_items(self, pending: list[_Item], cache: dict[str, SkuState],
+                     table: MutableMapping[str, Any]
+                     ) -> tuple[list[str], list[_Item], list[_Item], int, int]:
+        """A round item by item, in offset order: the keys due (in the order they became
+        due), the items held back (a due key's later ones), the late orders, and the counts
+        of accepted and duplicate events."""
+        apply_order = SkuState.order
+        bucket_seconds, window, lateness = (self.bucket_seconds, self.window_buckets,
+                                            self.lateness_buckets)
+        memory = self.id_memory_buckets
+        held: list[_Item] = []
+        late: list[_Item] = []
+        due: dict[str, SkuState] = {}
+        accepted = duplicates = 0
+        for item in pending:
+            _, key, event, occurred_at, quantity = item
+            if key in due:
+                held.append(item)
+                continue
+            state = cache.get(key)
+            if state is None:
+                state = self._state(cache, table, key)
+            if occurred_at is not None:  # an order: it has a quantity too
+                verdict = apply_order(state, event, occurred_at, quantity,  # type: ignore[arg-type]
+                                      bucket_seconds, window, lateness, memory)
+            else:
+                verdict = self._apply(event, state)
+            if verdict == "ok":
+                accepted += 1
+            elif verdict == "duplicate":
+                duplicates += 1
+            else:
+                late.append(item)
+            if state.forecast_pending:
+                due[key] = state
+        return list(due), held, late, accepted, duplicates
+
+    def _apply_runs(self, pending: list[_Item], keys: list[str], cache: dict[str, SkuState],
+                    table: MutableMapping[str, Any]
+                    ) -> tuple[list[str], list[_Item], list[_Item], int, int]:
+        """The same round key by key: a key's items in offset order, each run of at least
+        `_RUN_FROM` orders (up to the key's next other event) in one `SkuState.orders` call,
+        which stops right after the line that leaves the key due; the key's later items are
+        held back. Same answer as `_apply_items`, in the same orders (due keys, held and
+        late items by their position in `pending`)."""
+        apply_order = SkuState.order
+        bucket_seconds, window, lateness = (self.bucket_seconds, self.window_buckets,
+                                            self.lateness_buckets)
+        memory = self.id_memory_buckets
+        by_key: dict[str, list[int]] = {}  # key -> its items' positions in pending
+        for i, key in enumerate(keys):
+            at = by_key.get(key)
+            if at is None:
+                by_key[key] = [i]
+            else:
+                at.append(i)
+        due_at: dict[str, int] = {}  # key -> position of the item that left it due
+        held: list[int] = []
+        late: list[int] = []
+        accepted = duplicates = 0
+        for key, at in by_key.items():
+            state = cache.get(key)
+            if state is None:
+                state = self._state(cache, table, key)
+            items = [pending[i] for i in at]
+            j, m = 0, len(items)
+            while j < m:
+                _, _, event, occurred_at, quantity = items[j]
+                if occurred_at is None:
+                    verdicts: list[ApplyResult] = [self._apply(event, state)]
+                else:
+                    k = j + 1  # the run of orders up to the key's next other event
+                    while k < m and items[k][3] is not None:
+                        k += 1
+                    if k - j < _RUN_FROM:  # a short run: `order` per line costs less
+                        verdicts = [apply_order(state, event, occurred_at, quantity,  # type: ignore[arg-type]
+                                                bucket_seconds, window, lateness, memory)]
+                    else:
+                        run = items[j:k]
+                        verdicts = state.orders(
+                            list(map(_EVENT, run)), list(map(_OCCURRED, run)),
+                            list(map(_QUANTITY, run)), bucket_seconds, window, lateness,
+                            memory)
+                ok = verdicts.count("ok")
+                accepted += ok
+                if ok < len(verdicts):
+                    for verdict, i in zip(verdicts, at[j:j + len(verdicts)], strict=True):
+                        if verdict == "duplicate":
+                            duplicates += 1
+                        elif verdict == "late":
+                            late.append(i)
+                j += len(verdicts)
+                if state.forecast_pending:
+                    due_at[key] = at[j - 1]
+                    held.extend(at[j:])
+                    break
+        held.sort()
+        late.sort()
+        return (sorted(due_at, key=due_at.__getitem__), [pending[i] for i in held],
+                [pending[i] for i in late], accepted, duplicates)
 
     # --- forecast, restock, alerts ---------------------------------------------------------
     async def _forecast_and_decide(self, keys: list[str], states: list[SkuState],

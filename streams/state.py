@@ -63,6 +63,7 @@ def bucket_index(epoch_seconds: float, bucket_seconds: int) -> int:
 # a bucket with this many ids looks them up in a set (`SkuState._id_set`), not the list
 _SCAN_BELOW = 16
 _ID_SETS = "_id_sets"  # the attribute holding those sets (undeclared: never serialised)
+_OK: list[ApplyResult] = ["ok"]
 
 
 class SkuState(msgspec.Struct, array_like=True, dict=True):
@@ -265,6 +266,133 @@ class SkuState(msgspec.Struct, array_like=True, dict=True):
                 self.backorders -= cleared
                 self.on_hand += back - cleared
         return "ok"
+
+    def orders(self, event_ids: list[str], occurred_at: list[float], quantities: list[int],
+               bucket_seconds: int, window: int, lateness: int, memory: int | None = None
+               ) -> list[ApplyResult]:
+        """A run of this SKU's order lines in offset order, applied as `order` one at a time
+        would: the verdict of each line applied. It stops right after a line that leaves a
+        forecast due (a bucket closed, or one was due already): then fewer verdicts than
+        lines come back, and the caller holds the rest until the SKU is forecast.
+
+        While the clock stands still the lines inside the open buckets are one stretch
+        (`_stretch`): the dedupe is set operations on the stretch's ids (repeats within it,
+        ids already in its buckets), demand is summed per bucket, and stock is taken out in
+        one step. A stretch holding a repeated id goes `order` line by line; so does each
+        line outside the open buckets (late, a duplicate of a closed bucket, or one that
+        moves the clock) and any line while the state has no clock yet or a forecast due.
+        """
+        n = len(event_ids)
+        verdicts: list[ApplyResult] = []
+        order = self.order
+        buckets: list[int] | None = None
+        i = 0
+        while i < n:
+            watermark = self.watermark
+            if watermark is None or self.forecast_pending:
+                verdicts.append(order(event_ids[i], occurred_at[i], quantities[i],
+                                      bucket_seconds, window, lateness, memory))
+                i += 1
+                if self.forecast_pending:
+                    return verdicts
+                continue
+            floor = watermark - lateness
+            times = occurred_at[i:] if i else occurred_at
+            lo, hi = int(min(times) // bucket_seconds), int(max(times) // bucket_seconds)
+            if floor <= lo and hi <= watermark:  # the rest is in the open buckets
+                j = n
+                stretch = None if lo < hi else lo
+            else:  # the stretch ends at the first line outside the open buckets
+                if buckets is None:
+                    buckets = [int(t // bucket_seconds) for t in occurred_at]
+                j = i
+                while j < n and floor <= buckets[j] <= watermark:
+                    j += 1
+                stretch = None
+            if j - i == 1:
+                verdicts.append(order(event_ids[i], occurred_at[i], quantities[i],
+                                      bucket_seconds, window, lateness, memory))
+            elif j > i:
+                if stretch is None and buckets is None:
+                    buckets = [int(t // bucket_seconds) for t in occurred_at]
+                if self._stretch(event_ids[i:j], occurred_at[i:j], quantities[i:j],
+                                 stretch, None if buckets is None else buckets[i:j]):
+                    verdicts.extend(_OK * (j - i))
+                else:  # a repeated id: line by line (the clock cannot move in here)
+                    for k in range(i, j):
+                        verdicts.append(order(event_ids[k], occurred_at[k], quantities[k],
+                                              bucket_seconds, window, lateness, memory))
+            if j < n:  # a line outside the open buckets: late, duplicate, or it moves the clock
+                verdicts.append(order(event_ids[j], occurred_at[j], quantities[j],
+                                      bucket_seconds, window, lateness, memory))
+                if self.forecast_pending:
+                    return verdicts
+            i = j + 1
+        return verdicts
+
+    def _stretch(self, event_ids: list[str], occurred_at: list[float], quantities: list[int],
+                 bucket: int | None, buckets: list[int] | None) -> bool:
+        """Lines of open buckets while the clock stands still (the lists are the stretch's
+        own: kept): applied at once when none is a duplicate (True), else nothing is changed
+        (False). `bucket`: the one bucket of every line, else `buckets` has each line's."""
+        ids = set(event_ids)
+        if len(ids) != len(event_ids):
+            return False  # a repeat within the stretch (or an id in two of its buckets)
+        seen_ids = self.seen_ids
+        if bucket is not None:  # one bucket: the common case
+            per_bucket: dict[int, list[str]] = {bucket: event_ids}
+            demand_of: dict[int, int] = {bucket: sum(quantities)}
+        else:
+            assert buckets is not None
+            per_bucket = {}
+            demand_of = {}
+            for b, event_id, q in zip(buckets, event_ids, quantities, strict=True):
+                known = per_bucket.get(b)
+                if known is None:
+                    per_bucket[b] = [event_id]
+                    demand_of[b] = q
+                else:
+                    known.append(event_id)
+                    demand_of[b] += q
+        for b, new in per_bucket.items():
+            known = seen_ids.get(b)
+            if known is None:
+                continue
+            if len(known) < _SCAN_BELOW:
+                if not ids.isdisjoint(known):
+                    return False
+            elif not self._id_set(b, known).isdisjoint(new):
+                return False
+        # no duplicate: ids, demand and stock as the lines one by one would leave them
+        sets = self.__dict__.get(_ID_SETS)
+        for b, new in per_bucket.items():
+            known = seen_ids.get(b)
+            if known is None:
+                seen_ids[b] = new
+                continue
+            if sets:
+                bucket_set = sets.get(b)
+                if bucket_set is not None and len(bucket_set) == len(known):
+                    bucket_set.update(new)
+            known.extend(new)
+        demand = self.demand
+        for b, q in demand_of.items():
+            demand[b] = demand.get(b, 0.0) + q
+        as_of = self.stock_as_of
+        taken = quantities
+        if as_of is not None and min(occurred_at) <= as_of:  # some at or before the snapshot
+            taken = [q for q, t in zip(quantities, occurred_at, strict=True) if t > as_of]
+            if not taken:
+                return True
+        if min(taken) >= 0:  # orders only: served from stock up to what is on hand
+            units = sum(taken)
+            served = units if units < self.on_hand else self.on_hand
+            self.on_hand -= served
+            self.backorders += units - served
+        else:  # cancellations or returns among them: line by line
+            for q in taken:
+                self._take_from_stock(q)
+        return True
 
     def _id_set(self, bucket: int, ids: list[str]) -> set[str]:
         """The ids of `bucket` as a set, kept beside the list while the state lives (not a
