@@ -53,14 +53,17 @@ ServiceTarget = Literal["cycle", "fill_rate"]
 SERVICE_TARGETS: tuple[ServiceTarget, ...] = ("cycle", "fill_rate")
 TailRule = Literal["last_gap", "median_chord", "upper_fit"]
 TAIL_RULES: tuple[TailRule, ...] = ("last_gap", "median_chord", "upper_fit")
-DEFAULT_TAIL: TailRule = "last_gap"
+DEFAULT_TAIL: TailRule = "median_chord"
 """The scale b of the exponential tail above a forecast's top quantile (`from_quantiles`):
-- "last_gap": from the last quantile gap, (q_top - q_prev) / ln((1 - u_prev) / (1 - u_top));
-- "median_chord": the chord from the median, (q_top - q0.5) / ln((1 - 0.5) / (1 - u_top))
-  (q0.5 interpolated between the levels around it; the lowest level when all are above 0.5);
+- "median_chord" (the default): the chord from the median, (q_top - q0.5) / ln((1 - 0.5) /
+  (1 - u_top)) (q0.5 interpolated between the levels around it; the lowest level when all
+  are above 0.5);
+- "last_gap": from the last quantile gap, (q_top - q_prev) / ln((1 - u_prev) / (1 - u_top))
+  (the default until issue 16: one wide top gap of a lumpy series blew the tail up);
 - "upper_fit": the least-squares slope of q on -ln(1 - u) over the levels >= 0.5.
 Each is the exact b of an exponential upper tail; they differ in how many quantiles they
-read, so in how much one wide top gap (a lumpy series) moves them."""
+read, so in how much one wide top gap (a lumpy series) moves them. Measured in
+benchmarks/README.md, "Policy tail above the top quantile"."""
 
 
 def _f64(value: npt.ArrayLike) -> FloatArray:
@@ -316,9 +319,10 @@ class DemandDistribution:
         Below the lowest level it continues the first segment's slope (clipped at 0); above
         the highest it has an exponential tail, Q(u) = q_top + b * ln((1 - u_top) / (1 - u)),
         so high fill-rate targets are not capped at the forecast's top quantile; `tail` picks
-        b (`TAIL_RULES`; default "last_gap", continuing the last segment: b = (q_top - q_prev)
-        / ln((1 - u_prev) / (1 - u_top))). `grid`: probability-bin edges from 0 to 1 (default:
-        80 bins, fine in the upper tail); each bin becomes one atom at its midpoint's quantile.
+        b (`TAIL_RULES`; default "median_chord": b = (q_top - q0.5) / ln(0.5 / (1 - u_top)),
+        the chord from the median; "last_gap" continues the last segment). `grid`:
+        probability-bin edges from 0 to 1 (default: 80 bins, fine in the upper tail); each bin
+        becomes one atom at its midpoint's quantile.
         """
         lv = _f64(levels)
         qs = np.atleast_2d(_f64(quantiles))

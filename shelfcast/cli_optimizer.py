@@ -52,8 +52,9 @@ def add_commands(subparsers: Any) -> None:
                      "lead-time demand), forecast-errors[:level_window=N:...] (moving-average "
                      "forecast + its empirical past errors), forecast:NAME or "
                      "forecast:NAME:key=value:... (registered forecasters; the keys are the "
-                     "model's, except tail=last_gap|median_chord|upper_fit, the policy's tail "
-                     "above the top quantile; policies that differ only in tail share one "
+                     "model's, except tail=median_chord (default)|last_gap|upper_fit, the "
+                     "policy's tail above the top quantile; policies that differ only in tail "
+                     "share one "
                      f"model, fitted and asked once; default {DEFAULT_POLICIES})")
     sim.add_argument("--service-level", type=float, default=0.95,
                      help="headline service target in (0, 1) (default 0.95)")
@@ -174,7 +175,7 @@ def _policies(args: argparse.Namespace) -> list[RestockPolicy]:
     from forecasting.base import Forecaster
     from forecasting.errors import ForecastingError
     from forecasting.registry import available_forecasters, make_forecaster
-    from optimizer.service_level import TAIL_RULES
+    from optimizer.service_level import DEFAULT_TAIL, TAIL_RULES
     from optimizer.simulation import ForecastPolicy, MinMaxPolicy
 
     specs = [s.strip() for s in args.policies.split(",") if s.strip()]
@@ -202,7 +203,7 @@ def _policies(args: argparse.Namespace) -> list[RestockPolicy]:
             name = served_model()
         kwargs = dict(_kwarg(o, spec) for o in options)
         policy_kwargs = {k: kwargs.pop(k) for k in POLICY_KEYS if k in kwargs}
-        tail = policy_kwargs.get("tail", "last_gap")
+        tail = policy_kwargs.get("tail", DEFAULT_TAIL)
         if tail not in TAIL_RULES:
             raise ConfigError(f"policy {spec!r}: tail must be one of {', '.join(TAIL_RULES)}, "
                               f"got {tail!r}")

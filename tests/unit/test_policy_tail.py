@@ -47,15 +47,16 @@ def _tail_b(dist, levels, quantiles):
     return (dist.values[:, above] - np.asarray(quantiles)[:, -1:]) / x
 
 
-def test_last_gap_is_the_default_and_the_old_tail_bit_for_bit():
-    assert DEFAULT_TAIL == "last_gap"
+def test_last_gap_is_the_old_tail_bit_for_bit_and_median_chord_the_default():
+    assert DEFAULT_TAIL == "median_chord"
     rng = np.random.default_rng(0)
     qs = np.sort(rng.gamma(0.7, 20.0, (200, LEVELS.size)), axis=1)
     qs[:50, 4] = 0.0  # lumpy rows: a zero median
     qs[:50, :4] = 0.0
     default = DemandDistribution.from_quantiles(LEVELS, qs)
+    chord = DemandDistribution.from_quantiles(LEVELS, qs, tail="median_chord")
+    np.testing.assert_array_equal(default.values, chord.values)
     named = DemandDistribution.from_quantiles(LEVELS, qs, tail="last_gap")
-    np.testing.assert_array_equal(default.values, named.values)
     want, above = _last_gap_atoms(LEVELS, qs)
     np.testing.assert_array_equal(named.values[:, above], want)
 
@@ -159,7 +160,7 @@ def test_policies_on_one_model_share_its_fits_and_forecasts():
     cfg = config(retrain_days=28, sweep=(0.9, 0.99))
     model = Spread()
     both = simulate(demand, dates(100), [ForecastPolicy("a", model),
-                                         ForecastPolicy("b", model, tail="median_chord")], cfg)
+                                         ForecastPolicy("b", model, tail="last_gap")], cfg)
     alone_model = Spread()
     alone = simulate(demand, dates(100), [ForecastPolicy("a", alone_model)], cfg)
     # one fit and one forecast per day however many policies read the model
@@ -169,7 +170,7 @@ def test_policies_on_one_model_share_its_fits_and_forecasts():
     a, b = both.policies["a"], both.policies["b"]
     solo = alone.policies["a"]
     assert [p.avg_inventory for p in a.curve] == [p.avg_inventory for p in solo.curve]
-    assert b.avg_inventory < a.avg_inventory  # the chord's tail is thinner on this forecast
+    assert a.avg_inventory < b.avg_inventory  # the default chord's tail is the thinner here
 
 
 def test_cli_tail_is_a_policy_key_and_the_model_is_fitted_once(tmp_path):
@@ -182,7 +183,7 @@ def test_cli_tail_is_a_policy_key_and_the_model_is_fitted_once(tmp_path):
                           "forecast:moving_average:tail=upper_fit,minmax")  # fmt: skip
     args.no_progress = True
     policies = cli_optimizer._policies(args)
-    assert [getattr(p, "tail", None) for p in policies] == ["last_gap", "median_chord",
+    assert [getattr(p, "tail", None) for p in policies] == ["median_chord", "median_chord",
                                                             "upper_fit", None]
     assert policies[0].forecaster is policies[1].forecaster  # type: ignore[attr-defined]
     assert cli_optimizer.run(args) == 0
