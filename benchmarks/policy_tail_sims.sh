@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The restock policy's tail above the forecast's top quantile, A/B in one run per set (issue 16):
-# every forecast policy with tail=last_gap (the default), median_chord and upper_fit; the
+# every forecast policy with tail=last_gap, median_chord (the default since) and upper_fit; the
 # policies that differ only in tail share one model (fitted and asked once). The subsets and
 # review periods of benchmarks/overstock_sims.sh: UCI and Rossmann the last 56 days (Rossmann
 # weekly review), FreshRetailNet all a 60-day warm-up leaves; L = 7, fill-rate target 0.95.
@@ -8,8 +8,10 @@
 # three subsets side by side). SHELFCAST: the CLI (default .venv/bin/shelfcast).
 set -u
 S=${SHELFCAST:-.venv/bin/shelfcast}; D=../shared/data; O=benchmarks/results/generalisation/policy_tail
+# Every tail named (the committed runs, made when last_gap was the default, named it by
+# leaving the key out: `forecast:lightgbm` there is `forecast:lightgbm:tail=last_gap` here).
 tails() { local out="" t; for t in last_gap median_chord upper_fit; do
-  if [ "$t" = last_gap ]; then out="$out,$1"; else out="$out,$1:tail=$t"; fi; done; echo "${out#,}"; }
+  out="$out,$1:tail=$t"; done; echo "${out#,}"; }
 SERVED=$(tails forecast:served:warm_start_epochs=4)
 LSTM=$(tails forecast:lstm:warm_start_epochs=4)
 LGB=$(tails forecast:lightgbm)

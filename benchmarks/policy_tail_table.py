@@ -15,21 +15,24 @@ from pathlib import Path
 TAILS = ("last_gap", "median_chord", "upper_fit")
 
 
-def _split(name: str) -> tuple[str, str]:
+def _split(name: str, default: str) -> tuple[str, str]:
     """(policy without its tail key, tail rule); non-forecast policies have tail ''."""
     if not name.startswith("forecast:"):
         return name, ""
-    for tail in TAILS[1:]:
+    for tail in TAILS:
         if name.endswith(f":tail={tail}"):
             return name[: -len(f":tail={tail}")], tail
-    return name, "last_gap"
+    return name, default
 
 
 def table(path: Path) -> dict[str, float]:
     doc = json.loads(path.read_text())
     pols = doc["policies"]
+    default = doc.get("tail_default", "last_gap")  # runs before the key: last_gap
+    models = {_split(name, default): res for name, res in pols.items()}
     base = pols["minmax"]["inventory_at_95_fill"]
-    print(f"\n{path.name}: {doc['skus']} SKUs x {doc['scored_days']} scored days "
+    print(f"\n{path.parent.name}/{path.name}: {doc['skus']} SKUs x {doc['scored_days']} "
+          "scored days "
           f"({doc['first_day']} .. {doc['last_day']}), load {doc['machine']['load_avg_1_5_15']}")
     print("| policy | tail | inventory at 95% fill | vs min/max | vs last_gap | fill at 0.95 "
           "| avg inventory at 0.95 |")
@@ -37,9 +40,9 @@ def table(path: Path) -> dict[str, float]:
     ranked = sorted(pols.items(), key=lambda kv: kv[1]["inventory_at_95_fill"] or float("inf"))
     served: dict[str, float] = {}
     for name, res in ranked:
-        model, tail = _split(name)
+        model, tail = _split(name, default)
         at95 = res["inventory_at_95_fill"]
-        ref = pols.get(model, {}).get("inventory_at_95_fill") if tail else None
+        ref = models.get((model, "last_gap"), {}).get("inventory_at_95_fill") if tail else None
         vs_gap = f"{(at95 / ref - 1) * 100:+.1f}%" if ref and at95 and tail != "last_gap" \
             and tail else ""  # fmt: skip
         at = "not reached" if at95 is None else f"{at95:,.0f}"
@@ -52,7 +55,7 @@ def table(path: Path) -> dict[str, float]:
 
 
 def main(paths: list[Path]) -> None:
-    by_set = {p.stem: table(p) for p in paths}
+    by_set = {f"{p.parent.name}/{p.stem}": table(p) for p in paths}
     print("\nserved policy, inventory at 95% fill vs its last_gap tail:")
     for tail in TAILS[1:]:
         changes = [s[tail] / s["last_gap"] - 1 for s in by_set.values()

@@ -320,6 +320,7 @@ def _machine() -> dict[str, Any]:
 
 def _simulate(args: argparse.Namespace) -> int:
     from forecasting.data import DataFormatError, load_panel
+    from optimizer.service_level import DEFAULT_TAIL
     from optimizer.simulation import (
         DEFAULT_SWEEP,
         ForecastPolicy,
@@ -390,6 +391,7 @@ def _simulate(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
     doc = result.as_json()
     doc["served"] = served_model()
+    doc["tail_default"] = DEFAULT_TAIL  # what a forecast policy without tail=RULE used
     for policy in policies:
         if isinstance(policy, ForecastPolicy):
             doc["policies"][policy.name]["predict_seconds"] = round(policy.predict_seconds, 2)

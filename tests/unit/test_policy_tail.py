@@ -188,6 +188,7 @@ def test_cli_tail_is_a_policy_key_and_the_model_is_fitted_once(tmp_path):
     assert policies[0].forecaster is policies[1].forecaster  # type: ignore[attr-defined]
     assert cli_optimizer.run(args) == 0
     doc = json.loads(out.read_text())
+    assert doc["tail_default"] == DEFAULT_TAIL
     fitted = doc["fitted"]
     assert fitted["forecast:lightgbm:n_estimators=20:tail=median_chord"]["shared_with"] == \
         "forecast:lightgbm:n_estimators=20"  # fmt: skip
