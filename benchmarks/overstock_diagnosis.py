@@ -6,8 +6,10 @@ all days before the last `--days`, then, from that one fit (no refits):
 - the summed order-up-to levels at the 0.95 fill target (mean over origins) and the
   forecast-errors policy's;
 - a replay of the simulation (`optimizer.simulation.simulate`, no refits) with the policy's
-  exponential tail above the top level as it is ("last": from the last quantile gap) and from
-  the chord between the median and the top level ("chord"): inventory at 95% fill.
+  exponential tail above the top level from the last quantile gap ("last", tail=last_gap, the
+  default until issue 16) and from the chord between the median and the top level ("chord",
+  tail=median_chord, the default since): inventory at 95% fill. The summed levels use the
+  last-gap tail, as when this was measured.
 
     python benchmarks/overstock_diagnosis.py \
         --data ../shared/data/uci_online_retail/daily_panel.csv.gz
@@ -24,26 +26,8 @@ import numpy as np
 
 from forecasting.data import load_panel
 from forecasting.lightgbm_peer import LightGBMForecaster
-from optimizer import service_level as sl
+from optimizer.service_level import TailRule
 from optimizer.simulation import EmpiricalPolicy, ForecastPolicy, SimulationConfig, simulate
-
-_ORIGINAL = sl.DemandDistribution.from_quantiles.__func__  # type: ignore[attr-defined]
-
-
-def _chord_tail(cls: Any, levels: Any, quantiles: Any, *, grid: Any = None) -> Any:
-    """from_quantiles with the tail's b from the chord median -> top level."""
-    dist = _ORIGINAL(cls, levels, quantiles, grid=grid)
-    lv = np.asarray(levels, dtype=np.float64)
-    qs = np.maximum.accumulate(np.maximum(np.atleast_2d(quantiles), 0.0), axis=1)
-    x = -np.log(1.0 - lv)
-    mid = int(np.argmin(np.abs(lv - 0.5)))
-    b = (qs[:, -1] - qs[:, mid]) / (x[-1] - x[mid])
-    edges = sl._GRID if grid is None else np.asarray(grid)
-    mids = 0.5 * (edges[1:] + edges[:-1])
-    above = mids > lv[-1]
-    values = dist.values.copy()
-    values[:, above] = qs[:, -1:] + b[:, None] * np.log((1.0 - lv[-1]) / (1.0 - mids[above]))
-    return cls(values, np.broadcast_to(np.diff(edges), values.shape))
 
 
 def main() -> None:
@@ -76,7 +60,7 @@ def main() -> None:
         model = LightGBMForecaster(14, **options)
         model.cap_threads(1)
         model.fit(panel.head(cut))
-        policy = ForecastPolicy(name, model)
+        policy = ForecastPolicy(name, model, tail="last_gap")
         cov, level_sums = [], []
         for t in origins:
             h, end = history(t), panel.dates[t - 1]
@@ -89,13 +73,11 @@ def main() -> None:
             "coverage": np.round(np.mean(cov, axis=0), 3).tolist(),
             "mean_summed_level_095": round(float(np.mean(level_sums))),
         }
-        for tail in ("last", "chord"):
-            sl.DemandDistribution.from_quantiles = (  # type: ignore[method-assign]
-                classmethod(_ORIGINAL) if tail == "last" else classmethod(_chord_tail))
-            res = simulate(values, panel.dates, [ForecastPolicy(name, model)], cfg)
+        rules: tuple[tuple[str, TailRule], ...] = (("last", "last_gap"), ("chord", "median_chord"))
+        for tail, rule in rules:
+            res = simulate(values, panel.dates, [ForecastPolicy(name, model, tail=rule)], cfg)
             row[f"replay_inventory_at_95_fill_{tail}_tail"] = \
                 res.policies[name].inventory_at_95_fill
-        sl.DemandDistribution.from_quantiles = classmethod(_ORIGINAL)  # type: ignore[method-assign]
         out[name] = row
         print(name, json.dumps(row), flush=True)
     print(json.dumps(out, indent=2))

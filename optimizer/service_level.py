@@ -30,8 +30,11 @@ from scipy import special, stats
 from optimizer.errors import PolicyInputError
 
 __all__ = [
+    "DEFAULT_TAIL",
+    "TAIL_RULES",
     "DemandDistribution",
     "ServiceTarget",
+    "TailRule",
     "lead_time_demand_normal",
     "lead_time_pmf",
     "normal_cycle_level",
@@ -42,11 +45,25 @@ __all__ = [
     "poisson_loss",
     "restock_levels",
     "standard_normal_loss",
+    "tail_scale",
 ]
 
 FloatArray = npt.NDArray[np.float64]
 ServiceTarget = Literal["cycle", "fill_rate"]
 SERVICE_TARGETS: tuple[ServiceTarget, ...] = ("cycle", "fill_rate")
+TailRule = Literal["last_gap", "median_chord", "upper_fit"]
+TAIL_RULES: tuple[TailRule, ...] = ("last_gap", "median_chord", "upper_fit")
+DEFAULT_TAIL: TailRule = "median_chord"
+"""The scale b of the exponential tail above a forecast's top quantile (`from_quantiles`):
+- "median_chord" (the default): the chord from the median, (q_top - q0.5) / ln((1 - 0.5) /
+  (1 - u_top)) (q0.5 interpolated between the levels around it; the lowest level when all
+  are above 0.5);
+- "last_gap": from the last quantile gap, (q_top - q_prev) / ln((1 - u_prev) / (1 - u_top))
+  (the default until issue 16: one wide top gap of a lumpy series blew the tail up);
+- "upper_fit": the least-squares slope of q on -ln(1 - u) over the levels >= 0.5.
+Each is the exact b of an exponential upper tail; they differ in how many quantiles they
+read, so in how much one wide top gap (a lumpy series) moves them. Measured in
+benchmarks/README.md, "Policy tail above the top quantile"."""
 
 
 def _f64(value: npt.ArrayLike) -> FloatArray:
@@ -229,6 +246,37 @@ def _default_grid() -> FloatArray:
 _GRID = _default_grid()
 
 
+def tail_scale(levels: npt.ArrayLike, quantiles: npt.ArrayLike,
+               tail: TailRule = DEFAULT_TAIL) -> FloatArray:  # fmt: skip
+    """(n,) the scale b >= 0 of the exponential tail above the top level (see TAIL_RULES) of
+    quantiles (n, Q) at `levels` (Q,), the quantiles non-negative and non-decreasing."""
+    lv, qs = _f64(levels), np.atleast_2d(_f64(quantiles))
+    if tail == "last_gap":
+        return np.asarray((qs[:, -1] - qs[:, -2]) / np.log((1.0 - lv[-2]) / (1.0 - lv[-1])),
+                          dtype=np.float64)  # fmt: skip
+    if tail == "median_chord":
+        if lv[0] >= 0.5:
+            u, q = lv[0], qs[:, 0]
+        else:
+            j = min(int(np.searchsorted(lv, 0.5, side="right")) - 1, lv.size - 2)
+            w = (0.5 - lv[j]) / (lv[j + 1] - lv[j])
+            u, q = 0.5, qs[:, j] * (1.0 - w) + qs[:, j + 1] * w
+        if u >= lv[-1]:  # the top level is the median or below: nothing to draw a chord to
+            return tail_scale(lv, qs, "last_gap")
+        return np.asarray((qs[:, -1] - q) / np.log((1.0 - u) / (1.0 - lv[-1])), dtype=np.float64)
+    if tail == "upper_fit":
+        upper = lv >= 0.5
+        if upper.sum() < 2:
+            return tail_scale(lv, qs, "last_gap")
+        x = -np.log(1.0 - lv[upper])
+        y = qs[:, upper]
+        dx = x - x.mean()
+        # q non-decreasing in x: the covariance (and so b) is >= 0 (Chebyshev's sum inequality)
+        return np.asarray(np.maximum((y - y.mean(axis=1, keepdims=True)) @ dx / (dx @ dx), 0.0),
+                          dtype=np.float64)  # fmt: skip
+    raise PolicyInputError(f"must be one of {TAIL_RULES}", field="tail", value=tail)
+
+
 @dataclass(frozen=True)
 class DemandDistribution:
     """Demand of n SKUs over one interval, each a discrete distribution on M atoms.
@@ -264,18 +312,22 @@ class DemandDistribution:
 
     @classmethod
     def from_quantiles(cls, levels: npt.ArrayLike, quantiles: npt.ArrayLike, *,
-                       grid: npt.ArrayLike | None = None) -> Self:  # fmt: skip
+                       grid: npt.ArrayLike | None = None,
+                       tail: TailRule = DEFAULT_TAIL) -> Self:  # fmt: skip
         """Atoms of the piecewise-linear quantile function through (levels, quantiles (n, Q)).
 
         Below the lowest level it continues the first segment's slope (clipped at 0); above
-        the highest it has an exponential tail continuing the last segment,
-        Q(u) = q_top + b * ln((1 - u_top) / (1 - u)) with b = (q_top - q_prev) /
-        ln((1 - u_prev) / (1 - u_top)), so high fill-rate targets are not capped at the
-        forecast's top quantile. `grid`: probability-bin edges from 0 to 1 (default: 80 bins,
-        fine in the upper tail); each bin becomes one atom at its midpoint's quantile.
+        the highest it has an exponential tail, Q(u) = q_top + b * ln((1 - u_top) / (1 - u)),
+        so high fill-rate targets are not capped at the forecast's top quantile; `tail` picks
+        b (`TAIL_RULES`; default "median_chord": b = (q_top - q0.5) / ln(0.5 / (1 - u_top)),
+        the chord from the median; "last_gap" continues the last segment). `grid`:
+        probability-bin edges from 0 to 1 (default: 80 bins, fine in the upper tail); each bin
+        becomes one atom at its midpoint's quantile.
         """
         lv = _f64(levels)
         qs = np.atleast_2d(_f64(quantiles))
+        if tail not in TAIL_RULES:
+            raise PolicyInputError(f"must be one of {TAIL_RULES}", field="tail", value=tail)
         if lv.ndim != 1 or qs.shape[-1] != lv.size or lv.size < 2:
             raise PolicyInputError("need >= 2 levels matching the quantiles' last axis",
                                    field="levels", value=lv.tolist())  # fmt: skip
@@ -296,7 +348,7 @@ class DemandDistribution:
             out[:, below] = np.maximum(qs[:, :1] + slope[:, None] * (mids[below] - lv[0]), 0.0)
         above = mids > lv[-1]
         if above.any():
-            b = (qs[:, -1] - qs[:, -2]) / np.log((1.0 - lv[-2]) / (1.0 - lv[-1]))
+            b = tail_scale(lv, qs, tail)
             out[:, above] = qs[:, -1:] + b[:, None] * np.log((1.0 - lv[-1]) / (1.0 - mids[above]))
         return cls(out, np.broadcast_to(probs, out.shape))
 

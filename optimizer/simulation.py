@@ -36,8 +36,10 @@ from optimizer.errors import OptimizerError
 from optimizer.lead_time_demand import empirical_cover_demand, forecast_error_cover_demand
 from optimizer.policy import inventory_position, order_quantity
 from optimizer.service_level import (
+    DEFAULT_TAIL,
     DemandDistribution,
     ServiceTarget,
+    TailRule,
     lead_time_demand_normal,
     lead_time_pmf,
     normal_cycle_level,
@@ -156,22 +158,41 @@ def _lead_mix(config: SimulationConfig) -> tuple[npt.NDArray[np.int64], FloatArr
 
 
 @dataclass
+class _SharedForecast:
+    """What policies on ONE forecaster object share within a simulation (tail rules A/B on
+    the same model): the last retrain's record and the last forecast, so the model is refitted
+    and asked once per day however many policies read it."""
+
+    retrain: tuple[str, dict[str, Any]] | None = None
+    forecast: tuple[np.datetime64, int, QuantileForecast] | None = None
+
+
+@dataclass
 class ForecastPolicy:
     """An order-up-to (R, S) policy on a forecaster's demand distribution over lead time +
-    review period, at each service target (see service_level.restock_levels)."""
+    review period, at each service target (see service_level.restock_levels); `tail`: the
+    exponential tail above the forecast's top quantile (`service_level.TAIL_RULES`)."""
 
     name: str
     forecaster: Forecaster
+    tail: TailRule = DEFAULT_TAIL
     predict_seconds: float = 0.0
     retrains: list[dict[str, Any]] = field(default_factory=list)
     # the SKUs' known-in-advance covariates (planned promotions), rows as the demand's; set
     # by `simulate`: a retrain and every forecast read them as production's model would
     covariates: Covariates | None = None
+    # set by `simulate` for the policies sharing this one's forecaster object
+    shared: _SharedForecast | None = None
 
     def retrain(self, values: FloatArray, dates: DateArray) -> None:
         """Refit a trained model (`fits`) on `values` (SKUs, days), the history up to and
-        including the day just closed, `dates` its days; record when and on what."""
+        including the day just closed, `dates` its days; record when and on what. A model
+        another policy already refitted on the same days is not refitted again."""
         if not self.forecaster.fits:
+            return
+        if self.shared is not None and self.shared.retrain is not None \
+                and self.shared.retrain[0] == str(dates[-1]):  # fmt: skip
+            self.retrains.append({**self.shared.retrain[1], "shared": True})
             return
         ids = tuple(str(i) for i in range(values.shape[0]))
         panel = Panel(ids, np.datetime64(dates[0], "D"), values, self.covariates)
@@ -183,15 +204,23 @@ class ForecastPolicy:
             "seconds": round(time.perf_counter() - started, 2),
             "cpu_seconds": round(time.process_time() - cpu, 2),
         })  # fmt: skip
+        if self.shared is not None:
+            self.shared.retrain = (str(dates[-1]), self.retrains[-1])
+            self.shared.forecast = None
 
     def _predict(self, history: FloatArray, horizon: int, end_day: np.datetime64
                  ) -> QuantileForecast:  # fmt: skip
+        memo = None if self.shared is None else self.shared.forecast
+        if memo is not None and memo[0] == end_day and memo[1] == horizon:
+            return memo[2]
         started = time.perf_counter()
         try:  # the dates matter to calendar-aware models (LightGBM, the LSTM)
             forecast = self.forecaster.predict(history, horizon, end_days=end_day,
                                                covariates=self.covariates)
         finally:
             self.predict_seconds += time.perf_counter() - started
+        if self.shared is not None:
+            self.shared.forecast = (end_day, horizon, forecast)
         return forecast
 
     def levels(self, history: FloatArray, end_day: np.datetime64, targets: FloatArray,
@@ -206,7 +235,7 @@ class ForecastPolicy:
             if steps == 0:
                 return DemandDistribution(np.zeros((n, 1)), np.ones((n, 1)))
             return DemandDistribution.from_quantiles(
-                forecast.levels, forecast.cumulative[:, steps - 1, :]
+                forecast.levels, forecast.cumulative[:, steps - 1, :], tail=self.tail
             )
 
         cover = DemandDistribution.mixture([dist(int(d) + review) for d in days], probs)
@@ -477,9 +506,11 @@ def simulate(
     n, total = values.shape
     if len(dates) != total:
         raise SimulationError(f"{len(dates)} dates for {total} days of demand")
+    shared: dict[int, _SharedForecast] = {}
     for policy in policies:
         if isinstance(policy, ForecastPolicy):
             policy.covariates = covariates
+            policy.shared = shared.setdefault(id(policy.forecaster), _SharedForecast())
     names = [p.name for p in policies]
     if len(set(names)) != len(names) or not names:
         raise SimulationError(f"policy names must be unique and non-empty, got {names}")

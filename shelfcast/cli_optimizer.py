@@ -30,6 +30,9 @@ __all__ = ["DEFAULT_POLICIES", "add_bench_commands", "add_commands", "run"]
 
 DEFAULT_POLICIES = "forecast:seasonal_naive,forecast:moving_average,minmax"
 DEFAULT_DAYS = 365  # the default protocol: the last year, trained on all history before it
+POLICY_KEYS = ("tail",)
+"""Keys of forecast:NAME:key=value that set the restock policy, not the model (no model takes
+an option of these names)."""
 
 
 def add_commands(subparsers: Any) -> None:
@@ -48,8 +51,11 @@ def add_commands(subparsers: Any) -> None:
                      "empirical[:history_days=N:tail_weight=W:tail_sd_factor=F] (bootstrapped "
                      "lead-time demand), forecast-errors[:level_window=N:...] (moving-average "
                      "forecast + its empirical past errors), forecast:NAME or "
-                     "forecast:NAME:key=value:... "
-                     f"(registered forecasters; default {DEFAULT_POLICIES})")
+                     "forecast:NAME:key=value:... (registered forecasters; the keys are the "
+                     "model's, except tail=median_chord (default)|last_gap|upper_fit, the "
+                     "policy's tail above the top quantile; policies that differ only in tail "
+                     "share one "
+                     f"model, fitted and asked once; default {DEFAULT_POLICIES})")
     sim.add_argument("--service-level", type=float, default=0.95,
                      help="headline service target in (0, 1) (default 0.95)")
     sim.add_argument("--target", choices=["fill_rate", "cycle"], default="fill_rate",
@@ -166,8 +172,10 @@ def _shared_model_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _policies(args: argparse.Namespace) -> list[RestockPolicy]:
+    from forecasting.base import Forecaster
     from forecasting.errors import ForecastingError
     from forecasting.registry import available_forecasters, make_forecaster
+    from optimizer.service_level import DEFAULT_TAIL, TAIL_RULES
     from optimizer.simulation import ForecastPolicy, MinMaxPolicy
 
     specs = [s.strip() for s in args.policies.split(",") if s.strip()]
@@ -177,6 +185,7 @@ def _policies(args: argparse.Namespace) -> list[RestockPolicy]:
         raise ConfigError(f"--policies names a policy twice: {args.policies!r}")
     out: list[RestockPolicy] = []
     shared: dict[str, Any] | None = None
+    models: dict[tuple[str, tuple[tuple[str, str], ...]], Forecaster] = {}
     for spec in specs:
         if spec in ("minmax", "minmax-lr"):
             out.append(MinMaxPolicy(spec, protect_review=spec == "minmax-lr"))
@@ -193,16 +202,24 @@ def _policies(args: argparse.Namespace) -> list[RestockPolicy]:
         if name == SERVED:  # what a worker serves unconfigured (the backtest's "served")
             name = served_model()
         kwargs = dict(_kwarg(o, spec) for o in options)
+        policy_kwargs = {k: kwargs.pop(k) for k in POLICY_KEYS if k in kwargs}
+        tail = policy_kwargs.get("tail", DEFAULT_TAIL)
+        if tail not in TAIL_RULES:
+            raise ConfigError(f"policy {spec!r}: tail must be one of {', '.join(TAIL_RULES)}, "
+                              f"got {tail!r}")
         if name not in available_forecasters():
             raise ConfigError(f"policy {spec!r}: no forecaster {name!r} registered "
                               f"(known: {', '.join(available_forecasters())})")
         if shared is None:
             shared = _shared_model_options(args)
-        try:
-            forecaster = make_forecaster(name, shared=shared, **kwargs)
-        except (ForecastingError, TypeError, ValueError) as exc:
-            raise ConfigError(f"policy {spec!r}: {exc}") from None
-        out.append(ForecastPolicy(spec, forecaster))
+        key = (name, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+        forecaster = models.get(key)
+        if forecaster is None:
+            try:
+                forecaster = models[key] = make_forecaster(name, shared=shared, **kwargs)
+            except (ForecastingError, TypeError, ValueError) as exc:
+                raise ConfigError(f"policy {spec!r}: {exc}") from None
+        out.append(ForecastPolicy(spec, forecaster, tail=tail))
     return out
 
 
@@ -303,6 +320,7 @@ def _machine() -> dict[str, Any]:
 
 def _simulate(args: argparse.Namespace) -> int:
     from forecasting.data import DataFormatError, load_panel
+    from optimizer.service_level import DEFAULT_TAIL
     from optimizer.simulation import (
         DEFAULT_SWEEP,
         ForecastPolicy,
@@ -356,10 +374,15 @@ def _simulate(args: argparse.Namespace) -> int:
             span = _lstm_training_span(args, first_day, policies)
             if span is not None:
                 meta["lstm"] = span
+            fitted: dict[int, str] = {}  # policies sharing a model: fitted once
             for policy in policies:
-                if isinstance(policy, ForecastPolicy) and policy.forecaster.needs_fit:
+                if isinstance(policy, ForecastPolicy) and id(policy.forecaster) in fitted:
+                    first = fitted[id(policy.forecaster)]
+                    meta["fitted"][policy.name] = {**meta["fitted"][first], "shared_with": first}
+                elif isinstance(policy, ForecastPolicy) and policy.forecaster.needs_fit:
                     meta.setdefault("fitted", {})[policy.name] = _fit_before(
                         policy, panel, panel.n_days - n_days, args)
+                    fitted[id(policy.forecaster)] = policy.name
         meta["covariates"] = panel.covariates is not None
         result = _run_with_progress(panel.values, panel.dates, policies, config, n_days,
                                     meta, show=not args.no_progress,
@@ -368,6 +391,7 @@ def _simulate(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
     doc = result.as_json()
     doc["served"] = served_model()
+    doc["tail_default"] = DEFAULT_TAIL  # what a forecast policy without tail=RULE used
     for policy in policies:
         if isinstance(policy, ForecastPolicy):
             doc["policies"][policy.name]["predict_seconds"] = round(policy.predict_seconds, 2)
