@@ -94,6 +94,27 @@ def _records(run: int, fetch: int, fetches: int, cross: bool, redeliver: float,
     return warm, batches
 
 
+def stream_fetches(stream: str, *, events: int, fetch: int, run: int, cross: bool,
+                   fetches: int) -> tuple[list[tuple[int, list[Any]]], int]:
+    """(partition, records) fetches and the partition count of a fixed stream:
+    `bench` the pipeline bench's backlog cut as `processor_only.py` cuts it, `runs` this
+    script's `fetches` fetches of `run` orders per key (what process_ab.py and
+    process_instructions.py process)."""
+    if stream == "bench":
+        import importlib.util
+        spec = importlib.util.spec_from_file_location(
+            "processor_only", Path(__file__).resolve().parent / "processor_only.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        parts = module._records(events, 5_000, 7, 4)
+        cut = [(p, records[s:s + fetch]) for s in range(0, max(map(len, parts)), fetch)
+               for p, records in enumerate(parts) if s < len(records)]
+        return cut, len(parts)
+    _, batches = _records(run, fetch, fetches, cross, 0.0)
+    return [(0, b) for b in batches], 1
+
+
 def measure(run: int, fetch: int, fetches: int, cross: bool, redeliver: float,
             repeat: int) -> dict[str, Any]:
     from forecasting import make_forecaster

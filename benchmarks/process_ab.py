@@ -85,16 +85,9 @@ def main() -> None:
 
     old = process_of(args.rev)
     settings = _load("processor_only")._settings()
-    if args.stream == "bench":
-        parts = _load("processor_only")._records(args.events, 5_000, 7, 4)
-        fetches = [(p, records[s:s + args.fetch]) for s in
-                   range(0, max(map(len, parts)), args.fetch)
-                   for p, records in enumerate(parts) if s < len(records)]
-        partitions = len(parts)
-    else:
-        _, batches = _load("order_runs")._records(args.run, args.fetch, 6, args.cross, 0.0)
-        fetches = [(0, b) for b in batches]
-        partitions = 1
+    fetches, partitions = _load("order_runs").stream_fetches(
+        args.stream, events=args.events, fetch=args.fetch, run=args.run, cross=args.cross,
+        fetches=6)
     events = sum(len(b) for _, b in fetches)
     if not args.default_gc:
         tune_gc()  # as the worker runs: few cyclic-GC passes over the live states

@@ -50,16 +50,9 @@ def main() -> None:
     from streams.worker import local_predict, tune_gc
 
     settings = _load("processor_only")._settings()
-    if args.stream == "bench":
-        parts = _load("processor_only")._records(args.events, 5_000, 7, 4)
-        fetches = [(p, records[s:s + args.fetch]) for s in
-                   range(0, max(map(len, parts)), args.fetch)
-                   for p, records in enumerate(parts) if s < len(records)]
-        partitions = len(parts)
-    else:
-        _, batches = _load("order_runs")._records(args.run, args.fetch, 4, args.cross, 0.0)
-        fetches = [(0, b) for b in batches]
-        partitions = 1
+    fetches, partitions = _load("order_runs").stream_fetches(
+        args.stream, events=args.events, fetch=args.fetch, run=args.run, cross=args.cross,
+        fetches=4)
     model = make_forecaster("moving_average")
     processor = BatchProcessor(ProcessorConfig.from_settings(settings), local_predict(model),
                                model.model_version, now=lambda: datetime(2024, 3, 1, tzinfo=UTC))

@@ -7,7 +7,6 @@ Whatever the cut, the processor must leave the same states and emit, per SKU and
 same forecasts, restocks, alerts and actuals, and the same dead letters (offset, kind, reason)
 as when it is handed the records one at a time."""
 
-import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,6 +21,7 @@ from streams.processor import BatchOutputs, BatchProcessor, ProcessorConfig, Raw
 from streams.state import SkuState
 from streams.store import StateStore
 from streams.worker import local_predict
+from tests.support.batches import run_in_batches
 
 T0 = datetime(2011, 3, 7, tzinfo=UTC)
 DAY = 86_400
@@ -136,24 +136,7 @@ def records_of(drawn: list[dict[str, Any]], days: float) -> list[RawRecord]:
 
 # --- running and comparing -------------------------------------------------------------------
 def run(records: list[RawRecord], cuts: list[int], table: Any) -> BatchOutputs:
-    """The records in batches ending at each of `cuts` (and at the end)."""
-    p = processor()
-    total = BatchOutputs()
-    bounds = sorted({c for c in cuts if 0 < c < len(records)} | {len(records)})
-
-    async def go() -> None:
-        start = 0
-        for end in bounds:
-            out = await p.process(records[start:end], table)
-            start = end
-            total.forecast_rows.extend(out.forecast_rows)
-            for name in ("restocks", "alert_rows", "dead_letters", "demand_rows"):
-                getattr(total, name).extend(getattr(out, name))
-            total.accepted += out.accepted
-            total.duplicates += out.duplicates
-
-    asyncio.run(go())
-    return total
+    return run_in_batches(processor(), records, cuts, table)
 
 
 def per_sku(out: BatchOutputs) -> dict[str, Any]:

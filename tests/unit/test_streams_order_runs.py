@@ -10,7 +10,6 @@ are applied per key) cut into random batches give the states, outputs, dead lett
 counters of the records one at a time.
 """
 
-import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,6 +25,7 @@ from streams.processor import BatchOutputs, BatchProcessor, ProcessorConfig, Raw
 from streams.state import SkuState
 from streams.store import StateStore
 from streams.worker import local_predict
+from tests.support.batches import run_in_batches
 
 DAY = 86_400
 BASE = 15_000 * DAY  # an instant at the start of a bucket
@@ -158,23 +158,7 @@ def hot_records(drawn: list[dict[str, Any]], days: float) -> list[RawRecord]:
 
 
 def run(records: list[RawRecord], cuts: list[int], table: Any) -> BatchOutputs:
-    p = processor()
-    total = BatchOutputs()
-    bounds = sorted({c for c in cuts if 0 < c < len(records)} | {len(records)})
-
-    async def go() -> None:
-        start = 0
-        for end in bounds:
-            out = await p.process(records[start:end], table)
-            start = end
-            total.forecast_rows.extend(out.forecast_rows)
-            for name in ("restocks", "alert_rows", "dead_letters", "demand_rows"):
-                getattr(total, name).extend(getattr(out, name))
-            total.accepted += out.accepted
-            total.duplicates += out.duplicates
-
-    asyncio.run(go())
-    return total
+    return run_in_batches(processor(), records, cuts, table)
 
 
 def outputs(out: BatchOutputs) -> dict[str, Any]:
