@@ -18,20 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
-
-
-def _load(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(HERE))
+from process_ab import _load  # noqa: E402  (a sibling script: loads benchmarks/<name>.py)
 
 
 def main() -> None:

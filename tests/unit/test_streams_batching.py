@@ -2,7 +2,6 @@
 processing the same events one at a time (outputs compared per SKU, in order). And the
 stream's restock events carry what the optimizer needs to cut them."""
 
-import asyncio
 import json
 import random
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,7 @@ from streams.processor import BatchOutputs, BatchProcessor, ProcessorConfig, Raw
 from streams.state import SkuState
 from streams.store import StateStore
 from streams.worker import local_predict
+from tests.support.batches import run_in_batches as in_batches
 
 T0 = datetime(2011, 3, 7, tzinfo=UTC)
 SETTINGS = Settings(kafka_bootstrap="unused:9092", default_lead_time_days=2)
@@ -71,19 +71,7 @@ def stream(n: int = 1500, skus: int = 12, seed: int = 3) -> list[RawRecord]:
 
 
 def run_in_batches(records: list[RawRecord], size: int, table) -> BatchOutputs:
-    p = processor()
-    total = BatchOutputs()
-
-    async def go() -> None:
-        for i in range(0, len(records), size):
-            out = await p.process(records[i:i + size], table)
-            for name in ("forecasts", "restocks", "alerts", "dead_letters"):
-                getattr(total, name).extend(getattr(out, name))
-            total.accepted += out.accepted
-            total.duplicates += out.duplicates
-
-    asyncio.run(go())
-    return total
+    return in_batches(processor(), records, list(range(size, len(records), size)), table)
 
 
 def per_sku(out: BatchOutputs) -> dict:
