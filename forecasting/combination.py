@@ -625,8 +625,12 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
         flags = None  # each day's promotion flag, for an LSTM that reads them
         if cov is not None and cfg.promo_inputs:
             flags, _ = cov.span(panel.start, length)
+        own = None  # each day's own holiday flag, for an LSTM that reads them
+        if cov is not None and cfg.data_holidays:
+            own = cov.holiday_rows(np.asarray(panel.start), length)
         state = self.lstm.encode(y[:, : first + 1], dates[first],
-                                 promo=None if flags is None else flags[:, : first + 1])
+                                 promo=None if flags is None else flags[:, : first + 1],
+                                 holiday=None if own is None else own[:, : first + 1])
         ours, theirs, actual, promo = [], [], [], []
         for t in range(first, last + 1):
             ours.append(self._lstm_forecast(state, big_h, cov))
@@ -635,7 +639,8 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
             promo.append(promotion_days(cov, state.last_day, big_h))
             if t < last:
                 state = self.lstm.update(state, y[:, t + 1], dates[t + 1], consume=True,
-                                         promo=None if flags is None else flags[:, t + 1])
+                                         promo=None if flags is None else flags[:, t + 1],
+                                         holiday=None if own is None else own[:, t + 1])
         known = [p for p in promo if p is not None]
         return ValidationForecasts(ours, theirs, actual,
                                    known if early.covariates_used and known else None)
@@ -670,15 +675,19 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
     # --- the incremental contract: the LSTM's state ----------------------------------------
     def encode(self, windows: ArrayLike, end_days: ArrayLike,
                warmup_days: int | None = None, *,
-               promo: ArrayLike | None = None) -> SeriesState:
+               promo: ArrayLike | None = None,
+               holiday: ArrayLike | None = None) -> SeriesState:
         """The LSTM's state after each window (its day ring feeds LightGBM); `promo` (n, T):
-        the days' promotion flags for an LSTM that reads them."""
-        return self.lstm.encode(windows, end_days, warmup_days, promo=promo)
+        the days' promotion flags for an LSTM that reads them; `holiday` (n, T): their own
+        holiday flags for one that reads them (`data_holidays`)."""
+        return self.lstm.encode(windows, end_days, warmup_days, promo=promo, holiday=holiday)
 
     def update(self, state: SeriesState, values: ArrayLike, days: ArrayLike | None = None,
-               *, consume: bool = False, promo: ArrayLike | None = None) -> SeriesState:
+               *, consume: bool = False, promo: ArrayLike | None = None,
+               holiday: ArrayLike | None = None) -> SeriesState:
         """One new bucket per series into the LSTM's state (and its day ring)."""
-        return self.lstm.update(state, values, days, consume=consume, promo=promo)
+        return self.lstm.update(state, values, days, consume=consume, promo=promo,
+                                holiday=holiday)
 
     def keyed_states(self, max_states: int) -> KeyedStates[SeriesState]:
         """The LSTM's keyed store: the state is all a series carries."""
@@ -694,8 +703,10 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
 
     def _lstm_forecast(self, state: SeriesState, horizon: int,
                        covariates: Covariates | None) -> QuantileForecast:
-        """The LSTM part's forecast, with the planned promotions when it reads them."""
-        if covariates is None or not self.lstm.config.promo_inputs:
+        """The LSTM part's forecast, with the planned promotions (and the data's own
+        holidays) when it reads them."""
+        cfg = self.lstm.config
+        if covariates is None or not (cfg.promo_inputs or cfg.data_holidays):
             return self.lstm.forecast(state, horizon)
         return self.lstm.forecast_known(state, horizon, covariates)
 
@@ -703,12 +714,13 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
                        covariates: Covariates) -> QuantileForecast:
         """`predict` with covariates: the forecast from the state after each window (an
         LSTM that reads promotions reads the windows' days' flags)."""
-        from forecasting.lstm.serving import window_promo
+        from forecasting.lstm.serving import window_holiday, window_promo
 
         ends = self.window_ends(end_days)
         promo = window_promo(self.lstm.config, covariates, ends, *windows.shape)
-        return self.forecast(self.encode(windows, ends, promo=promo), horizon,
-                             covariates=covariates)
+        holiday = window_holiday(self.lstm.config, covariates, ends, *windows.shape)
+        return self.forecast(self.encode(windows, ends, promo=promo, holiday=holiday),
+                             horizon, covariates=covariates)
 
     def forecast_known(self, state: SeriesState, horizon: int,
                        covariates: Covariates) -> QuantileForecast:

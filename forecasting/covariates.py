@@ -9,6 +9,12 @@ forecast without any covariate is a forecast "at full price, no promotion".
 
 Data files name them differently: `promo` (Rossmann) or `activity_flag` (FreshRetailNet) for
 the promotion, `price_ratio` or `discount` (FreshRetailNet) for the price ratio.
+
+A third, optional: `holiday` (1 = a holiday of the series' own region that day, default 0),
+read from the data's own calendar column (`HOLIDAY_COLUMNS`: Rossmann's `state_holiday`,
+FreshRetailNet's `holiday_flag`), None when the file has none. It is read only by a model
+that asks for it (`LSTMConfig.data_holidays`), and it stays out of `Panel.fingerprint` (the
+panels' digests of before it).
 """
 
 from __future__ import annotations
@@ -21,8 +27,8 @@ from numpy.typing import NDArray
 
 from forecasting._numeric import FloatArray
 
-__all__ = ["COVARIATE_COLUMNS", "COVARIATE_DEFAULTS", "Covariates", "PlannedSpan", "from_spans",
-           "stack"]
+__all__ = ["COVARIATE_COLUMNS", "COVARIATE_DEFAULTS", "HOLIDAY_COLUMNS", "Covariates",
+           "PlannedSpan", "from_spans", "holiday_value", "stack"]
 
 COVARIATE_DEFAULTS: dict[str, float] = {"promo": 0.0, "price_ratio": 1.0}
 """Each covariate's value on a day nothing is known of (no promotion, full price)."""
@@ -33,6 +39,17 @@ COVARIATE_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 """The CSV columns each covariate is read from, first match wins."""
 
+HOLIDAY_COLUMNS: tuple[str, ...] = ("holiday", "holiday_flag", "state_holiday")
+"""The CSV columns the data's own holiday flag is read from, first match wins."""
+
+_NOT_HOLIDAY = frozenset({"", "0", "0.0", "none", "false", "no"})
+
+
+def holiday_value(cell: str) -> float:
+    """A holiday column's cell as a flag: 0.0 for empty, 0, "none" (Rossmann's no state
+    holiday), false, no; 1.0 for anything else ("public", "easter", "christmas", "a", 1)."""
+    return 0.0 if cell.strip().lower() in _NOT_HOLIDAY else 1.0
+
 
 @dataclass(frozen=True)
 class Covariates:
@@ -42,6 +59,8 @@ class Covariates:
         start: the date of column 0 (datetime64[D]).
         promo: (n, D) 1.0 on promotion days, 0.0 otherwise.
         price_ratio: (n, D) price over the full price (1.0 = full price).
+        holiday: (n, D) 1.0 on the data's own holidays, 0.0 otherwise; None: the data have
+            no holiday column (`LSTMConfig.data_holidays` then reads the date calendar).
 
     The grid may run past the demand's last day: planned promotions are known for days
     not yet sold. Days outside the grid read as the defaults.
@@ -50,11 +69,15 @@ class Covariates:
     start: np.datetime64
     promo: FloatArray
     price_ratio: FloatArray
+    holiday: FloatArray | None = None
 
     def __post_init__(self) -> None:
         if self.promo.shape != self.price_ratio.shape or self.promo.ndim != 2:
             raise ValueError(f"promo {self.promo.shape} and price_ratio "
                              f"{self.price_ratio.shape} must be the same (n, days) shape")
+        if self.holiday is not None and self.holiday.shape != self.promo.shape:
+            raise ValueError(f"holiday {self.holiday.shape} must be promo's shape "
+                             f"{self.promo.shape}")
 
     @property
     def n_series(self) -> int:
@@ -71,7 +94,8 @@ class Covariates:
     def subset(self, rows: Sequence[int] | NDArray[np.integer]) -> Covariates:
         """The series at positions `rows`."""
         idx = np.asarray(rows, dtype=np.intp)
-        return Covariates(self.start, self.promo[idx], self.price_ratio[idx])
+        return Covariates(self.start, self.promo[idx], self.price_ratio[idx],
+                          None if self.holiday is None else self.holiday[idx])
 
     def span(self, first_day: np.datetime64, n_days: int) -> tuple[FloatArray, FloatArray]:
         """(promo, price_ratio), each (n, n_days), for the days first_day .. first_day +
@@ -83,16 +107,24 @@ class Covariates:
     def promo_rows(self, first_days: NDArray[np.datetime64], n_days: int) -> FloatArray:
         """(n, n_days) each series' promotion flags from its own first day `first_days`
         (n,) on (days outside the grid: no promotion); one window per distinct day."""
+        return self._rows(self.promo, first_days, n_days)
+
+    def holiday_rows(self, first_days: NDArray[np.datetime64],
+                     n_days: int) -> FloatArray | None:
+        """`promo_rows` of the data's own holiday flags (days outside the grid: none);
+        None when the data have no holiday column."""
+        return None if self.holiday is None else self._rows(self.holiday, first_days, n_days)
+
+    def _rows(self, grid: FloatArray, first_days: NDArray[np.datetime64],
+              n_days: int) -> FloatArray:
         firsts = np.broadcast_to(np.asarray(first_days, dtype="datetime64[D]"),
                                  (self.n_series,))
         if self.n_series and bool(np.all(firsts == firsts[0])):
-            return _window(self.promo, self._offset(firsts[0]), n_days,
-                           COVARIATE_DEFAULTS["promo"])
+            return _window(grid, self._offset(firsts[0]), n_days, 0.0)
         out = np.empty((self.n_series, n_days))
         for day in np.unique(firsts):
             rows = np.flatnonzero(firsts == day)
-            out[rows] = _window(self.promo[rows], self._offset(day), n_days,
-                                COVARIATE_DEFAULTS["promo"])
+            out[rows] = _window(grid[rows], self._offset(day), n_days, 0.0)
         return out
 
     def _offset(self, day: np.datetime64) -> int:
@@ -134,14 +166,19 @@ def stack(parts: Sequence[tuple[int, Covariates | None]]) -> Covariates | None:
     start = min(c.start for c in known)
     end = max(c.start + np.timedelta64(c.promo.shape[1], "D") for c in known)
     n_days = int((end - start).astype(np.int64))
-    promos, prices = [], []
+    promos, prices, holidays = [], [], []
+    any_holiday = any(c.holiday is not None for c in known)
     for rows, cov in parts:
         if cov is None:
             cov = Covariates.neutral(rows, start, n_days)
         promo, price = cov.span(start, n_days)
         promos.append(promo)
         prices.append(price)
-    return Covariates(start, np.concatenate(promos), np.concatenate(prices))
+        if any_holiday:
+            holidays.append(np.zeros((rows, n_days)) if cov.holiday is None
+                            else _window(cov.holiday, cov._offset(start), n_days, 0.0))
+    return Covariates(start, np.concatenate(promos), np.concatenate(prices),
+                      np.concatenate(holidays) if any_holiday else None)
 
 
 def _window(values: FloatArray, offset: int, n_days: int, default: float) -> FloatArray:

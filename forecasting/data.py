@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -14,7 +15,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from forecasting._numeric import FloatArray
-from forecasting.covariates import COVARIATE_COLUMNS, COVARIATE_DEFAULTS, Covariates
+from forecasting.covariates import (
+    COVARIATE_COLUMNS,
+    COVARIATE_DEFAULTS,
+    HOLIDAY_COLUMNS,
+    Covariates,
+    holiday_value,
+)
 from forecasting.errors import ForecastingError
 
 __all__ = ["CENSOR_COLUMN", "DataFormatError", "Panel", "load_panel"]
@@ -136,8 +143,9 @@ def load_panel(
     datasets load with no options. Dates are ISO `YYYY-MM-DD` (a time part is ignored).
     Duplicate (id, day) rows are summed. `max_series` keeps the first N ids in sorted order
     (smoke runs). `covariates`: also read the known-in-advance covariates the file has
-    (`forecasting.covariates`: promotion flag, price ratio) into `Panel.covariates`; a file
-    with neither column gives None. Days without a row take the covariates' defaults.
+    (`forecasting.covariates`: promotion flag, price ratio; with either, the data's own
+    holiday column too) into `Panel.covariates`; a file with neither column gives None.
+    Days without a row take the covariates' defaults.
     With `covariates`, a file with a `CENSOR_COLUMN` column also gives `Panel.censored`
     (days with stock-out hours > 0; None when the column is absent or no day has one).
     """
@@ -156,6 +164,10 @@ def load_panel(
         d_idx, y_idx = header.index(date_name), header.index(target_name)
         cov_idx = _covariate_columns(header) if covariates else {}
         cov_raw: dict[str, list[str]] = {name: [] for name in cov_idx}
+        # the data's own holiday column, with the covariates it rides along with
+        h_idx = next((header.index(c) for c in HOLIDAY_COLUMNS if c in header), -1)
+        h_idx = h_idx if cov_idx else -1
+        holidays: list[str] = []
         c_idx = header.index(CENSOR_COLUMN) if covariates and CENSOR_COLUMN in header else -1
         stockout: list[str] = []
         keys: list[str] = []
@@ -172,6 +184,8 @@ def load_panel(
                 cov_raw[name].append(row[i])
             if c_idx >= 0:
                 stockout.append(row[c_idx])
+            if h_idx >= 0:
+                holidays.append(row[h_idx])
     if not keys:
         raise DataFormatError("no data rows", path)
     try:
@@ -197,6 +211,11 @@ def load_panel(
         raise DataFormatError("negative demand values (clip or net them first)", path)
     names = tuple(str(uniq[i]) for i in order)
     cov = _covariate_grid(cov_raw, rows, cols, values.shape, start, path) if cov_raw else None
+    if cov is not None and holidays:
+        grid = np.zeros(values.shape)
+        grid[rows, cols] = np.fromiter((holiday_value(v) for v in holidays), np.float64,
+                                       len(holidays))
+        cov = dataclasses.replace(cov, holiday=grid)
     cens = _censored_grid(stockout, rows, cols, values.shape, path) if stockout else None
     panel = Panel(names, start, values, cov, cens)
     if max_series is not None and max_series < panel.n_series:

@@ -29,13 +29,15 @@ class CalibrationSource(Protocol):
     def config(self) -> LSTMConfig: ...
 
     def encode(self, windows: ArrayLike, end_days: ArrayLike,
-               warmup_days: int | None = None, *, promo: ArrayLike | None = None) -> Any: ...
+               warmup_days: int | None = None, *, promo: ArrayLike | None = None,
+               holiday: ArrayLike | None = None) -> Any: ...
 
     def update(self, state: Any, values: ArrayLike, days: ArrayLike | None = None, *,
-               consume: bool = False, promo: ArrayLike | None = None) -> Any: ...
+               consume: bool = False, promo: ArrayLike | None = None,
+               holiday: ArrayLike | None = None) -> Any: ...
 
-    def head_output(self, state: Any, *, integer: bool,
-                    promo: FloatArray | None = None) -> FloatArray: ...
+    def head_output(self, state: Any, *, integer: bool, promo: FloatArray | None = None,
+                    holiday: FloatArray | None = None) -> FloatArray: ...
 
 
 def fit_calibration(forecaster: CalibrationSource, panel: Panel, *,
@@ -53,17 +55,23 @@ def fit_calibration(forecaster: CalibrationSource, panel: Panel, *,
     flags = None  # the panel's promotion flags, as the forecaster reads them (promo_inputs)
     if cfg.promo_inputs and panel.covariates is not None:
         flags, _ = panel.covariates.span(panel.start, length + big_h)
+    own = None  # the panel's own holiday flags, likewise (data_holidays)
+    if cfg.data_holidays and panel.covariates is not None:
+        own = panel.covariates.holiday_rows(np.asarray(panel.start), length + big_h)
     state = forecaster.encode(y[:, : first + 1], dates[first],
-                              promo=None if flags is None else flags[:, : first + 1])
+                              promo=None if flags is None else flags[:, : first + 1],
+                              holiday=None if own is None else own[:, : first + 1])
     q = len(cfg.levels)
     outs, actual = [], []
     for t in range(first, last + 1):
         outs.append(forecaster.head_output(
-            state, integer=False, promo=None if flags is None else flags[:, t + 1 : t + 1 + big_h]))
+            state, integer=False, promo=None if flags is None else flags[:, t + 1 : t + 1 + big_h],
+            holiday=None if own is None else own[:, t + 1 : t + 1 + big_h]))
         actual.append(y[:, t + 1 : t + 1 + big_h])
         if t < last:
             state = forecaster.update(state, y[:, t + 1], dates[t + 1], consume=True,
-                                      promo=None if flags is None else flags[:, t + 1])
+                                      promo=None if flags is None else flags[:, t + 1],
+                                      holiday=None if own is None else own[:, t + 1])
     out = np.concatenate(outs)  # (origins x n, H, 2Q + 1)
     future = np.concatenate(actual)  # (origins x n, H)
     integer = cfg.integer_demand

@@ -73,6 +73,13 @@ class LSTMConfig:
     # median-MASE -2.7%; Rossmann -3.3%) but the served lstm_lgbm loses (pinball +0.3%,
     # Rossmann +0.9%); benchmarks/README.md, "Lever 2: the LSTM reading promotions".
     promo_inputs: bool = False
+    # The holiday input (the calendar's last column, and the head's flags of the forecast
+    # days) from the data's own per-series holiday column (`Covariates.holiday`: Rossmann's
+    # state_holiday, FreshRetailNet's holiday_flag) where the panel and the forecast's
+    # covariates have one; without it, `calendar`'s dates as before (UCI: bit for bit). Off
+    # (measured: benchmarks/README.md, "Data holidays"); the stream does not feed it
+    # (streams/forecaster_setup refuses such a model).
+    data_holidays: bool = False
     # How training treats target days whose sales are censored (a stock-out: the panel's
     # `censored` mask, FreshRetailNet's stockout_hours > 0; the observed value understates
     # demand). "none": as observed (the loss of before). "drop": those targets leave the
@@ -144,7 +151,7 @@ class LSTMConfig:
         """JSON-ready dict."""
         out = asdict(self)
         out["levels"] = list(self.levels)
-        for off in ("mix_days", "promo_inputs"):
+        for off in ("mix_days", "promo_inputs", "data_holidays"):
             if not out[off]:  # off (the default): the JSON, and so model ids, of before it
                 del out[off]
         if out["censored_loss"] == "none":  # likewise

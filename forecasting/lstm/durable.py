@@ -92,6 +92,8 @@ def weights_fingerprint(config: LSTMConfig, weights: Mapping[str, NDArray[np.gen
     fields = asdict(config)
     if not fields["promo_inputs"]:  # off: the fingerprint (durable states) of before it
         del fields["promo_inputs"]
+    if not fields["data_holidays"]:  # likewise
+        del fields["data_holidays"]
     if fields["censored_loss"] == "none":  # likewise: a training-only knob, off
         del fields["censored_loss"]
     if fields["year_ago_gaps"] == "zero":  # likewise (the inputs of before it)

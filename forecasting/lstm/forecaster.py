@@ -36,6 +36,7 @@ from forecasting.lstm.serving import (
     head_rows,
     head_scale,
     update_inputs,
+    window_holiday,
     window_promo,
     yesterday_utc,
 )
@@ -150,7 +151,8 @@ class LSTMForecaster(HeadForecasts, IncrementalForecaster[SeriesState]):
     # --- full recompute --------------------------------------------------------------------
     def encode(self, windows: ArrayLike, end_days: ArrayLike,
                warmup_days: int | None = None, *,
-               promo: ArrayLike | None = None) -> SeriesState:
+               promo: ArrayLike | None = None,
+               holiday: ArrayLike | None = None) -> SeriesState:
         """Run each window (n, T) from its first observation to its end date (n,) or ().
         `promo` (n, T): the windows' days' planned-promotion flags, read with
         `config.promo_inputs` (None: no promotion on any day).
@@ -168,7 +170,7 @@ class LSTMForecaster(HeadForecasts, IncrementalForecaster[SeriesState]):
         bounded warm-up"). W >= T is the exact path.
         """
         inputs = encode_inputs(self.config, windows, end_days, warmup_days,
-                               self.log_scale_mean, self.log_scale_std, promo)
+                               self.log_scale_mean, self.log_scale_std, promo, holiday)
         feats, first, length = inputs.feats, inputs.first, inputs.length
         n = feats.shape[0]
         lengths = length - first
@@ -205,7 +207,8 @@ class LSTMForecaster(HeadForecasts, IncrementalForecaster[SeriesState]):
 
     # --- incremental -----------------------------------------------------------------------
     def update(self, state: SeriesState, values: ArrayLike, days: ArrayLike | None = None,
-               *, consume: bool = False, promo: ArrayLike | None = None) -> SeriesState:
+               *, consume: bool = False, promo: ArrayLike | None = None,
+               holiday: ArrayLike | None = None) -> SeriesState:
         """Fold one new bucket per series (n,) into `state`: one LSTM step, O(1) per series.
         `promo` (n,): the new days' planned-promotion flags, read with `config.promo_inputs`
         (None: no promotion).
@@ -217,7 +220,7 @@ class LSTMForecaster(HeadForecasts, IncrementalForecaster[SeriesState]):
         is advanced in place, one write per series, instead of copied (392 days).
         """
         inputs = update_inputs(self.config, state, values, days, self.log_scale_mean,
-                               self.log_scale_std, promo)
+                               self.log_scale_std, promo, holiday)
         x, live = self._tensor(inputs.x), inputs.live
         packed = self._packed()
         with torch.inference_mode():
@@ -243,20 +246,23 @@ class LSTMForecaster(HeadForecasts, IncrementalForecaster[SeriesState]):
         """`predict` with covariates: the windows' and the horizon's promotion flags."""
         ends = self.window_ends(end_days)
         promo = window_promo(self.config, covariates, ends, *windows.shape)
-        state = self.encode(windows, ends, promo=promo)
+        holiday = window_holiday(self.config, covariates, ends, *windows.shape)
+        state = self.encode(windows, ends, promo=promo, holiday=holiday)
         return self.forecast_known(state, horizon, covariates)
 
     def head_output(self, state: SeriesState, *, integer: bool,
-                    promo: FloatArray | None = None) -> FloatArray:
+                    promo: FloatArray | None = None,
+                    holiday: FloatArray | None = None) -> FloatArray:
         """The head's forecast block (n, H, 2Q + 1) float64 [daily quantiles | cumulative
         quantiles | mean] in demand units, clipped at 0, rounded when `integer`; before the
         interval calibration (`forecast` applies it). `promo` (n, H): the planned-promotion
-        flags of the forecast days (`serving.head_promo`; None: none)."""
+        flags of the forecast days (`serving.head_promo`; None: none); `holiday` (n, H):
+        their own holiday flags (`serving.head_holiday`; None: the calendar's)."""
         scale = self._tensor(head_scale(state))
         packed = self._packed()
         if not packed.head_packed:
-            return self._forecast_unpacked(state, scale, integer, promo)
-        future, inv, year = self._head_rows(state)
+            return self._forecast_unpacked(state, scale, integer, promo, holiday)
+        future, inv, year = self._head_rows(state, holiday)
         with torch.inference_mode():
             out_t = packed.quantiles(state.h[-1], future, inv, scale, year=year,
                                      promo=None if promo is None else self._tensor(promo),
@@ -264,33 +270,38 @@ class LSTMForecaster(HeadForecasts, IncrementalForecaster[SeriesState]):
             out: FloatArray = out_t.cpu().numpy()
         return out
 
-    def _head_rows(self, state: SeriesState) -> tuple[torch.Tensor, torch.Tensor | None,
-                                                     torch.Tensor | None]:
+    def _head_rows(self, state: SeriesState, holiday: FloatArray | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """The head inputs `features.head_inputs` gives, as PackedNet takes them: the future
         features of each distinct origin day (and, with the calendar mask, of each day with
         the mask), which of those rows each series has (None: all the first), and the
         per-series year-ago features (None without them)."""
-        rows, which, year = head_rows(self.config, state)
+        rows, which, year = head_rows(self.config, state, holiday)
         inv = None if which is None else torch.as_tensor(which, device=self.device)
         return self._tensor(rows), inv, None if year is None else self._tensor(year)
 
     def _forecast_unpacked(self, state: SeriesState, scale: torch.Tensor,
                            integer: bool | None = None,
-                           promo: FloatArray | None = None) -> FloatArray:
+                           promo: FloatArray | None = None,
+                           holiday: FloatArray | None = None) -> FloatArray:
         """`head_output` through LSTMNet's own head (heads PackedNet does not lay out);
         `integer` defaults to the config's."""
         big_h, cfg = self.config.horizon, self.config
         integer = cfg.integer_demand if integer is None else integer
         span = (None if state.ring is None
                 else state.ring.span(year_ago_span(big_h, cfg.year_ago_weeks)))
-        hol = self._tensor(head_inputs(
+        inputs = head_inputs(
             state.last_day, np.maximum(state.scale.level, SCALE_FLOOR), span, horizon=big_h,
             calendar=cfg.calendar, head_calendar=cfg.head_calendar, annual=cfg.head_annual,
             mask_calendar=cfg.year_ago_masks_calendar, weeks=cfg.year_ago_weeks,
             month=cfg.head_month, pairs=cfg.head_month_pairs, months=cfg.month_inputs,
             gaps=cfg.year_ago_gaps,
             promo=(None if not cfg.promo_inputs
-                   else np.zeros((state.n_series, big_h)) if promo is None else promo)))
+                   else np.zeros((state.n_series, big_h)) if promo is None else promo))
+        if holiday is not None:  # the data's own flags in place of the calendar's
+            inputs = np.array(inputs, dtype=np.float64)
+            inputs[..., :big_h] = holiday
+        hol = self._tensor(inputs)
         with torch.inference_mode():
             stacked = reference_quantiles(self.net, state.h[-1], hol, scale, integer=integer)
             out: FloatArray = stacked.cpu().numpy().astype(np.float64)

@@ -28,6 +28,7 @@ from forecasting.lstm.serving import (
     head_rows,
     head_scale,
     update_inputs,
+    window_holiday,
     window_promo,
     yesterday_utc,
 )
@@ -91,11 +92,12 @@ class NumpyLSTMForecaster(HeadForecasts, IncrementalForecaster[SeriesState]):
     # --- the recurrence --------------------------------------------------------------------
     def encode(self, windows: ArrayLike, end_days: ArrayLike,
                warmup_days: int | None = None, *,
-               promo: ArrayLike | None = None) -> SeriesState:
+               promo: ArrayLike | None = None,
+               holiday: ArrayLike | None = None) -> SeriesState:
         """As `LSTMForecaster.encode`: each window (n, T) from its first observation (or
         `warmup_days` before its end) to its end date (`promo` (n, T): the days' flags)."""
         inputs = encode_inputs(self.config, windows, end_days, warmup_days,
-                               self.log_scale_mean, self.log_scale_std, promo)
+                               self.log_scale_mean, self.log_scale_std, promo, holiday)
         feats, first = inputs.feats, inputs.first
         n = feats.shape[0]
         shape = (self.config.layers, n, self.config.hidden)
@@ -109,10 +111,11 @@ class NumpyLSTMForecaster(HeadForecasts, IncrementalForecaster[SeriesState]):
         return SeriesState(h, c, inputs.scale, inputs.ends, inputs.ring)
 
     def update(self, state: SeriesState, values: ArrayLike, days: ArrayLike | None = None,
-               *, consume: bool = False, promo: ArrayLike | None = None) -> SeriesState:
+               *, consume: bool = False, promo: ArrayLike | None = None,
+               holiday: ArrayLike | None = None) -> SeriesState:
         """As `LSTMForecaster.update`: one bucket per series, one step."""
         inputs = update_inputs(self.config, state, values, days, self.log_scale_mean,
-                               self.log_scale_std, promo)
+                               self.log_scale_std, promo, holiday)
         h_old, c_old = np.asarray(state.h), np.asarray(state.c)
         h, c = self.net.step(inputs.x, h_old, c_old)
         if not inputs.live.all():
@@ -128,13 +131,15 @@ class NumpyLSTMForecaster(HeadForecasts, IncrementalForecaster[SeriesState]):
         """As `LSTMForecaster._predict_known`."""
         ends = self.window_ends(end_days)
         promo = window_promo(self.config, covariates, ends, *windows.shape)
-        return self.forecast_known(self.encode(windows, ends, promo=promo), horizon,
-                                   covariates)
+        holiday = window_holiday(self.config, covariates, ends, *windows.shape)
+        state = self.encode(windows, ends, promo=promo, holiday=holiday)
+        return self.forecast_known(state, horizon, covariates)
 
     def head_output(self, state: SeriesState, *, integer: bool,
-                    promo: FloatArray | None = None) -> FloatArray:
+                    promo: FloatArray | None = None,
+                    holiday: FloatArray | None = None) -> FloatArray:
         """As `LSTMForecaster.head_output`: (n, H, 2Q + 1) before the calibration."""
-        rows, which, year = head_rows(self.config, state)
+        rows, which, year = head_rows(self.config, state, holiday)
         top = np.asarray(state.h)[-1]
         return self.net.quantiles(top, rows, which, head_scale(state), year=year,
                                   promo=promo, integer=integer)

@@ -40,8 +40,8 @@ from forecasting.lstm.year_ago import agrees, year_ago_rows
 
 __all__ = ["ONE_DAY", "EncodeInputs", "HeadForecasts", "UpdateInputs", "calendar_row", "day_rows",
            "distinct_days", "encode_inputs", "extend", "finish_forecast", "future_row",
-           "head_promo", "head_rows", "head_scale", "update_inputs", "warmup_length",
-           "window_promo", "yesterday_utc"]
+           "head_holiday", "head_promo", "head_rows", "head_scale", "update_inputs",
+           "warmup_length", "window_holiday", "window_promo", "yesterday_utc"]
 
 DateArray = NDArray[np.datetime64]
 ONE_DAY = np.timedelta64(1, "D")
@@ -67,15 +67,21 @@ class EncodeInputs:
 
 def encode_inputs(config: LSTMConfig, windows: ArrayLike, end_days: ArrayLike,
                   warmup_days: int | None, log_scale_mean: float,
-                  log_scale_std: float, promo: ArrayLike | None = None) -> EncodeInputs:
+                  log_scale_std: float, promo: ArrayLike | None = None,
+                  holiday: ArrayLike | None = None) -> EncodeInputs:
     """The inputs `encode` runs the LSTM over (see `LSTMForecaster.encode`); `promo` (n, T):
-    the windows' days' promotion flags, read with `config.promo_inputs` (None: none)."""
+    the windows' days' promotion flags, read with `config.promo_inputs` (None: none);
+    `holiday` (n, T): the data's own holiday flags, read with `config.data_holidays` in
+    place of the date calendar's (None: the calendar's)."""
     arr = np.asarray(windows, dtype=np.float64)
     n, length = arr.shape
     flags = None
     if config.promo_inputs:
         flags = (np.zeros((n, length)) if promo is None
                  else np.broadcast_to(np.asarray(promo, dtype=np.float64), (n, length)))
+    own = None
+    if config.data_holidays and holiday is not None:
+        own = np.broadcast_to(np.asarray(holiday, dtype=np.float64), (n, length))
     warmup = None if warmup_days is None else warmup_length(warmup_days)
     ends = np.broadcast_to(np.asarray(end_days, dtype="datetime64[D]"), (n,)).copy()
     observed = np.isfinite(arr)
@@ -88,17 +94,21 @@ def encode_inputs(config: LSTMConfig, windows: ArrayLike, end_days: ArrayLike,
     if 0 < lead < length:
         arr, first, length = arr[:, lead:], first - lead, length - lead
         flags = None if flags is None else flags[:, lead:]
+        own = None if own is None else own[:, lead:]
     start = 0 if warmup is None else max(0, length - warmup)
     scales, scale_state = running_scales(arr, config.scale_memory)
     if start:  # the LSTM part: the last `length - start` days, right-aligned as before
         first = np.maximum(first, start) - start  # a series seen before starts at once
         arr, scales, length = arr[:, start:], scales[:, start:], length - start
         flags = None if flags is None else flags[:, start:]
+        own = None if own is None else own[:, start:]
     distinct, inverse = distinct_days(ends)  # calendar rows once per distinct end day
     offsets = (length - 1 - np.arange(length)).astype("timedelta64[D]")
     cal = calendar_features(distinct[:, None] - offsets[None, :], config.calendar,
                             config.month_inputs)
-    cal = cal[np.zeros(n, dtype=np.intp) if inverse is None else inverse]
+    cal = cal[np.zeros(n, dtype=np.intp) if inverse is None else inverse]  # a copy
+    if own is not None:
+        cal[..., -1] = own
     feats = input_features(arr, scales, cal, log_scale_mean, log_scale_std, flags)
     return EncodeInputs(feats, first.astype(np.intp), length, scale_state, ends, ring)
 
@@ -117,9 +127,11 @@ class UpdateInputs:
 
 def update_inputs(config: LSTMConfig, state: SeriesState, values: ArrayLike,
                   days: ArrayLike | None, log_scale_mean: float,
-                  log_scale_std: float, promo: ArrayLike | None = None) -> UpdateInputs:
+                  log_scale_std: float, promo: ArrayLike | None = None,
+                  holiday: ArrayLike | None = None) -> UpdateInputs:
     """The inputs `update` steps the LSTM on (see `LSTMForecaster.update`); `promo` (n,):
-    the new days' promotion flags, read with `config.promo_inputs` (None: none)."""
+    the new days' promotion flags, read with `config.promo_inputs` (None: none); `holiday`
+    (n,): their own holiday flags, read with `config.data_holidays` (None: the calendar's)."""
     y = np.asarray(values, dtype=np.float64).reshape(-1)
     n = state.n_series
     if y.shape[0] != n:
@@ -134,7 +146,9 @@ def update_inputs(config: LSTMConfig, state: SeriesState, values: ArrayLike,
     distinct, inverse = distinct_days(new_days)
     cal = day_rows(distinct, calendar_row, config.calendar,
                    config.month_inputs)  # per distinct day, memoised
-    cal = cal[np.zeros(n, dtype=np.intp) if inverse is None else inverse]
+    cal = cal[np.zeros(n, dtype=np.intp) if inverse is None else inverse]  # a copy
+    if config.data_holidays and holiday is not None:
+        cal[:, -1] = np.broadcast_to(np.asarray(holiday, dtype=np.float64).reshape(-1), (n,))
     flags = None
     if config.promo_inputs:
         flags = (np.zeros(n) if promo is None
@@ -172,6 +186,33 @@ def window_promo(config: LSTMConfig, covariates: Covariates | None, end_days: Ar
     return covariates.promo_rows(firsts, length)
 
 
+def head_holiday(config: LSTMConfig, state: SeriesState,
+                 covariates: Covariates | None) -> FloatArray | None:
+    """(n, H) the data's own holiday flags of the H days after each series' last day, as the
+    head reads them (`config.data_holidays`); None: the net reads the calendar's (no such
+    option, no covariates, or no holiday column)."""
+    if not config.data_holidays or covariates is None:
+        return None
+    if covariates.n_series != state.n_series:
+        raise InvalidWindowError(f"covariates hold {covariates.n_series} series, "
+                                 f"the state {state.n_series}")
+    return covariates.holiday_rows(state.last_day + ONE_DAY, config.horizon)
+
+
+def window_holiday(config: LSTMConfig, covariates: Covariates | None, end_days: ArrayLike,
+                   n_series: int, length: int) -> FloatArray | None:
+    """(n, length) the data's own holiday flags of the `length` days up to each window's
+    end day (`encode`'s `holiday`); None: the net reads the calendar's."""
+    if not config.data_holidays or covariates is None:
+        return None
+    if covariates.n_series != n_series:
+        raise InvalidWindowError(f"covariates hold {covariates.n_series} series, "
+                                 f"windows {n_series}")
+    ends = np.broadcast_to(np.asarray(end_days, dtype="datetime64[D]"), (n_series,))
+    firsts = (ends - np.timedelta64(length - 1, "D")).astype("datetime64[D]")
+    return covariates.holiday_rows(firsts, length)
+
+
 def head_scale(state: SeriesState) -> FloatArray:
     """Each series' output scale (0 without history: it forecasts zero)."""
     live = state.scale.count > 0
@@ -179,7 +220,8 @@ def head_scale(state: SeriesState) -> FloatArray:
     return out
 
 
-def head_rows(config: LSTMConfig, state: SeriesState) -> tuple[
+def head_rows(config: LSTMConfig, state: SeriesState,
+              holiday: FloatArray | None = None) -> tuple[
         FloatArray, NDArray[np.intp] | None, FloatArray | None]:
     """The head inputs `features.head_inputs` gives, as the packed heads take them: the
     future features of each distinct origin day (and, with the calendar mask, of each day
@@ -189,6 +231,10 @@ def head_rows(config: LSTMConfig, state: SeriesState) -> tuple[
     distinct, inverse = distinct_days(state.last_day)
     rows = day_rows(distinct, future_row, cfg.calendar, big_h, cfg.head_calendar,
                     cfg.head_annual, cfg.head_month, cfg.head_month_pairs, cfg.month_inputs)
+    if holiday is not None:  # (n, H) the data's own flags: one row per series
+        rows = rows[np.zeros(state.n_series, dtype=np.intp) if inverse is None else inverse]
+        rows[:, :big_h] = holiday
+        inverse = np.arange(state.n_series, dtype=np.intp)
     if state.ring is None:
         if cfg.year_ago:
             raise ValueError("this model's states carry a day ring (year-ago inputs)")
@@ -220,7 +266,8 @@ class HeadForecasts:
     _levels: FloatArray
 
     def head_output(self, state: SeriesState, *, integer: bool,
-                    promo: FloatArray | None = None) -> FloatArray:
+                    promo: FloatArray | None = None,
+                    holiday: FloatArray | None = None) -> FloatArray:
         raise NotImplementedError
 
     def forecast(self, state: SeriesState, horizon: int) -> QuantileForecast:
@@ -230,14 +277,17 @@ class HeadForecasts:
 
     def forecast_known(self, state: SeriesState, horizon: int,
                        covariates: Covariates) -> QuantileForecast:
-        """`forecast` with the series' planned promotions (read with `config.promo_inputs`)."""
-        return self._forecast(state, horizon, head_promo(self.config, state, covariates))
+        """`forecast` with the series' planned promotions (read with `config.promo_inputs`)
+        and their own holidays (`config.data_holidays`)."""
+        return self._forecast(state, horizon, head_promo(self.config, state, covariates),
+                              head_holiday(self.config, state, covariates))
 
-    def _forecast(self, state: SeriesState, horizon: int,
-                  promo: FloatArray | None) -> QuantileForecast:
+    def _forecast(self, state: SeriesState, horizon: int, promo: FloatArray | None,
+                  holiday: FloatArray | None = None) -> QuantileForecast:
         integer, cal = self.config.integer_demand, self.calibration
         # With a calibration the head's quantiles stay unrounded until it has moved them.
-        out = self.head_output(state, integer=integer and cal is None, promo=promo)
+        out = self.head_output(state, integer=integer and cal is None, promo=promo,
+                               holiday=holiday)
         return finish_forecast(out, self._levels, horizon, cal, integer)
 
 

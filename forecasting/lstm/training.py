@@ -21,6 +21,7 @@ from forecasting.data import Panel
 from forecasting.lstm.config import config_input_dim
 from forecasting.lstm.device import auto_device
 from forecasting.lstm.features import (
+    INPUT_DIM,
     RING_DAYS,
     YEAR,
     calendar_features,
@@ -92,6 +93,11 @@ def _prepare(panel: Panel, config: LSTMConfig, device: torch.device) -> tuple[_T
     feats = input_features(y, scales, np.broadcast_to(cal, (n, *cal.shape)), log_mean, log_std,
                            flags)
     hol = _head_inputs(y, scales, days, config, ahead)  # (n, T, Fh)
+    own = _holiday_grid(panel, big_h) if config.data_holidays else None
+    if own is not None:  # the data's own holidays replace the date calendar's flags
+        feats[..., INPUT_DIM - 1] = own[:, :length]
+        hol = hol.copy()
+        hol[..., :big_h] = own[:, np.arange(length)[:, None] + steps[None, :]]
     y_pad = np.concatenate([y, np.full((n, big_h), np.nan)], axis=1)
     future = y_pad[:, np.arange(length)[:, None] + steps[None, :]]  # (n, T, H)
     daily = future / scales[:, :, None]
@@ -149,6 +155,15 @@ def _promo_grid(panel: Panel, horizon: int) -> FloatArray:
         return np.zeros((panel.n_series, panel.n_days + horizon))
     promo, _ = panel.covariates.span(panel.start, panel.n_days + horizon)
     return promo
+
+
+def _holiday_grid(panel: Panel, horizon: int) -> FloatArray | None:
+    """(n, T + horizon) the data's own holiday flags from the panel's first day to `horizon`
+    days after its last (days past their grid: 0); None when the panel has none."""
+    cov = panel.covariates
+    if cov is None:
+        return None
+    return cov.holiday_rows(np.asarray(panel.start), panel.n_days + horizon)
 
 
 def _head_inputs(y: FloatArray, scales: FloatArray, days: np.ndarray,
@@ -281,6 +296,10 @@ def train_net(
         # nothing to read: the net without the inputs (so a panel without covariates trains
         # the very net it trained before promo_inputs, bit for bit)
         config = dataclasses.replace(config, promo_inputs=False)
+    if config.data_holidays and (panel.covariates is None
+                                 or panel.covariates.holiday is None):
+        # no holiday column: the date calendar, and the very net (and config) of before
+        config = dataclasses.replace(config, data_holidays=False)
     check_gaps(config.year_ago_gaps)
     if config.censored_loss not in ("none", "drop", "pinball"):
         raise ValueError(f"censored_loss must be none, drop or pinball, got "
