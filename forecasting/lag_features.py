@@ -20,7 +20,8 @@ from numpy.typing import NDArray
 from forecasting._numeric import FloatArray
 from forecasting.lstm.features import EPOCH, holiday_flags
 
-__all__ = ["COVARIATE_FEATURES", "FEATURE_NAMES", "PRICE_FEATURES", "PROMO_FEATURES",
+__all__ = ["COVARIATE_FEATURES", "FEATURE_NAMES", "HOLIDAY_FEATURES", "PRICE_FEATURES",
+           "PROMO_FEATURES",
            "SCALE_DAYS", "SCALE_FLOOR", "LagTable", "lag_features", "serving_features",
            "serving_grid"]
 
@@ -50,6 +51,10 @@ PRICE_FEATURES: tuple[str, ...] = ("price_target", "price_span")
 """Appended after PROMO_FEATURES when the price ratio is used too (off by default: on
 FreshRetailNet the `discount` column made LightGBM worse, benchmarks/README "Levers")."""
 COVARIATE_FEATURES: tuple[str, ...] = PROMO_FEATURES + PRICE_FEATURES
+HOLIDAY_FEATURES: tuple[str, ...] = ("own_holiday_target", "own_holiday_span")
+"""Appended last with the data's own holidays (`LightGBMConfig.data_holidays`, off): the
+target day's flag (`Covariates.holiday`), and the share of holidays over (origin, target]
+(a daily row's: its target day's)."""
 
 
 def _clip(a: NDArray[np.intp], lo: int, hi: int) -> NDArray[np.intp]:
@@ -118,13 +123,15 @@ def lag_features(
     calendar: str = "uk",
     covariates: tuple[FloatArray, FloatArray] | None = None,
     price: bool = False,
+    holiday: FloatArray | None = None,
 ) -> tuple[FloatArray, FloatArray]:
     """Features (m, len(FEATURE_NAMES)) and the scale (m,) of rows (series, origin, step, kind).
 
     `origins` index the columns of `table.values`; `dates` (T + horizon,) gives the date of
     each column and of the days after the grid (for calendar features of the targets).
     `covariates`: (promo, price_ratio), each (n, T + horizon) on the columns of `dates`:
-    the PROMO_FEATURES are appended, then the PRICE_FEATURES if `price`.
+    the PROMO_FEATURES are appended, then the PRICE_FEATURES if `price`. `holiday` (n,
+    T + horizon): the data's own holiday flags, the HOLIDAY_FEATURES appended last.
     """
     scale = table.mean(rows, origins, SCALE_DAYS)
     scale = np.maximum(np.nan_to_num(scale, nan=0.0), SCALE_FLOOR)
@@ -156,6 +163,8 @@ def lag_features(
     cols += _calendar_columns(origins, steps, kinds, dates, calendar)
     if covariates is not None:
         cols += _covariate_columns(covariates, rows, origins, origins + steps, kinds, price)
+    if holiday is not None:
+        cols += _holiday_columns(holiday, rows, origins, origins + steps, kinds)
     return np.stack(cols, axis=1), scale
 
 
@@ -215,6 +224,7 @@ def serving_features(
     covariates: tuple[FloatArray, FloatArray] | None = None,
     price: bool = False,
     out: FloatArray | None = None,
+    holiday: FloatArray | None = None,
 ) -> tuple[FloatArray, FloatArray]:
     """`lag_features` of the serving grid (`serving_grid`: every series of `values` (n, T)
     from its last day, steps 1..`horizon`, daily then cumulative), bit for bit, and each
@@ -242,6 +252,9 @@ def serving_features(
     width = len(FEATURE_NAMES)
     if covariates is not None:
         width += len(PROMO_FEATURES) + len(PRICE_FEATURES) * price
+    first_holiday = width
+    if holiday is not None:
+        width += len(HOLIDAY_FEATURES)
     x = np.empty((n, steps.size, width)) if out is None else out
     if x.shape != (n, steps.size, width):
         raise ValueError(f"out must be {(n, steps.size, width)}, got {x.shape}")
@@ -253,8 +266,12 @@ def serving_features(
     if covariates is not None:
         extra = _covariate_columns(covariates, rows, np.full(rows.size, o),
                                    np.tile(o + steps, n), np.tile(kinds, n), price)
-        x[:, :, len(FEATURE_NAMES) :] = np.stack(extra, axis=1).reshape(
+        x[:, :, len(FEATURE_NAMES) : first_holiday] = np.stack(extra, axis=1).reshape(
             n, steps.size, -1)
+    if holiday is not None:
+        extra = _holiday_columns(holiday, rows, np.full(rows.size, o), np.tile(o + steps, n),
+                                 np.tile(kinds, n))
+        x[:, :, first_holiday:] = np.stack(extra, axis=1).reshape(n, steps.size, -1)
     return x.reshape(n * steps.size, width), scale
 
 
@@ -432,3 +449,18 @@ def _covariate_columns(covariates: tuple[FloatArray, FloatArray], rows: NDArray[
     if price:
         cols += [at(ratio, target), span(ratio)]
     return cols
+
+
+def _holiday_columns(holiday: FloatArray, rows: NDArray[np.intp], origins: NDArray[np.intp],
+                     target: NDArray[np.intp], kinds: NDArray[np.intp]) -> list[FloatArray]:
+    """The HOLIDAY_FEATURES of rows whose targets are column `target` of `holiday`: the
+    target day's flag, and the share of holidays over (origin, target] (a daily row's: its
+    target day's flag, as the promotion span)."""
+    last = holiday.shape[1] - 1
+    hi = np.clip(target + 1, 0, last + 1)
+    lo = np.clip(origins + 1, 0, last + 1)
+    cum = np.concatenate([np.zeros((holiday.shape[0], 1)), np.cumsum(holiday, axis=1)], axis=1)
+    at_target: FloatArray = holiday[rows, np.clip(target, 0, last)]
+    share: FloatArray = np.where(kinds == 0, at_target,
+                                 (cum[rows, hi] - cum[rows, lo]) / np.maximum(hi - lo, 1))
+    return [at_target, share]

@@ -51,6 +51,7 @@ from forecasting.data import Panel
 from forecasting.errors import ForecastingError, InvalidWindowError
 from forecasting.lag_features import (
     FEATURE_NAMES,
+    HOLIDAY_FEATURES,
     PRICE_FEATURES,
     PROMO_FEATURES,
     SCALE_DAYS,
@@ -84,6 +85,9 @@ class LightGBMConfig:
     calendar: str = "uk"
     covariates: bool = True  # use the panel's known-in-advance covariates when it has them
     price_features: bool = False  # ... the price ratio too (dropped: worse on FreshRetailNet)
+    # The data's own holidays (`Covariates.holiday`, with covariates): HOLIDAY_FEATURES last.
+    # Off (benchmarks/README.md, "Data holidays"); a panel without the column: as before.
+    data_holidays: bool = False
     # True: training drops the rows whose target is censored (`Panel.censored`: a stock-out
     # day, or a cumulative target over one); the features still read the observed sales.
     # A panel without censored days: the rows of before, bit for bit. Off: FreshRetailNet
@@ -142,6 +146,7 @@ class LightGBMForecaster(Forecaster):
         self._threads: int | None = None  # predict's threads (None: LightGBM's default)
         self._integer = False
         self._covariates = False  # trained with COVARIATE_FEATURES
+        self._holidays = False  # ... and HOLIDAY_FEATURES
         self.fit_info: dict[str, float] = {}
 
     # --- training --------------------------------------------------------------------------
@@ -240,8 +245,11 @@ class LightGBMForecaster(Forecaster):
         cov = None
         if self._covariates and panel.covariates is not None:
             cov = panel.covariates.span(panel.start, dates.size)
+        own = None
+        if self._holidays and panel.covariates is not None:
+            own = panel.covariates.holiday_rows(np.asarray(panel.start), dates.size)
         x, scale = lag_features(table, rows, orig, step, kind, dates, cfg.calendar, cov,
-                                cfg.price_features)
+                                cfg.price_features, own)
         padded = np.concatenate([values, np.full((values.shape[0], big_h), np.nan)], axis=1)
         if cfg.censored and panel.censored is not None:  # censored targets: NaN, dropped
             padded[:, : values.shape[1]][panel.censored] = np.nan
@@ -263,6 +271,9 @@ class LightGBMForecaster(Forecaster):
         finite = panel.values[np.isfinite(panel.values)]
         self._integer = bool(finite.size and np.all(finite == np.round(finite)))
         self._covariates = cfg.covariates and panel.covariates is not None
+        self._holidays = (self._covariates and cfg.data_holidays
+                          and panel.covariates is not None
+                          and panel.covariates.holiday is not None)
         x, y, kind = self.training_rows(panel)
         yq = y  # the quantile boosters' targets
         if cfg.target_cap_quantile < 1.0:
@@ -304,7 +315,8 @@ class LightGBMForecaster(Forecaster):
         if not self._covariates:
             return FEATURE_NAMES
         price = PRICE_FEATURES if self.config.price_features else ()
-        return FEATURE_NAMES + PROMO_FEATURES + price
+        own = HOLIDAY_FEATURES if self._holidays else ()
+        return FEATURE_NAMES + PROMO_FEATURES + price + own
 
     @property
     def covariates_used(self) -> bool:
@@ -410,12 +422,15 @@ class LightGBMForecaster(Forecaster):
         n, length = windows.shape
         days = end_day - np.arange(length - 1, -1, -1).astype("timedelta64[D]")
         dates = _dates(days, big_h)
-        cov = None
+        cov = own = None
         if self._covariates:
             known = covariates or Covariates.neutral(n, days[0], dates.size)
             cov = known.span(days[0], dates.size)
+            if self._holidays:
+                own = known.holiday_rows(np.full(n, days[0]), dates.size)
+                own = np.zeros((n, dates.size)) if own is None else own
         _, scale = serving_features(windows, big_h, dates, self.config.calendar, cov,
-                                    self.config.price_features, out=out)
+                                    self.config.price_features, out=out, holiday=own)
         return scale
 
     # --- persistence -----------------------------------------------------------------------
@@ -432,9 +447,13 @@ class LightGBMForecaster(Forecaster):
         config = dataclasses.asdict(self.config)
         if not config["censored"]:  # off (the default): the file of before it
             del config["censored"]
+        if not config["data_holidays"]:  # likewise
+            del config["data_holidays"]
         meta = {"config": config, "levels": self._levels.tolist(),
                 "integer": self._integer, "boosters": len(texts),
                 "covariates": self._covariates}
+        if self._holidays:  # (absent: the file of before it)
+            meta["holidays"] = True
         (out / "lightgbm.json").write_text(json.dumps(meta, indent=2) + "\n")
         return texts
 
@@ -457,6 +476,7 @@ class LightGBMForecaster(Forecaster):
         model._models = [lgb.Booster(model_str=text) for text in texts]
         model._integer = bool(meta["integer"])
         model._covariates = bool(meta.get("covariates", False))  # older artifacts: none
+        model._holidays = bool(meta.get("holidays", False))
         if compiled:
             model.compile_trees(texts)
         return model

@@ -192,3 +192,70 @@ def test_the_mix_hands_the_holidays_to_its_lstm_part() -> None:
     np.testing.assert_array_equal(model.forecast(state, 7, covariates=cov).mean, got.mean)
     part = model.lstm.forecast_known(state, 7, cov)
     assert np.abs(part.mean - model.lstm.forecast(state, 7).mean).max() > 1e-4
+
+
+def test_lightgbm_holiday_features_serve_as_they_train() -> None:
+    from forecasting.lag_features import (
+        FEATURE_NAMES,
+        PROMO_FEATURES,
+        LagTable,
+        lag_features,
+        serving_features,
+        serving_grid,
+    )
+
+    rng = np.random.default_rng(3)
+    n, length, big_h = 5, 60, 7
+    w = rng.poisson(4.0, (n, length)).astype(np.float64)
+    end = np.datetime64("2015-06-01")
+    dates = end + np.arange(-length + 1, big_h + 1).astype("timedelta64[D]")
+    cov = ((rng.random((n, length + big_h)) < 0.2).astype(np.float64),
+           np.ones((n, length + big_h)))
+    hol = (rng.random((n, length + big_h)) < 0.3).astype(np.float64)
+    steps, kinds, rows = serving_grid(n, big_h)
+    ref, _ = lag_features(LagTable.of(w), rows, np.full(rows.size, length - 1),
+                          np.tile(steps, n), np.tile(kinds, n), dates, "uk", cov, False, hol)
+    got, _ = serving_features(w, big_h, dates, "uk", cov, False, holiday=hol)
+    np.testing.assert_array_equal(got, ref)
+    width = len(FEATURE_NAMES) + len(PROMO_FEATURES)
+    plain, _ = serving_features(w, big_h, dates, "uk", cov, False)
+    np.testing.assert_array_equal(got[:, :width], plain)  # the rest as before
+    own = got[:, width:].reshape(n, 2, big_h, 2)
+    np.testing.assert_array_equal(own[:, 0, :, 0], hol[:, length:])  # daily: target's flag
+    np.testing.assert_array_equal(own[:, 0, :, 1], hol[:, length:])
+    share = np.cumsum(hol[:, length:], axis=1) / np.arange(1, big_h + 1)
+    np.testing.assert_allclose(own[:, 1, :, 1], share)  # cumulative: share over the span
+
+
+def test_lightgbm_reads_the_holidays_only_when_asked_and_the_column_is_there(
+        tmp_path: Path) -> None:
+    from forecasting.lag_features import HOLIDAY_FEATURES
+    from forecasting.lightgbm_peer import LightGBMForecaster
+
+    panel = _panel(n=10, days=200)
+    small = {"n_estimators": 20, "num_leaves": 7, "min_child_samples": 10}
+    on = LightGBMForecaster(7, data_holidays=True, **small).fit(panel)  # type: ignore[arg-type]
+    off = LightGBMForecaster(7, **small).fit(panel)  # type: ignore[arg-type]
+    assert on.feature_names[-2:] == HOLIDAY_FEATURES
+    assert not set(HOLIDAY_FEATURES) & set(off.feature_names)
+    cov = panel.covariates
+    assert cov is not None and cov.holiday is not None
+    hist = panel.head(150)
+    a = on.predict(hist.values, 7, end_days=hist.dates[-1], covariates=cov)
+    ones = Covariates(cov.start, cov.promo, cov.price_ratio, np.ones_like(cov.holiday))
+    b = on.predict(hist.values, 7, end_days=hist.dates[-1], covariates=ones)
+    assert np.abs(a.mean - b.mean).max() > 1e-3  # it reads them
+    on.save(tmp_path / "on")
+    again = LightGBMForecaster.load(tmp_path / "on")
+    np.testing.assert_array_equal(
+        again.predict(hist.values, 7, end_days=hist.dates[-1], covariates=cov).mean, a.mean)
+    off.save(tmp_path / "off")
+    assert "data_holidays" not in (tmp_path / "off" / "lightgbm.json").read_text()
+    assert "holidays" not in (tmp_path / "off" / "lightgbm.json").read_text()
+    # without the column: the model of before, bit for bit
+    bare = _panel(n=10, days=200, holidays=False)
+    x_on = LightGBMForecaster(7, data_holidays=True, **small).fit(bare)  # type: ignore[arg-type]
+    x_off = LightGBMForecaster(7, **small).fit(bare)  # type: ignore[arg-type]
+    assert x_on.feature_names == x_off.feature_names
+    np.testing.assert_array_equal(x_on.predict(bare.values, 7, end_days=bare.dates[-1]).mean,
+                                  x_off.predict(bare.values, 7, end_days=bare.dates[-1]).mean)
