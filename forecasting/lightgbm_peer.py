@@ -319,6 +319,12 @@ class LightGBMForecaster(Forecaster):
         return FEATURE_NAMES + PROMO_FEATURES + price + own
 
     @property
+    def holidays_used(self) -> bool:
+        """True when the boosters read the HOLIDAY_FEATURES (`LightGBMConfig.data_holidays`,
+        fitted on a panel with a holiday column)."""
+        return self._holidays
+
+    @property
     def covariates_used(self) -> bool:
         """True when the boosters read the covariate features (fitted on a panel with them)."""
         return self._covariates

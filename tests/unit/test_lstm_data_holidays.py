@@ -259,3 +259,24 @@ def test_lightgbm_reads_the_holidays_only_when_asked_and_the_column_is_there(
     assert x_on.feature_names == x_off.feature_names
     np.testing.assert_array_equal(x_on.predict(bare.values, 7, end_days=bare.dates[-1]).mean,
                                   x_off.predict(bare.values, 7, end_days=bare.dates[-1]).mean)
+
+
+def test_the_stream_refuses_a_mix_whose_lightgbm_reads_the_holidays(tmp_path: Path) -> None:
+    from forecasting.combination import LSTMLightGBMForecaster, save_combination
+    from forecasting.registry import make_forecaster
+    from runtime.errors import ConfigError
+    from streams.forecaster_setup import _load
+
+    torch.set_num_threads(1)
+    panel = _panel(n=10, days=420)
+    model = make_forecaster("lstm_lgbm", device="cpu", horizon=7, max_epochs=1, hidden=8,
+                            head_hidden=8, val_days=21)
+    assert isinstance(model, LSTMLightGBMForecaster)
+    model.lightgbm_options = {"n_estimators": 10, "num_leaves": 7, "min_child_samples": 10,
+                              "data_holidays": True}
+    model.fit(panel)
+    assert not model.lstm.config.data_holidays
+    assert model.lightgbm is not None and model.lightgbm.holidays_used
+    save_combination(model, tmp_path, data_fingerprint="test")
+    with pytest.raises(ConfigError, match="own holidays"):
+        _load("lstm_lgbm", tmp_path, "cpu")
