@@ -236,7 +236,8 @@ def run_set(name: str, out: Path, data: Path, fresh: bool = False,
                overrides=overrides or {}, lightgbm_options=lightgbm_options or {},
                cpu_seconds=time.process_time(),
                lstm_config={k: v for k, v in combined.config.to_json().items()
-                            if k in ("val_days", "mix_days", "horizon", "promo_inputs")})
+                            if k in ("val_days", "mix_days", "horizon", "promo_inputs",
+                                     "data_holidays")})
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(doc, indent=2, default=float) + "\n")
     return doc
