@@ -177,13 +177,21 @@ def window_promo(config: LSTMConfig, covariates: Covariates | None, end_days: Ar
     (`encode`'s `promo`); None: the net reads none, or no covariates."""
     if not config.promo_inputs or covariates is None:
         return None
+    return covariates.promo_rows(_window_firsts(covariates, end_days, n_series, length), length)
+
+
+def _window_firsts(covariates: Covariates, end_days: ArrayLike, n_series: int,
+                   length: int) -> NDArray[np.datetime64]:
+    """Each window's first day, from its end day and `length` (covariates checked to hold
+    the windows' series)."""
     if covariates.n_series != n_series:
         raise InvalidWindowError(f"covariates hold {covariates.n_series} series, "
                                  f"windows {n_series}")
     ends = np.broadcast_to(np.asarray(end_days, dtype="datetime64[D]"), (n_series,))
     # astype: numpy's stubs type datetime64 - timedelta64 as timedelta64
-    firsts = (ends - np.timedelta64(length - 1, "D")).astype("datetime64[D]")
-    return covariates.promo_rows(firsts, length)
+    firsts: NDArray[np.datetime64] = (ends - np.timedelta64(length - 1, "D")).astype(
+        "datetime64[D]")
+    return firsts
 
 
 def head_holiday(config: LSTMConfig, state: SeriesState,
@@ -205,12 +213,8 @@ def window_holiday(config: LSTMConfig, covariates: Covariates | None, end_days: 
     end day (`encode`'s `holiday`); None: the net reads the calendar's."""
     if not config.data_holidays or covariates is None:
         return None
-    if covariates.n_series != n_series:
-        raise InvalidWindowError(f"covariates hold {covariates.n_series} series, "
-                                 f"windows {n_series}")
-    ends = np.broadcast_to(np.asarray(end_days, dtype="datetime64[D]"), (n_series,))
-    firsts = (ends - np.timedelta64(length - 1, "D")).astype("datetime64[D]")
-    return covariates.holiday_rows(firsts, length)
+    return covariates.holiday_rows(_window_firsts(covariates, end_days, n_series, length),
+                                   length)
 
 
 def head_scale(state: SeriesState) -> FloatArray:

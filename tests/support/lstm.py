@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -99,3 +100,34 @@ def worst_difference(got: dict[tuple[str, datetime], list[list[float]]],
     """The largest absolute gap between any published mean and the uninterrupted run's."""
     return max(float(np.max(np.abs(np.asarray(m) - expected[k]))) for k, ms in got.items()
                for m in ms)
+
+
+def fit_small_mix(panel: Any, **option: Any) -> tuple[Any, Any]:
+    """A small `lstm_lgbm` (2 epochs, 8 hidden, 20 trees) with one LSTM option, fitted on
+    all but the last 7 days of `panel`; returns (model, the history it was fitted on)."""
+    import torch
+
+    from forecasting.combination import LSTMLightGBMForecaster
+    from forecasting.registry import make_forecaster
+
+    torch.set_num_threads(1)
+    model = make_forecaster("lstm_lgbm", device="cpu", horizon=7, max_epochs=2, hidden=8,
+                            head_hidden=8, val_days=21, **option)
+    assert isinstance(model, LSTMLightGBMForecaster)
+    model.lightgbm_options = {"n_estimators": 20, "num_leaves": 7, "min_child_samples": 10}
+    hist = panel.head(panel.n_days - 7)
+    model.fit(hist)
+    return model, hist
+
+
+def train_small_lstm(panel: Any, **over: Any) -> Any:
+    """A small LSTM (3 epochs, 8 hidden, no year-ago inputs) trained on `panel` with the
+    config fields `over` changed; returns its forecaster."""
+    import torch
+
+    from forecasting.lstm import LSTMConfig, train_lstm
+
+    torch.set_num_threads(1)
+    base: dict[str, Any] = {"horizon": 7, "hidden": 8, "head_hidden": 8, "max_epochs": 3,
+                            "val_days": 21, "year_ago": False, "year_ago_prior": False}
+    return train_lstm(panel, LSTMConfig(**{**base, **over}), device="cpu").forecaster

@@ -15,6 +15,7 @@ from forecasting.covariates import Covariates, holiday_value, stack
 from forecasting.data import Panel, load_panel
 from forecasting.lstm.config import LSTMConfig
 from forecasting.lstm.features import INPUT_DIM, holiday_flags
+from tests.support.lstm import fit_small_mix, train_small_lstm
 
 torch = pytest.importorskip("torch")
 
@@ -35,13 +36,7 @@ def _panel(n: int = 12, days: int = 240, seed: int = 0, holidays: bool = True) -
 
 
 def _train(panel: Panel, **over: object):  # type: ignore[no-untyped-def]
-    from forecasting.lstm import train_lstm
-
-    torch.set_num_threads(1)
-    base: dict[str, object] = {"horizon": 7, "hidden": 8, "head_hidden": 8, "max_epochs": 3,
-                               "val_days": 21, "year_ago": False, "year_ago_prior": False}
-    cfg = LSTMConfig(**{**base, **over})  # type: ignore[arg-type]
-    return train_lstm(panel, cfg, device="cpu").forecaster
+    return train_small_lstm(panel, **over)
 
 
 def test_the_loader_reads_the_holiday_column_and_keeps_the_fingerprint(
@@ -172,17 +167,8 @@ def test_served_forecasts_read_the_column_on_both_backends_and_the_stream_refuse
 
 
 def test_the_mix_hands_the_holidays_to_its_lstm_part() -> None:
-    from forecasting.combination import LSTMLightGBMForecaster
-    from forecasting.registry import make_forecaster
-
-    torch.set_num_threads(1)
     panel = _panel(n=10, days=420)
-    model = make_forecaster("lstm_lgbm", device="cpu", horizon=7, max_epochs=2, hidden=8,
-                            head_hidden=8, val_days=21, data_holidays=True)
-    assert isinstance(model, LSTMLightGBMForecaster)
-    model.lightgbm_options = {"n_estimators": 20, "num_leaves": 7, "min_child_samples": 10}
-    hist = panel.head(panel.n_days - 7)
-    model.fit(hist)
+    model, hist = fit_small_mix(panel, data_holidays=True)
     assert model.lstm.config.data_holidays
     cov = panel.covariates
     assert cov is not None and cov.holiday is not None

@@ -14,6 +14,7 @@ from forecasting.covariates import Covariates
 from forecasting.data import Panel
 from forecasting.lstm.config import LSTMConfig, config_input_dim
 from forecasting.lstm.features import INPUT_DIM
+from tests.support.lstm import fit_small_mix, train_small_lstm
 
 torch = pytest.importorskip("torch")
 
@@ -147,13 +148,7 @@ def test_the_unpacked_head_reads_the_flags_as_the_packed_one() -> None:
 
 
 def _train(panel: Panel, **over: object):  # type: ignore[no-untyped-def]
-    from forecasting.lstm import train_lstm
-
-    torch.set_num_threads(1)
-    base: dict[str, object] = {"horizon": 7, "hidden": 8, "head_hidden": 8, "max_epochs": 3,
-                               "val_days": 21, "year_ago": False, "year_ago_prior": False}
-    cfg = LSTMConfig(**{**base, **over})  # type: ignore[arg-type]
-    return train_lstm(panel, cfg, device="cpu").forecaster
+    return train_small_lstm(panel, **over)
 
 
 def test_a_panel_without_covariates_trains_the_net_of_before_bit_for_bit() -> None:
@@ -231,17 +226,8 @@ def test_an_artifact_from_before_promotion_inputs_loads_and_ignores_covariates(
 
 
 def test_the_mix_hands_the_promotions_to_its_lstm_part() -> None:
-    from forecasting.combination import LSTMLightGBMForecaster
-    from forecasting.registry import make_forecaster
-
-    torch.set_num_threads(1)
     panel = _promo_panel(n=12, days=420)
-    model = make_forecaster("lstm_lgbm", device="cpu", horizon=7, max_epochs=2, hidden=8,
-                            head_hidden=8, val_days=21, promo_inputs=True)
-    assert isinstance(model, LSTMLightGBMForecaster)
-    model.lightgbm_options = {"n_estimators": 20, "num_leaves": 7, "min_child_samples": 10}
-    hist = panel.head(panel.n_days - 7)
-    model.fit(hist)
+    model, hist = fit_small_mix(panel, promo_inputs=True)
     assert model.lstm.config.promo_inputs
     cov = panel.covariates
     assert cov is not None
