@@ -394,8 +394,11 @@ class IncrementalForecaster(Forecaster, Generic[StateT]):
     """A forecaster that can also carry each series' state from bucket to bucket (the LSTM),
     so a stream pays one step per new bucket instead of re-reading the window.
 
-    - `encode(windows, end_days, warmup_days=None)`: the state after each window;
-    - `update(state, values, days=None, *, consume=False)`: fold one new bucket per series;
+    - `encode(windows, end_days, warmup_days=None, *, holiday=None)`: the state after each
+      window;
+    - `update(state, values, days=None, *, consume=False, holiday=None)`: fold one new
+      bucket per series;
+    - `reads_holidays`: whether `holiday` flags change the state (the data's own holidays);
     - `forecast(state, horizon)`: what `predict` would give for the windows behind `state`;
     - `keyed_states(max_states)`: an empty store for states by series key;
     - `cold_start_warmup_days`: how many days a cold start (an unknown or stale key) is
@@ -408,13 +411,22 @@ class IncrementalForecaster(Forecaster, Generic[StateT]):
 
     @abstractmethod
     def encode(self, windows: ArrayLike, end_days: ArrayLike,
-               warmup_days: int | None = None) -> StateT:
-        """The state after each window (n, T) ending on `end_days` ((n,) or one date)."""
+               warmup_days: int | None = None, *, holiday: ArrayLike | None = None) -> StateT:
+        """The state after each window (n, T) ending on `end_days` ((n,) or one date);
+        `holiday` (n, T): the windows' days' own holiday flags, for a model that reads them
+        (`reads_holidays`; None: no holiday known)."""
 
     @abstractmethod
     def update(self, state: StateT, values: ArrayLike, days: ArrayLike | None = None, *,
-               consume: bool = False) -> StateT:
-        """Fold one new bucket per series into `state` (`consume`: the caller drops it)."""
+               consume: bool = False, holiday: ArrayLike | None = None) -> StateT:
+        """Fold one new bucket per series into `state` (`consume`: the caller drops it;
+        `holiday` (n,): the new days' own holiday flags, as `encode` reads them)."""
+
+    @property
+    def reads_holidays(self) -> bool:
+        """True when the carried state reads each day's own holiday flag (`encode` and
+        `update`'s `holiday`): a caller with a holiday calendar passes the flags."""
+        return False
 
     @abstractmethod
     def forecast(self, state: StateT, horizon: int) -> QuantileForecast:

@@ -689,6 +689,11 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
         return self.lstm.update(state, values, days, consume=consume, promo=promo,
                                 holiday=holiday)
 
+    @property
+    def reads_holidays(self) -> bool:
+        """The LSTM part's state reads the data's own holiday flags."""
+        return bool(self.lstm.config.data_holidays)
+
     def keyed_states(self, max_states: int) -> KeyedStates[SeriesState]:
         """The LSTM's keyed store: the state is all a series carries."""
         return self.lstm.keyed_states(max_states)

@@ -38,6 +38,10 @@ dropped). Per key, the first of these that applies:
    history it carries (the LSTM's day ring: 392 days, far more than the stream's window);
 4. else encode its window, over the model's `cold_start_warmup_days`.
 
+A model whose state reads the data's own holidays (`reads_holidays`) gets each folded day's
+flag from the request's covariates (`Covariates.holiday`: the stream's holiday calendar),
+on every path; days the covariates do not cover read as no holiday.
+
 With `states` given, the new durable state of every key comes back with the forecast.
 """
 
@@ -479,22 +483,31 @@ class Inferencer:
         store = self._slots_for(model)
         slots, _ = store.slots(keys)
         gap = _gap_days(store.last_day[slots], ends)
+        # the windows' days' own holiday flags (n, T), for a state that reads them
+        holiday = (_holiday_windows(covariates, ends, windows.shape[1])
+                   if model.reads_holidays else None)
         if (gap == 1).all():
             # the steady stream: one step each; consume: the store keeps only the new state
             # (a day ring steps in place)
-            state = model.update(store.gather(slots), windows[:, -1], ends, consume=True)
+            state = model.update(store.gather(slots), windows[:, -1], ends, consume=True,
+                                 holiday=None if holiday is None else holiday[:, -1])
             store.scatter(slots, state)
             self.stats.incremental += len(keys)
         else:
-            state = self._catch_up(model, store, slots, gap, windows, ends, given)
+            state = self._catch_up(model, store, slots, gap, windows, ends, given, holiday,
+                                   covariates)
         fc = (model.forecast(state, horizon) if covariates is None
               else model.forecast_known(state, horizon, covariates))
         return fc, None if given is None else store.export(slots)
 
     def _catch_up(self, model: IncrementalForecaster[Any], store: KeyedStates[Any],
                   slots: NDArray[np.intp], gap: NDArray[np.int64], windows: FloatArray,
-                  ends: np.ndarray, given: list[bytes | None] | None) -> Any:
-        """Bring every key's state to its request's end day (module docstring, 1-4)."""
+                  ends: np.ndarray, given: list[bytes | None] | None,
+                  holiday: FloatArray | None = None, covariates: Covariates | None = None
+                  ) -> Any:
+        """Bring every key's state to its request's end day (module docstring, 1-4);
+        `holiday` (n, T): the windows' days' own holiday flags for a model that reads them
+        (`covariates`' rows, which a re-encode from a longer history reads too)."""
         length = windows.shape[1]
         behind = (gap < 0) | (gap > length)  # no state the window can step to the end
         if given is not None and behind.any():
@@ -513,16 +526,22 @@ class Inferencer:
                 ok = (reach >= 0) & (reach <= length)
                 if ok.any():
                     rebase = other[ok]
+                    longer = _extend(history[ok], windows[rebase], reach[ok])
+                    flags = None
+                    if holiday is not None and covariates is not None:
+                        flags = _holiday_windows(covariates.subset(rebase), ends[rebase],
+                                                 longer.shape[1])
                     store.scatter(slots[rebase], model.encode(
-                        _extend(history[ok], windows[rebase], reach[ok]), ends[rebase],
-                        warmup_days=model.cold_start_warmup_days))
+                        longer, ends[rebase], warmup_days=model.cold_start_warmup_days,
+                        holiday=flags))
                     gap[rebase] = 0
                     self.stats.rebased += int(rebase.size)
                     behind[rebase] = False
         fresh = np.flatnonzero(behind)
         if fresh.size:  # a cold start: bounded by the model's warm-up (if it has one)
-            store.scatter(slots[fresh], model.encode(windows[fresh], ends[fresh],
-                                                     warmup_days=model.cold_start_warmup_days))
+            store.scatter(slots[fresh], model.encode(
+                windows[fresh], ends[fresh], warmup_days=model.cold_start_warmup_days,
+                holiday=None if holiday is None else holiday[fresh]))
             gap[fresh] = 0
             self.stats.full += int(fresh.size)
         self.stats.incremental += len(slots) - int(fresh.size)
@@ -530,9 +549,9 @@ class Inferencer:
         for t in range(int(gap.max(initial=0)), 0, -1):
             rows = np.flatnonzero(gap >= t)
             days = ends[rows] - np.timedelta64(t - 1, "D")
-            store.scatter(slots[rows], model.update(store.gather(slots[rows]),
-                                                    windows[rows, length - t], days,
-                                                    consume=True))
+            store.scatter(slots[rows], model.update(
+                store.gather(slots[rows]), windows[rows, length - t], days, consume=True,
+                holiday=None if holiday is None else holiday[rows, length - t]))
         return store.gather(slots)
 
     def _slots_for(self, model: IncrementalForecaster[Any]) -> KeyedStates[Any]:
@@ -540,6 +559,15 @@ class Inferencer:
         if self._slots is None or self._slots[0] is not model:
             self._slots = (model, model.keyed_states(self.max_states))
         return self._slots[1]
+
+
+def _holiday_windows(covariates: Covariates | None, ends: np.ndarray,
+                     length: int) -> FloatArray | None:
+    """(n, length) each row's own holiday flags over the `length` days up to its end day;
+    None when the covariates hold no holiday (the model then knows of none)."""
+    if covariates is None or covariates.holiday is None:
+        return None
+    return covariates.holiday_rows(ends - np.timedelta64(length - 1, "D"), length)
 
 
 def _extend(history: FloatArray, windows: FloatArray, reach: NDArray[np.int64]) -> FloatArray:

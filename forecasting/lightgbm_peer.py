@@ -86,8 +86,9 @@ class LightGBMConfig:
     covariates: bool = True  # use the panel's known-in-advance covariates when it has them
     price_features: bool = False  # ... the price ratio too (dropped: worse on FreshRetailNet)
     # The data's own holidays (`Covariates.holiday`, with covariates): HOLIDAY_FEATURES last.
-    # Off (benchmarks/README.md, "Data holidays"); a panel without the column: as before.
-    data_holidays: bool = False
+    # On (benchmarks/README.md, "Data holidays"; served from `shop.calendar`); a panel without
+    # the column: the model and its artifact as before.
+    data_holidays: bool = True
     # True: training drops the rows whose target is censored (`Panel.censored`: a stock-out
     # day, or a cumulative target over one); the features still read the observed sales.
     # A panel without censored days: the rows of before, bit for bit. Off: FreshRetailNet
@@ -453,7 +454,7 @@ class LightGBMForecaster(Forecaster):
         config = dataclasses.asdict(self.config)
         if not config["censored"]:  # off (the default): the file of before it
             del config["censored"]
-        if not config["data_holidays"]:  # likewise
+        if not self._holidays:  # none read (no column, or off): the file of before it
             del config["data_holidays"]
         meta = {"config": config, "levels": self._levels.tolist(),
                 "integer": self._integer, "boosters": len(texts),
@@ -476,6 +477,7 @@ class LightGBMForecaster(Forecaster):
         src = Path(path)
         meta = json.loads((src / "lightgbm.json").read_text())
         cfg = dict(meta["config"])
+        cfg.setdefault("data_holidays", False)  # `save` leaves it out when none were read
         horizon = cfg.pop("horizon")
         model = cls(horizon, levels=meta["levels"], end_day=end_day, **cfg)
         texts = [_booster_text(src / f"booster_{k}.txt") for k in range(int(meta["boosters"]))]

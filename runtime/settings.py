@@ -24,6 +24,7 @@ class TopicNames:
         self.stock = f"{shop_prefix}stock"
         self.catalog = f"{shop_prefix}catalog"
         self.promotions = f"{shop_prefix}promotions"  # planned promotions (PromotionEvent)
+        self.calendar = f"{shop_prefix}calendar"  # holidays per location (HolidayEvent)
         self.forecasts = f"{prefix}forecasts"
         self.restock = f"{prefix}restock"
         self.plans = f"{prefix}plans"
@@ -32,7 +33,7 @@ class TopicNames:
         self.dlq = f"{prefix}dlq"
 
     def inputs(self) -> list[str]:
-        return [self.orders, self.stock, self.catalog, self.promotions]
+        return [self.orders, self.stock, self.catalog, self.promotions, self.calendar]
 
     def outputs(self) -> list[str]:
         return [self.forecasts, self.restock, self.plans, self.alerts, self.dlq, self.demand]

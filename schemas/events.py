@@ -20,12 +20,14 @@ from pydantic import (
 )
 
 __all__ = [
+    "ALL_LOCATIONS",
     "SCHEMA_VERSION",
     "AlertEvent",
     "DeadLetter",
     "DemandEvent",
     "Event",
     "ForecastEvent",
+    "HolidayEvent",
     "OrderEvent",
     "PlanEvent",
     "PlanLine",
@@ -249,6 +251,43 @@ class PromotionEvent(Event):
             raise ValueError("end_day is before start_day")
         if days >= MAX_PROMOTION_DAYS:
             raise ValueError(f"a promotion spans at most {MAX_PROMOTION_DAYS} days")
+        return self
+
+
+ALL_LOCATIONS = "*"
+"""`HolidayEvent.location` of a holiday that every location keeps (a national one)."""
+
+
+class HolidayEvent(Event):
+    """A holiday of one location (or of every location: `location` "*"), over `start_day` ..
+    `end_day` (UTC days, both included), known before those days come: the shop's calendar
+    (topic `shop.calendar`), the data's own holidays a model trained on them reads
+    (`LSTMConfig.data_holidays`, `LightGBMConfig.data_holidays`).
+
+    Every worker keeps the whole calendar (`streams.holiday_calendar`): a later `version` of
+    the same `event_id` replaces the entry, `cancelled` withdraws it; a day no live entry
+    covers is not a holiday. A store closed for the day is a holiday too.
+    """
+
+    event_id: EventId = Field(description="the holiday's id; its versions share it")
+    version: Annotated[int, Field(ge=1, le=1_000_000_000), _INTEGRAL] = Field(
+        default=1, description="a higher version of the same event_id replaces the holiday; "
+                               "an equal or lower one is a duplicate")
+    location: Location = Field(description='the location whose holiday it is; "*": every '
+                                           "location's")
+    start_day: Day
+    end_day: Day
+    name: Annotated[str, Field(max_length=128)] | None = Field(
+        default=None, description="what the holiday is (for people; not read by models)")
+    cancelled: bool = Field(default=False, description="the holiday is withdrawn")
+
+    @model_validator(mode="after")
+    def _span(self) -> Self:
+        days = (self.end_day - self.start_day).days
+        if days < 0:
+            raise ValueError("end_day is before start_day")
+        if days >= MAX_PROMOTION_DAYS:
+            raise ValueError(f"a holiday spans at most {MAX_PROMOTION_DAYS} days")
         return self
 
 

@@ -45,6 +45,7 @@ from runtime.settings import Settings
 from schemas import sku_key
 from streams.changelog import FAUST_TABLE, decode_sku_state, encode_state
 from streams.counters import StreamCounters
+from streams.holiday_calendar import HolidayCalendar
 from streams.metrics import WorkerMetrics
 from streams.outputs import BatchOutputs, event_json
 from streams.processor import BatchProcessor, InputRecord, PredictFn, ProcessorConfig
@@ -249,10 +250,12 @@ class _TableManager(TableManager):
 
 
 def create_app(settings: Settings, predict: PredictFn, model_version: str,
-               metrics: WorkerMetrics | None = None) -> faust.App:
+               metrics: WorkerMetrics | None = None, *,
+               calendar: HolidayCalendar | None = None) -> faust.App:
     """Build the worker app around `predict` (`streams.worker.build_app`: the serving path
-    of `streams.forecaster_setup.served_forecaster`, as the batch engine's). Topics must
-    exist (see `streams.topics.ensure_topics`)."""
+    of `streams.forecaster_setup.served_forecaster`, as the batch engine's; `calendar`: the
+    holidays it reads, kept by a `streams.calendar_feed.CalendarFeed`). Topics must exist
+    (see `streams.topics.ensure_topics`)."""
     hosts = bootstrap_servers(settings).split(",")
     # the memory store keeps nothing on disk, but Faust still creates its app directory (without
     # parents): put it under the temp dir, not the caller's working directory
@@ -284,9 +287,7 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str,
     )
     topics = settings.topics
     source = app.topic(
-        topics.orders, topics.stock, topics.catalog, topics.promotions, key_serializer="raw",
-        value_serializer="raw"
-    )
+        *topics.inputs(), key_serializer="raw", value_serializer="raw")
     # the changelog partition is the input partition of the records applied (Kafka Streams'
     # rule), whatever partitioner the shop's producer used: see _SourcePartitionTable
     table = _SourcePartitionTable(
@@ -300,7 +301,8 @@ def create_app(settings: Settings, predict: PredictFn, model_version: str,
     app.tables.add(table)
     metrics = metrics or WorkerMetrics(model_version, model=settings.model)
     processor = BatchProcessor(ProcessorConfig.from_settings(settings),
-                               metrics.instrument_predict(predict), model_version)
+                               metrics.instrument_predict(predict), model_version,
+                               calendar=calendar)
     counters = StreamCounters()
     app.shelfcast_counters = counters  # type: ignore[attr-defined]
     app.shelfcast_processor = processor  # type: ignore[attr-defined]

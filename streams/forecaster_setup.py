@@ -107,12 +107,8 @@ def _load(name: str, path: Path, device: str = "auto", backend: str = "auto") ->
         raise ConfigError(f"the model in {path} reads promotion inputs (LSTMConfig."
                           "promo_inputs), which the stream does not feed: serve a model "
                           "trained without them")
-    lightgbm = getattr(forecaster, "lightgbm", forecaster)
-    if getattr(lstm_config, "data_holidays", False) or getattr(lightgbm, "holidays_used", False):
-        # (a measured lever left off: the stream carries no per-series holiday flags)
-        raise ConfigError(f"the model in {path} reads the data's own holidays (LSTMConfig/"
-                          "LightGBMConfig.data_holidays), which the stream does not feed: "
-                          "serve a model trained without them")
+    # (a model that reads the data's own holidays gets them from the `shop.calendar` topic:
+    # streams.calendar_feed; a location without any reads "no holiday")
     # Compile what compiles (lstm_lgbm's boosters), here: at start, before the worker joins
     # its group, and for a roll-in on a thread while the old model serves.
     forecaster.prepare_serving()

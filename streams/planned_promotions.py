@@ -1,5 +1,6 @@
 """Planned promotions per SKU (the `shop.promotions` topic): kept in the SKU's state, handed
-to the forecaster as known-in-advance covariates (`forecasting.covariates`).
+to the forecaster as known-in-advance covariates (`forecasting.covariates`), with the
+holidays of the SKUs' locations (`streams.holiday_calendar`).
 
 A `PromotionEvent` says what the shop has planned for some days (promotion flag, price
 ratio). The state keeps each SKU's promotions by event id — a higher version replaces one, a
@@ -12,6 +13,7 @@ only: a promotion covers days.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import date
 
@@ -19,6 +21,7 @@ import numpy as np
 
 from forecasting.covariates import COVARIATE_DEFAULTS, Covariates, from_spans
 from schemas.events import PromotionEvent
+from streams.holiday_calendar import HolidayCalendar
 from streams.state import ApplyResult, SkuState
 
 __all__ = ["MAX_PER_SKU", "MEMORY_DAYS", "apply_promotion", "covariates_of", "prune"]
@@ -62,16 +65,27 @@ def prune(state: SkuState, last_closed_day: int) -> None:
 
 
 def covariates_of(states: Sequence[SkuState], last_closed_days: Sequence[int],
-                  horizon: int) -> Covariates | None:
+                  horizon: int, calendar: HolidayCalendar | None = None,
+                  window_days: int = 0) -> Covariates | None:
     """The covariates of the SKUs about to be forecast (rows in order), on a grid from
     MEMORY_DAYS before the earliest last closed day to `horizon` days after the latest;
-    None when none of them has a promotion (the forecast is then exactly a plain one).
-    Overlapping promotions: promoted if any is, the lowest price ratio."""
-    if not any(s.promotions for s in states):
+    None when none of them has a promotion or a holiday (the forecast is then exactly a
+    plain one). Overlapping promotions: promoted if any is, the lowest price ratio.
+
+    With a `calendar` that holds holidays of their locations, `Covariates.holiday` carries
+    them and the grid starts `window_days` back at least (the window a cold start encodes)."""
+    locations = [s.location for s in states]
+    holidays = calendar is not None and calendar.knows(locations)
+    if not holidays and not any(s.promotions for s in states):
         return None
-    first = min(last_closed_days) - MEMORY_DAYS
+    first = min(last_closed_days) - (max(MEMORY_DAYS, window_days) if holidays
+                                     else MEMORY_DAYS)
     n_days = max(last_closed_days) + horizon + 1 - first
-    return from_spans(len(states), np.datetime64(int(first), "D"), n_days,
-                      ((row, int(start_day), int(end_day), bool(flag), ratio)
-                       for row, state in enumerate(states)
-                       for start_day, end_day, flag, ratio, _ in state.promotions.values()))
+    cov = from_spans(len(states), np.datetime64(int(first), "D"), n_days,
+                     ((row, int(start_day), int(end_day), bool(flag), ratio)
+                      for row, state in enumerate(states)
+                      for start_day, end_day, flag, ratio, _ in state.promotions.values()))
+    if not holidays:
+        return cov
+    assert calendar is not None
+    return dataclasses.replace(cov, holiday=calendar.flags(locations, first, n_days))

@@ -32,6 +32,7 @@ from optimizer.review import (
 )
 from runtime.settings import Settings, TopicNames
 from schemas import (
+    HolidayEvent,
     InvalidEvent,
     OrderEvent,
     PromotionEvent,
@@ -53,6 +54,7 @@ from streams.codec import (
     order_columns_from,
     stock_columns_from,
 )
+from streams.holiday_calendar import HolidayCalendar
 from streams.outputs import AlertRow, BatchOutputs, DemandRow, ForecastRows
 from streams.planned_promotions import apply_promotion, covariates_of, prune
 from streams.state import ApplyResult, SkuState
@@ -74,8 +76,9 @@ class PredictFn(Protocol):
     daily bucket) let a stateful model step its carried state instead of re-reading the
     window; `states` are each key's durable model state as the last forecast returned it
     (`SkuState.model_state`), from which a recovered worker resumes exactly. A plain forecaster
-    ignores them. `covariates`: the SKUs' planned promotions (`streams.planned_promotions`),
-    passed only when one of them has any. The answer carries the version of the model that
+    ignores them. `covariates`: the SKUs' planned promotions (`streams.planned_promotions`)
+    and their locations' holidays (`streams.holiday_calendar`), passed only when one of them
+    has any. The answer carries the version of the model that
     computed it (stamped on the outputs) and, from a stateful model, the keys' new durable
     states."""
 
@@ -182,8 +185,11 @@ class BatchProcessor:
         predict: PredictFn,
         model_version: str,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        calendar: HolidayCalendar | None = None,
     ) -> None:
         self.config = config
+        # the shop's holidays (`shop.calendar`, read whole by `streams.calendar_feed`)
+        self.calendar = calendar
         self.predict = predict
         self.model_version = model_version
         self.now = now
@@ -239,9 +245,14 @@ class BatchProcessor:
     def _decode_each(self, run: Sequence[InputRecord], pending: list[_Item],
                      out: BatchOutputs) -> None:
         """Record by record (`_decode`): the exact path, which names a dead letter's reason."""
+        calendar_topic = self.topics.calendar
         for record in run:
             try:
-                pending.append(self._decode(record))
+                if record.topic == calendar_topic:  # checked here, kept by the calendar feed
+                    decode(HolidayEvent, record.value, max_bytes=self.config.max_payload_bytes)
+                    out.accepted += 1
+                else:
+                    pending.append(self._decode(record))
             except InvalidEvent as exc:
                 out.dead_letters.append(dead_letter(
                     topic=record.topic, partition=record.partition, offset=record.offset,
@@ -488,7 +499,8 @@ class BatchProcessor:
         if end_days is not None:  # planned promotions cover days: daily buckets only
             for state, closed in zip(states, last_closed, strict=True):
                 prune(state, closed)
-            covariates = covariates_of(states, last_closed, horizon)
+            covariates = covariates_of(states, last_closed, horizon, self.calendar,
+                                       self.window_buckets)
         if covariates is None:  # no SKU has a promotion: the plain call of before
             served = await self.predict(windows, horizon, keys=keys, end_days=end_days,
                                         states=states_in)

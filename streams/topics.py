@@ -1,8 +1,9 @@
 """Topic creation: every contract topic up front, and the changelog when a worker starts.
 
 `create_topics` is the one place that talks to the admin API; `ensure_topics` asks it for the
-contract topics (configured partition count, catalog compacted), `streams.changelog` for the
-SKU-state changelog (compacted, as many partitions as the inputs).
+contract topics (configured partition count, catalog and calendar compacted),
+`streams.changelog` for the SKU-state changelog (compacted, as many partitions as the
+inputs).
 """
 
 from __future__ import annotations
@@ -72,8 +73,10 @@ async def create_topics(settings: Settings, specs: Sequence[TopicSpec], *,
 
 
 async def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
-    """Create missing contract topics (catalog compacted); returns the names that were created."""
+    """Create missing contract topics (catalog and calendar compacted: the last record per key
+    is what a worker reads at start); returns the names that were created."""
     topics = settings.topics
-    specs = [TopicSpec(name, settings.topic_partitions, compacted=name == topics.catalog)
+    kept = {topics.catalog, topics.calendar}
+    specs = [TopicSpec(name, settings.topic_partitions, compacted=name in kept)
              for name in topics.all()]
     return await create_topics(settings, specs, timeout_s=timeout_s)

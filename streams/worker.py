@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from runtime.logs import configure_logging
 from runtime.settings import Settings
+from streams.calendar_feed import CalendarFeed
 from streams.counters import StreamCounters
 from streams.forecaster_setup import (
     DeferredPredict,
@@ -21,6 +22,7 @@ from streams.forecaster_setup import (
     model_source,
     served_forecaster,
 )
+from streams.holiday_calendar import HolidayCalendar
 from streams.metrics import WorkerMetrics
 from streams.processor import BatchProcessor, ProcessorConfig
 from streams.topics import ensure_topics
@@ -46,14 +48,17 @@ def build_app(settings: Settings) -> faust.App:
     forecaster = source[0]
     metrics = WorkerMetrics(forecaster.model_version, model=settings.model)
     deferred = DeferredPredict()
-    app = create_app(settings, deferred, forecaster.model_version, metrics)
+    calendar = HolidayCalendar()
+    app = create_app(settings, deferred, forecaster.model_version, metrics, calendar=calendar)
 
     def rolled_in(version: str) -> None:  # for reports: each forecast carries its own version
         metrics.model_version = version
 
     @app.task  # type: ignore[untyped-decorator]
     async def serve() -> None:
-        async with served_forecaster(settings, rolled_in, source=source) as (_, predict):
+        # forecasts wait for `deferred`: for the calendar read up to its end, and the model
+        async with (CalendarFeed(settings, calendar),
+                    served_forecaster(settings, rolled_in, source=source) as (_, predict)):
             deferred.serve(predict)
             await asyncio.Event().wait()  # until the app stops (it cancels its tasks)
 
@@ -69,10 +74,13 @@ async def run_batch_worker(settings: Settings, stop: asyncio.Event | None = None
             metrics.model_version = version
 
     # on the loop: the engine's partitions are concurrent tasks whose requests share a pass
-    async with served_forecaster(settings, rolled_in, on_loop=True) as (forecaster, predict):
+    # the holiday calendar read up to its end before the first forecast (streams.calendar_feed)
+    async with (CalendarFeed(settings) as feed,
+                served_forecaster(settings, rolled_in, on_loop=True) as (forecaster, predict)):
         metrics = WorkerMetrics(forecaster.model_version, model=settings.model)
         processor = BatchProcessor(ProcessorConfig.from_settings(settings),
-                                   metrics.instrument_predict(predict), forecaster.model_version)
+                                   metrics.instrument_predict(predict), forecaster.model_version,
+                                   calendar=feed.calendar)
         await _serve(settings, processor, metrics, stop)
 
 

@@ -257,7 +257,7 @@ class LSTMForecaster(HeadForecasts, IncrementalForecaster[SeriesState]):
         quantiles | mean] in demand units, clipped at 0, rounded when `integer`; before the
         interval calibration (`forecast` applies it). `promo` (n, H): the planned-promotion
         flags of the forecast days (`serving.head_promo`; None: none); `holiday` (n, H):
-        their own holiday flags (`serving.head_holiday`; None: the calendar's)."""
+        their own holiday flags (`serving.head_holiday`; None: the calendar's, or none known)."""
         scale = self._tensor(head_scale(state))
         packed = self._packed()
         if not packed.head_packed:

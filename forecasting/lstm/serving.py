@@ -72,7 +72,7 @@ def encode_inputs(config: LSTMConfig, windows: ArrayLike, end_days: ArrayLike,
     """The inputs `encode` runs the LSTM over (see `LSTMForecaster.encode`); `promo` (n, T):
     the windows' days' promotion flags, read with `config.promo_inputs` (None: none);
     `holiday` (n, T): the data's own holiday flags, read with `config.data_holidays` in
-    place of the date calendar's (None: the calendar's)."""
+    place of the date calendar's (None: no holiday on any day)."""
     arr = np.asarray(windows, dtype=np.float64)
     n, length = arr.shape
     flags = None
@@ -80,8 +80,9 @@ def encode_inputs(config: LSTMConfig, windows: ArrayLike, end_days: ArrayLike,
         flags = (np.zeros((n, length)) if promo is None
                  else np.broadcast_to(np.asarray(promo, dtype=np.float64), (n, length)))
     own = None
-    if config.data_holidays and holiday is not None:
-        own = np.broadcast_to(np.asarray(holiday, dtype=np.float64), (n, length))
+    if config.data_holidays:  # no flags given: no holiday known on any day
+        own = (np.zeros((n, length)) if holiday is None
+               else np.broadcast_to(np.asarray(holiday, dtype=np.float64), (n, length)))
     warmup = None if warmup_days is None else warmup_length(warmup_days)
     ends = np.broadcast_to(np.asarray(end_days, dtype="datetime64[D]"), (n,)).copy()
     observed = np.isfinite(arr)
@@ -131,7 +132,7 @@ def update_inputs(config: LSTMConfig, state: SeriesState, values: ArrayLike,
                   holiday: ArrayLike | None = None) -> UpdateInputs:
     """The inputs `update` steps the LSTM on (see `LSTMForecaster.update`); `promo` (n,):
     the new days' promotion flags, read with `config.promo_inputs` (None: none); `holiday`
-    (n,): their own holiday flags, read with `config.data_holidays` (None: the calendar's)."""
+    (n,): their own holiday flags, read with `config.data_holidays` (None: no holiday)."""
     y = np.asarray(values, dtype=np.float64).reshape(-1)
     n = state.n_series
     if y.shape[0] != n:
@@ -147,8 +148,9 @@ def update_inputs(config: LSTMConfig, state: SeriesState, values: ArrayLike,
     cal = day_rows(distinct, calendar_row, config.calendar,
                    config.month_inputs)  # per distinct day, memoised
     cal = cal[np.zeros(n, dtype=np.intp) if inverse is None else inverse]  # a copy
-    if config.data_holidays and holiday is not None:
-        cal[:, -1] = np.broadcast_to(np.asarray(holiday, dtype=np.float64).reshape(-1), (n,))
+    if config.data_holidays:  # no flags given: no holiday known
+        cal[:, -1] = (0.0 if holiday is None else
+                      np.broadcast_to(np.asarray(holiday, dtype=np.float64).reshape(-1), (n,)))
     flags = None
     if config.promo_inputs:
         flags = (np.zeros(n) if promo is None
@@ -197,10 +199,12 @@ def _window_firsts(covariates: Covariates, end_days: ArrayLike, n_series: int,
 def head_holiday(config: LSTMConfig, state: SeriesState,
                  covariates: Covariates | None) -> FloatArray | None:
     """(n, H) the data's own holiday flags of the H days after each series' last day, as the
-    head reads them (`config.data_holidays`); None: the net reads the calendar's (no such
-    option, no covariates, or no holiday column)."""
-    if not config.data_holidays or covariates is None:
+    head reads them (`config.data_holidays`; no covariates, or none with a holiday column:
+    no holiday known, zeros); None: the net reads the calendar's (no such option)."""
+    if not config.data_holidays:
         return None
+    if covariates is None or covariates.holiday is None:
+        return np.zeros((state.n_series, config.horizon))
     if covariates.n_series != state.n_series:
         raise InvalidWindowError(f"covariates hold {covariates.n_series} series, "
                                  f"the state {state.n_series}")
@@ -274,10 +278,16 @@ class HeadForecasts:
                     holiday: FloatArray | None = None) -> FloatArray:
         raise NotImplementedError
 
+    @property
+    def reads_holidays(self) -> bool:
+        """The state reads the data's own holiday flags (`config.data_holidays`)."""
+        return bool(self.config.data_holidays)
+
     def forecast(self, state: SeriesState, horizon: int) -> QuantileForecast:
         """Quantile forecast of the next `horizon` buckets after each series' last bucket
-        (no promotion planned: `forecast_known` gives the planned ones)."""
-        return self._forecast(state, horizon, None)
+        (no promotion planned, no holiday of the data's own known: `forecast_known` gives
+        the known ones)."""
+        return self._forecast(state, horizon, None, head_holiday(self.config, state, None))
 
     def forecast_known(self, state: SeriesState, horizon: int,
                        covariates: Covariates) -> QuantileForecast:

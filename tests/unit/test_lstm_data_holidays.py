@@ -1,7 +1,8 @@
 """The data's own holidays (`LSTMConfig.data_holidays`): a panel's holiday column
 (`Covariates.holiday`: Rossmann's state_holiday, FreshRetailNet's holiday_flag) replaces the
 date calendar's flag in the LSTM's holiday input and in the head's flags of the forecast
-days; without the column everything is as before, bit for bit; the stream refuses it."""
+days; without the column everything is as before, bit for bit; a worker serves it (the
+stream's side: test_streams_holiday_calendar.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from forecasting.base import IncrementalForecaster
 from forecasting.covariates import Covariates, holiday_value, stack
 from forecasting.data import Panel, load_panel
 from forecasting.lstm.config import LSTMConfig
@@ -82,12 +84,14 @@ def test_subset_and_stack_carry_the_holidays() -> None:
 def test_off_keeps_the_config_json_and_the_durable_state_fingerprint() -> None:
     from forecasting.lstm.durable import weights_fingerprint
 
-    assert "data_holidays" not in LSTMConfig().to_json()
-    assert LSTMConfig.from_json(LSTMConfig().to_json()).data_holidays is False
-    on = LSTMConfig(data_holidays=True)
+    off = LSTMConfig(data_holidays=False)
+    assert "data_holidays" not in off.to_json()
+    assert LSTMConfig.from_json(off.to_json()).data_holidays is False
+    on = LSTMConfig()  # the default since the stream serves the calendar
+    assert on.data_holidays
     assert LSTMConfig.from_json(on.to_json()) == on
     weights = {"w": np.arange(6, dtype=np.float32)}
-    old = LSTMConfig(year_ago_gaps="zero")  # pinned at baac257 (test_lstm_promo.py)
+    old = LSTMConfig(year_ago_gaps="zero", data_holidays=False)  # pinned at baac257
     assert weights_fingerprint(old, weights, 0.25, 1.5) == 11083735363336708754
     assert weights_fingerprint(LSTMConfig(year_ago_gaps="zero", data_holidays=True),
                                weights, 0.25, 1.5) != 11083735363336708754
@@ -103,7 +107,8 @@ def test_training_reads_the_column_in_place_of_the_calendar() -> None:
                                           year_ago=False, year_ago_prior=False),
                         torch.device("cpu"))
     off, _, _ = _prepare(panel, LSTMConfig(horizon=7, val_days=21, year_ago=False,
-                                           year_ago_prior=False), torch.device("cpu"))
+                                           year_ago_prior=False, data_holidays=False),
+                         torch.device("cpu"))
     length = panel.n_days
     x_on, x_off = on.x.numpy(), off.x.numpy()
     np.testing.assert_array_equal(x_on[..., INPUT_DIM - 1], cov.holiday[:, :length])
@@ -117,7 +122,7 @@ def test_training_reads_the_column_in_place_of_the_calendar() -> None:
 
 def test_a_panel_without_the_column_trains_the_net_of_before_bit_for_bit() -> None:
     bare = _panel(holidays=False)
-    on, off = _train(bare, data_holidays=True), _train(bare)
+    on, off = _train(bare, data_holidays=True), _train(bare, data_holidays=False)
     assert on.config == off.config and not on.config.data_holidays
     for (name, a), (_, b) in zip(on.net.state_dict().items(), off.net.state_dict().items(),
                                  strict=True):
@@ -125,12 +130,11 @@ def test_a_panel_without_the_column_trains_the_net_of_before_bit_for_bit() -> No
     assert on.calibration == off.calibration
 
 
-def test_served_forecasts_read_the_column_on_both_backends_and_the_stream_refuses(
+def test_served_forecasts_read_the_column_on_both_backends_and_a_worker_loads_it(
         tmp_path: Path) -> None:
     from forecasting.lstm import save_artifact
     from forecasting.lstm.artifact_files import load_numpy
     from forecasting.lstm.serving import head_holiday, head_scale, window_holiday
-    from runtime.errors import ConfigError
     from streams.forecaster_setup import _load
 
     panel = _panel(days=420)
@@ -161,9 +165,13 @@ def test_served_forecasts_read_the_column_on_both_backends_and_the_stream_refuse
     save_artifact(model, tmp_path, data_fingerprint="test")
     again = load_numpy(tmp_path).predict(hist.values, 7, end_days=end, covariates=cov)
     np.testing.assert_allclose(again.mean, got.mean, rtol=1e-3, atol=1e-3)
-    # the stream carries no per-series holiday flags: a worker refuses it with one line
-    with pytest.raises(ConfigError, match="own holidays"):
-        _load("lstm", tmp_path, "cpu")
+    # the stream serves the flags from its holiday calendar: a worker loads the model
+    served = _load("lstm", tmp_path, "cpu")
+    assert isinstance(served, IncrementalForecaster) and served.reads_holidays
+    # with no flag known, the state reads "no holiday", not the date calendar's
+    np.testing.assert_array_equal(
+        model.encode(hist.values, end).h.numpy(),
+        model.encode(hist.values, end, holiday=np.zeros(hist.values.shape)).h.numpy())
 
 
 def test_the_mix_hands_the_holidays_to_its_lstm_part() -> None:
@@ -221,7 +229,7 @@ def test_lightgbm_reads_the_holidays_only_when_asked_and_the_column_is_there(
     panel = _panel(n=10, days=200)
     small = {"n_estimators": 20, "num_leaves": 7, "min_child_samples": 10}
     on = LightGBMForecaster(7, data_holidays=True, **small).fit(panel)  # type: ignore[arg-type]
-    off = LightGBMForecaster(7, **small).fit(panel)  # type: ignore[arg-type]
+    off = LightGBMForecaster(7, data_holidays=False, **small).fit(panel)  # type: ignore[arg-type]
     assert on.feature_names[-2:] == HOLIDAY_FEATURES
     assert not set(HOLIDAY_FEATURES) & set(off.feature_names)
     cov = panel.covariates
@@ -241,22 +249,21 @@ def test_lightgbm_reads_the_holidays_only_when_asked_and_the_column_is_there(
     # without the column: the model of before, bit for bit
     bare = _panel(n=10, days=200, holidays=False)
     x_on = LightGBMForecaster(7, data_holidays=True, **small).fit(bare)  # type: ignore[arg-type]
-    x_off = LightGBMForecaster(7, **small).fit(bare)  # type: ignore[arg-type]
+    x_off = LightGBMForecaster(7, data_holidays=False, **small).fit(bare)  # type: ignore[arg-type]
     assert x_on.feature_names == x_off.feature_names
     np.testing.assert_array_equal(x_on.predict(bare.values, 7, end_days=bare.dates[-1]).mean,
                                   x_off.predict(bare.values, 7, end_days=bare.dates[-1]).mean)
 
 
-def test_the_stream_refuses_a_mix_whose_lightgbm_reads_the_holidays(tmp_path: Path) -> None:
+def test_a_worker_loads_a_mix_whose_lightgbm_reads_the_holidays(tmp_path: Path) -> None:
     from forecasting.combination import LSTMLightGBMForecaster, save_combination
     from forecasting.registry import make_forecaster
-    from runtime.errors import ConfigError
     from streams.forecaster_setup import _load
 
     torch.set_num_threads(1)
     panel = _panel(n=10, days=420)
     model = make_forecaster("lstm_lgbm", device="cpu", horizon=7, max_epochs=1, hidden=8,
-                            head_hidden=8, val_days=21)
+                            head_hidden=8, val_days=21, data_holidays=False)
     assert isinstance(model, LSTMLightGBMForecaster)
     model.lightgbm_options = {"n_estimators": 10, "num_leaves": 7, "min_child_samples": 10,
                               "data_holidays": True}
@@ -264,5 +271,6 @@ def test_the_stream_refuses_a_mix_whose_lightgbm_reads_the_holidays(tmp_path: Pa
     assert not model.lstm.config.data_holidays
     assert model.lightgbm is not None and model.lightgbm.holidays_used
     save_combination(model, tmp_path, data_fingerprint="test")
-    with pytest.raises(ConfigError, match="own holidays"):
-        _load("lstm_lgbm", tmp_path, "cpu")
+    served = _load("lstm_lgbm", tmp_path, "cpu")
+    assert isinstance(served, LSTMLightGBMForecaster)
+    assert served.lightgbm is not None and served.lightgbm.holidays_used

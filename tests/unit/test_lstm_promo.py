@@ -73,12 +73,14 @@ def test_off_keeps_the_durable_state_fingerprint_of_before() -> None:
     from forecasting.lstm.durable import weights_fingerprint
 
     weights = {"w": np.arange(6, dtype=np.float32)}
-    # (year_ago_gaps="zero": the year-ago inputs of before that field, now not the default)
-    old = LSTMConfig(year_ago_gaps="zero")
+    # (year_ago_gaps="zero", data_holidays=False: the inputs of before those fields, now not
+    # the defaults)
+    before = {"year_ago_gaps": "zero", "data_holidays": False}
+    old = LSTMConfig(**before)  # type: ignore[arg-type]
     assert weights_fingerprint(old, weights, 0.25, 1.5) == 11083735363336708754
-    assert weights_fingerprint(LSTMConfig(horizon=7, hidden=8, year_ago_gaps="zero"),
+    assert weights_fingerprint(LSTMConfig(horizon=7, hidden=8, **before),  # type: ignore[arg-type]
                                weights, 0.25, 1.5) == 10578368112715080804
-    assert (weights_fingerprint(LSTMConfig(promo_inputs=True, year_ago_gaps="zero"),
+    assert (weights_fingerprint(LSTMConfig(promo_inputs=True, **before),  # type: ignore[arg-type]
                                 weights, 0.25, 1.5) != 11083735363336708754)
 
 
