@@ -10,7 +10,9 @@ import asyncio
 import gc
 import logging
 import signal
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any
 
 from runtime.logs import configure_logging
 from runtime.settings import Settings
@@ -37,11 +39,15 @@ log = logging.getLogger(__name__)
 REPORT_INTERVAL_S = 5.0
 
 
-def build_app(settings: Settings) -> faust.App:
+def build_app(settings: Settings, *,
+              calendar_feed: Callable[[HolidayCalendar], AbstractAsyncContextManager[Any]]
+              | None = None) -> faust.App:
     """The Faust engine's app, serving through `served_forecaster` like the batch engine:
     the inferencer (micro-batched, incremental, durable state) and model roll-in. The model
     is loaded now (a bad configuration fails before Faust starts); the serving path is
-    entered on the worker's event loop by an app task, and the agent's forecasts wait for it."""
+    entered on the worker's event loop by an app task, after the holiday calendar is read
+    (`calendar_feed(calendar)`: a `CalendarFeed` by default), and the agent's forecasts wait
+    for it."""
     from streams.app import create_app
 
     source = model_source(settings)
@@ -57,7 +63,9 @@ def build_app(settings: Settings) -> faust.App:
     @app.task  # type: ignore[untyped-decorator]
     async def serve() -> None:
         # forecasts wait for `deferred`: for the calendar read up to its end, and the model
-        async with (CalendarFeed(settings, calendar),
+        feed = (calendar_feed(calendar) if calendar_feed is not None
+                else CalendarFeed(settings, calendar))
+        async with (feed,
                     served_forecaster(settings, rolled_in, source=source) as (_, predict)):
             deferred.serve(predict)
             await asyncio.Event().wait()  # until the app stops (it cancels its tasks)

@@ -5,6 +5,7 @@ table changelogs live `SkuState` objects through the same record codec."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,8 @@ async def test_the_faust_app_forecasts_through_the_inferencer_with_durable_state
     version = save_tiny_lstm(tmp_path, seed=3, hidden=8, fingerprint="test-3")
     settings = Settings(kafka_bootstrap="unused:9092", model="lstm", model_path=tmp_path,
                         engine="faust", max_wait_ms=1)
-    app = build_app(settings)  # builds, connects nothing
+    # builds, connects nothing (the calendar feed's broker: test_calendar_feed.py)
+    app = build_app(settings, calendar_feed=lambda calendar: contextlib.nullcontext())
     processor = app.shelfcast_processor  # type: ignore[attr-defined]
     serve = [task for task in app._app_tasks if "serve" in getattr(task, "__qualname__", "")]
     assert len(serve) == 1, "the serving path is entered by one app task"
