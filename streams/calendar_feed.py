@@ -26,6 +26,7 @@ from runtime.settings import Settings
 from schemas import InvalidEvent, decode
 from schemas.events import HolidayEvent
 from streams.holiday_calendar import HolidayCalendar
+from streams.topics import topic_partitions
 
 __all__ = ["CalendarFeed"]
 
@@ -44,7 +45,7 @@ class CalendarFeed:
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self, timeout_s: float = 60.0) -> None:
+    async def start(self) -> None:
         """Read every partition up to the end offsets found now, then follow in a task."""
         s = self.settings
         consumer = AIOKafkaConsumer(**client_kwargs(s), group_id=None,
@@ -52,15 +53,7 @@ class CalendarFeed:
         await consumer.start()
         self._consumer = consumer
         started = time.monotonic()
-        numbers: set[int] | None = None
-        while not numbers:  # the worker created the topic just before (ensure_topics)
-            numbers = consumer.partitions_for_topic(self.topic)
-            if numbers:
-                break
-            if time.monotonic() - started > timeout_s:
-                raise TimeoutError(f"topic {self.topic} has no partitions after {timeout_s:g} s")
-            await consumer.force_metadata_update()
-            await asyncio.sleep(0.2)
+        numbers = await topic_partitions(s, self.topic)
         parts = [TopicPartition(self.topic, p) for p in sorted(numbers)]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)

@@ -10,13 +10,12 @@ import base64
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
-from runtime.errors import ConfigError
 from runtime.kafka_config import client_kwargs
 from runtime.settings import Settings
 from schemas import DeadLetter
+from streams.topics import topic_partitions
 
 __all__ = ["ReplayResult", "replay_dead_letters"]
 
@@ -28,18 +27,6 @@ class ReplayResult:
     skipped: int = 0  # not of the kinds asked for, or not a dead letter
     cut: int = 0  # of the kinds asked for, but only a prefix of the payload or key was kept
     by_topic: dict[str, int] = field(default_factory=dict)
-
-
-async def _partitions(settings: Settings, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(**client_kwargs(settings))
-    await admin.start()
-    try:
-        [described] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if described.get("error_code"):
-        raise ConfigError(f"cannot read topic {topic!r} (error code {described['error_code']})")
-    return [p["partition"] for p in described["partitions"]]
 
 
 def _replay_one(value: bytes | None, kinds: set[str] | None, result: ReplayResult
@@ -79,7 +66,7 @@ async def replay_dead_letters(settings: Settings, *, kinds: set[str] | None = No
     await consumer.start()
     await producer.start()
     try:
-        numbers = await _partitions(settings, settings.topics.dlq)
+        numbers = await topic_partitions(settings, settings.topics.dlq)
         parts = [TopicPartition(settings.topics.dlq, p) for p in sorted(numbers)]
         consumer.assign(parts)  # no group join: the group id only keeps our offsets
         for tp in parts:

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from runtime.errors import ConfigError
 from runtime.kafka_config import client_kwargs
 from runtime.settings import Settings
 
-__all__ = ["TopicSpec", "create_topics", "ensure_topics"]
+__all__ = ["TopicSpec", "create_topics", "ensure_topics", "topic_partitions"]
 
 log = logging.getLogger(__name__)
 
@@ -80,3 +81,17 @@ async def ensure_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[
     specs = [TopicSpec(name, settings.topic_partitions, compacted=name in kept)
              for name in topics.all()]
     return await create_topics(settings, specs, timeout_s=timeout_s)
+
+
+async def topic_partitions(settings: Settings, topic: str) -> list[int]:
+    """The partition numbers of `topic` as the broker describes it (a one-line ConfigError
+    when it cannot be read: a missing topic, no access)."""
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if described.get("error_code"):
+        raise ConfigError(f"cannot read topic {topic!r} (error code {described['error_code']})")
+    return [p["partition"] for p in described["partitions"]]
