@@ -222,6 +222,15 @@ Day = Annotated[date, BeforeValidator(_day), WithJsonSchema(
      "description": "a calendar day YYYY-MM-DD (the SKU's daily buckets are UTC days)"})]
 
 
+def _check_span(start_day: date, end_day: date, what: str) -> None:
+    """A span of days as the worker keeps it: in order, at most MAX_PROMOTION_DAYS long."""
+    days = (end_day - start_day).days
+    if days < 0:
+        raise ValueError("end_day is before start_day")
+    if days >= MAX_PROMOTION_DAYS:
+        raise ValueError(f"{what} spans at most {MAX_PROMOTION_DAYS} days")
+
+
 class PromotionEvent(Event):
     """What the shop has planned for one SKU at one location: a promotion and/or a price
     over `start_day` .. `end_day` (UTC days, both included), known before those days come.
@@ -246,11 +255,7 @@ class PromotionEvent(Event):
 
     @model_validator(mode="after")
     def _span(self) -> Self:
-        days = (self.end_day - self.start_day).days
-        if days < 0:
-            raise ValueError("end_day is before start_day")
-        if days >= MAX_PROMOTION_DAYS:
-            raise ValueError(f"a promotion spans at most {MAX_PROMOTION_DAYS} days")
+        _check_span(self.start_day, self.end_day, "a promotion")
         return self
 
 
@@ -283,11 +288,7 @@ class HolidayEvent(Event):
 
     @model_validator(mode="after")
     def _span(self) -> Self:
-        days = (self.end_day - self.start_day).days
-        if days < 0:
-            raise ValueError("end_day is before start_day")
-        if days >= MAX_PROMOTION_DAYS:
-            raise ValueError(f"a holiday spans at most {MAX_PROMOTION_DAYS} days")
+        _check_span(self.start_day, self.end_day, "a holiday")
         return self
 
 
