@@ -37,6 +37,8 @@ class OptimizerCollector:
         "drift_alerts": "model_drift alerts published.",
         "promotions_in": "Planned promotions recorded for retraining.",
         "promotions_refused": "Malformed planned promotions skipped (the worker dead-letters).",
+        "holidays_in": "Holiday calendar entries recorded for retraining.",
+        "holidays_refused": "Malformed holiday calendar entries skipped (the worker dead-letters).",
         "rewinds": "Batches refused because PostgreSQL lost acknowledged commits (re-read).",
     }
     # the drift monitors' rolling scores (forecasting/accuracy.py), per segment (a location,

@@ -19,9 +19,10 @@ next start.
 Demand events (`shelfcast.demand`) ride in the same batches: their actuals, forecast scores and
 drift decisions commit in the same transaction as the plans and offsets
 (optimizer/actuals.py); a `model_drift` alert waits in the same kind of outbox as a plan.
-Planned promotions (`shop.promotions`) too: recorded in the same transaction for retraining
-(optimizer/promotions.py); a malformed one is skipped and counted, as the stream worker, which
-reads the shop's topics, dead-letters it.
+Planned promotions (`shop.promotions`) and the holiday calendar (`shop.calendar`) too: recorded
+in the same transaction for retraining (optimizer/promotions.py, optimizer/holidays.py); a
+malformed one is skipped and counted, as the stream worker, which reads the shop's topics,
+dead-letters it.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from schemas.events import (
     AlertEvent,
     DeadLetter,
     DemandEvent,
+    HolidayEvent,
     PlanEvent,
     PromotionEvent,
     RestockEvent,
@@ -122,6 +124,8 @@ class ServiceCounters:
     drift_alerts: int = 0
     promotions_in: int = 0
     promotions_refused: int = 0  # malformed: skipped (the stream worker dead-letters them)
+    holidays_in: int = 0
+    holidays_refused: int = 0  # malformed: skipped (the stream worker dead-letters them)
     rewinds: int = 0  # batches refused because PostgreSQL had lost acknowledged commits
 
     def as_dict(self) -> dict[str, int]:
@@ -235,16 +239,17 @@ class OptimizerService:
                 heartbeat_interval_ms=max(100, int(self.settings.kafka_session_timeout_s * 250)),
             )
             topics = self.settings.topics
-            consumer.subscribe([topics.restock, topics.demand, topics.promotions],
+            consumer.subscribe([topics.restock, topics.demand, topics.promotions,
+                                topics.calendar],
                                listener=_SeekToStoredOffsets(self, consumer))
             await consumer.start()
             self._consumer = consumer
         except BaseException:
             await self.stop()
             raise
-        _log.info("optimizer started: group %s on %s, %s and %s", self.group_id,
+        _log.info("optimizer started: group %s on %s, %s, %s and %s", self.group_id,
                   self.settings.topics.restock, self.settings.topics.demand,
-                  self.settings.topics.promotions)
+                  self.settings.topics.promotions, self.settings.topics.calendar)
 
     async def stop(self) -> None:
         """Leave the group and close every client. Safe to call twice."""
@@ -330,11 +335,13 @@ class OptimizerService:
         demand: list[DemandEvent] = []
         demand_partitions: list[int] = []  # of each demand event, in each partition's order
         promotions: list[PromotionEvent] = []
+        holidays: list[HolidayEvent] = []
         refused: list[DeadLetter] = []
         next_offsets: dict[tuple[str, int], int] = {}
         first_offsets: dict[tuple[str, int], int] = {}
         demand_topic, max_bytes = self.settings.topics.demand, self.settings.max_payload_bytes
         promotions_topic = self.settings.topics.promotions
+        calendar_topic = self.settings.topics.calendar
         for tp, records in batch.items():
             if not records:
                 continue
@@ -346,13 +353,18 @@ class OptimizerService:
                     elif record.topic == promotions_topic:
                         promotions.append(decode(PromotionEvent, record.value,
                                                  max_bytes=max_bytes))
+                    elif record.topic == calendar_topic:
+                        holidays.append(decode(HolidayEvent, record.value, max_bytes=max_bytes))
                     else:
                         restocks.append(decode(RestockEvent, record.value, max_bytes=max_bytes))
                 except InvalidEvent as exc:
-                    if record.topic == promotions_topic:
-                        # the shop's input topic: the stream worker dead-letters it (one
+                    if record.topic in (promotions_topic, calendar_topic):
+                        # the shop's input topics: the stream worker dead-letters it (one
                         # dead letter per bad record); recorded here it would be two
-                        self.counters.promotions_refused += 1
+                        if record.topic == promotions_topic:
+                            self.counters.promotions_refused += 1
+                        else:
+                            self.counters.holidays_refused += 1
                         _log.warning("skipped %s[%d]@%d (%s): %s", record.topic,
                                      record.partition, record.offset, exc.kind, exc)
                         continue
@@ -389,7 +401,7 @@ class OptimizerService:
                     created, cuts = await self._with_retry(
                         lambda: store.write_constrained_batch(
                             restocks, next_offsets, self.group_id, self.constraints,
-                            decided_at, actuals, promotions, start=start),
+                            decided_at, actuals, promotions, holidays, start=start),
                         what="write batch to PostgreSQL",
                         on_retry=note_retry,
                     )
@@ -398,7 +410,7 @@ class OptimizerService:
                     plans = consolidate(restocks, decided_at)
                     created = await self._with_retry(
                         lambda: store.write_batch(restocks, plans, next_offsets, self.group_id,
-                                                  actuals, promotions, start=start),
+                                                  actuals, promotions, holidays, start=start),
                         what="write batch to PostgreSQL",
                         on_retry=note_retry,
                     )
@@ -409,6 +421,7 @@ class OptimizerService:
             self.counters.restocks_in += len(restocks)
             self.counters.demand_in += len(demand)
             self.counters.promotions_in += len(promotions)
+            self.counters.holidays_in += len(holidays)
             self.counters.plan_lines_written += sum(len(p.lines) for p in created)
             fault_point("optimizer.after_plan_write", when=created)
             await self._publish(created)

@@ -3,7 +3,8 @@
 Every batch is written in ONE transaction — restock events, new plan lines, the plans that got a
 new line, the demand actuals with their forecast scores (optimizer/actuals.py), and the
 consumer's next offsets (with cycle constraints also the cuts and the cycle's
-usage, decided in that transaction) — so the database alone says what has been consumed and
+usage, decided in that transaction; the shop's planned promotions and holiday calendar,
+recorded for retraining, in it too) — so the database alone says what has been consumed and
 planned, and a redelivered restock can never become a second plan line.
 """
 
@@ -41,8 +42,16 @@ from optimizer.constraints import (
     usage_keys,
 )
 from optimizer.errors import MigrationError, OffsetsBehind, StoreError
+from optimizer.holidays import write_holidays
 from optimizer.promotions import write_promotions
-from schemas.events import AlertEvent, PlanEvent, PlanLine, PromotionEvent, RestockEvent
+from schemas.events import (
+    AlertEvent,
+    HolidayEvent,
+    PlanEvent,
+    PlanLine,
+    PromotionEvent,
+    RestockEvent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -414,6 +423,7 @@ class PlanStore:
         group_id: str,
         actuals: ActualsBatch | None = None,
         promotions: Sequence[PromotionEvent] = (),
+        holidays: Sequence[HolidayEvent] = (),
         *,
         start: BatchStart | None = None,
     ) -> list[PlanEvent]:
@@ -421,7 +431,8 @@ class PlanStore:
 
         `actuals`: the batch's demand events, written with their scores and drift decisions
         in the same transaction (optimizer/actuals.py); `promotions`: the batch's planned
-        promotions, recorded for retraining (optimizer/promotions.py), in it too; `start`:
+        promotions, recorded for retraining (optimizer/promotions.py), in it too, and
+        `holidays`: its holiday calendar entries (optimizer/holidays.py); `start`:
         where the batch begins, checked first (BatchStart: OffsetsBehind, nothing written).
 
         Restock events are stored once (by restock_id). A plan line is written only for a
@@ -441,6 +452,7 @@ class PlanStore:
             if actuals is not None:
                 await write_actuals(conn, actuals)
             await write_promotions(conn, promotions)
+            await write_holidays(conn, holidays)
             return await self._write(conn, unique, plans, offsets, group_id)
 
     async def write_constrained_batch(
@@ -452,6 +464,7 @@ class PlanStore:
         decided_at: datetime,
         actuals: ActualsBatch | None = None,
         promotions: Sequence[PromotionEvent] = (),
+        holidays: Sequence[HolidayEvent] = (),
         *,
         start: BatchStart | None = None,
     ) -> tuple[list[PlanEvent], list[LineCut]]:
@@ -472,6 +485,7 @@ class PlanStore:
             if actuals is not None:
                 await write_actuals(conn, actuals)
             await write_promotions(conn, promotions)
+            await write_holidays(conn, holidays)
             used: dict[UsageKey, float] = {}
             if keys:
                 cycles, kinds, names = (list(col) for col in zip(*keys, strict=True))

@@ -1,7 +1,8 @@
 """`shelfcast retrain`: champion/challenger retraining from `demand_history`, once or on every
 `model_drift` alert episode.
 
-One run: read the recorded demand (optimizer.model_versions) into a panel, load the champion
+One run: read the recorded demand (optimizer.model_versions) into a panel, with the planned
+promotions and holidays the optimizer recorded as its covariates, load the champion
 from the model directory, train a challenger LSTM on the days before the backtest's first
 origin, score both on the same rolling-origin folds (forecasting.retrain), decide
 (forecasting.promotion), and in one database transaction record the decision in
@@ -25,6 +26,7 @@ from typing import Any, TextIO
 import asyncpg
 import numpy as np
 
+from forecasting.covariates import Covariates
 from forecasting.promotion import (
     COVERAGE_MARGIN,
     PINBALL_MARGIN,
@@ -43,6 +45,7 @@ from forecasting.retrain import (
     staging_directory,
     train_challenger,
 )
+from optimizer.holidays import read_holiday_flags
 from optimizer.model_versions import (
     ModelVersionRecord,
     read_demand_history,
@@ -130,16 +133,25 @@ async def retrain_once(settings: Settings, database_url: str, options: RetrainOp
             on_rows=lambda n: print(f"  {n} rows", file=out, flush=True) if n >= 500_000
             else None)
         panel = panel_from_rows(rows.keys, rows.series, rows.buckets, rows.quantities)
-        # the planned promotions the optimizer recorded: the covariates the stream serves
-        covariates = await read_promotion_covariates(conn, panel.ids, panel.start,
-                                                     panel.n_days + protocol.horizon)
+        # the planned promotions and holidays the optimizer recorded: the covariates the
+        # stream serves
+        grid_days = panel.n_days + protocol.horizon
+        covariates = await read_promotion_covariates(conn, panel.ids, panel.start, grid_days)
+        holidays = await read_holiday_flags(conn, panel.ids, panel.start, grid_days)
     finally:
         await conn.close()
     if covariates is not None:
-        panel = dataclasses.replace(panel, covariates=covariates)
         promoted = int((covariates.promo.any(axis=1) | (covariates.price_ratio != 1).any(axis=1))
                        .sum())
         say(f"planned promotions: {promoted} of {panel.n_series} series (planned_promotions)")
+    if holidays is not None:
+        # as the stream hands them: with no promotion planned, "no promotion, full price"
+        base = covariates or Covariates.neutral(panel.n_series, panel.start, grid_days)
+        covariates = dataclasses.replace(base, holiday=holidays)
+        say(f"holidays: {int(holidays.any(axis=1).sum())} of {panel.n_series} series "
+            "(holiday_calendar)")
+    if covariates is not None:
+        panel = dataclasses.replace(panel, covariates=covariates)
     first_day, last_day = str(panel.dates[0]), str(panel.dates[-1])
     say(f"{panel.n_series} series x {panel.n_days} days ({first_day} .. {last_day}), "
         f"{len(rows)} recorded buckets")

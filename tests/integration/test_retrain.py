@@ -23,10 +23,11 @@ import asyncpg
 import numpy as np
 import pytest
 
+from optimizer.holidays import write_holidays
 from optimizer.promotions import write_promotions
 from optimizer.store import PlanStore
 from runtime.settings import Settings
-from schemas.events import PromotionEvent
+from schemas.events import HolidayEvent, PromotionEvent
 from shelfcast.cli import main
 from streams.web import WorkerWeb
 from tests.support.demand import shifted_demand
@@ -160,6 +161,10 @@ async def test_unchanged_demand_promotes_nothing(pg_database: str, tmp_path: Pat
     await record(pg_database, demand(shift=False), range(DAYS))
     code, out, err = await retrain(monkeypatch, capsys, pg_database, model_dir)
     assert code == 0 and "decision: promoted" in out, err
+    # no holiday recorded: no holiday column, the LSTM's date calendar as before
+    assert "holidays:" not in err and "planned promotions:" not in err, err
+    assert "data_holidays" not in json.loads(
+        (model_dir / "lstm" / "metadata.json").read_text())["config"]
     champion = served_version(model_dir)
     weights = model_files(model_dir)
 
@@ -280,3 +285,43 @@ async def test_recorded_promotions_reach_the_challenger(pg_database: str, tmp_pa
     assert f"planned promotions: {N_SKUS} of {N_SKUS} series" in err, err
     part = json.loads((model_dir / "lightgbm" / "lightgbm.json").read_text())
     assert part["covariates"] is True
+
+
+@pytest.mark.timeout(600)
+async def test_recorded_holidays_reach_the_challenger(pg_database: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]):
+    """The holiday calendar the optimizer recorded (holiday_calendar) is the retrained
+    model's holiday column, as the stream serves it (no promotion recorded: neutral
+    covariates that carry it): both parts of the served mix read the data's own holidays."""
+    await migrated(pg_database)
+    values = demand(shift=False)
+    events = []
+    for k, start in enumerate(range(12, DAYS - 5, 21)):  # 2-day closures, demand / 10
+        values[:, start:start + 2] /= 10
+        events.append(HolidayEvent(
+            event_id=f"h{k}", location="wh1" if k % 2 else "*",  # the location's, everyone's
+            start_day=(DAY0 + timedelta(days=start)).date(),
+            end_day=(DAY0 + timedelta(days=start + 1)).date()))
+    events += [  # neither is a holiday of wh1: another location's, and a withdrawn one
+        HolidayEvent(event_id="elsewhere", location="wh9", start_day=DAY0.date() + timedelta(5),
+                     end_day=DAY0.date() + timedelta(6)),
+        HolidayEvent(event_id="withdrawn", location="wh1", version=2, cancelled=True,
+                     start_day=DAY0.date() + timedelta(8), end_day=DAY0.date() + timedelta(8))]
+    await record(pg_database, np.round(values), range(DAYS))
+    conn = await asyncpg.connect(pg_database)
+    try:
+        async with conn.transaction():
+            assert await write_holidays(conn, events) == len(events)
+    finally:
+        await conn.close()
+
+    model_dir = tmp_path / "model"
+    code, out, err = await retrain(monkeypatch, capsys, pg_database, model_dir)
+    assert code == 0 and "decision: promoted" in out, err
+    assert f"holidays: {N_SKUS} of {N_SKUS} series (holiday_calendar)" in err, err
+    assert "planned promotions:" not in err, err
+    lstm = json.loads((model_dir / "lstm" / "metadata.json").read_text())
+    assert lstm["config"]["data_holidays"] is True  # kept on: the panel has the column
+    part = json.loads((model_dir / "lightgbm" / "lightgbm.json").read_text())
+    assert part.get("holidays") is True  # the boosters read the holiday features
