@@ -22,6 +22,7 @@ import asyncpg
 import numpy as np
 
 from forecasting._numeric import FloatArray
+from optimizer.pg_text import pg_text
 from schemas.events import ALL_LOCATIONS, HolidayEvent
 from schemas.keys import split_key
 
@@ -53,13 +54,6 @@ WHERE NOT cancelled AND end_day >= $1 AND start_day <= $2
 _EPOCH = date(1970, 1, 1)
 
 
-def _text(value: str) -> str:
-    """`value` as PostgreSQL text holds it: NUL, which a valid event may carry in its id or
-    name but `text` cannot store, becomes U+FFFD (a poison record would otherwise fail every
-    retry of its batch)."""
-    return value.replace("\x00", "\ufffd")
-
-
 async def write_holidays(conn: asyncpg.Connection, events: Sequence[HolidayEvent]) -> int:
     """Record `events` (inside the caller's transaction); returns how many rows changed. Of
     several versions of one holiday in the batch, the highest is written."""
@@ -72,10 +66,10 @@ async def write_holidays(conn: asyncpg.Connection, events: Sequence[HolidayEvent
         return 0
     rows = list(latest.values())
     status = await conn.execute(
-        _UPSERT, [_text(e.event_id) for e in rows], [e.version for e in rows],
+        _UPSERT, [pg_text(e.event_id) for e in rows], [e.version for e in rows],
         [e.location for e in rows], [e.start_day for e in rows], [e.end_day for e in rows],
         [e.cancelled for e in rows],
-        [None if e.name is None else _text(e.name) for e in rows])
+        [None if e.name is None else pg_text(e.name) for e in rows])
     return int(status.rsplit(" ", 1)[-1])
 
 

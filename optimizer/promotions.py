@@ -21,6 +21,7 @@ import asyncpg
 import numpy as np
 
 from forecasting.covariates import Covariates, PlannedSpan, from_spans
+from optimizer.pg_text import pg_text
 from schemas.events import PromotionEvent
 from schemas.keys import sku_key
 
@@ -53,7 +54,7 @@ async def write_promotions(conn: asyncpg.Connection, events: Sequence[PromotionE
     several versions of one promotion in the batch, the highest is written."""
     latest: dict[tuple[str, str, str], PromotionEvent] = {}
     for e in events:
-        key = (e.sku, e.location, e.event_id)
+        key = (e.sku, e.location, pg_text(e.event_id))
         held = latest.get(key)
         if held is None or e.version > held.version:
             latest[key] = e
@@ -61,7 +62,8 @@ async def write_promotions(conn: asyncpg.Connection, events: Sequence[PromotionE
         return 0
     rows = list(latest.values())
     status = await conn.execute(
-        _UPSERT, [e.sku for e in rows], [e.location for e in rows], [e.event_id for e in rows],
+        _UPSERT, [e.sku for e in rows], [e.location for e in rows],
+        [pg_text(e.event_id) for e in rows],
         [e.version for e in rows], [e.start_day for e in rows], [e.end_day for e in rows],
         [e.promo for e in rows], [e.price_ratio for e in rows], [e.cancelled for e in rows])
     return int(status.rsplit(" ", 1)[-1])

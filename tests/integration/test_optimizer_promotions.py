@@ -42,6 +42,7 @@ async def test_promotions_are_recorded_by_version(kafka_bootstrap, pg_database):
         promotion("b", "TEA", 4, 6, version=2, cancelled=True),  # withdrawn
         promotion("c", "JAM", 20, 21, price_ratio=0.5),
         promotion("d", "JAM", 21, 22, price_ratio=0.7),  # overlaps c on the 21st
+        promotion("e\x00", "CUP", 25, 25),  # a valid id PostgreSQL text cannot hold
         (sku_key("MUG", "wh1"), b'{"event_id": "x", "sku": "MUG"}'),  # malformed
     ]
     await produce(settings, settings.topics.promotions, records)
@@ -62,7 +63,8 @@ async def test_promotions_are_recorded_by_version(kafka_bootstrap, pg_database):
 
     first = await table()
     assert first == {("MUG", "a"): (2, 11, 13, False), ("TEA", "b"): (2, 4, 6, True),
-                     ("JAM", "c"): (1, 20, 21, False), ("JAM", "d"): (1, 21, 22, False)}
+                     ("JAM", "c"): (1, 20, 21, False), ("JAM", "d"): (1, 21, 22, False),
+                     ("CUP", "e\ufffd"): (1, 25, 25, False)}
 
     conn = await asyncpg.connect(pg_database)
     try:
@@ -74,7 +76,7 @@ async def test_promotions_are_recorded_by_version(kafka_bootstrap, pg_database):
         assert not cov.promo[1].any() and (cov.price_ratio[1] == 1).all()  # withdrawn
         assert cov.price_ratio[2, 19:22].tolist() == [0.5, 0.5, 0.7]  # the lowest ratio
         assert cov.promo[2, 19:22].tolist() == [1.0, 1.0, 1.0]
-        assert not cov.promo[3].any()  # no promotion planned
+        assert {day + 1 for day in np.flatnonzero(cov.promo[3])} == {25}
         # a window none of them covers reads as none: the panel keeps no covariates
         assert await read_promotion_covariates(conn, keys, np.datetime64("2024-05-01"),
                                                10) is None
