@@ -117,7 +117,33 @@ def _records(model_path: Path, skus: int, console: Console) -> list[tuple[bytes,
             out.append((key.encode(), record))
     console.print(f"{skus:,} SKU states encoded in {time.perf_counter() - t0:.1f} s "
                   f"({sum(len(v) for _, v in out) / 1e6:.0f} MB of changelog)")
+    _check_restorable(model_path, states[:200])
     return out
+
+
+def _check_restorable(model_path: Path, states: list[Any]) -> None:
+    """The records' model states are what a recovering worker restores (the same weights,
+    one step behind the bucket the trigger closes), not re-encoded: checked through an
+    Inferencer on the served model, as the worker's is, on a sample."""
+    from forecasting import make_forecaster
+    from forecasting.inferencer import Inferencer
+
+    model: Any = make_forecaster("lstm_lgbm", shared={"device": "cpu", "backend": "auto"},
+                                 path=str(model_path))
+    windows = np.array([[s.demand[b] for b in range(DAY0 - WINDOW + 1, DAY0 + 1)]
+                        for s in states])
+    keys = [sku_key(s.sku, s.location) for s in states]
+    day = np.datetime64("1970-01-01") + np.timedelta64(DAY0, "D")
+
+    async def serve() -> Any:
+        async with Inferencer(model) as inferencer:
+            await inferencer.serve_keyed(keys, windows, 14, np.full(len(keys), day),
+                                         states=[s.model_state for s in states])
+            return inferencer.stats
+
+    stats = asyncio.run(serve())
+    if stats.restored != len(states) or stats.full or stats.rebased:
+        raise RuntimeError(f"the changelog's model states would not be restored: {stats}")
 
 
 def _log_times(path: Path) -> list[tuple[float, str]]:
