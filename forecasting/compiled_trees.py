@@ -127,8 +127,9 @@ def compile_boosters(texts: Sequence[str], *, check: Sequence[Any] | None = None
         return None
     directory = trees_cache_dir() if cache_dir is None else Path(cache_dir)
     started = time.perf_counter()
-    log.info("loading %d LightGBM boosters as native code (lleaves; a model's first load on "
-             "this host compiles it, ~1-3 s per booster of 60 trees)", len(texts))
+    log.info("loading %d LightGBM boosters as native code (lleaves: from the model's "
+             "artifact or this host's cache, else compiled now, ~1-3 s per booster of 60 "
+             "trees)", len(texts))
     try:
         target = _target()
         predictors = [_load_or_compile(text, directory, target, artifact_dir)
