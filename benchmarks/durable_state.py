@@ -26,17 +26,19 @@ from streams.worker import tune_gc
 DAY0 = 15_000  # a bucket index (days since 1970)
 
 
-def sku_state(i: int, rng: np.random.Generator, model_state: bytes | None) -> SkuState:
+def sku_state(i: int, rng: np.random.Generator, model_state: bytes | None, *,
+              day0: int = DAY0, sku: str | None = None, location: str = "wh-01") -> SkuState:
     """A steady SKU as the stream keeps it: 56 closed buckets of demand (the window), ids of
-    the open buckets, fingerprints of the remembered ones, stock, a catalog policy."""
-    state = SkuState(f"SKU{i:06d}", "wh-01", first_bucket=DAY0 - 300, watermark=DAY0)
-    for b in range(DAY0 - 57, DAY0 + 1):
+    the open buckets, fingerprints of the remembered ones, stock, a catalog policy. `day0`:
+    its open bucket (watermark); `sku`: default `SKU<i>`."""
+    state = SkuState(sku or f"SKU{i:06d}", location, first_bucket=day0 - 300, watermark=day0)
+    for b in range(day0 - 57, day0 + 1):
         state.demand[b] = float(rng.poisson(3))
-    state.seen_ids = {b: [f"o-{i}-{b}-{k}" for k in range(3)] for b in (DAY0 - 1, DAY0)}
-    for b in range(DAY0 - 56, DAY0 - 1):  # what _evict leaves: 3 fingerprints a bucket
+    state.seen_ids = {b: [f"o-{i}-{b}-{k}" for k in range(3)] for b in (day0 - 1, day0)}
+    for b in range(day0 - 56, day0 - 1):  # what _evict leaves: 3 fingerprints a bucket
         state.old_ids[b] = bytes(12)
     state.on_hand, state.stock_known, state.stock_as_of = 40, True, 1.3e9
-    state.policy = {"sku": state.sku, "location": "wh-01", "lead_time_days": 3,
+    state.policy = {"sku": state.sku, "location": location, "lead_time_days": 3,
                     "review_days": 1, "service_level": 0.95, "case_pack": 6, "moq": 12,
                     "supplier": "acme", "unit_cost": 2.5}
     state.next_bucket_high = 7.0

@@ -11,22 +11,36 @@ than LightGBM on one thread, equal to ~1e-13 (benchmarks/lightgbm_serving.py).
   None (and one log line saying why) when lleaves/llvmlite is not installed, compiling fails,
   a probe disagrees with LightGBM, or `SHELFCAST_COMPILED_TREES=0` turns it off. The caller
   then keeps LightGBM's predict.
-- Cache: `<cache base>/lightgbm-trees/<key>.<digest>.o` (`runtime.cache`: the rule the Kafka
-  jars' cache follows). `key` is the sha256 of the booster text, the lleaves and llvmlite
-  versions, the compile options and the host's target (triple, CPU name and features): an
-  object compiled for one CPU is never loaded on another. `digest` is the sha256 of the
-  object's bytes, checked before lleaves loads it (lleaves itself loads whatever the file
-  holds): a corrupt file is removed and compiled again, never handed to LLVM. Objects are
-  written to a temporary name and renamed into place, under a per-key lock file, so worker
-  processes that start together on one host compile a model once and never read half a file.
-  An unwritable cache directory costs a compile per process start, nothing else.
-- Compile time meets startup at load, in serving processes only: a worker's model load
-  (`streams.forecaster_setup`, `Forecaster.prepare_serving`) compiles (cold: ~1.5 s per
-  60-tree booster on this 2-core host, the demo's 10 boosters ~15 s once per host; warm: a few
-  ms). A model version's forecasts then never depend on how far a background compile had got
-  (compiled and LightGBM outputs differ by ~1e-13, which an integer quantile's rounding could
-  in principle see), and a worker's roll-in of a retrained model already loads it off the
-  event loop (streams.forecaster_setup), so the old model serves while the new one compiles.
+- Where objects are found: the model artifact's own `compiled-trees/` directory first
+  (`ARTIFACT_TREES_DIR`, beside the booster files: written when the model is saved,
+  `LightGBMForecaster.save`, i.e. at `shelfcast train`, a retrain, a quick model), then the
+  host cache `<cache base>/lightgbm-trees/` (`runtime.cache`: the rule the Kafka jars' cache
+  follows); only the host cache is written by a load. Why the artifact: a worker's cache
+  directory is empty in every new container (k8s: an emptyDir; compose: the container's
+  own layer), so a cache on the host alone made each new pod compile for 15-31 s before it
+  served, while the model volume is what every pod already mounts (read-only).
+- Objects are compiled for the architecture's generic CPU (`PORTABLE_CPU`, no host
+  features), so one object serves every host of that architecture (a pod may land on any
+  node): measured as fast as the host-tuned object here (benchmarks/README.md "Recovery
+  time"). File name `<key>.<digest>.o`: `key` is the sha256 of the booster text, the lleaves
+  and llvmlite versions, the compile options and the target (triple, machine); `digest` is
+  the sha256 of the object's bytes, checked before lleaves loads it (lleaves itself loads
+  whatever the file holds): a corrupt file is removed where it can be and compiled again,
+  never handed to LLVM. Objects are written to a temporary name and renamed into place,
+  under a per-key lock file, so worker processes that start together on one host compile a
+  model once and never read half a file. An unwritable cache directory costs a compile per
+  process start, nothing else.
+- Compile time meets startup at load, in serving processes only, and only when neither the
+  artifact nor the host cache has the object (an artifact saved before this layout, by
+  other lleaves/llvmlite versions or for another architecture): a worker's model load
+  (`streams.forecaster_setup`, `Forecaster.prepare_serving`) then compiles (~1-3 s per
+  60-tree booster on this 2-core host, the demo's 10 boosters 15-31 s; found: a few ms).
+  Not LightGBM serving while a thread compiles, then a swap: a model version's forecasts
+  would then depend on how far the compile had got (compiled and LightGBM outputs differ
+  by ~1e-13, which an integer quantile's rounding could in principle see), and a recovered
+  worker's forecasts must equal an uninterrupted run's. A worker's roll-in of a retrained
+  model already loads it off the event loop (streams.forecaster_setup), so the old model
+  serves while the new one compiles; the artifact's objects make that compile rare too.
 """
 
 from __future__ import annotations
@@ -51,12 +65,17 @@ import numpy as np
 from forecasting._numeric import FloatArray
 from runtime.cache import cache_base
 
-__all__ = ["COMPILED_TREES_ENV", "TreePredictor", "compile_boosters", "trees_cache_dir"]
+__all__ = ["ARTIFACT_TREES_DIR", "COMPILED_TREES_ENV", "TreePredictor", "compile_boosters",
+           "trees_cache_dir"]
 
 log = logging.getLogger(__name__)
 
 COMPILED_TREES_ENV = "SHELFCAST_COMPILED_TREES"  # "0": serve with LightGBM's own predict
-CACHE_FORMAT = 1  # bump when the key's recipe or the compile options change
+CACHE_FORMAT = 2  # bump when the key's recipe or the compile options change (2: portable)
+ARTIFACT_TREES_DIR = "compiled-trees"  # beside a saved model's booster files
+# LLVM's baseline CPU of the process's architecture, without the host's extra features: an
+# object compiled so runs on any host of that architecture.
+PORTABLE_CPU, PORTABLE_FEATURES = "generic", ""
 PROBE_TOLERANCE = 1e-9  # compiled vs LightGBM on the probe rows, absolute
 PARALLEL_ROWS = 4096  # uncapped: from this many rows on, predict on every core
 
@@ -72,7 +91,8 @@ class TreePredictor:
     of `x` (n, features), as LightGBM's `Booster.predict` gives (objective applied)."""
 
     model: Any  # lleaves.Model, compiled
-    cached: bool  # loaded from the cache (not compiled by this call)
+    cached: bool  # loaded from the artifact or the cache (not compiled by this call)
+    source: str = "compiled"  # "artifact", "cache" or "compiled" (by this call)
 
     def predict(self, x: FloatArray, threads: int | None = None) -> FloatArray:
         # lleaves takes a pointer to the array it is given, after `astype(copy=False).ravel()`
@@ -86,11 +106,15 @@ class TreePredictor:
 
 
 def compile_boosters(texts: Sequence[str], *, check: Sequence[Any] | None = None,
-                     cache_dir: Path | None = None) -> list[TreePredictor] | None:
+                     cache_dir: Path | None = None,
+                     artifact_dir: Path | None = None) -> list[TreePredictor] | None:
     """One compiled predictor per booster text (module docstring), or None after logging why
     LightGBM's predict serves instead. `check`: the LightGBM boosters the texts came from;
     each compiled one must agree with its booster on probe rows (NaN included) within
-    PROBE_TOLERANCE. `cache_dir`: default `trees_cache_dir()`."""
+    PROBE_TOLERANCE. `cache_dir`: where objects are read and written (default
+    `trees_cache_dir()`; a model's save passes its artifact's `ARTIFACT_TREES_DIR`).
+    `artifact_dir`: read first, never written (the model's `ARTIFACT_TREES_DIR` when it was
+    loaded from a directory)."""
     if os.environ.get(COMPILED_TREES_ENV, "").strip() == "0":
         log.info("LightGBM trees served by LightGBM's predict (%s=0)", COMPILED_TREES_ENV)
         return None
@@ -103,39 +127,43 @@ def compile_boosters(texts: Sequence[str], *, check: Sequence[Any] | None = None
         return None
     directory = trees_cache_dir() if cache_dir is None else Path(cache_dir)
     started = time.perf_counter()
-    log.info("loading %d LightGBM boosters as native code (lleaves; a model's first load on "
-             "this host compiles it, ~1-3 s per booster of 60 trees)", len(texts))
+    log.info("loading %d LightGBM boosters as native code (lleaves: from the model's "
+             "artifact or this host's cache, else compiled now, ~1-3 s per booster of 60 "
+             "trees)", len(texts))
     try:
         target = _target()
-        predictors = [_load_or_compile(text, directory, target) for text in texts]
+        predictors = [_load_or_compile(text, directory, target, artifact_dir)
+                      for text in texts]
         if check is not None:
             _probe(predictors, check)
     except Exception as exc:  # any failure of the optional fast path: LightGBM serves
         log.warning("LightGBM trees served by LightGBM's predict (slower): compiling them "
                     "failed: %s: %s", type(exc).__name__, exc)
         return None
-    compiled = sum(not p.cached for p in predictors)
-    log.info("LightGBM boosters served compiled: %d of %d compiled now, the rest from the "
-             "cache, in %.2f s (%s)", compiled, len(predictors), time.perf_counter() - started,
+    log.info("LightGBM boosters served compiled: %d of %d compiled now, %d from the model "
+             "artifact, %d from the cache, in %.2f s (%s)",
+             sum(p.source == "compiled" for p in predictors), len(predictors),
+             sum(p.source == "artifact" for p in predictors),
+             sum(p.source == "cache" for p in predictors), time.perf_counter() - started,
              directory)
     return predictors
 
 
 # --- the cache -----------------------------------------------------------------------------
 def _target() -> str:
-    """What an object is compiled for: this host's triple, CPU and CPU features, and the
-    versions of the compilers."""
+    """What an object is compiled for: this process's triple and machine at the portable
+    CPU (never the host's own CPU or features: the object may travel with the artifact),
+    and the versions of the compilers."""
     import llvmlite.binding as llvm
 
     llvm.initialize_native_target()
-    try:
-        features = llvm.get_host_cpu_features().flatten()
-    except RuntimeError:  # LLVM raises when it cannot read them; lleaves then uses none
-        features = ""
     return "|".join([f"format={CACHE_FORMAT}", llvm.get_process_triple(),
-                     llvm.get_host_cpu_name(), features, platform.machine(),
-                     f"lleaves={metadata.version('lleaves')}",
+                     f"cpu={PORTABLE_CPU}", f"features={PORTABLE_FEATURES}",
+                     platform.machine(), f"lleaves={metadata.version('lleaves')}",
                      f"llvmlite={metadata.version('llvmlite')}"])
+
+
+_PORTABLE = {"target_cpu": PORTABLE_CPU, "target_cpu_features": PORTABLE_FEATURES}
 
 
 def _key(text: str, target: str) -> str:
@@ -154,7 +182,7 @@ def _verified(directory: Path, key: str) -> Path | None:
             continue
         if hashlib.sha256(data).hexdigest()[:32] == path.name[len(key) + 1:-2]:
             return path
-        log.warning("compiled-trees cache file %s is corrupt: compiling it again", path)
+        log.warning("compiled-trees file %s is corrupt: not used (removed where it can be)", path)
         with contextlib.suppress(OSError):
             path.unlink()
     return None
@@ -171,7 +199,8 @@ def _key_lock(directory: Path, key: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _load_or_compile(text: str, directory: Path, target: str) -> TreePredictor:
+def _load_or_compile(text: str, directory: Path, target: str,
+                     artifact: Path | None = None) -> TreePredictor:
     import lleaves
 
     key = _key(text, target)
@@ -179,6 +208,10 @@ def _load_or_compile(text: str, directory: Path, target: str) -> TreePredictor:
         model_file = Path(tmp) / "booster.txt"  # lleaves reads the model from a file
         model_file.write_text(text)
         model = lleaves.Model(model_file=str(model_file))
+        shipped = _verified(artifact, key) if artifact is not None else None
+        if shipped is not None:
+            model.compile(cache=str(shipped), **_PORTABLE)
+            return TreePredictor(model, cached=True, source="artifact")
         try:
             directory.mkdir(parents=True, exist_ok=True)
             found = _verified(directory, key)
@@ -191,17 +224,17 @@ def _load_or_compile(text: str, directory: Path, target: str) -> TreePredictor:
         except OSError as exc:  # no writable cache: compile in memory, every start
             log.warning("compiled-trees cache %s not usable (%s): compiling without it",
                         directory, exc)
-            model.compile()
+            model.compile(**_PORTABLE)
             return TreePredictor(model, cached=False)
-        model.compile(cache=str(found))
-        return TreePredictor(model, cached=True)
+        model.compile(cache=str(found), **_PORTABLE)
+        return TreePredictor(model, cached=True, source="cache")
 
 
 def _compile_into(model: Any, directory: Path, key: str) -> None:
     """Compile `model`, its object written to a temporary name and renamed into place."""
     partial = directory / f".{key}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
     try:
-        model.compile(cache=str(partial))  # lleaves writes the object there once compiled
+        model.compile(cache=str(partial), **_PORTABLE)  # lleaves writes it there once compiled
         digest = hashlib.sha256(partial.read_bytes()).hexdigest()[:32]
         os.replace(partial, directory / f"{key}.{digest}.o")
     finally:

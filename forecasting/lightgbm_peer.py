@@ -144,6 +144,7 @@ class LightGBMForecaster(Forecaster):
         self.config = LightGBMConfig(horizon=int(horizon), **config)
         self._models: list[Any] = []  # [mean, q_1, ..., q_Q]
         self._compiled: list[TreePredictor] | None = None  # the same, as native code
+        self._source: Path | None = None  # the directory `load` read (its compiled trees)
         self._threads: int | None = None  # predict's threads (None: LightGBM's default)
         self._integer = False
         self._covariates = False  # trained with COVARIATE_FEATURES
@@ -178,13 +179,15 @@ class LightGBMForecaster(Forecaster):
         """Serve the boosters compiled to native code (`forecasting.compiled_trees`): True
         when they are, False (logged once) when LightGBM's predict goes on serving.
         `texts`: the boosters' model texts when at hand (default: from the boosters)."""
-        from forecasting.compiled_trees import compile_boosters
+        from forecasting.compiled_trees import ARTIFACT_TREES_DIR, compile_boosters
 
         if not self._models:
             raise NotFittedError("LightGBMForecaster.compile_trees before fit")
         if texts is None:
             texts = [m.model_to_string() for m in self._models]
-        self._compiled = compile_boosters(texts, check=self._models, cache_dir=cache_dir)
+        shipped = None if self._source is None else self._source / ARTIFACT_TREES_DIR
+        self._compiled = compile_boosters(texts, check=self._models, cache_dir=cache_dir,
+                                          artifact_dir=shipped)
         return self._compiled is not None
 
     def prepare_serving(self) -> None:
@@ -305,7 +308,7 @@ class LightGBMForecaster(Forecaster):
             models.append(lgb.train({**params, "min_data_in_leaf": leaf, "objective": "quantile",
                                      "alpha": float(level)},
                                     full, num_boost_round=cfg.n_estimators))
-        self._models, self._compiled = models, None
+        self._models, self._compiled, self._source = models, None, None
         self.fit_info = {"rows": float(y.size), "seconds": time.perf_counter() - started}
         return self
 
@@ -441,9 +444,14 @@ class LightGBMForecaster(Forecaster):
         return scale
 
     # --- persistence -----------------------------------------------------------------------
-    def save(self, out_dir: str | Path) -> list[str]:
+    def save(self, out_dir: str | Path, *, trees: bool = True) -> list[str]:
         """Write the boosters (LightGBM's text format, which keeps every threshold exactly)
-        and the config to `out_dir`; returns the booster files' texts (for fingerprints)."""
+        and the config to `out_dir`; returns the booster files' texts (for fingerprints).
+        `trees`: also the boosters compiled to native code (portable objects,
+        `forecasting.compiled_trees`) in `out_dir/compiled-trees`, so that a worker that
+        loads this directory serves at once instead of compiling at its start (where lleaves
+        is not usable or SHELFCAST_COMPILED_TREES=0: logged, not written; the model is
+        saved all the same)."""
         if not self._models:
             raise NotFittedError("LightGBMForecaster.save before fit")
         out = Path(out_dir)
@@ -462,6 +470,10 @@ class LightGBMForecaster(Forecaster):
         if self._holidays:  # (absent: the file of before it)
             meta["holidays"] = True
         (out / "lightgbm.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if trees:
+            from forecasting.compiled_trees import ARTIFACT_TREES_DIR, compile_boosters
+
+            compile_boosters(texts, check=self._models, cache_dir=out / ARTIFACT_TREES_DIR)
         return texts
 
     @classmethod
@@ -469,9 +481,10 @@ class LightGBMForecaster(Forecaster):
              compiled: bool = False) -> LightGBMForecaster:
         """A fitted forecaster from a directory written by `save` (a booster may be stored
         gzipped, `booster_K.txt.gz`, as the demo's committed model keeps them). `compiled`:
-        its boosters compiled to native code where lleaves can (`compile_trees`; the first
-        load of a model on a host compiles it, later ones read the cache). A worker gets
-        that through `prepare_serving`; a backtest or retrain's champion does not pay it."""
+        its boosters compiled to native code where lleaves can (`compile_trees`: read from
+        the directory's `compiled-trees`, as `save` writes it, else from the host's cache,
+        else compiled now). A worker gets that through `prepare_serving`; a backtest or
+        retrain's champion does not pay it."""
         import lightgbm as lgb
 
         src = Path(path)
@@ -485,6 +498,7 @@ class LightGBMForecaster(Forecaster):
         model._integer = bool(meta["integer"])
         model._covariates = bool(meta.get("covariates", False))  # older artifacts: none
         model._holidays = bool(meta.get("holidays", False))
+        model._source = src
         if compiled:
             model.compile_trees(texts)
         return model

@@ -95,10 +95,27 @@ def model_source(settings: Settings) -> tuple[Forecaster, str | None]:
     return make_forecaster(info.name), None
 
 
+# What a GPU driver leaves on a host (NVIDIA's, AMD's for ROCm builds of torch): without any
+# of them torch cannot see a CUDA device, so "auto" is the CPU without asking torch.
+GPU_DRIVER_PATHS = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd")
+
+
+def _serving_device(device: str, backend: str = "auto") -> str:
+    """`device`, with "auto" settled as "cpu" on a host with no GPU driver when the numpy
+    LSTM may serve: it then serves without importing torch (2-4 s of a worker's start here,
+    most of its model load; benchmarks/README.md "Recovery time"). Where a driver is
+    present, or torch serves anyway (backend "torch"), "auto" stays for torch to settle."""
+    if device != "auto" or backend == "torch":
+        return device
+    if any(Path(p).exists() for p in GPU_DRIVER_PATHS):
+        return device
+    return "cpu"
+
+
 def _load(name: str, path: Path, device: str = "auto", backend: str = "auto") -> Forecaster:
     try:  # on SHELFCAST_DEVICE (auto: CUDA when there is one); the LSTM in numpy on CPU
-        forecaster = make_forecaster(name, shared={"device": device, "backend": backend},
-                                     path=str(path))
+        forecaster = make_forecaster(name, shared={"device": _serving_device(device, backend),
+                                                   "backend": backend}, path=str(path))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load the model in {path}: {exc}") from exc
     lstm_config = getattr(getattr(forecaster, "lstm", forecaster), "config", None)
