@@ -2,10 +2,15 @@
 consolidation into purchase plans — pure names only.
 
 The Kafka/Postgres edges are imported from their own modules (`optimizer.service`,
-`optimizer.store`), so importing the math needs no client library.
+`optimizer.store`), so importing the math needs no client library. The service-level and
+allocation names (scipy.stats) are imported on first use.
 """
 
-from optimizer.allocation import Allocation, AllocationProblem, allocate, pack_gains
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from optimizer.consolidate import consolidate, plan_from_lines, plan_id_for
 from optimizer.errors import (
     MigrationError,
@@ -22,7 +27,10 @@ from optimizer.policy import (
     restock_reason,
 )
 from optimizer.review import PolicyTerms, Review, review
-from optimizer.service_level import DemandDistribution, ServiceTarget, restock_levels
+
+if TYPE_CHECKING:
+    from optimizer.allocation import Allocation, AllocationProblem, allocate, pack_gains
+    from optimizer.service_level import DemandDistribution, ServiceTarget, restock_levels
 
 __all__ = [
     "Allocation",
@@ -49,3 +57,22 @@ __all__ = [
     "restock_reason",
     "review",
 ]
+
+# the names whose modules load scipy.stats, imported on first use (PEP 562): the stream
+# worker imports optimizer.review, and scipy.stats cost ~0.9 s of its start
+_WHERE: dict[str, str] = {
+    "Allocation": "optimizer.allocation",
+    "AllocationProblem": "optimizer.allocation",
+    "DemandDistribution": "optimizer.service_level",
+    "ServiceTarget": "optimizer.service_level",
+    "allocate": "optimizer.allocation",
+    "pack_gains": "optimizer.allocation",
+    "restock_levels": "optimizer.service_level",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'optimizer' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
