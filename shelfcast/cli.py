@@ -18,11 +18,12 @@ from optimizer.errors import OptimizerError
 from runtime.errors import ConfigError, ShelfcastError
 from runtime.settings import Settings
 from schemas.errors import SchemaError
-from shelfcast import alerts_cli, cli_forecasting, cli_optimizer, cli_retrain
+from shelfcast import alerts_cli, calendar_cli, cli_forecasting, cli_optimizer, cli_retrain
 
 __all__ = ["main"]
 
-PLUGINS = (cli_forecasting, cli_optimizer, cli_retrain)  # modules adding their own commands
+# modules adding their own commands
+PLUGINS = (cli_forecasting, cli_optimizer, cli_retrain, calendar_cli)
 DEFAULT_TRANSACTIONS = Path("../shared/data/uci_online_retail/transactions.csv.gz")
 
 EPILOG = """examples:

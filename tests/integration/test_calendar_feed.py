@@ -52,3 +52,23 @@ async def test_the_feed_reads_the_whole_calendar_then_follows_it(kafka_bootstrap
                                                                           [0, 0, 0, 1]]
     finally:
         await producer.stop()
+
+
+async def test_a_published_file_reaches_the_feed_and_republishing_changes_nothing(
+        kafka_bootstrap, fresh_topic_prefix, tmp_path):
+    from streams.calendar_file import publish_calendar, read_calendar_csv
+
+    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=f"{fresh_topic_prefix}.",
+                        shop_topic_prefix=f"{fresh_topic_prefix}.shop.",
+                        app_id=f"{fresh_topic_prefix}-app", topic_partitions=2)
+    path = tmp_path / "cal.csv"
+    path.write_text("location,start_day,end_day,name\n*,2011-04-22,2011-04-25,Easter\n"
+                    "L,2011-04-20,,closed\n")
+    events = read_calendar_csv(path)
+    assert await publish_calendar(settings, events) == 2  # creates the topic, compacted
+    assert await publish_calendar(settings, read_calendar_csv(path)) == 2  # the same ids
+    async with CalendarFeed(settings) as feed:
+        first = (date(2011, 4, 20) - EPOCH).days
+        assert feed.calendar.flags(["L", "M"], first, 6).tolist() == [[1, 0, 1, 1, 1, 1],
+                                                                      [0, 0, 1, 1, 1, 1]]
+        assert len(feed.calendar) == 2 and feed.calendar.revision == 2  # repeats: duplicates
