@@ -35,8 +35,10 @@ from optimizer.simulation import (
     MinMaxPolicy,
     RestockPolicy,
     SimulationConfig,
+    cover_reviews,
     forecast_levels,
     simulate,
+    smooth_levels,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +47,8 @@ REPO = Path(__file__).resolve().parents[1]
 @dataclasses.dataclass
 class RecordedPolicy:
     """A forecast policy reading recorded cumulative quantiles; `rule` as ForecastPolicy's
-    `level_rule` (`optimizer.simulation.LEVEL_RULES`), applied by the same code."""
+    `level_rule` (`optimizer.simulation.LEVEL_RULES`), applied by the same code, or a
+    bench-only experiment (`apply_rule`)."""
 
     name: str
     levels_q: FloatArray
@@ -66,16 +69,26 @@ class RecordedPolicy:
             return cum
 
         s, up, self.quantile_used = forecast_levels(self.levels_q, at, history, targets, config)
-        return apply_rule(self, s, up)
+        return apply_rule(self, s, up, config)
 
 
-def apply_rule(policy: RecordedPolicy, s: FloatArray, up: FloatArray
+def apply_rule(policy: RecordedPolicy, s: FloatArray, up: FloatArray, config: SimulationConfig
                ) -> tuple[FloatArray, FloatArray]:  # fmt: skip
-    from optimizer.simulation import smooth_levels
-
+    """`none` / `cover_mean` as ForecastPolicy's `level_rule`; bench-only experiments: `meanK`,
+    `medianK`, `minK` over the last K reviews' levels."""
     if policy.rule == "none":
         return s, up
-    policy.memory, out = smooth_levels(policy.memory, up, policy.rule)
+    if policy.memory is None:
+        policy.memory = []
+    if policy.rule == "cover_mean":
+        out = smooth_levels(policy.memory, up, cover_reviews(config))
+        return out, out.copy()
+    kind = policy.rule.rstrip("0123456789")
+    k = int(policy.rule[len(kind):])
+    policy.memory.append(up)
+    del policy.memory[:-k]
+    stack = np.stack(policy.memory)
+    out = {"mean": np.mean, "median": np.median, "min": np.min}[kind](stack, axis=0)
     return out, out.copy()
 
 
@@ -126,6 +139,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("recording", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--rules", default="none")
+    ap.add_argument("--vary", default="", help="comma-separated name parts: only the recorded "
+                    "policies matching one get the other rules (all get 'none')")
     ap.add_argument("--max-series", type=int, default=None, help="as the run's, if it had one")
     args = ap.parse_args(argv)
     run = json.loads(args.run.read_text())
@@ -140,7 +155,10 @@ def main(argv: list[str]) -> int:
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
     policies: list[RestockPolicy] = []
     for name, lv, days, cum, horizon in recorded:
+        vary = [v for v in args.vary.split(",") if v]
         for rule in rules:
+            if rule != "none" and vary and not any(v in name for v in vary):
+                continue
             label = name if rule == "none" else f"{name}:level_rule={rule}"
             policies.append(RecordedPolicy(label, lv, {d: i for i, d in enumerate(days)}, cum,
                                            horizon, rule))  # fmt: skip

@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +49,7 @@ from optimizer.service_level import (
 
 __all__ = [
     "DEFAULT_SWEEP",
+    "LEVEL_RULES",
     "EmpiricalPolicy",
     "ForecastPolicy",
     "MinMaxPolicy",
@@ -71,6 +72,10 @@ DEFAULT_SWEEP: tuple[float, ...] = (
     0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.96, 0.97, 0.98, 0.99, 0.995, 0.999, 0.9995, 0.9999,
     0.99999, 0.999999, 0.99999999,
 )  # fmt: skip
+
+
+LevelRule = Literal["none", "cover_mean"]
+LEVEL_RULES: tuple[LevelRule, ...] = ("none", "cover_mean")
 
 
 class SimulationError(OptimizerError):
@@ -185,6 +190,10 @@ class ForecastPolicy:
     shared: _SharedForecast | None = None
     # (targets, SKUs) the cover distribution's CDF at the last review's order-up-to levels
     quantile_used: FloatArray | None = None
+    # "none": each review's level as the forecast gives it; "cover_mean": the mean of the
+    # levels the reviews of the last protection interval computed (`cover_reviews`)
+    level_rule: LevelRule = "none"
+    _level_memory: list[FloatArray] = field(default_factory=list, repr=False)
 
     def retrain(self, values: FloatArray, dates: DateArray) -> None:
         """Refit a trained model (`fits`) on `values` (SKUs, days), the history up to and
@@ -233,6 +242,9 @@ class ForecastPolicy:
         s, up, self.quantile_used = forecast_levels(
             forecast.levels, lambda steps: forecast.cumulative[:, steps - 1, :], history,
             targets, config, tail=self.tail)
+        if self.level_rule == "cover_mean":
+            up = smooth_levels(self._level_memory, up, cover_reviews(config))
+            return up, up.copy()
         return s, up
 
 
@@ -266,21 +278,18 @@ def forecast_levels(levels: FloatArray, cumulative: Callable[[int], FloatArray],
     return s, up, _cdf_at(cover, up)
 
 
-def smooth_levels(memory: list[FloatArray] | None, up: FloatArray, rule: str
-                  ) -> tuple[list[FloatArray], FloatArray]:  # fmt: skip
-    """EXPERIMENT: the order-up-to level from the last k reviews' levels (rule "meanK",
-    "medianK", "minK")."""
-    kind = rule.rstrip("0123456789")
-    k = int(rule[len(kind):])
-    memory = [*([] if memory is None else memory)[-(k - 1):], up] if k > 1 else [up]
-    stack = np.stack(memory)
-    if kind == "mean":
-        out = stack.mean(axis=0)
-    elif kind == "median":
-        out = np.median(stack, axis=0)
-    else:
-        out = stack.min(axis=0)
-    return memory, np.asarray(out, dtype=np.float64)
+def cover_reviews(config: SimulationConfig) -> int:
+    """How many reviews fall in one protection interval (lead time + review period):
+    ceil((L + R) / R) — the reviews whose orders can still be on the shelf together."""
+    return -(-(config.lead_time_days + config.review_days) // config.review_days)
+
+
+def smooth_levels(memory: list[FloatArray], up: FloatArray, k: int) -> FloatArray:
+    """The mean of this review's order-up-to levels and the last k - 1 reviews' (fewer at the
+    start); `memory` (the raw levels, oldest first) is updated in place to the last k."""
+    memory.append(up)
+    del memory[:-k]
+    return np.asarray(np.mean(np.stack(memory), axis=0), dtype=np.float64)
 
 
 def _cdf_at(cover: DemandDistribution, levels: FloatArray) -> FloatArray:

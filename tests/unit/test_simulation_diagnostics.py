@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from optimizer.simulation import ForecastPolicy, SimulationConfig, simulate
+from optimizer.simulation import (
+    ForecastPolicy,
+    SimulationConfig,
+    cover_reviews,
+    simulate,
+    smooth_levels,
+)
 from tests.unit.test_simulation_replay import Exact, dates
 
 
@@ -66,3 +72,76 @@ def test_forecast_policies_report_the_quantile_their_level_stands_at():
     q = res.policies["exact"].diagnostics["mean_quantile_used"]
     # an exact forecast is a point mass: its cycle-service level is the demand, CDF 1 there
     assert q == pytest.approx(1.0)
+
+
+class Spiky(Exact):
+    """Exact's forecast, times `factor` on every third day it is asked."""
+
+    name = "spiky"
+
+    def __init__(self, rate: float, factor: float) -> None:
+        super().__init__(rate)
+        self.factor = factor
+        self.calls = 0
+
+    def _predict(self, windows, horizon, end_days):
+        f = super()._predict(windows, horizon, end_days)
+        self.calls += 1
+        k = self.factor if self.calls % 3 == 0 else 1.0
+        return type(f)(f.levels, f.daily * k, f.cumulative * k, f.mean * k)
+
+
+def test_cover_reviews_counts_the_reviews_of_one_protection_interval():
+    assert cover_reviews(cfg(lead_time_days=7, review_days=1)) == 8
+    assert cover_reviews(cfg(lead_time_days=7, review_days=7)) == 2
+    assert cover_reviews(cfg(lead_time_days=6, review_days=4)) == 3
+    assert cover_reviews(cfg(lead_time_days=0, review_days=1)) == 1
+
+
+def test_smooth_levels_is_the_mean_of_the_last_k_levels():
+    memory: list = []
+    got = [smooth_levels(memory, np.array([[x]]), 3)[0, 0] for x in (3.0, 6.0, 9.0, 0.0)]
+    assert got == [3.0, 4.5, 6.0, 5.0]
+    assert len(memory) == 3
+
+
+def test_cover_mean_changes_nothing_for_a_steady_forecast():
+    demand = np.full((3, 40), 10.0)
+    c = cfg(lead_time_days=3, sweep=(0.5, 0.9))
+    plain = simulate(demand, dates(40), [ForecastPolicy("p", Exact(10.0))], c)
+    smooth = simulate(demand, dates(40), [ForecastPolicy("p", Exact(10.0),
+                                                         level_rule="cover_mean")], c)
+    a, b = plain.policies["p"], smooth.policies["p"]
+    assert (a.avg_inventory, a.fill_rate, a.orders) == (b.avg_inventory, b.fill_rate, b.orders)
+
+
+def test_cover_mean_damps_a_spiky_forecasts_level_and_the_stock_it_leaves():
+    rng = np.random.default_rng(0)
+    demand = rng.poisson(10.0, size=(20, 60)).astype(float)
+    c = cfg(lead_time_days=3, sweep=(0.5, 0.9))
+    res = simulate(demand, dates(60), [
+        ForecastPolicy("plain", Spiky(10.0, 3.0)),
+        ForecastPolicy("smooth", Spiky(10.0, 3.0), level_rule="cover_mean"),
+    ], c)
+    plain, smooth = res.policies["plain"], res.policies["smooth"]
+    assert smooth.diagnostics["level_churn"] < 0.5 * plain.diagnostics["level_churn"]
+    assert smooth.diagnostics["mean_excess_position"] < plain.diagnostics["mean_excess_position"]
+    assert smooth.avg_inventory < plain.avg_inventory
+    assert smooth.orders > plain.orders
+
+
+def test_cli_takes_level_rule_as_a_policy_key(tmp_path):
+    import argparse
+
+    from runtime.errors import ConfigError
+    from shelfcast import cli_optimizer
+
+    args = argparse.Namespace(policies="forecast:moving_average:level_rule=cover_mean,"
+                              "forecast:moving_average", device="cpu", no_progress=True,
+                              lstm_model=None, lstm_max_epochs=None)  # fmt: skip
+    a, b = cli_optimizer._policies(args)
+    assert a.level_rule == "cover_mean" and b.level_rule == "none"
+    assert a.forecaster is b.forecaster  # a policy key: one model, asked once a day
+    args.policies = "forecast:moving_average:level_rule=max"
+    with pytest.raises(ConfigError, match="level_rule must be one of"):
+        cli_optimizer._policies(args)
