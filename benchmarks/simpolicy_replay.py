@@ -61,7 +61,7 @@ class RecordedPolicy:
     def levels(self, history: FloatArray, end_day: np.datetime64, targets: FloatArray,
                config: SimulationConfig) -> tuple[FloatArray, FloatArray]:  # fmt: skip
         i = self.days[str(end_day)]
-        cum = self.cum[i]
+        cum: FloatArray = np.asarray(self.cum[i], dtype=np.float64)
 
         def at(steps: int) -> FloatArray:
             if steps != self.horizon:
@@ -88,7 +88,14 @@ def apply_rule(policy: RecordedPolicy, s: FloatArray, up: FloatArray, config: Si
     policy.memory.append(up)
     del policy.memory[:-k]
     stack = np.stack(policy.memory)
-    out = {"mean": np.mean, "median": np.median, "min": np.min}[kind](stack, axis=0)
+    if kind == "mean":
+        out = stack.mean(axis=0)
+    elif kind == "median":
+        out = np.median(stack, axis=0)
+    elif kind == "min":
+        out = stack.min(axis=0)
+    else:
+        raise ValueError(f"unknown rule {policy.rule!r}")
     return out, out.copy()
 
 
