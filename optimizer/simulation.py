@@ -176,7 +176,11 @@ class _SharedForecast:
 class ForecastPolicy:
     """An order-up-to (R, S) policy on a forecaster's demand distribution over lead time +
     review period, at each service target (see service_level.restock_levels); `tail`: the
-    exponential tail above the forecast's top quantile (`service_level.TAIL_RULES`)."""
+    exponential tail above the forecast's top quantile (`service_level.TAIL_RULES`);
+    `level_rule` (`LEVEL_RULES`): "none" orders up to each review's own level, "cover_mean"
+    up to the mean of the levels of the last ceil((L + R) / R) reviews (this one included;
+    benchmarks/README "Served policy vs the LSTM's"). `quantile_used` is the CDF at the level
+    before the rule."""
 
     name: str
     forecaster: Forecaster

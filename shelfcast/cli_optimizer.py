@@ -53,8 +53,9 @@ def add_commands(subparsers: Any) -> None:
                      "forecast + its empirical past errors), forecast:NAME or "
                      "forecast:NAME:key=value:... (registered forecasters; the keys are the "
                      "model's, except tail=median_chord (default)|last_gap|upper_fit, the "
-                     "policy's tail above the top quantile; policies that differ only in tail "
-                     "share one "
+                     "policy's tail above the top quantile, and level_rule=none (default)|"
+                     "cover_mean, the order-up-to level averaged over the last (L + R) / R "
+                     "reviews; policies that differ only in these share one "
                      f"model, fitted and asked once; default {DEFAULT_POLICIES})")
     sim.add_argument("--service-level", type=float, default=0.95,
                      help="headline service target in (0, 1) (default 0.95)")
