@@ -41,6 +41,7 @@ def main(argv: list[str]) -> int:
         return forecast
 
     ForecastPolicy._predict = recording  # type: ignore[method-assign]
+    sys.argv = ["shelfcast", *argv[2:]]  # the JSON's "command": the simulate command itself
     try:
         rc = cli_main(argv[2:])
     finally:
