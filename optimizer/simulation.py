@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +49,7 @@ from optimizer.service_level import (
 
 __all__ = [
     "DEFAULT_SWEEP",
+    "LEVEL_RULES",
     "EmpiricalPolicy",
     "ForecastPolicy",
     "MinMaxPolicy",
@@ -71,6 +72,10 @@ DEFAULT_SWEEP: tuple[float, ...] = (
     0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.96, 0.97, 0.98, 0.99, 0.995, 0.999, 0.9995, 0.9999,
     0.99999, 0.999999, 0.99999999,
 )  # fmt: skip
+
+
+LevelRule = Literal["none", "cover_mean"]
+LEVEL_RULES: tuple[LevelRule, ...] = ("none", "cover_mean")
 
 
 class SimulationError(OptimizerError):
@@ -171,7 +176,11 @@ class _SharedForecast:
 class ForecastPolicy:
     """An order-up-to (R, S) policy on a forecaster's demand distribution over lead time +
     review period, at each service target (see service_level.restock_levels); `tail`: the
-    exponential tail above the forecast's top quantile (`service_level.TAIL_RULES`)."""
+    exponential tail above the forecast's top quantile (`service_level.TAIL_RULES`);
+    `level_rule` (`LEVEL_RULES`): "none" orders up to each review's own level, "cover_mean"
+    up to the mean of the levels of the last ceil((L + R) / R) reviews (this one included;
+    benchmarks/README "Served policy vs the LSTM's"). `quantile_used` is the CDF at the level
+    before the rule."""
 
     name: str
     forecaster: Forecaster
@@ -183,6 +192,12 @@ class ForecastPolicy:
     covariates: Covariates | None = None
     # set by `simulate` for the policies sharing this one's forecaster object
     shared: _SharedForecast | None = None
+    # (targets, SKUs) the cover distribution's CDF at the last review's order-up-to levels
+    quantile_used: FloatArray | None = None
+    # "none": each review's level as the forecast gives it; "cover_mean": the mean of the
+    # levels the reviews of the last protection interval computed (`cover_reviews`)
+    level_rule: LevelRule = "none"
+    _level_memory: list[FloatArray] = field(default_factory=list, repr=False)
 
     def retrain(self, values: FloatArray, dates: DateArray) -> None:
         """Refit a trained model (`fits`) on `values` (SKUs, days), the history up to and
@@ -225,31 +240,66 @@ class ForecastPolicy:
 
     def levels(self, history: FloatArray, end_day: np.datetime64, targets: FloatArray,
                config: SimulationConfig) -> tuple[FloatArray, FloatArray]:  # fmt: skip
-        days, probs = _lead_mix(config)
-        review = config.review_days
-        horizon = int(days.max()) + review
+        days, _ = _lead_mix(config)
+        horizon = int(days.max()) + config.review_days
         forecast = self._predict(history, horizon, end_day)
-        n = forecast.n_series
-
-        def dist(steps: int) -> DemandDistribution:
-            if steps == 0:
-                return DemandDistribution(np.zeros((n, 1)), np.ones((n, 1)))
-            return DemandDistribution.from_quantiles(
-                forecast.levels, forecast.cumulative[:, steps - 1, :], tail=self.tail
-            )
-
-        cover = DemandDistribution.mixture([dist(int(d) + review) for d in days], probs)
-        # One review period's share of the cover distribution's mean: a point forecast of 0
-        # (seasonal naive after a quiet week) must not make the shortage budget 0, which
-        # would ask for the distribution's far tail.
-        review_demand = _cycle_demand(cover.mean() * review / (config.lead_time_days + review),
-                                      history, config)  # fmt: skip
-        s = np.empty((targets.size, n))
-        up = np.empty((targets.size, n))
-        for k, level in enumerate(targets):
-            s[k], up[k] = restock_levels(cover, service_level=float(level),
-                                         target=config.target, review_demand=review_demand)
+        s, up, self.quantile_used = forecast_levels(
+            forecast.levels, lambda steps: forecast.cumulative[:, steps - 1, :], history,
+            targets, config, tail=self.tail)
+        if self.level_rule == "cover_mean":
+            up = smooth_levels(self._level_memory, up, cover_reviews(config))
+            return up, up.copy()
         return s, up
+
+
+def forecast_levels(levels: FloatArray, cumulative: Callable[[int], FloatArray],
+                    history: FloatArray, targets: FloatArray, config: SimulationConfig, *,
+                    tail: TailRule = DEFAULT_TAIL) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """A forecast policy's (reorder_point, order_up_to) and the cover distribution's CDF at
+    the order-up-to level (the cycle-service quantile the level stands at), each (targets,
+    SKUs). `cumulative(steps)`: (SKUs, Q) quantiles of the demand over the next `steps` days
+    at `levels` (a forecast's `cumulative[:, steps - 1, :]`)."""
+    days, probs = _lead_mix(config)
+    review = config.review_days
+    n = history.shape[0]
+
+    def dist(steps: int) -> DemandDistribution:
+        if steps == 0:
+            return DemandDistribution(np.zeros((n, 1)), np.ones((n, 1)))
+        return DemandDistribution.from_quantiles(levels, cumulative(steps), tail=tail)
+
+    cover = DemandDistribution.mixture([dist(int(d) + review) for d in days], probs)
+    # One review period's share of the cover distribution's mean: a point forecast of 0
+    # (seasonal naive after a quiet week) must not make the shortage budget 0, which
+    # would ask for the distribution's far tail.
+    review_demand = _cycle_demand(cover.mean() * review / (config.lead_time_days + review),
+                                  history, config)  # fmt: skip
+    s = np.empty((targets.size, n))
+    up = np.empty((targets.size, n))
+    for k, level in enumerate(targets):
+        s[k], up[k] = restock_levels(cover, service_level=float(level),
+                                     target=config.target, review_demand=review_demand)
+    return s, up, _cdf_at(cover, up)
+
+
+def cover_reviews(config: SimulationConfig) -> int:
+    """How many reviews fall in one protection interval (lead time + review period):
+    ceil((L + R) / R) — the reviews whose orders can still be on the shelf together."""
+    return -(-(config.lead_time_days + config.review_days) // config.review_days)
+
+
+def smooth_levels(memory: list[FloatArray], up: FloatArray, k: int) -> FloatArray:
+    """The mean of this review's order-up-to levels and the last k - 1 reviews' (fewer at the
+    start); `memory` (the raw levels, oldest first) is updated in place to the last k."""
+    memory.append(up)
+    del memory[:-k]
+    return np.asarray(np.mean(np.stack(memory), axis=0), dtype=np.float64)
+
+
+def _cdf_at(cover: DemandDistribution, levels: FloatArray) -> FloatArray:
+    """(targets, SKUs) P(cover demand <= level), atoms at or below the level counted whole."""
+    below = cover.values[None, :, :] <= levels[:, :, None] + 1e-9
+    return np.asarray((cover.probs[None, :, :] * below).sum(axis=2), dtype=np.float64)
 
 
 @dataclass
@@ -368,6 +418,8 @@ class PolicyResult:
     curve: list[PolicyCurvePoint]
     seconds: float
     retrains: list[dict[str, Any]] = field(default_factory=list)
+    # at the headline target, over the scored review days (see `_diagnostics`)
+    diagnostics: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -478,6 +530,51 @@ class _State:
         self.units = np.zeros(shape, dtype=np.int64)
         self.inventory_sum = np.zeros(shape)
         self.seconds = 0.0
+        # what the policy asked for, per scored review (diagnostics)
+        self.reviews = 0
+        self.level_sum = np.zeros(shape)
+        self.level_prev: FloatArray | None = None
+        self.churn_sum = np.zeros(shape)
+        self.above = np.zeros(shape, dtype=np.int64)
+        self.excess_sum = np.zeros(shape)
+        self.quantile_sum: FloatArray | None = None
+
+    def record_review(self, position: FloatArray, reorder: FloatArray, up: FloatArray,
+                      quantile_used: FloatArray | None) -> None:
+        """Accumulate one scored review's levels against the position before ordering."""
+        self.reviews += 1
+        self.level_sum += up
+        if self.level_prev is not None:
+            self.churn_sum += np.abs(up - self.level_prev)
+        self.level_prev = up.copy()
+        self.above += position > reorder
+        self.excess_sum += np.maximum(position - up, 0.0)
+        if quantile_used is not None:
+            self.quantile_sum = quantile_used.copy() if self.quantile_sum is None \
+                else self.quantile_sum + quantile_used  # fmt: skip
+
+    def diagnostics(self, k: int) -> dict[str, float | None]:
+        """Target k's order-up-to levels and orders: `mean_order_up_to` (summed over SKUs,
+        mean over scored reviews), `level_churn` (sum of |S_t - S_t-1| over sum of S: how
+        much the level moves review to review), `share_above_reorder_point` (SKU-reviews
+        whose position was above the reorder point: no order), `mean_excess_position` (the
+        position above S before ordering, summed over SKUs, mean over reviews: stock a higher
+        earlier level left), `mean_order_size`, `mean_quantile_used` (forecast policies: the
+        cover distribution's CDF at S, mean over SKU-reviews)."""
+        reviews = max(self.reviews, 1)
+        n = self.level_sum.shape[1]
+        level = float(self.level_sum[k].sum())
+        orders = int(self.orders[k].sum())
+        return {
+            "scored_reviews": self.reviews,
+            "mean_order_up_to": round(level / reviews, 2),
+            "level_churn": round(float(self.churn_sum[k].sum()) / level, 5) if level > 0 else None,
+            "share_above_reorder_point": round(float(self.above[k].sum()) / (reviews * n), 5),
+            "mean_excess_position": round(float(self.excess_sum[k].sum()) / reviews, 2),
+            "mean_order_size": round(float(self.units[k].sum()) / orders, 3) if orders else None,
+            "mean_quantile_used": None if self.quantile_sum is None
+            else round(float(self.quantile_sum[k].sum()) / (reviews * n), 5),
+        }  # fmt: skip
 
 
 def simulate(
@@ -586,6 +683,8 @@ def simulate(
                     up = np.maximum(up, s + _eoq_extra(history, config)[None, :])
                 position = inventory_position(st.on_hand, st.on_order, st.backorders)
                 qty = order_quantity(position, s, up, config.case_pack, config.moq)
+                if scored:
+                    st.record_review(position, s, up, getattr(policy, "quantile_used", None))
                 if lt_days.size == 1:
                     due = np.full(qty.shape, t + int(lt_days[0]) + 1)
                 else:
@@ -651,6 +750,7 @@ def simulate(
             curve=curve,
             seconds=round(st.seconds, 2),
             retrains=list(policy.retrains) if isinstance(policy, ForecastPolicy) else [],
+            diagnostics=st.diagnostics(h),
         )
     return SimulationResult(
         config=config, skus=n, first_day=str(dates[start]), last_day=str(dates[total - 1]),

@@ -30,7 +30,7 @@ __all__ = ["DEFAULT_POLICIES", "add_bench_commands", "add_commands", "run"]
 
 DEFAULT_POLICIES = "forecast:seasonal_naive,forecast:moving_average,minmax"
 DEFAULT_DAYS = 365  # the default protocol: the last year, trained on all history before it
-POLICY_KEYS = ("tail",)
+POLICY_KEYS = ("tail", "level_rule")
 """Keys of forecast:NAME:key=value that set the restock policy, not the model (no model takes
 an option of these names)."""
 
@@ -53,8 +53,9 @@ def add_commands(subparsers: Any) -> None:
                      "forecast + its empirical past errors), forecast:NAME or "
                      "forecast:NAME:key=value:... (registered forecasters; the keys are the "
                      "model's, except tail=median_chord (default)|last_gap|upper_fit, the "
-                     "policy's tail above the top quantile; policies that differ only in tail "
-                     "share one "
+                     "policy's tail above the top quantile, and level_rule=none (default)|"
+                     "cover_mean, the order-up-to level averaged over the last (L + R) / R "
+                     "reviews; policies that differ only in these share one "
                      f"model, fitted and asked once; default {DEFAULT_POLICIES})")
     sim.add_argument("--service-level", type=float, default=0.95,
                      help="headline service target in (0, 1) (default 0.95)")
@@ -176,7 +177,7 @@ def _policies(args: argparse.Namespace) -> list[RestockPolicy]:
     from forecasting.errors import ForecastingError
     from forecasting.registry import available_forecasters, make_forecaster
     from optimizer.service_level import DEFAULT_TAIL, TAIL_RULES
-    from optimizer.simulation import ForecastPolicy, MinMaxPolicy
+    from optimizer.simulation import LEVEL_RULES, ForecastPolicy, MinMaxPolicy
 
     specs = [s.strip() for s in args.policies.split(",") if s.strip()]
     if not specs:
@@ -207,6 +208,10 @@ def _policies(args: argparse.Namespace) -> list[RestockPolicy]:
         if tail not in TAIL_RULES:
             raise ConfigError(f"policy {spec!r}: tail must be one of {', '.join(TAIL_RULES)}, "
                               f"got {tail!r}")
+        level_rule = policy_kwargs.get("level_rule", "none")
+        if level_rule not in LEVEL_RULES:
+            raise ConfigError(f"policy {spec!r}: level_rule must be one of "
+                              f"{', '.join(LEVEL_RULES)}, got {level_rule!r}")
         if name not in available_forecasters():
             raise ConfigError(f"policy {spec!r}: no forecaster {name!r} registered "
                               f"(known: {', '.join(available_forecasters())})")
@@ -219,7 +224,7 @@ def _policies(args: argparse.Namespace) -> list[RestockPolicy]:
                 forecaster = models[key] = make_forecaster(name, shared=shared, **kwargs)
             except (ForecastingError, TypeError, ValueError) as exc:
                 raise ConfigError(f"policy {spec!r}: {exc}") from None
-        out.append(ForecastPolicy(spec, forecaster, tail=tail))
+        out.append(ForecastPolicy(spec, forecaster, tail=tail, level_rule=level_rule))
     return out
 
 

@@ -1,0 +1,147 @@
+"""The simulation's per-policy diagnostics: what the order-up-to levels did, review by review."""
+
+import numpy as np
+import pytest
+
+from optimizer.simulation import (
+    ForecastPolicy,
+    SimulationConfig,
+    cover_reviews,
+    simulate,
+    smooth_levels,
+)
+from tests.unit.test_simulation_replay import Exact, dates
+
+
+class Fixed:
+    """Order up to levels[review % len(levels)] (reorder point = level), whatever the demand."""
+
+    def __init__(self, name: str, levels: list[float]) -> None:
+        self.name = name
+        self.levels_seq = levels
+        self.asked: list[float] = []
+
+    def levels(self, history, end_day, targets, config):
+        level = self.levels_seq[len(self.asked) % len(self.levels_seq)]
+        self.asked.append(level)
+        s = np.full((targets.size, history.shape[0]), level)
+        return s, s.copy()
+
+
+def cfg(**kw) -> SimulationConfig:
+    base = {"lead_time_days": 0, "review_days": 1, "warmup_days": 7, "window_days": 14,
+            "sweep": (0.5,), "service_level": 0.95, "initial_stock_days": 5.0}  # fmt: skip
+    return SimulationConfig(**{**base, **kw})
+
+
+def test_a_steady_level_orders_each_days_demand_and_never_sits_above_it():
+    demand = np.full((2, 40), 1.0)
+    res = simulate(demand, dates(40), [Fixed("steady", [5.0])], cfg())
+    d = res.policies["steady"].diagnostics
+    assert d["scored_reviews"] == res.scored_days
+    assert d["mean_order_up_to"] == 10.0  # 2 SKUs x 5
+    assert d["level_churn"] == 0.0
+    assert d["share_above_reorder_point"] == 0.0 and d["mean_excess_position"] == 0.0
+    assert d["mean_order_size"] == 1.0
+    assert d["mean_quantile_used"] is None  # not a forecast policy
+
+
+def test_a_level_that_jumps_leaves_stock_above_it_and_orders_less_often():
+    demand = np.full((1, 40), 1.0)
+    policy = Fixed("jumpy", [9.0, 2.0])
+    res = simulate(demand, dates(40), [policy, Fixed("steady", [5.0])], cfg())
+    jumpy, steady = res.policies["jumpy"], res.policies["steady"]
+    d = jumpy.diagnostics
+    scored = policy.asked[-d["scored_reviews"]:]
+    assert d["mean_order_up_to"] == pytest.approx(np.mean(scored))
+    expected_churn = np.abs(np.diff(scored)).sum() / np.sum(scored)
+    assert d["level_churn"] == pytest.approx(expected_churn, abs=1e-5)
+    # the day after a high level the position (9 - 1 = 8) is above the low level 2: no order
+    assert d["share_above_reorder_point"] > 0.4
+    assert d["mean_excess_position"] > 0.0
+    assert jumpy.orders < steady.orders
+    assert d["mean_order_size"] > steady.diagnostics["mean_order_size"]
+    # the ratchet: stock follows the high level, not the mean level (5.5 vs the steady 5)
+    assert jumpy.avg_inventory > steady.avg_inventory
+
+
+def test_forecast_policies_report_the_quantile_their_level_stands_at():
+    demand = np.full((3, 40), 10.0)
+    res = simulate(demand, dates(40), [ForecastPolicy("exact", Exact(10.0))],
+                   cfg(lead_time_days=2, sweep=(0.5, 0.99), target="cycle"))
+    q = res.policies["exact"].diagnostics["mean_quantile_used"]
+    # an exact forecast is a point mass: its cycle-service level is the demand, CDF 1 there
+    assert q == pytest.approx(1.0)
+
+
+class Spiky(Exact):
+    """Exact's forecast, times `factor` on every third day it is asked."""
+
+    name = "spiky"
+
+    def __init__(self, rate: float, factor: float) -> None:
+        super().__init__(rate)
+        self.factor = factor
+        self.calls = 0
+
+    def _predict(self, windows, horizon, end_days):
+        f = super()._predict(windows, horizon, end_days)
+        self.calls += 1
+        k = self.factor if self.calls % 3 == 0 else 1.0
+        return type(f)(f.levels, f.daily * k, f.cumulative * k, f.mean * k)
+
+
+def test_cover_reviews_counts_the_reviews_of_one_protection_interval():
+    assert cover_reviews(cfg(lead_time_days=7, review_days=1)) == 8
+    assert cover_reviews(cfg(lead_time_days=7, review_days=7)) == 2
+    assert cover_reviews(cfg(lead_time_days=6, review_days=4)) == 3
+    assert cover_reviews(cfg(lead_time_days=0, review_days=1)) == 1
+
+
+def test_smooth_levels_is_the_mean_of_the_last_k_levels():
+    memory: list = []
+    got = [smooth_levels(memory, np.array([[x]]), 3)[0, 0] for x in (3.0, 6.0, 9.0, 0.0)]
+    assert got == [3.0, 4.5, 6.0, 5.0]
+    assert len(memory) == 3
+
+
+def test_cover_mean_changes_nothing_for_a_steady_forecast():
+    demand = np.full((3, 40), 10.0)
+    c = cfg(lead_time_days=3, sweep=(0.5, 0.9))
+    plain = simulate(demand, dates(40), [ForecastPolicy("p", Exact(10.0))], c)
+    smooth = simulate(demand, dates(40), [ForecastPolicy("p", Exact(10.0),
+                                                         level_rule="cover_mean")], c)
+    a, b = plain.policies["p"], smooth.policies["p"]
+    assert (a.avg_inventory, a.fill_rate, a.orders) == (b.avg_inventory, b.fill_rate, b.orders)
+
+
+def test_cover_mean_damps_a_spiky_forecasts_level_and_the_stock_it_leaves():
+    rng = np.random.default_rng(0)
+    demand = rng.poisson(10.0, size=(20, 60)).astype(float)
+    c = cfg(lead_time_days=3, sweep=(0.5, 0.9))
+    res = simulate(demand, dates(60), [
+        ForecastPolicy("plain", Spiky(10.0, 3.0)),
+        ForecastPolicy("smooth", Spiky(10.0, 3.0), level_rule="cover_mean"),
+    ], c)
+    plain, smooth = res.policies["plain"], res.policies["smooth"]
+    assert smooth.diagnostics["level_churn"] < 0.5 * plain.diagnostics["level_churn"]
+    assert smooth.diagnostics["mean_excess_position"] < plain.diagnostics["mean_excess_position"]
+    assert smooth.avg_inventory < plain.avg_inventory
+    assert smooth.orders > plain.orders
+
+
+def test_cli_takes_level_rule_as_a_policy_key(tmp_path):
+    import argparse
+
+    from runtime.errors import ConfigError
+    from shelfcast import cli_optimizer
+
+    args = argparse.Namespace(policies="forecast:moving_average:level_rule=cover_mean,"
+                              "forecast:moving_average", device="cpu", no_progress=True,
+                              lstm_model=None, lstm_max_epochs=None)  # fmt: skip
+    a, b = cli_optimizer._policies(args)
+    assert a.level_rule == "cover_mean" and b.level_rule == "none"
+    assert a.forecaster is b.forecaster  # a policy key: one model, asked once a day
+    args.policies = "forecast:moving_average:level_rule=max"
+    with pytest.raises(ConfigError, match="level_rule must be one of"):
+        cli_optimizer._policies(args)
