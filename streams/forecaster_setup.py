@@ -28,7 +28,7 @@ from runtime.settings import Settings
 from streams.processor import PredictFn
 
 __all__ = ["DeferredPredict", "check_servable", "local_predict", "model_info", "model_source",
-           "served_forecaster"]
+           "reads_holidays", "served_forecaster", "warn_without_holidays"]
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,24 @@ def _load(name: str, path: Path, device: str = "auto", backend: str = "auto") ->
     # its group, and for a roll-in on a thread while the old model serves.
     forecaster.prepare_serving()
     return forecaster
+
+
+def reads_holidays(forecaster: Forecaster) -> bool:
+    """True when the model reads the data's own holidays (its LSTM state or head, or its
+    LightGBM part's holiday features): the stream hands them from `shop.calendar`."""
+    lightgbm = getattr(forecaster, "lightgbm", forecaster)
+    return bool(getattr(forecaster, "reads_holidays", False)
+                or getattr(lightgbm, "holidays_used", False))
+
+
+def warn_without_holidays(forecaster: Forecaster, calendar_entries: int) -> None:
+    """Log a warning when the model was trained on a holiday column and the calendar holds
+    nothing: every day is then forecast as a working day (publish one: `shelfcast calendar
+    publish FILE`)."""
+    if calendar_entries == 0 and reads_holidays(forecaster):
+        log.warning("model %s was trained on the data's own holidays, and shop.calendar holds "
+                    "none: every day is forecast as a non-holiday (load the calendar with "
+                    "`shelfcast calendar publish FILE`)", forecaster.model_version)
 
 
 def _artifact_version(path: Path) -> str | None:

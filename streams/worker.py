@@ -23,6 +23,7 @@ from streams.forecaster_setup import (
     local_predict,
     model_source,
     served_forecaster,
+    warn_without_holidays,
 )
 from streams.holiday_calendar import HolidayCalendar
 from streams.metrics import WorkerMetrics
@@ -67,6 +68,7 @@ def build_app(settings: Settings, *,
                 else CalendarFeed(settings, calendar))
         async with (feed,
                     served_forecaster(settings, rolled_in, source=source) as (_, predict)):
+            warn_without_holidays(forecaster, len(calendar))
             deferred.serve(predict)
             await asyncio.Event().wait()  # until the app stops (it cancels its tasks)
 
@@ -85,6 +87,7 @@ async def run_batch_worker(settings: Settings, stop: asyncio.Event | None = None
     # the holiday calendar read up to its end before the first forecast (streams.calendar_feed)
     async with (CalendarFeed(settings) as feed,
                 served_forecaster(settings, rolled_in, on_loop=True) as (forecaster, predict)):
+        warn_without_holidays(forecaster, len(feed.calendar))
         metrics = WorkerMetrics(forecaster.model_version, model=settings.model)
         processor = BatchProcessor(ProcessorConfig.from_settings(settings),
                                    metrics.instrument_predict(predict), forecaster.model_version,

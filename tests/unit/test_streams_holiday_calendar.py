@@ -216,3 +216,21 @@ def test_the_stream_serves_what_the_model_forecasts_offline_with_the_holidays(
 
     assert asyncio.run(serve(True)) < 1e-3
     assert asyncio.run(serve(False)) > 1e-2
+
+
+def test_a_worker_warns_when_its_model_reads_holidays_and_the_calendar_is_empty(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from types import SimpleNamespace
+
+    from streams.forecaster_setup import reads_holidays, warn_without_holidays
+
+    plain = make_forecaster("moving_average")
+    mix = SimpleNamespace(model_version="m1", reads_holidays=False,
+                          lightgbm=SimpleNamespace(holidays_used=True))
+    assert not reads_holidays(plain) and reads_holidays(mix)  # type: ignore[arg-type]
+    with caplog.at_level("WARNING", logger="streams.forecaster_setup"):
+        warn_without_holidays(plain, 0)
+        warn_without_holidays(mix, 3)  # type: ignore[arg-type]
+        assert not caplog.records
+        warn_without_holidays(mix, 0)  # type: ignore[arg-type]
+    assert len(caplog.records) == 1 and "shelfcast calendar publish" in caplog.text
