@@ -150,6 +150,8 @@ def _kwarg(text: str, spec: str) -> tuple[str, Any]:
     if not sep or not key.isidentifier():
         raise ConfigError(f"policy {spec!r}: option {text!r} is not key=value")
     value: Any = raw
+    if raw.lower() in ("true", "false"):  # a flag: "false" must not stay a (truthy) string
+        return key, raw.lower() == "true"
     for parse in (int, float):
         try:
             value = parse(raw)

@@ -145,3 +145,14 @@ def test_cli_takes_level_rule_as_a_policy_key(tmp_path):
     args.policies = "forecast:moving_average:level_rule=max"
     with pytest.raises(ConfigError, match="level_rule must be one of"):
         cli_optimizer._policies(args)
+
+
+def test_cli_policy_options_read_true_and_false_as_flags():
+    """`forecast:lstm:data_holidays=false` turns the flag off: "false" once stayed a string,
+    which a model took as true."""
+    from shelfcast.cli_optimizer import _kwarg
+
+    assert _kwarg("data_holidays=false", "spec") == ("data_holidays", False)
+    assert _kwarg("calibrate=True", "spec") == ("calibrate", True)
+    assert _kwarg("warm_start_epochs=4", "spec") == ("warm_start_epochs", 4)
+    assert _kwarg("tail=normal", "spec") == ("tail", "normal")
