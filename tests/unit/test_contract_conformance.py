@@ -338,9 +338,10 @@ def test_every_exported_timestamp_states_the_pattern_and_no_format(tmp_path: Pat
     assert all('"date-time"' not in text for text in texts.values())
     for name, text in texts.items():
         stamps = _timestamp_properties(json.loads(text))
-        # the catalog has no time; planned promotions have days (their own pattern, below)
-        assert stamps or name in ("SkuPolicy.v1.schema.json",
-                                  "PromotionEvent.v1.schema.json"), f"{name} has no timestamp"
+        # the catalog has no time; planned promotions and holidays have days (their own
+        # pattern: test_streams_planned_promotions.py, test_streams_holiday_calendar.py)
+        assert stamps or name in ("SkuPolicy.v1.schema.json", "PromotionEvent.v1.schema.json",
+                                  "HolidayEvent.v1.schema.json"), f"{name} has no timestamp"
         assert all(s["type"] == "string" and "format" not in s for s in stamps)
     order_time = json.loads(texts["OrderEvent.v1.schema.json"])["properties"]["occurred_at"]
     assert "+HHMM" in order_time["description"] and "space" in order_time["description"]

@@ -234,3 +234,27 @@ def test_a_worker_warns_when_its_model_reads_holidays_and_the_calendar_is_empty(
         assert not caplog.records
         warn_without_holidays(mix, 0)  # type: ignore[arg-type]
     assert len(caplog.records) == 1 and "shelfcast calendar publish" in caplog.text
+
+
+def test_the_exported_schema_agrees_with_the_worker_on_holidays(tmp_path: Path) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from schemas import export_json_schemas
+
+    export_json_schemas(tmp_path)
+    schema = json.loads((tmp_path / "HolidayEvent.v1.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert "x-kafka-key" not in schema  # not keyed by SKU: any key (event_id compacts it)
+    check = jsonschema.Draft202012Validator(schema)
+    base = {"event_id": "h", "location": "*", "start_day": "2024-02-29",
+            "end_day": "2024-03-01", "name": "leap"}
+    cases = [base, {**base, "start_day": "2023-02-29"}, {**base, "end_day": "2024-3-01"},
+             {**base, "location": ""}, {**base, "version": 0}, {**base, "other": 1},
+             {**base, "name": None}, {**base, "cancelled": "yes"}]
+    for value in cases:
+        try:
+            decode(HolidayEvent, json.dumps(value).encode())
+            worker = True
+        except InvalidEvent:
+            worker = False
+        assert check.is_valid(value) == worker, value
+    assert check.is_valid(base)
