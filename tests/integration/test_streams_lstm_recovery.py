@@ -8,10 +8,12 @@ The batch engine; the Faust engine's twin is tests/integration/test_faust_lstm_r
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 import pytest
 
+from runtime.faults import FAULT_ENV
 from runtime.settings import Settings
 from shelfcast.worker_process import WorkerProcess
 from streams.lag import LagProbe
@@ -45,14 +47,22 @@ async def test_a_killed_lstm_worker_resumes_its_states_and_forecasts_as_if_never
     await ensure_topics(settings)
     records = recovery_orders()
     log = tmp_path / "worker.log"
-    first = WorkerProcess(settings, log, name="worker-1").start()
+    # mid-stream, at a known step: the first worker kills itself (SIGKILL) in its 10th batch,
+    # its outputs acknowledged and its states not yet written (at most 10 x take_max of the
+    # orders done). A kill from outside once lagged behind a fast worker that had drained
+    # the topic already.
+    first = WorkerProcess(settings, log, name="worker-1",
+                          env={FAULT_ENV: "worker.mid_batch@10"}).start()
     second = WorkerProcess(settings, log, name="worker-2")
     try:
         await asyncio.to_thread(first.wait_ready, 120)
         async with LagProbe(settings) as probe:
             await produce(settings, settings.topics.orders, records)
-            await wait_lag(probe, int(len(records) * 0.5), 120)
-            first.kill()  # mid-stream: states in memory, some batches uncommitted
+            for _ in range(2400):  # up to 120 s
+                if not first.alive():
+                    break
+                await asyncio.sleep(0.05)
+            assert first.exit_code() == -signal.SIGKILL, "the armed fault point killed it"
             killed_at_lag = await probe.lag()
             second.start()
             await asyncio.to_thread(second.wait_ready, 120)
