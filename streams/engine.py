@@ -97,11 +97,16 @@ class BatchEngine:
     """One worker of the consumer group `settings.app_id`, running `processor` on batches.
 
     `clients` is its Kafka edge (default: the real aiokafka clients, `KafkaClients`).
+    `served`: set once the processor's forecaster serves (the worker loads its model while
+    the engine joins and recovers); `ready` waits for it as well as for the first recovery.
     """
 
     def __init__(self, settings: Settings, processor: BatchProcessor,
-                 counters: Any | None = None, *, clients: EngineClients | None = None) -> None:
+                 counters: Any | None = None, *, clients: EngineClients | None = None,
+                 served: asyncio.Event | None = None) -> None:
         self.settings = settings
+        self._served = served
+        self._saying_ready: asyncio.Task[None] | None = None
         self.processor = processor
         self._clients = clients or KafkaClients(settings)
         self.counters = counters
@@ -193,9 +198,21 @@ class BatchEngine:
                 await self._clients.recover(parts, self.store)
                 self._recovered |= parts
             log.info("assigned partitions %s", sorted({tp.partition for tp in assigned}))
-        if not self.ready.is_set():
-            self.ready.set()
-            log.info("%s (group %s)", READY_LINE, self.settings.app_id)
+        if self.ready.is_set() or self._saying_ready is not None:
+            return
+        if self._served is None or self._served.is_set():
+            self._say_ready()
+        else:  # not inside the rebalance callback: the model may take seconds more
+            self._saying_ready = asyncio.create_task(self._ready_when_served())
+
+    async def _ready_when_served(self) -> None:
+        assert self._served is not None
+        await self._served.wait()
+        self._say_ready()
+
+    def _say_ready(self) -> None:
+        self.ready.set()
+        log.info("%s (group %s)", READY_LINE, self.settings.app_id)
 
     # --- one batch -------------------------------------------------------------------------
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:

@@ -28,7 +28,8 @@ from runtime.settings import Settings
 from streams.processor import PredictFn
 
 __all__ = ["DeferredPredict", "check_servable", "local_predict", "model_info", "model_source",
-           "reads_holidays", "served_forecaster", "warn_without_holidays"]
+           "provisional_version", "reads_holidays", "served_forecaster",
+           "warn_without_holidays"]
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,14 @@ def warn_without_holidays(forecaster: Forecaster, calendar_entries: int) -> None
                     "`shelfcast calendar publish FILE`)", forecaster.model_version)
 
 
+def provisional_version(settings: Settings) -> str:
+    """The version a worker will serve, before its model has loaded (for reports until
+    then): the artifact's recorded version, else the model's name."""
+    if settings.model_path is not None and model_info(settings).loads_artifact:
+        return _artifact_version(settings.model_path) or settings.model
+    return settings.model
+
+
 def _artifact_version(path: Path) -> str | None:
     """The version a model directory holds now (None while it cannot be read)."""
     from forecasting.lstm.artifact_files import read_metadata
@@ -161,18 +170,36 @@ def _artifact_version(path: Path) -> str | None:
 
 
 class DeferredPredict:
-    """A PredictFn for an engine whose event loop starts after its processor is built
-    (Faust's worker): calls wait until `serve(predict)` gives the serving path, entered on
-    that loop (`served_forecaster`)."""
+    """A PredictFn for an engine that runs before its serving path exists: Faust's worker
+    (its event loop starts after the processor is built) and the batch worker (its engine
+    joins and recovers while the model loads). Calls wait until `serve(predict)` gives the
+    serving path, entered on the serving loop (`served_forecaster`), or `fail(error)` says
+    none will come."""
 
     def __init__(self) -> None:
         self._predict: PredictFn | None = None
-        self._ready: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._ready: asyncio.Event | None = None  # serve or fail: wakes the waiting calls
+        self._served: asyncio.Event | None = None
 
     def serve(self, predict: PredictFn) -> None:
         """Forecast through `predict` from now on (call it on the serving loop)."""
         self._predict = predict
+        self.served.set()
         self._event().set()
+
+    def fail(self, error: BaseException) -> None:
+        """No serving path will come (the model did not load): every call, waiting or
+        later, raises `error`, so no batch waits for ever."""
+        self._error = error
+        self._event().set()
+
+    @property
+    def served(self) -> asyncio.Event:
+        """Set once `serve` gave the serving path (made on the serving loop)."""
+        if self._served is None:
+            self._served = asyncio.Event()
+        return self._served
 
     def _event(self) -> asyncio.Event:
         if self._ready is None:  # made on the serving loop, not where the app was built
@@ -185,6 +212,8 @@ class DeferredPredict:
                        covariates: Covariates | None = None) -> ServedForecast:
         if self._predict is None:
             await self._event().wait()
+        if self._error is not None:
+            raise self._error
         assert self._predict is not None
         if covariates is None:
             return await self._predict(windows, horizon, keys=keys, end_days=end_days,
