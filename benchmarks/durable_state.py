@@ -8,7 +8,6 @@ recovering worker takes to decode N changelog records and import their LSTM stat
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import msgspec
 import numpy as np
 import torch
+from bench_report import emit
 
 from forecasting.lstm import LSTMConfig, LSTMForecaster, LSTMNet
 from forecasting.lstm.features import INPUT_DIM
@@ -124,11 +124,7 @@ def main() -> None:
         "skus": args.skus, "changelog_mb": sum(len(r or b"") for r in records) / 1e6,
         "decode_s": round(t_decode, 3), "import_lstm_states_s": round(t_import, 3),
         "total_s": round(t_decode + t_import, 3)}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -13,17 +13,15 @@ timed interleaved, one thread, in one process.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import lleaves
 import numpy as np
+from bench_report import emit, machine
 
 from forecasting.compiled_trees import PORTABLE_CPU, PORTABLE_FEATURES
 from forecasting.lightgbm_peer import LightGBMForecaster
@@ -95,15 +93,8 @@ def main() -> None:
                 name: round(float(np.median(v)), 1) for name, v in times.items()}
             report["us_per_call"][f"{skus}_sku"]["portable_vs_host"] = round(
                 float(np.median(times["portable"]) / np.median(times["host"])), 3)
-    report["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(),
-                         "utc": datetime.now(UTC).isoformat(timespec="seconds"),
-                         "loadavg_at_start": [round(x, 2) for x in load0],
-                         "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    report["machine"] = machine(load0)
+    emit(report, args.json)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import re
 import shutil
 import sys
@@ -51,6 +50,7 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # durable_state, beside this file
 
+from bench_report import emit, machine
 from durable_state import sku_state
 
 from runtime.kafka_config import client_kwargs
@@ -323,15 +323,9 @@ def main() -> None:
         "compare_tree": None if args.compare_tree is None else str(args.compare_tree),
         "runs": runs, "logs": str(logs), "started_utc": started,
         "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "loadavg_at_start": [round(x, 2) for x in load_at_start],
-                    "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "machine": machine(load_at_start),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    emit(report, args.json)
 
 
 if __name__ == "__main__":
