@@ -25,7 +25,10 @@ this change), `warm_cache` (the same artifact, the cache the cold run filled: a 
 the same host), `shipped_trees` (the artifact with its trees, empty cache: a new container
 now). Phases from the worker's log (its timestamps against the parent's clock at spawn):
 process start + model load (to the trees' start), trees (compile or load), group join +
-assignment, changelog fetch + decode (the engine's own figure), ready -> first forecast.
+assignment (when the worker joins after its model served), changelog fetch + decode (the
+engine's own figure), ready -> first forecast; and when the model served and the changelog
+was recovered, in seconds after spawn (a worker now loads its model while it joins and
+recovers, so these overlap).
 """
 
 from __future__ import annotations
@@ -188,7 +191,16 @@ def _phases(path: Path, spawned: float) -> dict[str, Any]:
             fetch += float(m.group(2))
     out["changelog_records"] = records
     out["changelog_fetch_decode_s"] = round(fetch, 2)
-    if recovered and trees_done is not None:
+    # Seconds after spawn at which the model served (its trees loaded) and the changelog was
+    # recovered: a worker that overlaps them (the model on a thread while the engine joins
+    # and recovers) has the second before the first is done.
+    if trees_done is not None:
+        out["model_served_at_s"] = round(trees_done[0] - spawned, 2)
+    if recovered:
+        out["recovered_at_s"] = round(recovered[-1][0] - spawned, 2)
+        out["recovery_started_at_s"] = round(recovered[0][0] - fetch - spawned, 2)
+    if recovered and trees_done is not None and recovered[0][0] - fetch >= trees_done[0]:
+        # one after the other (the worker before the overlap): join once the model served
         out["join_and_assign_s"] = round(recovered[0][0] - fetch - trees_done[0], 2)
     return out
 
