@@ -21,9 +21,15 @@ packed (a numpy structured dtype: a batch of records encodes and decodes with on
     .       4LH    c           float32 (L, H) cell state
     .       4R     ring        float32 the last R = RING_DAYS bucket values (year-ago inputs),
                                circular, oldest at ring_pos; NaN = missing / before first
+                               (2R: float16, flags bit 1, when every value of the ring is
+                               exactly a float16: counts up to 2,048, halves, NaN)
 
-H = 64, L = 1: 548 bytes, 2,116 with the ring (R = 392). float32 h, c and ring are what the
-store holds; level and count stay float64, so a restored state is bit-identical.
+H = 64, L = 1: 548 bytes, 2,116 with the ring (R = 392), 1,332 with a float16 ring. float32
+h, c and ring are what the store holds; level and count stay float64, and a ring is written
+as float16 only when that is exact, so a restored state is bit-identical. Why float16: the
+ring is three quarters of a record, and unit demand of a day rarely exceeds 2,048: the
+changelog (and a recovery's fetch) of typical SKUs shrinks by a fifth; turnover-like demand
+(Rossmann's) keeps float32 rings.
 
 `model` says whose state it is: h and c mean something only to the weights that made them.
 A record of another model is not imported; its ring (raw demand, model-free) still gives
@@ -47,11 +53,12 @@ from forecasting.lstm.features import RING_DAYS
 if TYPE_CHECKING:  # torch stays out of the numpy serving path (numpy_net.py)
     from forecasting.lstm.model import LSTMNet
 
-__all__ = ["FORMAT", "HEADER_BYTES", "blob_dtype", "fingerprint", "header", "history",
-           "weights_fingerprint"]
+__all__ = ["FORMAT", "HEADER_BYTES", "RING16_FLAG", "RING_FLAG", "blob_dtype", "fingerprint",
+           "half_exact", "header", "history", "record", "weights_fingerprint"]
 
 FORMAT = 1
 RING_FLAG = 1
+RING16_FLAG = 2  # the ring is stored as float16 (exact: every value is one)
 NO_DAY_INT = np.iinfo(np.int32).min  # last_day of a state that has none (NaT)
 
 _HEADER_FIELDS: list[tuple[str, str]] = [
@@ -62,14 +69,37 @@ HEADER_DTYPE = np.dtype(_HEADER_FIELDS)
 HEADER_BYTES = HEADER_DTYPE.itemsize  # 20
 
 
-def blob_dtype(layers: int, hidden: int, ring: bool) -> np.dtype:
-    """The record layout of a state of L = `layers`, H = `hidden` (with the day ring or not)."""
+def blob_dtype(layers: int, hidden: int, ring: bool, half: bool = False) -> np.dtype:
+    """The record layout of a state of L = `layers`, H = `hidden` (with the day ring or not;
+    `half`: the ring as float16)."""
     fields: list[tuple[str, str] | tuple[str, str, tuple[int, ...]]] = [
         *_HEADER_FIELDS, ("level", "<f8"), ("count", "<f8"),
         ("h", "<f4", (layers * hidden,)), ("c", "<f4", (layers * hidden,))]
     if ring:
-        fields.append(("ring", "<f4", (RING_DAYS,)))
+        fields.append(("ring", "<f2" if half else "<f4", (RING_DAYS,)))
     return np.dtype(fields)
+
+
+def half_exact(rings: NDArray[np.float32]) -> NDArray[np.bool_]:
+    """(n,) whether each row of `rings` (n, R) is exactly a float16 row (NaN counts as one)."""
+    back = rings.astype(np.float16).astype(np.float32)
+    exact: NDArray[np.bool_] = ((back == rings) | np.isnan(rings)).all(axis=1)
+    return exact
+
+
+def record(blob: bytes) -> np.void | None:
+    """One record's fields in the layout its header names (the ring as stored: float16 or
+    float32); None: of another format, or not as long as its layout."""
+    head = header(blob)
+    if head is None:
+        return None
+    flags = int(head["flags"])
+    dtype = blob_dtype(int(head["layers"]), int(head["hidden"]), bool(flags & RING_FLAG),
+                       bool(flags & RING16_FLAG))
+    if len(blob) != dtype.itemsize:
+        return None
+    rec: np.void = np.frombuffer(blob, dtype=dtype, count=1)[0]
+    return rec
 
 
 def fingerprint(net: LSTMNet, log_scale_mean: float, log_scale_std: float) -> int:
@@ -122,16 +152,10 @@ def history(blobs: Sequence[bytes | None]) -> tuple[NDArray[np.float64], NDArray
     values = np.full((n, RING_DAYS), np.nan)
     ends = np.full(n, np.datetime64("NaT"), dtype="datetime64[D]")
     for i, blob in enumerate(blobs):
-        head = None if blob is None else header(blob)
-        if (head is None or not int(head["flags"]) & RING_FLAG
-                or int(head["last_day"]) == NO_DAY_INT):
+        rec = None if blob is None else record(blob)
+        if (rec is None or not int(rec["flags"]) & RING_FLAG
+                or int(rec["last_day"]) == NO_DAY_INT):
             continue
-        assert blob is not None
-        dtype = blob_dtype(int(head["layers"]), int(head["hidden"]), True)
-        if len(blob) != dtype.itemsize:
-            continue
-        ring = np.frombuffer(blob, dtype=np.float32, count=RING_DAYS,
-                             offset=dtype.itemsize - 4 * RING_DAYS)
-        values[i] = np.roll(ring, -int(head["ring_pos"]))
-        ends[i] = np.datetime64(int(head["last_day"]), "D")
+        values[i] = np.roll(rec["ring"], -int(rec["ring_pos"]))
+        ends[i] = np.datetime64(int(rec["last_day"]), "D")
     return values, ends

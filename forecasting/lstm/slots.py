@@ -25,7 +25,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from forecasting.lstm.durable import FORMAT, NO_DAY_INT, RING_FLAG, blob_dtype, history
+from forecasting.lstm.durable import (
+    FORMAT,
+    NO_DAY_INT,
+    RING16_FLAG,
+    RING_FLAG,
+    blob_dtype,
+    half_exact,
+    history,
+)
 from forecasting.lstm.features import RING_DAYS, DayRing, ScaleState
 from forecasting.lstm.state import SeriesState
 
@@ -65,6 +73,10 @@ class StateSlots:
         self.model = int(model)
         self.has_ring = bool(ring)
         self.record = blob_dtype(self.layers, self.hidden, self.has_ring)
+        # the layouts a record may have: the ring as float32, or as float16 where exact
+        self.layouts = [self.record]
+        if self.has_ring:
+            self.layouts.append(blob_dtype(self.layers, self.hidden, True, half=True))
         capacity = max(1, min(capacity, self.max_states))
         self._slot: dict[str, int] = {}
         self._key: list[str | None] = [None] * capacity
@@ -157,11 +169,32 @@ class StateSlots:
 
     # --- durable records (durable.py) -----------------------------------------------------
     def export(self, slots: Slots) -> list[bytes]:
-        """The durable record of each slot's state (one `tobytes` for the batch)."""
+        """The durable record of each slot's state (one `tobytes` per layout of the batch: a
+        ring that is exactly float16 is written as float16, durable.py)."""
+        slots = np.asarray(slots, dtype=np.intp)
         n = len(slots)
-        rec = np.zeros(n, dtype=self.record)
+        if not self.has_ring:
+            return self._export(slots, self.record, None)
+        rings = (np.full((n, RING_DAYS), np.nan, dtype=np.float32)
+                 if self.ring_values is None else self.ring_values[slots])
+        half = half_exact(rings)
+        if half.all():
+            return self._export(slots, self.layouts[1], rings)
+        if not half.any():
+            return self._export(slots, self.record, rings)
+        out: list[bytes] = [b""] * n
+        for rows, layout in ((np.flatnonzero(half), self.layouts[1]),
+                             (np.flatnonzero(~half), self.record)):
+            for i, blob in zip(rows.tolist(), self._export(slots[rows], layout, rings[rows]),
+                               strict=True):
+                out[i] = blob
+        return out
+
+    def _export(self, slots: Slots, layout: np.dtype,
+                rings: NDArray[np.float32] | None) -> list[bytes]:
+        n = len(slots)
+        rec = np.zeros(n, dtype=layout)
         rec["format"] = FORMAT
-        rec["flags"] = RING_FLAG if self.has_ring else 0
         rec["layers"], rec["hidden"] = self.layers, self.hidden
         days = self.last_day[slots]
         rec["last_day"] = np.where(np.isnat(days), NO_DAY_INT,
@@ -178,36 +211,43 @@ class StateSlots:
                         .cpu().numpy())
             rec["c"] = (self.c.index_select(1, idx).transpose(0, 1).reshape(n, width)
                         .cpu().numpy())
-        if self.has_ring:
-            if self.ring_values is None:
-                rec["ring"] = np.nan
-            else:
-                rec["ring"] = self.ring_values[slots]
+        if rings is not None:
+            half = layout is not self.record
+            rec["flags"] = RING_FLAG | (RING16_FLAG if half else 0)
+            rec["ring"] = rings  # exact when half (half_exact)
             rec["ring_pos"] = self.ring_pos[slots]
-        buf, size = rec.tobytes(), self.record.itemsize
+        buf, size = rec.tobytes(), layout.itemsize
         return [buf[i * size:(i + 1) * size] for i in range(n)]
 
     def restore(self, slots: Slots, blobs: Sequence[bytes | None]) -> NDArray[np.bool_]:
         """Put the records `blobs[i]` into `slots[i]`; returns which were taken: a record of
-        this model and layout (format, fingerprint, L, H, ring). The others' slots are left
-        as they were (a caller re-encodes those)."""
-        size = self.record.itemsize
-        fits = np.fromiter((b is not None and len(b) == size for b in blobs), dtype=bool,
-                           count=len(blobs))
-        if not fits.any():
-            return fits
-        rows = np.flatnonzero(fits)
-        rec = np.frombuffer(b"".join([blobs[i] for i in rows.tolist()]),  # type: ignore[misc]
-                            dtype=self.record)
-        ok = ((rec["format"] == FORMAT) & (rec["model"] == self.model)
-              & (rec["layers"] == self.layers) & (rec["hidden"] == self.hidden)
-              & (rec["last_day"] != NO_DAY_INT)
-              & (((rec["flags"] & RING_FLAG) != 0) == self.has_ring))
-        fits[rows[~ok]] = False
-        rec, target = rec[ok], np.asarray(slots, dtype=np.intp)[rows[ok]]
-        if not target.size:
-            return fits
+        this model and layout (format, fingerprint, L, H, ring; its ring float32 or float16).
+        The others' slots are left as they were (a caller re-encodes those)."""
+        taken = np.zeros(len(blobs), dtype=bool)
+        target_all = np.asarray(slots, dtype=np.intp)
+        for layout in self.layouts:
+            size = layout.itemsize
+            fits = np.fromiter((b is not None and len(b) == size for b in blobs), dtype=bool,
+                               count=len(blobs))
+            if not fits.any():
+                continue
+            rows = np.flatnonzero(fits)
+            rec = np.frombuffer(b"".join([blobs[i] for i in rows.tolist()]),  # type: ignore[misc]
+                                dtype=layout)
+            half = RING16_FLAG if layout is not self.record else 0
+            ok = ((rec["format"] == FORMAT) & (rec["model"] == self.model)
+                  & (rec["layers"] == self.layers) & (rec["hidden"] == self.hidden)
+                  & (rec["last_day"] != NO_DAY_INT)
+                  & (((rec["flags"] & RING_FLAG) != 0) == self.has_ring)
+                  & ((rec["flags"] & RING16_FLAG) == half))
+            taken[rows[ok]] = True
+            self._restore(target_all[rows[ok]], rec[ok])
+        return taken
+
+    def _restore(self, target: Slots, rec: NDArray[np.void]) -> None:
         n = target.size
+        if not n:
+            return
         shape = (n, self.layers, self.hidden)
         if self.device is None:
             self.h[:, target] = rec["h"].reshape(shape).transpose(1, 0, 2)
@@ -228,7 +268,6 @@ class StateSlots:
                                            dtype=np.float32)
             self.ring_values[target] = rec["ring"]
             self.ring_pos[target] = rec["ring_pos"]
-        return fits
 
     @staticmethod
     def history(blobs: Sequence[bytes | None]) -> tuple[NDArray[np.float64],

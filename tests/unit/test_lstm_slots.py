@@ -92,3 +92,46 @@ def test_day_rings_are_kept_per_slot_and_a_consumed_step_writes_in_place() -> No
     assert ring is not None
     np.testing.assert_array_equal(ring.span(RING_DAYS),
                                   DayRing.from_windows(windows[:, :401]).span(RING_DAYS))
+
+
+def test_durable_records_take_a_float16_ring_only_where_exact_and_restore_bit_for_bit() -> None:
+    from forecasting.lstm import durable
+    from forecasting.lstm.features import RING_DAYS, DayRing
+
+    rng = np.random.default_rng(6)
+    store = StateSlots(2, 3, None, capacity=8, model=42, ring=True)
+    windows = rng.poisson(3.0, (4, 400)).astype(float)
+    windows[0, :390] = np.nan  # a young series: mostly missing
+    windows[1, 17] = 2049.0  # an odd count above 2,048: not a float16
+    windows[2, 50] = 0.1  # a real value: not a float16
+    windows[3, 90] = -3.5  # a return, a half: exact
+    state = _state(4, seed=7)
+    state.h, state.c = state.h.numpy(), state.c.numpy()
+    state.ring = DayRing.from_windows(windows)
+    keys = [f"k{i}" for i in range(4)]
+    slots, _ = store.slots(keys)
+    store.scatter(slots, state)
+    blobs = store.export(slots)
+    f32 = durable.blob_dtype(2, 3, True).itemsize
+    f16 = durable.blob_dtype(2, 3, True, half=True).itemsize
+    assert [len(b) for b in blobs] == [f16, f32, f32, f16] and f32 - f16 == 2 * RING_DAYS
+    for blob in blobs:
+        rec = durable.record(blob)
+        assert rec is not None and rec["flags"] & durable.RING_FLAG
+        assert bool(rec["flags"] & durable.RING16_FLAG) == (len(blob) == f16)
+
+    fresh = StateSlots(2, 3, None, capacity=8, model=42, ring=True)
+    back, _ = fresh.slots(keys[::-1])
+    assert fresh.restore(back, blobs[::-1]).all()
+    got, want = fresh.gather(back[::-1].copy()), store.gather(slots)
+    np.testing.assert_array_equal(got.h, want.h)
+    np.testing.assert_array_equal(got.c, want.c)
+    np.testing.assert_array_equal(got.ring.span(RING_DAYS), want.ring.span(RING_DAYS))
+    assert [fresh.export(back[::-1].copy())[i] == blobs[i] for i in range(4)] == [True] * 4
+    # the demand history of either layout, for a re-encode with other weights
+    values, ends = durable.history(blobs)
+    np.testing.assert_array_equal(values, windows[:, -RING_DAYS:].astype(np.float32))
+    assert (ends == state.last_day).all()
+    # another model's records are not restored, whatever their ring's layout
+    other = StateSlots(2, 3, None, capacity=8, model=43, ring=True)
+    assert not other.restore(other.slots(keys)[0], blobs).any()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from forecasting.inferencer import Inferencer, ServedForecast
+from forecasting.lstm import durable
 from runtime.settings import Settings
 from schemas import sku_key
 from streams.engine import BatchEngine
@@ -102,18 +103,19 @@ async def run(settings: Settings, concurrent: bool) -> tuple[dict, dict, list[in
                 for p, part in fetch.items():
                     await processor.process(part, store.partition(p), out=out)
         sizes = inferencer.stats.batch_sizes
-    record = forecaster.keyed_states(1).record  # type: ignore[attr-defined]
-    states = {(p, key): readable(state.to_json(), state.model_state, record) for p in SKUS
+    states = {(p, key): readable(state.to_json(), state.model_state) for p in SKUS
               for key, state in store.partition(p).items()}
     return per_sku(out), states, sizes
 
 
-def readable(state: dict[str, Any], blob: bytes | None, record: np.dtype) -> dict[str, Any]:
+def readable(state: dict[str, Any], blob: bytes | None) -> dict[str, Any]:
     """The state's JSON with its durable LSTM state as numbers (h, c in float32: compared
     to a tolerance like the forecasts)."""
     assert blob is not None
-    fields = np.frombuffer(blob, dtype=record)[0]
-    model = {name: np.asarray(fields[name], dtype=float).tolist() for name in record.names}
+    fields = durable.record(blob)
+    assert fields is not None
+    model = {name: np.asarray(fields[name], dtype=float).tolist()
+             for name in fields.dtype.names or ()}
     return {**state, "model_state": model}
 
 
