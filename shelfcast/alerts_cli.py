@@ -21,8 +21,6 @@ from typing import Any
 from runtime.errors import ConfigError
 from runtime.settings import Settings
 from streams.alert_feed import ALERT_KINDS, AlertFilter
-from streams.alert_forwarder import WEBHOOK_RETRY, forward_alerts
-from streams.alert_tail import tail_alerts
 
 __all__ = ["SECRET_ENV", "add_commands", "run"]
 
@@ -91,6 +89,10 @@ def run(args: argparse.Namespace, settings_factory: Callable[[], Settings] = Set
     if getattr(args, "command", None) != "alerts":
         return None
     settings = settings_factory()
+    # imported here: the forwarder brings aiohttp (~0.13 s), which no other command needs
+    from streams.alert_forwarder import WEBHOOK_RETRY, forward_alerts
+    from streams.alert_tail import tail_alerts
+
     if args.alerts_command == "tail":
         colour = args.colour == "always" or (args.colour == "auto" and sys.stdout.isatty())
         asyncio.run(tail_alerts(settings, wanted=_filter(args), follow=not args.no_follow,
