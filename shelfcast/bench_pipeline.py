@@ -37,7 +37,7 @@ from schemas import sku_key
 from shelfcast.worker_process import WorkerProcess
 from streams.changelog import decode_state, engine_changelog_topic
 from streams.lag import LagProbe
-from streams.topics import ensure_topics
+from streams.topics import ensure_topics, topic_partitions
 
 __all__ = ["PipelineBenchOptions", "run_pipeline_bench"]
 
@@ -379,6 +379,9 @@ async def _bench(
         rate = total / seconds if seconds > 0 else float("nan")
         console.print(f"workers: {rate:,.0f} events/s ({seconds:.1f} s)")
         day0 = opts.days + 2
+        live0 = (await _records_in(settings, settings.topics.orders),
+                 await _records_in(settings, engine_changelog_topic(settings)),
+                 sum(_cpu_s(w.pid) for w in workers))
         half = await _latency(
             settings,
             opts.latency_probes,
@@ -394,6 +397,7 @@ async def _bench(
             background=_later_orders(opts, rate * 2, day0 + 3),
             probe_base=20_000_000,
         )
+        live = await _live_cost(settings, workers, live0)
         rss = [_rss_mb(w.pid) for w in workers]
     finally:
         for w in workers:
@@ -428,6 +432,7 @@ async def _bench(
         "produce_per_s": round(produce_rate, 1),
         "latency_ms": full,
         "latency_half_load_ms": half,
+        "live": live,
         "rss_mb": rss,
         "machine": {
             "cpus": os.cpu_count(),
@@ -437,6 +442,32 @@ async def _bench(
             "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
         },
     }
+
+
+async def _records_in(settings: Settings, topic: str) -> int:
+    """How many records `topic` has taken so far (its partitions' end offsets summed)."""
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=None)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p)
+                      for p in await topic_partitions(settings, topic)]
+        return sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        await consumer.stop()
+
+
+async def _live_cost(settings: Settings, workers: list[WorkerProcess],
+                     before: tuple[int, float | int, float]) -> dict[str, float]:
+    """The latency phases as a live stream (small batches at a steady rate, not a backlog):
+    the orders they published, the state changelog records the workers wrote for them, and
+    the workers' CPU, per order."""
+    orders = await _records_in(settings, settings.topics.orders) - before[0]
+    changelog = await _records_in(settings, engine_changelog_topic(settings)) - before[1]
+    cpu = sum(_cpu_s(w.pid) for w in workers) - before[2]
+    per = max(orders, 1)
+    return {"orders": orders, "changelog_records": int(changelog),
+            "changelog_records_per_order": round(changelog / per, 3),
+            "worker_cpu_s": round(cpu, 2), "worker_cpu_us_per_order": round(cpu / per * 1e6, 1)}
 
 
 def _later_orders(opts: PipelineBenchOptions, rate: float, day0: float) -> Records:
