@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from forecasting.data import load_panel
+from optimizer.level_rule import smooth_levels
 from optimizer.simulation import (
     EmpiricalPolicy,
     FloatArray,
@@ -38,7 +39,6 @@ from optimizer.simulation import (
     cover_reviews,
     forecast_levels,
     simulate,
-    smooth_levels,
 )
 
 REPO = Path(__file__).resolve().parents[1]
