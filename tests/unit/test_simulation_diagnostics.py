@@ -133,8 +133,10 @@ def test_cover_mean_damps_a_spiky_forecasts_level_and_the_stock_it_leaves():
 
 def test_cover_mean_is_the_default_level_rule_as_in_the_stream():
     from optimizer.level_rule import DEFAULT_LEVEL_RULE
+    from runtime.settings import Settings
 
     assert ForecastPolicy("p", Exact(1.0)).level_rule == "cover_mean" == DEFAULT_LEVEL_RULE
+    assert Settings.model_fields["restock_level_rule"].default == DEFAULT_LEVEL_RULE
 
 
 def test_level_rule_none_reproduces_the_figures_of_before_the_default_changed():
