@@ -329,6 +329,7 @@ def _machine() -> dict[str, Any]:
 
 def _simulate(args: argparse.Namespace) -> int:
     from forecasting.data import DataFormatError, load_panel
+    from optimizer.level_rule import DEFAULT_LEVEL_RULE
     from optimizer.service_level import DEFAULT_TAIL
     from optimizer.simulation import (
         DEFAULT_SWEEP,
@@ -401,9 +402,12 @@ def _simulate(args: argparse.Namespace) -> int:
     doc = result.as_json()
     doc["served"] = served_model()
     doc["tail_default"] = DEFAULT_TAIL  # what a forecast policy without tail=RULE used
+    # what one without level_rule=RULE used (runs without these keys: "none")
+    doc["level_rule_default"] = DEFAULT_LEVEL_RULE
     for policy in policies:
         if isinstance(policy, ForecastPolicy):
             doc["policies"][policy.name]["predict_seconds"] = round(policy.predict_seconds, 2)
+            doc["policies"][policy.name]["level_rule"] = policy.level_rule
     _print_summary(result)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
