@@ -12,7 +12,11 @@ One formula for both users: the simulation (`optimizer.simulation.ForecastPolicy
 levels of every target and SKU as arrays, `smooth_levels`) and the stream's review
 (`optimizer.review.review`, per SKU the raw levels its state remembers, `smooth_sku_levels`)
 both take the mean through `mean_level`, adding the same levels in the same order, so a SKU
-with the same history gets the same level in either.
+with the same history gets the same level in either. The stream counts k in buckets of its
+policy's review period (`PolicyTerms.cover_reviews`) and keeps each SKU's last k - 1 raw
+levels in its state (`streams.state.SkuState.order_up_to_levels`); it reviews an SKU at each
+bucket close of its, so with a review period over one bucket the k levels span fewer buckets
+than the protection interval.
 """
 
 from __future__ import annotations
