@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from forecasting.data import load_panel
+from optimizer.level_rule import smooth_levels
 from optimizer.simulation import (
     EmpiricalPolicy,
     FloatArray,
@@ -38,7 +39,6 @@ from optimizer.simulation import (
     cover_reviews,
     forecast_levels,
     simulate,
-    smooth_levels,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,9 +145,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("run", type=Path)
     ap.add_argument("recording", type=Path)
     ap.add_argument("out", type=Path)
-    ap.add_argument("--rules", default="none")
+    ap.add_argument("--rules", default="as_run", help="comma-separated level rules to replay "
+                    "each recorded policy under: none, cover_mean, meanK, medianK, minK, and "
+                    "as_run (the rule it ran: its JSON's level_rule, `none` in runs written "
+                    "before it was recorded); the policy's own rule keeps the run's name")
     ap.add_argument("--vary", default="", help="comma-separated name parts: only the recorded "
-                    "policies matching one get the other rules (all get 'none')")
+                    "policies matching one get the other rules (all get the rule they ran)")
     ap.add_argument("--max-series", type=int, default=None, help="as the run's, if it had one")
     args = ap.parse_args(argv)
     run = json.loads(args.run.read_text())
@@ -163,10 +166,11 @@ def main(argv: list[str]) -> int:
     policies: list[RestockPolicy] = []
     for name, lv, days, cum, horizon in recorded:
         vary = [v for v in args.vary.split(",") if v]
-        for rule in rules:
-            if rule != "none" and vary and not any(v in name for v in vary):
+        ran = run["policies"].get(name, {}).get("level_rule", "none")
+        for rule in dict.fromkeys(ran if r == "as_run" else r for r in rules):
+            if rule != ran and vary and not any(v in name for v in vary):
                 continue
-            label = name if rule == "none" else f"{name}:level_rule={rule}"
+            label = name if rule == ran else f"{name}:level_rule={rule}"
             policies.append(RecordedPolicy(label, lv, {d: i for i, d in enumerate(days)}, cum,
                                            horizon, rule))  # fmt: skip
     for pname in run["policies"]:

@@ -148,20 +148,25 @@ def restock_reason(
     case_pack: int,
     moq: int,
     quantity: int,
+    averaged_over: int = 1,
 ) -> str:
     """Why a review orders `quantity`, in words; an int position prints as one.
 
     Example: "inventory position 12 <= reorder point 30.5; order up to 55.0
-    (need 43, case pack 12, MOQ 24 -> 48)".
+    (need 43, case pack 12, MOQ 24 -> 48)". `averaged_over` > 1: the level is the mean of
+    that many reviews' levels (`optimizer.level_rule`), and the reason says so: "... order up
+    to 55.0 (mean of the last 8 reviews' levels; need 43, ...)".
     """
     ip, rp, up = _fmt(position), _fmt(reorder_point), _fmt(order_up_to)
+    mean = f"mean of the last {averaged_over} reviews' levels" if averaged_over > 1 else ""
     if position <= reorder_point:
         need = max(math.ceil(order_up_to - position - _PACK_EPS), 0)
         return (
             f"inventory position {ip} <= reorder point {rp}; order up to {up} "
-            f"(need {need}, case pack {case_pack}, MOQ {moq} -> {quantity})"
+            f"({mean}{'; ' if mean else ''}need {need}, case pack {case_pack}, MOQ {moq} "
+            f"-> {quantity})"
         )
-    return f"inventory position {ip} > reorder point {rp}; no order"
+    return f"inventory position {ip} > reorder point {rp}{f' ({mean})' if mean else ''}; no order"
 
 
 def decide_restock(

@@ -6,14 +6,18 @@ One call reviews every SKU whose bucket just closed. Row i of every array is one
     terms = PolicyTerms.of(policies, bucket_seconds=86_400)
     result = review(forecast, inventory_position=position, terms=terms,
                     previous_high=previous_high, observed=observed, stock_known=known,
-                    stockout_alert_open=open_)
+                    stockout_alert_open=open_, level_memory=remembered)
     result.order_quantity[i], result.restock_reason(i), result.raise_stockout[i], ...
+    remembered = result.level_memory  # each SKU's raw levels for its next review
 
 The policy is periodic review (R, S): an order placed now must last until the NEXT review's
 order lands, so the level protects lead time + review period (a reorder point over the lead
 time alone leaves the review period unprotected — the simulation showed stock-outs on
-perfectly known demand); reorder point = order-up-to level. Pure numpy: the stream turns the
-arrays into events and keeps its state (open alerts, orders on order) itself.
+perfectly known demand); reorder point = order-up-to level. With `level_memory` (the level
+rule `cover_mean`, `optimizer.level_rule`) that level is the mean of this review's raw level
+and those of the SKU's previous reviews within one protection interval, as the simulation's
+forecast policies run it. Pure numpy: the stream turns the arrays into events and keeps its
+state (open alerts, orders on order, remembered levels) itself.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy.typing as npt
 
 from forecasting.base import QuantileForecast
 from forecasting.quantiles import exceedance_probability, quantile_at
+from optimizer.level_rule import cover_reviews, smooth_sku_levels
 from optimizer.policy import order_quantity, restock_reason
 
 __all__ = [
@@ -107,13 +112,29 @@ class PolicyTerms:
                    np.array(service, dtype=np.float64), np.array(case_pack, dtype=np.int64),
                    np.array(moq, dtype=np.int64))
 
+    @property
+    def review_steps(self) -> IntArray:
+        """Buckets of the review period (cover - lead), at least 1."""
+        steps: IntArray = np.maximum(self.cover_steps - self.lead_steps, 1).astype(np.int64)
+        return steps
+
+    def cover_reviews(self) -> IntArray:
+        """Per SKU, the reviews of one protection interval whose raw levels rule `cover_mean`
+        averages: ceil(cover_steps / review_steps) (`optimizer.level_rule.cover_reviews`)."""
+        return cover_reviews(self.cover_steps, self.review_steps)
+
 
 @dataclass(frozen=True)
 class Review:
     """What the review decided for n SKUs; every array is (n,) unless said otherwise.
 
     reorder_point, order_up_to: the (R, S) level per SKU (equal: the demand quantile over
-        lead time + review period at the service level).
+        lead time + review period at the service level; under `cover_mean` the mean of that
+        and the SKU's remembered raw levels).
+    raw_order_up_to: this review's level from its forecast alone.
+    levels_averaged: how many reviews' raw levels order_up_to is the mean of (1: this one).
+    level_memory: per SKU the raw levels to remember for its next review (its last k - 1,
+        this one's included); None without `cover_mean` (nothing to remember).
     inventory_position: the positions reviewed (orders are decided on these).
     arriving_position: the positions counting only restocks that can still arrive (the
         stock-out risk is computed on these).
@@ -147,6 +168,9 @@ class Review:
     next_bucket_high: FloatArray
     demand_levels: FloatArray
     cover_quantiles: FloatArray | None
+    raw_order_up_to: FloatArray
+    levels_averaged: IntArray
+    level_memory: list[list[float]] | None
 
     def restock_reason(self, i: int) -> str:
         """Why SKU i orders what it orders, in words (the restock event's `reason`)."""
@@ -156,7 +180,8 @@ class Review:
             reorder_point=float(self.reorder_point[i]),
             order_up_to=float(self.order_up_to[i]),
             case_pack=int(self.terms.case_pack[i]), moq=int(self.terms.moq[i]),
-            quantity=int(self.order_quantity[i]))
+            quantity=int(self.order_quantity[i]),
+            averaged_over=int(self.levels_averaged[i]))
 
 
 def review(
@@ -169,6 +194,7 @@ def review(
     stock_known: npt.ArrayLike | None = None,
     stockout_alert_open: npt.ArrayLike | None = None,
     arriving_position: npt.ArrayLike | None = None,
+    level_memory: Sequence[Sequence[float]] | None = None,
 ) -> Review:
     """Review n SKUs at once from their forecast (n series) and state.
 
@@ -181,6 +207,10 @@ def review(
     observed: demand of the bucket that just closed. stock_known: whether a stock snapshot or
     movement was ever seen (default: all). stockout_alert_open: whether a stock-out alert is
     open (default: none).
+    level_memory: the level rule. None: each SKU orders up to this review's own level
+    ("none"). Else ("cover_mean") per SKU its raw levels of previous reviews, oldest first
+    (empty for a new SKU): the level is the mean of this review's and the last k - 1 of
+    those, k = `terms.cover_reviews()`; the result's `level_memory` is what to keep next.
     """
     n = forecast.n_series
     levels = np.asarray(forecast.levels, dtype=np.float64)
@@ -192,7 +222,12 @@ def review(
     is_open = (np.zeros(n, dtype=bool) if stockout_alert_open is None
                else np.asarray(stockout_alert_open, dtype=bool))
 
-    order_up_to = _cover_demand_quantile(forecast, terms.cover_steps, terms.service_level)
+    raw_up = _cover_demand_quantile(forecast, terms.cover_steps, terms.service_level)
+    if level_memory is None:
+        order_up_to, averaged, memory = raw_up, np.ones(n, dtype=np.int64), None
+    else:
+        order_up_to, averaged, memory = smooth_sku_levels(raw_up, level_memory,
+                                                          terms.cover_reviews())
     reorder_point = order_up_to
     quantity = order_quantity(position, reorder_point, order_up_to,
                               terms.case_pack.astype(np.float64), terms.moq.astype(np.float64))
@@ -221,7 +256,8 @@ def review(
         anomalous=anomalous,
         next_bucket_high=quantile_at(forecast.daily[:, 0, :], levels, HIGH_LEVEL),
         demand_levels=levels,
-        cover_quantiles=_cover_quantiles(forecast, terms.cover_steps, np.flatnonzero(quantity)))
+        cover_quantiles=_cover_quantiles(forecast, terms.cover_steps, np.flatnonzero(quantity)),
+        raw_order_up_to=raw_up, levels_averaged=averaged, level_memory=memory)
 
 
 def overdue_restocks(issued_bucket: npt.ArrayLike, lead_buckets: npt.ArrayLike,

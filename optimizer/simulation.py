@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +34,8 @@ from forecasting.covariates import Covariates
 from forecasting.data import Panel
 from optimizer.errors import OptimizerError
 from optimizer.lead_time_demand import empirical_cover_demand, forecast_error_cover_demand
+from optimizer.level_rule import DEFAULT_LEVEL_RULE, LEVEL_RULES, LevelRule, smooth_levels
+from optimizer.level_rule import cover_reviews as _cover_reviews
 from optimizer.policy import inventory_position, order_quantity
 from optimizer.service_level import (
     DEFAULT_TAIL,
@@ -72,10 +74,6 @@ DEFAULT_SWEEP: tuple[float, ...] = (
     0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.96, 0.97, 0.98, 0.99, 0.995, 0.999, 0.9995, 0.9999,
     0.99999, 0.999999, 0.99999999,
 )  # fmt: skip
-
-
-LevelRule = Literal["none", "cover_mean"]
-LEVEL_RULES: tuple[LevelRule, ...] = ("none", "cover_mean")
 
 
 class SimulationError(OptimizerError):
@@ -177,10 +175,10 @@ class ForecastPolicy:
     """An order-up-to (R, S) policy on a forecaster's demand distribution over lead time +
     review period, at each service target (see service_level.restock_levels); `tail`: the
     exponential tail above the forecast's top quantile (`service_level.TAIL_RULES`);
-    `level_rule` (`LEVEL_RULES`): "none" orders up to each review's own level, "cover_mean"
-    up to the mean of the levels of the last ceil((L + R) / R) reviews (this one included;
-    benchmarks/README "Served policy vs the LSTM's"). `quantile_used` is the CDF at the level
-    before the rule."""
+    `level_rule` (`LEVEL_RULES`, `optimizer.level_rule`): "cover_mean" (the default: what the
+    stream's review runs) orders up to the mean of the levels of the last ceil((L + R) / R)
+    reviews (this one included; benchmarks/README "Served policy vs the LSTM's"), "none" up to
+    each review's own level. `quantile_used` is the CDF at the level before the rule."""
 
     name: str
     forecaster: Forecaster
@@ -194,9 +192,9 @@ class ForecastPolicy:
     shared: _SharedForecast | None = None
     # (targets, SKUs) the cover distribution's CDF at the last review's order-up-to levels
     quantile_used: FloatArray | None = None
-    # "none": each review's level as the forecast gives it; "cover_mean": the mean of the
-    # levels the reviews of the last protection interval computed (`cover_reviews`)
-    level_rule: LevelRule = "none"
+    # "cover_mean": the mean of the levels the reviews of the last protection interval
+    # computed (`cover_reviews`); "none": each review's level as the forecast gives it
+    level_rule: LevelRule = DEFAULT_LEVEL_RULE
     _level_memory: list[FloatArray] = field(default_factory=list, repr=False)
 
     def retrain(self, values: FloatArray, dates: DateArray) -> None:
@@ -284,16 +282,9 @@ def forecast_levels(levels: FloatArray, cumulative: Callable[[int], FloatArray],
 
 def cover_reviews(config: SimulationConfig) -> int:
     """How many reviews fall in one protection interval (lead time + review period):
-    ceil((L + R) / R) — the reviews whose orders can still be on the shelf together."""
-    return -(-(config.lead_time_days + config.review_days) // config.review_days)
-
-
-def smooth_levels(memory: list[FloatArray], up: FloatArray, k: int) -> FloatArray:
-    """The mean of this review's order-up-to levels and the last k - 1 reviews' (fewer at the
-    start); `memory` (the raw levels, oldest first) is updated in place to the last k."""
-    memory.append(up)
-    del memory[:-k]
-    return np.asarray(np.mean(np.stack(memory), axis=0), dtype=np.float64)
+    ceil((L + R) / R) — the reviews whose orders can still be on the shelf together
+    (`optimizer.level_rule.cover_reviews` in days; the stream counts buckets)."""
+    return int(_cover_reviews(config.lead_time_days + config.review_days, config.review_days))
 
 
 def _cdf_at(cover: DemandDistribution, levels: FloatArray) -> FloatArray:

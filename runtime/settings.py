@@ -139,6 +139,12 @@ class Settings(BaseSettings):
     stale_stock_buckets: int = Field(
         default=7, ge=1, description="buckets without a stock snapshot or movement before a "
         "stale_stock alert (one per episode)")
+    # `optimizer.level_rule.LEVEL_RULES` (runtime imports no domain package; a test keeps the
+    # two lists equal), the simulation's forecast policies default to the same rule
+    restock_level_rule: Literal["cover_mean", "none"] = Field(
+        default="cover_mean", description="how a review sets each SKU's order-up-to level: "
+        "cover_mean = the mean of the raw levels of its last ceil((lead + review) / review) "
+        "reviews (kept in the SKU's state), none = this review's forecast alone")
 
     # Optimizer: cross-SKU limits per cycle (README "Constraints"); empty = unconstrained
     supplier_budgets: AmountMap = Field(

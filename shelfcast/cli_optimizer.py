@@ -53,9 +53,10 @@ def add_commands(subparsers: Any) -> None:
                      "forecast + its empirical past errors), forecast:NAME or "
                      "forecast:NAME:key=value:... (registered forecasters; the keys are the "
                      "model's, except tail=median_chord (default)|last_gap|upper_fit, the "
-                     "policy's tail above the top quantile, and level_rule=none (default)|"
-                     "cover_mean, the order-up-to level averaged over the last (L + R) / R "
-                     "reviews; policies that differ only in these share one "
+                     "policy's tail above the top quantile, and level_rule=cover_mean "
+                     "(default, as the stream runs it)|none, the order-up-to level averaged "
+                     "over the last (L + R) / R reviews or each review's own; policies that "
+                     "differ only in these share one "
                      f"model, fitted and asked once; default {DEFAULT_POLICIES})")
     sim.add_argument("--service-level", type=float, default=0.95,
                      help="headline service target in (0, 1) (default 0.95)")
@@ -178,6 +179,7 @@ def _policies(args: argparse.Namespace) -> list[RestockPolicy]:
     from forecasting.base import Forecaster
     from forecasting.errors import ForecastingError
     from forecasting.registry import available_forecasters, make_forecaster
+    from optimizer.level_rule import DEFAULT_LEVEL_RULE
     from optimizer.service_level import DEFAULT_TAIL, TAIL_RULES
     from optimizer.simulation import LEVEL_RULES, ForecastPolicy, MinMaxPolicy
 
@@ -210,7 +212,7 @@ def _policies(args: argparse.Namespace) -> list[RestockPolicy]:
         if tail not in TAIL_RULES:
             raise ConfigError(f"policy {spec!r}: tail must be one of {', '.join(TAIL_RULES)}, "
                               f"got {tail!r}")
-        level_rule = policy_kwargs.get("level_rule", "none")
+        level_rule = policy_kwargs.get("level_rule", DEFAULT_LEVEL_RULE)
         if level_rule not in LEVEL_RULES:
             raise ConfigError(f"policy {spec!r}: level_rule must be one of "
                               f"{', '.join(LEVEL_RULES)}, got {level_rule!r}")
@@ -327,6 +329,7 @@ def _machine() -> dict[str, Any]:
 
 def _simulate(args: argparse.Namespace) -> int:
     from forecasting.data import DataFormatError, load_panel
+    from optimizer.level_rule import DEFAULT_LEVEL_RULE
     from optimizer.service_level import DEFAULT_TAIL
     from optimizer.simulation import (
         DEFAULT_SWEEP,
@@ -399,9 +402,12 @@ def _simulate(args: argparse.Namespace) -> int:
     doc = result.as_json()
     doc["served"] = served_model()
     doc["tail_default"] = DEFAULT_TAIL  # what a forecast policy without tail=RULE used
+    # what one without level_rule=RULE used (runs without these keys: "none")
+    doc["level_rule_default"] = DEFAULT_LEVEL_RULE
     for policy in policies:
         if isinstance(policy, ForecastPolicy):
             doc["policies"][policy.name]["predict_seconds"] = round(policy.predict_seconds, 2)
+            doc["policies"][policy.name]["level_rule"] = policy.level_rule
     _print_summary(result)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ import numpy as np
 
 from forecasting.covariates import Covariates
 from forecasting.inferencer import ServedForecast
+from optimizer.level_rule import DEFAULT_LEVEL_RULE, LevelRule
 from optimizer.policy import inventory_position
 from optimizer.review import (
     HIGH_LEVEL,
@@ -108,7 +109,10 @@ class ProcessorConfig:
     SKU's clock an event may be and still count; `horizon_buckets`: buckets forecast;
     `default_policy`: the restock policy of SKUs without a catalog entry;
     `restock_grace_buckets`: buckets past its lead time before an unreceived restock is
-    overdue; `stale_stock_buckets`: buckets without stock data before it is stale.
+    overdue; `stale_stock_buckets`: buckets without stock data before it is stale;
+    `level_rule`: how a review sets the order-up-to level (`optimizer.level_rule`):
+    "cover_mean", the mean of the SKU's raw levels of its last k reviews (kept in its state),
+    or "none", this review's alone.
     """
 
     topics: TopicNames
@@ -122,6 +126,7 @@ class ProcessorConfig:
     dlq_payload_bytes: int = 256 * 1024  # payload bytes a dead letter keeps at most
     restock_grace_buckets: int = 2
     stale_stock_buckets: int = 7
+    level_rule: LevelRule = DEFAULT_LEVEL_RULE
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProcessorConfig:
@@ -137,7 +142,7 @@ class ProcessorConfig:
                 review_days=s.default_review_days, service_level=s.default_service_level,
                 case_pack=s.default_case_pack, moq=s.default_moq, supplier=s.default_supplier),
             restock_grace_buckets=s.restock_grace_buckets,
-            stale_stock_buckets=s.stale_stock_buckets)
+            stale_stock_buckets=s.stale_stock_buckets, level_rule=s.restock_level_rule)
 
 
 class InputRecord(Protocol):
@@ -537,13 +542,17 @@ class BatchProcessor:
         previous_high = np.array([np.nan if s.next_bucket_high is None else s.next_bucket_high
                                   for s in states], dtype=float)
         known = np.array([s.stock_known for s in states], dtype=bool)
+        # rule cover_mean: each SKU's remembered raw levels (None: rule none)
+        remembered = ([s.order_up_to_levels for s in states]
+                      if self.config.level_rule == "cover_mean" else None)
         decided = review(
             forecast,
             inventory_position=inventory_position(on_hand, on_order, backorders),
             arriving_position=inventory_position(
                 on_hand, np.asarray(on_order) - overdue_units, backorders),
             terms=terms, previous_high=previous_high, observed=observed, stock_known=known,
-            stockout_alert_open=["stockout_risk" in s.open_alerts for s in states])
+            stockout_alert_open=["stockout_risk" in s.open_alerts for s in states],
+            level_memory=remembered)
         stock_age, stale, fresh = stale_stock(
             [np.nan if s.last_stock_bucket is None else s.last_stock_bucket for s in states],
             last_closed, self.config.stale_stock_buckets,
@@ -551,6 +560,13 @@ class BatchProcessor:
         for state, high in zip(states, decided.next_bucket_high.tolist(), strict=True):
             state.forecast_pending = False
             state.next_bucket_high = high
+        if decided.level_memory is not None:
+            for state, kept in zip(states, decided.level_memory, strict=True):
+                state.order_up_to_levels = kept
+        else:  # rule none: nothing to remember (a switch back to cover_mean starts afresh)
+            for state in states:
+                if state.order_up_to_levels:
+                    state.order_up_to_levels = []
         for i in np.flatnonzero(decided.clear_stockout).tolist():
             del states[i].open_alerts["stockout_risk"]
         for i in np.flatnonzero(fresh).tolist():

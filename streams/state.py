@@ -115,6 +115,14 @@ class SkuState(msgspec.Struct, array_like=True, dict=True):
     # withdrawn one stays as a neutral entry (no promotion, full price) that remembers its
     # version. Bounded; states written before this field decode without it.
     promotions: dict[str, list[float]] = {}
+    # The raw order-up-to levels of the SKU's last reviews, oldest first: at most k - 1 of
+    # them, k = ceil(cover / review) of its policy in buckets (`optimizer.level_rule`, the
+    # rule `cover_mean`); the next review orders up to the mean of its own level and these.
+    # Exact floats (msgpack float64): a recovered worker averages the same numbers. A policy
+    # whose k changed keeps the last k - 1 of what is here; a new model version keeps them
+    # (levels are units, whichever model computed them); rule `none` empties the list. States
+    # written before this field decode without it: their next review averages what it has.
+    order_up_to_levels: list[float] = []
 
     # --- serialisation -------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -141,6 +149,7 @@ class SkuState(msgspec.Struct, array_like=True, dict=True):
         data["open_alerts"] = dict(data.get("open_alerts", {}))
         data["promotions"] = {str(k): [float(x) for x in v]
                               for k, v in data.get("promotions", {}).items()}
+        data["order_up_to_levels"] = [float(x) for x in data.get("order_up_to_levels", ())]
         if isinstance(data.get("model_state"), str):
             data["model_state"] = base64.b64decode(data["model_state"])
         return cls(**data)

@@ -108,7 +108,8 @@ def test_smooth_levels_is_the_mean_of_the_last_k_levels():
 def test_cover_mean_changes_nothing_for_a_steady_forecast():
     demand = np.full((3, 40), 10.0)
     c = cfg(lead_time_days=3, sweep=(0.5, 0.9))
-    plain = simulate(demand, dates(40), [ForecastPolicy("p", Exact(10.0))], c)
+    plain = simulate(demand, dates(40), [ForecastPolicy("p", Exact(10.0), level_rule="none")],
+                     c)
     smooth = simulate(demand, dates(40), [ForecastPolicy("p", Exact(10.0),
                                                          level_rule="cover_mean")], c)
     a, b = plain.policies["p"], smooth.policies["p"]
@@ -120,8 +121,8 @@ def test_cover_mean_damps_a_spiky_forecasts_level_and_the_stock_it_leaves():
     demand = rng.poisson(10.0, size=(20, 60)).astype(float)
     c = cfg(lead_time_days=3, sweep=(0.5, 0.9))
     res = simulate(demand, dates(60), [
-        ForecastPolicy("plain", Spiky(10.0, 3.0)),
-        ForecastPolicy("smooth", Spiky(10.0, 3.0), level_rule="cover_mean"),
+        ForecastPolicy("plain", Spiky(10.0, 3.0), level_rule="none"),
+        ForecastPolicy("smooth", Spiky(10.0, 3.0)),  # cover_mean: the default
     ], c)
     plain, smooth = res.policies["plain"], res.policies["smooth"]
     assert smooth.diagnostics["level_churn"] < 0.5 * plain.diagnostics["level_churn"]
@@ -130,17 +131,45 @@ def test_cover_mean_damps_a_spiky_forecasts_level_and_the_stock_it_leaves():
     assert smooth.orders > plain.orders
 
 
+def test_cover_mean_is_the_default_level_rule_as_in_the_stream():
+    from optimizer.level_rule import DEFAULT_LEVEL_RULE
+    from runtime.settings import Settings
+
+    assert ForecastPolicy("p", Exact(1.0)).level_rule == "cover_mean" == DEFAULT_LEVEL_RULE
+    assert Settings.model_fields["restock_level_rule"].default == DEFAULT_LEVEL_RULE
+
+
+def test_level_rule_none_reproduces_the_figures_of_before_the_default_changed():
+    # figures of this simulation on main before cover_mean became the default (9850711)
+    from forecasting import make_forecaster
+
+    rng = np.random.default_rng(3)
+    demand = rng.poisson(rng.uniform(0.5, 12.0, size=(12, 1)), size=(12, 90)).astype(float)
+    c = SimulationConfig(lead_time_days=4, review_days=1, warmup_days=28, window_days=28,
+                         sweep=(0.8, 0.9, 0.99), service_level=0.95)
+    policies = [ForecastPolicy("none", make_forecaster("moving_average"), level_rule="none"),
+                ForecastPolicy("default", make_forecaster("moving_average"))]
+    res = simulate(demand, dates(90), policies, c)
+    old, new = res.policies["none"], res.policies["default"]
+    assert (old.avg_inventory, old.fill_rate, old.orders, old.inventory_at_95_fill) == (
+        104.86, 0.9725, 612, 82.17)
+    assert new.inventory_at_95_fill < old.inventory_at_95_fill  # the default holds less
+    assert new.diagnostics["level_churn"] < old.diagnostics["level_churn"]
+
+
 def test_cli_takes_level_rule_as_a_policy_key(tmp_path):
     import argparse
 
     from runtime.errors import ConfigError
     from shelfcast import cli_optimizer
 
-    args = argparse.Namespace(policies="forecast:moving_average:level_rule=cover_mean,"
-                              "forecast:moving_average", device="cpu", no_progress=True,
+    args = argparse.Namespace(policies="forecast:moving_average:level_rule=none,"
+                              "forecast:moving_average,"
+                              "forecast:moving_average:level_rule=cover_mean",
+                              device="cpu", no_progress=True,
                               lstm_model=None, lstm_max_epochs=None)  # fmt: skip
-    a, b = cli_optimizer._policies(args)
-    assert a.level_rule == "cover_mean" and b.level_rule == "none"
+    a, b, c = cli_optimizer._policies(args)
+    assert a.level_rule == "none" and b.level_rule == c.level_rule == "cover_mean"
     assert a.forecaster is b.forecaster  # a policy key: one model, asked once a day
     args.policies = "forecast:moving_average:level_rule=max"
     with pytest.raises(ConfigError, match="level_rule must be one of"):

@@ -153,8 +153,9 @@ def _csv(tmp_path, days=80):
 def test_cli_simulate_writes_the_issue_json_shape(tmp_path):
     data = _csv(tmp_path)
     out = tmp_path / "out.json"
-    args = _args(tmp_path, data=data, policies="forecast:moving_average,minmax", json=out,
-                 warmup_days=28, window_days=56, sweep="0.8,0.95,0.99")  # fmt: skip
+    args = _args(tmp_path, data=data, json=out, warmup_days=28, window_days=56,
+                 policies="forecast:moving_average,forecast:moving_average:level_rule=none,"
+                          "minmax", sweep="0.8,0.95,0.99")  # fmt: skip
     args.no_progress = True
     assert cli_optimizer.run(args) == 0
     doc = json.loads(out.read_text())
@@ -162,6 +163,11 @@ def test_cli_simulate_writes_the_issue_json_shape(tmp_path):
         assert {"fill_rate", "avg_inventory", "stockout_days", "orders",
                 "inventory_at_95_fill"} <= set(doc["policies"][name])  # fmt: skip
     assert doc["machine"]["cpus"] >= 1
+    # the level rule each forecast policy ran, for a replay (benchmarks/simpolicy_replay.py)
+    assert doc["level_rule_default"] == "cover_mean"
+    assert doc["policies"]["forecast:moving_average"]["level_rule"] == "cover_mean"
+    assert doc["policies"]["forecast:moving_average:level_rule=none"]["level_rule"] == "none"
+    assert "level_rule" not in doc["policies"]["minmax"]
 
 
 @pytest.mark.parametrize(("kw", "message"), [

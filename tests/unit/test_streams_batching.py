@@ -24,9 +24,9 @@ SETTINGS = Settings(kafka_bootstrap="unused:9092", default_lead_time_days=2)
 FIXED_NOW = datetime(2011, 6, 1, tzinfo=UTC)
 
 
-def processor() -> BatchProcessor:
+def processor(settings: Settings = SETTINGS) -> BatchProcessor:
     model = make_forecaster("moving_average")
-    return BatchProcessor(ProcessorConfig.from_settings(SETTINGS), local_predict(model),
+    return BatchProcessor(ProcessorConfig.from_settings(settings), local_predict(model),
                           model.model_version, now=lambda: FIXED_NOW)
 
 
@@ -70,8 +70,10 @@ def stream(n: int = 1500, skus: int = 12, seed: int = 3) -> list[RawRecord]:
     return out
 
 
-def run_in_batches(records: list[RawRecord], size: int, table) -> BatchOutputs:
-    return in_batches(processor(), records, list(range(size, len(records), size)), table)
+def run_in_batches(records: list[RawRecord], size: int, table,
+                   settings: Settings = SETTINGS) -> BatchOutputs:
+    return in_batches(processor(settings), records, list(range(size, len(records), size)),
+                      table)
 
 
 def per_sku(out: BatchOutputs) -> dict:
@@ -123,17 +125,26 @@ def test_the_stream_exercises_every_path(one_by_one):
 
 # The restocks carry case pack, MOQ and the demand distribution over lead time + review the
 # quantity came from: what the optimizer needs to cut them.
-def test_restocks_carry_a_valid_demand_distribution_consistent_with_their_levels():
-    restocks = run_in_batches(stream(), 500, {}).restocks
+@pytest.mark.parametrize("rule", ["none", "cover_mean"])
+def test_restocks_carry_a_valid_demand_distribution_consistent_with_their_levels(rule):
+    settings = SETTINGS.model_copy(update={"restock_level_rule": rule})
+    restocks = run_in_batches(stream(), 500, {}, settings).restocks
     assert restocks
+    averaged = 0
     for r in restocks:
         again = decode(RestockEvent, encode(r))  # what the optimizer sees: fully validated
         assert again == r
         assert r.demand_levels is not None and r.demand_quantiles is not None
         assert r.quantity % r.case_pack == 0 and r.quantity >= r.moq
-        # The order-up-to level is the distribution's quantile at the SKU's service level.
+        DemandDistribution.from_quantiles(r.demand_levels, [r.demand_quantiles])
+        # The order-up-to level is the distribution's quantile at the SKU's service level,
+        # unless the rule averaged it with the SKU's earlier levels, as its reason says.
+        if "reviews' levels" in r.reason:
+            assert rule == "cover_mean" and "(mean of the last " in r.reason
+            averaged += 1
+            continue
         at_level = np.interp(r.service_level, r.demand_levels, r.demand_quantiles)
         assert abs(at_level - r.order_up_to) <= 1e-3 * max(1.0, r.order_up_to)
-        DemandDistribution.from_quantiles(r.demand_levels, [r.demand_quantiles])
+    assert (averaged > 0) == (rule == "cover_mean")
     catalogued = [r for r in restocks if r.sku == "S1"]
     assert catalogued and all((r.case_pack, r.moq) == (6, 12) for r in catalogued)
