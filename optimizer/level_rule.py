@@ -12,11 +12,16 @@ One formula for both users: the simulation (`optimizer.simulation.ForecastPolicy
 levels of every target and SKU as arrays, `smooth_levels`) and the stream's review
 (`optimizer.review.review`, per SKU the raw levels its state remembers, `smooth_sku_levels`)
 both take the mean through `mean_level`, adding the same levels in the same order, so a SKU
-with the same history gets the same level in either. The stream counts k in buckets of its
-policy's review period (`PolicyTerms.cover_reviews`) and keeps each SKU's last k - 1 raw
-levels in its state (`streams.state.SkuState.order_up_to_levels`); it reviews an SKU at each
-bucket close of its, so with a review period over one bucket the k levels span fewer buckets
-than the protection interval.
+with the same history gets the same level in either. The simulation reviews every SKU every
+review period, so its last k reviews are the ones of the protection interval. The stream
+reviews a SKU when one of its buckets closes, i.e. when its next event comes: a SKU without
+orders for days is reviewed once for them, and a policy's review period may span several
+buckets. So the stream keeps each raw level with the bucket of its review
+(`streams.state.SkuState.order_up_to_levels`, `order_up_to_buckets`) and averages the
+reviews of the last cover-steps buckets, this one's included (`smooth_sku_levels`): the same
+reviews as the simulation's k for a SKU reviewed every review period, and never a level of
+a review whose order can no longer be on the shelf with this one's (a sparse SKU's stale
+levels of weeks ago).
 """
 
 from __future__ import annotations
@@ -75,32 +80,38 @@ def smooth_levels(memory: list[FloatArray], up: FloatArray, k: int) -> FloatArra
 
 
 def smooth_sku_levels(raw: npt.ArrayLike, remembered: Sequence[Sequence[float]],
-                      reviews: npt.ArrayLike) -> tuple[FloatArray, IntArray, list[list[float]]]:
-    """Rule `cover_mean` for n SKUs, each with its own k (`reviews`, (n,), `cover_reviews`).
+                      made_at: Sequence[Sequence[int]], bucket: npt.ArrayLike,
+                      window: npt.ArrayLike
+                      ) -> tuple[FloatArray, IntArray, list[list[float]], list[list[int]]]:
+    """Rule `cover_mean` for n SKUs reviewed at `bucket` (n,), each over its own protection
+    interval of `window` (n,) buckets (cover steps: lead time + review period).
 
-    `raw` (n,): this review's order-up-to levels from its forecast alone; `remembered[i]`:
-    SKU i's raw levels of its previous reviews, oldest first (only its last k - 1 are read:
-    fewer when fewer are remembered, none for a new SKU). Returns the levels to order up to
-    (n,), how many reviews each is the mean of (n,), and what each SKU remembers next: its
-    last k - 1 raw levels, this review's included (a k of 1 remembers nothing).
+    `raw` (n,): this review's order-up-to levels from its forecast alone; `remembered[i]`,
+    `made_at[i]`: SKU i's raw levels of earlier reviews and the buckets they were made at,
+    oldest first. A level counts when its bucket is within the last `window` buckets,
+    this one's included (bucket > bucket - window), and before this one (a replayed review of
+    the same bucket replaces it). Returns the levels to order up to (n,), how many reviews each
+    is the mean of (n,), and what each SKU remembers next: the levels that counted, this
+    review's last, with their buckets (at most `window` of them).
     """
     now = np.asarray(raw, dtype=np.float64)
-    ks = np.asarray(reviews, dtype=np.int64)
+    at = np.asarray(bucket, dtype=np.int64).tolist()
+    spans = np.maximum(np.asarray(window, dtype=np.int64), 1).tolist()
     n = now.shape[0]
     kept: list[list[float]] = []
-    for level, past, k in zip(now.tolist(), remembered, ks.tolist(), strict=True):
-        older = list(past[max(0, len(past) - (k - 1)):]) if k > 1 else []
-        older.append(level)
-        kept.append(older)
+    kept_at: list[list[int]] = []
+    for level, past, past_at, b, span in zip(now.tolist(), remembered, made_at, at, spans,
+                                             strict=True):
+        levels = [x for x, t in zip(past, past_at, strict=True) if b - span < t < b]
+        buckets = [t for t in past_at if b - span < t < b]
+        levels.append(level)
+        buckets.append(b)
+        kept.append(levels)
+        kept_at.append(buckets)
     counts = np.fromiter(map(len, kept), dtype=np.int64, count=n)
     depth = int(counts.max()) if n else 1
     # reviews down the rows, oldest first, each SKU's levels at the bottom of its column
     table = np.full((depth, n), np.nan)
     for i, levels in enumerate(kept):
-        if len(levels) == 1:
-            table[-1, i] = levels[0]
-        else:
-            table[depth - len(levels):, i] = levels
-    remember = [levels[1:] if len(levels) == k else levels
-                for levels, k in zip(kept, ks.tolist(), strict=True)]
-    return mean_level(table), counts, remember
+        table[depth - len(levels):, i] = levels
+    return mean_level(table), counts, kept, kept_at

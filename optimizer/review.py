@@ -6,18 +6,20 @@ One call reviews every SKU whose bucket just closed. Row i of every array is one
     terms = PolicyTerms.of(policies, bucket_seconds=86_400)
     result = review(forecast, inventory_position=position, terms=terms,
                     previous_high=previous_high, observed=observed, stock_known=known,
-                    stockout_alert_open=open_, level_memory=remembered)
+                    stockout_alert_open=open_,
+                    level_memory=LevelMemory(levels, made_at, bucket=reviewed_bucket))
     result.order_quantity[i], result.restock_reason(i), result.raise_stockout[i], ...
-    remembered = result.level_memory  # each SKU's raw levels for its next review
+    levels, made_at = result.level_memory  # each SKU's raw levels for its next review
 
 The policy is periodic review (R, S): an order placed now must last until the NEXT review's
 order lands, so the level protects lead time + review period (a reorder point over the lead
 time alone leaves the review period unprotected — the simulation showed stock-outs on
 perfectly known demand); reorder point = order-up-to level. With `level_memory` (the level
 rule `cover_mean`, `optimizer.level_rule`) that level is the mean of this review's raw level
-and those of the SKU's previous reviews within one protection interval, as the simulation's
-forecast policies run it. Pure numpy: the stream turns the arrays into events and keeps its
-state (open alerts, orders on order, remembered levels) itself.
+and those of the SKU's earlier reviews within one protection interval (its last cover-steps
+buckets), as the simulation's forecast policies run it. Pure numpy: the stream turns the
+arrays into events and keeps its state (open alerts, orders on order, remembered levels)
+itself.
 """
 
 from __future__ import annotations
@@ -31,13 +33,14 @@ import numpy.typing as npt
 
 from forecasting.base import QuantileForecast
 from forecasting.quantiles import exceedance_probability, quantile_at
-from optimizer.level_rule import cover_reviews, smooth_sku_levels
+from optimizer.level_rule import smooth_sku_levels
 from optimizer.policy import order_quantity, restock_reason
 
 __all__ = [
     "HIGH_LEVEL",
     "RISK_CLOSE",
     "RISK_OPEN",
+    "LevelMemory",
     "PolicyTerms",
     "Review",
     "TermsSource",
@@ -112,16 +115,16 @@ class PolicyTerms:
                    np.array(service, dtype=np.float64), np.array(case_pack, dtype=np.int64),
                    np.array(moq, dtype=np.int64))
 
-    @property
-    def review_steps(self) -> IntArray:
-        """Buckets of the review period (cover - lead), at least 1."""
-        steps: IntArray = np.maximum(self.cover_steps - self.lead_steps, 1).astype(np.int64)
-        return steps
 
-    def cover_reviews(self) -> IntArray:
-        """Per SKU, the reviews of one protection interval whose raw levels rule `cover_mean`
-        averages: ceil(cover_steps / review_steps) (`optimizer.level_rule.cover_reviews`)."""
-        return cover_reviews(self.cover_steps, self.review_steps)
+@dataclass(frozen=True)
+class LevelMemory:
+    """Rule `cover_mean`'s input for n SKUs: per SKU the raw order-up-to levels of its
+    earlier reviews and the buckets they were made at, oldest first (empty for a new SKU),
+    and the bucket of this review (n,)."""
+
+    levels: Sequence[Sequence[float]]
+    made_at: Sequence[Sequence[int]]
+    bucket: npt.ArrayLike
 
 
 @dataclass(frozen=True)
@@ -133,8 +136,8 @@ class Review:
         and the SKU's remembered raw levels).
     raw_order_up_to: this review's level from its forecast alone.
     levels_averaged: how many reviews' raw levels order_up_to is the mean of (1: this one).
-    level_memory: per SKU the raw levels to remember for its next review (its last k - 1,
-        this one's included); None without `cover_mean` (nothing to remember).
+    level_memory: per SKU the raw levels to remember for its next review and their buckets
+        (those of its protection interval, this one's last); None without `cover_mean`.
     inventory_position: the positions reviewed (orders are decided on these).
     arriving_position: the positions counting only restocks that can still arrive (the
         stock-out risk is computed on these).
@@ -170,7 +173,7 @@ class Review:
     cover_quantiles: FloatArray | None
     raw_order_up_to: FloatArray
     levels_averaged: IntArray
-    level_memory: list[list[float]] | None
+    level_memory: tuple[list[list[float]], list[list[int]]] | None
 
     def restock_reason(self, i: int) -> str:
         """Why SKU i orders what it orders, in words (the restock event's `reason`)."""
@@ -194,7 +197,7 @@ def review(
     stock_known: npt.ArrayLike | None = None,
     stockout_alert_open: npt.ArrayLike | None = None,
     arriving_position: npt.ArrayLike | None = None,
-    level_memory: Sequence[Sequence[float]] | None = None,
+    level_memory: LevelMemory | None = None,
 ) -> Review:
     """Review n SKUs at once from their forecast (n series) and state.
 
@@ -208,9 +211,9 @@ def review(
     movement was ever seen (default: all). stockout_alert_open: whether a stock-out alert is
     open (default: none).
     level_memory: the level rule. None: each SKU orders up to this review's own level
-    ("none"). Else ("cover_mean") per SKU its raw levels of previous reviews, oldest first
-    (empty for a new SKU): the level is the mean of this review's and the last k - 1 of
-    those, k = `terms.cover_reviews()`; the result's `level_memory` is what to keep next.
+    ("none"). Else ("cover_mean") the SKU's earlier raw levels with their buckets: the level
+    is the mean of this review's and those made within its last `terms.cover_steps` buckets;
+    the result's `level_memory` is what to keep next.
     """
     n = forecast.n_series
     levels = np.asarray(forecast.levels, dtype=np.float64)
@@ -226,8 +229,10 @@ def review(
     if level_memory is None:
         order_up_to, averaged, memory = raw_up, np.ones(n, dtype=np.int64), None
     else:
-        order_up_to, averaged, memory = smooth_sku_levels(raw_up, level_memory,
-                                                          terms.cover_reviews())
+        order_up_to, averaged, levels_kept, made_at = smooth_sku_levels(
+            raw_up, level_memory.levels, level_memory.made_at, level_memory.bucket,
+            terms.cover_steps)
+        memory = (levels_kept, made_at)
     reorder_point = order_up_to
     quantity = order_quantity(position, reorder_point, order_up_to,
                               terms.case_pack.astype(np.float64), terms.moq.astype(np.float64))

@@ -25,6 +25,7 @@ from optimizer.level_rule import DEFAULT_LEVEL_RULE, LevelRule
 from optimizer.policy import inventory_position
 from optimizer.review import (
     HIGH_LEVEL,
+    LevelMemory,
     PolicyTerms,
     Review,
     overdue_restocks,
@@ -542,9 +543,15 @@ class BatchProcessor:
         previous_high = np.array([np.nan if s.next_bucket_high is None else s.next_bucket_high
                                   for s in states], dtype=float)
         known = np.array([s.stock_known for s in states], dtype=bool)
-        # rule cover_mean: each SKU's remembered raw levels (None: rule none)
-        remembered = ([s.order_up_to_levels for s in states]
-                      if self.config.level_rule == "cover_mean" else None)
+        # rule cover_mean: each SKU's remembered raw levels and their buckets (None: rule none)
+        remembered = None
+        if self.config.level_rule == "cover_mean":
+            remembered = LevelMemory(
+                [s.order_up_to_levels if len(s.order_up_to_levels) == len(s.order_up_to_buckets)
+                 else [] for s in states],
+                [s.order_up_to_buckets if len(s.order_up_to_levels) == len(s.order_up_to_buckets)
+                 else [] for s in states],
+                bucket=last_closed)
         decided = review(
             forecast,
             inventory_position=inventory_position(on_hand, on_order, backorders),
@@ -561,12 +568,12 @@ class BatchProcessor:
             state.forecast_pending = False
             state.next_bucket_high = high
         if decided.level_memory is not None:
-            for state, kept in zip(states, decided.level_memory, strict=True):
-                state.order_up_to_levels = kept
+            for state, kept, made_at in zip(states, *decided.level_memory, strict=True):
+                state.order_up_to_levels, state.order_up_to_buckets = kept, made_at
         else:  # rule none: nothing to remember (a switch back to cover_mean starts afresh)
             for state in states:
-                if state.order_up_to_levels:
-                    state.order_up_to_levels = []
+                if state.order_up_to_levels or state.order_up_to_buckets:
+                    state.order_up_to_levels, state.order_up_to_buckets = [], []
         for i in np.flatnonzero(decided.clear_stockout).tolist():
             del states[i].open_alerts["stockout_risk"]
         for i in np.flatnonzero(fresh).tolist():

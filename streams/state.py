@@ -115,14 +115,17 @@ class SkuState(msgspec.Struct, array_like=True, dict=True):
     # withdrawn one stays as a neutral entry (no promotion, full price) that remembers its
     # version. Bounded; states written before this field decode without it.
     promotions: dict[str, list[float]] = {}
-    # The raw order-up-to levels of the SKU's last reviews, oldest first: at most k - 1 of
-    # them, k = ceil(cover / review) of its policy in buckets (`optimizer.level_rule`, the
-    # rule `cover_mean`); the next review orders up to the mean of its own level and these.
-    # Exact floats (msgpack float64): a recovered worker averages the same numbers. A policy
-    # whose k changed keeps the last k - 1 of what is here; a new model version keeps them
-    # (levels are units, whichever model computed them); rule `none` empties the list. States
-    # written before this field decode without it: their next review averages what it has.
+    # The raw order-up-to levels of the SKU's last reviews, oldest first, and the bucket of
+    # each (rule `cover_mean`, `optimizer.level_rule`): the next review orders up to the mean
+    # of its own level and those made within its last cover-steps buckets (its protection
+    # interval), so at most that many are kept. Exact floats (msgpack float64): a recovered
+    # worker averages the same numbers. A policy whose lead time changed averages over its
+    # new interval; a new model version keeps them (levels are units, whichever model
+    # computed them); rule `none` empties both. States written before these fields decode
+    # without them (their next review starts afresh), as does one with levels but no buckets
+    # (written in the hour the levels were counted in reviews, not buckets).
     order_up_to_levels: list[float] = []
+    order_up_to_buckets: list[int] = []
 
     # --- serialisation -------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -150,6 +153,7 @@ class SkuState(msgspec.Struct, array_like=True, dict=True):
         data["promotions"] = {str(k): [float(x) for x in v]
                               for k, v in data.get("promotions", {}).items()}
         data["order_up_to_levels"] = [float(x) for x in data.get("order_up_to_levels", ())]
+        data["order_up_to_buckets"] = [int(x) for x in data.get("order_up_to_buckets", ())]
         if isinstance(data.get("model_state"), str):
             data["model_state"] = base64.b64decode(data["model_state"])
         return cls(**data)

@@ -1,6 +1,7 @@
 """The stream's order-up-to level under the rule `cover_mean` (the default): each SKU orders up
-to the mean of the raw levels of its last k = ceil(cover / review) reviews, remembered in its
-state, changelogged with it, and the same after a recovery."""
+to the mean of the raw levels of its reviews within its protection interval (its last
+cover-steps buckets), remembered in its state with their buckets, changelogged with it, and
+the same after a recovery."""
 
 import asyncio
 import json
@@ -97,7 +98,7 @@ def varying(day: int) -> float:
     return 5.0 + (day * 7) % 11  # moves every day, repeats after 11
 
 
-def test_the_level_is_the_mean_of_the_last_k_raw_levels():
+def test_the_level_is_the_mean_of_the_raw_levels_of_its_protection_interval():
     table: dict = {}
     restocks = run_days(processor(varying), table, range(20), [snapshot()])
     assert sorted(restocks) == list(range(19))  # every review ordered
@@ -109,8 +110,21 @@ def test_the_level_is_the_mean_of_the_last_k_raw_levels():
             assert f"(mean of the last {len(raw)} reviews' levels; need " in r.reason
         else:
             assert "mean" not in r.reason
-    # the state remembers the last k - 1 = 7 raw levels, this review's included
-    assert state_of(table).order_up_to_levels == [8 * varying(d) for d in range(12, 19)]
+    # the state remembers the raw levels of the last 8 buckets, this review's included
+    assert state_of(table).order_up_to_levels == [8 * varying(d) for d in range(11, 19)]
+    assert state_of(table).order_up_to_buckets == [DAY0 + d for d in range(11, 19)]
+
+
+def test_a_sparse_skus_levels_from_before_its_protection_interval_are_not_averaged():
+    table: dict = {}
+    p = processor(varying)
+    run_days(p, table, range(4), [snapshot()])  # reviews of days 0..2
+    # no order for ten days: the next order closes days 3..13, one review, of day 13
+    restocks = run_days(p, table, range(14, 15))
+    assert restocks[13].order_up_to == 8 * varying(13)  # days 0..2 are > 8 buckets back
+    assert "mean" not in restocks[13].reason
+    restocks = run_days(p, table, range(16, 17))  # day 15's review: day 13's level counts
+    assert restocks[15].order_up_to == pytest.approx((8 * varying(13) + 8 * varying(15)) / 2)
 
 
 def test_a_steady_forecast_orders_what_it_ordered_without_the_rule():
@@ -124,7 +138,7 @@ def test_a_steady_forecast_orders_what_it_ordered_without_the_rule():
                                                                  b.reorder_point)
 
 
-def test_a_spike_lifts_the_level_by_one_kth_of_itself():
+def test_a_spike_lifts_the_level_by_an_eighth_of_itself():
     def spike(day: int) -> float:
         return 30.0 if day == 10 else 10.0
 
@@ -134,21 +148,21 @@ def test_a_spike_lifts_the_level_by_one_kth_of_itself():
     assert plain[9].order_up_to == smooth[9].order_up_to == 80.0
     assert plain[10].order_up_to == 240.0
     assert smooth[10].order_up_to == 80.0 + (240.0 - 80.0) / 8  # 100
-    assert smooth[11].order_up_to == 100.0  # in the mean for k reviews, then gone
+    assert smooth[11].order_up_to == 100.0  # in the mean for 8 buckets, then gone
     assert plain[11].order_up_to == 80.0
     # the stock the spike leaves: one peak's units, or an eighth of them
     assert smooth[10].quantity < plain[10].quantity
 
 
-def test_k_follows_the_skus_policy_and_a_shorter_one_keeps_the_newest_levels():
+def test_the_interval_follows_the_skus_policy_and_a_shorter_one_keeps_the_newest_levels():
     table: dict = {}
     p = processor(varying)
-    run_days(p, table, range(10), [snapshot(), catalog(3)])  # cover 4: k 4
-    assert state_of(table).order_up_to_levels == [4 * varying(d) for d in (6, 7, 8)]
-    restocks = run_days(p, table, range(10, 12), [catalog(1)])  # cover 2: k 2
+    run_days(p, table, range(10), [snapshot(), catalog(3)])  # cover 4 buckets
+    assert state_of(table).order_up_to_levels == [4 * varying(d) for d in (5, 6, 7, 8)]
+    restocks = run_days(p, table, range(10, 12), [catalog(1)])  # cover 2 buckets
     assert restocks[9].order_up_to == pytest.approx((4 * varying(8) + 2 * varying(9)) / 2)
     assert "mean of the last 2 reviews' levels" in restocks[9].reason
-    assert state_of(table).order_up_to_levels == [2 * varying(10)]
+    assert state_of(table).order_up_to_levels == [2 * varying(9), 2 * varying(10)]
 
 
 def test_a_new_model_version_keeps_the_remembered_levels():
@@ -168,7 +182,7 @@ def test_rule_none_orders_up_to_each_reviews_own_level_and_forgets_the_levels():
     restocks = run_days(processor(varying, none), table, range(6, 9))
     for day, r in restocks.items():
         assert r.order_up_to == 8 * varying(day) and "mean" not in r.reason
-    assert state_of(table).order_up_to_levels == []
+    assert state_of(table).order_up_to_levels == state_of(table).order_up_to_buckets == []
 
 
 def test_the_rule_is_a_setting_read_from_the_environment(monkeypatch):
@@ -199,7 +213,7 @@ def round_trip(store: StateStore, *, forget_levels: bool = False) -> StateStore:
         state = decode_sku_state(encode_state(value))
         assert isinstance(state, SkuState)
         if forget_levels:
-            state.order_up_to_levels = []
+            state.order_up_to_levels, state.order_up_to_buckets = [], []
         recovered.load(0, key, state)
     return recovered
 
@@ -220,15 +234,30 @@ def test_a_recovered_worker_orders_up_to_what_an_uninterrupted_one_does():
     assert forgot[8].order_up_to != expected[8].order_up_to
 
 
-def test_changelog_records_written_before_the_field_decode_without_levels():
-    state = SkuState("A", "L", order_up_to_levels=[80.0, 96.5, 1 / 3])
+def test_changelog_records_written_before_the_fields_decode_without_levels():
+    state = SkuState("A", "L", order_up_to_levels=[80.0, 96.5, 1 / 3],
+                     order_up_to_buckets=[15001, 15002, 15003])
     state.apply_order("e1", 1e9, 3, bucket_seconds=86_400, window=56, lateness=1)
     raw = encode_state(state)
     assert raw is not None and decode_sku_state(raw) == state  # exact floats
     fields = msgspec.msgpack.decode(raw[1:])
-    assert fields[-1] == [80.0, 96.5, 1 / 3]  # the last field: records of before lack it
-    old = decode_sku_state(raw[:1] + msgspec.msgpack.encode(fields[:-1]))
-    assert old == msgspec.structs.replace(state, order_up_to_levels=[])
-    named = {k: v for k, v in state.to_json().items() if k != "order_up_to_levels"}
+    assert fields[-2:] == [[80.0, 96.5, 1 / 3], [15001, 15002, 15003]]  # the last fields
+    old = decode_sku_state(raw[:1] + msgspec.msgpack.encode(fields[:-2]))
+    assert old == msgspec.structs.replace(state, order_up_to_levels=[], order_up_to_buckets=[])
+    named = {k: v for k, v in state.to_json().items()
+             if k not in ("order_up_to_levels", "order_up_to_buckets")}
     assert SkuState.from_json(named).order_up_to_levels == []
     assert SkuState.from_json(json.loads(json.dumps(state.to_json()))) == state
+
+
+def test_levels_without_their_buckets_are_not_averaged():
+    # a state written while the levels were counted in reviews (levels, no buckets)
+    table: dict = {}
+    p = processor(varying)
+    run_days(p, table, range(5), [snapshot()])
+    state = state_of(table)
+    state.order_up_to_buckets = []
+    table["A@L"] = state
+    restocks = run_days(p, table, range(5, 6))
+    assert restocks[4].order_up_to == 8 * varying(4) and "mean" not in restocks[4].reason
+    assert state_of(table).order_up_to_buckets == [DAY0 + 4]

@@ -131,15 +131,18 @@ def test_map_records_of_before_still_decode():
 def test_array_records_without_the_newest_fields_decode_with_their_defaults():
     """A field added at the end (as the struct's docstring asks) reads old records."""
     state = SkuState("A", "L", watermark=3, promotions={"p": [1.0, 2.0, 0.0, 1.0, 1.0]},
-                     order_up_to_levels=[80.0, 96.5])
+                     order_up_to_levels=[80.0, 96.5], order_up_to_buckets=[2, 3])
     raw = encode_state(state)
     assert raw is not None
     fields = msgspec.msgpack.decode(raw[1:])
-    shorter = raw[:1] + msgspec.msgpack.encode(fields[:-1])  # before `order_up_to_levels`
-    assert decode_sku_state(shorter) == msgspec.structs.replace(state, order_up_to_levels=[])
-    shortest = raw[:1] + msgspec.msgpack.encode(fields[:-2])  # and before `promotions`
-    assert decode_sku_state(shortest) == msgspec.structs.replace(state, promotions={},
-                                                                 order_up_to_levels=[])
+    shorter = raw[:1] + msgspec.msgpack.encode(fields[:-1])  # before `order_up_to_buckets`
+    assert decode_sku_state(shorter) == msgspec.structs.replace(state, order_up_to_buckets=[])
+    before_levels = raw[:1] + msgspec.msgpack.encode(fields[:-2])  # before the levels
+    assert decode_sku_state(before_levels) == msgspec.structs.replace(
+        state, order_up_to_levels=[], order_up_to_buckets=[])
+    shortest = raw[:1] + msgspec.msgpack.encode(fields[:-3])  # and before `promotions`
+    assert decode_sku_state(shortest) == msgspec.structs.replace(
+        state, promotions={}, order_up_to_levels=[], order_up_to_buckets=[])
 
 
 def test_state_with_awkward_floats_reads_back_equal():
