@@ -216,6 +216,14 @@ async def _drain(probe: LagProbe, total: int, console: Console, t_start: float) 
         await asyncio.sleep(0.05)
 
 
+def _rate_all_ready(lag: int, seconds: float) -> float | None:
+    """Events per second over the part of the backlog left when every worker was ready; None
+    when under a tenth of a second or a thousand events remained (nothing to time)."""
+    if lag < 1_000 or seconds < 0.1:
+        return None
+    return lag / seconds
+
+
 async def _latency(
     settings: Settings,
     probes: int,
@@ -370,6 +378,10 @@ async def _bench(
             last = max(m[0] for m in marks) - t_ready
             console.print(f"{opts.workers} worker(s) ready (the last {last:.1f} s after the "
                           "first); draining the backlog...")
+            # What was left when every worker was ready: the group's own rate from then on
+            # (with several workers the first one drains alone until the others are up, so
+            # `events_per_s` understates what the group does together).
+            lag_all_ready, t_all_ready = await probe.lag(), time.perf_counter()
             seconds = await _drain(probe, total, console, t_ready)
             cpu = sum(_cpu_s(w.pid) for w in workers) - cpu0
             broker_cpu = _cpu_s(broker_pid) - broker0 if broker_pid else None
@@ -378,6 +390,10 @@ async def _bench(
         console.print(f"state check: {state_check}")
         rate = total / seconds if seconds > 0 else float("nan")
         console.print(f"workers: {rate:,.0f} events/s ({seconds:.1f} s)")
+        rate_all = _rate_all_ready(lag_all_ready, t_ready + seconds - t_all_ready)
+        if rate_all is not None and opts.workers > 1:
+            console.print(f"  with every worker ready: {rate_all:,.0f} events/s "
+                          f"({lag_all_ready:,} events left then)")
         day0 = opts.days + 2
         live0 = (await _records_in(settings, settings.topics.orders),
                  await _records_in(settings, engine_changelog_topic(settings)),
@@ -425,6 +441,10 @@ async def _bench(
         "machine_busy_cpu_s": round(machine_cpu, 2),
         "drain_s": round(seconds, 2),
         "last_worker_ready_after_s": round(last, 2),
+        # the events left when the last worker was ready, and the group's rate on them
+        # (None when the backlog was nearly gone by then: too few events to time)
+        "lag_when_all_ready": lag_all_ready,
+        "events_per_s_all_ready": round(rate_all, 1) if rate_all is not None else None,
         "engine": settings.engine,
         "model": settings.model,
         "model_version": _model_version(settings),
