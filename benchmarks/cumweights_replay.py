@@ -174,6 +174,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("recording", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--max-series", type=int, default=None, help="as the run's, if it had one")
     args = ap.parse_args(argv)
     started = time.perf_counter()
     run = json.loads(args.run.read_text())
@@ -183,7 +184,7 @@ def main(argv: list[str]) -> int:
     data = Path(run["dataset"])
     if not data.is_absolute():
         data = (REPO / data).resolve()
-    panel = load_panel(data)
+    panel = load_panel(data, max_series=args.max_series)
     recorded = {name: rest for name, *rest in load_recording(args.recording)}
     q_levels, rec_days, rec_cum, horizon = recorded[SERVED]
     z = np.load(args.recording.with_name(args.recording.stem + "_mix.npz"))
