@@ -21,6 +21,9 @@ them (`LSTMLightGBMForecaster.learn_mix`), so the rows differ only by the lever:
   days' daily quantiles and mean are LightGBM's alone (the cumulative ones as learned);
 - `lstm_lgbm_shrink50`, `lstm_lgbm_pooled`: the plain mix with each level's weight
   shrunk halfway / all the way toward its block's pooled weight (`weight_shrink` 0.5 / 1);
+- `lstm_lgbm_cum_fall`: the plain mix with the upper cumulative levels' weights paying for
+  their falls (`cumulative_weights="fall"`; the daily block is the plain mix's, so its
+  daily scores are the plain mix's bit for bit);
 - `lstm`, `lightgbm`: the parts alone (as `combination_lever.py`).
 
 Covariates are read (`--covariates auto`, the CLI's default). A set without covariate
@@ -102,12 +105,12 @@ class _Mix(_Variant):
 
     def __init__(self, name: str, combined: _Recording, promo_weights: bool,
                  split_calibration: bool = False, promo_to_lightgbm: bool = False,
-                 shrink: float | None = None) -> None:
+                 shrink: float | None = None, cumulative: str | None = None) -> None:
         super().__init__(combined.levels.tolist())
         self.name = name  # type: ignore[misc]
         self._combined, self._promo = combined, promo_weights
         self._split, self._to_lightgbm = split_calibration, promo_to_lightgbm
-        self._shrink = shrink
+        self._shrink, self._cumulative = shrink, cumulative
         self._mix: Mix | None = None
 
     def _model(self) -> LSTMLightGBMForecaster:
@@ -116,7 +119,8 @@ class _Mix(_Variant):
             assert found is not None
             self._mix = self._combined.learn_mix(found, promo_weights=self._promo,
                                                  split_calibration=self._split,
-                                                 shrink=self._shrink)
+                                                 shrink=self._shrink,
+                                                 cumulative_weights=self._cumulative)
             if self._to_lightgbm and found.promo is not None:
                 # a rule, not learned: promotion days' daily quantiles and mean are
                 # LightGBM's alone (the part that reads promotions); cumulative as learned
@@ -188,6 +192,8 @@ def run_set(name: str, out: Path, data: Path, fresh: bool = False,
         # each level's weight halfway to its block's pooled weight / the pooled weight
         "lstm_lgbm_shrink50": _Mix("lstm_lgbm_shrink50", combined, False, shrink=0.5),
         "lstm_lgbm_pooled": _Mix("lstm_lgbm_pooled", combined, False, shrink=1.0),
+        # the upper cumulative levels' weights pay for their falls
+        "lstm_lgbm_cum_fall": _Mix("lstm_lgbm_cum_fall", combined, False, cumulative="fall"),
         "lstm": _Part("lstm", combined, "lstm"),
         "lightgbm": _Part("lightgbm", combined, "lightgbm")}
 
@@ -215,7 +221,8 @@ def run_set(name: str, out: Path, data: Path, fresh: bool = False,
                combination=combined.weights.to_json() if combined.weights else None,
                combination_plain=plain._mix[0].to_json(),
                combination_shrunk={k: parts[k]._mix[0].to_json()  # type: ignore[attr-defined]
-                                   for k in ("lstm_lgbm_shrink50", "lstm_lgbm_pooled")},
+                                   for k in ("lstm_lgbm_shrink50", "lstm_lgbm_pooled",
+                                             "lstm_lgbm_cum_fall")},
                combination_fresh=(parts["lstm_lgbm_fresh"]._mix[0].to_json()  # type: ignore[attr-defined]
                                   if fresh else None),
                split_calibration=None if promo_cal is None else {

@@ -106,6 +106,50 @@ def test_shrunk_weights_move_each_level_toward_the_block_pooled_weight() -> None
         combination_module.DEFAULT_WEIGHT_SHRINK)
 
 
+def test_fall_weights_make_the_upper_cumulative_levels_pay_for_their_falls() -> None:
+    """`cumulative_weights="fall"`: the cumulative levels >= FALL_LEVELS_FROM take the grid
+    weight minimising pinball + (1 - tau) x the mean fall from one origin to the next; a
+    LightGBM that tracks alternating demand (better pinball, but its levels fall every other
+    origin) loses share there to a steady LSTM; the other levels, the daily block and the
+    mean are the per-level weights bit for bit."""
+    rng = np.random.default_rng(4)
+    origins, n, h = 8, 40, 7
+    means = [4.0 if k % 2 else 12.0 for k in range(origins)]  # high, low, high, ...
+    actual = [rng.poisson(m, (n, h)).astype(float) for m in means]
+    scale = np.array([0.6, 1.0, 1.4])
+
+    def fc(level: np.ndarray) -> QuantileForecast:  # level (n, h): the median path
+        d = level[..., None] * scale
+        return QuantileForecast(LEVELS, d, np.cumsum(d, axis=1), level)
+    lstm = [fc(np.full((n, h), 8.0)) for _ in range(origins)]
+    lgbm = [fc(np.full((n, h), m)) for m in means]
+    own = learn_weights(lstm, lgbm, actual, integer=True)
+    assert learn_weights(lstm, lgbm, actual, integer=True, cumulative_weights="levels") == own
+    fall = learn_weights(lstm, lgbm, actual, integer=True, cumulative_weights="fall")
+    assert combination_module.FALL_LEVELS_FROM == 0.9
+    assert fall.cumulative[:2] == own.cumulative[:2]
+    assert (fall.daily, fall.mean) == (own.daily, own.mean)
+    assert fall.cumulative[2] > own.cumulative[2]  # the steady part gains the top level
+    # the chosen weight is the grid's best for pinball + 0.1 x mean fall
+    y = np.cumsum(np.stack(actual), axis=2)
+    a = np.stack([f.cumulative[..., 2] for f in lstm])
+    b = np.stack([f.cumulative[..., 2] for f in lgbm])
+
+    def objective(w: float) -> float:
+        m = np.round(np.maximum(w * a + (1 - w) * b, 0.0))
+        pin = np.mean(np.maximum(0.9 * (y - m), -0.1 * (y - m)))
+        return float(pin + 0.1 * np.mean(np.maximum(m[:-1] - m[1:], 0.0)))
+    grid = np.linspace(0, 1, 21)
+    assert objective(fall.cumulative[2]) == min(objective(w) for w in grid)
+    assert objective(fall.cumulative[2]) < objective(own.cumulative[2])
+    with pytest.raises(ValueError, match="cumulative"):
+        learn_weights(lstm, lgbm, actual, integer=True, cumulative_weights="smooth")
+    model = make_forecaster("lstm_lgbm", device="cpu", horizon=7, cumulative_weights="fall")
+    assert isinstance(model, LSTMLightGBMForecaster) and model.cumulative_weights == "fall"
+    assert make_forecaster("lstm_lgbm", device="cpu", horizon=7).cumulative_weights == (
+        combination_module.DEFAULT_CUMULATIVE_WEIGHTS) == "levels"
+
+
 def test_combine_keeps_quantiles_monotone_across_crossing_weights() -> None:
     a = QuantileForecast(LEVELS, np.full((1, 2, 3), 10.0), np.full((1, 2, 3), 10.0) * [[[1], [2]]],
                          np.full((1, 2), 10.0))
