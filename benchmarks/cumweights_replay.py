@@ -65,7 +65,7 @@ from simpolicy_replay import (
 )
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
-SERVED = "forecast:served:warm_start_epochs=4"
+SERVED_PREFIX = "forecast:served"  # the run's served policy: the first key starting so
 VARIANTS = ("as_run", "daily", "pooled", "move_fall", "move_abs", "move_fall_review",
             "move_fall_upper", "move_fall_lower", "fall", "lstm_upper", "lstm_all", "lgbm_all")
 
@@ -186,7 +186,10 @@ def main(argv: list[str]) -> int:
         data = (REPO / data).resolve()
     panel = load_panel(data, max_series=args.max_series)
     recorded = {name: rest for name, *rest in load_recording(args.recording)}
-    q_levels, rec_days, rec_cum, horizon = recorded[SERVED]
+    served = next((k for k in run["policies"] if k.startswith(SERVED_PREFIX)), None)
+    if served is None or served not in recorded:
+        raise SystemExit(f"no recorded {SERVED_PREFIX} policy in {args.run}")
+    q_levels, rec_days, rec_cum, horizon = recorded[served]
     z = np.load(args.recording.with_name(args.recording.stem + "_mix.npz"))
     levels = np.asarray(z["levels"], dtype=np.float64)
     days = [str(d) for d in z["days"]]
@@ -206,7 +209,7 @@ def main(argv: list[str]) -> int:
     relearned = all(served_learning(val, levels, i, "levels") == w.cumulative
                     for val, w, i in zip(vals, weights, integer, strict=True)
                     if val is not None)  # fmt: skip
-    rule = run["policies"][SERVED].get("level_rule", "none")
+    rule = run["policies"][served].get("level_rule", "none")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     chosen: dict[str, list[CombinationWeights]] = {
         v: [variant_weights(v, w, val, i, config.review_days)
@@ -230,7 +233,7 @@ def main(argv: list[str]) -> int:
     remix_equal = bool(np.array_equal(cums["as_run"], rec_cum)) if "as_run" in cums else None
     index = {d: i for i, d in enumerate(days)}
     policies: list[RestockPolicy] = [
-        RecordedPolicy(SERVED if v == "as_run" else f"{SERVED}:cum_weights={v}", q_levels,
+        RecordedPolicy(served if v == "as_run" else f"{served}:cum_weights={v}", q_levels,
                        index, cums[v], horizon, rule)
         for v in variants]  # fmt: skip
     policies.append(MinMaxPolicy("minmax"))
@@ -247,14 +250,14 @@ def main(argv: list[str]) -> int:
         doc["fall_equals_move_fall_upper"] = all(
             a.cumulative == b.cumulative
             for a, b in zip(chosen["fall"], chosen["move_fall_upper"], strict=True))
-    ran = run["policies"][SERVED]["inventory_at_95_fill"]
+    ran = run["policies"][served]["inventory_at_95_fill"]
     doc["reproduces_run"] = {"run": ran,
-                             "replay": doc["policies"].get(SERVED, {}).get("inventory_at_95_fill"),
+                             "replay": doc["policies"].get(served, {}).get("inventory_at_95_fill"),
                              "minmax_run": run["policies"]["minmax"]["inventory_at_95_fill"],
                              "minmax_replay": base}  # fmt: skip
     doc["variants"] = {}
     for v in variants:
-        name = SERVED if v == "as_run" else f"{SERVED}:cum_weights={v}"
+        name = served if v == "as_run" else f"{served}:cum_weights={v}"
         inv = doc["policies"][name]["inventory_at_95_fill"]
         ws = np.array([w.cumulative for w in chosen[v]])
         sc = forecast_scores(name, q_levels, days, cums[v], panel.values, panel.dates, horizon)

@@ -123,9 +123,9 @@ def test_fall_weights_make_the_upper_cumulative_levels_pay_for_their_falls() -> 
         return QuantileForecast(LEVELS, d, np.cumsum(d, axis=1), level)
     lstm = [fc(np.full((n, h), 8.0)) for _ in range(origins)]
     lgbm = [fc(np.full((n, h), m)) for m in means]
-    own = learn_weights(lstm, lgbm, actual, integer=True)
-    assert learn_weights(lstm, lgbm, actual, integer=True, cumulative_weights="levels") == own
+    own = learn_weights(lstm, lgbm, actual, integer=True, cumulative_weights="levels")
     fall = learn_weights(lstm, lgbm, actual, integer=True, cumulative_weights="fall")
+    assert learn_weights(lstm, lgbm, actual, integer=True) == fall  # the default
     assert combination_module.FALL_LEVELS_FROM == 0.9
     assert fall.cumulative[:2] == own.cumulative[:2]
     assert (fall.daily, fall.mean) == (own.daily, own.mean)
@@ -147,7 +147,7 @@ def test_fall_weights_make_the_upper_cumulative_levels_pay_for_their_falls() -> 
     model = make_forecaster("lstm_lgbm", device="cpu", horizon=7, cumulative_weights="fall")
     assert isinstance(model, LSTMLightGBMForecaster) and model.cumulative_weights == "fall"
     assert make_forecaster("lstm_lgbm", device="cpu", horizon=7).cumulative_weights == (
-        combination_module.DEFAULT_CUMULATIVE_WEIGHTS) == "levels"
+        combination_module.DEFAULT_CUMULATIVE_WEIGHTS) == "fall"
 
 
 def test_combine_keeps_quantiles_monotone_across_crossing_weights() -> None:
