@@ -53,15 +53,14 @@ from forecasting.combination import (
     combine,
     learn_weights,
 )
-from forecasting.data import load_panel
-from optimizer.simulation import MinMaxPolicy, RestockPolicy, SimulationConfig, simulate
+from optimizer.simulation import MinMaxPolicy, RestockPolicy, simulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from simpolicy_replay import (
-    REPO,
     RecordedPolicy,
     forecast_scores,
     load_recording,
+    load_run,
 )
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
@@ -177,14 +176,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--max-series", type=int, default=None, help="as the run's, if it had one")
     args = ap.parse_args(argv)
     started = time.perf_counter()
-    run = json.loads(args.run.read_text())
-    cfg = dict(run["config"])
-    cfg["sweep"] = tuple(cfg["sweep"])
-    config = SimulationConfig(**cfg)
-    data = Path(run["dataset"])
-    if not data.is_absolute():
-        data = (REPO / data).resolve()
-    panel = load_panel(data, max_series=args.max_series)
+    run, config, panel = load_run(args.run, args.max_series)
     recorded = {name: rest for name, *rest in load_recording(args.recording)}
     served = next((k for k in run["policies"] if k.startswith(SERVED_PREFIX)), None)
     if served is None or served not in recorded:

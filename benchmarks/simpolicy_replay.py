@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from forecasting.data import load_panel
+from forecasting.data import Panel, load_panel
 from optimizer.level_rule import smooth_levels
 from optimizer.simulation import (
     EmpiricalPolicy,
@@ -140,6 +140,18 @@ def forecast_scores(name: str, levels: FloatArray, days: list[str], cum: FloatAr
     }
 
 
+def load_run(path: Path, max_series: int | None) -> tuple[dict[str, Any], SimulationConfig,
+                                                          Panel]:
+    """A recorded run's JSON, its simulation config and its data set's panel."""
+    run = json.loads(path.read_text())
+    cfg = dict(run["config"])
+    cfg["sweep"] = tuple(cfg["sweep"])
+    data = Path(run["dataset"])
+    if not data.is_absolute():
+        data = (REPO / data).resolve()
+    return run, SimulationConfig(**cfg), load_panel(data, max_series=max_series)
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
@@ -153,14 +165,7 @@ def main(argv: list[str]) -> int:
                     "policies matching one get the other rules (all get the rule they ran)")
     ap.add_argument("--max-series", type=int, default=None, help="as the run's, if it had one")
     args = ap.parse_args(argv)
-    run = json.loads(args.run.read_text())
-    cfg = dict(run["config"])
-    cfg["sweep"] = tuple(cfg["sweep"])
-    config = SimulationConfig(**cfg)
-    data = Path(run["dataset"])
-    if not data.is_absolute():
-        data = (REPO / data).resolve()
-    panel = load_panel(data, max_series=args.max_series)
+    run, config, panel = load_run(args.run, args.max_series)
     recorded = load_recording(args.recording)
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
     policies: list[RestockPolicy] = []
