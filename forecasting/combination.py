@@ -229,22 +229,21 @@ def _best(a: FloatArray, b: FloatArray, loss: Callable[[FloatArray], float],
     return float(grid[k]), float(losses[k]), float(losses[-1]), float(losses[0])
 
 
-def _best_falling(a: FloatArray, b: FloatArray, t: FloatArray, ok: BoolArray, tau: float,
-                  integer: bool, origins: int) -> tuple[float, float]:
-    """(weight, pinball of the mix) on the grid minimising the pinball at tau of the mix of
-    a with b (origins x series, steps) against t on the cells `ok`, + (1 - tau) x the mean
-    fall of the mixed quantile from one origin to the next (same series and step; the cells
-    are origin-major); ties: the first grid point."""
-    grid = np.linspace(0.0, 1.0, GRID_STEPS + 1)
-    best = (np.inf, 0.0, 0.0)
-    for w in grid:
-        m = _post(w * a + (1.0 - w) * b, integer)
-        loss = _pinball_level(t[ok], m[ok], tau)
-        steps = m.reshape(origins, -1)
-        fall = float(np.mean(np.maximum(steps[:-1] - steps[1:], 0.0)))
-        if loss + (1.0 - tau) * fall < best[0]:
-            best = (loss + (1.0 - tau) * fall, float(w), loss)
-    return best[1], best[2]
+def _cumulative_weights(value: str) -> str:
+    """`value` if it names a way to learn the cumulative weights (`CUMULATIVE_WEIGHTS`)."""
+    if value not in CUMULATIVE_WEIGHTS:
+        raise CombinationError(f"cumulative_weights must be one of {CUMULATIVE_WEIGHTS}, "
+                               f"got {value!r}")
+    return value
+
+
+def _fall_loss(t: FloatArray, ok: BoolArray, tau: float, origins: int, m: FloatArray) -> float:
+    """Pinball at tau of the mixed quantile m (origins x series, steps) against t on the
+    cells `ok`, + (1 - tau) x its mean fall from one origin to the next (same series and
+    step; the cells are origin-major): `_best`'s loss for `cumulative_weights="fall"`."""
+    steps = m.reshape(origins, -1)
+    fall = float(np.mean(np.maximum(steps[:-1] - steps[1:], 0.0)))
+    return _pinball_level(t[ok], m[ok], tau) + (1.0 - tau) * fall
 
 
 def _best_pooled(a: FloatArray, b: FloatArray, t: FloatArray, levels: FloatArray,
@@ -284,10 +283,7 @@ def learn_weights(lstm: Sequence[QuantileForecast], lgbm: Sequence[QuantileForec
     (consecutive days); `shrink` then applies to the other levels only."""
     if not 0.0 <= shrink <= 1.0:
         raise CombinationError(f"weight shrink must lie in [0, 1], got {shrink}")
-    if cumulative_weights not in CUMULATIVE_WEIGHTS:
-        raise CombinationError(f"cumulative weights must be one of {CUMULATIVE_WEIGHTS}, "
-                               f"got {cumulative_weights!r}")
-    falls = len(actual) if cumulative_weights == "fall" else 0
+    falls = len(actual) if _cumulative_weights(cumulative_weights) == "fall" else 0
     if not lstm or len(lstm) != len(lgbm) or len(lstm) != len(actual):
         raise CombinationError("need forecasts of both models and actuals at each origin")
     levels = lstm[0].levels
@@ -352,8 +348,9 @@ def _fit_cells(blocks: dict[str, tuple[FloatArray, FloatArray, FloatArray]], y: 
             a_k, b_k = blocks["lstm"][b][..., k][ok], blocks["lgbm"][b][..., k][ok]
             w, m, la, lb = _best(a_k, b_k, partial(_pinball_level, t, tau=float(tau)), integer)
             if block == "cumulative" and fall_origins > 1 and tau >= FALL_LEVELS_FROM:
-                w, m = _best_falling(blocks["lstm"][b][..., k], blocks["lgbm"][b][..., k],
-                                     target, ok, float(tau), integer, fall_origins)
+                w = _best(blocks["lstm"][b][..., k], blocks["lgbm"][b][..., k],
+                          partial(_fall_loss, target, ok, float(tau), fall_origins), integer)[0]
+                m = _pinball_level(t, _post(w * a_k + (1.0 - w) * b_k, integer), float(tau))
                 fixed.add(k)
             chosen[block].append(w)
             mix, own, peer = mix + m, own + la, peer + lb
@@ -578,10 +575,7 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
             raise CombinationError(f"weight_shrink must lie in [0, 1], got {weight_shrink}")
         self.weight_shrink = float(weight_shrink)
         # What `fit` learns for the cumulative block (`CUMULATIVE_WEIGHTS`, `learn_weights`).
-        if cumulative_weights not in CUMULATIVE_WEIGHTS:
-            raise CombinationError(f"cumulative_weights must be one of {CUMULATIVE_WEIGHTS}, "
-                                   f"got {cumulative_weights!r}")
-        self.cumulative_weights = cumulative_weights
+        self.cumulative_weights = _cumulative_weights(cumulative_weights)
         self.fit_info: dict[str, float] = {}
         self._threads: int | None = None  # cap_threads', for a LightGBM part fitted later
 
