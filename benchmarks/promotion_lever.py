@@ -23,7 +23,9 @@ them (`LSTMLightGBMForecaster.learn_mix`), so the rows differ only by the lever:
   shrunk halfway / all the way toward its block's pooled weight (`weight_shrink` 0.5 / 1);
 - `lstm_lgbm_cum_fall`: the plain mix with the upper cumulative levels' weights paying for
   their falls (`cumulative_weights="fall"`; the daily block is the plain mix's, so its
-  daily scores are the plain mix's bit for bit);
+  daily scores are the plain mix's bit for bit); `lstm_lgbm_cum_levels`: the same with each
+  cumulative level's pinball alone (the weights of before; the plain mix learns the model's
+  default, "fall" since it was made the default, so compare these two rows);
 - `lstm`, `lightgbm`: the parts alone (as `combination_lever.py`).
 
 Covariates are read (`--covariates auto`, the CLI's default). A set without covariate
@@ -194,6 +196,9 @@ def run_set(name: str, out: Path, data: Path, fresh: bool = False,
         "lstm_lgbm_pooled": _Mix("lstm_lgbm_pooled", combined, False, shrink=1.0),
         # the upper cumulative levels' weights pay for their falls
         "lstm_lgbm_cum_fall": _Mix("lstm_lgbm_cum_fall", combined, False, cumulative="fall"),
+        # ... and as before they did (the plain mix learns the default, "fall" since session 12)
+        "lstm_lgbm_cum_levels": _Mix("lstm_lgbm_cum_levels", combined, False,
+                                     cumulative="levels"),
         "lstm": _Part("lstm", combined, "lstm"),
         "lightgbm": _Part("lightgbm", combined, "lightgbm")}
 
@@ -222,7 +227,7 @@ def run_set(name: str, out: Path, data: Path, fresh: bool = False,
                combination_plain=plain._mix[0].to_json(),
                combination_shrunk={k: parts[k]._mix[0].to_json()  # type: ignore[attr-defined]
                                    for k in ("lstm_lgbm_shrink50", "lstm_lgbm_pooled",
-                                             "lstm_lgbm_cum_fall")},
+                                             "lstm_lgbm_cum_fall", "lstm_lgbm_cum_levels")},
                combination_fresh=(parts["lstm_lgbm_fresh"]._mix[0].to_json()  # type: ignore[attr-defined]
                                   if fresh else None),
                split_calibration=None if promo_cal is None else {
