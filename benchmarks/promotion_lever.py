@@ -21,11 +21,16 @@ them (`LSTMLightGBMForecaster.learn_mix`), so the rows differ only by the lever:
   days' daily quantiles and mean are LightGBM's alone (the cumulative ones as learned);
 - `lstm_lgbm_shrink50`, `lstm_lgbm_pooled`: the plain mix with each level's weight
   shrunk halfway / all the way toward its block's pooled weight (`weight_shrink` 0.5 / 1);
+  `lstm_lgbm_daily_pooled`: one weight for the daily block, the cumulative levels each
+  their own (`weight_shrink` 1, `cumulative_weight_shrink` 0);
 - `lstm_lgbm_cum_fall`: the plain mix with the upper cumulative levels' weights paying for
   their falls (`cumulative_weights="fall"`; the daily block is the plain mix's, so its
   daily scores are the plain mix's bit for bit); `lstm_lgbm_cum_levels`: the same with each
   cumulative level's pinball alone (the weights of before; the plain mix learns the model's
   default, "fall" since it was made the default, so compare these two rows);
+- `lstm_lgbm_classes`: the plain mix with weights of their own per demand class
+  (`class_weights`, forecasting/demand_class.py: smooth, erratic, intermittent, lumpy at
+  each origin), its calibration learned on that mix;
 - `lstm`, `lightgbm`: the parts alone (as `combination_lever.py`).
 
 Covariates are read (`--covariates auto`, the CLI's default). A set without covariate
@@ -70,6 +75,7 @@ from forecasting.lightgbm_peer import LightGBMConfig
 from forecasting.lstm.config import config_overrides
 from forecasting.metrics import pinball
 from forecasting.registry import make_forecaster
+from runtime.paths import recorded_path
 
 
 class _Recording(LSTMLightGBMForecaster):
@@ -107,12 +113,14 @@ class _Mix(_Variant):
 
     def __init__(self, name: str, combined: _Recording, promo_weights: bool,
                  split_calibration: bool = False, promo_to_lightgbm: bool = False,
-                 shrink: float | None = None, cumulative: str | None = None) -> None:
+                 shrink: float | None = None, cumulative: str | None = None,
+                 classes: bool | None = None, cumulative_shrink: float | None = None) -> None:
         super().__init__(combined.levels.tolist())
         self.name = name  # type: ignore[misc]
         self._combined, self._promo = combined, promo_weights
         self._split, self._to_lightgbm = split_calibration, promo_to_lightgbm
-        self._shrink, self._cumulative = shrink, cumulative
+        self._shrink, self._cumulative, self._classes = shrink, cumulative, classes
+        self._cumulative_shrink = cumulative_shrink
         self._mix: Mix | None = None
 
     def _model(self) -> LSTMLightGBMForecaster:
@@ -122,7 +130,9 @@ class _Mix(_Variant):
             self._mix = self._combined.learn_mix(found, promo_weights=self._promo,
                                                  split_calibration=self._split,
                                                  shrink=self._shrink,
-                                                 cumulative_weights=self._cumulative)
+                                                 cumulative_shrink=self._cumulative_shrink,
+                                                 cumulative_weights=self._cumulative,
+                                                 class_weights=self._classes)
             if self._to_lightgbm and found.promo is not None:
                 # a rule, not learned: promotion days' daily quantiles and mean are
                 # LightGBM's alone (the part that reads promotions); cumulative as learned
@@ -194,11 +204,16 @@ def run_set(name: str, out: Path, data: Path, fresh: bool = False,
         # each level's weight halfway to its block's pooled weight / the pooled weight
         "lstm_lgbm_shrink50": _Mix("lstm_lgbm_shrink50", combined, False, shrink=0.5),
         "lstm_lgbm_pooled": _Mix("lstm_lgbm_pooled", combined, False, shrink=1.0),
+        # one weight for the daily block, the cumulative levels each their own (and "fall")
+        "lstm_lgbm_daily_pooled": _Mix("lstm_lgbm_daily_pooled", combined, False, shrink=1.0,
+                                       cumulative_shrink=0.0),
         # the upper cumulative levels' weights pay for their falls
         "lstm_lgbm_cum_fall": _Mix("lstm_lgbm_cum_fall", combined, False, cumulative="fall"),
         # ... and as before they did (the plain mix learns the default, "fall" since session 12)
         "lstm_lgbm_cum_levels": _Mix("lstm_lgbm_cum_levels", combined, False,
                                      cumulative="levels"),
+        # weights of their own per demand class (smooth / erratic / intermittent / lumpy)
+        "lstm_lgbm_classes": _Mix("lstm_lgbm_classes", combined, False, classes=True),
         "lstm": _Part("lstm", combined, "lstm"),
         "lightgbm": _Part("lightgbm", combined, "lightgbm")}
 
@@ -221,13 +236,15 @@ def run_set(name: str, out: Path, data: Path, fresh: bool = False,
     assert isinstance(plain, _Mix) and plain._mix is not None
     assert isinstance(split, _Mix) and split._mix is not None
     promo_cal = split._mix[2]
-    doc.update(data=str((data / rel).resolve()), served="lstm_lgbm",
+    doc.update(data=recorded_path(data / rel), served="lstm_lgbm",
                wall_seconds=time.perf_counter() - t0,
                combination=combined.weights.to_json() if combined.weights else None,
                combination_plain=plain._mix[0].to_json(),
                combination_shrunk={k: parts[k]._mix[0].to_json()  # type: ignore[attr-defined]
                                    for k in ("lstm_lgbm_shrink50", "lstm_lgbm_pooled",
-                                             "lstm_lgbm_cum_fall", "lstm_lgbm_cum_levels")},
+                                             "lstm_lgbm_daily_pooled",
+                                             "lstm_lgbm_cum_fall", "lstm_lgbm_cum_levels",
+                                             "lstm_lgbm_classes")},
                combination_fresh=(parts["lstm_lgbm_fresh"]._mix[0].to_json()  # type: ignore[attr-defined]
                                   if fresh else None),
                split_calibration=None if promo_cal is None else {

@@ -79,9 +79,11 @@ from forecasting.base import Forecaster, IncrementalForecaster, KeyedStates, Qua
 from forecasting.calibration import IntervalCalibration, fit_levels
 from forecasting.covariates import Covariates
 from forecasting.data import Panel
+from forecasting.demand_class import CLASS_DAYS, CLASSES, demand_classes
 from forecasting.errors import ForecastingError
 
 BoolArray = NDArray[np.bool_]
+ClassArray = NDArray[np.int8]  # per series, an index into forecasting.demand_class.CLASSES
 
 if TYPE_CHECKING:
     from forecasting.lightgbm_peer import LightGBMForecaster
@@ -105,6 +107,7 @@ __all__ = [
     "make_lstm_lgbm",
     "promotion_days",
     "save_combination",
+    "state_classes",
 ]
 
 GRID_STEPS = 20  # weights 0, 0.05, ..., 1
@@ -125,6 +128,7 @@ DEFAULT_MIX_DAYS = 0
 # Each level's weight moved this share of the way toward its block's pooled weight
 # (`learn_weights`' shrink; 0: every level its own). benchmarks/README "Year-ago gaps".
 DEFAULT_WEIGHT_SHRINK = 0.0
+DEFAULT_CUMULATIVE_WEIGHT_SHRINK: float | None = None  # None: DEFAULT_WEIGHT_SHRINK's
 # How the cumulative block's weights are learned (`learn_weights`' cumulative_weights): "levels",
 # each level's pinball alone; "fall", the levels from FALL_LEVELS_FROM up also pay for their
 # falls from one validation origin to the next. Measured (benchmarks/README "Cumulative mix
@@ -132,6 +136,12 @@ DEFAULT_WEIGHT_SHRINK = 0.0
 CUMULATIVE_WEIGHTS = ("levels", "fall")
 DEFAULT_CUMULATIVE_WEIGHTS = "fall"
 FALL_LEVELS_FROM = 0.9  # the upper levels: those an order-up-to level is read from
+# Weights of their own per demand class (`learn_weights`' classes; forecasting.demand_class:
+# smooth, erratic, intermittent, lumpy, read from each series' last CLASS_DAYS days at the
+# origin): off by default until measured. A class seen on fewer than MIN_CLASS_SERIES
+# series per validation origin (on average) serves the weights learned on every series.
+DEFAULT_CLASS_WEIGHTS = False
+MIN_CLASS_SERIES = 20
 COMBINATION_FILE = "combination.json"
 LSTM_DIR, LIGHTGBM_DIR = "lstm", "lightgbm"
 
@@ -147,7 +157,11 @@ class CombinationWeights:
 
     `promo`: the weights of forecast days with a planned promotion (a cumulative level: of
     steps whose span holds one); this object's own then serve the days without. None: one
-    set of weights for every day (learned without covariates, or too few promotion days)."""
+    set of weights for every day (learned without covariates, or too few promotion days).
+
+    `classes`: per demand class (`forecasting.demand_class.CLASSES`), the weights of the
+    series of that class at the forecast's origin; an entry None (a class too rare on the
+    validation origins) and a forecast without classes serve this object's own."""
 
     levels: tuple[float, ...]
     daily: tuple[float, ...]
@@ -155,11 +169,17 @@ class CombinationWeights:
     mean: float
     report: dict[str, float] = field(default_factory=dict)
     promo: CombinationWeights | None = None
+    classes: tuple[CombinationWeights | None, ...] | None = None
 
     def __post_init__(self) -> None:
         q = len(self.levels)
         if len(self.daily) != q or len(self.cumulative) != q:
             raise CombinationError(f"need one weight per level ({q})")
+        if self.classes is not None and len(self.classes) != len(CLASSES):
+            raise CombinationError(f"need one entry per demand class {CLASSES}")
+        if self.classes is not None and self.promo is not None:
+            raise CombinationError("weights per demand class and per promotion day are "
+                                   "exclusive")
         ws = (*self.daily, *self.cumulative, self.mean)
         if not all(0.0 <= w <= 1.0 for w in ws):
             raise CombinationError(f"weights must lie in [0, 1], got {ws}")
@@ -178,23 +198,38 @@ class CombinationWeights:
                                "report": dict(self.report)}
         if self.promo is not None:
             out["promo"] = self.promo.to_json()
+        if self.classes is not None:
+            out["classes"] = {name: None if c is None else c.to_json()
+                              for name, c in zip(CLASSES, self.classes, strict=True)}
         return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CombinationWeights:
-        """Inverse of to_json (an artifact from before promotion weights: one set)."""
-        promo = data.get("promo")
+        """Inverse of to_json (an artifact from before promotion or class weights: one
+        set)."""
+        promo, classes = data.get("promo"), data.get("classes")
         return cls(tuple(float(x) for x in data["levels"]),
                    tuple(float(x) for x in data["daily"]),
                    tuple(float(x) for x in data["cumulative"]), float(data["mean"]),
                    {k: float(v) for k, v in (data.get("report") or {}).items()},
-                   None if promo is None else cls.from_json(promo))
+                   None if promo is None else cls.from_json(promo),
+                   None if classes is None else tuple(
+                       None if classes.get(name) is None else cls.from_json(classes[name])
+                       for name in CLASSES))
 
-    def per_cell(self, promo: BoolArray | None,
+    def per_cell(self, promo: BoolArray | None, classes: ClassArray | None = None,
                  ) -> tuple[FloatArray, FloatArray, FloatArray | float]:
         """(daily, cumulative, mean) weights broadcastable against a forecast's blocks:
-        (Q,), (Q,), a number without promotion weights or flags (`promo` (n, H): forecast
-        days with a planned promotion; None: none); else (n, H, Q), (n, H, Q), (n, H)."""
+        (Q,), (Q,), a number without promotion or class weights, or without flags or
+        classes (`promo` (n, H): forecast days with a planned promotion; `classes` (n,):
+        each series' demand class; None: none); with class weights and classes (n, 1, Q),
+        (n, 1, Q), (n, 1); with promotion weights and flags (n, H, Q), (n, H, Q), (n, H)."""
+        if self.classes is not None and classes is not None:
+            table = [self if c is None else c for c in self.classes]
+            rows = np.asarray(classes, dtype=np.intp)
+            return (np.array([t.daily for t in table])[rows][:, None, :],
+                    np.array([t.cumulative for t in table])[rows][:, None, :],
+                    np.array([t.mean for t in table])[rows][:, None])
         wd, wc = np.asarray(self.daily), np.asarray(self.cumulative)
         if self.promo is None or promo is None:
             return wd, wc, self.mean
@@ -237,12 +272,18 @@ def _cumulative_weights(value: str) -> str:
     return value
 
 
-def _fall_loss(t: FloatArray, ok: BoolArray, tau: float, origins: int, m: FloatArray) -> float:
+def _fall_loss(t: FloatArray, ok: BoolArray, cells: BoolArray | None, tau: float,
+               origins: int, m: FloatArray) -> float:
     """Pinball at tau of the mixed quantile m (origins x series, steps) against t on the
     cells `ok`, + (1 - tau) x its mean fall from one origin to the next (same series and
-    step; the cells are origin-major): `_best`'s loss for `cumulative_weights="fall"`."""
+    step; the cells are origin-major) over the pairs of cells both in `cells` (None: every
+    cell): `_best`'s loss for `cumulative_weights="fall"`."""
     steps = m.reshape(origins, -1)
-    fall = float(np.mean(np.maximum(steps[:-1] - steps[1:], 0.0)))
+    falls = np.maximum(steps[:-1] - steps[1:], 0.0)
+    if cells is not None:
+        inside = cells.reshape(origins, -1)
+        falls = falls[inside[:-1] & inside[1:]]
+    fall = float(np.mean(falls)) if falls.size else 0.0
     return _pinball_level(t[ok], m[ok], tau) + (1.0 - tau) * fall
 
 
@@ -261,9 +302,17 @@ def learn_weights(lstm: Sequence[QuantileForecast], lgbm: Sequence[QuantileForec
                   actual: Sequence[FloatArray], *, integer: bool,
                   promo: Sequence[BoolArray] | None = None,
                   shrink: float = DEFAULT_WEIGHT_SHRINK,
-                  cumulative_weights: str = DEFAULT_CUMULATIVE_WEIGHTS) -> CombinationWeights:
+                  cumulative_shrink: float | None = None,
+                  cumulative_weights: str = DEFAULT_CUMULATIVE_WEIGHTS,
+                  classes: Sequence[ClassArray] | None = None) -> CombinationWeights:
     """Weights from forecasts of both models at the same origins (one QuantileForecast
     each, n series x H steps) and what followed each origin (n, H) (NaN: unknown).
+
+    `classes`: per origin, each series' demand class (n,) at that origin. Given, every
+    class seen on at least `MIN_CLASS_SERIES` series per origin (on average) gets weights
+    of its own, learned on its series alone (the same rules per block, the falls counted
+    between two origins where the series was of that class); the rest serve the weights
+    learned on every series. Exclusive with `promo`.
 
     `promo`: per origin, the forecast days (n, H) with a planned promotion. Given, and with
     at least `MIN_PROMO_DAYS` validation days both with and without one, the days with a
@@ -273,7 +322,8 @@ def learn_weights(lstm: Sequence[QuantileForecast], lgbm: Sequence[QuantileForec
 
     `shrink` in [0, 1]: each level's weight moves that share of the way toward its block's
     pooled weight (the one weight that minimises the block's pinball summed over its
-    levels): 0, each level its own (the served default); 1, one weight per block.
+    levels): 0, each level its own; 1, one weight per block. `cumulative_shrink` (None:
+    `shrink`): the cumulative block's, when it differs from the daily block's.
 
     `cumulative_weights` (`CUMULATIVE_WEIGHTS`): "fall", each cumulative level tau >=
     `FALL_LEVELS_FROM` takes the grid weight minimising its pinball + (1 - tau) x the mean
@@ -281,11 +331,16 @@ def learn_weights(lstm: Sequence[QuantileForecast], lgbm: Sequence[QuantileForec
     an order-up-to level leaves that much stock above it, an over-forecast of its size, which
     the pinball loss at tau charges (1 - tau) per unit. The origins are `actual`'s, in order
     (consecutive days); `shrink` then applies to the other levels only."""
-    if not 0.0 <= shrink <= 1.0:
-        raise CombinationError(f"weight shrink must lie in [0, 1], got {shrink}")
+    shrinks = (shrink, shrink if cumulative_shrink is None else cumulative_shrink)
+    if not all(0.0 <= x <= 1.0 for x in shrinks):
+        raise CombinationError(f"weight shrink must lie in [0, 1], got {shrinks}")
     falls = len(actual) if _cumulative_weights(cumulative_weights) == "fall" else 0
     if not lstm or len(lstm) != len(lgbm) or len(lstm) != len(actual):
         raise CombinationError("need forecasts of both models and actuals at each origin")
+    if classes is not None and promo is not None:
+        raise CombinationError("weights per demand class and per promotion day are exclusive")
+    if classes is not None and len(classes) != len(actual):
+        raise CombinationError("need the series' demand classes at each origin")
     levels = lstm[0].levels
     horizon = min(f.horizon for f in (*lstm, *lgbm))
     y = np.concatenate([np.asarray(a, dtype=np.float64)[:, :horizon] for a in actual])
@@ -297,10 +352,13 @@ def learn_weights(lstm: Sequence[QuantileForecast], lgbm: Sequence[QuantileForec
                         np.concatenate([f.mean[:, :horizon] for f in forecasts]))
     every = np.ones(y.shape, dtype=bool)
     daily, cumulative, mean, report = _fit_cells(blocks, y, totals, every, every,
-                                                 levels, integer, shrink,
+                                                 levels, integer, shrinks,
                                                  falls)
     report = {"val_origins": float(len(actual)), **report}
     plain = CombinationWeights(tuple(float(x) for x in levels), daily, cumulative, mean, report)
+    if classes is not None:
+        return _class_weights(plain, blocks, y, totals, classes, len(actual), integer,
+                              shrinks, falls)
     if promo is None or len(promo) != len(actual):
         return plain
     on = np.concatenate([np.asarray(p, dtype=bool)[:, :horizon] for p in promo])
@@ -311,7 +369,7 @@ def learn_weights(lstm: Sequence[QuantileForecast], lgbm: Sequence[QuantileForec
         return dataclasses.replace(plain, report={**report, "val_promo_days": float(days_on)})
     parts = []
     for cells, spans in ((~on, ~on_span), (on, on_span)):
-        d, c, m, r = _fit_cells(blocks, y, totals, cells, spans, levels, integer, shrink,
+        d, c, m, r = _fit_cells(blocks, y, totals, cells, spans, levels, integer, shrinks,
                                 falls)
         if np.sum(spans & np.isfinite(totals)) < MIN_PROMO_DAYS:
             c = cumulative  # too few steps to learn this group's cumulative weights
@@ -324,15 +382,43 @@ def learn_weights(lstm: Sequence[QuantileForecast], lgbm: Sequence[QuantileForec
                               CombinationWeights(plain.levels, d_on, c_on, m_on))
 
 
+def _class_weights(plain: CombinationWeights,
+                   blocks: dict[str, tuple[FloatArray, FloatArray, FloatArray]],
+                   y: FloatArray, totals: FloatArray, classes: Sequence[ClassArray],
+                   origins: int, integer: bool, shrink: tuple[float, float], falls: int,
+                   ) -> CombinationWeights:
+    """`plain` with weights of their own for each demand class seen on enough series
+    (`learn_weights`' classes); the classes' series counts per origin in the report."""
+    rows = np.concatenate([np.asarray(c, dtype=np.int8).reshape(-1) for c in classes])
+    if rows.size != y.shape[0]:
+        raise CombinationError("need one demand class per series at each origin")
+    levels = np.asarray(plain.levels)
+    own: list[CombinationWeights | None] = []
+    report = dict(plain.report)
+    for code, name in enumerate(CLASSES):
+        member = rows == code
+        per_origin = float(member.sum()) / origins
+        report[f"val_class_{name}_series"] = per_origin
+        if per_origin < MIN_CLASS_SERIES:
+            own.append(None)
+            continue
+        cells = np.broadcast_to(member[:, None], y.shape)
+        d, c, m, r = _fit_cells(blocks, y, totals, cells, cells, levels, integer, shrink,
+                                falls)
+        own.append(CombinationWeights(plain.levels, d, c, m, r))
+    return dataclasses.replace(plain, report=report, classes=tuple(own))
+
+
 def _fit_cells(blocks: dict[str, tuple[FloatArray, FloatArray, FloatArray]], y: FloatArray,
                totals: FloatArray, days: BoolArray, spans: BoolArray, levels: FloatArray,
-               integer: bool, shrink: float = 0.0, fall_origins: int = 0,
+               integer: bool, shrink: tuple[float, float] = (0.0, 0.0),
+               fall_origins: int = 0,
                ) -> tuple[tuple[float, ...], tuple[float, ...], float, dict[str, float]]:
     """Daily, cumulative and mean weights learned on the (series, step) cells `days` (daily
     quantiles and mean) and `spans` (cumulative); losses of each part and of the mix (per
-    level's own weight); `shrink`: `learn_weights`'; `fall_origins` > 0: the cells are that
-    many origins' (origin-major), and the upper cumulative levels pay for their falls
-    (`learn_weights`' cumulative_weights="fall")."""
+    level's own weight); `shrink`: `learn_weights`' (daily, cumulative); `fall_origins` >
+    0: the cells are that many origins' (origin-major), and the upper cumulative levels pay
+    for their falls (`learn_weights`' cumulative_weights="fall")."""
     report: dict[str, float] = {}
     chosen: dict[str, list[float]] = {"daily": [], "cumulative": []}
     fixed: set[int] = set()  # cumulative levels that paid for their falls: not shrunk
@@ -349,7 +435,8 @@ def _fit_cells(blocks: dict[str, tuple[FloatArray, FloatArray, FloatArray]], y: 
             w, m, la, lb = _best(a_k, b_k, partial(_pinball_level, t, tau=float(tau)), integer)
             if block == "cumulative" and fall_origins > 1 and tau >= FALL_LEVELS_FROM:
                 w = _best(blocks["lstm"][b][..., k], blocks["lgbm"][b][..., k],
-                          partial(_fall_loss, target, ok, float(tau), fall_origins), integer)[0]
+                          partial(_fall_loss, target, ok, None if cells.all() else cells,
+                                  float(tau), fall_origins), integer)[0]
                 m = _pinball_level(t, _post(w * a_k + (1.0 - w) * b_k, integer), float(tau))
                 fixed.add(k)
             chosen[block].append(w)
@@ -357,11 +444,12 @@ def _fit_cells(blocks: dict[str, tuple[FloatArray, FloatArray, FloatArray]], y: 
         report.update({f"{block}_pinball_mix": mix / levels.size,
                        f"{block}_pinball_lstm": own / levels.size,
                        f"{block}_pinball_lightgbm": peer / levels.size})
-        if shrink > 0.0 and t.size:
+        toward = shrink[b]
+        if toward > 0.0 and t.size:
             a, b_ = blocks["lstm"][b][ok], blocks["lgbm"][b][ok]  # (cells, Q)
             pooled = _best_pooled(a, b_, t, levels, integer)
             chosen[block] = [w if block == "cumulative" and k in fixed
-                             else shrink * pooled + (1.0 - shrink) * w
+                             else toward * pooled + (1.0 - toward) * w
                              for k, w in enumerate(chosen[block])]
             report[f"{block}_weight_pooled"] = pooled
     ok = np.isfinite(y) & days
@@ -376,12 +464,14 @@ def _fit_cells(blocks: dict[str, tuple[FloatArray, FloatArray, FloatArray]], y: 
 
 
 def mixed_block(a: QuantileForecast, b: QuantileForecast, weights: CombinationWeights,
-                promo: BoolArray | None = None) -> FloatArray:
+                promo: BoolArray | None = None, classes: ClassArray | None = None,
+                ) -> FloatArray:
     """The unrounded mix as one block (n, H, 2Q + 1) [daily | cumulative | mean], clipped at
     0, quantiles sorted along the levels: what the mix's calibration learns from and moves.
-    `promo` (n, >= H): the forecast days with a planned promotion (None: none)."""
+    `promo` (n, >= H): the forecast days with a planned promotion (None: none); `classes`
+    (n,): the series' demand classes (None: unknown, the weights of every series)."""
     horizon = min(a.horizon, b.horizon)
-    wd, wc, wm = weights.per_cell(None if promo is None else promo[:, :horizon])
+    wd, wc, wm = weights.per_cell(None if promo is None else promo[:, :horizon], classes)
     daily = np.sort(np.maximum(wd * a.daily[:, :horizon] + (1.0 - wd) * b.daily[:, :horizon],
                                0.0), axis=2)
     cum = np.sort(np.maximum(wc * a.cumulative[:, :horizon]
@@ -404,18 +494,21 @@ def _same_levels(levels: FloatArray, expected: Sequence[float]) -> bool:
 def combine(a: QuantileForecast, b: QuantileForecast, weights: CombinationWeights, *,
             integer: bool, calibration: IntervalCalibration | None = None,
             promo: BoolArray | None = None,
-            promo_calibration: IntervalCalibration | None = None) -> QuantileForecast:
+            promo_calibration: IntervalCalibration | None = None,
+            classes: ClassArray | None = None) -> QuantileForecast:
     """The mix `weights` x a + (1 - weights) x b (a: the LSTM's, b: LightGBM's forecast of
     the same series and steps), recalibrated by `calibration` (None: as mixed), rounded for
     counts, sorted along the levels. `promo` (n, >= H): the forecast days with a planned
     promotion, which take `weights.promo` when there are such weights (None: none), and
     `promo_calibration` instead of `calibration` when there is one (cumulative levels: the
-    steps whose span holds a promotion day)."""
+    steps whose span holds a promotion day). `classes` (n,): each series' demand class,
+    which takes `weights.classes`' weights when there are such (None: every series the
+    same)."""
     if not (_same_levels(a.levels, weights.levels) and _same_levels(b.levels, weights.levels)):
         raise CombinationError("both forecasts must have the weights' levels")
     if calibration is not None:
         q = a.levels.size
-        block = mixed_block(a, b, weights, promo)
+        block = mixed_block(a, b, weights, promo, classes)
         on = None if promo is None else promo[:, : block.shape[1]]
         moved = None
         if promo_calibration is not None and on is not None and on.any():
@@ -431,7 +524,7 @@ def combine(a: QuantileForecast, b: QuantileForecast, weights: CombinationWeight
         cum = np.maximum.accumulate(np.maximum(cum, daily[:, :1]), axis=1)
         return QuantileForecast.trusted(a.levels.copy(), daily, cum, block[..., 2 * q])
     horizon = min(a.horizon, b.horizon)
-    wd, wc, wm = weights.per_cell(None if promo is None else promo[:, :horizon])
+    wd, wc, wm = weights.per_cell(None if promo is None else promo[:, :horizon], classes)
     daily = _post(wd * a.daily[:, :horizon] + (1.0 - wd) * b.daily[:, :horizon], integer)
     cum = _post(wc * a.cumulative[:, :horizon] + (1.0 - wc) * b.cumulative[:, :horizon],
                 integer)
@@ -446,13 +539,15 @@ def learn_calibration(lstm: Sequence[QuantileForecast], lgbm: Sequence[QuantileF
                       integer: bool, blocks: str = DEFAULT_MIX_CALIBRATION,
                       promo: Sequence[BoolArray] | None = None,
                       cells: Sequence[BoolArray] | None = None,
+                      classes: Sequence[ClassArray] | None = None,
                       ) -> IntervalCalibration | None:
     """The mix's interval calibration from both models' forecasts at the validation origins
     (as `learn_weights` reads them) mixed with `weights` (`promo`: per origin, the forecast
     days with a planned promotion, as `learn_weights` takes them): daily tails (quartiles
     and median keep their levels) and, with `blocks="both"`, every cumulative level. None
     for "off". `cells`: per origin (n, H), the days it is learned on (cumulative: steps
-    whose span holds one of them); None: all."""
+    whose span holds one of them); None: all. `classes`: per origin, the series' demand
+    classes (n,) for weights with class weights (None: every series mixed alike)."""
     if blocks not in MIX_CALIBRATIONS:
         raise CombinationError(f"mix_calibration must be one of {MIX_CALIBRATIONS}, "
                                f"got {blocks!r}")
@@ -461,7 +556,9 @@ def learn_calibration(lstm: Sequence[QuantileForecast], lgbm: Sequence[QuantileF
     levels = weights.levels
     q = len(levels)
     flags: Sequence[BoolArray | None] = [None] * len(lstm) if promo is None else promo
-    mixed = [mixed_block(a, b, weights, p) for a, b, p in zip(lstm, lgbm, flags, strict=True)]
+    kinds: Sequence[ClassArray | None] = [None] * len(lstm) if classes is None else classes
+    mixed = [mixed_block(a, b, weights, p, c)
+             for a, b, p, c in zip(lstm, lgbm, flags, kinds, strict=True)]
     horizon = mixed[0].shape[1]
     out = np.concatenate(mixed)
     y = np.concatenate([np.asarray(a, dtype=np.float64)[:, :horizon] for a in actual])
@@ -507,13 +604,15 @@ same for every day) the promotion days' own calibration."""
 @dataclass(frozen=True)
 class ValidationForecasts:
     """Both parts' forecasts at each validation origin (n series x H steps), what followed
-    (n, H) and the forecast days with a planned promotion (n, H) (None: no covariates):
-    what the weights and the mix's calibration are learned from."""
+    (n, H), the forecast days with a planned promotion (n, H) (None: no covariates) and the
+    series' demand classes at the origin (n,) (None: not read): what the weights and the
+    mix's calibration are learned from."""
 
     lstm: list[QuantileForecast]
     lightgbm: list[QuantileForecast]
     actual: list[FloatArray]
     promo: list[BoolArray] | None
+    classes: list[ClassArray] | None = None
 
 
 def ring_windows(state: SeriesState) -> FloatArray:
@@ -524,6 +623,11 @@ def ring_windows(state: SeriesState) -> FloatArray:
         raise CombinationError("the LSTM state carries no day ring (config.year_ago off)")
     out: FloatArray = state.ring.span(RING_DAYS)
     return out
+
+
+def state_classes(state: SeriesState) -> ClassArray:
+    """(n,) each series' demand class from the last `CLASS_DAYS` days its ring carries."""
+    return demand_classes(ring_windows(state)[:, -CLASS_DAYS:])
 
 
 class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
@@ -545,7 +649,9 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
                  promo_calibration: IntervalCalibration | None = None,
                  split_calibration: bool = DEFAULT_SPLIT_CALIBRATION,
                  weight_shrink: float = DEFAULT_WEIGHT_SHRINK,
-                 cumulative_weights: str = DEFAULT_CUMULATIVE_WEIGHTS) -> None:
+                 cumulative_weight_shrink: float | None = DEFAULT_CUMULATIVE_WEIGHT_SHRINK,
+                 cumulative_weights: str = DEFAULT_CUMULATIVE_WEIGHTS,
+                 class_weights: bool = DEFAULT_CLASS_WEIGHTS) -> None:
         super().__init__(lstm.levels.tolist(), end_day=lstm.end_day)
         if not lstm.config.year_ago:
             raise CombinationError("lstm_lgbm serves LightGBM from the LSTM's day ring: "
@@ -574,8 +680,18 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
         if not 0.0 <= weight_shrink <= 1.0:
             raise CombinationError(f"weight_shrink must lie in [0, 1], got {weight_shrink}")
         self.weight_shrink = float(weight_shrink)
+        # ... and the cumulative block's (None: weight_shrink)
+        if cumulative_weight_shrink is not None and not 0.0 <= cumulative_weight_shrink <= 1.0:
+            raise CombinationError("cumulative_weight_shrink must lie in [0, 1], got "
+                                   f"{cumulative_weight_shrink}")
+        self.cumulative_weight_shrink = (None if cumulative_weight_shrink is None
+                                         else float(cumulative_weight_shrink))
         # What `fit` learns for the cumulative block (`CUMULATIVE_WEIGHTS`, `learn_weights`).
         self.cumulative_weights = _cumulative_weights(cumulative_weights)
+        # What `fit` learns: weights of their own per demand class (`learn_weights`'
+        # classes; with promotion weights on too, those win); a loaded model serves what
+        # its weights hold.
+        self.class_weights = bool(class_weights)
         self.fit_info: dict[str, float] = {}
         self._threads: int | None = None  # cap_threads', for a LightGBM part fitted later
 
@@ -689,8 +805,9 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
         state = self.lstm.encode(y[:, : first + 1], dates[first],
                                  promo=None if flags is None else flags[:, : first + 1],
                                  holiday=None if own is None else own[:, : first + 1])
-        ours, theirs, actual, promo = [], [], [], []
+        ours, theirs, actual, promo, classes = [], [], [], [], []
         for t in range(first, last + 1):
+            classes.append(state_classes(state))
             ours.append(self._lstm_forecast(state, big_h, cov))
             theirs.append(self._lightgbm_forecast(early, state, big_h, cov))
             actual.append(y[:, t + 1 : t + 1 + big_h])
@@ -701,34 +818,48 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
                                          holiday=None if own is None else own[:, t + 1])
         known = [p for p in promo if p is not None]
         return ValidationForecasts(ours, theirs, actual,
-                                   known if early.covariates_used and known else None)
+                                   known if early.covariates_used and known else None,
+                                   classes)
 
     def learn_mix(self, found: ValidationForecasts, *, promo_weights: bool | None = None,
                   split_calibration: bool | None = None,
                   shrink: float | None = None,
-                  cumulative_weights: str | None = None) -> Mix:
+                  cumulative_shrink: float | None = None,
+                  cumulative_weights: str | None = None,
+                  class_weights: bool | None = None) -> Mix:
         """Weights, then the mix's calibration, from `validation_forecasts`; `promo_weights`
         (None: the model's own): promotion days weighted on their own when known;
         `split_calibration` (None: the model's own): with promotion weights, the promotion
         days' calibration learned on them alone, the rest's on the days without; `shrink`
-        (None: the model's `weight_shrink`), `cumulative_weights` (None: the model's):
-        `learn_weights`'."""
+        (None: the model's `weight_shrink`), `cumulative_shrink` (None: the model's
+        `cumulative_weight_shrink`, or `shrink` when given alone), `cumulative_weights`
+        (None: the model's):
+        `learn_weights`'; `class_weights` (None: the model's own): weights per demand class
+        (not with promotion days weighted on their own)."""
         split = self.promo_weights if promo_weights is None else promo_weights
         promo = found.promo if split else None
+        by_class = self.class_weights if class_weights is None else class_weights
+        classes = found.classes if by_class and promo is None else None
         integer = self.lstm.config.integer_demand
         weights = learn_weights(found.lstm, found.lightgbm, found.actual, integer=integer,
                                 promo=promo,
                                 shrink=self.weight_shrink if shrink is None else shrink,
+                                cumulative_shrink=(cumulative_shrink
+                                                   if cumulative_shrink is not None
+                                                   or shrink is not None
+                                                   else self.cumulative_weight_shrink),
                                 cumulative_weights=(self.cumulative_weights
                                                     if cumulative_weights is None
-                                                    else cumulative_weights))
+                                                    else cumulative_weights),
+                                classes=classes)
         if weights.promo is None:
             promo = None  # too few promotion days: one mix, as without covariates
         apart = self.split_calibration if split_calibration is None else split_calibration
         if not apart or promo is None:
             return weights, learn_calibration(found.lstm, found.lightgbm, found.actual,
                                               weights, integer=integer,
-                                              blocks=self.mix_calibration, promo=promo), None
+                                              blocks=self.mix_calibration, promo=promo,
+                                              classes=classes), None
         off, on = (learn_calibration(found.lstm, found.lightgbm, found.actual, weights,
                                      integer=integer, blocks=self.mix_calibration,
                                      promo=promo, cells=cells)
@@ -808,11 +939,12 @@ class LSTMLightGBMForecaster(IncrementalForecaster["SeriesState"]):
         steps = min(horizon, big_h)
         promo = (None if self.weights.promo is None
                  else promotion_days(covariates, state.last_day, steps))
+        classes = None if self.weights.classes is None else state_classes(state)
         mixed = combine(self._lstm_forecast(state, steps, covariates),
                         self._lightgbm_forecast(self.lightgbm, state, steps, covariates),
                         self.weights, integer=self.lstm.config.integer_demand,
                         calibration=self.calibration, promo=promo,
-                        promo_calibration=self.promo_calibration)
+                        promo_calibration=self.promo_calibration, classes=classes)
         if horizon <= big_h:
             return mixed
         from forecasting.lstm.serving import extend
@@ -927,7 +1059,10 @@ def make_lstm_lgbm(path: str | None = None, *, device: str = "auto",
     promo_weights = bool(overrides.pop("promo_weights", DEFAULT_PROMO_WEIGHTS))
     split_calibration = bool(overrides.pop("split_calibration", DEFAULT_SPLIT_CALIBRATION))
     weight_shrink = float(overrides.pop("weight_shrink", DEFAULT_WEIGHT_SHRINK))
+    cumulative_shrink = overrides.pop("cumulative_weight_shrink",
+                                      DEFAULT_CUMULATIVE_WEIGHT_SHRINK)
     cumulative_weights = str(overrides.pop("cumulative_weights", DEFAULT_CUMULATIVE_WEIGHTS))
+    class_weights = bool(overrides.pop("class_weights", DEFAULT_CLASS_WEIGHTS))
     # lightgbm_KEY=VALUE: the LightGBM part's config KEY (e.g. a simulation's A/B of it)
     lgbm = {k.removeprefix("lightgbm_"): overrides.pop(k) for k in list(overrides)
             if k.startswith("lightgbm_")}
@@ -945,7 +1080,10 @@ def make_lstm_lgbm(path: str | None = None, *, device: str = "auto",
                                   promo_weights=promo_weights,
                                   split_calibration=split_calibration,
                                   weight_shrink=weight_shrink,
+                                  cumulative_weight_shrink=(None if cumulative_shrink is None
+                                                            else float(cumulative_shrink)),
                                   cumulative_weights=cumulative_weights,
+                                  class_weights=class_weights,
                                   lightgbm_options=lgbm)
 
 

@@ -5,6 +5,7 @@ batch (backtest) forecast of the same day."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from pathlib import Path
@@ -28,7 +29,9 @@ from forecasting.combination import (
     learn_calibration,
     learn_weights,
     save_combination,
+    state_classes,
 )
+from forecasting.demand_class import demand_classes
 from forecasting.lightgbm_peer import LightGBMForecaster
 from forecasting.model_dir import load_model_dir
 from forecasting.registry import forecaster_info, make_forecaster
@@ -99,6 +102,16 @@ def test_shrunk_weights_move_each_level_toward_the_block_pooled_weight() -> None
     assert summed(pooled.daily[0]) <= min(summed(w) for w in grid) + 1e-12
     with pytest.raises(ValueError, match="shrink"):
         learn_weights(lstm, lgbm, actual, integer=False, shrink=1.5)
+    # the daily block pooled, the cumulative levels each their own (`cumulative_shrink`)
+    split = learn_weights(lstm, lgbm, actual, integer=False, shrink=1.0, cumulative_shrink=0.0)
+    assert split.daily == pooled.daily and split.cumulative == own.cumulative
+    assert split.mean == own.mean
+    with pytest.raises(ValueError, match="shrink"):
+        learn_weights(lstm, lgbm, actual, integer=False, cumulative_shrink=-0.1)
+    model = make_forecaster("lstm_lgbm", device="cpu", horizon=7, weight_shrink=1.0,
+                            cumulative_weight_shrink=0.0)
+    assert isinstance(model, LSTMLightGBMForecaster)
+    assert (model.weight_shrink, model.cumulative_weight_shrink) == (1.0, 0.0)
     # the registry's option reaches the model (what its fit learns with)
     model = make_forecaster("lstm_lgbm", device="cpu", horizon=7, weight_shrink=0.5)
     assert isinstance(model, LSTMLightGBMForecaster) and model.weight_shrink == 0.5
@@ -362,6 +375,45 @@ def test_serving_from_the_streams_state_equals_the_batch_forecast_of_the_same_da
     lgbm_ring = model.lightgbm.predict(panel.values[:, -392:], 7, end_days=panel.dates[-1])
     np.testing.assert_allclose(lgbm_ring.daily, lgbm_full.daily, atol=1e-6)
     assert short.daily.shape == batch.daily.shape
+
+
+def test_weights_per_demand_class_serve_from_the_state_and_survive_the_artifact(
+        fitted: tuple[LSTMLightGBMForecaster, Panel, list[int]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`class_weights`: each validation origin records the series' classes from the state's
+    ring; a forecast reads them from the ring it serves from (the batch path goes through
+    the same state) and mixes each series with its class's weights; saved and loaded, the
+    same weights and forecasts."""
+    model, panel, _ = fitted
+    monkeypatch.setattr(combination_module, "MIN_CLASS_SERIES", 1)  # 12 series here
+    found = model.validation_forecasts(panel.head(400))
+    assert found is not None and found.classes is not None
+    assert len(found.classes) == len(found.actual)
+    weights, calibration, _ = model.learn_mix(found, class_weights=True)
+    assert weights.classes is not None and any(c is not None for c in weights.classes)
+    by_class = copy.copy(model)
+    by_class.weights, by_class.calibration = weights, calibration
+    history = panel.head(410)
+    state = model.encode(history.values, history.dates[-1])
+    kinds = state_classes(state)
+    np.testing.assert_array_equal(kinds, demand_classes(history.values[:, -91:]))
+    served = by_class.forecast(state, 7)
+    expected = combine(model.lstm.forecast(state, 7),
+                       model._lightgbm_forecast(model.lightgbm, state, 7),  # type: ignore[arg-type]
+                       weights, integer=True, calibration=calibration, classes=kinds)
+    batch = by_class.predict(history.values, 7, end_days=history.dates[-1])
+    for field in ("daily", "cumulative", "mean"):
+        np.testing.assert_array_equal(getattr(served, field), getattr(expected, field))
+        np.testing.assert_array_equal(getattr(batch, field), getattr(expected, field))
+    save_combination(by_class, tmp_path, data_fingerprint="test")
+    loaded = load_model_dir(tmp_path, device="cpu", backend="torch")
+    assert isinstance(loaded, LSTMLightGBMForecaster) and loaded.weights == weights
+    again = loaded.predict(history.values, 7, end_days=history.dates[-1])
+    for field in ("daily", "cumulative", "mean"):
+        np.testing.assert_array_equal(getattr(again, field), getattr(batch, field))
+    flag = make_forecaster("lstm_lgbm", device="cpu", horizon=7, class_weights=True)
+    assert isinstance(flag, LSTMLightGBMForecaster) and flag.class_weights
+    assert not make_forecaster("lstm_lgbm", device="cpu", horizon=7).class_weights  # type: ignore[attr-defined]
 
 
 def test_shelfcast_train_writes_an_lstm_lgbm_directory_a_worker_loads(
