@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The recordings behind benchmarks/README "Served policy vs the LSTM's" (issue 16): each real set
 # through `shelfcast simulate` exactly as the committed runs, forecasts recorded for replays.
-# usage: benchmarks/simpolicy_runs.sh uci|rossmann|freshretailnet   (from the repo root)
+# usage: [SIMPOLICY_OUT=DIR] benchmarks/simpolicy_runs.sh uci|rossmann|freshretailnet   (from the repo root)
 set -euo pipefail
-D=../shared/data; O=benchmarks/results/generalisation/sim_policy; R=${SIMPOLICY_REC:-/tmp/simpolicy}
+D=../shared/data; O=${SIMPOLICY_OUT:-benchmarks/results/generalisation/sim_policy}; R=${SIMPOLICY_REC:-/tmp/simpolicy}
 PY=${PYTHON:-python}
 mkdir -p "$O" "$R"
 rec() { n=$1; shift; echo "start $n $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)" >> "$O/lanes.log"
