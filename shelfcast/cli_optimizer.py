@@ -456,30 +456,11 @@ def _print_summary(result: SimulationResult) -> None:
 
 
 def _plot(result: SimulationResult, path: Path, *, title: str) -> None:
-    try:
-        import matplotlib
+    from shelfcast.simulation_plot import plot_curves
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ConfigError("--plot needs matplotlib (pip install matplotlib)") from None
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for name, res in result.policies.items():
-        xs = [p.avg_inventory for p in res.curve]
-        ys = [p.fill_rate for p in res.curve]
-        ax.plot(xs, ys, marker="o", markersize=3, label=name)
-        if res.inventory_at_95_fill is not None:
-            ax.plot([res.inventory_at_95_fill], [0.95], marker="x", color="black")
-    ax.axhline(0.95, color="grey", linestyle="--", linewidth=0.8)
-    ax.set_xlabel("average inventory on hand (units, all SKUs)")
-    ax.set_ylabel("fill rate (units served / demanded)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plot_curves({name: ([p.avg_inventory for p in res.curve], [p.fill_rate for p in res.curve],
+                        res.inventory_at_95_fill) for name, res in result.policies.items()},
+                path, title=title)
 
 
 # ----------------------------------------------------------------------------- bench db
