@@ -306,17 +306,17 @@ def _by_promo(per_model: dict[str, Any], panel: Panel, horizon: int,
 BASELINE = "lstm_lgbm_plain"  # the served mix before this lever
 
 
-def lever(docs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Each row's relative change against the plain mix (`BASELINE`), per set and averaged
+def lever(docs: dict[str, dict[str, Any]], baseline: str = BASELINE) -> dict[str, Any]:
+    """Each row's relative change against `baseline` (the plain mix), per set and averaged
     over the real sets, tuning and holdout folds apart; every row's scores."""
-    out: dict[str, Any] = {"baseline": BASELINE, "sets": {}, "average": {}}
+    out: dict[str, Any] = {"baseline": baseline, "sets": {}, "average": {}}
     for part in ("tune", "holdout"):
         sums: dict[str, dict[str, list[float]]] = {}
         for name, doc in docs.items():
             s = part_scores(doc, part, 2)
             row: dict[str, Any] = {"scores": s}
-            for model in (m for m in s if m != BASELINE):
-                change = {k: s[model][k] / s[BASELINE][k] - 1 for k in METRICS}
+            for model in (m for m in s if m != baseline):
+                change = {k: s[model][k] / s[baseline][k] - 1 for k in METRICS}
                 row[model] = change
                 if name in REAL_SETS:
                     for k, v in change.items():
