@@ -39,14 +39,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.combination_lever import DATA, SETS, _Part
-from benchmarks.promotion_lever import _Recording
+from benchmarks.promotion_lever import run_folds, served_recording
 from forecasting._numeric import FloatArray
-from forecasting.backtest import rolling_origin
 from forecasting.base import Forecaster
 from forecasting.calibration import interp_weights
-from forecasting.combination import LSTMLightGBMForecaster, mixed_block
-from forecasting.data import load_panel
-from forecasting.registry import make_forecaster
+from forecasting.combination import mixed_block
 from runtime.paths import recorded_path
 
 BAND = 0.03  # the tolerance on coverage
@@ -118,21 +115,12 @@ def scores(q: FloatArray, y: FloatArray, levels: FloatArray) -> dict[str, float]
 
 
 def run_set(name: str, data: Path) -> dict[str, Any]:
-    rel, horizon, kwargs = SETS[name]
-    panel = load_panel(data / rel, covariates=True, **kwargs)
-    base = make_forecaster("lstm_lgbm", device="cpu", horizon=horizon)
-    assert isinstance(base, LSTMLightGBMForecaster)
-    combined = _Recording(base.lstm, mix_calibration="daily")
-    combined.cap_threads(1)
+    panel, _, combined = served_recording(name, data)
+    rel = SETS[name][0]
     parts: dict[str, Forecaster] = {"lstm": _Part("lstm", combined, "lstm"),
                                     "lightgbm": _Part("lightgbm", combined, "lightgbm")}
-
-    def factory(model: str) -> Forecaster:
-        return combined if model == "lstm_lgbm" else parts[model]
-
     t0 = time.perf_counter()
-    result = rolling_origin(panel, ["lstm_lgbm", *parts], horizon=horizon, folds=4,
-                            refit=False, factory=factory)
+    result = run_folds(name, panel, SETS[name][1], combined, parts)
     assert combined.weights is not None
     levels = combined.levels
     integer = combined.config.integer_demand

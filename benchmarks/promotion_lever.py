@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.combination_lever import DATA, METRICS, SETS, _Part
 from benchmarks.generalisation_split import REAL_SETS, part_scores
-from forecasting.backtest import rolling_origin
+from forecasting.backtest import BacktestResult, rolling_origin
 from forecasting.base import Forecaster, QuantileForecast
 from forecasting.combination import (
     CombinationWeights,
@@ -182,6 +182,33 @@ class _Fresh(_Variant):
         return model
 
 
+def served_recording(name: str, data: Path) -> tuple[Panel, int, _Recording]:
+    """Set `name`'s panel (covariates read), its horizon, and the served mix (untrained,
+    one thread) that keeps its validation forecasts: what each lever script trains once."""
+    rel, horizon, kwargs = SETS[name]
+    panel = load_panel(data / rel, covariates=True, **kwargs)
+    base = make_forecaster("lstm_lgbm", device="cpu", horizon=horizon)
+    assert isinstance(base, LSTMLightGBMForecaster)
+    combined = _Recording(base.lstm, mix_calibration="daily")
+    combined.cap_threads(1)
+    return panel, horizon, combined
+
+
+def run_folds(name: str, panel: Panel, horizon: int, combined: _Recording,
+              parts: dict[str, Forecaster]) -> BacktestResult:
+    """The generalisation protocol (4 origins, refit once): the served mix `combined` first
+    (as "lstm_lgbm"), then `parts`, one progress line per model and fold."""
+    def factory(model: str) -> Forecaster:
+        return combined if model == "lstm_lgbm" else parts[model]
+
+    return rolling_origin(panel, ["lstm_lgbm", *parts], horizon=horizon, folds=4,
+                          refit=False, factory=factory,
+                          on_fold=lambda m, k, s: print(
+                              f"  {name} {m:>15} fold {k}: pinball {s['pinball']:.4f} "
+                              f"mase_median {s['mase_median']:.3f} "
+                              f"cov80 {s['coverage_80']:.3f}", file=sys.stderr, flush=True))
+
+
 def run_set(name: str, out: Path, data: Path, fresh: bool = False,
             mix_days: int | None = None, val_days: int | None = None,
             overrides: dict[str, Any] | None = None,
@@ -220,16 +247,8 @@ def run_set(name: str, out: Path, data: Path, fresh: bool = False,
     if fresh:
         parts["lstm_lgbm_fresh"] = _Fresh("lstm_lgbm_fresh", combined, horizon)
 
-    def factory(model: str) -> Forecaster:
-        return combined if model == "lstm_lgbm" else parts[model]
-
     t0 = time.perf_counter()
-    result = rolling_origin(panel, ["lstm_lgbm", *parts], horizon=horizon, folds=4,
-                            refit=False, factory=factory,
-                            on_fold=lambda m, k, s: print(
-                                f"  {name} {m:>15} fold {k}: pinball {s['pinball']:.4f} "
-                                f"mase_median {s['mase_median']:.3f} "
-                                f"cov80 {s['coverage_80']:.3f}", file=sys.stderr, flush=True))
+    result = run_folds(name, panel, horizon, combined, parts)
     doc = result.to_json()
     plain = parts["lstm_lgbm_plain"]
     split = parts["lstm_lgbm_split_cal"]

@@ -37,8 +37,7 @@ from numpy.typing import ArrayLike
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.combination_lever import DATA, SETS, _Part
-from benchmarks.promotion_lever import _Recording, lever
-from forecasting.backtest import rolling_origin
+from benchmarks.promotion_lever import _Recording, lever, run_folds, served_recording
 from forecasting.base import Forecaster, QuantileForecast
 from forecasting.combination import (
     LSTMLightGBMForecaster,
@@ -47,7 +46,7 @@ from forecasting.combination import (
     combine,
 )
 from forecasting.covariates import Covariates
-from forecasting.data import Panel, load_panel
+from forecasting.data import Panel
 from forecasting.registry import make_forecaster
 from runtime.paths import recorded_path
 
@@ -156,12 +155,8 @@ class _SeedsLSTM(Forecaster):
 
 
 def run_set(name: str, out: Path, data: Path, seeds: Sequence[int]) -> dict[str, Any]:
-    rel, horizon, kwargs = SETS[name]
-    panel = load_panel(data / rel, covariates=True, **kwargs)
-    base = make_forecaster("lstm_lgbm", device="cpu", horizon=horizon)
-    assert isinstance(base, LSTMLightGBMForecaster)
-    combined = _Recording(base.lstm, mix_calibration="daily")
-    combined.cap_threads(1)
+    panel, horizon, combined = served_recording(name, data)
+    rel = SETS[name][0]
     ensemble = _Seeds("lstm_lgbm_seeds", combined, seeds, horizon)
     parts: dict[str, Forecaster] = {"lstm_lgbm_seeds": ensemble,
                                     "lstm_seeds": _SeedsLSTM("lstm_seeds", ensemble),
@@ -170,16 +165,8 @@ def run_set(name: str, out: Path, data: Path, seeds: Sequence[int]) -> dict[str,
                                     "lstm": _Part("lstm", combined, "lstm"),
                                     "lightgbm": _Part("lightgbm", combined, "lightgbm")}
 
-    def factory(model: str) -> Forecaster:
-        return combined if model == BASELINE else parts[model]
-
     t0, cpu0 = time.perf_counter(), time.process_time()
-    result = rolling_origin(panel, [BASELINE, *parts], horizon=horizon, folds=4,
-                            refit=False, factory=factory,
-                            on_fold=lambda m, k, s: print(
-                                f"  {name} {m:>15} fold {k}: pinball {s['pinball']:.4f} "
-                                f"mase_median {s['mase_median']:.3f} "
-                                f"cov80 {s['coverage_80']:.3f}", file=sys.stderr, flush=True))
+    result = run_folds(name, panel, horizon, combined, parts)
     doc = result.to_json()
     assert ensemble.mix is not None
     doc.update(data=recorded_path(data / rel), served=BASELINE, seeds=[0, *seeds],
